@@ -1,0 +1,46 @@
+"""midas_glmm: linear and generalized linear mixed models with lme4's answers in Python.
+
+>>> from midas_glmm import MixedModel, datasets
+>>> res = MixedModel.from_formula("score ~ hours + (1 | school)", datasets.load("schools")).fit()
+>>> print(res.summary())  # doctest: +SKIP
+"""
+
+from . import datasets
+from .errors import (
+    ConvergenceWarning,
+    DataError,
+    FamilyError,
+    FewGroupsWarning,
+    FitError,
+    FormulaError,
+    LaplaceAccuracyWarning,
+    MidasError,
+    MidasWarning,
+    RankDeficiencyWarning,
+    RefitWarning,
+    SingularFitWarning,
+)
+from .families import Family
+from .model import MixedModel
+from .results import MixedModelResults
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MixedModel",
+    "MixedModelResults",
+    "Family",
+    "datasets",
+    "MidasError",
+    "FormulaError",
+    "DataError",
+    "FamilyError",
+    "FitError",
+    "MidasWarning",
+    "SingularFitWarning",
+    "ConvergenceWarning",
+    "FewGroupsWarning",
+    "LaplaceAccuracyWarning",
+    "RankDeficiencyWarning",
+    "RefitWarning",
+]

@@ -1,0 +1,265 @@
+"""The data pass and the per-θ factorisation.
+
+:class:`CrossProducts` holds the blocks of ``A = [Z X y]' W [Z X y]`` — computed from the rows
+once (once per PIRLS step for a GLMM) and never again. :class:`BlockedCholesky` factors
+
+    [Λ'Z'WZΛ + I   Λ'Z'W[X y]]
+    [[X y]'WZΛ     [X y]'W[X y]]  =  L L'
+
+for one θ using only those blocks. Storage follows structure (as in MixedModels.jl):
+
+* the first term's diagonal block is block-diagonal — ``ℓ`` blocks of ``p × p``, so a scalar
+  random intercept costs O(ℓ) per θ;
+* the blocks between terms (crossed or nested factors) are sparse on input and become dense
+  only in the rows of the later terms, which lme4 orders to have fewer levels;
+* the ``[X y]`` rows are dense ``(p+1) × q`` strips.
+
+The last row of L holds the solution of the penalised least-squares problem and the square root
+of the penalised residual sum of squares, so one factorisation gives every profiled quantity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from .reterms import ReTerm
+
+__all__ = ["CrossProducts", "BlockedCholesky"]
+
+
+def _block_diag_sparse(blocks: np.ndarray) -> sp.csr_matrix:
+    """Sparse block-diagonal matrix from an ``(ℓ, p, p)`` stack."""
+    nl, p, _ = blocks.shape
+    if p == 1:
+        return sp.diags(blocks[:, 0, 0]).tocsr()
+    return sp.bsr_matrix((blocks, np.arange(nl), np.arange(nl + 1)), shape=(nl * p, nl * p)).tocsr()
+
+
+def _to_dense_block_diag(blocks: np.ndarray) -> np.ndarray:
+    nl, p, _ = blocks.shape
+    out = np.zeros((nl * p, nl * p))
+    for a in range(p):
+        for b in range(p):
+            out[np.arange(nl) * p + a, np.arange(nl) * p + b] = blocks[:, a, b]
+    return out
+
+
+@dataclass
+class CrossProducts:
+    """Blocks of ``[Z X y]' W [Z X y]``, the only thing the LMM needs from the rows.
+
+    Attributes
+    ----------
+    ZtZ : list of ndarray, each (ℓ_i, p_i, p_i)
+        Diagonal blocks ``Z_i'WZ_i``, one ``p_i × p_i`` block per level.
+    ZjtZi : dict (j, i) -> scipy.sparse.csr_matrix
+        ``Z_j'WZ_i`` for ``j > i`` (crossed or nested terms).
+    XytZ : list of ndarray, each (k+1, q_i)
+        ``[X y]'WZ_i``.
+    XytXy : ndarray, (k+1, k+1)
+        ``[X y]'W[X y]``.
+    n : int
+        Number of rows summed over.
+    """
+
+    ZtZ: list[np.ndarray]
+    ZjtZi: dict[tuple[int, int], sp.csr_matrix]
+    XytZ: list[np.ndarray]
+    XytXy: np.ndarray
+    n: int
+
+    @classmethod
+    def from_rows(cls, terms: list[ReTerm], Xy: np.ndarray, weights: np.ndarray | None = None):
+        """One pass over the rows: ``A = [Z X y]' W [Z X y]`` in blocks."""
+        n = Xy.shape[0]
+        w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+        ZtZ, XytZ = [], []
+        Xyw = Xy * w[:, None]
+        for t in terms:
+            p, nl = t.p, t.nlevels
+            blk = np.empty((nl, p, p))
+            for a in range(p):
+                for b in range(a + 1):
+                    s = np.bincount(t.codes, weights=w * t.Zcols[:, a] * t.Zcols[:, b], minlength=nl)
+                    blk[:, a, b] = s
+                    blk[:, b, a] = s
+            ZtZ.append(blk)
+            xz = np.empty((Xy.shape[1], nl, p))
+            for a in range(p):
+                wz = t.Zcols[:, a]
+                for c in range(Xy.shape[1]):
+                    xz[c, :, a] = np.bincount(t.codes, weights=Xyw[:, c] * wz, minlength=nl)
+            XytZ.append(xz.reshape(Xy.shape[1], nl * p))
+        ZjtZi = {}
+        for j in range(1, len(terms)):
+            Zj = terms[j].sparse_Z(w)
+            for i in range(j):
+                ZjtZi[(j, i)] = (Zj.T @ terms[i].sparse_Z()).tocsr()
+        return cls(ZtZ, ZjtZi, XytZ, Xy.T @ Xyw, n)
+
+
+class BlockedCholesky:
+    """Blocked Cholesky factor L of ``[Λ'AΛ + I, ...; ..., [X y]'W[X y]]`` for one θ.
+
+    Parameters
+    ----------
+    cp : CrossProducts
+    lams : list of ndarray
+        ``λ_i`` (``p_i × p_i`` lower triangular) for each term.
+    """
+
+    def __init__(self, cp: CrossProducts, lams: list[np.ndarray]):
+        self.lams = lams
+        k = len(lams)
+        # first term: block diagonal
+        lam0 = lams[0]
+        M0 = np.einsum("ba,lbc,cd->lad", lam0, cp.ZtZ[0], lam0)
+        M0 += np.eye(lam0.shape[0])
+        self.L00 = np.linalg.cholesky(M0)
+        # T0 = λ0 L00^{-T} per level, so that  A Λ0 L00^{-T} = A @ blockdiag(T0)
+        L00inv = np.linalg.inv(self.L00)
+        self._T0 = np.einsum("ab,lcb->lac", lam0, L00inv)
+        self._L00inv = L00inv
+        # L[j, m] for the later terms
+        self.Lj: dict[tuple[int, int], object] = {}
+        T0sp = _block_diag_sparse(self._T0) if k > 1 else None
+        for j in range(1, k):
+            lamj_t = _block_diag_sparse(
+                np.broadcast_to(lams[j].T, (len(cp.ZtZ[j]),) + lams[j].shape)
+            )
+            self.Lj[(j, 0)] = (lamj_t @ cp.ZjtZi[(j, 0)] @ T0sp).tocsr()
+            for m in range(1, j):
+                lam_m = _block_diag_sparse(np.broadcast_to(lams[m], (len(cp.ZtZ[m]),) + lams[m].shape))
+                B = (lamj_t @ cp.ZjtZi[(j, m)] @ lam_m).toarray()
+                B -= self._outer(j, m)
+                self.Lj[(j, m)] = sla.solve_triangular(self.Lj[(m, m)], B.T, lower=True).T
+            lam_blocks = np.broadcast_to(lams[j], (len(cp.ZtZ[j]),) + lams[j].shape)
+            Mjj = np.einsum("lba,lbc,lcd->lad", lam_blocks, cp.ZtZ[j], lam_blocks)
+            D = _to_dense_block_diag(Mjj)
+            D[np.diag_indices_from(D)] += 1.0
+            D -= self._outer(j, j)
+            self.Lj[(j, j)] = np.linalg.cholesky(D)
+        # the [X y] rows
+        self.LX: list[np.ndarray] = []
+        XZ0 = cp.XytZ[0].reshape(cp.XytZ[0].shape[0], -1, lam0.shape[0])
+        self.LX.append(np.einsum("cla,lab->clb", XZ0, self._T0).reshape(cp.XytZ[0].shape))
+        for m in range(1, k):
+            nl, p = len(cp.ZtZ[m]), lams[m].shape[0]
+            B = (cp.XytZ[m].reshape(-1, nl, p) @ lams[m]).reshape(cp.XytZ[m].shape)
+            for t in range(m):
+                Lmt = self.Lj[(m, t)]
+                B = B - (Lmt @ self.LX[t].T).T
+            self.LX.append(sla.solve_triangular(self.Lj[(m, m)], B.T, lower=True).T)
+        S = cp.XytXy - sum(Lx @ Lx.T for Lx in self.LX)
+        self.LXX = np.linalg.cholesky(S)
+
+    def _outer(self, j: int, m: int) -> np.ndarray:
+        """Σ_{t<m} L[j,t] L[m,t]'  (dense)."""
+        out = 0.0
+        for t in range(m):
+            a, b = self.Lj[(j, t)], self.Lj[(m, t)]
+            prod = a @ b.T
+            out = out + (prod.toarray() if sp.issparse(prod) else prod)
+        return out
+
+    # ------------------------------------------------------------------ quantities
+    @property
+    def logdet_Z(self) -> float:
+        """log|L_Z|² = log det(Λ'Z'WZΛ + I)."""
+        s = 2.0 * np.log(np.diagonal(self.L00, axis1=1, axis2=2)).sum()
+        for j in range(1, len(self.lams)):
+            s += 2.0 * np.log(np.diag(self.Lj[(j, j)])).sum()
+        return float(s)
+
+    @property
+    def p(self) -> int:
+        """Number of fixed-effect columns."""
+        return self.LXX.shape[0] - 1
+
+    @property
+    def RX(self) -> np.ndarray:
+        """Lower Cholesky factor R_X of the Schur complement for β (``p × p``)."""
+        return self.LXX[:-1, :-1]
+
+    @property
+    def logdet_X(self) -> float:
+        """log|R_X|²."""
+        return float(2.0 * np.log(np.diag(self.RX)).sum()) if self.p else 0.0
+
+    @property
+    def pwrss(self) -> float:
+        """Penalised weighted residual sum of squares r² = ||y − Xβ̂ − ZΛû||² + ||û||²."""
+        return float(self.LXX[-1, -1] ** 2)
+
+    def beta(self) -> np.ndarray:
+        """β̂ from R_X' β = c_β."""
+        if not self.p:
+            return np.zeros(0)
+        return sla.solve_triangular(self.RX, self.LXX[-1, :-1], lower=True, trans="T")
+
+    def u(self, beta: np.ndarray) -> list[np.ndarray]:
+        """Spherical modes û by back-substitution through the blocks: L_Z' u = c_Z − L_XZ'β."""
+        k = len(self.lams)
+        us: list[np.ndarray] = [None] * k  # type: ignore[list-item]
+        for m in range(k - 1, -1, -1):
+            rhs = self.LX[m][-1] - self.LX[m][:-1].T @ beta
+            for j in range(m + 1, k):
+                rhs = rhs - self.Lj[(j, m)].T @ us[j]
+            if m == 0:
+                p0 = self.lams[0].shape[0]
+                r = rhs.reshape(-1, p0)
+                us[0] = np.einsum("lba,lb->la", self._L00inv, r).ravel()
+            else:
+                us[m] = sla.solve_triangular(self.Lj[(m, m)], rhs, lower=True, trans="T")
+        return us
+
+    def b(self, us: list[np.ndarray]) -> list[np.ndarray]:
+        """Random effects on the data scale, b_i = Λ_i u_i (``ℓ_i × p_i`` arrays)."""
+        return [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(us, self.lams)]
+
+    def vcov_beta_unscaled(self) -> np.ndarray:
+        """(R_X R_X')⁻¹; times σ² it is the covariance of β̂."""
+        Rinv = sla.solve_triangular(self.RX, np.eye(self.p), lower=True)
+        return Rinv.T @ Rinv
+
+    def condvar_blocks(self) -> list[np.ndarray]:
+        """Diagonal blocks of Λ (Λ'Z'WZΛ + I)⁻¹ Λ' per level, ``(ℓ_i, p_i, p_i)`` per term.
+
+        Times σ² these are lme4's conditional variances of the random effects (given β̂)."""
+        k = len(self.lams)
+        p0 = self.lams[0].shape[0]
+        V0 = np.einsum("lba,lbc->lac", self._L00inv, self._L00inv)
+        out = []
+        if k > 1:
+            # L_Z = [[D, 0], [B, C]]  →  (L_Z L_Z')⁻¹ blocks: D⁻ᵀD⁻¹ + GᵀG and (CCᵀ)⁻¹,
+            # with G = C⁻¹ B D⁻¹.
+            sizes = [self.Lj[(j, j)].shape[0] for j in range(1, k)]
+            offs = np.concatenate([[0], np.cumsum(sizes)])
+            C = np.zeros((offs[-1], offs[-1]))
+            B = np.zeros((offs[-1], self._T0.shape[0] * p0))
+            for j in range(1, k):
+                for m in range(0, j + 1):
+                    blk = self.Lj[(j, m)]
+                    blk = blk.toarray() if sp.issparse(blk) else blk
+                    if m == 0:
+                        B[offs[j - 1] : offs[j]] = blk
+                    else:
+                        C[offs[j - 1] : offs[j], offs[m - 1] : offs[m]] = blk
+            Dinv = _to_dense_block_diag(self._L00inv)
+            G = sla.solve_triangular(C, B @ Dinv, lower=True)
+            Gr = G.reshape(G.shape[0], -1, p0)
+            V0 = V0 + np.einsum("rla,rlb->lab", Gr, Gr)
+            Cinv = sla.solve_triangular(C, np.eye(C.shape[0]), lower=True)
+            Vrest = Cinv.T @ Cinv
+        out.append(V0)
+        for j in range(1, k):
+            p = self.lams[j].shape[0]
+            blk = Vrest[offs[j - 1] : offs[j], offs[j - 1] : offs[j]]
+            nl = blk.shape[0] // p
+            blocks = np.stack([blk[l * p : (l + 1) * p, l * p : (l + 1) * p] for l in range(nl)])
+            out.append(blocks)
+        return [np.einsum("ab,lbc,dc->lad", lam, V, lam) for lam, V in zip(self.lams, out)]

@@ -1,0 +1,381 @@
+"""From a DataFrame and a parsed formula to the arrays the engines use.
+
+:func:`build_design` selects the columns the model uses, drops rows with a missing value in any
+of them (counting them, as lme4 does), and builds
+
+* the response ``y`` (for ``cbind(s, f)``: the proportion ``s/(s+f)`` with ``s+f`` trials as
+  weights),
+* the fixed-effects matrix ``X`` through formulaic (its ModelSpec replays on new data),
+* offsets and prior weights,
+* one :class:`~midas_glmm.reterms.ReTerm` per random-effects term, in lme4's order.
+
+The caller's DataFrame is never modified.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+import formulaic
+import numpy as np
+import pandas as pd
+import scipy.linalg as sla
+
+from .errors import DataError, FormulaError, RankDeficiencyWarning, did_you_mean
+from .formula import ParsedFormula, RandomTermSpec, parse_formula
+from .reterms import ReTerm, lme4_term_order
+
+__all__ = ["Design", "build_design", "eval_expression", "fixed_matrix", "random_columns"]
+
+INTERCEPT = "(Intercept)"
+
+
+@dataclass
+class Design:
+    """Everything the engines need, built once from the data.
+
+    Attributes
+    ----------
+    y : ndarray (n,)
+        Response (a proportion for ``cbind`` responses).
+    X : ndarray (n, p)
+        Fixed-effects model matrix.
+    fixed_names : list of str
+        Column names of X (``"(Intercept)"`` for the intercept).
+    terms : list of ReTerm
+        Random-effects terms in lme4's order.
+    weights : ndarray (n,)
+        Prior weights (trials for ``cbind`` responses; ones if none given).
+    offset : ndarray (n,)
+        Offset added to the linear predictor.
+    nobs, n_dropped : int
+        Rows used, and rows dropped for missing values.
+    """
+
+    formula: str
+    parsed: ParsedFormula
+    y: np.ndarray
+    X: np.ndarray
+    fixed_names: list[str]
+    fixed_spec: object
+    terms: list[ReTerm]
+    weights: np.ndarray
+    offset: np.ndarray
+    response_name: str
+    nobs: int
+    n_dropped: int
+    dropped_columns: list[str] = field(default_factory=list)
+    fixed_keep: np.ndarray | None = None
+    has_prior_weights: bool = False
+    trials: np.ndarray | None = None
+    row_index: pd.Index | None = None
+
+
+def _names_in(expr: str) -> set[str]:
+    """Free variable names of a Python expression (``np.log(a + b)`` → {a, b})."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as exc:
+        raise FormulaError(f"cannot read the expression '{expr}': {exc.msg}") from None
+    called = {
+        n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
+    attrs_base = {
+        n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+    }
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    return names - called - attrs_base
+
+
+def eval_expression(expr: str, data: pd.DataFrame) -> np.ndarray:
+    """Evaluate a response or offset expression such as ``size - incidence`` or ``np.log(e)``."""
+    env = {"np": np, "numpy": np, "log": np.log, "exp": np.exp, "sqrt": np.sqrt}
+    cols = {c: data[c].to_numpy() for c in _names_in(expr) if c in data.columns}
+    try:
+        val = eval(compile(expr, "<formula>", "eval"), {"__builtins__": {}, **env}, cols)  # noqa: S307
+    except Exception as exc:  # the expression is the user's: report it, whatever went wrong
+        raise FormulaError(f"cannot evaluate '{expr}': {exc}") from None
+    val = np.asarray(val)
+    if val.ndim == 0:
+        val = np.full(len(data), val)
+    return val
+
+
+def _formulaic_names(expr: str) -> set[str]:
+    try:
+        return set(formulaic.Formula(expr).required_variables)
+    except Exception as exc:
+        raise FormulaError(f"cannot parse '{expr}': {exc}") from None
+
+
+def _rename(cols) -> list[str]:
+    return [INTERCEPT if c == "Intercept" else str(c) for c in cols]
+
+
+def fixed_matrix(design: Design, data: pd.DataFrame) -> np.ndarray:
+    """Replay the fixed-effects ModelSpec on (new) data, keeping the columns the fit kept."""
+    X = np.asarray(design.fixed_spec.get_model_matrix(data), dtype=float)
+    return X[:, design.fixed_keep]
+
+
+def random_columns(term: ReTerm, data: pd.DataFrame) -> np.ndarray:
+    """Replay a random term's column spec on (new) data: the ``n × p`` per-row values."""
+    return np.asarray(term.spec.get_model_matrix(data), dtype=float)
+
+
+def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
+    """Level codes and labels of the interaction of the ``group`` columns (levels sorted)."""
+    parts_codes, parts_levels = [], []
+    for g in group:
+        col = data[g]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.cat.remove_unused_categories()
+            codes, levels = col.cat.codes.to_numpy(), col.cat.categories
+        else:
+            codes, levels = pd.factorize(col, sort=True)
+        parts_codes.append(codes.astype(np.int64))
+        parts_levels.append([str(v) for v in levels])
+    if len(group) == 1:
+        return parts_codes[0], pd.Index(parts_levels[0], name=group[0])
+    stacked = np.column_stack(parts_codes)
+    uniq, codes = np.unique(stacked, axis=0, return_inverse=True)
+    labels = [":".join(parts_levels[i][c] for i, c in enumerate(row)) for row in uniq]
+    return codes.ravel().astype(np.int64), pd.Index(labels, name=":".join(group))
+
+
+def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
+    try:
+        mm = formulaic.model_matrix(spec.expr, data, na_action="raise")
+    except Exception as exc:
+        raise FormulaError(f"cannot build the random-effects term '{spec}': {exc}") from None
+    codes, levels = _group_codes(data, spec.group)
+    Zcols = np.asarray(mm, dtype=float)
+    if Zcols.shape[1] == 0:
+        raise FormulaError(f"random-effects term '{spec}' has no columns; write (1 | g) or (x | g)")
+    return ReTerm(
+        group_name=spec.group_name,
+        group=spec.group,
+        expr=spec.expr,
+        columns=_rename(mm.columns),
+        levels=levels,
+        codes=codes,
+        Zcols=Zcols,
+        spec=mm.model_spec,
+    )
+
+
+def _drop_rank_deficient(X: np.ndarray, names: list[str]):
+    """Drop columns of X that are linear combinations of others (pivoted QR), as lme4 does.
+
+    Returns the reduced X, its names, the indices kept and the names dropped."""
+    if X.shape[1] == 0:
+        return X, names, np.arange(0), []
+    _, R, piv = sla.qr(X, mode="economic", pivoting=True)
+    d = np.abs(np.diag(R))
+    tol = max(X.shape) * np.finfo(float).eps * 1e3 * (d[0] if d.size else 1.0)
+    rank = int((d > tol).sum())
+    if rank == X.shape[1]:
+        return X, names, np.arange(X.shape[1]), []
+    keep = np.sort(piv[:rank])
+    dropped = [names[i] for i in sorted(piv[rank:])]
+    return X[:, keep], [names[i] for i in keep], keep, dropped
+
+
+def _check_columns(needed: set[str], data: pd.DataFrame, formula: str) -> None:
+    for name in sorted(needed):
+        if name not in data.columns:
+            raise DataError(
+                f"column '{name}' in formula '{formula}' is not in the data"
+                f"{did_you_mean(name, data.columns)}"
+            )
+
+
+def build_design(
+    formula: str,
+    data: pd.DataFrame,
+    weights=None,
+    offset=None,
+    require_random: bool = True,
+) -> Design:
+    """Build the :class:`Design` of ``formula`` on ``data``.
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula, e.g. ``"y ~ x + (1 | g)"``.
+    data : pandas.DataFrame
+        Not modified.
+    weights, offset : str, array-like or None
+        A column name or an array with one value per row of ``data``.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if len(data) == 0:
+        raise DataError("the data has no rows")
+    parsed = parse_formula(formula)
+    if require_random and not parsed.random:
+        raise FormulaError(
+            f"formula '{formula}' has no random-effects term; add one such as (1 | group), "
+            "or use a GLM (statsmodels) for a model without random effects"
+        )
+    if not parsed.response:
+        raise FormulaError(f"formula '{formula}' has no response on the left of '~'")
+
+    # Which columns are used, for the complete-case filter.
+    if parsed.cbind:
+        resp_vars = _names_in(parsed.cbind[0]) | _names_in(parsed.cbind[1])
+    else:
+        resp_vars = _names_in(parsed.response)
+    needed = set(resp_vars) | _formulaic_names(parsed.fixed)
+    for off in parsed.offsets:
+        needed |= _names_in(off)
+    for t in parsed.random:
+        needed |= _formulaic_names(t.expr) | set(t.group)
+    _check_columns(needed, data, formula)
+
+    extra: dict[str, np.ndarray] = {}
+    for label, arg in (("weights", weights), ("offset", offset)):
+        if arg is None:
+            continue
+        if isinstance(arg, str):
+            _check_columns({arg}, data, f"{label}='{arg}'")
+            extra[label] = data[arg].to_numpy()
+        else:
+            arr = np.asarray(arg, dtype=float).ravel()
+            if arr.shape[0] != len(data):
+                raise DataError(f"{label} has {arr.shape[0]} values but the data has {len(data)} rows")
+            extra[label] = arr
+
+    used = data[sorted(needed)]
+    complete = ~used.isna().any(axis=1).to_numpy()
+    for label, arr in extra.items():
+        complete &= ~pd.isna(arr)
+    n_dropped = int((~complete).sum())
+    if not complete.any():
+        worst = used.isna().sum().idxmax() if len(used.columns) else "?"
+        raise DataError(f"every row has a missing value (column '{worst}' is the emptiest); nothing to fit")
+    df = used.loc[complete].copy() if n_dropped else used.copy()
+    for label in extra:
+        extra[label] = np.asarray(extra[label][complete], dtype=float)
+
+    for c in df.columns:
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+            vals = df[c].to_numpy(dtype=float)
+            if np.isinf(vals).any():
+                raise DataError(
+                    f"column '{c}' holds infinite values (row {df.index[np.isinf(vals)][0]!r}); "
+                    "remove or recode them"
+                )
+
+    # Response.
+    if parsed.cbind:
+        succ = _numeric(eval_expression(parsed.cbind[0], df), parsed.cbind[0])
+        fail = _numeric(eval_expression(parsed.cbind[1], df), parsed.cbind[1])
+        trials = succ + fail
+        if (succ < 0).any() or (fail < 0).any():
+            raise DataError(f"'{parsed.response}' has negative counts; cbind needs successes, failures >= 0")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
+        w = trials.astype(float)
+        response_name = parsed.cbind[0]
+    else:
+        y = _numeric(eval_expression(parsed.response, df), parsed.response)
+        w = np.ones(len(df))
+        trials = None
+        response_name = parsed.response
+    if "weights" in extra:
+        if (extra["weights"] < 0).any():
+            raise DataError("weights must be non-negative")
+        w = w * extra["weights"]
+
+    # Fixed effects.
+    try:
+        mm = formulaic.model_matrix(parsed.fixed, df, na_action="raise")
+    except Exception as exc:
+        raise FormulaError(f"cannot build the fixed effects '{parsed.fixed}': {exc}") from None
+    X = np.asarray(mm, dtype=float)
+    names = _rename(mm.columns)
+    X, names, keep, dropped = _drop_rank_deficient(X, names)
+    if dropped:
+        import warnings
+
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient: dropping {len(dropped)} column(s) "
+            f"{dropped}",
+            RankDeficiencyWarning,
+            stacklevel=3,
+        )
+
+    # Offsets.
+    off = np.zeros(len(df))
+    for expr in parsed.offsets:
+        off = off + _numeric(eval_expression(expr, df), f"offset({expr})")
+    if "offset" in extra:
+        off = off + extra["offset"]
+    if not np.all(np.isfinite(off)):
+        raise DataError("the offset has non-finite values (e.g. log of 0); check the exposure column")
+
+    # Random effects.
+    terms = [_build_term(t, df) for t in parsed.random]
+    order = lme4_term_order([t.nlevels for t in terms])
+    terms = [terms[i] for i in order]
+
+    return Design(
+        formula=formula,
+        parsed=parsed,
+        y=np.asarray(y, dtype=float),
+        X=X,
+        fixed_names=names,
+        fixed_spec=mm.model_spec,
+        terms=terms,
+        weights=w,
+        offset=off,
+        response_name=response_name,
+        nobs=len(df),
+        n_dropped=n_dropped,
+        dropped_columns=dropped,
+        fixed_keep=keep,
+        has_prior_weights="weights" in extra,
+        trials=None if trials is None else np.asarray(trials, dtype=float),
+        row_index=df.index,
+    )
+
+
+def _numeric(values: np.ndarray, name: str) -> np.ndarray:
+    if values.dtype == bool:
+        return values.astype(float)
+    if not np.issubdtype(values.dtype, np.number):
+        raise DataError(
+            f"'{name}' is not numeric (dtype {values.dtype}); the response must be numbers "
+            "(recode categories as 0/1, or use cbind(successes, failures))"
+        )
+    return values.astype(float)
+
+
+def standardize(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale the non-constant columns of X for conditioning.
+
+    Returns ``(X_s, S)`` with ``X_s = X S⁻¹``-equivalent reparametrisation such that
+    ``X β = X_s β_s`` and ``β = S β_s``, ``Var β = S Var(β_s) S'``. Columns are centred only
+    when the model has an intercept (so the column space is unchanged).
+    """
+    p = X.shape[1]
+    S = np.eye(p)
+    if p == 0:
+        return X, S
+    Xs = X.copy()
+    icpt = names.index(INTERCEPT) if INTERCEPT in names else None
+    for c in range(p):
+        if c == icpt:
+            continue
+        col = X[:, c]
+        m = col.mean() if icpt is not None else 0.0
+        s = np.sqrt(np.mean((col - m) ** 2)) if icpt is not None else np.sqrt(np.mean(col**2))
+        if not np.isfinite(s) or s <= 0:
+            continue
+        Xs[:, c] = (col - m) / s
+        S[c, c] = 1.0 / s
+        if icpt is not None:
+            S[icpt, c] = -m / s
+    return Xs, S

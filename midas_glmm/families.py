@@ -1,0 +1,175 @@
+"""Response families: statsmodels' variance, link and deviance, plus what a GLMM needs on top.
+
+:func:`resolve_family` turns ``"binomial"``, ``"poisson"``, ``"gamma"``, ``"gaussian"`` or a
+statsmodels family instance (with any of its links) into a :class:`Family`. The Laplace engine
+uses
+
+* the conditional log-likelihood  log f(y | μ, φ) summed over rows with prior weights,
+* the working weights for PIRLS, w·(dμ/dη)² / (φ·V(μ)), and their observed-information version
+  (which adds −(y−μ)·∂/∂η[(dμ/dη)/V(μ)]·w/φ and equals the former for canonical links),
+* the latent-scale residual variance used by the ICC (the seed's table).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import statsmodels.api as sm
+from scipy import special
+
+from .errors import DataError, FamilyError
+
+__all__ = ["Family", "resolve_family"]
+
+_NAMES = {"gaussian": sm.families.Gaussian, "binomial": sm.families.Binomial,
+          "poisson": sm.families.Poisson, "gamma": sm.families.Gamma}
+_LINK_NAMES = {"Identity": "identity", "Logit": "logit", "Probit": "probit", "CLogLog": "cloglog",
+               "Log": "log", "InversePower": "inverse", "Sqrt": "sqrt", "Cauchy": "cauchit",
+               "LogLog": "loglog", "InverseSquared": "1/mu^2"}
+_CANONICAL = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "gamma": "inverse"}
+
+
+class Family:
+    """A response family with its link, wrapping a statsmodels family.
+
+    Attributes
+    ----------
+    name : str
+        ``"gaussian"``, ``"binomial"``, ``"poisson"`` or ``"gamma"``.
+    link_name : str
+        R's name of the link (``"logit"``, ``"log"``, ...).
+    sm : statsmodels family instance
+    has_dispersion : bool
+        True when φ is estimated (Gaussian, Gamma); False when φ = 1.
+    """
+
+    def __init__(self, smfamily):
+        self.sm = smfamily
+        cls = type(smfamily).__name__.lower()
+        if cls not in _NAMES:
+            raise FamilyError(
+                f"family {type(smfamily).__name__} is not supported; use binomial, poisson, gamma or gaussian"
+            )
+        self.name = cls
+        self.link = smfamily.link
+        self.link_name = _LINK_NAMES.get(type(self.link).__name__, type(self.link).__name__.lower())
+        self.has_dispersion = cls in ("gaussian", "gamma")
+        self.canonical = _CANONICAL[cls] == self.link_name
+
+    def __repr__(self) -> str:
+        return f"Family({self.name}, link={self.link_name})"
+
+    @property
+    def is_lmm(self) -> bool:
+        """Gaussian with identity link: handled by the LMM engine."""
+        return self.name == "gaussian" and self.link_name == "identity"
+
+    # --- link
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        """μ = g⁻¹(η), kept inside the family's range."""
+        mu = self.link.inverse(eta)
+        if self.name == "binomial":
+            mu = np.clip(mu, 1e-15, 1 - 1e-15)
+        elif self.name in ("poisson", "gamma"):
+            mu = np.maximum(mu, 1e-300)
+        return mu
+
+    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
+        """dμ/dη."""
+        return self.link.inverse_deriv(eta)
+
+    def variance(self, mu: np.ndarray) -> np.ndarray:
+        """V(μ)."""
+        return self.sm.variance(mu)
+
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        """η = g(μ)."""
+        return self.link(mu)
+
+    # --- PIRLS weights
+    def weights(self, y, mu, eta, prior, phi=1.0, observed=False):
+        """Working weights: Fisher w·μ'²/(φV), or the observed information of η when asked."""
+        d = self.mu_eta(eta)
+        V = self.variance(mu)
+        w = prior * d * d / (V * phi)
+        if observed and not self.canonical:
+            d2 = self.link.inverse_deriv2(eta)
+            dV = self.sm.variance.deriv(mu)
+            # −∂²/∂η² of log f = w μ'²/(φV) − w (y−μ)(μ''/V − μ'² V'/V²)/φ
+            w = w - prior * (y - mu) * (d2 / V - d * d * dV / V**2) / phi
+        return w
+
+    # --- likelihood
+    def loglik(self, y, mu, prior, phi=1.0, trials=None) -> float:
+        """Σ log f(yᵢ | μᵢ, φ): binomial on the count scale, Gamma with shape 1/φ."""
+        if self.name == "binomial":
+            n = prior if trials is None else trials
+            k = np.round(y * n)
+            pw = np.ones_like(y) if trials is None else prior / np.where(trials > 0, trials, 1)
+            ll = special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
+            ll += special.xlogy(k, mu) + special.xlog1py(n - k, -mu)
+            return float(np.sum(pw * ll))
+        if self.name == "poisson":
+            return float(np.sum(prior * (special.xlogy(y, mu) - mu - special.gammaln(y + 1))))
+        if self.name == "gamma":
+            shape = prior / phi
+            return float(np.sum(
+                shape * np.log(shape * y / mu) - shape * y / mu - np.log(y) - special.gammaln(shape)
+            ))
+        # gaussian
+        return float(np.sum(-0.5 * (np.log(2 * np.pi * phi / prior) + prior * (y - mu) ** 2 / phi)))
+
+    def deviance(self, y, mu, prior) -> float:
+        """Σ wᵢ d(yᵢ, μᵢ): the unit deviance of statsmodels' family."""
+        return float(self.sm.deviance(y, mu, var_weights=prior))
+
+    def starting_mu(self, y: np.ndarray) -> np.ndarray:
+        """Starting means, as R's family initialisations."""
+        if self.name == "binomial":
+            return (y + 0.5) / 2.0 if np.all((y == 0) | (y == 1)) else np.clip(y, 0.05, 0.95)
+        if self.name == "poisson":
+            return y + 0.1
+        return np.where(y > 0, y, np.mean(y)) if self.name == "gamma" else y
+
+    def latent_variance(self, phi: float = 1.0) -> float:
+        """Latent-scale residual variance for the ICC (the seed's table and its analogues)."""
+        if self.name == "binomial":
+            return {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}.get(self.link_name, np.pi**2 / 3)
+        if self.name == "poisson":
+            return 1.0
+        if self.name == "gamma":
+            return phi
+        return phi
+
+    def check_response(self, y: np.ndarray, name: str, trials=None) -> None:
+        """Raise if ``y`` is outside the family's support."""
+        if self.name == "binomial":
+            if np.any((y < 0) | (y > 1)):
+                bad = y[(y < 0) | (y > 1)][0]
+                raise DataError(
+                    f"binomial response '{name}' has value {bad:g} outside [0, 1]; use 0/1 outcomes, "
+                    "proportions with weights= trials, or cbind(successes, failures)"
+                )
+        elif self.name == "poisson":
+            if np.any(y < 0):
+                raise DataError(f"Poisson response '{name}' has negative values (e.g. {y[y < 0][0]:g}); counts must be >= 0")
+            if np.any(np.abs(y - np.round(y)) > 1e-8):
+                raise DataError(f"Poisson response '{name}' has non-integer values (e.g. {y[np.abs(y - np.round(y)) > 1e-8][0]:g})")
+        elif self.name == "gamma":
+            if np.any(y <= 0):
+                raise DataError(f"Gamma response '{name}' has non-positive values (e.g. {y[y <= 0][0]:g}); Gamma needs y > 0")
+
+
+def resolve_family(family) -> Family:
+    """Accept a name (``"binomial"``), a statsmodels family instance, or a :class:`Family`."""
+    if family is None:
+        return Family(sm.families.Gaussian())
+    if isinstance(family, Family):
+        return family
+    if isinstance(family, str):
+        key = family.strip().lower()
+        if key not in _NAMES:
+            raise FamilyError(f"unknown family '{family}'; choose one of {', '.join(_NAMES)} or pass a statsmodels family")
+        return Family(_NAMES[key]())
+    if isinstance(family, sm.families.Family):
+        return Family(family)
+    raise FamilyError(f"family must be a name or a statsmodels family, not {type(family).__name__}")

@@ -1,0 +1,193 @@
+"""MixedModel: build from a formula (or arrays), fit by the right engine, return results.
+
+Gaussian models with the identity link go to the LMM engine (profiled REML/ML, :mod:`lmm`);
+every other family goes to the Laplace / adaptive Gauss–Hermite engine (:mod:`pirls`). Fitting
+does not change the model; it returns a new :class:`~midas_glmm.results.MixedModelResults`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .design import INTERCEPT, Design, build_design
+from .errors import DataError, FewGroupsWarning, FitError
+from .families import Family, resolve_family
+from .formula import ParsedFormula
+from .reterms import ReTerm, lme4_term_order
+
+__all__ = ["MixedModel"]
+
+FEW_GROUPS = 5
+
+
+class MixedModel:
+    """A linear or generalized linear mixed model.
+
+    Parameters
+    ----------
+    endog : array-like (n,)
+        Response.
+    exog : array-like (n, p)
+        Fixed-effects design (include a column of ones for an intercept).
+    groups : array-like (n,) or dict of name -> array-like
+        Grouping factor(s); each gets a random intercept unless ``exog_re`` says otherwise.
+    exog_re : array-like (n, k) or dict of name -> array-like, optional
+        Per-row random-effects columns for each grouping factor (default: intercept only).
+    family : str or statsmodels family, optional
+        ``"gaussian"`` (default), ``"binomial"``, ``"poisson"``, ``"gamma"``.
+    weights, offset : array-like, optional
+        Prior weights and offset.
+    exog_names : list of str, optional
+
+    Examples
+    --------
+    >>> from midas_glmm import MixedModel, datasets
+    >>> res = MixedModel.from_formula("Reaction ~ Days + (Days | Subject)",
+    ...                               datasets.load("sleepstudy")).fit()
+    >>> round(res.params["Days"], 4)
+    10.4673
+    """
+
+    def __init__(self, endog, exog, groups, exog_re=None, family=None, weights=None, offset=None,
+                 exog_names=None):
+        y = np.asarray(endog, dtype=float).ravel()
+        X = np.asarray(exog, dtype=float)
+        X = X[:, None] if X.ndim == 1 else X
+        n = y.shape[0]
+        if X.shape[0] != n:
+            raise DataError(f"exog has {X.shape[0]} rows but endog has {n}")
+        names = list(exog_names) if exog_names is not None else [
+            INTERCEPT if np.all(X[:, j] == 1) else f"x{j}" for j in range(X.shape[1])
+        ]
+        groups = groups if isinstance(groups, dict) else {"group": groups}
+        exog_re = exog_re if isinstance(exog_re, dict) or exog_re is None else {next(iter(groups)): exog_re}
+        terms = []
+        for gname, g in groups.items():
+            g = np.asarray(g)
+            if g.shape[0] != n:
+                raise DataError(f"grouping factor '{gname}' has {g.shape[0]} values but endog has {n}")
+            codes, levels = pd.factorize(pd.Series(g), sort=True)
+            Z = np.ones((n, 1)) if exog_re is None or gname not in exog_re else np.asarray(exog_re[gname], float)
+            Z = Z[:, None] if Z.ndim == 1 else Z
+            cols = [INTERCEPT if np.all(Z[:, j] == 1) else f"z{j}" for j in range(Z.shape[1])]
+            terms.append(ReTerm(gname, (gname,), "+".join(cols), cols, pd.Index([str(v) for v in levels], name=gname),
+                                codes.astype(np.int64), Z, None))
+        order = lme4_term_order([t.nlevels for t in terms])
+        terms = [terms[i] for i in order]
+        w = np.ones(n) if weights is None else np.asarray(weights, float)
+        design = Design(
+            formula="<arrays>", parsed=ParsedFormula("y", "<arrays>"), y=y, X=X, fixed_names=names,
+            fixed_spec=None, terms=terms, weights=w, offset=np.zeros(n) if offset is None else np.asarray(offset, float),
+            response_name="y", nobs=n, n_dropped=0, has_prior_weights=weights is not None,
+            fixed_keep=np.arange(X.shape[1]),
+        )
+        self._setup(design, resolve_family(family))
+
+    def _setup(self, design: Design, family: Family) -> None:
+        self.design = design
+        self.family = family
+        family.check_response(design.y, design.response_name, design.trials)
+        _check_groups(design, family)
+
+    @classmethod
+    def from_formula(cls, formula: str, data: pd.DataFrame, family=None, weights=None, offset=None) -> MixedModel:
+        """Build a model from an lme4-style formula.
+
+        Parameters
+        ----------
+        formula : str
+            ``"y ~ x + (1 | g)"``; random terms ``(x | g)``, ``(0 + x | g)``, ``(x || g)``,
+            ``(1 | a/b)``, ``(1 | a:b)``; fixed part in formulaic syntax (``C(x)``,
+            ``np.log(x)``, ``I(x**2)``, ``offset(np.log(t))``); ``cbind(s, f)`` responses.
+        data : pandas.DataFrame
+            Not modified. Rows with a missing value in a used column are dropped and counted.
+        family : str or statsmodels family, optional
+        weights, offset : str (column name) or array-like, optional
+        """
+        self = cls.__new__(cls)
+        self._setup(build_design(formula, data, weights=weights, offset=offset), resolve_family(family))
+        return self
+
+    @property
+    def nobs(self) -> int:
+        """Number of rows used."""
+        return self.design.nobs
+
+    def fit(self, method: str | None = None, nAGQ: int = 1, fast: bool = False,
+            optimizer: str = "lbfgsb", standardize: bool = True):
+        """Fit the model.
+
+        Parameters
+        ----------
+        method : {"REML", "ML"}, optional
+            Gaussian models: REML (default) or ML. Other families: ML only (Laplace or AGQ).
+        nAGQ : int
+            1 = Laplace; k > 1 = adaptive Gauss–Hermite with k nodes (one scalar random term).
+        fast : bool
+            GLMMs: optimise θ only, with β from PIRLS (lme4's ``nAGQ=0``; the seed's variant).
+        optimizer : {"lbfgsb", "nelder-mead", "powell"}
+        standardize : bool
+            Centre and scale predictors internally (results are on the original scale).
+
+        Returns
+        -------
+        MixedModelResults
+        """
+        from .results import MixedModelResults
+
+        if not isinstance(nAGQ, (int, np.integer)) or nAGQ < 1:
+            raise FitError(f"nAGQ must be a positive integer, not {nAGQ!r}")
+        m = None if method is None else str(method).upper()
+        if self.family.is_lmm:
+            m = m or "REML"
+            if m not in ("REML", "ML"):
+                raise FitError(f"unknown method '{method}' for a Gaussian model; use 'REML' or 'ML'")
+            if nAGQ != 1 or fast:
+                raise FitError("nAGQ and fast apply to non-Gaussian families only; a Gaussian LMM is fitted exactly")
+            from .lmm import fit_lmm
+
+            est = fit_lmm(self.design, REML=(m == "REML"), optimizer=optimizer, standardize_X=standardize)
+        else:
+            if m == "REML":
+                raise FitError(
+                    f"method='REML' has no meaning for the {self.family.name} family; GLMMs are fitted by "
+                    "maximum likelihood (Laplace, or adaptive quadrature with nAGQ > 1); drop method="
+                )
+            if m not in (None, "ML", "LAPLACE", "AGQ"):
+                raise FitError(f"unknown method '{method}'; GLMMs take method='ML' (the default)")
+            from .pirls import fit_glmm
+
+            est = fit_glmm(self.design, self.family, nAGQ=nAGQ, fast=fast, optimizer=optimizer,
+                           standardize_X=standardize)
+        return MixedModelResults(self, est)
+
+
+def _check_groups(design: Design, family: Family) -> None:
+    for t in design.terms:
+        if t.nlevels < 2:
+            raise DataError(
+                f"grouping factor '{t.group_name}' has only {t.nlevels} level; a random effect needs at "
+                "least 2 groups (use a fixed effect, or drop the term)"
+            )
+        if family.is_lmm and t.nlevels >= design.nobs:
+            raise DataError(
+                f"grouping factor '{t.group_name}' has {t.nlevels} levels for {design.nobs} observations; "
+                "in a Gaussian model each group needs more than one row, or its variance cannot be "
+                "told apart from the residual variance"
+            )
+        if family.is_lmm and t.q >= design.nobs:
+            raise DataError(
+                f"term ({t.expr} | {t.group_name}) has {t.q} random effects for {design.nobs} observations; "
+                "the random effects and the residual variance are unidentifiable: simplify the term"
+            )
+        if t.nlevels < FEW_GROUPS:
+            warnings.warn(
+                f"grouping factor '{t.group_name}' has only {t.nlevels} levels: its variance is poorly "
+                "estimated and Wald intervals are too narrow; consider a fixed effect, or profile/bootstrap "
+                "intervals",
+                FewGroupsWarning,
+                stacklevel=3,
+            )

@@ -1,0 +1,123 @@
+"""One random-effects term: grouping codes, per-row model columns and θ → λ.
+
+A term ``(expr | g)`` with ``p`` columns and ``ℓ`` levels contributes ``q = ℓ·p`` random
+effects, ordered level by level (the ``p`` effects of level 0, then of level 1, ...), as in
+lme4. Its relative covariance factor is ``Λ = I_ℓ ⊗ λ`` where ``λ`` is a ``p × p`` lower
+triangular matrix filled, column by column, from the term's slice of θ.
+
+The per-row columns are stored densely as an ``n × p`` array (``p`` is small); the ``n × q``
+matrix ``Z`` is never formed densely — :meth:`ReTerm.sparse_Z` gives it in CSR form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+__all__ = ["ReTerm", "lme4_term_order"]
+
+
+@dataclass
+class ReTerm:
+    """A random-effects term evaluated on the data.
+
+    Attributes
+    ----------
+    group_name : str
+        Grouping factor name (``"a:b"`` for an interaction).
+    group : tuple of str
+        Columns whose interaction forms the groups.
+    expr : str
+        The term's left side, e.g. ``"1 + Days"``.
+    columns : list of str
+        Names of the ``p`` per-row columns, lme4 style (``"(Intercept)"``).
+    levels : pandas.Index
+        Level labels, in the order of the random effects.
+    codes : ndarray of int, shape (n,)
+        Level index of each row.
+    Zcols : ndarray, shape (n, p)
+        Per-row values of the term's columns.
+    spec : object
+        formulaic ModelSpec of ``expr``, to rebuild ``Zcols`` on new data.
+    """
+
+    group_name: str
+    group: tuple[str, ...]
+    expr: str
+    columns: list[str]
+    levels: pd.Index
+    codes: np.ndarray
+    Zcols: np.ndarray
+    spec: object
+
+    @property
+    def p(self) -> int:
+        """Number of columns (random effects per level)."""
+        return self.Zcols.shape[1]
+
+    @property
+    def nlevels(self) -> int:
+        """Number of levels ℓ of the grouping factor."""
+        return len(self.levels)
+
+    @property
+    def q(self) -> int:
+        """Number of random effects ℓ·p."""
+        return self.nlevels * self.p
+
+    @property
+    def n_theta(self) -> int:
+        """Number of θ elements: the lower triangle of λ, p(p+1)/2."""
+        return self.p * (self.p + 1) // 2
+
+    @property
+    def theta_lower(self) -> np.ndarray:
+        """Lower bounds of this term's θ: 0 on the diagonal of λ, −∞ elsewhere."""
+        rows, cols = np.tril_indices(self.p)
+        order = np.lexsort((rows, cols))
+        return np.where(rows[order] == cols[order], 0.0, -np.inf)
+
+    @property
+    def theta_start(self) -> np.ndarray:
+        """lme4's starting θ: λ = I."""
+        return np.where(np.isfinite(self.theta_lower), 1.0, 0.0)
+
+    def theta_names(self) -> list[str]:
+        """Names of this term's θ elements as ``group.col1`` or ``group.col2.col1``."""
+        rows, cols = np.tril_indices(self.p)
+        order = np.lexsort((rows, cols))
+        out = []
+        for r, c in zip(rows[order], cols[order]):
+            if r == c:
+                out.append(f"{self.group_name}.{self.columns[r]}")
+            else:
+                out.append(f"{self.group_name}.{self.columns[r]}.{self.columns[c]}")
+        return out
+
+    def lam(self, theta: np.ndarray) -> np.ndarray:
+        """λ(θ): the ``p × p`` lower-triangular relative covariance factor."""
+        lam = np.zeros((self.p, self.p))
+        rows, cols = np.tril_indices(self.p)
+        order = np.lexsort((rows, cols))
+        lam[rows[order], cols[order]] = theta
+        return lam
+
+    def sparse_Z(self, weights: np.ndarray | None = None) -> sp.csr_matrix:
+        """The ``n × q`` model matrix Z of this term (rows scaled by ``weights``), in CSR form."""
+        n, p = self.Zcols.shape
+        vals = self.Zcols if weights is None else self.Zcols * weights[:, None]
+        cols = (self.codes[:, None] * p + np.arange(p)).ravel()
+        indptr = np.arange(0, n * p + 1, p)
+        return sp.csr_matrix((vals.ravel(), cols, indptr), shape=(n, self.q))
+
+
+def lme4_term_order(nlevels: list[int]) -> list[int]:
+    """lme4's order of random-effects terms: if any term has more levels than the one before,
+    sort by decreasing number of levels (ties end up in reverse formula order, as in lme4)."""
+    if not any(b > a for a, b in zip(nlevels, nlevels[1:])):
+        return list(range(len(nlevels)))
+    stable_increasing = sorted(range(len(nlevels)), key=lambda i: nlevels[i])
+    return stable_increasing[::-1]

@@ -1,0 +1,35 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REF = Path(__file__).parent / "reference"
+
+
+def load_case(name: str) -> dict:
+    return json.loads((REF / f"{name}.json").read_text())
+
+
+def case_data(ref: dict, key: str = "data") -> pd.DataFrame:
+    """Read a reference CSV with every non-numeric column as strings (R factor labels)."""
+    df = pd.read_csv(REF / ref[key], dtype=str)
+    for c in df.columns:
+        num = pd.to_numeric(df[c], errors="coerce")
+        if num.notna().sum() == df[c].notna().sum():
+            df[c] = num
+    return df
+
+
+def case_names(kind: str) -> list[str]:
+    out = []
+    for p in sorted(REF.glob("*.json")):
+        fam = json.loads(p.read_text())["family"]
+        if (fam == "gaussian") == (kind == "lmm"):
+            out.append(p.stem)
+    return out
+
+
+@pytest.fixture
+def ref_loader():
+    return load_case
