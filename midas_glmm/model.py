@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .design import INTERCEPT, Design, build_design
-from .errors import DataError, FewGroupsWarning, FitError
+from .errors import DataError, FewGroupsWarning, FitError, SingularFitWarning
 from .families import Family, resolve_family
 from .formula import ParsedFormula
 from .reterms import ReTerm, lme4_term_order
@@ -162,6 +162,13 @@ class MixedModel:
 
             est = fit_glmm(self.design, self.family, nAGQ=nAGQ, fast=fast, optimizer=optimizer,
                            standardize_X=standardize)
+        if est.singular:
+            warnings.warn(
+                "boundary (singular) fit: a random-effect variance is (near) zero or a correlation is ±1 "
+                "(θ on its bound); the random-effects structure is too rich for the data: simplify it",
+                SingularFitWarning,
+                stacklevel=2,
+            )
         return MixedModelResults(self, est)
 
 

@@ -1,0 +1,360 @@
+"""Generalized linear mixed models: PIRLS, the Laplace approximation and adaptive Gauss–Hermite.
+
+With b = Λ(θ)u and u ~ N(0, I), the conditional modes û maximise the penalised log-likelihood
+Σᵢ log f(yᵢ | ηᵢ) − ‖u‖²/2, η = offset + Xβ + ZΛu. PIRLS finds them by Fisher scoring with
+step-halving; each step is one weighted data pass (:class:`~midas_glmm.blocks.CrossProducts`
+with the working weights) and one blocked Cholesky — the same machinery as the LMM.
+
+* Laplace   −2ℓ(θ, β, φ) ≈ −2 Σ log f(y | μ̂) + ‖û‖² + log|Λ'Z'WZΛ + I|,
+  W the observed information of η at û (Fisher weights for canonical links, as lme4).
+* AGQ       for one scalar term the integral factors by group: −2 Σⱼ log[ sⱼ Σₖ wₖ
+  exp(qⱼ(ûⱼ + sⱼtₖ) + tₖ²/2) ], with qⱼ the log integrand and sⱼ = Hⱼ^(−1/2); one node is Laplace.
+
+``fit_glmm`` optimises θ with β from PIRLS first (lme4's nAGQ = 0, the seed's method), then,
+unless ``fast=True``, θ and β (and log φ for Gamma) jointly on the Laplace/AGQ likelihood, as
+lme4's ``glmer`` does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import statsmodels.api as sm
+
+from .blocks import BlockedCholesky, CrossProducts
+from .design import Design, standardize
+from .errors import ConvergenceWarning, FitError, LaplaceAccuracyWarning
+from .estimates import Estimates
+from .families import Family
+from .lmm import ThetaMap
+from .optimize import check_convergence, fd_hessian, is_singular, minimize_bounded
+
+__all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
+
+
+@dataclass
+class PirlsState:
+    """Converged PIRLS quantities at one (θ, β, φ)."""
+
+    u: list[np.ndarray]
+    beta: np.ndarray
+    eta: np.ndarray
+    mu: np.ndarray
+    factor: BlockedCholesky
+    loglik_cond: float
+    converged: bool
+
+
+class GLMMProblem:
+    """The Laplace/AGQ objective of a GLMM, with PIRLS for the conditional modes.
+
+    Parameters
+    ----------
+    design : Design
+    family : Family
+    X : ndarray
+        Fixed-effects matrix (possibly standardised) used in place of ``design.X``.
+    """
+
+    def __init__(self, design: Design, family: Family, X: np.ndarray):
+        self.d = design
+        self.fam = family
+        self.X = X
+        self.tmap = ThetaMap(design.terms)
+        self._u = [np.zeros(t.q) for t in design.terms]
+        self.pirls_failures = 0
+
+    # ------------------------------------------------------------- pieces
+    def re_eta(self, lams: list[np.ndarray], us: list[np.ndarray]) -> np.ndarray:
+        """(ZΛu)ᵢ row by row, without forming Z."""
+        out = np.zeros(self.d.nobs)
+        for t, lam, u in zip(self.d.terms, lams, us):
+            b = u.reshape(-1, t.p) @ lam.T
+            out += np.einsum("ij,ij->i", t.Zcols, b[t.codes])
+        return out
+
+    def loglik_cond(self, mu: np.ndarray, phi: float) -> float:
+        """Σ log f(yᵢ | μᵢ, φ)."""
+        d = self.d
+        return self.fam.loglik(d.y, mu, d.weights, phi, d.trials)
+
+    # ------------------------------------------------------------- PIRLS
+    def pirls(self, theta, beta, phi=1.0, joint=False, maxit=60, observed=True) -> PirlsState:
+        """Conditional modes û (and β̂ too when ``joint``) at θ by penalised IRLS with step-halving."""
+        d, fam = self.d, self.fam
+        lams = self.tmap.lams(np.asarray(theta, dtype=float))
+        us = [u.copy() for u in self._u]
+        beta = np.asarray(beta, dtype=float).copy()
+
+        def pdev(us_, beta_):
+            eta_ = d.offset + self.X @ beta_ + self.re_eta(lams, us_)
+            mu_ = fam.linkinv(eta_)
+            ll = self.loglik_cond(mu_, phi)
+            return -2 * ll + sum(float(u @ u) for u in us_), eta_, mu_
+
+        obj, eta, mu = pdev(us, beta)
+        if not np.isfinite(obj):
+            us = [np.zeros_like(u) for u in us]
+            obj, eta, mu = pdev(us, beta)
+        converged = False
+        for _ in range(maxit):
+            mu_eta = fam.mu_eta(eta)
+            W = fam.weights(d.y, mu, eta, d.weights, phi)
+            z = eta - d.offset + (d.y - mu) / mu_eta
+            if joint:
+                Xy = np.column_stack([self.X, z])
+            else:
+                Xy = (z - self.X @ beta)[:, None]
+            L = BlockedCholesky(CrossProducts.from_rows(d.terms, Xy, W), lams)
+            new_beta = L.beta() if joint else beta
+            new_us = L.u(new_beta if joint else np.zeros(0))
+            step = 1.0
+            for _half in range(12):
+                cand_us = [u + step * (v - u) for u, v in zip(us, new_us)]
+                cand_beta = beta + step * (new_beta - beta)
+                cand_obj, cand_eta, cand_mu = pdev(cand_us, cand_beta)
+                if np.isfinite(cand_obj) and cand_obj <= obj + 1e-10 * abs(obj):
+                    break
+                step /= 2
+            else:
+                break
+            change = obj - cand_obj
+            delta = max([np.max(np.abs(a - b), initial=0) for a, b in zip(cand_us, us)] +
+                        [np.max(np.abs(cand_beta - beta), initial=0)])
+            us, beta, obj, eta, mu = cand_us, cand_beta, cand_obj, cand_eta, cand_mu
+            if delta < 1e-10 * (1 + max(np.max(np.abs(u), initial=0) for u in us)) or abs(change) < 1e-13 * (1 + abs(obj)):
+                converged = True
+                break
+        if not converged:
+            self.pirls_failures += 1
+        # the factor at the modes, with the information used for the Laplace log-determinant
+        W = fam.weights(d.y, mu, eta, d.weights, phi, observed=observed)
+        if np.any(W < 0):
+            W = fam.weights(d.y, mu, eta, d.weights, phi)
+        # [X r] with r the working residual at the modes: R_X gives β's covariance for nAGQ = 0
+        Xy = np.column_stack([self.X, (d.y - mu) / fam.mu_eta(eta)])
+        L = BlockedCholesky(CrossProducts.from_rows(d.terms, Xy, W), lams)
+        self._u = [u.copy() for u in us]
+        return PirlsState(us, beta, eta, mu, L, self.loglik_cond(mu, phi), converged)
+
+    # ------------------------------------------------------------- objectives
+    def laplace(self, st: PirlsState) -> float:
+        """−2ℓ ≈ −2 Σ log f(y|μ̂) + ‖û‖² + log|L|²."""
+        return -2 * st.loglik_cond + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
+
+    def agq(self, st: PirlsState, theta: np.ndarray, phi: float, nAGQ: int) -> float:
+        """Adaptive Gauss–Hermite −2ℓ for a single scalar random-effects term."""
+        d, fam = self.d, self.fam
+        t = d.terms[0]
+        lam = float(theta[0])
+        u = st.u[0]
+        H = st.factor.L00[:, 0, 0] ** 2  # λ² Σ w + 1 per group
+        s = 1.0 / np.sqrt(H)
+        nodes, weights = np.polynomial.hermite_e.hermegauss(nAGQ)
+        base = st.eta - lam * t.Zcols[:, 0] * u[t.codes]
+        terms = np.empty((nAGQ, t.nlevels))
+        for k, (tk, wk) in enumerate(zip(nodes, weights)):
+            uk = u + s * tk
+            mu = fam.linkinv(base + lam * t.Zcols[:, 0] * uk[t.codes])
+            ll_rows = self._loglik_rows(mu, phi)
+            llg = np.bincount(t.codes, weights=ll_rows, minlength=t.nlevels)
+            terms[k] = np.log(wk) + llg - uk**2 / 2 + tk**2 / 2
+        mx = terms.max(axis=0)
+        logsum = mx + np.log(np.exp(terms - mx).sum(axis=0))
+        logL = np.log(s) - 0.5 * np.log(2 * np.pi) + logsum
+        return float(-2 * logL.sum())
+
+    def _loglik_rows(self, mu, phi):
+        """Row-wise log f, via the family's summed log-likelihood on single rows (vectorised)."""
+        d = self.d
+        fam = self.fam
+        if fam.name == "binomial":
+            from scipy import special
+
+            n = d.weights if d.trials is None else d.trials
+            pw = np.ones_like(d.y) if d.trials is None else d.weights / np.where(d.trials > 0, d.trials, 1)
+            k = np.round(d.y * n)
+            return pw * (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
+                         + special.xlogy(k, mu) + special.xlog1py(n - k, -mu))
+        if fam.name == "poisson":
+            from scipy import special
+
+            return d.weights * (special.xlogy(d.y, mu) - mu - special.gammaln(d.y + 1))
+        raise FitError("adaptive quadrature (nAGQ > 1) is available for binomial and Poisson models")
+
+    def objective(self, theta, beta, phi, nAGQ=1, joint=False) -> float:
+        """−2 log-likelihood (Laplace or AGQ) at (θ, β, φ); β from PIRLS when ``joint``."""
+        try:
+            st = self.pirls(theta, beta, phi, joint=joint)
+        except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+            return np.inf
+        if nAGQ > 1:
+            return self.agq(st, np.asarray(theta), phi, nAGQ)
+        return self.laplace(st)
+
+
+def _glm_start(design: Design, family: Family, X: np.ndarray):
+    """β and φ from a GLM without random effects (statsmodels), as the seed says."""
+    try:
+        kw = {}
+        if design.trials is not None or family.name == "binomial":
+            kw["var_weights"] = design.weights
+        elif design.has_prior_weights:
+            kw["var_weights"] = design.weights
+        glm = sm.GLM(design.y, X, family=family.sm, offset=design.offset, **kw).fit()
+        beta = np.asarray(glm.params, dtype=float)
+        phi = float(glm.deviance / design.nobs) if family.has_dispersion else 1.0
+        if not np.all(np.isfinite(beta)):
+            raise ValueError
+    except Exception:  # separation or a failed start: fall back to zeros, PIRLS is robust
+        beta = np.zeros(X.shape[1])
+        phi = 1.0
+    return beta, max(phi, 1e-8)
+
+
+def _accuracy_notes(design: Design, family: Family) -> list[str]:
+    """The seed's caution: Laplace loses accuracy with small groups or rare binomial events."""
+    notes = []
+    single = len(design.terms) == 1 and design.terms[0].p == 1
+    t = design.terms[0]
+    sizes = np.bincount(t.codes, weights=design.weights if design.trials is not None else None,
+                        minlength=t.nlevels)
+    if family.name == "binomial":
+        med = float(np.median(sizes))
+        events = design.y * design.weights
+        rate = events.sum() / design.weights.sum()
+        if med < 10:
+            notes.append(f"groups of '{t.group_name}' are small (median {med:g} trials per group): the Laplace "
+                         "approximation may be inaccurate" + ("; compare with nAGQ > 1" if single else ""))
+        if min(rate, 1 - rate) < 0.05:
+            notes.append(f"events are rare ({min(rate, 1 - rate):.1%} of trials): the Laplace approximation "
+                         "may be inaccurate" + ("; compare with nAGQ > 1" if single else ""))
+    elif family.name == "poisson":
+        tot = np.bincount(t.codes, weights=design.y, minlength=t.nlevels)
+        if np.median(tot) < 5:
+            notes.append(f"counts per group of '{t.group_name}' are small (median {np.median(tot):g}): the "
+                         "Laplace approximation may be inaccurate" + ("; compare with nAGQ > 1" if single else ""))
+    return notes
+
+
+def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, optimizer: str = "lbfgsb",
+             standardize_X: bool = True) -> Estimates:
+    """Fit a GLMM by Laplace (nAGQ = 1), adaptive Gauss–Hermite (nAGQ > 1) or nAGQ = 0 (``fast``).
+
+    Returns
+    -------
+    Estimates
+    """
+    terms = design.terms
+    if nAGQ > 1:
+        if len(terms) != 1 or terms[0].p != 1:
+            raise FitError(
+                f"nAGQ = {nAGQ} needs a single scalar random-effects term such as (1 | g); this model has "
+                f"{', '.join(f'({t.expr} | {t.group_name})' for t in terms)}. Use nAGQ=1 (Laplace)"
+            )
+        if family.name not in ("binomial", "poisson"):
+            raise FitError(f"nAGQ > 1 is available for binomial and Poisson models, not {family.name}")
+        if fast:
+            raise FitError("fast=True (nAGQ = 0) cannot be combined with nAGQ > 1")
+    if family.name == "gaussian":
+        raise FitError("a Gaussian family with a non-identity link is not supported; use the identity link")
+    X, S = standardize(design.X, design.fixed_names) if standardize_X else (design.X, np.eye(design.X.shape[1]))
+    prob = GLMMProblem(design, family, X)
+    tm = prob.tmap
+    p = X.shape[1]
+    beta0, phi0 = _glm_start(design, family, X)
+    disp = family.has_dispersion
+
+    # Stage 1: θ (and log φ) with β from PIRLS — lme4's nAGQ = 0.
+    def stage1(par):
+        th = par[: len(tm)]
+        phi = np.exp(par[-1]) if disp else 1.0
+        return prob.objective(th, beta0, phi, joint=True)
+
+    lower1 = np.concatenate([tm.lower, [-np.inf] if disp else []])
+    x1 = np.concatenate([tm.start, [np.log(phi0)] if disp else []])
+    opt = minimize_bounded(stage1, x1, lower1, optimizer)
+    theta = opt.x[: len(tm)]
+    phi = float(np.exp(opt.x[-1])) if disp else 1.0
+    st = prob.pirls(theta, beta0, phi, joint=True)
+    beta = st.beta
+
+    if fast:
+        lower, par, fun = lower1, opt.x, stage1
+        method = "nAGQ=0"
+    else:
+        # Stage 2: θ, β (and log φ) jointly on the Laplace / AGQ likelihood.
+        def fun(par):
+            th = par[: len(tm)]
+            b = par[len(tm): len(tm) + p]
+            ph = np.exp(par[-1]) if disp else 1.0
+            return prob.objective(th, b, ph, nAGQ=nAGQ)
+
+        lower = np.concatenate([tm.lower, np.full(p, -np.inf), [-np.inf] if disp else []])
+        x2 = np.concatenate([theta, beta, [np.log(phi)] if disp else []])
+        opt = minimize_bounded(fun, x2, lower, optimizer)
+        par = opt.x
+        theta = par[: len(tm)]
+        beta = par[len(tm): len(tm) + p]
+        phi = float(np.exp(par[-1])) if disp else 1.0
+        method = "Laplace" if nAGQ == 1 else "AGQ"
+    msgs = check_convergence(fun, opt, lower)
+    if prob.pirls_failures:
+        msgs.append(f"PIRLS did not converge at {prob.pirls_failures} of the evaluated parameter values")
+        warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
+
+    st = prob.pirls(theta, beta, phi, joint=fast)
+    beta = st.beta if fast else beta
+    crit = opt.fun
+    singular = is_singular(theta, tm.lower)
+    V = st.factor.vcov_beta_unscaled() if fast else _vcov_beta(fun, par, len(tm), p)
+    lams = tm.lams(theta)
+    b = [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(st.u, lams)]
+    condvar = st.factor.condvar_blocks()
+    dev_resid = family.deviance(design.y, st.mu, design.weights if design.trials is None else design.weights)
+    est = Estimates(
+        theta=theta,
+        beta=S @ beta,
+        vcov_beta=S @ V @ S.T,
+        sigma=float(np.sqrt(phi)) if disp else 1.0,
+        b=b,
+        condvar=condvar,
+        llf=-0.5 * crit,
+        criterion=crit,
+        method=method,
+        nAGQ=nAGQ,
+        opt=opt,
+        lower=tm.lower,
+        singular=singular,
+        convergence=msgs,
+        dispersion=phi,
+        n_params=len(tm) + p + (1 if disp else 0),
+    )
+    est.lme4_deviance = dev_resid / (phi if disp else 1.0) + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
+    est.accuracy_notes = _accuracy_notes(design, family) if nAGQ == 1 else []
+    for note in est.accuracy_notes:
+        warnings.warn(note, LaplaceAccuracyWarning, stacklevel=3)
+    return est
+
+
+def _vcov_beta(fun, par, ntheta, p) -> np.ndarray:
+    """Covariance of β̂: the β block of 2·H⁻¹, H the Hessian of −2ℓ over all parameters (as lme4)."""
+    H = fd_hessian(fun, par, h=1e-3)
+    try:
+        Vall = 2.0 * np.linalg.inv(H)
+        V = Vall[ntheta: ntheta + p, ntheta: ntheta + p]
+        if np.all(np.isfinite(V)) and np.all(np.linalg.eigvalsh((V + V.T) / 2) > 0):
+            return (V + V.T) / 2
+    except np.linalg.LinAlgError:
+        pass
+    warnings.warn("the Hessian at the optimum is not positive definite; standard errors are taken "
+                  "conditional on θ", ConvergenceWarning, stacklevel=4)
+    return _vcov_conditional(fun, par, ntheta, p)
+
+
+def _vcov_conditional(fun, par, ntheta, p) -> np.ndarray:
+    H = fd_hessian(lambda b: fun(np.concatenate([par[:ntheta], b, par[ntheta + p:]])), par[ntheta: ntheta + p], h=1e-3)
+    return 2.0 * np.linalg.inv(H)
+
