@@ -158,7 +158,7 @@ def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
         group=spec.group,
         expr=spec.expr,
         columns=_rename(mm.columns),
-        levels=levels,
+        levels=levels.rename(spec.group_name),
         codes=codes,
         Zcols=Zcols,
         spec=mm.model_spec,

@@ -54,6 +54,10 @@ class Family:
         self.link_name = _LINK_NAMES.get(type(self.link).__name__, type(self.link).__name__.lower())
         self.has_dispersion = cls in ("gaussian", "gamma")
         self.canonical = _CANONICAL[cls] == self.link_name
+        # Information matrix in the Laplace log-determinant, as the peer we follow for the family:
+        # lme4 (expected/Fisher) for binomial and Poisson, glmmTMB (observed) for Gamma.
+        # The two coincide for canonical links.
+        self.laplace_observed = cls == "gamma"
 
     def __repr__(self) -> str:
         return f"Family({self.name}, link={self.link_name})"

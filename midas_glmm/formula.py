@@ -5,7 +5,7 @@ handed to formulaic and whose ``random`` list holds one :class:`RandomTermSpec` 
 random-effects term after expansion:
 
 * ``(x || g)``  → ``(1 | g) + (0 + x | g)``           (uncorrelated terms)
-* ``(1 | a/b)`` → ``(1 | a) + (1 | a:b)``             (nesting)
+* ``(1 | a/b)`` → ``(1 | b:a) + (1 | a)``             (nesting, named as lme4 names it)
 * ``(1 | a:b)`` → one term grouped by the interaction of ``a`` and ``b``
 
 This module only handles text: it knows nothing about data columns.
@@ -35,11 +35,12 @@ class RandomTermSpec:
 
     expr: str
     group: tuple[str, ...]
+    name: str = ""
 
     @property
     def group_name(self) -> str:
-        """Name of the grouping factor, lme4 style (``"a:b"`` for an interaction)."""
-        return ":".join(self.group)
+        """Name of the grouping factor, as lme4 writes it (``"a:b"``; ``"b:a"`` for ``a/b``)."""
+        return self.name or ":".join(self.group)
 
     def __str__(self) -> str:
         return f"({self.expr} | {self.group_name})"
@@ -136,14 +137,18 @@ def _strip_outer(text: str) -> str | None:
 _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$|^`[^`]+`$")
 
 
-def _parse_group(text: str, term: str) -> list[tuple[str, ...]]:
-    """``"a/b"`` → ``[("a",), ("a", "b")]``; ``"a:b"`` → ``[("a", "b")]``."""
+def _parse_group(text: str, term: str) -> list[tuple[tuple[str, ...], str]]:
+    """Grouping factors and their lme4 names, innermost first as lme4 lists them.
+
+    ``"a:b"`` → ``[(("a", "b"), "a:b")]``; ``"a/b"`` → ``[(("b", "a"), "b:a"), (("a",), "a")]``;
+    ``"a/b/c"`` → ``c:(b:a)``, ``b:a``, ``a``."""
     text = text.strip()
     if not text:
         raise FormulaError(f"random-effects term '{term}' has no grouping factor after '|'")
     nested = [p.strip() for p in split_top_level(text, "/")]
-    groups: list[tuple[str, ...]] = []
+    groups: list[tuple[tuple[str, ...], str]] = []
     prefix: tuple[str, ...] = ()
+    prefix_name = ""
     for piece in nested:
         factors = tuple(f.strip().strip("`") for f in split_top_level(piece, ":"))
         for f in factors:
@@ -152,9 +157,14 @@ def _parse_group(text: str, term: str) -> list[tuple[str, ...]]:
                     f"grouping factor '{piece}' in '{term}' is not a column name; "
                     "write (expr | g), (expr | a/b) or (expr | a:b)"
                 )
-        prefix = prefix + factors
-        groups.append(prefix)
-    return groups
+        name = ":".join(factors)
+        if prefix:
+            inner = f"({prefix_name})" if len(prefix) > 1 else prefix_name
+            name = f"{name}:{inner}"
+        prefix = factors + prefix
+        prefix_name = name
+        groups.append((prefix, name))
+    return groups[::-1]
 
 
 def _split_uncorrelated(expr: str, term: str) -> list[str]:
@@ -195,7 +205,7 @@ def _parse_bar(inner: str, term: str) -> list[RandomTermSpec]:
         raise FormulaError(f"random-effects term '{term}' has nothing before the bar; write (1 | g)")
     groups = _parse_group(rhs, term)
     exprs = [lhs] if correlated else _split_uncorrelated(lhs, term)
-    return [RandomTermSpec(e, g) for g in groups for e in exprs]
+    return [RandomTermSpec(e, g, name) for g, name in groups for e in exprs]
 
 
 def _is_bar_term(piece: str) -> bool:
@@ -221,7 +231,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     >>> p.fixed
     'x'
     >>> [str(t) for t in p.random]
-    ['(1 | g)', '(0 + x | g)', '(1 | a)', '(1 | a:b)']
+    ['(1 | g)', '(0 + x | g)', '(1 | b:a)', '(1 | a)']
     """
     if not isinstance(formula, str) or not formula.strip():
         raise FormulaError("the formula must be a non-empty string such as 'y ~ x + (1 | g)'")

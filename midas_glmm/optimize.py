@@ -82,7 +82,19 @@ def minimize_bounded(
     else:
         r = so.minimize(f, x0, method="Powell", bounds=bounds, options={"xtol": 1e-8, "ftol": 1e-12, "maxfev": maxfev})
         converged, message = bool(r.success), str(r.message)
-    return OptResult(np.asarray(r.x, dtype=float), float(r.fun), nfev, converged, message, optimizer)
+    x, fx = _snap_to_bounds(f, np.asarray(r.x, dtype=float), float(r.fun), lower)
+    return OptResult(x, fx, nfev, converged, message, optimizer)
+
+
+def _snap_to_bounds(f, x, fx, lower, tol=1e-5):
+    """Put coordinates within ``tol`` of their bound on it when that is no worse (an exact
+    boundary fit, as lme4 reports it, rather than θ = 1e-10)."""
+    near = np.isfinite(lower) & (x - lower < tol) & (x != lower)
+    if not near.any():
+        return x, fx
+    y = np.where(near, lower, x)
+    fy = f(y)
+    return (y, fy) if fy <= fx + 1e-10 * (1 + abs(fx)) else (x, fx)
 
 
 def _simplex(x: np.ndarray, lower: np.ndarray, step: float = 0.01) -> np.ndarray:

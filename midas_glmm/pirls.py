@@ -6,7 +6,8 @@ step-halving; each step is one weighted data pass (:class:`~midas_glmm.blocks.Cr
 with the working weights) and one blocked Cholesky — the same machinery as the LMM.
 
 * Laplace   −2ℓ(θ, β, φ) ≈ −2 Σ log f(y | μ̂) + ‖û‖² + log|Λ'Z'WZΛ + I|,
-  W the observed information of η at û (Fisher weights for canonical links, as lme4).
+  W the information of η at û: expected (Fisher) for binomial and Poisson, as lme4; observed for
+  Gamma, as glmmTMB (the two agree for canonical links).
 * AGQ       for one scalar term the integral factors by group: −2 Σⱼ log[ sⱼ Σₖ wₖ
   exp(qⱼ(ûⱼ + sⱼtₖ) + tₖ²/2) ], with qⱼ the log integrand and sⱼ = Hⱼ^(−1/2); one node is Laplace.
 
@@ -81,7 +82,7 @@ class GLMMProblem:
         return self.fam.loglik(d.y, mu, d.weights, phi, d.trials)
 
     # ------------------------------------------------------------- PIRLS
-    def pirls(self, theta, beta, phi=1.0, joint=False, maxit=60, observed=True) -> PirlsState:
+    def pirls(self, theta, beta, phi=1.0, joint=False, maxit=60) -> PirlsState:
         """Conditional modes û (and β̂ too when ``joint``) at θ by penalised IRLS with step-halving."""
         d, fam = self.d, self.fam
         lams = self.tmap.lams(np.asarray(theta, dtype=float))
@@ -130,7 +131,7 @@ class GLMMProblem:
         if not converged:
             self.pirls_failures += 1
         # the factor at the modes, with the information used for the Laplace log-determinant
-        W = fam.weights(d.y, mu, eta, d.weights, phi, observed=observed)
+        W = fam.weights(d.y, mu, eta, d.weights, phi, observed=fam.laplace_observed)
         if np.any(W < 0):
             W = fam.weights(d.y, mu, eta, d.weights, phi)
         # [X r] with r the working residual at the modes: R_X gives β's covariance for nAGQ = 0

@@ -7,13 +7,20 @@ import pytest
 REF = Path(__file__).parent / "reference"
 
 
+def _case_path(name: str) -> Path:
+    path = REF / f"{name}.json"
+    return path if path.exists() else REF / "extra" / f"{name}.json"
+
+
 def load_case(name: str) -> dict:
-    return json.loads((REF / f"{name}.json").read_text())
+    ref = json.loads(_case_path(name).read_text())
+    ref["_dir"] = str(_case_path(name).parent)
+    return ref
 
 
 def case_data(ref: dict, key: str = "data") -> pd.DataFrame:
     """Read a reference CSV with every non-numeric column as strings (R factor labels)."""
-    df = pd.read_csv(REF / ref[key], dtype=str)
+    df = pd.read_csv(Path(ref["_dir"]) / ref[key], dtype=str)
     for c in df.columns:
         num = pd.to_numeric(df[c], errors="coerce")
         if num.notna().sum() == df[c].notna().sum():
@@ -23,7 +30,7 @@ def case_data(ref: dict, key: str = "data") -> pd.DataFrame:
 
 def case_names(kind: str) -> list[str]:
     out = []
-    for p in sorted(REF.glob("*.json")):
+    for p in sorted(REF.glob("*.json")) + sorted((REF / "extra").glob("*.json")):
         fam = json.loads(p.read_text())["family"]
         if (fam == "gaussian") == (kind == "lmm"):
             out.append(p.stem)

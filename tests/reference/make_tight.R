@@ -9,11 +9,20 @@ cases <- list(
   list(name = "binary_laplace", data = "data/binary_clinics.csv", f = y ~ x + (1 | clinic), factors = "clinic",
        family = binomial(), nAGQ = 1),
   list(name = "poisson_offset_laplace", data = "data/poisson_hospitals.csv", f = y ~ x + offset(log(exposure)) + (1 | hospital),
-       factors = "hospital", family = poisson(), nAGQ = 1))
+       factors = "hospital", family = poisson(), nAGQ = 1),
+  list(name = "binomial_slope_laplace", data = "extra/data/binomial_slope.csv", f = y ~ x + (x | g), factors = "g",
+       family = binomial(), nAGQ = 1),
+  list(name = "binomial_probit_laplace", data = "extra/data/binomial_slope.csv", f = y ~ x + (1 | g), factors = "g",
+       family = binomial(link = "probit"), nAGQ = 1),
+  list(name = "poisson_crossed_laplace", data = "extra/data/poisson_crossed.csv", f = y ~ x + (1 | a) + (1 | b),
+       factors = c("a", "b"), family = poisson(), nAGQ = 1),
+  list(name = "cbpp_proportion_weights", data = "extra/data/cbpp_prop.csv", f = prop ~ period + (1 | herd),
+       factors = c("herd", "period"), family = binomial(), nAGQ = 1, weights = "size"))
 for (cs in cases) {
   d <- read.csv(cs$data)
   for (v in cs$factors) d[[v]] <- factor(d[[v]])
-  m <- glmer(cs$f, data = d, family = cs$family, nAGQ = cs$nAGQ, control = glmerControl(tolPwrss = 1e-12))
+  d$.w <- if (is.null(cs$weights)) 1 else d[[cs$weights]]
+  m <- glmer(cs$f, data = d, family = cs$family, nAGQ = cs$nAGQ, weights = .w, control = glmerControl(tolPwrss = 1e-12))
   out <- list(case = cs$name, reference = paste0("lme4 ", packageVersion("lme4"), " glmer with glmerControl(tolPwrss = 1e-12)"),
               loglik = as.numeric(logLik(m)), fixef = unname(fixef(m)), fixef_se = unname(sqrt(diag(as.matrix(vcov(m))))),
               theta = unname(getME(m, "theta")))
