@@ -95,20 +95,23 @@ class GLMMProblem:
             ll = self.loglik_cond(mu_, phi)
             return -2 * ll + sum(float(u @ u) for u in us_), eta_, mu_
 
+        # warm start from the previous modes, unless starting from u = 0 is better
         obj, eta, mu = pdev(us, beta)
-        if not np.isfinite(obj):
-            us = [np.zeros_like(u) for u in us]
-            obj, eta, mu = pdev(us, beta)
+        zeros = [np.zeros_like(u) for u in us]
+        obj0, eta0, mu0 = pdev(zeros, beta)
+        if not np.isfinite(obj) or obj0 < obj:
+            us, obj, eta, mu = zeros, obj0, eta0, mu0
         converged = False
         for _ in range(maxit):
-            mu_eta = fam.mu_eta(eta)
-            W = fam.weights(d.y, mu, eta, d.weights, phi)
-            z = eta - d.offset + (d.y - mu) / mu_eta
+            W, z = self._working(mu, eta, phi)
             if joint:
                 Xy = np.column_stack([self.X, z])
             else:
                 Xy = (z - self.X @ beta)[:, None]
-            L = BlockedCholesky(CrossProducts.from_rows(d.terms, Xy, W), lams)
+            try:
+                L = BlockedCholesky(CrossProducts.from_rows(d.terms, Xy, W), lams)
+            except np.linalg.LinAlgError:
+                break  # a degenerate working system: report non-convergence, keep the best so far
             new_beta = L.beta() if joint else beta
             new_us = L.u(new_beta if joint else np.zeros(0))
             step = 1.0
@@ -125,7 +128,8 @@ class GLMMProblem:
             delta = max([np.max(np.abs(a - b), initial=0) for a, b in zip(cand_us, us)] +
                         [np.max(np.abs(cand_beta - beta), initial=0)])
             us, beta, obj, eta, mu = cand_us, cand_beta, cand_obj, cand_eta, cand_mu
-            if delta < 1e-10 * (1 + max(np.max(np.abs(u), initial=0) for u in us)) or abs(change) < 1e-13 * (1 + abs(obj)):
+            size = 1 + max(np.max(np.abs(u), initial=0) for u in us)
+            if delta < 1e-10 * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
                 converged = True
                 break
         if not converged:
@@ -139,6 +143,22 @@ class GLMMProblem:
         L = BlockedCholesky(CrossProducts.from_rows(d.terms, Xy, W), lams)
         self._u = [u.copy() for u in us]
         return PirlsState(us, beta, eta, mu, L, self.loglik_cond(mu, phi), converged)
+
+    def _working(self, mu, eta, phi):
+        """IRLS weights and working response z = η − offset + (y − μ)·w_s/w.
+
+        Newton steps (observed information) where it is positive — quadratic convergence also for
+        non-canonical links — and Fisher scoring otherwise; the score w_s·(y−μ)/μ' is the same."""
+        d, fam = self.d, self.fam
+        mu_eta = fam.mu_eta(eta)
+        fisher = fam.weights(d.y, mu, eta, d.weights, phi)
+        W = fisher
+        if not fam.canonical:
+            obs = fam.weights(d.y, mu, eta, d.weights, phi, observed=True)
+            if np.all(obs > 0):
+                W = obs
+        z = eta - d.offset + (d.y - mu) / mu_eta * (fisher / W)
+        return W, z
 
     # ------------------------------------------------------------- objectives
     def laplace(self, st: PirlsState) -> float:
@@ -220,8 +240,7 @@ def _accuracy_notes(design: Design, family: Family) -> list[str]:
     notes = []
     single = len(design.terms) == 1 and design.terms[0].p == 1
     t = design.terms[0]
-    sizes = np.bincount(t.codes, weights=design.weights if design.trials is not None else None,
-                        minlength=t.nlevels)
+    sizes = np.bincount(t.codes, weights=design.weights, minlength=t.nlevels)  # binomial trials per group
     if family.name == "binomial":
         med = float(np.median(sizes))
         events = design.y * design.weights

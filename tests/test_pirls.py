@@ -1,0 +1,138 @@
+"""PIRLS, Laplace and AGQ on cases with a known answer."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from scipy import integrate, special
+
+from midas_glmm import MixedModel, datasets
+from midas_glmm.errors import FitError
+from midas_glmm.families import resolve_family
+from midas_glmm.pirls import GLMMProblem
+
+
+def poisson_data(seed=2, groups=12, per=6):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), per)
+    x = rng.uniform(0, 1, g.size)
+    y = rng.poisson(np.exp(0.3 + 0.6 * x + rng.normal(0, 0.5, groups)[g]))
+    return pd.DataFrame({"y": y, "x": x, "g": [f"g{i:02d}" for i in g]})
+
+
+def problem(formula, df, family):
+    m = MixedModel.from_formula(formula, df, family=family)
+    return m, GLMMProblem(m.design, m.family, m.design.X)
+
+
+def test_theta_zero_gives_the_glm():
+    """With no random-effect variance, joint PIRLS is IRLS: statsmodels' GLM estimates."""
+    cb = datasets.load("cbpp")
+    m, prob = problem("cbind(incidence, size - incidence) ~ C(period) + (1|herd)", cb, "binomial")
+    st = prob.pirls(np.array([0.0]), np.zeros(4), joint=True)
+    d = m.design
+    glm = sm.GLM(d.y, d.X, family=sm.families.Binomial(), var_weights=d.weights).fit()
+    assert np.allclose(st.beta, glm.params, atol=1e-9)
+    # and the Laplace deviance is then exactly −2 × the binomial log-likelihood
+    assert prob.laplace(st) == pytest.approx(-2 * prob.loglik_cond(st.mu, 1.0), abs=1e-9)
+
+
+def test_modes_solve_the_penalised_score_equations():
+    """At û: Λ'Z'(y − μ) − u = 0 for a canonical link (the gradient of the penalised log-likelihood)."""
+    df = poisson_data()
+    m, prob = problem("y ~ x + (1|g)", df, "poisson")
+    theta, beta = np.array([0.7]), np.array([0.2, 0.5])
+    st = prob.pirls(theta, beta)
+    t = m.design.terms[0]
+    score = theta[0] * np.bincount(t.codes, weights=df["y"] - st.mu) - st.u[0]
+    assert np.max(np.abs(score)) < 1e-8
+
+
+def test_laplace_and_agq_against_numerical_integration():
+    """For one scalar term the likelihood is a product of 1-D integrals: compare with quadrature."""
+    df = poisson_data(groups=5, per=4)
+    m, prob = problem("y ~ x + (1|g)", df, "poisson")
+    theta, beta = np.array([0.8]), np.array([0.25, 0.4])
+    d, t = m.design, m.design.terms[0]
+    exact = 0.0
+    for j in range(t.nlevels):
+        rows = t.codes == j
+        eta0 = d.X[rows] @ beta
+
+        def integrand(u, eta0=eta0, rows=rows):
+            mu = np.exp(eta0 + theta[0] * u)
+            yj = d.y[rows]
+            return np.exp(np.sum(yj * np.log(mu) - mu - special.gammaln(yj + 1)) - u * u / 2) / np.sqrt(2 * np.pi)
+
+        exact += np.log(integrate.quad(integrand, -12, 12, epsabs=0, epsrel=1e-13, limit=200)[0])
+    st = prob.pirls(theta, beta)
+    agq25 = prob.agq(st, theta, 1.0, 25)
+    assert agq25 == pytest.approx(-2 * exact, abs=1e-8)
+    # one node is the Laplace approximation, close but not equal
+    assert prob.agq(st, theta, 1.0, 1) == pytest.approx(prob.laplace(st), abs=1e-10)
+    assert abs(prob.laplace(st) + 2 * exact) > 1e-6
+
+
+def test_step_halving_recovers_from_a_wild_start():
+    df = poisson_data()
+    m, prob = problem("y ~ x + (1|g)", df, "poisson")
+    prob._u = [np.full(m.design.terms[0].q, 40.0)]  # a hopeless warm start: exp(40) means
+    st = prob.pirls(np.array([1.0]), np.array([0.0, 0.0]))
+    prob2 = GLMMProblem(m.design, m.family, m.design.X)
+    st2 = prob2.pirls(np.array([1.0]), np.array([0.0, 0.0]))
+    assert st.converged and np.allclose(st.u[0], st2.u[0], atol=1e-8)
+
+
+def test_fast_is_lme4_nagq0_and_not_worse_than_it_should_be():
+    cb = datasets.load("cbpp")
+    m = MixedModel.from_formula("cbind(incidence, size - incidence) ~ C(period) + (1|herd)", cb, family="binomial")
+    fast, full = m.fit(fast=True), m.fit()
+    assert fast.method == "nAGQ=0" and full.method == "Laplace"
+    assert full.llf >= fast.llf - 1e-8  # the joint optimum cannot be below the profiled one
+    assert np.all(np.abs(fast.params - full.params) < 0.5 * full.bse)  # close, but a different estimator
+    assert not np.allclose(fast.params, full.params, atol=1e-4)
+
+
+def test_family_forms_are_equivalent():
+    cb = datasets.load("cbpp")
+    f = "cbind(incidence, size - incidence) ~ C(period) + (1|herd)"
+    a = MixedModel.from_formula(f, cb, family="binomial").fit()
+    b = MixedModel.from_formula(f, cb, family=sm.families.Binomial()).fit()
+    prop = cb.assign(p=cb["incidence"] / cb["size"])
+    c = MixedModel.from_formula("p ~ C(period) + (1|herd)", prop, family="binomial", weights="size").fit()
+    for r in (b, c):
+        assert r.llf == pytest.approx(a.llf, abs=1e-7)
+        assert np.allclose(r.params, a.params, atol=1e-6)
+
+
+def test_offset_argument_equals_offset_in_formula():
+    df = poisson_data().assign(t=lambda d: 1 + d.index % 3)
+    a = MixedModel.from_formula("y ~ x + offset(np.log(t)) + (1|g)", df, family="poisson").fit()
+    b = MixedModel.from_formula("y ~ x + (1|g)", df, family="poisson", offset=np.log(df["t"])).fit()
+    assert a.llf == pytest.approx(b.llf, abs=1e-8)
+    assert np.allclose(a.params, b.params, atol=1e-7)
+    new = pd.DataFrame({"x": [0.5], "g": ["g01"], "t": [2.0]})
+    assert a.predict(new, kind="link")[0] == pytest.approx(
+        a.params.iloc[0] + 0.5 * a.params.iloc[1] + np.log(2) + a.ranef()["g"].loc["g01"].iloc[0])
+
+
+def test_agq_needs_a_single_scalar_term():
+    df = poisson_data()
+    m = MixedModel.from_formula("y ~ x + (x|g)", df, family="poisson")
+    with pytest.raises(FitError, match="single scalar"):
+        m.fit(nAGQ=5)
+
+
+def test_gamma_dispersion_is_a_likelihood_parameter():
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(15), 10)
+    mu = np.exp(1 + rng.normal(0, 0.4, 15)[g])
+    y = rng.gamma(shape=5.0, scale=mu / 5.0)
+    df = pd.DataFrame({"y": y, "g": g})
+    fam = sm.families.Gamma(sm.families.links.Log())
+    res = MixedModel.from_formula("y ~ 1 + (1|g)", df, family=fam).fit()
+    assert 0.1 < res.dispersion < 0.35  # true φ = 1/shape = 0.2
+    prob = GLMMProblem(res.design, resolve_family(fam), res.design.X)
+    # the fitted φ maximises the Laplace likelihood given θ and β
+    vals = [prob.objective(res.theta, res.params.to_numpy(), res.dispersion * f) for f in (0.97, 1.0, 1.03)]
+    assert vals[1] < vals[0] and vals[1] < vals[2]
