@@ -93,7 +93,8 @@ def eval_expression(expr: str, data: pd.DataFrame) -> np.ndarray:
     env = {"np": np, "numpy": np, "log": np.log, "exp": np.exp, "sqrt": np.sqrt}
     cols = {c: data[c].to_numpy() for c in _names_in(expr) if c in data.columns}
     try:
-        val = eval(compile(expr, "<formula>", "eval"), {"__builtins__": {}, **env}, cols)  # noqa: S307
+        with np.errstate(all="ignore"):  # log(0) and friends are reported by the caller's checks
+            val = eval(compile(expr, "<formula>", "eval"), {"__builtins__": {}, **env}, cols)  # noqa: S307
     except Exception as exc:  # the expression is the user's: report it, whatever went wrong
         raise FormulaError(f"cannot evaluate '{expr}': {exc}") from None
     val = np.asarray(val)
@@ -166,20 +167,17 @@ def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
 
 
 def _drop_rank_deficient(X: np.ndarray, names: list[str]):
-    """Drop columns of X that are linear combinations of others (pivoted QR), as lme4 does.
+    """Drop columns of X that are linear combinations of the columns before them, as lme4 does.
 
     Returns the reduced X, its names, the indices kept and the names dropped."""
     if X.shape[1] == 0:
         return X, names, np.arange(0), []
-    _, R, piv = sla.qr(X, mode="economic", pivoting=True)
+    R = sla.qr(X, mode="r")[0]
     d = np.abs(np.diag(R))
-    tol = max(X.shape) * np.finfo(float).eps * 1e3 * (d[0] if d.size else 1.0)
-    rank = int((d > tol).sum())
-    if rank == X.shape[1]:
-        return X, names, np.arange(X.shape[1]), []
-    keep = np.sort(piv[:rank])
-    dropped = [names[i] for i in sorted(piv[rank:])]
-    return X[:, keep], [names[i] for i in keep], keep, dropped
+    scale = np.linalg.norm(X, axis=0)
+    dependent = d <= 1e-7 * np.maximum(scale, np.finfo(float).tiny)
+    keep = np.flatnonzero(~dependent)
+    return X[:, keep], [names[i] for i in keep], keep, [names[i] for i in np.flatnonzero(dependent)]
 
 
 def _check_columns(needed: set[str], data: pd.DataFrame, formula: str) -> None:

@@ -145,15 +145,17 @@ def fd_hessian(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-
 def check_convergence(
     fun: Callable[[np.ndarray], float], opt: OptResult, lower: np.ndarray, tol: float = 2e-3
 ) -> list[str]:
-    """lme4-style check: the gradient at the optimum, ignoring coordinates held at a bound."""
+    """lme4-style check: the gradient at the optimum, ignoring coordinates held at a bound.
+
+    An optimizer's own stopping message (L-BFGS-B's line-search note, say) is passed on only when
+    the gradient confirms a problem."""
     msgs = []
-    if not opt.converged:
-        msgs.append(f"the optimizer ({opt.optimizer}) reported: {opt.message}")
     g = fd_gradient(fun, opt.x, lower)
     free = ~((opt.x - lower) < 1e-6)
     if free.any() and np.max(np.abs(g[free])) > tol:
+        said = "" if opt.converged else f" (the optimizer, {opt.optimizer}, reported: {opt.message})"
         msgs.append(
-            f"the gradient at the optimum is {np.max(np.abs(g[free])):.2g} (tolerance {tol}); "
+            f"the gradient at the optimum is {np.max(np.abs(g[free])):.2g} (tolerance {tol}){said}; "
             "the fit may not be at the optimum: rescale predictors or try optimizer='nelder-mead'"
         )
     for m in msgs:

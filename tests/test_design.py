@@ -1,0 +1,70 @@
+"""Building the design: missing values, the caller's data, grouping-column types, weights."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from midas_glmm import MixedModel, datasets
+
+
+def test_missing_values_are_dropped_and_counted():
+    df = datasets.load("sleepstudy")
+    df.loc[[3, 40, 41], "Reaction"] = np.nan
+    df.loc[[7], "Days"] = np.nan
+    df.loc[[9], "Subject"] = None
+    res = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", df).fit()
+    assert res.nobs == 175 and res.n_dropped == 5
+    assert "Rows dropped for missing values: 5" in str(res.summary())
+    clean = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", df.dropna()).fit()
+    assert res.llf == pytest.approx(clean.llf, abs=1e-10)
+
+
+def test_unused_columns_with_missing_values_do_not_drop_rows():
+    df = datasets.load("sleepstudy").assign(other=np.nan)
+    assert MixedModel.from_formula("Reaction ~ Days + (1|Subject)", df).nobs == 180
+
+
+def test_callers_dataframe_is_untouched():
+    df = datasets.load("cbpp")
+    df.loc[0, "size"] = np.nan
+    before = df.copy(deep=True)
+    MixedModel.from_formula("cbind(incidence, size - incidence) ~ C(period) + (1|herd)", df, family="binomial").fit()
+    pd.testing.assert_frame_equal(df, before)
+
+
+def test_grouping_column_types_give_the_same_fit():
+    df = datasets.load("sleepstudy")
+    fits = []
+    for col in (df["Subject"].astype(str), df["Subject"].astype(int), df["Subject"].astype("category")):
+        fits.append(MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", df.assign(Subject=col)).fit())
+    for r in fits[1:]:
+        assert r.reml_criterion == pytest.approx(fits[0].reml_criterion, abs=1e-9)
+        assert list(r.ranef()["Subject"].index) == list(fits[0].ranef()["Subject"].index)
+
+
+def test_weights_by_name_or_array():
+    df = datasets.load("sleepstudy").assign(w=lambda d: 1 + (d.index % 4) / 4)
+    a = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", df, weights="w").fit()
+    b = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", df, weights=df["w"].to_numpy()).fit()
+    c = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", df).fit()
+    assert a.llf == pytest.approx(b.llf, abs=1e-10)
+    assert a.llf != pytest.approx(c.llf, abs=1e-3)
+
+
+def test_rank_deficient_design_drops_columns_with_a_warning():
+    df = datasets.load("sleepstudy").assign(Days2=lambda d: 2 * d["Days"])
+    with pytest.warns(Warning, match="rank deficient"):
+        res = MixedModel.from_formula("Reaction ~ Days + Days2 + (1|Subject)", df).fit()
+    ref = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", df).fit()
+    assert list(res.params.index) == ["(Intercept)", "Days"]
+    assert res.reml_criterion == pytest.approx(ref.reml_criterion, abs=1e-9)
+    assert len(res.predict(df.head(3))) == 3
+
+
+def test_transformations_and_interactions_in_the_fixed_part():
+    df = datasets.load("sleepstudy")
+    res = MixedModel.from_formula("np.log(Reaction) ~ Days + I(Days**2) + (1|Subject)", df).fit()
+    assert list(res.params.index) == ["(Intercept)", "Days", "I(Days ** 2)"]
+    new = df.head(4)
+    manual = res.params.iloc[0] + res.params.iloc[1] * new["Days"] + res.params.iloc[2] * new["Days"] ** 2
+    assert np.allclose(res.predict(new, random_effects=False), manual)
