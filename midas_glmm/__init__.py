@@ -21,6 +21,7 @@ from .errors import (
     SingularFitWarning,
 )
 from .families import Family
+from .inference import anova, compare
 from .model import MixedModel
 from .results import MixedModelResults
 
@@ -30,6 +31,8 @@ __all__ = [
     "MixedModel",
     "MixedModelResults",
     "Family",
+    "compare",
+    "anova",
     "datasets",
     "MidasError",
     "FormulaError",

@@ -90,6 +90,14 @@ class LMMCriterion:
             return L.logdet_Z + L.logdet_X + nmp * (1 + np.log(2 * np.pi * r2 / nmp)) - self.ldW
         return L.logdet_Z + self.n * (1 + np.log(2 * np.pi * r2 / self.n)) - self.ldW
 
+    def unprofiled(self, theta: np.ndarray, sigma: float) -> float:
+        """The criterion at (θ, σ) without profiling σ out:
+        ML log|L|² + n log(2πσ²) + r²/σ²; REML adds log|R_X|² and uses n − p."""
+        L = self.factor(theta)
+        m = self.n - self.p if self.REML else self.n
+        extra = L.logdet_X if self.REML else 0.0
+        return L.logdet_Z + extra + m * np.log(2 * np.pi * sigma**2) + L.pwrss / sigma**2 - self.ldW
+
     def __call__(self, theta: np.ndarray) -> float:
         try:
             return self.from_factor(self.factor(theta))
@@ -106,6 +114,25 @@ class LMMCriterion:
         return LMMSolution(np.asarray(theta, float), beta, sigma, u, L.b(u), L, self.from_factor(L))
 
 
+def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int, float] | None = None):
+    """The data pass for an LMM: (criterion, S), with β = S β_s for the standardised design.
+
+    ``fix=(j, v)`` holds β_j at v (its column moves into the offset), for profiling β_j."""
+    from .design import standardize
+
+    X, names, y = design.X, list(design.fixed_names), design.y - design.offset
+    if fix is not None:
+        j, v = fix
+        y = y - v * X[:, j]
+        X = np.delete(X, j, axis=1)
+        del names[j]
+    X, S = standardize(X, names) if standardize_X else (X, np.eye(X.shape[1]))
+    w = design.weights
+    cp = CrossProducts.from_rows(design.terms, np.column_stack([X, y]), w if design.has_prior_weights else None)
+    ldW = float(np.sum(np.log(w[w > 0]))) if design.has_prior_weights else 0.0
+    return LMMCriterion(design.terms, cp, REML, ldW), S
+
+
 def fit_lmm(design, REML: bool = True, optimizer: str = "lbfgsb", standardize_X: bool = True):
     """Fit a linear mixed model by profiled REML or ML.
 
@@ -115,16 +142,10 @@ def fit_lmm(design, REML: bool = True, optimizer: str = "lbfgsb", standardize_X:
     -------
     Estimates
     """
-    from .design import standardize
     from .estimates import Estimates
     from .optimize import check_convergence, is_singular, minimize_bounded
 
-    X, S = standardize(design.X, design.fixed_names) if standardize_X else (design.X, np.eye(design.X.shape[1]))
-    Xy = np.column_stack([X, design.y - design.offset])
-    w = design.weights
-    cp = CrossProducts.from_rows(design.terms, Xy, w if design.has_prior_weights else None)
-    ldW = float(np.sum(np.log(w[w > 0]))) if design.has_prior_weights else 0.0
-    crit = LMMCriterion(design.terms, cp, REML, ldW)
+    crit, S = lmm_criterion(design, REML, standardize_X)
     tm = crit.tmap
     opt = minimize_bounded(crit, tm.start, tm.lower, optimizer)
     msgs = check_convergence(crit, opt, tm.lower)

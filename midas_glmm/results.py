@@ -111,21 +111,48 @@ class MixedModelResults:
         return self._vcov.copy()
 
     def conf_int(self, alpha: float = 0.05, method: str = "wald", level: float | None = None, **kwargs) -> pd.DataFrame:
-        """Confidence intervals for the fixed effects (Wald, normal reference).
+        """Confidence intervals.
 
         Parameters
         ----------
         alpha : float
             1 − coverage (ignored when ``level`` is given).
-        method : {"wald"}
+        method : {"wald", "profile", "bootstrap"}
+            ``"wald"``: fixed effects, normal reference (the seed's default). ``"profile"``:
+            profile likelihood for variance components (SDs, correlations, sigma) and fixed
+            effects, as lme4's ``confint(method = "profile")`` (LMMs). ``"bootstrap"``: parametric
+            bootstrap percentiles; keyword arguments ``n_boot``, ``seed``, ``n_jobs``, ``progress``.
         level : float, optional
             Coverage, e.g. 0.95.
         """
+        from . import inference
+
         level = 1 - alpha if level is None else level
-        if method != "wald":
-            raise FitError(f"unknown interval method '{method}'; this version offers 'wald'")
-        z = stats.norm.ppf(0.5 + level / 2)
-        return pd.DataFrame({"lower": self.params - z * self.bse, "upper": self.params + z * self.bse})
+        if method == "wald":
+            z = stats.norm.ppf(0.5 + level / 2)
+            return pd.DataFrame({"lower": self.params - z * self.bse, "upper": self.params + z * self.bse})
+        if method == "profile":
+            return inference.profile_ci(self, level=level, **kwargs)
+        if method in ("bootstrap", "boot"):
+            return inference.bootstrap_ci(self, level=level, **kwargs)
+        raise FitError(f"unknown interval method '{method}'; choose 'wald', 'profile' or 'bootstrap'")
+
+    def coef_table(self, ddf: str = "normal", level: float = 0.95) -> pd.DataFrame:
+        """Fixed effects with tests: estimate, std_err, df, statistic, p_value, ci_low, ci_high.
+
+        ``ddf="normal"`` (Wald z, the default), ``"satterthwaite"`` (lmerTest) or
+        ``"kenward-roger"`` (pbkrtest; also adjusts the standard errors). LMMs only for the latter two.
+        """
+        from .inference import coef_table
+
+        return coef_table(self, ddf=ddf, level=level)
+
+    def simulate(self, n: int = 1, seed=None, random_effects: str = "marginal") -> np.ndarray:
+        """``n`` responses simulated from the fit (``nobs × n``); new random effects unless
+        ``random_effects="conditional"``."""
+        from .inference import simulate
+
+        return simulate(self, n=n, seed=seed, random_effects=random_effects)
 
     # ------------------------------------------------------------------ variance components
     def _term_labels(self) -> list[str]:
@@ -285,12 +312,25 @@ class MixedModelResults:
         """Response residuals y − fitted."""
         return pd.Series(self.design.y - self.fittedvalues.to_numpy(), index=self.design.row_index, name="resid")
 
+    def refit(self, method: str | None = None, **fit_kwargs) -> MixedModelResults:
+        """Fit the same model again, e.g. ``refit(method="ML")`` before comparing fixed effects."""
+        kw = {"nAGQ": self.nAGQ} if not self.family.is_lmm else {}
+        kw.update(fit_kwargs)
+        return self.model.fit(method=method, **kw)
+
     # ------------------------------------------------------------------ display
-    def summary(self, alpha: float = 0.05):
-        """A printable summary (``print(res.summary())``; HTML in notebooks)."""
+    def summary(self, alpha: float = 0.05, ddf: str = "normal"):
+        """A printable summary (``print(res.summary())``; HTML in notebooks).
+
+        ``ddf`` chooses the fixed-effects tests, as in :meth:`coef_table`."""
         from .summary import Summary
 
-        return Summary(self, alpha=alpha)
+        table = None
+        if ddf != "normal":
+            ct = self.coef_table(ddf=ddf, level=1 - alpha)
+            table = ct.rename(columns={"estimate": "Estimate", "std_err": "Std.Err.", "statistic": "t",
+                                       "p_value": "P>|t|", "ci_low": f"[{alpha / 2:g}", "ci_high": f"{1 - alpha / 2:g}]"})
+        return Summary(self, alpha=alpha, coef_table=table)
 
     def __repr__(self) -> str:
         return f"<MixedModelResults: {self.design.formula}, {self.method}, llf={self.llf:.4f}>"

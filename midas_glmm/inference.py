@@ -1,0 +1,522 @@
+"""Inference after a fit: likelihood-ratio tests, denominator degrees of freedom, profile and
+bootstrap intervals, simulation.
+
+* :func:`compare` (alias :func:`anova`) — lme4's ``anova(m1, m2)``: REML fits are refitted by ML.
+* :func:`coef_table` — Wald z (the seed's default), Satterthwaite (as lmerTest) or Kenward–Roger
+  (as pbkrtest) t tests of the fixed effects.
+* :func:`profile_ci` — lme4's ``confint(method = "profile")`` for an LMM.
+* :func:`bootstrap_ci`, :func:`simulate` — parametric bootstrap, as lme4's ``bootMer``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.optimize as so
+from scipy import stats
+
+from .errors import FitError, RefitWarning
+from .optimize import fd_hessian
+
+__all__ = ["compare", "anova", "coef_table", "satterthwaite_df", "kenward_roger", "profile_ci",
+           "bootstrap_ci", "simulate"]
+
+
+# --------------------------------------------------------------------------- model comparison
+def _fixed_signature(res) -> tuple:
+    return tuple(res.design.fixed_names)
+
+
+def compare(*results, refit: bool = True) -> pd.DataFrame:
+    """Likelihood-ratio table for nested models, as lme4's ``anova(m1, m2, ...)``.
+
+    REML fits are refitted by ML (with a :class:`RefitWarning`) unless ``refit=False``, which is
+    allowed only when all fits are REML with the same fixed effects (comparing random effects).
+
+    Returns
+    -------
+    DataFrame
+        Rows ordered by number of parameters; columns npar, AIC, BIC, logLik, deviance, Chisq,
+        Df, Pr(>Chisq).
+    """
+    if len(results) < 2:
+        raise FitError("compare() needs at least two fitted models")
+    n = {r.nobs for r in results}
+    if len(n) > 1:
+        raise FitError(f"models were fitted to different numbers of observations {sorted(n)}; "
+                       "compare fits on the same rows")
+    resp = {r.design.response_name for r in results}
+    if len(resp) > 1:
+        raise FitError(f"models have different responses {sorted(resp)}; they cannot be compared")
+    fits = list(results)
+    if any(r.is_reml for r in fits):
+        same_fixed = len({_fixed_signature(r) for r in fits}) == 1 and all(r.is_reml for r in fits)
+        if refit or not same_fixed:
+            if not refit:
+                warnings.warn("REML fits with different fixed effects cannot be compared by their REML "
+                              "criteria; refitting by ML", RefitWarning, stacklevel=2)
+            else:
+                warnings.warn("refitting REML fit(s) with ML for the likelihood-ratio test (as lme4's anova)",
+                              RefitWarning, stacklevel=2)
+            fits = [r.refit(method="ML") if r.is_reml else r for r in fits]
+    order = sorted(range(len(fits)), key=lambda i: fits[i].df_modelwc)
+    rows = []
+    prev = None
+    for i in order:
+        r = fits[i]
+        row = {"model": r.design.formula, "npar": r.df_modelwc, "AIC": r.aic(), "BIC": r.bic(),
+               "logLik": r.llf, "deviance": -2 * r.llf, "Chisq": np.nan, "Df": np.nan, "Pr(>Chisq)": np.nan}
+        if prev is not None:
+            chisq = max(2 * (r.llf - prev.llf), 0.0)
+            df = r.df_modelwc - prev.df_modelwc
+            row.update({"Chisq": chisq, "Df": df,
+                        "Pr(>Chisq)": stats.chi2.sf(chisq, df) if df > 0 else np.nan})
+        rows.append(row)
+        prev = r
+    return pd.DataFrame(rows).set_index("model")
+
+
+anova = compare
+
+
+# --------------------------------------------------------------------------- degrees of freedom
+def _require_lmm(res, what: str) -> None:
+    if not res.family.is_lmm:
+        raise FitError(f"{what} is defined for linear mixed models; for a GLMM use ddf='normal' "
+                       "(Wald z) or a parametric bootstrap")
+
+
+def _varpar_functions(res):
+    """Unprofiled criterion D(θ, σ) and the covariance V(θ, σ) of β̂, as functions of (θ, σ)."""
+    from .lmm import lmm_criterion
+
+    crit, S = lmm_criterion(res.design, res.is_reml)
+
+    def V(par):
+        L = crit.factor(par[:-1])
+        return par[-1] ** 2 * S @ L.vcov_beta_unscaled() @ S.T
+
+    def D(par):
+        return crit.unprofiled(par[:-1], par[-1])
+
+    return np.concatenate([res.theta, [res.sigma]]), D, V
+
+
+def satterthwaite_df(res) -> np.ndarray:
+    """Satterthwaite degrees of freedom per fixed effect (lmerTest's method).
+
+    df_j = 2 V_jj² / (∇V_jj' A ∇V_jj), with V(θ, σ) the covariance of β̂ and A = 2 H⁻¹ the
+    asymptotic covariance of (θ̂, σ̂) from the Hessian H of the (REML or ML) deviance."""
+    _require_lmm(res, "Satterthwaite's approximation")
+    par, D, V = _varpar_functions(res)
+    A = 2.0 * np.linalg.pinv(fd_hessian(D, par, h=1e-3))
+    p = len(res.params)
+    grads = np.zeros((len(par), p))
+    steps = 1e-5 * np.maximum(1.0, np.abs(par))
+    for i in range(len(par)):
+        e = np.zeros_like(par)
+        e[i] = steps[i]
+        grads[i] = (np.diag(V(par + e)) - np.diag(V(par - e))) / (2 * steps[i])
+    v = np.diag(V(par))
+    denom = np.einsum("ij,ik,kj->j", grads, A, grads)
+    return 2 * v**2 / denom
+
+
+def _dense_Z(term, n):
+    Z = np.zeros((n, term.q))
+    for a in range(term.p):
+        Z[np.arange(n), term.codes * term.p + a] = term.Zcols[:, a]
+    return Z
+
+
+KR_MAX_ROWS = 5000
+
+
+def kenward_roger(res) -> tuple[np.ndarray, np.ndarray]:
+    """Kenward–Roger (1997) adjusted covariance of β̂ and degrees of freedom per fixed effect.
+
+    Σ = Σ_r φ_r G_r (variances and covariances of each term, and the residual variance);
+    Φ = (X'Σ⁻¹X)⁻¹, P_r = X'Σ⁻¹G_rΣ⁻¹X, Q_rs = X'Σ⁻¹G_rΣ⁻¹G_sΣ⁻¹X, W = 2[tr(ΠG_rΠG_s)]⁻¹,
+    Φ_A = Φ + 2Φ[Σ W_rs (Q_rs − P_rΦP_s)]Φ; the df follow KR's moment matching for L = e_j.
+    Uses dense n × n matrices, so it is limited to n ≤ 5000 (use Satterthwaite beyond).
+
+    Returns
+    -------
+    (df, vcov_adjusted)
+    """
+    _require_lmm(res, "the Kenward-Roger approximation")
+    d = res.design
+    n = d.nobs
+    if n > KR_MAX_ROWS:
+        raise FitError(f"Kenward-Roger needs dense {n} x {n} matrices; it is available up to {KR_MAX_ROWS} rows. "
+                       "Use ddf='satterthwaite'")
+    X = d.X
+    Gs, phis = [], []
+    for t, Sig in zip(d.terms, res.term_covariances()):
+        Z = _dense_Z(t, n)
+        for a in range(t.p):
+            for b in range(a + 1):
+                E = np.zeros((t.p, t.p))
+                E[a, b] = E[b, a] = 1.0
+                Zk = Z @ np.kron(np.eye(t.nlevels), E)
+                Gs.append((Zk, Z))
+                phis.append(Sig[a, b])
+    w = d.weights if d.has_prior_weights else np.ones(n)
+    Sigma = sum(phi * (A @ B.T) for phi, (A, B) in zip(phis, Gs)) + res.sigma**2 * np.diag(1 / w)
+    Sinv = np.linalg.inv(Sigma)
+    Sinv = (Sinv + Sinv.T) / 2
+    SiG = [Sinv @ A @ B.T for A, B in Gs] + [Sinv / w[None, :]]
+    SiX = Sinv @ X
+    Phi = np.linalg.inv(X.T @ SiX)
+    U = [M @ SiX for M in SiG]
+    P = [X.T @ u for u in U]
+    k = len(SiG)
+    Q = [[X.T @ SiG[r] @ U[s] for s in range(k)] for r in range(k)]
+    IE = np.empty((k, k))
+    for r in range(k):
+        for s in range(k):
+            IE[r, s] = 0.5 * (np.sum(SiG[r] * SiG[s].T) - 2 * np.trace(Phi @ Q[r][s]) + np.trace(Phi @ P[r] @ Phi @ P[s]))
+    W = np.linalg.inv(IE)
+    adj = sum(W[r, s] * (Q[r][s] - P[r] @ Phi @ P[s]) for r in range(k) for s in range(k))
+    PhiA = Phi + 2 * Phi @ adj @ Phi
+    PhiA = (PhiA + PhiA.T) / 2
+    df = np.empty(X.shape[1])
+    for j in range(X.shape[1]):
+        L = np.zeros((1, X.shape[1]))
+        L[0, j] = 1.0
+        Theta = L.T @ np.linalg.inv(L @ Phi @ L.T) @ L
+        M = [Theta @ Phi @ Pr @ Phi for Pr in P]
+        A1 = sum(W[r, s] * np.trace(M[r]) * np.trace(M[s]) for r in range(k) for s in range(k))
+        A2 = sum(W[r, s] * np.trace(M[r] @ M[s]) for r in range(k) for s in range(k))
+        df[j] = _kr_df(A1, A2, 1)
+    return df, PhiA
+
+
+def _kr_df(A1: float, A2: float, ell: int) -> float:
+    """Kenward & Roger's denominator df from A1, A2 for a hypothesis of rank ℓ."""
+    B = (A1 + 6 * A2) / (2 * ell)
+    g = ((ell + 1) * A1 - (ell + 4) * A2) / ((ell + 2) * A2)
+    den = 3 * ell + 2 * (1 - g)
+    c1, c2, c3 = g / den, (ell - g) / den, (ell + 2 - g) / den
+    E = 1 / (1 - A2 / ell)
+    V = 2 / ell * (1 + c1 * B) / ((1 - c2 * B) ** 2 * (1 - c3 * B))
+    rho = V / (2 * E**2)
+    return 4 + (ell + 2) / (ell * rho - 1)
+
+
+def coef_table(res, ddf: str = "normal", level: float = 0.95) -> pd.DataFrame:
+    """Fixed-effects table: estimate, std_err, df, statistic, p_value, ci_low, ci_high.
+
+    Parameters
+    ----------
+    ddf : {"normal", "satterthwaite", "kenward-roger"}
+        ``"normal"``: Wald z with df = inf (the seed's default). The others: t tests with
+        lmerTest's Satterthwaite or pbkrtest's Kenward–Roger df (Kenward–Roger also adjusts the SE).
+    """
+    key = ddf.lower().replace("_", "-")
+    se = res.bse.to_numpy()
+    if key == "normal":
+        df = np.full(len(se), np.inf)
+    elif key == "satterthwaite":
+        df = satterthwaite_df(res)
+    elif key in ("kenward-roger", "kr"):
+        df, V = kenward_roger(res)
+        se = np.sqrt(np.diag(V))
+    else:
+        raise FitError(f"unknown ddf '{ddf}'; choose 'normal', 'satterthwaite' or 'kenward-roger'")
+    est = res.params.to_numpy()
+    stat = est / se
+    dist = stats.norm if key == "normal" else None
+    if dist is not None:
+        p = 2 * stats.norm.sf(np.abs(stat))
+        q = stats.norm.ppf(0.5 + level / 2)
+    else:
+        p = 2 * stats.t.sf(np.abs(stat), df)
+        q = stats.t.ppf(0.5 + level / 2, df)
+    return pd.DataFrame({"estimate": est, "std_err": se, "df": df, "statistic": stat, "p_value": p,
+                         "ci_low": est - q * se, "ci_high": est + q * se}, index=res.params.index)
+
+
+# --------------------------------------------------------------------------- profile intervals
+def _sdcor_names(res) -> list[str]:
+    names = []
+    for t in res.design.terms:
+        for c in range(t.p):
+            for r in range(c, t.p):
+                if r == c:
+                    names.append(f"sd_{t.columns[r]}|{t.group_name}")
+                else:
+                    names.append(f"cor_{t.columns[r]}.{t.columns[c]}|{t.group_name}")
+    return names + ["sigma"]
+
+
+def _sdcor_from_theta(res, theta, sigma) -> np.ndarray:
+    from .lmm import ThetaMap
+
+    out = []
+    for t, lam in zip(res.design.terms, ThetaMap(res.design.terms).lams(theta)):
+        Sig = sigma**2 * lam @ lam.T
+        sd = np.sqrt(np.diag(Sig))
+        for c in range(t.p):
+            for r in range(c, t.p):
+                out.append(sd[r] if r == c else (Sig[r, c] / (sd[r] * sd[c]) if sd[r] * sd[c] > 0 else 0.0))
+    return np.array(out + [sigma])
+
+
+def _theta_from_sdcor(res, v) -> np.ndarray:
+    sigma = v[-1]
+    out, i = [], 0
+    for t in res.design.terms:
+        p = t.p
+        sd, R = np.zeros(p), np.eye(p)
+        for c in range(p):
+            for r in range(c, p):
+                if r == c:
+                    sd[r] = v[i]
+                else:
+                    R[r, c] = R[c, r] = v[i]
+                i += 1
+        Sig = np.outer(sd, sd) * R
+        try:
+            lam = np.linalg.cholesky(Sig + 1e-14 * np.eye(p) * max(1.0, np.max(np.abs(Sig))))
+        except np.linalg.LinAlgError:
+            return None
+        lam /= sigma
+        rows, cols = np.tril_indices(p)
+        order = np.lexsort((rows, cols))
+        out.extend(lam[rows[order], cols[order]])
+    return np.array(out)
+
+
+def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
+    """Profile-likelihood intervals, as lme4's ``confint(method = "profile")`` (LMMs).
+
+    The deviance is profiled over every other parameter; the limits are where the signed root
+    ζ = sign(v − v̂)·sqrt(dev(v) − dev(v̂)) reaches ±z. Variance parameters are SDs, correlations
+    and sigma (names as lme4's ``oldNames = FALSE``); fixed effects are profiled with the
+    effect moved into the offset. As in lme4, a REML fit is profiled on the ML deviance."""
+    _require_lmm(res, "profile confidence intervals")
+    from .lmm import lmm_criterion
+
+    if res.is_reml:  # as lme4: the profile is of the ML deviance, around the ML fit
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = res.refit(method="ML")
+    z = stats.norm.ppf(0.5 + level / 2)
+    crit, _ = lmm_criterion(res.design, REML=False)
+    names = _sdcor_names(res)
+    v_hat = _sdcor_from_theta(res, res.theta, res.sigma)
+    kinds = []
+    for nm in names:
+        kinds.append("cor" if nm.startswith("cor_") else "sd")
+
+    def dev_v(v):
+        th = _theta_from_sdcor(res, v)
+        if th is None or v[-1] <= 0:
+            return np.inf
+        return crit.unprofiled(th, v[-1])
+
+    dev_hat = dev_v(v_hat)
+    lo_b = np.array([-1.0 if k == "cor" else 0.0 for k in kinds])
+    hi_b = np.array([1.0 if k == "cor" else np.inf for k in kinds])
+    lo_b[-1] = 1e-10 * max(res.sigma, 1e-300)
+
+    def profiled_dev(i, value, start):
+        """min over the other parameters of dev, with σ optimised on the log scale."""
+        free = [k for k in range(len(v_hat)) if k != i]
+        logs = np.array([k == len(v_hat) - 1 for k in free])
+
+        def unpack(x):
+            v = v_hat.copy()
+            v[free] = np.where(logs, np.exp(np.minimum(x, 700)), x)
+            v[i] = value
+            return v
+
+        def f(x):
+            return dev_v(unpack(x))
+
+        if not free:
+            return f(np.zeros(0)), start
+        bounds = [(None, None) if lg else (lo_b[k], None if not np.isfinite(hi_b[k]) else hi_b[k])
+                  for k, lg in zip(free, logs)]
+        best = None
+        for x0 in (start[free], v_hat[free]):
+            x0 = np.array(x0, dtype=float)
+            x0[logs] = np.log(x0[logs])
+            r = so.minimize(f, x0, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-13, "gtol": 1e-9})
+            r2 = so.minimize(f, r.x, method="Nelder-Mead", bounds=bounds, options={"xatol": 1e-8, "fatol": 1e-11})
+            r = r2 if r2.fun < r.fun else r
+            if best is None or r.fun < best.fun:
+                best = r
+            if np.isfinite(best.fun):
+                break
+        return best.fun, unpack(best.x)
+
+    rows = {}
+    wanted = set(which) if which is not None else None
+    for i, nm in enumerate(names):
+        if wanted is not None and nm not in wanted:
+            continue
+        rows[nm] = _profile_limits(
+            lambda val, start, i=i: profiled_dev(i, val, start), v_hat[i], v_hat, dev_hat, z, lo_b[i], hi_b[i],
+            scale=max(abs(v_hat[i]), 0.1 if kinds[i] == "cor" else 1e-3 * res.sigma))
+    # fixed effects: β_j held at a value by moving it to the offset
+    for j, nm in enumerate(res.params.index):
+        if wanted is not None and nm not in wanted:
+            continue
+        def dev_beta(val, start, j=j):
+            cj, _ = lmm_criterion(res.design, REML=False, fix=(j, val))
+            tm = cj.tmap
+            r = so.minimize(cj, np.maximum(start, tm.lower), method="L-BFGS-B", jac="3-point",
+                            bounds=[(lo if np.isfinite(lo) else None, None) for lo in tm.lower],
+                            options={"ftol": 1e-14, "gtol": 1e-10})
+            return r.fun, r.x
+
+        rows[nm] = _profile_limits(dev_beta, res.params.iloc[j], res.theta, dev_hat, z, -np.inf, np.inf,
+                                   scale=res.bse.iloc[j])
+    out = pd.DataFrame(rows, index=["lower", "upper"]).T
+    return out
+
+
+def _profile_limits(dev_at, v_hat, start, dev_hat, z, lo, hi, scale):
+    """Values below and above v̂ where sqrt(dev(v) − dev(v̂)) = z: bracket by doubling steps,
+    then Brent's method; a parameter bound inside the interval is the limit itself."""
+    limits = []
+    for direction in (-1, 1):
+        warm = [start]
+
+        def excess(v):
+            try:
+                d, x = dev_at(v, warm[0])
+            except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+                return np.inf
+            if np.isfinite(d):
+                warm[0] = x
+            return np.sqrt(max(d - dev_hat, 0.0)) - z if np.isfinite(d) else np.inf
+
+        bound = lo if direction < 0 else hi
+        a, step, limit = v_hat, scale, np.nan
+        for _ in range(60):
+            b = v_hat + direction * step
+            if (b - bound) * direction >= 0:
+                b = bound
+                if excess(b) < 0:
+                    limit = bound
+                    break
+            if excess(b) >= 0:
+                warm[0] = start
+                limit = so.brentq(excess, min(a, b), max(a, b), xtol=1e-9 * max(1.0, abs(v_hat)))
+                break
+            a, step = b, step * 2
+        limits.append(limit)
+    return limits
+
+
+# --------------------------------------------------------------------------- simulation, bootstrap
+def simulate(res, n: int = 1, seed=None, random_effects: str = "marginal") -> np.ndarray:
+    """Responses simulated from the fitted model, an ``nobs × n`` array.
+
+    ``random_effects="marginal"`` draws new random effects b ~ N(0, Σ) (lme4's default
+    ``use.u = FALSE``); ``"conditional"`` keeps the fitted ones."""
+    if random_effects not in ("marginal", "conditional"):
+        raise FitError("random_effects must be 'marginal' or 'conditional'")
+    rng = np.random.default_rng(seed)
+    d = res.design
+    eta_fixed = d.X @ res.params.to_numpy() + d.offset
+    out = np.empty((d.nobs, n))
+    covs = res.term_covariances()
+    for k in range(n):
+        eta = eta_fixed.copy()
+        for t, Sig, b_hat in zip(d.terms, covs, res._est.b):
+            if random_effects == "marginal":
+                lam = np.linalg.cholesky(Sig + 1e-300 * np.eye(t.p)) if np.all(np.diag(Sig) > 0) else _psd_root(Sig)
+                b = rng.standard_normal((t.nlevels, t.p)) @ lam.T
+            else:
+                b = b_hat
+            eta += np.einsum("ij,ij->i", t.Zcols, b[t.codes])
+        out[:, k] = _draw_response(res, eta, rng)
+    return out
+
+
+def _psd_root(S):
+    w, V = np.linalg.eigh(S)
+    return V * np.sqrt(np.maximum(w, 0))
+
+
+def _draw_response(res, eta, rng):
+    fam, d = res.family, res.design
+    if fam.is_lmm:
+        w = d.weights if d.has_prior_weights else 1.0
+        return eta + rng.standard_normal(len(eta)) * res.sigma / np.sqrt(w)
+    mu = fam.linkinv(eta)
+    if fam.name == "binomial":
+        n = d.weights if d.trials is None else d.trials
+        return rng.binomial(np.round(n).astype(int), mu) / np.where(n > 0, n, 1)
+    if fam.name == "poisson":
+        return rng.poisson(mu).astype(float)
+    if fam.name == "gamma":
+        shape = d.weights / res.dispersion
+        return rng.gamma(shape, mu / shape)
+    raise FitError(f"simulation is not available for the {fam.name} family")
+
+
+def bootstrap_ci(res, n_boot: int = 200, seed=None, level: float = 0.95, progress: bool = False,
+                 n_jobs: int = 1) -> pd.DataFrame:
+    """Parametric bootstrap percentile intervals (as lme4's ``confint(method = "boot")``).
+
+    Responses are simulated from the fit (new random effects each time), the model is refitted,
+    and the ``(1−level)/2`` and ``(1+level)/2`` quantiles of the refitted fixed effects and
+    variance components are reported. ``n_jobs > 1`` refits in parallel processes;
+    ``progress=True`` shows a progress bar when tqdm is installed."""
+    ysim = simulate(res, n_boot, seed=seed)
+    tasks = [ysim[:, k] for k in range(n_boot)]
+    if n_jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=n_jobs) as ex:
+            stats_list = list(_progress(ex.map(_boot_one, [res] * n_boot, tasks), n_boot, progress))
+    else:
+        stats_list = [_boot_one(res, y) for y in _progress(tasks, n_boot, progress)]
+    names = list(res.params.index) + _sdcor_names(res)[: -1] + (["sigma"] if res.family.has_dispersion else [])
+    arr = np.array([s for s in stats_list if s is not None])
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(arr, [alpha, 1 - alpha], axis=0)
+    out = pd.DataFrame({"lower": lo, "upper": hi}, index=names)
+    out.attrs["n_ok"] = len(arr)
+    return out
+
+
+def _boot_one(res, y):
+    from .model import MixedModel
+
+    model = MixedModel.__new__(MixedModel)
+    design = _with_response(res.design, y)
+    model.design, model.family = design, res.family
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            r = model.fit(method=None if not res.family.is_lmm else res.method, nAGQ=res.nAGQ)
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+    sdcor = _sdcor_from_theta(r, r.theta, r.sigma if r.family.is_lmm else 1.0)
+    if not r.family.has_dispersion:
+        sdcor = sdcor[:-1]
+    return np.concatenate([r.params.to_numpy(), sdcor])
+
+
+def _with_response(design, y):
+    from dataclasses import replace
+
+    return replace(design, y=np.asarray(y, dtype=float))
+
+
+def _progress(it, total, show):
+    if not show:
+        return it
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return it
+    return tqdm(it, total=total)
