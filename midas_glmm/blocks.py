@@ -48,6 +48,11 @@ def _to_dense_block_diag(blocks: np.ndarray) -> np.ndarray:
     return out
 
 
+def _all_ones(t: ReTerm) -> bool:
+    """A pure random intercept (its column is all ones), where Z'WZ is a weighted count."""
+    return t.columns == ["(Intercept)"] and bool(np.all(t.Zcols[:, 0] == 1.0))
+
+
 @dataclass
 class CrossProducts:
     """Blocks of ``[Z X y]' W [Z X y]``, the only thing the LMM needs from the rows.
@@ -76,23 +81,25 @@ class CrossProducts:
     def from_rows(cls, terms: list[ReTerm], Xy: np.ndarray, weights: np.ndarray | None = None):
         """One pass over the rows: ``A = [Z X y]' W [Z X y]`` in blocks."""
         n = Xy.shape[0]
-        w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+        w = None if weights is None else np.asarray(weights, dtype=float)
         ZtZ, XytZ = [], []
-        Xyw = Xy * w[:, None]
+        Xyw = Xy if w is None else Xy * w[:, None]
         for t in terms:
             p, nl = t.p, t.nlevels
+            ones = t.p == 1 and t.Zcols.dtype == float and _all_ones(t)
             blk = np.empty((nl, p, p))
             for a in range(p):
+                wz = w if ones else (t.Zcols[:, a] if w is None else w * t.Zcols[:, a])
                 for b in range(a + 1):
-                    s = np.bincount(t.codes, weights=w * t.Zcols[:, a] * t.Zcols[:, b], minlength=nl)
+                    s = np.bincount(t.codes, weights=wz if ones else wz * t.Zcols[:, b], minlength=nl)
                     blk[:, a, b] = s
                     blk[:, b, a] = s
             ZtZ.append(blk)
             xz = np.empty((Xy.shape[1], nl, p))
             for a in range(p):
-                wz = t.Zcols[:, a]
                 for c in range(Xy.shape[1]):
-                    xz[c, :, a] = np.bincount(t.codes, weights=Xyw[:, c] * wz, minlength=nl)
+                    col = Xyw[:, c] if ones else Xyw[:, c] * t.Zcols[:, a]
+                    xz[c, :, a] = np.bincount(t.codes, weights=col, minlength=nl)
             XytZ.append(xz.reshape(Xy.shape[1], nl * p))
         ZjtZi = {}
         for j in range(1, len(terms)):
@@ -117,13 +124,20 @@ class BlockedCholesky:
         k = len(lams)
         # first term: block diagonal
         lam0 = lams[0]
-        M0 = np.einsum("ba,lbc,cd->lad", lam0, cp.ZtZ[0], lam0)
-        M0 += np.eye(lam0.shape[0])
-        self.L00 = np.linalg.cholesky(M0)
-        # T0 = λ0 L00^{-T} per level, so that  A Λ0 L00^{-T} = A @ blockdiag(T0)
-        L00inv = np.linalg.inv(self.L00)
-        self._T0 = np.einsum("ab,lcb->lac", lam0, L00inv)
-        self._L00inv = L00inv
+        self._scalar0 = lam0.shape == (1, 1)
+        if self._scalar0:  # a random intercept: everything is a vector over the levels
+            lam = lam0[0, 0]
+            d = np.sqrt(lam * lam * cp.ZtZ[0][:, 0, 0] + 1.0)
+            self.L00 = d[:, None, None]
+            self._L00inv = (1.0 / d)[:, None, None]
+            self._T0 = (lam / d)[:, None, None]
+        else:
+            M0 = np.einsum("ba,lbc,cd->lad", lam0, cp.ZtZ[0], lam0)
+            M0 += np.eye(lam0.shape[0])
+            self.L00 = np.linalg.cholesky(M0)
+            # T0 = λ0 L00^{-T} per level, so that  A Λ0 L00^{-T} = A @ blockdiag(T0)
+            self._L00inv = np.linalg.inv(self.L00)
+            self._T0 = np.einsum("ab,lcb->lac", lam0, self._L00inv)
         # L[j, m] for the later terms
         self.Lj: dict[tuple[int, int], object] = {}
         T0sp = _block_diag_sparse(self._T0) if k > 1 else None
@@ -145,8 +159,11 @@ class BlockedCholesky:
             self.Lj[(j, j)] = np.linalg.cholesky(D)
         # the [X y] rows
         self.LX: list[np.ndarray] = []
-        XZ0 = cp.XytZ[0].reshape(cp.XytZ[0].shape[0], -1, lam0.shape[0])
-        self.LX.append(np.einsum("cla,lab->clb", XZ0, self._T0).reshape(cp.XytZ[0].shape))
+        if self._scalar0:
+            self.LX.append(cp.XytZ[0] * self._T0[:, 0, 0])
+        else:
+            XZ0 = cp.XytZ[0].reshape(cp.XytZ[0].shape[0], -1, lam0.shape[0])
+            self.LX.append(np.einsum("cla,lab->clb", XZ0, self._T0).reshape(cp.XytZ[0].shape))
         for m in range(1, k):
             nl, p = len(cp.ZtZ[m]), lams[m].shape[0]
             B = (cp.XytZ[m].reshape(-1, nl, p) @ lams[m]).reshape(cp.XytZ[m].shape)
@@ -209,10 +226,11 @@ class BlockedCholesky:
             rhs = self.LX[m][-1] - self.LX[m][:-1].T @ beta
             for j in range(m + 1, k):
                 rhs = rhs - self.Lj[(j, m)].T @ us[j]
-            if m == 0:
+            if m == 0 and self._scalar0:
+                us[0] = rhs * self._L00inv[:, 0, 0]
+            elif m == 0:
                 p0 = self.lams[0].shape[0]
-                r = rhs.reshape(-1, p0)
-                us[0] = np.einsum("lba,lb->la", self._L00inv, r).ravel()
+                us[0] = np.einsum("lba,lb->la", self._L00inv, rhs.reshape(-1, p0)).ravel()
             else:
                 us[m] = sla.solve_triangular(self.Lj[(m, m)], rhs, lower=True, trans="T")
         return us

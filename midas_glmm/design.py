@@ -122,6 +122,8 @@ def fixed_matrix(design: Design, data: pd.DataFrame) -> np.ndarray:
 
 def random_columns(term: ReTerm, data: pd.DataFrame) -> np.ndarray:
     """Replay a random term's column spec on (new) data: the ``n × p`` per-row values."""
+    if term.spec is None:
+        return np.ones((len(data), 1))
     return np.asarray(term.spec.get_model_matrix(data), dtype=float)
 
 
@@ -146,11 +148,14 @@ def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray
 
 
 def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
+    codes, levels = _group_codes(data, spec.group)
+    if spec.expr.strip() == "1":  # a random intercept needs no model matrix
+        return ReTerm(spec.group_name, spec.group, spec.expr, [INTERCEPT], levels.rename(spec.group_name),
+                      codes, np.ones((len(data), 1)), None)
     try:
         mm = formulaic.model_matrix(spec.expr, data, na_action="raise")
     except Exception as exc:
         raise FormulaError(f"cannot build the random-effects term '{spec}': {exc}") from None
-    codes, levels = _group_codes(data, spec.group)
     Zcols = np.asarray(mm, dtype=float)
     if Zcols.shape[1] == 0:
         raise FormulaError(f"random-effects term '{spec}' has no columns; write (1 | g) or (x | g)")
@@ -169,15 +174,29 @@ def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
 def _drop_rank_deficient(X: np.ndarray, names: list[str]):
     """Drop columns of X that are linear combinations of the columns before them, as lme4 does.
 
-    Returns the reduced X, its names, the indices kept and the names dropped."""
-    if X.shape[1] == 0:
+    Works on the p × p cross-product (one pass over the rows): a column is dependent when its
+    Cholesky pivot, relative to its own norm, vanishes. Returns the reduced X, its names, the
+    indices kept and the names dropped."""
+    p = X.shape[1]
+    if p == 0:
         return X, names, np.arange(0), []
-    R = sla.qr(X, mode="r")[0]
-    d = np.abs(np.diag(R))
-    scale = np.linalg.norm(X, axis=0)
-    dependent = d <= 1e-7 * np.maximum(scale, np.finfo(float).tiny)
-    keep = np.flatnonzero(~dependent)
-    return X[:, keep], [names[i] for i in keep], keep, [names[i] for i in np.flatnonzero(dependent)]
+    G = X.T @ X
+    scale = np.sqrt(np.maximum(np.diag(G), np.finfo(float).tiny))
+    G = G / np.outer(scale, scale)
+    keep: list[int] = []
+    for k in range(p):
+        idx = keep + [k]
+        sub = G[np.ix_(idx, idx)]
+        try:
+            piv = np.linalg.cholesky(sub)[-1, -1] ** 2
+        except np.linalg.LinAlgError:
+            piv = 0.0
+        if piv > 1e-10 and np.diag(G)[k] > 0 and scale[k] > np.finfo(float).tiny:
+            keep.append(k)
+    keep_arr = np.array(keep, dtype=int)
+    if len(keep) == p:
+        return X, names, keep_arr, []
+    return X[:, keep_arr], [names[i] for i in keep], keep_arr, [names[i] for i in range(p) if i not in keep]
 
 
 def _check_columns(needed: set[str], data: pd.DataFrame, formula: str) -> None:
@@ -253,7 +272,7 @@ def build_design(
     if not complete.any():
         worst = used.isna().sum().idxmax() if len(used.columns) else "?"
         raise DataError(f"every row has a missing value (column '{worst}' is the emptiest); nothing to fit")
-    df = used.loc[complete].copy() if n_dropped else used.copy()
+    df = used.loc[complete] if n_dropped else used  # `used` is already a new frame
     for label in extra:
         extra[label] = np.asarray(extra[label][complete], dtype=float)
 
@@ -351,28 +370,31 @@ def _numeric(values: np.ndarray, name: str) -> np.ndarray:
     return values.astype(float)
 
 
-def standardize(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def standardize(X: np.ndarray, names: list[str], extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Centre and scale the non-constant columns of X for conditioning.
 
-    Returns ``(X_s, S)`` with ``X_s = X S⁻¹``-equivalent reparametrisation such that
-    ``X β = X_s β_s`` and ``β = S β_s``, ``Var β = S Var(β_s) S'``. Columns are centred only
-    when the model has an intercept (so the column space is unchanged).
+    Returns ``(X_s, S)`` such that ``X β = X_s β_s`` with ``β = S β_s`` and
+    ``Var β = S Var(β_s) S'``. Columns are centred only when the model has an intercept (so the
+    column space is unchanged). With ``extra`` (a vector, e.g. the response), ``X_s`` gets it as
+    one more column: the column-major ``[X_s y]`` the data pass reads.
     """
-    p = X.shape[1]
+    n, p = X.shape
     S = np.eye(p)
-    if p == 0:
-        return X, S
-    Xs = X.copy()
+    Xs = np.empty((n, p + (extra is not None)), order="F")
+    Xs[:, :p] = X
+    if extra is not None:
+        Xs[:, p] = extra
     icpt = names.index(INTERCEPT) if INTERCEPT in names else None
     for c in range(p):
         if c == icpt:
             continue
-        col = X[:, c]
+        col = Xs[:, c]
         m = col.mean() if icpt is not None else 0.0
         s = np.sqrt(np.mean((col - m) ** 2)) if icpt is not None else np.sqrt(np.mean(col**2))
         if not np.isfinite(s) or s <= 0:
             continue
-        Xs[:, c] = (col - m) / s
+        col -= m
+        col /= s
         S[c, c] = 1.0 / s
         if icpt is not None:
             S[icpt, c] = -m / s

@@ -320,7 +320,8 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
         beta = par[len(tm): len(tm) + p]
         phi = float(np.exp(par[-1])) if disp else 1.0
         method = "Laplace" if nAGQ == 1 else "AGQ"
-    msgs = check_convergence(fun, opt, lower)
+    H = None if fast else fd_hessian(fun, par, h=1e-3)
+    msgs = check_convergence(fun, opt, lower, hessian=H)
     if prob.pirls_failures:
         msgs.append(f"PIRLS did not converge at {prob.pirls_failures} of the evaluated parameter values")
         warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
@@ -329,7 +330,7 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
     beta = st.beta if fast else beta
     crit = opt.fun
     singular = is_singular(theta, tm.lower)
-    V = st.factor.vcov_beta_unscaled() if fast else _vcov_beta(fun, par, len(tm), p)
+    V = st.factor.vcov_beta_unscaled() if fast else _vcov_beta(H, fun, par, len(tm), p)
     lams = tm.lams(theta)
     b = [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(st.u, lams)]
     condvar = st.factor.condvar_blocks()
@@ -359,9 +360,8 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
     return est
 
 
-def _vcov_beta(fun, par, ntheta, p) -> np.ndarray:
+def _vcov_beta(H, fun, par, ntheta, p) -> np.ndarray:
     """Covariance of β̂: the β block of 2·H⁻¹, H the Hessian of −2ℓ over all parameters (as lme4)."""
-    H = fd_hessian(fun, par, h=1e-3)
     try:
         Vall = 2.0 * np.linalg.inv(H)
         V = Vall[ntheta: ntheta + p, ntheta: ntheta + p]
