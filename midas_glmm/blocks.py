@@ -20,15 +20,27 @@ of the penalised residual sum of squares, so one factorisation gives every profi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from .reterms import ReTerm
 
 __all__ = ["CrossProducts", "BlockedCholesky"]
+
+
+def _chol(A: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor by LAPACK's blocked dpotrf (several times faster than
+    numpy.linalg.cholesky on the dense fill-in blocks of crossed factors)."""
+    if A.shape[0] < 64:
+        return np.linalg.cholesky(A)
+    L, info = lapack.dpotrf(A, lower=1, clean=1, overwrite_a=0)
+    if info != 0:
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+    return L
 
 
 def _block_diag_sparse(blocks: np.ndarray) -> sp.csr_matrix:
@@ -76,6 +88,27 @@ class CrossProducts:
     XytZ: list[np.ndarray]
     XytXy: np.ndarray
     n: int
+    _outer_maps: dict = field(default_factory=dict, repr=False)
+
+    def outer_map(self, j: int, m: int) -> sp.csr_matrix:
+        """For scalar terms 0, j, m: the fixed linear map v ↦ vec(A_j0 diag(v) A_m0'), a sparse
+        (q_j·q_m) × q_0 matrix built once, so that the fill-in Σ L[j,0]L[m,0]' costs one sparse
+        matrix-vector product per θ instead of a sparse-sparse product."""
+        key = (j, m)
+        if key not in self._outer_maps:
+            A = self.ZjtZi[(j, 0)].tocsc()
+            B = A if j == m else self.ZjtZi[(m, 0)].tocsc()
+            ca, cb = np.diff(A.indptr), np.diff(B.indptr)
+            # every (entry of A, entry of B) pair within the same column l
+            ea = np.repeat(np.arange(A.nnz), cb[np.repeat(np.arange(A.shape[1]), ca)])
+            col = np.repeat(np.arange(A.shape[1]), ca * cb)
+            first_b = B.indptr[col]
+            offset = np.arange(len(ea)) - np.repeat(np.cumsum(np.concatenate([[0], (ca * cb)]))[:-1], ca * cb)
+            eb = first_b + offset % np.maximum(cb[col], 1)
+            rows = A.indices[ea].astype(np.int64) * B.shape[0] + B.indices[eb]
+            self._outer_maps[key] = sp.csr_matrix((A.data[ea] * B.data[eb], (rows, col)),
+                                                  shape=(A.shape[0] * B.shape[0], A.shape[1]))
+        return self._outer_maps[key]
 
     @classmethod
     def from_rows(cls, terms: list[ReTerm], Xy: np.ndarray, weights: np.ndarray | None = None):
@@ -139,24 +172,33 @@ class BlockedCholesky:
             self._L00inv = np.linalg.inv(self.L00)
             self._T0 = np.einsum("ab,lcb->lac", lam0, self._L00inv)
         # L[j, m] for the later terms
+        self.cp = cp
         self.Lj: dict[tuple[int, int], object] = {}
-        T0sp = _block_diag_sparse(self._T0) if k > 1 else None
+        T0sp = _block_diag_sparse(self._T0) if k > 1 and not self._scalar0 else None
         for j in range(1, k):
             lamj_t = _block_diag_sparse(
                 np.broadcast_to(lams[j].T, (len(cp.ZtZ[j]),) + lams[j].shape)
             )
-            self.Lj[(j, 0)] = (lamj_t @ cp.ZjtZi[(j, 0)] @ T0sp).tocsr()
+            if self._scalar0 and lams[j].shape == (1, 1):  # scale the stored pattern: O(nnz)
+                A = cp.ZjtZi[(j, 0)]
+                self.Lj[(j, 0)] = sp.csr_matrix((A.data * (lams[j][0, 0] * self._T0[A.indices, 0, 0]),
+                                                 A.indices, A.indptr), shape=A.shape)
+            else:
+                T0sp = T0sp if T0sp is not None else _block_diag_sparse(self._T0)
+                self.Lj[(j, 0)] = (lamj_t @ cp.ZjtZi[(j, 0)] @ T0sp).tocsr()
             for m in range(1, j):
                 lam_m = _block_diag_sparse(np.broadcast_to(lams[m], (len(cp.ZtZ[m]),) + lams[m].shape))
                 B = (lamj_t @ cp.ZjtZi[(j, m)] @ lam_m).toarray()
                 B -= self._outer(j, m)
                 self.Lj[(j, m)] = sla.solve_triangular(self.Lj[(m, m)], B.T, lower=True).T
-            lam_blocks = np.broadcast_to(lams[j], (len(cp.ZtZ[j]),) + lams[j].shape)
-            Mjj = np.einsum("lba,lbc,lcd->lad", lam_blocks, cp.ZtZ[j], lam_blocks)
-            D = _to_dense_block_diag(Mjj)
+            if lams[j].shape == (1, 1):
+                D = np.diag(lams[j][0, 0] ** 2 * cp.ZtZ[j][:, 0, 0])
+            else:
+                lam_blocks = np.broadcast_to(lams[j], (len(cp.ZtZ[j]),) + lams[j].shape)
+                D = _to_dense_block_diag(np.einsum("lba,lbc,lcd->lad", lam_blocks, cp.ZtZ[j], lam_blocks))
             D[np.diag_indices_from(D)] += 1.0
             D -= self._outer(j, j)
-            self.Lj[(j, j)] = np.linalg.cholesky(D)
+            self.Lj[(j, j)] = _chol(D)
         # the [X y] rows
         self.LX: list[np.ndarray] = []
         if self._scalar0:
@@ -178,9 +220,15 @@ class BlockedCholesky:
         """Σ_{t<m} L[j,t] L[m,t]'  (dense)."""
         out = 0.0
         for t in range(m):
-            a, b = self.Lj[(j, t)], self.Lj[(m, t)]
-            prod = a @ b.T
-            out = out + (prod.toarray() if sp.issparse(prod) else prod)
+            if t == 0 and self._scalar0 and self.lams[j].shape == (1, 1) and self.lams[m].shape == (1, 1):
+                M = self.cp.outer_map(j, m)
+                scale = self.lams[j][0, 0] * self.lams[m][0, 0]
+                prod = (M @ self._T0[:, 0, 0] ** 2).reshape(self.Lj[(j, 0)].shape[0], -1) * scale
+            else:
+                a, b = self.Lj[(j, t)], self.Lj[(m, t)]
+                prod = a @ b.T
+                prod = prod.toarray() if sp.issparse(prod) else prod
+            out = out + prod
         return out
 
     # ------------------------------------------------------------------ quantities

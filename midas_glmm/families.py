@@ -18,7 +18,7 @@ from scipy import special
 
 from .errors import DataError, FamilyError
 
-__all__ = ["Family", "resolve_family"]
+__all__ = ["Family", "ResponseTerms", "resolve_family"]
 
 _NAMES = {"gaussian": sm.families.Gaussian, "binomial": sm.families.Binomial,
           "poisson": sm.families.Poisson, "gamma": sm.families.Gamma}
@@ -104,23 +104,8 @@ class Family:
 
     # --- likelihood
     def loglik(self, y, mu, prior, phi=1.0, trials=None) -> float:
-        """Σ log f(yᵢ | μᵢ, φ): binomial on the count scale, Gamma with shape 1/φ."""
-        if self.name == "binomial":
-            n = prior if trials is None else trials
-            k = np.round(y * n)
-            pw = np.ones_like(y) if trials is None else prior / np.where(trials > 0, trials, 1)
-            ll = special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
-            ll += special.xlogy(k, mu) + special.xlog1py(n - k, -mu)
-            return float(np.sum(pw * ll))
-        if self.name == "poisson":
-            return float(np.sum(prior * (special.xlogy(y, mu) - mu - special.gammaln(y + 1))))
-        if self.name == "gamma":
-            shape = prior / phi
-            return float(np.sum(
-                shape * np.log(shape * y / mu) - shape * y / mu - np.log(y) - special.gammaln(shape)
-            ))
-        # gaussian
-        return float(np.sum(-0.5 * (np.log(2 * np.pi * phi / prior) + prior * (y - mu) ** 2 / phi)))
+        """Σ log f(yᵢ | μᵢ, φ): binomial on the count scale, Gamma with shape w/φ."""
+        return ResponseTerms(self, y, prior, trials).total(mu, phi)
 
     def deviance(self, y, mu, prior) -> float:
         """Σ wᵢ d(yᵢ, μᵢ): the unit deviance of statsmodels' family."""
@@ -177,3 +162,47 @@ def resolve_family(family) -> Family:
     if isinstance(family, sm.families.Family):
         return Family(family)
     raise FamilyError(f"family must be a name or a statsmodels family, not {type(family).__name__}")
+
+
+class ResponseTerms:
+    """The response's part of log f(y | μ, φ), split into what depends on μ and what does not.
+
+    The constant part (binomial coefficients, log y!, ...) is computed once from the data, so
+    each PIRLS step only evaluates the part that changes with μ.
+    """
+
+    def __init__(self, family: Family, y: np.ndarray, prior: np.ndarray, trials: np.ndarray | None = None):
+        self.family = family
+        self.y, self.prior = y, prior
+        name = family.name
+        if name == "binomial":
+            n = prior if trials is None else trials
+            k = np.round(y * n)
+            pw = np.ones_like(y) if trials is None else prior / np.where(trials > 0, trials, 1)
+            self.const = pw * (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1))
+            self.a, self.b = pw * k, pw * (n - k)
+        elif name == "poisson":
+            self.const = -prior * special.gammaln(y + 1)
+            self.a, self.b = prior * y, prior
+        elif name == "gamma":
+            self.logy = np.log(y)
+            self.const = -self.logy
+        else:
+            self.const = np.zeros_like(y)
+
+    def rows(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
+        """log f(yᵢ | μᵢ, φ) row by row."""
+        name = self.family.name
+        if name == "binomial":  # μ is kept inside (0, 1) by linkinv, so the logs are finite
+            return self.const + self.a * np.log(mu) + self.b * np.log1p(-mu)
+        if name == "poisson":
+            return self.const + self.a * np.log(mu) - self.b * mu
+        if name == "gamma":
+            shape = self.prior / phi
+            return shape * (np.log(shape) + self.logy - np.log(mu)) - shape * self.y / mu + self.const - special.gammaln(shape)
+        prior = self.prior
+        return -0.5 * (np.log(2 * np.pi * phi / prior) + prior * (self.y - mu) ** 2 / phi)
+
+    def total(self, mu: np.ndarray, phi: float = 1.0) -> float:
+        """Σ log f(yᵢ | μᵢ, φ)."""
+        return float(np.sum(self.rows(mu, phi)))

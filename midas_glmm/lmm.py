@@ -135,7 +135,7 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
     return LMMCriterion(design.terms, cp, REML, ldW), S
 
 
-def fit_lmm(design, REML: bool = True, optimizer: str = "lbfgsb", standardize_X: bool = True):
+def fit_lmm(design, REML: bool = True, optimizer: str = "bobyqa", standardize_X: bool = True):
     """Fit a linear mixed model by profiled REML or ML.
 
     The rows are read once (the cross-products); the optimizer then works on θ alone.

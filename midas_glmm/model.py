@@ -117,7 +117,7 @@ class MixedModel:
         return self.design.nobs
 
     def fit(self, method: str | None = None, nAGQ: int = 1, fast: bool = False,
-            optimizer: str = "lbfgsb", standardize: bool = True):
+            optimizer: str = "bobyqa", standardize: bool = True):
         """Fit the model.
 
         Parameters
@@ -128,7 +128,8 @@ class MixedModel:
             1 = Laplace; k > 1 = adaptive Gauss–Hermite with k nodes (one scalar random term).
         fast : bool
             GLMMs: optimise θ only, with β from PIRLS (lme4's ``nAGQ=0``; the seed's variant).
-        optimizer : {"lbfgsb", "nelder-mead", "powell"}
+        optimizer : {"bobyqa", "lbfgsb", "nelder-mead", "powell"}
+            BOBYQA (NLopt, as lme4) by default.
         standardize : bool
             Centre and scale predictors internally (results are on the original scale).
 

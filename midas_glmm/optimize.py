@@ -13,7 +13,7 @@ from .errors import ConvergenceWarning, FitError
 
 __all__ = ["OptResult", "minimize_bounded", "is_singular", "OPTIMIZERS", "fd_gradient", "fd_hessian"]
 
-OPTIMIZERS = ("lbfgsb", "nelder-mead", "powell")
+OPTIMIZERS = ("bobyqa", "lbfgsb", "nelder-mead", "powell")
 
 
 @dataclass
@@ -37,16 +37,20 @@ def minimize_bounded(
     fun: Callable[[np.ndarray], float],
     x0: np.ndarray,
     lower: np.ndarray,
-    optimizer: str = "lbfgsb",
+    optimizer: str = "bobyqa",
     maxfev: int | None = None,
     ftol: float = 1e-12,
+    polish: bool = True,
+    jac: str = "3-point",
+    step: np.ndarray | float = 0.2,
 ) -> OptResult:
     """Minimise ``fun`` over ``x ≥ lower``.
 
-    ``"lbfgsb"`` (default) uses L-BFGS-B with central-difference gradients and then polishes
-    with a bounded Nelder–Mead restart from the optimum (cheap, and it catches the flat
-    directions where a finite-difference gradient stalls). ``"nelder-mead"`` is the seed's
-    method; ``"powell"`` is derivative-free too.
+    ``"bobyqa"`` (default) is Powell's bound-constrained quadratic-model method from NLopt, the
+    optimizer lme4 uses: derivative-free and frugal (tens of evaluations for a few parameters).
+    ``"lbfgsb"`` uses L-BFGS-B with finite-difference gradients and then (``polish``) a bounded
+    Nelder–Mead restart from the optimum. ``"nelder-mead"`` is the seed's method; ``"powell"``
+    is derivative-free too. ``step`` is BOBYQA's initial trust-region radius per coordinate.
     """
     if optimizer not in OPTIMIZERS:
         raise FitError(f"unknown optimizer '{optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
@@ -61,13 +65,17 @@ def minimize_bounded(
         return v if np.isfinite(v) else 1e300
 
     maxfev = maxfev or 2000 * max(1, len(x0))
+    if optimizer == "bobyqa":
+        x, fx, converged, message = _bobyqa(f, x0, lower, maxfev, step)
+        x, fx = _snap_to_bounds(f, x, fx, lower)
+        return OptResult(x, fx, nfev, converged, message, optimizer)
     if optimizer == "lbfgsb":
         r = so.minimize(
-            f, x0, method="L-BFGS-B", jac="3-point", bounds=bounds,
+            f, x0, method="L-BFGS-B", jac=jac, bounds=bounds,
             options={"ftol": ftol, "gtol": 1e-9, "maxfun": maxfev, "maxiter": maxfev},
         )
         converged, message = bool(r.success), str(r.message)
-        r2 = so.minimize(
+        r2 = r if not polish else so.minimize(
             f, r.x, method="Nelder-Mead", bounds=bounds,
             options={"xatol": 1e-7, "fatol": 1e-10, "maxfev": 100 * (len(x0) + 1), "initial_simplex": _simplex(r.x, lower)},
         )
@@ -95,6 +103,38 @@ def _snap_to_bounds(f, x, fx, lower, tol=1e-5):
     y = np.where(near, lower, x)
     fy = f(y)
     return (y, fy) if fy <= fx + 1e-10 * (1 + abs(fx)) else (x, fx)
+
+
+def _bobyqa(f, x0, lower, maxfev, step):
+    import nlopt
+
+    k = len(x0)
+    best = {"x": np.asarray(x0, dtype=float), "f": np.inf}
+
+    def objective(x, grad):
+        v = float(f(x))
+        if v < best["f"]:
+            best["x"], best["f"] = np.array(x, dtype=float), v
+        return v
+
+    opt = nlopt.opt(nlopt.LN_BOBYQA, k)
+    opt.set_min_objective(objective)
+    # BOBYQA wants finite bounds: far outside anything the problem will visit
+    wide = 1e4 * np.maximum(1.0, np.abs(x0))
+    opt.set_lower_bounds(np.where(np.isfinite(lower), lower, x0 - wide))
+    opt.set_upper_bounds(x0 + wide)
+    opt.set_initial_step(np.broadcast_to(np.asarray(step, dtype=float), (k,)).copy())
+    opt.set_ftol_rel(1e-14)
+    opt.set_ftol_abs(1e-10)
+    opt.set_xtol_rel(1e-10)
+    opt.set_maxeval(maxfev)
+    try:
+        opt.optimize(np.asarray(x0, dtype=float))
+        code = opt.last_optimize_result()
+    except nlopt.RoundoffLimited:  # the best point so far is as good as the arithmetic allows
+        code = nlopt.SUCCESS
+    converged = code in (nlopt.SUCCESS, nlopt.FTOL_REACHED, nlopt.XTOL_REACHED, nlopt.STOPVAL_REACHED)
+    return best["x"], best["f"], converged, f"nlopt BOBYQA return code {code}"
 
 
 def _simplex(x: np.ndarray, lower: np.ndarray, step: float = 0.01) -> np.ndarray:

@@ -28,11 +28,14 @@ from .blocks import BlockedCholesky, CrossProducts
 from .design import Design, standardize
 from .errors import ConvergenceWarning, FitError, LaplaceAccuracyWarning
 from .estimates import Estimates
-from .families import Family
+from .families import Family, ResponseTerms
 from .lmm import ThetaMap
 from .optimize import check_convergence, fd_hessian, is_singular, minimize_bounded
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
+
+POLISH = False
+JAC = "2-point"
 
 
 @dataclass
@@ -64,6 +67,7 @@ class GLMMProblem:
         self.fam = family
         self.X = X
         self.tmap = ThetaMap(design.terms)
+        self.resp = ResponseTerms(family, design.y, design.weights, design.trials)
         self._u = [np.zeros(t.q) for t in design.terms]
         self.pirls_failures = 0
 
@@ -78,11 +82,10 @@ class GLMMProblem:
 
     def loglik_cond(self, mu: np.ndarray, phi: float) -> float:
         """Σ log f(yᵢ | μᵢ, φ)."""
-        d = self.d
-        return self.fam.loglik(d.y, mu, d.weights, phi, d.trials)
+        return self.resp.total(mu, phi)
 
     # ------------------------------------------------------------- PIRLS
-    def pirls(self, theta, beta, phi=1.0, joint=False, maxit=60) -> PirlsState:
+    def pirls(self, theta, beta, phi=1.0, joint=False, maxit=60, with_X=False, _restarted=False) -> PirlsState:
         """Conditional modes û (and β̂ too when ``joint``) at θ by penalised IRLS with step-halving."""
         d, fam = self.d, self.fam
         lams = self.tmap.lams(np.asarray(theta, dtype=float))
@@ -95,12 +98,11 @@ class GLMMProblem:
             ll = self.loglik_cond(mu_, phi)
             return -2 * ll + sum(float(u @ u) for u in us_), eta_, mu_
 
-        # warm start from the previous modes, unless starting from u = 0 is better
+        # warm start from the previous modes; from u = 0 if that start is unusable
         obj, eta, mu = pdev(us, beta)
-        zeros = [np.zeros_like(u) for u in us]
-        obj0, eta0, mu0 = pdev(zeros, beta)
-        if not np.isfinite(obj) or obj0 < obj:
-            us, obj, eta, mu = zeros, obj0, eta0, mu0
+        if not np.isfinite(obj):
+            us = [np.zeros_like(u) for u in us]
+            obj, eta, mu = pdev(us, beta)
         converged = False
         for _ in range(maxit):
             W, z = self._working(mu, eta, phi)
@@ -132,14 +134,18 @@ class GLMMProblem:
             if delta < 1e-10 * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
                 converged = True
                 break
+        if not converged and not _restarted and any(np.any(u) for u in self._u):
+            self._u = [np.zeros_like(u) for u in self._u]  # a poor warm start: try again from u = 0
+            return self.pirls(theta, beta, phi, joint, maxit, with_X, _restarted=True)
         if not converged:
             self.pirls_failures += 1
         # the factor at the modes, with the information used for the Laplace log-determinant
         W = fam.weights(d.y, mu, eta, d.weights, phi, observed=fam.laplace_observed)
         if np.any(W < 0):
             W = fam.weights(d.y, mu, eta, d.weights, phi)
-        # [X r] with r the working residual at the modes: R_X gives β's covariance for nAGQ = 0
-        Xy = np.column_stack([self.X, (d.y - mu) / fam.mu_eta(eta)])
+        # at the modes only log|L|² is needed; [X r] (r the working residual) when R_X is wanted too
+        r = (d.y - mu) / fam.mu_eta(eta)
+        Xy = np.column_stack([self.X, r]) if with_X else r[:, None]
         L = BlockedCholesky(CrossProducts.from_rows(d.terms, Xy, W), lams)
         self._u = [u.copy() for u in us]
         return PirlsState(us, beta, eta, mu, L, self.loglik_cond(mu, phi), converged)
@@ -179,31 +185,13 @@ class GLMMProblem:
         for k, (tk, wk) in enumerate(zip(nodes, weights)):
             uk = u + s * tk
             mu = fam.linkinv(base + lam * t.Zcols[:, 0] * uk[t.codes])
-            ll_rows = self._loglik_rows(mu, phi)
+            ll_rows = self.resp.rows(mu, phi)
             llg = np.bincount(t.codes, weights=ll_rows, minlength=t.nlevels)
             terms[k] = np.log(wk) + llg - uk**2 / 2 + tk**2 / 2
         mx = terms.max(axis=0)
         logsum = mx + np.log(np.exp(terms - mx).sum(axis=0))
         logL = np.log(s) - 0.5 * np.log(2 * np.pi) + logsum
         return float(-2 * logL.sum())
-
-    def _loglik_rows(self, mu, phi):
-        """Row-wise log f, via the family's summed log-likelihood on single rows (vectorised)."""
-        d = self.d
-        fam = self.fam
-        if fam.name == "binomial":
-            from scipy import special
-
-            n = d.weights if d.trials is None else d.trials
-            pw = np.ones_like(d.y) if d.trials is None else d.weights / np.where(d.trials > 0, d.trials, 1)
-            k = np.round(d.y * n)
-            return pw * (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
-                         + special.xlogy(k, mu) + special.xlog1py(n - k, -mu))
-        if fam.name == "poisson":
-            from scipy import special
-
-            return d.weights * (special.xlogy(d.y, mu) - mu - special.gammaln(d.y + 1))
-        raise FitError("adaptive quadrature (nAGQ > 1) is available for binomial and Poisson models")
 
     def objective(self, theta, beta, phi, nAGQ=1, joint=False) -> float:
         """−2 log-likelihood (Laplace or AGQ) at (θ, β, φ); β from PIRLS when ``joint``."""
@@ -259,7 +247,7 @@ def _accuracy_notes(design: Design, family: Family) -> list[str]:
     return notes
 
 
-def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, optimizer: str = "lbfgsb",
+def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, optimizer: str = "bobyqa",
              standardize_X: bool = True) -> Estimates:
     """Fit a GLMM by Laplace (nAGQ = 1), adaptive Gauss–Hermite (nAGQ > 1) or nAGQ = 0 (``fast``).
 
@@ -295,7 +283,7 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
 
     lower1 = np.concatenate([tm.lower, [-np.inf] if disp else []])
     x1 = np.concatenate([tm.start, [np.log(phi0)] if disp else []])
-    opt = minimize_bounded(stage1, x1, lower1, optimizer)
+    opt = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast)
     theta = opt.x[: len(tm)]
     phi = float(np.exp(opt.x[-1])) if disp else 1.0
     st = prob.pirls(theta, beta0, phi, joint=True)
@@ -314,7 +302,7 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
 
         lower = np.concatenate([tm.lower, np.full(p, -np.inf), [-np.inf] if disp else []])
         x2 = np.concatenate([theta, beta, [np.log(phi)] if disp else []])
-        opt = minimize_bounded(fun, x2, lower, optimizer)
+        opt = minimize_bounded(fun, x2, lower, optimizer, polish=POLISH, jac=JAC)
         par = opt.x
         theta = par[: len(tm)]
         beta = par[len(tm): len(tm) + p]
@@ -326,7 +314,7 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
         msgs.append(f"PIRLS did not converge at {prob.pirls_failures} of the evaluated parameter values")
         warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
 
-    st = prob.pirls(theta, beta, phi, joint=fast)
+    st = prob.pirls(theta, beta, phi, joint=fast, with_X=fast)
     beta = st.beta if fast else beta
     crit = opt.fun
     singular = is_singular(theta, tm.lower)

@@ -1,0 +1,60 @@
+"""Fit one case with one Python tool in a fresh process and print a JSON line:
+seconds (DataFrame to fitted results, standard errors included), log-likelihood, peak RSS.
+
+    python benchmarks/worker.py {midas|statsmodels} CASE DATADIR
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cases import BY_NAME  # noqa: E402
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    tool, name, datadir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    case = BY_NAME[name]
+    # libraries are loaded before the clock starts (as R loads lme4 before its clock)
+    import statsmodels.formula.api as smf
+
+    from midas_glmm import MixedModel
+
+    rss_libs = rss_mb()
+    df = pd.read_pickle(datadir / f"{name}.pkl")
+    used = [c for c in df.columns]
+    data_mb = sum(df[c].to_numpy().nbytes for c in used) / 2**20
+    rss_loaded = rss_mb()
+    warnings.simplefilter("ignore")
+    t0 = time.perf_counter()
+    if tool == "midas":
+        res = MixedModel.from_formula(case.formula, df, family=case.family).fit(nAGQ=case.nAGQ)
+        _ = res.bse
+        llf = res.llf
+    elif tool == "statsmodels":
+        fixed = case.formula.split("+ (")[0]
+        re_formula = "~x1" if case.kind == "slope" else None
+        res = smf.mixedlm(fixed, df, groups=df["g"], re_formula=re_formula).fit(reml=True)
+        _ = res.bse
+        llf = res.llf
+    else:
+        raise SystemExit(f"unknown tool {tool}")
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"tool": tool, "case": name, "seconds": seconds, "llf": float(llf),
+                      "peak_rss_mb": rss_mb(), "rss_loaded_mb": rss_loaded, "rss_libs_mb": rss_libs,
+                      "data_mb": data_mb}))
+
+
+if __name__ == "__main__":
+    main()
