@@ -1,0 +1,42 @@
+"""The optional figures render to files and show what they claim."""
+
+import numpy as np
+import pytest
+
+from midas_glmm import MixedModel, datasets, plots
+from midas_glmm.errors import FitError
+
+
+
+@pytest.fixture(scope="module")
+def slope():
+    return MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", datasets.load("sleepstudy")).fit()
+
+
+def test_caterpillar_has_one_interval_per_level_and_term(slope, tmp_path):
+    path = tmp_path / "cat.png"
+    fig = plots.caterpillar(slope, path=path)
+    assert path.stat().st_size > 5000
+    assert len(fig.axes) == 2
+    sds = slope.ranef(condvar=True)
+    for ax, term in zip(fig.axes, ["(Intercept)", "Days"]):
+        points = ax.lines[0].get_xdata()
+        assert len(points) == 18
+        assert np.allclose(np.sort(points), np.sort(sds[sds.term == term]["condval"]))
+
+
+def test_shrinkage_plot_points_are_blups_against_raw_means(tmp_path):
+    res = MixedModel.from_formula("score ~ hours + (1|school)", datasets.load("schools")).fit()
+    fig = plots.shrinkage(res, path=tmp_path / "s.png")
+    xy = fig.axes[0].collections[0].get_offsets()
+    assert len(xy) == 40
+    assert np.all(np.abs(xy[:, 1]) <= np.abs(xy[:, 0]) + 1e-12)  # BLUPs are shrunk
+    assert (tmp_path / "s.png").exists()
+
+
+def test_diagnostics_and_errors(slope, tmp_path):
+    fig = plots.diagnostics(slope, path=tmp_path / "d.png")
+    assert len(fig.axes) == 2 and (tmp_path / "d.png").stat().st_size > 5000
+    assert len(fig.axes[0].collections[0].get_offsets()) == 180
+    with pytest.raises(FitError, match="no random effects for grouping factor 'nope'"):
+        plots.caterpillar(slope, group="nope")
