@@ -60,6 +60,9 @@ def _to_dense_block_diag(blocks: np.ndarray) -> np.ndarray:
     return out
 
 
+CHUNK_ROWS = 1 << 17
+
+
 def _all_ones(t: ReTerm) -> bool:
     """A pure random intercept (its column is all ones), where Z'WZ is a weighted count."""
     return t.columns == ["(Intercept)"] and bool(np.all(t.Zcols[:, 0] == 1.0))
@@ -111,35 +114,68 @@ class CrossProducts:
         return self._outer_maps[key]
 
     @classmethod
-    def from_rows(cls, terms: list[ReTerm], Xy: np.ndarray, weights: np.ndarray | None = None):
-        """One pass over the rows: ``A = [Z X y]' W [Z X y]`` in blocks."""
-        n = Xy.shape[0]
+    def from_rows(cls, terms: list[ReTerm], X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
+                  shift: np.ndarray | None = None, scale: np.ndarray | None = None,
+                  chunk_rows: int = CHUNK_ROWS) -> CrossProducts:
+        """The data pass: ``A = [Z X_s y]' W [Z X_s y]`` in blocks, with X_s = (X − shift)/scale.
+
+        Rows are read in chunks of ``chunk_rows`` and the blocks summed, so the only row-sized
+        temporaries are one chunk's; the same sum over chunks is how partitions of a larger-than-
+        memory data set combine (:meth:`__add__`)."""
+        n = X.shape[0]
+        y = np.asarray(y, dtype=float).reshape(n)
         w = None if weights is None else np.asarray(weights, dtype=float)
+        total = None
+        for a in range(0, max(n, 1), chunk_rows):
+            rows = slice(a, min(n, a + chunk_rows))
+            Xc = X[rows]
+            if shift is not None:
+                Xc = (Xc - shift) / scale
+            Xy = np.empty((Xc.shape[0], X.shape[1] + 1), order="F")
+            Xy[:, :-1] = Xc
+            Xy[:, -1] = y[rows]
+            part = cls._chunk(terms, Xy, None if w is None else w[rows], rows)
+            total = part if total is None else total + part
+        return total
+
+    @classmethod
+    def _chunk(cls, terms: list[ReTerm], Xy: np.ndarray, w: np.ndarray | None, rows: slice) -> CrossProducts:
         ZtZ, XytZ = [], []
         Xyw = Xy if w is None else Xy * w[:, None]
         for t in terms:
             p, nl = t.p, t.nlevels
-            ones = t.p == 1 and t.Zcols.dtype == float and _all_ones(t)
+            codes, Zc = t.codes[rows], t.Zcols[rows]
+            ones = _all_ones(t)
             blk = np.empty((nl, p, p))
             for a in range(p):
-                wz = w if ones else (t.Zcols[:, a] if w is None else w * t.Zcols[:, a])
+                wz = w if ones else (Zc[:, a] if w is None else w * Zc[:, a])
                 for b in range(a + 1):
-                    s = np.bincount(t.codes, weights=wz if ones else wz * t.Zcols[:, b], minlength=nl)
+                    s = np.bincount(codes, weights=wz if ones else wz * Zc[:, b], minlength=nl)
                     blk[:, a, b] = s
                     blk[:, b, a] = s
             ZtZ.append(blk)
             xz = np.empty((Xy.shape[1], nl, p))
             for a in range(p):
                 for c in range(Xy.shape[1]):
-                    col = Xyw[:, c] if ones else Xyw[:, c] * t.Zcols[:, a]
-                    xz[c, :, a] = np.bincount(t.codes, weights=col, minlength=nl)
+                    col = Xyw[:, c] if ones else Xyw[:, c] * Zc[:, a]
+                    xz[c, :, a] = np.bincount(codes, weights=col, minlength=nl)
             XytZ.append(xz.reshape(Xy.shape[1], nl * p))
         ZjtZi = {}
         for j in range(1, len(terms)):
-            Zj = terms[j].sparse_Z(w)
+            Zj = terms[j].sparse_Z(w, rows)
             for i in range(j):
-                ZjtZi[(j, i)] = (Zj.T @ terms[i].sparse_Z()).tocsr()
-        return cls(ZtZ, ZjtZi, XytZ, Xy.T @ Xyw, n)
+                ZjtZi[(j, i)] = (Zj.T @ terms[i].sparse_Z(None, rows)).tocsr()
+        return cls(ZtZ, ZjtZi, XytZ, Xy.T @ Xyw, Xy.shape[0])
+
+    def __add__(self, other: CrossProducts) -> CrossProducts:
+        """Blocks of two disjoint sets of rows add up to the blocks of their union."""
+        return CrossProducts(
+            [a + b for a, b in zip(self.ZtZ, other.ZtZ)],
+            {k: (v + other.ZjtZi[k]).tocsr() for k, v in self.ZjtZi.items()},
+            [a + b for a, b in zip(self.XytZ, other.XytZ)],
+            self.XytXy + other.XytXy,
+            self.n + other.n,
+        )
 
 
 class BlockedCholesky:

@@ -264,19 +264,24 @@ def build_design(
                 raise DataError(f"{label} has {arr.shape[0]} values but the data has {len(data)} rows")
             extra[label] = arr
 
-    used = data[sorted(needed)]
-    complete = ~used.isna().any(axis=1).to_numpy()
+    cols = sorted(needed)
+    missing = {c: data[c].isna().to_numpy() for c in cols}
+    complete = np.ones(len(data), dtype=bool)
+    for m in missing.values():
+        complete &= ~m
     for label, arr in extra.items():
         complete &= ~pd.isna(arr)
     n_dropped = int((~complete).sum())
     if not complete.any():
-        worst = used.isna().sum().idxmax() if len(used.columns) else "?"
+        worst = max(missing, key=lambda c: missing[c].sum()) if missing else "?"
         raise DataError(f"every row has a missing value (column '{worst}' is the emptiest); nothing to fit")
-    df = used.loc[complete] if n_dropped else used  # `used` is already a new frame
+    # only complete rows of the used columns; without missing values the caller's frame is read
+    # in place (never written), which saves a copy of the data
+    df = data.loc[complete, cols] if n_dropped else data
     for label in extra:
         extra[label] = np.asarray(extra[label][complete], dtype=float)
 
-    for c in df.columns:
+    for c in cols:
         if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
             vals = df[c].to_numpy(dtype=float)
             if np.isinf(vals).any():
@@ -308,11 +313,13 @@ def build_design(
 
     # Fixed effects.
     try:
-        mm = formulaic.model_matrix(parsed.fixed, df, na_action="raise")
+        mm = formulaic.model_matrix(parsed.fixed, df, na_action="raise", output="numpy")
     except Exception as exc:
         raise FormulaError(f"cannot build the fixed effects '{parsed.fixed}': {exc}") from None
-    X = np.asarray(mm, dtype=float)
-    names = _rename(mm.columns)
+    names = _rename(mm.model_spec.column_names)
+    spec = mm.model_spec
+    X = np.asfortranarray(mm, dtype=float)  # column-major: the data pass reads columns
+    del mm
     X, names, keep, dropped = _drop_rank_deficient(X, names)
     if dropped:
         import warnings
@@ -344,7 +351,7 @@ def build_design(
         y=np.asarray(y, dtype=float),
         X=X,
         fixed_names=names,
-        fixed_spec=mm.model_spec,
+        fixed_spec=spec,
         terms=terms,
         weights=w,
         offset=off,
@@ -370,32 +377,26 @@ def _numeric(values: np.ndarray, name: str) -> np.ndarray:
     return values.astype(float)
 
 
-def standardize(X: np.ndarray, names: list[str], extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and scale the non-constant columns of X for conditioning.
+def standardize(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centring and scaling of the non-constant columns of X, for conditioning, without a copy.
 
-    Returns ``(X_s, S)`` such that ``X β = X_s β_s`` with ``β = S β_s`` and
-    ``Var β = S Var(β_s) S'``. Columns are centred only when the model has an intercept (so the
-    column space is unchanged). With ``extra`` (a vector, e.g. the response), ``X_s`` gets it as
-    one more column: the column-major ``[X_s y]`` the data pass reads.
+    Returns ``(shift, scale, S)``: the data pass uses X_s = (X − shift)/scale column-wise, and
+    ``X β = X_s β_s`` with ``β = S β_s`` and ``Var β = S Var(β_s) S'``. Columns are centred only
+    when the model has an intercept (so the column space is unchanged).
     """
-    n, p = X.shape
-    S = np.eye(p)
-    Xs = np.empty((n, p + (extra is not None)), order="F")
-    Xs[:, :p] = X
-    if extra is not None:
-        Xs[:, p] = extra
+    p = X.shape[1]
+    shift, scale, S = np.zeros(p), np.ones(p), np.eye(p)
     icpt = names.index(INTERCEPT) if INTERCEPT in names else None
     for c in range(p):
         if c == icpt:
             continue
-        col = Xs[:, c]
+        col = X[:, c]
         m = col.mean() if icpt is not None else 0.0
-        s = np.sqrt(np.mean((col - m) ** 2)) if icpt is not None else np.sqrt(np.mean(col**2))
-        if not np.isfinite(s) or s <= 0:
+        s = np.sqrt(max(np.mean(col * col) - m * m, 0.0)) if icpt is not None else np.sqrt(np.mean(col * col))
+        if not np.isfinite(s) or s <= 1e-12 * max(abs(m), 1.0):
             continue
-        col -= m
-        col /= s
+        shift[c], scale[c] = m, s
         S[c, c] = 1.0 / s
         if icpt is not None:
             S[icpt, c] = -m / s
-    return Xs, S
+    return shift, scale, S

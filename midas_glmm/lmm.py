@@ -126,11 +126,10 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
         y = y - v * X[:, j]
         X = np.delete(X, j, axis=1)
         del names[j]
-    Xy, S = standardize(X, names if standardize_X else [], extra=y)
-    if not standardize_X:
-        Xy[:, :-1], S = X, np.eye(X.shape[1])
+    p = X.shape[1]
+    shift, scale, S = standardize(X, names) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
     w = design.weights
-    cp = CrossProducts.from_rows(design.terms, Xy, w if design.has_prior_weights else None)
+    cp = CrossProducts.from_rows(design.terms, X, y, w if design.has_prior_weights else None, shift, scale)
     ldW = float(np.sum(np.log(w[w > 0]))) if design.has_prior_weights else 0.0
     return LMMCriterion(design.terms, cp, REML, ldW), S
 

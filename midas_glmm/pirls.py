@@ -58,14 +58,19 @@ class GLMMProblem:
     ----------
     design : Design
     family : Family
-    X : ndarray
-        Fixed-effects matrix (possibly standardised) used in place of ``design.X``.
+    standardize_X : bool
+        Work with β_s for the centred and scaled columns X_s = X S⁻¹-equivalent (better
+        conditioned); X itself is never copied: X_s β_s = X (S β_s).
     """
 
-    def __init__(self, design: Design, family: Family, X: np.ndarray):
+    def __init__(self, design: Design, family: Family, standardize_X: bool = False):
         self.d = design
         self.fam = family
-        self.X = X
+        self.X = design.X
+        p = self.X.shape[1]
+        self.shift, self.scale, self.S = (standardize(self.X, design.fixed_names) if standardize_X
+                                          else (np.zeros(p), np.ones(p), np.eye(p)))
+        self._X0 = self.X[:, :0]
         self.tmap = ThetaMap(design.terms)
         self.resp = ResponseTerms(family, design.y, design.weights, design.trials)
         self._u = [np.zeros(t.q) for t in design.terms]
@@ -93,7 +98,7 @@ class GLMMProblem:
         beta = np.asarray(beta, dtype=float).copy()
 
         def pdev(us_, beta_):
-            eta_ = d.offset + self.X @ beta_ + self.re_eta(lams, us_)
+            eta_ = d.offset + self.X @ (self.S @ beta_) + self.re_eta(lams, us_)
             mu_ = fam.linkinv(eta_)
             ll = self.loglik_cond(mu_, phi)
             return -2 * ll + sum(float(u @ u) for u in us_), eta_, mu_
@@ -106,12 +111,12 @@ class GLMMProblem:
         converged = False
         for _ in range(maxit):
             W, z = self._working(mu, eta, phi)
-            if joint:
-                Xy = np.column_stack([self.X, z])
-            else:
-                Xy = (z - self.X @ beta)[:, None]
             try:
-                L = BlockedCholesky(CrossProducts.from_rows(d.terms, Xy, W), lams)
+                if joint:
+                    cp = CrossProducts.from_rows(d.terms, self.X, z, W, self.shift, self.scale)
+                else:
+                    cp = CrossProducts.from_rows(d.terms, self._X0, z - self.X @ (self.S @ beta), W)
+                L = BlockedCholesky(cp, lams)
             except np.linalg.LinAlgError:
                 break  # a degenerate working system: report non-convergence, keep the best so far
             new_beta = L.beta() if joint else beta
@@ -145,8 +150,9 @@ class GLMMProblem:
             W = fam.weights(d.y, mu, eta, d.weights, phi)
         # at the modes only log|L|² is needed; [X r] (r the working residual) when R_X is wanted too
         r = (d.y - mu) / fam.mu_eta(eta)
-        Xy = np.column_stack([self.X, r]) if with_X else r[:, None]
-        L = BlockedCholesky(CrossProducts.from_rows(d.terms, Xy, W), lams)
+        cp = (CrossProducts.from_rows(d.terms, self.X, r, W, self.shift, self.scale) if with_X
+              else CrossProducts.from_rows(d.terms, self._X0, r, W))
+        L = BlockedCholesky(cp, lams)
         self._u = [u.copy() for u in us]
         return PirlsState(us, beta, eta, mu, L, self.loglik_cond(mu, phi), converged)
 
@@ -204,8 +210,9 @@ class GLMMProblem:
         return self.laplace(st)
 
 
-def _glm_start(design: Design, family: Family, X: np.ndarray):
-    """β and φ from a GLM without random effects (statsmodels), as the seed says."""
+def _glm_start(design: Design, family: Family, prob: GLMMProblem):
+    """β_s and φ from a GLM without random effects (statsmodels), as the seed says."""
+    X = (design.X - prob.shift) / prob.scale
     try:
         kw = {}
         if design.trials is not None or family.name == "binomial":
@@ -268,11 +275,11 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
             raise FitError("fast=True (nAGQ = 0) cannot be combined with nAGQ > 1")
     if family.name == "gaussian":
         raise FitError("a Gaussian family with a non-identity link is not supported; use the identity link")
-    X, S = standardize(design.X, design.fixed_names) if standardize_X else (design.X, np.eye(design.X.shape[1]))
-    prob = GLMMProblem(design, family, X)
+    prob = GLMMProblem(design, family, standardize_X)
     tm = prob.tmap
-    p = X.shape[1]
-    beta0, phi0 = _glm_start(design, family, X)
+    S = prob.S
+    p = S.shape[0]
+    beta0, phi0 = _glm_start(design, family, prob)
     disp = family.has_dispersion
 
     # Stage 1: θ (and log φ) with β from PIRLS — lme4's nAGQ = 0.

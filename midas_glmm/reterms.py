@@ -105,11 +105,12 @@ class ReTerm:
         lam[rows[order], cols[order]] = theta
         return lam
 
-    def sparse_Z(self, weights: np.ndarray | None = None) -> sp.csr_matrix:
-        """The ``n × q`` model matrix Z of this term (rows scaled by ``weights``), in CSR form."""
-        n, p = self.Zcols.shape
-        vals = self.Zcols if weights is None else self.Zcols * weights[:, None]
-        cols = (self.codes[:, None] * p + np.arange(p)).ravel()
+    def sparse_Z(self, weights: np.ndarray | None = None, rows: slice = slice(None)) -> sp.csr_matrix:
+        """Z of this term for ``rows`` (all by default), rows scaled by ``weights``, in CSR form."""
+        Zc, codes = self.Zcols[rows], self.codes[rows]
+        n, p = Zc.shape
+        vals = Zc if weights is None else Zc * weights[:, None]
+        cols = (codes[:, None] * p + np.arange(p)).ravel()
         indptr = np.arange(0, n * p + 1, p)
         return sp.csr_matrix((vals.ravel(), cols, indptr), shape=(n, self.q))
 
