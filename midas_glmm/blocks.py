@@ -36,11 +36,14 @@ def _chol(A: np.ndarray) -> np.ndarray:
     """Lower Cholesky factor by LAPACK's blocked dpotrf (several times faster than
     numpy.linalg.cholesky on the dense fill-in blocks of crossed factors)."""
     if A.shape[0] < 64:
-        return np.linalg.cholesky(A)
-    L, info = lapack.dpotrf(A, lower=1, clean=1, overwrite_a=0)
+        return np.linalg.cholesky(np.tril(A) + np.tril(A, -1).T)
+    # Only the lower triangle of A is read. A C-ordered A is an F-ordered A' whose upper
+    # triangle this is, so LAPACK factors it in place: A' = U'U with L = U'.
+    A = np.ascontiguousarray(A)
+    U, info = lapack.dpotrf(A.T, lower=0, clean=1, overwrite_a=1)
     if info != 0:
         raise np.linalg.LinAlgError("Matrix is not positive definite")
-    return L
+    return U.T
 
 
 def _block_diag_sparse(blocks: np.ndarray) -> sp.csr_matrix:
@@ -93,10 +96,11 @@ class CrossProducts:
     n: int
     _outer_maps: dict = field(default_factory=dict, repr=False)
 
-    def outer_map(self, j: int, m: int) -> sp.csr_matrix:
-        """For scalar terms 0, j, m: the fixed linear map v ↦ vec(A_j0 diag(v) A_m0'), a sparse
-        (q_j·q_m) × q_0 matrix built once, so that the fill-in Σ L[j,0]L[m,0]' costs one sparse
-        matrix-vector product per θ instead of a sparse-sparse product."""
+    def outer_map(self, j: int, m: int) -> tuple[sp.csr_matrix, np.ndarray]:
+        """For scalar terms 0, j, m: the fixed linear map v ↦ A_j0 diag(v) A_m0' as a sparse matrix
+        from v to the nonzero entries (lower triangle only when j = m), and their flat positions
+        in the ``q_j × q_m`` result. Built once from the data, so that the fill-in Σ L[j,0]L[m,0]'
+        costs one sparse matrix-vector product per θ instead of a sparse-sparse product."""
         key = (j, m)
         if key not in self._outer_maps:
             A = self.ZjtZi[(j, 0)].tocsc()
@@ -105,12 +109,15 @@ class CrossProducts:
             # every (entry of A, entry of B) pair within the same column l
             ea = np.repeat(np.arange(A.nnz), cb[np.repeat(np.arange(A.shape[1]), ca)])
             col = np.repeat(np.arange(A.shape[1]), ca * cb)
-            first_b = B.indptr[col]
             offset = np.arange(len(ea)) - np.repeat(np.cumsum(np.concatenate([[0], (ca * cb)]))[:-1], ca * cb)
-            eb = first_b + offset % np.maximum(cb[col], 1)
-            rows = A.indices[ea].astype(np.int64) * B.shape[0] + B.indices[eb]
-            self._outer_maps[key] = sp.csr_matrix((A.data[ea] * B.data[eb], (rows, col)),
-                                                  shape=(A.shape[0] * B.shape[0], A.shape[1]))
+            eb = B.indptr[col] + offset % np.maximum(cb[col], 1)
+            ra, rb = A.indices[ea].astype(np.int64), B.indices[eb].astype(np.int64)
+            if j == m:  # symmetric: the lower triangle is all the Cholesky factorisation reads
+                keep = ra >= rb
+                ea, eb, col, ra, rb = ea[keep], eb[keep], col[keep], ra[keep], rb[keep]
+            flat, row = np.unique(ra * B.shape[0] + rb, return_inverse=True)
+            M = sp.csr_matrix((A.data[ea] * B.data[eb], (row.ravel(), col)), shape=(len(flat), A.shape[1]))
+            self._outer_maps[key] = (M, flat)
         return self._outer_maps[key]
 
     @classmethod
@@ -253,13 +260,13 @@ class BlockedCholesky:
         self.LXX = np.linalg.cholesky(S)
 
     def _outer(self, j: int, m: int) -> np.ndarray:
-        """Σ_{t<m} L[j,t] L[m,t]'  (dense)."""
+        """Σ_{t<m} L[j,t] L[m,t]'  (dense; for j = m possibly only its lower triangle)."""
         out = 0.0
         for t in range(m):
             if t == 0 and self._scalar0 and self.lams[j].shape == (1, 1) and self.lams[m].shape == (1, 1):
-                M = self.cp.outer_map(j, m)
-                scale = self.lams[j][0, 0] * self.lams[m][0, 0]
-                prod = (M @ self._T0[:, 0, 0] ** 2).reshape(self.Lj[(j, 0)].shape[0], -1) * scale
+                M, flat = self.cp.outer_map(j, m)
+                prod = np.zeros((self.Lj[(j, 0)].shape[0], self.Lj[(m, 0)].shape[0]))
+                prod.ravel()[flat] = (M @ self._T0[:, 0, 0] ** 2) * (self.lams[j][0, 0] * self.lams[m][0, 0])
             else:
                 a, b = self.Lj[(j, t)], self.Lj[(m, t)]
                 prod = a @ b.T

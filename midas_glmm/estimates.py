@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -25,14 +27,19 @@ class Estimates:
         Residual SD (LMM), sqrt(φ) (Gamma) or 1 (binomial, Poisson).
     b : list of ndarray (ℓ_i, p_i)
         Random effects per term (BLUPs or conditional modes).
-    condvar : list of ndarray (ℓ_i, p_i, p_i)
-        Their conditional covariances.
+    condvar_fn : callable
+        Returns their conditional covariances, a list of ``(ℓ_i, p_i, p_i)`` arrays; computed
+        on first use of :attr:`condvar` (it needs an inverse of the factor's dense blocks).
     llf : float
         Log-likelihood (REML log-likelihood for REML fits; Laplace/AGQ approximation for GLMMs).
     criterion : float
         −2 llf (the REML criterion or the deviance as lme4 defines them).
     method : str
-        ``"REML"``, ``"ML"``, ``"Laplace"``, ``"AGQ"`` or ``"PQL-free nAGQ=0"``.
+        ``"REML"``, ``"ML"``, ``"Laplace"``, ``"AGQ"`` or ``"nAGQ=0"``.
+    deviance : float or None
+        lme4's deviance for GLMMs (Σ unit deviances + ‖u‖² + log|L|²); None: −2 llf.
+    notes : list of str
+        Cautions about the approximation (small groups, rare events) for the summary.
     """
 
     theta: np.ndarray
@@ -40,7 +47,7 @@ class Estimates:
     vcov_beta: np.ndarray
     sigma: float
     b: list[np.ndarray]
-    condvar: list[np.ndarray]
+    condvar_fn: Callable[[], list[np.ndarray]]
     llf: float
     criterion: float
     method: str
@@ -51,3 +58,10 @@ class Estimates:
     convergence: list[str] = field(default_factory=list)
     dispersion: float = 1.0
     n_params: int = 0
+    deviance: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def condvar(self) -> list[np.ndarray]:
+        """Conditional covariances of the random effects per level, ``(ℓ_i, p_i, p_i)`` per term."""
+        return self.condvar_fn()

@@ -148,21 +148,23 @@ def fit_lmm(design, REML: bool = True, optimizer: str = "bobyqa", standardize_X:
 
     crit, S = lmm_criterion(design, REML, standardize_X)
     tm = crit.tmap
-    opt = minimize_bounded(crit, tm.start, tm.lower, optimizer)
+    # θ is scale-free and of order one: a wide first trust region and a stop on the step size
+    opt = minimize_bounded(crit, tm.start, tm.lower, optimizer, step=0.75,
+                           tolerances={"ftol_rel": 0.0, "ftol_abs": 0.0, "xtol_rel": 1e-8, "xtol_abs": 1e-8})
     msgs = check_convergence(crit, opt, tm.lower)
     sol = crit.solution(opt.x)
     # log|R_X|² refers to the design used; report the criterion for the user's X (X_s = X S).
     criterion = sol.criterion - (2.0 * np.log(abs(np.linalg.det(S))) if REML else 0.0)
     s2 = sol.sigma**2
     V = S @ (s2 * sol.factor.vcov_beta_unscaled()) @ S.T
-    condvar = [s2 * blk for blk in sol.factor.condvar_blocks()]
+    factor = sol.factor
     return Estimates(
         theta=sol.theta,
         beta=S @ sol.beta,
         vcov_beta=V,
         sigma=sol.sigma,
         b=sol.b,
-        condvar=condvar,
+        condvar_fn=lambda: [s2 * blk for blk in factor.condvar_blocks()],
         llf=-0.5 * criterion,
         criterion=criterion,
         method="REML" if REML else "ML",

@@ -43,6 +43,7 @@ def minimize_bounded(
     polish: bool = True,
     jac: str = "3-point",
     step: np.ndarray | float = 0.2,
+    tolerances: dict | None = None,
 ) -> OptResult:
     """Minimise ``fun`` over ``x ≥ lower``.
 
@@ -66,7 +67,7 @@ def minimize_bounded(
 
     maxfev = maxfev or 2000 * max(1, len(x0))
     if optimizer == "bobyqa":
-        x, fx, converged, message = _bobyqa(f, x0, lower, maxfev, step)
+        x, fx, converged, message = _bobyqa(f, x0, lower, maxfev, step, tolerances or {})
         x, fx = _snap_to_bounds(f, x, fx, lower)
         return OptResult(x, fx, nfev, converged, message, optimizer)
     if optimizer == "lbfgsb":
@@ -105,7 +106,10 @@ def _snap_to_bounds(f, x, fx, lower, tol=1e-5):
     return (y, fy) if fy <= fx + 1e-10 * (1 + abs(fx)) else (x, fx)
 
 
-def _bobyqa(f, x0, lower, maxfev, step):
+BOBYQA_TOLERANCES = {"ftol_rel": 1e-14, "ftol_abs": 1e-10, "xtol_rel": 1e-10, "xtol_abs": 0.0}
+
+
+def _bobyqa(f, x0, lower, maxfev, step, tolerances):
     import nlopt
 
     k = len(x0)
@@ -124,9 +128,11 @@ def _bobyqa(f, x0, lower, maxfev, step):
     opt.set_lower_bounds(np.where(np.isfinite(lower), lower, x0 - wide))
     opt.set_upper_bounds(x0 + wide)
     opt.set_initial_step(np.broadcast_to(np.asarray(step, dtype=float), (k,)).copy())
-    opt.set_ftol_rel(1e-14)
-    opt.set_ftol_abs(1e-10)
-    opt.set_xtol_rel(1e-10)
+    tol = {**BOBYQA_TOLERANCES, **tolerances}
+    opt.set_ftol_rel(tol["ftol_rel"])
+    opt.set_ftol_abs(tol["ftol_abs"])
+    opt.set_xtol_rel(tol["xtol_rel"])
+    opt.set_xtol_abs(np.full(k, tol["xtol_abs"]))
     opt.set_maxeval(maxfev)
     try:
         opt.optimize(np.asarray(x0, dtype=float))
@@ -164,14 +170,21 @@ def fd_gradient(fun: Callable[[np.ndarray], float], x: np.ndarray, lower: np.nda
 
 def fd_hessian(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-4) -> np.ndarray:
     """Central-difference Hessian (steps scaled by max(1, |x_i|))."""
+    return fd_derivatives(fun, x, h)[1]
+
+
+def fd_derivatives(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-4):
+    """Central-difference gradient and Hessian from one set of evaluations."""
     k = len(x)
     steps = h * np.maximum(1.0, np.abs(x))
     H = np.zeros((k, k))
+    g = np.zeros(k)
     f0 = fun(x)
     for i in range(k):
         ei = np.zeros(k)
         ei[i] = steps[i]
         fp, fm = fun(x + ei), fun(x - ei)
+        g[i] = (fp - fm) / (2 * steps[i])
         H[i, i] = (fp - 2 * f0 + fm) / steps[i] ** 2
         for j in range(i):
             ej = np.zeros(k)
@@ -179,7 +192,7 @@ def fd_hessian(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-
             H[i, j] = H[j, i] = (
                 fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej) + fun(x - ei - ej)
             ) / (4 * steps[i] * steps[j])
-    return H
+    return g, H
 
 
 def check_convergence(
@@ -195,9 +208,11 @@ def check_convergence(
     msgs = []
     free = ~((opt.x - lower) < 1e-6)
     if free.any():
-        g = fd_gradient(fun, opt.x, lower)[free]
-        H = fd_hessian(fun, opt.x) if hessian is None else hessian
-        H = H[np.ix_(free, free)]
+        if hessian is None:
+            g, H = fd_derivatives(fun, opt.x)
+        else:
+            g, H = fd_gradient(fun, opt.x, lower), hessian
+        g, H = g[free], H[np.ix_(free, free)]
         try:
             size = np.max(np.abs(np.linalg.solve(np.linalg.cholesky(H), g)))
             what = "scaled gradient"

@@ -328,7 +328,6 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
     V = st.factor.vcov_beta_unscaled() if fast else _vcov_beta(H, fun, par, len(tm), p)
     lams = tm.lams(theta)
     b = [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(st.u, lams)]
-    condvar = st.factor.condvar_blocks()
     dev_resid = family.deviance(design.y, st.mu, design.weights if design.trials is None else design.weights)
     est = Estimates(
         theta=theta,
@@ -336,7 +335,7 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
         vcov_beta=S @ V @ S.T,
         sigma=float(np.sqrt(phi)) if disp else 1.0,
         b=b,
-        condvar=condvar,
+        condvar_fn=st.factor.condvar_blocks,
         llf=-0.5 * crit,
         criterion=crit,
         method=method,
@@ -348,9 +347,9 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
         dispersion=phi,
         n_params=len(tm) + p + (1 if disp else 0),
     )
-    est.lme4_deviance = dev_resid / (phi if disp else 1.0) + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
-    est.accuracy_notes = _accuracy_notes(design, family) if nAGQ == 1 else []
-    for note in est.accuracy_notes:
+    est.deviance = dev_resid / (phi if disp else 1.0) + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
+    est.notes = _accuracy_notes(design, family) if nAGQ == 1 else []
+    for note in est.notes:
         warnings.warn(note, LaplaceAccuracyWarning, stacklevel=3)
     return est
 

@@ -44,6 +44,7 @@ class MixedModelResults:
         self.llf = estimates.llf
         self.singular = estimates.singular
         self.convergence_messages = list(estimates.convergence)
+        self.notes = list(estimates.notes)
         names = self.design.fixed_names
         self.params = pd.Series(estimates.beta, index=names, name="params")
         self._vcov = pd.DataFrame(estimates.vcov_beta, index=names, columns=names)
@@ -96,7 +97,7 @@ class MixedModelResults:
         deviance Σ d(yᵢ, μᵢ) + ‖u‖² + log|L|²; None for REML fits."""
         if self.is_reml:
             return None
-        return getattr(self._est, "lme4_deviance", None) or -2.0 * self.llf
+        return self._est.deviance if self._est.deviance is not None else -2.0 * self.llf
 
     def aic(self) -> float:
         """AIC = −2ℓ + 2k (for REML fits on the REML log-likelihood, as lme4)."""

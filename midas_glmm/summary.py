@@ -85,7 +85,7 @@ class Summary:
         if few:
             notes.append(f"few groups ({', '.join(few)}): variance estimates are unreliable and Wald intervals "
                          "too narrow")
-        notes += getattr(r, "accuracy_notes", [])
+        notes += r.notes
         if r.design.dropped_columns:
             notes.append(f"rank-deficient design: dropped {', '.join(r.design.dropped_columns)}")
         return notes

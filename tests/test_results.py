@@ -100,3 +100,16 @@ def test_glmm_summary_names_family_link_and_approximation():
                                   datasets.load("cbpp"), family="binomial").fit(nAGQ=9)
     text = str(res.summary())
     assert "binomial" in text and "logit" in text and "nAGQ = 9" in text
+
+
+def test_laplace_cautions_reach_the_summary():
+    import warnings
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"g": np.repeat(np.arange(30), 3), "x": rng.normal(size=90)})
+    df["y"] = (rng.uniform(size=90) < 0.3).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula("y ~ x + (1|g)", df, family="binomial").fit()
+    assert any("small" in n for n in res.notes)
+    assert "Laplace approximation may be inaccurate" in str(res.summary())
