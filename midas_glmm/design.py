@@ -70,6 +70,7 @@ class Design:
     has_prior_weights: bool = False
     trials: np.ndarray | None = None
     row_index: pd.Index | None = None
+    source: object = None  # a DaskSource when the rows live in a Dask DataFrame
 
 
 def _names_in(expr: str) -> set[str]:
@@ -199,6 +200,68 @@ def _drop_rank_deficient(X: np.ndarray, names: list[str]):
     return X[:, keep_arr], [names[i] for i in keep], keep_arr, [names[i] for i in range(p) if i not in keep]
 
 
+def used_columns(parsed: ParsedFormula) -> set[str]:
+    """Every data column the model reads (for the complete-case filter)."""
+    if parsed.cbind:
+        needed = _names_in(parsed.cbind[0]) | _names_in(parsed.cbind[1])
+    else:
+        needed = _names_in(parsed.response)
+    needed |= _formulaic_names(parsed.fixed)
+    for off in parsed.offsets:
+        needed |= _names_in(off)
+    for t in parsed.random:
+        needed |= _formulaic_names(t.expr) | set(t.group)
+    return needed
+
+
+def check_finite(df: pd.DataFrame, cols) -> None:
+    """Raise on infinite values in the numeric columns used."""
+    for c in cols:
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+            vals = df[c].to_numpy(dtype=float)
+            if np.isinf(vals).any():
+                raise DataError(
+                    f"column '{c}' holds infinite values (row {df.index[np.isinf(vals)][0]!r}); "
+                    "remove or recode them"
+                )
+
+
+def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None):
+    """(y, prior weights, trials or None, response name); cbind(s, f) gives s/(s+f) with s+f trials."""
+    if parsed.cbind:
+        succ = _numeric(eval_expression(parsed.cbind[0], df), parsed.cbind[0])
+        fail = _numeric(eval_expression(parsed.cbind[1], df), parsed.cbind[1])
+        trials = succ + fail
+        if (succ < 0).any() or (fail < 0).any():
+            raise DataError(f"'{parsed.response}' has negative counts; cbind needs successes, failures >= 0")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
+        w = trials.astype(float)
+        name = parsed.cbind[0]
+    else:
+        y = _numeric(eval_expression(parsed.response, df), parsed.response)
+        w = np.ones(len(df))
+        trials = None
+        name = parsed.response
+    if weights is not None:
+        if (weights < 0).any():
+            raise DataError("weights must be non-negative")
+        w = w * weights
+    return y, w, trials, name
+
+
+def offset_of(parsed: ParsedFormula, df: pd.DataFrame, offset=None) -> np.ndarray:
+    """Sum of the formula's offset(...) terms and the offset= argument."""
+    off = np.zeros(len(df))
+    for expr in parsed.offsets:
+        off = off + _numeric(eval_expression(expr, df), f"offset({expr})")
+    if offset is not None:
+        off = off + offset
+    if not np.all(np.isfinite(off)):
+        raise DataError("the offset has non-finite values (e.g. log of 0); check the exposure column")
+    return off
+
+
 def _check_columns(needed: set[str], data: pd.DataFrame, formula: str) -> None:
     for name in sorted(needed):
         if name not in data.columns:
@@ -239,16 +302,7 @@ def build_design(
     if not parsed.response:
         raise FormulaError(f"formula '{formula}' has no response on the left of '~'")
 
-    # Which columns are used, for the complete-case filter.
-    if parsed.cbind:
-        resp_vars = _names_in(parsed.cbind[0]) | _names_in(parsed.cbind[1])
-    else:
-        resp_vars = _names_in(parsed.response)
-    needed = set(resp_vars) | _formulaic_names(parsed.fixed)
-    for off in parsed.offsets:
-        needed |= _names_in(off)
-    for t in parsed.random:
-        needed |= _formulaic_names(t.expr) | set(t.group)
+    needed = used_columns(parsed)
     _check_columns(needed, data, formula)
 
     extra: dict[str, np.ndarray] = {}
@@ -281,35 +335,8 @@ def build_design(
     for label in extra:
         extra[label] = np.asarray(extra[label][complete], dtype=float)
 
-    for c in cols:
-        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
-            vals = df[c].to_numpy(dtype=float)
-            if np.isinf(vals).any():
-                raise DataError(
-                    f"column '{c}' holds infinite values (row {df.index[np.isinf(vals)][0]!r}); "
-                    "remove or recode them"
-                )
-
-    # Response.
-    if parsed.cbind:
-        succ = _numeric(eval_expression(parsed.cbind[0], df), parsed.cbind[0])
-        fail = _numeric(eval_expression(parsed.cbind[1], df), parsed.cbind[1])
-        trials = succ + fail
-        if (succ < 0).any() or (fail < 0).any():
-            raise DataError(f"'{parsed.response}' has negative counts; cbind needs successes, failures >= 0")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
-        w = trials.astype(float)
-        response_name = parsed.cbind[0]
-    else:
-        y = _numeric(eval_expression(parsed.response, df), parsed.response)
-        w = np.ones(len(df))
-        trials = None
-        response_name = parsed.response
-    if "weights" in extra:
-        if (extra["weights"] < 0).any():
-            raise DataError("weights must be non-negative")
-        w = w * extra["weights"]
+    check_finite(df, cols)
+    y, w, trials, response_name = response_of(parsed, df, extra.get("weights"))
 
     # Fixed effects.
     try:
@@ -331,14 +358,7 @@ def build_design(
             stacklevel=3,
         )
 
-    # Offsets.
-    off = np.zeros(len(df))
-    for expr in parsed.offsets:
-        off = off + _numeric(eval_expression(expr, df), f"offset({expr})")
-    if "offset" in extra:
-        off = off + extra["offset"]
-    if not np.all(np.isfinite(off)):
-        raise DataError("the offset has non-finite values (e.g. log of 0); check the exposure column")
+    off = offset_of(parsed, df, extra.get("offset"))
 
     # Random effects.
     terms = [_build_term(t, df) for t in parsed.random]

@@ -147,6 +147,9 @@ def kenward_roger(res) -> tuple[np.ndarray, np.ndarray]:
     (df, vcov_adjusted)
     """
     _require_lmm(res, "the Kenward-Roger approximation")
+    from .daskdata import check_available
+
+    check_available(res.design, "Kenward-Roger")
     d = res.design
     n = d.nobs
     if n > KR_MAX_ROWS:
@@ -422,6 +425,9 @@ def simulate(res, n: int = 1, seed=None, random_effects: str = "marginal") -> np
     ``use.u = FALSE``); ``"conditional"`` keeps the fitted ones."""
     if random_effects not in ("marginal", "conditional"):
         raise FitError("random_effects must be 'marginal' or 'conditional'")
+    from .daskdata import check_available
+
+    check_available(res.design, "simulation (and the bootstrap)")
     rng = np.random.default_rng(seed)
     d = res.design
     eta_fixed = d.X @ res.params.to_numpy() + d.offset

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .blocks import BlockedCholesky, CrossProducts
+from .errors import FitError
 from .reterms import ReTerm
 
 __all__ = ["LMMCriterion", "LMMSolution", "ThetaMap"]
@@ -120,6 +121,12 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
     ``fix=(j, v)`` holds β_j at v (its column moves into the offset), for profiling β_j."""
     from .design import standardize
 
+    if design.source is not None:  # Dask: the blocks were reduced on the workers
+        if fix is not None:
+            raise FitError("profiling a fixed effect needs another pass over the rows; it is not available "
+                           "for Dask data yet")
+        cp, ldW = design.source.cross_products(design.has_prior_weights)
+        return LMMCriterion(design.terms, cp, REML, ldW), design.source.S
     X, names, y = design.X, list(design.fixed_names), design.y - design.offset
     if fix is not None:
         j, v = fix

@@ -102,13 +102,20 @@ class MixedModel:
             ``"y ~ x + (1 | g)"``; random terms ``(x | g)``, ``(0 + x | g)``, ``(x || g)``,
             ``(1 | a/b)``, ``(1 | a:b)``; fixed part in formulaic syntax (``C(x)``,
             ``np.log(x)``, ``I(x**2)``, ``offset(np.log(t))``); ``cbind(s, f)`` responses.
-        data : pandas.DataFrame
+        data : pandas.DataFrame or dask.dataframe.DataFrame
             Not modified. Rows with a missing value in a used column are dropped and counted.
+            With a Dask DataFrame the rows stay on the workers (Gaussian models; see daskdata).
         family : str or statsmodels family, optional
         weights, offset : str (column name) or array-like, optional
         """
         self = cls.__new__(cls)
-        self._setup(build_design(formula, data, weights=weights, offset=offset), resolve_family(family))
+        from .daskdata import build_dask_design, is_dask_frame
+
+        if is_dask_frame(data):
+            design = build_dask_design(formula, data, weights=weights, offset=offset)
+        else:
+            design = build_design(formula, data, weights=weights, offset=offset)
+        self._setup(design, resolve_family(family))
         return self
 
     @property

@@ -263,6 +263,9 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
     Estimates
     """
     terms = design.terms
+    if design.source is not None:
+        raise FitError("GLMMs on Dask data are not available yet (each PIRLS step would be a pass over the "
+                       "partitions); fit a Gaussian model, or compute() the data into pandas")
     if nAGQ > 1:
         if len(terms) != 1 or terms[0].p != 1:
             raise FitError(

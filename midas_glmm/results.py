@@ -254,6 +254,8 @@ class MixedModelResults:
     # ------------------------------------------------------------------ prediction
     def _linear_predictor(self, data: pd.DataFrame | None, random_effects: bool) -> np.ndarray:
         d = self.design
+        if data is None and d.source is not None:
+            raise FitError("use predict() for the lazy predictions of Dask data")
         if data is None:
             X, off = d.X, d.offset
             eta = X @ self.params.to_numpy() + off
@@ -300,17 +302,30 @@ class MixedModelResults:
         """
         if kind not in ("response", "link"):
             raise FitError(f"kind must be 'response' or 'link', not '{kind}'")
+        from .daskdata import is_dask_frame
+
+        if newdata is None and self.design.source is not None:  # lazily, partition by partition
+            return self.design.source.map_rows(lambda rows: self.predict(rows, random_effects, kind), "predicted")
+        if is_dask_frame(newdata):
+            return newdata.map_partitions(
+                lambda part: pd.Series(self.predict(part, random_effects, kind), index=part.index, name="predicted"),
+                meta=pd.Series(dtype=float, name="predicted"))
         eta = self._linear_predictor(newdata, random_effects)
         return eta if kind == "link" else self.family.linkinv(eta) if not self.family.is_lmm else eta
 
     @cached_property
     def fittedvalues(self) -> pd.Series:
-        """Conditional fitted values on the response scale."""
+        """Conditional fitted values on the response scale (a lazy Dask series for Dask data)."""
+        if self.design.source is not None:
+            return self.predict()
         return pd.Series(self.predict(), index=self.design.row_index, name="fitted")
 
     @cached_property
     def resid(self) -> pd.Series:
-        """Response residuals y − fitted."""
+        """Response residuals y − fitted (a lazy Dask series for Dask data)."""
+        src = self.design.source
+        if src is not None:
+            return src.map_rows(lambda rows: src.response(rows) - self.predict(rows), "resid")
         return pd.Series(self.design.y - self.fittedvalues.to_numpy(), index=self.design.row_index, name="resid")
 
     def refit(self, method: str | None = None, **fit_kwargs) -> MixedModelResults:

@@ -1,0 +1,111 @@
+"""Dask-backed fits on a real dask.distributed LocalCluster (2 worker processes) equal the
+in-memory fits of the same rows."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+dd = pytest.importorskip("dask.dataframe")  # the dask extra is part of the test extra (pyproject)
+distributed = pytest.importorskip("distributed")
+
+from conftest import case_data, load_case  # noqa: E402
+
+from midas_glmm import MixedModel, compare  # noqa: E402
+from midas_glmm.errors import DataError, FitError  # noqa: E402
+
+CASES = ["sleepstudy_slope_reml", "sleepstudy_slope_ml", "penicillin_crossed_reml", "nested_reml",
+         "sleepstudy_missing_ml", "factor_interaction_reml", "sleepstudy_weights_reml", "three_column_term_ml",
+         "crossed_slopes_reml"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def fit_both(case, npartitions=3):
+    ref = load_case(case)
+    df = case_data(ref)
+    method = ref["method"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mem = MixedModel.from_formula(ref["formula_py"], df, weights=ref.get("weights")).fit(method=method)
+        dsk = MixedModel.from_formula(ref["formula_py"], dd.from_pandas(df, npartitions=npartitions),
+                                      weights=ref.get("weights")).fit(method=method)
+    return ref, mem, dsk
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_dask_fit_equals_in_memory_fit(client, case):
+    ref, mem, dsk = fit_both(case)
+    assert dsk.llf == pytest.approx(mem.llf, abs=1e-6)
+    assert np.all(np.abs(dsk.params - mem.params) <= 1e-6 * mem.bse)
+    assert np.allclose(dsk.bse, mem.bse, rtol=1e-6)
+    assert np.allclose(dsk.theta, mem.theta, atol=1e-5)
+    assert dsk.nobs == mem.nobs == ref["nobs"] and dsk.n_dropped == mem.n_dropped
+    assert dsk.ngroups == mem.ngroups
+    assert dsk.aic() == pytest.approx(mem.aic(), abs=1e-5)
+    pd.testing.assert_frame_equal(dsk.varcorr(), mem.varcorr(), rtol=1e-5, atol=1e-6)
+    for g, frame in mem.ranef().items():
+        got = dsk.ranef()[g].loc[frame.index, frame.columns]
+        assert np.allclose(got, frame, atol=1e-5 * np.abs(frame.to_numpy()).max())
+    assert "Fixed effects:" in str(dsk.summary())
+
+
+@pytest.mark.slow
+def test_lazy_predictions_residuals_and_lrt(client):
+    ref, mem, dsk = fit_both("sleepstudy_slope_reml")
+    fitted = dsk.fittedvalues
+    assert type(fitted).__module__.startswith("dask")
+    assert np.allclose(fitted.compute().to_numpy(), mem.fittedvalues.to_numpy(), atol=1e-4)
+    assert np.allclose(dsk.resid.compute().to_numpy(), mem.resid.to_numpy(), atol=1e-4)
+    new = case_data(ref, "newdata")
+    assert np.allclose(dsk.predict(new), ref["predict_conditional"], atol=1e-3)
+    lazy = dsk.predict(dd.from_pandas(new, npartitions=2), random_effects=False)
+    assert np.allclose(lazy.compute().to_numpy(), ref["predict_marginal"], atol=1e-3)
+    ddf = dd.from_pandas(case_data(ref), npartitions=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", ddf).fit()
+        tab = compare(small, dsk)
+    assert tab["logLik"].to_numpy() == pytest.approx(
+        [load_case("sleepstudy_intercept_ml")["loglik"], load_case("sleepstudy_slope_ml")["loglik"]], abs=1e-4)
+
+
+def test_partition_results_are_sized_by_levels_not_rows():
+    rng = np.random.default_rng(0)
+    n = 50_000
+    df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "g": rng.integers(0, 40, n),
+                       "h": rng.integers(0, 7, n)})
+    ddf = dd.from_pandas(df, npartitions=2)
+    model = MixedModel.from_formula("y ~ x + (x|g) + (1|h)", ddf)
+    src = model.design.source
+    cp, _ = src.partition_blocks(df.iloc[: n // 2], weighted=False)
+    sizes = [a.size for a in cp.ZtZ + cp.XytZ + [cp.XytXy]] + [m.nnz for m in cp.ZjtZi.values()]
+    assert max(sizes) <= 40 * 2 * 3 + 40 * 7 * 2  # levels × columns, nothing of the 25,000 rows
+    assert model.design.X.shape[0] == 0  # the client holds no rows either
+
+
+def test_errors_come_before_any_pass_over_the_rows():
+    df = pd.DataFrame({"y": np.arange(20.0), "x": np.arange(20.0), "g": np.repeat(np.arange(5), 4)})
+    ddf = dd.from_pandas(df, npartitions=2)
+    with pytest.raises(DataError, match="column 'xx'"):
+        MixedModel.from_formula("y ~ xx + (1|g)", ddf)
+    parts = [df.iloc[:10], df.iloc[10:].assign(x=lambda d: d["x"].astype(str))]
+    mixed = dd.from_delayed([distributed_delayed(p) for p in parts], meta=df, verify_meta=False)
+    with pytest.raises(DataError, match="column 'x' is other in partition 1"):
+        MixedModel.from_formula("y ~ x + (1|g)", mixed)
+    with pytest.raises(FitError, match="GLMMs on Dask data"):
+        MixedModel.from_formula("y ~ x + (1|g)", ddf.assign(y=(ddf.y > 9).astype(float)), family="binomial").fit()
+
+
+def distributed_delayed(part):
+    import dask
+
+    return dask.delayed(lambda p: p)(part)
