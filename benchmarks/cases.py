@@ -68,8 +68,14 @@ def make(case: Case) -> pd.DataFrame:
         dept_of_d = rng.integers(0, ndept, nd)
         dept = dept_of_d[d]
         service = rng.integers(0, 2, n)
-        y = (3.2 - 0.08 * service + rng.normal(0, 0.32, ns)[s] + rng.normal(0, 0.52, nd)[d]
-             + rng.normal(0, 0.08, ndept)[dept] + rng.normal(0, 1.18, n))
+        y = (
+            3.2
+            - 0.08 * service
+            + rng.normal(0, 0.32, ns)[s]
+            + rng.normal(0, 0.52, nd)[d]
+            + rng.normal(0, 0.08, ndept)[dept]
+            + rng.normal(0, 1.18, n)
+        )
         y = np.clip(np.round(y), 1, 5)
         return pd.DataFrame({"y": y, "service": service.astype(float), "s": s, "d": d, "dept": dept})
     raise ValueError(case.kind)
@@ -79,17 +85,43 @@ CASES = [
     Case("ri_lmm_1e4", "ri", 10_000, 200, f"y ~ {FIXED} + (1|g)"),
     Case("ri_lmm_1e5", "ri", 100_000, 2_000, f"y ~ {FIXED} + (1|g)"),
     Case("ri_lmm_1e6", "ri", 1_000_000, 20_000, f"y ~ {FIXED} + (1|g)"),
-    Case("ri_lmm_1e7", "ri", 10_000_000, 200_000, f"y ~ {FIXED} + (1|g)", tools=("midas",),
-         notes="peers skipped: minutes per fit"),
+    Case(
+        "ri_lmm_1e7",
+        "ri",
+        10_000_000,
+        200_000,
+        f"y ~ {FIXED} + (1|g)",
+        tools=("midas",),
+        notes="peers skipped: minutes per fit",
+    ),
     Case("slope_lmm_1e5", "slope", 100_000, 2_000, f"y ~ {FIXED} + (x1|g)"),
-    Case("insteval_crossed", "crossed", 73_421, 2972, "y ~ 1 + service + (1|s) + (1|d) + (1|dept)",
-         tools=("midas", "lme4"), notes="simulated with InstEval's shape: 2972 x 1128 x 14 crossed levels"),
+    Case(
+        "insteval_crossed",
+        "crossed",
+        73_421,
+        2972,
+        "y ~ 1 + service + (1|s) + (1|d) + (1|dept)",
+        tools=("midas", "lme4"),
+        notes="simulated with InstEval's shape: 2972 x 1128 x 14 crossed levels",
+    ),
     Case("binary_glmm_1e4", "binary", 10_000, 200, f"y ~ {FIXED} + (1|g)", family="binomial", tools=("midas", "lme4")),
-    Case("binary_glmm_1e5", "binary", 100_000, 2_000, f"y ~ {FIXED} + (1|g)", family="binomial", tools=("midas", "lme4")),
+    Case(
+        "binary_glmm_1e5", "binary", 100_000, 2_000, f"y ~ {FIXED} + (1|g)", family="binomial", tools=("midas", "lme4")
+    ),
     Case("poisson_glmm_1e4", "poisson", 10_000, 200, f"y ~ {FIXED} + (1|g)", family="poisson", tools=("midas", "lme4")),
-    Case("poisson_glmm_1e5", "poisson", 100_000, 2_000, f"y ~ {FIXED} + (1|g)", family="poisson", tools=("midas", "lme4")),
-    Case("binary_agq10_1e4", "binary", 10_000, 200, f"y ~ {FIXED} + (1|g)", family="binomial", nAGQ=10,
-         tools=("midas", "lme4")),
+    Case(
+        "poisson_glmm_1e5", "poisson", 100_000, 2_000, f"y ~ {FIXED} + (1|g)", family="poisson", tools=("midas", "lme4")
+    ),
+    Case(
+        "binary_agq10_1e4",
+        "binary",
+        10_000,
+        200,
+        f"y ~ {FIXED} + (1|g)",
+        family="binomial",
+        nAGQ=10,
+        tools=("midas", "lme4"),
+    ),
 ]
 BY_NAME = {c.name: c for c in CASES}
 QUICK = ["ri_lmm_1e4", "ri_lmm_1e5", "slope_lmm_1e5", "binary_glmm_1e4", "poisson_glmm_1e4", "binary_agq10_1e4"]

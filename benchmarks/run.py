@@ -82,11 +82,16 @@ def machine() -> str:
 
     r = "not installed"
     if have_lme4():
-        r = subprocess.run(["Rscript", "-e", 'cat(R.version.string, "lme4", format(packageVersion("lme4")))'],
-                           capture_output=True, text=True).stdout.strip()
-    return (f"{platform.platform()}; CPU: {cpu}; {os.cpu_count()} cores; RAM {mem}; Python {platform.python_version()}, "
-            f"midas_glmm {midas_glmm.__version__}, numpy {numpy.__version__}, scipy {scipy.__version__}, "
-            f"statsmodels {statsmodels.__version__}; R: {r}")
+        r = subprocess.run(
+            ["Rscript", "-e", 'cat(R.version.string, "lme4", format(packageVersion("lme4")))'],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    return (
+        f"{platform.platform()}; CPU: {cpu}; {os.cpu_count()} cores; RAM {mem}; Python {platform.python_version()}, "
+        f"midas_glmm {midas_glmm.__version__}, numpy {numpy.__version__}, scipy {scipy.__version__}, "
+        f"statsmodels {statsmodels.__version__}; R: {r}"
+    )
 
 
 def profile_midas(case, df) -> str:
@@ -105,8 +110,10 @@ def profile_midas(case, df) -> str:
     s = io.StringIO()
     pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(8)
     top = [ln for ln in s.getvalue().splitlines() if ln.strip() and ln.strip()[0].isdigit()]
-    return (f"**{case.name}** ({case.rows_levels}): formula and design {t1 - t0:.2f} s, fit and standard "
-            f"errors {t2 - t1:.2f} s. Top functions by own time:\n\n```\n" + "\n".join(top[:8]) + "\n```\n")
+    return (
+        f"**{case.name}** ({case.rows_levels}): formula and design {t1 - t0:.2f} s, fit and standard "
+        f"errors {t2 - t1:.2f} s. Top functions by own time:\n\n```\n" + "\n".join(top[:8]) + "\n```\n"
+    )
 
 
 def main(argv=None) -> None:
@@ -172,8 +179,10 @@ def write_results(table: pd.DataFrame, profiles: list[str], args) -> None:
         "# Benchmark results",
         "",
         f"Run on {time.strftime('%Y-%m-%d %H:%M')} with `python benchmarks/run.py "
-        + " ".join(f"--{k} {v}" for k, v in (("reps", args.reps),)) + ("" if not args.cases else " --cases " + " ".join(args.cases))
-        + ("" if not args.quick else " --quick") + "`.",
+        + " ".join(f"--{k} {v}" for k, v in (("reps", args.reps),))
+        + ("" if not args.cases else " --cases " + " ".join(args.cases))
+        + ("" if not args.quick else " --quick")
+        + "`.",
         "",
         f"Machine: {machine()}",
         "",

@@ -51,9 +51,20 @@ def main() -> None:
     else:
         raise SystemExit(f"unknown tool {tool}")
     seconds = time.perf_counter() - t0
-    print(json.dumps({"tool": tool, "case": name, "seconds": seconds, "llf": float(llf),
-                      "peak_rss_mb": rss_mb(), "rss_loaded_mb": rss_loaded, "rss_libs_mb": rss_libs,
-                      "data_mb": data_mb}))
+    print(
+        json.dumps(
+            {
+                "tool": tool,
+                "case": name,
+                "seconds": seconds,
+                "llf": float(llf),
+                "peak_rss_mb": rss_mb(),
+                "rss_loaded_mb": rss_loaded,
+                "rss_libs_mb": rss_libs,
+                "data_mb": data_mb,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

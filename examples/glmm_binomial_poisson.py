@@ -15,8 +15,7 @@ import pandas as pd
 from midas_glmm import MixedModel, datasets
 
 cbpp = datasets.load("cbpp")
-model = MixedModel.from_formula("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", cbpp,
-                                family="binomial")
+model = MixedModel.from_formula("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", cbpp, family="binomial")
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the Laplace caution about small groups is the point of step 2
     laplace = model.fit()
@@ -31,10 +30,15 @@ hospitals = np.repeat(np.arange(40), 12)
 exposure = rng.uniform(0.5, 3, hospitals.size)
 x = rng.normal(size=hospitals.size)
 eta = 0.2 + 0.4 * x + rng.normal(0, 0.5, 40)[hospitals]
-counts = pd.DataFrame({"events": rng.poisson(exposure * np.exp(eta)), "x": x, "exposure": exposure,
-                       "hospital": [f"h{i:02d}" for i in hospitals]})
-pois = MixedModel.from_formula("events ~ x + offset(np.log(exposure)) + (1 | hospital)", counts,
-                               family="poisson").fit()
+counts = pd.DataFrame(
+    {
+        "events": rng.poisson(exposure * np.exp(eta)),
+        "x": x,
+        "exposure": exposure,
+        "hospital": [f"h{i:02d}" for i in hospitals],
+    }
+)
+pois = MixedModel.from_formula("events ~ x + offset(np.log(exposure)) + (1 | hospital)", counts, family="poisson").fit()
 print()
 print(pois.summary())
 print("rate ratio per unit x:", round(float(np.exp(pois.params["x"])), 3), "(simulated: 1.492)")

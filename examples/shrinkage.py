@@ -21,13 +21,17 @@ n_j = np.bincount(term.codes)
 raw = np.bincount(term.codes, weights=resid) / n_j
 blup = res.ranef()["school"]["(Intercept)"].to_numpy()
 ratio = res.sigma**2 / res.varcorr()["vcov"].iloc[0]
-table = pd.DataFrame({"n": n_j, "raw mean": raw, "BLUP": blup, "factor n/(n+s2e/s2u)": n_j / (n_j + ratio),
-                      "BLUP/raw": blup / raw}, index=term.levels).sort_values("n")
+table = pd.DataFrame(
+    {"n": n_j, "raw mean": raw, "BLUP": blup, "factor n/(n+s2e/s2u)": n_j / (n_j + ratio), "BLUP/raw": blup / raw},
+    index=term.levels,
+).sort_values("n")
 print(table.round(3).head(8).to_string())
 print("...")
 print(table.round(3).tail(4).to_string())
-print(f"\nsigma_e^2/sigma_u^2 = {ratio:.2f}: a school of {n_j.min()} keeps {n_j.min() / (n_j.min() + ratio):.0%} of "
-      f"its raw deviation, one of {n_j.max()} keeps {n_j.max() / (n_j.max() + ratio):.0%}.")
+print(
+    f"\nsigma_e^2/sigma_u^2 = {ratio:.2f}: a school of {n_j.min()} keeps {n_j.min() / (n_j.min() + ratio):.0%} of "
+    f"its raw deviation, one of {n_j.max()} keeps {n_j.max() / (n_j.max() + ratio):.0%}."
+)
 
 try:
     from midas_glmm import plots

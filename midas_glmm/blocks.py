@@ -121,9 +121,16 @@ class CrossProducts:
         return self._outer_maps[key]
 
     @classmethod
-    def from_rows(cls, terms: list[ReTerm], X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
-                  shift: np.ndarray | None = None, scale: np.ndarray | None = None,
-                  chunk_rows: int = CHUNK_ROWS) -> CrossProducts:
+    def from_rows(
+        cls,
+        terms: list[ReTerm],
+        X: np.ndarray,
+        y: np.ndarray,
+        weights: np.ndarray | None = None,
+        shift: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> CrossProducts:
         """The data pass: ``A = [Z X_s y]' W [Z X_s y]`` in blocks, with X_s = (X − shift)/scale.
 
         Rows are read in chunks of ``chunk_rows`` and the blocks summed, so the only row-sized
@@ -219,13 +226,12 @@ class BlockedCholesky:
         self.Lj: dict[tuple[int, int], object] = {}
         T0sp = _block_diag_sparse(self._T0) if k > 1 and not self._scalar0 else None
         for j in range(1, k):
-            lamj_t = _block_diag_sparse(
-                np.broadcast_to(lams[j].T, (len(cp.ZtZ[j]),) + lams[j].shape)
-            )
+            lamj_t = _block_diag_sparse(np.broadcast_to(lams[j].T, (len(cp.ZtZ[j]),) + lams[j].shape))
             if self._scalar0 and lams[j].shape == (1, 1):  # scale the stored pattern: O(nnz)
                 A = cp.ZjtZi[(j, 0)]
-                self.Lj[(j, 0)] = sp.csr_matrix((A.data * (lams[j][0, 0] * self._T0[A.indices, 0, 0]),
-                                                 A.indices, A.indptr), shape=A.shape)
+                self.Lj[(j, 0)] = sp.csr_matrix(
+                    (A.data * (lams[j][0, 0] * self._T0[A.indices, 0, 0]), A.indices, A.indptr), shape=A.shape
+                )
             else:
                 T0sp = T0sp if T0sp is not None else _block_diag_sparse(self._T0)
                 self.Lj[(j, 0)] = (lamj_t @ cp.ZjtZi[(j, 0)] @ T0sp).tocsr()

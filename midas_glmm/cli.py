@@ -1,7 +1,7 @@
 """The ``midas-glmm`` command: fit a model to a CSV file (or a bundled dataset) and print it.
 
-    midas-glmm fit DATA FORMULA [--family F] [--method REML|ML] [--nagq K] [--json]
-    midas-glmm datasets
+midas-glmm fit DATA FORMULA [--family F] [--method REML|ML] [--nagq K] [--json]
+midas-glmm datasets
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog='example: midas-glmm fit sleepstudy "Reaction ~ Days + (Days | Subject)"',
     )
     sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fit", help="fit a model and print its summary",
-                       description="Fit FORMULA to DATA (a CSV file, or the name of a bundled dataset).")
+    f = sub.add_parser(
+        "fit",
+        help="fit a model and print its summary",
+        description="Fit FORMULA to DATA (a CSV file, or the name of a bundled dataset).",
+    )
     f.add_argument("data", help="CSV file, or a bundled dataset name (see 'midas-glmm datasets')")
     f.add_argument("formula", help='lme4-style formula, e.g. "y ~ x + (1 | g)"')
     f.add_argument("--family", default=None, help="gaussian (default), binomial, poisson or gamma")
@@ -84,8 +87,10 @@ def results_to_dict(res) -> dict:
         "deviance": _clean(res.deviance) if res.deviance is not None else None,
         "singular": bool(res.singular),
         "converged": bool(res.converged),
-        "ranef": {g: {"levels": [str(i) for i in df.index], "columns": list(df.columns),
-                      "values": df.to_numpy().tolist()} for g, df in res.ranef().items()},
+        "ranef": {
+            g: {"levels": [str(i) for i in df.index], "columns": list(df.columns), "values": df.to_numpy().tolist()}
+            for g, df in res.ranef().items()
+        },
     }
     return out
 
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("always")
             data = _read(args.data)
             res = MixedModel.from_formula(args.formula, data, family=args.family, weights=args.weights).fit(
-                method=args.method, nAGQ=args.nagq)
+                method=args.method, nAGQ=args.nagq
+            )
     except MidasError as exc:
         print(f"midas-glmm: error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ residuals are lazy Dask series. Works with any Dask scheduler, including a
 
 from __future__ import annotations
 
-import operator
 import os
 import re
 from dataclasses import dataclass, field
@@ -28,18 +27,18 @@ import pandas as pd
 from .blocks import CrossProducts
 from .design import (
     INTERCEPT,
-    _formulaic_names,
     Design,
     _check_columns,
-    _drop_rank_deficient,
+    _formulaic_names,
     _rename,
     check_finite,
+    independent_columns,
     offset_of,
     response_of,
     standardize,
     used_columns,
 )
-from .errors import DataError, FitError, FormulaError, RankDeficiencyWarning
+from .errors import DataError, FitError, FormulaError
 from .formula import ParsedFormula, parse_formula
 from .reterms import ReTerm, lme4_term_order
 
@@ -57,8 +56,11 @@ def _categorical_fixed(parsed: ParsedFormula, meta: pd.DataFrame) -> list[str]:
     """Fixed-part variables coded as factors: non-numeric columns and those inside C(...)."""
     names = _formulaic_names(parsed.fixed)
     inside_c = set(re.findall(r"\bC\(\s*([A-Za-z_][A-Za-z0-9_.]*)", parsed.fixed))
-    return sorted(c for c in names if c in inside_c or not pd.api.types.is_numeric_dtype(meta[c])
-                  or pd.api.types.is_bool_dtype(meta[c]))
+    return sorted(
+        c
+        for c in names
+        if c in inside_c or not pd.api.types.is_numeric_dtype(meta[c]) or pd.api.types.is_bool_dtype(meta[c])
+    )
 
 
 def _scan_partition(part: pd.DataFrame, cols: list[str], factor_groups: list[tuple[str, ...]]) -> dict:
@@ -125,8 +127,10 @@ class DaskSource:
             keys = pd.MultiIndex.from_frame(lev[list(term.group)])
             codes = keys.get_indexer(pd.MultiIndex.from_frame(part[list(term.group)].astype(lev.dtypes.to_dict())))
         if (codes < 0).any():
-            raise DataError(f"a partition has levels of '{term.group_name}' the scan did not see; "
-                            "was the data changed between passes?")
+            raise DataError(
+                f"a partition has levels of '{term.group_name}' the scan did not see; "
+                "was the data changed between passes?"
+            )
         return codes.astype(np.int64)
 
     def rows(self, part: pd.DataFrame, with_terms: bool = True):
@@ -141,7 +145,9 @@ class DaskSource:
         if with_terms:
             for t in self.terms:
                 Z = np.ones((len(part), 1)) if t.spec is None else np.asarray(t.spec.get_model_matrix(part), float)
-                terms.append(ReTerm(t.group_name, t.group, t.expr, t.columns, t.levels, self._codes(part, t), Z, t.spec))
+                terms.append(
+                    ReTerm(t.group_name, t.group, t.expr, t.columns, t.levels, self._codes(part, t), Z, t.spec)
+                )
         return y, X, w, off, terms, trials
 
     def partition_blocks(self, part: pd.DataFrame, weighted: bool) -> tuple[CrossProducts, float]:
@@ -159,8 +165,10 @@ class DaskSource:
 
             parts = [dask.delayed(self.partition_blocks)(p, weighted) for p in self.ddf.to_delayed()]
             while len(parts) > 1:
-                parts = [dask.delayed(_add_pair)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
-                         for i in range(0, len(parts), 2)]
+                parts = [
+                    dask.delayed(_add_pair)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+                    for i in range(0, len(parts), 2)
+                ]
             (self._cache[key],) = dask.compute(parts[0])
         return self._cache[key]
 
@@ -218,12 +226,16 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
     kinds0 = scans[0]["kinds"]
     for i, sc in enumerate(scans):
         if set(sc["kinds"]) != set(kinds0):
-            raise DataError(f"partition {i} has columns {sorted(sc['kinds'])}, partition 0 has {sorted(kinds0)}; "
-                            "every partition needs the same schema")
+            raise DataError(
+                f"partition {i} has columns {sorted(sc['kinds'])}, partition 0 has {sorted(kinds0)}; "
+                "every partition needs the same schema"
+            )
         bad = [c for c in filter_cols if sc["kinds"][c] != kinds0[c]]
         if bad:
-            raise DataError(f"column '{bad[0]}' is {sc['kinds'][bad[0]]} in partition {i} but {kinds0[bad[0]]} in "
-                            "partition 0; every partition needs the same schema")
+            raise DataError(
+                f"column '{bad[0]}' is {sc['kinds'][bad[0]]} in partition {i} but {kinds0[bad[0]]} in "
+                "partition 0; every partition needs the same schema"
+            )
     rows = sum(sc["rows"] for sc in scans)
     n = sum(sc["complete"] for sc in scans)
     if rows == 0:
@@ -254,15 +266,26 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
         else:
             mz = formulaic.model_matrix(spec.expr, proto, na_action="raise")
             cols_re, tspec = _rename(mz.columns), mz.model_spec
-        terms.append(ReTerm(spec.group_name, spec.group, spec.expr, cols_re, index,
-                            np.zeros(0, np.int64), np.zeros((0, len(cols_re))), tspec))
+        terms.append(
+            ReTerm(
+                spec.group_name,
+                spec.group,
+                spec.expr,
+                cols_re,
+                index,
+                np.zeros(0, np.int64),
+                np.zeros((0, len(cols_re))),
+                tspec,
+            )
+        )
     terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
     dense = sum(t.q**2 for t in terms[1:]) * 8 + terms[0].q * (len(names) + 1 + terms[0].p) * 8
     if dense > 0.5 * _memory_bytes():
         raise DataError(
             f"the random-effects blocks need about {dense / 2**30:.1f} GiB (grouping factors "
             f"{', '.join(f'{t.group_name}: {t.nlevels} levels' for t in terms)}); more than half of this "
-            "machine's memory. Put the factor with most levels first or use fewer crossed levels")
+            "machine's memory. Put the factor with most levels first or use fewer crossed levels"
+        )
     src.terms = terms
     proto_X = np.asarray(mm, dtype=float)
     src.shift, src.scale, src.S = standardize(proto_X, names)
@@ -271,32 +294,31 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
     # rank deficiency is read off the (reduced) cross-products, as in memory off X'X
     cp, _ = src.cross_products(weights is not None)
     p = len(names)
-    G = cp.XytXy[:p, :p]
-    _, kept_names, keep, dropped = _drop_rank_deficient_gram(G, names)
+    keep, dropped = independent_columns(cp.XytXy[:p, :p], names)
+    kept_names = [names[i] for i in keep]
     if dropped:
-        import warnings
-
-        warnings.warn(f"fixed-effect model matrix is rank deficient: dropping {len(dropped)} column(s) {dropped}",
-                      RankDeficiencyWarning, stacklevel=3)
         src.keep = keep
         src.shift, src.scale = src.shift[keep], src.scale[keep]
         src.S = src.S[np.ix_(keep, keep)]
         src._cache.clear()
     return Design(
-        formula=formula, parsed=parsed, y=np.zeros(0), X=np.zeros((0, len(keep))), fixed_names=kept_names,
-        fixed_spec=src.fixed_spec, terms=terms, weights=np.zeros(0), offset=np.zeros(0),
-        response_name=parsed.cbind[0] if parsed.cbind else parsed.response, nobs=n, n_dropped=rows - n,
-        dropped_columns=dropped, fixed_keep=src.keep, has_prior_weights=weights is not None,
+        formula=formula,
+        parsed=parsed,
+        y=np.zeros(0),
+        X=np.zeros((0, len(keep))),
+        fixed_names=kept_names,
+        fixed_spec=src.fixed_spec,
+        terms=terms,
+        weights=np.zeros(0),
+        offset=np.zeros(0),
+        response_name=parsed.cbind[0] if parsed.cbind else parsed.response,
+        nobs=n,
+        n_dropped=rows - n,
+        dropped_columns=dropped,
+        fixed_keep=src.keep,
+        has_prior_weights=weights is not None,
         source=src,
     )
-
-
-def _drop_rank_deficient_gram(G: np.ndarray, names: list[str]):
-    """The rank check of :func:`design._drop_rank_deficient`, from the Gram matrix alone."""
-    # a square root of G has the same Gram matrix, so the same columns are dependent
-    w, V = np.linalg.eigh((G + G.T) / 2)
-    root = (V * np.sqrt(np.maximum(w, 0))).T
-    return _drop_rank_deficient(root, names)
 
 
 def check_available(design: Design, what: str) -> None:

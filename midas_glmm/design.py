@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 import formulaic
 import numpy as np
 import pandas as pd
-import scipy.linalg as sla
 
 from .errors import DataError, FormulaError, RankDeficiencyWarning, did_you_mean
 from .formula import ParsedFormula, RandomTermSpec, parse_formula
@@ -79,12 +78,8 @@ def _names_in(expr: str) -> set[str]:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError as exc:
         raise FormulaError(f"cannot read the expression '{expr}': {exc.msg}") from None
-    called = {
-        n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-    }
-    attrs_base = {
-        n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
-    }
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    attrs_base = {n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     return names - called - attrs_base
 
@@ -151,8 +146,16 @@ def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray
 def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
     codes, levels = _group_codes(data, spec.group)
     if spec.expr.strip() == "1":  # a random intercept needs no model matrix
-        return ReTerm(spec.group_name, spec.group, spec.expr, [INTERCEPT], levels.rename(spec.group_name),
-                      codes, np.ones((len(data), 1)), None)
+        return ReTerm(
+            spec.group_name,
+            spec.group,
+            spec.expr,
+            [INTERCEPT],
+            levels.rename(spec.group_name),
+            codes,
+            np.ones((len(data), 1)),
+            None,
+        )
     try:
         mm = formulaic.model_matrix(spec.expr, data, na_action="raise")
     except Exception as exc:
@@ -172,32 +175,34 @@ def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
     )
 
 
-def _drop_rank_deficient(X: np.ndarray, names: list[str]):
-    """Drop columns of X that are linear combinations of the columns before them, as lme4 does.
+def independent_columns(G: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Columns to keep, from the cross-product G = X'X alone: a column linearly dependent on
+    the columns before it is dropped, as lme4 does, with a :class:`RankDeficiencyWarning`.
 
-    Works on the p × p cross-product (one pass over the rows): a column is dependent when its
-    Cholesky pivot, relative to its own norm, vanishes. Returns the reduced X, its names, the
-    indices kept and the names dropped."""
-    p = X.shape[1]
-    if p == 0:
-        return X, names, np.arange(0), []
-    G = X.T @ X
+    A column is dependent when its Cholesky pivot, relative to its own norm, vanishes.
+    Returns the indices kept and the names dropped."""
+    p = G.shape[0]
     scale = np.sqrt(np.maximum(np.diag(G), np.finfo(float).tiny))
-    G = G / np.outer(scale, scale)
+    C = G / np.outer(scale, scale)
     keep: list[int] = []
     for k in range(p):
         idx = keep + [k]
-        sub = G[np.ix_(idx, idx)]
         try:
-            piv = np.linalg.cholesky(sub)[-1, -1] ** 2
+            pivot = np.linalg.cholesky(C[np.ix_(idx, idx)])[-1, -1] ** 2
         except np.linalg.LinAlgError:
-            piv = 0.0
-        if piv > 1e-10 and np.diag(G)[k] > 0 and scale[k] > np.finfo(float).tiny:
+            pivot = 0.0
+        if pivot > 1e-10 and G[k, k] > 0:
             keep.append(k)
-    keep_arr = np.array(keep, dtype=int)
-    if len(keep) == p:
-        return X, names, keep_arr, []
-    return X[:, keep_arr], [names[i] for i in keep], keep_arr, [names[i] for i in range(p) if i not in keep]
+    dropped = [names[i] for i in range(p) if i not in keep]
+    if dropped:
+        import warnings
+
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient: dropping {len(dropped)} column(s) {dropped}",
+            RankDeficiencyWarning,
+            stacklevel=4,
+        )
+    return np.array(keep, dtype=int), dropped
 
 
 def used_columns(parsed: ParsedFormula) -> set[str]:
@@ -221,8 +226,7 @@ def check_finite(df: pd.DataFrame, cols) -> None:
             vals = df[c].to_numpy(dtype=float)
             if np.isinf(vals).any():
                 raise DataError(
-                    f"column '{c}' holds infinite values (row {df.index[np.isinf(vals)][0]!r}); "
-                    "remove or recode them"
+                    f"column '{c}' holds infinite values (row {df.index[np.isinf(vals)][0]!r}); remove or recode them"
                 )
 
 
@@ -266,8 +270,7 @@ def _check_columns(needed: set[str], data: pd.DataFrame, formula: str) -> None:
     for name in sorted(needed):
         if name not in data.columns:
             raise DataError(
-                f"column '{name}' in formula '{formula}' is not in the data"
-                f"{did_you_mean(name, data.columns)}"
+                f"column '{name}' in formula '{formula}' is not in the data{did_you_mean(name, data.columns)}"
             )
 
 
@@ -323,7 +326,7 @@ def build_design(
     complete = np.ones(len(data), dtype=bool)
     for m in missing.values():
         complete &= ~m
-    for label, arr in extra.items():
+    for arr in extra.values():
         complete &= ~pd.isna(arr)
     n_dropped = int((~complete).sum())
     if not complete.any():
@@ -347,16 +350,9 @@ def build_design(
     spec = mm.model_spec
     X = np.asfortranarray(mm, dtype=float)  # column-major: the data pass reads columns
     del mm
-    X, names, keep, dropped = _drop_rank_deficient(X, names)
+    keep, dropped = independent_columns(X.T @ X, names)
     if dropped:
-        import warnings
-
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient: dropping {len(dropped)} column(s) "
-            f"{dropped}",
-            RankDeficiencyWarning,
-            stacklevel=3,
-        )
+        X, names = X[:, keep], [names[i] for i in keep]
 
     off = offset_of(parsed, df, extra.get("offset"))
 

@@ -20,11 +20,24 @@ from .errors import DataError, FamilyError
 
 __all__ = ["Family", "ResponseTerms", "resolve_family"]
 
-_NAMES = {"gaussian": sm.families.Gaussian, "binomial": sm.families.Binomial,
-          "poisson": sm.families.Poisson, "gamma": sm.families.Gamma}
-_LINK_NAMES = {"Identity": "identity", "Logit": "logit", "Probit": "probit", "CLogLog": "cloglog",
-               "Log": "log", "InversePower": "inverse", "Sqrt": "sqrt", "Cauchy": "cauchit",
-               "LogLog": "loglog", "InverseSquared": "1/mu^2"}
+_NAMES = {
+    "gaussian": sm.families.Gaussian,
+    "binomial": sm.families.Binomial,
+    "poisson": sm.families.Poisson,
+    "gamma": sm.families.Gamma,
+}
+_LINK_NAMES = {
+    "Identity": "identity",
+    "Logit": "logit",
+    "Probit": "probit",
+    "CLogLog": "cloglog",
+    "Log": "log",
+    "InversePower": "inverse",
+    "Sqrt": "sqrt",
+    "Cauchy": "cauchit",
+    "LogLog": "loglog",
+    "InverseSquared": "1/mu^2",
+}
 _CANONICAL = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "gamma": "inverse"}
 
 
@@ -140,12 +153,18 @@ class Family:
                 )
         elif self.name == "poisson":
             if np.any(y < 0):
-                raise DataError(f"Poisson response '{name}' has negative values (e.g. {y[y < 0][0]:g}); counts must be >= 0")
+                raise DataError(
+                    f"Poisson response '{name}' has negative values (e.g. {y[y < 0][0]:g}); counts must be >= 0"
+                )
             if np.any(np.abs(y - np.round(y)) > 1e-8):
-                raise DataError(f"Poisson response '{name}' has non-integer values (e.g. {y[np.abs(y - np.round(y)) > 1e-8][0]:g})")
+                raise DataError(
+                    f"Poisson response '{name}' has non-integer values (e.g. {y[np.abs(y - np.round(y)) > 1e-8][0]:g})"
+                )
         elif self.name == "gamma":
             if np.any(y <= 0):
-                raise DataError(f"Gamma response '{name}' has non-positive values (e.g. {y[y <= 0][0]:g}); Gamma needs y > 0")
+                raise DataError(
+                    f"Gamma response '{name}' has non-positive values (e.g. {y[y <= 0][0]:g}); Gamma needs y > 0"
+                )
 
 
 def resolve_family(family) -> Family:
@@ -157,7 +176,9 @@ def resolve_family(family) -> Family:
     if isinstance(family, str):
         key = family.strip().lower()
         if key not in _NAMES:
-            raise FamilyError(f"unknown family '{family}'; choose one of {', '.join(_NAMES)} or pass a statsmodels family")
+            raise FamilyError(
+                f"unknown family '{family}'; choose one of {', '.join(_NAMES)} or pass a statsmodels family"
+            )
         return Family(_NAMES[key]())
     if isinstance(family, sm.families.Family):
         return Family(family)
@@ -199,7 +220,12 @@ class ResponseTerms:
             return self.const + self.a * np.log(mu) - self.b * mu
         if name == "gamma":
             shape = self.prior / phi
-            return shape * (np.log(shape) + self.logy - np.log(mu)) - shape * self.y / mu + self.const - special.gammaln(shape)
+            return (
+                shape * (np.log(shape) + self.logy - np.log(mu))
+                - shape * self.y / mu
+                + self.const
+                - special.gammaln(shape)
+            )
         prior = self.prior
         return -0.5 * (np.log(2 * np.pi * phi / prior) + prior * (self.y - mu) ** 2 / phi)
 

@@ -79,15 +79,11 @@ def _check_parentheses(text: str, where: str) -> None:
         elif ch == ")":
             depth -= 1
             if depth < 0:
-                raise FormulaError(
-                    f"unmatched ')' at position {pos} of {where} '{text}':\n"
-                    f"  {text}\n  {' ' * pos}^"
-                )
+                raise FormulaError(f"unmatched ')' at position {pos} of {where} '{text}':\n  {text}\n  {' ' * pos}^")
     if depth > 0:
         pos = _last_unclosed(text)
         raise FormulaError(
-            f"unclosed '(' at position {pos} of {where} '{text}': add the missing ')'\n"
-            f"  {text}\n  {' ' * pos}^"
+            f"unclosed '(' at position {pos} of {where} '{text}': add the missing ')'\n  {text}\n  {' ' * pos}^"
         )
 
 
@@ -239,8 +235,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     sides = split_top_level(formula, "~")
     if len(sides) != 2:
         raise FormulaError(
-            f"formula '{formula}' must contain exactly one '~' outside parentheses "
-            "(response ~ predictors)"
+            f"formula '{formula}' must contain exactly one '~' outside parentheses (response ~ predictors)"
         )
     response, rhs = sides[0].strip(), sides[1].strip()
     if not rhs:
@@ -266,8 +261,7 @@ def parse_formula(formula: str) -> ParsedFormula:
             continue
         if "|" in stripped and not _is_bar_term(stripped):
             raise FormulaError(
-                f"'{stripped}' uses '|' outside a parenthesised random-effects term; "
-                "write (expr | group)"
+                f"'{stripped}' uses '|' outside a parenthesised random-effects term; write (expr | group)"
             )
         off = re.fullmatch(r"offset\((.*)\)", stripped, flags=re.S)
         if off:

@@ -20,8 +20,16 @@ from scipy import stats
 from .errors import FitError, RefitWarning
 from .optimize import fd_hessian
 
-__all__ = ["compare", "anova", "coef_table", "satterthwaite_df", "kenward_roger", "profile_ci",
-           "bootstrap_ci", "simulate"]
+__all__ = [
+    "compare",
+    "anova",
+    "coef_table",
+    "satterthwaite_df",
+    "kenward_roger",
+    "profile_ci",
+    "bootstrap_ci",
+    "simulate",
+]
 
 
 # --------------------------------------------------------------------------- model comparison
@@ -45,8 +53,9 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
         raise FitError("compare() needs at least two fitted models")
     n = {r.nobs for r in results}
     if len(n) > 1:
-        raise FitError(f"models were fitted to different numbers of observations {sorted(n)}; "
-                       "compare fits on the same rows")
+        raise FitError(
+            f"models were fitted to different numbers of observations {sorted(n)}; compare fits on the same rows"
+        )
     resp = {r.design.response_name for r in results}
     if len(resp) > 1:
         raise FitError(f"models have different responses {sorted(resp)}; they cannot be compared")
@@ -55,24 +64,38 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
         same_fixed = len({_fixed_signature(r) for r in fits}) == 1 and all(r.is_reml for r in fits)
         if refit or not same_fixed:
             if not refit:
-                warnings.warn("REML fits with different fixed effects cannot be compared by their REML "
-                              "criteria; refitting by ML", RefitWarning, stacklevel=2)
+                warnings.warn(
+                    "REML fits with different fixed effects cannot be compared by their REML criteria; refitting by ML",
+                    RefitWarning,
+                    stacklevel=2,
+                )
             else:
-                warnings.warn("refitting REML fit(s) with ML for the likelihood-ratio test (as lme4's anova)",
-                              RefitWarning, stacklevel=2)
+                warnings.warn(
+                    "refitting REML fit(s) with ML for the likelihood-ratio test (as lme4's anova)",
+                    RefitWarning,
+                    stacklevel=2,
+                )
             fits = [r.refit(method="ML") if r.is_reml else r for r in fits]
     order = sorted(range(len(fits)), key=lambda i: fits[i].df_modelwc)
     rows = []
     prev = None
     for i in order:
         r = fits[i]
-        row = {"model": r.design.formula, "npar": r.df_modelwc, "AIC": r.aic(), "BIC": r.bic(),
-               "logLik": r.llf, "deviance": -2 * r.llf, "Chisq": np.nan, "Df": np.nan, "Pr(>Chisq)": np.nan}
+        row = {
+            "model": r.design.formula,
+            "npar": r.df_modelwc,
+            "AIC": r.aic(),
+            "BIC": r.bic(),
+            "logLik": r.llf,
+            "deviance": -2 * r.llf,
+            "Chisq": np.nan,
+            "Df": np.nan,
+            "Pr(>Chisq)": np.nan,
+        }
         if prev is not None:
             chisq = max(2 * (r.llf - prev.llf), 0.0)
             df = r.df_modelwc - prev.df_modelwc
-            row.update({"Chisq": chisq, "Df": df,
-                        "Pr(>Chisq)": stats.chi2.sf(chisq, df) if df > 0 else np.nan})
+            row.update({"Chisq": chisq, "Df": df, "Pr(>Chisq)": stats.chi2.sf(chisq, df) if df > 0 else np.nan})
         rows.append(row)
         prev = r
     return pd.DataFrame(rows).set_index("model")
@@ -84,8 +107,9 @@ anova = compare
 # --------------------------------------------------------------------------- degrees of freedom
 def _require_lmm(res, what: str) -> None:
     if not res.family.is_lmm:
-        raise FitError(f"{what} is defined for linear mixed models; for a GLMM use ddf='normal' "
-                       "(Wald z) or a parametric bootstrap")
+        raise FitError(
+            f"{what} is defined for linear mixed models; for a GLMM use ddf='normal' (Wald z) or a parametric bootstrap"
+        )
 
 
 def _varpar_functions(res):
@@ -153,8 +177,10 @@ def kenward_roger(res) -> tuple[np.ndarray, np.ndarray]:
     d = res.design
     n = d.nobs
     if n > KR_MAX_ROWS:
-        raise FitError(f"Kenward-Roger needs dense {n} x {n} matrices; it is available up to {KR_MAX_ROWS} rows. "
-                       "Use ddf='satterthwaite'")
+        raise FitError(
+            f"Kenward-Roger needs dense {n} x {n} matrices; it is available up to {KR_MAX_ROWS} rows. "
+            "Use ddf='satterthwaite'"
+        )
     X = d.X
     Gs, phis = [], []
     for t, Sig in zip(d.terms, res.term_covariances()):
@@ -180,7 +206,9 @@ def kenward_roger(res) -> tuple[np.ndarray, np.ndarray]:
     IE = np.empty((k, k))
     for r in range(k):
         for s in range(k):
-            IE[r, s] = 0.5 * (np.sum(SiG[r] * SiG[s].T) - 2 * np.trace(Phi @ Q[r][s]) + np.trace(Phi @ P[r] @ Phi @ P[s]))
+            IE[r, s] = 0.5 * (
+                np.sum(SiG[r] * SiG[s].T) - 2 * np.trace(Phi @ Q[r][s]) + np.trace(Phi @ P[r] @ Phi @ P[s])
+            )
     W = np.linalg.inv(IE)
     adj = sum(W[r, s] * (Q[r][s] - P[r] @ Phi @ P[s]) for r in range(k) for s in range(k))
     PhiA = Phi + 2 * Phi @ adj @ Phi
@@ -238,8 +266,18 @@ def coef_table(res, ddf: str = "normal", level: float = 0.95) -> pd.DataFrame:
     else:
         p = 2 * stats.t.sf(np.abs(stat), df)
         q = stats.t.ppf(0.5 + level / 2, df)
-    return pd.DataFrame({"estimate": est, "std_err": se, "df": df, "statistic": stat, "p_value": p,
-                         "ci_low": est - q * se, "ci_high": est + q * se}, index=res.params.index)
+    return pd.DataFrame(
+        {
+            "estimate": est,
+            "std_err": se,
+            "df": df,
+            "statistic": stat,
+            "p_value": p,
+            "ci_low": est - q * se,
+            "ci_high": est + q * se,
+        },
+        index=res.params.index,
+    )
 
 
 # --------------------------------------------------------------------------- profile intervals
@@ -342,8 +380,10 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
 
         if not free:
             return f(np.zeros(0)), start
-        bounds = [(None, None) if lg else (lo_b[k], None if not np.isfinite(hi_b[k]) else hi_b[k])
-                  for k, lg in zip(free, logs)]
+        bounds = [
+            (None, None) if lg else (lo_b[k], None if not np.isfinite(hi_b[k]) else hi_b[k])
+            for k, lg in zip(free, logs)
+        ]
         best = None
         for x0 in (start[free], v_hat[free]):
             x0 = np.array(x0, dtype=float)
@@ -363,22 +403,36 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
         if wanted is not None and nm not in wanted:
             continue
         rows[nm] = _profile_limits(
-            lambda val, start, i=i: profiled_dev(i, val, start), v_hat[i], v_hat, dev_hat, z, lo_b[i], hi_b[i],
-            scale=max(abs(v_hat[i]), 0.1 if kinds[i] == "cor" else 1e-3 * res.sigma))
+            lambda val, start, i=i: profiled_dev(i, val, start),
+            v_hat[i],
+            v_hat,
+            dev_hat,
+            z,
+            lo_b[i],
+            hi_b[i],
+            scale=max(abs(v_hat[i]), 0.1 if kinds[i] == "cor" else 1e-3 * res.sigma),
+        )
     # fixed effects: β_j held at a value by moving it to the offset
     for j, nm in enumerate(res.params.index):
         if wanted is not None and nm not in wanted:
             continue
+
         def dev_beta(val, start, j=j):
             cj, _ = lmm_criterion(res.design, REML=False, fix=(j, val))
             tm = cj.tmap
-            r = so.minimize(cj, np.maximum(start, tm.lower), method="L-BFGS-B", jac="3-point",
-                            bounds=[(lo if np.isfinite(lo) else None, None) for lo in tm.lower],
-                            options={"ftol": 1e-14, "gtol": 1e-10})
+            r = so.minimize(
+                cj,
+                np.maximum(start, tm.lower),
+                method="L-BFGS-B",
+                jac="3-point",
+                bounds=[(lo if np.isfinite(lo) else None, None) for lo in tm.lower],
+                options={"ftol": 1e-14, "gtol": 1e-10},
+            )
             return r.fun, r.x
 
-        rows[nm] = _profile_limits(dev_beta, res.params.iloc[j], res.theta, dev_hat, z, -np.inf, np.inf,
-                                   scale=res.bse.iloc[j])
+        rows[nm] = _profile_limits(
+            dev_beta, res.params.iloc[j], res.theta, dev_hat, z, -np.inf, np.inf, scale=res.bse.iloc[j]
+        )
     out = pd.DataFrame(rows, index=["lower", "upper"]).T
     return out
 
@@ -390,7 +444,7 @@ def _profile_limits(dev_at, v_hat, start, dev_hat, z, lo, hi, scale):
     for direction in (-1, 1):
         warm = [start]
 
-        def excess(v):
+        def excess(v, warm=warm):
             try:
                 d, x = dev_at(v, warm[0])
             except (np.linalg.LinAlgError, ValueError, FloatingPointError):
@@ -468,8 +522,9 @@ def _draw_response(res, eta, rng):
     raise FitError(f"simulation is not available for the {fam.name} family")
 
 
-def bootstrap_ci(res, n_boot: int = 200, seed=None, level: float = 0.95, progress: bool = False,
-                 n_jobs: int = 1) -> pd.DataFrame:
+def bootstrap_ci(
+    res, n_boot: int = 200, seed=None, level: float = 0.95, progress: bool = False, n_jobs: int = 1
+) -> pd.DataFrame:
     """Parametric bootstrap percentile intervals (as lme4's ``confint(method = "boot")``).
 
     Responses are simulated from the fit (new random effects each time), the model is refitted,
@@ -485,7 +540,7 @@ def bootstrap_ci(res, n_boot: int = 200, seed=None, level: float = 0.95, progres
             stats_list = list(_progress(ex.map(_boot_one, [res] * n_boot, tasks), n_boot, progress))
     else:
         stats_list = [_boot_one(res, y) for y in _progress(tasks, n_boot, progress)]
-    names = list(res.params.index) + _sdcor_names(res)[: -1] + (["sigma"] if res.family.has_dispersion else [])
+    names = list(res.params.index) + _sdcor_names(res)[:-1] + (["sigma"] if res.family.has_dispersion else [])
     arr = np.array([s for s in stats_list if s is not None])
     alpha = (1 - level) / 2
     lo, hi = np.nanquantile(arr, [alpha, 1 - alpha], axis=0)

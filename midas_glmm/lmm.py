@@ -123,8 +123,9 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
 
     if design.source is not None:  # Dask: the blocks were reduced on the workers
         if fix is not None:
-            raise FitError("profiling a fixed effect needs another pass over the rows; it is not available "
-                           "for Dask data yet")
+            raise FitError(
+                "profiling a fixed effect needs another pass over the rows; it is not available for Dask data yet"
+            )
         cp, ldW = design.source.cross_products(design.has_prior_weights)
         return LMMCriterion(design.terms, cp, REML, ldW), design.source.S
     X, names, y = design.X, list(design.fixed_names), design.y - design.offset
@@ -156,8 +157,14 @@ def fit_lmm(design, REML: bool = True, optimizer: str = "bobyqa", standardize_X:
     crit, S = lmm_criterion(design, REML, standardize_X)
     tm = crit.tmap
     # θ is scale-free and of order one: a wide first trust region and a stop on the step size
-    opt = minimize_bounded(crit, tm.start, tm.lower, optimizer, step=0.75,
-                           tolerances={"ftol_rel": 0.0, "ftol_abs": 0.0, "xtol_rel": 1e-8, "xtol_abs": 1e-8})
+    opt = minimize_bounded(
+        crit,
+        tm.start,
+        tm.lower,
+        optimizer,
+        step=0.75,
+        tolerances={"ftol_rel": 0.0, "ftol_abs": 0.0, "xtol_rel": 1e-8, "xtol_abs": 1e-8},
+    )
     msgs = check_convergence(crit, opt, tm.lower)
     sol = crit.solution(opt.x)
     # log|R_X|² refers to the design used; report the criterion for the user's X (X_s = X S).

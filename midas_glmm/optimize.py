@@ -72,19 +72,38 @@ def minimize_bounded(
         return OptResult(x, fx, nfev, converged, message, optimizer)
     if optimizer == "lbfgsb":
         r = so.minimize(
-            f, x0, method="L-BFGS-B", jac=jac, bounds=bounds,
+            f,
+            x0,
+            method="L-BFGS-B",
+            jac=jac,
+            bounds=bounds,
             options={"ftol": ftol, "gtol": 1e-9, "maxfun": maxfev, "maxiter": maxfev},
         )
         converged, message = bool(r.success), str(r.message)
-        r2 = r if not polish else so.minimize(
-            f, r.x, method="Nelder-Mead", bounds=bounds,
-            options={"xatol": 1e-7, "fatol": 1e-10, "maxfev": 100 * (len(x0) + 1), "initial_simplex": _simplex(r.x, lower)},
+        r2 = (
+            r
+            if not polish
+            else so.minimize(
+                f,
+                r.x,
+                method="Nelder-Mead",
+                bounds=bounds,
+                options={
+                    "xatol": 1e-7,
+                    "fatol": 1e-10,
+                    "maxfev": 100 * (len(x0) + 1),
+                    "initial_simplex": _simplex(r.x, lower),
+                },
+            )
         )
         if r2.fun < r.fun:
             r = r2
     elif optimizer == "nelder-mead":
         r = so.minimize(
-            f, x0, method="Nelder-Mead", bounds=bounds,
+            f,
+            x0,
+            method="Nelder-Mead",
+            bounds=bounds,
             options={"xatol": 1e-8, "fatol": 1e-11, "maxfev": maxfev, "adaptive": len(x0) > 3},
         )
         converged, message = bool(r.success), str(r.message)
@@ -195,7 +214,10 @@ def fd_derivatives(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float =
 
 
 def check_convergence(
-    fun: Callable[[np.ndarray], float], opt: OptResult, lower: np.ndarray, tol: float = 2e-3,
+    fun: Callable[[np.ndarray], float],
+    opt: OptResult,
+    lower: np.ndarray,
+    tol: float = 2e-3,
     hessian: np.ndarray | None = None,
 ) -> list[str]:
     """lme4-style check of the optimum: the gradient scaled by the Hessian's Cholesky factor,

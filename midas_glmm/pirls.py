@@ -68,8 +68,9 @@ class GLMMProblem:
         self.fam = family
         self.X = design.X
         p = self.X.shape[1]
-        self.shift, self.scale, self.S = (standardize(self.X, design.fixed_names) if standardize_X
-                                          else (np.zeros(p), np.ones(p), np.eye(p)))
+        self.shift, self.scale, self.S = (
+            standardize(self.X, design.fixed_names) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
+        )
         self._X0 = self.X[:, :0]
         self.tmap = ThetaMap(design.terms)
         self.resp = ResponseTerms(family, design.y, design.weights, design.trials)
@@ -132,8 +133,10 @@ class GLMMProblem:
             else:
                 break
             change = obj - cand_obj
-            delta = max([np.max(np.abs(a - b), initial=0) for a, b in zip(cand_us, us)] +
-                        [np.max(np.abs(cand_beta - beta), initial=0)])
+            delta = max(
+                [np.max(np.abs(a - b), initial=0) for a, b in zip(cand_us, us)]
+                + [np.max(np.abs(cand_beta - beta), initial=0)]
+            )
             us, beta, obj, eta, mu = cand_us, cand_beta, cand_obj, cand_eta, cand_mu
             size = 1 + max(np.max(np.abs(u), initial=0) for u in us)
             if delta < 1e-10 * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
@@ -150,8 +153,11 @@ class GLMMProblem:
             W = fam.weights(d.y, mu, eta, d.weights, phi)
         # at the modes only log|L|² is needed; [X r] (r the working residual) when R_X is wanted too
         r = (d.y - mu) / fam.mu_eta(eta)
-        cp = (CrossProducts.from_rows(d.terms, self.X, r, W, self.shift, self.scale) if with_X
-              else CrossProducts.from_rows(d.terms, self._X0, r, W))
+        cp = (
+            CrossProducts.from_rows(d.terms, self.X, r, W, self.shift, self.scale)
+            if with_X
+            else CrossProducts.from_rows(d.terms, self._X0, r, W)
+        )
         L = BlockedCholesky(cp, lams)
         self._u = [u.copy() for u in us]
         return PirlsState(us, beta, eta, mu, L, self.loglik_cond(mu, phi), converged)
@@ -241,21 +247,33 @@ def _accuracy_notes(design: Design, family: Family) -> list[str]:
         events = design.y * design.weights
         rate = events.sum() / design.weights.sum()
         if med < 10:
-            notes.append(f"groups of '{t.group_name}' are small (median {med:g} trials per group): the Laplace "
-                         "approximation may be inaccurate" + ("; compare with nAGQ > 1" if single else ""))
+            notes.append(
+                f"groups of '{t.group_name}' are small (median {med:g} trials per group): the Laplace "
+                "approximation may be inaccurate" + ("; compare with nAGQ > 1" if single else "")
+            )
         if min(rate, 1 - rate) < 0.05:
-            notes.append(f"events are rare ({min(rate, 1 - rate):.1%} of trials): the Laplace approximation "
-                         "may be inaccurate" + ("; compare with nAGQ > 1" if single else ""))
+            notes.append(
+                f"events are rare ({min(rate, 1 - rate):.1%} of trials): the Laplace approximation "
+                "may be inaccurate" + ("; compare with nAGQ > 1" if single else "")
+            )
     elif family.name == "poisson":
         tot = np.bincount(t.codes, weights=design.y, minlength=t.nlevels)
         if np.median(tot) < 5:
-            notes.append(f"counts per group of '{t.group_name}' are small (median {np.median(tot):g}): the "
-                         "Laplace approximation may be inaccurate" + ("; compare with nAGQ > 1" if single else ""))
+            notes.append(
+                f"counts per group of '{t.group_name}' are small (median {np.median(tot):g}): the "
+                "Laplace approximation may be inaccurate" + ("; compare with nAGQ > 1" if single else "")
+            )
     return notes
 
 
-def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, optimizer: str = "bobyqa",
-             standardize_X: bool = True) -> Estimates:
+def fit_glmm(
+    design: Design,
+    family: Family,
+    nAGQ: int = 1,
+    fast: bool = False,
+    optimizer: str = "bobyqa",
+    standardize_X: bool = True,
+) -> Estimates:
     """Fit a GLMM by Laplace (nAGQ = 1), adaptive Gauss–Hermite (nAGQ > 1) or nAGQ = 0 (``fast``).
 
     Returns
@@ -264,8 +282,10 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
     """
     terms = design.terms
     if design.source is not None:
-        raise FitError("GLMMs on Dask data are not available yet (each PIRLS step would be a pass over the "
-                       "partitions); fit a Gaussian model, or compute() the data into pandas")
+        raise FitError(
+            "GLMMs on Dask data are not available yet (each PIRLS step would be a pass over the "
+            "partitions); fit a Gaussian model, or compute() the data into pandas"
+        )
     if nAGQ > 1:
         if len(terms) != 1 or terms[0].p != 1:
             raise FitError(
@@ -293,7 +313,9 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
 
     lower1 = np.concatenate([tm.lower, [-np.inf] if disp else []])
     x1 = np.concatenate([tm.start, [np.log(phi0)] if disp else []])
-    opt = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast)
+    # a start for stage 2 need not be precise; with fast=True this is the fit itself
+    tol1 = {} if fast else {"ftol_rel": 1e-8, "ftol_abs": 1e-6, "xtol_rel": 1e-5}
+    opt = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast, tolerances=tol1)
     theta = opt.x[: len(tm)]
     phi = float(np.exp(opt.x[-1])) if disp else 1.0
     st = prob.pirls(theta, beta0, phi, joint=True)
@@ -306,7 +328,7 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
         # Stage 2: θ, β (and log φ) jointly on the Laplace / AGQ likelihood.
         def fun(par):
             th = par[: len(tm)]
-            b = par[len(tm): len(tm) + p]
+            b = par[len(tm) : len(tm) + p]
             ph = np.exp(par[-1]) if disp else 1.0
             return prob.objective(th, b, ph, nAGQ=nAGQ)
 
@@ -315,7 +337,7 @@ def fit_glmm(design: Design, family: Family, nAGQ: int = 1, fast: bool = False, 
         opt = minimize_bounded(fun, x2, lower, optimizer, polish=POLISH, jac=JAC)
         par = opt.x
         theta = par[: len(tm)]
-        beta = par[len(tm): len(tm) + p]
+        beta = par[len(tm) : len(tm) + p]
         phi = float(np.exp(par[-1])) if disp else 1.0
         method = "Laplace" if nAGQ == 1 else "AGQ"
     H = None if fast else fd_hessian(fun, par, h=1e-3)
@@ -361,17 +383,21 @@ def _vcov_beta(H, fun, par, ntheta, p) -> np.ndarray:
     """Covariance of β̂: the β block of 2·H⁻¹, H the Hessian of −2ℓ over all parameters (as lme4)."""
     try:
         Vall = 2.0 * np.linalg.inv(H)
-        V = Vall[ntheta: ntheta + p, ntheta: ntheta + p]
+        V = Vall[ntheta : ntheta + p, ntheta : ntheta + p]
         if np.all(np.isfinite(V)) and np.all(np.linalg.eigvalsh((V + V.T) / 2) > 0):
             return (V + V.T) / 2
     except np.linalg.LinAlgError:
         pass
-    warnings.warn("the Hessian at the optimum is not positive definite; standard errors are taken "
-                  "conditional on θ", ConvergenceWarning, stacklevel=4)
+    warnings.warn(
+        "the Hessian at the optimum is not positive definite; standard errors are taken conditional on θ",
+        ConvergenceWarning,
+        stacklevel=4,
+    )
     return _vcov_conditional(fun, par, ntheta, p)
 
 
 def _vcov_conditional(fun, par, ntheta, p) -> np.ndarray:
-    H = fd_hessian(lambda b: fun(np.concatenate([par[:ntheta], b, par[ntheta + p:]])), par[ntheta: ntheta + p], h=1e-3)
+    H = fd_hessian(
+        lambda b: fun(np.concatenate([par[:ntheta], b, par[ntheta + p :]])), par[ntheta : ntheta + p], h=1e-3
+    )
     return 2.0 * np.linalg.inv(H)
-

@@ -47,8 +47,9 @@ def caterpillar(res, group: str | None = None, level: float = 0.95, path=None):
         raise FitError(f"no random effects for grouping factor '{group}'; have {sorted(set(long['grpvar']))}")
     z = stats.norm.ppf(0.5 + level / 2)
     terms = list(dict.fromkeys(sub["term"]))
-    fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), max(3, 0.18 * sub["grp"].nunique())),
-                             squeeze=False, sharey=False)
+    fig, axes = plt.subplots(
+        1, len(terms), figsize=(4 * len(terms), max(3, 0.18 * sub["grp"].nunique())), squeeze=False, sharey=False
+    )
     for ax, term in zip(axes[0], terms):
         d = sub[sub["term"] == term].sort_values("condval")
         pos = np.arange(len(d))

@@ -210,8 +210,17 @@ class MixedModelResults:
             for t, b, V in zip(self.design.terms, self._est.b, self._est.condvar):
                 sd = np.sqrt(np.maximum(np.diagonal(V, axis1=1, axis2=2), 0))
                 for a, col in enumerate(t.columns):
-                    parts.append(pd.DataFrame({"grpvar": t.group_name, "term": col, "grp": np.asarray(t.levels),
-                                               "condval": b[:, a], "condsd": sd[:, a]}))
+                    parts.append(
+                        pd.DataFrame(
+                            {
+                                "grpvar": t.group_name,
+                                "term": col,
+                                "grp": np.asarray(t.levels),
+                                "condval": b[:, a],
+                                "condsd": sd[:, a],
+                            }
+                        )
+                    )
             return pd.concat(parts, ignore_index=True)
         out: dict[str, pd.DataFrame] = {}
         for t, b in zip(self.design.terms, self._est.b):
@@ -278,8 +287,10 @@ class MixedModelResults:
             for t, b in zip(d.terms, self._est.b):
                 missing = [g for g in t.group if g not in data.columns]
                 if missing:
-                    raise DataError(f"newdata lacks grouping column '{missing[0]}'; pass random_effects=False "
-                                    "for population-level predictions")
+                    raise DataError(
+                        f"newdata lacks grouping column '{missing[0]}'; pass random_effects=False "
+                        "for population-level predictions"
+                    )
                 Z = random_columns(t, data)
                 labels = data[list(t.group)].astype(str).agg(":".join, axis=1)
                 pos = t.levels.get_indexer(labels)
@@ -287,8 +298,9 @@ class MixedModelResults:
                 eta = eta + np.where(pos >= 0, contrib, 0.0)
         return eta
 
-    def predict(self, newdata: pd.DataFrame | None = None, random_effects: bool = True,
-                kind: str = "response") -> np.ndarray:
+    def predict(
+        self, newdata: pd.DataFrame | None = None, random_effects: bool = True, kind: str = "response"
+    ) -> np.ndarray:
         """Predictions, conditional on the random effects or marginal (population level).
 
         Parameters
@@ -309,7 +321,8 @@ class MixedModelResults:
         if is_dask_frame(newdata):
             return newdata.map_partitions(
                 lambda part: pd.Series(self.predict(part, random_effects, kind), index=part.index, name="predicted"),
-                meta=pd.Series(dtype=float, name="predicted"))
+                meta=pd.Series(dtype=float, name="predicted"),
+            )
         eta = self._linear_predictor(newdata, random_effects)
         return eta if kind == "link" else self.family.linkinv(eta) if not self.family.is_lmm else eta
 
@@ -344,10 +357,17 @@ class MixedModelResults:
         table = None
         if ddf != "normal":
             ct = self.coef_table(ddf=ddf, level=1 - alpha)
-            table = ct.rename(columns={"estimate": "Estimate", "std_err": "Std.Err.", "statistic": "t",
-                                       "p_value": "P>|t|", "ci_low": f"[{alpha / 2:g}", "ci_high": f"{1 - alpha / 2:g}]"})
+            table = ct.rename(
+                columns={
+                    "estimate": "Estimate",
+                    "std_err": "Std.Err.",
+                    "statistic": "t",
+                    "p_value": "P>|t|",
+                    "ci_low": f"[{alpha / 2:g}",
+                    "ci_high": f"{1 - alpha / 2:g}]",
+                }
+            )
         return Summary(self, alpha=alpha, coef_table=table)
 
     def __repr__(self) -> str:
         return f"<MixedModelResults: {self.design.formula}, {self.method}, llf={self.llf:.4f}>"
-

@@ -34,8 +34,16 @@ class Summary:
         r = self.res
         ci = r.conf_int(alpha=self.alpha)
         lo, hi = f"[{self.alpha / 2:g}", f"{1 - self.alpha / 2:g}]"
-        return pd.DataFrame({"Estimate": r.params, "Std.Err.": r.bse, "z": r.tvalues, "P>|z|": r.pvalues,
-                             lo: ci["lower"], hi: ci["upper"]})
+        return pd.DataFrame(
+            {
+                "Estimate": r.params,
+                "Std.Err.": r.bse,
+                "z": r.tvalues,
+                "P>|z|": r.pvalues,
+                lo: ci["lower"],
+                hi: ci["upper"],
+            }
+        )
 
     def _random_table(self) -> pd.DataFrame:
         vc = self.res.varcorr()
@@ -49,8 +57,15 @@ class Summary:
                 for j in range(i):
                     c = cov[(cov["var1"] == names[j]) & (cov["var2"] == names[i])]
                     corr.append(f"{c['sdcor'].iloc[0]:.3f}" if len(c) else "")
-                rows.append({"Group": grp if i == 0 else "", "Name": v["var1"] if isinstance(v["var1"], str) else "", "Variance": v["vcov"],
-                             "Std.Dev.": v["sdcor"], "Corr": " ".join(corr)})
+                rows.append(
+                    {
+                        "Group": grp if i == 0 else "",
+                        "Name": v["var1"] if isinstance(v["var1"], str) else "",
+                        "Variance": v["vcov"],
+                        "Std.Dev.": v["sdcor"],
+                        "Corr": " ".join(corr),
+                    }
+                )
         return pd.DataFrame(rows)
 
     def _header(self) -> list[str]:
@@ -63,10 +78,13 @@ class Summary:
             if r.method.startswith("nAGQ=0"):
                 approx = "PIRLS for beta, Laplace for theta (nAGQ = 0)"
             title = f"Generalized linear mixed model fit by maximum likelihood ({approx})"
-        lines = [title, f" Formula: {r.design.formula}",
-                 f" Family: {fam.name} ( {fam.link_name} )"]
-        crit = [("REML criterion" if r.is_reml else "deviance", r.reml_criterion if r.is_reml else r.deviance),
-                ("AIC", r.aic()), ("BIC", r.bic()), ("logLik", r.llf)]
+        lines = [title, f" Formula: {r.design.formula}", f" Family: {fam.name} ( {fam.link_name} )"]
+        crit = [
+            ("REML criterion" if r.is_reml else "deviance", r.reml_criterion if r.is_reml else r.deviance),
+            ("AIC", r.aic()),
+            ("BIC", r.bic()),
+            ("logLik", r.llf),
+        ]
         lines.append(" " + "   ".join(f"{k}: {_fmt(v, 4)}" for k, v in crit))
         groups = ", ".join(f"{g}, {n}" for g, n in r.ngroups.items())
         lines.append(f" Number of obs: {r.nobs}, groups: {groups}")
@@ -78,13 +96,16 @@ class Summary:
         r = self.res
         notes = []
         if r.singular:
-            notes.append("boundary (singular) fit: a variance is (near) zero or a correlation is +/-1; "
-                         "simplify the random effects")
+            notes.append(
+                "boundary (singular) fit: a variance is (near) zero or a correlation is +/-1; "
+                "simplify the random effects"
+            )
         notes += [f"convergence: {m}" for m in r.convergence_messages]
         few = [g for g, n in r.ngroups.items() if n < 5]
         if few:
-            notes.append(f"few groups ({', '.join(few)}): variance estimates are unreliable and Wald intervals "
-                         "too narrow")
+            notes.append(
+                f"few groups ({', '.join(few)}): variance estimates are unreliable and Wald intervals too narrow"
+            )
         notes += r.notes
         if r.design.dropped_columns:
             notes.append(f"rank-deficient design: dropped {', '.join(r.design.dropped_columns)}")
@@ -130,9 +151,10 @@ class Summary:
         """The summary as HTML (for notebooks)."""
         head = "<br>".join(html.escape(x) for x in self._header())
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self._notes())
-        return (f"<div><p>{head}</p><h4>Random effects</h4>{self.random.to_html(index=False)}"
-                f"<h4>Fixed effects</h4>{self.fixed.to_html()}" + (f"<ul>{notes}</ul>" if notes else "") + "</div>")
+        return (
+            f"<div><p>{head}</p><h4>Random effects</h4>{self.random.to_html(index=False)}"
+            f"<h4>Fixed effects</h4>{self.fixed.to_html()}" + (f"<ul>{notes}</ul>" if notes else "") + "</div>"
+        )
 
     def _repr_html_(self) -> str:
         return self.as_html()
-

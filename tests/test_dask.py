@@ -15,9 +15,17 @@ from conftest import case_data, load_case  # noqa: E402
 from midas_glmm import MixedModel, compare  # noqa: E402
 from midas_glmm.errors import DataError, FitError  # noqa: E402
 
-CASES = ["sleepstudy_slope_reml", "sleepstudy_slope_ml", "penicillin_crossed_reml", "nested_reml",
-         "sleepstudy_missing_ml", "factor_interaction_reml", "sleepstudy_weights_reml", "three_column_term_ml",
-         "crossed_slopes_reml"]
+CASES = [
+    "sleepstudy_slope_reml",
+    "sleepstudy_slope_ml",
+    "penicillin_crossed_reml",
+    "nested_reml",
+    "sleepstudy_missing_ml",
+    "factor_interaction_reml",
+    "sleepstudy_weights_reml",
+    "three_column_term_ml",
+    "crossed_slopes_reml",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +43,9 @@ def fit_both(case, npartitions=3):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mem = MixedModel.from_formula(ref["formula_py"], df, weights=ref.get("weights")).fit(method=method)
-        dsk = MixedModel.from_formula(ref["formula_py"], dd.from_pandas(df, npartitions=npartitions),
-                                      weights=ref.get("weights")).fit(method=method)
+        dsk = MixedModel.from_formula(
+            ref["formula_py"], dd.from_pandas(df, npartitions=npartitions), weights=ref.get("weights")
+        ).fit(method=method)
     return ref, mem, dsk
 
 
@@ -75,14 +84,16 @@ def test_lazy_predictions_residuals_and_lrt(client):
         small = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", ddf).fit()
         tab = compare(small, dsk)
     assert tab["logLik"].to_numpy() == pytest.approx(
-        [load_case("sleepstudy_intercept_ml")["loglik"], load_case("sleepstudy_slope_ml")["loglik"]], abs=1e-4)
+        [load_case("sleepstudy_intercept_ml")["loglik"], load_case("sleepstudy_slope_ml")["loglik"]], abs=1e-4
+    )
 
 
 def test_partition_results_are_sized_by_levels_not_rows():
     rng = np.random.default_rng(0)
     n = 50_000
-    df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "g": rng.integers(0, 40, n),
-                       "h": rng.integers(0, 7, n)})
+    df = pd.DataFrame(
+        {"y": rng.normal(size=n), "x": rng.normal(size=n), "g": rng.integers(0, 40, n), "h": rng.integers(0, 7, n)}
+    )
     ddf = dd.from_pandas(df, npartitions=2)
     model = MixedModel.from_formula("y ~ x + (x|g) + (1|h)", ddf)
     src = model.design.source
@@ -109,3 +120,17 @@ def distributed_delayed(part):
     import dask
 
     return dask.delayed(lambda p: p)(part)
+
+
+def test_rank_deficiency_and_missing_values_match_in_memory():
+    from midas_glmm import datasets
+
+    df = datasets.load("sleepstudy").assign(Days2=lambda d: 2.0 * d["Days"])
+    df.loc[[3, 50, 51], "Reaction"] = np.nan
+    with pytest.warns(Warning, match="rank deficient"):
+        mem = MixedModel.from_formula("Reaction ~ Days + Days2 + (1|Subject)", df).fit()
+    with pytest.warns(Warning, match="rank deficient"):
+        dsk = MixedModel.from_formula("Reaction ~ Days + Days2 + (1|Subject)", dd.from_pandas(df, npartitions=3)).fit()
+    assert list(dsk.params.index) == list(mem.params.index) == ["(Intercept)", "Days"]
+    assert dsk.nobs == mem.nobs == 177 and dsk.n_dropped == 3
+    assert dsk.reml_criterion == pytest.approx(mem.reml_criterion, abs=1e-6)

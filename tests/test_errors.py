@@ -56,12 +56,15 @@ def test_non_numeric_response(sleep):
     fails(DataError, "not numeric", "Subject ~ Days + (1|Subject)", sleep.assign(Subject="s" + sleep["Subject"]))
 
 
-@pytest.mark.parametrize("family, values, pattern", [
-    ("binomial", [0, 1, 2], r"outside \[0, 1\]"),
-    ("poisson", [1, -1, 2], "negative"),
-    ("poisson", [1, 1.5, 2], "non-integer"),
-    ("gamma", [1.0, 0.0, 2.0], "non-positive"),
-])
+@pytest.mark.parametrize(
+    "family, values, pattern",
+    [
+        ("binomial", [0, 1, 2], r"outside \[0, 1\]"),
+        ("poisson", [1, -1, 2], "negative"),
+        ("poisson", [1, 1.5, 2], "non-integer"),
+        ("gamma", [1.0, 0.0, 2.0], "non-positive"),
+    ],
+)
 def test_response_outside_the_family_support(family, values, pattern):
     df = pd.DataFrame({"y": np.resize(values, 40), "g": np.repeat(np.arange(8), 5)})
     fails(DataError, pattern, "y ~ 1 + (1|g)", df, family=family)
@@ -96,8 +99,14 @@ def test_method_family_nagq_and_optimizer_errors(sleep):
     fails(FitError, "REML.*no meaning.*binomial", f, cbpp, family="binomial", fit={"method": "REML"})
     fails(FitError, "unknown method 'REMl2'", "Reaction ~ Days + (1|Subject)", sleep, fit={"method": "REMl2"})
     fails(FitError, "nAGQ and fast apply to non-Gaussian", "Reaction ~ Days + (1|Subject)", sleep, fit={"nAGQ": 5})
-    fails(FitError, "single scalar random-effects term", "Reaction ~ Days + (Days|Subject)", sleep.assign(Reaction=sleep.Reaction.round()),
-          family="poisson", fit={"nAGQ": 5})
+    fails(
+        FitError,
+        "single scalar random-effects term",
+        "Reaction ~ Days + (Days|Subject)",
+        sleep.assign(Reaction=sleep.Reaction.round()),
+        family="poisson",
+        fit={"nAGQ": 5},
+    )
     fails(FitError, "positive integer", f, cbpp, family="binomial", fit={"nAGQ": 0})
     fails(FitError, "unknown optimizer 'bfgs'", "Reaction ~ Days + (1|Subject)", sleep, fit={"optimizer": "bfgs"})
     fails(FamilyError, "unknown family 'binomal'", f, cbpp, family="binomal")

@@ -19,8 +19,9 @@ EXPECT = {
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(EXPECT))
 def test_example_runs(script, tmp_path):
-    out = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     for text in EXPECT[script]:
         assert text in out.stdout

@@ -100,8 +100,9 @@ def test_predictions_match_lme4():
 
         new = case_data(ref, "newdata")
         assert np.allclose(res.predict(new), ref["predict_conditional"], atol=1e-3 * min(ref["fixef_se"]))
-        assert np.allclose(res.predict(new, random_effects=False), ref["predict_marginal"],
-                           atol=1e-3 * min(ref["fixef_se"]))
+        assert np.allclose(
+            res.predict(new, random_effects=False), ref["predict_marginal"], atol=1e-3 * min(ref["fixef_se"])
+        )
 
 
 def test_simulation_reproduces_the_model_variance():

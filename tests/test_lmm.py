@@ -19,7 +19,14 @@ def simulated(seed=1, n=240):
     a = rng.integers(0, 8, n)
     b = rng.integers(0, 5, n)
     x = rng.normal(size=n)
-    y = 1 + 0.5 * x + rng.normal(0, 1, 8)[a] + rng.normal(0, 0.7, 8)[a] * x + rng.normal(0, 0.8, 5)[b] + rng.normal(size=n)
+    y = (
+        1
+        + 0.5 * x
+        + rng.normal(0, 1, 8)[a]
+        + rng.normal(0, 0.7, 8)[a] * x
+        + rng.normal(0, 0.8, 5)[b]
+        + rng.normal(size=n)
+    )
     return pd.DataFrame({"y": y, "x": x, "a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b], "c": (a + b) % 3})
 
 
@@ -32,36 +39,40 @@ def dense_criterion(design, theta, REML):
         for a in range(t.p):
             Z[np.arange(design.nobs), t.codes * t.p + a] = t.Zcols[:, a]
         Zs.append(Z)
-        lam = t.lam(theta[off: off + t.n_theta])
+        lam = t.lam(theta[off : off + t.n_theta])
         off += t.n_theta
         Ls.append(np.kron(np.eye(t.nlevels), lam))
     Z = np.hstack(Zs)
     Lam = np.zeros((Z.shape[1], Z.shape[1]))
     i = 0
     for L in Ls:
-        Lam[i: i + L.shape[0], i: i + L.shape[0]] = L
+        Lam[i : i + L.shape[0], i : i + L.shape[0]] = L
         i += L.shape[0]
     X, y = design.X, design.y
     ZL = Z @ Lam
     A = np.block([[ZL.T @ ZL + np.eye(ZL.shape[1]), ZL.T @ X], [X.T @ ZL, X.T @ X]])
     sol = np.linalg.solve(A, np.concatenate([ZL.T @ y, X.T @ y]))
-    u, beta = sol[: ZL.shape[1]], sol[ZL.shape[1]:]
+    u, beta = sol[: ZL.shape[1]], sol[ZL.shape[1] :]
     r2 = np.sum((y - X @ beta - ZL @ u) ** 2) + u @ u
     ldL = np.linalg.slogdet(ZL.T @ ZL + np.eye(ZL.shape[1]))[1]
     n, p = X.shape
     if REML:
-        Sx = A[ZL.shape[1]:, ZL.shape[1]:] - A[ZL.shape[1]:, : ZL.shape[1]] @ np.linalg.solve(
-            A[: ZL.shape[1], : ZL.shape[1]], A[: ZL.shape[1], ZL.shape[1]:])
+        Sx = A[ZL.shape[1] :, ZL.shape[1] :] - A[ZL.shape[1] :, : ZL.shape[1]] @ np.linalg.solve(
+            A[: ZL.shape[1], : ZL.shape[1]], A[: ZL.shape[1], ZL.shape[1] :]
+        )
         return ldL + np.linalg.slogdet(Sx)[1] + (n - p) * (1 + np.log(2 * np.pi * r2 / (n - p)))
     return ldL + n * (1 + np.log(2 * np.pi * r2 / n))
 
 
-@pytest.mark.parametrize("formula", [
-    "y ~ x + (x|a) + (1|b)",           # correlated slope crossed with an intercept
-    "y ~ x + (1|a/b)",                 # nested
-    "y ~ x + (x||a) + (1|b) + (1|c)",  # uncorrelated, three factors
-    "y ~ C(c) + (1 + x|b) + (0 + x|a)",
-])
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + (x|a) + (1|b)",  # correlated slope crossed with an intercept
+        "y ~ x + (1|a/b)",  # nested
+        "y ~ x + (x||a) + (1|b) + (1|c)",  # uncorrelated, three factors
+        "y ~ C(c) + (1 + x|b) + (0 + x|a)",
+    ],
+)
 @pytest.mark.parametrize("REML", [True, False])
 def test_blocked_factor_equals_dense_algebra(formula, REML):
     d = build_design(formula, simulated())
@@ -69,7 +80,9 @@ def test_blocked_factor_equals_dense_algebra(formula, REML):
     crit = LMMCriterion(d.terms, cp, REML)
     rng = np.random.default_rng(7)
     for _ in range(3):
-        theta = crit.tmap.start + rng.uniform(-0.4, 0.6, len(crit.tmap)) * np.where(np.isfinite(crit.tmap.lower), 1, 0.5)
+        theta = crit.tmap.start + rng.uniform(-0.4, 0.6, len(crit.tmap)) * np.where(
+            np.isfinite(crit.tmap.lower), 1, 0.5
+        )
         theta = np.maximum(theta, crit.tmap.lower)
         assert crit(theta) == pytest.approx(dense_criterion(d, theta, REML), rel=1e-10)
 
@@ -119,8 +132,9 @@ def test_array_constructor_equals_formula():
     df = datasets.load("sleepstudy")
     res_f = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", df).fit()
     X = np.column_stack([np.ones(len(df)), df["Days"]])
-    res_a = MixedModel(df["Reaction"], X, groups={"Subject": df["Subject"]},
-                       exog_re={"Subject": X}, exog_names=["(Intercept)", "Days"]).fit()
+    res_a = MixedModel(
+        df["Reaction"], X, groups={"Subject": df["Subject"]}, exog_re={"Subject": X}, exog_names=["(Intercept)", "Days"]
+    ).fit()
     assert res_a.reml_criterion == pytest.approx(res_f.reml_criterion, abs=1e-8)
     assert np.allclose(res_a.params, res_f.params)
     assert np.allclose(res_a.theta, res_f.theta, atol=1e-6)

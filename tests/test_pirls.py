@@ -113,7 +113,8 @@ def test_offset_argument_equals_offset_in_formula():
     assert np.allclose(a.params, b.params, atol=1e-7)
     new = pd.DataFrame({"x": [0.5], "g": ["g01"], "t": [2.0]})
     assert a.predict(new, kind="link")[0] == pytest.approx(
-        a.params.iloc[0] + 0.5 * a.params.iloc[1] + np.log(2) + a.ranef()["g"].loc["g01"].iloc[0])
+        a.params.iloc[0] + 0.5 * a.params.iloc[1] + np.log(2) + a.ranef()["g"].loc["g01"].iloc[0]
+    )
 
 
 def test_agq_needs_a_single_scalar_term():

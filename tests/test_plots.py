@@ -7,7 +7,6 @@ from midas_glmm import MixedModel, datasets, plots
 from midas_glmm.errors import FitError
 
 
-
 @pytest.fixture(scope="module")
 def slope():
     return MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", datasets.load("sleepstudy")).fit()

@@ -15,15 +15,18 @@ GLMM = {"loglik": 1e-3, "fixef": 5e-3, "se": 5e-3, "theta": 5e-3, "ranef": 5e-3,
 ALL = case_names("lmm") + case_names("glmm")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fitted(case: str):
     ref = load_case(case)
     family = None
     if ref["family"] != "gaussian":
         import statsmodels.api as sm
 
-        links = {"log": sm.families.links.Log(), "logit": sm.families.links.Logit(),
-                 "probit": sm.families.links.Probit()}
+        links = {
+            "log": sm.families.links.Log(),
+            "logit": sm.families.links.Logit(),
+            "probit": sm.families.links.Probit(),
+        }
         fams = {"binomial": sm.families.Binomial, "poisson": sm.families.Poisson, "Gamma": sm.families.Gamma}
         family = fams[ref["family"]](links[ref["link"]])
     model = MixedModel.from_formula(ref["formula_py"], case_data(ref), family=family, weights=ref.get("weights"))
@@ -161,6 +164,8 @@ def test_predict(case):
     new = case_data(ref, "newdata")
     scale = t = tol(ref)["fixef"] * max(ref["fixef_se"])
     assert np.allclose(res.predict(new, kind="link"), ref["predict_conditional"], rtol=0, atol=10 * scale)
-    assert np.allclose(res.predict(new, random_effects=False, kind="link"), ref["predict_marginal"], rtol=0, atol=10 * t)
+    assert np.allclose(
+        res.predict(new, random_effects=False, kind="link"), ref["predict_marginal"], rtol=0, atol=10 * t
+    )
     if "predict_conditional_response" in ref:
         assert np.allclose(res.predict(new), ref["predict_conditional_response"], rtol=0, atol=10 * t)

@@ -63,8 +63,9 @@ def test_icc_and_design_effect_follow_the_seed(schools):
 
 
 def test_latent_scale_icc_for_binomial():
-    res = MixedModel.from_formula("cbind(incidence, size - incidence) ~ C(period) + (1|herd)",
-                                  datasets.load("cbpp"), family="binomial").fit()
+    res = MixedModel.from_formula(
+        "cbind(incidence, size - incidence) ~ C(period) + (1|herd)", datasets.load("cbpp"), family="binomial"
+    ).fit()
     s2 = res.varcorr()["vcov"].iloc[0]
     assert res.icc()["herd"] == pytest.approx(s2 / (s2 + np.pi**2 / 3))
     assert res.icc(latent_variance=1.0)["herd"] == pytest.approx(s2 / (s2 + 1))
@@ -89,15 +90,24 @@ def test_predict_new_levels_get_zero_random_effect(slope):
 
 def test_summary_reads_like_lme4(slope):
     text = str(slope.summary())
-    for part in ("Linear mixed model fit by REML", "REML criterion", "Random effects:", "Subject",
-                 "Residual", "Fixed effects:", "Number of obs: 180", "ICC"):
+    for part in (
+        "Linear mixed model fit by REML",
+        "REML criterion",
+        "Random effects:",
+        "Subject",
+        "Residual",
+        "Fixed effects:",
+        "Number of obs: 180",
+        "ICC",
+    ):
         assert part in text
     assert "<table" in slope.summary()._repr_html_()
 
 
 def test_glmm_summary_names_family_link_and_approximation():
-    res = MixedModel.from_formula("cbind(incidence, size - incidence) ~ C(period) + (1|herd)",
-                                  datasets.load("cbpp"), family="binomial").fit(nAGQ=9)
+    res = MixedModel.from_formula(
+        "cbind(incidence, size - incidence) ~ C(period) + (1|herd)", datasets.load("cbpp"), family="binomial"
+    ).fit(nAGQ=9)
     text = str(res.summary())
     assert "binomial" in text and "logit" in text and "nAGQ = 9" in text
 
