@@ -5,6 +5,10 @@ a <- commandArgs(trailingOnly = TRUE)
 name <- a[1]; datadir <- a[2]; form <- as.formula(a[3]); fam <- a[4]; nagq <- as.integer(a[5])
 d <- as.data.frame(fread(file.path(datadir, paste0(name, ".csv"))))
 for (v in intersect(c("g", "s", "d", "dept"), names(d))) d[[v]] <- factor(d[[v]])
+# one tiny fit before the clock starts (first-call costs), as worker.py does for Python
+w <- data.frame(y = rnorm(60), x1 = rnorm(60), g = factor(rep(1:6, each = 10)))
+invisible(suppressMessages(lmer(y ~ x1 + (1 | g), w)))
+invisible(suppressMessages(glmer(I(y > 0) ~ x1 + (1 | g), w, family = binomial())))
 t0 <- proc.time()[["elapsed"]]
 m <- if (fam == "gaussian") lmer(form, d, REML = TRUE) else
   glmer(form, d, family = get(fam)(), nAGQ = nagq)
