@@ -19,7 +19,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cases import BY_NAME  # noqa: E402
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmHWM") -> float:
+    """Peak (VmHWM) or current (VmRSS) resident memory of this process, in MB. Read from /proc:
+    getrusage's maximum survives exec, so a worker would report its parent's peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -50,11 +58,11 @@ def main() -> None:
     from midas_glmm import MixedModel
 
     warm_up(tool)
-    rss_libs = rss_mb()
+    rss_libs = rss_mb("VmRSS")
     df = pd.read_pickle(datadir / f"{name}.pkl")
     used = [c for c in df.columns]
     data_mb = sum(df[c].to_numpy().nbytes for c in used) / 2**20
-    rss_loaded = rss_mb()
+    rss_loaded = rss_mb("VmRSS")
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
     if tool == "midas":

@@ -238,15 +238,17 @@ class BlockedCholesky:
             for m in range(1, j):
                 lam_m = _block_diag_sparse(np.broadcast_to(lams[m], (len(cp.ZtZ[m]),) + lams[m].shape))
                 B = (lamj_t @ cp.ZjtZi[(j, m)] @ lam_m).toarray()
-                B -= self._outer(j, m)
-                self.Lj[(j, m)] = sla.solve_triangular(self.Lj[(m, m)], B.T, lower=True).T
+                self._subtract_outer(B, j, m)
+                self.Lj[(j, m)] = sla.solve_triangular(self.Lj[(m, m)], B.T, lower=True, check_finite=False).T
+            qj = cp.ZtZ[j].shape[0] * lams[j].shape[0]
+            D = np.zeros((qj, qj))
+            self._subtract_outer(D, j, j)
             if lams[j].shape == (1, 1):
-                D = np.diag(lams[j][0, 0] ** 2 * cp.ZtZ[j][:, 0, 0])
+                D[np.diag_indices(qj)] += lams[j][0, 0] ** 2 * cp.ZtZ[j][:, 0, 0] + 1.0
             else:
                 lam_blocks = np.broadcast_to(lams[j], (len(cp.ZtZ[j]),) + lams[j].shape)
-                D = _to_dense_block_diag(np.einsum("lba,lbc,lcd->lad", lam_blocks, cp.ZtZ[j], lam_blocks))
-            D[np.diag_indices_from(D)] += 1.0
-            D -= self._outer(j, j)
+                D += _to_dense_block_diag(np.einsum("lba,lbc,lcd->lad", lam_blocks, cp.ZtZ[j], lam_blocks))
+                D[np.diag_indices(qj)] += 1.0
             self.Lj[(j, j)] = _chol(D)
         # the [X y] rows
         self.LX: list[np.ndarray] = []
@@ -261,24 +263,19 @@ class BlockedCholesky:
             for t in range(m):
                 Lmt = self.Lj[(m, t)]
                 B = B - (Lmt @ self.LX[t].T).T
-            self.LX.append(sla.solve_triangular(self.Lj[(m, m)], B.T, lower=True).T)
+            self.LX.append(sla.solve_triangular(self.Lj[(m, m)], B.T, lower=True, check_finite=False).T)
         S = cp.XytXy - sum(Lx @ Lx.T for Lx in self.LX)
         self.LXX = np.linalg.cholesky(S)
 
-    def _outer(self, j: int, m: int) -> np.ndarray:
-        """Σ_{t<m} L[j,t] L[m,t]'  (dense; for j = m possibly only its lower triangle)."""
-        out = 0.0
+    def _subtract_outer(self, out: np.ndarray, j: int, m: int) -> None:
+        """out −= Σ_{t<m} L[j,t] L[m,t]' in place (for j = m possibly only its lower triangle)."""
         for t in range(m):
             if t == 0 and self._scalar0 and self.lams[j].shape == (1, 1) and self.lams[m].shape == (1, 1):
                 M, flat = self.cp.outer_map(j, m)
-                prod = np.zeros((self.Lj[(j, 0)].shape[0], self.Lj[(m, 0)].shape[0]))
-                prod.ravel()[flat] = (M @ self._T0[:, 0, 0] ** 2) * (self.lams[j][0, 0] * self.lams[m][0, 0])
+                out.ravel()[flat] -= (M @ self._T0[:, 0, 0] ** 2) * (self.lams[j][0, 0] * self.lams[m][0, 0])
             else:
-                a, b = self.Lj[(j, t)], self.Lj[(m, t)]
-                prod = a @ b.T
-                prod = prod.toarray() if sp.issparse(prod) else prod
-            out = out + prod
-        return out
+                prod = self.Lj[(j, t)] @ self.Lj[(m, t)].T
+                out -= prod.toarray() if sp.issparse(prod) else prod
 
     # ------------------------------------------------------------------ quantities
     @property
