@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import statsmodels.api as sm
 
-from .blocks import BlockedCholesky, CrossProducts
+from .blocks import BlockedCholesky
 from .design import Design, standardize
 from .errors import ConvergenceWarning, FitError, LaplaceAccuracyWarning
 from .estimates import Estimates
-from .families import Family, ResponseTerms
+from .families import Family
+from .glmmrows import DaskRows, LocalRows, RowBlock
 from .lmm import ThetaMap
 from .optimize import check_convergence, fd_hessian, is_singular, minimize_bounded
 
@@ -44,8 +45,6 @@ class PirlsState:
 
     u: list[np.ndarray]
     beta: np.ndarray
-    eta: np.ndarray
-    mu: np.ndarray
     factor: BlockedCholesky
     loglik_cond: float
     converged: bool
@@ -66,59 +65,51 @@ class GLMMProblem:
     def __init__(self, design: Design, family: Family, standardize_X: bool = False):
         self.d = design
         self.fam = family
-        self.X = design.X
-        p = self.X.shape[1]
-        self.shift, self.scale, self.S = (
-            standardize(self.X, design.fixed_names) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
-        )
-        self._X0 = self.X[:, :0]
+        p = len(design.fixed_names)
+        if design.source is not None:  # Dask: one block of rows per partition, on the workers
+            src = design.source
+            self.rows = DaskRows(src, family)
+            self.shift, self.scale, self.S = (
+                (src.shift, src.scale, src.S) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
+            )
+        else:
+            self.rows = LocalRows(
+                RowBlock(family, design.y, design.X, design.weights, design.offset, design.terms, design.trials)
+            )
+            self.shift, self.scale, self.S = (
+                standardize(design.X, design.fixed_names) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
+            )
         self.tmap = ThetaMap(design.terms)
-        self.resp = ResponseTerms(family, design.y, design.weights, design.trials)
         self._u = [np.zeros(t.q) for t in design.terms]
         self.pirls_failures = 0
 
-    # ------------------------------------------------------------- pieces
-    def re_eta(self, lams: list[np.ndarray], us: list[np.ndarray]) -> np.ndarray:
-        """(ZΛu)ᵢ row by row, without forming Z."""
-        out = np.zeros(self.d.nobs)
-        for t, lam, u in zip(self.d.terms, lams, us):
-            b = u.reshape(-1, t.p) @ lam.T
-            out += np.einsum("ij,ij->i", t.Zcols, b[t.codes])
-        return out
-
-    def loglik_cond(self, mu: np.ndarray, phi: float) -> float:
-        """Σ log f(yᵢ | μᵢ, φ)."""
-        return self.resp.total(mu, phi)
-
     # ------------------------------------------------------------- PIRLS
     def pirls(self, theta, beta, phi=1.0, joint=False, maxit=60, with_X=False, _restarted=False) -> PirlsState:
-        """Conditional modes û (and β̂ too when ``joint``) at θ by penalised IRLS with step-halving."""
-        d, fam = self.d, self.fam
+        """Conditional modes û (and β̂ too when ``joint``) at θ by penalised IRLS with step-halving.
+
+        Each evaluation is one pass over the rows (:meth:`RowBlock.evaluate`): the penalised
+        deviance at (β, u) and the blocks of the working system there; the solve is level-sized."""
+        fam = self.fam
         lams = self.tmap.lams(np.asarray(theta, dtype=float))
         us = [u.copy() for u in self._u]
         beta = np.asarray(beta, dtype=float).copy()
 
-        def pdev(us_, beta_):
-            eta_ = d.offset + self.X @ (self.S @ beta_) + self.re_eta(lams, us_)
-            mu_ = fam.linkinv(eta_)
-            ll = self.loglik_cond(mu_, phi)
-            return -2 * ll + sum(float(u @ u) for u in us_), eta_, mu_
+        def evaluate(us_, beta_, info="newton"):
+            ll, cp_ = self.rows("evaluate", self.S @ beta_, lams, us_, phi, joint, self.shift, self.scale, info)
+            return -2 * ll + sum(float(u @ u) for u in us_), ll, cp_
 
         # warm start from the previous modes; from u = 0 if that start is unusable
-        obj, eta, mu = pdev(us, beta)
+        obj, ll, cp = evaluate(us, beta)
         if not np.isfinite(obj):
             us = [np.zeros_like(u) for u in us]
-            obj, eta, mu = pdev(us, beta)
+            obj, ll, cp = evaluate(us, beta)
         converged = False
+        L = None
         for _ in range(maxit):
-            W, z = self._working(mu, eta, phi)
             try:
-                if joint:
-                    cp = CrossProducts.from_rows(d.terms, self.X, z, W, self.shift, self.scale)
-                else:
-                    cp = CrossProducts.from_rows(d.terms, self._X0, z - self.X @ (self.S @ beta), W)
                 L = BlockedCholesky(cp, lams)
-            except np.linalg.LinAlgError:
+            except (np.linalg.LinAlgError, AttributeError):
+                L = None
                 break  # a degenerate working system: report non-convergence, keep the best so far
             new_beta = L.beta() if joint else beta
             new_us = L.u(new_beta if joint else np.zeros(0))
@@ -126,7 +117,7 @@ class GLMMProblem:
             for _half in range(12):
                 cand_us = [u + step * (v - u) for u, v in zip(us, new_us)]
                 cand_beta = beta + step * (new_beta - beta)
-                cand_obj, cand_eta, cand_mu = pdev(cand_us, cand_beta)
+                cand_obj, cand_ll, cand_cp = evaluate(cand_us, cand_beta)
                 if np.isfinite(cand_obj) and cand_obj <= obj + 1e-10 * abs(obj):
                     break
                 step /= 2
@@ -137,7 +128,8 @@ class GLMMProblem:
                 [np.max(np.abs(a - b), initial=0) for a, b in zip(cand_us, us)]
                 + [np.max(np.abs(cand_beta - beta), initial=0)]
             )
-            us, beta, obj, eta, mu = cand_us, cand_beta, cand_obj, cand_eta, cand_mu
+            us, beta, obj, ll, cp = cand_us, cand_beta, cand_obj, cand_ll, cand_cp
+            L = None
             size = 1 + max(np.max(np.abs(u), initial=0) for u in us)
             if delta < 1e-10 * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
                 converged = True
@@ -147,36 +139,18 @@ class GLMMProblem:
             return self.pirls(theta, beta, phi, joint, maxit, with_X, _restarted=True)
         if not converged:
             self.pirls_failures += 1
-        # the factor at the modes, with the information used for the Laplace log-determinant
-        W = fam.weights(d.y, mu, eta, d.weights, phi, observed=fam.laplace_observed)
-        if np.any(W < 0):
-            W = fam.weights(d.y, mu, eta, d.weights, phi)
-        # at the modes only log|L|² is needed; [X r] (r the working residual) when R_X is wanted too
-        r = (d.y - mu) / fam.mu_eta(eta)
-        cp = (
-            CrossProducts.from_rows(d.terms, self.X, r, W, self.shift, self.scale)
-            if with_X
-            else CrossProducts.from_rows(d.terms, self._X0, r, W)
-        )
+        # The factor at the modes, with the information of the Laplace log-determinant: the
+        # last evaluation's blocks unless the Newton steps used another one (probit: observed
+        # for the steps, expected for the log-determinant, as lme4), or R_X is wanted too.
+        newton_is_laplace = fam.canonical or fam.laplace_observed
+        if not newton_is_laplace or (with_X and not joint):
+            saved = joint
+            joint = joint or with_X
+            _, ll, cp = evaluate(us, beta, "laplace")
+            joint = saved
         L = BlockedCholesky(cp, lams)
         self._u = [u.copy() for u in us]
-        return PirlsState(us, beta, eta, mu, L, self.loglik_cond(mu, phi), converged)
-
-    def _working(self, mu, eta, phi):
-        """IRLS weights and working response z = η − offset + (y − μ)·w_s/w.
-
-        Newton steps (observed information) where it is positive — quadratic convergence also for
-        non-canonical links — and Fisher scoring otherwise; the score w_s·(y−μ)/μ' is the same."""
-        d, fam = self.d, self.fam
-        mu_eta = fam.mu_eta(eta)
-        fisher = fam.weights(d.y, mu, eta, d.weights, phi)
-        W = fisher
-        if not fam.canonical:
-            obs = fam.weights(d.y, mu, eta, d.weights, phi, observed=True)
-            if np.all(obs > 0):
-                W = obs
-        z = eta - d.offset + (d.y - mu) / mu_eta * (fisher / W)
-        return W, z
+        return PirlsState(us, beta, L, ll, converged)
 
     # ------------------------------------------------------------- objectives
     def laplace(self, st: PirlsState) -> float:
@@ -185,21 +159,13 @@ class GLMMProblem:
 
     def agq(self, st: PirlsState, theta: np.ndarray, phi: float, nAGQ: int) -> float:
         """Adaptive Gauss–Hermite −2ℓ for a single scalar random-effects term."""
-        d, fam = self.d, self.fam
-        t = d.terms[0]
         lam = float(theta[0])
         u = st.u[0]
-        H = st.factor.L00[:, 0, 0] ** 2  # λ² Σ w + 1 per group
-        s = 1.0 / np.sqrt(H)
+        s = 1.0 / st.factor.L00[:, 0, 0]  # H = λ² Σ w + 1 per group; s = H^(−1/2)
         nodes, weights = np.polynomial.hermite_e.hermegauss(nAGQ)
-        base = st.eta - lam * t.Zcols[:, 0] * u[t.codes]
-        terms = np.empty((nAGQ, t.nlevels))
-        for k, (tk, wk) in enumerate(zip(nodes, weights)):
-            uk = u + s * tk
-            mu = fam.linkinv(base + lam * t.Zcols[:, 0] * uk[t.codes])
-            ll_rows = self.resp.rows(mu, phi)
-            llg = np.bincount(t.codes, weights=ll_rows, minlength=t.nlevels)
-            terms[k] = np.log(wk) + llg - uk**2 / 2 + tk**2 / 2
+        ll = self.rows("agq_terms", self.S @ st.beta, lam, u, s, nodes, phi)
+        uk = u[None, :] + s[None, :] * nodes[:, None]
+        terms = np.log(weights)[:, None] + ll - uk**2 / 2 + nodes[:, None] ** 2 / 2
         mx = terms.max(axis=0)
         logsum = mx + np.log(np.exp(terms - mx).sum(axis=0))
         logL = np.log(s) - 0.5 * np.log(2 * np.pi) + logsum
@@ -217,15 +183,19 @@ class GLMMProblem:
 
 
 def _glm_start(design: Design, family: Family, prob: GLMMProblem):
-    """β_s and φ from a GLM without random effects (statsmodels), as the seed says."""
+    """β_s and φ from a GLM without random effects, as the seed says: statsmodels' GLM in memory;
+    on Dask data IRLS, which is PIRLS with θ = 0."""
+    p = prob.S.shape[0]
+    if design.source is not None:
+        st = prob.pirls(np.zeros(len(prob.tmap)), np.zeros(p), joint=True)
+        prob._u = [np.zeros(t.q) for t in design.terms]
+        beta = st.beta
+        dev = prob.rows("deviance", prob.S @ beta, prob.tmap.lams(np.zeros(len(prob.tmap))), st.u)
+        phi = dev / design.nobs if family.has_dispersion else 1.0
+        return beta, max(phi, 1e-8)
     X = (design.X - prob.shift) / prob.scale
     try:
-        kw = {}
-        if design.trials is not None or family.name == "binomial":
-            kw["var_weights"] = design.weights
-        elif design.has_prior_weights:
-            kw["var_weights"] = design.weights
-        glm = sm.GLM(design.y, X, family=family.sm, offset=design.offset, **kw).fit()
+        glm = sm.GLM(design.y, X, family=family.sm, offset=design.offset, var_weights=design.weights).fit()
         beta = np.asarray(glm.params, dtype=float)
         phi = float(glm.deviance / design.nobs) if family.has_dispersion else 1.0
         if not np.all(np.isfinite(beta)):
@@ -236,16 +206,15 @@ def _glm_start(design: Design, family: Family, prob: GLMMProblem):
     return beta, max(phi, 1e-8)
 
 
-def _accuracy_notes(design: Design, family: Family) -> list[str]:
+def _accuracy_notes(design: Design, family: Family, rows) -> list[str]:
     """The seed's caution: Laplace loses accuracy with small groups or rare binomial events."""
     notes = []
     single = len(design.terms) == 1 and design.terms[0].p == 1
     t = design.terms[0]
-    sizes = np.bincount(t.codes, weights=design.weights, minlength=t.nlevels)  # binomial trials per group
+    sizes, totals, events, trials = rows("totals")  # per group: trials (Σw) and Σy
     if family.name == "binomial":
         med = float(np.median(sizes))
-        events = design.y * design.weights
-        rate = events.sum() / design.weights.sum()
+        rate = events / trials
         if med < 10:
             notes.append(
                 f"groups of '{t.group_name}' are small (median {med:g} trials per group): the Laplace "
@@ -257,10 +226,9 @@ def _accuracy_notes(design: Design, family: Family) -> list[str]:
                 "may be inaccurate" + ("; compare with nAGQ > 1" if single else "")
             )
     elif family.name == "poisson":
-        tot = np.bincount(t.codes, weights=design.y, minlength=t.nlevels)
-        if np.median(tot) < 5:
+        if np.median(totals) < 5:
             notes.append(
-                f"counts per group of '{t.group_name}' are small (median {np.median(tot):g}): the "
+                f"counts per group of '{t.group_name}' are small (median {np.median(totals):g}): the "
                 "Laplace approximation may be inaccurate" + ("; compare with nAGQ > 1" if single else "")
             )
     return notes
@@ -281,11 +249,6 @@ def fit_glmm(
     Estimates
     """
     terms = design.terms
-    if design.source is not None:
-        raise FitError(
-            "GLMMs on Dask data are not available yet (each PIRLS step would be a pass over the "
-            "partitions); fit a Gaussian model, or compute() the data into pandas"
-        )
     if nAGQ > 1:
         if len(terms) != 1 or terms[0].p != 1:
             raise FitError(
@@ -353,7 +316,7 @@ def fit_glmm(
     V = st.factor.vcov_beta_unscaled() if fast else _vcov_beta(H, fun, par, len(tm), p)
     lams = tm.lams(theta)
     b = [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(st.u, lams)]
-    dev_resid = family.deviance(design.y, st.mu, design.weights if design.trials is None else design.weights)
+    dev_resid = prob.rows("deviance", S @ st.beta, lams, st.u)
     est = Estimates(
         theta=theta,
         beta=S @ beta,
@@ -373,7 +336,7 @@ def fit_glmm(
         n_params=len(tm) + p + (1 if disp else 0),
     )
     est.deviance = dev_resid / (phi if disp else 1.0) + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
-    est.notes = _accuracy_notes(design, family) if nAGQ == 1 else []
+    est.notes = _accuracy_notes(design, family, prob.rows) if nAGQ == 1 else []
     for note in est.notes:
         warnings.warn(note, LaplaceAccuracyWarning, stacklevel=3)
     return est

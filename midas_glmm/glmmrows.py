@@ -1,0 +1,148 @@
+"""The per-row work of a GLMM, as passes over blocks of rows.
+
+PIRLS, the Laplace and the AGQ objective need the rows only through a few sums, each computed
+for level-sized inputs (θ, β, the modes u) and returning level-sized outputs:
+
+* :meth:`RowBlock.evaluate` — Σ log f(y | μ) and the cross-product blocks of the weighted
+  working system at (β, u), the one pass a PIRLS step needs;
+* :meth:`RowBlock.deviance` — Σ unit deviances (lme4's deviance);
+* :meth:`RowBlock.agq_terms` — per-group Σ log f at the quadrature nodes;
+* :meth:`RowBlock.totals` — per-group trials and responses (the Laplace cautions).
+
+:class:`LocalRows` holds the rows in memory (one block); :class:`DaskRows` holds one block per
+partition on the Dask workers and sums the blocks' answers by a tree of additions, so only
+level-sized objects travel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .blocks import CrossProducts
+from .families import Family, ResponseTerms
+from .reterms import ReTerm
+
+__all__ = ["RowBlock", "LocalRows", "DaskRows"]
+
+
+class RowBlock:
+    """A block of rows of a GLMM: response, fixed and random design, weights, offset."""
+
+    def __init__(self, family: Family, y, X, weights, offset, terms: list[ReTerm], trials=None):
+        self.fam = family
+        self.y, self.X, self.w, self.off, self.terms = y, X, weights, offset, terms
+        self.resp = ResponseTerms(family, y, weights, trials)
+        self.trials = trials
+
+    def eta(self, beta_raw: np.ndarray, lams, us) -> np.ndarray:
+        """η = offset + Xβ + ZΛu, row by row, without forming Z."""
+        out = self.off + self.X @ beta_raw
+        for t, lam, u in zip(self.terms, lams, us):
+            b = u.reshape(-1, t.p) @ lam.T
+            out = out + np.einsum("ij,ij->i", t.Zcols, b[t.codes])
+        return out
+
+    def working(self, mu, eta, phi: float, info: str):
+        """Weights and working response z = η − offset + (y − μ)·w_fisher/(w·μ').
+
+        ``info``: "newton" uses the observed information where it is positive everywhere (Fisher
+        scoring otherwise); "laplace" the information of the Laplace log-determinant (observed for
+        Gamma as glmmTMB, expected for binomial and Poisson as lme4)."""
+        fam = self.fam
+        fisher = fam.weights(self.y, mu, eta, self.w, phi)
+        W = fisher
+        observed = (info == "newton" and not fam.canonical) or (info == "laplace" and fam.laplace_observed)
+        if observed:
+            obs = fam.weights(self.y, mu, eta, self.w, phi, observed=True)
+            if np.all(obs > 0):
+                W = obs
+        z = eta - self.off + (self.y - mu) / fam.mu_eta(eta) * (fisher / W)
+        return W, z
+
+    def evaluate(self, beta_raw, lams, us, phi, joint, shift, scale, info="newton"):
+        """(Σ log f(y | μ), blocks of the working system) at (β, u).
+
+        ``joint``: the system in (β, u) (columns X_s and z); else in u alone (column z − Xβ)."""
+        eta = self.eta(beta_raw, lams, us)
+        mu = self.fam.linkinv(eta)
+        ll = self.resp.total(mu, phi)
+        if not np.isfinite(ll):
+            return ll, None
+        W, z = self.working(mu, eta, phi, info)
+        if joint:
+            cp = CrossProducts.from_rows(self.terms, self.X, z, W, shift, scale)
+        else:
+            cp = CrossProducts.from_rows(self.terms, self.X[:, :0], z - self.X @ beta_raw, W)
+        return ll, cp
+
+    def deviance(self, beta_raw, lams, us) -> float:
+        """Σ wᵢ d(yᵢ, μᵢ) at (β, u)."""
+        mu = self.fam.linkinv(self.eta(beta_raw, lams, us))
+        return self.fam.deviance(self.y, mu, self.w)
+
+    def agq_terms(self, beta_raw, lam: float, u, s, nodes, phi) -> np.ndarray:
+        """Σ log f(y | μ) per group at the adaptive nodes u + s·t_k (one scalar term)."""
+        t = self.terms[0]
+        z = t.Zcols[:, 0]
+        base = self.off + self.X @ beta_raw
+        out = np.empty((len(nodes), t.nlevels))
+        for k, tk in enumerate(nodes):
+            uk = u + s * tk
+            mu = self.fam.linkinv(base + lam * z * uk[t.codes])
+            out[k] = np.bincount(t.codes, weights=self.resp.rows(mu, phi), minlength=t.nlevels)
+        return out
+
+    def totals(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """Per group of the first term: trials (Σw) and responses (Σy); overall Σ y·w and Σ w."""
+        t = self.terms[0]
+        return (
+            np.bincount(t.codes, weights=self.w, minlength=t.nlevels),
+            np.bincount(t.codes, weights=self.y, minlength=t.nlevels),
+            float(np.sum(self.y * self.w)),
+            float(np.sum(self.w)),
+        )
+
+
+def _combine(a, b):
+    """Sum two blocks' answers (scalars, arrays, CrossProducts, or tuples of those)."""
+    if isinstance(a, tuple):
+        return tuple(_combine(x, y) for x, y in zip(a, b))
+    if a is None or b is None:
+        return None
+    return a + b
+
+
+class LocalRows:
+    """All rows in memory, as one block."""
+
+    def __init__(self, block: RowBlock):
+        self.block = block
+
+    def __call__(self, method: str, *args):
+        return getattr(self.block, method)(*args)
+
+
+class DaskRows:
+    """One block per partition, kept on the Dask workers; answers summed on the workers."""
+
+    def __init__(self, source, family: Family):
+        import dask
+
+        def make(part):
+            y, X, w, off, terms, trials = source.rows(part)
+            return RowBlock(family, y, X, w, off, terms, trials)
+
+        blocks = [dask.delayed(make)(p) for p in source.ddf.to_delayed()]
+        self.blocks = dask.persist(*blocks)
+
+    def __call__(self, method: str, *args):
+        import dask
+
+        parts = [dask.delayed(getattr)(b, method)(*args) for b in self.blocks]
+        while len(parts) > 1:
+            parts = [
+                dask.delayed(_combine)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+                for i in range(0, len(parts), 2)
+            ]
+        (out,) = dask.compute(parts[0])
+        return out
