@@ -124,14 +124,6 @@ class Family:
         """Σ wᵢ d(yᵢ, μᵢ): the unit deviance of statsmodels' family."""
         return float(self.sm.deviance(y, mu, var_weights=prior))
 
-    def starting_mu(self, y: np.ndarray) -> np.ndarray:
-        """Starting means, as R's family initialisations."""
-        if self.name == "binomial":
-            return (y + 0.5) / 2.0 if np.all((y == 0) | (y == 1)) else np.clip(y, 0.05, 0.95)
-        if self.name == "poisson":
-            return y + 0.1
-        return np.where(y > 0, y, np.mean(y)) if self.name == "gamma" else y
-
     def latent_variance(self, phi: float = 1.0) -> float:
         """Latent-scale residual variance for the ICC (the seed's table and its analogues)."""
         if self.name == "binomial":

@@ -537,9 +537,11 @@ def bootstrap_ci(
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=n_jobs) as ex:
-            stats_list = list(_progress(ex.map(_boot_one, [res] * n_boot, tasks), n_boot, progress))
+            spec = [(res.design, res.family, res.method, res.nAGQ)] * n_boot  # not the results: only what a refit needs
+            stats_list = list(_progress(ex.map(_boot_one, spec, tasks), n_boot, progress))
     else:
-        stats_list = [_boot_one(res, y) for y in _progress(tasks, n_boot, progress)]
+        spec = (res.design, res.family, res.method, res.nAGQ)
+        stats_list = [_boot_one(spec, y) for y in _progress(tasks, n_boot, progress)]
     names = list(res.params.index) + _sdcor_names(res)[:-1] + (["sigma"] if res.family.has_dispersion else [])
     arr = np.array([s for s in stats_list if s is not None])
     alpha = (1 - level) / 2
@@ -549,16 +551,17 @@ def bootstrap_ci(
     return out
 
 
-def _boot_one(res, y):
+def _boot_one(spec, y):
+    """Refit (design, family, method, nAGQ) to the simulated response y; the statistics."""
     from .model import MixedModel
 
+    design, family, method, nAGQ = spec
     model = MixedModel.__new__(MixedModel)
-    design = _with_response(res.design, y)
-    model.design, model.family = design, res.family
+    model.design, model.family = _with_response(design, y), family
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            r = model.fit(method=None if not res.family.is_lmm else res.method, nAGQ=res.nAGQ)
+            r = model.fit(method=None if not family.is_lmm else method, nAGQ=nAGQ)
         except (ValueError, np.linalg.LinAlgError):
             return None
     sdcor = _sdcor_from_theta(r, r.theta, r.sigma if r.family.is_lmm else 1.0)

@@ -14,6 +14,7 @@ closed-form given θ. Nothing here touches the rows: everything comes from the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -142,6 +143,11 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
     return LMMCriterion(design.terms, cp, REML, ldW), S
 
 
+def _scaled_condvar(factor: BlockedCholesky, s2: float) -> list[np.ndarray]:
+    """σ² Λ(Λ'Z'ZΛ + I)⁻¹Λ' per level: lme4's conditional variances of the random effects."""
+    return [s2 * blk for blk in factor.condvar_blocks()]
+
+
 def fit_lmm(design, REML: bool = True, optimizer: str = "bobyqa", standardize_X: bool = True):
     """Fit a linear mixed model by profiled REML or ML.
 
@@ -178,7 +184,7 @@ def fit_lmm(design, REML: bool = True, optimizer: str = "bobyqa", standardize_X:
         vcov_beta=V,
         sigma=sol.sigma,
         b=sol.b,
-        condvar_fn=lambda: [s2 * blk for blk in factor.condvar_blocks()],
+        condvar_fn=partial(_scaled_condvar, factor, s2),
         llf=-0.5 * criterion,
         criterion=criterion,
         method="REML" if REML else "ML",

@@ -35,9 +35,6 @@ from .optimize import check_convergence, fd_hessian, is_singular, minimize_bound
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
 
-POLISH = False
-JAC = "2-point"
-
 
 @dataclass
 class PirlsState:
@@ -297,7 +294,9 @@ def fit_glmm(
 
         lower = np.concatenate([tm.lower, np.full(p, -np.inf), [-np.inf] if disp else []])
         x2 = np.concatenate([theta, beta, [np.log(phi)] if disp else []])
-        opt = minimize_bounded(fun, x2, lower, optimizer, polish=POLISH, jac=JAC)
+        # (with optimizer="lbfgsb": forward differences and no Nelder-Mead polish, each evaluation
+        # being a PIRLS run)
+        opt = minimize_bounded(fun, x2, lower, optimizer, polish=False, jac="2-point")
         par = opt.x
         theta = par[: len(tm)]
         beta = par[len(tm) : len(tm) + p]

@@ -161,3 +161,29 @@ def test_dask_glmm_equals_in_memory_fit(client, case):
     assert dsk.notes == mem.notes
     fitted = dsk.fittedvalues.compute().to_numpy()
     assert np.allclose(fitted, mem.fittedvalues.to_numpy(), atol=1e-5)
+
+
+def test_blocks_too_large_for_memory_are_refused_before_the_data_pass(monkeypatch):
+    import midas_glmm.daskdata as daskdata
+
+    df = pd.DataFrame({"y": np.arange(40.0), "a": np.arange(40) % 10, "b": np.arange(40) % 8})
+    monkeypatch.setattr(daskdata, "_memory_bytes", lambda: 1000.0)
+    with pytest.raises(DataError, match="more than half of this machine's memory"):
+        MixedModel.from_formula("y ~ 1 + (1|a) + (1|b)", dd.from_pandas(df, npartitions=2))
+
+
+def test_glmm_pirls_passes_return_level_sized_answers():
+    from midas_glmm.families import resolve_family
+    from midas_glmm.glmmrows import RowBlock
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    df = pd.DataFrame({"y": rng.poisson(2, n).astype(float), "x": rng.normal(size=n), "g": rng.integers(0, 30, n)})
+    model = MixedModel.from_formula("y ~ x + (1|g)", dd.from_pandas(df, npartitions=2), family="poisson")
+    src = model.design.source
+    block = RowBlock(resolve_family("poisson"), *src.rows(df))
+    lams, us = [np.ones((1, 1))], [np.zeros(30)]
+    ll, cp = block.evaluate(np.zeros(2), lams, us, 1.0, True, np.zeros(2), np.ones(2))
+    sizes = [a.size for a in cp.ZtZ + cp.XytZ + [cp.XytXy]]
+    assert np.isscalar(ll) and max(sizes) <= 30 * 3
+    assert block.agq_terms(np.zeros(2), 1.0, us[0], np.ones(30), np.array([-1.0, 0.0, 1.0]), 1.0).shape == (3, 30)

@@ -135,3 +135,14 @@ def test_bootstrap_intervals_bracket_the_estimates_like_wald():
         assert (hi - lo) == pytest.approx(wald.loc[name, "upper"] - wald.loc[name, "lower"], rel=0.25)
     assert boot.loc["sd_(Intercept)|Subject", "lower"] > 0
     assert boot.loc["sigma", "lower"] < res.sigma < boot.loc["sigma", "upper"]
+
+
+@pytest.mark.slow
+def test_bootstrap_in_parallel_processes_with_a_progress_bar_gives_the_serial_answer(capsys):
+    _, res = fitted("dyestuff_reml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        serial = res.conf_int(method="bootstrap", n_boot=40, seed=3)
+        parallel = res.conf_int(method="bootstrap", n_boot=40, seed=3, n_jobs=2, progress=True)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert "40/40" in capsys.readouterr().err  # tqdm's bar reached the end

@@ -123,3 +123,11 @@ def test_laplace_cautions_reach_the_summary():
         res = MixedModel.from_formula("y ~ x + (1|g)", df, family="binomial").fit()
     assert any("small" in n for n in res.notes)
     assert "Laplace approximation may be inaccurate" in str(res.summary())
+
+
+def test_results_pickle_round_trip(slope):
+    import pickle
+
+    again = pickle.loads(pickle.dumps(slope))
+    assert again.llf == slope.llf
+    pd.testing.assert_frame_equal(again.ranef(condvar=True), slope.ranef(condvar=True))
