@@ -66,11 +66,6 @@ def _to_dense_block_diag(blocks: np.ndarray) -> np.ndarray:
 CHUNK_ROWS = 1 << 17
 
 
-def _all_ones(t: ReTerm) -> bool:
-    """A pure random intercept (its column is all ones), where Z'WZ is a weighted count."""
-    return t.columns == ["(Intercept)"] and bool(np.all(t.Zcols[:, 0] == 1.0))
-
-
 @dataclass
 class CrossProducts:
     """Blocks of ``[Z X y]' W [Z X y]``, the only thing the LMM needs from the rows.
@@ -159,7 +154,7 @@ class CrossProducts:
         for t in terms:
             p, nl = t.p, t.nlevels
             codes, Zc = t.codes[rows], t.Zcols[rows]
-            ones = _all_ones(t)
+            ones = t.is_intercept  # Z'WZ is a weighted count
             blk = np.empty((nl, p, p))
             for a in range(p):
                 wz = w if ones else (Zc[:, a] if w is None else w * Zc[:, a])

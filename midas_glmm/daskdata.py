@@ -140,11 +140,15 @@ class DaskSource:
         wcol = part[self.weights_col].to_numpy(dtype=float) if self.weights_col else None
         y, w, trials, _ = response_of(self.parsed, part, wcol)
         off = offset_of(self.parsed, part, part[self.offset_col].to_numpy(dtype=float) if self.offset_col else None)
-        X = np.asfortranarray(self.fixed_spec.get_model_matrix(part), dtype=float)[:, self.keep]
+        X = np.asarray(self.fixed_spec.get_model_matrix(part), dtype=float)[:, self.keep]
         terms = []
         if with_terms:
             for t in self.terms:
-                Z = np.ones((len(part), 1)) if t.spec is None else np.asarray(t.spec.get_model_matrix(part), float)
+                Z = (
+                    np.broadcast_to(1.0, (len(part), 1))
+                    if t.spec is None
+                    else np.asarray(t.spec.get_model_matrix(part), float)
+                )
                 terms.append(
                     ReTerm(t.group_name, t.group, t.expr, t.columns, t.levels, self._codes(part, t), Z, t.spec)
                 )

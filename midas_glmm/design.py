@@ -119,7 +119,7 @@ def fixed_matrix(design: Design, data: pd.DataFrame) -> np.ndarray:
 def random_columns(term: ReTerm, data: pd.DataFrame) -> np.ndarray:
     """Replay a random term's column spec on (new) data: the ``n × p`` per-row values."""
     if term.spec is None:
-        return np.ones((len(data), 1))
+        return np.broadcast_to(1.0, (len(data), 1))
     return np.asarray(term.spec.get_model_matrix(data), dtype=float)
 
 
@@ -153,7 +153,7 @@ def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
             [INTERCEPT],
             levels.rename(spec.group_name),
             codes,
-            np.ones((len(data), 1)),
+            np.broadcast_to(1.0, (len(data), 1)),  # a random intercept's column: no memory
             None,
         )
     try:
@@ -244,7 +244,7 @@ def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None):
         name = parsed.cbind[0]
     else:
         y = _numeric(eval_expression(parsed.response, df), parsed.response)
-        w = np.ones(len(df))
+        w = np.broadcast_to(1.0, len(df))  # no weights: a read-only view, no memory
         trials = None
         name = parsed.response
     if weights is not None:
@@ -256,12 +256,12 @@ def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None):
 
 def offset_of(parsed: ParsedFormula, df: pd.DataFrame, offset=None) -> np.ndarray:
     """Sum of the formula's offset(...) terms and the offset= argument."""
-    off = np.zeros(len(df))
+    off = np.broadcast_to(0.0, len(df))  # no offset: a read-only view, no memory
     for expr in parsed.offsets:
         off = off + _numeric(eval_expression(expr, df), f"offset({expr})")
     if offset is not None:
         off = off + offset
-    if not np.all(np.isfinite(off)):
+    if (parsed.offsets or offset is not None) and not np.all(np.isfinite(off)):
         raise DataError("the offset has non-finite values (e.g. log of 0); check the exposure column")
     return off
 
@@ -348,7 +348,7 @@ def build_design(
         raise FormulaError(f"cannot build the fixed effects '{parsed.fixed}': {exc}") from None
     names = _rename(mm.model_spec.column_names)
     spec = mm.model_spec
-    X = np.asfortranarray(mm, dtype=float)  # column-major: the data pass reads columns
+    X = np.asarray(mm, dtype=float)  # formulaic's array itself: the data pass reads it in row chunks
     del mm
     keep, dropped = independent_columns(X.T @ X, names)
     if dropped:
@@ -390,7 +390,7 @@ def _numeric(values: np.ndarray, name: str) -> np.ndarray:
             f"'{name}' is not numeric (dtype {values.dtype}); the response must be numbers "
             "(recode categories as 0/1, or use cbind(successes, failures))"
         )
-    return values.astype(float)
+    return values.astype(float, copy=False)
 
 
 def standardize(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ matrix ``Z`` is never formed densely — :meth:`ReTerm.sparse_Z` gives it in CSR
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -52,6 +53,11 @@ class ReTerm:
     codes: np.ndarray
     Zcols: np.ndarray
     spec: object
+
+    @cached_property
+    def is_intercept(self) -> bool:
+        """A pure random intercept: one column, all ones."""
+        return self.columns == ["(Intercept)"] and bool(np.all(self.Zcols[:, 0] == 1.0))
 
     @property
     def p(self) -> int:
