@@ -57,6 +57,7 @@ def main() -> None:
 
     from midas_glmm import MixedModel
 
+    warnings.simplefilter("ignore")
     warm_up(tool)
     rss_libs = rss_mb("VmRSS")
     df = pd.read_pickle(datadir / f"{name}.pkl")
