@@ -159,3 +159,17 @@ def test_singular_fit_is_detected_and_warned():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not MixedModel.from_formula("Reaction ~ Days + (1|Subject)", datasets.load("sleepstudy")).fit().singular
+
+
+def test_the_criterion_keeps_nothing_row_sized():
+    """After the data pass the per-theta work sees only level-sized blocks: O(q), not O(n)."""
+    rng = np.random.default_rng(2)
+    n, G = 100_000, 500
+    df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "g": rng.integers(0, G, n)})
+    d = build_design("y ~ x + (1|g)", df)
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    crit = LMMCriterion(d.terms, cp, REML=True)
+    arrays = cp.ZtZ + cp.XytZ + [cp.XytXy]
+    assert max(a.size for a in arrays) <= 3 * G
+    L = crit.factor(np.array([0.7]))
+    assert L.L00.shape == (G, 1, 1) and L.LX[0].shape == (3, G)
