@@ -18,7 +18,7 @@ import scipy.optimize as so
 from scipy import stats
 
 from .errors import FitError, RefitWarning
-from .optimize import fd_hessian
+from .optimize import fd_hessian, minimize_bounded
 
 __all__ = [
     "compare",
@@ -337,8 +337,11 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
     The deviance is profiled over every other parameter; the limits are where the signed root
     ζ = sign(v − v̂)·sqrt(dev(v) − dev(v̂)) reaches ±z. Variance parameters are SDs, correlations
     and sigma (names as lme4's ``oldNames = FALSE``); fixed effects are profiled with the
-    effect moved into the offset. As in lme4, a REML fit is profiled on the ML deviance."""
-    _require_lmm(res, "profile confidence intervals")
+    effect moved into the offset. As in lme4, a REML fit is profiled on the ML deviance.
+    GLMMs are profiled on their Laplace (or AGQ) deviance over the SDs, correlations, fixed
+    effects (and sigma = sqrt(φ) for Gamma)."""
+    if not res.family.is_lmm:
+        return _profile_glmm(res, level, which)
     from .lmm import lmm_criterion
 
     if res.is_reml:  # as lme4: the profile is of the ML deviance, around the ML fit
@@ -435,6 +438,64 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
         )
     out = pd.DataFrame(rows, index=["lower", "upper"]).T
     return out
+
+
+def _profile_glmm(res, level: float, which) -> pd.DataFrame:
+    """Profile intervals of a GLMM: each parameter held at a value, the others re-optimised on
+    the Laplace/AGQ deviance (every evaluation a PIRLS run, so this takes a while)."""
+    from .daskdata import check_available
+    from .pirls import GLMMProblem
+
+    check_available(res.design, "profile intervals of a GLMM")
+    z = stats.norm.ppf(0.5 + level / 2)
+    prob = GLMMProblem(res.design, res.family, standardize_X=True)
+    Sinv = np.linalg.inv(prob.S)
+    disp = res.family.has_dispersion
+    names = _sdcor_names(res)[:-1] + (["sigma"] if disp else []) + list(res.params.index)
+    k_var = len(_sdcor_names(res)) - 1
+    sd_hat = _sdcor_from_theta(res, res.theta, 1.0)[:-1]
+    v_hat = np.concatenate([sd_hat, [np.sqrt(res.dispersion)] if disp else [], res.params.to_numpy()])
+    kinds = [("cor" if nm.startswith("cor_") else "sd") for nm in names[:k_var]] + (["sigma"] if disp else [])
+    lo_b = np.array([-1.0 if k == "cor" else 0.0 for k in kinds] + [-np.inf] * len(res.params))
+    hi_b = np.array([1.0 if k == "cor" else np.inf for k in kinds] + [np.inf] * len(res.params))
+    if disp:
+        lo_b[k_var] = 1e-8
+
+    def dev(v):
+        th = _theta_from_sdcor(res, np.concatenate([v[:k_var], [1.0]]))
+        if th is None:
+            return np.inf
+        phi = v[k_var] ** 2 if disp else 1.0
+        return prob.objective(th, Sinv @ v[len(v) - len(res.params) :], phi, nAGQ=res.nAGQ)
+
+    dev_hat = dev(v_hat)
+
+    def profiled(i, value, start):
+        free = np.array([k for k in range(len(v_hat)) if k != i])
+
+        def f(x):
+            v = start.copy()
+            v[free] = x
+            v[i] = value
+            return dev(v)
+
+        opt = minimize_bounded(
+            f, start[free], lo_b[free], "bobyqa", step=0.1, tolerances={"ftol_abs": 1e-8, "xtol_rel": 1e-7}
+        )
+        out = start.copy()
+        out[free] = opt.x
+        out[i] = value
+        return opt.fun, out
+
+    rows = {}
+    se = np.concatenate([np.maximum(np.abs(v_hat[: k_var + disp]) * 0.3, 0.05), res.bse.to_numpy()])
+    for i, nm in enumerate(names):
+        if which is not None and nm not in which:
+            continue
+        rows[nm] = _profile_limits(
+            lambda val, start, i=i: profiled(i, val, start), v_hat[i], v_hat, dev_hat, z, lo_b[i], hi_b[i], scale=se[i]
+        )
+    return pd.DataFrame(rows, index=["lower", "upper"]).T
 
 
 def _profile_limits(dev_at, v_hat, start, dev_hat, z, lo, hi, scale):

@@ -146,3 +146,20 @@ def test_bootstrap_in_parallel_processes_with_a_progress_bar_gives_the_serial_an
         parallel = res.conf_int(method="bootstrap", n_boot=40, seed=3, n_jobs=2, progress=True)
     pd.testing.assert_frame_equal(serial, parallel)
     assert "40/40" in capsys.readouterr().err  # tqdm's bar reached the end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["cbpp_binomial_laplace", "poisson_offset_laplace"])
+def test_glmm_profile_intervals_match_lme4(case):
+    import json
+
+    from conftest import REF
+
+    prof = json.loads((REF / "profile_glmm" / f"{case}.json").read_text())
+    _, res = fitted(case)
+    ci = res.conf_int(method="profile")
+    assert len(ci) == len(prof["names"]) and ci.index[0] == prof["names"][0]
+    width = np.array(prof["upper"]) - np.array(prof["lower"])
+    # GLMM tolerances are five times the LMM ones (reference README); lme4 interpolates splines
+    assert np.all(np.abs(ci["lower"].to_numpy() - prof["lower"]) <= 5e-4 * width)
+    assert np.all(np.abs(ci["upper"].to_numpy() - prof["upper"]) <= 5e-4 * width)
