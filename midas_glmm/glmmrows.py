@@ -69,6 +69,8 @@ class RowBlock:
         if not np.isfinite(ll):
             return ll, None
         W, z = self.working(mu, eta, phi, info)
+        if not (np.all(np.isfinite(W)) and np.all(np.isfinite(z))):
+            return -np.inf, None  # outside the link's domain or overflowing: a step to reject
         if joint:
             cp = CrossProducts.from_rows(self.terms, self.X, z, W, shift, scale)
         else:

@@ -213,6 +213,24 @@ def fd_derivatives(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float =
     return g, H
 
 
+def gradient_size(fun, x: np.ndarray, lower: np.ndarray, hessian: np.ndarray | None = None) -> tuple[float, str]:
+    """lme4's convergence measure at x: the gradient scaled by the Hessian's Cholesky factor,
+    L⁻¹g with H = LL' (dimensionless, so it does not grow with n), over the coordinates not held
+    at a bound; the raw gradient if the Hessian is not positive definite."""
+    free = ~((x - lower) < 1e-6)
+    if not free.any():
+        return 0.0, "gradient"
+    if hessian is None:
+        g, H = fd_derivatives(fun, x)
+    else:
+        g, H = fd_gradient(fun, x, lower), hessian
+    g, H = g[free], H[np.ix_(free, free)]
+    try:
+        return float(np.max(np.abs(np.linalg.solve(np.linalg.cholesky(H), g)))), "scaled gradient"
+    except np.linalg.LinAlgError:
+        return float(np.max(np.abs(g))), "gradient"
+
+
 def check_convergence(
     fun: Callable[[np.ndarray], float],
     opt: OptResult,
@@ -220,34 +238,34 @@ def check_convergence(
     tol: float = 2e-3,
     hessian: np.ndarray | None = None,
 ) -> list[str]:
-    """lme4-style check of the optimum: the gradient scaled by the Hessian's Cholesky factor,
-    L⁻¹g with H = LL' (dimensionless, so it does not grow with n), over the coordinates not held
-    at a bound; the raw gradient if the Hessian is not positive definite.
+    """Warn, as lme4 does, when :func:`gradient_size` at the optimum exceeds ``tol``.
 
     An optimizer's own stopping message (L-BFGS-B's line-search note, say) is passed on only when
     the gradient confirms a problem."""
     msgs = []
-    free = ~((opt.x - lower) < 1e-6)
-    if free.any():
-        if hessian is None:
-            g, H = fd_derivatives(fun, opt.x)
-        else:
-            g, H = fd_gradient(fun, opt.x, lower), hessian
-        g, H = g[free], H[np.ix_(free, free)]
-        try:
-            size = np.max(np.abs(np.linalg.solve(np.linalg.cholesky(H), g)))
-            what = "scaled gradient"
-        except np.linalg.LinAlgError:
-            size, what = np.max(np.abs(g)), "gradient"
-        if size > tol:
-            said = "" if opt.converged else f" (the optimizer, {opt.optimizer}, reported: {opt.message})"
-            msgs.append(
-                f"the {what} at the optimum is {size:.2g} (tolerance {tol}){said}; "
-                "the fit may not be at the optimum: rescale predictors or try optimizer='nelder-mead'"
-            )
+    size, what = gradient_size(fun, opt.x, lower, hessian)
+    if size > tol:
+        said = "" if opt.converged else f" (the optimizer, {opt.optimizer}, reported: {opt.message})"
+        msgs.append(
+            f"the {what} at the optimum is {size:.2g} (tolerance {tol}){said}; "
+            "the fit may not be at the optimum: rescale predictors or try optimizer='nelder-mead'"
+        )
     for m in msgs:
         warnings.warn("model failed to converge: " + m, ConvergenceWarning, stacklevel=4)
     return msgs
+
+
+def restart_if_unconverged(fun, opt: OptResult, lower: np.ndarray, hessian, tol: float = 2e-3):
+    """When BOBYQA stops where the gradient check fails (a rough patch of the objective), restart
+    from there with Nelder–Mead and keep the better point. Returns (opt, restarted)."""
+    if opt.optimizer != "bobyqa" or gradient_size(fun, opt.x, lower, hessian)[0] <= tol:
+        return opt, False
+    again = minimize_bounded(fun, opt.x, lower, "nelder-mead")
+    if again.fun < opt.fun:
+        return OptResult(
+            again.x, again.fun, opt.nfev + again.nfev, again.converged, again.message, "bobyqa+nelder-mead"
+        ), True
+    return opt, False
 
 
 def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = 1e-4) -> bool:

@@ -31,7 +31,7 @@ from .estimates import Estimates
 from .families import Family
 from .glmmrows import DaskRows, LocalRows, RowBlock
 from .lmm import ThetaMap
-from .optimize import check_convergence, fd_hessian, is_singular, minimize_bounded
+from .optimize import check_convergence, fd_hessian, is_singular, minimize_bounded, restart_if_unconverged
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
 
@@ -78,7 +78,6 @@ class GLMMProblem:
             )
         self.tmap = ThetaMap(design.terms)
         self._u = [np.zeros(t.q) for t in design.terms]
-        self.pirls_failures = 0
 
     # ------------------------------------------------------------- PIRLS
     def pirls(self, theta, beta, phi=1.0, joint=False, maxit=60, with_X=False, _restarted=False) -> PirlsState:
@@ -105,7 +104,7 @@ class GLMMProblem:
         for _ in range(maxit):
             try:
                 L = BlockedCholesky(cp, lams)
-            except (np.linalg.LinAlgError, AttributeError):
+            except (np.linalg.LinAlgError, AttributeError, ValueError):
                 L = None
                 break  # a degenerate working system: report non-convergence, keep the best so far
             new_beta = L.beta() if joint else beta
@@ -134,11 +133,15 @@ class GLMMProblem:
         if not converged and not _restarted and any(np.any(u) for u in self._u):
             self._u = [np.zeros_like(u) for u in self._u]  # a poor warm start: try again from u = 0
             return self.pirls(theta, beta, phi, joint, maxit, with_X, _restarted=True)
-        if not converged:
-            self.pirls_failures += 1
         # The factor at the modes, with the information of the Laplace log-determinant: the
         # last evaluation's blocks unless the Newton steps used another one (probit: observed
         # for the steps, expected for the log-determinant, as lme4), or R_X is wanted too.
+        if cp is None:
+            raise FitError(
+                f"PIRLS diverged at theta = {np.round(theta, 4).tolist()}: the linear predictor left the "
+                f"{fam.link_name} link's domain or overflowed. Try another link (log for Gamma), rescale "
+                "the predictors, or check the response"
+            )
         newton_is_laplace = fam.canonical or fam.laplace_observed
         if not newton_is_laplace or (with_X and not joint):
             saved = joint
@@ -303,12 +306,19 @@ def fit_glmm(
         phi = float(np.exp(par[-1])) if disp else 1.0
         method = "Laplace" if nAGQ == 1 else "AGQ"
     H = None if fast else fd_hessian(fun, par, h=1e-3)
+    opt, restarted = restart_if_unconverged(fun, opt, lower, H)
+    if restarted:
+        par = opt.x
+        theta = par[: len(tm)]
+        beta = par[len(tm) : len(tm) + p]
+        phi = float(np.exp(par[-1])) if disp else 1.0
+        H = fd_hessian(fun, par, h=1e-3)
     msgs = check_convergence(fun, opt, lower, hessian=H)
-    if prob.pirls_failures:
-        msgs.append(f"PIRLS did not converge at {prob.pirls_failures} of the evaluated parameter values")
-        warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
 
     st = prob.pirls(theta, beta, phi, joint=fast, with_X=fast)
+    if not st.converged:
+        msgs.append("PIRLS did not converge at the optimum: the conditional modes and the likelihood are approximate")
+        warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
     beta = st.beta if fast else beta
     crit = opt.fun
     singular = is_singular(theta, tm.lower)
