@@ -213,7 +213,9 @@ def fd_derivatives(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float =
     return g, H
 
 
-def gradient_size(fun, x: np.ndarray, lower: np.ndarray, hessian: np.ndarray | None = None) -> tuple[float, str]:
+def gradient_size(
+    fun, x: np.ndarray, lower: np.ndarray, hessian: np.ndarray | None = None, gradient: np.ndarray | None = None
+) -> tuple[float, str]:
     """lme4's convergence measure at x: the gradient scaled by the Hessian's Cholesky factor,
     L⁻¹g with H = LL' (dimensionless, so it does not grow with n), over the coordinates not held
     at a bound; the raw gradient if the Hessian is not positive definite."""
@@ -223,7 +225,8 @@ def gradient_size(fun, x: np.ndarray, lower: np.ndarray, hessian: np.ndarray | N
     if hessian is None:
         g, H = fd_derivatives(fun, x)
     else:
-        g, H = fd_gradient(fun, x, lower), hessian
+        g = fd_gradient(fun, x, lower) if gradient is None else gradient
+        H = hessian
     g, H = g[free], H[np.ix_(free, free)]
     try:
         return float(np.max(np.abs(np.linalg.solve(np.linalg.cholesky(H), g)))), "scaled gradient"
@@ -237,13 +240,14 @@ def check_convergence(
     lower: np.ndarray,
     tol: float = 2e-3,
     hessian: np.ndarray | None = None,
+    gradient: np.ndarray | None = None,
 ) -> list[str]:
     """Warn, as lme4 does, when :func:`gradient_size` at the optimum exceeds ``tol``.
 
     An optimizer's own stopping message (L-BFGS-B's line-search note, say) is passed on only when
     the gradient confirms a problem."""
     msgs = []
-    size, what = gradient_size(fun, opt.x, lower, hessian)
+    size, what = gradient_size(fun, opt.x, lower, hessian, gradient)
     if size > tol:
         said = "" if opt.converged else f" (the optimizer, {opt.optimizer}, reported: {opt.message})"
         msgs.append(
@@ -255,10 +259,10 @@ def check_convergence(
     return msgs
 
 
-def restart_if_unconverged(fun, opt: OptResult, lower: np.ndarray, hessian, tol: float = 2e-3):
+def restart_if_unconverged(fun, opt: OptResult, lower: np.ndarray, hessian, gradient, tol: float = 2e-3):
     """When BOBYQA stops where the gradient check fails (a rough patch of the objective), restart
     from there with Nelder–Mead and keep the better point. Returns (opt, restarted)."""
-    if opt.optimizer != "bobyqa" or gradient_size(fun, opt.x, lower, hessian)[0] <= tol:
+    if opt.optimizer != "bobyqa" or gradient_size(fun, opt.x, lower, hessian, gradient)[0] <= tol:
         return opt, False
     again = minimize_bounded(fun, opt.x, lower, "nelder-mead")
     if again.fun < opt.fun:

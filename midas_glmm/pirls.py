@@ -31,7 +31,14 @@ from .estimates import Estimates
 from .families import Family
 from .glmmrows import DaskRows, LocalRows, RowBlock
 from .lmm import ThetaMap
-from .optimize import check_convergence, fd_hessian, is_singular, minimize_bounded, restart_if_unconverged
+from .optimize import (
+    check_convergence,
+    fd_derivatives,
+    fd_hessian,
+    is_singular,
+    minimize_bounded,
+    restart_if_unconverged,
+)
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
 
@@ -305,15 +312,16 @@ def fit_glmm(
         beta = par[len(tm) : len(tm) + p]
         phi = float(np.exp(par[-1])) if disp else 1.0
         method = "Laplace" if nAGQ == 1 else "AGQ"
-    H = None if fast else fd_hessian(fun, par, h=1e-3)
-    opt, restarted = restart_if_unconverged(fun, opt, lower, H)
+    # one set of derivatives serves the convergence check, a possible restart and the SEs
+    g, H = fd_derivatives(fun, par, h=1e-3)
+    opt, restarted = restart_if_unconverged(fun, opt, lower, H, g)
     if restarted:
         par = opt.x
         theta = par[: len(tm)]
         beta = par[len(tm) : len(tm) + p]
         phi = float(np.exp(par[-1])) if disp else 1.0
-        H = fd_hessian(fun, par, h=1e-3)
-    msgs = check_convergence(fun, opt, lower, hessian=H)
+        g, H = fd_derivatives(fun, par, h=1e-3)
+    msgs = check_convergence(fun, opt, lower, hessian=H, gradient=g)
 
     st = prob.pirls(theta, beta, phi, joint=fast, with_X=fast)
     if not st.converged:
