@@ -292,14 +292,19 @@ def fit_glmm(
     beta = st.beta
 
     if fast:
-        lower, par, fun = lower1, opt.x, stage1
+        lower, fun = lower1, stage1
+
+        def split(par):
+            return par[: len(tm)], beta0, float(np.exp(par[-1])) if disp else 1.0
+
         method = "nAGQ=0"
     else:
         # Stage 2: θ, β (and log φ) jointly on the Laplace / AGQ likelihood.
+        def split(par):
+            return par[: len(tm)], par[len(tm) : len(tm) + p], float(np.exp(par[-1])) if disp else 1.0
+
         def fun(par):
-            th = par[: len(tm)]
-            b = par[len(tm) : len(tm) + p]
-            ph = np.exp(par[-1]) if disp else 1.0
+            th, b, ph = split(par)
             return prob.objective(th, b, ph, nAGQ=nAGQ)
 
         lower = np.concatenate([tm.lower, np.full(p, -np.inf), [-np.inf] if disp else []])
@@ -307,20 +312,14 @@ def fit_glmm(
         # (with optimizer="lbfgsb": forward differences and no Nelder-Mead polish, each evaluation
         # being a PIRLS run)
         opt = minimize_bounded(fun, x2, lower, optimizer, polish=False, jac="2-point")
-        par = opt.x
-        theta = par[: len(tm)]
-        beta = par[len(tm) : len(tm) + p]
-        phi = float(np.exp(par[-1])) if disp else 1.0
         method = "Laplace" if nAGQ == 1 else "AGQ"
     # one set of derivatives serves the convergence check, a possible restart and the SEs
-    g, H = fd_derivatives(fun, par, h=1e-3)
+    g, H = fd_derivatives(fun, opt.x, h=1e-3)
     opt, restarted = restart_if_unconverged(fun, opt, lower, H, g)
     if restarted:
-        par = opt.x
-        theta = par[: len(tm)]
-        beta = par[len(tm) : len(tm) + p]
-        phi = float(np.exp(par[-1])) if disp else 1.0
-        g, H = fd_derivatives(fun, par, h=1e-3)
+        g, H = fd_derivatives(fun, opt.x, h=1e-3)
+    par = opt.x
+    theta, beta, phi = split(par)
     msgs = check_convergence(fun, opt, lower, hessian=H, gradient=g)
 
     st = prob.pirls(theta, beta, phi, joint=fast, with_X=fast)
