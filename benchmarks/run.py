@@ -124,6 +124,7 @@ def main(argv=None) -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--datadir", default=None)
     ap.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+    ap.add_argument("--out", default="RESULTS.md", help="file (in benchmarks/) to write the table to")
     args = ap.parse_args(argv)
     names = args.cases or (QUICK if args.quick else [c.name for c in CASES])
     cases = [BY_NAME[n] for n in names]
@@ -199,8 +200,8 @@ def write_results(table: pd.DataFrame, profiles: list[str], args) -> None:
         "",
         *profiles,
     ]
-    (HERE / "RESULTS.md").write_text("\n".join(text) + "\n")
-    print(f"wrote {HERE / 'RESULTS.md'}")
+    (HERE / args.out).write_text("\n".join(text) + "\n")
+    print(f"wrote {HERE / args.out}")
 
 
 def _markdown(df: pd.DataFrame) -> str:
