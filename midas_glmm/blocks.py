@@ -221,8 +221,14 @@ class BlockedCholesky:
         self.Lj: dict[tuple[int, int], object] = {}
         T0sp = _block_diag_sparse(self._T0) if k > 1 and not self._scalar0 else None
         for j in range(1, k):
-            lamj_t = _block_diag_sparse(np.broadcast_to(lams[j].T, (len(cp.ZtZ[j]),) + lams[j].shape))
-            if self._scalar0 and lams[j].shape == (1, 1):  # scale the stored pattern: O(nnz)
+            # Λ_j' as a sparse matrix, only where a sparse product needs it (not for scalar terms)
+            scalar_pair = self._scalar0 and lams[j].shape == (1, 1)
+            lamj_t = (
+                None
+                if scalar_pair and j == 1
+                else _block_diag_sparse(np.broadcast_to(lams[j].T, (len(cp.ZtZ[j]),) + lams[j].shape))
+            )
+            if scalar_pair:  # scale the stored pattern: O(nnz)
                 A = cp.ZjtZi[(j, 0)]
                 self.Lj[(j, 0)] = sp.csr_matrix(
                     (A.data * (lams[j][0, 0] * self._T0[A.indices, 0, 0]), A.indices, A.indptr), shape=A.shape
