@@ -89,15 +89,19 @@ class CrossProducts:
     XytZ: list[np.ndarray]
     XytXy: np.ndarray
     n: int
-    _outer_maps: dict = field(default_factory=dict, repr=False)
+    _derived: dict = field(default_factory=dict, repr=False)
 
-    def outer_map(self, j: int, m: int) -> tuple[sp.csr_matrix, np.ndarray]:
-        """For scalar terms 0, j, m: the fixed linear map v ↦ A_j0 diag(v) A_m0' as a sparse matrix
-        from v to the nonzero entries (lower triangle only when j = m), and their flat positions
-        in the ``q_j × q_m`` result. Built once from the data, so that the fill-in Σ L[j,0]L[m,0]'
-        costs one sparse matrix-vector product per θ instead of a sparse-sparse product."""
+    def outer_map(self, j: int, m: int) -> sp.csc_matrix:
+        """For scalar terms 0, j, m: the fixed linear map v ↦ A_j0 diag(v) A_m0', flattened
+        (C order) to ``q_j·q_m`` entries — only the lower triangle when j = m, which is all the
+        Cholesky factorisation reads.
+
+        Built once from the data, so that the fill-in Σ_l v_l a_l b_l' costs one sparse
+        matrix-vector product per θ. Column l holds the products of the nonzeros of column l of
+        A_j0 and A_m0 (no two share a position), so it is assembled without sorting; compressed
+        by column, the product runs over few long columns rather than many short rows."""
         key = (j, m)
-        if key not in self._outer_maps:
+        if key not in self._derived:
             A = self.ZjtZi[(j, 0)].tocsc()
             B = A if j == m else self.ZjtZi[(m, 0)].tocsc()
             ca, cb = np.diff(A.indptr), np.diff(B.indptr)
@@ -107,13 +111,21 @@ class CrossProducts:
             offset = np.arange(len(ea)) - np.repeat(np.cumsum(np.concatenate([[0], (ca * cb)]))[:-1], ca * cb)
             eb = B.indptr[col] + offset % np.maximum(cb[col], 1)
             ra, rb = A.indices[ea].astype(np.int64), B.indices[eb].astype(np.int64)
-            if j == m:  # symmetric: the lower triangle is all the Cholesky factorisation reads
+            if j == m:
                 keep = ra >= rb
                 ea, eb, col, ra, rb = ea[keep], eb[keep], col[keep], ra[keep], rb[keep]
-            flat, row = np.unique(ra * B.shape[0] + rb, return_inverse=True)
-            M = sp.csr_matrix((A.data[ea] * B.data[eb], (row.ravel(), col)), shape=(len(flat), A.shape[1]))
-            self._outer_maps[key] = (M, flat)
-        return self._outer_maps[key]
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(col, minlength=A.shape[1]))])
+            self._derived[key] = sp.csc_matrix(
+                (A.data[ea] * B.data[eb], ra * B.shape[0] + rb, indptr), shape=(A.shape[0] * B.shape[0], A.shape[1])
+            )
+        return self._derived[key]
+
+    def dense_block(self, j: int, m: int) -> np.ndarray:
+        """``Z_j'WZ_m`` (j > m ≥ 1) as a dense array, kept: its Cholesky rows are dense anyway."""
+        key = ("dense", j, m)
+        if key not in self._derived:
+            self._derived[key] = self.ZjtZi[(j, m)].toarray()
+        return self._derived[key]
 
     @classmethod
     def from_rows(
@@ -221,29 +233,23 @@ class BlockedCholesky:
         self.Lj: dict[tuple[int, int], object] = {}
         T0sp = _block_diag_sparse(self._T0) if k > 1 and not self._scalar0 else None
         for j in range(1, k):
-            # Λ_j' as a sparse matrix, only where a sparse product needs it (not for scalar terms)
-            scalar_pair = self._scalar0 and lams[j].shape == (1, 1)
-            lamj_t = (
-                None
-                if scalar_pair and j == 1
-                else _block_diag_sparse(np.broadcast_to(lams[j].T, (len(cp.ZtZ[j]),) + lams[j].shape))
-            )
-            if scalar_pair:  # scale the stored pattern: O(nnz)
+            if self._scalar_pair(j):  # scale the stored pattern: O(nnz)
                 A = cp.ZjtZi[(j, 0)]
                 self.Lj[(j, 0)] = sp.csr_matrix(
                     (A.data * (lams[j][0, 0] * self._T0[A.indices, 0, 0]), A.indices, A.indptr), shape=A.shape
                 )
             else:
                 T0sp = T0sp if T0sp is not None else _block_diag_sparse(self._T0)
-                self.Lj[(j, 0)] = (lamj_t @ cp.ZjtZi[(j, 0)] @ T0sp).tocsr()
+                self.Lj[(j, 0)] = (self._lam_sparse(j).T @ cp.ZjtZi[(j, 0)] @ T0sp).tocsr()
             for m in range(1, j):
-                lam_m = _block_diag_sparse(np.broadcast_to(lams[m], (len(cp.ZtZ[m]),) + lams[m].shape))
-                B = (lamj_t @ cp.ZjtZi[(j, m)] @ lam_m).toarray()
-                self._subtract_outer(B, j, m)
+                if lams[j].shape == (1, 1) and lams[m].shape == (1, 1):
+                    B = (lams[j][0, 0] * lams[m][0, 0]) * cp.dense_block(j, m)
+                else:
+                    B = (self._lam_sparse(j).T @ cp.ZjtZi[(j, m)] @ self._lam_sparse(m)).toarray()
+                B += self._minus_outer(j, m)
                 self.Lj[(j, m)] = sla.solve_triangular(self.Lj[(m, m)], B.T, lower=True, check_finite=False).T
-            qj = cp.ZtZ[j].shape[0] * lams[j].shape[0]
-            D = np.zeros((qj, qj))
-            self._subtract_outer(D, j, j)
+            D = self._minus_outer(j, j)
+            qj = D.shape[0]
             if lams[j].shape == (1, 1):
                 D[np.diag_indices(qj)] += lams[j][0, 0] ** 2 * cp.ZtZ[j][:, 0, 0] + 1.0
             else:
@@ -268,15 +274,30 @@ class BlockedCholesky:
         S = cp.XytXy - sum(Lx @ Lx.T for Lx in self.LX)
         self.LXX = np.linalg.cholesky(S)
 
-    def _subtract_outer(self, out: np.ndarray, j: int, m: int) -> None:
-        """out −= Σ_{t<m} L[j,t] L[m,t]' in place (for j = m possibly only its lower triangle)."""
+    def _scalar_pair(self, j: int) -> bool:
+        """Terms 0 and j are both scalar: L[j,0] is A_j0 with its entries rescaled."""
+        return self._scalar0 and self.lams[j].shape == (1, 1)
+
+    def _lam_sparse(self, j: int) -> sp.csr_matrix:
+        """Λ_j = I ⊗ λ_j as a sparse matrix (for products with the sparse cross-product blocks)."""
+        lam = self.lams[j]
+        return _block_diag_sparse(np.broadcast_to(lam, (len(self.cp.ZtZ[j]),) + lam.shape))
+
+    def _minus_outer(self, j: int, m: int) -> np.ndarray:
+        """−Σ_{t<m} L[j,t] L[m,t]' as a new dense ``q_j × q_m`` array (for j = m possibly only
+        its lower triangle). With terms 0, j and m scalar, the t = 0 part is
+        −λ_j λ_m A_j0 diag(T0²) A_m0', one product with the precomputed :meth:`CrossProducts.outer_map`."""
+        qj, qm = (self.cp.ZtZ[i].shape[0] * self.lams[i].shape[0] for i in (j, m))
+        out = None
         for t in range(m):
-            if t == 0 and self._scalar0 and self.lams[j].shape == (1, 1) and self.lams[m].shape == (1, 1):
-                M, flat = self.cp.outer_map(j, m)
-                out.ravel()[flat] -= (M @ self._T0[:, 0, 0] ** 2) * (self.lams[j][0, 0] * self.lams[m][0, 0])
+            if t == 0 and self._scalar_pair(j) and self._scalar_pair(m):
+                v = self._T0[:, 0, 0] ** 2 * -(self.lams[j][0, 0] * self.lams[m][0, 0])
+                term = (self.cp.outer_map(j, m) @ v).reshape(qj, qm)
             else:
                 prod = self.Lj[(j, t)] @ self.Lj[(m, t)].T
-                out -= prod.toarray() if sp.issparse(prod) else prod
+                term = -(prod.toarray() if sp.issparse(prod) else prod)
+            out = term if out is None else np.add(out, term, out=out)
+        return out
 
     # ------------------------------------------------------------------ quantities
     @property

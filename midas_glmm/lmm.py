@@ -143,6 +143,69 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
     return LMMCriterion(design.terms, cp, REML, ldW), S
 
 
+#: BOBYQA's first trust-region radius from the moment start, and its stopping rules: lme4's
+#: (a gain or a step below 1e-8) and a strict one (the trust region down to 1e-8).
+START_STEP = 0.1
+LME4_STOP = {"ftol_rel": 0.0, "ftol_abs": 1e-8, "xtol_rel": 0.0, "xtol_abs": 1e-8}
+STRICT_STOP = {"ftol_rel": 0.0, "ftol_abs": 0.0, "xtol_rel": 1e-8, "xtol_abs": 1e-8}
+
+
+def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.ndarray:
+    """A starting θ from one-way ANOVA moments, computed from the cross-products alone.
+
+    With r = y − Xβ̂_OLS, for each term and column a with per-level sums r_l = Σ z_a r and
+    n_l = Σ z_a²: SSB = Σ_l r_l²/n_l, MSW = (RSS − SSB)/(n − p − ℓ), and
+    σ̂²_a = (SSB − (ℓ−1) MSW) / (Σn_l − Σn_l²/Σn_l). The residual variance is the total less
+    the components, kept between ½ and 1 × the smallest MSW (each MSW holds the residual plus
+    the other terms); a random intercept nested in another gives up the outer one's σ̂². λ starts
+    diagonal at max(σ̂_a/σ̂, ``floor``): a start only, which the optimizer then refines; close
+    starts save most of BOBYQA's evaluations on large crossed fits.
+    """
+    A = cp.XytXy
+    k = A.shape[0] - 1
+    beta = np.linalg.lstsq(A[:k, :k], A[:k, k], rcond=None)[0] if k else np.zeros(0)
+    rss = max(float(A[k, k] - beta @ A[:k, k]), 0.0)
+    n = cp.n
+    comps, msw, totals = [], [], []
+    for t, ZtZ, XZ in zip(tmap.terms, cp.ZtZ, cp.XytZ):
+        XZ = XZ.reshape(k + 1, t.nlevels, t.p)
+        r = XZ[k] - np.tensordot(beta, XZ[:k], axes=(0, 0))
+        s2, share = np.zeros(t.p), np.zeros(t.p)
+        for a in range(t.p):
+            nl = ZtZ[:, a, a]
+            ok = nl > 0
+            tot = nl[ok].sum()
+            if tot <= 0:
+                continue
+            ssb = float(np.sum(r[ok, a] ** 2 / nl[ok]))
+            mw = max(rss - ssb, 0.0) / max(n - k - int(ok.sum()), 1)
+            nstar = tot - np.sum(nl[ok] ** 2) / tot
+            s2[a] = max(ssb - (ok.sum() - 1) * mw, 0.0) / nstar if nstar > 0 else 0.0
+            msw.append(mw)
+            share[a] = tot / n
+        comps.append(s2)
+        totals.append(share)
+    # A factor nested in another (each of its levels inside one level of the other) carries the
+    # outer factor's variance in its between-level moments: take it out, outermost first.
+    for i in reversed(range(len(comps))):
+        for j in range(i + 1, len(comps)):
+            if tmap.terms[i].is_intercept and tmap.terms[j].is_intercept:
+                if np.all(np.diff(cp.ZjtZi[(j, i)].tocsc().indptr) <= 1):
+                    comps[i] = np.maximum(comps[i] - comps[j], 0.0)
+    explained = sum(float(s2 @ t_tot) for s2, t_tot in zip(comps, totals))
+    smallest = min(msw) if msw else rss / max(n - k, 1)
+    if not np.isfinite(smallest) or smallest <= 0:
+        return tmap.start.copy()
+    sigma2 = float(np.clip(rss / max(n - k, 1) - explained, 0.5 * smallest, smallest))
+    theta = tmap.start.copy()
+    for t, s2, a0 in zip(tmap.terms, comps, tmap.offsets):
+        rows, cols = np.tril_indices(t.p)
+        order = np.lexsort((rows, cols))
+        lam = np.diag(np.maximum(np.sqrt(s2 / sigma2), floor))
+        theta[a0 : a0 + t.n_theta] = lam[rows[order], cols[order]]
+    return theta
+
+
 def _scaled_condvar(factor: BlockedCholesky, s2: float) -> list[np.ndarray]:
     """σ² Λ(Λ'Z'ZΛ + I)⁻¹Λ' per level: lme4's conditional variances of the random effects."""
     return [s2 * blk for blk in factor.condvar_blocks()]
@@ -158,20 +221,41 @@ def fit_lmm(design, REML: bool = True, optimizer: str = "bobyqa", standardize_X:
     Estimates
     """
     from .estimates import Estimates
-    from .optimize import check_convergence, is_singular, minimize_bounded
+    from .optimize import (
+        check_convergence,
+        fd_derivatives,
+        is_singular,
+        minimize_bounded,
+        newton_step,
+        restart_if_unconverged,
+    )
 
     crit, S = lmm_criterion(design, REML, standardize_X)
     tm = crit.tmap
-    # θ is scale-free and of order one: a wide first trust region and a stop on the step size
-    opt = minimize_bounded(
-        crit,
-        tm.start,
-        tm.lower,
-        optimizer,
-        step=0.75,
-        tolerances={"ftol_rel": 0.0, "ftol_abs": 0.0, "xtol_rel": 1e-8, "xtol_abs": 1e-8},
+    # Start from the ANOVA moments unless lme4's λ = I is better there; the moments are usually
+    # close, so the first trust region is narrow.
+    x0, step = moment_start(crit.cp, tm), START_STEP
+    f0, f_lme4 = crit(x0), crit(tm.start)
+    if f_lme4 < f0:
+        x0, f0, step = tm.start, f_lme4, 0.75
+    known = {x0.tobytes(): f0}  # the optimizer's first evaluation is the start's
+
+    def criterion(theta: np.ndarray) -> float:
+        theta = np.asarray(theta, dtype=float)
+        return known.pop(theta.tobytes()) if theta.tobytes() in known else crit(theta)
+
+    opt = minimize_bounded(criterion, x0, tm.lower, optimizer, step=step, tolerances=LME4_STOP)
+    # lme4's stopping rule can stop early; its convergence check catches that (then BOBYQA goes
+    # on from there with a strict rule), and the check's derivatives give a Newton step that
+    # takes θ to the precision of the finite differences.
+    g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
+    opt, restarted = restart_if_unconverged(
+        crit, opt, tm.lower, H, g, optimizer="bobyqa", step=0.05, tolerances=STRICT_STOP
     )
-    msgs = check_convergence(crit, opt, tm.lower)
+    if restarted:
+        g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
+    msgs = check_convergence(crit, opt, tm.lower, hessian=H, gradient=g)
+    opt = newton_step(crit, opt, tm.lower, g, H)
     sol = crit.solution(opt.x)
     # log|R_X|² refers to the design used; report the criterion for the user's X (X_s = X S).
     criterion = sol.criterion - (2.0 * np.log(abs(np.linalg.det(S))) if REML else 0.0)

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.optimize as so
 
 from .errors import ConvergenceWarning, FitError
 
-__all__ = ["OptResult", "minimize_bounded", "is_singular", "OPTIMIZERS", "fd_gradient", "fd_hessian"]
+__all__ = ["OptResult", "minimize_bounded", "is_singular", "newton_step", "OPTIMIZERS", "fd_gradient", "fd_hessian"]
 
 OPTIMIZERS = ("bobyqa", "lbfgsb", "nelder-mead", "powell")
 
@@ -192,16 +193,17 @@ def fd_hessian(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-
     return fd_derivatives(fun, x, h)[1]
 
 
-def fd_derivatives(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-4):
+def fd_derivatives(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-4, f0: float | None = None):
     """Central-difference gradient and Hessian from one set of 1 + 2k + k(k−1) evaluations.
 
     Off-diagonal terms use f(x ± e_i ± e_j) along the diagonal directions only,
     H_ij = [f(x+e_i+e_j) − f(x+e_i) − f(x+e_j) + 2f(x) − f(x−e_i) − f(x−e_j) + f(x−e_i−e_j)] / (2 h_i h_j),
-    which is second-order accurate and reuses the evaluations of the diagonal."""
+    which is second-order accurate and reuses the evaluations of the diagonal. ``f0`` is f(x)
+    when the caller has it."""
     k = len(x)
     steps = h * np.maximum(1.0, np.abs(x))
     E = np.diag(steps)
-    f0 = fun(x)
+    f0 = fun(x) if f0 is None else f0
     fp = np.array([fun(x + E[i]) for i in range(k)])
     fm = np.array([fun(x - E[i]) for i in range(k)])
     g = (fp - fm) / (2 * steps)
@@ -259,17 +261,45 @@ def check_convergence(
     return msgs
 
 
-def restart_if_unconverged(fun, opt: OptResult, lower: np.ndarray, hessian, gradient, tol: float = 2e-3):
-    """When BOBYQA stops where the gradient check fails (a rough patch of the objective), restart
-    from there with Nelder–Mead and keep the better point. Returns (opt, restarted)."""
+def restart_if_unconverged(
+    fun, opt: OptResult, lower: np.ndarray, hessian, gradient, tol: float = 2e-3, optimizer="nelder-mead", **options
+):
+    """When BOBYQA stops where the gradient check fails (it can stop early on a step that gains
+    little, or on a rough patch of the objective), restart from there with ``optimizer`` and keep
+    the better point. Returns (opt, restarted)."""
     if opt.optimizer != "bobyqa" or gradient_size(fun, opt.x, lower, hessian, gradient)[0] <= tol:
         return opt, False
-    again = minimize_bounded(fun, opt.x, lower, "nelder-mead")
+    again = minimize_bounded(fun, opt.x, lower, optimizer, **options)
     if again.fun < opt.fun:
         return OptResult(
-            again.x, again.fun, opt.nfev + again.nfev, again.converged, again.message, "bobyqa+nelder-mead"
+            again.x, again.fun, opt.nfev + again.nfev, again.converged, again.message, f"bobyqa+{optimizer}"
         ), True
     return opt, False
+
+
+def newton_step(fun, opt: OptResult, lower: np.ndarray, gradient: np.ndarray, hessian: np.ndarray) -> OptResult:
+    """One Newton step x − H⁻¹g over the coordinates not held at a bound, from the derivatives the
+    convergence check computed, kept only if it lowers ``fun``.
+
+    A derivative-free optimizer stops when its steps or gains become small, not when the gradient
+    vanishes; near the optimum the quadratic model is accurate, so this step takes x to the
+    precision of the finite differences for one evaluation."""
+    free = (opt.x - lower) >= 1e-6
+    if not free.any():
+        return opt
+    g, H = gradient[free], hessian[np.ix_(free, free)]
+    try:
+        step = sla.cho_solve(sla.cho_factor(H, lower=True), g)
+    except (np.linalg.LinAlgError, ValueError):
+        return opt
+    if not np.all(np.isfinite(step)) or np.max(np.abs(step) / (1.0 + np.abs(opt.x[free]))) > 1e-2:
+        return opt  # not a local correction: the quadratic model is not to be trusted that far
+    x = opt.x.copy()
+    x[free] = np.maximum(x[free] - step, lower[free])
+    fx = float(fun(x))
+    if fx < opt.fun:
+        return OptResult(x, fx, opt.nfev + 1, opt.converged, opt.message, opt.optimizer)
+    return opt
 
 
 def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = 1e-4) -> bool:

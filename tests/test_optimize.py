@@ -34,3 +34,43 @@ def test_singular_rule_and_unknown_optimizer():
     assert not is_singular(np.array([0.5, 0.0]), np.array([0.0, -np.inf]))  # an off-diagonal 0 is fine
     with pytest.raises(FitError, match="unknown optimizer"):
         minimize_bounded(quadratic, np.zeros(2), np.zeros(2), "newton")
+
+
+def test_newton_step_polishes_a_nearby_point_and_refuses_bad_steps():
+    from midas_glmm.optimize import fd_derivatives, newton_step
+
+    def f(x):  # smooth, not quadratic: minimum at (2, -1, 0.5); with x3 = 0 at (2, -1, 0)
+        a, b, c = x[0] - 2.0, x[1] + 1.0, x[2] - 0.5
+        return float(np.cosh(a) + 10 * b**2 + a * b + c**2 * (1 + x[2] ** 2))
+
+    lower = np.array([-np.inf, -np.inf, 0.0])
+    x = np.array([2.001, -1.0004, 0.5007])
+    opt = OptResult(x, f(x), 30, True, "", "bobyqa")
+    g, H = fd_derivatives(f, x, f0=opt.fun)
+    new = newton_step(f, opt, lower, g, H)
+    assert np.allclose(new.x, [2.0, -1.0, 0.5], atol=1e-6) and new.fun < opt.fun and new.nfev == 31
+    # a coordinate held at its bound stays there
+    at_bound = OptResult(np.array([2.001, -1.0004, 0.0]), f([2.001, -1.0004, 0.0]), 30, True, "", "bobyqa")
+    g, H = fd_derivatives(f, at_bound.x)
+    new = newton_step(f, at_bound, lower, g, H)
+    assert new.x[2] == 0.0 and np.allclose(new.x[:2], [2.0, -1.0], atol=1e-6)
+    # far from the optimum, or with an indefinite Hessian, the point is kept
+    far = OptResult(np.array([4.0, 1.0, 0.5]), f([4.0, 1.0, 0.5]), 30, True, "", "bobyqa")
+    g, H = fd_derivatives(f, far.x)
+    assert newton_step(f, far, lower, g, H) is far
+    assert newton_step(f, opt, lower, np.ones(3), -np.eye(3)) is opt
+
+
+def test_an_early_bobyqa_stop_is_restarted_with_the_requested_optimizer():
+    from midas_glmm.optimize import fd_derivatives, restart_if_unconverged
+
+    lower = np.array([-np.inf, -np.inf])
+    early = OptResult(np.array([1.5, -0.8]), quadratic([1.5, -0.8]), 20, True, "", "bobyqa")
+    g, H = fd_derivatives(quadratic, early.x)
+    opt, restarted = restart_if_unconverged(quadratic, early, lower, H, g, optimizer="bobyqa", step=0.05)
+    assert restarted and opt.optimizer == "bobyqa+bobyqa" and opt.nfev > early.nfev
+    assert np.allclose(opt.x, [2.0, -1.0], atol=1e-6)
+    # at the optimum nothing is redone
+    done = OptResult(np.array([2.0, -1.0]), 0.0, 20, True, "", "bobyqa")
+    g, H = fd_derivatives(quadratic, done.x)
+    assert restart_if_unconverged(quadratic, done, lower, H, g, optimizer="bobyqa") == (done, False)
