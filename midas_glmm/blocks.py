@@ -147,13 +147,14 @@ class CrossProducts:
         y = np.asarray(y, dtype=float).reshape(n)
         w = None if weights is None else np.asarray(weights, dtype=float)
         total = None
+        buf = np.empty((min(max(n, 1), chunk_rows), X.shape[1] + 1), order="F")  # one chunk of [X_s y]
         for a in range(0, max(n, 1), chunk_rows):
             rows = slice(a, min(n, a + chunk_rows))
-            Xc = X[rows]
+            Xy = buf[: rows.stop - rows.start]
+            Xy[:, :-1] = X[rows]
             if shift is not None:
-                Xc = (Xc - shift) / scale
-            Xy = np.empty((Xc.shape[0], X.shape[1] + 1), order="F")
-            Xy[:, :-1] = Xc
+                Xy[:, :-1] -= shift
+                Xy[:, :-1] /= scale
             Xy[:, -1] = y[rows]
             part = cls._chunk(terms, Xy, None if w is None else w[rows], rows)
             total = part if total is None else total + part

@@ -70,6 +70,7 @@ class Design:
     trials: np.ndarray | None = None
     row_index: pd.Index | None = None
     source: object = None  # a DaskSource when the rows live in a Dask DataFrame
+    gram: np.ndarray | None = None  # X'X (unweighted), from the rank check
 
 
 def _names_in(expr: str) -> set[str]:
@@ -350,9 +351,10 @@ def build_design(
     spec = mm.model_spec
     X = np.asarray(mm, dtype=float)  # formulaic's array itself: the data pass reads it in row chunks
     del mm
-    keep, dropped = independent_columns(X.T @ X, names)
+    gram = X.T @ X
+    keep, dropped = independent_columns(gram, names)
     if dropped:
-        X, names = X[:, keep], [names[i] for i in keep]
+        X, names, gram = X[:, keep], [names[i] for i in keep], gram[np.ix_(keep, keep)]
 
     off = offset_of(parsed, df, extra.get("offset"))
 
@@ -379,6 +381,7 @@ def build_design(
         has_prior_weights="weights" in extra,
         trials=None if trials is None else np.asarray(trials, dtype=float),
         row_index=df.index,
+        gram=gram,
     )
 
 
@@ -393,22 +396,31 @@ def _numeric(values: np.ndarray, name: str) -> np.ndarray:
     return values.astype(float, copy=False)
 
 
-def standardize(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def standardize(
+    X: np.ndarray, names: list[str], gram: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centring and scaling of the non-constant columns of X, for conditioning, without a copy.
 
     Returns ``(shift, scale, S)``: the data pass uses X_s = (X − shift)/scale column-wise, and
     ``X β = X_s β_s`` with ``β = S β_s`` and ``Var β = S Var(β_s) S'``. Columns are centred only
-    when the model has an intercept (so the column space is unchanged).
+    when the model has an intercept (so the column space is unchanged). The moments come from
+    ``gram`` = X'X when the caller has it (mean = G[1,c]/n, mean square = G[c,c]/n), otherwise
+    from the columns.
     """
-    p = X.shape[1]
+    n, p = X.shape
     shift, scale, S = np.zeros(p), np.ones(p), np.eye(p)
     icpt = names.index(INTERCEPT) if INTERCEPT in names else None
     for c in range(p):
         if c == icpt:
             continue
-        col = X[:, c]
-        m = col.mean() if icpt is not None else 0.0
-        s = np.sqrt(max(np.mean(col * col) - m * m, 0.0)) if icpt is not None else np.sqrt(np.mean(col * col))
+        if gram is not None:
+            m = gram[icpt, c] / n if icpt is not None else 0.0
+            msq = gram[c, c] / n
+        else:
+            col = X[:, c]
+            m = col.mean() if icpt is not None else 0.0
+            msq = np.mean(col * col)
+        s = np.sqrt(max(msq - m * m, 0.0))
         if not np.isfinite(s) or s <= 1e-12 * max(abs(m), 1.0):
             continue
         shift[c], scale[c] = m, s

@@ -129,14 +129,15 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
             )
         cp, ldW = design.source.cross_products(design.has_prior_weights)
         return LMMCriterion(design.terms, cp, REML, ldW), design.source.S
-    X, names, y = design.X, list(design.fixed_names), design.y - design.offset
+    X, names, y, gram = design.X, list(design.fixed_names), design.y - design.offset, design.gram
     if fix is not None:
         j, v = fix
         y = y - v * X[:, j]
         X = np.delete(X, j, axis=1)
         del names[j]
+        gram = None if gram is None else np.delete(np.delete(gram, j, axis=0), j, axis=1)
     p = X.shape[1]
-    shift, scale, S = standardize(X, names) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
+    shift, scale, S = standardize(X, names, gram) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
     w = design.weights
     cp = CrossProducts.from_rows(design.terms, X, y, w if design.has_prior_weights else None, shift, scale)
     ldW = float(np.sum(np.log(w[w > 0]))) if design.has_prior_weights else 0.0

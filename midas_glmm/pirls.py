@@ -81,7 +81,9 @@ class GLMMProblem:
                 RowBlock(family, design.y, design.X, design.weights, design.offset, design.terms, design.trials)
             )
             self.shift, self.scale, self.S = (
-                standardize(design.X, design.fixed_names) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
+                standardize(design.X, design.fixed_names, design.gram)
+                if standardize_X
+                else (np.zeros(p), np.ones(p), np.eye(p))
             )
         self.tmap = ThetaMap(design.terms)
         self._u = [np.zeros(t.q) for t in design.terms]
