@@ -83,6 +83,10 @@ class Family:
     # --- link
     def linkinv(self, eta: np.ndarray) -> np.ndarray:
         """μ = g⁻¹(η), kept inside the family's range."""
+        if self.canonical and self.name == "binomial":
+            return np.clip(special.expit(eta), 1e-15, 1 - 1e-15)
+        if self.canonical and self.name == "poisson":
+            return np.maximum(np.exp(eta), 1e-300)
         mu = self.link.inverse(eta)
         if self.name == "binomial":
             mu = np.clip(mu, 1e-15, 1 - 1e-15)
@@ -90,8 +94,12 @@ class Family:
             mu = np.maximum(mu, 1e-300)
         return mu
 
-    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
-        """dμ/dη."""
+    def mu_eta(self, eta: np.ndarray, mu: np.ndarray | None = None) -> np.ndarray:
+        """dμ/dη; from μ = g⁻¹(η) when given and the link is logit (μ(1−μ)) or log (μ)."""
+        if mu is not None and self.link_name == "logit":
+            return mu * (1.0 - mu)
+        if mu is not None and self.link_name == "log":
+            return mu
         return self.link.inverse_deriv(eta)
 
     def variance(self, mu: np.ndarray) -> np.ndarray:
@@ -104,8 +112,11 @@ class Family:
 
     # --- PIRLS weights
     def weights(self, y, mu, eta, prior, phi=1.0, observed=False):
-        """Working weights: Fisher w·μ'²/(φV), or the observed information of η when asked."""
-        d = self.mu_eta(eta)
+        """Working weights: Fisher w·μ'²/(φV), or the observed information of η when asked.
+        For the canonical logit and log links μ'= V(μ), so the Fisher weight is w·V(μ)/φ."""
+        if self.canonical and self.name in ("binomial", "poisson"):
+            return prior * self.mu_eta(eta, mu) / phi
+        d = self.mu_eta(eta, mu)
         V = self.variance(mu)
         w = prior * d * d / (V * phi)
         if observed and not self.canonical:

@@ -56,7 +56,7 @@ class RowBlock:
             obs = fam.weights(self.y, mu, eta, self.w, phi, observed=True)
             if np.all(obs > 0):
                 W = obs
-        z = eta - self.off + (self.y - mu) / fam.mu_eta(eta) * (fisher / W)
+        z = eta - self.off + (self.y - mu) / fam.mu_eta(eta, mu) * (fisher / W)
         return W, z
 
     def evaluate(self, beta_raw, lams, us, phi, joint, shift, scale, info="newton"):

@@ -156,3 +156,17 @@ def test_gamma_inverse_link_steps_outside_the_domain_are_rejected_not_fatal():
     assert m.family.link_name == "inverse"
     assert default.llf >= nm.llf - 1e-4
     assert default.converged
+
+
+@pytest.mark.parametrize("name", ["binomial", "poisson"])
+def test_canonical_link_shortcuts_equal_statsmodels(name):
+    """μ, dμ/dη and the working weights from μ alone (logit, log) equal statsmodels' link."""
+
+    fam = resolve_family(name)
+    eta = np.linspace(-8, 8, 41)
+    mu = fam.linkinv(eta)
+    assert np.allclose(mu, fam.link.inverse(eta), rtol=1e-13, atol=1e-300)
+    assert np.allclose(fam.mu_eta(eta, mu), fam.link.inverse_deriv(eta), rtol=1e-12)
+    prior = np.full_like(eta, 2.0)
+    general = prior * fam.link.inverse_deriv(eta) ** 2 / fam.sm.variance(mu)
+    assert np.allclose(fam.weights(np.zeros_like(eta), mu, eta, prior), general, rtol=1e-12)
