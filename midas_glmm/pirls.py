@@ -316,10 +316,10 @@ def fit_glmm(
         opt = minimize_bounded(fun, x2, lower, optimizer, polish=False, jac="2-point")
         method = "Laplace" if nAGQ == 1 else "AGQ"
     # one set of derivatives serves the convergence check, a possible restart and the SEs
-    g, H = fd_derivatives(fun, opt.x, h=1e-3)
+    g, H = fd_derivatives(fun, opt.x, h=1e-3, f0=opt.fun)
     opt, restarted = restart_if_unconverged(fun, opt, lower, H, g)
     if restarted:
-        g, H = fd_derivatives(fun, opt.x, h=1e-3)
+        g, H = fd_derivatives(fun, opt.x, h=1e-3, f0=opt.fun)
     par = opt.x
     theta, beta, phi = split(par)
     msgs = check_convergence(fun, opt, lower, hessian=H, gradient=g)
