@@ -63,6 +63,24 @@ def _to_dense_block_diag(blocks: np.ndarray) -> np.ndarray:
     return out
 
 
+def _pairs_within_columns(A: sp.csc_matrix, B: sp.csc_matrix, lower: bool):
+    """Every pair (entry of A, entry of B) in the same column, as entry indices ``(ea, eb)``,
+    grouped by column, with the column pointer of the pairs. ``lower`` (B is A, rows sorted):
+    only pairs whose B entry is at or above the A entry, i.e. row_B ≤ row_A."""
+    ca = np.diff(A.indptr)
+    col = np.repeat(np.arange(A.shape[1]), ca)  # column of each entry of A
+    if lower:
+        count = np.arange(A.nnz) - A.indptr[col] + 1  # entry i of its column pairs with 0..i
+        per_column = ca * (ca + 1) // 2
+    else:
+        count = np.diff(B.indptr)[col]
+        per_column = ca * np.diff(B.indptr)
+    ea = np.repeat(np.arange(A.nnz), count)
+    start = np.cumsum(count) - count
+    eb = np.repeat(B.indptr[col] - start, count) + np.arange(len(ea))
+    return ea, eb, np.concatenate([[0], np.cumsum(per_column)])
+
+
 CHUNK_ROWS = 1 << 17
 
 
@@ -103,20 +121,12 @@ class CrossProducts:
         key = (j, m)
         if key not in self._derived:
             A = self.ZjtZi[(j, 0)].tocsc()
+            A.sort_indices()
             B = A if j == m else self.ZjtZi[(m, 0)].tocsc()
-            ca, cb = np.diff(A.indptr), np.diff(B.indptr)
-            # every (entry of A, entry of B) pair within the same column l
-            ea = np.repeat(np.arange(A.nnz), cb[np.repeat(np.arange(A.shape[1]), ca)])
-            col = np.repeat(np.arange(A.shape[1]), ca * cb)
-            offset = np.arange(len(ea)) - np.repeat(np.cumsum(np.concatenate([[0], (ca * cb)]))[:-1], ca * cb)
-            eb = B.indptr[col] + offset % np.maximum(cb[col], 1)
-            ra, rb = A.indices[ea].astype(np.int64), B.indices[eb].astype(np.int64)
-            if j == m:
-                keep = ra >= rb
-                ea, eb, col, ra, rb = ea[keep], eb[keep], col[keep], ra[keep], rb[keep]
-            indptr = np.concatenate([[0], np.cumsum(np.bincount(col, minlength=A.shape[1]))])
+            ea, eb, indptr = _pairs_within_columns(A, B, lower=j == m)
+            flat = A.indices[ea].astype(np.int64) * B.shape[0] + B.indices[eb]
             self._derived[key] = sp.csc_matrix(
-                (A.data[ea] * B.data[eb], ra * B.shape[0] + rb, indptr), shape=(A.shape[0] * B.shape[0], A.shape[1])
+                (A.data[ea] * B.data[eb], flat, indptr), shape=(A.shape[0] * B.shape[0], A.shape[1])
             )
         return self._derived[key]
 
