@@ -147,12 +147,14 @@ class CrossProducts:
         shift: np.ndarray | None = None,
         scale: np.ndarray | None = None,
         chunk_rows: int = CHUNK_ROWS,
+        beta_removed: np.ndarray | None = None,
     ) -> CrossProducts:
         """The data pass: ``A = [Z X_s y]' W [Z X_s y]`` in blocks, with X_s = (X − shift)/scale.
 
         Rows are read in chunks of ``chunk_rows`` and the blocks summed, so the only row-sized
         temporaries are one chunk's; the same sum over chunks is how partitions of a larger-than-
-        memory data set combine (:meth:`__add__`)."""
+        memory data set combine (:meth:`__add__`). With ``beta_removed`` = b the last column is
+        y − X_s b instead of y."""
         n = X.shape[0]
         y = np.asarray(y, dtype=float).reshape(n)
         w = None if weights is None else np.asarray(weights, dtype=float)
@@ -166,6 +168,8 @@ class CrossProducts:
                 Xy[:, :-1] -= shift
                 Xy[:, :-1] /= scale
             Xy[:, -1] = y[rows]
+            if beta_removed is not None:
+                Xy[:, -1] -= Xy[:, :-1] @ beta_removed
             part = cls._chunk(terms, Xy, None if w is None else w[rows], rows)
             total = part if total is None else total + part
         return total

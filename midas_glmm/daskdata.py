@@ -106,6 +106,7 @@ class DaskSource:
     offset_col: str | None
     shift: np.ndarray = None
     scale: np.ndarray = None
+    beta_removed: np.ndarray = None
     S: np.ndarray = None
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -157,7 +158,9 @@ class DaskSource:
     def partition_blocks(self, part: pd.DataFrame, weighted: bool) -> tuple[CrossProducts, float]:
         """Pass 2 on one partition: its cross-product blocks and Σ log w — sized by the levels."""
         y, X, w, off, terms, _ = self.rows(part)
-        cp = CrossProducts.from_rows(terms, X, y - off, w if weighted else None, self.shift, self.scale)
+        cp = CrossProducts.from_rows(
+            terms, X, y - off, w if weighted else None, self.shift, self.scale, beta_removed=self.beta_removed
+        )
         return cp, float(np.sum(np.log(w[w > 0]))) if weighted else 0.0
 
     # ---------------------------------------------------------------- reductions
@@ -252,7 +255,8 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
     # specs from real rows: the first partition with complete rows, coded with the global levels
     first = next(i for i, sc in enumerate(scans) if sc["complete"] > 0)
     src = DaskSource(ddf, parsed, cols, factor_cats, levels, None, None, [], weights, offset)
-    proto = src._prepare(ddf.get_partition(first).head(PROTOTYPE_ROWS, npartitions=1, compute=True))
+    head = ddf.get_partition(first).head(PROTOTYPE_ROWS, npartitions=1, compute=True)
+    proto = src._prepare(head)
     try:
         mm = formulaic.model_matrix(parsed.fixed, proto, na_action="raise", output="numpy")
     except Exception as exc:
@@ -294,6 +298,13 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
     proto_X = np.asarray(mm, dtype=float)
     src.shift, src.scale, src.S = standardize(proto_X, names)
     src.scale = np.where(src.scale > 0, src.scale, 1.0)
+    # the blocks hold y minus its mean on the first rows (as in memory y − X b_OLS): numbers of
+    # the size of y's spread, not of y, so nothing is lost when the factorisation subtracts them
+    src.beta_removed = np.zeros(len(names))
+    if INTERCEPT in names:
+        y0, _, _, off0, _, _ = src.rows(head, with_terms=False)
+        if len(y0):
+            src.beta_removed[names.index(INTERCEPT)] = float(np.mean(y0 - off0))
 
     # rank deficiency is read off the (reduced) cross-products, as in memory off X'X
     cp, _ = src.cross_products(weights is not None)
@@ -302,7 +313,7 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
     kept_names = [names[i] for i in keep]
     if dropped:
         src.keep = keep
-        src.shift, src.scale = src.shift[keep], src.scale[keep]
+        src.shift, src.scale, src.beta_removed = src.shift[keep], src.scale[keep], src.beta_removed[keep]
         src.S = src.S[np.ix_(keep, keep)]
         src._cache.clear()
     return Design(

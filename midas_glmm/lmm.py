@@ -70,13 +70,25 @@ class LMMCriterion:
         Σ log wᵢ of the prior weights (0 without weights).
     """
 
-    def __init__(self, terms: list[ReTerm], cp: CrossProducts, REML: bool, log_weights_sum: float = 0.0):
+    def __init__(
+        self,
+        terms: list[ReTerm],
+        cp: CrossProducts,
+        REML: bool,
+        log_weights_sum: float = 0.0,
+        beta_removed: np.ndarray | None = None,
+        response_ss: float | None = None,
+    ):
         self.tmap = ThetaMap(terms)
         self.cp = cp
         self.REML = REML
         self.n = cp.n
         self.p = cp.XytXy.shape[0] - 1
         self.ldW = log_weights_sum
+        # y − X b was passed over the rows in place of y (b ≈ OLS, so that the penalised residual
+        # sum of squares is not a small difference of large numbers); β̂ = β̂(y − Xb) + b.
+        self.beta_removed = np.zeros(self.p) if beta_removed is None else beta_removed
+        self.response_ss = float(cp.XytXy[-1, -1]) if response_ss is None else response_ss
 
     def factor(self, theta: np.ndarray) -> BlockedCholesky:
         """L(θ) from the stored cross-products."""
@@ -109,8 +121,9 @@ class LMMCriterion:
     def solution(self, theta: np.ndarray) -> LMMSolution:
         """β̂(θ), σ̂(θ) and the random effects at θ."""
         L = self.factor(theta)
-        beta = L.beta()
-        u = L.u(beta)
+        beta_r = L.beta()
+        u = L.u(beta_r)
+        beta = beta_r + self.beta_removed
         denom = self.n - self.p if self.REML else self.n
         sigma = float(np.sqrt(L.pwrss / denom))
         return LMMSolution(np.asarray(theta, float), beta, sigma, u, L.b(u), L, self.from_factor(L))
@@ -128,7 +141,7 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
                 "profiling a fixed effect needs another pass over the rows; it is not available for Dask data yet"
             )
         cp, ldW = design.source.cross_products(design.has_prior_weights)
-        return LMMCriterion(design.terms, cp, REML, ldW), design.source.S
+        return LMMCriterion(design.terms, cp, REML, ldW, beta_removed=design.source.beta_removed), design.source.S
     X, names, y, gram = design.X, list(design.fixed_names), design.y - design.offset, design.gram
     if fix is not None:
         j, v = fix
@@ -138,10 +151,29 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
         gram = None if gram is None else np.delete(np.delete(gram, j, axis=0), j, axis=1)
     p = X.shape[1]
     shift, scale, S = standardize(X, names, gram) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
-    w = design.weights
-    cp = CrossProducts.from_rows(design.terms, X, y, w if design.has_prior_weights else None, shift, scale)
-    ldW = float(np.sum(np.log(w[w > 0]))) if design.has_prior_weights else 0.0
-    return LMMCriterion(design.terms, cp, REML, ldW), S
+    w = design.weights if design.has_prior_weights else None
+    b = _rough_ols(X, y, gram, shift, scale)
+    cp = CrossProducts.from_rows(design.terms, X, y, w, shift, scale, beta_removed=b)
+    ldW = float(np.sum(np.log(w[w > 0]))) if w is not None else 0.0
+    yss = float(y @ y) if w is None else float(y @ (w * y))
+    return LMMCriterion(design.terms, cp, REML, ldW, beta_removed=b, response_ss=yss), S
+
+
+def _rough_ols(X, y, gram, shift, scale) -> np.ndarray:
+    """OLS coefficients of y on X_s = (X − shift)/scale from X'X, X'y, X'1 and Σy (one pass over
+    X besides X'X). Removing X_s b from y keeps the numbers the factorisation subtracts of the
+    size of the residuals; b need not be exact (any b gives the same fit), only close."""
+    n = X.shape[0]
+    G = X.T @ X if gram is None else gram
+    s = X.sum(axis=0)
+    Xty, sy = X.T @ y, float(y.sum())
+    Gs = (G - np.outer(shift, s) - np.outer(s, shift) + n * np.outer(shift, shift)) / np.outer(scale, scale)
+    Xsty = (Xty - shift * sy) / scale
+    try:
+        b = np.linalg.solve(Gs, Xsty)
+    except np.linalg.LinAlgError:
+        return np.zeros(X.shape[1])
+    return b if np.all(np.isfinite(b)) else np.zeros(X.shape[1])
 
 
 #: BOBYQA's first trust-region radius from the moment start, and its stopping rules: lme4's
@@ -149,6 +181,14 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
 START_STEP = 0.1
 LME4_STOP = {"ftol_rel": 0.0, "ftol_abs": 1e-8, "xtol_rel": 0.0, "xtol_abs": 1e-8}
 STRICT_STOP = {"ftol_rel": 0.0, "ftol_abs": 0.0, "xtol_rel": 1e-8, "xtol_abs": 1e-8}
+
+
+def ols_fit(cp: CrossProducts) -> tuple[np.ndarray, float]:
+    """β̂ and the residual sum of squares of the regression of y on X alone, from X'X, X'y, y'y."""
+    A = cp.XytXy
+    k = A.shape[0] - 1
+    beta = np.linalg.lstsq(A[:k, :k], A[:k, k], rcond=None)[0] if k else np.zeros(0)
+    return beta, max(float(A[k, k] - beta @ A[:k, k]), 0.0)
 
 
 def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.ndarray:
@@ -162,10 +202,8 @@ def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.nd
     diagonal at max(σ̂_a/σ̂, ``floor``): a start only, which the optimizer then refines; close
     starts save most of BOBYQA's evaluations on large crossed fits.
     """
-    A = cp.XytXy
-    k = A.shape[0] - 1
-    beta = np.linalg.lstsq(A[:k, :k], A[:k, k], rcond=None)[0] if k else np.zeros(0)
-    rss = max(float(A[k, k] - beta @ A[:k, k]), 0.0)
+    beta, rss = ols_fit(cp)
+    k = len(beta)
     n = cp.n
     comps, msw, totals = [], [], []
     for t, ZtZ, XZ in zip(tmap.terms, cp.ZtZ, cp.XytZ):
@@ -233,6 +271,13 @@ def fit_lmm(design, REML: bool = True, optimizer: str = "bobyqa", standardize_X:
 
     crit, S = lmm_criterion(design, REML, standardize_X)
     tm = crit.tmap
+    rss = ols_fit(crit.cp)[1]
+    if rss <= 1e-26 * crit.response_ss:  # residual SD below 1e-13 × RMS(y): zero but for rounding
+        raise FitError(
+            f"the response '{design.response_name}' is an exact linear function of the fixed effects "
+            f"(residual sum of squares {rss:.3g}); there is no variance left to estimate: check that the "
+            "response is not also a predictor"
+        )
     # Start from the ANOVA moments unless lme4's λ = I is better there; the moments are usually
     # close, so the first trust region is narrow.
     x0, step = moment_start(crit.cp, tm), START_STEP

@@ -104,7 +104,8 @@ def test_partition_results_are_sized_by_levels_not_rows():
 
 
 def test_errors_come_before_any_pass_over_the_rows():
-    df = pd.DataFrame({"y": np.arange(20.0), "x": np.arange(20.0), "g": np.repeat(np.arange(5), 4)})
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"y": rng.normal(size=20), "x": np.arange(20.0), "g": np.repeat(np.arange(5), 4)})
     ddf = dd.from_pandas(df, npartitions=2)
     with pytest.raises(DataError, match="column 'xx'"):
         MixedModel.from_formula("y ~ xx + (1|g)", ddf)

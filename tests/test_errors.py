@@ -142,3 +142,12 @@ def test_few_groups_and_laplace_cautions():
 
 def test_convergence_warning_class_is_a_user_warning():
     assert issubclass(ConvergenceWarning, UserWarning)
+
+
+def test_response_that_the_fixed_effects_fit_exactly(sleep):
+    exact = sleep.assign(Reaction=lambda d: 250.0 + 10.0 * d["Days"])
+    with pytest.raises(FitError, match="'Reaction' is an exact linear function of the fixed effects"):
+        MixedModel.from_formula("Reaction ~ Days + (1|Subject)", exact).fit()
+    # a response that is only nearly linear is fitted
+    near = exact.assign(Reaction=lambda d: d["Reaction"] + np.random.default_rng(1).normal(0, 1e-3, len(d)))
+    assert MixedModel.from_formula("Reaction ~ Days + (1|Subject)", near).fit().sigma == pytest.approx(1e-3, rel=0.2)

@@ -217,3 +217,21 @@ def test_moment_start_is_near_the_optimum_and_does_not_change_it():
     other = minimize_bounded(crit, crit.tmap.start, crit.tmap.lower, step=0.75)
     assert res.reml_criterion == pytest.approx(other.fun, abs=1e-6)
     assert np.allclose(res.theta, other.x, atol=1e-4)
+
+
+def test_a_response_far_from_zero_loses_no_precision():
+    """Shifting y by a constant changes only the intercept. y − X b_OLS is what the blocks hold,
+    so the penalised residual sum of squares is not the difference of two numbers of size y'y
+    (with y'y it was: at a shift of 1e6, θ was 0.70 instead of 0.50)."""
+    rng = np.random.default_rng(0)
+    n, G = 20000, 200
+    g, x = rng.integers(0, G, n), rng.normal(size=n)
+    y = x + rng.normal(0, 0.5, G)[g] + rng.normal(size=n)
+    base = MixedModel.from_formula("y ~ x + (1|g)", pd.DataFrame({"y": y, "x": x, "g": g})).fit()
+    for shift in (1e6, 1e8):
+        res = MixedModel.from_formula("y ~ x + (1|g)", pd.DataFrame({"y": y + shift, "x": x, "g": g})).fit()
+        assert res.theta == pytest.approx(base.theta, abs=1e-6)
+        assert res.llf == pytest.approx(base.llf, abs=1e-5)
+        assert res.params["x"] == pytest.approx(base.params["x"], abs=1e-8)
+        assert res.params["(Intercept)"] - shift == pytest.approx(base.params["(Intercept)"], abs=1e-6)
+        assert res.bse.to_numpy() == pytest.approx(base.bse.to_numpy(), rel=1e-6)
