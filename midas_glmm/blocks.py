@@ -245,6 +245,7 @@ class BlockedCholesky:
             self._T0 = np.einsum("ab,lcb->lac", lam0, self._L00inv)
         # L[j, m] for the later terms
         self.cp = cp
+        self._lam_sp: dict[int, sp.csr_matrix] = {}
         self.Lj: dict[tuple[int, int], object] = {}
         T0sp = _block_diag_sparse(self._T0) if k > 1 and not self._scalar0 else None
         for j in range(1, k):
@@ -294,9 +295,12 @@ class BlockedCholesky:
         return self._scalar0 and self.lams[j].shape == (1, 1)
 
     def _lam_sparse(self, j: int) -> sp.csr_matrix:
-        """Λ_j = I ⊗ λ_j as a sparse matrix (for products with the sparse cross-product blocks)."""
-        lam = self.lams[j]
-        return _block_diag_sparse(np.broadcast_to(lam, (len(self.cp.ZtZ[j]),) + lam.shape))
+        """Λ_j = I ⊗ λ_j as a sparse matrix (for products with the sparse cross-product blocks),
+        built once per term and θ."""
+        if j not in self._lam_sp:
+            lam = self.lams[j]
+            self._lam_sp[j] = _block_diag_sparse(np.broadcast_to(lam, (len(self.cp.ZtZ[j]),) + lam.shape))
+        return self._lam_sp[j]
 
     def _minus_outer(self, j: int, m: int) -> np.ndarray:
         """−Σ_{t<m} L[j,t] L[m,t]' as a new dense ``q_j × q_m`` array (for j = m possibly only
