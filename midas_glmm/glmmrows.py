@@ -21,6 +21,7 @@ import numpy as np
 from .blocks import CrossProducts
 from .families import Family, ResponseTerms
 from .reterms import ReTerm
+from .sparsity import FactorPlan, RowMap
 
 __all__ = ["RowBlock", "LocalRows", "DaskRows"]
 
@@ -33,6 +34,38 @@ class RowBlock:
         self.y, self.X, self.w, self.off, self.terms = y, X, weights, offset, terms
         self.resp = ResponseTerms(family, y, weights, trials)
         self.trials = trials
+        self.rowmap: RowMap | None = None
+        self._Xs: tuple | None = None
+
+    def attach_plan(self, plan: FactorPlan) -> None:
+        """Write each pass's blocks straight into ``plan``'s layout (in memory: no sparse
+        objects per PIRLS step). Without a plan, passes return :class:`CrossProducts`."""
+        self.rowmap = RowMap(plan, self.terms)
+
+    def pattern(self) -> CrossProducts:
+        """Unit-weight blocks of the random-effects columns: the coupling pattern of the levels."""
+        return CrossProducts.from_rows(self.terms, self.X[:, :0], np.zeros(len(self.y)))
+
+    def _scaled_X(self, shift, scale) -> np.ndarray:
+        """X_s = (X − shift)/scale, kept for the next pass with the same shift and scale."""
+        if self._Xs is None or not (np.array_equal(self._Xs[0], shift) and np.array_equal(self._Xs[1], scale)):
+            self._Xs = (np.array(shift), np.array(scale), (self.X - shift) / scale)
+        return self._Xs[2]
+
+    def system(self, W, z, beta_raw, joint, shift, scale):
+        """Blocks of the weighted working system: in (β, u) with columns [X_s z], or in u alone
+        with the column z − Xβ."""
+        if self.rowmap is None:
+            if joint:
+                return CrossProducts.from_rows(self.terms, self.X, z, W, shift, scale)
+            return CrossProducts.from_rows(self.terms, self.X[:, :0], z - self.X @ beta_raw, W)
+        if joint:
+            Xy = np.empty((len(z), self.X.shape[1] + 1))
+            Xy[:, :-1] = self._scaled_X(shift, scale)
+            Xy[:, -1] = z
+        else:
+            Xy = (z - self.X @ beta_raw)[:, None]
+        return self.rowmap.blocks(W, Xy)
 
     def eta(self, beta_raw: np.ndarray, lams, us) -> np.ndarray:
         """η = offset + Xβ + ZΛu, row by row, without forming Z."""
@@ -71,11 +104,7 @@ class RowBlock:
         W, z = self.working(mu, eta, phi, info)
         if not (np.all(np.isfinite(W)) and np.all(np.isfinite(z))):
             return -np.inf, None  # outside the link's domain or overflowing: a step to reject
-        if joint:
-            cp = CrossProducts.from_rows(self.terms, self.X, z, W, shift, scale)
-        else:
-            cp = CrossProducts.from_rows(self.terms, self.X[:, :0], z - self.X @ beta_raw, W)
-        return ll, cp
+        return ll, self.system(W, z, beta_raw, joint, shift, scale)
 
     def deviance(self, beta_raw, lams, us) -> float:
         """Σ wᵢ d(yᵢ, μᵢ) at (β, u)."""

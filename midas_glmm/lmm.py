@@ -18,9 +18,11 @@ from functools import partial
 
 import numpy as np
 
-from .blocks import BlockedCholesky, CrossProducts
+from .blocks import CrossProducts
 from .errors import FitError
+from .factor import Factor
 from .reterms import ReTerm
+from .sparsity import FactorPlan
 
 __all__ = ["LMMCriterion", "LMMSolution", "ThetaMap"]
 
@@ -53,7 +55,7 @@ class LMMSolution:
     sigma: float
     u: list[np.ndarray]
     b: list[np.ndarray]
-    factor: BlockedCholesky
+    factor: Factor
     criterion: float
 
 
@@ -89,12 +91,14 @@ class LMMCriterion:
         # sum of squares is not a small difference of large numbers); β̂ = β̂(y − Xb) + b.
         self.beta_removed = np.zeros(self.p) if beta_removed is None else beta_removed
         self.response_ss = float(cp.XytXy[-1, -1]) if response_ss is None else response_ss
+        self.plan = FactorPlan(terms, cp)  # structure: once per model
+        self.blocks = self.plan.load(cp)
 
-    def factor(self, theta: np.ndarray) -> BlockedCholesky:
+    def factor(self, theta: np.ndarray) -> Factor:
         """L(θ) from the stored cross-products."""
-        return BlockedCholesky(self.cp, self.tmap.lams(np.asarray(theta, dtype=float)))
+        return Factor(self.plan, self.blocks, self.tmap.lams(np.asarray(theta, dtype=float)))
 
-    def from_factor(self, L: BlockedCholesky) -> float:
+    def from_factor(self, L: Factor) -> float:
         """The criterion given the factor at θ."""
         r2 = L.pwrss
         if r2 <= 0:
@@ -245,7 +249,7 @@ def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.nd
     return theta
 
 
-def _scaled_condvar(factor: BlockedCholesky, s2: float) -> list[np.ndarray]:
+def _scaled_condvar(factor: Factor, s2: float) -> list[np.ndarray]:
     """σ² Λ(Λ'Z'ZΛ + I)⁻¹Λ' per level: lme4's conditional variances of the random effects."""
     return [s2 * blk for blk in factor.condvar_blocks()]
 

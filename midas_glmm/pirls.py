@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 import statsmodels.api as sm
 
-from .blocks import BlockedCholesky
+from .blocks import CrossProducts
 from .design import Design, standardize
 from .errors import ConvergenceWarning, FitError, LaplaceAccuracyWarning
 from .estimates import Estimates
+from .factor import Factor
 from .families import Family
 from .glmmrows import DaskRows, LocalRows, RowBlock
 from .lmm import ThetaMap
@@ -39,6 +40,7 @@ from .optimize import (
     minimize_bounded,
     restart_if_unconverged,
 )
+from .sparsity import FactorPlan
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
 
@@ -49,7 +51,7 @@ class PirlsState:
 
     u: list[np.ndarray]
     beta: np.ndarray
-    factor: BlockedCholesky
+    factor: Factor
     loglik_cond: float
     converged: bool
 
@@ -76,10 +78,12 @@ class GLMMProblem:
             self.shift, self.scale, self.S = (
                 (src.shift, src.scale, src.S) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
             )
+            self.plan: FactorPlan | None = None  # from the first pass's blocks
         else:
-            self.rows = LocalRows(
-                RowBlock(family, design.y, design.X, design.weights, design.offset, design.terms, design.trials)
-            )
+            block = RowBlock(family, design.y, design.X, design.weights, design.offset, design.terms, design.trials)
+            self.plan = FactorPlan(design.terms, block.pattern())
+            block.attach_plan(self.plan)
+            self.rows = LocalRows(block)
             self.shift, self.scale, self.S = (
                 standardize(design.X, design.fixed_names, design.gram)
                 if standardize_X
@@ -103,6 +107,13 @@ class GLMMProblem:
             ll, cp_ = self.rows("evaluate", self.S @ beta_, lams, us_, phi, joint, self.shift, self.scale, info)
             return -2 * ll + sum(float(u @ u) for u in us_), ll, cp_
 
+        def factor(blocks):
+            if isinstance(blocks, CrossProducts):  # Dask: summed on the workers
+                if self.plan is None:
+                    self.plan = FactorPlan(self.d.terms, blocks)
+                blocks = self.plan.load(blocks)
+            return Factor(self.plan, blocks, lams)
+
         # warm start from the previous modes; from u = 0 if that start is unusable
         obj, ll, cp = evaluate(us, beta)
         if not np.isfinite(obj):
@@ -111,9 +122,11 @@ class GLMMProblem:
         converged = False
         L = None
         for _ in range(maxit):
+            if cp is None:
+                break  # the start is outside the link's domain: reported below
             try:
-                L = BlockedCholesky(cp, lams)
-            except (np.linalg.LinAlgError, AttributeError, ValueError):
+                L = factor(cp)
+            except np.linalg.LinAlgError:
                 L = None
                 break  # a degenerate working system: report non-convergence, keep the best so far
             new_beta = L.beta() if joint else beta
@@ -157,7 +170,7 @@ class GLMMProblem:
             joint = joint or with_X
             _, ll, cp = evaluate(us, beta, "laplace")
             joint = saved
-        L = BlockedCholesky(cp, lams)
+        L = factor(cp)
         self._u = [u.copy() for u in us]
         return PirlsState(us, beta, L, ll, converged)
 

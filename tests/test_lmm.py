@@ -172,7 +172,8 @@ def test_the_criterion_keeps_nothing_row_sized():
     arrays = cp.ZtZ + cp.XytZ + [cp.XytXy]
     assert max(a.size for a in arrays) <= 3 * G
     L = crit.factor(np.array([0.7]))
-    assert L.L00.shape == (G, 1, 1) and L.LX[0].shape == (3, G)
+    assert L.L00.shape == (G, 1, 1) and L.LX.shape == (G, 3)
+    assert L.L.size == G and L.Ltail.size == 0  # one scalar per level, no dense block
 
 
 def crossed(seed=11, n=6000, na=300, nb=90):

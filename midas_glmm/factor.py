@@ -1,0 +1,192 @@
+"""The per-θ numeric factorisation, in the layout of a :class:`~midas_glmm.sparsity.FactorPlan`.
+
+For one θ, :class:`Factor` computes the Cholesky factor
+
+    [Λ'Z'WZΛ + I   Λ'Z'W[X y]]     [L_Z   0   ]   [L_Z   0   ]'
+    [[X y]'WZΛ     [X y]'W[X y]] = [L_X'  L_XX] · [L_X'  L_XX]
+
+from the cross-product blocks alone: the block-sparse part by compiled kernels (each node's
+``p × p`` block, so a random intercept is a scalar per level), the dense tail by LAPACK. The
+last row of L_XX holds the solution of the penalised least-squares problem and the square root
+of the penalised residual sum of squares, so one factorisation gives every profiled quantity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.linalg import lapack
+
+from . import kernels
+from .sparsity import FactorPlan, PlanBlocks
+
+__all__ = ["Factor", "dense_cholesky"]
+
+
+def dense_cholesky(A: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a symmetric matrix whose lower triangle is given (LAPACK dpotrf)."""
+    if A.shape[0] == 0:
+        return A.copy()
+    # A C-ordered A is an F-ordered A' whose upper triangle is A's lower one: LAPACK factors it
+    # in place as U'U with L = U'.
+    A = np.ascontiguousarray(A)
+    U, info = lapack.dpotrf(A.T, lower=0, clean=1, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+    return U.T
+
+
+def _lam_flat(lams: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    sizes = [lam.size for lam in lams]
+    off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return np.concatenate([np.ascontiguousarray(lam, float).ravel() for lam in lams]), off
+
+
+class Factor:
+    """Cholesky factor of ``[Λ'AΛ + I, ...; ..., [X y]'W[X y]]`` at one θ.
+
+    Parameters
+    ----------
+    plan : FactorPlan
+    blocks : PlanBlocks
+        Z'WZ, Z'W[X y] and [X y]'W[X y] in the plan's layout.
+    lams : list of ndarray
+        ``λ_t`` (``p_t × p_t``, lower triangular) for each term.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If the system is not positive definite (a degenerate working system).
+    """
+
+    def __init__(self, plan: FactorPlan, blocks: PlanBlocks, lams: list[np.ndarray]):
+        self.plan, self.lams = plan, lams
+        P = plan
+        lam, lamoff = _lam_flat(lams)
+        self.L = np.empty(P.nsparse)
+        kernels.scale_blocks(blocks.A, self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns)
+        T = np.zeros((P.qt, P.qt))
+        if P.qt:
+            kernels.scatter_tail(
+                blocks.A[P.nsparse :], P.brow, P.bcol, P.boff, P.nsize, P.nterm, lam, lamoff, P.tailoff, T
+            )
+            T[np.diag_indices(P.qt)] += 1.0
+        bad = kernels.factor_sparse(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, T)
+        if bad:
+            raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
+        self.Ltail = dense_cholesky(T) if P.qt else T
+        # the [X y] strip: L_X = L_Z⁻¹ Λ'Z'W[X y]
+        R = self._lam_t(blocks.XZ)
+        kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R)
+        if P.qt:
+            R[P.qs :] = sla.solve_triangular(self.Ltail, R[P.qs :], lower=True, check_finite=False)
+        self.LX = R
+        self.LXX = np.linalg.cholesky(blocks.XX - R.T @ R)
+
+    def _lam_t(self, M: np.ndarray) -> np.ndarray:
+        """Λ'M for M with q rows in node order (a new array)."""
+        out = np.empty_like(M)
+        P = self.plan
+        for t, lam in enumerate(self.lams):
+            rows = slice(P.term_off[t], P.term_off[t + 1] if t + 1 < P.k else P.q)
+            p = lam.shape[0]
+            if p == 1:
+                np.multiply(M[rows], lam[0, 0], out=out[rows])
+            else:
+                blk = M[rows].reshape(-1, p, M.shape[1])
+                out[rows] = np.einsum("ba,lbm->lam", lam, blk).reshape(-1, M.shape[1])
+        return out
+
+    # ------------------------------------------------------------------ quantities
+    def _diag(self) -> np.ndarray:
+        P = self.plan
+        d = P.blkoff[P.colptr[:-1]]
+        idx = [(d[P.nsize[: P.Ns] == p][:, None] + np.arange(p) * (p + 1)).ravel() for p in np.unique(P.nsize)]
+        return np.concatenate([self.L[np.concatenate(idx)], np.diag(self.Ltail)])
+
+    @property
+    def logdet_Z(self) -> float:
+        """log|L_Z|² = log det(Λ'Z'WZΛ + I)."""
+        return float(2.0 * np.log(self._diag()).sum())
+
+    @property
+    def p(self) -> int:
+        """Number of fixed-effect columns."""
+        return self.LXX.shape[0] - 1
+
+    @property
+    def RX(self) -> np.ndarray:
+        """Lower Cholesky factor R_X of the Schur complement for β (``p × p``)."""
+        return self.LXX[:-1, :-1]
+
+    @property
+    def logdet_X(self) -> float:
+        """log|R_X|²."""
+        return float(2.0 * np.log(np.diag(self.RX)).sum()) if self.p else 0.0
+
+    @property
+    def pwrss(self) -> float:
+        """Penalised weighted residual sum of squares r² = ||y − Xβ̂ − ZΛû||² + ||û||²."""
+        return float(self.LXX[-1, -1] ** 2)
+
+    @property
+    def L00(self) -> np.ndarray:
+        """Diagonal blocks of L_Z for the first term's levels, ``(ℓ, p, p)``."""
+        P = self.plan
+        p = int(P.p_term[0])
+        start = P.blkoff[P.colptr[: P.node_base[1] if P.k > 1 else P.N]]
+        return self.L[start[:, None] + np.arange(p * p)].reshape(-1, p, p)
+
+    def beta(self) -> np.ndarray:
+        """β̂ from R_X' β = c_β."""
+        if not self.p:
+            return np.zeros(0)
+        return sla.solve_triangular(self.RX, self.LXX[-1, :-1], lower=True, trans="T")
+
+    def solve_Zt(self, rhs: np.ndarray) -> np.ndarray:
+        """x with L_Z' x = rhs (rhs of length q, or q × m)."""
+        P = self.plan
+        x = np.array(rhs, dtype=float).reshape(P.q, -1)
+        if P.qt:
+            x[P.qs :] = sla.solve_triangular(self.Ltail, x[P.qs :], lower=True, trans="T", check_finite=False)
+        kernels.backward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
+        return x.reshape(np.shape(rhs))
+
+    def u(self, beta: np.ndarray) -> list[np.ndarray]:
+        """Spherical modes û from L_Z' u = c_Z − L_X β, split by term."""
+        u = self.solve_Zt(self.LX[:, -1] - self.LX[:, :-1] @ beta)
+        return np.split(u, self.plan.term_off[1:])
+
+    def b(self, us: list[np.ndarray]) -> list[np.ndarray]:
+        """Random effects on the data scale, b_t = Λ_t u_t (``ℓ_t × p_t`` arrays)."""
+        return [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(us, self.lams)]
+
+    def vcov_beta_unscaled(self) -> np.ndarray:
+        """(R_X R_X')⁻¹; times σ² it is the covariance of β̂."""
+        Rinv = sla.solve_triangular(self.RX, np.eye(self.p), lower=True)
+        return Rinv.T @ Rinv
+
+    def condvar_blocks(self) -> list[np.ndarray]:
+        """Diagonal blocks of Λ (Λ'Z'WZΛ + I)⁻¹ Λ' per level, ``(ℓ_t, p_t, p_t)`` per term.
+
+        Times σ² these are lme4's conditional variances of the random effects (given β̂). Only
+        the inverse's blocks on the factor's pattern are computed (Takahashi's recurrences), so
+        the memory is that of the factor."""
+        P = self.plan
+        Zt = np.zeros((P.qt, P.qt))
+        if P.qt:
+            Linv = sla.solve_triangular(self.Ltail, np.eye(P.qt), lower=True, check_finite=False)
+            Zt = Linv.T @ Linv
+        Z = np.zeros(P.nsparse)
+        kernels.selected_inverse(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, Zt, Z)
+        out = []
+        for t, lam in enumerate(self.lams):
+            p = lam.shape[0]
+            nodes = np.arange(P.node_base[t], P.node_base[t + 1])
+            if t < P.split:
+                V = Z[P.blkoff[P.colptr[nodes]][:, None] + np.arange(p * p)].reshape(-1, p, p)
+            else:
+                o = P.tailoff[nodes]
+                V = Zt[(o[:, None, None] + np.arange(p)[:, None]), (o[:, None, None] + np.arange(p))]
+            out.append(np.einsum("ab,lbc,dc->lad", lam, V, lam))
+        return out

@@ -1,0 +1,353 @@
+"""Compiled kernels of the block-sparse Cholesky factorisation (numba, cached on disk).
+
+The random effects are grouped into *nodes*: one level of one term, a node of size ``p`` (the
+term's number of columns). The sparse part of the factor is stored by node columns ("block
+CSC"): column ``j`` lists its row nodes ``rowidx[colptr[j]:colptr[j+1]]`` in increasing order,
+the first being ``j`` itself, and the ``p_i × p_j`` block of row node ``i`` is stored row-major
+at ``val[blkoff[e]:]``. Row nodes ``≥ Ns`` belong to the dense tail, a full matrix ``T`` whose
+row of node ``i`` starts at ``tailoff[i]``.
+
+Every kernel works on arrays the caller owns; nothing here allocates per column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "symbolic",
+    "scale_blocks",
+    "scatter_tail",
+    "factor_sparse",
+    "forward_solve",
+    "backward_solve",
+    "selected_inverse",
+]
+
+
+@njit(cache=True)
+def symbolic(adjptr, adjidx, N):
+    """Node pattern of the Cholesky factor, with fill: column j holds j, its adjacent later nodes
+    and the rows of its children in the elimination tree (Liu, 1990).
+
+    ``adjidx[adjptr[j]:adjptr[j+1]]`` are the nodes i > j coupled with j in the data.
+    Returns ``(colptr, rowidx)``."""
+    head = np.full(N, -1, np.int64)
+    nxt = np.full(N, -1, np.int64)
+    mark = np.full(N, -1, np.int64)
+    ws = np.empty(N, np.int64)
+    colptr = np.zeros(N + 1, np.int64)
+    cap = max(16, 2 * (len(adjidx) + N))
+    rowidx = np.empty(cap, np.int64)
+    nnz = 0
+    for j in range(N):
+        cnt = 1
+        ws[0] = j
+        mark[j] = j
+        for e in range(adjptr[j], adjptr[j + 1]):
+            i = adjidx[e]
+            if mark[i] != j:
+                mark[i] = j
+                ws[cnt] = i
+                cnt += 1
+        c = head[j]
+        while c != -1:
+            for e in range(colptr[c] + 1, colptr[c + 1]):
+                i = rowidx[e]
+                if mark[i] != j:
+                    mark[i] = j
+                    ws[cnt] = i
+                    cnt += 1
+            c = nxt[c]
+        ws[1:cnt].sort()
+        if nnz + cnt > cap:
+            cap = max(2 * cap, nnz + cnt)
+            grown = np.empty(cap, np.int64)
+            grown[:nnz] = rowidx[:nnz]
+            rowidx = grown
+        rowidx[nnz : nnz + cnt] = ws[:cnt]
+        nnz += cnt
+        colptr[j + 1] = nnz
+        if cnt > 1:
+            parent = ws[1]
+            nxt[j] = head[parent]
+            head[parent] = j
+    return colptr, rowidx[:nnz].copy()
+
+
+@njit(cache=True)
+def _lam_product(A, ao, pi, pj, lam, li, lj, out, oo, out_stride):
+    """out[a, b] = Σ_cd λ_i[c, a] A[c, d] λ_j[d, b]: the block λ_i' A λ_j (λ row-major)."""
+    for a in range(pi):
+        for b in range(pj):
+            s = 0.0
+            for c in range(a, pi):  # λ_i lower triangular: λ_i[c, a] = 0 for c < a
+                lca = lam[li + c * pi + a]
+                if lca == 0.0:
+                    continue
+                t = 0.0
+                for d in range(b, pj):
+                    t += A[ao + c * pj + d] * lam[lj + d * pj + b]
+                s += lca * t
+            out[oo + a * out_stride + b] = s
+
+
+@njit(cache=True)
+def scale_blocks(A, out, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns):
+    """out = Λ'AΛ + I on the sparse part's blocks (A in the same layout)."""
+    for j in range(Ns):
+        pj = nsize[j]
+        lj = lamoff[nterm[j]]
+        for e in range(colptr[j], colptr[j + 1]):
+            i = rowidx[e]
+            pi = nsize[i]
+            o = blkoff[e]
+            if pi == 1 and pj == 1:
+                out[o] = lam[lamoff[nterm[i]]] * A[o] * lam[lj]
+            else:
+                _lam_product(A, o, pi, pj, lam, lamoff[nterm[i]], lj, out, o, pj)
+        o = blkoff[colptr[j]]
+        for a in range(pj):
+            out[o + a * pj + a] += 1.0
+
+
+@njit(cache=True)
+def scatter_tail(A, brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T):
+    """T[block (I, J)] = λ_I' A_IJ λ_J for the tail's data blocks (I ≥ J), T full and zeroed."""
+    qt = T.shape[1]
+    flat = T.ravel()
+    for e in range(len(brow)):
+        i = brow[e]
+        j = bcol[e]
+        pi = nsize[i]
+        pj = nsize[j]
+        o = boff[e]
+        oo = tailoff[i] * qt + tailoff[j]
+        if pi == 1 and pj == 1:
+            flat[oo] = lam[lamoff[nterm[i]]] * A[o] * lam[lamoff[nterm[j]]]
+        else:
+            _lam_product(A, o, pi, pj, lam, lamoff[nterm[i]], lamoff[nterm[j]], flat, oo, qt)
+
+
+@njit(cache=True)
+def _find(rowidx, lo, hi, target):
+    """Position of ``target`` in the sorted ``rowidx[lo:hi]`` (it is there by the symbolic step)."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if rowidx[mid] < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T):
+    """Right-looking block Cholesky of the sparse part, in place; the updates of the tail rows go
+    into T. Returns 0, or 1 + the node whose pivot block is not positive definite."""
+    qt = T.shape[1]
+    Tf = T.ravel()
+    for j in range(Ns):
+        pj = nsize[j]
+        od = blkoff[colptr[j]]
+        # the diagonal block: dense Cholesky, lower triangle
+        for c in range(pj):
+            s = L[od + c * pj + c]
+            for k in range(c):
+                s -= L[od + c * pj + k] ** 2
+            if not s > 0.0:
+                return j + 1
+            d = np.sqrt(s)
+            L[od + c * pj + c] = d
+            for r in range(c + 1, pj):
+                s = L[od + r * pj + c]
+                for k in range(c):
+                    s -= L[od + r * pj + k] * L[od + c * pj + k]
+                L[od + r * pj + c] = s / d
+            for r in range(c):
+                L[od + r * pj + c] = 0.0
+        # the blocks below: L_ij = A_ij L_jj^{-T}
+        for e in range(colptr[j] + 1, colptr[j + 1]):
+            pi = nsize[rowidx[e]]
+            o = blkoff[e]
+            for r in range(pi):
+                for c in range(pj):
+                    s = L[o + r * pj + c]
+                    for k in range(c):
+                        s -= L[o + r * pj + k] * L[od + c * pj + k]
+                    L[o + r * pj + c] = s / L[od + c * pj + c]
+        # the Schur complement: A_ab -= L_aj L_bj' for row nodes b ≤ a of column j
+        for e1 in range(colptr[j] + 1, colptr[j + 1]):
+            a = rowidx[e1]
+            pa = nsize[a]
+            o1 = blkoff[e1]
+            for e2 in range(colptr[j] + 1, e1 + 1):
+                b = rowidx[e2]
+                pb = nsize[b]
+                o2 = blkoff[e2]
+                if b < Ns:
+                    t = blkoff[_find(rowidx, colptr[b], colptr[b + 1], a)]
+                    for r in range(pa):
+                        for c in range(pb):
+                            s = 0.0
+                            for k in range(pj):
+                                s += L[o1 + r * pj + k] * L[o2 + c * pj + k]
+                            L[t + r * pb + c] -= s
+                else:
+                    t = tailoff[a] * qt + tailoff[b]
+                    for r in range(pa):
+                        for c in range(pb):
+                            s = 0.0
+                            for k in range(pj):
+                                s += L[o1 + r * pj + k] * L[o2 + c * pj + k]
+                            Tf[t + r * qt + c] -= s
+    return 0
+
+
+@njit(cache=True)
+def forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R):
+    """R ← L_sparse⁻¹ R over the sparse columns (R is q × m, rows in node order); the tail rows of
+    R receive the updates, their own solve is the caller's (dense)."""
+    m = R.shape[1]
+    for j in range(Ns):
+        pj = nsize[j]
+        oj = nodeoff[j]
+        od = blkoff[colptr[j]]
+        for c in range(pj):
+            for k in range(c):
+                lck = L[od + c * pj + k]
+                for h in range(m):
+                    R[oj + c, h] -= lck * R[oj + k, h]
+            d = L[od + c * pj + c]
+            for h in range(m):
+                R[oj + c, h] /= d
+        for e in range(colptr[j] + 1, colptr[j + 1]):
+            i = rowidx[e]
+            pi = nsize[i]
+            oi = nodeoff[i]
+            o = blkoff[e]
+            for r in range(pi):
+                for k in range(pj):
+                    lrk = L[o + r * pj + k]
+                    for h in range(m):
+                        R[oi + r, h] -= lrk * R[oj + k, h]
+
+
+@njit(cache=True)
+def backward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, X):
+    """X ← L_sparse'⁻¹ X over the sparse columns, the tail rows of X already solved."""
+    m = X.shape[1]
+    for j in range(Ns - 1, -1, -1):
+        pj = nsize[j]
+        oj = nodeoff[j]
+        od = blkoff[colptr[j]]
+        for e in range(colptr[j] + 1, colptr[j + 1]):
+            i = rowidx[e]
+            pi = nsize[i]
+            oi = nodeoff[i]
+            o = blkoff[e]
+            for r in range(pi):
+                for k in range(pj):
+                    lrk = L[o + r * pj + k]
+                    for h in range(m):
+                        X[oj + k, h] -= lrk * X[oi + r, h]
+        for c in range(pj - 1, -1, -1):
+            for k in range(c + 1, pj):
+                lkc = L[od + k * pj + c]
+                for h in range(m):
+                    X[oj + c, h] -= lkc * X[oj + k, h]
+            d = L[od + c * pj + c]
+            for h in range(m):
+                X[oj + c, h] /= d
+
+
+@njit(cache=True)
+def _get_block(Z, Zt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, out):
+    """out (p_a × p_b) = block (a, b) of the symmetric inverse, from its stored lower half."""
+    pa = nsize[a]
+    pb = nsize[b]
+    if a >= Ns and b >= Ns:
+        for r in range(pa):
+            for c in range(pb):
+                out[r, c] = Zt[tailoff[a] + r, tailoff[b] + c]
+    elif a >= b:
+        o = blkoff[_find(rowidx, colptr[b], colptr[b + 1], a)]
+        for r in range(pa):
+            for c in range(pb):
+                out[r, c] = Z[o + r * pb + c]
+    else:
+        o = blkoff[_find(rowidx, colptr[a], colptr[a + 1], b)]
+        for r in range(pa):
+            for c in range(pb):
+                out[r, c] = Z[o + c * pa + r]
+
+
+@njit(cache=True)
+def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
+    """The blocks of (LL')⁻¹ on the pattern of the sparse part (Takahashi's recurrences), from the
+    last column back; Zt holds the tail's block of the inverse (full). With Y = L_Ej L_jj⁻¹:
+    Z_Ej = −Z_EE Y and Z_jj = L_jj⁻ᵀL_jj⁻¹ − Y'Z_Ej."""
+    pmax = 1
+    for j in range(len(nsize)):
+        pmax = max(pmax, nsize[j])
+    blk = np.empty((pmax, pmax))
+    for j in range(Ns - 1, -1, -1):
+        pj = nsize[j]
+        od = blkoff[colptr[j]]
+        # Linv = L_jj^{-1} (lower), dense
+        Linv = np.zeros((pj, pj))
+        for c in range(pj):
+            Linv[c, c] = 1.0 / L[od + c * pj + c]
+            for r in range(c + 1, pj):
+                s = 0.0
+                for k in range(c, r):
+                    s += L[od + r * pj + k] * Linv[k, c]
+                Linv[r, c] = -s / L[od + r * pj + r]
+        lo, hi = colptr[j] + 1, colptr[j + 1]
+        # Y blocks: L_ij Linv, kept in a scratch copy per row node
+        nE = hi - lo
+        width = 0
+        for e in range(lo, hi):
+            width = max(width, nsize[rowidx[e]])
+        Y = np.zeros((nE, width, pj))
+        for e in range(lo, hi):
+            pi = nsize[rowidx[e]]
+            o = blkoff[e]
+            for r in range(pi):
+                for c in range(pj):
+                    s = 0.0
+                    for k in range(c, pj):
+                        s += L[o + r * pj + k] * Linv[k, c]
+                    Y[e - lo, r, c] = s
+        # Z_ij = -Σ_k Z_ik Y_kj
+        for e in range(lo, hi):
+            i = rowidx[e]
+            pi = nsize[i]
+            o = blkoff[e]
+            acc = np.zeros((pi, pj))
+            for f in range(lo, hi):
+                k = rowidx[f]
+                pk = nsize[k]
+                _get_block(Z, Zt, colptr, rowidx, blkoff, nsize, Ns, tailoff, i, k, blk)
+                for r in range(pi):
+                    for c in range(pj):
+                        s = 0.0
+                        for h in range(pk):
+                            s += blk[r, h] * Y[f - lo, h, c]
+                        acc[r, c] -= s
+            for r in range(pi):
+                for c in range(pj):
+                    Z[o + r * pj + c] = acc[r, c]
+        # Z_jj = Linv' Linv - Σ_k Y_kj' Z_kj
+        for r in range(pj):
+            for c in range(pj):
+                s = 0.0
+                for k in range(max(r, c), pj):
+                    s += Linv[k, r] * Linv[k, c]
+                for e in range(lo, hi):
+                    pk = nsize[rowidx[e]]
+                    o = blkoff[e]
+                    for h in range(pk):
+                        s -= Y[e - lo, h, r] * Z[o + h * pj + c]
+                Z[od + r * pj + c] = s

@@ -1,0 +1,217 @@
+"""The symbolic analysis: the structure of the factor of Λ'Z'WZΛ + I, done once per model.
+
+The random effects are grouped into *nodes*, one per level of each term (a node of size p
+for a term with p columns), in lme4's term order. Which nodes are coupled is fixed by the data
+(which levels share rows), not by θ or the weights, so the pattern of the Cholesky factor,
+fill-in included, is computed once (:func:`kernels.symbolic`) and every θ only refills numbers.
+
+The factor has two parts, chosen here from that pattern:
+
+* a **block-sparse part** — the first terms' nodes, each column a list of small dense
+  ``p_i × p_j`` blocks. A random intercept is a column with a 1 × 1 diagonal; nested factors
+  couple each level with one level of the outer term and create no fill-in, so they stay here;
+* a **dense tail** — the last terms, once the fill-in among them is dense (crossed factors):
+  one full matrix factored by LAPACK.
+
+:class:`FactorPlan` holds both layouts and the maps that put the cross-product blocks into them:
+:meth:`FactorPlan.load` from a :class:`~midas_glmm.blocks.CrossProducts` (the LMM's one data
+pass, Dask partitions), :class:`RowMap` straight from the rows (each PIRLS step of an in-memory
+GLMM: two ``bincount`` calls and a product with a fixed sparse Z', no sparse object built).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import kernels
+from .blocks import CrossProducts
+from .reterms import ReTerm
+
+__all__ = ["FactorPlan", "PlanBlocks", "RowMap", "DENSE_TAIL_DENSITY"]
+
+#: the tail starts at the first term after which the factor is at least this dense
+DENSE_TAIL_DENSITY = 0.2
+#: largest dense tail (bytes) the plan will allocate; beyond it the factor stays sparse
+MAX_TAIL_BYTES = 4 * 2**30
+
+
+@dataclass
+class PlanBlocks:
+    """Cross-product blocks laid out for the factor: ``A`` (sparse part, then tail blocks) for
+    Z'WZ, ``XZ`` = Z'W[X y] (q × m, rows in node order) and ``XX`` = [X y]'W[X y]."""
+
+    A: np.ndarray
+    XZ: np.ndarray
+    XX: np.ndarray
+    n: int
+
+
+class FactorPlan:
+    """Node structure, fill pattern and the sparse/dense split of the random-effects factor.
+
+    Parameters
+    ----------
+    terms : list of ReTerm
+        The model's terms, in lme4's order.
+    cp : CrossProducts
+        Blocks of any weighted data pass over the model's rows (only their pattern is read).
+    """
+
+    def __init__(self, terms: list[ReTerm], cp: CrossProducts):
+        self.terms = terms
+        self.k = len(terms)
+        lev = np.array([t.nlevels for t in terms], dtype=np.int64)
+        self.p_term = np.array([t.p for t in terms], dtype=np.int64)
+        self.node_base = np.concatenate([[0], np.cumsum(lev)]).astype(np.int64)  # first node of each term
+        self.N = int(self.node_base[-1])
+        self.nterm = np.repeat(np.arange(self.k), lev).astype(np.int64)
+        self.nsize = self.p_term[self.nterm]
+        self.nodeoff = np.concatenate([[0], np.cumsum(self.nsize)]).astype(np.int64)
+        self.q = int(self.nodeoff[-1])
+        self.term_off = self.nodeoff[self.node_base]  # first random effect of each term
+        rows, cols = self._coupled_nodes(cp)
+        order = np.lexsort((rows, cols))
+        adjptr = np.searchsorted(cols[order], np.arange(self.N + 1)).astype(np.int64)
+        colptr, rowidx = kernels.symbolic(adjptr, rows[order].astype(np.int64), self.N)
+        self.split = self._choose_split(colptr)
+        self._layout(colptr, rowidx, rows, cols)
+
+    # ------------------------------------------------------------ structure
+    def _coupled_nodes(self, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
+        """(row node, column node) pairs, row > column, where the data couple two levels."""
+        rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for (j, i), A in cp.ZjtZi.items():
+            A = A.tocoo()
+            rows.append(self.node_base[j] + A.row // self.p_term[j])
+            cols.append(self.node_base[i] + A.col // self.p_term[i])
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        key = np.unique(c * self.N + r)
+        return key % self.N, key // self.N
+
+    def _choose_split(self, colptr: np.ndarray) -> int:
+        """First term of the dense tail (``k``: none): the first term t ≥ 1 whose remaining block
+        of the factor is at least :data:`DENSE_TAIL_DENSITY` full, if it fits in memory."""
+        counts = np.diff(colptr)
+        for t in range(1, self.k):
+            a = self.node_base[t]
+            nodes = self.N - a
+            density = counts[a:].sum() / (nodes * (nodes + 1) / 2)
+            qt = self.q - self.term_off[t]
+            if density >= DENSE_TAIL_DENSITY and 8 * qt * qt <= MAX_TAIL_BYTES:
+                return t
+        return self.k
+
+    def _layout(self, colptr, rowidx, rows, cols) -> None:
+        """Block offsets of the sparse part, and the data blocks of the tail."""
+        self.Ns = int(self.node_base[self.split])  # nodes of the sparse part
+        self.qs = int(self.nodeoff[self.Ns])  # random effects in the sparse part
+        self.qt = self.q - self.qs
+        self.colptr = colptr[: self.Ns + 1].copy()
+        self.rowidx = rowidx[: self.colptr[-1]].copy()
+        col_of = np.repeat(np.arange(self.Ns), np.diff(self.colptr))
+        sizes = self.nsize[self.rowidx] * self.nsize[col_of]
+        self.blkoff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.keys = col_of * self.N + self.rowidx  # increasing: columns in order, rows sorted
+        self.nsparse = int(self.blkoff[-1])
+        self.tailoff = np.where(np.arange(self.N) >= self.Ns, self.nodeoff[:-1] - self.qs, -1).astype(np.int64)
+        # the tail's data blocks: its diagonal blocks and the coupled pairs within it
+        tail = cols >= self.Ns
+        tnodes = np.arange(self.Ns, self.N)
+        tkeys = np.unique(np.concatenate([tnodes * self.N + tnodes, cols[tail] * self.N + rows[tail]]))
+        self.tkeys = tkeys
+        self.brow = (tkeys % self.N).astype(np.int64)
+        self.bcol = (tkeys // self.N).astype(np.int64)
+        bsizes = self.nsize[self.brow] * self.nsize[self.bcol]
+        self.boff = np.concatenate([[0], np.cumsum(bsizes)]).astype(np.int64)
+        self.nA = self.nsparse + int(self.boff[-1])
+
+    def describe(self) -> str:
+        """One line: nodes, the split and the stored sizes."""
+        return (
+            f"{self.N} nodes ({self.q} random effects): block-sparse part {self.Ns} nodes, "
+            f"{len(self.rowidx)} blocks; dense tail {self.qt} x {self.qt}"
+        )
+
+    # ------------------------------------------------------------ positions
+    def positions(self, row_node: np.ndarray, col_node: np.ndarray) -> np.ndarray:
+        """Start of block (row node, column node), row ≥ column, in the layout of ``A``."""
+        row_node = np.asarray(row_node, np.int64)
+        col_node = np.asarray(col_node, np.int64)
+        out = np.empty(len(row_node), np.int64)
+        sparse = col_node < self.Ns
+        key = col_node[sparse] * self.N + row_node[sparse]
+        pos = np.searchsorted(self.keys, key)
+        if len(key) and (pos.max(initial=0) >= len(self.keys) or np.any(self.keys[pos] != key)):
+            raise np.linalg.LinAlgError("a coupling outside the analysed pattern")
+        out[sparse] = self.blkoff[pos]
+        key = col_node[~sparse] * self.N + row_node[~sparse]
+        pos = np.searchsorted(self.tkeys, key)
+        if len(key) and (pos.max(initial=0) >= len(self.tkeys) or np.any(self.tkeys[pos] != key)):
+            raise np.linalg.LinAlgError("a coupling outside the analysed pattern")
+        out[~sparse] = self.nsparse + self.boff[pos]
+        return out
+
+    def load(self, cp: CrossProducts) -> PlanBlocks:
+        """Put the cross-product blocks into the factor's layout (O(non-zeros))."""
+        A = np.zeros(self.nA)
+        for t, blocks in enumerate(cp.ZtZ):
+            p = self.p_term[t]
+            nodes = self.node_base[t] + np.arange(len(blocks))
+            start = self.positions(nodes, nodes)
+            A[start[:, None] + np.arange(p * p)] = blocks.reshape(len(blocks), p * p)
+        for (j, i), M in cp.ZjtZi.items():
+            M = M.tocoo()
+            pj, pi = self.p_term[j], self.p_term[i]
+            start = self.positions(self.node_base[j] + M.row // pj, self.node_base[i] + M.col // pi)
+            A[start + (M.row % pj) * pi + M.col % pi] = M.data
+        XZ = np.concatenate([xz.T for xz in cp.XytZ], axis=0)
+        return PlanBlocks(A, np.ascontiguousarray(XZ), cp.XytXy, cp.n)
+
+
+class RowMap:
+    """Where each row's contributions to Z'WZ and Z'W[X y] go, for repeated weighted passes.
+
+    Built once per model from the rows; each pass is then ``A = bincount(dest, w·z_a·z_b)`` and
+    ``XZ = Z' (w ⊙ [X y])`` with a fixed sparse Z' — no sparse structure is built per pass."""
+
+    def __init__(self, plan: FactorPlan, terms: list[ReTerm]):
+        self.plan = plan
+        n = len(terms[0].codes)
+        Zall = np.concatenate([t.Zcols for t in terms], axis=1) if terms else np.zeros((n, 0))
+        col_base = np.concatenate([[0], np.cumsum([t.p for t in terms])]).astype(int)
+        dests, za, zb = [], [], []
+        for j, tj in enumerate(terms):
+            node_j = plan.node_base[j] + tj.codes
+            for i in range(j + 1):
+                ti = terms[i]
+                node_i = plan.node_base[i] + ti.codes
+                start = plan.positions(node_j, node_i)
+                for a in range(tj.p):
+                    for b in range(ti.p):
+                        dests.append(start + a * ti.p + b)
+                        za.append(col_base[j] + a)
+                        zb.append(col_base[i] + b)
+        self.dest = np.stack(dests, axis=1).ravel() if dests else np.zeros(0, np.int64)
+        self.za, self.zb = np.array(za, dtype=int), np.array(zb, dtype=int)
+        self.ones = all(t.is_intercept for t in terms)
+        self.Zall = Zall
+        # Z' (q × n) in node order: row nodeoff[node] + a holds z_a of the rows of that level
+        cols = [plan.term_off[j] + t.codes * t.p + a for j, t in enumerate(terms) for a in range(t.p)]
+        vals = [t.Zcols[:, a] for t in terms for a in range(t.p)]
+        self.Zt = sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(cols), np.tile(np.arange(n), len(cols)))), shape=(plan.q, n)
+        )
+
+    def blocks(self, w: np.ndarray, Xy: np.ndarray) -> PlanBlocks:
+        """The blocks of ``[Z X y]' diag(w) [Z X y]`` in the plan's layout, ``Xy`` = [X y] (n × m)."""
+        if self.ones:
+            vals = np.repeat(w, len(self.za))
+        else:
+            vals = (w[:, None] * self.Zall[:, self.za] * self.Zall[:, self.zb]).ravel()
+        A = np.bincount(self.dest, weights=vals, minlength=self.plan.nA)
+        Xyw = Xy * w[:, None]
+        XZ = np.asarray(self.Zt @ Xyw)
+        return PlanBlocks(A, XZ, Xy.T @ Xyw, len(w))
