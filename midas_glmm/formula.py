@@ -8,6 +8,10 @@ random-effects term after expansion:
 * ``(1 | a/b)`` → ``(1 | b:a) + (1 | a)``             (nesting, named as lme4 names it)
 * ``(1 | a:b)`` → one term grouped by the interaction of ``a`` and ``b``
 
+R's ``^`` is a power wherever R evaluates arithmetic (``I(x^2)``, ``log(x^2)``, the response),
+but Python's ``^`` is a bitwise XOR: :func:`r_power` rewrites those ``^`` as ``**`` so that an
+lme4 formula means here what it means in lme4.
+
 This module only handles text: it knows nothing about data columns.
 """
 
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .errors import FormulaError
 
-__all__ = ["ParsedFormula", "RandomTermSpec", "parse_formula", "split_top_level"]
+__all__ = ["ParsedFormula", "RandomTermSpec", "parse_formula", "r_power", "split_top_level"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,46 @@ def split_top_level(text: str, sep: str) -> list[str]:
         i += 1
     parts.append(text[start:])
     return parts
+
+
+def _opens_call(text: str, pos: int) -> bool:
+    """True if the ``(`` at ``pos`` opens a function call (``I(``, ``np.log(``), not a group."""
+    before = text[:pos].rstrip()
+    return bool(before) and (before[-1].isalnum() or before[-1] in "_.")
+
+
+def r_power(text: str, everywhere: bool = False) -> str:
+    """R's power operator ``^`` as Python's ``**`` where Python evaluates the text.
+
+    Inside a function call (``I(x^2)``, ``np.log(x^2)``) the arguments are Python, in which ``^``
+    is a bitwise XOR; R reads them as arithmetic, so ``^`` becomes ``**``. Between formula terms
+    (``(a + b)^2``, interactions up to order 2) ``^`` keeps its formula meaning, the same in R
+    and formulaic. With ``everywhere`` (a response or an offset, evaluated as a whole) every
+    ``^`` becomes ``**``. Quoted names and strings are left alone.
+
+    Examples
+    --------
+    >>> r_power("x + I(x^2) + (a + b)^2")
+    'x + I(x**2) + (a + b)^2'
+    >>> r_power("log(y)^2", everywhere=True)
+    'log(y)**2'
+    """
+    out: list[str] = []
+    calls: list[bool] = []  # one entry per open parenthesis: does it open a call?
+    quote = ""
+    for pos, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "`'\"":
+            quote = ch
+        elif ch == "(":
+            calls.append(_opens_call(text, pos))
+        elif ch == ")" and calls:
+            calls.pop()
+        elif ch == "^" and (everywhere or any(calls)):
+            ch = "**"
+        out.append(ch)
+    return "".join(out)
 
 
 def _strip_outer(text: str) -> str | None:
@@ -237,7 +281,7 @@ def parse_formula(formula: str) -> ParsedFormula:
         raise FormulaError(
             f"formula '{formula}' must contain exactly one '~' outside parentheses (response ~ predictors)"
         )
-    response, rhs = sides[0].strip(), sides[1].strip()
+    response, rhs = r_power(sides[0].strip(), everywhere=True), r_power(sides[1].strip())
     if not rhs:
         raise FormulaError(f"formula '{formula}' has nothing after '~'")
 

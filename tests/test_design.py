@@ -68,3 +68,15 @@ def test_transformations_and_interactions_in_the_fixed_part():
     new = df.head(4)
     manual = res.params.iloc[0] + res.params.iloc[1] * new["Days"] + res.params.iloc[2] * new["Days"] ** 2
     assert np.allclose(res.predict(new, random_effects=False), manual)
+
+
+def test_caret_means_power_as_in_r():
+    df = datasets.load("sleepstudy")
+    r = MixedModel.from_formula("Reaction ~ Days + I(Days^2) + (1|Subject)", df).design
+    py = MixedModel.from_formula("Reaction ~ Days + I(Days**2) + (1|Subject)", df).design
+    np.testing.assert_array_equal(r.X, py.X)
+    np.testing.assert_array_equal(r.X[:, 2], df["Days"].to_numpy() ** 2)  # not Days XOR 2
+    sq = MixedModel.from_formula("Reaction ~ Days + (1|Subject) + (0 + I(Days^2) | Subject)", df).design
+    np.testing.assert_array_equal(sq.terms[1].Zcols[:, 0], df["Days"].to_numpy() ** 2)
+    resp = MixedModel.from_formula("Reaction^2 ~ Days + (1|Subject)", df).design
+    np.testing.assert_allclose(resp.y, df["Reaction"].to_numpy() ** 2)

@@ -75,3 +75,26 @@ def test_malformed_formulas_say_what_and_where(formula, fragment):
 def test_errors_are_value_errors():
     with pytest.raises(ValueError):
         parse_formula("y ~ (1|")
+
+
+@pytest.mark.parametrize(
+    "formula, fixed, response",
+    [
+        ("y ~ I(x^2) + (1|g)", "I(x**2)", "y"),
+        ("y ~ np.log(x^2 + 1) + (1|g)", "np.log(x**2 + 1)", "y"),
+        ("y ~ I((a + b)^3) + (1|g)", "I((a + b)**3)", "y"),
+        ("y ~ (a + b)^2 + (1|g)", "(a + b)^2", "y"),  # interactions up to order 2, as in R
+        ("log(y)^2 ~ x + (1|g)", "x", "log(y)**2"),
+        ("y ~ C(f, levels=['a^b']) + (1|g)", "C(f, levels=['a^b'])", "y"),
+    ],
+)
+def test_caret_is_rs_power_where_python_evaluates(formula, fixed, response):
+    p = parse_formula(formula)
+    assert (p.fixed, p.response) == (fixed, response)
+
+
+def test_caret_in_random_terms_and_offsets():
+    p = parse_formula("y ~ x + offset(t^2) + (x + I(x^2) | g)")
+    assert p.offsets == ["t**2"]
+    assert [t.expr for t in p.random] == ["x + I(x**2)"]
+    assert parse_formula("cbind(k^2, n - k) ~ x + (1|g)").cbind == ("k**2", "n - k")
