@@ -1,6 +1,10 @@
 """Benchmark cases: seeded data generators and the model each tool fits.
 
 Every case is a function of its size only, so every tool sees the same rows.
+
+The "shapes" group (issue 12: the real shapes users fit) is listed in ``SHAPES``; those cases
+also run with glmmTMB, and their ``notes`` say how the data are laid out. Columns named in a
+case's ``factors`` are grouping factors (R turns them into factors).
 """
 
 from __future__ import annotations
@@ -26,10 +30,22 @@ class Case:
     r_formula: str = ""
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    group: str = ""  # "shapes": the cases of issue 12
+    task: str = "fit"  # "fit", or "profile": fit, then profile-likelihood intervals (timed together)
+    method: str | None = None  # None: REML for Gaussian models (lmer's default); "ML"
+    factors: tuple[str, ...] = ("g", "s", "d", "dept")  # grouping columns (R: factor())
+    levels: str = ""  # how the grouping levels are written in the table, when not `groups`
+    statsmodels: dict = field(default_factory=dict)  # MixedLM spec: fixed, groups, re_formula, vc
 
     @property
     def rows_levels(self) -> str:
+        if self.levels:
+            return f"{self.n:,} x {self.levels}"
         return f"{self.n:.0e} x {self.groups}"
+
+    @property
+    def is_lmm(self) -> bool:
+        return self.family in (None, "gaussian")
 
 
 FIXED = "x1 + x2 + x3 + x4 + x5"
@@ -78,6 +94,121 @@ def make(case: Case) -> pd.DataFrame:
         )
         y = np.clip(np.round(y), 1, 5)
         return pd.DataFrame({"y": y, "service": service.astype(float), "s": s, "d": d, "dept": dept})
+    return _make_shape(case)
+
+
+def _spread(rng: np.random.Generator, n: int, levels: int) -> np.ndarray:
+    """n labels over 0..levels-1, every level used (levels <= n), in random order."""
+    return rng.permutation(np.arange(n) % levels)
+
+
+def _make_shape(case: Case) -> pd.DataFrame:
+    """The rows of the issue-12 ("shapes") cases; each seeded by its size only."""
+    n, kind = case.n, case.kind
+    if kind == "obslevel":  # overdispersed counts: obs-level effect, a (118) crossed with b (63)
+        na, nb = case.extra["a"], case.extra["b"]
+        rng = np.random.default_rng(n + na + nb)
+        a, b = _spread(rng, n, na), _spread(rng, n, nb)
+        x1, x2 = rng.normal(size=n), rng.binomial(1, 0.4, n).astype(float)
+        eta = 1.0 + 0.4 * x1 - 0.3 * x2 + rng.normal(0, 0.6, n) + rng.normal(0, 0.5, na)[a] + rng.normal(0, 0.4, nb)[b]
+        y = rng.poisson(np.exp(eta)).astype(float)
+        return pd.DataFrame({"y": y, "x1": x1, "x2": x2, "obs": np.arange(n), "a": a, "b": b})
+    if kind == "vcomp2":  # statsmodels' test_vcomp_2 data, drawn in the same order from its seed
+        rs = np.random.RandomState(6241)
+        exog = rs.normal(size=(n, 2))
+        g = np.repeat(np.arange(n // 16), 16)
+        exog_re = rs.normal(size=(n, 2))
+        slopes = np.kron(rs.normal(size=(n // 16, 2)), np.ones((16, 1))) * exog_re
+        errors = slopes.sum(1)
+        errors += np.kron(2 * rs.normal(size=n // 4), np.ones(4))
+        errors += np.kron(2 * rs.normal(size=n // 2), np.ones(2))
+        errors += rs.normal(size=n)
+        # h: the block of 4 rows within g (4 per g, 400 in all); k: the pair within h (800 in all)
+        h = (np.arange(n) // 4) % 4
+        k = (np.arange(n) // 2) % 2
+        return pd.DataFrame(
+            {
+                "y": exog.sum(1) + errors,
+                "x1": exog[:, 0],
+                "x2": exog[:, 1],
+                "z1": exog_re[:, 0],
+                "z2": exog_re[:, 1],
+                "g": g,
+                "h": h,
+                "k": k,
+            }
+        )
+    if kind in ("nested", "nested_slope"):  # schools within districts within regions
+        nr, nd, ns = case.extra["regions"], case.extra["districts"], case.extra["schools"]
+        rng = np.random.default_rng(n + nr + nd + ns + (kind == "nested_slope"))
+        school = _spread(rng, n, nr * nd * ns)  # global school id
+        dist = school // ns  # global district id
+        region = dist // nd
+        x1, x2 = rng.normal(size=n), rng.normal(size=n)
+        eta = 1.0 + 0.5 * x1 - 0.3 * x2
+        eta = eta + rng.normal(0, 0.5, nr)[region] + rng.normal(0, 0.3, nr * nd * ns)[school]
+        if kind == "nested":
+            eta = eta + rng.normal(0, 0.4, nr * nd)[dist]
+        else:  # correlated intercept and x1 slope per district (sds 0.4, 0.3; correlation 0.4)
+            L = np.linalg.cholesky(np.array([[0.16, 0.4 * 0.12], [0.4 * 0.12, 0.09]]))
+            u = rng.normal(size=(nr * nd, 2)) @ L.T
+            eta = eta + u[dist, 0] + u[dist, 1] * x1
+        # labels restart within each parent (district 0..nd-1 in every region, school 0..ns-1 in
+        # every district), so only the nesting syntax tells them apart
+        return pd.DataFrame(
+            {
+                "y": eta + rng.normal(size=n),
+                "x1": x1,
+                "x2": x2,
+                "region": region,
+                "district": dist % nd,
+                "school": school % ns,
+            }
+        )
+    if kind == "verbagg":  # VerbAgg's shape: 316 people x 24 items, every person answers every item
+        nid, nitem = case.extra["ids"], case.extra["items"]
+        rng = np.random.default_rng(n + nid + nitem)
+        idx, item = np.repeat(np.arange(nid), nitem), np.tile(np.arange(nitem), nid)
+        anger = rng.integers(11, 40, nid).astype(float)  # VerbAgg's Anger: trait score 11..39
+        male = rng.binomial(1, 0.2, nid).astype(float)
+        btype = np.arange(nitem) % 3  # curse, scold, shout
+        self_ = (np.arange(nitem) // 12).astype(float)  # situation: other, self
+        eta = (
+            -1.1
+            + 0.057 * anger[idx]
+            + 0.32 * male[idx]
+            - 1.06 * (btype[item] == 1)
+            - 2.1 * (btype[item] == 2)
+            - 1.05 * self_[item]
+            + rng.normal(0, 1.3, nid)[idx]
+            + rng.normal(0, 0.45, nitem)[item]
+        )
+        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
+        return pd.DataFrame(
+            {
+                "y": y,
+                "anger": anger[idx],
+                "male": male[idx],
+                "scold": (btype[item] == 1).astype(float),
+                "shout": (btype[item] == 2).astype(float),
+                "self": self_[item],
+                "id": idx,
+                "item": item,
+            }
+        )
+    if kind == "crossed_binary":  # two crossed factors, rows drawn at random (unbalanced cells)
+        na, nb = case.extra["a"], case.extra["b"]
+        rng = np.random.default_rng(n + na + nb)
+        a, b = _spread(rng, n, na), _spread(rng, n, nb)
+        x1, x2 = rng.normal(size=n), rng.normal(size=n)
+        eta = -0.3 + 0.5 * x1 - 0.25 * x2 + rng.normal(0, 1.0, na)[a] + rng.normal(0, 0.7, nb)[b]
+        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
+        return pd.DataFrame({"y": y, "x1": x1, "x2": x2, "a": a, "b": b})
+    if kind == "sleepstudy":  # the data set itself (lme4's sleepstudy, shipped with midas_glmm)
+        from pathlib import Path
+
+        path = Path(__file__).resolve().parent.parent / "midas_glmm" / "datasets" / "sleepstudy.csv"
+        return pd.read_csv(path)
     raise ValueError(case.kind)
 
 
@@ -123,5 +254,130 @@ CASES = [
         tools=("midas", "lme4"),
     ),
 ]
+PEERS = ("midas", "lme4", "glmmTMB")
+SHAPE_CASES = [
+    Case(
+        "obslevel_poisson",
+        "obslevel",
+        403,
+        403,
+        "y ~ x1 + x2 + (1|obs) + (1|a) + (1|b)",
+        family="poisson",
+        tools=PEERS,
+        group="shapes",
+        factors=("obs", "a", "b"),
+        levels="403 obs + 118 a x 63 b",
+        extra={"a": 118, "b": 63},
+        notes="observation-level random effect (403 levels) for overdispersion; a (118 levels) is crossed "
+        "with b (63 levels): each row draws its a and b independently, every level used",
+    ),
+    Case(
+        "nested_slopes_lmm",
+        "vcomp2",
+        1_600,
+        100,
+        "y ~ x1 + x2 + (0 + z1 + z2 | g) + (1 | g:h) + (1 | g:h:k)",
+        tools=("midas", "statsmodels", "lme4", "glmmTMB"),
+        group="shapes",
+        factors=("g", "h", "k"),
+        levels="100 g > 400 g:h > 800 g:h:k",
+        statsmodels={
+            "fixed": "y ~ x1 + x2",
+            "groups": "g",
+            "re_formula": "0 + z1 + z2",
+            "vc": {"h": "0 + C(h)", "k": "0 + C(h):C(k)"},
+        },
+        notes="statsmodels' test_vcomp_2 data (seed 6241, same draws): two correlated random slopes (z1, z2) "
+        "on 100 groups of 16 rows, random intercepts on the 400 blocks of 4 rows (h, 0..3 within g) and the "
+        "800 pairs (k, 0..1 within g:h); the model of that test's R comment, written with g:h and g:h:k "
+        "since h and k restart within their parents",
+    ),
+    Case(
+        "nested_lmm_1e5",
+        "nested",
+        100_000,
+        5_000,
+        "y ~ x1 + x2 + (1|region/district/school)",
+        tools=("midas", "statsmodels", "lme4", "glmmTMB"),
+        group="shapes",
+        factors=("region", "district", "school"),
+        levels="20 regions > 500 districts > 5000 schools",
+        extra={"regions": 20, "districts": 25, "schools": 10},
+        statsmodels={
+            "fixed": "y ~ x1 + x2",
+            "groups": "region",
+            "vc": {"district": "0 + C(district)", "school": "0 + C(district):C(school)"},
+        },
+        notes="25 districts per region, 10 schools per district, about 20 rows per school; labels restart "
+        "within their parent",
+    ),
+    Case(
+        "nested_slope_lmm_1e5",
+        "nested_slope",
+        100_000,
+        5_000,
+        "y ~ x1 + x2 + (1|region) + (1 + x1|region:district) + (1|region:district:school)",
+        tools=PEERS,
+        group="shapes",
+        factors=("region", "district", "school"),
+        levels="20 regions > 500 districts > 5000 schools",
+        extra={"regions": 20, "districts": 25, "schools": 10},
+        notes="as nested_lmm_1e5 with a correlated x1 slope on districts; statsmodels skipped: its variance "
+        "components cannot be correlated below the top grouping level",
+    ),
+    Case(
+        "crossed_binary_verbagg",
+        "verbagg",
+        7_584,
+        316,
+        "y ~ anger + male + scold + shout + self + (1|id) + (1|item)",
+        family="binomial",
+        tools=PEERS,
+        group="shapes",
+        factors=("id", "item"),
+        levels="316 id x 24 item",
+        extra={"ids": 316, "items": 24},
+        notes="VerbAgg's shape: every one of 316 people answers each of 24 items (fully crossed); person "
+        "covariates anger, male; item covariates scold, shout (vs curse) and self (vs other)",
+    ),
+    *[
+        Case(
+            f"crossed_binary_{tag}",
+            "crossed_binary",
+            n,
+            na,
+            "y ~ x1 + x2 + (1|a) + (1|b)",
+            family="binomial",
+            tools=PEERS,
+            group="shapes",
+            factors=("a", "b"),
+            levels=f"{na} a x {nb} b",
+            extra={"a": na, "b": nb},
+            notes="crossed Bernoulli, each row's a and b drawn independently (sparse, unbalanced cells)",
+        )
+        for tag, n, na, nb in (
+            ("6e4", 60_000, 1_000, 500),
+            ("2e5", 200_000, 3_000, 1_500),
+            ("1e6", 1_000_000, 10_000, 5_000),
+        )
+    ],
+    Case(
+        "profile_sleepstudy",
+        "sleepstudy",
+        180,
+        18,
+        "Reaction ~ Days + (Days|Subject)",
+        tools=PEERS,
+        group="shapes",
+        task="profile",
+        factors=("Subject",),
+        levels="18 Subject",
+        notes='fit + profile-likelihood intervals of every parameter: lme4 confint(m, method = "profile"), '
+        'midas res.conf_int(method="profile"); glmmTMB fits ML (it cannot profile REML fits) and its '
+        "intervals are mapped from its log-SD / correlation parameters onto SDs and correlations",
+    ),
+]
+CASES = CASES + SHAPE_CASES
+SHAPES = [c.name for c in SHAPE_CASES]
 BY_NAME = {c.name: c for c in CASES}
 QUICK = ["ri_lmm_1e4", "ri_lmm_1e5", "slope_lmm_1e5", "binary_glmm_1e4", "poisson_glmm_1e4", "binary_agq10_1e4"]

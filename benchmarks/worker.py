@@ -1,7 +1,13 @@
 """Fit one case with one Python tool in a fresh process and print a JSON line:
 seconds (DataFrame to fitted results, standard errors included), log-likelihood, peak RSS.
 
-    python benchmarks/worker.py {midas|statsmodels} CASE DATADIR
+    python benchmarks/worker.py {midas|statsmodels} CASE DATADIR [--method ML] [--wait]
+
+A case whose ``task`` is "profile" is timed from the DataFrame to the profile-likelihood
+intervals (fit included), which go into the JSON line as "ci". ``--method`` overrides the case's
+REML/ML choice; ``--wait`` (for concurrency.py) prints "ready" once libraries, warm-up and data
+are loaded, and starts the clock when a line arrives on standard input. A fit that raises prints
+a JSON line with "error" (and exits 0), so the table can show it.
 """
 
 from __future__ import annotations
@@ -49,11 +55,38 @@ def warm_up(tool: str) -> None:
         smf.mixedlm("y ~ x1", df, groups=df["g"]).fit(reml=True)
 
 
-def main() -> None:
-    tool, name, datadir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    case = BY_NAME[name]
-    # libraries are loaded before the clock starts (as R loads lme4 before its clock)
+def fit_statsmodels(case, df):
+    """statsmodels MixedLM, REML: the old cases' one grouping factor, or a case's own spec
+    (groups, re_formula, variance components)."""
     import statsmodels.formula.api as smf
+
+    spec = case.statsmodels
+    if not spec:
+        fixed = case.formula.split("+ (")[0]
+        re_formula = "~x1" if case.kind == "slope" else None
+        return smf.mixedlm(fixed, df, groups=df["g"], re_formula=re_formula).fit(reml=True)
+    return smf.mixedlm(
+        spec["fixed"], df, groups=df[spec["groups"]], re_formula=spec.get("re_formula"), vc_formula=spec.get("vc")
+    ).fit(reml=case.method != "ML")
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    wait = "--wait" in args
+    method = None
+    if "--method" in args:
+        i = args.index("--method")
+        method = args[i + 1]
+        del args[i : i + 2]
+    args = [a for a in args if a != "--wait"]
+    tool, name, datadir = args[0], args[1], Path(args[2])
+    case = BY_NAME[name]
+    if method:
+        from dataclasses import replace
+
+        case = replace(case, method=method)
+    # libraries are loaded before the clock starts (as R loads lme4 before its clock)
+    import statsmodels.formula.api  # noqa: F401
 
     from midas_glmm import MixedModel
 
@@ -65,19 +98,35 @@ def main() -> None:
     data_mb = sum(df[c].to_numpy().nbytes for c in used) / 2**20
     rss_loaded = rss_mb("VmRSS")
     warnings.simplefilter("ignore")
-    t0 = time.perf_counter()
-    if tool == "midas":
-        res = MixedModel.from_formula(case.formula, df, family=case.family).fit(nAGQ=case.nAGQ)
-        _ = res.bse
-        llf = res.llf
-    elif tool == "statsmodels":
-        fixed = case.formula.split("+ (")[0]
-        re_formula = "~x1" if case.kind == "slope" else None
-        res = smf.mixedlm(fixed, df, groups=df["g"], re_formula=re_formula).fit(reml=True)
-        _ = res.bse
-        llf = res.llf
-    else:
+    if tool not in ("midas", "statsmodels"):
         raise SystemExit(f"unknown tool {tool}")
+    if wait:
+        print("ready", flush=True)
+        sys.stdin.readline()
+    extra = {}
+    t0 = time.perf_counter()
+    try:
+        if tool == "midas":
+            kw = {"method": case.method} if case.method and case.is_lmm else {}
+            res = MixedModel.from_formula(case.formula, df, family=case.family).fit(nAGQ=case.nAGQ, **kw)
+            _ = res.bse
+            llf = res.llf
+            crit = res.method if case.is_lmm else ("Laplace" if case.nAGQ == 1 else f"AGQ{case.nAGQ}")
+            if case.task == "profile":
+                ci = res.conf_int(method="profile")
+                extra["ci"] = {str(k): [float(v) for v in row] for k, row in zip(ci.index, ci.to_numpy())}
+        else:
+            res = fit_statsmodels(case, df)
+            _ = res.bse
+            llf = res.llf
+            crit = "ML" if case.method == "ML" else "REML"
+            if case.task == "profile":
+                raise RuntimeError("statsmodels has no profile intervals for this case")
+    except Exception as e:  # noqa: BLE001 - the table shows the error, the run goes on
+        seconds = time.perf_counter() - t0
+        msg = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        print(json.dumps({"tool": tool, "case": name, "seconds": seconds, "llf": float("nan"), "error": msg}))
+        return
     seconds = time.perf_counter() - t0
     print(
         json.dumps(
@@ -86,10 +135,12 @@ def main() -> None:
                 "case": name,
                 "seconds": seconds,
                 "llf": float(llf),
+                "crit": crit,
                 "peak_rss_mb": rss_mb(),
                 "rss_loaded_mb": rss_loaded,
                 "rss_libs_mb": rss_libs,
                 "data_mb": data_mb,
+                **extra,
             }
         )
     )
