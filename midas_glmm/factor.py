@@ -99,10 +99,7 @@ class Factor:
 
     # ------------------------------------------------------------------ quantities
     def _diag(self) -> np.ndarray:
-        P = self.plan
-        d = P.blkoff[P.colptr[:-1]]
-        idx = [(d[P.nsize[: P.Ns] == p][:, None] + np.arange(p) * (p + 1)).ravel() for p in np.unique(P.nsize)]
-        return np.concatenate([self.L[np.concatenate(idx)], np.diag(self.Ltail)])
+        return np.concatenate([self.L[self.plan.diagpos], np.diag(self.Ltail)])
 
     @property
     def logdet_Z(self) -> float:

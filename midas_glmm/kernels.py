@@ -143,11 +143,40 @@ def _find(rowidx, lo, hi, target):
 
 
 @njit(cache=True)
+def _update(L, Tf, qt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, o1, o2, pj):
+    """Block (a, b), b ≤ a, of the Schur complement −= L_aj L_bj' (blocks at o1, o2 of column j)."""
+    pa = nsize[a]
+    pb = nsize[b]
+    if b < Ns:
+        t = blkoff[_find(rowidx, colptr[b], colptr[b + 1], a)]
+        stride = pb
+        M = L
+    else:
+        t = tailoff[a] * qt + tailoff[b]
+        stride = qt
+        M = Tf
+    for r in range(pa):
+        for c in range(pb):
+            s = 0.0
+            for k in range(pj):
+                s += L[o1 + r * pj + k] * L[o2 + c * pj + k]
+            M[t + r * stride + c] -= s
+
+
+@njit(cache=True)
 def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T):
     """Right-looking block Cholesky of the sparse part, in place; the updates of the tail rows go
     into T. Returns 0, or 1 + the node whose pivot block is not positive definite."""
     qt = T.shape[1]
     Tf = T.ravel()
+    tail_scalar = True
+    for i in range(Ns, len(nsize)):
+        tail_scalar = tail_scalar and nsize[i] == 1
+    width = 1
+    for j in range(Ns):
+        width = max(width, colptr[j + 1] - colptr[j])
+    wpos = np.empty(width, np.int64)
+    wval = np.empty(width)
     for j in range(Ns):
         pj = nsize[j]
         od = blkoff[colptr[j]]
@@ -178,30 +207,59 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T):
                         s -= L[o + r * pj + k] * L[od + c * pj + k]
                     L[o + r * pj + c] = s / L[od + c * pj + c]
         # the Schur complement: A_ab -= L_aj L_bj' for row nodes b ≤ a of column j
-        for e1 in range(colptr[j] + 1, colptr[j + 1]):
-            a = rowidx[e1]
-            pa = nsize[a]
-            o1 = blkoff[e1]
-            for e2 in range(colptr[j] + 1, e1 + 1):
-                b = rowidx[e2]
-                pb = nsize[b]
-                o2 = blkoff[e2]
-                if b < Ns:
-                    t = blkoff[_find(rowidx, colptr[b], colptr[b + 1], a)]
-                    for r in range(pa):
-                        for c in range(pb):
-                            s = 0.0
-                            for k in range(pj):
-                                s += L[o1 + r * pj + k] * L[o2 + c * pj + k]
-                            L[t + r * pb + c] -= s
-                else:
-                    t = tailoff[a] * qt + tailoff[b]
-                    for r in range(pa):
-                        for c in range(pb):
-                            s = 0.0
-                            for k in range(pj):
-                                s += L[o1 + r * pj + k] * L[o2 + c * pj + k]
-                            Tf[t + r * qt + c] -= s
+        lo, hi = colptr[j] + 1, colptr[j + 1]
+        ts = hi  # first row in the tail (rows are sorted)
+        for e in range(lo, hi):
+            if rowidx[e] >= Ns:
+                ts = e
+                break
+        for e1 in range(lo, hi):
+            for e2 in range(lo, min(e1 + 1, ts)):
+                _update(
+                    L,
+                    Tf,
+                    qt,
+                    colptr,
+                    rowidx,
+                    blkoff,
+                    nsize,
+                    Ns,
+                    tailoff,
+                    rowidx[e1],
+                    rowidx[e2],
+                    blkoff[e1],
+                    blkoff[e2],
+                    pj,
+                )
+        if pj == 1 and tail_scalar:  # scalar rows into the dense tail: a scattered rank-1 update
+            m = hi - ts
+            for e in range(ts, hi):
+                wpos[e - ts] = tailoff[rowidx[e]]
+                wval[e - ts] = L[blkoff[e]]
+            for r in range(m):
+                ta = wpos[r] * qt
+                la = wval[r]
+                for c in range(r + 1):
+                    Tf[ta + wpos[c]] -= la * wval[c]
+        else:
+            for e1 in range(ts, hi):
+                for e2 in range(ts, e1 + 1):
+                    _update(
+                        L,
+                        Tf,
+                        qt,
+                        colptr,
+                        rowidx,
+                        blkoff,
+                        nsize,
+                        Ns,
+                        tailoff,
+                        rowidx[e1],
+                        rowidx[e2],
+                        blkoff[e1],
+                        blkoff[e2],
+                        pj,
+                    )
     return 0
 
 

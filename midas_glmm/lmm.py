@@ -21,29 +21,11 @@ import numpy as np
 from .blocks import CrossProducts
 from .errors import FitError
 from .factor import Factor
-from .reterms import ReTerm
+from .reterms import ReTerm, ThetaMap
 from .sparsity import FactorPlan
+from .threads import fit_threads
 
 __all__ = ["LMMCriterion", "LMMSolution", "ThetaMap"]
-
-
-class ThetaMap:
-    """Maps the θ vector to the per-term λ matrices, with bounds and start (lme4's order)."""
-
-    def __init__(self, terms: list[ReTerm]):
-        self.terms = terms
-        sizes = [t.n_theta for t in terms]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        self.lower = np.concatenate([t.theta_lower for t in terms])
-        self.start = np.concatenate([t.theta_start for t in terms])
-        self.names = [n for t in terms for n in t.theta_names()]
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def lams(self, theta: np.ndarray) -> list[np.ndarray]:
-        """λ_i(θ) for every term."""
-        return [t.lam(theta[a:b]) for t, a, b in zip(self.terms, self.offsets[:-1], self.offsets[1:])]
 
 
 @dataclass
@@ -240,13 +222,7 @@ def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.nd
     if not np.isfinite(smallest) or smallest <= 0:
         return tmap.start.copy()
     sigma2 = float(np.clip(rss / max(n - k, 1) - explained, 0.5 * smallest, smallest))
-    theta = tmap.start.copy()
-    for t, s2, a0 in zip(tmap.terms, comps, tmap.offsets):
-        rows, cols = np.tril_indices(t.p)
-        order = np.lexsort((rows, cols))
-        lam = np.diag(np.maximum(np.sqrt(s2 / sigma2), floor))
-        theta[a0 : a0 + t.n_theta] = lam[rows[order], cols[order]]
-    return theta
+    return tmap.theta([np.diag(np.maximum(np.sqrt(s2 / sigma2), floor)) for s2 in comps])
 
 
 def _scaled_condvar(factor: Factor, s2: float) -> list[np.ndarray]:
@@ -263,6 +239,14 @@ def fit_lmm(design, REML: bool = True, optimizer: str = "bobyqa", standardize_X:
     -------
     Estimates
     """
+
+    crit, S = lmm_criterion(design, REML, standardize_X)
+    with fit_threads(crit.plan.qt):
+        return _optimize_lmm(design, crit, S, REML, optimizer)
+
+
+def _optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimizer: str):
+    """θ̂ by BOBYQA from the moment start, the convergence check and the estimates there."""
     from .estimates import Estimates
     from .optimize import (
         check_convergence,
@@ -273,7 +257,6 @@ def fit_lmm(design, REML: bool = True, optimizer: str = "bobyqa", standardize_X:
         restart_if_unconverged,
     )
 
-    crit, S = lmm_criterion(design, REML, standardize_X)
     tm = crit.tmap
     rss = ols_fit(crit.cp)[1]
     if rss <= 1e-26 * crit.response_ss:  # residual SD below 1e-13 × RMS(y): zero but for rounding

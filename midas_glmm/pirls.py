@@ -41,6 +41,7 @@ from .optimize import (
     restart_if_unconverged,
 )
 from .sparsity import FactorPlan
+from .threads import THREADED_TAIL, fit_threads
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
 
@@ -284,6 +285,12 @@ def fit_glmm(
     if family.name == "gaussian":
         raise FitError("a Gaussian family with a non-identity link is not supported; use the identity link")
     prob = GLMMProblem(design, family, standardize_X)
+    with fit_threads(THREADED_TAIL if prob.plan is None else prob.plan.qt):
+        return _optimize_glmm(design, family, prob, nAGQ, fast, optimizer)
+
+
+def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int, fast: bool, optimizer: str):
+    """Stage 1 (θ with β from PIRLS), stage 2 (θ, β jointly) and the estimates at the optimum."""
     tm = prob.tmap
     S = prob.S
     p = S.shape[0]

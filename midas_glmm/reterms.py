@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["ReTerm", "lme4_term_order"]
+__all__ = ["ReTerm", "ThetaMap", "lme4_term_order"]
 
 
 @dataclass
@@ -79,12 +79,18 @@ class ReTerm:
         """Number of θ elements: the lower triangle of λ, p(p+1)/2."""
         return self.p * (self.p + 1) // 2
 
+    @cached_property
+    def theta_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) in λ of each θ element: the lower triangle column by column, as lme4."""
+        rows, cols = np.tril_indices(self.p)
+        order = np.lexsort((rows, cols))
+        return rows[order], cols[order]
+
     @property
     def theta_lower(self) -> np.ndarray:
         """Lower bounds of this term's θ: 0 on the diagonal of λ, −∞ elsewhere."""
-        rows, cols = np.tril_indices(self.p)
-        order = np.lexsort((rows, cols))
-        return np.where(rows[order] == cols[order], 0.0, -np.inf)
+        rows, cols = self.theta_index
+        return np.where(rows == cols, 0.0, -np.inf)
 
     @property
     def theta_start(self) -> np.ndarray:
@@ -93,10 +99,8 @@ class ReTerm:
 
     def theta_names(self) -> list[str]:
         """Names of this term's θ elements as ``group.col1`` or ``group.col2.col1``."""
-        rows, cols = np.tril_indices(self.p)
-        order = np.lexsort((rows, cols))
         out = []
-        for r, c in zip(rows[order], cols[order]):
+        for r, c in zip(*self.theta_index):
             if r == c:
                 out.append(f"{self.group_name}.{self.columns[r]}")
             else:
@@ -106,10 +110,12 @@ class ReTerm:
     def lam(self, theta: np.ndarray) -> np.ndarray:
         """λ(θ): the ``p × p`` lower-triangular relative covariance factor."""
         lam = np.zeros((self.p, self.p))
-        rows, cols = np.tril_indices(self.p)
-        order = np.lexsort((rows, cols))
-        lam[rows[order], cols[order]] = theta
+        lam[self.theta_index] = theta
         return lam
+
+    def theta_of(self, lam: np.ndarray) -> np.ndarray:
+        """θ of a λ (the inverse of :meth:`lam`)."""
+        return np.asarray(lam)[self.theta_index]
 
     def sparse_Z(self, weights: np.ndarray | None = None, rows: slice = slice(None)) -> sp.csr_matrix:
         """Z of this term for ``rows`` (all by default), rows scaled by ``weights``, in CSR form."""
@@ -119,6 +125,35 @@ class ReTerm:
         cols = (codes[:, None] * p + np.arange(p)).ravel()
         indptr = np.arange(0, n * p + 1, p)
         return sp.csr_matrix((vals.ravel(), cols, indptr), shape=(n, self.q))
+
+
+class ThetaMap:
+    """The θ layout of a model, in one place: the vector θ ↔ the per-term λ matrices, with bounds,
+    lme4's start and names (lme4's order: term by term, each λ's lower triangle by column)."""
+
+    def __init__(self, terms: list[ReTerm]):
+        self.terms = terms
+        sizes = [t.n_theta for t in terms]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.lower = np.concatenate([t.theta_lower for t in terms]) if terms else np.zeros(0)
+        self.start = np.concatenate([t.theta_start for t in terms]) if terms else np.zeros(0)
+        self.names = [n for t in terms for n in t.theta_names()]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def slices(self) -> list[slice]:
+        """Each term's slice of θ."""
+        return [slice(a, b) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+
+    def lams(self, theta: np.ndarray) -> list[np.ndarray]:
+        """λ_t(θ) for every term."""
+        theta = np.asarray(theta, dtype=float)
+        return [t.lam(theta[s]) for t, s in zip(self.terms, self.slices())]
+
+    def theta(self, lams: list[np.ndarray]) -> np.ndarray:
+        """θ from the per-term λ matrices (the inverse of :meth:`lams`)."""
+        return np.concatenate([t.theta_of(lam) for t, lam in zip(self.terms, lams)])
 
 
 def lme4_term_order(nlevels: list[int]) -> list[int]:

@@ -92,13 +92,15 @@ class FactorPlan:
         return key % self.N, key // self.N
 
     def _choose_split(self, colptr: np.ndarray) -> int:
-        """First term of the dense tail (``k``: none): the first term t ≥ 1 whose remaining block
-        of the factor is at least :data:`DENSE_TAIL_DENSITY` full, if it fits in memory."""
-        counts = np.diff(colptr)
+        """First term of the dense tail (``k``: none): the first term t ≥ 1 after which at least
+        :data:`DENSE_TAIL_DENSITY` of the pairs of remaining nodes are coupled in the factor, if
+        the tail fits in memory. Nested factors couple no two nodes of a later term: no tail."""
+        off_diagonal = np.diff(colptr) - 1
         for t in range(1, self.k):
             a = self.node_base[t]
             nodes = self.N - a
-            density = counts[a:].sum() / (nodes * (nodes + 1) / 2)
+            pairs = nodes * (nodes - 1) / 2
+            density = off_diagonal[a:].sum() / pairs if pairs else 0.0
             qt = self.q - self.term_off[t]
             if density >= DENSE_TAIL_DENSITY and 8 * qt * qt <= MAX_TAIL_BYTES:
                 return t
@@ -116,6 +118,11 @@ class FactorPlan:
         self.blkoff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.keys = col_of * self.N + self.rowidx  # increasing: columns in order, rows sorted
         self.nsparse = int(self.blkoff[-1])
+        d = self.blkoff[self.colptr[:-1]]
+        ps = self.nsize[: self.Ns]
+        self.diagpos = np.repeat(d, ps) + (np.arange(ps.sum()) - np.repeat(np.cumsum(ps) - ps, ps)) * (
+            np.repeat(ps, ps) + 1
+        )
         self.tailoff = np.where(np.arange(self.N) >= self.Ns, self.nodeoff[:-1] - self.qs, -1).astype(np.int64)
         # the tail's data blocks: its diagonal blocks and the coupled pairs within it
         tail = cols >= self.Ns

@@ -1,0 +1,169 @@
+"""The factor's structure (sparsity.FactorPlan) and numbers (factor.Factor) against dense algebra.
+
+Each design exercises one storage shape: scalar and vector blocks per level, nested factors (no
+fill-in: block-sparse only), crossed factors (a dense tail), vector terms in the tail, an
+observation-level term. The block-sparse path and the dense path must give the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from midas_glmm import sparsity
+from midas_glmm.blocks import CrossProducts
+from midas_glmm.design import build_design
+from midas_glmm.factor import Factor
+from midas_glmm.reterms import ThetaMap
+from midas_glmm.sparsity import FactorPlan, RowMap
+
+
+def _data(seed=0, n=600):
+    rng = np.random.default_rng(seed)
+    region = rng.integers(0, 4, n)
+    district = region * 5 + rng.integers(0, 5, n)  # nested in region
+    school = district * 6 + rng.integers(0, 6, n)  # nested in district
+    a, b = rng.integers(0, 40, n), rng.integers(0, 15, n)  # crossed
+    x, x2 = rng.normal(size=n), rng.normal(size=n)
+    y = x + rng.normal(0, 1, 120)[school] + rng.normal(0, 1, 40)[a] + rng.normal(0, 1, 15)[b] + rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "y": y,
+            "x": x,
+            "x2": x2,
+            "region": region,
+            "district": district,
+            "school": school,
+            "a": a,
+            "b": b,
+            "obs": np.arange(n),
+        }
+    )
+
+
+FORMULAS = {
+    "scalar": "y ~ x + (1|school)",
+    "vector": "y ~ x + (x|school)",
+    "nested": "y ~ x + (1|region/district/school)",
+    "nested_slopes": "y ~ x + (x|district) + (1|school) + (0 + x2|region)",
+    "crossed": "y ~ x + (1|a) + (1|b) + (1|region)",
+    "crossed_vector_tail": "y ~ x + (1|a) + (x|b)",
+    "obs_level": "y ~ x + (1|obs) + (1|a) + (1|b)",
+}
+
+
+def _theta(tm: ThetaMap, seed=1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    th = tm.start + rng.uniform(0.2, 1.2, len(tm)) * np.where(np.isfinite(tm.lower), 1.0, 0.0)
+    return th + np.where(np.isfinite(tm.lower), 0.0, rng.normal(0, 0.3, len(tm)))
+
+
+def _dense(d, lams, w=None):
+    """Λ'Z'WZΛ + I, Λ'Z'W[X y] and [X y]'W[X y] by dense algebra."""
+    Z = np.hstack([t.sparse_Z().toarray() for t in d.terms])
+    Lam = np.zeros((Z.shape[1], Z.shape[1]))
+    o = 0
+    for t, lam in zip(d.terms, lams):
+        for _ in range(t.nlevels):
+            Lam[o : o + t.p, o : o + t.p] = lam
+            o += t.p
+    w = np.ones(len(d.y)) if w is None else w
+    ZL = Z @ Lam
+    Xy = np.column_stack([d.X, d.y])
+    M = ZL.T @ (w[:, None] * ZL) + np.eye(Z.shape[1])
+    return M, ZL.T @ (w[:, None] * Xy), Xy.T @ (w[:, None] * Xy), Lam
+
+
+def _check_against_dense(d, F, lams, w=None):
+    M, ZXy, XX, Lam = _dense(d, lams, w)
+    assert F.logdet_Z == pytest.approx(np.linalg.slogdet(M)[1], rel=1e-10)
+    # the Schur complement of [X y]
+    S = XX - ZXy.T @ np.linalg.solve(M, ZXy)
+    p = d.X.shape[1]
+    beta = np.linalg.solve(S[:p, :p], S[:p, p])
+    assert F.beta() == pytest.approx(beta, rel=1e-8, abs=1e-10)
+    assert F.pwrss == pytest.approx(S[p, p] - S[p, :p] @ beta, rel=1e-8)
+    u = np.linalg.solve(M, ZXy[:, p] - ZXy[:, :p] @ beta)
+    assert np.concatenate(F.u(beta)) == pytest.approx(u, rel=1e-8, abs=1e-10)
+    V = Lam @ np.linalg.inv(M) @ Lam.T
+    o = 0
+    for t, blocks in zip(d.terms, F.condvar_blocks()):
+        for level in range(t.nlevels):
+            assert blocks[level] == pytest.approx(V[o : o + t.p, o : o + t.p], rel=1e-8, abs=1e-12)
+            o += t.p
+
+
+@pytest.mark.parametrize("name", list(FORMULAS))
+def test_factor_equals_dense_algebra(name):
+    d = build_design(FORMULAS[name], _data())
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    plan = FactorPlan(d.terms, cp)
+    tm = ThetaMap(d.terms)
+    for seed in (1, 2):
+        lams = tm.lams(_theta(tm, seed))
+        _check_against_dense(d, Factor(plan, plan.load(cp), lams), lams)
+
+
+@pytest.mark.parametrize("name", ["nested", "nested_slopes", "crossed", "crossed_vector_tail", "obs_level"])
+@pytest.mark.parametrize("density", [0.0, 2.0])  # all dense after the first term / no dense tail
+def test_sparse_and_dense_paths_agree(name, density, monkeypatch):
+    d = build_design(FORMULAS[name], _data(seed=3))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    tm = ThetaMap(d.terms)
+    lams = tm.lams(_theta(tm))
+    auto = Factor(plan := FactorPlan(d.terms, cp), plan.load(cp), lams)
+    monkeypatch.setattr(sparsity, "DENSE_TAIL_DENSITY", density)
+    forced_plan = FactorPlan(d.terms, cp)
+    assert forced_plan.split == (1 if density == 0.0 else len(d.terms))
+    forced = Factor(forced_plan, forced_plan.load(cp), lams)
+    assert forced.logdet_Z == pytest.approx(auto.logdet_Z, rel=1e-10)
+    assert forced.pwrss == pytest.approx(auto.pwrss, rel=1e-8)
+    beta = auto.beta()
+    assert forced.beta() == pytest.approx(beta, rel=1e-8, abs=1e-10)
+    assert np.concatenate(forced.u(beta)) == pytest.approx(np.concatenate(auto.u(beta)), rel=1e-8, abs=1e-10)
+    for a, b in zip(forced.condvar_blocks(), auto.condvar_blocks()):
+        assert a == pytest.approx(b, rel=1e-8, abs=1e-12)
+
+
+def test_nested_factors_have_no_fill_in_and_no_dense_block():
+    d = build_design(FORMULAS["nested"], _data())
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    plan = FactorPlan(d.terms, cp)
+    assert plan.qt == 0 and plan.split == len(d.terms)
+    # each school column holds itself, its district and its region: nothing more
+    schools = d.terms[0].nlevels
+    assert np.all(np.diff(plan.colptr)[:schools] == 3)
+
+
+def test_crossed_factors_get_a_dense_tail():
+    d = build_design(FORMULAS["crossed"], _data())
+    plan = FactorPlan(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y))
+    assert plan.split == 1 and plan.qt == d.terms[1].q + d.terms[2].q
+
+
+@pytest.mark.parametrize("name", list(FORMULAS))
+def test_row_map_equals_the_data_pass(name):
+    """A weighted pass straight into the factor's layout equals loading the CrossProducts."""
+    d = build_design(FORMULAS[name], _data())
+    w = np.random.default_rng(4).uniform(0.1, 2.0, len(d.y))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y, w)
+    plan = FactorPlan(d.terms, cp)
+    direct = RowMap(plan, d.terms).blocks(w, np.column_stack([d.X, d.y]))
+    loaded = plan.load(cp)
+    assert direct.A == pytest.approx(loaded.A, rel=1e-12, abs=1e-12)
+    assert direct.XZ == pytest.approx(loaded.XZ, rel=1e-12, abs=1e-12)
+    assert direct.XX == pytest.approx(loaded.XX, rel=1e-12)
+    tm = ThetaMap(d.terms)
+    lams = tm.lams(_theta(tm))
+    _check_against_dense(d, Factor(plan, direct, lams), lams, w)
+
+
+def test_a_singular_working_system_raises_linalg_error():
+    d = build_design(FORMULAS["crossed"], _data())
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    plan = FactorPlan(d.terms, cp)
+    blocks = plan.load(cp)
+    blocks.A[plan.diagpos[0]] = -1e12  # a negative "count": no Cholesky factor exists
+    with pytest.raises(np.linalg.LinAlgError):
+        Factor(plan, blocks, ThetaMap(d.terms).lams(np.ones(3)))
