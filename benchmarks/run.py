@@ -24,6 +24,8 @@ is midas's log-likelihood minus the best (highest) of the peers' that maximise t
 criterion (REML, ML or Laplace), checked against issue 12's tolerances (1e-6 LMM, 1e-3 GLMM).
 A tool that runs past its timeout (--timeout, or --peer-timeout for lme4 and glmmTMB) is
 shown as "timeout > N s" and not run again for that case; a fit that fails shows its error.
+--rep-budget S: a tool whose fit took more than S seconds is not repeated on that case (so the
+large cases get one repetition and the small ones --reps).
 --write-peer-cache runs only the peers and stores their times and log-likelihoods, with the R and
 package versions, in benchmarks/peer_cache.json; later runs compare their peers against it.
 """
@@ -201,6 +203,12 @@ def main(argv=None) -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per fit, any tool")
     ap.add_argument("--peer-timeout", type=float, default=None, help="seconds per lme4 / glmmTMB fit")
+    ap.add_argument(
+        "--rep-budget",
+        type=float,
+        default=None,
+        help="seconds: a tool whose first fit of a case took longer is not repeated on that case",
+    )
     ap.add_argument("--tools", nargs="*", default=None, help="only these tools (of each case's)")
     ap.add_argument("--datadir", default=None)
     ap.add_argument("--no-write", action="store_true", help="do not write the results file")
@@ -248,6 +256,8 @@ def main(argv=None) -> None:
                     print(f"  {tool:12s} error: {out['error']}", flush=True)
                 else:
                     print(f"  {tool:12s} {out['seconds']:9.3f} s   llf {out['llf']:.6f}", flush=True)
+                    if args.rep_budget is not None and out["seconds"] > args.rep_budget:
+                        stopped.add(tool)
         all_runs[case.name] = runs
         rows.append(table_row(case, runs, glmmtmb=any("glmmTMB" in c.tools for c in cases)))
         if "midas" in tools and case.name in (
@@ -437,6 +447,7 @@ def write_results(table: pd.DataFrame, profiles: list[str], args, cases=(), cach
         + ("" if not args.shapes else " --shapes")
         + ("" if args.timeout == 1800 else f" --timeout {args.timeout:g}")
         + ("" if not args.peer_timeout else f" --peer-timeout {args.peer_timeout:g}")
+        + ("" if args.rep_budget is None else f" --rep-budget {args.rep_budget:g}")
         + "`.",
         "",
         f"Machine: {machine()}",
@@ -456,7 +467,8 @@ def write_results(table: pd.DataFrame, profiles: list[str], args, cases=(), cach
             "the same criterion, and `llf ok` checks it against issue 12's tolerances (1e-6 for LMMs, 1e-3 for",
             "GLMMs; above the peers is fine). A tool that ran past its timeout is shown as `timeout > N s` (and",
             "was not run again on that case); a fit that failed shows its error. The machine has 2 cores and",
-            "was busy with other work during the run, so the times are indicative.",
+            "was busy with other work during the run, so the times are indicative. With `--rep-budget S`, a",
+            "tool whose fit took more than S seconds was not repeated on that case (its time is one fit).",
         ]
     text += ["", _markdown(fmt), ""]
     if shapes:
