@@ -306,6 +306,7 @@ SHAPE_CASES = [
         statsmodels={
             "fixed": "y ~ x1 + x2",
             "groups": "region",
+            "re_formula": "1",  # with vc_formula, MixedLM has no group intercept unless asked
             "vc": {"district": "0 + C(district)", "school": "0 + C(district):C(school)"},
         },
         notes="25 districts per region, 10 schools per district, about 20 rows per school; labels restart "
