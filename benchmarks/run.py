@@ -22,7 +22,7 @@ benchmarks/RESULTS.md (--shapes: RESULTS_SHAPES.md; --out to choose). When a cas
 lme4 and glmmTMB, `peer/midas` is the FASTER peer's time over midas's, and `llf midas-best peer`
 is midas's log-likelihood minus the best (highest) of the peers' that maximise the same
 criterion (REML, ML or Laplace), checked against issue 12's tolerances (1e-6 LMM, 1e-3 GLMM).
-A tool that runs past its timeout (--timeout, or --peer-timeout for lme4 and glmmTMB) is
+A tool that runs past its timeout (--timeout, or --peer-timeout for the peers, not midas) is
 shown as "timeout > N s" and not run again for that case; a fit that fails shows its error.
 --rep-budget S: a tool whose fit took more than S seconds is not repeated on that case (so the
 large cases get one repetition and the small ones --reps).
@@ -202,7 +202,7 @@ def main(argv=None) -> None:
     ap.add_argument("--all", action="store_true", help="every case, the original ones and the shapes")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per fit, any tool")
-    ap.add_argument("--peer-timeout", type=float, default=None, help="seconds per lme4 / glmmTMB fit")
+    ap.add_argument("--peer-timeout", type=float, default=None, help="seconds per peer fit (not midas)")
     ap.add_argument(
         "--rep-budget",
         type=float,
@@ -245,7 +245,7 @@ def main(argv=None) -> None:
             for tool in tools:  # alternate tools within each repetition
                 if tool in stopped:
                     continue
-                timeout = args.peer_timeout if tool in R_TOOLS and args.peer_timeout else args.timeout
+                timeout = args.peer_timeout if tool != "midas" and args.peer_timeout else args.timeout
                 out = run_tool(tool, case, datadir, timeout)
                 runs[tool].append(out)
                 if out.get("timeout"):
