@@ -33,6 +33,7 @@ from .design import (
     _rename,
     check_finite,
     independent_columns,
+    moments_from_gram,
     offset_of,
     response_of,
     standardize,
@@ -309,7 +310,7 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
     # rank deficiency is read off the (reduced) cross-products, as in memory off X'X
     cp, _ = src.cross_products(weights is not None)
     p = len(names)
-    keep, dropped = independent_columns(cp.XytXy[:p, :p], names)
+    keep, dropped = independent_columns(*moments_from_gram(cp.XytXy[:p, :p], names), names)
     kept_names = [names[i] for i in keep]
     if dropped:
         src.keep = keep

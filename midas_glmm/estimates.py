@@ -33,11 +33,13 @@ class Estimates:
     llf : float
         Log-likelihood (REML log-likelihood for REML fits; Laplace/AGQ approximation for GLMMs).
     criterion : float
-        −2 llf (the REML criterion or the deviance as lme4 defines them).
+        −2 llf: the REML criterion, the ML deviance, or the Laplace/AGQ −2ℓ of a GLMM.
     method : str
         ``"REML"``, ``"ML"``, ``"Laplace"``, ``"AGQ"`` or ``"nAGQ=0"``.
     deviance : float or None
-        lme4's deviance for GLMMs (Σ unit deviances + ‖u‖² + log|L|²); None: −2 llf.
+        GLMMs: Σ wᵢ d(yᵢ, μ̂ᵢ)/φ + ‖û‖² + log|L|², the Laplace criterion without the saturated
+        log-likelihood. Not lme4's ``deviance()`` (Σ wᵢ d(yᵢ, μ̂ᵢ) alone), which the results
+        compute from the fitted values; kept for the engine's diagnostics.
     notes : list of str
         Cautions about the approximation (small groups, rare events) for the summary.
     """

@@ -47,7 +47,8 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
     -------
     DataFrame
         Rows ordered by number of parameters; columns npar, AIC, BIC, logLik, deviance, Chisq,
-        Df, Pr(>Chisq).
+        Df, Pr(>Chisq). As in lme4's table, "deviance" is −2 logLik (:attr:`minus2llf`), which
+        for a GLMM is not the sum of unit deviances that ``res.deviance`` returns.
     """
     if len(results) < 2:
         raise FitError("compare() needs at least two fitted models")
@@ -87,7 +88,7 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
             "AIC": r.aic(),
             "BIC": r.bic(),
             "logLik": r.llf,
-            "deviance": -2 * r.llf,
+            "deviance": r.minus2llf,
             "Chisq": np.nan,
             "Df": np.nan,
             "Pr(>Chisq)": np.nan,

@@ -92,12 +92,45 @@ class MixedModelResults:
         return self._est.criterion if self.is_reml else None
 
     @property
+    def minus2llf(self) -> float:
+        """−2 × :attr:`llf`: lme4's ``-2 * logLik(m)``.
+
+        For an ML fit of an LMM this is also the deviance; for a REML fit it is the REML
+        criterion; for a GLMM it is the Laplace (or AGQ) approximation of −2ℓ, the number lme4's
+        ``summary`` and ``anova`` print in their "deviance" column."""
+        return -2.0 * self.llf
+
+    @cached_property
     def deviance(self) -> float | None:
-        """Deviance as lme4 reports it: −2ℓ for ML fits of LMMs; for GLMMs the Laplace
-        deviance Σ d(yᵢ, μᵢ) + ‖u‖² + log|L|²; None for REML fits."""
+        """The deviance as lme4's ``deviance()`` returns it; None for REML fits.
+
+        ML fits of LMMs: −2ℓ. GLMMs: Σᵢ wᵢ d(yᵢ, μ̂ᵢ), the family's unit deviances (weighted by
+        the prior weights, trials for binomial counts) at the conditional fitted values, i.e.
+        the sum of the squared deviance residuals. This is not −2ℓ: that is :attr:`minus2llf`.
+
+        Examples
+        --------
+        >>> from midas_glmm import MixedModel, datasets
+        >>> cbpp = datasets.load("cbpp")
+        >>> res = MixedModel.from_formula("cbind(incidence, size - incidence) ~ C(period) + (1|herd)",
+        ...                               cbpp, family="binomial").fit()
+        >>> print(f"{res.deviance:.2f} {res.minus2llf:.2f}")  # lme4: deviance(m), -2 * logLik(m)
+        73.47 184.05
+        """
         if self.is_reml:
             return None
-        return self._est.deviance if self._est.deviance is not None else -2.0 * self.llf
+        if self.family.is_lmm:
+            return self.minus2llf
+        src = self.design.source
+        if src is None:
+            d = self.design
+            return self.family.deviance(d.y, self.fittedvalues.to_numpy(), d.weights)
+
+        def unit_deviances(rows):
+            y, _, w, *_ = src.rows(rows, with_terms=False)
+            return self.family.sm.resid_dev(y, self.predict(rows), var_weights=w) ** 2
+
+        return float(src.map_rows(unit_deviances, "deviance").sum().compute())
 
     def aic(self) -> float:
         """AIC = −2ℓ + 2k (for REML fits on the REML log-likelihood, as lme4)."""

@@ -79,8 +79,14 @@ class Summary:
                 approx = "PIRLS for beta, Laplace for theta (nAGQ = 0)"
             title = f"Generalized linear mixed model fit by maximum likelihood ({approx})"
         lines = [title, f" Formula: {r.design.formula}", f" Family: {fam.name} ( {fam.link_name} )"]
+        if r.is_reml:
+            first = ("REML criterion", r.reml_criterion)
+        elif fam.is_lmm:
+            first = ("deviance", r.deviance)
+        else:  # lme4's summary labels this "deviance"; res.deviance is deviance(m), another number
+            first = ("-2 logLik", r.minus2llf)
         crit = [
-            ("REML criterion" if r.is_reml else "deviance", r.reml_criterion if r.is_reml else r.deviance),
+            first,
             ("AIC", r.aic()),
             ("BIC", r.bic()),
             ("logLik", r.llf),

@@ -1,10 +1,14 @@
 """Building the design: missing values, the caller's data, grouping-column types, weights."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from midas_glmm import MixedModel, datasets
+from midas_glmm.design import column_moments, independent_columns
+from midas_glmm.errors import RankDeficiencyWarning
 
 
 def test_missing_values_are_dropped_and_counted():
@@ -80,3 +84,59 @@ def test_caret_means_power_as_in_r():
     np.testing.assert_array_equal(sq.terms[1].Zcols[:, 0], df["Days"].to_numpy() ** 2)
     resp = MixedModel.from_formula("Reaction^2 ~ Days + (1|Subject)", df).design
     np.testing.assert_allclose(resp.y, df["Reaction"].to_numpy() ** 2)
+
+
+@pytest.mark.parametrize("shift", [1e5, 1e7, 1e9])
+def test_a_large_mean_does_not_make_a_predictor_look_constant(shift):
+    df = datasets.load("sleepstudy")
+    ref = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", df).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RankDeficiencyWarning)
+        res = MixedModel.from_formula("Reaction ~ x + (1|Subject)", df.assign(x=df["Days"] + shift)).fit()
+    assert res.params["x"] == pytest.approx(ref.params["Days"], rel=1e-9)
+    assert res.bse["x"] == pytest.approx(ref.bse["Days"], rel=1e-6)
+    # the intercept moves by exactly -slope * shift
+    assert res.params["(Intercept)"] == pytest.approx(ref.params["(Intercept)"] - shift * ref.params["Days"], rel=1e-9)
+
+
+def test_a_large_mean_without_an_intercept_is_centred_through_the_dummies():
+    df = datasets.load("sleepstudy").assign(half=lambda d: np.where(d["Days"] < 5, "a", "b"))
+    ref = MixedModel.from_formula("Reaction ~ 0 + C(half) + Days + (1|Subject)", df).fit()
+    res = MixedModel.from_formula("Reaction ~ 0 + C(half) + x + (1|Subject)", df.assign(x=df["Days"] + 1e8)).fit()
+    assert res.params["x"] == pytest.approx(ref.params["Days"], rel=1e-8)
+    assert res.reml_criterion == pytest.approx(ref.reml_criterion, abs=1e-8)
+
+
+@pytest.mark.parametrize(
+    "extra, dropped",
+    [
+        ({"x2": lambda d: 3.0 * d["Days"] + 1e7}, ["x2"]),  # collinear with Days and the intercept
+        ({"c": lambda d: np.full(len(d), 1e7)}, ["c"]),  # a constant: collinear with the intercept
+        ({"x2": lambda d: d["Days"] * (1 + 1e-12)}, ["x2"]),  # numerically the same column
+    ],
+)
+def test_truly_collinear_columns_are_still_dropped(extra, dropped):
+    df = datasets.load("sleepstudy").assign(**extra)
+    name = next(iter(extra))
+    with pytest.warns(RankDeficiencyWarning, match="rank deficient"):
+        m = MixedModel.from_formula(f"Reaction ~ Days + {name} + (1|Subject)", df)
+    assert m.design.dropped_columns == dropped
+    assert m.design.fixed_names == ["(Intercept)", "Days"]
+
+
+def test_rank_rule_is_unchanged_by_a_shift_and_matches_a_qr():
+    rng = np.random.default_rng(3)
+    n = 200
+    x = rng.normal(size=n)
+    dummies = np.eye(3)[rng.integers(0, 3, n)][:, 1:]
+    names = ["(Intercept)", "x", "f1", "f2", "lin", "mix"]
+
+    def design(shift):
+        return np.column_stack([np.ones(n), x + shift, dummies, 2 * x - 5, dummies[:, 0] + x])
+
+    with pytest.warns(RankDeficiencyWarning):
+        keep, dropped = independent_columns(n, *column_moments(design(1e8)), names)
+    assert dropped == ["lin", "mix"]
+    with pytest.warns(RankDeficiencyWarning):
+        assert list(independent_columns(n, *column_moments(design(0.0)), names)[0]) == list(keep)
+    assert np.linalg.matrix_rank(design(0.0)) == len(keep) == np.linalg.matrix_rank(design(0.0)[:, keep])
