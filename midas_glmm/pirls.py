@@ -132,6 +132,14 @@ class GLMMProblem:
                 break  # a degenerate working system: report non-convergence, keep the best so far
             new_beta = L.beta() if joint else beta
             new_us = L.u(new_beta if joint else np.zeros(0))
+            size = 1 + max(np.max(np.abs(u), initial=0) for u in us)
+            proposed = max(
+                [np.max(np.abs(a - b), initial=0) for a, b in zip(new_us, us)]
+                + [np.max(np.abs(new_beta - beta), initial=0)]
+            )
+            if proposed < 1e-10 * size:  # at the modes already: L is the factor there
+                converged = True
+                break
             step = 1.0
             for _half in range(12):
                 cand_us = [u + step * (v - u) for u, v in zip(us, new_us)]
@@ -171,7 +179,9 @@ class GLMMProblem:
             joint = joint or with_X
             _, ll, cp = evaluate(us, beta, "laplace")
             joint = saved
-        L = factor(cp)
+            L = None
+        if L is None:
+            L = factor(cp)
         self._u = [u.copy() for u in us]
         return PirlsState(us, beta, L, ll, converged)
 
