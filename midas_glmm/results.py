@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
+from formulaic.errors import DataMismatchWarning, FormulaicError
 from scipy import stats
 
 from .design import eval_expression, fixed_matrix, random_columns
-from .errors import DataError, FitError
+from .errors import DataError, FitError, did_you_mean
 from .estimates import Estimates
+from .optimize import OPTIMIZERS
 
 __all__ = ["MixedModelResults"]
+
+
+def _fit_options(est: Estimates, family) -> dict:
+    """The settings a fit used, as far as its estimates tell them (model.fit's keywords)."""
+    opts: dict = {"method": est.method if family.is_lmm else None}
+    if not family.is_lmm:
+        opts.update(nAGQ=est.nAGQ, fast=est.method == "nAGQ=0")
+    optimizer = str(getattr(est.opt, "optimizer", "")).split("+")[0]  # "bobyqa+nelder-mead": a restart
+    if optimizer in OPTIMIZERS:
+        opts["optimizer"] = optimizer
+    return opts
 
 
 class MixedModelResults:
@@ -29,9 +44,12 @@ class MixedModelResults:
         Relative covariance parameters in lme4's order.
     sigma : float
         Residual standard deviation (1 for binomial and Poisson; sqrt(φ) for Gamma).
+    fit_options : dict
+        The settings the fit used (``method``, ``nAGQ``, ``fast``, ``optimizer``): :meth:`refit`
+        and the bootstrap fit again with them.
     """
 
-    def __init__(self, model, estimates: Estimates):
+    def __init__(self, model, estimates: Estimates, fit_options: dict | None = None):
         self.model = model
         self.family = model.family
         self.design = model.design
@@ -52,6 +70,7 @@ class MixedModelResults:
         self.tvalues = self.params / self.bse
         self.tvalues.name = "z"
         self.pvalues = pd.Series(2 * stats.norm.sf(np.abs(self.tvalues)), index=names, name="P>|z|")
+        self.fit_options = dict(fit_options) if fit_options is not None else _fit_options(estimates, self.family)
 
     # ------------------------------------------------------------------ basic numbers
     @property
@@ -144,7 +163,9 @@ class MixedModelResults:
         """Covariance matrix of the fixed effects."""
         return self._vcov.copy()
 
-    def conf_int(self, alpha: float = 0.05, method: str = "wald", level: float | None = None, **kwargs) -> pd.DataFrame:
+    def conf_int(
+        self, alpha: float = 0.05, method: str = "wald", level: float | None = None, which=None, **options
+    ) -> pd.DataFrame:
         """Confidence intervals.
 
         Parameters
@@ -154,22 +175,58 @@ class MixedModelResults:
         method : {"wald", "profile", "bootstrap"}
             ``"wald"``: fixed effects, normal reference (the seed's default). ``"profile"``:
             profile likelihood for variance components (SDs, correlations, sigma) and fixed
-            effects, as lme4's ``confint(method = "profile")`` (LMMs). ``"bootstrap"``: parametric
-            bootstrap percentiles; keyword arguments ``n_boot``, ``seed``, ``n_jobs``, ``progress``.
+            effects, as lme4's ``confint(method = "profile")``. ``"bootstrap"``: parametric
+            bootstrap percentiles, as lme4's ``confint(method = "boot")``.
         level : float, optional
             Coverage, e.g. 0.95.
+        which : str or list of str, optional
+            The parameters wanted (lme4's ``parm``), named as in the full table; all by default.
+        **options
+            Bootstrap only: ``n_boot``, ``seed``, ``n_jobs``, ``progress``.
+
+        Returns
+        -------
+        DataFrame
+            Columns ``lower`` and ``upper``, one row per parameter.
+
+        Examples
+        --------
+        >>> from midas_glmm import MixedModel, datasets
+        >>> res = MixedModel.from_formula("Reaction ~ Days + (Days | Subject)",
+        ...                               datasets.load("sleepstudy")).fit()
+        >>> res.conf_int(which="Days").round(3)
+              lower   upper
+        Days  7.437  13.497
+        >>> res.conf_int(which="day")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        midas_glmm.errors.FitError: conf_int(method='wald'): no parameter 'day'; did you mean 'Days'? ...
         """
         from . import inference
 
-        level = 1 - alpha if level is None else level
-        if method == "wald":
+        level = inference.check_level(1 - alpha if level is None else level)
+        key = str(method).lower()
+        allowed = {"wald": (), "profile": (), "bootstrap": ("n_boot", "seed", "n_jobs", "progress")}
+        key = "bootstrap" if key == "boot" else key
+        if key not in allowed:
+            raise FitError(
+                f"unknown interval method '{method}'{did_you_mean(key, allowed)}; "
+                "choose 'wald', 'profile' or 'bootstrap'"
+            )
+        for name in options:
+            if name not in allowed[key]:
+                takes = f"takes {', '.join(allowed[key])}" if allowed[key] else "takes no further options"
+                raise FitError(
+                    f"conf_int(method='{key}') has no option '{name}'{did_you_mean(name, allowed[key])}; it {takes}"
+                )
+        if key == "wald":
+            names = inference.select_names(which, list(self.params.index), "wald", self)
             z = stats.norm.ppf(0.5 + level / 2)
-            return pd.DataFrame({"lower": self.params - z * self.bse, "upper": self.params + z * self.bse})
-        if method == "profile":
-            return inference.profile_ci(self, level=level, **kwargs)
-        if method in ("bootstrap", "boot"):
-            return inference.bootstrap_ci(self, level=level, **kwargs)
-        raise FitError(f"unknown interval method '{method}'; choose 'wald', 'profile' or 'bootstrap'")
+            ci = pd.DataFrame({"lower": self.params - z * self.bse, "upper": self.params + z * self.bse})
+            return ci.loc[names]
+        if key == "profile":
+            return inference.profile_ci(self, level=level, which=which)
+        return inference.bootstrap_ci(self, level=level, which=which, **options)
 
     def coef_table(self, ddf: str = "normal", level: float = 0.95) -> pd.DataFrame:
         """Fixed effects with tests: estimate, std_err, df, statistic, p_value, ci_low, ci_high.
@@ -309,27 +366,47 @@ class MixedModelResults:
             raise FitError("predict(newdata) needs a model built with from_formula")
         if not isinstance(data, pd.DataFrame):
             raise DataError(f"newdata must be a pandas DataFrame, not {type(data).__name__}")
+        offset_col = getattr(d.source, "offset_col", None)  # Dask: offset= names a column
+        if offset_col is None and not d.parsed.offsets and np.any(d.offset != 0):
+            raise FitError(
+                "the model's offset was given as offset=..., which cannot be computed on new data; "
+                "write it in the formula, e.g. 'y ~ x + offset(np.log(t)) + (1|g)', to predict on newdata"
+            )
+        needed = set(d.fixed_spec.required_variables) | ({offset_col} if offset_col else set())
+        if random_effects:
+            for t in d.terms:
+                remedy = "; pass random_effects=False for population-level predictions"
+                _require_columns(data, t.group, "grouping column", remedy)
+                needed |= set(t.spec.required_variables) if t.spec is not None else set()
+        _require_columns(data, sorted(needed), "column")
+        # a row with a missing predictor gets a missing prediction (lme4's na.pass)
+        complete = ~data[sorted(needed)].isna().any(axis=1).to_numpy() if needed else np.ones(len(data), bool)
+        rows = data if complete.all() else data.loc[complete]
+        rows = _match_fixed_levels(d.fixed_spec, rows)
         try:
-            X = fixed_matrix(d, data)
-        except Exception as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DataMismatchWarning)
+                X = fixed_matrix(d, rows)
+        except DataMismatchWarning as exc:
+            raise DataError(
+                f"a categorical predictor in newdata has a level the fit did not see ({exc}); a fixed "
+                "effect cannot be predicted for a new level: drop or recode those rows"
+            ) from None
+        except FormulaicError as exc:
             raise DataError(f"cannot build the fixed effects on newdata: {exc}") from None
         eta = X @ self.params.to_numpy()
         for expr in d.parsed.offsets:
-            eta = eta + eval_expression(expr, data)
+            eta = eta + eval_expression(expr, rows)
+        if offset_col:
+            eta = eta + rows[offset_col].to_numpy(dtype=float)
         if random_effects:
             for t, b in zip(d.terms, self._est.b):
-                missing = [g for g in t.group if g not in data.columns]
-                if missing:
-                    raise DataError(
-                        f"newdata lacks grouping column '{missing[0]}'; pass random_effects=False "
-                        "for population-level predictions"
-                    )
-                Z = random_columns(t, data)
-                labels = data[list(t.group)].astype(str).agg(":".join, axis=1)
-                pos = t.levels.get_indexer(labels)
-                contrib = np.einsum("ij,ij->i", Z, b[np.maximum(pos, 0)])
+                pos = _level_positions(t, rows)
+                contrib = np.einsum("ij,ij->i", random_columns(t, rows), b[np.maximum(pos, 0)])
                 eta = eta + np.where(pos >= 0, contrib, 0.0)
-        return eta
+        out = np.full(len(data), np.nan)
+        out[complete] = eta
+        return out
 
     def predict(
         self, newdata: pd.DataFrame | None = None, random_effects: bool = True, kind: str = "response"
@@ -339,11 +416,29 @@ class MixedModelResults:
         Parameters
         ----------
         newdata : DataFrame, optional
-            Defaults to the fitted rows. Unseen levels get a zero random effect (lme4's
-            ``allow.new.levels=TRUE``).
+            Defaults to the fitted rows. A level of a grouping factor the fit did not see, or a
+            missing one, gets a zero random effect (lme4's ``allow.new.levels=TRUE``). Levels are
+            matched by value: 3, 3.0 and "3" name the same group (lme4 compares levels as text,
+            where 3.0 is "3"). A level of a categorical predictor the fit did not see is an error
+            (:class:`~midas_glmm.errors.DataError`); a row with a missing predictor gets NaN.
         random_effects : bool
             False gives lme4's ``re.form=NA``.
         kind : {"response", "link"}
+
+        Returns
+        -------
+        ndarray
+            One prediction per row of ``newdata`` (a lazy Dask series for Dask data).
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from midas_glmm import MixedModel, datasets
+        >>> res = MixedModel.from_formula("Reaction ~ Days + (Days | Subject)",
+        ...                               datasets.load("sleepstudy")).fit()
+        >>> new = pd.DataFrame({"Days": [2, 2, 2], "Subject": ["308", 308, "someone new"]})
+        >>> [round(float(v), 2) for v in res.predict(new)]  # "308" and 308 are one subject (lme4: 293.00)
+        [293.0, 293.0, 272.34]
         """
         if kind not in ("response", "link"):
             raise FitError(f"kind must be 'response' or 'link', not '{kind}'")
@@ -375,10 +470,14 @@ class MixedModelResults:
         return pd.Series(self.design.y - self.fittedvalues.to_numpy(), index=self.design.row_index, name="resid")
 
     def refit(self, method: str | None = None, **fit_kwargs) -> MixedModelResults:
-        """Fit the same model again, e.g. ``refit(method="ML")`` before comparing fixed effects."""
-        kw = {"nAGQ": self.nAGQ} if not self.family.is_lmm else {}
+        """Fit the same model again with the settings of this fit (:attr:`fit_options`: method,
+        nAGQ, fast, optimizer), changing only those given, e.g. ``refit(method="ML")`` before
+        comparing fixed effects."""
+        kw = dict(self.fit_options)
+        if method is not None:
+            kw["method"] = method
         kw.update(fit_kwargs)
-        return self.model.fit(method=method, **kw)
+        return self.model.fit(**kw)
 
     # ------------------------------------------------------------------ display
     def summary(self, alpha: float = 0.05, ddf: str = "normal"):
@@ -404,3 +503,96 @@ class MixedModelResults:
 
     def __repr__(self) -> str:
         return f"<MixedModelResults: {self.design.formula}, {self.method}, llf={self.llf:.4f}>"
+
+
+# ---------------------------------------------------------------------- levels in new data
+def _require_columns(data: pd.DataFrame, names, what: str, remedy: str = "") -> None:
+    for name in names:
+        if name not in data.columns:
+            raise DataError(f"newdata lacks {what} '{name}'{did_you_mean(name, data.columns)}{remedy}")
+
+
+def _level_text(value) -> str | None:
+    """A level as text, numbers without a trailing ".0" (3, 3.0 and "3" give "3"); None if missing."""
+    if pd.isna(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.15g}"
+    return str(value)
+
+
+def _label_text(label: str) -> str:
+    """A fitted level's label, with a float's text ("3.0") written as :func:`_level_text` writes it."""
+    try:
+        x = float(label)
+    except ValueError:  # not a number: the label is the text
+        return label
+    return f"{x:.15g}" if np.isfinite(x) and label == str(x) else label
+
+
+def _level_lookup(levels: pd.Index, nparts: int):
+    """Map a level's text to its position among the fit's levels: the label itself first, then
+    its value (a float column's "3.0" is the level 3); −1 when the fit has no such level."""
+    exact = {str(lab): i for i, lab in enumerate(levels)}
+    by_value: dict[str, int] = {}
+    for i, lab in enumerate(levels):
+        parts = str(lab).split(":")
+        if len(parts) == nparts:
+            by_value.setdefault(":".join(_label_text(p) for p in parts), i)
+    return lambda text: exact.get(text, by_value.get(text, -1))
+
+
+def _level_positions(term, data: pd.DataFrame) -> np.ndarray:
+    """Position of each row's group among the levels of ``term``; −1 for a level the fit did not
+    see or a missing value (such rows get a zero random effect, as lme4's allow.new.levels)."""
+    codes, texts = [], []
+    for g in term.group:
+        c, uniques = pd.factorize(data[g])
+        codes.append(c)
+        texts.append([_level_text(u) for u in uniques])
+    lookup = _level_lookup(term.levels, len(term.group))
+    combos, inverse = np.unique(np.column_stack(codes), axis=0, return_inverse=True)
+    pos = np.array(
+        [-1 if (row < 0).any() else lookup(":".join(texts[i][c] for i, c in enumerate(row))) for row in combos],
+        dtype=np.int64,
+    )
+    return pos[inverse.ravel()]
+
+
+_CATEGORICAL_CALL = re.compile(r"^C\(\s*`?([^,`]+?)`?\s*(,.*)?\)$")
+
+
+def _match_fixed_levels(spec, data: pd.DataFrame) -> pd.DataFrame:
+    """``data`` with the values of the fit's categorical predictors replaced by the fit's levels
+    they equal by value (2, 2.0 and "2" are the level 2); a level the fit did not see is a
+    DataError naming the column, as lme4's predict refuses new levels of a fixed factor.
+
+    Factors that are a column (``f`` or ``C(f, ...)``) are matched here; for other expressions
+    formulaic's own check of the levels applies."""
+    changed = {}
+    for expr, (kind, state) in spec.encoder_state.items():
+        cats = state.get("categories") if isinstance(state, dict) else None
+        if getattr(kind, "value", kind) != "categorical" or cats is None:
+            continue
+        m = _CATEGORICAL_CALL.match(expr.strip())
+        col = expr.strip("`") if expr.strip("`") in data.columns else (m.group(1).strip() if m else None)
+        if col not in data.columns:
+            continue
+        codes, uniques = pd.factorize(data[col])
+        by_text = {_level_text(c): c for c in cats}
+        values = []
+        for u in uniques:
+            if _level_text(u) not in by_text:
+                shown = ", ".join(map(str, cats[:10])) + (", ..." if len(cats) > 10 else "")
+                raise DataError(
+                    f"newdata column '{col}' has level {u!r}, which the fit did not see (levels of {expr}: "
+                    f"{shown}); a fixed effect cannot be predicted for a new level: drop or recode those rows"
+                )
+            values.append(by_text[_level_text(u)])
+        if any(type(v) is not type(u) or v != u for v, u in zip(values, uniques)):
+            changed[col] = pd.Series(np.array(values, dtype=object)[codes], index=data.index)
+    return data.assign(**changed) if changed else data
