@@ -4,7 +4,7 @@ bootstrap intervals, simulation.
 * :func:`compare` (alias :func:`anova`) — lme4's ``anova(m1, m2)``: REML fits are refitted by ML.
 * :func:`coef_table` — Wald z (the seed's default), Satterthwaite (as lmerTest) or Kenward–Roger
   (as pbkrtest) t tests of the fixed effects.
-* :func:`profile_ci` — lme4's ``confint(method = "profile")`` for an LMM.
+* :func:`profile_ci` — lme4's ``confint(method = "profile")``, for LMMs and GLMMs.
 * :func:`bootstrap_ci`, :func:`simulate` — parametric bootstrap, as lme4's ``bootMer``.
 """
 
@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.optimize as so
 from scipy import stats
 
-from .errors import FitError, RefitWarning
+from .errors import ConvergenceWarning, FitError, RefitWarning, did_you_mean
 from .optimize import fd_hessian, minimize_bounded
 
 __all__ = [
@@ -29,7 +29,38 @@ __all__ = [
     "profile_ci",
     "bootstrap_ci",
     "simulate",
+    "check_level",
+    "select_names",
 ]
+
+
+def check_level(level) -> float:
+    """``level`` as a float in (0, 1), or a FitError saying what was meant."""
+    try:
+        value = float(level)
+    except (TypeError, ValueError):
+        raise FitError(f"level must be a number in (0, 1) such as 0.95, not {level!r}") from None
+    if not 0 < value < 1:
+        hint = f"; did you mean {value / 100:g}?" if 1 < value < 100 else ""
+        raise FitError(f"level must be in (0, 1), e.g. 0.95 for 95% intervals, not {level!r}{hint}")
+    return value
+
+
+def select_names(which, names: list[str], method: str, res=None) -> list[str]:
+    """The parameter names ``which`` asks for (all when None), in table order; a FitError with a
+    did-you-mean for a name the table does not have."""
+    if which is None:
+        return list(names)
+    wanted = [which] if isinstance(which, str) else list(which)
+    for name in wanted:
+        if name in names:
+            continue
+        hint = ""
+        if method == "wald" and res is not None and name in _sdcor_names(res):
+            hint = f"; Wald intervals cover the fixed effects only: use method='profile' or 'bootstrap' for '{name}'"
+        msg = f"conf_int(method='{method}'): no parameter '{name}'{did_you_mean(str(name), names)}{hint}"
+        raise FitError(f"{msg}{'' if msg.endswith('?') else '.'} The names are: {', '.join(names)}")
+    return [n for n in names if n in wanted]
 
 
 # --------------------------------------------------------------------------- model comparison
@@ -294,6 +325,14 @@ def _sdcor_names(res) -> list[str]:
     return names + ["sigma"]
 
 
+def _interval_names(res, method: str) -> list[str]:
+    """Row names of the profile or bootstrap table: SDs and correlations (lme4's names with
+    ``oldNames = FALSE``), sigma where the family has a scale, and the fixed effects."""
+    varpar = _sdcor_names(res)[:-1] + (["sigma"] if res.family.has_dispersion else [])
+    fixed = list(res.params.index)
+    return varpar + fixed if method == "profile" else fixed + varpar
+
+
 def _sdcor_from_theta(res, theta, sigma) -> np.ndarray:
     from .lmm import ThetaMap
 
@@ -340,7 +379,10 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
     and sigma (names as lme4's ``oldNames = FALSE``); fixed effects are profiled with the
     effect moved into the offset. As in lme4, a REML fit is profiled on the ML deviance.
     GLMMs are profiled on their Laplace (or AGQ) deviance over the SDs, correlations, fixed
-    effects (and sigma = sqrt(φ) for Gamma)."""
+    effects (and sigma = sqrt(φ) for Gamma). ``which`` names the parameters wanted (all by
+    default)."""
+    level = check_level(level)
+    which = select_names(which, _interval_names(res, "profile"), "profile")
     if not res.family.is_lmm:
         return _profile_glmm(res, level, which)
     from .lmm import lmm_criterion
@@ -402,9 +444,8 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
         return best.fun, unpack(best.x)
 
     rows = {}
-    wanted = set(which) if which is not None else None
     for i, nm in enumerate(names):
-        if wanted is not None and nm not in wanted:
+        if nm not in which:
             continue
         rows[nm] = _profile_limits(
             lambda val, start, i=i: profiled_dev(i, val, start),
@@ -418,7 +459,7 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
         )
     # fixed effects: β_j held at a value by moving it to the offset
     for j, nm in enumerate(res.params.index):
-        if wanted is not None and nm not in wanted:
+        if nm not in which:
             continue
 
         def dev_beta(val, start, j=j):
@@ -491,7 +532,7 @@ def _profile_glmm(res, level: float, which) -> pd.DataFrame:
     rows = {}
     se = np.concatenate([np.maximum(np.abs(v_hat[: k_var + disp]) * 0.3, 0.05), res.bse.to_numpy()])
     for i, nm in enumerate(names):
-        if which is not None and nm not in which:
+        if nm not in which:
             continue
         rows[nm] = _profile_limits(
             lambda val, start, i=i: profiled(i, val, start), v_hat[i], v_hat, dev_hat, z, lo_b[i], hi_b[i], scale=se[i]
@@ -509,7 +550,7 @@ def _profile_limits(dev_at, v_hat, start, dev_hat, z, lo, hi, scale):
         def excess(v, warm=warm):
             try:
                 d, x = dev_at(v, warm[0])
-            except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+            except (np.linalg.LinAlgError, FloatingPointError):  # a failed evaluation: outside the limit
                 return np.inf
             if np.isfinite(d):
                 warm[0] = x
@@ -585,51 +626,72 @@ def _draw_response(res, eta, rng):
 
 
 def bootstrap_ci(
-    res, n_boot: int = 200, seed=None, level: float = 0.95, progress: bool = False, n_jobs: int = 1
+    res,
+    n_boot: int = 200,
+    seed=None,
+    level: float = 0.95,
+    progress: bool = False,
+    n_jobs: int = 1,
+    which=None,
 ) -> pd.DataFrame:
     """Parametric bootstrap percentile intervals (as lme4's ``confint(method = "boot")``).
 
-    Responses are simulated from the fit (new random effects each time), the model is refitted,
+    Responses are simulated from the fit (new random effects each time), the model is refitted
+    with the settings of the original fit (``res.fit_options``: method, nAGQ, fast, optimizer),
     and the ``(1−level)/2`` and ``(1+level)/2`` quantiles of the refitted fixed effects and
-    variance components are reported. ``n_jobs > 1`` refits in parallel processes;
-    ``progress=True`` shows a progress bar when tqdm is installed."""
+    variance components (and sigma, √φ for Gamma) are reported. ``n_jobs > 1`` refits in
+    parallel processes; ``progress=True`` shows a progress bar when tqdm is installed. Refits that
+    fail numerically are left out with a :class:`ConvergenceWarning` (as ``bootMer`` counts its
+    failures); ``attrs["n_ok"]`` holds the number used."""
+    level = check_level(level)
+    names = _interval_names(res, "bootstrap")
+    which = select_names(which, names, "bootstrap")
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise FitError(f"n_boot must be a positive integer, not {n_boot!r}")
     ysim = simulate(res, n_boot, seed=seed)
     tasks = [ysim[:, k] for k in range(n_boot)]
+    spec = (res.design, res.family, res.fit_options)  # not the results: only what a refit needs
     if n_jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=n_jobs) as ex:
-            spec = [(res.design, res.family, res.method, res.nAGQ)] * n_boot  # not the results: only what a refit needs
-            stats_list = list(_progress(ex.map(_boot_one, spec, tasks), n_boot, progress))
+            outcomes = list(_progress(ex.map(_boot_one, [spec] * n_boot, tasks), n_boot, progress))
     else:
-        spec = (res.design, res.family, res.method, res.nAGQ)
-        stats_list = [_boot_one(spec, y) for y in _progress(tasks, n_boot, progress)]
-    names = list(res.params.index) + _sdcor_names(res)[:-1] + (["sigma"] if res.family.has_dispersion else [])
-    arr = np.array([s for s in stats_list if s is not None])
+        outcomes = [_boot_one(spec, y) for y in _progress(tasks, n_boot, progress)]
+    failures = [o for o in outcomes if isinstance(o, str)]
+    if len(failures) == n_boot:
+        raise FitError(f"every bootstrap refit failed; the first: {failures[0]}")
+    if failures:
+        warnings.warn(
+            f"{len(failures)} of {n_boot} bootstrap refits failed and are left out (the first: {failures[0]})",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    arr = np.array([o for o in outcomes if not isinstance(o, str)])
     alpha = (1 - level) / 2
     lo, hi = np.nanquantile(arr, [alpha, 1 - alpha], axis=0)
-    out = pd.DataFrame({"lower": lo, "upper": hi}, index=names)
+    out = pd.DataFrame({"lower": lo, "upper": hi}, index=names).loc[which]
     out.attrs["n_ok"] = len(arr)
     return out
 
 
 def _boot_one(spec, y):
-    """Refit (design, family, method, nAGQ) to the simulated response y; the statistics."""
+    """Refit (design, family, fit options) to the simulated response y: the statistics, in the
+    order of the bootstrap table, or the reason the refit failed."""
     from .model import MixedModel
 
-    design, family, method, nAGQ = spec
+    design, family, options = spec
     model = MixedModel.__new__(MixedModel)
     model.design, model.family = _with_response(design, y), family
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            r = model.fit(method=None if not family.is_lmm else method, nAGQ=nAGQ)
-        except (ValueError, np.linalg.LinAlgError):
-            return None
-    sdcor = _sdcor_from_theta(r, r.theta, r.sigma if r.family.is_lmm else 1.0)
-    if not r.family.has_dispersion:
-        sdcor = sdcor[:-1]
-    return np.concatenate([r.params.to_numpy(), sdcor])
+            r = model.fit(**options)
+        except (np.linalg.LinAlgError, FloatingPointError, FitError) as exc:  # this sample's fit failed
+            return f"{type(exc).__name__}: {exc}"
+    sdcor = _sdcor_from_theta(r, r.theta, r.sigma if r.family.is_lmm else 1.0)[:-1]
+    scale = [r.sigma] if r.family.has_dispersion else []
+    return np.concatenate([r.params.to_numpy(), sdcor, scale])
 
 
 def _with_response(design, y):

@@ -7,6 +7,8 @@ import html
 import numpy as np
 import pandas as pd
 
+from .errors import FitError
+
 __all__ = ["Summary"]
 
 
@@ -144,7 +146,7 @@ class Summary:
     def _icc_line(self) -> str:
         try:
             icc = self.res.icc()
-        except ValueError:
+        except FitError:  # no random intercept: no ICC to show
             return ""
         return "ICC: " + ", ".join(f"{g} {v:.3f}" for g, v in icc.items())
 

@@ -1,0 +1,138 @@
+"""conf_int's arguments are checked, and refits (refit(), the bootstrap) use the original fit's
+settings: the bootstrap is checked against refits done by hand on the same simulated responses."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import case_data
+from test_reference import fitted
+
+import midas_glmm.lmm
+from midas_glmm import MixedModel, datasets
+from midas_glmm.errors import FitError
+
+
+@pytest.fixture(scope="module")
+def slope():
+    return MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", datasets.load("sleepstudy")).fit()
+
+
+def by_hand(case, n_boot, seed, **fit_kwargs):
+    """The bootstrap's statistics from refits done here: the responses res.simulate draws with the
+    same seed, put into the case's data frame, fitted by from_formula with ``fit_kwargs``."""
+    ref, res = fitted(case)
+    data = case_data(ref)
+    out = []
+    for y in res.simulate(n_boot, seed=seed).T:
+        if ref["formula_py"].startswith("cbind"):  # simulated proportions -> counts of size trials
+            data["incidence"] = np.round(y * data["size"])
+        else:
+            data[ref["formula_py"].split("~")[0].strip()] = y
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = MixedModel.from_formula(ref["formula_py"], data, family=res.family).fit(**fit_kwargs)
+        vc = r.varcorr()
+        sds = vc[vc["var2"].isna() & (vc["grp"] != "Residual")]["sdcor"].to_numpy()
+        out.append(np.concatenate([r.params.to_numpy(), sds, [r.sigma] if r.family.has_dispersion else []]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("method", ["wald", "profile", "bootstrap"])
+def test_misspelt_parameter_name_is_an_error_with_a_suggestion(slope, method):
+    with pytest.raises(FitError, match=r"no parameter 'Day'; did you mean 'Days'\? The names are: .*Days"):
+        slope.conf_int(method=method, which=["Day"])
+
+
+def test_which_selects_rows_and_accepts_a_single_name(slope):
+    assert list(slope.conf_int(which="Days").index) == ["Days"]
+    ci = slope.conf_int(method="profile", which=["sigma", "Days"])
+    assert list(ci.index) == ["sigma", "Days"]  # table order
+    assert ci.loc["Days", "lower"] < slope.params["Days"] < ci.loc["Days", "upper"]
+
+
+def test_wald_interval_of_a_variance_component_points_to_profile(slope):
+    with pytest.raises(FitError, match="Wald intervals cover the fixed effects only: use method='profile'"):
+        slope.conf_int(which="sd_Days|Subject")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"level": 95}, r"level must be in \(0, 1\).*did you mean 0.95\?"),
+        ({"alpha": 1.5}, r"level must be in \(0, 1\)"),
+        ({"method": "bootsrap"}, r"unknown interval method 'bootsrap'; did you mean 'bootstrap'\?"),
+        ({"method": "wald", "n_boot": 10}, r"conf_int\(method='wald'\) has no option 'n_boot'"),
+        ({"method": "bootstrap", "nboot": 10}, r"has no option 'nboot'; did you mean 'n_boot'\?"),
+        ({"method": "bootstrap", "n_boot": 0}, r"n_boot must be a positive integer"),
+    ],
+)
+def test_bad_interval_arguments_are_clear_errors(slope, kwargs, message):
+    with pytest.raises(FitError, match=message):
+        slope.conf_int(**kwargs)
+
+
+def test_gamma_bootstrap_interval_of_sigma_is_that_of_the_refitted_sigmas():
+    _, res = fitted("gamma_log_tmb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        boot = res.conf_int(method="bootstrap", n_boot=8, seed=3)
+    hand = by_hand("gamma_log_tmb", 8, seed=3)
+    expected = np.quantile(hand, [0.025, 0.975], axis=0)
+    assert list(boot.index)[-1] == "sigma"
+    assert np.allclose(boot["lower"], expected[0], rtol=1e-6)
+    assert np.allclose(boot["upper"], expected[1], rtol=1e-6)
+    lo, hi = boot.loc["sigma"]
+    assert 0.5 * res.sigma < lo < hi < 2 * res.sigma  # not the constant 1 of a binomial/Poisson sigma
+
+
+def test_bootstrap_of_a_fast_fit_refits_with_nagq_zero():
+    _, res = fitted("cbpp_binomial_nagq0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        boot = res.conf_int(method="bootstrap", n_boot=4, seed=5)
+    fast = np.quantile(by_hand("cbpp_binomial_nagq0", 4, seed=5, fast=True), [0.025, 0.975], axis=0)
+    laplace = np.quantile(by_hand("cbpp_binomial_nagq0", 4, seed=5), [0.025, 0.975], axis=0)
+    assert np.allclose(boot["lower"], fast[0], rtol=1e-6) and np.allclose(boot["upper"], fast[1], rtol=1e-6)
+    assert not np.allclose(fast, laplace, rtol=1e-4)  # so the check can tell the two apart
+
+
+def test_refit_keeps_the_settings_of_the_fit():
+    _, res = fitted("cbpp_binomial_nagq0")
+    again = res.refit()
+    assert again.method == "nAGQ=0" and again.fit_options == res.fit_options
+    assert again.llf == pytest.approx(res.llf, abs=1e-10)
+    ss = datasets.load("sleepstudy")
+    nm = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", ss).fit(optimizer="nelder-mead")
+    assert nm.fit_options == {"method": "REML", "optimizer": "nelder-mead"}
+    ml = nm.refit(method="ML")
+    assert ml.fit_options == {"method": "ML", "optimizer": "nelder-mead"}
+    agq = fitted("cbpp_binomial_agq25")[1]
+    assert agq.refit().llf == pytest.approx(agq.llf, abs=1e-8)
+
+
+def test_bootstrap_reports_failed_refits_instead_of_swallowing_them():
+    res = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", datasets.load("sleepstudy")).fit()
+    res.fit_options = dict(res.fit_options, optimizer="no-such-optimizer")
+    with pytest.raises(FitError, match="every bootstrap refit failed; the first: FitError: unknown optimizer"):
+        res.conf_int(method="bootstrap", n_boot=3, seed=1)
+
+
+def test_profile_lets_the_librarys_own_errors_through(slope, monkeypatch):
+    """A library error inside a profile evaluation is raised, not read as 'outside the interval'."""
+    real = midas_glmm.lmm.lmm_criterion
+
+    def failing(*args, **kwargs):
+        if kwargs.get("fix") is not None:
+            raise FitError("a library error inside the profile")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(midas_glmm.lmm, "lmm_criterion", failing)
+    with pytest.raises(FitError, match="a library error inside the profile"):
+        slope.conf_int(method="profile", which="Days")
+
+
+def test_interval_tables_are_dataframes_with_lower_and_upper(slope):
+    ci = slope.conf_int(method="wald")
+    assert isinstance(ci, pd.DataFrame) and list(ci.columns) == ["lower", "upper"]
