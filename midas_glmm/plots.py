@@ -4,7 +4,9 @@
 * :func:`shrinkage` — BLUPs against the raw group means of the residuals (the seed's shrinkage).
 * :func:`diagnostics` — residuals against fitted values, and a normal QQ plot of the residuals.
 
-Each returns a matplotlib Figure; pass ``path=`` to save it.
+Each returns a :class:`matplotlib.figure.Figure`, built without pyplot: the user's backend and
+pyplot's list of open figures are left alone (in a notebook, the returned figure displays itself
+as the cell's value). Pass ``path=`` to save it.
 """
 
 from __future__ import annotations
@@ -17,15 +19,13 @@ from .errors import FitError
 __all__ = ["caterpillar", "shrinkage", "diagnostics"]
 
 
-def _plt():
+def _figure(figsize):
+    """A new Figure, detached from pyplot (no backend switch, no global figure list)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         raise FitError("plots need matplotlib: pip install 'midas_glmm[plot]'") from None
-    return plt
+    return Figure(figsize=figsize)
 
 
 def _save(fig, path):
@@ -39,7 +39,6 @@ def caterpillar(res, group: str | None = None, level: float = 0.95, path=None):
 
     One panel per term (column) of the factor; the intervals are ±z·condsd around the BLUP or
     conditional mode."""
-    plt = _plt()
     long = res.ranef(condvar=True)
     group = group or long["grpvar"].iloc[0]
     sub = long[long["grpvar"] == group]
@@ -47,9 +46,8 @@ def caterpillar(res, group: str | None = None, level: float = 0.95, path=None):
         raise FitError(f"no random effects for grouping factor '{group}'; have {sorted(set(long['grpvar']))}")
     z = stats.norm.ppf(0.5 + level / 2)
     terms = list(dict.fromkeys(sub["term"]))
-    fig, axes = plt.subplots(
-        1, len(terms), figsize=(4 * len(terms), max(3, 0.18 * sub["grp"].nunique())), squeeze=False, sharey=False
-    )
+    fig = _figure((4 * len(terms), max(3, 0.18 * sub["grp"].nunique())))
+    axes = fig.subplots(1, len(terms), squeeze=False, sharey=False)
     for ax, term in zip(axes[0], terms):
         d = sub[sub["term"] == term].sort_values("condval")
         pos = np.arange(len(d))
@@ -68,7 +66,6 @@ def shrinkage(res, group: str | None = None, path=None):
 
     Points below the diagonal in absolute value show shrinkage towards zero, strongest for small
     groups (marker size ∝ group size)."""
-    plt = _plt()
     d = res.design
     terms = [t for t in d.terms if t.columns == ["(Intercept)"] and (group is None or t.group_name == group)]
     if not terms:
@@ -78,7 +75,8 @@ def shrinkage(res, group: str | None = None, path=None):
     resid = d.y - res.predict(random_effects=False, kind="response")
     n_j = np.bincount(t.codes, minlength=t.nlevels)
     raw = np.bincount(t.codes, weights=resid, minlength=t.nlevels) / np.maximum(n_j, 1)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = _figure((5, 5))
+    ax = fig.subplots()
     ax.scatter(raw, b, s=10 + 40 * n_j / n_j.max(), alpha=0.7)
     lim = np.nanmax(np.abs(np.concatenate([raw, b]))) * 1.05
     ax.plot([-lim, lim], [-lim, lim], color="grey", lw=0.8)
@@ -92,12 +90,12 @@ def shrinkage(res, group: str | None = None, path=None):
 def diagnostics(res, path=None):
     """Residuals against fitted values, and a normal QQ plot of the residuals (Pearson-type
     residuals scaled by sigma for LMMs, response residuals otherwise)."""
-    plt = _plt()
     fitted = res.fittedvalues.to_numpy()
     resid = res.resid.to_numpy()
     if res.family.is_lmm:
         resid = resid / res.sigma
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4))
+    fig = _figure((9, 4))
+    a1, a2 = fig.subplots(1, 2)
     a1.scatter(fitted, resid, s=6, alpha=0.5)
     a1.axhline(0, color="grey", lw=0.8)
     a1.set_xlabel("fitted")

@@ -39,3 +39,22 @@ def test_diagnostics_and_errors(slope, tmp_path):
     assert len(fig.axes[0].collections[0].get_offsets()) == 180
     with pytest.raises(FitError, match="no random effects for grouping factor 'nope'"):
         plots.caterpillar(slope, group="nope")
+
+
+def test_plots_leave_the_users_backend_and_pyplot_alone(slope):
+    """Figures are built without pyplot: a notebook's backend and open figures stay as they were."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        open_figures = plt.get_fignums()
+        schools = MixedModel.from_formula("score ~ hours + (1|school)", datasets.load("schools")).fit()
+        figs = [plots.caterpillar(slope), plots.shrinkage(schools), plots.diagnostics(slope)]
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == open_figures
+        assert all(isinstance(f, Figure) for f in figs)
+    finally:
+        matplotlib.use(before)
