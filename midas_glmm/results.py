@@ -194,9 +194,9 @@ class MixedModelResults:
         >>> from midas_glmm import MixedModel, datasets
         >>> res = MixedModel.from_formula("Reaction ~ Days + (Days | Subject)",
         ...                               datasets.load("sleepstudy")).fit()
-        >>> res.conf_int(which="Days").round(3)
-              lower   upper
-        Days  7.437  13.497
+        >>> res.conf_int(which="Days").round(2)
+              lower  upper
+        Days   7.44   13.5
         >>> res.conf_int(which="day")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
