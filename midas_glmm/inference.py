@@ -372,7 +372,7 @@ def _theta_from_sdcor(res, v) -> np.ndarray:
 
 
 def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
-    """Profile-likelihood intervals, as lme4's ``confint(method = "profile")`` (LMMs).
+    """Profile-likelihood intervals, as lme4's ``confint(method = "profile")``.
 
     The deviance is profiled over every other parameter; the limits are where the signed root
     ζ = sign(v − v̂)·sqrt(dev(v) − dev(v̂)) reaches ±z. Variance parameters are SDs, correlations
@@ -380,11 +380,19 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
     effect moved into the offset. As in lme4, a REML fit is profiled on the ML deviance.
     GLMMs are profiled on their Laplace (or AGQ) deviance over the SDs, correlations, fixed
     effects (and sigma = sqrt(φ) for Gamma). ``which`` names the parameters wanted (all by
-    default)."""
+    default). With Dask data only the variance parameters of an LMM can be profiled."""
     level = check_level(level)
     which = select_names(which, _interval_names(res, "profile"), "profile")
     if not res.family.is_lmm:
         return _profile_glmm(res, level, which)
+    fixed = [nm for nm in which if nm in res.params.index]
+    if res.design.source is not None and fixed:
+        varpar = [nm for nm in which if nm not in fixed]
+        raise FitError(
+            f"profiling the fixed effects ({', '.join(fixed)}) needs further passes over the rows, not "
+            "available for Dask data yet; profile the variance parameters alone with "
+            f"which={varpar or _interval_names(res, 'profile')[: -len(res.params)]}, or use Wald intervals"
+        )
     from .lmm import lmm_criterion
 
     if res.is_reml:  # as lme4: the profile is of the ML deviance, around the ML fit
