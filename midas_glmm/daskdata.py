@@ -32,15 +32,21 @@ from .design import (
     _formulaic_names,
     _rename,
     check_finite,
+    check_weights,
+    formulaic_error,
     independent_columns,
+    is_factor_response,
     moments_from_gram,
     offset_of,
+    parse_for,
+    response_column,
     response_of,
     standardize,
     used_columns,
 )
-from .errors import DataError, FitError, FormulaError
-from .formula import ParsedFormula, parse_formula
+from .errors import DataError, FitError, MidasError
+from .families import Family
+from .formula import ParsedFormula
 from .reterms import ReTerm, lme4_term_order
 
 __all__ = ["is_dask_frame", "build_dask_design", "DaskSource"]
@@ -64,8 +70,35 @@ def _categorical_fixed(parsed: ParsedFormula, meta: pd.DataFrame) -> list[str]:
     )
 
 
-def _scan_partition(part: pd.DataFrame, cols: list[str], factor_groups: list[tuple[str, ...]]) -> dict:
-    """Pass 1 on one partition: counts, column kinds and the levels seen (never the rows)."""
+@dataclass(frozen=True)
+class RowCheck:
+    """The checks the in-memory design makes on its rows, run by the scan on each partition's
+    complete rows: finite values, prior weights, and the response inside the family's support
+    (a factor response needs no range check: it is coded 0/1)."""
+
+    parsed: ParsedFormula
+    family: Family | None
+    cols: list[str]
+    weights_col: str | None
+
+    def __call__(self, rows: pd.DataFrame) -> MidasError | None:
+        """The first error these rows raise, or None."""
+        try:
+            check_finite(rows, self.cols)
+            if self.weights_col:
+                w = rows[self.weights_col].to_numpy(dtype=float)
+                check_weights(w, rows.index, allow_all_zero=True, label=f"weights column '{self.weights_col}'")
+            if self.family is not None and not is_factor_response(self.parsed, rows):
+                y, _, trials, name = response_of(self.parsed, rows)
+                self.family.check_response(y, name, trials)
+        except MidasError as exc:  # returned, so that the client raises it whatever the scheduler
+            return exc
+        return None
+
+
+def _scan_partition(part: pd.DataFrame, cols: list[str], factor_groups: list[tuple[str, ...]], check=None) -> dict:
+    """Pass 1 on one partition: counts, column kinds, the levels seen and the first error of
+    ``check`` on the complete rows (never the rows)."""
     complete = ~part[cols].isna().any(axis=1)
     sub = part.loc[complete, cols]
     return {
@@ -73,6 +106,8 @@ def _scan_partition(part: pd.DataFrame, cols: list[str], factor_groups: list[tup
         "complete": int(complete.sum()),
         "kinds": {c: ("number" if pd.api.types.is_numeric_dtype(part[c]) else "other") for c in part.columns},
         "levels": {g: sub[list(g)].drop_duplicates() for g in factor_groups},
+        "error": None if check is None else check(sub),
+        "weighted": int((sub[check.weights_col] > 0).sum()) if check is not None and check.weights_col else 0,
     }
 
 
@@ -105,6 +140,8 @@ class DaskSource:
     terms: list[ReTerm]
     weights_col: str | None
     offset_col: str | None
+    family: Family | None = None
+    response_levels: list | None = None  # a factor response's levels, over all partitions
     shift: np.ndarray = None
     scale: np.ndarray = None
     beta_removed: np.ndarray = None
@@ -140,7 +177,7 @@ class DaskSource:
         part = self._prepare(part)
         check_finite(part, self.cols)
         wcol = part[self.weights_col].to_numpy(dtype=float) if self.weights_col else None
-        y, w, trials, _ = response_of(self.parsed, part, wcol)
+        y, w, trials, _ = response_of(self.parsed, part, wcol, self.family, self.response_levels)
         off = offset_of(self.parsed, part, part[self.offset_col].to_numpy(dtype=float) if self.offset_col else None)
         X = np.asarray(self.fixed_spec.get_model_matrix(part), dtype=float)[:, self.keep]
         terms = []
@@ -194,7 +231,7 @@ class DaskSource:
     def response(self, prepared: pd.DataFrame) -> np.ndarray:
         """The response of prepared (complete, coded) rows."""
         wcol = prepared[self.weights_col].to_numpy(dtype=float) if self.weights_col else None
-        return response_of(self.parsed, prepared, wcol)[0]
+        return response_of(self.parsed, prepared, wcol, self.family, self.response_levels)[0]
 
 
 def _add_pair(a, b):
@@ -208,16 +245,15 @@ def _memory_bytes() -> float:
         return float("inf")
 
 
-def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
-    """The Design of ``formula`` on a Dask DataFrame: one scan pass; rows stay on the workers."""
+def build_dask_design(formula: str, ddf, weights=None, offset=None, family: Family | None = None) -> Design:
+    """The Design of ``formula`` on a Dask DataFrame: one scan pass; rows stay on the workers.
+
+    The scan also runs the in-memory design's checks on every partition (:class:`RowCheck`),
+    so bad values are reported here, as with pandas data, not as a failed fit."""
     import dask
 
-    parsed = parse_formula(formula)
-    if not parsed.random:
-        raise FormulaError(f"formula '{formula}' has no random-effects term; add one such as (1 | group)")
-    if not parsed.response:
-        raise FormulaError(f"formula '{formula}' has no response on the left of '~'")
     meta = ddf._meta
+    parsed = parse_for(formula, meta.columns)
     needed = used_columns(parsed)
     _check_columns(needed, meta, formula)
     for label, arg in (("weights", weights), ("offset", offset)):
@@ -225,12 +261,19 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
             raise DataError(f"with Dask data, {label}= must be a column name, not {type(arg).__name__}")
         if arg is not None:
             _check_columns({arg}, meta, f"{label}='{arg}'")
+            if not pd.api.types.is_numeric_dtype(meta[arg]):
+                raise DataError(
+                    f"{label} column '{arg}' is not numeric (dtype {meta[arg].dtype}); {label} must be numbers"
+                )
     cols = sorted(needed)
     filter_cols = cols + [c for c in (weights, offset) if c]
     factors = _categorical_fixed(parsed, meta)
-    groups = list(dict.fromkeys([t.group for t in parsed.random] + [(c,) for c in factors]))
+    response = response_column(parsed, meta)
+    factor_response = [(response,)] if response and is_factor_response(parsed, meta) else []
+    groups = list(dict.fromkeys([t.group for t in parsed.random] + [(c,) for c in factors] + factor_response))
+    check = RowCheck(parsed, family, cols, weights)
 
-    scans = dask.compute(*[dask.delayed(_scan_partition)(p, filter_cols, groups) for p in ddf.to_delayed()])
+    scans = dask.compute(*[dask.delayed(_scan_partition)(p, filter_cols, groups, check) for p in ddf.to_delayed()])
     kinds0 = scans[0]["kinds"]
     for i, sc in enumerate(scans):
         if set(sc["kinds"]) != set(kinds0):
@@ -250,18 +293,20 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
         raise DataError("the data has no rows")
     if n == 0:
         raise DataError("every row has a missing value in a column the model uses; nothing to fit")
+    _raise_scan_errors(scans, weights)
     levels = {g: _global_levels([sc["levels"][g] for sc in scans], g, meta) for g in groups}
     factor_cats = {c: list(levels[(c,)][c]) for c in factors}
+    response_levels = _response_levels(levels, factor_response, family)
 
     # specs from real rows: the first partition with complete rows, coded with the global levels
     first = next(i for i, sc in enumerate(scans) if sc["complete"] > 0)
-    src = DaskSource(ddf, parsed, cols, factor_cats, levels, None, None, [], weights, offset)
+    src = DaskSource(ddf, parsed, cols, factor_cats, levels, None, None, [], weights, offset, family, response_levels)
     head = ddf.get_partition(first).head(PROTOTYPE_ROWS, npartitions=1, compute=True)
     proto = src._prepare(head)
     try:
         mm = formulaic.model_matrix(parsed.fixed, proto, na_action="raise", output="numpy")
     except Exception as exc:
-        raise FormulaError(f"cannot build the fixed effects '{parsed.fixed}': {exc}") from None
+        raise formulaic_error(f"cannot build the fixed effects '{parsed.fixed}'", parsed.fixed, exc) from None
     names = _rename(mm.model_spec.column_names)
     src.fixed_spec = mm.model_spec
     src.keep = np.arange(len(names))
@@ -335,6 +380,27 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None) -> Design:
         has_prior_weights=weights is not None,
         source=src,
     )
+
+
+def _raise_scan_errors(scans, weights: str | None) -> None:
+    """Raise the first error a partition's rows gave, as the in-memory design would have."""
+    for sc in scans:
+        if sc["error"] is not None:
+            raise sc["error"]
+    if weights and not any(sc["weighted"] for sc in scans):
+        raise DataError("every prior weight is zero; nothing to fit")
+
+
+def _response_levels(levels: dict, factor_response: list, family: Family | None) -> list | None:
+    """The levels of a factor response over all partitions (None for a numeric response), checked
+    by the family once, on the client (binomial only; two levels or more)."""
+    if not factor_response:
+        return None
+    (col,) = factor_response[0]
+    found = list(levels[(col,)][col])
+    if family is not None:
+        family.code_levels(pd.Series(found, dtype=object), col, found)
+    return found
 
 
 def check_available(design: Design, what: str) -> None:

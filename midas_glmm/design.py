@@ -15,8 +15,10 @@ The caller's DataFrame is never modified.
 from __future__ import annotations
 
 import ast
+import keyword
+import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import formulaic
 import numpy as np
@@ -74,25 +76,87 @@ class Design:
     gram: np.ndarray | None = None  # X'X (unweighted), from the rank check
 
 
+_QUOTED = re.compile(r"`([^`]*)`")
+_TOKEN = re.compile(r"`[^`]*`|'[^']*'|\"[^\"]*\"|[A-Za-z_.][A-Za-z0-9_.]*")
+
+
+def quote_columns(text: str, columns) -> str:
+    """Backtick the names that R reads as one column and Python would not: dotted names
+    (``my.var``) and Python keywords (``class``) that are columns of the data.
+
+    Examples
+    --------
+    >>> quote_columns("log(my.y) + np.log(x) + class", ["my.y", "x", "class"])
+    'log(`my.y`) + np.log(x) + `class`'
+    """
+    cols = {str(c) for c in columns}
+
+    def quote(match: re.Match) -> str:
+        tok = match.group(0)
+        if tok in cols and ("." in tok or keyword.iskeyword(tok)):
+            return f"`{tok}`"
+        return tok
+
+    return _TOKEN.sub(quote, text)
+
+
+def _quote_parsed(parsed: ParsedFormula, columns) -> ParsedFormula:
+    """The parsed formula with :func:`quote_columns` applied to every expression in it."""
+
+    def q(text: str) -> str:
+        return quote_columns(text, columns)
+
+    return replace(
+        parsed,
+        response=q(parsed.response),
+        fixed=q(parsed.fixed),
+        offsets=[q(o) for o in parsed.offsets],
+        random=[replace(t, expr=q(t.expr)) for t in parsed.random],
+        cbind=None if parsed.cbind is None else (q(parsed.cbind[0]), q(parsed.cbind[1])),
+    )
+
+
+def _placeholders(expr: str) -> tuple[str, dict[str, str]]:
+    """``expr`` with each backticked name replaced by a Python identifier, and the map back."""
+    names: dict[str, str] = {}
+
+    def sub(match: re.Match) -> str:
+        key = f"_midas_q{len(names)}_"
+        names[key] = match.group(1)
+        return key
+
+    return _QUOTED.sub(sub, expr), names
+
+
 def _names_in(expr: str) -> set[str]:
-    """Free variable names of a Python expression (``np.log(a + b)`` → {a, b})."""
+    """Free variable names of a Python expression (``np.log(a + b)`` → {a, b}; backticked
+    names such as ```my y``` as they are written)."""
+    code, quoted = _placeholders(expr)
     try:
-        tree = ast.parse(expr, mode="eval")
+        tree = ast.parse(code, mode="eval")
     except SyntaxError as exc:
-        raise FormulaError(f"cannot read the expression '{expr}': {exc.msg}") from None
+        raise FormulaError(
+            f"cannot read the expression '{expr}': {exc.msg}; a column name with spaces or symbols "
+            "goes in backticks, as in R: `my y`"
+        ) from None
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     attrs_base = {n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    return names - called - attrs_base
+    return {quoted.get(n, n) for n in names - called - attrs_base}
 
 
 def eval_expression(expr: str, data: pd.DataFrame) -> np.ndarray:
     """Evaluate a response or offset expression such as ``size - incidence`` or ``np.log(e)``."""
     env = {"np": np, "numpy": np, "log": np.log, "exp": np.exp, "sqrt": np.sqrt}
-    cols = {c: data[c].to_numpy() for c in _names_in(expr) if c in data.columns}
+    code, quoted = _placeholders(expr)
+    cols = {}
+    for key in _names_in(code):
+        col = quoted.get(key, key)
+        if col in data.columns:
+            cols[key] = data[col].to_numpy()
     try:
         with np.errstate(all="ignore"):  # log(0) and friends are reported by the caller's checks
-            val = eval(compile(expr, "<formula>", "eval"), {"__builtins__": {}, **env}, cols)  # noqa: S307
+            val = eval(compile(code, "<formula>", "eval"), {"__builtins__": {}, **env}, cols)  # noqa: S307
     except Exception as exc:  # the expression is the user's: report it, whatever went wrong
         raise FormulaError(f"cannot evaluate '{expr}': {exc}") from None
     val = np.asarray(val)
@@ -101,11 +165,40 @@ def eval_expression(expr: str, data: pd.DataFrame) -> np.ndarray:
     return val
 
 
+def _single_column(expr: str, columns) -> str | None:
+    """The column ``expr`` is, when it is just one column name (``y``, ```my y```), else None."""
+    code, quoted = _placeholders(expr.strip())
+    col = quoted.get(code, code)
+    return col if col in columns and (code in quoted or code.isidentifier()) else None
+
+
+def _column_or_values(expr: str, data: pd.DataFrame) -> pd.Series:
+    """The column itself when ``expr`` names one (keeping a categorical's levels), else the
+    values of the expression."""
+    col = _single_column(expr, data.columns)
+    if col is not None:
+        return data[col]
+    return pd.Series(eval_expression(expr, data), index=data.index)
+
+
 def _formulaic_names(expr: str) -> set[str]:
+    """Variables a formulaic right-hand side reads (backticked names as written)."""
+    code, quoted = _placeholders(expr)
     try:
-        return set(formulaic.Formula(expr).required_variables)
-    except Exception as exc:
-        raise FormulaError(f"cannot parse '{expr}': {exc}") from None
+        names = formulaic.Formula(code).required_variables
+    except Exception as exc:  # formulaic's parser errors: report them, whatever their class
+        raise formulaic_error(f"cannot parse '{expr}'", expr, exc) from None
+    return {quoted.get(str(n), str(n)) for n in names}
+
+
+def formulaic_error(what: str, expr: str, exc: Exception) -> FormulaError:
+    """A FormulaError for formulaic's failure on ``expr``, with the remedy for a column named
+    after a Python keyword (formulaic reads ```class``` as a term but not inside a call)."""
+    msg = f"{what}: {exc}"
+    keywords = [n for n in _QUOTED.findall(expr) if keyword.iskeyword(n)]
+    if keywords:
+        msg += f"; column '{keywords[0]}' is a Python keyword, which formulaic cannot read inside a call: rename it"
+    return FormulaError(msg)
 
 
 def _rename(cols) -> list[str]:
@@ -161,7 +254,7 @@ def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
     try:
         mm = formulaic.model_matrix(spec.expr, data, na_action="raise")
     except Exception as exc:
-        raise FormulaError(f"cannot build the random-effects term '{spec}': {exc}") from None
+        raise formulaic_error(f"cannot build the random-effects term '{spec}'", spec.expr, exc) from None
     Zcols = np.asarray(mm, dtype=float)
     if Zcols.shape[1] == 0:
         raise FormulaError(f"random-effects term '{spec}' has no columns; write (1 | g) or (x | g)")
@@ -286,8 +379,12 @@ def check_finite(df: pd.DataFrame, cols) -> None:
                 )
 
 
-def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None):
-    """(y, prior weights, trials or None, response name); cbind(s, f) gives s/(s+f) with s+f trials."""
+def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None, family=None, levels=None):
+    """(y, prior weights, trials or None, response name); cbind(s, f) gives s/(s+f) with s+f trials.
+
+    A response that is not numbers (a pandas Categorical, text) is coded by ``family``
+    (:meth:`~midas_glmm.families.Family.code_levels`: binomial codes it as lme4 does, other
+    families refuse it), with ``levels`` when they are known beforehand."""
     if parsed.cbind:
         succ = _numeric(eval_expression(parsed.cbind[0], df), parsed.cbind[0])
         fail = _numeric(eval_expression(parsed.cbind[1], df), parsed.cbind[1])
@@ -299,15 +396,68 @@ def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None):
         w = trials.astype(float)
         name = parsed.cbind[0]
     else:
-        y = _numeric(eval_expression(parsed.response, df), parsed.response)
+        name = parsed.response.strip("`") if _QUOTED.fullmatch(parsed.response) else parsed.response
+        y = _response_numbers(_column_or_values(parsed.response, df), name, family, levels)
         w = np.broadcast_to(1.0, len(df))  # no weights: a read-only view, no memory
         trials = None
-        name = parsed.response
     if weights is not None:
-        if (weights < 0).any():
-            raise DataError("weights must be non-negative")
         w = w * weights
     return y, w, trials, name
+
+
+def _response_numbers(values: pd.Series, name: str, family, levels) -> np.ndarray:
+    """The response as floats: numbers as they are, anything else coded by the family."""
+    numbers = as_numbers(values)
+    if numbers is not None:
+        return numbers
+    if family is None:  # a design built without a family is Gaussian
+        from .families import resolve_family
+
+        family = resolve_family(None)
+    return family.code_levels(values, name, levels)
+
+
+def as_numbers(values: pd.Series) -> np.ndarray | None:
+    """``values`` as floats (bool as 0/1, numbers stored as text converted), or None when they
+    are not numbers (text, a pandas Categorical)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return None
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    if values.map(lambda v: isinstance(v, (bool, np.bool_))).all():
+        return values.to_numpy(dtype=float)
+    converted = pd.to_numeric(values, errors="coerce")
+    if converted.notna().sum() == values.notna().sum():
+        return converted.to_numpy(dtype=float, na_value=np.nan)
+    return None
+
+
+def response_column(parsed: ParsedFormula, data: pd.DataFrame) -> str | None:
+    """The column the response is, when it is one column (``y``, ```my y```), else None."""
+    return None if parsed.cbind else _single_column(parsed.response, data.columns)
+
+
+def is_factor_response(parsed: ParsedFormula, data: pd.DataFrame) -> bool:
+    """True when the response is a factor (a pandas Categorical, text), not numbers or bool."""
+    col = response_column(parsed, data)
+    if col is None:
+        return False
+    values = data[col]
+    if len(values) == 0:  # Dask's meta: judge by the dtype alone
+        return not (pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype))
+    return as_numbers(values) is None
+
+
+def check_weights(w: np.ndarray, index: pd.Index, allow_all_zero: bool = False, label: str = "weights") -> None:
+    """Raise for prior weights lme4 refuses (negative) or that make no model (infinite, all zero)."""
+    for bad, kind in ((np.isinf(w), "infinite"), (w < 0, "negative")):
+        if bad.any():
+            raise DataError(
+                f"{label} has {kind} values (row {index[np.argmax(bad)]!r}: {w[bad][0]:g}); prior weights "
+                "must be finite and >= 0 (a missing weight drops its row)"
+            )
+    if not allow_all_zero and len(w) and not (w > 0).any():
+        raise DataError("every prior weight is zero; nothing to fit")
 
 
 def offset_of(parsed: ParsedFormula, df: pd.DataFrame, offset=None) -> np.ndarray:
@@ -323,85 +473,67 @@ def offset_of(parsed: ParsedFormula, df: pd.DataFrame, offset=None) -> np.ndarra
 
 
 def _check_columns(needed: set[str], data: pd.DataFrame, formula: str) -> None:
+    """Raise for a column the formula reads that the data lacks, or holds twice."""
     for name in sorted(needed):
         if name not in data.columns:
+            raise DataError(_missing_column(name, data.columns, formula))
+        if (data.columns == name).sum() > 1:
             raise DataError(
-                f"column '{name}' in formula '{formula}' is not in the data{did_you_mean(name, data.columns)}"
+                f"column '{name}' appears {(data.columns == name).sum()} times in the data; rename or drop "
+                "the copies, e.g. data.loc[:, ~data.columns.duplicated()]"
             )
 
 
-def build_design(
-    formula: str,
-    data: pd.DataFrame,
-    weights=None,
-    offset=None,
-    require_random: bool = True,
-) -> Design:
-    """Build the :class:`Design` of ``formula`` on ``data``.
+def _missing_column(name: str, columns, formula: str) -> str:
+    """The message for a missing column; a dotted name (R's ``my.var``) is named whole."""
+    dotted = re.findall(rf"(?<![\w.`]){re.escape(name)}\.[\w.]+", formula)
+    shown = dotted[0] if dotted else name
+    msg = f"column '{shown}' in formula '{formula}' is not in the data{did_you_mean(shown, columns)}"
+    if dotted:
+        msg += f"; a name with dots, spaces or symbols is read whole when it is a column, or in backticks: `{shown}`"
+    return msg
 
-    Parameters
-    ----------
-    formula : str
-        lme4-style formula, e.g. ``"y ~ x + (1 | g)"``.
-    data : pandas.DataFrame
-        Not modified.
-    weights, offset : str, array-like or None
-        A column name or an array with one value per row of ``data``.
-    """
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
-    if len(data) == 0:
-        raise DataError("the data has no rows")
-    parsed = parse_formula(formula)
-    if require_random and not parsed.random:
-        raise FormulaError(
-            f"formula '{formula}' has no random-effects term; add one such as (1 | group), "
-            "or use a GLM (statsmodels) for a model without random effects"
-        )
-    if not parsed.response:
-        raise FormulaError(f"formula '{formula}' has no response on the left of '~'")
 
-    needed = used_columns(parsed)
-    _check_columns(needed, data, formula)
+def _label(label: str, arg) -> str:
+    """``"weights column 'w'"`` for a column name, ``"weights"`` for an array."""
+    return f"{label} column '{arg}'" if isinstance(arg, str) else label
 
-    extra: dict[str, np.ndarray] = {}
-    for label, arg in (("weights", weights), ("offset", offset)):
-        if arg is None:
-            continue
-        if isinstance(arg, str):
-            _check_columns({arg}, data, f"{label}='{arg}'")
-            extra[label] = data[arg].to_numpy()
-        else:
-            arr = np.asarray(arg, dtype=float).ravel()
-            if arr.shape[0] != len(data):
-                raise DataError(f"{label} has {arr.shape[0]} values but the data has {len(data)} rows")
-            extra[label] = arr
 
-    cols = sorted(needed)
+def _argument_values(label: str, arg, data: pd.DataFrame) -> np.ndarray:
+    """The weights= or offset= argument (a column name, or one value per row) as floats."""
+    what = _label(label, arg)
+    if isinstance(arg, str):
+        _check_columns({arg}, data, f"{label}='{arg}'")
+        values = data[arg]
+    else:
+        raw = np.asarray(arg, dtype=object).ravel()
+        if raw.shape[0] != len(data):
+            raise DataError(f"{label} has {raw.shape[0]} values but the data has {len(data)} rows")
+        values = pd.Series(raw, index=data.index)
+    numbers = as_numbers(values)
+    if numbers is None:
+        raise DataError(f"{what} is not numeric (e.g. {values.dropna().iloc[0]!r}); {label} must be numbers")
+    return numbers
+
+
+def _complete_rows(data: pd.DataFrame, cols: list[str], extra: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows with a value in every used column and argument (lme4's na.omit)."""
     missing = {c: data[c].isna().to_numpy() for c in cols}
     complete = np.ones(len(data), dtype=bool)
-    for m in missing.values():
+    for m in [*missing.values(), *(np.isnan(a) for a in extra.values())]:
         complete &= ~m
-    for arr in extra.values():
-        complete &= ~pd.isna(arr)
-    n_dropped = int((~complete).sum())
     if not complete.any():
-        worst = max(missing, key=lambda c: missing[c].sum()) if missing else "?"
+        worst = max(missing, key=lambda c: missing[c].sum()) if missing else "weights"
         raise DataError(f"every row has a missing value (column '{worst}' is the emptiest); nothing to fit")
-    # only complete rows of the used columns; without missing values the caller's frame is read
-    # in place (never written), which saves a copy of the data
-    df = data.loc[complete, cols] if n_dropped else data
-    for label in extra:
-        extra[label] = np.asarray(extra[label][complete], dtype=float)
+    return complete
 
-    check_finite(df, cols)
-    y, w, trials, response_name = response_of(parsed, df, extra.get("weights"))
 
-    # Fixed effects.
+def _fixed_effects(parsed: ParsedFormula, df: pd.DataFrame):
+    """(X, names, ModelSpec, kept indices, dropped names, X'X) of the fixed part, rank checked."""
     try:
         mm = formulaic.model_matrix(parsed.fixed, df, na_action="raise", output="numpy")
-    except Exception as exc:
-        raise FormulaError(f"cannot build the fixed effects '{parsed.fixed}': {exc}") from None
+    except Exception as exc:  # formulaic's errors are many classes: report them, whatever they are
+        raise formulaic_error(f"cannot build the fixed effects '{parsed.fixed}'", parsed.fixed, exc) from None
     names = _rename(mm.model_spec.column_names)
     spec = mm.model_spec
     X = np.asarray(mm, dtype=float)  # formulaic's array itself: the data pass reads it in row chunks
@@ -411,13 +543,69 @@ def build_design(
     keep, dropped = independent_columns(len(X), mean, centred, names)
     if dropped:
         X, names, gram = X[:, keep], [names[i] for i in keep], gram[np.ix_(keep, keep)]
+    return X, names, spec, keep, dropped, gram
 
+
+def parse_for(formula: str, columns, require_random: bool = True) -> ParsedFormula:
+    """Parse ``formula`` and quote its dotted and keyword column names (:func:`quote_columns`)."""
+    parsed = parse_formula(formula)
+    if require_random and not parsed.random:
+        raise FormulaError(
+            f"formula '{formula}' has no random-effects term; add one such as (1 | group), "
+            "or use a GLM (statsmodels) for a model without random effects"
+        )
+    if not parsed.response:
+        raise FormulaError(f"formula '{formula}' has no response on the left of '~'")
+    return _quote_parsed(parsed, columns)
+
+
+def build_design(
+    formula: str,
+    data: pd.DataFrame,
+    weights=None,
+    offset=None,
+    require_random: bool = True,
+    family=None,
+) -> Design:
+    """Build the :class:`Design` of ``formula`` on ``data``.
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula, e.g. ``"y ~ x + (1 | g)"``.
+    data : pandas.DataFrame
+        Not modified. Rows with a missing value in a used column, or a missing weight or offset,
+        are dropped and counted (lme4's na.omit). Rows with a zero weight are kept and counted
+        in ``nobs``, as lme4 counts them (``nobs(fit)`` is the rows of the model frame).
+    weights, offset : str, array-like or None
+        A column name or an array with one value per row of ``data``.
+    family : Family, optional
+        Codes a response that is not numbers (binomial: lme4's first level = failure).
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if len(data) == 0:
+        raise DataError("the data has no rows")
+    parsed = parse_for(formula, data.columns, require_random)
+    needed = used_columns(parsed)
+    _check_columns(needed, data, formula)
+    extra = {k: _argument_values(k, v, data) for k, v in (("weights", weights), ("offset", offset)) if v is not None}
+
+    cols = sorted(needed)
+    complete = _complete_rows(data, cols, extra)
+    n_dropped = int((~complete).sum())
+    # the used columns of the complete rows: pandas' copy-on-write shares the caller's memory
+    df = data.loc[complete, cols] if n_dropped else data[cols]
+    extra = {k: v[complete] for k, v in extra.items()}
+
+    check_finite(df, cols)
+    if "weights" in extra:
+        check_weights(extra["weights"], df.index, label=_label("weights", weights))
+    y, w, trials, response_name = response_of(parsed, df, extra.get("weights"), family)
+    X, names, spec, keep, dropped, gram = _fixed_effects(parsed, df)
     off = offset_of(parsed, df, extra.get("offset"))
-
-    # Random effects.
     terms = [_build_term(t, df) for t in parsed.random]
-    order = lme4_term_order([t.nlevels for t in terms])
-    terms = [terms[i] for i in order]
+    terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
 
     return Design(
         formula=formula,
@@ -442,14 +630,14 @@ def build_design(
 
 
 def _numeric(values: np.ndarray, name: str) -> np.ndarray:
-    if values.dtype == bool:
-        return values.astype(float)
-    if not np.issubdtype(values.dtype, np.number):
+    """Values of a cbind(...) count or an offset as floats, or a DataError naming them."""
+    numbers = as_numbers(pd.Series(values))
+    if numbers is None:
         raise DataError(
-            f"'{name}' is not numeric (dtype {values.dtype}); the response must be numbers "
+            f"'{name}' is not numeric (dtype {values.dtype}); it must be numbers "
             "(recode categories as 0/1, or use cbind(successes, failures))"
         )
-    return values.astype(float, copy=False)
+    return numbers
 
 
 def standardize(

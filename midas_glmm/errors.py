@@ -55,6 +55,10 @@ class RankDeficiencyWarning(MidasWarning):
     """The fixed-effects design is rank deficient; columns were dropped."""
 
 
+class ResponseLevelsWarning(MidasWarning):
+    """A binomial response with more than two levels: every level but the first is a success."""
+
+
 class RefitWarning(MidasWarning):
     """A REML fit was refitted by ML for a likelihood-ratio comparison."""
 

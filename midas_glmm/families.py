@@ -12,11 +12,14 @@ uses
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pandas as pd
 import statsmodels.api as sm
 from scipy import special
 
-from .errors import DataError, FamilyError
+from .errors import DataError, FamilyError, ResponseLevelsWarning
 
 __all__ = ["Family", "ResponseTerms", "resolve_family"]
 
@@ -145,6 +148,36 @@ class Family:
             return phi
         return phi
 
+    def code_levels(self, values: pd.Series, name: str, levels=None) -> np.ndarray:
+        """A response that is not numbers (a pandas Categorical, text) as 0/1, as lme4 codes it.
+
+        Binomial only (as glm's binomial family does with a factor): the first level is failure
+        (0) and every other level success (1). The levels are the categories of a Categorical in
+        their order, or the sorted distinct values of text, less those not present (lme4 drops
+        unused levels); ``levels`` gives them when known beforehand (all partitions of Dask
+        data). With more than two levels a :class:`ResponseLevelsWarning` says how they were
+        coded. Other families raise a :class:`DataError`.
+        """
+        levels = observed_levels(values) if levels is None else list(levels)
+        shown = ", ".join(repr(v) for v in levels[:4]) + (", ..." if len(levels) > 4 else "")
+        if self.name != "binomial":
+            raise DataError(
+                f"response '{name}' is not numeric (levels {shown}); a {self.name} response must be "
+                "numbers; for a two-level outcome use family='binomial' (first level = failure, as in lme4)"
+            )
+        if len(levels) < 2:
+            raise DataError(
+                f"binomial response '{name}' has the single level {shown}: there is nothing to contrast it with"
+            )
+        if len(levels) > 2:
+            warnings.warn(
+                f"binomial response '{name}' has {len(levels)} levels ({shown}); as in lme4, {levels[0]!r} is "
+                "failure and every other level success",
+                ResponseLevelsWarning,
+                stacklevel=6,
+            )
+        return (values != levels[0]).to_numpy(dtype=float)
+
     def check_response(self, y: np.ndarray, name: str, trials=None) -> None:
         """Raise if ``y`` is outside the family's support."""
         if self.name == "binomial":
@@ -168,6 +201,19 @@ class Family:
                 raise DataError(
                     f"Gamma response '{name}' has non-positive values (e.g. {y[y <= 0][0]:g}); Gamma needs y > 0"
                 )
+
+
+def observed_levels(values: pd.Series) -> list:
+    """Levels of a factor response, as R's factor() orders them: a Categorical's categories in
+    order, text sorted; levels without a row are left out."""
+    present = values.dropna().unique()
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        seen = set(present)
+        return [c for c in values.cat.categories if c in seen]
+    try:
+        return sorted(present)
+    except TypeError:  # mixed kinds of values: order them by their text
+        return sorted(present, key=str)
 
 
 def resolve_family(family) -> Family:

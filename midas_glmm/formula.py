@@ -190,13 +190,14 @@ def _parse_group(text: str, term: str) -> list[tuple[tuple[str, ...], str]]:
     prefix: tuple[str, ...] = ()
     prefix_name = ""
     for piece in nested:
-        factors = tuple(f.strip().strip("`") for f in split_top_level(piece, ":"))
-        for f in factors:
-            if not f or not _NAME.match(f) and not f.replace(" ", "").isidentifier():
+        written = [f.strip() for f in split_top_level(piece, ":")]
+        for f in written:
+            if not _NAME.match(f) or f == "``":
                 raise FormulaError(
-                    f"grouping factor '{piece}' in '{term}' is not a column name; "
-                    "write (expr | g), (expr | a/b) or (expr | a:b)"
+                    f"grouping factor '{piece}' in '{term}' is not a column name; write (expr | g), "
+                    "(expr | a/b) or (expr | a:b), with a name holding spaces or symbols in backticks: `my g`"
                 )
+        factors = tuple(f.strip("`") for f in written)
         name = ":".join(factors)
         if prefix:
             inner = f"({prefix_name})" if len(prefix) > 1 else prefix_name

@@ -47,7 +47,7 @@ class MixedModel:
     >>> from midas_glmm import MixedModel, datasets
     >>> res = MixedModel.from_formula("Reaction ~ Days + (Days | Subject)",
     ...                               datasets.load("sleepstudy")).fit()
-    >>> round(res.params["Days"], 4)
+    >>> print(round(res.params["Days"], 4))
     10.4673
     """
 
@@ -124,19 +124,24 @@ class MixedModel:
             ``(1 | a/b)``, ``(1 | a:b)``; fixed part in formulaic syntax (``C(x)``,
             ``np.log(x)``, ``I(x**2)``, ``offset(np.log(t))``); ``cbind(s, f)`` responses.
         data : pandas.DataFrame or dask.dataframe.DataFrame
-            Not modified. Rows with a missing value in a used column are dropped and counted.
-            With a Dask DataFrame the rows stay on the workers (Gaussian models; see daskdata).
+            Not modified. Rows with a missing value in a used column (or a missing weight) are
+            dropped and counted. Rows with a zero prior weight are kept and counted in ``nobs``,
+            as lme4 counts them. With a Dask DataFrame the rows stay on the workers (see daskdata).
+            Column names with dots (R's ``my.var``) or Python keywords are read whole; names with
+            spaces or symbols go in backticks, on either side of ``~``: ```my y` ~ x + (1 | g)``.
         family : str or statsmodels family, optional
+            A binomial response may be 0/1, proportions (with ``weights=`` trials), ``cbind(s, f)``,
+            bool, or a factor (a pandas Categorical or text): as in lme4 its first level (category
+            order; text sorted) is failure and every other level success.
         weights, offset : str (column name) or array-like, optional
+            Prior weights must be finite and >= 0 (lme4 refuses negative weights).
         """
         self = cls.__new__(cls)
         from .daskdata import build_dask_design, is_dask_frame
 
-        if is_dask_frame(data):
-            design = build_dask_design(formula, data, weights=weights, offset=offset)
-        else:
-            design = build_design(formula, data, weights=weights, offset=offset)
-        self._setup(design, resolve_family(family))
+        family = resolve_family(family)
+        build = build_dask_design if is_dask_frame(data) else build_design
+        self._setup(build(formula, data, weights=weights, offset=offset, family=family), family)
         return self
 
     @property

@@ -8,7 +8,7 @@ import pytest
 
 from midas_glmm import MixedModel, datasets
 from midas_glmm.design import column_moments, independent_columns
-from midas_glmm.errors import RankDeficiencyWarning
+from midas_glmm.errors import DataError, RankDeficiencyWarning, ResponseLevelsWarning
 
 
 def test_missing_values_are_dropped_and_counted():
@@ -140,3 +140,64 @@ def test_rank_rule_is_unchanged_by_a_shift_and_matches_a_qr():
     with pytest.warns(RankDeficiencyWarning):
         assert list(independent_columns(n, *column_moments(design(0.0)), names)[0]) == list(keep)
     assert np.linalg.matrix_rank(design(0.0)) == len(keep) == np.linalg.matrix_rank(design(0.0)[:, keep])
+
+
+def _binary_data(seed=0, n=240):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"g": np.repeat(np.arange(24), n // 24), "x": rng.normal(size=n)})
+    u = rng.normal(0, 0.8, 24)[df["g"]]
+    df["y01"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-(-0.3 + 0.8 * df["x"] + u)))).astype(int)
+    return df
+
+
+@pytest.mark.parametrize(
+    "coded",
+    [
+        lambda y: np.where(y == 1, "Y", "N"),  # lme4's VerbAgg r2: N < Y
+        lambda y: np.where(y == 1, "y", "n"),  # MASS bacteria: n < y
+        lambda y: pd.Categorical(np.where(y == 1, "yes", "no"), categories=["no", "yes"]),
+        lambda y: y.astype(bool),
+        lambda y: pd.array(y, dtype="Int64"),
+    ],
+    ids=["text-YN", "text-ny", "categorical", "bool", "Int64"],
+)
+def test_binomial_factor_response_is_coded_as_lme4_codes_it(coded):
+    df = _binary_data()
+    ref = MixedModel.from_formula("y01 ~ x + (1|g)", df, family="binomial")
+    m = MixedModel.from_formula("y ~ x + (1|g)", df.assign(y=coded(df["y01"].to_numpy())), family="binomial")
+    np.testing.assert_array_equal(m.design.y, ref.design.y)
+
+
+def test_binomial_factor_levels_follow_the_category_order():
+    # first level = failure: reversing the categories mirrors the fit (beta -> -beta, same theta)
+    df = _binary_data()
+    text = np.where(df["y01"] == 1, "yes", "no")
+    fits = [
+        MixedModel.from_formula(
+            "y ~ x + (1|g)", df.assign(y=pd.Categorical(text, categories=cats)), family="binomial"
+        ).fit()
+        for cats in (["no", "yes"], ["yes", "no"])
+    ]
+    np.testing.assert_allclose(fits[1].params.to_numpy(), -fits[0].params.to_numpy(), rtol=1e-5, atol=1e-8)
+    assert fits[1].llf == pytest.approx(fits[0].llf, abs=1e-6)
+
+
+def test_binomial_response_with_more_levels_codes_the_first_as_failure_with_a_warning():
+    df = _binary_data()
+    three = np.where(df["y01"] == 0, "a", np.where(df["x"] > 0, "b", "c"))
+    with pytest.warns(ResponseLevelsWarning, match="3 levels.*'a' is failure"):
+        m = MixedModel.from_formula("y ~ x + (1|g)", df.assign(y=three), family="binomial")
+    np.testing.assert_array_equal(m.design.y, df["y01"].to_numpy())
+
+
+@pytest.mark.parametrize("family", ["gaussian", "poisson", "gamma"])
+def test_text_response_for_other_families_is_refused(family):
+    df = _binary_data().assign(y=lambda d: np.where(d["y01"] == 1, "Y", "N"))
+    with pytest.raises(DataError, match="response 'y' is not numeric \\(levels 'N', 'Y'\\).*family='binomial'"):
+        MixedModel.from_formula("y ~ x + (1|g)", df, family=family)
+
+
+def test_single_level_binomial_factor_is_refused():
+    df = _binary_data().assign(y="Y")
+    with pytest.raises(DataError, match="single level 'Y'"):
+        MixedModel.from_formula("y ~ x + (1|g)", df, family="binomial")

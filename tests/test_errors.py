@@ -19,6 +19,7 @@ from midas_glmm import (
     MixedModel,
     datasets,
 )
+from midas_glmm.errors import ResponseLevelsWarning
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def test_method_family_nagq_and_optimizer_errors(sleep):
 def test_bad_weights_and_offsets(sleep):
     fails(DataError, "weights has 3 values", "Reaction ~ Days + (1|Subject)", sleep, weights=[1, 2, 3])
     fails(DataError, "column 'wt'", "Reaction ~ Days + (1|Subject)", sleep, weights="wt")
-    fails(DataError, "weights must be non-negative", "Reaction ~ Days + (1|Subject)", sleep, weights=-np.ones(180))
+    fails(DataError, "weights has negative values", "Reaction ~ Days + (1|Subject)", sleep, weights=-np.ones(180))
     fails(DataError, "offset has non-finite values", "Reaction ~ Days + offset(np.log(Days)) + (1|Subject)", sleep)
 
 
@@ -151,3 +152,125 @@ def test_response_that_the_fixed_effects_fit_exactly(sleep):
     # a response that is only nearly linear is fitted
     near = exact.assign(Reaction=lambda d: d["Reaction"] + np.random.default_rng(1).normal(0, 1e-3, len(d)))
     assert MixedModel.from_formula("Reaction ~ Days + (1|Subject)", near).fit().sigma == pytest.approx(1e-3, rel=0.2)
+
+
+@pytest.mark.parametrize(
+    "weights, pattern",
+    [
+        (np.r_[np.inf, np.ones(179)], r"weights has infinite values \(row 0: inf\)"),
+        (np.r_[np.ones(179), -2.0], r"weights has negative values \(row 179: -2\)"),
+        (["a"] * 180, "weights is not numeric \\(e.g. 'a'\\)"),
+        ("w_text", "weights column 'w_text' is not numeric"),
+        ("w_inf", "weights column 'w_inf' has infinite values"),
+        (np.zeros(180), "every prior weight is zero"),
+    ],
+)
+def test_weights_that_make_no_model_are_named(sleep, weights, pattern):
+    data = sleep.assign(w_text="a", w_inf=np.r_[np.ones(90), np.inf, np.ones(89)])
+    fails(DataError, pattern, "Reaction ~ Days + (1|Subject)", data, weights=weights)
+
+
+def test_a_missing_weight_drops_its_row_as_in_lme4(sleep):
+    w = np.r_[np.nan, 1 + np.arange(179) % 3]
+    res = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", sleep, weights=w).fit()
+    ref = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", sleep.iloc[1:], weights=w[1:]).fit()
+    assert res.nobs == 179 and res.n_dropped == 1
+    assert res.reml_criterion == pytest.approx(ref.reml_criterion, abs=1e-9)
+
+
+def test_zero_weight_rows_count_in_nobs_as_in_lme4(sleep):
+    # lme4's nobs() is nrow(model.frame): rows with a zero weight stay in it
+    w = np.r_[np.zeros(10), np.ones(170)]
+    assert MixedModel.from_formula("Reaction ~ Days + (1|Subject)", sleep, weights=w).nobs == 180
+
+
+def test_duplicate_column_names_are_named(sleep):
+    dup = pd.concat([sleep, sleep[["Days"]]], axis=1)
+    fails(DataError, "column 'Days' appears 2 times", "Reaction ~ Days + (1|Subject)", dup)
+    # a duplicated column the model does not read is harmless
+    other = pd.concat(
+        [sleep, sleep[["Days"]].rename(columns={"Days": "x"}), sleep[["Days"]].rename(columns={"Days": "x"})], axis=1
+    )
+    ref = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", sleep).fit()
+    assert MixedModel.from_formula("Reaction ~ Days + (1|Subject)", other).fit().llf == pytest.approx(
+        ref.llf, abs=1e-10
+    )
+
+
+def test_dotted_names_are_read_whole_and_a_missing_one_is_named_whole(sleep):
+    dotted = sleep.rename(columns={"Reaction": "reaction.ms", "Days": "days.n", "Subject": "subj.id"})
+    ref = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", sleep).fit()
+    res = MixedModel.from_formula("reaction.ms ~ days.n + (days.n|subj.id)", dotted).fit()
+    assert res.reml_criterion == pytest.approx(ref.reml_criterion, abs=1e-9)
+    assert list(res.params.index) == ["(Intercept)", "days.n"]
+    msg = fails(DataError, "column 'day.n'", "reaction.ms ~ day.n + (1|subj.id)", dotted)
+    assert "did you mean 'days.n'" in msg and "backticks" in msg
+
+
+def test_backticked_names_on_both_sides(sleep):
+    odd = sleep.rename(columns={"Reaction": "reaction time", "Days": "days (n)", "Subject": "who?"})
+    ref = MixedModel.from_formula("Reaction ~ Days + I(Days**2) + (1|Subject)", sleep).fit()
+    res = MixedModel.from_formula("`reaction time` ~ `days (n)` + I(`days (n)`^2) + (1|`who?`)", odd).fit()
+    assert res.reml_criterion == pytest.approx(ref.reml_criterion, abs=1e-9)
+    np.testing.assert_allclose(res.params.to_numpy(), ref.params.to_numpy(), rtol=1e-9)
+    assert res.design.response_name == "reaction time"
+    logged = MixedModel.from_formula("np.log(`reaction time`) ~ `days (n)` + (1|`who?`)", odd)
+    np.testing.assert_allclose(logged.design.y, np.log(sleep["Reaction"]))
+    fails(FormulaError, "backticks", "reaction time ~ Days + (1|Subject)", sleep)
+
+
+def test_python_keywords_as_column_names(sleep):
+    kw = sleep.rename(columns={"Reaction": "class", "Days": "lambda"})
+    ref = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", sleep).fit()
+    res = MixedModel.from_formula("class ~ lambda + (1|Subject)", kw).fit()
+    assert res.reml_criterion == pytest.approx(ref.reml_criterion, abs=1e-9)
+    assert list(res.params.index) == ["(Intercept)", "lambda"]
+    fails(FormulaError, "'lambda' is a Python keyword.*rename it", "class ~ I(lambda**2) + (1|Subject)", kw)
+
+
+@pytest.mark.parametrize(
+    "family, first, pattern",
+    [
+        ("poisson", 2.5, "non-integer values \\(e.g. 2.5\\)"),
+        ("poisson", -1.0, "negative values"),
+        ("binomial", 2.0, r"value 2 outside \[0, 1\]"),
+        ("gamma", 0.0, "non-positive values"),
+    ],
+)
+def test_dask_responses_are_checked_as_in_memory(family, first, pattern):
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"g": np.repeat(np.arange(20), 10), "x": rng.normal(size=200)})
+    df["y"] = np.r_[rng.integers(0, 2, 199).astype(float) + (family == "gamma"), first][::-1]
+    df.loc[150, "y"] = first  # in the last partition too
+    for data in (df, dd.from_pandas(df, npartitions=3)):
+        fails(DataError, pattern, "y ~ x + (1|g)", data, family=family)
+
+
+def test_dask_weights_and_infinite_values_are_checked_as_in_memory(sleep):
+    import dask.dataframe as dd
+
+    bad = sleep.assign(w=np.r_[np.ones(170), -1.0, np.ones(9)], inf=np.r_[np.ones(170), np.inf, np.ones(9)])
+    ddf = dd.from_pandas(bad, npartitions=3)
+    fails(DataError, "weights column 'w' has negative values", "Reaction ~ Days + (1|Subject)", ddf, weights="w")
+    fails(DataError, "column 'inf' holds infinite values", "Reaction ~ inf + (1|Subject)", ddf)
+    fails(DataError, "weights column 'Subject' is not numeric", "Reaction ~ Days + (1|Subject)", ddf, weights="Subject")
+
+
+def test_dask_factor_response_uses_the_levels_of_all_partitions():
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"g": np.repeat(np.arange(20), 10), "x": rng.normal(size=200)})
+    df["y"] = np.where(rng.uniform(size=200) < 0.5, "yes", "no")
+    df.loc[df.index >= 130, "y"] = "yes"  # the last partition never sees the first level, 'no'
+    mem = MixedModel.from_formula("y ~ x + (1|g)", df, family="binomial")
+    dsk = MixedModel.from_formula("y ~ x + (1|g)", dd.from_pandas(df, npartitions=3), family="binomial")
+    src = dsk.design.source
+    np.testing.assert_array_equal(src.map_rows(src.response).compute().to_numpy(), mem.design.y)
+    np.testing.assert_array_equal(mem.design.y, (df["y"] == "yes").to_numpy(dtype=float))
+    three = df.assign(y=np.where(df.index < 5, "maybe", df["y"]))
+    with pytest.warns(ResponseLevelsWarning, match="'maybe' is failure"):
+        MixedModel.from_formula("y ~ x + (1|g)", dd.from_pandas(three, npartitions=3), family="binomial")
+    fails(DataError, "gaussian response must be numbers", "y ~ x + (1|g)", dd.from_pandas(df, npartitions=3))
