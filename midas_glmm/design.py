@@ -629,6 +629,96 @@ def build_design(
     )
 
 
+def _float_array(values, what: str, n: int | None = None, ndim: int = 1) -> np.ndarray:
+    """``values`` as a finite float array of ``ndim`` dimensions (a 1-D exog becomes one column)
+    with ``n`` rows, or a DataError naming ``what`` and the first bad row."""
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (ValueError, TypeError) as exc:  # text, or a ragged list: no library code runs here
+        raise DataError(f"{what} must be numbers in a rectangular array ({exc})") from None
+    if ndim == 1 and arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.ravel()
+    if ndim == 2 and arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != ndim:
+        raise DataError(f"{what} must be {ndim}-dimensional, not of shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise DataError(f"{what} has {arr.shape[0]} rows but endog has {n}")
+    flat = arr.reshape(len(arr), -1)
+    for bad, kind in ((np.isnan(flat).any(axis=1), "a missing"), (np.isinf(flat).any(axis=1), "an infinite")):
+        if bad.any():
+            raise DataError(
+                f"{what} has {kind} value at row {int(np.argmax(bad))}; drop or fix those rows first "
+                "(from_formula drops rows with missing values, as lme4 does)"
+            )
+    return arr
+
+
+def _array_term(name: str, g, Z: np.ndarray, n: int) -> ReTerm:
+    """A random-effects term from a grouping array and its per-row columns."""
+    g = pd.Series(np.asarray(g, dtype=object).ravel() if not isinstance(g, pd.Series) else g.to_numpy())
+    if len(g) != n:
+        raise DataError(f"grouping factor '{name}' has {len(g)} values but endog has {n}")
+    if g.isna().any():
+        raise DataError(
+            f"grouping factor '{name}' has a missing value at row {int(np.argmax(g.isna().to_numpy()))}; "
+            "drop or fill incomplete rows first"
+        )
+    codes, levels = pd.factorize(g, sort=True)
+    cols = [INTERCEPT if np.all(Z[:, j] == 1) else f"z{j}" for j in range(Z.shape[1])]
+    labels = pd.Index([str(v) for v in levels], name=name)
+    return ReTerm(name, (name,), "+".join(cols), cols, labels, codes.astype(np.int64), Z, None)
+
+
+def design_from_arrays(endog, exog, groups, exog_re=None, weights=None, offset=None, exog_names=None) -> Design:
+    """The :class:`Design` of statsmodels-style arrays (``MixedModel(endog, exog, groups)``).
+
+    Every array is checked: numbers, one row per response, no missing or infinite value (the
+    array constructor does not drop rows; from_formula does). Rank-deficient ``exog`` columns
+    are dropped as in from_formula."""
+    y = _float_array(endog, "endog")
+    n = len(y)
+    X = _float_array(exog, "exog", n, ndim=2)
+    names = [INTERCEPT if np.all(X[:, j] == 1) else f"x{j}" for j in range(X.shape[1])]
+    if exog_names is not None:
+        names = [str(v) for v in exog_names]
+        if len(names) != X.shape[1]:
+            raise DataError(f"exog_names has {len(names)} names but exog has {X.shape[1]} columns")
+    groups = groups if isinstance(groups, dict) else {"group": groups}
+    if exog_re is not None and not isinstance(exog_re, dict):
+        exog_re = {next(iter(groups)): exog_re}
+    exog_re = exog_re or {}
+    for name in exog_re:
+        if name not in groups:
+            raise DataError(f"exog_re names '{name}', which is not a grouping factor{did_you_mean(name, groups)}")
+    terms = []
+    for name, g in groups.items():
+        Z = _float_array(exog_re[name], f"exog_re['{name}']", n, ndim=2) if name in exog_re else np.ones((n, 1))
+        terms.append(_array_term(name, g, Z, n))
+    terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
+    w = np.ones(n) if weights is None else _float_array(weights, "weights", n)
+    check_weights(w, pd.RangeIndex(n))
+    mean, centred = column_moments(X)
+    keep, dropped = independent_columns(n, mean, centred, names)
+    return Design(
+        formula="<arrays>",
+        parsed=ParsedFormula("y", "<arrays>"),
+        y=y,
+        X=X[:, keep] if dropped else X,
+        fixed_names=[names[i] for i in keep],
+        fixed_spec=None,
+        terms=terms,
+        weights=w,
+        offset=np.zeros(n) if offset is None else _float_array(offset, "offset", n),
+        response_name="y",
+        nobs=n,
+        n_dropped=0,
+        dropped_columns=dropped,
+        has_prior_weights=weights is not None,
+        fixed_keep=keep,
+    )
+
+
 def _numeric(values: np.ndarray, name: str) -> np.ndarray:
     """Values of a cbind(...) count or an offset as floats, or a DataError naming them."""
     numbers = as_numbers(pd.Series(values))

@@ -12,11 +12,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .design import INTERCEPT, Design, build_design
+from .design import Design, build_design, design_from_arrays
 from .errors import DataError, FewGroupsWarning, FitError, SingularFitWarning
 from .families import Family, resolve_family
-from .formula import ParsedFormula
-from .reterms import ReTerm, lme4_term_order
 
 __all__ = ["MixedModel"]
 
@@ -52,59 +50,7 @@ class MixedModel:
     """
 
     def __init__(self, endog, exog, groups, exog_re=None, family=None, weights=None, offset=None, exog_names=None):
-        y = np.asarray(endog, dtype=float).ravel()
-        X = np.asarray(exog, dtype=float)
-        X = X[:, None] if X.ndim == 1 else X
-        n = y.shape[0]
-        if X.shape[0] != n:
-            raise DataError(f"exog has {X.shape[0]} rows but endog has {n}")
-        names = (
-            list(exog_names)
-            if exog_names is not None
-            else [INTERCEPT if np.all(X[:, j] == 1) else f"x{j}" for j in range(X.shape[1])]
-        )
-        groups = groups if isinstance(groups, dict) else {"group": groups}
-        exog_re = exog_re if isinstance(exog_re, dict) or exog_re is None else {next(iter(groups)): exog_re}
-        terms = []
-        for gname, g in groups.items():
-            g = np.asarray(g)
-            if g.shape[0] != n:
-                raise DataError(f"grouping factor '{gname}' has {g.shape[0]} values but endog has {n}")
-            codes, levels = pd.factorize(pd.Series(g), sort=True)
-            Z = np.ones((n, 1)) if exog_re is None or gname not in exog_re else np.asarray(exog_re[gname], float)
-            Z = Z[:, None] if Z.ndim == 1 else Z
-            cols = [INTERCEPT if np.all(Z[:, j] == 1) else f"z{j}" for j in range(Z.shape[1])]
-            terms.append(
-                ReTerm(
-                    gname,
-                    (gname,),
-                    "+".join(cols),
-                    cols,
-                    pd.Index([str(v) for v in levels], name=gname),
-                    codes.astype(np.int64),
-                    Z,
-                    None,
-                )
-            )
-        order = lme4_term_order([t.nlevels for t in terms])
-        terms = [terms[i] for i in order]
-        w = np.ones(n) if weights is None else np.asarray(weights, float)
-        design = Design(
-            formula="<arrays>",
-            parsed=ParsedFormula("y", "<arrays>"),
-            y=y,
-            X=X,
-            fixed_names=names,
-            fixed_spec=None,
-            terms=terms,
-            weights=w,
-            offset=np.zeros(n) if offset is None else np.asarray(offset, float),
-            response_name="y",
-            nobs=n,
-            n_dropped=0,
-            has_prior_weights=weights is not None,
-            fixed_keep=np.arange(X.shape[1]),
-        )
+        design = design_from_arrays(endog, exog, groups, exog_re, weights, offset, exog_names)
         self._setup(design, resolve_family(family))
 
     def _setup(self, design: Design, family: Family) -> None:

@@ -19,7 +19,7 @@ from midas_glmm import (
     MixedModel,
     datasets,
 )
-from midas_glmm.errors import ResponseLevelsWarning
+from midas_glmm.errors import RankDeficiencyWarning, ResponseLevelsWarning
 
 
 @pytest.fixture
@@ -274,3 +274,57 @@ def test_dask_factor_response_uses_the_levels_of_all_partitions():
     with pytest.warns(ResponseLevelsWarning, match="'maybe' is failure"):
         MixedModel.from_formula("y ~ x + (1|g)", dd.from_pandas(three, npartitions=3), family="binomial")
     fails(DataError, "gaussian response must be numbers", "y ~ x + (1|g)", dd.from_pandas(df, npartitions=3))
+
+
+def _arrays(sleep):
+    return sleep["Reaction"].to_numpy(), np.column_stack([np.ones(180), sleep["Days"]]), sleep["Subject"].to_numpy()
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        (lambda y, X, g: (np.r_[np.nan, y[1:]], X, g), "endog has a missing value at row 0"),
+        (lambda y, X, g: ([None, *y[1:]], X, g), "endog has a missing value at row 0"),
+        (lambda y, X, g: (y, np.r_[X[:5], [[1, np.inf]], X[6:]], g), "exog has an infinite value at row 5"),
+        (lambda y, X, g: (["a"] * 180, X, g), "endog must be numbers"),
+        (lambda y, X, g: (y, [[1, 2], [1]] * 90, g), "exog must be numbers in a rectangular array"),
+        (lambda y, X, g: (y, np.ones((180, 2, 2)), g), "exog must be 2-dimensional"),
+        (lambda y, X, g: (y[:-1], X, g), "exog has 180 rows but endog has 179"),
+        (lambda y, X, g: (y, X, g[:-1]), "grouping factor 'group' has 179 values"),
+        (lambda y, X, g: (y, X, np.r_[[None], g[1:]]), "grouping factor 'group' has a missing value at row 0"),
+        (lambda y, X, g: (y, X, {"subj": g}), None),
+    ],
+)
+def test_array_constructor_checks_its_arrays(sleep, change, pattern):
+    y, X, g = change(*_arrays(sleep))
+    if pattern is None:  # the valid case: lme4's fit, as from_formula gives it
+        ref = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", sleep).fit()
+        assert MixedModel(y, X, g).fit().llf == pytest.approx(ref.llf, abs=1e-8)
+        return
+    with pytest.raises(DataError, match=re.escape(pattern)):
+        MixedModel(y, X, g)
+
+
+@pytest.mark.parametrize(
+    "kw, pattern",
+    [
+        ({"weights": [1, 2]}, "weights has 2 rows but endog has 180"),
+        ({"weights": -np.ones(180)}, "weights has negative values"),
+        ({"offset": np.r_[np.inf, np.zeros(179)]}, "offset has an infinite value at row 0"),
+        ({"exog_re": np.ones(3)}, "exog_re['group'] has 3 rows but endog has 180"),
+        ({"exog_re": {"Subjects": np.ones(180)}}, "exog_re names 'Subjects', which is not a grouping factor"),
+        ({"exog_names": ["a"]}, "exog_names has 1 names but exog has 2 columns"),
+    ],
+)
+def test_array_constructor_checks_its_options(sleep, kw, pattern):
+    with pytest.raises(DataError, match=re.escape(pattern)):
+        MixedModel(*_arrays(sleep), **kw)
+
+
+def test_array_constructor_drops_collinear_columns_as_from_formula(sleep):
+    y, X, g = _arrays(sleep)
+    with pytest.warns(RankDeficiencyWarning, match="rank deficient"):
+        res = MixedModel(y, np.column_stack([X, 2 * X[:, 1]]), g, exog_names=["(Intercept)", "Days", "Days2"]).fit()
+    ref = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", sleep).fit()
+    assert list(res.params.index) == ["(Intercept)", "Days"]
+    assert res.reml_criterion == pytest.approx(ref.reml_criterion, abs=1e-9)
