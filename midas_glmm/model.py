@@ -110,7 +110,8 @@ class MixedModel:
         method : {"REML", "ML"}, optional
             Gaussian models: REML (default) or ML. Other families: ML only (Laplace or AGQ).
         nAGQ : int
-            1 = Laplace; k > 1 = adaptive Gauss–Hermite with k nodes (one scalar random term).
+            1 = Laplace; k > 1 = adaptive Gauss–Hermite with k nodes, for binomial and Poisson
+            models with a single scalar random-effects term, k <= 100 (as in lme4).
         fast : bool
             GLMMs: optimise θ only, with β from PIRLS (lme4's ``nAGQ=0``; the seed's variant).
         optimizer : {"bobyqa", "lbfgsb", "nelder-mead", "powell"}
@@ -124,8 +125,7 @@ class MixedModel:
         """
         from .results import MixedModelResults
 
-        if not isinstance(nAGQ, (int, np.integer)) or nAGQ < 1:
-            raise FitError(f"nAGQ must be a positive integer, not {nAGQ!r}")
+        _check_quadrature(nAGQ, fast, self.design, self.family)
         m = None if method is None else str(method).upper()
         if self.family.is_lmm:
             m = m or "REML"
@@ -157,6 +157,36 @@ class MixedModel:
                 stacklevel=2,
             )
         return MixedModelResults(self, est)
+
+
+#: lme4's largest number of Gauss–Hermite nodes
+MAX_NAGQ = 100
+
+
+def _check_quadrature(nAGQ, fast: bool, design: Design, family: Family) -> None:
+    """Refuse, before any fitting, the nAGQ values lme4 refuses: not a positive integer, more
+    than 100 nodes, or nAGQ > 1 for anything but one scalar random-effects term of a binomial
+    or Poisson model."""
+    if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or nAGQ < 1:
+        raise FitError(f"nAGQ must be a positive integer, not {nAGQ!r} (1 = Laplace; lme4's nAGQ=0 is fast=True here)")
+    if nAGQ == 1 or family.is_lmm:  # an LMM refuses any nAGQ but 1 itself, in fit()
+        return
+    if nAGQ > MAX_NAGQ:
+        raise FitError(
+            f"nAGQ = {nAGQ} is more than lme4's limit of {MAX_NAGQ} quadrature nodes; "
+            "a few (5 to 25) are enough for adaptive Gauss–Hermite"
+        )
+    terms = design.terms
+    if len(terms) != 1 or terms[0].p != 1:
+        found = ", ".join(f"({t.expr} | {t.group_name})" for t in terms)
+        raise FitError(
+            f"nAGQ > 1 is only available for models with a single, scalar random-effects term such as "
+            f"(1 | g), as in lme4; this model has {found}. Use nAGQ=1 (Laplace)"
+        )
+    if family.name not in ("binomial", "poisson"):
+        raise FitError(f"nAGQ > 1 is available for binomial and Poisson models, not {family.name}; use nAGQ=1")
+    if fast:
+        raise FitError("fast=True (lme4's nAGQ=0) cannot be combined with nAGQ > 1")
 
 
 def _check_groups(design: Design, family: Family) -> None:

@@ -102,7 +102,7 @@ def test_method_family_nagq_and_optimizer_errors(sleep):
     fails(FitError, "nAGQ and fast apply to non-Gaussian", "Reaction ~ Days + (1|Subject)", sleep, fit={"nAGQ": 5})
     fails(
         FitError,
-        "single scalar random-effects term",
+        "single, scalar random-effects term",
         "Reaction ~ Days + (Days|Subject)",
         sleep.assign(Reaction=sleep.Reaction.round()),
         family="poisson",
@@ -328,3 +328,38 @@ def test_array_constructor_drops_collinear_columns_as_from_formula(sleep):
     ref = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", sleep).fit()
     assert list(res.params.index) == ["(Intercept)", "Days"]
     assert res.reml_criterion == pytest.approx(ref.reml_criterion, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "formula, kw, pattern",
+    [
+        ("cbind(incidence, size - incidence) ~ period + (1|herd)", {"nAGQ": 101}, "lme4's limit of 100"),
+        ("cbind(incidence, size - incidence) ~ period + (1|herd)", {"nAGQ": 2000}, "lme4's limit of 100"),
+        ("cbind(incidence, size - incidence) ~ period + (1|herd)", {"nAGQ": True}, "positive integer, not True"),
+        ("cbind(incidence, size - incidence) ~ period + (1|herd)", {"nAGQ": 0}, "nAGQ=0 is fast=True"),
+        ("cbind(incidence, size - incidence) ~ period + (1|herd)", {"nAGQ": 2.0}, "positive integer, not 2.0"),
+        ("cbind(incidence, size - incidence) ~ period + (1|herd) + (1|obs)", {"nAGQ": 2}, "single, scalar"),
+        ("cbind(incidence, size - incidence) ~ period + (period|herd)", {"nAGQ": 9}, "single, scalar"),
+        ("cbind(incidence, size - incidence) ~ period + (1|herd)", {"nAGQ": 9, "fast": True}, "cannot be combined"),
+    ],
+)
+def test_nagq_is_refused_early_where_lme4_refuses_it(formula, kw, pattern, monkeypatch):
+    import midas_glmm.pirls
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the engine ran before the options were checked")
+
+    monkeypatch.setattr(midas_glmm.pirls, "fit_glmm", no_fit)
+    cbpp = datasets.load("cbpp").assign(obs=lambda d: np.arange(len(d)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MixedModel.from_formula(formula, cbpp, family="binomial")
+    with pytest.raises(FitError, match=re.escape(pattern)):
+        model.fit(**kw)
+
+
+def test_gamma_refuses_quadrature_before_fitting():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"g": np.repeat(np.arange(10), 5), "y": rng.gamma(2.0, 1.0, 50)})
+    with pytest.raises(FitError, match="binomial and Poisson models, not gamma"):
+        MixedModel.from_formula("y ~ 1 + (1|g)", df, family="gamma").fit(nAGQ=5)
