@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import datasets
-from .errors import MidasError
+from .errors import DataError, MidasError
 from .model import MixedModel
 
 __all__ = ["main", "results_to_dict"]
@@ -46,12 +47,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read(data: str) -> pd.DataFrame:
+    """The CSV file ``data`` or, if no such file, the bundled dataset of that name; a file that is
+    not a readable CSV is a DataError saying why."""
     path = Path(data)
-    if path.suffix.lower() in (".csv", ".txt") or path.exists():
-        if not path.exists():
-            raise MidasError(f"file '{data}' does not exist")
+    if path.is_dir():
+        raise DataError(f"'{data}' is a directory, not a CSV file")
+    if path.suffix.lower() not in (".csv", ".txt") and not path.exists():
+        return datasets.load(data)
+    if not path.exists():
+        raise DataError(f"file '{data}' does not exist")
+    try:
         return pd.read_csv(path)
-    return datasets.load(data)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"cannot read '{data}' as CSV: it is not UTF-8 text (byte {exc.object[exc.start]:#04x} at position "
+            f"{exc.start}); save it as CSV (UTF-8)"
+        ) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
+        reason = " ".join(str(exc).split())  # pandas' messages may span lines
+        raise DataError(f"cannot read '{data}' as CSV: {reason}") from None
 
 
 def _clean(v):
@@ -96,12 +110,11 @@ def results_to_dict(res) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``midas-glmm`` command."""
+    """Entry point of the ``midas-glmm`` command: 0 on success, 2 for a user error (one line
+    on stderr), as argparse does for a bad command line."""
     args = _parser().parse_args(argv)
     if args.command == "datasets":
-        for name in datasets.names():
-            print(name)
-        return 0
+        return _emit("\n".join(datasets.names()))
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -114,10 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(results_to_dict(res), indent=2))
-    else:
-        print(res.summary())
+    return _emit(json.dumps(results_to_dict(res), indent=2) if args.json else str(res.summary()))
+
+
+def _emit(text: str) -> int:
+    """Print ``text`` to stdout; a reader that stops early (``| head``) is not an error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # stdout is gone: point it at devnull so that Python's own flush at exit stays quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -1,6 +1,8 @@
 """The midas-glmm command."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -39,3 +41,59 @@ def test_help_and_dataset_list(capsys):
     assert e.value.code == 0 and "lme4" in capsys.readouterr().out
     assert main(["datasets"]) == 0
     assert "sleepstudy" in capsys.readouterr().out.split()
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (b"", "as CSV: No columns to parse from file"),
+        (b"y,g\n1,a\n2,b,3,4\n", "as CSV: Error tokenizing data. C error: Expected 2 fields in line 3, saw 4"),
+        (b"y,g\n1,a\n\xf0\x28\x8c\xbc,b\n", "it is not UTF-8 text (byte 0xf0 at position"),
+        (None, "is a directory, not a CSV file"),
+        (b"y,g\n", "the data has no rows"),
+    ],
+    ids=["empty", "ragged", "binary", "directory", "header-only"],
+)
+def test_unreadable_csv_is_one_line_and_exit_2(tmp_path, capsys, content, pattern):
+    path = tmp_path / "data.csv"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    assert main(["fit", str(path), "y ~ 1 + (1|g)"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("midas-glmm: error: ") and pattern in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fit", "sleepstudy", "Reaction ~ Days + (Days | Subject)", "--json"],
+        ["fit", "sleepstudy", "Reaction ~ Days + (Days | Subject)"],
+        ["datasets"],
+    ],
+)
+def test_a_reader_that_stops_early_is_not_an_error(args):
+    # the reader closes the pipe before the fit is printed, as `| head -1` does
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "midas_glmm.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_a_user_error_is_one_line_and_exit_2_when_piped():
+    proc = subprocess.run(
+        [sys.executable, "-m", "midas_glmm.cli", "fit", "sleepstudy", "Reaction ~ Days + (1 | Subjet)"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert proc.stderr.decode().splitlines() == [
+        "midas-glmm: error: column 'Subjet' in formula 'Reaction ~ Days + (1 | Subjet)' is not in the data; "
+        "did you mean 'Subject'?"
+    ]
