@@ -19,6 +19,7 @@ from scipy import stats
 
 from .errors import ConvergenceWarning, FitError, RefitWarning, did_you_mean
 from .optimize import fd_hessian, minimize_bounded
+from .reterms import ThetaMap
 
 __all__ = [
     "compare",
@@ -30,20 +31,36 @@ __all__ = [
     "bootstrap_ci",
     "simulate",
     "check_level",
+    "check_count",
     "select_names",
 ]
 
 
-def check_level(level) -> float:
-    """``level`` as a float in (0, 1), or a FitError saying what was meant."""
+def check_level(level, name: str = "level", example: str = "0.95 for 95% intervals") -> float:
+    """``level`` (or ``alpha``) as a float in (0, 1), or a FitError saying what was meant."""
     try:
         value = float(level)
-    except (TypeError, ValueError):
-        raise FitError(f"level must be a number in (0, 1) such as 0.95, not {level!r}") from None
+    except (TypeError, ValueError):  # not a number at all
+        raise FitError(f"{name} must be a number in (0, 1), e.g. {example}, not {level!r}") from None
     if not 0 < value < 1:
-        hint = f"; did you mean {value / 100:g}?" if 1 < value < 100 else ""
-        raise FitError(f"level must be in (0, 1), e.g. 0.95 for 95% intervals, not {level!r}{hint}")
+        percent = 1 < value <= 50 if name == "alpha" else 50 <= value < 100
+        hint = f"; did you mean {value / 100:g}?" if percent else ""
+        raise FitError(f"{name} must be in (0, 1), e.g. {example}, not {level!r}{hint}")
     return value
+
+
+def check_count(value, name: str) -> int:
+    """``value`` as a positive integer, or a FitError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise FitError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def _rng(seed) -> np.random.Generator:
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):  # numpy's message speaks of SeedSequence entropy
+        raise FitError(f"seed must be None, a non-negative integer or a numpy Generator, not {seed!r}") from None
 
 
 def select_names(which, names: list[str], method: str, res=None) -> list[str]:
@@ -83,6 +100,9 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
     """
     if len(results) < 2:
         raise FitError("compare() needs at least two fitted models")
+    for r in results:
+        if not hasattr(r, "llf") or not hasattr(r, "design"):
+            raise FitError(f"compare() takes fitted models (the results of fit()), not {type(r).__name__}")
     n = {r.nobs for r in results}
     if len(n) > 1:
         raise FitError(
@@ -278,7 +298,8 @@ def coef_table(res, ddf: str = "normal", level: float = 0.95) -> pd.DataFrame:
         ``"normal"``: Wald z with df = inf (the seed's default). The others: t tests with
         lmerTest's Satterthwaite or pbkrtest's Kenward–Roger df (Kenward–Roger also adjusts the SE).
     """
-    key = ddf.lower().replace("_", "-")
+    level = check_level(level)
+    key = str(ddf).lower().replace("_", "-")
     se = res.bse.to_numpy()
     if key == "normal":
         df = np.full(len(se), np.inf)
@@ -334,8 +355,6 @@ def _interval_names(res, method: str) -> list[str]:
 
 
 def _sdcor_from_theta(res, theta, sigma) -> np.ndarray:
-    from .lmm import ThetaMap
-
     out = []
     for t, lam in zip(res.design.terms, ThetaMap(res.design.terms).lams(theta)):
         Sig = sigma**2 * lam @ lam.T
@@ -589,11 +608,12 @@ def simulate(res, n: int = 1, seed=None, random_effects: str = "marginal") -> np
     ``random_effects="marginal"`` draws new random effects b ~ N(0, Σ) (lme4's default
     ``use.u = FALSE``); ``"conditional"`` keeps the fitted ones."""
     if random_effects not in ("marginal", "conditional"):
-        raise FitError("random_effects must be 'marginal' or 'conditional'")
+        raise FitError(f"random_effects must be 'marginal' or 'conditional', not {random_effects!r}")
+    n = check_count(n, "n")
     from .daskdata import check_available
 
     check_available(res.design, "simulation (and the bootstrap)")
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     d = res.design
     eta_fixed = d.X @ res.params.to_numpy() + d.offset
     out = np.empty((d.nobs, n))
@@ -654,8 +674,7 @@ def bootstrap_ci(
     level = check_level(level)
     names = _interval_names(res, "bootstrap")
     which = select_names(which, names, "bootstrap")
-    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise FitError(f"n_boot must be a positive integer, not {n_boot!r}")
+    n_boot = check_count(n_boot, "n_boot")
     ysim = simulate(res, n_boot, seed=seed)
     tasks = [ysim[:, k] for k in range(n_boot)]
     spec = (res.design, res.family, res.fit_options)  # not the results: only what a refit needs

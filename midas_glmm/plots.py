@@ -39,6 +39,9 @@ def caterpillar(res, group: str | None = None, level: float = 0.95, path=None):
 
     One panel per term (column) of the factor; the intervals are ±z·condsd around the BLUP or
     conditional mode."""
+    from .inference import check_level
+
+    level = check_level(level)
     long = res.ranef(condvar=True)
     group = group or long["grpvar"].iloc[0]
     sub = long[long["grpvar"] == group]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import re
 import warnings
 from functools import cached_property
@@ -15,6 +16,7 @@ from .design import eval_expression, fixed_matrix, random_columns
 from .errors import DataError, FitError, did_you_mean
 from .estimates import Estimates
 from .optimize import OPTIMIZERS
+from .reterms import ThetaMap
 
 __all__ = ["MixedModelResults"]
 
@@ -197,14 +199,16 @@ class MixedModelResults:
         >>> res.conf_int(which="Days").round(2)
               lower  upper
         Days   7.44   13.5
-        >>> res.conf_int(which="day")  # doctest: +ELLIPSIS
+        >>> res.conf_int(which="Day")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        midas_glmm.errors.FitError: conf_int(method='wald'): no parameter 'day'; did you mean 'Days'? ...
+        midas_glmm.errors.FitError: conf_int(method='wald'): no parameter 'Day'; did you mean 'Days'? ...
         """
         from . import inference
 
-        level = inference.check_level(1 - alpha if level is None else level)
+        if level is None:
+            level = 1 - inference.check_level(alpha, "alpha", "0.05 for 95% intervals")
+        level = inference.check_level(level)
         key = str(method).lower()
         allowed = {"wald": (), "profile": (), "bootstrap": ("n_boot", "seed", "n_jobs", "progress")}
         key = "bootstrap" if key == "boot" else key
@@ -257,11 +261,9 @@ class MixedModelResults:
         return out
 
     def term_covariances(self) -> list[np.ndarray]:
-        """Σ_i = σ² λ_i λ_i' for each random-effects term (σ² = 1 for binomial and Poisson)."""
+        """Σ_i = σ² λ_i λ_i' for each random-effects term (σ² = 1 for GLMMs: their λ is on the link scale)."""
         scale = self.sigma**2 if self.family.is_lmm else 1.0
         out = []
-        from .lmm import ThetaMap
-
         for lam in ThetaMap(self.design.terms).lams(self.theta):
             out.append(scale * lam @ lam.T)
         return out
@@ -333,6 +335,8 @@ class MixedModelResults:
         groups = inter["grp"].str.replace(r"\.\d+$", "", regex=True)
         var = inter.groupby(groups.to_numpy(), sort=False)["vcov"].sum()
         if latent_variance is not None:
+            if not isinstance(latent_variance, (int, float, np.number)) or not latent_variance >= 0:
+                raise FitError(f"latent_variance must be a non-negative number, not {latent_variance!r}")
             resid = float(latent_variance)
         elif self.family.is_lmm:
             resid = self.sigma**2
@@ -484,8 +488,10 @@ class MixedModelResults:
         """A printable summary (``print(res.summary())``; HTML in notebooks).
 
         ``ddf`` chooses the fixed-effects tests, as in :meth:`coef_table`."""
+        from .inference import check_level
         from .summary import Summary
 
+        check_level(alpha, "alpha", "0.05 for 95% intervals")
         table = None
         if ddf != "normal":
             ct = self.coef_table(ddf=ddf, level=1 - alpha)
@@ -563,20 +569,37 @@ def _level_positions(term, data: pd.DataFrame) -> np.ndarray:
     return pos[inverse.ravel()]
 
 
+def _holds_numbers(col: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return True
+    return all(isinstance(v, numbers.Number) for v in col.dropna())  # an object column of numbers
+
+
 _CATEGORICAL_CALL = re.compile(r"^C\(\s*`?([^,`]+?)`?\s*(,.*)?\)$")
 
 
 def _match_fixed_levels(spec, data: pd.DataFrame) -> pd.DataFrame:
     """``data`` with the values of the fit's categorical predictors replaced by the fit's levels
     they equal by value (2, 2.0 and "2" are the level 2); a level the fit did not see is a
-    DataError naming the column, as lme4's predict refuses new levels of a fixed factor.
+    DataError naming the column, as lme4's predict refuses new levels of a fixed factor, and so
+    is text in a column the fit used as a number.
 
     Factors that are a column (``f`` or ``C(f, ...)``) are matched here; for other expressions
     formulaic's own check of the levels applies."""
     changed = {}
     for expr, (kind, state) in spec.encoder_state.items():
+        kind = getattr(kind, "value", kind)
+        if kind == "numerical" and expr.strip("`") in data.columns:
+            col = expr.strip("`")
+            if not _holds_numbers(data[col]):
+                raise DataError(
+                    f"newdata column '{col}' holds {data[col].dtype} values but the fit used it as a number; "
+                    "convert it, e.g. with pd.to_numeric"
+                )
+            if data[col].dtype == object:  # numbers in an object column: formulaic would take them as levels
+                changed[col] = data[col].astype(float)
         cats = state.get("categories") if isinstance(state, dict) else None
-        if getattr(kind, "value", kind) != "categorical" or cats is None:
+        if kind != "categorical" or cats is None:
             continue
         m = _CATEGORICAL_CALL.match(expr.strip())
         col = expr.strip("`") if expr.strip("`") in data.columns else (m.group(1).strip() if m else None)

@@ -61,7 +61,7 @@ def test_wald_interval_of_a_variance_component_points_to_profile(slope):
     "kwargs, message",
     [
         ({"level": 95}, r"level must be in \(0, 1\).*did you mean 0.95\?"),
-        ({"alpha": 1.5}, r"level must be in \(0, 1\)"),
+        ({"alpha": 1.5}, r"alpha must be in \(0, 1\)"),
         ({"method": "bootsrap"}, r"unknown interval method 'bootsrap'; did you mean 'bootstrap'\?"),
         ({"method": "wald", "n_boot": 10}, r"conf_int\(method='wald'\) has no option 'n_boot'"),
         ({"method": "bootstrap", "nboot": 10}, r"has no option 'nboot'; did you mean 'n_boot'\?"),
