@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 import re
 import warnings
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 import pandas as pd
@@ -366,16 +366,17 @@ class MixedModelResults:
                 for t, b in zip(d.terms, self._est.b):
                     eta = eta + np.einsum("ij,ij->i", t.Zcols, b[t.codes])
             return eta
+        return self._newdata_predictor(data, random_effects)
+
+    def _newdata_predictor(self, data: pd.DataFrame, random_effects: bool) -> np.ndarray:
+        """η on new rows, lme4's way: NaN where a predictor is missing (na.pass), a zero random
+        effect for a grouping level the fit did not see or a missing one (allow.new.levels)."""
+        d = self.design
         if d.fixed_spec is None:
             raise FitError("predict(newdata) needs a model built with from_formula")
         if not isinstance(data, pd.DataFrame):
             raise DataError(f"newdata must be a pandas DataFrame, not {type(data).__name__}")
-        offset_col = getattr(d.source, "offset_col", None)  # Dask: offset= names a column
-        if offset_col is None and not d.parsed.offsets and np.any(d.offset != 0):
-            raise FitError(
-                "the model's offset was given as offset=..., which cannot be computed on new data; "
-                "write it in the formula, e.g. 'y ~ x + offset(np.log(t)) + (1|g)', to predict on newdata"
-            )
+        offset_col = _offset_column(d)
         needed = set(d.fixed_spec.required_variables) | ({offset_col} if offset_col else set())
         if random_effects:
             for t in d.terms:
@@ -383,22 +384,9 @@ class MixedModelResults:
                 _require_columns(data, t.group, "grouping column", remedy)
                 needed |= set(t.spec.required_variables) if t.spec is not None else set()
         _require_columns(data, sorted(needed), "column")
-        # a row with a missing predictor gets a missing prediction (lme4's na.pass)
         complete = ~data[sorted(needed)].isna().any(axis=1).to_numpy() if needed else np.ones(len(data), bool)
         rows = data if complete.all() else data.loc[complete]
-        rows = _match_fixed_levels(d.fixed_spec, rows)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", DataMismatchWarning)
-                X = fixed_matrix(d, rows)
-        except DataMismatchWarning as exc:
-            raise DataError(
-                f"a categorical predictor in newdata has a level the fit did not see ({exc}); a fixed "
-                "effect cannot be predicted for a new level: drop or recode those rows"
-            ) from None
-        except FormulaicError as exc:
-            raise DataError(f"cannot build the fixed effects on newdata: {exc}") from None
-        eta = X @ self.params.to_numpy()
+        eta = _replay(d.fixed_spec, lambda r: fixed_matrix(d, r), rows, "the fixed effects") @ self.params.to_numpy()
         for expr in d.parsed.offsets:
             eta = eta + eval_expression(expr, rows)
         if offset_col:
@@ -406,7 +394,12 @@ class MixedModelResults:
         if random_effects:
             for t, b in zip(d.terms, self._est.b):
                 pos = _level_positions(t, rows)
-                contrib = np.einsum("ij,ij->i", random_columns(t, rows), b[np.maximum(pos, 0)])
+                if t.spec is None:  # a random intercept
+                    Z = random_columns(t, rows)
+                else:  # slopes: the term's own ModelSpec, its levels matched too
+                    term = f"the random-effects term ({t.expr} | {t.group_name})"
+                    Z = _replay(t.spec, partial(random_columns, t), rows, term)
+                contrib = np.einsum("ij,ij->i", Z, b[np.maximum(pos, 0)])
                 eta = eta + np.where(pos >= 0, contrib, 0.0)
         out = np.full(len(data), np.nan)
         out[complete] = eta
@@ -512,6 +505,36 @@ class MixedModelResults:
 
 
 # ---------------------------------------------------------------------- levels in new data
+def _offset_column(d) -> str | None:
+    """The column an offset= keyword named (Dask data); a FitError when the fit's offset came as
+    an array, which new data cannot reproduce."""
+    offset_col = getattr(d.source, "offset_col", None)
+    if offset_col is None and not d.parsed.offsets and np.any(d.offset != 0):
+        raise FitError(
+            "the model's offset was given as offset=..., which cannot be computed on new data; "
+            "write it in the formula, e.g. 'y ~ x + offset(np.log(t)) + (1|g)', to predict on newdata"
+        )
+    return offset_col
+
+
+def _replay(spec, build, rows: pd.DataFrame, what: str) -> np.ndarray:
+    """``build(rows)``, a formulaic ModelSpec replayed on new rows, after matching their levels
+    to the spec's (:func:`_match_levels`); the library's errors for what formulaic cannot
+    encode, a level the fit did not see first of all (formulaic only warns of it)."""
+    rows = _match_levels(spec, rows)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataMismatchWarning)
+            return build(rows)
+    except DataMismatchWarning as exc:
+        raise DataError(
+            f"a categorical predictor in newdata has a level the fit did not see ({exc}); the fit has "
+            "no coefficient for a new level: drop or recode those rows"
+        ) from None
+    except FormulaicError as exc:
+        raise DataError(f"cannot build {what} on newdata: {exc}") from None
+
+
 def _require_columns(data: pd.DataFrame, names, what: str, remedy: str = "") -> None:
     for name in names:
         if name not in data.columns:
@@ -578,7 +601,7 @@ def _holds_numbers(col: pd.Series) -> bool:
 _CATEGORICAL_CALL = re.compile(r"^C\(\s*`?([^,`]+?)`?\s*(,.*)?\)$")
 
 
-def _match_fixed_levels(spec, data: pd.DataFrame) -> pd.DataFrame:
+def _match_levels(spec, data: pd.DataFrame) -> pd.DataFrame:
     """``data`` with the values of the fit's categorical predictors replaced by the fit's levels
     they equal by value (2, 2.0 and "2" are the level 2); a level the fit did not see is a
     DataError naming the column, as lme4's predict refuses new levels of a fixed factor, and so
@@ -613,7 +636,7 @@ def _match_fixed_levels(spec, data: pd.DataFrame) -> pd.DataFrame:
                 shown = ", ".join(map(str, cats[:10])) + (", ..." if len(cats) > 10 else "")
                 raise DataError(
                     f"newdata column '{col}' has level {u!r}, which the fit did not see (levels of {expr}: "
-                    f"{shown}); a fixed effect cannot be predicted for a new level: drop or recode those rows"
+                    f"{shown}); the fit has no coefficient for a new level: drop or recode those rows"
                 )
             values.append(by_text[_level_text(u)])
         if any(type(v) is not type(u) or v != u for v, u in zip(values, uniques)):

@@ -142,3 +142,16 @@ def test_dask_fit_with_an_offset_column_predicts_with_it():
     dsk = MixedModel.from_formula("y ~ x + (1|g)", dd.from_pandas(df, npartitions=2), offset="o").fit()
     assert np.allclose(dsk.fittedvalues.compute().to_numpy(), mem.fittedvalues.to_numpy(), atol=1e-6)
     assert np.allclose(dsk.predict(df), mem.fittedvalues.to_numpy(), atol=1e-6)
+
+
+def test_levels_in_a_random_slope_term_are_matched_and_checked_too():
+    rng = np.random.default_rng(7)
+    df = pd.DataFrame({"g": np.repeat(np.arange(15), 12), "f": np.tile([1, 2, 3], 60)})
+    df["y"] = rng.normal(size=180) + rng.normal(size=15)[df["g"]] * (df["f"] == 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula("y ~ 1 + (0 + C(f)|g)", df).fit()
+    as_text = df.head(6).astype({"f": str, "g": str})
+    assert np.allclose(res.predict(as_text), res.fittedvalues.to_numpy()[:6])
+    with pytest.raises(DataError, match=r"newdata column 'f' has level 4, which the fit did not see"):
+        res.predict(pd.DataFrame({"f": [4], "g": [0]}))
