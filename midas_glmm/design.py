@@ -205,8 +205,29 @@ def _rename(cols) -> list[str]:
     return [INTERCEPT if c == "Intercept" else str(c) for c in cols]
 
 
+def numbers_as_floats(data: pd.DataFrame, cols) -> pd.DataFrame:
+    """``data`` with each object column of ``cols`` that holds only numbers (Python or numpy
+    ints and floats, as after ``pd.Series([1.5, None], dtype=object)``) as floats.
+
+    formulaic would code such a column as a factor with one level per value, a silently
+    different model; R has no such column: its numbers are numeric. Text stays a factor.
+    The caller's frame is not modified."""
+    convert = {}
+    for c in cols:
+        if c in data.columns and data[c].dtype == object:
+            values = data[c].dropna()
+            if len(values) and values.map(_is_number).all():
+                convert[c] = data[c].astype(float)
+    return data.assign(**convert) if convert else data
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
 def fixed_matrix(design: Design, data: pd.DataFrame) -> np.ndarray:
     """Replay the fixed-effects ModelSpec on (new) data, keeping the columns the fit kept."""
+    data = numbers_as_floats(data, _formulaic_names(design.parsed.fixed))
     X = np.asarray(design.fixed_spec.get_model_matrix(data), dtype=float)
     return X[:, design.fixed_keep]
 
@@ -215,6 +236,7 @@ def random_columns(term: ReTerm, data: pd.DataFrame) -> np.ndarray:
     """Replay a random term's column spec on (new) data: the ``n × p`` per-row values."""
     if term.spec is None:
         return np.broadcast_to(1.0, (len(data), 1))
+    data = numbers_as_floats(data, _formulaic_names(term.expr))
     return np.asarray(term.spec.get_model_matrix(data), dtype=float)
 
 
@@ -321,14 +343,28 @@ def _residual(v: np.ndarray, Q: np.ndarray) -> np.ndarray:
 
 def independent_columns(n: float, mean: np.ndarray, centred: np.ndarray, names: list[str]) -> tuple[np.ndarray, list]:
     """Columns to keep: a column linearly dependent on the columns before it is dropped, as lme4
-    does, with a :class:`RankDeficiencyWarning`.
+    does, with a :class:`RankDeficiencyWarning`. Returns the indices kept and the names dropped
+    (the rule is :func:`_independent`)."""
+    keep = _independent(n, mean, centred)
+    dropped = [names[i] for i in range(len(names)) if i not in keep]
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient: dropping {len(dropped)} column(s) {dropped}",
+            RankDeficiencyWarning,
+            stacklevel=4,
+        )
+    return np.array(keep, dtype=int), dropped
+
+
+def _independent(n: float, mean: np.ndarray, centred: np.ndarray) -> list[int]:
+    """Indices of the columns independent of the columns before them.
 
     Judged from the moments of :func:`column_moments`: X = 1m' + X_c, so the rows ``[√n m'; F]``
     with F'F = X_c'X_c are a square root of X'X built from accurate pieces. Column k is dependent
     when its residual on the kept columns is below ``RANK_TOL`` times its norm, and, once the
     constant lies in the span of the kept columns (an intercept, or a full set of dummies), times
     its centred norm: a shift such as ``x + 1e7`` or Julian dates does not make a predictor look
-    constant. Returns the indices kept and the names dropped."""
+    constant."""
     M = _sqrt_rows(n, mean, centred)
     const = np.zeros(M.shape[0])
     const[0] = 1.0  # the constant column 1 in these coordinates
@@ -344,14 +380,22 @@ def independent_columns(n: float, mean: np.ndarray, centred: np.ndarray, names: 
         if size > 0 and np.linalg.norm(res) > RANK_TOL * size:
             keep.append(k)
             Q = np.column_stack([Q, res / np.linalg.norm(res)])
-    dropped = [names[i] for i in range(len(names)) if i not in keep]
-    if dropped:
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient: dropping {len(dropped)} column(s) {dropped}",
-            RankDeficiencyWarning,
-            stacklevel=4,
+    return keep
+
+
+def check_weighted_rank(X: np.ndarray, names: list[str], w: np.ndarray) -> None:
+    """Raise when the rows with a positive weight cannot estimate every kept fixed effect (the
+    zero-weight rows carry no information: lme4 judges rank on all rows and then fails)."""
+    positive = w > 0
+    if positive.all():
+        return
+    keep = _independent(int(positive.sum()), *column_moments(X[positive]))
+    lost = [names[i] for i in range(len(names)) if i not in keep]
+    if lost:
+        raise DataError(
+            f"the {int(positive.sum())} rows with a positive weight cannot estimate the fixed effect(s) {lost} "
+            "(they are constant or collinear in those rows); give those rows weight or drop the term"
         )
-    return np.array(keep, dtype=int), dropped
 
 
 def used_columns(parsed: ParsedFormula) -> set[str]:
@@ -360,12 +404,20 @@ def used_columns(parsed: ParsedFormula) -> set[str]:
         needed = _names_in(parsed.cbind[0]) | _names_in(parsed.cbind[1])
     else:
         needed = _names_in(parsed.response)
-    needed |= _formulaic_names(parsed.fixed)
+    needed |= _predictor_names(parsed)
     for off in parsed.offsets:
         needed |= _names_in(off)
     for t in parsed.random:
-        needed |= _formulaic_names(t.expr) | set(t.group)
+        needed |= set(t.group)
     return needed
+
+
+def _predictor_names(parsed: ParsedFormula) -> set[str]:
+    """The columns formulaic reads: the fixed part and the random terms' left sides."""
+    names = _formulaic_names(parsed.fixed)
+    for t in parsed.random:
+        names |= _formulaic_names(t.expr)
+    return names
 
 
 def check_finite(df: pd.DataFrame, cols) -> None:
@@ -596,6 +648,7 @@ def build_design(
     n_dropped = int((~complete).sum())
     # the used columns of the complete rows: pandas' copy-on-write shares the caller's memory
     df = data.loc[complete, cols] if n_dropped else data[cols]
+    df = numbers_as_floats(df, _predictor_names(parsed))
     extra = {k: v[complete] for k, v in extra.items()}
 
     check_finite(df, cols)
@@ -603,6 +656,7 @@ def build_design(
         check_weights(extra["weights"], df.index, label=_label("weights", weights))
     y, w, trials, response_name = response_of(parsed, df, extra.get("weights"), family)
     X, names, spec, keep, dropped, gram = _fixed_effects(parsed, df)
+    check_weighted_rank(X, names, w)
     off = offset_of(parsed, df, extra.get("offset"))
     terms = [_build_term(t, df) for t in parsed.random]
     terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
@@ -700,6 +754,7 @@ def design_from_arrays(endog, exog, groups, exog_re=None, weights=None, offset=N
     check_weights(w, pd.RangeIndex(n))
     mean, centred = column_moments(X)
     keep, dropped = independent_columns(n, mean, centred, names)
+    check_weighted_rank(X[:, keep], [names[i] for i in keep], w)
     return Design(
         formula="<arrays>",
         parsed=ParsedFormula("y", "<arrays>"),

@@ -179,7 +179,7 @@ class Family:
         return (values != levels[0]).to_numpy(dtype=float)
 
     def check_response(self, y: np.ndarray, name: str, trials=None) -> None:
-        """Raise if ``y`` is outside the family's support."""
+        """Raise if ``y`` is outside the family's support, or constant."""
         if self.name == "binomial":
             if np.any((y < 0) | (y > 1)):
                 bad = y[(y < 0) | (y > 1)][0]
@@ -201,6 +201,11 @@ class Family:
                 raise DataError(
                     f"Gamma response '{name}' has non-positive values (e.g. {y[y <= 0][0]:g}); Gamma needs y > 0"
                 )
+        if len(y) > 1 and np.all(y == y[0]):
+            raise DataError(
+                f"response '{name}' is constant ({y[0]:g} in every row): there is nothing to model (lme4's "
+                "'Response is constant'; a binomial or Poisson fit would run off to infinity)"
+            )
 
 
 def observed_levels(values: pd.Series) -> list:

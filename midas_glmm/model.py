@@ -127,28 +127,14 @@ class MixedModel:
 
         _check_quadrature(nAGQ, fast, self.design, self.family)
         m = None if method is None else str(method).upper()
-        if self.family.is_lmm:
-            m = m or "REML"
-            if m not in ("REML", "ML"):
-                raise FitError(f"unknown method '{method}' for a Gaussian model; use 'REML' or 'ML'")
-            if nAGQ != 1 or fast:
-                raise FitError("nAGQ and fast apply to non-Gaussian families only; a Gaussian LMM is fitted exactly")
-            from .lmm import fit_lmm
-
-            est = fit_lmm(self.design, REML=(m == "REML"), optimizer=optimizer, standardize_X=standardize)
-        else:
-            if m == "REML":
-                raise FitError(
-                    f"method='REML' has no meaning for the {self.family.name} family; GLMMs are fitted by "
-                    "maximum likelihood (Laplace, or adaptive quadrature with nAGQ > 1); drop method="
-                )
-            if m not in (None, "ML", "LAPLACE", "AGQ"):
-                raise FitError(f"unknown method '{method}'; GLMMs take method='ML' (the default)")
-            from .pirls import fit_glmm
-
-            est = fit_glmm(
-                self.design, self.family, nAGQ=nAGQ, fast=fast, optimizer=optimizer, standardize_X=standardize
-            )
+        try:
+            est = self._estimate(m, method, nAGQ, fast, optimizer, standardize)
+        except (np.linalg.LinAlgError, FloatingPointError) as exc:  # the engine's numerical failures
+            raise FitError(
+                f"the fit failed numerically ({type(exc).__name__}: {exc}); the data may not determine the "
+                "model: look for a completely separated response, a predictor that is constant where the "
+                "weights are positive, or too few rows per group"
+            ) from exc
         if est.singular:
             warnings.warn(
                 "boundary (singular) fit: a random-effect variance is (near) zero or a correlation is ±1 "
@@ -157,6 +143,28 @@ class MixedModel:
                 stacklevel=2,
             )
         return MixedModelResults(self, est)
+
+    def _estimate(self, m, method, nAGQ, fast, optimizer, standardize):
+        """The engine's estimates: LMM (REML/ML) for Gaussian identity, Laplace/AGQ otherwise."""
+        if self.family.is_lmm:
+            m = m or "REML"
+            if m not in ("REML", "ML"):
+                raise FitError(f"unknown method '{method}' for a Gaussian model; use 'REML' or 'ML'")
+            if nAGQ != 1 or fast:
+                raise FitError("nAGQ and fast apply to non-Gaussian families only; a Gaussian LMM is fitted exactly")
+            from .lmm import fit_lmm
+
+            return fit_lmm(self.design, REML=(m == "REML"), optimizer=optimizer, standardize_X=standardize)
+        if m == "REML":
+            raise FitError(
+                f"method='REML' has no meaning for the {self.family.name} family; GLMMs are fitted by "
+                "maximum likelihood (Laplace, or adaptive quadrature with nAGQ > 1); drop method="
+            )
+        if m not in (None, "ML", "LAPLACE", "AGQ"):
+            raise FitError(f"unknown method '{method}'; GLMMs take method='ML' (the default)")
+        from .pirls import fit_glmm
+
+        return fit_glmm(self.design, self.family, nAGQ=nAGQ, fast=fast, optimizer=optimizer, standardize_X=standardize)
 
 
 #: lme4's largest number of Gauss–Hermite nodes

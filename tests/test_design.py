@@ -201,3 +201,15 @@ def test_single_level_binomial_factor_is_refused():
     df = _binary_data().assign(y="Y")
     with pytest.raises(DataError, match="single level 'Y'"):
         MixedModel.from_formula("y ~ x + (1|g)", df, family="binomial")
+
+
+def test_numbers_in_an_object_column_are_numbers_not_a_factor():
+    df = datasets.load("sleepstudy")
+    ref = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", df).fit()
+    obj = df.assign(Days=df["Days"].astype(object))
+    res = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", obj).fit()
+    assert list(res.params.index) == ["(Intercept)", "Days"]  # not one dummy per day
+    assert res.reml_criterion == pytest.approx(ref.reml_criterion, abs=1e-9)
+    np.testing.assert_allclose(res.predict(obj.head(5)), ref.predict(df.head(5)), rtol=1e-10)
+    text = df.assign(Days=df["Days"].astype(str))  # text stays a factor, as in R
+    assert len(MixedModel.from_formula("Reaction ~ Days + (1|Subject)", text).design.fixed_names) == 10

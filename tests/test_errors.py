@@ -363,3 +363,31 @@ def test_gamma_refuses_quadrature_before_fitting():
     df = pd.DataFrame({"g": np.repeat(np.arange(10), 5), "y": rng.gamma(2.0, 1.0, 50)})
     with pytest.raises(FitError, match="binomial and Poisson models, not gamma"):
         MixedModel.from_formula("y ~ 1 + (1|g)", df, family="gamma").fit(nAGQ=5)
+
+
+@pytest.mark.parametrize("family, value", [("gaussian", 3.5), ("binomial", 0), ("binomial", 1), ("poisson", 0)])
+def test_a_constant_response_is_refused(family, value):
+    df = pd.DataFrame({"y": np.full(40, value), "x": np.arange(40.0), "g": np.repeat(np.arange(8), 5)})
+    fails(DataError, f"response 'y' is constant \\({value:g} in every row\\)", "y ~ x + (1|g)", df, family=family)
+
+
+def test_zero_weights_that_leave_a_fixed_effect_inestimable(sleep):
+    w = np.where(sleep["Days"] == 3, 1.0, 0.0)  # Days is constant among the weighted rows
+    fails(
+        DataError,
+        r"rows with a positive weight cannot estimate the fixed effect\(s\) \['Days'\]",
+        "Reaction ~ Days + (1|Subject)",
+        sleep,
+        weights=w,
+    )
+
+
+def test_a_numerical_failure_of_the_engine_is_a_fit_error(sleep, monkeypatch):
+    import midas_glmm.lmm
+
+    def singular(*args, **kwargs):
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+
+    monkeypatch.setattr(midas_glmm.lmm, "fit_lmm", singular)
+    with pytest.raises(FitError, match="the fit failed numerically \\(LinAlgError: Matrix is not positive definite\\)"):
+        MixedModel.from_formula("Reaction ~ Days + (1|Subject)", sleep).fit()
