@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import rowkernels
 from .blocks import CrossProducts
 from .families import Family, ResponseTerms
 from .reterms import ReTerm
@@ -35,12 +36,20 @@ class RowBlock:
         self.resp = ResponseTerms(family, y, weights, trials)
         self.trials = trials
         self.rowmap: RowMap | None = None
+        self._link: int | None = None
         self._Xs: tuple | None = None
 
     def attach_plan(self, plan: FactorPlan) -> None:
         """Write each pass's blocks straight into ``plan``'s layout (in memory: no sparse
         objects per PIRLS step). Without a plan, passes return :class:`CrossProducts`."""
         self.rowmap = RowMap(plan, self.terms)
+        fam, resp = self.fam, self.resp
+        if fam.canonical and fam.name in ("binomial", "poisson"):  # one compiled pass per step
+            self._link = rowkernels.LOGIT if fam.name == "binomial" else rowkernels.LOG
+            self._rows = tuple(
+                np.ascontiguousarray(np.broadcast_to(v, self.y.shape), dtype=float)
+                for v in (self.y, self.w, self.off, resp.const, resp.a, resp.b)
+            )
 
     def pattern(self) -> CrossProducts:
         """Unit-weight blocks of the random-effects columns: the coupling pattern of the levels."""
@@ -70,6 +79,9 @@ class RowBlock:
     def eta(self, beta_raw: np.ndarray, lams, us) -> np.ndarray:
         """η = offset + Xβ + ZΛu, row by row, without forming Z."""
         out = self.off + self.X @ beta_raw
+        if self.rowmap is not None:
+            b = np.concatenate([(u.reshape(-1, lam.shape[0]) @ lam.T).ravel() for u, lam in zip(us, lams)])
+            return self.rowmap.eta(out, b)
         for t, lam, u in zip(self.terms, lams, us):
             b = u.reshape(-1, t.p) @ lam.T
             out = out + np.einsum("ij,ij->i", t.Zcols, b[t.codes])
@@ -97,6 +109,12 @@ class RowBlock:
 
         ``joint``: the system in (β, u) (columns X_s and z); else in u alone (column z − Xβ)."""
         eta = self.eta(beta_raw, lams, us)
+        if self._link is not None:
+            W, z = np.empty_like(eta), np.empty_like(eta)
+            ll = rowkernels.canonical_working(self._link, eta, *self._rows, W, z)
+            if not np.isfinite(ll):
+                return ll, None
+            return ll, self.system(W, z, beta_raw, joint, shift, scale)
         mu = self.fam.linkinv(eta)
         ll = self.resp.total(mu, phi)
         if not np.isfinite(ll):

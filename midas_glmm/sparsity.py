@@ -24,9 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
-from . import kernels
+from . import kernels, rowkernels
 from .blocks import CrossProducts
 from .reterms import ReTerm
 
@@ -181,44 +180,54 @@ class FactorPlan:
 class RowMap:
     """Where each row's contributions to Z'WZ and Z'W[X y] go, for repeated weighted passes.
 
-    Built once per model from the rows; each pass is then ``A = bincount(dest, w·z_a·z_b)`` and
-    ``XZ = Z' (w ⊙ [X y])`` with a fixed sparse Z' — no sparse structure is built per pass."""
+    Built once per model from the rows: ``dest[i, k]``, the place in ``A`` of row i's k-th
+    product of random-effects columns ``z_za[k] z_zb[k]``, and ``zidx[i, c]``, the random effect
+    that row i's column c multiplies. Each pass is then one compiled loop over the rows
+    (:func:`rowkernels.weighted_blocks`): no sparse structure is built per pass."""
 
     def __init__(self, plan: FactorPlan, terms: list[ReTerm]):
         self.plan = plan
         n = len(terms[0].codes)
-        Zall = np.concatenate([t.Zcols for t in terms], axis=1) if terms else np.zeros((n, 0))
+        self.Zall = np.ascontiguousarray(np.concatenate([t.Zcols for t in terms], axis=1), dtype=float)
         col_base = np.concatenate([[0], np.cumsum([t.p for t in terms])]).astype(int)
         dests, za, zb = [], [], []
         for j, tj in enumerate(terms):
             node_j = plan.node_base[j] + tj.codes
             for i in range(j + 1):
                 ti = terms[i]
-                node_i = plan.node_base[i] + ti.codes
-                start = plan.positions(node_j, node_i)
+                start = plan.positions(node_j, plan.node_base[i] + ti.codes)
                 for a in range(tj.p):
                     for b in range(ti.p):
                         dests.append(start + a * ti.p + b)
                         za.append(col_base[j] + a)
                         zb.append(col_base[i] + b)
-        self.dest = np.stack(dests, axis=1).ravel() if dests else np.zeros(0, np.int64)
-        self.za, self.zb = np.array(za, dtype=int), np.array(zb, dtype=int)
-        self.ones = all(t.is_intercept for t in terms)
-        self.Zall = Zall
-        # Z' (q × n) in node order: row nodeoff[node] + a holds z_a of the rows of that level
-        cols = [plan.term_off[j] + t.codes * t.p + a for j, t in enumerate(terms) for a in range(t.p)]
-        vals = [t.Zcols[:, a] for t in terms for a in range(t.p)]
-        self.Zt = sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(cols), np.tile(np.arange(n), len(cols)))), shape=(plan.q, n)
-        )
+        self.dest = np.ascontiguousarray(np.stack(dests, axis=1))
+        self.za, self.zb = np.array(za, dtype=np.int64), np.array(zb, dtype=np.int64)
+        self.zidx = np.ascontiguousarray(
+            np.stack([plan.term_off[j] + t.codes * t.p + a for j, t in enumerate(terms) for a in range(t.p)], axis=1),
+            dtype=np.int64,
+        ).reshape(n, -1)
 
     def blocks(self, w: np.ndarray, Xy: np.ndarray) -> PlanBlocks:
         """The blocks of ``[Z X y]' diag(w) [Z X y]`` in the plan's layout, ``Xy`` = [X y] (n × m)."""
-        if self.ones:
-            vals = np.repeat(w, len(self.za))
-        else:
-            vals = (w[:, None] * self.Zall[:, self.za] * self.Zall[:, self.zb]).ravel()
-        A = np.bincount(self.dest, weights=vals, minlength=self.plan.nA)
-        Xyw = Xy * w[:, None]
-        XZ = np.asarray(self.Zt @ Xyw)
-        return PlanBlocks(A, XZ, Xy.T @ Xyw, len(w))
+        m = Xy.shape[1]
+        A, XZ, XX = np.zeros(self.plan.nA), np.zeros((self.plan.q, m)), np.zeros((m, m))
+        rowkernels.weighted_blocks(
+            np.ascontiguousarray(w, dtype=float),
+            self.Zall,
+            self.dest,
+            self.za,
+            self.zb,
+            self.zidx,
+            np.ascontiguousarray(Xy, dtype=float),
+            A,
+            XZ,
+            XX,
+        )
+        return PlanBlocks(A, XZ, XX, len(w))
+
+    def eta(self, base: np.ndarray, b_flat: np.ndarray) -> np.ndarray:
+        """η = base + ZΛu for the flat vector b = Λu of all random effects (node order)."""
+        out = np.empty(len(base))
+        rowkernels.linear_predictor(np.ascontiguousarray(base, dtype=float), self.Zall, self.zidx, b_flat, out)
+        return out
