@@ -62,7 +62,7 @@ def is_dask_frame(obj) -> bool:
 def _categorical_fixed(parsed: ParsedFormula, meta: pd.DataFrame) -> list[str]:
     """Fixed-part variables coded as factors: non-numeric columns and those inside C(...)."""
     names = _formulaic_names(parsed.fixed)
-    inside_c = set(re.findall(r"\bC\(\s*([A-Za-z_][A-Za-z0-9_.]*)", parsed.fixed))
+    inside_c = {m.strip("`") for m in re.findall(r"\bC\(\s*(`[^`]+`|[A-Za-z_][A-Za-z0-9_.]*)", parsed.fixed)}
     return sorted(
         c
         for c in names

@@ -213,3 +213,14 @@ def test_numbers_in_an_object_column_are_numbers_not_a_factor():
     np.testing.assert_allclose(res.predict(obj.head(5)), ref.predict(df.head(5)), rtol=1e-10)
     text = df.assign(Days=df["Days"].astype(str))  # text stays a factor, as in R
     assert len(MixedModel.from_formula("Reaction ~ Days + (1|Subject)", text).design.fixed_names) == 10
+
+
+def test_dask_reads_dotted_and_backticked_names_as_pandas_does():
+    import dask.dataframe as dd
+
+    df = datasets.load("sleepstudy").rename(columns={"Reaction": "r.t", "Days": "my days", "Subject": "subj.id"})
+    f = "r.t ~ C(`my days`) + (1|subj.id)"
+    mem = MixedModel.from_formula(f, df).fit()
+    dsk = MixedModel.from_formula(f, dd.from_pandas(df, npartitions=3)).fit()
+    assert list(dsk.params.index) == list(mem.params.index)
+    assert dsk.reml_criterion == pytest.approx(mem.reml_criterion, abs=1e-8)
