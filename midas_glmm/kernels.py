@@ -164,6 +164,29 @@ def _update(L, Tf, qt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, o1, o2,
 
 
 @njit(cache=True)
+def _tail_updates(L, colptr, rowidx, blkoff, nsize, Ns, T, tile=64):
+    """T −= Σ_j l_j l_j' over the scalar sparse columns j, l_j their rows in a scalar tail (node
+    Ns + r is row r of T). Done by tiles of T's rows, so the scattered writes stay in cache."""
+    qt = T.shape[0]
+    Tf = T.ravel()
+    for r0 in range(0, qt, tile):
+        lo_node = Ns + r0
+        hi_node = Ns + min(r0 + tile, qt)
+        for j in range(Ns):
+            if nsize[j] != 1:
+                continue
+            lo, hi = colptr[j] + 1, colptr[j + 1]
+            ts = _find(rowidx, lo, hi, Ns)
+            e1 = _find(rowidx, ts, hi, lo_node)
+            while e1 < hi and rowidx[e1] < hi_node:
+                a = (rowidx[e1] - Ns) * qt
+                la = L[blkoff[e1]]
+                for e2 in range(ts, e1 + 1):
+                    Tf[a + rowidx[e2] - Ns] -= la * L[blkoff[e2]]
+                e1 += 1
+
+
+@njit(cache=True)
 def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T):
     """Right-looking block Cholesky of the sparse part, in place; the updates of the tail rows go
     into T. Returns 0, or 1 + the node whose pivot block is not positive definite."""
@@ -172,11 +195,6 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T):
     tail_scalar = True
     for i in range(Ns, len(nsize)):
         tail_scalar = tail_scalar and nsize[i] == 1
-    width = 1
-    for j in range(Ns):
-        width = max(width, colptr[j + 1] - colptr[j])
-    wpos = np.empty(width, np.int64)
-    wval = np.empty(width)
     for j in range(Ns):
         pj = nsize[j]
         od = blkoff[colptr[j]]
@@ -231,35 +249,28 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T):
                     blkoff[e2],
                     pj,
                 )
-        if pj == 1 and tail_scalar:  # scalar rows into the dense tail: a scattered rank-1 update
-            m = hi - ts
-            for e in range(ts, hi):
-                wpos[e - ts] = tailoff[rowidx[e]]
-                wval[e - ts] = L[blkoff[e]]
-            for r in range(m):
-                ta = wpos[r] * qt
-                la = wval[r]
-                for c in range(r + 1):
-                    Tf[ta + wpos[c]] -= la * wval[c]
-        else:
-            for e1 in range(ts, hi):
-                for e2 in range(ts, e1 + 1):
-                    _update(
-                        L,
-                        Tf,
-                        qt,
-                        colptr,
-                        rowidx,
-                        blkoff,
-                        nsize,
-                        Ns,
-                        tailoff,
-                        rowidx[e1],
-                        rowidx[e2],
-                        blkoff[e1],
-                        blkoff[e2],
-                        pj,
-                    )
+        if pj == 1 and tail_scalar:
+            continue  # scalar rows into a scalar tail: deferred to _tail_updates, tile by tile
+        for e1 in range(ts, hi):
+            for e2 in range(ts, e1 + 1):
+                _update(
+                    L,
+                    Tf,
+                    qt,
+                    colptr,
+                    rowidx,
+                    blkoff,
+                    nsize,
+                    Ns,
+                    tailoff,
+                    rowidx[e1],
+                    rowidx[e2],
+                    blkoff[e1],
+                    blkoff[e2],
+                    pj,
+                )
+    if tail_scalar:
+        _tail_updates(L, colptr, rowidx, blkoff, nsize, Ns, T)
     return 0
 
 

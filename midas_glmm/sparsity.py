@@ -48,6 +48,24 @@ class PlanBlocks:
     n: int
 
 
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer array, sorted (a sort; numpy's hash-based unique is slow
+    on millions of mostly distinct keys)."""
+    a = np.sort(a)
+    return a[np.concatenate([[True], a[1:] != a[:-1]])] if len(a) else a
+
+
+def _lookup(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Positions of ``query`` in the sorted ``keys`` (every query is there by construction);
+    the queries are searched in sorted order, which keeps the binary searches in cache."""
+    order = np.argsort(query, kind="stable")
+    pos = np.empty(len(query), np.int64)
+    pos[order] = np.searchsorted(keys, query[order])
+    if len(query) and (pos.max() >= len(keys) or np.any(keys[pos] != query)):
+        raise np.linalg.LinAlgError("a coupling outside the analysed pattern")
+    return pos
+
+
 class FactorPlan:
     """Node structure, fill pattern and the sparse/dense split of the random-effects factor.
 
@@ -87,7 +105,7 @@ class FactorPlan:
             rows.append(self.node_base[j] + A.row // self.p_term[j])
             cols.append(self.node_base[i] + A.col // self.p_term[i])
         r, c = np.concatenate(rows), np.concatenate(cols)
-        key = np.unique(c * self.N + r)
+        key = _sorted_unique(c * self.N + r)
         return key % self.N, key // self.N
 
     def _choose_split(self, colptr: np.ndarray) -> int:
@@ -126,7 +144,7 @@ class FactorPlan:
         # the tail's data blocks: its diagonal blocks and the coupled pairs within it
         tail = cols >= self.Ns
         tnodes = np.arange(self.Ns, self.N)
-        tkeys = np.unique(np.concatenate([tnodes * self.N + tnodes, cols[tail] * self.N + rows[tail]]))
+        tkeys = _sorted_unique(np.concatenate([tnodes * self.N + tnodes, cols[tail] * self.N + rows[tail]]))
         self.tkeys = tkeys
         self.brow = (tkeys % self.N).astype(np.int64)
         self.bcol = (tkeys // self.N).astype(np.int64)
@@ -148,16 +166,9 @@ class FactorPlan:
         col_node = np.asarray(col_node, np.int64)
         out = np.empty(len(row_node), np.int64)
         sparse = col_node < self.Ns
-        key = col_node[sparse] * self.N + row_node[sparse]
-        pos = np.searchsorted(self.keys, key)
-        if len(key) and (pos.max(initial=0) >= len(self.keys) or np.any(self.keys[pos] != key)):
-            raise np.linalg.LinAlgError("a coupling outside the analysed pattern")
-        out[sparse] = self.blkoff[pos]
+        out[sparse] = self.blkoff[_lookup(self.keys, col_node[sparse] * self.N + row_node[sparse])]
         key = col_node[~sparse] * self.N + row_node[~sparse]
-        pos = np.searchsorted(self.tkeys, key)
-        if len(key) and (pos.max(initial=0) >= len(self.tkeys) or np.any(self.tkeys[pos] != key)):
-            raise np.linalg.LinAlgError("a coupling outside the analysed pattern")
-        out[~sparse] = self.nsparse + self.boff[pos]
+        out[~sparse] = self.nsparse + self.boff[_lookup(self.tkeys, key)]
         return out
 
     def load(self, cp: CrossProducts) -> PlanBlocks:
