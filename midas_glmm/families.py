@@ -71,9 +71,10 @@ class Family:
         self.has_dispersion = cls in ("gaussian", "gamma")
         self.canonical = _CANONICAL[cls] == self.link_name
         # Information matrix in the Laplace log-determinant, as the peer we follow for the family:
-        # lme4 (expected/Fisher) for binomial and Poisson, glmmTMB (observed) for Gamma.
+        # lme4 (expected/Fisher) for binomial and Poisson, glmmTMB (observed) for Gamma and for
+        # Gaussian with a non-identity link (the identity link goes to the LMM engine).
         # The two coincide for canonical links.
-        self.laplace_observed = cls == "gamma"
+        self.laplace_observed = cls in ("gamma", "gaussian")
 
     def __repr__(self) -> str:
         return f"Family({self.name}, link={self.link_name})"

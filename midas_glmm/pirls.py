@@ -292,8 +292,6 @@ def fit_glmm(
             raise FitError(f"nAGQ > 1 is available for binomial and Poisson models, not {family.name}")
         if fast:
             raise FitError("fast=True (nAGQ = 0) cannot be combined with nAGQ > 1")
-    if family.name == "gaussian":
-        raise FitError("a Gaussian family with a non-identity link is not supported; use the identity link")
     prob = GLMMProblem(design, family, standardize_X)
     with fit_threads(THREADED_TAIL if prob.plan is None else prob.plan.qt):
         return _optimize_glmm(design, family, prob, nAGQ, fast, optimizer)

@@ -170,3 +170,22 @@ def test_canonical_link_shortcuts_equal_statsmodels(name):
     prior = np.full_like(eta, 2.0)
     general = prior * fam.link.inverse_deriv(eta) ** 2 / fam.sm.variance(mu)
     assert np.allclose(fam.weights(np.zeros_like(eta), mu, eta, prior), general, rtol=1e-12)
+
+
+def test_gaussian_family_with_a_log_link_equals_glmmtmb():
+    """glmer fits a Gaussian GLMM with a non-identity link; its Laplace is glmmTMB's (observed
+    information), which midas_glmm follows (tests/reference/links/make_links.R)."""
+    import json
+    from pathlib import Path
+
+    here = Path(__file__).parent / "reference" / "links"
+    ref = json.loads((here / "gaussian_log_tmb.json").read_text())
+    df = pd.read_csv(here / ref["data"])
+    fam = sm.families.Gaussian(sm.families.links.Log())
+    res = MixedModel.from_formula(ref["formula_py"], df, family=fam).fit()
+    se = np.array(ref["fixef_se"])
+    assert res.llf == pytest.approx(ref["loglik"], abs=1e-3)
+    assert np.all(np.abs(res.params.to_numpy() - ref["fixef"]) <= 5e-3 * se)
+    assert res.bse.to_numpy() == pytest.approx(se, rel=5e-3)
+    assert res.sigma == pytest.approx(ref["sigma"], rel=5e-3)
+    assert np.sqrt(res.varcorr()["vcov"].iloc[0]) == pytest.approx(ref["sd_g"], rel=5e-3)
