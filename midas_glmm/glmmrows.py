@@ -129,6 +129,13 @@ class RowBlock:
         mu = self.fam.linkinv(self.eta(beta_raw, lams, us))
         return self.fam.deviance(self.y, mu, self.w)
 
+    def boundary_rows(self, beta_raw, lams, us) -> int:
+        """Rows whose fitted probability is numerically 0 or 1 (within 10 machine epsilons, R's
+        rule for glm's separation warning)."""
+        mu = self.fam.linkinv(self.eta(beta_raw, lams, us))
+        eps = 10 * np.finfo(float).eps
+        return int(np.count_nonzero((mu < eps) | (mu > 1 - eps)))
+
     def agq_terms(self, beta_raw, lam: float, u, s, nodes, phi) -> np.ndarray:
         """Σ log f(y | μ) per group at the adaptive nodes u + s·t_k (one scalar term)."""
         t = self.terms[0]

@@ -13,13 +13,14 @@ closed-form given θ. Nothing here touches the rows: everything comes from the
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
 from .blocks import CrossProducts
-from .errors import FitError
+from .errors import ConvergenceWarning, FitError
 from .factor import Factor
 from .reterms import ReTerm, ThetaMap
 from .sparsity import FactorPlan
@@ -293,6 +294,14 @@ def _optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimiz
     # log|R_X|² refers to the design used; report the criterion for the user's X (X_s = X S).
     criterion = sol.criterion - (2.0 * np.log(abs(np.linalg.det(S))) if REML else 0.0)
     s2 = sol.sigma**2
+    if s2 <= 1e-10 * ols_fit(crit.cp)[1] / max(crit.n - crit.p, 1):
+        msgs.append(
+            f"the residual variance is (near) zero (sigma = {sol.sigma:.3g}): the response '{design.response_name}' "
+            "is (nearly) constant within the levels of the grouping factors, or the fixed and random effects "
+            "fit it exactly, so sigma and the variance components cannot be estimated. Check the response "
+            "(is it a group-level variable?) and simplify the random effects"
+        )
+        warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=4)
     V = S @ (s2 * sol.factor.vcov_beta_unscaled()) @ S.T
     factor = sol.factor
     return Estimates(

@@ -227,15 +227,17 @@ def _glm_start(design: Design, family: Family, prob: GLMMProblem):
         phi = dev / design.nobs if family.has_dispersion else 1.0
         return beta, max(phi, 1e-8)
     X = (design.X - prob.shift) / prob.scale
-    try:
-        glm = sm.GLM(design.y, X, family=family.sm, offset=design.offset, var_weights=design.weights).fit()
-        beta = np.asarray(glm.params, dtype=float)
-        phi = float(glm.deviance / design.nobs) if family.has_dispersion else 1.0
-        if not np.all(np.isfinite(beta)):
-            raise ValueError
-    except Exception:  # separation or a failed start: fall back to zeros, PIRLS is robust
-        beta = np.zeros(X.shape[1])
-        phi = 1.0
+    beta, phi = None, 1.0
+    with warnings.catch_warnings():  # statsmodels' separation warning: the fit says it in its words
+        warnings.simplefilter("ignore")
+        try:
+            glm = sm.GLM(design.y, X, family=family.sm, offset=design.offset, var_weights=design.weights).fit()
+            beta = np.asarray(glm.params, dtype=float)
+            phi = float(glm.deviance / design.nobs) if family.has_dispersion else 1.0
+        except (np.linalg.LinAlgError, FloatingPointError, ValueError):  # statsmodels' own failures
+            beta = None
+    if beta is None or not np.all(np.isfinite(beta)) or not np.isfinite(phi):
+        return np.zeros(X.shape[1]), 1.0  # PIRLS is robust to a poor start
     return beta, max(phi, 1e-8)
 
 
@@ -293,7 +295,8 @@ def fit_glmm(
         if fast:
             raise FitError("fast=True (nAGQ = 0) cannot be combined with nAGQ > 1")
     prob = GLMMProblem(design, family, standardize_X)
-    with fit_threads(THREADED_TAIL if prob.plan is None else prob.plan.qt):
+    # exp overflows and log(0)s of rejected steps are handled (the step is halved); not the user's
+    with fit_threads(THREADED_TAIL if prob.plan is None else prob.plan.qt), np.errstate(all="ignore"):
         return _optimize_glmm(design, family, prob, nAGQ, fast, optimizer)
 
 
@@ -357,10 +360,18 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         msgs.append("PIRLS did not converge at the optimum: the conditional modes and the likelihood are approximate")
         warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
     beta = st.beta if fast else beta
+    lams = tm.lams(theta)
+    if family.name == "binomial" and prob.rows("boundary_rows", S @ st.beta, lams, st.u):
+        msgs.append(
+            "fitted probabilities numerically 0 or 1 occurred: a predictor (nearly) separates the outcomes, so "
+            "some fixed effects run off to infinity and their estimates and standard errors mean nothing. "
+            "Look for a predictor (or group) with only successes or only failures on one side; drop or merge "
+            "it, or use a penalised (Firth / Bayesian) model"
+        )
+        warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
     crit = opt.fun
     singular = is_singular(theta, tm.lower)
     V = st.factor.vcov_beta_unscaled() if fast else _vcov_beta(H, fun, par, len(tm), p)
-    lams = tm.lams(theta)
     b = [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(st.u, lams)]
     dev_resid = prob.rows("deviance", S @ st.beta, lams, st.u)
     est = Estimates(

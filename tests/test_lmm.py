@@ -236,3 +236,12 @@ def test_a_response_far_from_zero_loses_no_precision():
         assert res.params["x"] == pytest.approx(base.params["x"], abs=1e-8)
         assert res.params["(Intercept)"] - shift == pytest.approx(base.params["(Intercept)"], abs=1e-6)
         assert res.bse.to_numpy() == pytest.approx(base.bse.to_numpy(), rel=1e-6)
+
+
+def test_a_response_constant_within_groups_says_so():
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 15, 300)
+    df = pd.DataFrame({"y": rng.normal(size=15)[g], "g": g})
+    with pytest.warns(Warning, match="residual variance is \\(near\\) zero"):
+        res = MixedModel.from_formula("y ~ 1 + (1|g)", df).fit()
+    assert not res.converged

@@ -1,5 +1,7 @@
 """PIRLS, Laplace and AGQ on cases with a known answer."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -189,3 +191,35 @@ def test_gaussian_family_with_a_log_link_equals_glmmtmb():
     assert res.bse.to_numpy() == pytest.approx(se, rel=5e-3)
     assert res.sigma == pytest.approx(ref["sigma"], rel=5e-3)
     assert np.sqrt(res.varcorr()["vcov"].iloc[0]) == pytest.approx(ref["sd_g"], rel=5e-3)
+
+
+def test_perfect_separation_is_reported_not_converged():
+    rng = np.random.default_rng(0)
+    n = 300
+    x, g = rng.normal(size=n), rng.integers(0, 15, n)
+    df = pd.DataFrame({"y": (x > 0).astype(float), "x": x, "g": g})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = MixedModel.from_formula("y ~ x + (1|g)", df, family="binomial").fit()
+    assert not res.converged
+    assert any("numerically 0 or 1" in str(w.message) for w in caught)
+    # numpy's overflow warnings of rejected PIRLS steps do not reach the user
+    assert not any(issubclass(w.category, RuntimeWarning) for w in caught)
+
+
+def test_zero_trial_rows_contribute_nothing():
+    """cbind(0, 0) rows (and zero prior weights) carry no information: the fit equals the fit
+    without them, as in lme4."""
+    rng = np.random.default_rng(5)
+    n = 400
+    g, x = rng.integers(0, 20, n), rng.normal(size=n)
+    s = rng.binomial(6, 1 / (1 + np.exp(-(0.3 * x + rng.normal(0, 0.7, 20)[g]))))
+    df = pd.DataFrame({"s": s, "f": 6 - s, "x": x, "g": g})
+    empty = df.sample(30, random_state=1).index
+    with_empty = df.copy()
+    with_empty.loc[empty, ["s", "f"]] = 0
+    a = MixedModel.from_formula("cbind(s, f) ~ x + (1|g)", with_empty, family="binomial").fit()
+    b = MixedModel.from_formula("cbind(s, f) ~ x + (1|g)", df.drop(empty), family="binomial").fit()
+    assert a.llf == pytest.approx(b.llf, abs=1e-6)
+    assert a.params.to_numpy() == pytest.approx(b.params.to_numpy(), abs=1e-5)
+    assert a.theta == pytest.approx(b.theta, abs=1e-5)
