@@ -52,7 +52,11 @@ class Design:
     offset : ndarray (n,)
         Offset added to the linear predictor.
     nobs, n_dropped : int
-        Rows used, and rows dropped for missing values.
+        Rows used, and rows dropped for missing values. A row with a zero prior weight is
+        used: it counts in ``nobs`` (and in the n of the LMM criterion), as lme4 counts it —
+        ``nobs(fit)`` is ``nrow(model.frame)`` there, zero weights included (lme4 issues
+        #386 and #880 discuss that this differs from dropping the rows, which ``lm()`` does
+        for σ). Drop such rows from the data to fit without them.
     """
 
     formula: str
