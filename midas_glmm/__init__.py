@@ -16,8 +16,10 @@ from .errors import (
     LaplaceAccuracyWarning,
     MidasError,
     MidasWarning,
+    NonIntegerSuccessesWarning,
     RankDeficiencyWarning,
     RefitWarning,
+    ResponseLevelsWarning,
     SingularFitWarning,
 )
 from .families import Family
@@ -40,6 +42,8 @@ __all__ = [
     "FamilyError",
     "FitError",
     "MidasWarning",
+    "NonIntegerSuccessesWarning",
+    "ResponseLevelsWarning",
     "SingularFitWarning",
     "ConvergenceWarning",
     "FewGroupsWarning",

@@ -59,6 +59,10 @@ class ResponseLevelsWarning(MidasWarning):
     """A binomial response with more than two levels: every level but the first is a success."""
 
 
+class NonIntegerSuccessesWarning(MidasWarning):
+    """A binomial response whose successes (proportion × trials) are not whole numbers."""
+
+
 class RefitWarning(MidasWarning):
     """A REML fit was refitted by ML for a likelihood-ratio comparison."""
 

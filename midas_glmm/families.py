@@ -19,7 +19,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import special
 
-from .errors import DataError, FamilyError, ResponseLevelsWarning
+from .errors import DataError, FamilyError, NonIntegerSuccessesWarning, ResponseLevelsWarning
 
 __all__ = ["Family", "ResponseTerms", "resolve_family"]
 
@@ -179,6 +179,27 @@ class Family:
             )
         return (values != levels[0]).to_numpy(dtype=float)
 
+    def warn_noninteger_successes(self, y: np.ndarray, prior: np.ndarray, trials, name: str) -> None:
+        """Warn, as glm and lme4 do, when a binomial response's successes y·n are not whole numbers.
+
+        The fit then maximises the binomial likelihood extended to real counts (Γ functions for
+        the coefficients) — the same objective in PIRLS and in the Laplace likelihood."""
+        if self.name != "binomial" or y is None:
+            return
+        n = np.broadcast_to(prior if trials is None else trials, np.shape(y))
+        k = y * n
+        bad = np.abs(k - np.round(k)) > 1e-7 * np.maximum(1.0, np.abs(k))
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            warnings.warn(
+                f"non-integer #successes in the binomial response '{name}' (e.g. {k[i]:g} of {n[i]:g} trials): "
+                "the binomial likelihood is extended to real counts, as glm and lme4 do. For proportions, give "
+                "the trials as weights= or write cbind(successes, failures); a continuous proportion needs "
+                "another family",
+                NonIntegerSuccessesWarning,
+                stacklevel=4,
+            )
+
     def check_response(self, y: np.ndarray, name: str, trials=None) -> None:
         """Raise if ``y`` is outside the family's support, or constant."""
         if self.name == "binomial":
@@ -251,9 +272,9 @@ class ResponseTerms:
         self.family = family
         self.y, self.prior = y, prior
         name = family.name
-        if name == "binomial":
+        if name == "binomial":  # successes k = y·n as given: non-integer k (lme4 warns) keep one objective
             n = prior if trials is None else trials
-            k = np.round(y * n)
+            k = y * n
             pw = np.ones_like(y) if trials is None else prior / np.where(trials > 0, trials, 1)
             self.const = pw * (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1))
             self.a, self.b = pw * k, pw * (n - k)

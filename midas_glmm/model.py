@@ -57,6 +57,7 @@ class MixedModel:
         self.design = design
         self.family = family
         family.check_response(design.y, design.response_name, design.trials)
+        family.warn_noninteger_successes(design.y, design.weights, design.trials, design.response_name)
         _check_groups(design, family)
 
     @classmethod

@@ -223,3 +223,33 @@ def test_zero_trial_rows_contribute_nothing():
     assert a.llf == pytest.approx(b.llf, abs=1e-6)
     assert a.params.to_numpy() == pytest.approx(b.params.to_numpy(), abs=1e-5)
     assert a.theta == pytest.approx(b.theta, abs=1e-5)
+
+
+@pytest.mark.parametrize("how", ["proportion", "weights", "cbind"])
+def test_non_integer_successes_warn_and_fit_one_objective(how):
+    """Every group identical, so θ = 0 and the GLMM is the GLM: β equals statsmodels' GLM on the
+    same real-valued counts (the likelihood used to round y·n while PIRLS used y: β −1.80 vs −0.48)."""
+    from midas_glmm import NonIntegerSuccessesWarning
+
+    rng = np.random.default_rng(2)
+    G, m = 10, 30
+    x = np.tile(rng.normal(size=m), G)
+    p = 1 / (1 + np.exp(-(-0.5 + 0.8 * x)))
+    trials = np.tile(rng.integers(2, 9, m), G).astype(float)
+    succ = np.round(p * trials * 1.0 + 0.37, 2).clip(0, trials)  # not whole numbers
+    df = pd.DataFrame({"x": x, "g": np.repeat(np.arange(G), m), "s": succ, "f": trials - succ, "n": trials})
+    df["prop"] = df["s"] / df["n"]
+    if how == "proportion":
+        formula, kw, var_w = "prop ~ x + (1|g)", {}, np.ones(len(df))
+    elif how == "weights":
+        formula, kw, var_w = "prop ~ x + (1|g)", {"weights": "n"}, trials
+    else:
+        formula, kw, var_w = "cbind(s, f) ~ x + (1|g)", {}, trials
+    with pytest.warns(NonIntegerSuccessesWarning, match="non-integer #successes"):
+        model = MixedModel.from_formula(formula, df, family="binomial", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit()
+    glm = sm.GLM(df["prop"], sm.add_constant(df["x"]), family=sm.families.Binomial(), var_weights=var_w).fit()
+    assert res.theta[0] == pytest.approx(0.0, abs=1e-3)
+    assert res.params.to_numpy() == pytest.approx(glm.params.to_numpy(), abs=2e-4)
