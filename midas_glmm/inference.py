@@ -390,6 +390,10 @@ def _theta_from_sdcor(res, v) -> np.ndarray:
     return np.array(out)
 
 
+#: inner optimisations of a profile: the deviance to 1e-10 (ζ at the limits to ~1e-11)
+PROFILE_STOP = {"ftol_abs": 1e-10, "xtol_rel": 1e-9}
+
+
 def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
     """Profile-likelihood intervals, as lme4's ``confint(method = "profile")``.
 
@@ -453,17 +457,15 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
 
         if not free:
             return f(np.zeros(0)), start
-        bounds = [
-            (None, None) if lg else (lo_b[k], None if not np.isfinite(hi_b[k]) else hi_b[k])
-            for k, lg in zip(free, logs)
-        ]
+        lower = np.array([-np.inf if lg else lo_b[k] for k, lg in zip(free, logs)])
         best = None
         for x0 in (start[free], v_hat[free]):
             x0 = np.array(x0, dtype=float)
             x0[logs] = np.log(x0[logs])
-            r = so.minimize(f, x0, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-13, "gtol": 1e-9})
-            r2 = so.minimize(f, r.x, method="Nelder-Mead", bounds=bounds, options={"xatol": 1e-8, "fatol": 1e-11})
-            r = r2 if r2.fun < r.fun else r
+            x0 = np.maximum(x0, lower)
+            # BOBYQA, as lme4's profile: derivative-free steps on the smooth deviance (finite-
+            # difference gradients cost more evaluations than they save)
+            r = minimize_bounded(f, x0, lower, "bobyqa", step=0.05, tolerances=PROFILE_STOP)
             if best is None or r.fun < best.fun:
                 best = r
             if np.isfinite(best.fun):
@@ -492,13 +494,8 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
         def dev_beta(val, start, j=j):
             cj, _ = lmm_criterion(res.design, REML=False, fix=(j, val))
             tm = cj.tmap
-            r = so.minimize(
-                cj,
-                np.maximum(start, tm.lower),
-                method="L-BFGS-B",
-                jac="3-point",
-                bounds=[(lo if np.isfinite(lo) else None, None) for lo in tm.lower],
-                options={"ftol": 1e-14, "gtol": 1e-10},
+            r = minimize_bounded(
+                cj, np.maximum(start, tm.lower), tm.lower, "bobyqa", step=0.05, tolerances=PROFILE_STOP
             )
             return r.fun, r.x
 
