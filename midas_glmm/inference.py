@@ -635,10 +635,10 @@ def _psd_root(S):
 
 def _draw_response(res, eta, rng):
     fam, d = res.family, res.design
-    if fam.is_lmm:
+    mu = eta if fam.is_lmm else fam.linkinv(eta)
+    if fam.name == "gaussian":  # any link
         w = d.weights if d.has_prior_weights else 1.0
-        return eta + rng.standard_normal(len(eta)) * res.sigma / np.sqrt(w)
-    mu = fam.linkinv(eta)
+        return mu + rng.standard_normal(len(mu)) * res.sigma / np.sqrt(w)
     if fam.name == "binomial":
         n = d.weights if d.trials is None else d.trials
         return rng.binomial(np.round(n).astype(int), mu) / np.where(n > 0, n, 1)

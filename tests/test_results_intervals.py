@@ -152,3 +152,21 @@ def test_dask_profile_refuses_fixed_effects_clearly_and_profiles_variance_parame
     got, expected = dsk.conf_int(method="profile", which=varpar), mem.conf_int(method="profile", which=varpar)
     width = (expected["upper"] - expected["lower"]).to_numpy()
     assert np.all(np.abs(got.to_numpy() - expected.to_numpy()) <= 1e-4 * width[:, None])
+
+
+def test_gaussian_glmm_with_a_log_link_can_be_simulated_and_bootstrapped():
+    """Gaussian GLMMs with a non-identity link are fitted; simulation refused them."""
+    import statsmodels.api as sm
+    from conftest import REF
+
+    data = pd.read_csv(REF / "links" / "gaussian_log.csv")
+    family = sm.families.Gaussian(sm.families.links.Log())
+    res = MixedModel.from_formula("y ~ x + (1|g)", data, family=family).fit()
+    sims = res.simulate(400, seed=2, random_effects="conditional")
+    resid = sims - res.fittedvalues.to_numpy()[:, None]
+    assert np.abs(resid.mean(axis=1)).max() < 5 * res.sigma / np.sqrt(400)
+    assert resid.std() == pytest.approx(res.sigma, rel=0.02)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        boot = res.conf_int(method="bootstrap", n_boot=6, seed=1)
+    assert boot.loc["sigma", "lower"] < res.sigma * 1.2 and boot.loc["sigma", "upper"] > res.sigma * 0.8
