@@ -143,7 +143,12 @@ class MixedModel:
                 SingularFitWarning,
                 stacklevel=2,
             )
-        return MixedModelResults(self, est)
+        options = {"method": m if self.family.is_lmm else None, "optimizer": optimizer, "standardize": standardize}
+        if not self.family.is_lmm:
+            options.update(nAGQ=nAGQ, fast=fast)
+        if self.family.is_lmm and options["method"] is None:
+            options["method"] = "REML"
+        return MixedModelResults(self, est, fit_options=options)
 
     def _estimate(self, m, method, nAGQ, fast, optimizer, standardize):
         """The engine's estimates: LMM (REML/ML) for Gaussian identity, Laplace/AGQ otherwise."""

@@ -288,9 +288,11 @@ def newton_step(fun, opt: OptResult, lower: np.ndarray, gradient: np.ndarray, he
     if not free.any():
         return opt
     g, H = gradient[free], hessian[np.ix_(free, free)]
+    if not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
+        return opt
     try:
         step = sla.cho_solve(sla.cho_factor(H, lower=True), g)
-    except (np.linalg.LinAlgError, ValueError):
+    except np.linalg.LinAlgError:
         return opt
     if not np.all(np.isfinite(step)) or np.max(np.abs(step) / (1.0 + np.abs(opt.x[free]))) > 1e-2:
         return opt  # not a local correction: the quadratic model is not to be trusted that far

@@ -208,7 +208,7 @@ class GLMMProblem:
         """−2 log-likelihood (Laplace or AGQ) at (θ, β, φ); β from PIRLS when ``joint``."""
         try:
             st = self.pirls(theta, beta, phi, joint=joint)
-        except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+        except (np.linalg.LinAlgError, FloatingPointError, FitError):  # FitError: PIRLS diverged here
             return np.inf
         if nAGQ > 1:
             return self.agq(st, np.asarray(theta), phi, nAGQ)

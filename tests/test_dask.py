@@ -158,7 +158,10 @@ def test_dask_glmm_equals_in_memory_fit(client, case):
     assert np.all(np.abs(dsk.params - mem.params) <= 1e-4 * mem.bse)
     assert np.allclose(dsk.bse, mem.bse, rtol=1e-4)
     assert np.allclose(dsk.theta, mem.theta, atol=1e-5)
-    assert dsk.deviance == pytest.approx(mem.deviance, abs=1e-5)
+    # lme4's deviance (Σ unit deviances) is not stationary at the optimum: it moves with the
+    # estimates (equal to 1e-4 SE), unlike -2 logLik
+    assert dsk.deviance == pytest.approx(mem.deviance, abs=1e-3)
+    assert dsk.minus2llf == pytest.approx(mem.minus2llf, abs=2e-6)
     assert dsk.notes == mem.notes
     fitted = dsk.fittedvalues.compute().to_numpy()
     assert np.allclose(fitted, mem.fittedvalues.to_numpy(), atol=1e-5)
