@@ -226,49 +226,12 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T):
                     L[o + r * pj + c] = s / L[od + c * pj + c]
         # the Schur complement: A_ab -= L_aj L_bj' for row nodes b ≤ a of column j
         lo, hi = colptr[j] + 1, colptr[j + 1]
-        ts = hi  # first row in the tail (rows are sorted)
-        for e in range(lo, hi):
-            if rowidx[e] >= Ns:
-                ts = e
-                break
+        ts = _find(rowidx, lo, hi, Ns)  # first row in the tail (rows are sorted)
+        deferred = pj == 1 and tail_scalar  # scalar rows into a scalar tail: _tail_updates, by tiles
         for e1 in range(lo, hi):
-            for e2 in range(lo, min(e1 + 1, ts)):
-                _update(
-                    L,
-                    Tf,
-                    qt,
-                    colptr,
-                    rowidx,
-                    blkoff,
-                    nsize,
-                    Ns,
-                    tailoff,
-                    rowidx[e1],
-                    rowidx[e2],
-                    blkoff[e1],
-                    blkoff[e2],
-                    pj,
-                )
-        if pj == 1 and tail_scalar:
-            continue  # scalar rows into a scalar tail: deferred to _tail_updates, tile by tile
-        for e1 in range(ts, hi):
-            for e2 in range(ts, e1 + 1):
-                _update(
-                    L,
-                    Tf,
-                    qt,
-                    colptr,
-                    rowidx,
-                    blkoff,
-                    nsize,
-                    Ns,
-                    tailoff,
-                    rowidx[e1],
-                    rowidx[e2],
-                    blkoff[e1],
-                    blkoff[e2],
-                    pj,
-                )
+            for e2 in range(lo, min(e1 + 1, ts) if deferred else e1 + 1):
+                a, b = rowidx[e1], rowidx[e2]
+                _update(L, Tf, qt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, blkoff[e1], blkoff[e2], pj)
     if tail_scalar:
         _tail_updates(L, colptr, rowidx, blkoff, nsize, Ns, T)
     return 0

@@ -277,23 +277,13 @@ def fit_glmm(
     optimizer: str = "bobyqa",
     standardize_X: bool = True,
 ) -> Estimates:
-    """Fit a GLMM by Laplace (nAGQ = 1), adaptive Gauss–Hermite (nAGQ > 1) or nAGQ = 0 (``fast``).
+    """Fit a GLMM by Laplace (nAGQ = 1), adaptive Gauss–Hermite (nAGQ > 1) or nAGQ = 0 (``fast``);
+    :meth:`MixedModel.fit` has checked that the nAGQ and fast asked for apply to the model.
 
     Returns
     -------
     Estimates
     """
-    terms = design.terms
-    if nAGQ > 1:
-        if len(terms) != 1 or terms[0].p != 1:
-            raise FitError(
-                f"nAGQ = {nAGQ} needs a single scalar random-effects term such as (1 | g); this model has "
-                f"{', '.join(f'({t.expr} | {t.group_name})' for t in terms)}. Use nAGQ=1 (Laplace)"
-            )
-        if family.name not in ("binomial", "poisson"):
-            raise FitError(f"nAGQ > 1 is available for binomial and Poisson models, not {family.name}")
-        if fast:
-            raise FitError("fast=True (nAGQ = 0) cannot be combined with nAGQ > 1")
     prob = GLMMProblem(design, family, standardize_X)
     # exp overflows and log(0)s of rejected steps are handled (the step is halved); not the user's
     with fit_threads(THREADED_TAIL if prob.plan is None else prob.plan.qt), np.errstate(all="ignore"):
