@@ -12,7 +12,7 @@ import pandas as pd
 from formulaic.errors import DataMismatchWarning, FormulaicError
 from scipy import stats
 
-from .design import eval_expression, fixed_matrix, random_columns
+from .design import _formulaic_names, eval_expression, fixed_matrix, random_columns
 from .errors import DataError, FitError, did_you_mean
 from .estimates import Estimates
 from .optimize import OPTIMIZERS
@@ -377,12 +377,13 @@ class MixedModelResults:
         if not isinstance(data, pd.DataFrame):
             raise DataError(f"newdata must be a pandas DataFrame, not {type(data).__name__}")
         offset_col = _offset_column(d)
-        needed = set(d.fixed_spec.required_variables) | ({offset_col} if offset_col else set())
+        # the names as written in the formula (formulaic's own list splits a dotted `my.x`)
+        needed = _formulaic_names(d.parsed.fixed) | ({offset_col} if offset_col else set())
         if random_effects:
             for t in d.terms:
                 remedy = "; pass random_effects=False for population-level predictions"
                 _require_columns(data, t.group, "grouping column", remedy)
-                needed |= set(t.spec.required_variables) if t.spec is not None else set()
+                needed |= _formulaic_names(t.expr) if t.spec is not None else set()
         _require_columns(data, sorted(needed), "column")
         complete = ~data[sorted(needed)].isna().any(axis=1).to_numpy() if needed else np.ones(len(data), bool)
         rows = data if complete.all() else data.loc[complete]

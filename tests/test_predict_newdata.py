@@ -155,3 +155,16 @@ def test_levels_in_a_random_slope_term_are_matched_and_checked_too():
     assert np.allclose(res.predict(as_text), res.fittedvalues.to_numpy()[:6])
     with pytest.raises(DataError, match=r"newdata column 'f' has level 4, which the fit did not see"):
         res.predict(pd.DataFrame({"f": [4], "g": [0]}))
+
+
+@pytest.mark.parametrize(
+    "formula", ["my.y ~ my.x + (1|g)", "`my.y` ~ `my.x` + (`my.x`|g)", "my.y ~ np.log(my.x**2) + (1|g)"]
+)
+def test_predict_reads_dotted_and_backticked_columns(formula):
+    """formulaic's own variable list splits `my.x` at the dot; predict must read the names as the
+    fit did: on the fit's own rows it returns the fitted values."""
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame({"my.y": rng.normal(size=n), "my.x": rng.normal(size=n) + 3, "g": rng.integers(0, 10, n)})
+    res = MixedModel.from_formula(formula, df).fit()
+    assert np.asarray(res.predict(df.head(5))) == pytest.approx(np.asarray(res.fittedvalues)[:5], rel=1e-12)
