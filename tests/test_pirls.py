@@ -253,3 +253,19 @@ def test_non_integer_successes_warn_and_fit_one_objective(how):
     glm = sm.GLM(df["prop"], sm.add_constant(df["x"]), family=sm.families.Binomial(), var_weights=var_w).fit()
     assert res.theta[0] == pytest.approx(0.0, abs=1e-3)
     assert res.params.to_numpy() == pytest.approx(glm.params.to_numpy(), abs=2e-4)
+
+
+def test_probit_with_a_quasi_separated_covariate_fits():
+    """A non-canonical link with a covariate that all but separates the outcomes: a fit (or a
+    library warning), never an internal AttributeError from a failed PIRLS start."""
+    rng = np.random.default_rng(0)
+    n = 300
+    x, g = rng.normal(size=n), rng.integers(0, 15, n)
+    y = (rng.uniform(size=n) < 0.5).astype(float)
+    y[x > 1.5] = 1.0
+    df = pd.DataFrame({"y": y, "x": np.where(x > 1.5, 10 * x, x), "g": g})
+    fam = sm.families.Binomial(sm.families.links.Probit())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula("y ~ x + (1|g)", df, family=fam).fit()
+    assert np.all(np.isfinite(res.params)) and np.all(np.isfinite(res.bse))
