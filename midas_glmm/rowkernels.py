@@ -38,20 +38,26 @@ def canonical_working(link, eta, y, prior, off, const, ya, yb, W, z):
     ll = 0.0
     for i in range(len(eta)):
         e = eta[i]
-        if link == LOGIT:
+        if link == LOGIT:  # one exp and one log1p: log μ = −log(1 + e^−η), log(1 − μ) = −η + log μ
+            t = np.exp(-abs(e))
+            lp = np.log1p(t)
             if e >= 0:
-                t = np.exp(-e)
-                mu = 1.0 / (1.0 + t)
+                mu, logmu, log1mu = 1.0 / (1.0 + t), -lp, -e - lp
             else:
-                t = np.exp(e)
-                mu = t / (1.0 + t)
-            mu = min(max(mu, _MU_MIN), _MU_MAX)
+                mu, logmu, log1mu = t / (1.0 + t), e - lp, -lp
+            if mu < _MU_MIN or mu > _MU_MAX:  # far in a tail: μ held inside (0, 1) as Family.linkinv
+                mu = min(max(mu, _MU_MIN), _MU_MAX)
+                logmu, log1mu = np.log(mu), np.log1p(-mu)
             d = mu * (1.0 - mu)
-            ll += const[i] + ya[i] * np.log(mu) + yb[i] * np.log1p(-mu)
-        else:
-            mu = max(np.exp(e), 1e-300)
+            ll += const[i] + ya[i] * logmu + yb[i] * log1mu
+        else:  # log μ = η unless μ is held at its floor
+            mu = np.exp(e)
+            logmu = e
+            if mu < 1e-300:
+                mu = 1e-300
+                logmu = np.log(mu)
             d = mu
-            ll += const[i] + ya[i] * np.log(mu) - yb[i] * mu
+            ll += const[i] + ya[i] * logmu - yb[i] * mu
         W[i] = prior[i] * d
         z[i] = e - off[i] + (y[i] - mu) / d
         if not (np.isfinite(W[i]) and np.isfinite(z[i])):
