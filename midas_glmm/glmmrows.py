@@ -38,6 +38,7 @@ class RowBlock:
         self.rowmap: RowMap | None = None
         self._link: int | None = None
         self._Xs: tuple | None = None
+        self._Xyw: np.ndarray | None = None  # scratch n × (p+1) for the weighted pass
 
     def attach_plan(self, plan: FactorPlan) -> None:
         """Write each pass's blocks straight into ``plan``'s layout (in memory: no sparse
@@ -55,10 +56,13 @@ class RowBlock:
         """Unit-weight blocks of the random-effects columns: the coupling pattern of the levels."""
         return CrossProducts.from_rows(self.terms, self.X[:, :0], np.zeros(len(self.y)))
 
-    def _scaled_X(self, shift, scale) -> np.ndarray:
-        """X_s = (X − shift)/scale, kept for the next pass with the same shift and scale."""
+    def _scaled_Xz(self, shift, scale) -> np.ndarray:
+        """[X_s z] with X_s = (X − shift)/scale, kept for the next pass with the same shift and
+        scale (the caller writes the last column)."""
         if self._Xs is None or not (np.array_equal(self._Xs[0], shift) and np.array_equal(self._Xs[1], scale)):
-            self._Xs = (np.array(shift), np.array(scale), (self.X - shift) / scale)
+            Xz = np.empty((self.X.shape[0], self.X.shape[1] + 1))
+            Xz[:, :-1] = (self.X - shift) / scale
+            self._Xs = (np.array(shift), np.array(scale), Xz)
         return self._Xs[2]
 
     def system(self, W, z, beta_raw, joint, shift, scale):
@@ -69,12 +73,13 @@ class RowBlock:
                 return CrossProducts.from_rows(self.terms, self.X, z, W, shift, scale)
             return CrossProducts.from_rows(self.terms, self.X[:, :0], z - self.X @ beta_raw, W)
         if joint:
-            Xy = np.empty((len(z), self.X.shape[1] + 1))
-            Xy[:, :-1] = self._scaled_X(shift, scale)
+            Xy = self._scaled_Xz(shift, scale)
             Xy[:, -1] = z
         else:
             Xy = (z - self.X @ beta_raw)[:, None]
-        return self.rowmap.blocks(W, Xy)
+        if self._Xyw is None or self._Xyw.shape != Xy.shape:
+            self._Xyw = np.empty_like(Xy)
+        return self.rowmap.blocks(W, Xy, self._Xyw)
 
     def eta(self, beta_raw: np.ndarray, lams, us) -> np.ndarray:
         """η = offset + Xβ + ZΛu, row by row, without forming Z."""
@@ -142,6 +147,13 @@ class RowBlock:
         z = t.Zcols[:, 0]
         base = self.off + self.X @ beta_raw
         out = np.empty((len(nodes), t.nlevels))
+        if self._link is not None:  # canonical binomial / Poisson: one compiled pass
+            const, ya, yb = self._rows[3:]
+            zc = np.ascontiguousarray(z, dtype=float)
+            codes = np.ascontiguousarray(t.codes, dtype=np.int64)
+            args = (np.asarray(u, float), np.asarray(s, float), np.asarray(nodes, float))
+            rowkernels.agq_loglik(self._link, base, zc, codes, float(lam), *args, const, ya, yb, out)
+            return out
         for k, tk in enumerate(nodes):
             uk = u + s * tk
             mu = self.fam.linkinv(base + lam * z * uk[t.codes])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["linear_predictor", "canonical_working", "weighted_blocks", "LOGIT", "LOG"]
+__all__ = ["linear_predictor", "canonical_working", "weighted_blocks", "agq_loglik", "LOGIT", "LOG"]
 
 LOGIT, LOG = 0, 1
 _MU_MIN, _MU_MAX = 1e-15, 1 - 1e-15
@@ -29,6 +29,31 @@ def linear_predictor(base, Zall, zidx, b, out):
 
 
 @njit(cache=True)
+def _logit_logs(e):
+    """(μ, log μ, log(1 − μ)) at η = e for the logit link with one exp and one log1p
+    (log μ = −log(1 + e^−η), log(1 − μ) = −η + log μ), μ held inside the family's range."""
+    t = np.exp(-abs(e))
+    lp = np.log1p(t)
+    if e >= 0:
+        mu, logmu, log1mu = 1.0 / (1.0 + t), -lp, -e - lp
+    else:
+        mu, logmu, log1mu = t / (1.0 + t), e - lp, -lp
+    if mu < _MU_MIN or mu > _MU_MAX:  # far in a tail: μ held inside (0, 1) as Family.linkinv
+        mu = min(max(mu, _MU_MIN), _MU_MAX)
+        logmu, log1mu = np.log(mu), np.log1p(-mu)
+    return mu, logmu, log1mu
+
+
+@njit(cache=True)
+def _log_link(e):
+    """(μ, log μ) at η = e for the log link, μ held at its floor as Family.linkinv."""
+    mu = np.exp(e)
+    if mu < 1e-300:
+        return 1e-300, np.log(1e-300)
+    return mu, e
+
+
+@njit(cache=True)
 def canonical_working(link, eta, y, prior, off, const, ya, yb, W, z):
     """Σ log f(y | μ) with W and z of a canonical binomial (logit) or Poisson (log) model.
 
@@ -38,24 +63,12 @@ def canonical_working(link, eta, y, prior, off, const, ya, yb, W, z):
     ll = 0.0
     for i in range(len(eta)):
         e = eta[i]
-        if link == LOGIT:  # one exp and one log1p: log μ = −log(1 + e^−η), log(1 − μ) = −η + log μ
-            t = np.exp(-abs(e))
-            lp = np.log1p(t)
-            if e >= 0:
-                mu, logmu, log1mu = 1.0 / (1.0 + t), -lp, -e - lp
-            else:
-                mu, logmu, log1mu = t / (1.0 + t), e - lp, -lp
-            if mu < _MU_MIN or mu > _MU_MAX:  # far in a tail: μ held inside (0, 1) as Family.linkinv
-                mu = min(max(mu, _MU_MIN), _MU_MAX)
-                logmu, log1mu = np.log(mu), np.log1p(-mu)
+        if link == LOGIT:
+            mu, logmu, log1mu = _logit_logs(e)
             d = mu * (1.0 - mu)
             ll += const[i] + ya[i] * logmu + yb[i] * log1mu
-        else:  # log μ = η unless μ is held at its floor
-            mu = np.exp(e)
-            logmu = e
-            if mu < 1e-300:
-                mu = 1e-300
-                logmu = np.log(mu)
+        else:
+            mu, logmu = _log_link(e)
             d = mu
             ll += const[i] + ya[i] * logmu - yb[i] * mu
         W[i] = prior[i] * d
@@ -66,10 +79,29 @@ def canonical_working(link, eta, y, prior, off, const, ya, yb, W, z):
 
 
 @njit(cache=True)
-def weighted_blocks(w, Zall, dest, za, zb, zidx, Xy, A, XZ, XX):
-    """Z'WZ into A (at ``dest``), Z'W[X y] into XZ (rows ``zidx``) and [X y]'W[X y] into XX,
-    all zeroed by the caller, in one pass over the rows."""
-    n, m = Xy.shape
+def agq_loglik(link, base, zcol, codes, lam, u, s, nodes, const, ya, yb, out):
+    """out[k, g] = Σ_{i in group g} log f(y_i | η = base_i + λ z_i (u_g + s_g t_k)): the
+    conditional log-likelihood of each group at each adaptive Gauss–Hermite node t_k."""
+    for k in range(len(nodes)):
+        for g in range(out.shape[1]):
+            out[k, g] = 0.0
+    for i in range(len(base)):
+        g = codes[i]
+        for k in range(len(nodes)):
+            e = base[i] + lam * zcol[i] * (u[g] + s[g] * nodes[k])
+            if link == LOGIT:
+                mu, logmu, log1mu = _logit_logs(e)
+                out[k, g] += const[i] + ya[i] * logmu + yb[i] * log1mu
+            else:
+                mu, logmu = _log_link(e)
+                out[k, g] += const[i] + ya[i] * logmu - yb[i] * mu
+
+
+@njit(cache=True)
+def weighted_blocks(Zall, dest, za, zb, zidx, w, Xyw, A, XZ):
+    """Z'WZ into A (at ``dest``) and Z'W[X y] into XZ (rows ``zidx``), both zeroed by the
+    caller, in one pass over the rows; ``Xyw`` = W[X y]. ([X y]'W[X y] is one BLAS product.)"""
+    n, m = Xyw.shape
     npair = dest.shape[1]
     ncol = zidx.shape[1]
     for i in range(n):
@@ -77,14 +109,7 @@ def weighted_blocks(w, Zall, dest, za, zb, zidx, Xy, A, XZ, XX):
         for k in range(npair):
             A[dest[i, k]] += wi * Zall[i, za[k]] * Zall[i, zb[k]]
         for c in range(ncol):
-            wz = wi * Zall[i, c]
+            zc = Zall[i, c]
             r = zidx[i, c]
             for h in range(m):
-                XZ[r, h] += wz * Xy[i, h]
-        for a in range(m):
-            wa = wi * Xy[i, a]
-            for h in range(a + 1):
-                XX[a, h] += wa * Xy[i, h]
-    for a in range(m):
-        for h in range(a):
-            XX[h, a] = XX[a, h]
+                XZ[r, h] += zc * Xyw[i, h]

@@ -219,23 +219,18 @@ class RowMap:
             dtype=np.int64,
         ).reshape(n, -1)
 
-    def blocks(self, w: np.ndarray, Xy: np.ndarray) -> PlanBlocks:
-        """The blocks of ``[Z X y]' diag(w) [Z X y]`` in the plan's layout, ``Xy`` = [X y] (n × m)."""
+    def blocks(self, w: np.ndarray, Xy: np.ndarray, Xyw: np.ndarray | None = None) -> PlanBlocks:
+        """The blocks of ``[Z X y]' diag(w) [Z X y]`` in the plan's layout, ``Xy`` = [X y] (n × m);
+        ``Xyw`` is an n × m buffer the pass may overwrite with diag(w)[X y]."""
         m = Xy.shape[1]
-        A, XZ, XX = np.zeros(self.plan.nA), np.zeros((self.plan.q, m)), np.zeros((m, m))
-        rowkernels.weighted_blocks(
-            np.ascontiguousarray(w, dtype=float),
-            self.Zall,
-            self.dest,
-            self.za,
-            self.zb,
-            self.zidx,
-            np.ascontiguousarray(Xy, dtype=float),
-            A,
-            XZ,
-            XX,
-        )
-        return PlanBlocks(A, XZ, XX, len(w))
+        w = np.ascontiguousarray(w, dtype=float)
+        Xy = np.ascontiguousarray(Xy, dtype=float)
+        if Xyw is None or Xyw.shape != Xy.shape:
+            Xyw = np.empty_like(Xy)
+        np.multiply(Xy, w[:, None], out=Xyw)
+        A, XZ = np.zeros(self.plan.nA), np.zeros((self.plan.q, m))
+        rowkernels.weighted_blocks(self.Zall, self.dest, self.za, self.zb, self.zidx, w, Xyw, A, XZ)
+        return PlanBlocks(A, XZ, Xyw.T @ Xy, len(w))
 
     def eta(self, base: np.ndarray, b_flat: np.ndarray) -> np.ndarray:
         """η = base + ZΛu for the flat vector b = Λu of all random effects (node order)."""

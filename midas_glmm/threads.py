@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["THREADED_TAIL", "blas_threads", "fit_threads"]
 
@@ -32,6 +32,17 @@ def blas_threads(dense_size: int) -> int | None:
     return None if dense_size >= THREADED_TAIL else 1
 
 
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _blas_controller() -> ThreadpoolController:
+    """The loaded BLAS libraries, found once per process (the search reads every loaded shared
+    library and costs milliseconds: more than a small fit)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController().select(user_api="blas"))
+    return _CONTROLLER[0]
+
+
 @contextmanager
 def fit_threads(dense_size: int):
     """Run the enclosed fit with :func:`blas_threads` BLAS threads, restoring the setting after."""
@@ -39,5 +50,9 @@ def fit_threads(dense_size: int):
     if n is None:
         yield
         return
-    with threadpool_limits(limits=n, user_api="blas"):
+    blas = _blas_controller()
+    if all(lib.num_threads == n for lib in blas.lib_controllers):
+        yield
+        return
+    with blas.limit(limits=n):
         yield
