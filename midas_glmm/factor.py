@@ -163,6 +163,18 @@ class Factor:
         Rinv = sla.solve_triangular(self.RX, np.eye(self.p), lower=True)
         return Rinv.T @ Rinv
 
+    def selected_inverse(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Z, Zt): the blocks of (Λ'Z'WZΛ + I)⁻¹ on the factor's sparse pattern (in the layout
+        of ``L``) and the tail's block of it (full), by Takahashi's recurrences."""
+        P = self.plan
+        Zt = np.zeros((P.qt, P.qt))
+        if P.qt:
+            Zt = np.ascontiguousarray(lapack.dpotri(self.Ltail, lower=1)[0])  # (L L')⁻¹, lower triangle
+            kernels.mirror_lower(Zt)
+        Z = np.zeros(P.nsparse)
+        kernels.selected_inverse(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, Zt, Z)
+        return Z, Zt
+
     def condvar_blocks(self) -> list[np.ndarray]:
         """Diagonal blocks of Λ (Λ'Z'WZΛ + I)⁻¹ Λ' per level, ``(ℓ_t, p_t, p_t)`` per term.
 
@@ -170,12 +182,7 @@ class Factor:
         the inverse's blocks on the factor's pattern are computed (Takahashi's recurrences), so
         the memory is that of the factor."""
         P = self.plan
-        Zt = np.zeros((P.qt, P.qt))
-        if P.qt:
-            Linv = sla.solve_triangular(self.Ltail, np.eye(P.qt), lower=True, check_finite=False)
-            Zt = Linv.T @ Linv
-        Z = np.zeros(P.nsparse)
-        kernels.selected_inverse(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, Zt, Z)
+        Z, Zt = self.selected_inverse()
         out = []
         for t, lam in enumerate(self.lams):
             p = lam.shape[0]

@@ -23,6 +23,9 @@ __all__ = [
     "forward_solve",
     "backward_solve",
     "selected_inverse",
+    "mirror_lower",
+    "logdet_gradient_blocks",
+    "symmetric_product",
 ]
 
 
@@ -353,14 +356,24 @@ def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
                         s += L[o + r * pj + k] * Linv[k, c]
                     Y[e - lo, r, c] = s
         # Z_ij = -Σ_k Z_ik Y_kj
+        acc = np.zeros((pmax, pj))
         for e in range(lo, hi):
             i = rowidx[e]
             pi = nsize[i]
             o = blkoff[e]
-            acc = np.zeros((pi, pj))
+            acc[:pi, :] = 0.0
             for f in range(lo, hi):
                 k = rowidx[f]
                 pk = nsize[k]
+                if i >= Ns and k >= Ns:  # both in the tail: read its inverse in place
+                    ti, tk = tailoff[i], tailoff[k]
+                    for r in range(pi):
+                        for c in range(pj):
+                            s = 0.0
+                            for h in range(pk):
+                                s += Zt[ti + r, tk + h] * Y[f - lo, h, c]
+                            acc[r, c] -= s
+                    continue
                 _get_block(Z, Zt, colptr, rowidx, blkoff, nsize, Ns, tailoff, i, k, blk)
                 for r in range(pi):
                     for c in range(pj):
@@ -383,3 +396,106 @@ def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
                     for h in range(pk):
                         s -= Y[e - lo, h, r] * Z[o + h * pj + c]
                 Z[od + r * pj + c] = s
+
+
+# ---------------------------------------------------------------- gradient of the profiled criterion
+@njit(cache=True)
+def _gradient_block(G, go, S, so, rs, pi, pj, lam, li, lj, D, di, dj, diag):
+    """For one stored block (i, j), i ≥ j, of G = Z'WZ and of S = (Λ'GΛ + I)⁻¹ (row stride
+    ``rs``): D_i += G_ij Λ_j S_ij' and, off the diagonal, D_j += G_ij' Λ_i S_ij."""
+    for a in range(pi):
+        for c in range(pi):
+            s = 0.0
+            for b in range(pj):
+                g = G[go + a * pj + b]
+                if g != 0.0:
+                    for e in range(pj):
+                        s += g * lam[lj + b * pj + e] * S[so + c * rs + e]
+            D[di + a * pi + c] += s
+    if not diag:
+        for a in range(pj):
+            for c in range(pj):
+                s = 0.0
+                for b in range(pi):
+                    g = G[go + b * pj + a]
+                    if g != 0.0:
+                        for e in range(pi):
+                            s += g * lam[li + b * pi + e] * S[so + e * rs + c]
+                D[dj + a * pj + c] += s
+
+
+@njit(cache=True)
+def logdet_gradient_blocks(
+    A, Z, Zt, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns, nsparse, brow, bcol, boff, tailoff, doff, D
+):
+    """D_l = Σ_j G_lj Λ_j S_jl for every node l (``D`` at ``doff[l]``, p_l × p_l): the diagonal
+    blocks of GΛS, from the stored blocks of G (``A``: sparse part, then the tail's data blocks)
+    and of the selected inverse S (``Z`` on the sparse pattern, ``Zt`` the tail's full inverse).
+    ∂ log|Λ'GΛ + I| / ∂Λ = 2GΛS, so each θ's derivative sums D over the levels it enters."""
+    qt = Zt.shape[0]
+    Ztf = Zt.ravel()
+    for j in range(Ns):
+        pj = nsize[j]
+        for e in range(colptr[j], colptr[j + 1]):
+            i = rowidx[e]
+            pi = nsize[i]
+            o = blkoff[e]
+            _gradient_block(
+                A, o, Z, o, pj, pi, pj, lam, lamoff[nterm[i]], lamoff[nterm[j]], D, doff[i], doff[j], i == j
+            )
+    for k in range(len(brow)):
+        i, j = brow[k], bcol[k]
+        pi, pj = nsize[i], nsize[j]
+        _gradient_block(
+            A,
+            nsparse + boff[k],
+            Ztf,
+            tailoff[i] * qt + tailoff[j],
+            qt,
+            pi,
+            pj,
+            lam,
+            lamoff[nterm[i]],
+            lamoff[nterm[j]],
+            D,
+            doff[i],
+            doff[j],
+            i == j,
+        )
+
+
+@njit(cache=True)
+def _symmetric_block_product(G, go, pi, pj, oi, oj, V, out, diag):
+    m = V.shape[1]
+    for a in range(pi):
+        for b in range(pj):
+            g = G[go + a * pj + b]
+            if g != 0.0:
+                for h in range(m):
+                    out[oi + a, h] += g * V[oj + b, h]
+                if not diag:
+                    for h in range(m):
+                        out[oj + b, h] += g * V[oi + a, h]
+
+
+@njit(cache=True)
+def symmetric_product(A, colptr, rowidx, blkoff, nsize, nodeoff, Ns, nsparse, brow, bcol, boff, V, out):
+    """out += G V for G = Z'WZ stored by its lower blocks (sparse part, then the tail's data
+    blocks) and V with q rows in node order."""
+    for j in range(Ns):
+        pj = nsize[j]
+        for e in range(colptr[j], colptr[j + 1]):
+            i = rowidx[e]
+            _symmetric_block_product(A, blkoff[e], nsize[i], pj, nodeoff[i], nodeoff[j], V, out, i == j)
+    for k in range(len(brow)):
+        i, j = brow[k], bcol[k]
+        _symmetric_block_product(A, nsparse + boff[k], nsize[i], nsize[j], nodeoff[i], nodeoff[j], V, out, i == j)
+
+
+@njit(cache=True)
+def mirror_lower(M):
+    """Copy the lower triangle of a square matrix onto its upper one, in place."""
+    n = M.shape[0]
+    for i in range(n):
+        for j in range(i):
+            M[j, i] = M[i, j]

@@ -101,7 +101,7 @@ class MixedModel:
         method: str | None = None,
         nAGQ: int = 1,
         fast: bool = False,
-        optimizer: str = "bobyqa",
+        optimizer: str | None = None,
         standardize: bool = True,
     ):
         """Fit the model.
@@ -115,8 +115,11 @@ class MixedModel:
             models with a single scalar random-effects term, k <= 100 (as in lme4).
         fast : bool
             GLMMs: optimise θ only, with β from PIRLS (lme4's ``nAGQ=0``; the seed's variant).
-        optimizer : {"bobyqa", "lbfgsb", "nelder-mead", "powell"}
-            BOBYQA (NLopt, as lme4) by default.
+        optimizer : {"bobyqa", "lbfgsb", "nelder-mead", "powell"}, optional
+            Default: BOBYQA (NLopt, as lme4), except for Gaussian models with three or more θ
+            parameters whose factor has no dense crossed block, where L-BFGS-B with the analytic
+            gradient of the profiled criterion converges in fewer, exact steps. ``"lbfgsb"``
+            uses that gradient for every Gaussian model (finite differences for GLMMs).
         standardize : bool
             Centre and scale predictors internally (results are on the original scale).
 

@@ -12,7 +12,16 @@ import scipy.optimize as so
 
 from .errors import ConvergenceWarning, FitError
 
-__all__ = ["OptResult", "minimize_bounded", "is_singular", "newton_step", "OPTIMIZERS", "fd_gradient", "fd_hessian"]
+__all__ = [
+    "OptResult",
+    "minimize_bounded",
+    "is_singular",
+    "newton_step",
+    "OPTIMIZERS",
+    "fd_gradient",
+    "fd_hessian",
+    "gradient_derivatives",
+]
 
 OPTIMIZERS = ("bobyqa", "lbfgsb", "nelder-mead", "powell")
 
@@ -45,6 +54,7 @@ def minimize_bounded(
     jac: str = "3-point",
     step: np.ndarray | float = 0.2,
     tolerances: dict | None = None,
+    fun_grad: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
 ) -> OptResult:
     """Minimise ``fun`` over ``x ≥ lower``.
 
@@ -53,6 +63,7 @@ def minimize_bounded(
     ``"lbfgsb"`` uses L-BFGS-B with finite-difference gradients and then (``polish``) a bounded
     Nelder–Mead restart from the optimum. ``"nelder-mead"`` is the seed's method; ``"powell"``
     is derivative-free too. ``step`` is BOBYQA's initial trust-region radius per coordinate.
+    ``fun_grad`` (x → (f, ∇f)), with ``"lbfgsb"``: the exact gradient, no polish.
     """
     if optimizer not in OPTIMIZERS:
         raise FitError(f"unknown optimizer '{optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
@@ -71,7 +82,24 @@ def minimize_bounded(
         x, fx, converged, message = _bobyqa(f, x0, lower, maxfev, step, tolerances or {})
         x, fx = _snap_to_bounds(f, x, fx, lower)
         return OptResult(x, fx, nfev, converged, message, optimizer)
-    if optimizer == "lbfgsb":
+    if optimizer == "lbfgsb" and fun_grad is not None:
+
+        def fg(x):
+            nonlocal nfev
+            nfev += 1
+            v, g = fun_grad(x)
+            return (float(v), g) if np.isfinite(v) else (1e300, np.zeros_like(x))
+
+        r = so.minimize(
+            fg,
+            x0,
+            method="L-BFGS-B",
+            jac=True,
+            bounds=bounds,
+            options={"ftol": 1e-13, "gtol": 1e-6, "maxfun": maxfev, "maxiter": maxfev, "maxcor": 20},
+        )
+        converged, message = bool(r.success), str(r.message)
+    elif optimizer == "lbfgsb":
         r = so.minimize(
             f,
             x0,
@@ -213,6 +241,20 @@ def fd_derivatives(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float =
             fpp, fmm = fun(x + E[i] + E[j]), fun(x - E[i] - E[j])
             H[i, j] = H[j, i] = (fpp - fp[i] - fp[j] + 2 * f0 - fm[i] - fm[j] + fmm) / (2 * steps[i] * steps[j])
     return g, H
+
+
+def gradient_derivatives(fun_grad, x: np.ndarray, lower: np.ndarray, h: float = 1e-5, g0=None):
+    """(gradient, Hessian) from an exact gradient: the Hessian by forward differences of it
+    (k + 1 gradients; steps into the feasible side), symmetrised."""
+    g0 = fun_grad(x)[1] if g0 is None else g0
+    k = len(x)
+    H = np.empty((k, k))
+    for i in range(k):
+        step = h * max(1.0, abs(x[i]))
+        e = np.zeros(k)
+        e[i] = step
+        H[:, i] = (fun_grad(x + e)[1] - g0) / step
+    return g0, 0.5 * (H + H.T)
 
 
 def gradient_size(

@@ -274,7 +274,7 @@ def fit_glmm(
     family: Family,
     nAGQ: int = 1,
     fast: bool = False,
-    optimizer: str = "bobyqa",
+    optimizer: str | None = None,
     standardize_X: bool = True,
 ) -> Estimates:
     """Fit a GLMM by Laplace (nAGQ = 1), adaptive Gauss–Hermite (nAGQ > 1) or nAGQ = 0 (``fast``);
@@ -287,7 +287,7 @@ def fit_glmm(
     prob = GLMMProblem(design, family, standardize_X)
     # exp overflows and log(0)s of rejected steps are handled (the step is halved); not the user's
     with fit_threads(THREADED_TAIL if prob.plan is None else prob.plan.qt), np.errstate(all="ignore"):
-        return _optimize_glmm(design, family, prob, nAGQ, fast, optimizer)
+        return _optimize_glmm(design, family, prob, nAGQ, fast, optimizer or "bobyqa")
 
 
 def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int, fast: bool, optimizer: str):
