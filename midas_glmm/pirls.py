@@ -38,6 +38,7 @@ from .optimize import (
     fd_hessian,
     is_singular,
     minimize_bounded,
+    newton_step,
     restart_if_unconverged,
 )
 from .sparsity import FactorPlan
@@ -290,6 +291,11 @@ def fit_glmm(
         return _optimize_glmm(design, family, prob, nAGQ, fast, optimizer or "bobyqa")
 
 
+#: stage 2's BOBYQA: first trust-region radius and stopping rule (then one Newton step)
+STAGE2_STEP = 0.05
+STAGE2_STOP = {"ftol_rel": 0.0, "ftol_abs": 1e-7, "xtol_rel": 1e-7, "xtol_abs": 0.0}
+
+
 def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int, fast: bool, optimizer: str):
     """Stage 1 (θ with β from PIRLS), stage 2 (θ, β jointly) and the estimates at the optimum."""
     tm = prob.tmap
@@ -332,18 +338,23 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
 
         lower = np.concatenate([tm.lower, np.full(p, -np.inf), [-np.inf] if disp else []])
         x2 = np.concatenate([theta, beta, [np.log(phi)] if disp else []])
-        # (with optimizer="lbfgsb": forward differences and no Nelder-Mead polish, each evaluation
-        # being a PIRLS run)
-        opt = minimize_bounded(fun, x2, lower, optimizer, polish=False, jac="2-point")
+        # Stage 1 leaves θ close and β from PIRLS at it: a narrow first trust region, and a stop
+        # at gains below 1e-7, which the Newton step from the convergence check's derivatives
+        # then completes. (With optimizer="lbfgsb": forward differences and no Nelder-Mead
+        # polish, each evaluation being a PIRLS run.)
+        opt = minimize_bounded(
+            fun, x2, lower, optimizer, polish=False, jac="2-point", step=STAGE2_STEP, tolerances=STAGE2_STOP
+        )
         method = "Laplace" if nAGQ == 1 else "AGQ"
     # one set of derivatives serves the convergence check, a possible restart and the SEs
     g, H = fd_derivatives(fun, opt.x, h=1e-3, f0=opt.fun)
     opt, restarted = restart_if_unconverged(fun, opt, lower, H, g)
     if restarted:
         g, H = fd_derivatives(fun, opt.x, h=1e-3, f0=opt.fun)
+    msgs = check_convergence(fun, opt, lower, hessian=H, gradient=g)
+    opt = newton_step(fun, opt, lower, g, H)
     par = opt.x
     theta, beta, phi = split(par)
-    msgs = check_convergence(fun, opt, lower, hessian=H, gradient=g)
 
     st = prob.pirls(theta, beta, phi, joint=fast, with_X=fast)
     if not st.converged:
