@@ -60,7 +60,7 @@ class Factor:
     """
 
     def __init__(self, plan: FactorPlan, blocks: PlanBlocks, lams: list[np.ndarray]):
-        self.plan, self.lams = plan, lams
+        self.plan, self.lams, self.blocks = plan, lams, blocks
         P = plan
         lam, lamoff = _lam_flat(lams)
         self.L = np.empty(P.nsparse)
@@ -148,6 +148,25 @@ class Factor:
             x[P.qs :] = sla.solve_triangular(self.Ltail, x[P.qs :], lower=True, trans="T", check_finite=False)
         kernels.backward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
         return x.reshape(np.shape(rhs))
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        """x with (Λ'Z'WZΛ + I) x = rhs (length q, or q × m)."""
+        P = self.plan
+        x = np.array(rhs, dtype=float).reshape(P.q, -1)
+        kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
+        if P.qt:
+            x[P.qs :] = sla.solve_triangular(self.Ltail, x[P.qs :], lower=True, check_finite=False)
+        return self.solve_Zt(x).reshape(np.shape(rhs))
+
+    def selected_inverse_data(self) -> np.ndarray:
+        """(Λ'Z'WZΛ + I)⁻¹ at the stored positions of the data blocks (the layout of
+        ``blocks.A``: the sparse part, then the tail's data blocks)."""
+        P = self.plan
+        Z, Zt = self.selected_inverse()
+        if not P.qt:
+            return Z
+        r, c = P.tail_entries()
+        return np.concatenate([Z, Zt[r, c]])
 
     def u(self, beta: np.ndarray) -> list[np.ndarray]:
         """Spherical modes û from L_Z' u = c_Z − L_X β, split by term."""

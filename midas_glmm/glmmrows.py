@@ -129,6 +129,45 @@ class RowBlock:
             return -np.inf, None  # outside the link's domain or overflowing: a step to reject
         return ll, self.system(W, z, beta_raw, joint, shift, scale)
 
+    def laplace_gradient_sums(self, beta_raw, lams, us, factor, S_data):
+        """Row sums for the gradient of the Laplace deviance of a canonical binomial or Poisson
+        model at its modes (in memory): Z'ℓ', Z'r, X'(r − 2ℓ') and q = A⁻¹Λ'Z'v, where ℓ' and
+        w = −ℓ'' are the log-likelihood's derivatives in η, v_i = w'_i ζ_i'A⁻¹ζ_i (ζ_i = Λ'z_i,
+        A⁻¹ read at the data blocks from ``S_data``) and r = v − W ZΛq (gradient.laplace_gradient)."""
+        rm = self.rowmap
+        eta = self.eta(beta_raw, lams, us)
+        _, _, _, _, a, b = self._rows
+        if self._link == rowkernels.LOGIT:
+            mu = np.clip(0.5 * (1.0 + np.tanh(0.5 * eta)), 1e-15, 1 - 1e-15)
+            dl = a - (a + b) * mu
+            w = (a + b) * mu * (1.0 - mu)
+            dw = w * (1.0 - 2.0 * mu)
+        else:
+            mu = np.maximum(np.exp(eta), 1e-300)
+            dl = a - b * mu
+            w = b * mu
+            dw = w
+        cb = rm.col_base
+        zeta = np.empty_like(rm.Zall)
+        for t, lam in enumerate(lams):
+            zeta[:, cb[t] : cb[t + 1]] = rm.Zall[:, cb[t] : cb[t + 1]] @ lam
+        h = np.empty(len(eta))
+        rowkernels.leverages(zeta, rm.dest, rm.za, rm.zb, rm.mult, S_data, h)
+        v = h * dw
+        q = factor.plan.q
+        Zlv = np.zeros((q, 2))
+        rowkernels.zt_product(rm.Zall, rm.zidx, np.column_stack([dl, v]), Zlv)
+        split = np.cumsum([t.q for t in self.terms])[:-1]
+        Ztv = np.split(Zlv[:, 1], split)
+        qv = factor.solve(np.concatenate([(x.reshape(-1, lam.shape[0]) @ lam).ravel() for x, lam in zip(Ztv, lams)]))
+        Lq = np.concatenate(
+            [(x.reshape(-1, lam.shape[0]) @ lam.T).ravel() for x, lam in zip(np.split(qv, split), lams)]
+        )
+        r = v - w * rm.eta(np.zeros(len(eta)), Lq)
+        Zr = np.zeros((q, 1))
+        rowkernels.zt_product(rm.Zall, rm.zidx, r[:, None], Zr)
+        return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv
+
     def deviance(self, beta_raw, lams, us) -> float:
         """Σ wᵢ d(yᵢ, μᵢ) at (β, u)."""
         mu = self.fam.linkinv(self.eta(beta_raw, lams, us))

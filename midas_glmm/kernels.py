@@ -319,6 +319,32 @@ def _get_block(Z, Zt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, out):
 
 
 @njit(cache=True)
+def _scalar_column(Z, Zt, colptr, rowidx, blkoff, Ns, tailoff, lo, hi, Y):
+    """Z_ij = −Σ_k Z_ik Y_k for a column whose blocks are all 1 × 1: entries of the inverse
+    between two tail nodes are read from Zt, others from the sparse part (found by search)."""
+    for e in range(lo, hi):
+        i = rowidx[e]
+        s = 0.0
+        if i >= Ns:
+            ti = tailoff[i]
+            for f in range(lo, hi):
+                k = rowidx[f]
+                if k >= Ns:
+                    s += Zt[ti, tailoff[k]] * Y[f - lo, 0, 0]
+                else:
+                    s += Z[blkoff[_find(rowidx, colptr[k], colptr[k + 1], i)]] * Y[f - lo, 0, 0]
+        else:
+            for f in range(lo, hi):
+                k = rowidx[f]
+                if k >= i:
+                    z = Z[blkoff[_find(rowidx, colptr[i], colptr[i + 1], k)]]
+                else:
+                    z = Z[blkoff[_find(rowidx, colptr[k], colptr[k + 1], i)]]
+                s += z * Y[f - lo, 0, 0]
+        Z[blkoff[e]] = -s
+
+
+@njit(cache=True)
 def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
     """The blocks of (LL')⁻¹ on the pattern of the sparse part (Takahashi's recurrences), from the
     last column back; Zt holds the tail's block of the inverse (full). With Y = L_Ej L_jj⁻¹:
@@ -356,8 +382,15 @@ def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
                         s += L[o + r * pj + k] * Linv[k, c]
                     Y[e - lo, r, c] = s
         # Z_ij = -Σ_k Z_ik Y_kj
+        scalar = pj == 1
+        for e in range(lo, hi):
+            scalar = scalar and nsize[rowidx[e]] == 1
+        if scalar:  # every block 1 × 1 (crossed random intercepts): a gathered product
+            _scalar_column(Z, Zt, colptr, rowidx, blkoff, Ns, tailoff, lo, hi, Y)
         acc = np.zeros((pmax, pj))
         for e in range(lo, hi):
+            if scalar:
+                break
             i = rowidx[e]
             pi = nsize[i]
             o = blkoff[e]

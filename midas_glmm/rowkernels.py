@@ -11,7 +11,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["linear_predictor", "canonical_working", "weighted_blocks", "agq_loglik", "LOGIT", "LOG"]
+__all__ = [
+    "linear_predictor",
+    "canonical_working",
+    "weighted_blocks",
+    "agq_loglik",
+    "leverages",
+    "zt_product",
+    "LOGIT",
+    "LOG",
+]
 
 LOGIT, LOG = 0, 1
 _MU_MIN, _MU_MAX = 1e-15, 1 - 1e-15
@@ -113,3 +122,29 @@ def weighted_blocks(Zall, dest, za, zb, zidx, w, Xyw, A, XZ):
             r = zidx[i, c]
             for h in range(m):
                 XZ[r, h] += zc * Xyw[i, h]
+
+
+@njit(cache=True)
+def leverages(zeta, dest, za, zb, mult, S, out):
+    """out_i = ζ_i' S ζ_i for each row, ζ_i = Λ'z_i its random-effects row scaled by Λ and S
+    the inverse's entries at the data blocks' positions (``dest``, as for Z'WZ)."""
+    n = zeta.shape[0]
+    npair = dest.shape[1]
+    for i in range(n):
+        s = 0.0
+        for k in range(npair):
+            s += mult[k] * zeta[i, za[k]] * zeta[i, zb[k]] * S[dest[i, k]]
+        out[i] = s
+
+
+@njit(cache=True)
+def zt_product(Zall, zidx, V, out):
+    """out += Z'V for V with one row per data row (n × m), out q × m."""
+    n, m = V.shape
+    ncol = zidx.shape[1]
+    for i in range(n):
+        for c in range(ncol):
+            zc = Zall[i, c]
+            r = zidx[i, c]
+            for h in range(m):
+                out[r, h] += zc * V[i, h]

@@ -171,6 +171,19 @@ class FactorPlan:
         out[~sparse] = self.nsparse + self.boff[_lookup(self.tkeys, key)]
         return out
 
+    def tail_entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) in the dense tail of every entry of the tail's data blocks, in their
+        stored order (block by block, each row-major)."""
+        if getattr(self, "_tail_entries", None) is None:
+            pi, pj = self.nsize[self.brow], self.nsize[self.bcol]
+            sizes = pi * pj
+            blk = np.repeat(np.arange(len(self.brow)), sizes)
+            within = np.arange(int(sizes.sum())) - np.repeat(self.boff[:-1], sizes)
+            rows = self.tailoff[self.brow][blk] + within // pj[blk]
+            cols = self.tailoff[self.bcol][blk] + within % pj[blk]
+            self._tail_entries = (rows, cols)
+        return self._tail_entries
+
     def load(self, cp: CrossProducts) -> PlanBlocks:
         """Put the cross-product blocks into the factor's layout (O(non-zeros))."""
         A = np.zeros(self.nA)
@@ -201,7 +214,7 @@ class RowMap:
         n = len(terms[0].codes)
         self.Zall = np.ascontiguousarray(np.concatenate([t.Zcols for t in terms], axis=1), dtype=float)
         col_base = np.concatenate([[0], np.cumsum([t.p for t in terms])]).astype(int)
-        dests, za, zb = [], [], []
+        dests, za, zb, mult = [], [], [], []
         for j, tj in enumerate(terms):
             node_j = plan.node_base[j] + tj.codes
             for i in range(j + 1):
@@ -212,6 +225,9 @@ class RowMap:
                         dests.append(start + a * ti.p + b)
                         za.append(col_base[j] + a)
                         zb.append(col_base[i] + b)
+                        mult.append(1.0 if i == j else 2.0)  # a pair of terms stands for both orders
+        self.mult = np.array(mult)
+        self.col_base = col_base
         self.dest = np.ascontiguousarray(np.stack(dests, axis=1))
         self.za, self.zb = np.array(za, dtype=np.int64), np.array(zb, dtype=np.int64)
         self.zidx = np.ascontiguousarray(
