@@ -204,6 +204,20 @@ def _make_shape(case: Case) -> pd.DataFrame:
         eta = -0.3 + 0.5 * x1 - 0.25 * x2 + rng.normal(0, 1.0, na)[a] + rng.normal(0, 0.7, nb)[b]
         y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
         return pd.DataFrame({"y": y, "x1": x1, "x2": x2, "a": a, "b": b})
+    if kind == "window":  # subjects answer a window of consecutive items; item ids hide the order
+        ns, ni, per = case.extra["subjects"], case.extra["items"], case.extra["per"]
+        rng = np.random.default_rng(n + ns + ni)
+        start = rng.integers(0, ni - per + 1, ns)
+        sub = np.repeat(np.arange(ns), per)
+        pos = np.repeat(start, per) + np.tile(np.arange(per), ns)
+        item = rng.permutation(ni)[pos]  # labels in no particular order
+        x1 = rng.normal(size=n)
+        eta = 0.2 + 0.5 * x1 + rng.normal(0, 0.8, ns)[sub] + rng.normal(0, 0.6, ni)[item]
+        if case.family == "binomial":
+            y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
+        else:
+            y = eta + rng.normal(size=n)
+        return pd.DataFrame({"y": y, "x1": x1, "subject": sub, "item": item})
     if kind == "sleepstudy":  # the data set itself (lme4's sleepstudy, shipped with midas_glmm)
         from pathlib import Path
 
@@ -360,6 +374,27 @@ SHAPE_CASES = [
             ("6e4", 60_000, 1_000, 500),
             ("2e5", 200_000, 3_000, 1_500),
             ("1e6", 1_000_000, 10_000, 5_000),
+        )
+    ],
+    *[
+        Case(
+            name,
+            "window",
+            n,
+            ns,
+            "y ~ x1 + (1|subject) + (1|item)",
+            family=fam,
+            tools=PEERS,
+            group="shapes",
+            factors=("subject", "item"),
+            levels=f"{ns} subject x {ni} item",
+            extra={"subjects": ns, "items": ni, "per": per},
+            notes=f"each subject answers {per} consecutive items of a sequence (a linking design); item "
+            "labels are shuffled, so the coupling is a band only in an order the labels do not show",
+        )
+        for name, n, ns, ni, per, fam in (
+            ("window_lmm_2e5", 200_000, 10_000, 4_000, 20, None),
+            ("window_binary_1e5", 100_000, 5_000, 2_000, 20, "binomial"),
         )
     ],
     Case(

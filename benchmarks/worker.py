@@ -47,8 +47,17 @@ def warm_up(tool: str) -> None:
     if tool == "midas":
         from midas_glmm import MixedModel
 
+        # one small fit per engine path, so that every compiled kernel is loaded from numba's
+        # cache before the clock starts (R has loaded all of lme4 with library(lme4))
+        df["h"], df["k"] = np.tile(np.arange(5), 12), np.arange(60) // 3
+        yb = df.assign(y=(df.y > 0).astype(float))
         MixedModel.from_formula("y ~ x1 + (1|g)", df).fit()
-        MixedModel.from_formula("y ~ x1 + (1|g)", df.assign(y=(df.y > 0).astype(float)), family="binomial").fit()
+        MixedModel.from_formula("y ~ x1 + (x1|g) + (x1|k)", df).fit()  # analytic gradient (4+ theta)
+        MixedModel.from_formula("y ~ x1 + (1|g) + (1|h)", df).fit().ranef(condvar=True)  # crossed, tail
+        MixedModel.from_formula("y ~ x1 + (1|g)", yb, family="binomial").fit()
+        MixedModel.from_formula("y ~ x1 + (1|g)", yb, family="binomial").fit(nAGQ=5)
+        MixedModel.from_formula("y ~ x1 + (1|g) + (1|h)", yb, family="binomial").fit()
+        MixedModel.from_formula("y ~ x1 + (1|g)", df.assign(y=rng.poisson(2.0, 60)), family="poisson").fit()
     else:
         import statsmodels.formula.api as smf
 

@@ -670,7 +670,7 @@ def build_design(
     check_weighted_rank(X, names, w)
     off = offset_of(parsed, df, extra.get("offset"))
     terms = [_build_term(t, df) for t in parsed.random]
-    terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
+    terms = ordered_terms(terms)
 
     return Design(
         formula=formula,
@@ -692,6 +692,15 @@ def build_design(
         row_index=df.index,
         gram=gram,
     )
+
+
+def ordered_terms(terms: list[ReTerm]) -> list[ReTerm]:
+    """lme4's order of the terms, then a fill-reducing order of each later term's levels
+    (:func:`sparsity.fill_reducing_levels`; reported in the original order)."""
+    from .sparsity import fill_reducing_levels
+
+    terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
+    return [t if perm is None else t.reordered(perm) for t, perm in zip(terms, fill_reducing_levels(terms))]
 
 
 def _float_array(values, what: str, n: int | None = None, ndim: int = 1) -> np.ndarray:
@@ -760,7 +769,7 @@ def design_from_arrays(endog, exog, groups, exog_re=None, weights=None, offset=N
     for name, g in groups.items():
         Z = _float_array(exog_re[name], f"exog_re['{name}']", n, ndim=2) if name in exog_re else np.ones((n, 1))
         terms.append(_array_term(name, g, Z, n))
-    terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
+    terms = ordered_terms(terms)
     w = np.ones(n) if weights is None else _float_array(weights, "weights", n)
     check_weights(w, pd.RangeIndex(n))
     mean, centred = column_moments(X)

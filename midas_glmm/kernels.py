@@ -26,6 +26,7 @@ __all__ = [
     "mirror_lower",
     "logdet_gradient_blocks",
     "symmetric_product",
+    "clique_union",
 ]
 
 
@@ -231,10 +232,36 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T):
         lo, hi = colptr[j] + 1, colptr[j + 1]
         ts = _find(rowidx, lo, hi, Ns)  # first row in the tail (rows are sorted)
         deferred = pj == 1 and tail_scalar  # scalar rows into a scalar tail: _tail_updates, by tiles
-        for e1 in range(lo, hi):
-            for e2 in range(lo, min(e1 + 1, ts) if deferred else e1 + 1):
-                a, b = rowidx[e1], rowidx[e2]
-                _update(L, Tf, qt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, blkoff[e1], blkoff[e2], pj)
+        # Column by column of the target: the rows a of column j below b are, in order, among the
+        # rows of column b (b is an ancestor of j), so one forward walk finds every target.
+        for e2 in range(lo, ts):
+            b = rowidx[e2]
+            ptr = colptr[b]
+            o2 = blkoff[e2]
+            for e1 in range(e2, hi):
+                a = rowidx[e1]
+                if a >= Ns:  # a tail row of sparse column b (tail-tail pairs come below)
+                    _update(L, Tf, qt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, blkoff[e1], o2, pj)
+                    continue
+                while rowidx[ptr] < a:
+                    ptr += 1
+                t = blkoff[ptr]
+                pa, pb = nsize[a], nsize[b]
+                o1 = blkoff[e1]
+                if pa == 1 and pb == 1 and pj == 1:
+                    L[t] -= L[o1] * L[o2]
+                    continue
+                for r in range(pa):
+                    for c in range(pb):
+                        acc = 0.0
+                        for k in range(pj):
+                            acc += L[o1 + r * pj + k] * L[o2 + c * pj + k]
+                        L[t + r * pb + c] -= acc
+        if not deferred:
+            for e2 in range(ts, hi):  # both rows in the tail
+                for e1 in range(e2, hi):
+                    a, b = rowidx[e1], rowidx[e2]
+                    _update(L, Tf, qt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, blkoff[e1], blkoff[e2], pj)
     if tail_scalar:
         _tail_updates(L, colptr, rowidx, blkoff, nsize, Ns, T)
     return 0
@@ -532,3 +559,35 @@ def mirror_lower(M):
     for i in range(n):
         for j in range(i):
             M[j, i] = M[i, j]
+
+
+@njit(cache=True)
+def clique_union(mptr, midx, tptr, tidx, n, limit):
+    """Edges (i > j) of the union of cliques: component c makes its nodes ``midx[mptr[c]:mptr[c+1]]``
+    (sorted) pairwise adjacent; ``tidx[tptr[j]:tptr[j+1]]`` are the components at node j.
+    Returns (rows, cols), or empty arrays and False once more than ``limit`` edges are found."""
+    mark = np.full(n, -1, np.int64)
+    cap = 1024
+    rows = np.empty(cap, np.int64)
+    cols = np.empty(cap, np.int64)
+    m = 0
+    for j in range(n):
+        for e in range(tptr[j], tptr[j + 1]):
+            c = tidx[e]
+            for f in range(mptr[c], mptr[c + 1]):
+                i = midx[f]
+                if i > j and mark[i] != j:
+                    mark[i] = j
+                    if m == cap:
+                        if m >= limit:
+                            return rows[:0], cols[:0], False
+                        cap *= 2
+                        r2 = np.empty(cap, np.int64)
+                        c2 = np.empty(cap, np.int64)
+                        r2[:m] = rows[:m]
+                        c2[:m] = cols[:m]
+                        rows, cols = r2, c2
+                    rows[m] = i
+                    cols[m] = j
+                    m += 1
+    return rows[:m], cols[:m], m <= limit

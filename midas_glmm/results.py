@@ -32,6 +32,15 @@ def _fit_options(est: Estimates, family) -> dict:
     return opts
 
 
+def _in_level_order(t, b: np.ndarray, sd: np.ndarray | None = None):
+    """(b, sd, levels) of a term in its levels' original order (the factorisation may have
+    reordered them: ReTerm.display)."""
+    if t.display is None:
+        return b, sd, t.levels
+    d = t.display
+    return b[d], None if sd is None else sd[d], t.levels[d]
+
+
 class MixedModelResults:
     """Results of :meth:`MixedModel.fit`.
 
@@ -301,13 +310,14 @@ class MixedModelResults:
             parts = []
             for t, b, V in zip(self.design.terms, self._est.b, self._est.condvar):
                 sd = np.sqrt(np.maximum(np.diagonal(V, axis1=1, axis2=2), 0))
+                b, sd, levels = _in_level_order(t, b, sd)
                 for a, col in enumerate(t.columns):
                     parts.append(
                         pd.DataFrame(
                             {
                                 "grpvar": t.group_name,
                                 "term": col,
-                                "grp": np.asarray(t.levels),
+                                "grp": np.asarray(levels),
                                 "condval": b[:, a],
                                 "condsd": sd[:, a],
                             }
@@ -316,7 +326,8 @@ class MixedModelResults:
             return pd.concat(parts, ignore_index=True)
         out: dict[str, pd.DataFrame] = {}
         for t, b in zip(self.design.terms, self._est.b):
-            df = pd.DataFrame(b, index=t.levels, columns=t.columns)
+            b, levels = _in_level_order(t, b)[::2]
+            df = pd.DataFrame(b, index=levels, columns=t.columns)
             out[t.group_name] = pd.concat([out[t.group_name], df], axis=1) if t.group_name in out else df
         return out
 

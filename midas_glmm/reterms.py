@@ -43,6 +43,9 @@ class ReTerm:
         Per-row values of the term's columns.
     spec : object
         formulaic ModelSpec of ``expr``, to rebuild ``Zcols`` on new data.
+    display : ndarray of int or None
+        When the levels were reordered for the factorisation (:func:`reorder_levels`), the
+        positions of the levels in their original (sorted) order, for reporting.
     """
 
     group_name: str
@@ -53,6 +56,25 @@ class ReTerm:
     codes: np.ndarray
     Zcols: np.ndarray
     spec: object
+    display: np.ndarray | None = None
+
+    def reordered(self, perm: np.ndarray) -> ReTerm:
+        """The same term with its levels in the order ``perm`` (new position i holds old level
+        ``perm[i]``); ``display`` keeps the way back."""
+        newpos = np.empty(len(perm), np.int64)
+        newpos[perm] = np.arange(len(perm))
+        old_display = np.arange(len(perm)) if self.display is None else self.display
+        return ReTerm(
+            self.group_name,
+            self.group,
+            self.expr,
+            self.columns,
+            self.levels[perm],
+            newpos[self.codes],
+            self.Zcols,
+            self.spec,
+            newpos[old_display],
+        )
 
     @cached_property
     def is_intercept(self) -> bool:

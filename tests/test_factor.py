@@ -126,6 +126,61 @@ def test_sparse_and_dense_paths_agree(name, density, monkeypatch):
         assert a == pytest.approx(b, rel=1e-8, abs=1e-12)
 
 
+@pytest.mark.parametrize(
+    "formula", ["y ~ x + (1|school) + (1|a) + (1|district) + (1|b)", "y ~ x + (x|a) + (1|b) + (1|region)"]
+)
+def test_a_tail_after_two_sparse_terms_equals_dense_algebra(formula, monkeypatch):
+    """Sparse columns with rows both in the sparse part and in the tail (the split after the
+    second term): every update kind of the block-sparse elimination."""
+    d = build_design(formula, _data(seed=4))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    monkeypatch.setattr(FactorPlan, "_choose_split", lambda self, colptr: 2)
+    plan = FactorPlan(d.terms, cp)
+    assert plan.split == 2 and plan.qt > 0 and plan.Ns > d.terms[0].nlevels
+    tm = ThetaMap(d.terms)
+    lams = tm.lams(_theta(tm, 5))
+    _check_against_dense(d, Factor(plan, plan.load(cp), lams), lams)
+
+
+def _banded(nsub=400, nitem=150, per=10, seed=2):
+    """Subjects each see a window of ``per`` consecutive items, whose labels are shuffled."""
+    rng = np.random.default_rng(seed)
+    start = rng.integers(0, nitem - per, nsub)
+    item = np.repeat(start, per) + np.tile(np.arange(per), nsub)
+    df = pd.DataFrame({"sub": np.repeat(np.arange(nsub), per), "item": rng.permutation(nitem)[item]})
+    df["x"] = rng.normal(size=len(df))
+    eta = df.x + rng.normal(size=nsub)[df["sub"]] + rng.normal(size=nitem)[item]
+    df["y"] = eta + rng.normal(size=len(df))
+    df["yb"] = (rng.uniform(size=len(df)) < 1 / (1 + np.exp(-eta))).astype(float)
+    return df
+
+
+def test_banded_coupling_hidden_by_labels_is_ordered_into_a_band():
+    """In label order the items' factor fills in (a dense tail); in the fill-reducing order it
+    is a band."""
+    nsub, nitem = 400, 150
+    df = _banded(nsub, nitem)
+    d = build_design("y ~ x + (1|sub) + (1|item)", df)
+    assert d.terms[1].display is not None  # the items were reordered
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    plan = FactorPlan(d.terms, cp)
+    item_blocks = plan.colptr[-1] - plan.colptr[nsub]  # the items' columns of the factor
+    assert plan.qt == 0 and item_blocks < 0.15 * nitem**2 / 2
+    tm = ThetaMap(d.terms)
+    lams = tm.lams(_theta(tm, 1))
+    _check_against_dense(d, Factor(plan, plan.load(cp), lams), lams)
+    # in the labels' order the same design needs a dense tail
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(sparsity, "fill_reducing_levels", lambda terms: [None] * len(terms))
+    natural = build_design("y ~ x + (1|sub) + (1|item)", df)
+    monkeypatch.undo()
+    assert natural.terms[1].display is None
+    assert (
+        FactorPlan(natural.terms, CrossProducts.from_rows(natural.terms, natural.X, natural.y)).qt
+        == natural.terms[1].nlevels
+    )
+
+
 def test_nested_factors_have_no_fill_in_and_no_dense_block():
     d = build_design(FORMULAS["nested"], _data())
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
@@ -167,3 +222,26 @@ def test_a_singular_working_system_raises_linalg_error():
     blocks.A[plan.diagpos[0]] = -1e12  # a negative "count": no Cholesky factor exists
     with pytest.raises(np.linalg.LinAlgError):
         Factor(plan, blocks, ThetaMap(d.terms).lams(np.ones(3)))
+
+
+@pytest.mark.parametrize("family, response", [("gaussian", "y"), ("binomial", "yb")])
+def test_reordered_levels_give_the_same_fit_reported_in_label_order(family, response, monkeypatch):
+    from midas_glmm import MixedModel
+
+    df = _banded(nsub=150, nitem=60, per=6, seed=3)
+    formula = f"{response} ~ x + (1|sub) + (1|item)"
+    ordered = MixedModel.from_formula(formula, df, family=family)
+    assert ordered.design.terms[1].display is not None
+    fit = ordered.fit()
+    monkeypatch.setattr(sparsity, "fill_reducing_levels", lambda terms: [None] * len(terms))
+    plain = MixedModel.from_formula(formula, df, family=family).fit()
+    assert fit.llf == pytest.approx(plain.llf, abs=1e-7)
+    assert np.allclose(fit.params, plain.params, atol=1e-4 * plain.bse.min())
+    for name in ("sub", "item"):
+        a, b = fit.ranef()[name], plain.ranef()[name]
+        assert list(a.index) == list(b.index) == sorted(b.index, key=lambda v: int(v))
+        assert np.allclose(a.to_numpy(), b.to_numpy(), atol=1e-4)
+    long_a, long_b = fit.ranef(condvar=True), plain.ranef(condvar=True)
+    assert list(long_a.grp) == list(long_b.grp)
+    assert np.allclose(long_a.condsd, long_b.condsd, rtol=1e-4)
+    assert np.allclose(fit.predict(df.iloc[:50]), plain.predict(df.iloc[:50]), atol=1e-4)
