@@ -399,6 +399,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
                 fun, x2, lower, optimizer, polish=False, jac="2-point", step=STAGE2_STEP, tolerances=STAGE2_STOP
             )
         method = "Laplace" if nAGQ == 1 else "AGQ"
+
     # one set of derivatives serves the convergence check, a possible restart and the SEs
     def derivatives(x, fx):
         return gradient_hessian(fun_grad, x) if gradient_ok else fd_derivatives(fun, x, h=1e-3, f0=fx)
