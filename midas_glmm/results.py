@@ -478,6 +478,59 @@ class MixedModelResults:
             return src.map_rows(lambda rows: src.response(rows) - self.predict(rows), "resid")
         return pd.Series(self.design.y - self.fittedvalues.to_numpy(), index=self.design.row_index, name="resid")
 
+    def _scaled_residuals(self, kind: str, y, mu, w) -> np.ndarray:
+        """Pearson √w (y − μ)/√V(μ) or deviance sign(y − μ)√(w d(y, μ)) residuals (lme4's
+        ``residuals(m, type=)``; V = 1 for Gaussian models)."""
+        fam = self.family
+        if kind == "pearson":
+            var = np.ones_like(mu) if fam.name == "gaussian" else fam.variance(mu)
+            return np.sqrt(w / var) * (y - mu)
+        if fam.name == "gaussian":
+            return np.sqrt(w) * (y - mu)
+        return np.sign(y - mu) * np.sqrt(np.maximum(fam.sm.resid_dev(y, mu, var_weights=w) ** 2, 0.0))
+
+    def _residuals(self, kind: str) -> pd.Series:
+        src = self.design.source
+        if src is not None:
+
+            def rows(part):
+                y, _, w, *_ = src.rows(part, with_terms=False)
+                return self._scaled_residuals(kind, y, self.predict(part), w)
+
+            return src.map_rows(rows, f"resid_{kind}")
+        d = self.design
+        values = self._scaled_residuals(kind, d.y, self.fittedvalues.to_numpy(), d.weights)
+        return pd.Series(values, index=d.row_index, name=f"resid_{kind}")
+
+    @cached_property
+    def resid_pearson(self) -> pd.Series:
+        """Pearson residuals √wᵢ (yᵢ − μ̂ᵢ)/√V(μ̂ᵢ) at the conditional fitted values, unscaled by
+        σ or φ: lme4's ``residuals(m, type = "pearson")`` (for an LMM, √wᵢ (yᵢ − μ̂ᵢ))."""
+        return self._residuals("pearson")
+
+    @cached_property
+    def resid_deviance(self) -> pd.Series:
+        """Deviance residuals sign(yᵢ − μ̂ᵢ) √(wᵢ d(yᵢ, μ̂ᵢ)): lme4's ``residuals(m)`` for GLMMs
+        (for an LMM they equal the Pearson residuals); their squares sum to :attr:`deviance`."""
+        return self._residuals("deviance")
+
+    def r2(self) -> pd.Series:
+        """Nakagawa's marginal and conditional R² (Nakagawa, Johnson & Schielzeth 2017), as
+        ``performance::r2_nakagawa``.
+
+        With σ²_f the variance of the fixed-effects predictions Xβ̂ (n − 1 denominator), σ²_r the
+        random effects' mean variance Σ_t mean_i(z_ti' Σ_t z_ti) (Johnson 2014: the variance of
+        a random intercept, plus the slopes' share at the observed covariates) and σ²_d the
+        distribution-specific variance — σ̂² for Gaussian models, π²/3 for logit and 1 for
+        probit binomial models, log(1 + 1/λ) for Poisson log models (the lognormal
+        approximation, λ = exp(β̂₀ + σ²_r/2) from the intercept-only model with the same random
+        effects, refitted here) — marginal R² = σ²_f/(σ²_f + σ²_r + σ²_d) and conditional R² =
+        (σ²_f + σ²_r)/(σ²_f + σ²_r + σ²_d).
+        """
+        from .r2 import nakagawa
+
+        return nakagawa(self)
+
     def refit(self, method: str | None = None, **fit_kwargs) -> MixedModelResults:
         """Fit the same model again with the settings of this fit (:attr:`fit_options`: method,
         nAGQ, fast, optimizer), changing only those given, e.g. ``refit(method="ML")`` before

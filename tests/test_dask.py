@@ -165,6 +165,10 @@ def test_dask_glmm_equals_in_memory_fit(client, case):
     assert dsk.notes == mem.notes
     fitted = dsk.fittedvalues.compute().to_numpy()
     assert np.allclose(fitted, mem.fittedvalues.to_numpy(), atol=1e-5)
+    for kind in ("resid_pearson", "resid_deviance"):
+        assert np.allclose(getattr(dsk, kind).compute().to_numpy(), getattr(mem, kind).to_numpy(), atol=1e-4)
+    with pytest.raises(FitError, match="needs the rows in memory"):
+        dsk.r2()
 
 
 def test_blocks_too_large_for_memory_are_refused_before_the_data_pass(monkeypatch):
