@@ -382,7 +382,24 @@ class MixedModelResults:
     def _newdata_predictor(self, data: pd.DataFrame, random_effects: bool) -> np.ndarray:
         """η on new rows, lme4's way: NaN where a predictor is missing (na.pass), a zero random
         effect for a grouping level the fit did not see or a missing one (allow.new.levels)."""
+        complete, X, off, parts = self._newdata_parts(data, random_effects)
+        eta = X @ self.params.to_numpy() + off
+        for (_t, Z, pos), b in zip(parts, self._est.b):
+            contrib = np.einsum("ij,ij->i", Z, b[np.maximum(pos, 0)])
+            eta = eta + np.where(pos >= 0, contrib, 0.0)
+        out = np.full(len(data), np.nan)
+        out[complete] = eta
+        return out
+
+    def _newdata_parts(self, data: pd.DataFrame | None, random_effects: bool):
+        """(complete rows, X, offset, [(term, Z, level position or −1)]) of new rows (the fitted
+        rows if ``data`` is None): what η and its variance are made of."""
         d = self.design
+        if data is None:
+            if d.source is not None:
+                raise FitError("this needs newdata: the fitted rows of a Dask model are on the workers")
+            parts = [(t, t.Zcols, t.codes) for t in d.terms] if random_effects else []
+            return np.ones(len(d.y), bool), d.X, d.offset, parts
         if d.fixed_spec is None:
             raise FitError("predict(newdata) needs a model built with from_formula")
         if not isinstance(data, pd.DataFrame):
@@ -398,24 +415,32 @@ class MixedModelResults:
         _require_columns(data, sorted(needed), "column")
         complete = ~data[sorted(needed)].isna().any(axis=1).to_numpy() if needed else np.ones(len(data), bool)
         rows = data if complete.all() else data.loc[complete]
-        eta = _replay(d.fixed_spec, lambda r: fixed_matrix(d, r), rows, "the fixed effects") @ self.params.to_numpy()
+        X = _replay(d.fixed_spec, lambda r: fixed_matrix(d, r), rows, "the fixed effects")
+        off = np.zeros(len(rows))
         for expr in d.parsed.offsets:
-            eta = eta + eval_expression(expr, rows)
+            off = off + eval_expression(expr, rows)
         if offset_col:
-            eta = eta + rows[offset_col].to_numpy(dtype=float)
+            off = off + rows[offset_col].to_numpy(dtype=float)
+        parts = []
         if random_effects:
-            for t, b in zip(d.terms, self._est.b):
+            for t in d.terms:
                 pos = _level_positions(t, rows)
                 if t.spec is None:  # a random intercept
                     Z = random_columns(t, rows)
                 else:  # slopes: the term's own ModelSpec, its levels matched too
                     term = f"the random-effects term ({t.expr} | {t.group_name})"
                     Z = _replay(t.spec, partial(random_columns, t), rows, term)
-                contrib = np.einsum("ij,ij->i", Z, b[np.maximum(pos, 0)])
-                eta = eta + np.where(pos >= 0, contrib, 0.0)
-        out = np.full(len(data), np.nan)
-        out[complete] = eta
-        return out
+                parts.append((t, Z, pos))
+        return complete, X, off, parts
+
+    def get_prediction(self, newdata: pd.DataFrame | None = None, random_effects: bool = True):
+        """Predictions with their standard errors and intervals (statsmodels' ``get_prediction``);
+        ``.summary_frame(alpha)`` gives mean, mean_se, mean_ci_lower, mean_ci_upper (and for
+        Gaussian models obs_ci_lower, obs_ci_upper). See :class:`~midas_glmm.prediction.Prediction`
+        for the variances used."""
+        from .prediction import Prediction
+
+        return Prediction.of(self, newdata, random_effects)
 
     def predict(
         self, newdata: pd.DataFrame | None = None, random_effects: bool = True, kind: str = "response"
