@@ -90,9 +90,37 @@ def shrinkage(res, group: str | None = None, path=None):
     return _save(fig, path)
 
 
-def diagnostics(res, path=None):
-    """Residuals against fitted values, and a normal QQ plot of the residuals (Pearson-type
-    residuals scaled by sigma for LMMs, response residuals otherwise)."""
+def quantile_residuals(qres, path=None):
+    """Scaled residuals (:meth:`MixedModelResults.simulate_residuals`): a QQ plot against the
+    uniform distribution, with the uniformity test's p-value, and the residuals against the
+    rank-transformed predictions, with lines at 0.25, 0.5 and 0.75 (flat for a good model)."""
+    r = np.sort(qres.residuals.to_numpy())
+    expected = (np.arange(1, len(r) + 1) - 0.5) / len(r)
+    fig = _figure((9, 4))
+    a1, a2 = fig.subplots(1, 2)
+    a1.scatter(expected, r, s=6, alpha=0.5)
+    a1.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    a1.set_xlabel("expected (uniform)")
+    a1.set_ylabel("observed scaled residual")
+    a1.set_title(f"QQ plot, KS p = {qres.test_uniformity()['pvalue']:.3g}")
+    rank = stats.rankdata(qres.predicted) / len(qres.predicted)
+    a2.scatter(rank, qres.residuals.to_numpy(), s=6, alpha=0.5)
+    for q in (0.25, 0.5, 0.75):
+        a2.axhline(q, color="grey", lw=0.8, ls="--")
+    a2.set_xlabel("prediction (rank-transformed)")
+    a2.set_ylabel("scaled residual")
+    a2.set_ylim(0, 1)
+    a2.set_title("Residuals vs predicted")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def diagnostics(res, path=None, n: int = 250, seed=0):
+    """Model checks. LMMs: standardised residuals against fitted values and their normal QQ
+    plot. GLMMs: the simulation-based scaled residuals (:func:`quantile_residuals`, from ``n``
+    simulations), since raw residuals of counts and proportions are not normal."""
+    if not res.family.is_lmm:
+        return quantile_residuals(res.simulate_residuals(n=n, seed=seed), path=path)
     fitted = res.fittedvalues.to_numpy()
     resid = res.resid.to_numpy()
     if res.family.is_lmm:

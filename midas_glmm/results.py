@@ -539,6 +539,14 @@ class MixedModelResults:
         (for an LMM they equal the Pearson residuals); their squares sum to :attr:`deviance`."""
         return self._residuals("deviance")
 
+    def simulate_residuals(self, n: int = 250, seed=None):
+        """Scaled (quantile) residuals from ``n`` simulations of the fit, as R's DHARMa:
+        uniform on (0, 1) for a correctly specified model, with tests for uniformity,
+        dispersion and zero-inflation and a plot (:mod:`midas_glmm.quantile_residuals`)."""
+        from .quantile_residuals import simulate_residuals
+
+        return simulate_residuals(self, n=n, seed=seed)
+
     def r2(self) -> pd.Series:
         """Nakagawa's marginal and conditional R² (Nakagawa, Johnson & Schielzeth 2017), as
         ``performance::r2_nakagawa``.
