@@ -210,17 +210,18 @@ def _dense_Z(term, n):
 KR_MAX_ROWS = 5000
 
 
-def kenward_roger(res) -> tuple[np.ndarray, np.ndarray]:
-    """Kenward–Roger (1997) adjusted covariance of β̂ and degrees of freedom per fixed effect.
+def kenward_roger_parts(res) -> dict:
+    """Kenward–Roger (1997): the pieces every hypothesis's df and adjusted covariance need.
 
     Σ = Σ_r φ_r G_r (variances and covariances of each term, and the residual variance);
     Φ = (X'Σ⁻¹X)⁻¹, P_r = X'Σ⁻¹G_rΣ⁻¹X, Q_rs = X'Σ⁻¹G_rΣ⁻¹G_sΣ⁻¹X, W = 2[tr(ΠG_rΠG_s)]⁻¹,
-    Φ_A = Φ + 2Φ[Σ W_rs (Q_rs − P_rΦP_s)]Φ; the df follow KR's moment matching for L = e_j.
-    Uses dense n × n matrices, so it is limited to n ≤ 5000 (use Satterthwaite beyond).
+    Φ_A = Φ + 2Φ[Σ W_rs (Q_rs − P_rΦP_s)]Φ; a hypothesis L's df follow KR's moment matching
+    (anova._kr_ddf). Uses dense n × n matrices, so it is limited to n ≤ 5000 (use Satterthwaite
+    beyond).
 
     Returns
     -------
-    (df, vcov_adjusted)
+    dict with Phi, PhiA (adjusted covariance), P (list), W
     """
     _require_lmm(res, "the Kenward-Roger approximation")
     from .daskdata import check_available
@@ -265,16 +266,18 @@ def kenward_roger(res) -> tuple[np.ndarray, np.ndarray]:
     adj = sum(W[r, s] * (Q[r][s] - P[r] @ Phi @ P[s]) for r in range(k) for s in range(k))
     PhiA = Phi + 2 * Phi @ adj @ Phi
     PhiA = (PhiA + PhiA.T) / 2
-    df = np.empty(X.shape[1])
-    for j in range(X.shape[1]):
-        L = np.zeros((1, X.shape[1]))
-        L[0, j] = 1.0
-        Theta = L.T @ np.linalg.inv(L @ Phi @ L.T) @ L
-        M = [Theta @ Phi @ Pr @ Phi for Pr in P]
-        A1 = sum(W[r, s] * np.trace(M[r]) * np.trace(M[s]) for r in range(k) for s in range(k))
-        A2 = sum(W[r, s] * np.trace(M[r] @ M[s]) for r in range(k) for s in range(k))
-        df[j] = _kr_df(A1, A2, 1)
-    return df, PhiA
+    return {"Phi": Phi, "PhiA": PhiA, "P": P, "W": W}
+
+
+def kenward_roger(res) -> tuple[np.ndarray, np.ndarray]:
+    """Kenward–Roger df per fixed effect and the adjusted covariance of β̂ (see
+    :func:`kenward_roger_parts`)."""
+    from .anova import _kr_ddf
+
+    parts = kenward_roger_parts(res)
+    p = parts["Phi"].shape[0]
+    df = np.array([_kr_ddf(parts, np.eye(p)[[j]], 1) for j in range(p)])
+    return df, parts["PhiA"]
 
 
 def _kr_df(A1: float, A2: float, ell: int) -> float:

@@ -539,6 +539,31 @@ class MixedModelResults:
         (for an LMM they equal the Pearson residuals); their squares sum to :attr:`deviance`."""
         return self._residuals("deviance")
 
+    def anova(self, type: int = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """ANOVA table, one row per fixed-effect term. LMMs: ``Sum Sq``, ``Mean Sq``, ``NumDF``,
+        ``DenDF``, ``F value``, ``Pr(>F)`` as ``lmerTest::anova(m, type=, ddf=)`` (type 1:
+        sequential; type 3: for models without interactions, for now); GLMMs: Wald ``Chisq``,
+        ``Df``, ``Pr(>Chisq)`` as ``car::Anova(m, type = 3)``. To compare models use
+        :func:`midas_glmm.compare` (likelihood-ratio tests)."""
+        from .anova import anova_table
+
+        return anova_table(self, type=type, ddf=ddf)
+
+    def wald_test(self, L, rhs=None, ddf: str = "satterthwaite") -> pd.Series:
+        """Joint test of Lβ = rhs (``L``: one row per restriction, one column per fixed effect):
+        an F test with Satterthwaite or Kenward–Roger df for LMMs (lmerTest's ``contest``), a
+        Wald chi-square for GLMMs or ``ddf="asymptotic"``."""
+        from .anova import contrast_test
+
+        return contrast_test(self, L, rhs=rhs, ddf=ddf)
+
+    def t_test(self, L, rhs=None, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
+        """One t test per row of L (z tests for GLMMs): estimate, std_err, df, statistic,
+        p_value, ci_low, ci_high (lmerTest's ``contest(joint = FALSE)``)."""
+        from .anova import contrast_t
+
+        return contrast_t(self, L, rhs=rhs, ddf=ddf, level=level)
+
     def simulate_residuals(self, n: int = 250, seed=None):
         """Scaled (quantile) residuals from ``n`` simulations of the fit, as R's DHARMa:
         uniform on (0, 1) for a correctly specified model, with tests for uniformity,

@@ -1,0 +1,121 @@
+"""ANOVA tables, joint and per-row contrast tests against lmerTest (Satterthwaite and
+Kenward–Roger) and car's type 3 Wald chi-square (tests/reference/anova, made by
+anova/make_anova.R). Tolerances of issue 14: F, DenDF, estimates, SEs 1e-3 relative (Kenward–
+Roger DenDF 1e-2), p-values 1e-3."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REF
+
+from midas_glmm import MixedModel
+from midas_glmm.errors import FitError
+
+LMM_CASES = ["sleepstudy_slope", "crossed_factor", "crossed_interaction"]
+DDF = {"Satterthwaite": "satterthwaite", "Kenward-Roger": "kenward-roger"}
+
+
+def _read(path):
+    df = pd.read_csv(path, dtype=str)
+    for c in df.columns:
+        num = pd.to_numeric(df[c], errors="coerce")
+        if num.notna().sum() == df[c].notna().sum():
+            df[c] = num
+    return df
+
+
+def _fit(name):
+    ref = json.loads((REF / "anova" / f"{name}.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula(ref["formula_py"], _read(REF / ref["data"]), family=ref.get("family")).fit()
+    return ref, res
+
+
+def _list(v):
+    """R's jsonlite writes a one-element vector as a scalar."""
+    return v if isinstance(v, list) else [v]
+
+
+def _close(ours, theirs, rel, what):
+    assert ours == pytest.approx(theirs, rel=rel, abs=1e-12), what
+
+
+def _p_close(ours, theirs, what):
+    assert ours == pytest.approx(theirs, rel=1e-3, abs=1e-6), what
+
+
+@pytest.mark.parametrize("name", LMM_CASES)
+def test_anova_tables_equal_lmertest(name):
+    ref, res = _fit(name)
+    for key in [k for k in ref if k.startswith("anova_type")]:
+        type_ = int(key[len("anova_type")])
+        ddf_r = key.split("_", 2)[2]
+        table = res.anova(type=type_, ddf=DDF[ddf_r])
+        assert list(table.index) == _list(ref["terms_py"])
+        assert list(table.columns) == ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
+        for ours_term, r_term in zip(table.index, _list(ref[key]["rows"])):
+            row, want = table.loc[ours_term], ref[key]["table"][r_term]
+            what = f"{key} {ours_term}"
+            assert row["NumDF"] == want["NumDF"], what
+            for col in ("Sum Sq", "Mean Sq", "F value"):
+                _close(row[col], want[col], 1e-3, f"{what} {col}")
+            _close(row["DenDF"], want["DenDF"], 1e-2 if ddf_r == "Kenward-Roger" else 1e-3, f"{what} DenDF")
+            _p_close(row["Pr(>F)"], want["Pr(>F)"], f"{what} p")
+
+
+@pytest.mark.parametrize("ddf_r", list(DDF))
+def test_contrast_tests_equal_lmertest_contest(ddf_r):
+    ref, res = _fit("crossed_factor")
+    L = np.array(ref["L"])
+    joint, want = res.wald_test(L, ddf=DDF[ddf_r]), ref[f"contest_{ddf_r}"]
+    assert joint["NumDF"] == want["NumDF"]
+    _close(joint["F value"], want["F value"], 1e-3, "F")
+    _close(joint["DenDF"], want["DenDF"], 1e-2 if ddf_r == "Kenward-Roger" else 1e-3, "DenDF")
+    _p_close(joint["Pr(>F)"], want["Pr(>F)"], "p")
+    rows, want = res.t_test(L, ddf=DDF[ddf_r]), ref[f"contest1D_{ddf_r}"]
+    assert np.allclose(rows.estimate, want["Estimate"], rtol=1e-3)
+    assert np.allclose(rows.std_err, want["Std. Error"], rtol=1e-3)
+    assert np.allclose(rows.df, want["df"], rtol=1e-2 if ddf_r == "Kenward-Roger" else 1e-3)
+    assert np.allclose(rows.statistic, want["t value"], rtol=1e-3)
+    assert np.allclose(rows.p_value, want["Pr(>|t|)"], rtol=1e-3, atol=1e-6)
+    assert np.allclose(rows.ci_low, want["lower"], rtol=1e-3)
+
+
+def test_glmm_type3_wald_chisquare_equals_car():
+    ref, res = _fit("cbpp_binomial")
+    table = res.anova(type=3)
+    want = ref["anova_type3_wald"]
+    assert list(table.index) == ref["rows_py"]
+    for ours, r in zip(table.index, want["rows"]):
+        assert table.loc[ours, "Df"] == want["table"][r]["Df"]
+        _close(table.loc[ours, "Chisq"], want["table"][r]["Chisq"], 5e-3, ours)
+        assert table.loc[ours, "Pr(>Chisq)"] == pytest.approx(want["table"][r]["Pr(>Chisq)"], rel=2e-2)
+    with pytest.raises(FitError, match="type=3"):
+        res.anova(type=1)
+
+
+def test_single_row_tests_agree_with_the_coefficient_table_and_errors():
+    _, res = _fit("crossed_factor")
+    p = len(res.params)
+    for ddf, name in (("satterthwaite", "satterthwaite"), ("kenward-roger", "kenward-roger")):
+        table = res.coef_table(ddf=name)
+        rows = res.t_test(np.eye(p), ddf=ddf)
+        assert np.allclose(rows.df, table.df, rtol=1e-6)
+        assert np.allclose(rows.std_err, table.std_err, rtol=1e-10)
+        single = res.wald_test(np.eye(p)[[1]], ddf=ddf)
+        assert single["F value"] == pytest.approx(rows.statistic[1] ** 2, rel=1e-8)
+    chi = res.wald_test(np.eye(p)[1:], ddf="asymptotic")
+    assert chi["Df"] == p - 1 and chi["Chisq"] > 0
+    with pytest.raises(FitError, match="columns"):
+        res.wald_test(np.eye(3))
+    with pytest.raises(FitError, match="unknown ddf"):
+        res.anova(ddf="residual")
+    _, inter = _fit("crossed_interaction")
+    with pytest.raises(FitError, match="contains another"):
+        inter.anova(type=3)
