@@ -549,6 +549,14 @@ class MixedModelResults:
 
         return anova_table(self, type=type, ddf=ddf)
 
+    def ranova(self) -> pd.DataFrame:
+        """Likelihood-ratio test of each random term reduced (slopes to an intercept, an
+        intercept removed), as ``lmerTest::ranova(m)``: rows ``<none>`` and one per term;
+        columns npar, logLik, AIC, LRT, Df, Pr(>Chisq) (:mod:`midas_glmm.ranova`)."""
+        from .ranova import ranova
+
+        return ranova(self)
+
     def wald_test(self, L, rhs=None, ddf: str = "satterthwaite") -> pd.Series:
         """Joint test of Lβ = rhs (``L``: one row per restriction, one column per fixed effect):
         an F test with Satterthwaite or Kenward–Roger df for LMMs (lmerTest's ``contest``), a

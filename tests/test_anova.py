@@ -119,3 +119,33 @@ def test_single_row_tests_agree_with_the_coefficient_table_and_errors():
     _, inter = _fit("crossed_interaction")
     with pytest.raises(FitError, match="contains another"):
         inter.anova(type=3)
+
+
+RANOVA = json.loads((REF / "anova" / "ranova.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("name", sorted(RANOVA))
+def test_ranova_equals_lmertest(name):
+    ref = RANOVA[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula(ref["formula_py"], _read(REF / ref["data"])).fit(method=ref["method"])
+    table = res.ranova()
+    want = ref["ranova"]
+    assert list(table.index) == _list(want["rows"])
+    assert list(table.columns) == ["npar", "logLik", "AIC", "LRT", "Df", "Pr(>Chisq)"]
+    assert list(table.npar) == _list(want["npar"])
+    assert np.allclose(table.logLik, want["logLik"], rtol=0, atol=1e-4)
+    assert np.allclose(table.AIC, want["AIC"], rtol=0, atol=1e-3)
+    lrt = [v for v in _list(want["LRT"]) if v is not None]
+    assert np.allclose(table.LRT.iloc[1:], lrt, rtol=1e-4, atol=1e-4)
+    assert list(table.Df.iloc[1:]) == [v for v in _list(want["Df"]) if v is not None]
+    p = [v for v in _list(want["p"]) if v is not None]
+    assert np.allclose(table["Pr(>Chisq)"].iloc[1:], p, rtol=1e-3, atol=1e-12)
+    assert np.isnan(table.loc["<none>", "LRT"])
+
+
+def test_ranova_refuses_glmms():
+    _, res = _fit("cbpp_binomial")
+    with pytest.raises(FitError, match="linear mixed model"):
+        res.ranova()

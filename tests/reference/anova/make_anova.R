@@ -55,3 +55,21 @@ out <- list(case = "cbpp_binomial", reference = ref, data = "data/cbpp.csv",
             rows_py = c("(Intercept)", "C(period)"), anova_type3_wald = list(rows = rownames(a), table = tab(as.data.frame(a))))
 write(toJSON(out, auto_unbox = TRUE, digits = NA), file.path("anova", "cbpp_binomial.json"))
 cat("cbpp_binomial\n")
+
+# lmerTest::ranova on three random-effects structures
+rt <- function(r) list(rows = rownames(r), npar = r$npar, logLik = r$logLik, AIC = r$AIC,
+                       LRT = ifelse(is.na(r$LRT), NA, r$LRT), Df = r$Df, p = r[["Pr(>Chisq)"]])
+ran <- list(
+  sleepstudy_slope = list(m = lmer(Reaction ~ Days + (Days | Subject), sleep), py = "Reaction ~ Days + (Days|Subject)",
+                          data = "data/sleepstudy.csv"),
+  sleepstudy_uncorrelated = list(m = lmer(Reaction ~ Days + (Days || Subject), sleep),
+                                 py = "Reaction ~ Days + (Days||Subject)", data = "data/sleepstudy.csv"),
+  crossed_slopes = list(m = lmer(y ~ x + (x | subj) + (1 | item), crossed), py = "y ~ x + (x|subj) + (1|item)",
+                        data = "extra/data/crossed.csv"),
+  sleepstudy_intercept_ml = list(m = lmer(Reaction ~ Days + (1 | Subject), sleep, REML = FALSE),
+                                 py = "Reaction ~ Days + (1|Subject)", data = "data/sleepstudy.csv", method = "ML")
+)
+out <- lapply(ran, function(x) list(formula_py = x$py, data = x$data, method = if (is.null(x$method)) "REML" else x$method,
+                                    ranova = rt(ranova(x$m))))
+write(toJSON(list(reference = ref, cases = out), auto_unbox = TRUE, digits = NA, na = "null"), file.path("anova", "ranova.json"))
+cat("ranova\n")
