@@ -79,6 +79,7 @@ class Design:
     row_index: pd.Index | None = None
     source: object = None  # a DaskSource when the rows live in a Dask DataFrame
     gram: np.ndarray | None = None  # X'X (unweighted), from the rank check
+    grid: dict | None = None  # fixed-part variable → ("factor", levels) or ("numeric", mean): emmeans
 
 
 _QUOTED = re.compile(r"`([^`]*)`")
@@ -673,6 +674,7 @@ def build_design(
     terms = ordered_terms(terms)
 
     return Design(
+        grid=reference_grid_info(parsed, df),
         formula=formula,
         parsed=parsed,
         y=np.asarray(y, dtype=float),
@@ -692,6 +694,26 @@ def build_design(
         row_index=df.index,
         gram=gram,
     )
+
+
+def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:
+    """For each variable of the fixed part, what a reference grid holds (emmeans): its levels
+    (sorted, as R's factor levels) if it is text, categorical, boolean or wrapped in ``C()``,
+    else its mean over the rows used."""
+    out = {}
+    categorical_calls = set(re.findall(r"C\(\s*`?([^,)`]+)`?", parsed.fixed))
+    for name in sorted(_formulaic_names(parsed.fixed)):
+        if name not in df.columns:
+            continue
+        col = df[name]
+        numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+        if numeric and name not in categorical_calls:
+            out[name] = ("numeric", float(col.mean()))
+        elif isinstance(col.dtype, pd.CategoricalDtype):
+            out[name] = ("factor", list(col.cat.categories))
+        else:
+            out[name] = ("factor", sorted(col.dropna().unique().tolist()))
+    return out
 
 
 def ordered_terms(terms: list[ReTerm]) -> list[ReTerm]:

@@ -549,6 +549,24 @@ class MixedModelResults:
 
         return anova_table(self, type=type, ddf=ddf)
 
+    def emmeans(self, specs, by=None, ddf=None, type: str = "link", level: float = 0.95) -> pd.DataFrame:
+        """Estimated marginal means of ``specs`` (factor column names) within ``by``, as
+        ``emmeans::emmeans(m, specs, by)``: the factor columns, emmean, SE, df, lower.CL,
+        upper.CL. LMMs: Kenward–Roger df by default (emmeans' ``lmer.df``), or
+        ``ddf="satterthwaite"`` / ``"asymptotic"``; GLMMs: the link scale, or
+        ``type="response"`` (:mod:`midas_glmm.emmeans`)."""
+        from .emmeans import emmeans
+
+        return emmeans(self, specs, by=by, ddf=ddf, type=type, level=level)
+
+    def contrasts(self, specs, method: str = "pairwise", adjust=None, by=None, ddf=None) -> pd.DataFrame:
+        """Contrasts of the estimated marginal means (``pairwise``, ``trt.vs.ctrl``, ``poly``) with
+        p-values adjusted by ``tukey`` (pairwise's default), ``holm``, ``bonferroni`` or ``none``
+        (poly's default), as ``emmeans::contrast(emmeans(m, specs, by), method, adjust)``."""
+        from .emmeans import emm_contrasts
+
+        return emm_contrasts(self, specs, method=method, adjust=adjust, by=by, ddf=ddf)
+
     def ranova(self) -> pd.DataFrame:
         """Likelihood-ratio test of each random term reduced (slopes to an intercept, an
         intercept removed), as ``lmerTest::ranova(m)``: rows ``<none>`` and one per term;
