@@ -22,6 +22,18 @@ from .factor import Factor, _lam_flat
 __all__ = ["profiled_gradient", "laplace_gradient", "lam_jacobian"]
 
 
+def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(D, offsets): the diagonal blocks D_l = (GΛS)_ll of every node, flat, from the factor's
+    data blocks G and the selected inverse (Z, Zt)."""
+    P, blocks = L.plan, L.blocks
+    lam, lamoff = _lam_flat(L.lams)
+    doff = np.concatenate([[0], np.cumsum(P.nsize**2)]).astype(np.int64)
+    D = np.zeros(int(doff[-1]))
+    args = (P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns, P.nsparse, P.brow, P.bcol, P.boff)
+    kernels.logdet_gradient_blocks(blocks.A, Z, Zt, *args, P.tailoff, doff, D)
+    return D, doff
+
+
 def _per_term(plan, M: np.ndarray, width: int) -> list[np.ndarray]:
     """Rows of M (q × width, node order) grouped per term as (levels, p, width)."""
     out = []
@@ -41,29 +53,7 @@ def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
     lams = L.lams
     # log|A|: the diagonal blocks D_l of GΛS
     Z, Zt = L.selected_inverse()
-    lam, lamoff = _lam_flat(lams)
-    doff = np.concatenate([[0], np.cumsum(P.nsize**2)]).astype(np.int64)
-    D = np.zeros(int(doff[-1]))
-    kernels.logdet_gradient_blocks(
-        blocks.A,
-        Z,
-        Zt,
-        P.colptr,
-        P.rowidx,
-        P.blkoff,
-        P.nsize,
-        P.nterm,
-        lam,
-        lamoff,
-        P.Ns,
-        P.nsparse,
-        P.brow,
-        P.bcol,
-        P.boff,
-        P.tailoff,
-        doff,
-        D,
-    )
+    D, doff = _logdet_blocks(L, Z, Zt)
     # r² (and for REML log|C|): Z'e and H from one product of G with [ΛP b]
     beta = L.beta()
     u = L.solve_Zt(L.LX[:, -1] - L.LX[:, :-1] @ beta)
@@ -122,34 +112,12 @@ def laplace_gradient(prob, theta: np.ndarray, beta: np.ndarray) -> tuple[float, 
     st = prob.pirls(theta, beta, 1.0)
     value = prob.laplace(st)
     L = st.factor
-    P, blocks, lams = L.plan, L.blocks, L.lams
+    P, lams = L.plan, L.lams
     Z, Zt = L.selected_inverse()
     S_data = Z if not P.qt else np.concatenate([Z, Zt[P.tail_entries()]])
     block = prob.rows.block
     Zl, Zr, g_beta_raw, qv = block.laplace_gradient_sums(prob.S @ st.beta, lams, st.u, L, S_data)
-    lam, lamoff = _lam_flat(lams)
-    doff = np.concatenate([[0], np.cumsum(P.nsize**2)]).astype(np.int64)
-    D = np.zeros(int(doff[-1]))
-    kernels.logdet_gradient_blocks(
-        blocks.A,
-        Z,
-        Zt,
-        P.colptr,
-        P.rowidx,
-        P.blkoff,
-        P.nsize,
-        P.nterm,
-        lam,
-        lamoff,
-        P.Ns,
-        P.nsparse,
-        P.brow,
-        P.bcol,
-        P.boff,
-        P.tailoff,
-        doff,
-        D,
-    )
+    D, doff = _logdet_blocks(L, Z, Zt)
     u = np.concatenate(st.u)
     Ru = _per_term(P, np.column_stack([Zr - 2.0 * Zl, u, Zl, qv]), 4)
     grads = []

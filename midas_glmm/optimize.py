@@ -243,9 +243,10 @@ def fd_derivatives(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float =
     return g, H
 
 
-def gradient_derivatives(fun_grad, x: np.ndarray, lower: np.ndarray, h: float = 1e-5, g0=None):
-    """(gradient, Hessian) from an exact gradient: the Hessian by forward differences of it
-    (k + 1 gradients; steps into the feasible side), symmetrised."""
+def gradient_derivatives(fun_grad, x: np.ndarray, lower=None, h: float = 1e-5, central: bool = False, g0=None):
+    """(gradient, Hessian) from an exact gradient: the Hessian by differences of it, forward
+    (k + 1 gradients; an exact, noise-free gradient) or ``central`` (2k + 1; a gradient that
+    carries iteration noise, such as one after PIRLS), steps h·max(1, |x_i|), symmetrised."""
     g0 = fun_grad(x)[1] if g0 is None else g0
     k = len(x)
     H = np.empty((k, k))
@@ -253,7 +254,10 @@ def gradient_derivatives(fun_grad, x: np.ndarray, lower: np.ndarray, h: float = 
         step = h * max(1.0, abs(x[i]))
         e = np.zeros(k)
         e[i] = step
-        H[:, i] = (fun_grad(x + e)[1] - g0) / step
+        if central:
+            H[:, i] = (fun_grad(x + e)[1] - fun_grad(x - e)[1]) / (2 * step)
+        else:
+            H[:, i] = (fun_grad(x + e)[1] - g0) / step
     return g0, 0.5 * (H + H.T)
 
 

@@ -36,6 +36,7 @@ from .optimize import (
     check_convergence,
     fd_derivatives,
     fd_hessian,
+    gradient_derivatives,
     is_singular,
     minimize_bounded,
     newton_step,
@@ -315,21 +316,6 @@ def _laplace_fun_grad(prob: GLMMProblem, ntheta: int):
     return fun_grad
 
 
-def gradient_hessian(fun_grad, x: np.ndarray, h: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
-    """(gradient, Hessian) from an analytic gradient: the Hessian by central differences of it
-    (2k gradients, steps h·max(1, |x_i|)), symmetrised. A PIRLS-converged gradient carries noise
-    of ~1e-8 relative, so central differences at 1e-4 keep the Hessian to ~1e-4 or better."""
-    g0 = fun_grad(x)[1]
-    k = len(x)
-    H = np.empty((k, k))
-    for i in range(k):
-        step = h * max(1.0, abs(x[i]))
-        e = np.zeros(k)
-        e[i] = step
-        H[:, i] = (fun_grad(x + e)[1] - fun_grad(x - e)[1]) / (2 * step)
-    return g0, 0.5 * (H + H.T)
-
-
 #: largest dense tail for which the joint stage uses the analytic gradient by default; beyond it
 #: the selected inversion of the tail costs more evaluations than the gradient saves
 GRADIENT_MAX_TAIL = 1000
@@ -402,7 +388,9 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
 
     # one set of derivatives serves the convergence check, a possible restart and the SEs
     def derivatives(x, fx):
-        return gradient_hessian(fun_grad, x) if gradient_ok else fd_derivatives(fun, x, h=1e-3, f0=fx)
+        if gradient_ok:  # PIRLS leaves ~1e-8 noise in the gradient: central differences at 1e-4
+            return gradient_derivatives(fun_grad, x, h=1e-4, central=True)
+        return fd_derivatives(fun, x, h=1e-3, f0=fx)
 
     g, H = derivatives(opt.x, opt.fun)
     if not use_gradient:

@@ -626,10 +626,11 @@ class MixedModelResults:
         return self.model.fit(**kw)
 
     # ------------------------------------------------------------------ display
-    def summary(self, alpha: float = 0.05, ddf: str = "normal"):
+    def summary(self, alpha: float = 0.05, ddf: str = "normal", anova: bool = False):
         """A printable summary (``print(res.summary())``; HTML in notebooks).
 
-        ``ddf`` chooses the fixed-effects tests, as in :meth:`coef_table`."""
+        ``ddf`` chooses the fixed-effects tests, as in :meth:`coef_table`; ``anova=True`` adds
+        the type 3 table of :meth:`anova` (Satterthwaite df unless ``ddf="kenward-roger"``)."""
         from .inference import check_level
         from .summary import Summary
 
@@ -647,7 +648,12 @@ class MixedModelResults:
                     "ci_high": f"{1 - alpha / 2:g}]",
                 }
             )
-        return Summary(self, alpha=alpha, coef_table=table)
+        anova_table, anova_ddf = None, None
+        if anova:
+            anova_ddf = "kenward-roger" if str(ddf).lower() in ("kenward-roger", "kr") else "satterthwaite"
+            anova_table = self.anova(type=3, ddf=anova_ddf)
+        label = {"satterthwaite": "Satterthwaite", "kenward-roger": "Kenward-Roger"}.get(anova_ddf, "")
+        return Summary(self, alpha=alpha, coef_table=table, anova=anova_table, anova_ddf=label)
 
     def __repr__(self) -> str:
         return f"<MixedModelResults: {self.design.formula}, {self.method}, llf={self.llf:.4f}>"

@@ -25,12 +25,21 @@ class Summary:
     are DataFrames in ``summary.tables``.
     """
 
-    def __init__(self, res, alpha: float = 0.05, coef_table: pd.DataFrame | None = None):
+    def __init__(
+        self,
+        res,
+        alpha: float = 0.05,
+        coef_table: pd.DataFrame | None = None,
+        anova: pd.DataFrame | None = None,
+        anova_ddf: str = "",
+    ):
         self.res = res
         self.alpha = alpha
+        self._anova_ddf = anova_ddf
         self.fixed = coef_table if coef_table is not None else self._wald_table()
         self.random = self._random_table()
-        self.tables = [self.random, self.fixed]
+        self.anova = anova
+        self.tables = [self.random, self.fixed] + ([anova] if anova is not None else [])
 
     def _wald_table(self) -> pd.DataFrame:
         r = self.res
@@ -135,6 +144,12 @@ class Summary:
             if pd.api.types.is_float_dtype(ft[c]):
                 ft[c] = ft[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("P") or c == "p_value" else _fmt(v, 4))
         out += [" " + line for line in ft.to_string().splitlines()]
+        if self.anova is not None:
+            at = self.anova.copy()
+            for c in at.columns:
+                if pd.api.types.is_float_dtype(at[c]):
+                    at[c] = at[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("Pr") else _fmt(v, 4))
+            out += ["", self._anova_title()] + [" " + line for line in at.to_string().splitlines()]
         icc = self._icc_line()
         if icc:
             out += ["", icc]
@@ -155,13 +170,19 @@ class Summary:
 
     __repr__ = __str__
 
+    def _anova_title(self) -> str:
+        if not self.res.family.is_lmm:
+            return "Type III Wald chi-square tests:"
+        return f"Type III ANOVA table ({self._anova_ddf} denominator df):"
+
     def as_html(self) -> str:
         """The summary as HTML (for notebooks)."""
         head = "<br>".join(html.escape(x) for x in self._header())
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self._notes())
+        anova = "" if self.anova is None else f"<h4>{html.escape(self._anova_title())}</h4>{self.anova.to_html()}"
         return (
             f"<div><p>{head}</p><h4>Random effects</h4>{self.random.to_html(index=False)}"
-            f"<h4>Fixed effects</h4>{self.fixed.to_html()}" + (f"<ul>{notes}</ul>" if notes else "") + "</div>"
+            f"<h4>Fixed effects</h4>{self.fixed.to_html()}{anova}" + (f"<ul>{notes}</ul>" if notes else "") + "</div>"
         )
 
     def _repr_html_(self) -> str:

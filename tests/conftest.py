@@ -18,14 +18,19 @@ def load_case(name: str) -> dict:
     return ref
 
 
-def case_data(ref: dict, key: str = "data") -> pd.DataFrame:
+def read_reference_csv(path) -> pd.DataFrame:
     """Read a reference CSV with every non-numeric column as strings (R factor labels)."""
-    df = pd.read_csv(Path(ref["_dir"]) / ref[key], dtype=str)
+    df = pd.read_csv(path, dtype=str)
     for c in df.columns:
         num = pd.to_numeric(df[c], errors="coerce")
         if num.notna().sum() == df[c].notna().sum():
             df[c] = num
     return df
+
+
+def case_data(ref: dict, key: str = "data") -> pd.DataFrame:
+    """The reference case's CSV (:func:`read_reference_csv`)."""
+    return read_reference_csv(Path(ref["_dir"]) / ref[key])
 
 
 def case_names(kind: str) -> list[str]:

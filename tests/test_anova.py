@@ -9,9 +9,8 @@ import json
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import REF
+from conftest import REF, read_reference_csv
 
 from midas_glmm import MixedModel
 from midas_glmm.errors import FitError
@@ -20,20 +19,13 @@ LMM_CASES = ["sleepstudy_slope", "crossed_factor", "crossed_interaction"]
 DDF = {"Satterthwaite": "satterthwaite", "Kenward-Roger": "kenward-roger"}
 
 
-def _read(path):
-    df = pd.read_csv(path, dtype=str)
-    for c in df.columns:
-        num = pd.to_numeric(df[c], errors="coerce")
-        if num.notna().sum() == df[c].notna().sum():
-            df[c] = num
-    return df
-
-
 def _fit(name):
     ref = json.loads((REF / "anova" / f"{name}.json").read_text())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = MixedModel.from_formula(ref["formula_py"], _read(REF / ref["data"]), family=ref.get("family")).fit()
+        res = MixedModel.from_formula(
+            ref["formula_py"], read_reference_csv(REF / ref["data"]), family=ref.get("family")
+        ).fit()
     return ref, res
 
 
@@ -129,7 +121,9 @@ def test_ranova_equals_lmertest(name):
     ref = RANOVA[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = MixedModel.from_formula(ref["formula_py"], _read(REF / ref["data"])).fit(method=ref["method"])
+        res = MixedModel.from_formula(ref["formula_py"], read_reference_csv(REF / ref["data"])).fit(
+            method=ref["method"]
+        )
     table = res.ranova()
     want = ref["ranova"]
     assert list(table.index) == _list(want["rows"])
@@ -149,3 +143,14 @@ def test_ranova_refuses_glmms():
     _, res = _fit("cbpp_binomial")
     with pytest.raises(FitError, match="linear mixed model"):
         res.ranova()
+
+
+def test_summary_prints_the_anova_table():
+    _, res = _fit("crossed_factor")
+    text = str(res.summary(ddf="satterthwaite", anova=True))
+    assert "Type III ANOVA table (Satterthwaite denominator df):" in text
+    table = res.anova(type=3)
+    assert f"{table.loc['C(f)', 'DenDF']:.4f}"[:6] in text
+    assert "Type III" not in str(res.summary())
+    html = res.summary(ddf="kenward-roger", anova=True).as_html()
+    assert "Kenward-Roger" in html and "F value" in html

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from conftest import REF
+from conftest import REF, read_reference_csv
 
 from midas_glmm import MixedModel
 from midas_glmm.errors import FitError
@@ -20,11 +20,7 @@ CASES = sorted(p.stem for p in (REF / "diagnostics").glob("*.json"))
 
 def _fit(name):
     ref = json.loads((REF / "diagnostics" / f"{name}.json").read_text())
-    df = pd.read_csv(REF / ref["data"], dtype=str)
-    for c in df.columns:
-        num = pd.to_numeric(df[c], errors="coerce")
-        if num.notna().sum() == df[c].notna().sum():
-            df[c] = num
+    df = read_reference_csv(REF / ref["data"])
     if ref["obs_level"]:
         df["obs"] = np.arange(len(df))
     family = None

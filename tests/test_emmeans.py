@@ -12,25 +12,16 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REF
+from conftest import REF, read_reference_csv
 
 from midas_glmm import MixedModel
 from midas_glmm.errors import FitError
 
 
-def _read(path):
-    df = pd.read_csv(path, dtype=str)
-    for c in df.columns:
-        num = pd.to_numeric(df[c], errors="coerce")
-        if num.notna().sum() == df[c].notna().sum():
-            df[c] = num
-    return df
-
-
 @pytest.fixture(scope="module")
 def lmm():
     ref = json.loads((REF / "emmeans" / "crossed_interaction.json").read_text())
-    df = _read(REF / ref["data"])
+    df = read_reference_csv(REF / ref["data"])
     df["g2"] = np.where(df.z > 0.5, "hi", "lo")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -42,7 +33,9 @@ def glmm():
     ref = json.loads((REF / "emmeans" / "cbpp_binomial.json").read_text())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ref, MixedModel.from_formula(ref["formula_py"], _read(REF / ref["data"]), family="binomial").fit()
+        return ref, MixedModel.from_formula(
+            ref["formula_py"], read_reference_csv(REF / ref["data"]), family="binomial"
+        ).fit()
 
 
 def _compare(ours: pd.DataFrame, want: dict, df_rel=1e-3):

@@ -13,6 +13,7 @@ EXPECT = {
     "random_slopes.py": ["P>|t|", "Pr(>Chisq)"],
     "crossed_effects.py": ["plate", "sample", "Kenward-Roger"],
     "shrinkage.py": ["BLUP", "keeps"],
+    "from_fit_to_paper.py": ["Type III ANOVA table", "emmean", "conditional", "obs_ci_upper", "z.ratio", "dispersion"],
 }
 
 

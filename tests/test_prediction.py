@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REF
+from conftest import REF, read_reference_csv
 from scipy import stats
 
 from midas_glmm import MixedModel, datasets
@@ -19,19 +19,10 @@ from midas_glmm.errors import DataError
 CASES = sorted(p.stem for p in (REF / "predictions").glob("*.json"))
 
 
-def _read(path):
-    df = pd.read_csv(path, dtype=str)
-    for c in df.columns:
-        num = pd.to_numeric(df[c], errors="coerce")
-        if num.notna().sum() == df[c].notna().sum():
-            df[c] = num
-    return df
-
-
 @pytest.mark.parametrize("name", CASES)
 def test_population_standard_errors_equal_glmmtmb(name):
     ref = json.loads((REF / "predictions" / f"{name}.json").read_text())
-    df = _read(REF / ref["data"])
+    df = read_reference_csv(REF / ref["data"])
     family = None if ref["family"] == "gaussian" else ref["family"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
