@@ -23,7 +23,7 @@ from scipy import stats
 
 from .errors import FitError
 
-__all__ = ["contrast_test", "contrast_t", "anova_table", "term_columns"]
+__all__ = ["contrast_test", "contrast_t", "anova_table", "drop1_table", "term_columns"]
 
 
 def _ddf_key(ddf: str) -> str:
@@ -253,4 +253,18 @@ def anova_table(res, type: int = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
             )
         contrasts = {t: np.eye(p)[cols[t]] for t in terms}
     rows = {t: contrast_test(res, Lt, ddf=ddf) for t, Lt in contrasts.items()}
+    return pd.DataFrame(rows).T[["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]].astype({"NumDF": int})
+
+
+def drop1_table(res, ddf: str = "satterthwaite") -> pd.DataFrame:
+    """F tests of dropping each fixed-effect term that marginality allows (no other term contains
+    it), as ``lmerTest::drop1(m)``: each such term's columns tested jointly."""
+    if not res.family.is_lmm:
+        raise FitError("drop1() gives lmerTest's F tests for linear mixed models; for a GLMM use anova() (Wald)")
+    cols = term_columns(res.design)
+    terms = [t for t in cols if t != "(Intercept)"]
+    p = len(res.params)
+    rows = {t: contrast_test(res, np.eye(p)[cols[t]], ddf=ddf) for t in terms if not _contained(t, terms)}
+    if not rows:
+        raise FitError("the model has no fixed-effect term to drop")
     return pd.DataFrame(rows).T[["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]].astype({"NumDF": int})

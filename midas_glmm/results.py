@@ -575,6 +575,13 @@ class MixedModelResults:
 
         return ranova(self)
 
+    def drop1(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """F tests of dropping each fixed-effect term that marginality allows, as
+        ``lmerTest::drop1(m)`` (LMMs; same columns as :meth:`anova`)."""
+        from .anova import drop1_table
+
+        return drop1_table(self, ddf=ddf)
+
     def wald_test(self, L, rhs=None, ddf: str = "satterthwaite") -> pd.Series:
         """Joint test of Lβ = rhs (``L``: one row per restriction, one column per fixed effect):
         an F test with Satterthwaite or Kenward–Roger df for LMMs (lmerTest's ``contest``), a

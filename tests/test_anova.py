@@ -154,3 +154,18 @@ def test_summary_prints_the_anova_table():
     assert "Type III" not in str(res.summary())
     html = res.summary(ddf="kenward-roger", anova=True).as_html()
     assert "Kenward-Roger" in html and "F value" in html
+
+
+@pytest.mark.parametrize("name", LMM_CASES)
+def test_drop1_equals_lmertest(name):
+    ref, res = _fit(name)
+    for ddf_r in DDF:
+        table, want = res.drop1(ddf=DDF[ddf_r]), ref[f"drop1_{ddf_r}"]
+        r_rows = _list(want["rows"])
+        assert len(table) == len(r_rows)
+        for ours_term, r_term in zip(table.index, r_rows):
+            row, w = table.loc[ours_term], want["table"][r_term]
+            assert row["NumDF"] == w["NumDF"]
+            _close(row["F value"], w["F value"], 1e-3, f"{ours_term} F")
+            _close(row["DenDF"], w["DenDF"], 1e-2 if ddf_r == "Kenward-Roger" else 1e-3, f"{ours_term} DenDF")
+            _p_close(row["Pr(>F)"], w["Pr(>F)"], f"{ours_term} p")

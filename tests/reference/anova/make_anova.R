@@ -35,6 +35,10 @@ for (cs in lmms) {
     a <- anova(cs$m, type = type, ddf = ddf)
     out[[paste0("anova_type", type, "_", ddf)]] <- list(rows = rownames(a), table = tab(as.data.frame(a)))
   }
+  for (ddf in c("Satterthwaite", "Kenward-Roger")) {
+    a <- drop1(cs$m, ddf = ddf)
+    out[[paste0("drop1_", ddf)]] <- list(rows = rownames(a), table = tab(as.data.frame(a)))
+  }
   if (!is.null(cs$L)) {
     out$L <- cs$L
     for (ddf in c("Satterthwaite", "Kenward-Roger")) {
