@@ -195,3 +195,28 @@ def test_glmm_pirls_passes_return_level_sized_answers():
     sizes = [a.size for a in cp.ZtZ + cp.XytZ + [cp.XytXy]]
     assert np.isscalar(ll) and max(sizes) <= 30 * 3
     assert block.agq_terms(np.zeros(2), 1.0, us[0], np.ones(30), np.array([-1.0, 0.0, 1.0]), 1.0).shape == (3, 30)
+
+
+def test_issue_14_calls_work_on_dask_fits_or_say_why(client):
+    """Each post-fit tool on a Dask-fitted LMM: the same answer as in memory, or a FitError that
+    says what needs the rows in memory."""
+    ref, mem, dsk = fit_both("crossed_slopes_reml")
+    L = np.eye(len(mem.params))[1:]
+    sat_mem, sat_dsk = mem.wald_test(L), dsk.wald_test(L)
+    assert sat_dsk["F value"] == pytest.approx(sat_mem["F value"], rel=1e-5)
+    assert sat_dsk["DenDF"] == pytest.approx(sat_mem["DenDF"], rel=1e-3)
+    pd.testing.assert_frame_equal(dsk.anova(), mem.anova(), rtol=1e-3)
+    new = case_data(ref).iloc[:5]
+    f_dsk, f_mem = dsk.get_prediction(new).summary_frame(), mem.get_prediction(new).summary_frame()
+    assert np.allclose(f_dsk.to_numpy(), f_mem.to_numpy(), rtol=1e-4)
+    assert np.allclose(dsk.resid_pearson.compute().to_numpy(), mem.resid_pearson.to_numpy(), atol=1e-6)
+    for call, match in (
+        (lambda: dsk.anova(ddf="kenward-roger"), "Kenward-Roger"),
+        (lambda: dsk.r2(), "in memory"),
+        (lambda: dsk.ranova(), "Dask"),
+        (lambda: dsk.simulate_residuals(n=10), "simulation"),
+        (lambda: dsk.emmeans("x"), "pandas DataFrame"),
+        (lambda: dsk.get_prediction(), "newdata"),
+    ):
+        with pytest.raises(FitError, match=match):
+            call()
