@@ -11,8 +11,8 @@ the adjusted covariance Φ_A, DenDF from KR's moment matching for the rank-q hyp
 
 ANOVA contrasts: type 1 (sequential) — the rows of the Cholesky factor R of X'X (X'X = R'R)
 for each term's columns (lmerTest's Doolittle rows, up to scaling); type 3 — each term's own
-columns, which are lmerTest's type 3 hypotheses when no term contains another (no
-interactions), and car's type 3 Wald tests for GLMMs.
+columns when no term contains another (and car's type 3 Wald tests for GLMMs), else lmerTest's
+marginal hypotheses (:mod:`midas_glmm.type3`).
 """
 
 from __future__ import annotations
@@ -244,14 +244,17 @@ def anova_table(res, type: int = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
         R = np.linalg.cholesky(d.X.T @ d.X).T  # X'X = R'R
         contrasts = {t: R[cols[t]] for t in terms}
     else:
-        nested = [t for t in terms if _contained(t, terms)]
-        if nested:
+        if d.type3 is not None:  # some term contains another: lmerTest's marginal hypotheses
+            from .type3 import type3_contrasts
+
+            contrasts = type3_contrasts(d, cols)
+        elif any(_contained(t, terms) for t in terms):
             raise FitError(
-                f"type 3 tests for a model where one term contains another ({nested[0]!r} is part of an "
-                "interaction) need lmerTest's marginal contrasts, not implemented yet; use type=1, or "
-                "res.wald_test(L) with the contrast you mean"
+                "type 3 tests for a model where one term contains another need the rows (the all-levels "
+                "design), recorded only for models built from a pandas DataFrame; use type=1"
             )
-        contrasts = {t: np.eye(p)[cols[t]] for t in terms}
+        else:
+            contrasts = {t: np.eye(p)[cols[t]] for t in terms}
     rows = {t: contrast_test(res, Lt, ddf=ddf) for t, Lt in contrasts.items()}
     return pd.DataFrame(rows).T[["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]].astype({"NumDF": int})
 

@@ -80,6 +80,7 @@ class Design:
     source: object = None  # a DaskSource when the rows live in a Dask DataFrame
     gram: np.ndarray | None = None  # X'X (unweighted), from the rank check
     grid: dict | None = None  # fixed-part variable → ("factor", levels) or ("numeric", mean): emmeans
+    type3: dict | None = None  # type 3 contrast basis when terms contain one another (type3.py)
 
 
 _QUOTED = re.compile(r"`([^`]*)`")
@@ -673,7 +674,7 @@ def build_design(
     terms = [_build_term(t, df) for t in parsed.random]
     terms = ordered_terms(terms)
 
-    return Design(
+    design = Design(
         grid=reference_grid_info(parsed, df),
         formula=formula,
         parsed=parsed,
@@ -694,6 +695,10 @@ def build_design(
         row_index=df.index,
         gram=gram,
     )
+    from .type3 import type3_basis
+
+    design.type3 = type3_basis(design, df)
+    return design
 
 
 def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:

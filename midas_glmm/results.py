@@ -542,7 +542,8 @@ class MixedModelResults:
     def anova(self, type: int = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
         """ANOVA table, one row per fixed-effect term. LMMs: ``Sum Sq``, ``Mean Sq``, ``NumDF``,
         ``DenDF``, ``F value``, ``Pr(>F)`` as ``lmerTest::anova(m, type=, ddf=)`` (type 1:
-        sequential; type 3: for models without interactions, for now); GLMMs: Wald ``Chisq``,
+        sequential; type 3: lmerTest's marginal hypotheses, interactions included, for
+        treatment-coded factors); GLMMs: Wald ``Chisq``,
         ``Df``, ``Pr(>Chisq)`` as ``car::Anova(m, type = 3)``. To compare models use
         :func:`midas_glmm.compare` (likelihood-ratio tests)."""
         from .anova import anova_table

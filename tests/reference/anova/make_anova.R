@@ -16,6 +16,7 @@ ref <- paste0("lmerTest ", packageVersion("lmerTest"), ", pbkrtest ", packageVer
 sleep <- read.csv("data/sleepstudy.csv"); sleep$Subject <- factor(sleep$Subject)
 crossed <- read.csv("extra/data/crossed.csv")
 for (v in c("subj", "item", "f")) crossed[[v]] <- factor(crossed[[v]])
+crossed$g2 <- factor(ifelse(crossed$z > 0.5, "hi", "lo"))  # a second factor for the interaction case
 
 lmms <- list(
   list(case = "sleepstudy_slope", m = lmer(Reaction ~ Days + (Days | Subject), sleep), data = "data/sleepstudy.csv",
@@ -26,7 +27,10 @@ lmms <- list(
        L = rbind(c(0, 1, 0, 0, 0), c(0, 0, 1, -1, 0))),
   list(case = "crossed_interaction", m = lmer(y ~ x * f + z + (1 | subj) + (1 | item), crossed),
        data = "extra/data/crossed.csv", py = "y ~ x * C(f) + z + (1|subj) + (1|item)",
-       terms_py = c("x", "C(f)", "z", "x:C(f)"), types = c(1))
+       terms_py = c("x", "C(f)", "z", "x:C(f)"), types = c(1, 3)),
+  list(case = "factor_interaction", m = lmer(y ~ f * g2 + x + (1 | subj) + (1 | item), crossed),
+       data = "extra/data/crossed.csv", py = "y ~ C(f) * g2 + x + (1|subj) + (1|item)",
+       terms_py = c("C(f)", "g2", "x", "C(f):g2"), types = c(1, 3))
 )
 for (cs in lmms) {
   out <- list(case = cs$case, reference = ref, data = cs$data, formula_py = cs$py, terms_py = cs$terms_py,
