@@ -23,6 +23,12 @@ print(res.summary(ddf="satterthwaite", anova=True))
 print("\nSequential (type 1) ANOVA, Kenward-Roger df:")
 print(res.anova(type=1, ddf="kenward-roger"))
 
+print("\nDropping each term (lmerTest's drop1) and a custom contrast (lmerTest's contest):")
+print(res.drop1())
+L = [[0, 1, 0], [0, 0, 1]]  # late vs early, and the Days slope, jointly and one by one
+print(res.wald_test(L, ddf="kenward-roger"))
+print(res.t_test(L))
+
 print("\nEstimated marginal means of phase (Days at its mean) and their contrast:")
 print(res.emmeans("phase"))
 print(res.contrasts("phase"))
@@ -48,6 +54,7 @@ print("\nIncidence per period on the probability scale, and Tukey-adjusted compa
 print(glmm.emmeans("period", type="response").round(4))
 print(glmm.contrasts("period").round(4))
 print("\nPearson residuals (first five):", glmm.resid_pearson.head().round(3).tolist())
+print("Deviance residuals (first five):", glmm.resid_deviance.head().round(3).tolist())
 
 q = glmm.simulate_residuals(n=250, seed=1)
 print("\nSimulation-based residual checks (DHARMa's tests):")

@@ -13,7 +13,16 @@ EXPECT = {
     "random_slopes.py": ["P>|t|", "Pr(>Chisq)"],
     "crossed_effects.py": ["plate", "sample", "Kenward-Roger"],
     "shrinkage.py": ["BLUP", "keeps"],
-    "from_fit_to_paper.py": ["Type III ANOVA table", "emmean", "conditional", "obs_ci_upper", "z.ratio", "dispersion"],
+    "from_fit_to_paper.py": [
+        "Type III ANOVA table",
+        "emmean",
+        "conditional",
+        "obs_ci_upper",
+        "z.ratio",
+        "dispersion",
+        "DenDF",
+        "Deviance residuals",
+    ],
 }
 
 
