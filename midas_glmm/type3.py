@@ -19,7 +19,11 @@ import numpy as np
 
 from .errors import FitError
 
-__all__ = ["type3_basis", "type3_contrasts", "zapsmall"]
+__all__ = ["type3_basis", "type3_contrasts", "zapsmall", "MAX_ALL_LEVELS_CELLS"]
+
+#: the largest all-levels design (rows × columns) built for type 3 hypotheses (400 MB of floats);
+#: beyond it type 3 tests of interaction models refuse and type 1 remains
+MAX_ALL_LEVELS_CELLS = 50_000_000
 
 
 def zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
@@ -63,6 +67,16 @@ def type3_basis(design, df) -> dict | None:
                 return {"unsupported": f"factor {name} is not treatment-coded (lmerTest maps other codings back)"}
     if design.dropped_columns:
         return {"unsupported": "a fixed-effect column was dropped as collinear"}
+    # the all-levels design has, per term, the product of its factors' level counts as columns
+    levels = {
+        k: len(v[1].get("categories", [])) for k, v in spec.encoder_state.items() if str(v[0]).endswith("CATEGORICAL")
+    }
+    width = sum(int(np.prod([levels.get(str(f), 1) for f in t.factors])) for t in spec.terms)
+    if width * len(df) > MAX_ALL_LEVELS_CELLS:
+        return {
+            "unsupported": f"the all-levels design would have {width} columns on {len(df)} rows "
+            f"(more than {MAX_ALL_LEVELS_CELLS:.0e} cells)"
+        }
     blocks, names = [], []
     if any(str(t) == "1" for t in spec.terms):
         blocks.append(np.ones((len(df), 1)))

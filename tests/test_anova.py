@@ -179,3 +179,18 @@ def test_type3_with_other_codings_refuses_clearly():
     with pytest.raises(FitError, match="not treatment-coded"):
         res.anova(type=3)
     assert list(res.anova(type=1).index) == ["C(f, Sum)", "g2", "x", "C(f, Sum):g2"]
+
+
+def test_type3_basis_is_not_built_when_too_large(monkeypatch):
+    from midas_glmm import type3
+
+    monkeypatch.setattr(type3, "MAX_ALL_LEVELS_CELLS", 100)
+    ref, _ = _fit("crossed_factor")
+    data = read_reference_csv(REF / ref["data"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula("y ~ x * C(f) + (1|subj) + (1|item)", data).fit()
+    assert "unsupported" in res.design.type3
+    with pytest.raises(FitError, match="all-levels design would have"):
+        res.anova(type=3)
+    assert len(res.anova(type=1)) == 3
