@@ -91,6 +91,32 @@ class MixedModel:
         self._setup(build(formula, data, weights=weights, offset=offset, family=family), family)
         return self
 
+    def with_response(self, y) -> MixedModel:
+        """The same model (design, grouping, weights, offset) with another response: one value
+        per row the model uses, on the scale of its response."""
+        from dataclasses import replace
+
+        if self.design.source is not None:
+            raise FitError("a new response for a model on Dask data needs another pass: build it from the new column")
+        try:
+            values = np.asarray(y, dtype=float).ravel()
+        except (TypeError, ValueError):
+            raise DataError("the new response must be numbers, one per row the model uses") from None
+        if values.shape[0] != self.design.nobs:
+            raise DataError(
+                f"the new response has {values.shape[0]} values but the model uses {self.design.nobs} rows "
+                f"({self.design.n_dropped} were dropped for missing values)"
+            )
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise DataError(
+                f"the new response has a missing or infinite value at row {int(np.argmax(bad))}; "
+                "refit() needs one for every row the model uses"
+            )
+        other = type(self).__new__(type(self))
+        other._setup(replace(self.design, y=values), self.family)
+        return other
+
     @property
     def nobs(self) -> int:
         """Number of rows used."""

@@ -623,15 +623,45 @@ class MixedModelResults:
 
         return nakagawa(self)
 
-    def refit(self, method: str | None = None, **fit_kwargs) -> MixedModelResults:
+    def refit(self, new_response=None, method: str | None = None, **fit_kwargs) -> MixedModelResults:
         """Fit the same model again with the settings of this fit (:attr:`fit_options`: method,
         nAGQ, fast, optimizer), changing only those given, e.g. ``refit(method="ML")`` before
-        comparing fixed effects."""
+        comparing fixed effects.
+
+        ``new_response`` (MixedModels.jl's ``refit!``): one value per row the model used, on the
+        scale of its response (proportions for binomial models with trials); the design, its
+        grouping and the factor's structure are reused, only the response changes."""
+        if isinstance(new_response, str):  # refit("ML"): the method, positionally
+            new_response, method = None, new_response
         kw = dict(self.fit_options)
         if method is not None:
             kw["method"] = method
         kw.update(fit_kwargs)
-        return self.model.fit(**kw)
+        model = self.model if new_response is None else self.model.with_response(new_response)
+        return model.fit(**kw)
+
+    # ------------------------------------------------------------------ statsmodels' names
+    @property
+    def fe_params(self) -> pd.Series:
+        """The fixed effects (statsmodels' name for :attr:`params`)."""
+        return self.params
+
+    @property
+    def cov_re(self):
+        """Covariance of the random effects (statsmodels' name): a DataFrame for a model with one
+        random term, else a dict term label → DataFrame (see :meth:`term_covariances`)."""
+        frames = {
+            label: pd.DataFrame(S, index=t.columns, columns=t.columns)
+            for label, t, S in zip(self._term_labels(), self.design.terms, self.term_covariances())
+        }
+        return next(iter(frames.values())) if len(frames) == 1 else frames
+
+    @property
+    def random_effects(self) -> dict:
+        """The random effects as statsmodels gives them: level → Series of that level's effects
+        for a model with one grouping factor; else factor → (level → Series)."""
+        out = {g: {lev: row for lev, row in frame.iterrows()} for g, frame in self.ranef().items()}
+        return next(iter(out.values())) if len(out) == 1 else out
 
     # ------------------------------------------------------------------ display
     def summary(self, alpha: float = 0.05, ddf: str = "normal", anova: bool = False):

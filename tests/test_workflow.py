@@ -1,0 +1,62 @@
+"""Workflow controls of issue 16 built so far: refit with a new response (MixedModels.jl's
+refit!), and statsmodels' names for the fixed effects, the random effects and their covariance."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from midas_glmm import MixedModel, datasets
+from midas_glmm.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def sleep():
+    return datasets.load("sleepstudy")
+
+
+def _fit(formula, df, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return MixedModel.from_formula(formula, df, **kw).fit()
+
+
+def test_refit_with_a_new_response_equals_a_fresh_fit(sleep):
+    res = _fit("Reaction ~ Days + (Days|Subject)", sleep)
+    y2 = np.random.default_rng(0).normal(300, 40, len(sleep)) + 10 * sleep.Days.to_numpy()
+    again = res.refit(y2)
+    fresh = _fit("Reaction ~ Days + (Days|Subject)", sleep.assign(Reaction=y2))
+    assert again.llf == pytest.approx(fresh.llf, abs=1e-8)
+    assert np.allclose(again.params, fresh.params, atol=1e-6 * fresh.bse.min())
+    assert res.refit("ML").method == "ML" and res.refit(y2, method="ML").method == "ML"
+    assert res.llf != again.llf  # the original result is untouched
+
+
+def test_refit_of_a_glmm_and_its_checks(sleep):
+    df = sleep.assign(hit=(sleep.Reaction > 300).astype(float))
+    res = _fit("hit ~ Days + (1|Subject)", df, family="binomial")
+    flipped = 1.0 - df.hit.to_numpy()
+    again = res.refit(flipped)
+    assert again.params.iloc[1] == pytest.approx(-res.params.iloc[1], rel=1e-3)
+    with pytest.raises(DataError, match="uses 180 rows"):
+        res.refit(np.zeros(10))
+    with pytest.raises(DataError, match="missing or infinite value at row 3"):
+        res.refit(np.r_[np.zeros(3), np.nan, np.zeros(176)])
+    with pytest.raises(DataError, match="binomial"):
+        res.refit(np.full(180, 2.0))
+
+
+def test_statsmodels_names(sleep):
+    res = _fit("Reaction ~ Days + (Days|Subject)", sleep)
+    assert res.fe_params.equals(res.params)
+    cov = res.cov_re
+    assert isinstance(cov, pd.DataFrame) and list(cov.columns) == ["(Intercept)", "Days"]
+    assert np.allclose(cov.to_numpy(), res.term_covariances()[0])
+    re = res.random_effects
+    assert set(re) == set(res.ranef()["Subject"].index)
+    assert np.allclose(re["308"].to_numpy(), res.ranef()["Subject"].loc["308"].to_numpy())
+    two = _fit("Reaction ~ Days + (1|Subject) + (0 + Days|Subject)", sleep)
+    assert isinstance(two.cov_re, dict) and len(two.cov_re) == 2
