@@ -25,6 +25,7 @@ from .errors import (
 from .families import Family
 from .inference import anova, compare
 from .model import MixedModel
+from .persist import load
 from .results import MixedModelResults
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "Family",
     "compare",
     "anova",
+    "load",
     "datasets",
     "MidasError",
     "FormulaError",

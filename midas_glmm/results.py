@@ -640,6 +640,14 @@ class MixedModelResults:
         model = self.model if new_response is None else self.model.with_response(new_response)
         return model.fit(**kw)
 
+    def save(self, path, remove_data: bool = True) -> None:
+        """Save this result (a pickle; :func:`midas_glmm.load` reads it back). ``remove_data``
+        leaves out every row-sized array: the result keeps its estimates and can still
+        ``predict(newdata)``; what needs the rows then says so (:mod:`midas_glmm.persist`)."""
+        from .persist import save
+
+        save(self, path, remove_data=remove_data)
+
     # ------------------------------------------------------------------ statsmodels' names
     @property
     def fe_params(self) -> pd.Series:

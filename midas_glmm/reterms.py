@@ -84,7 +84,7 @@ class ReTerm:
     @property
     def p(self) -> int:
         """Number of columns (random effects per level)."""
-        return self.Zcols.shape[1]
+        return len(self.columns)
 
     @property
     def nlevels(self) -> int:

@@ -60,3 +60,50 @@ def test_statsmodels_names(sleep):
     assert np.allclose(re["308"].to_numpy(), res.ranef()["Subject"].loc["308"].to_numpy())
     two = _fit("Reaction ~ Days + (1|Subject) + (0 + Days|Subject)", sleep)
     assert isinstance(two.cov_re, dict) and len(two.cov_re) == 2
+
+
+def test_save_without_data_keeps_the_fit_and_predicts(sleep, tmp_path):
+    import midas_glmm
+    from midas_glmm.errors import FitError
+
+    big = pd.concat([sleep] * 20, ignore_index=True)  # 3,600 rows, so the rows dominate a full save
+    res = _fit("Reaction ~ Days + (Days|Subject)", big)
+    res.fittedvalues  # a cached row-sized value, not to be saved  # noqa: B018
+    light, full = tmp_path / "light.pkl", tmp_path / "full.pkl"
+    res.save(light)
+    res.save(full, remove_data=False)
+    assert light.stat().st_size * 4 < full.stat().st_size
+    back = midas_glmm.load(light)
+    assert back.llf == res.llf and back.params.equals(res.params) and back.bse.equals(res.bse)
+    assert str(back.summary()) == str(res.summary())
+    new = pd.DataFrame({"Days": [1.0, 5.0], "Subject": ["308", "someone new"]})
+    assert np.allclose(back.predict(new), res.predict(new))
+    pd.testing.assert_frame_equal(back.get_prediction(new).summary_frame(), res.get_prediction(new).summary_frame())
+    pd.testing.assert_frame_equal(back.ranef(condvar=True), res.ranef(condvar=True))
+    pd.testing.assert_frame_equal(back.varcorr(), res.varcorr())
+    for call in (lambda: back.fittedvalues, lambda: back.simulate(1), lambda: back.resid_pearson, lambda: back.anova()):
+        with pytest.raises(FitError, match="saved without its data"):
+            call()
+    whole = midas_glmm.load(full)
+    assert np.allclose(whole.fittedvalues, res.fittedvalues) and whole.anova().equals(res.anova())
+    bad = tmp_path / "other.pkl"
+    import pickle
+
+    bad.write_bytes(pickle.dumps({"not": "a result"}))
+    with pytest.raises(FitError, match="does not hold a midas_glmm result"):
+        midas_glmm.load(bad)
+
+
+def test_a_saved_glmm_predicts_on_the_response_scale(tmp_path):
+    import midas_glmm
+
+    cbpp = datasets.load("cbpp")
+    res = _fit("cbind(incidence, size - incidence) ~ C(period) + (1|herd)", cbpp, family="binomial")
+    res.save(tmp_path / "g.pkl")
+    back = midas_glmm.load(tmp_path / "g.pkl")
+    new = cbpp.iloc[:6]
+    assert np.allclose(back.predict(new), res.predict(new))
+    assert np.allclose(
+        back.predict(new, random_effects=False, kind="link"), res.predict(new, random_effects=False, kind="link")
+    )
+    pd.testing.assert_frame_equal(back.emmeans("period"), res.emmeans("period"))
