@@ -183,21 +183,9 @@ def contrast_t(res, L, rhs=None, ddf: str = "satterthwaite", level: float = 0.95
         for i, ell in enumerate(L):
             g = np.array([ell @ J @ ell for J in jac])
             df[i] = 2 * (ell @ V @ ell) ** 2 / float(g @ A @ g)
-    stat = est / se
-    finite = np.isfinite(df)
-    p = np.where(finite, 2 * stats.t.sf(np.abs(stat), np.where(finite, df, 1)), 2 * stats.norm.sf(np.abs(stat)))
-    qnt = np.where(finite, stats.t.ppf(0.5 + level / 2, np.where(finite, df, 1)), stats.norm.ppf(0.5 + level / 2))
-    return pd.DataFrame(
-        {
-            "estimate": est,
-            "std_err": se,
-            "df": df,
-            "statistic": stat,
-            "p_value": p,
-            "ci_low": est - qnt * se,
-            "ci_high": est + qnt * se,
-        }
-    )
+    from .inference import t_frame
+
+    return t_frame(est, se, df, level)
 
 
 def term_columns(design) -> dict[str, list[int]]:

@@ -313,15 +313,17 @@ def coef_table(res, ddf: str = "normal", level: float = 0.95) -> pd.DataFrame:
         se = np.sqrt(np.diag(V))
     else:
         raise FitError(f"unknown ddf '{ddf}'; choose 'normal', 'satterthwaite' or 'kenward-roger'")
-    est = res.params.to_numpy()
+    return t_frame(res.params.to_numpy(), se, df, level, index=res.params.index)
+
+
+def t_frame(est, se, df, level: float, index=None) -> pd.DataFrame:
+    """estimate, std_err, df, statistic, p_value, ci_low, ci_high of t tests (z where df = inf)."""
+    est, se, df = (np.asarray(v, dtype=float) for v in (est, se, df))
     stat = est / se
-    dist = stats.norm if key == "normal" else None
-    if dist is not None:
-        p = 2 * stats.norm.sf(np.abs(stat))
-        q = stats.norm.ppf(0.5 + level / 2)
-    else:
-        p = 2 * stats.t.sf(np.abs(stat), df)
-        q = stats.t.ppf(0.5 + level / 2, df)
+    finite = np.isfinite(df)
+    dfs = np.where(finite, df, 1.0)
+    p = np.where(finite, 2 * stats.t.sf(np.abs(stat), dfs), 2 * stats.norm.sf(np.abs(stat)))
+    q = np.where(finite, stats.t.ppf(0.5 + level / 2, dfs), stats.norm.ppf(0.5 + level / 2))
     return pd.DataFrame(
         {
             "estimate": est,
@@ -332,7 +334,7 @@ def coef_table(res, ddf: str = "normal", level: float = 0.95) -> pd.DataFrame:
             "ci_low": est - q * se,
             "ci_high": est + q * se,
         },
-        index=res.params.index,
+        index=index,
     )
 
 
