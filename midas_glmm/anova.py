@@ -48,26 +48,6 @@ def _as_L(res, L) -> np.ndarray:
     return L
 
 
-def _satterthwaite_parts(res):
-    """(A, Jacobians ∂V/∂φ_k) for φ = (θ, σ), computed once per fit."""
-    cache = res.__dict__.setdefault("_anova_cache", {})
-    if "satt" not in cache:
-        from .inference import _require_lmm, _varpar_functions
-        from .optimize import fd_hessian
-
-        _require_lmm(res, "Satterthwaite's approximation")
-        par, D, V = _varpar_functions(res)
-        A = 2.0 * np.linalg.pinv(fd_hessian(D, par, h=1e-3))
-        steps = 1e-5 * np.maximum(1.0, np.abs(par))
-        jac = []
-        for i in range(len(par)):
-            e = np.zeros_like(par)
-            e[i] = steps[i]
-            jac.append((V(par + e) - V(par - e)) / (2 * steps[i]))
-        cache["satt"] = (A, jac)
-    return cache["satt"]
-
-
 def _kr_parts(res):
     cache = res.__dict__.setdefault("_anova_cache", {})
     if "kr" not in cache:
@@ -117,7 +97,9 @@ def contrast_test(res, L, rhs=None, ddf: str = "satterthwaite") -> pd.Series:
         den = _kr_ddf(parts, L, q)
     else:
         V = res.vcov().to_numpy()
-        A, jac = _satterthwaite_parts(res)
+        from .inference import satterthwaite_parts
+
+        A, jac = satterthwaite_parts(res)
         w, P = np.linalg.eigh(L @ V @ L.T)
         order = np.argsort(w)[::-1]
         w, P = w[order], P[:, order]
@@ -177,7 +159,9 @@ def contrast_t(res, L, rhs=None, ddf: str = "satterthwaite", level: float = 0.95
         df = np.array([_kr_ddf(parts, L[[i]], 1) for i in range(len(est))])
     else:
         V = res.vcov().to_numpy()
-        A, jac = _satterthwaite_parts(res)
+        from .inference import satterthwaite_parts
+
+        A, jac = satterthwaite_parts(res)
         se = np.sqrt(np.einsum("ij,jk,ik->i", L, V, L))
         df = np.empty(len(est))
         for i, ell in enumerate(L):

@@ -76,15 +76,25 @@ class Factor:
             raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
         self.Ltail = dense_cholesky(T) if P.qt else T
         # the [X y] strip: L_X = L_Z⁻¹ Λ'Z'W[X y]
-        R = self._lam_t(blocks.XZ)
+        R = self.lam_t(blocks.XZ)
         kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R)
         if P.qt:
             R[P.qs :] = sla.solve_triangular(self.Ltail, R[P.qs :], lower=True, check_finite=False)
         self.LX = R
         self.LXX = np.linalg.cholesky(blocks.XX - R.T @ R)
 
-    def _lam_t(self, M: np.ndarray) -> np.ndarray:
+    def lam_t(self, M: np.ndarray) -> np.ndarray:
         """Λ'M for M with q rows in node order (a new array)."""
+        return self._lam_product(M, transpose=True)
+
+    def lam(self, M: np.ndarray) -> np.ndarray:
+        """ΛM for M with q rows in node order (a new array): b = Λu for the modes u."""
+        return self._lam_product(M, transpose=False)
+
+    def _lam_product(self, M: np.ndarray, transpose: bool) -> np.ndarray:
+        M = np.asarray(M, dtype=float)
+        flat = M.ndim == 1
+        M = M.reshape(len(M), -1)
         out = np.empty_like(M)
         P = self.plan
         for t, lam in enumerate(self.lams):
@@ -94,8 +104,9 @@ class Factor:
                 np.multiply(M[rows], lam[0, 0], out=out[rows])
             else:
                 blk = M[rows].reshape(-1, p, M.shape[1])
-                out[rows] = np.einsum("ba,lbm->lam", lam, blk).reshape(-1, M.shape[1])
-        return out
+                rule = "ba,lbm->lam" if transpose else "ab,lbm->lam"
+                out[rows] = np.einsum(rule, lam, blk).reshape(-1, M.shape[1])
+        return out.ravel() if flat else out
 
     # ------------------------------------------------------------------ quantities
     def _diag(self) -> np.ndarray:

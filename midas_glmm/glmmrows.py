@@ -157,13 +157,8 @@ class RowBlock:
         q = factor.plan.q
         Zlv = np.zeros((q, 2))
         rowkernels.zt_product(rm.Zall, rm.zidx, np.column_stack([dl, v]), Zlv)
-        split = np.cumsum([t.q for t in self.terms])[:-1]
-        Ztv = np.split(Zlv[:, 1], split)
-        qv = factor.solve(np.concatenate([(x.reshape(-1, lam.shape[0]) @ lam).ravel() for x, lam in zip(Ztv, lams)]))
-        Lq = np.concatenate(
-            [(x.reshape(-1, lam.shape[0]) @ lam.T).ravel() for x, lam in zip(np.split(qv, split), lams)]
-        )
-        r = v - w * rm.eta(np.zeros(len(eta)), Lq)
+        qv = factor.solve(factor.lam_t(Zlv[:, 1]))
+        r = v - w * rm.eta(np.zeros(len(eta)), factor.lam(qv))
         Zr = np.zeros((q, 1))
         rowkernels.zt_product(rm.Zall, rm.zidx, r[:, None], Zr)
         return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv

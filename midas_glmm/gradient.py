@@ -19,7 +19,7 @@ import numpy as np
 from . import kernels
 from .factor import Factor, _lam_flat
 
-__all__ = ["profiled_gradient", "laplace_gradient", "lam_jacobian"]
+__all__ = ["profiled_gradient", "laplace_gradient"]
 
 
 def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +50,6 @@ def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
     L = Factor(P, blocks, tmap.lams(theta))
     value = crit.from_factor(L)
     p = L.p
-    lams = L.lams
     # log|A|: the diagonal blocks D_l of GΛS
     Z, Zt = L.selected_inverse()
     D, doff = _logdet_blocks(L, Z, Zt)
@@ -58,9 +57,7 @@ def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
     beta = L.beta()
     u = L.solve_Zt(L.LX[:, -1] - L.LX[:, :-1] @ beta)
     Pm = L.solve_Zt(L.LX[:, :-1]) if (crit.REML and p) else np.zeros((P.q, 0))
-    V = np.empty((P.q, Pm.shape[1] + 1))
-    for t, (lo, M) in enumerate(zip(_per_term(P, V, V.shape[1]), _per_term(P, np.column_stack([Pm, u]), V.shape[1]))):
-        lo[:] = np.einsum("ab,lbm->lam", lams[t], M)
+    V = L.lam(np.column_stack([Pm, u]))
     GV = np.zeros_like(V)
     kernels.symmetric_product(
         blocks.A, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, P.nsparse, P.brow, P.bcol, P.boff, V, GV
@@ -84,16 +81,7 @@ def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
         if crit.REML and p:
             g -= 2.0 * np.einsum("lam,mn,lbn->ab", H_t[t], Cinv, P_t[t])
         grads.append(g)
-    return value, sum(np.einsum("kab,ab->k", J, g) for J, g in zip(lam_jacobian(tmap), grads))
-
-
-def lam_jacobian(tmap) -> list[np.ndarray]:
-    """∂λ_t/∂θ as one (len θ, p_t, p_t) array per term (λ is linear in θ), kept on the map."""
-    if getattr(tmap, "_jacobian", None) is None:
-        k = len(tmap)
-        per_k = [tmap.lams(e) for e in np.eye(k)]
-        tmap._jacobian = [np.stack([lams[t] for lams in per_k]) if k else None for t in range(len(tmap.terms))]
-    return tmap._jacobian
+    return value, sum(np.einsum("kab,ab->k", J, g) for J, g in zip(tmap.jacobian, grads))
 
 
 def laplace_gradient(prob, theta: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -130,5 +118,5 @@ def laplace_gradient(prob, theta: np.ndarray, beta: np.ndarray) -> tuple[float, 
             + np.einsum("la,lb->ab", M[:, :, 2], M[:, :, 3])
             + 2.0 * Dt.sum(axis=0)
         )
-    g_theta = sum(np.einsum("kab,ab->k", J, g) for J, g in zip(lam_jacobian(prob.tmap), grads))
+    g_theta = sum(np.einsum("kab,ab->k", J, g) for J, g in zip(prob.tmap.jacobian, grads))
     return value, np.concatenate([g_theta, prob.S.T @ g_beta_raw])

@@ -180,24 +180,34 @@ def _varpar_functions(res):
     return np.concatenate([res.theta, [res.sigma]]), D, V
 
 
+def satterthwaite_parts(res) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(A, [∂V/∂φ_k]): A = 2 H⁻¹ the asymptotic covariance of the variance parameters φ = (θ, σ)
+    from the Hessian H of the (REML or ML) deviance, and the Jacobian of the covariance V(φ) of
+    β̂ by central differences — what every Satterthwaite df needs; computed once per fit."""
+    cache = res.__dict__.setdefault("_anova_cache", {})
+    if "satt" not in cache:
+        _require_lmm(res, "Satterthwaite's approximation")
+        par, D, V = _varpar_functions(res)
+        A = 2.0 * np.linalg.pinv(fd_hessian(D, par, h=1e-3))
+        steps = 1e-5 * np.maximum(1.0, np.abs(par))
+        jac = []
+        for i in range(len(par)):
+            e = np.zeros_like(par)
+            e[i] = steps[i]
+            jac.append((V(par + e) - V(par - e)) / (2 * steps[i]))
+        cache["satt"] = (A, jac)
+    return cache["satt"]
+
+
 def satterthwaite_df(res) -> np.ndarray:
     """Satterthwaite degrees of freedom per fixed effect (lmerTest's method).
 
     df_j = 2 V_jj² / (∇V_jj' A ∇V_jj), with V(θ, σ) the covariance of β̂ and A = 2 H⁻¹ the
     asymptotic covariance of (θ̂, σ̂) from the Hessian H of the (REML or ML) deviance."""
-    _require_lmm(res, "Satterthwaite's approximation")
-    par, D, V = _varpar_functions(res)
-    A = 2.0 * np.linalg.pinv(fd_hessian(D, par, h=1e-3))
-    p = len(res.params)
-    grads = np.zeros((len(par), p))
-    steps = 1e-5 * np.maximum(1.0, np.abs(par))
-    for i in range(len(par)):
-        e = np.zeros_like(par)
-        e[i] = steps[i]
-        grads[i] = (np.diag(V(par + e)) - np.diag(V(par - e))) / (2 * steps[i])
-    v = np.diag(V(par))
-    denom = np.einsum("ij,ik,kj->j", grads, A, grads)
-    return 2 * v**2 / denom
+    A, jac = satterthwaite_parts(res)
+    grads = np.array([np.diag(J) for J in jac])
+    v = np.diag(res.vcov().to_numpy())
+    return 2 * v**2 / np.einsum("ij,ik,kj->j", grads, A, grads)
 
 
 def _dense_Z(term, n):

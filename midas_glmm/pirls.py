@@ -373,11 +373,11 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
 
         lower = np.concatenate([tm.lower, np.full(p, -np.inf), [-np.inf] if disp else []])
         x2 = np.concatenate([theta, beta, [np.log(phi)] if disp else []])
-        # Stage 1 leaves θ close and β from PIRLS at it: a narrow first trust region, and a stop
-        # at gains below 1e-7, which the Newton step from the convergence check's derivatives
-        # then completes. (With optimizer="lbfgsb": forward differences and no Nelder-Mead
-        # polish, each evaluation being a PIRLS run.)
-        fun_grad = _laplace_fun_grad(prob, len(tm))
+        # With the analytic gradient: L-BFGS-B on it. Otherwise BOBYQA: stage 1 leaves θ close
+        # and β from PIRLS at it, so a narrow first trust region and a stop at gains below 1e-7,
+        # which the Newton step from the convergence check's derivatives then completes
+        # (optimizer="lbfgsb" without the gradient: forward differences, each a PIRLS run).
+        fun_grad = _laplace_fun_grad(prob, len(tm)) if gradient_ok else None
         if use_gradient:
             opt = minimize_bounded(fun, x2, lower, "lbfgsb", fun_grad=fun_grad)
         else:

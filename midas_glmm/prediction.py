@@ -110,17 +110,13 @@ class Prediction:
 
 def _population_columns(res, t, newdata, complete) -> np.ndarray:
     """The random-effects columns of term t on the (complete) rows, without their levels."""
-    from functools import partial
-
-    from .design import _formulaic_names, random_columns
-    from .results import _replay, _require_columns
+    from .design import _formulaic_names
+    from .results import _require_columns, term_columns_on
 
     if newdata is None:
         return t.Zcols
     rows = newdata if complete.all() else newdata.loc[complete]
-    if t.spec is None:
-        return np.ones((len(rows), 1))
-    _require_columns(
-        rows, sorted(_formulaic_names(t.expr)), "column", "; obs intervals need the random slopes' columns"
-    )
-    return _replay(t.spec, partial(random_columns, t), rows, f"the random-effects term ({t.expr} | {t.group_name})")
+    if t.spec is not None:
+        remedy = "; obs intervals need the random slopes' columns"
+        _require_columns(rows, sorted(_formulaic_names(t.expr)), "column", remedy)
+    return np.asarray(term_columns_on(t, rows))

@@ -421,16 +421,7 @@ class MixedModelResults:
             off = off + eval_expression(expr, rows)
         if offset_col:
             off = off + rows[offset_col].to_numpy(dtype=float)
-        parts = []
-        if random_effects:
-            for t in d.terms:
-                pos = _level_positions(t, rows)
-                if t.spec is None:  # a random intercept
-                    Z = random_columns(t, rows)
-                else:  # slopes: the term's own ModelSpec, its levels matched too
-                    term = f"the random-effects term ({t.expr} | {t.group_name})"
-                    Z = _replay(t.spec, partial(random_columns, t), rows, term)
-                parts.append((t, Z, pos))
+        parts = [(t, term_columns_on(t, rows), _level_positions(t, rows)) for t in d.terms] if random_effects else []
         return complete, X, off, parts
 
     def get_prediction(self, newdata: pd.DataFrame | None = None, random_effects: bool = True):
@@ -791,6 +782,16 @@ def _level_positions(term, data: pd.DataFrame) -> np.ndarray:
         dtype=np.int64,
     )
     return pos[inverse.ravel()]
+
+
+def term_columns_on(term, rows: pd.DataFrame) -> np.ndarray:
+    """A random term's per-row columns on new rows (an intercept, or its own ModelSpec replayed
+    with its levels matched)."""
+    if term.spec is None:
+        return random_columns(term, rows)
+    return _replay(
+        term.spec, partial(random_columns, term), rows, f"the random-effects term ({term.expr} | {term.group_name})"
+    )
 
 
 def _holds_numbers(col: pd.Series) -> bool:

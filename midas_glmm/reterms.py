@@ -173,6 +173,12 @@ class ThetaMap:
         theta = np.asarray(theta, dtype=float)
         return [t.lam(theta[s]) for t, s in zip(self.terms, self.slices())]
 
+    @cached_property
+    def jacobian(self) -> list[np.ndarray]:
+        """∂λ_t/∂θ as one (len θ, p_t, p_t) array per term (λ is linear in θ)."""
+        per_k = [self.lams(e) for e in np.eye(len(self))]
+        return [np.stack([lams[t] for lams in per_k]) if per_k else None for t in range(len(self.terms))]
+
     def theta(self, lams: list[np.ndarray]) -> np.ndarray:
         """θ from the per-term λ matrices (the inverse of :meth:`lams`)."""
         return np.concatenate([t.theta_of(lam) for t, lam in zip(self.terms, lams)])

@@ -13,6 +13,7 @@ before it keeps the library's default (large products over the rows).
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import contextmanager
 
@@ -32,15 +33,11 @@ def blas_threads(dense_size: int) -> int | None:
     return None if dense_size >= THREADED_TAIL else 1
 
 
-_CONTROLLER: list[ThreadpoolController] = []
-
-
+@functools.cache
 def _blas_controller() -> ThreadpoolController:
     """The loaded BLAS libraries, found once per process (the search reads every loaded shared
     library and costs milliseconds: more than a small fit)."""
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController().select(user_api="blas"))
-    return _CONTROLLER[0]
+    return ThreadpoolController().select(user_api="blas")
 
 
 @contextmanager
