@@ -1,6 +1,7 @@
 """The ``midas-glmm`` command: fit a model to a CSV file (or a bundled dataset) and print it.
 
 midas-glmm fit DATA FORMULA [--family F] [--method REML|ML] [--nagq K] [--json]
+midas-glmm fit-many DATA "~ RHS" --responses Y.csv --out results.parquet [--n-jobs J] [--fdr]
 midas-glmm datasets
 """
 
@@ -42,6 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--nagq", type=int, default=1, help="GLMM quadrature points: 1 = Laplace (default)")
     f.add_argument("--weights", default=None, help="column of prior weights")
     f.add_argument("--json", action="store_true", help="write the results as JSON instead of the summary")
+    fm = sub.add_parser(
+        "fit-many",
+        help="fit one model to many responses and write a tidy table",
+        description="Fit FORMULA (its right-hand side) to every column of RESPONSES, on the rows of DATA.",
+    )
+    fm.add_argument("data", help="CSV file (or bundled dataset) with the predictors and grouping factors")
+    fm.add_argument("formula", help='right-hand side, e.g. "~ age + (1 | donor)"')
+    fm.add_argument("--responses", required=True, help="CSV file: one column per response, one row per row of DATA")
+    fm.add_argument("--out", required=True, help="output table: .parquet (needs pyarrow) or .csv")
+    fm.add_argument("--family", default=None, help="gaussian (default), binomial, poisson or gamma")
+    fm.add_argument("--method", default=None, help="REML (Gaussian default) or ML")
+    fm.add_argument("--n-jobs", type=int, default=1, help="processes to use (-1: every core)")
+    fm.add_argument("--fdr", action="store_true", help="add Benjamini-Hochberg adjusted p-values (p_adj)")
+    fm.add_argument("--progress", action="store_true", help="show progress on stderr")
     sub.add_parser("datasets", help="list the bundled datasets")
     return p
 
@@ -115,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "datasets":
         return _emit("\n".join(datasets.names()))
+    if args.command == "fit-many":
+        return _fit_many(args)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -128,6 +145,44 @@ def main(argv: list[str] | None = None) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     return _emit(json.dumps(results_to_dict(res), indent=2) if args.json else str(res.summary()))
+
+
+def _fit_many(args) -> int:
+    """``midas-glmm fit-many``: the tidy table of every response's fixed effects to ``--out``."""
+    out = Path(args.out)
+    try:
+        if out.suffix.lower() not in (".parquet", ".csv"):
+            raise DataError(f"--out must end in .parquet or .csv, not '{out.suffix or out.name}'")
+        if out.suffix.lower() == ".parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise DataError("writing .parquet needs pyarrow (pip install pyarrow); or --out x.csv") from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = _read(args.data)
+            Y = _read(args.responses)
+            if len(Y) != len(data):
+                raise DataError(
+                    f"--responses has {len(Y)} rows but the data has {len(data)}; give one row per row of the data"
+                )
+            Y.index = data.index
+            model = MixedModel.from_formula(args.formula, data, family=args.family)
+            res = model.fit_many(Y, method=args.method, n_jobs=args.n_jobs, progress=args.progress)
+            table = res.to_frame()
+            if args.fdr:
+                adj = res.pvalues_adjusted("fdr_bh")
+                table["p_adj"] = adj.to_numpy().ravel()
+            if out.suffix.lower() == ".parquet":
+                table.to_parquet(out, index=False)
+            else:
+                table.to_csv(out, index=False)
+    except MidasError as exc:
+        print(f"midas-glmm: error: {exc}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return _emit(f"{res!r}\nwrote {len(table)} rows to {out}")
 
 
 def _emit(text: str) -> int:

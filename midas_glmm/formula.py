@@ -315,3 +315,68 @@ def parse_formula(formula: str) -> ParsedFormula:
         fixed_terms.append(stripped)
     fixed = " + ".join(fixed_terms) if fixed_terms else "1"
     return ParsedFormula(response, fixed, offsets, random, cbind)
+
+
+def update_formula(old: str, new: str) -> str:
+    """lme4's ``update()`` of a formula: in ``new``, ``.`` (or nothing) on the left stands for
+    ``old``'s response and ``.`` on the right for its terms; ``+ term`` adds a term and ``- term`` removes
+    one (written as in ``old``, spaces aside).
+
+    Examples
+    --------
+    >>> update_formula("y ~ x + (1 | g)", ". ~ . + z - (1 | g) + (x | g)")
+    'y ~ x + z + (x | g)'
+    """
+    if "~" not in new:
+        raise FormulaError(f"the new formula {new!r} has no '~'; write e.g. '. ~ . + x'")
+    old_lhs, old_rhs = old.split("~", 1) if "~" in old else ("", old)
+    new_lhs, new_rhs = new.split("~", 1)
+    lhs = old_lhs.strip() if new_lhs.strip() in ("", ".") else new_lhs.strip()
+
+    def norm(term: str) -> str:
+        return "".join(term.split())
+
+    terms: list[str] = []
+    for sign, term in _signed_terms(new_rhs):
+        if term == ".":
+            pieces = [t for s, t in _signed_terms(old_rhs)]
+            terms += [t for t in pieces if norm(t) not in {norm(x) for x in terms}]
+        elif sign == "+":
+            if norm(term) not in {norm(x) for x in terms}:
+                terms.append(term)
+        else:
+            keep = [t for t in terms if norm(t) != norm(term)]
+            if len(keep) == len(terms):
+                if norm(term) == "1":
+                    keep = ["0"] + terms
+                else:
+                    raise FormulaError(
+                        f"cannot remove '{term}': the formula has no such term (its terms: {', '.join(terms)})"
+                    )
+            terms = keep
+    if not terms:
+        raise FormulaError(f"updating {old!r} with {new!r} leaves no terms on the right of '~'")
+    return f"{lhs} ~ {' + '.join(terms)}" if lhs else f"~ {' + '.join(terms)}"
+
+
+def _signed_terms(rhs: str) -> list[tuple[str, str]]:
+    """The '+'/'-'-separated terms at the top level of a right-hand side, with their signs."""
+    out, depth, sign, cur, quoted = [], 0, "+", "", False
+    for ch in rhs:
+        if ch == "`":
+            quoted = not quoted
+        elif quoted:
+            pass
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        if depth == 0 and not quoted and ch in "+-":
+            if cur.strip():
+                out.append((sign, cur.strip()))
+            sign, cur = ch, ""
+            continue
+        cur += ch
+    if cur.strip():
+        out.append((sign, cur.strip()))
+    return out

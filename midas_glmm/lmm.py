@@ -13,6 +13,7 @@ closed-form given θ. Nothing here touches the rows: everything comes from the
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -23,7 +24,7 @@ from .blocks import CrossProducts
 from .errors import ConvergenceWarning, FitError
 from .factor import Factor
 from .reterms import ReTerm, ThetaMap
-from .sparsity import FactorPlan
+from .sparsity import FactorPlan, PlanBlocks
 from .threads import fit_threads
 
 __all__ = ["LMMCriterion", "LMMSolution", "ThetaMap"]
@@ -76,6 +77,18 @@ class LMMCriterion:
         self.response_ss = float(cp.XytXy[-1, -1]) if response_ss is None else response_ss
         self.plan = FactorPlan(terms, cp)  # structure: once per model
         self.blocks = self.plan.load(cp)
+
+    def for_response(self, cp: CrossProducts, beta_removed: np.ndarray, response_ss: float) -> LMMCriterion:
+        """The same criterion for another response on the same rows: ``cp`` differs from this
+        one's only in the response's row and column of ``[X y]``; the plan (structure) and the
+        Z'WZ blocks are shared, nothing is analysed again."""
+        other = copy.copy(self)
+        other.cp = cp
+        other.beta_removed = beta_removed
+        other.response_ss = float(response_ss)
+        XZ = np.concatenate([xz.T for xz in cp.XytZ], axis=0)
+        other.blocks = PlanBlocks(self.blocks.A, np.ascontiguousarray(XZ), cp.XytXy, cp.n)
+        return other
 
     def factor(self, theta: np.ndarray) -> Factor:
         """L(θ) from the stored cross-products."""
@@ -264,13 +277,12 @@ def uses_gradient(crit: LMMCriterion, optimizer: str | None) -> bool:
 def _optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimizer: str | None):
     """θ̂ from the moment start (BOBYQA, or L-BFGS-B with the analytic gradient), the
     convergence check and the estimates there."""
-    from .estimates import Estimates
     from .gradient import profiled_gradient
     from .optimize import (
         check_convergence,
+        current_control,
         fd_derivatives,
         gradient_derivatives,
-        is_singular,
         minimize_bounded,
         newton_step,
         restart_if_unconverged,
@@ -286,10 +298,15 @@ def _optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimiz
         )
     # Start from the ANOVA moments unless lme4's λ = I is better there; the moments are usually
     # close, so the first trust region is narrow.
-    x0, step = moment_start(crit.cp, tm), START_STEP
-    f0, f_lme4 = crit(x0), crit(tm.start)
-    if f_lme4 < f0:
-        x0, f0, step = tm.start, f_lme4, 0.75
+    ctl = current_control()
+    if ctl is not None and ctl.start is not None:  # the user's start (fit(start=)), checked by fit()
+        x0, step = np.asarray(ctl.start, dtype=float), START_STEP
+        f0 = crit(x0)
+    else:
+        x0, step = moment_start(crit.cp, tm), START_STEP
+        f0, f_lme4 = crit(x0), crit(tm.start)
+        if f_lme4 < f0:
+            x0, f0, step = tm.start, f_lme4, 0.75
     if uses_gradient(crit, optimizer):
 
         def fun_grad(theta):
@@ -319,6 +336,18 @@ def _optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimiz
             g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
     msgs = check_convergence(crit, opt, tm.lower, hessian=H, gradient=g)
     opt = newton_step(crit, opt, tm.lower, g, H)
+    return lmm_estimates(design, crit, S, REML, opt, msgs)
+
+
+def lmm_estimates(design, crit: LMMCriterion, S: np.ndarray, REML: bool, opt, msgs: list[str]):
+    """The estimates at the optimizer's θ (``opt.x``), on the user's scale of X: β̂ = S β̂_s,
+    σ̂, the random effects, the covariance of β̂ and the criterion; ``msgs`` are the
+    convergence messages so far."""
+    from .estimates import Estimates
+    from .optimize import is_singular
+
+    tm = crit.tmap
+    msgs = list(msgs)
     sol = crit.solution(opt.x)
     # log|R_X|² refers to the design used; report the criterion for the user's X (X_s = X S).
     criterion = sol.criterion - (2.0 * np.log(abs(np.linalg.det(S))) if REML else 0.0)

@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 
 from .design import Design, build_design, design_from_arrays
-from .errors import DataError, FewGroupsWarning, FitError, SingularFitWarning
+from .errors import ConvergenceWarning, DataError, FewGroupsWarning, FitError, SingularFitWarning
 from .families import Family, resolve_family
 
 __all__ = ["MixedModel"]
 
 FEW_GROUPS = 5
+#: the response column of a model whose formula has none (``"~ x + (1 | g)"``, for fit_many)
+NO_RESPONSE = "(no response)"
 
 
 class MixedModel:
@@ -53,11 +55,15 @@ class MixedModel:
         design = design_from_arrays(endog, exog, groups, exog_re, weights, offset, exog_names)
         self._setup(design, resolve_family(family))
 
+    #: formula, data, weights and offset of a model built by from_formula (update(), fit_many)
+    built_from: dict | None = None
+
     def _setup(self, design: Design, family: Family) -> None:
         self.design = design
         self.family = family
-        family.check_response(design.y, design.response_name, design.trials)
-        family.warn_noninteger_successes(design.y, design.weights, design.trials, design.response_name)
+        if design.response_name != NO_RESPONSE:
+            family.check_response(design.y, design.response_name, design.trials)
+            family.warn_noninteger_successes(design.y, design.weights, design.trials, design.response_name)
         _check_groups(design, family)
 
     @classmethod
@@ -88,12 +94,20 @@ class MixedModel:
 
         family = resolve_family(family)
         build = build_dask_design if is_dask_frame(data) else build_design
-        self._setup(build(formula, data, weights=weights, offset=offset, family=family), family)
+        built_formula, built_data = formula, data
+        if isinstance(formula, str) and formula.strip().startswith("~"):  # responses come later: fit_many(Y)
+            if is_dask_frame(data):
+                raise FitError("a formula without a response is for fit_many on pandas data, not Dask data")
+            built_formula = f"`{NO_RESPONSE}` {formula.strip()}"
+            built_data = data.assign(**{NO_RESPONSE: 0.0}) if isinstance(data, pd.DataFrame) else data
+        self._setup(build(built_formula, built_data, weights=weights, offset=offset, family=family), family)
+        # what update() and fit_many's per-response row sets rebuild from (a reference, not a copy)
+        self.built_from = {"formula": formula, "data": data, "weights": weights, "offset": offset}
         return self
 
-    def with_response(self, y) -> MixedModel:
+    def with_response(self, y, name: str | None = None) -> MixedModel:
         """The same model (design, grouping, weights, offset) with another response: one value
-        per row the model uses, on the scale of its response."""
+        per row the model uses, on the scale of its response (``name``: what messages call it)."""
         from dataclasses import replace
 
         if self.design.source is not None:
@@ -114,8 +128,59 @@ class MixedModel:
                 "refit() needs one for every row the model uses"
             )
         other = type(self).__new__(type(self))
-        other._setup(replace(self.design, y=values), self.family)
+        label = self.design.response_name if name is None else str(name)
+        if label == NO_RESPONSE:
+            label = "y"
+        other._setup(replace(self.design, y=values, response_name=label), self.family)
+        other.built_from = self.built_from
         return other
+
+    def fit_many(
+        self,
+        Y,
+        method: str | None = None,
+        n_jobs: int = 1,
+        progress: bool = False,
+        ddf: str = "normal",
+        client=None,
+        **fit_kwargs,
+    ):
+        """Fit this model to many responses on the same rows: one fit per column of ``Y``.
+
+        The design, grouping and the response-free blocks are built once; a Gaussian model's
+        response blocks are computed for batches of responses at once and each θ is optimised
+        on the shared structure by ``fit()``'s algorithm, so each response gets the estimates a
+        single ``fit()`` gives it. The formula may omit the response (``"~ age + (1 | donor)"``).
+
+        Parameters
+        ----------
+        Y : DataFrame, Series or 2-D array
+            One column per response. A DataFrame is aligned to the model's rows by its index; an
+            array has one row per row used (or per row of the data). A missing value drops that
+            row for that response only (its model is rebuilt on its rows).
+        method : {"REML", "ML"}, optional
+            As in :meth:`fit`.
+        n_jobs : int
+            Processes to spread the responses over (-1: every core); each uses one BLAS thread.
+        progress : bool
+            A progress bar (tqdm if installed, else a line per tenth on stderr).
+        ddf : {"normal", "satterthwaite"}
+            Wald z p-values, or t tests with lmerTest's Satterthwaite df (Gaussian; slower).
+        client : dask.distributed.Client, optional
+            Spread the responses over the cluster's workers (the model is sent once per worker).
+        **fit_kwargs
+            Passed to :meth:`fit` (``optimizer``, ``start``, ``maxiter``; ``nAGQ`` for GLMMs).
+
+        Returns
+        -------
+        ManyResults
+            ``params``, ``bse``, ``pvalues`` (responses × coefficients), ``llf``, ``theta``,
+            ``sigma``, ``converged``, ``singular``, ``errors``; ``res[name]`` the full result;
+            ``to_frame()``; ``pvalues_adjusted("fdr_bh")``.
+        """
+        from .fitmany import fit_many
+
+        return fit_many(self, Y, method=method, n_jobs=n_jobs, progress=progress, ddf=ddf, client=client, **fit_kwargs)
 
     @property
     def nobs(self) -> int:
@@ -129,6 +194,9 @@ class MixedModel:
         fast: bool = False,
         optimizer: str | None = None,
         standardize: bool = True,
+        start=None,
+        maxiter: int | None = None,
+        verbose: bool = False,
     ):
         """Fit the model.
 
@@ -148,23 +216,42 @@ class MixedModel:
             uses that gradient for every Gaussian model (finite differences for GLMMs).
         standardize : bool
             Centre and scale predictors internally (results are on the original scale).
+        start : array-like, dict or MixedModelResults, optional
+            Starting θ (lme4's ``start=``): a vector in ``res.theta``'s order, ``{"theta": ...}``,
+            or an earlier fit of a model with the same random effects (its θ).
+        maxiter : int, optional
+            The most criterion evaluations of each optimizer run; a run stopped by it gives a
+            ConvergenceWarning (lme4's ``optCtrl = list(maxfun = )``).
+        verbose : bool
+            Print a line per criterion evaluation (its number, value and parameters) on stderr.
 
         Returns
         -------
         MixedModelResults
         """
+        from .optimize import FitControl, fit_control
         from .results import MixedModelResults
 
+        if self.design.response_name == NO_RESPONSE:
+            raise FitError(
+                "this model's formula has no response (it starts with '~'): fit it to responses with fit_many(Y)"
+            )
         _check_quadrature(nAGQ, fast, self.design, self.family)
         m = None if method is None else str(method).upper()
+        control = FitControl(start=_check_start(start, self.design), maxiter=_check_maxiter(maxiter), verbose=verbose)
         try:
-            est = self._estimate(m, method, nAGQ, fast, optimizer, standardize)
+            with fit_control(control):
+                est = self._estimate(m, method, nAGQ, fast, optimizer, standardize)
         except (np.linalg.LinAlgError, FloatingPointError) as exc:  # the engine's numerical failures
             raise FitError(
                 f"the fit failed numerically ({type(exc).__name__}: {exc}); the data may not determine the "
                 "model: look for a completely separated response, a predictor that is constant where the "
                 "weights are positive, or too few rows per group"
             ) from exc
+        if control.hit_limit:
+            msg = f"the optimizer stopped at maxiter = {maxiter} evaluations before converging; raise maxiter"
+            est.convergence.append(msg)
+            warnings.warn("model failed to converge: " + msg, ConvergenceWarning, stacklevel=2)
         if est.singular:
             warnings.warn(
                 "boundary (singular) fit: a random-effect variance is (near) zero or a correlation is ±1 "
@@ -200,6 +287,46 @@ class MixedModel:
         from .pirls import fit_glmm
 
         return fit_glmm(self.design, self.family, nAGQ=nAGQ, fast=fast, optimizer=optimizer, standardize_X=standardize)
+
+
+def _check_start(start, design: Design) -> np.ndarray | None:
+    """The user's starting θ as a vector of the model's θ length, on or above its bounds."""
+    if start is None:
+        return None
+    from .reterms import ThetaMap
+
+    if hasattr(start, "theta") and hasattr(start, "params"):  # an earlier fit
+        start = start.theta
+    if isinstance(start, dict):
+        unknown = set(start) - {"theta"}
+        if unknown:
+            raise FitError(f"start= takes {{'theta': [...]}}; unknown key(s) {sorted(unknown)}")
+        start = start.get("theta")
+    tm = ThetaMap(design.terms)
+    try:
+        theta = np.asarray(start, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise FitError(f"start= must be numbers (θ in the order of res.theta), not {start!r}") from None
+    if len(theta) != len(tm):
+        raise FitError(
+            f"start= has {len(theta)} values but this model has {len(tm)} θ parameters ({', '.join(tm.names)})"
+        )
+    bad = ~np.isfinite(theta) | (theta < tm.lower)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FitError(
+            f"start value {theta[i]!r} for {tm.names[i]} is outside its range (finite, >= {tm.lower[i]:g}): "
+            "standard-deviation ratios start at 0 or above"
+        )
+    return theta
+
+
+def _check_maxiter(maxiter) -> int | None:
+    if maxiter is None:
+        return None
+    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
+        raise FitError(f"maxiter must be a positive integer (criterion evaluations), not {maxiter!r}")
+    return int(maxiter)
 
 
 #: lme4's largest number of Gauss–Hermite nodes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +16,9 @@ from .errors import ConvergenceWarning, FitError
 
 __all__ = [
     "OptResult",
+    "FitControl",
+    "fit_control",
+    "current_control",
     "minimize_bounded",
     "is_singular",
     "newton_step",
@@ -24,6 +29,47 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("bobyqa", "lbfgsb", "nelder-mead", "powell")
+
+
+@dataclass
+class FitControl:
+    """The user's controls of one fit (``fit(start=, maxiter=, verbose=)``), read by every
+    optimizer run of that fit: ``start`` θ (None: the engine's own start), ``maxiter`` the most
+    criterion evaluations of one optimizer run (None: the engine's), ``verbose`` a line per
+    evaluation on stderr (evaluation, criterion, parameters)."""
+
+    start: np.ndarray | None = None
+    maxiter: int | None = None
+    verbose: bool = False
+    hit_limit: bool = False
+    evaluations: int = 0
+
+    def report(self, x: np.ndarray, value: float) -> None:
+        self.evaluations += 1
+        if self.verbose:
+            import sys
+
+            shown = np.array2string(np.asarray(x)[:8], precision=5, separator=", ")
+            more = " ..." if len(x) > 8 else ""
+            print(f"  eval {self.evaluations:5d}  criterion {value: .8f}  par {shown}{more}", file=sys.stderr)
+
+
+_CONTROL: contextvars.ContextVar[FitControl | None] = contextvars.ContextVar("midas_fit_control", default=None)
+
+
+@contextlib.contextmanager
+def fit_control(control: FitControl | None):
+    """Make ``control`` the controls of the optimizer runs inside the block."""
+    token = _CONTROL.set(control)
+    try:
+        yield control
+    finally:
+        _CONTROL.reset(token)
+
+
+def current_control() -> FitControl | None:
+    """The controls of the fit being run (None outside ``fit(start=, maxiter=, verbose=)``)."""
+    return _CONTROL.get()
 
 
 @dataclass
@@ -70,24 +116,31 @@ def minimize_bounded(
     x0 = np.maximum(np.asarray(x0, dtype=float), lower)
     bounds = _bounds(lower)
     nfev = 0
+    ctl = current_control()
 
     def f(x):
         nonlocal nfev
         nfev += 1
         v = fun(x)
+        if ctl is not None:
+            ctl.report(x, v)
         return v if np.isfinite(v) else 1e300
 
     maxfev = maxfev or 2000 * max(1, len(x0))
+    if ctl is not None and ctl.maxiter is not None:
+        maxfev = min(maxfev, ctl.maxiter)
     if optimizer == "bobyqa":
         x, fx, converged, message = _bobyqa(f, x0, lower, maxfev, step, tolerances or {})
         x, fx = _snap_to_bounds(f, x, fx, lower)
-        return OptResult(x, fx, nfev, converged, message, optimizer)
+        return _limited(OptResult(x, fx, nfev, converged, message, optimizer), maxfev, ctl)
     if optimizer == "lbfgsb" and fun_grad is not None:
 
         def fg(x):
             nonlocal nfev
             nfev += 1
             v, g = fun_grad(x)
+            if ctl is not None:
+                ctl.report(x, v)
             return (float(v), g) if np.isfinite(v) else (1e300, np.zeros_like(x))
 
         r = so.minimize(
@@ -140,7 +193,16 @@ def minimize_bounded(
         r = so.minimize(f, x0, method="Powell", bounds=bounds, options={"xtol": 1e-8, "ftol": 1e-12, "maxfev": maxfev})
         converged, message = bool(r.success), str(r.message)
     x, fx = _snap_to_bounds(f, np.asarray(r.x, dtype=float), float(r.fun), lower)
-    return OptResult(x, fx, nfev, converged, message, optimizer)
+    return _limited(OptResult(x, fx, nfev, converged, message, optimizer), maxfev, ctl)
+
+
+def _limited(opt: OptResult, maxfev: int, ctl: FitControl | None) -> OptResult:
+    """Mark a run that the user's ``maxiter`` stopped (not converged, and the fit will say so)."""
+    if ctl is not None and ctl.maxiter is not None and opt.nfev >= maxfev:
+        ctl.hit_limit = True
+        opt.converged = False
+        opt.message = f"stopped at maxiter = {ctl.maxiter} evaluations"
+    return opt
 
 
 def _snap_to_bounds(f, x, fx, lower, tol=1e-5):

@@ -77,6 +77,12 @@ def _without_rows(res):
     est.condvar_fn = None
     model = copy.copy(res.model)
     model.design = design
+    if model.built_from is not None:  # the data it was built from: by name only
+        model.built_from = dict(model.built_from, data=RemovedRows("data the model was built from"))
+        for key in ("weights", "offset"):
+            if not (model.built_from[key] is None or isinstance(model.built_from[key], str)):
+                model.built_from[key] = RemovedRows(key)
+    model.__dict__.pop("_many_shared", None)
     out = copy.copy(res)
     out.__dict__ = {k: v for k, v in res.__dict__.items() if k not in _ROW_SIZED_CACHE}
     out.model, out.design, out._est = model, design, est

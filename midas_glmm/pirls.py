@@ -34,6 +34,7 @@ from .glmmrows import DaskRows, LocalRows, RowBlock
 from .lmm import ThetaMap
 from .optimize import (
     check_convergence,
+    current_control,
     fd_derivatives,
     fd_hessian,
     gradient_derivatives,
@@ -346,7 +347,9 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         return prob.objective(th, beta0, phi, joint=True)
 
     lower1 = np.concatenate([tm.lower, [-np.inf] if disp else []])
-    x1 = np.concatenate([tm.start, [np.log(phi0)] if disp else []])
+    ctl = current_control()
+    theta1 = tm.start if ctl is None or ctl.start is None else np.asarray(ctl.start, dtype=float)
+    x1 = np.concatenate([theta1, [np.log(phi0)] if disp else []])
     # a start for stage 2 need not be precise; with fast=True this is the fit itself
     tol1 = {} if fast else {"ftol_rel": 1e-8, "ftol_abs": 1e-6, "xtol_rel": 1e-5}
     opt = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast, tolerances=tol1)

@@ -16,6 +16,7 @@ from .design import _formulaic_names, eval_expression, fixed_matrix, random_colu
 from .errors import DataError, FitError, did_you_mean
 from .estimates import Estimates
 from .optimize import OPTIMIZERS
+from .persist import RemovedRows
 from .reterms import ThetaMap
 
 __all__ = ["MixedModelResults"]
@@ -629,6 +630,30 @@ class MixedModelResults:
             kw["method"] = method
         kw.update(fit_kwargs)
         model = self.model if new_response is None else self.model.with_response(new_response)
+        return model.fit(**kw)
+
+    def update(self, formula: str | None = None, data=None, **fit_kwargs) -> MixedModelResults:
+        """lme4's ``update()``: the model again with a changed formula (``"~ . + x"``,
+        ``". ~ . - (1 | g) + (x | g)"``: ``.`` is the current response or terms) and/or other
+        data, fitted with this fit's settings changed only where given (``method="ML"``)."""
+        from .formula import update_formula
+        from .model import MixedModel
+
+        src = self.model.built_from
+        if src is None:
+            raise FitError("update() needs a model built by MixedModel.from_formula (it rebuilds from the formula)")
+        if isinstance(src.get("data"), RemovedRows) and data is None:
+            raise FitError("this result was saved without its data: pass data= to update()")
+        new_formula = src["formula"] if formula is None else update_formula(src["formula"], formula)
+        model = MixedModel.from_formula(
+            new_formula,
+            src["data"] if data is None else data,
+            family=self.family,
+            weights=src["weights"],
+            offset=src["offset"],
+        )
+        kw = dict(self.fit_options)
+        kw.update(fit_kwargs)
         return model.fit(**kw)
 
     def save(self, path, remove_data: bool = True) -> None:

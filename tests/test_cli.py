@@ -97,3 +97,28 @@ def test_a_user_error_is_one_line_and_exit_2_when_piped():
         "midas-glmm: error: column 'Subjet' in formula 'Reaction ~ Days + (1 | Subjet)' is not in the data; "
         "did you mean 'Subject'?"
     ]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_fit_many_writes_the_tidy_table(tmp_path, capsys, suffix):
+    import numpy as np
+    import pandas as pd
+
+    sleep = datasets.load("sleepstudy")
+    sleep.to_csv(tmp_path / "data.csv", index=False)
+    rng = np.random.default_rng(1)
+    Y = pd.DataFrame({f"g{k}": sleep.Reaction + rng.normal(0, 25, len(sleep)) for k in range(3)})
+    Y.to_csv(tmp_path / "genes.csv", index=False)
+    out = tmp_path / f"res{suffix}"
+    args = ["fit-many", str(tmp_path / "data.csv"), "~ Days + (Days | Subject)", "--responses"]
+    assert main(args + [str(tmp_path / "genes.csv"), "--out", str(out), "--fdr"]) == 0
+    assert "3 responses, 3 fitted" in capsys.readouterr().out
+    table = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    ref = MixedModel.from_formula("y ~ Days + (Days | Subject)", sleep.assign(y=Y["g1"])).fit()
+    row = table[(table.response == "g1") & (table.term == "Days")].iloc[0]
+    assert row.estimate == pytest.approx(ref.params["Days"], rel=1e-8)
+    assert row.p_value == pytest.approx(ref.pvalues["Days"], rel=1e-6) and row.p_adj >= row.p_value
+    # a response file of the wrong length is a one-line user error
+    Y.iloc[:10].to_csv(tmp_path / "short.csv", index=False)
+    assert main(args + [str(tmp_path / "short.csv"), "--out", str(out)]) == 2
+    assert "rows but the data has" in capsys.readouterr().err

@@ -23,6 +23,7 @@ EXPECT = {
         "DenDF",
         "Deviance residuals",
     ],
+    "many_responses.py": ["200 responses, 200 fitted", "found among them: 20", "rows used by gene005: 178"],
 }
 
 

@@ -107,3 +107,56 @@ def test_a_saved_glmm_predicts_on_the_response_scale(tmp_path):
         back.predict(new, random_effects=False, kind="link"), res.predict(new, random_effects=False, kind="link")
     )
     pd.testing.assert_frame_equal(back.emmeans("period"), res.emmeans("period"))
+
+
+def test_fit_controls_start_maxiter_verbose(sleep, capsys):
+    from midas_glmm.errors import ConvergenceWarning, FitError
+
+    model = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", sleep)
+    res = model.fit()
+    again = model.fit(start=res.theta, verbose=True)
+    err = capsys.readouterr().err
+    assert again.llf == pytest.approx(res.llf, abs=1e-8)
+    assert err.count("criterion") >= 5 and "eval     1" in err
+    assert model.fit(start={"theta": res.theta}).llf == pytest.approx(res.llf, abs=1e-8)
+    assert model.fit(start=res).llf == pytest.approx(res.llf, abs=1e-8)
+    with pytest.warns(ConvergenceWarning, match="maxiter = 3"):
+        short = model.fit(maxiter=3)
+    assert not short.converged and short.llf < res.llf
+    for bad, match in [([1.0, 0.0], "3 θ"), ([-1.0, 0.0, 0.2], "outside its range"), ({"beta": 1}, "unknown key")]:
+        with pytest.raises(FitError, match=match):
+            model.fit(start=bad)
+    with pytest.raises(FitError, match="maxiter"):
+        model.fit(maxiter=0)
+    # a GLMM takes them too
+    df = sleep.assign(hit=(sleep.Reaction > 300).astype(float))
+    glmm = MixedModel.from_formula("hit ~ Days + (1|Subject)", df, family="binomial")
+    g = glmm.fit()
+    assert glmm.fit(start=g.theta).llf == pytest.approx(g.llf, abs=1e-6)
+
+
+def test_update_like_lme4(sleep):
+    from midas_glmm.errors import FitError, FormulaError
+    from midas_glmm.formula import update_formula
+
+    assert update_formula("y ~ x + (1 | g)", "~ . + z") == "y ~ x + (1 | g) + z"
+    assert update_formula("y ~ x + (1 | g)", "log(y) ~ . - (1|g) + (x || g)") == "log(y) ~ x + (x || g)"
+    assert update_formula("y ~ x + (1|g)", ". ~ . - 1") == "y ~ 0 + x + (1|g)"
+    with pytest.raises(FormulaError, match="no such term"):
+        update_formula("y ~ x + (1|g)", ". ~ . - w")
+    res = _fit("Reaction ~ Days + (Days|Subject)", sleep)
+    smaller = res.update(". ~ . - (Days|Subject) + (1|Subject)")
+    ref = _fit("Reaction ~ Days + (1|Subject)", sleep)
+    assert smaller.llf == pytest.approx(ref.llf, abs=1e-8) and smaller.method == "REML"
+    ml = res.update(method="ML")
+    assert ml.method == "ML" and ml.llf == pytest.approx(res.refit("ML").llf, abs=1e-8)
+    half = sleep[sleep.Days < 5]
+    assert res.update(data=half).nobs == len(half)
+    path = __import__("tempfile").mktemp(suffix=".pkl")
+    res.save(path)
+    import midas_glmm
+
+    loaded = midas_glmm.load(path)
+    with pytest.raises(FitError, match="without its data"):
+        loaded.update("~ . + I(Days**2)")
+    assert loaded.update(data=sleep).llf == pytest.approx(res.llf, abs=1e-8)
