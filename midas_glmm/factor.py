@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from . import kernels
 from .sparsity import FactorPlan, PlanBlocks
@@ -34,6 +34,31 @@ def dense_cholesky(A: np.ndarray) -> np.ndarray:
     if info != 0:
         raise np.linalg.LinAlgError("Matrix is not positive definite")
     return U.T
+
+
+def _panel_updates(L: np.ndarray, panels, T: np.ndarray) -> np.ndarray:
+    """T −= B'B for the panels B of scalar sparse columns' tail rows (FactorPlan._panel_plan):
+    BLAS dsyrk on the lower triangle of T (the triangle the tail's Cholesky reads). Returns T and
+    B when there is a single panel (None otherwise)."""
+    qt = T.shape[0]
+    B = np.empty(max(n for n, _, _ in panels) * qt)
+    for n, dest, src in panels:
+        Bp = B[: n * qt]
+        Bp[:] = 0.0
+        Bp[dest] = L[src]
+        # C-ordered T is F-ordered T': its upper triangle is T's lower one; Bp as (qt × n) F-order
+        Tt = blas.dsyrk(-1.0, Bp.reshape(n, qt).T, beta=1.0, c=T.T, trans=0, lower=0, overwrite_c=1)
+        T = Tt.T
+    # one panel: kept for the forward solves (R_tail −= B'R_sparse); several: too large to keep
+    return T, (B.reshape(panels[0][0], qt) if len(panels) == 1 else None)
+
+
+def tail_solve(Ltail: np.ndarray, b: np.ndarray, transpose: bool = False) -> np.ndarray:
+    """x with L_tail x = b (or L_tail' x = b): LAPACK dtrtrs on the F-ordered U = L_tail'."""
+    x, info = lapack.dtrtrs(Ltail.T, b, lower=0, trans=0 if transpose else 1)
+    if info != 0:
+        raise np.linalg.LinAlgError("singular tail factor")
+    return x
 
 
 def _lam_flat(lams: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -70,18 +95,33 @@ class Factor:
             kernels.scatter_tail(
                 blocks.A[P.nsparse :], P.brow, P.bcol, P.boff, P.nsize, P.nterm, lam, lamoff, P.tailoff, T
             )
-            T[np.diag_indices(P.qt)] += 1.0
-        bad = kernels.factor_sparse(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, T)
+            T.ravel()[:: P.qt + 1] += 1.0
+        panels = P.panels
+        bad = kernels.factor_sparse(
+            self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, T, panels is not None
+        )
         if bad:
             raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
+        self._panel = None  # the one panel of tail rows of the scalar sparse columns (B, n × qt)
+        if panels is not None:
+            T, self._panel = _panel_updates(self.L, panels, T)
         self.Ltail = dense_cholesky(T) if P.qt else T
         # the [X y] strip: L_X = L_Z⁻¹ Λ'Z'W[X y]
         R = self.lam_t(blocks.XZ)
-        kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R)
+        self._forward(R)
         if P.qt:
-            R[P.qs :] = sla.solve_triangular(self.Ltail, R[P.qs :], lower=True, check_finite=False)
+            R[P.qs :] = tail_solve(self.Ltail, R[P.qs :])
         self.LX = R
         self.LXX = np.linalg.cholesky(blocks.XX - R.T @ R)
+
+    def _forward(self, R: np.ndarray) -> None:
+        """R ← L_sparse⁻¹ R in place (q × m), the tail rows updated but not solved; with a kept
+        panel B the tail rows' update is the product R_tail −= B' R_sparse."""
+        P = self.plan
+        dense = self._panel is not None
+        kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R, dense)
+        if dense:
+            R[P.qs :] -= self._panel.T @ R[: P.qs]
 
     def lam_t(self, M: np.ndarray) -> np.ndarray:
         """Λ'M for M with q rows in node order (a new array)."""
@@ -156,7 +196,7 @@ class Factor:
         P = self.plan
         x = np.array(rhs, dtype=float).reshape(P.q, -1)
         if P.qt:
-            x[P.qs :] = sla.solve_triangular(self.Ltail, x[P.qs :], lower=True, trans="T", check_finite=False)
+            x[P.qs :] = tail_solve(self.Ltail, x[P.qs :], transpose=True)
         kernels.backward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
         return x.reshape(np.shape(rhs))
 
@@ -164,9 +204,9 @@ class Factor:
         """x with (Λ'Z'WZΛ + I) x = rhs (length q, or q × m)."""
         P = self.plan
         x = np.array(rhs, dtype=float).reshape(P.q, -1)
-        kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
+        self._forward(x)
         if P.qt:
-            x[P.qs :] = sla.solve_triangular(self.Ltail, x[P.qs :], lower=True, check_finite=False)
+            x[P.qs :] = tail_solve(self.Ltail, x[P.qs :])
         return self.solve_Zt(x).reshape(np.shape(rhs))
 
     def selected_inverse_data(self) -> np.ndarray:

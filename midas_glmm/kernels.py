@@ -191,9 +191,11 @@ def _tail_updates(L, colptr, rowidx, blkoff, nsize, Ns, T, tile=64):
 
 
 @njit(cache=True)
-def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T):
+def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, tail_by_caller):
     """Right-looking block Cholesky of the sparse part, in place; the updates of the tail rows go
-    into T. Returns 0, or 1 + the node whose pivot block is not positive definite."""
+    into T (with ``tail_by_caller`` and a scalar tail, the scalar columns' tail-by-tail updates
+    are left to the caller, who does them by dense panels). Returns 0, or 1 + the node whose pivot
+    block is not positive definite."""
     qt = T.shape[1]
     Tf = T.ravel()
     tail_scalar = True
@@ -262,15 +264,16 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T):
                 for e1 in range(e2, hi):
                     a, b = rowidx[e1], rowidx[e2]
                     _update(L, Tf, qt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, blkoff[e1], blkoff[e2], pj)
-    if tail_scalar:
+    if tail_scalar and not tail_by_caller:
         _tail_updates(L, colptr, rowidx, blkoff, nsize, Ns, T)
     return 0
 
 
 @njit(cache=True)
-def forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R):
+def forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, tail_by_caller):
     """R ← L_sparse⁻¹ R over the sparse columns (R is q × m, rows in node order); the tail rows of
-    R receive the updates, their own solve is the caller's (dense)."""
+    R receive the updates (unless ``tail_by_caller``: then the caller applies them, by a dense
+    product), their own solve is the caller's (dense)."""
     m = R.shape[1]
     for j in range(Ns):
         pj = nsize[j]
@@ -286,6 +289,8 @@ def forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R):
                 R[oj + c, h] /= d
         for e in range(colptr[j] + 1, colptr[j + 1]):
             i = rowidx[e]
+            if tail_by_caller and i >= Ns:
+                break  # rows are sorted: the rest are tail rows
             pi = nsize[i]
             oi = nodeoff[i]
             o = blkoff[e]

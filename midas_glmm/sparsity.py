@@ -37,6 +37,10 @@ DENSE_TAIL_DENSITY = 0.2
 MAX_TAIL_BYTES = 4 * 2**30
 
 
+#: entries of one dense panel of the sparse columns' tail rows (32 MB), and its fewest rows
+PANEL_ENTRIES = 1 << 22
+PANEL_MIN_ROWS = 64
+
 #: the ordering of a term's levels is skipped when the graph it orders would have more edges
 #: (such a term is coupled densely: it goes to the dense tail, where order does not matter)
 MAX_ORDER_EDGES = 20_000_000
@@ -229,6 +233,31 @@ class FactorPlan:
         bsizes = self.nsize[self.brow] * self.nsize[self.bcol]
         self.boff = np.concatenate([[0], np.cumsum(bsizes)]).astype(np.int64)
         self.nA = self.nsparse + int(self.boff[-1])
+        self.panels = self._panel_plan()
+
+    def _panel_plan(self) -> list[tuple[int, np.ndarray, np.ndarray]] | None:
+        """When the scalar sparse columns fill their tail rows densely (crossed intercepts: most
+        levels of the first factor meet most levels of the tail's), their update of the tail,
+        T −= Σ_j l_j l_j', is one BLAS rank-k update per panel of columns rather than scattered
+        scalar updates: a list of (rows in the panel, place in the panel, place in L). None when
+        the scattered updates cost less (sparse coupling) or the nodes are not all scalar."""
+        if not self.qt or self.Ns == 0 or np.any(self.nsize != 1):
+            return None
+        col_of = np.repeat(np.arange(self.Ns), np.diff(self.colptr))
+        tail = self.rowidx >= self.Ns
+        tail[self.colptr[:-1]] = False  # the diagonal
+        counts = np.bincount(col_of[tail], minlength=self.Ns).astype(float)
+        # scattered: ~1.5 ns per pair (indirect writes); dense: ~0.1 ns per flop of the rank-k update
+        if 1.5 * float(np.sum(counts * (counts + 1) / 2)) < 0.15 * self.Ns * self.qt * self.qt:
+            return None
+        rows = max(PANEL_MIN_ROWS, min(self.Ns, PANEL_ENTRIES // self.qt))
+        j, r, src = col_of[tail], self.rowidx[tail] - self.Ns, self.blkoff[np.flatnonzero(tail)]
+        panels = []
+        for j0 in range(0, self.Ns, rows):
+            sel = (j >= j0) & (j < j0 + rows)
+            n = min(rows, self.Ns - j0)
+            panels.append((n, ((j[sel] - j0) * self.qt + r[sel]).astype(np.int64), src[sel].astype(np.int64)))
+        return panels
 
     def describe(self) -> str:
         """One line: nodes, the split and the stored sizes."""

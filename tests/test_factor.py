@@ -245,3 +245,35 @@ def test_reordered_levels_give_the_same_fit_reported_in_label_order(family, resp
     assert list(long_a.grp) == list(long_b.grp)
     assert np.allclose(long_a.condsd, long_b.condsd, rtol=1e-4)
     assert np.allclose(fit.predict(df.iloc[:50]), plain.predict(df.iloc[:50]), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["crossed", "two_crossed"])
+@pytest.mark.parametrize("panel_rows", [None, 8])  # one panel (kept for the solves) / several
+def test_dense_panel_updates_of_the_tail_equal_dense_algebra(name, panel_rows, monkeypatch):
+    """Crossed intercepts fill the tail rows of the first term's columns densely: their update of
+    the tail is a BLAS rank-k update by panels (and, with one panel, the forward solves' tail
+    update a product); the numbers must be the dense algebra's."""
+    formula = {"two_crossed": "y ~ x + (1|a) + (1|b)"}.get(name, FORMULAS.get(name))
+    if panel_rows is not None:
+        monkeypatch.setattr(sparsity, "PANEL_ENTRIES", panel_rows)
+        monkeypatch.setattr(sparsity, "PANEL_MIN_ROWS", panel_rows)
+    d = build_design(formula, _data(seed=4))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    plan = FactorPlan(d.terms, cp)
+    assert plan.panels is not None and (len(plan.panels) > 1) == (panel_rows is not None)
+    tm = ThetaMap(d.terms)
+    lams = tm.lams(_theta(tm))
+    F = Factor(plan, plan.load(cp), lams)
+    assert (F._panel is not None) == (panel_rows is None)
+    _check_against_dense(d, F, lams)
+    x = np.random.default_rng(0).normal(size=(plan.q, 2))
+    M = _dense(d, lams)[0]
+    assert F.solve(x) == pytest.approx(np.linalg.solve(M, x), rel=1e-8, abs=1e-10)
+
+
+def test_sparse_coupling_keeps_the_scattered_updates():
+    """A tail the first term meets sparsely (an observation-level term: each row's level sees one
+    level of a and one of b) keeps the scattered updates: a dense panel would multiply zeros."""
+    d = build_design(FORMULAS["obs_level"], _data())
+    plan = FactorPlan(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y))
+    assert plan.qt > 0 and plan.panels is None
