@@ -57,7 +57,7 @@ import pandas as pd
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from run import have_lme4, machine  # noqa: E402
+from run import have_lme4, machine, midas_source  # noqa: E402
 
 ROWS, DONORS, BATCHES = 20_000, 200, 40
 SEED = 20_260_501
@@ -236,20 +236,6 @@ def agreement(many: dict, other: dict, M: int) -> dict:
     }
 
 
-def git_commit() -> str:
-    root = HERE.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "midas_glmm"], capture_output=True, text=True
-        )
-    except OSError:
-        return "unknown (git not found)"
-    if head.returncode != 0:
-        return "unknown (not a git checkout)"
-    return head.stdout.strip() + (" + uncommitted changes in midas_glmm/" if dirty.stdout.strip() else "")
-
-
 def _x(ratio: float) -> str:
     return f"{ratio:.2f}x" if np.isfinite(ratio) else "-"
 
@@ -386,7 +372,7 @@ def main(argv=None) -> None:
         f"Machine: {platform.platform()}; os.cpu_count() = {os.cpu_count()}; Python {platform.python_version()}.",
         f"Details: {machine()}.",
         "",
-        f"Git commit: `{git_commit()}`.",
+        f"Code: midas_glmm{midas_source() or ' (commit unknown)'}.",
         "",
         f"Data: {ROWS:,} rows, `donor` ({DONORS} levels) crossed with `batch` ({BATCHES} levels), each row's levels "
         f"drawn at random, covariate `age`; K = {K} Gaussian responses, y = 1 + 0.02 age + donor effect "
