@@ -7,6 +7,7 @@
 
 from . import datasets
 from .errors import (
+    BoundaryTestWarning,
     ConvergenceWarning,
     DataError,
     FamilyError,
@@ -52,4 +53,5 @@ __all__ = [
     "LaplaceAccuracyWarning",
     "RankDeficiencyWarning",
     "RefitWarning",
+    "BoundaryTestWarning",
 ]

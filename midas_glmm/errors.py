@@ -71,3 +71,9 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``."""
     close = difflib.get_close_matches(name, [str(c) for c in choices], n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+class BoundaryTestWarning(MidasWarning):
+    """A likelihood-ratio test whose null value is on the boundary of the parameter space
+    (Poisson against negative binomial: θ = ∞); the chi-square p-value is conservative."""
+

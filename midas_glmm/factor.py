@@ -112,7 +112,20 @@ class Factor:
         if P.qt:
             R[P.qs :] = tail_solve(self.Ltail, R[P.qs :])
         self.LX = R
-        self.LXX = np.linalg.cholesky(blocks.XX - R.T @ R)
+        self._XX_schur = blocks.XX - R.T @ R
+        try:
+            self._LXX = np.linalg.cholesky(self._XX_schur)
+        except np.linalg.LinAlgError:
+            # Only the [X y] part is indefinite (a Laplace log-determinant with the observed
+            # information of NB1 / beta needs L_Z alone): raised when the [X y] part is used.
+            self._LXX = None
+
+    @property
+    def LXX(self) -> np.ndarray:
+        """Cholesky factor of the [X y] Schur complement (last row: the penalised LS solution)."""
+        if self._LXX is None:
+            raise np.linalg.LinAlgError("the [X y] block of the working system is not positive definite")
+        return self._LXX
 
     def _forward(self, R: np.ndarray) -> None:
         """R ← L_sparse⁻¹ R in place (q × m), the tail rows updated but not solved; with a kept
@@ -160,7 +173,7 @@ class Factor:
     @property
     def p(self) -> int:
         """Number of fixed-effect columns."""
-        return self.LXX.shape[0] - 1
+        return self._XX_schur.shape[0] - 1
 
     @property
     def RX(self) -> np.ndarray:

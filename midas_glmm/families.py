@@ -19,7 +19,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import special
 
-from .errors import DataError, FamilyError, NonIntegerSuccessesWarning, ResponseLevelsWarning
+from .errors import DataError, FamilyError, FitError, NonIntegerSuccessesWarning, ResponseLevelsWarning
 
 __all__ = ["Family", "ResponseTerms", "resolve_family"]
 
@@ -28,7 +28,30 @@ _NAMES = {
     "binomial": sm.families.Binomial,
     "poisson": sm.families.Poisson,
     "gamma": sm.families.Gamma,
+    "nbinom2": lambda: sm.families.NegativeBinomial(link=sm.families.links.Log(), alpha=1.0),
+    "nbinom1": lambda: _Named(sm.families.NegativeBinomial(link=sm.families.links.Log(), alpha=1.0), "nbinom1"),
+    "beta": lambda: _Named(sm.families.Binomial(link=sm.families.links.Logit()), "beta"),
 }
+
+
+class _Named:
+    """A statsmodels family standing in for one statsmodels does not have (its link, and its name
+    for us): NB1 uses NegativeBinomial's log link, beta Binomial's logit link."""
+
+    def __init__(self, base, name: str):
+        self.base, self.name = base, name
+        self.link = base.link
+
+    def __getattr__(self, attr):
+        return getattr(self.base, attr)
+
+
+#: families whose log-likelihood's derivatives in μ are not those of an exponential dispersion
+#: family: their PIRLS score and information come from :meth:`Family.derivatives`
+EXACT = ("nbinom1", "beta")
+#: families whose φ is a parameter of the distribution reported as glmmTMB's sigma(): NB2's size θ,
+#: NB1's φ (variance μ(1+φ)), beta's precision φ (variance μ(1−μ)/(1+φ)); no residual SD
+SHAPE_DISPERSION = ("nbinom2", "nbinom1", "beta")
 _LINK_NAMES = {
     "Identity": "identity",
     "Logit": "logit",
@@ -41,7 +64,17 @@ _LINK_NAMES = {
     "LogLog": "loglog",
     "InverseSquared": "1/mu^2",
 }
-_CANONICAL = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "gamma": "inverse"}
+_CANONICAL = {
+    "gaussian": "identity",
+    "binomial": "logit",
+    "poisson": "log",
+    "gamma": "inverse",
+    "nbinom2": None,
+    "nbinom1": None,
+    "beta": None,
+}
+#: statsmodels' class name → our family name (NB2's size θ is estimated, so its alpha is not used)
+_CLASS_NAMES = {"negativebinomial": "nbinom2"}
 
 
 class Family:
@@ -60,21 +93,24 @@ class Family:
 
     def __init__(self, smfamily):
         self.sm = smfamily
-        cls = type(smfamily).__name__.lower()
+        cls = smfamily.name if isinstance(smfamily, _Named) else type(smfamily).__name__.lower()
+        cls = _CLASS_NAMES.get(cls, cls)
         if cls not in _NAMES:
             raise FamilyError(
-                f"family {type(smfamily).__name__} is not supported; use binomial, poisson, gamma or gaussian"
+                f"family {type(smfamily).__name__} is not supported; use binomial, poisson, gamma, nbinom2 or gaussian"
             )
         self.name = cls
         self.link = smfamily.link
         self.link_name = _LINK_NAMES.get(type(self.link).__name__, type(self.link).__name__.lower())
-        self.has_dispersion = cls in ("gaussian", "gamma")
+        # φ: the Gaussian and Gamma scale; NB2's size θ (variance μ + μ²/θ), glmmTMB's sigma()
+        self.has_dispersion = cls in ("gaussian", "gamma") + SHAPE_DISPERSION
+        self.exact = cls in EXACT
         self.canonical = _CANONICAL[cls] == self.link_name
         # Information matrix in the Laplace log-determinant, as the peer we follow for the family:
-        # lme4 (expected/Fisher) for binomial and Poisson, glmmTMB (observed) for Gamma and for
+        # lme4 (expected/Fisher) for binomial and Poisson, glmmTMB (observed) for Gamma, NB2 and
         # Gaussian with a non-identity link (the identity link goes to the LMM engine).
         # The two coincide for canonical links.
-        self.laplace_observed = cls in ("gamma", "gaussian")
+        self.laplace_observed = cls in ("gamma", "gaussian") + SHAPE_DISPERSION
 
     def __repr__(self) -> str:
         return f"Family({self.name}, link={self.link_name})"
@@ -92,9 +128,9 @@ class Family:
         if self.canonical and self.name == "poisson":
             return np.maximum(np.exp(eta), 1e-300)
         mu = self.link.inverse(eta)
-        if self.name == "binomial":
+        if self.name in ("binomial", "beta"):
             mu = np.clip(mu, 1e-15, 1 - 1e-15)
-        elif self.name in ("poisson", "gamma"):
+        elif self.name in ("poisson", "gamma", "nbinom2", "nbinom1"):
             mu = np.maximum(mu, 1e-300)
         return mu
 
@@ -106,9 +142,40 @@ class Family:
             return mu
         return self.link.inverse_deriv(eta)
 
-    def variance(self, mu: np.ndarray) -> np.ndarray:
-        """V(μ)."""
+    def variance(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
+        """V(μ) (NB2: μ + μ²/θ with θ = ``phi``; the other families' φ scales V outside)."""
+        if self.name == "nbinom2":
+            return mu + mu * mu / phi
+        if self.name == "nbinom1":
+            return mu * (1.0 + phi)
+        if self.name == "beta":
+            return mu * (1.0 - mu) / (1.0 + phi)
         return self.sm.variance(mu)
+
+    def _scale(self, phi: float) -> float:
+        """The φ that divides the working weights: NB and beta's φ sits inside V(μ) instead."""
+        return 1.0 if self.name in SHAPE_DISPERSION else phi
+
+    def derivatives(self, y, mu, eta, prior, phi):
+        """(score, observed information, expected information) of log f in η, row by row, for
+        the families of :data:`EXACT`: ∂ℓ/∂η = μ'ℓ_μ, −∂²ℓ/∂η² = −(μ''ℓ_μ + μ'²ℓ_μμ); the
+        expected one is beta's exactly (its ℓ_μμ does not involve y) and NB1's quasi-likelihood
+        μ'²/V."""
+        d = self.mu_eta(eta, mu)
+        d2 = self.link.inverse_deriv2(eta)
+        if self.name == "nbinom1":  # size s = μ/φ, p = 1/(1+φ)
+            s = mu / phi
+            l1 = (special.digamma(y + s) - special.digamma(s) - np.log1p(phi)) / phi
+            l2 = (special.polygamma(1, y + s) - special.polygamma(1, s)) / phi**2
+            expected = prior * d * d / self.variance(mu, phi)
+        else:  # beta: a = μφ, b = (1−μ)φ
+            a, b = mu * phi, (1.0 - mu) * phi
+            l1 = phi * (special.digamma(b) - special.digamma(a) + np.log(y) - np.log1p(-y))
+            l2 = -(phi**2) * (special.polygamma(1, a) + special.polygamma(1, b))
+            expected = -prior * d * d * l2
+        score = prior * d * l1
+        observed = -prior * (d2 * l1 + d * d * l2)
+        return score, observed, expected
 
     def linkfun(self, mu: np.ndarray) -> np.ndarray:
         """η = g(μ)."""
@@ -121,13 +188,14 @@ class Family:
         if self.canonical and self.name in ("binomial", "poisson"):
             return prior * self.mu_eta(eta, mu) / phi
         d = self.mu_eta(eta, mu)
-        V = self.variance(mu)
-        w = prior * d * d / (V * phi)
+        V = self.variance(mu, phi)
+        scale = self._scale(phi)
+        w = prior * d * d / (V * scale)
         if observed and not self.canonical:
             d2 = self.link.inverse_deriv2(eta)
-            dV = self.sm.variance.deriv(mu)
+            dV = 1.0 + 2.0 * mu / phi if self.name == "nbinom2" else self.sm.variance.deriv(mu)
             # −∂²/∂η² of log f = w μ'²/(φV) − w (y−μ)(μ''/V − μ'² V'/V²)/φ
-            w = w - prior * (y - mu) * (d2 / V - d * d * dV / V**2) / phi
+            w = w - prior * (y - mu) * (d2 / V - d * d * dV / V**2) / scale
         return w
 
     # --- likelihood
@@ -135,9 +203,24 @@ class Family:
         """Σ log f(yᵢ | μᵢ, φ): binomial on the count scale, Gamma with shape w/φ."""
         return ResponseTerms(self, y, prior, trials).total(mu, phi)
 
-    def deviance(self, y, mu, prior) -> float:
-        """Σ wᵢ d(yᵢ, μᵢ): the unit deviance of statsmodels' family."""
-        return float(self.sm.deviance(y, mu, var_weights=prior))
+    def _sm_at(self, phi: float):
+        """statsmodels' family at this φ (NB2: alpha = 1/θ; the others do not depend on it)."""
+        if self.name == "nbinom2":
+            return sm.families.NegativeBinomial(link=self.link, alpha=1.0 / phi)
+        if self.name in EXACT:
+            raise FitError(
+                f"deviance residuals and lme4's deviance() are not defined here for the {self.name} family "
+                "(it is not an exponential family with a unit deviance); use resid_pearson or the log-likelihood"
+            )
+        return self.sm
+
+    def deviance(self, y, mu, prior, phi: float = 1.0) -> float:
+        """Σ wᵢ d(yᵢ, μᵢ): the unit deviance of statsmodels' family (NB2 at its θ = ``phi``)."""
+        return float(self._sm_at(phi).deviance(y, mu, var_weights=prior))
+
+    def resid_dev(self, y, mu, prior, phi: float = 1.0) -> np.ndarray:
+        """Signed deviance residuals (NB2 at its θ = ``phi``)."""
+        return self._sm_at(phi).resid_dev(y, mu, var_weights=prior)
 
     def latent_variance(self, phi: float = 1.0) -> float:
         """Latent-scale residual variance for the ICC (the seed's table and its analogues)."""
@@ -147,6 +230,11 @@ class Family:
             return 1.0
         if self.name == "gamma":
             return phi
+        if self.name in SHAPE_DISPERSION:
+            raise FitError(
+                f"the latent-scale residual variance of a {self.name} model depends on the mean; "
+                f"icc() and design_effect() are not available for {self.name} yet"
+            )
         return phi
 
     def code_levels(self, values: pd.Series, name: str, levels=None) -> np.ndarray:
@@ -209,14 +297,23 @@ class Family:
                     f"binomial response '{name}' has value {bad:g} outside [0, 1]; use 0/1 outcomes, "
                     "proportions with weights= trials, or cbind(successes, failures)"
                 )
-        elif self.name == "poisson":
+        elif self.name == "beta":
+            if np.any((y <= 0) | (y >= 1)):
+                bad = y[(y <= 0) | (y >= 1)][0]
+                raise DataError(
+                    f"beta response '{name}' has value {bad:g}; the beta family needs 0 < y < 1 strictly. Exact 0s "
+                    "and 1s need another family (a zero/one-inflated beta, or binomial with trials for proportions "
+                    "of counts), or a transformation such as (y (n - 1) + 0.5) / n"
+                )
+        elif self.name in ("poisson", "nbinom2", "nbinom1"):
+            label = {"poisson": "Poisson", "nbinom2": "negative binomial", "nbinom1": "negative binomial"}[self.name]
             if np.any(y < 0):
                 raise DataError(
-                    f"Poisson response '{name}' has negative values (e.g. {y[y < 0][0]:g}); counts must be >= 0"
+                    f"{label} response '{name}' has negative values (e.g. {y[y < 0][0]:g}); counts must be >= 0"
                 )
             if np.any(np.abs(y - np.round(y)) > 1e-8):
                 raise DataError(
-                    f"Poisson response '{name}' has non-integer values (e.g. {y[np.abs(y - np.round(y)) > 1e-8][0]:g})"
+                    f"{label} response '{name}' has non-integer values (e.g. {y[np.abs(y - np.round(y)) > 1e-8][0]:g})"
                 )
         elif self.name == "gamma":
             if np.any(y <= 0):
@@ -284,6 +381,11 @@ class ResponseTerms:
         elif name == "gamma":
             self.logy = np.log(y)
             self.const = -self.logy
+        elif name in ("nbinom2", "nbinom1"):
+            self.const = -prior * special.gammaln(y + 1)
+        elif name == "beta":
+            self.logy, self.log1my = np.log(y), np.log1p(-y)
+            self.const = -prior * (self.logy + self.log1my)
         else:
             self.const = np.zeros_like(y)
 
@@ -302,6 +404,18 @@ class ResponseTerms:
                 + self.const
                 - special.gammaln(shape)
             )
+        if name == "nbinom2":  # size θ = φ: log Γ(y+θ) − log Γ(θ) − log y! + θ log θ + y log μ − (y+θ) log(θ+μ)
+            y, th = self.y, phi
+            core = special.gammaln(y + th) - special.gammaln(th) + th * np.log(th) + y * np.log(mu)
+            return self.prior * (core - (y + th) * np.log(th + mu)) + self.const
+        if name == "nbinom1":  # size s = μ/φ: log Γ(y+s) − log Γ(s) − log y! − s log(1+φ) + y log(φ/(1+φ))
+            y, sz = self.y, mu / phi
+            core = special.gammaln(y + sz) - special.gammaln(sz) - (sz + y) * np.log1p(phi) + y * np.log(phi)
+            return self.prior * core + self.const
+        if name == "beta":  # log Γ(φ) − log Γ(μφ) − log Γ((1−μ)φ) + μφ log y + (1−μ)φ log(1−y) − log y − log(1−y)
+            a, b = mu * phi, (1.0 - mu) * phi
+            core = special.gammaln(phi) - special.gammaln(a) - special.gammaln(b) + a * self.logy + b * self.log1my
+            return self.prior * core + self.const
         prior = self.prior
         return -0.5 * (np.log(2 * np.pi * phi / prior) + prior * (self.y - mu) ** 2 / phi)
 

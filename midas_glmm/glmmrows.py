@@ -99,6 +99,16 @@ class RowBlock:
         scoring otherwise); "laplace" the information of the Laplace log-determinant (observed for
         Gamma as glmmTMB, expected for binomial and Poisson as lme4)."""
         fam = self.fam
+        if fam.exact:  # score and information from the log-likelihood itself (NB1, beta)
+            score, obs, expected = fam.derivatives(self.y, mu, eta, self.w, phi)
+            # the Laplace log-determinant takes the observed information as it is (glmmTMB's exact
+            # Hessian: a row may contribute negatively, the sum stays positive definite); Newton
+            # steps take it where it is positive everywhere, the expected one otherwise
+            if info == "laplace" and fam.laplace_observed:
+                W = obs
+            else:
+                W = obs if info == "newton" and np.all(obs > 0) else expected
+            return W, eta - self.off + score / W
         fisher = fam.weights(self.y, mu, eta, self.w, phi)
         W = fisher
         observed = (info == "newton" and not fam.canonical) or (info == "laplace" and fam.laplace_observed)
@@ -163,10 +173,10 @@ class RowBlock:
         rowkernels.zt_product(rm.Zall, rm.zidx, r[:, None], Zr)
         return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv
 
-    def deviance(self, beta_raw, lams, us) -> float:
-        """Σ wᵢ d(yᵢ, μᵢ) at (β, u)."""
+    def deviance(self, beta_raw, lams, us, phi: float = 1.0) -> float:
+        """Σ wᵢ d(yᵢ, μᵢ) at (β, u) (NB2 at its size θ = ``phi``)."""
         mu = self.fam.linkinv(self.eta(beta_raw, lams, us))
-        return self.fam.deviance(self.y, mu, self.w)
+        return self.fam.deviance(self.y, mu, self.w, phi)
 
     def boundary_rows(self, beta_raw, lams, us) -> int:
         """Rows whose fitted probability is numerically 0 or 1 (within 10 machine epsilons, R's

@@ -17,7 +17,8 @@ import pandas as pd
 import scipy.optimize as so
 from scipy import stats
 
-from .errors import ConvergenceWarning, FitError, RefitWarning, did_you_mean
+from .errors import BoundaryTestWarning, ConvergenceWarning, FitError, RefitWarning, did_you_mean
+from .families import SHAPE_DISPERSION
 from .optimize import fd_hessian, minimize_bounded
 from .reterms import ThetaMap
 
@@ -112,6 +113,20 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
     if len(resp) > 1:
         raise FitError(f"models have different responses {sorted(resp)}; they cannot be compared")
     fits = list(results)
+    families = {r.family.name for r in fits}
+    if len(families) > 1:
+        if families != {"poisson", "nbinom2"}:
+            raise FitError(
+                f"models of different families ({', '.join(sorted(families))}) are not nested: a likelihood-ratio "
+                "test needs one model to be a special case of the other (Poisson within nbinom2 is)"
+            )
+        warnings.warn(
+            "Poisson is the negative binomial model at theta = infinity, on the boundary of its parameter space: "
+            "the chi-square p-value is conservative (the null distribution is a 50:50 mixture of 0 and chi-square(1); "
+            "halve the p-value for it)",
+            BoundaryTestWarning,
+            stacklevel=2,
+        )
     if any(r.is_reml for r in fits):
         same_fixed = len({_fixed_signature(r) for r in fits}) == 1 and all(r.is_reml for r in fits)
         if refit or not same_fixed:
@@ -535,7 +550,9 @@ def _profile_glmm(res, level: float, which) -> pd.DataFrame:
     names = _sdcor_names(res)[:-1] + (["sigma"] if disp else []) + list(res.params.index)
     k_var = len(_sdcor_names(res)) - 1
     sd_hat = _sdcor_from_theta(res, res.theta, 1.0)[:-1]
-    v_hat = np.concatenate([sd_hat, [np.sqrt(res.dispersion)] if disp else [], res.params.to_numpy()])
+    # the dispersion is profiled on the scale reported as sigma: sqrt(φ), or NB2's θ itself
+    v_hat = np.concatenate([sd_hat, [res.sigma] if disp else [], res.params.to_numpy()])
+    nb = res.family.name in SHAPE_DISPERSION
     kinds = [("cor" if nm.startswith("cor_") else "sd") for nm in names[:k_var]] + (["sigma"] if disp else [])
     lo_b = np.array([-1.0 if k == "cor" else 0.0 for k in kinds] + [-np.inf] * len(res.params))
     hi_b = np.array([1.0 if k == "cor" else np.inf for k in kinds] + [np.inf] * len(res.params))
@@ -546,7 +563,7 @@ def _profile_glmm(res, level: float, which) -> pd.DataFrame:
         th = _theta_from_sdcor(res, np.concatenate([v[:k_var], [1.0]]))
         if th is None:
             return np.inf
-        phi = v[k_var] ** 2 if disp else 1.0
+        phi = (v[k_var] if nb else v[k_var] ** 2) if disp else 1.0
         return prob.objective(th, Sinv @ v[len(v) - len(res.params) :], phi, nAGQ=res.nAGQ)
 
     dev_hat = dev(v_hat)
@@ -662,6 +679,15 @@ def _draw_response(res, eta, rng):
     if fam.name == "gamma":
         shape = d.weights / res.dispersion
         return rng.gamma(shape, mu / shape)
+    if fam.name == "nbinom2":  # size θ, mean μ: numpy's (n, p) = (θ, θ/(θ+μ))
+        size = res.dispersion
+        return rng.negative_binomial(size, size / (size + mu)).astype(float)
+    if fam.name == "nbinom1":  # size μ/φ, p = 1/(1+φ): mean μ, variance μ(1+φ)
+        phi = res.dispersion
+        return rng.negative_binomial(mu / phi, 1.0 / (1.0 + phi)).astype(float)
+    if fam.name == "beta":
+        phi = res.dispersion
+        return np.clip(rng.beta(mu * phi, (1.0 - mu) * phi), 1e-12, 1 - 1e-12)
     raise FitError(f"simulation is not available for the {fam.name} family")
 
 

@@ -29,7 +29,7 @@ from .design import Design, standardize
 from .errors import ConvergenceWarning, FitError, LaplaceAccuracyWarning
 from .estimates import Estimates
 from .factor import Factor
-from .families import Family
+from .families import SHAPE_DISPERSION, Family
 from .glmmrows import DaskRows, LocalRows, RowBlock
 from .lmm import ThetaMap
 from .optimize import (
@@ -38,6 +38,7 @@ from .optimize import (
     fd_derivatives,
     fd_hessian,
     gradient_derivatives,
+    gradient_size,
     is_singular,
     minimize_bounded,
     newton_step,
@@ -182,7 +183,9 @@ class GLMMProblem:
                 f"{fam.link_name} link's domain or overflowed. Try another link (log for Gamma), rescale "
                 "the predictors, or check the response"
             )
-        newton_is_laplace = fam.canonical or fam.laplace_observed
+        # (NB1, beta: the steps may have fallen back to the expected information where a row's
+        # observed one is negative; the log-determinant takes the observed one as it is)
+        newton_is_laplace = fam.canonical or (fam.laplace_observed and not fam.exact)
         if not newton_is_laplace or (with_X and not joint):
             saved = joint
             joint = joint or with_X
@@ -229,6 +232,11 @@ def _glm_start(design: Design, family: Family, prob: GLMMProblem):
     on Dask data IRLS, which is PIRLS with θ = 0."""
     p = prob.S.shape[0]
     if design.source is not None:
+        if family.name in SHAPE_DISPERSION:
+            raise FitError(
+                f"{family.name} models are fitted in memory only for now (their start needs the rows); "
+                "compute() the Dask DataFrame or fit a Poisson model with an observation-level effect"
+            )
         st = prob.pirls(np.zeros(len(prob.tmap)), np.zeros(p), joint=True)
         prob._u = [np.zeros(t.q) for t in design.terms]
         beta = st.beta
@@ -240,14 +248,30 @@ def _glm_start(design: Design, family: Family, prob: GLMMProblem):
     with warnings.catch_warnings():  # statsmodels' separation warning: the fit says it in its words
         warnings.simplefilter("ignore")
         try:
-            glm = sm.GLM(design.y, X, family=family.sm, offset=design.offset, var_weights=design.weights).fit()
+            smfam = getattr(family.sm, "base", family.sm)  # NB1 and beta: a GLM with their link for β
+            glm = sm.GLM(design.y, X, family=smfam, offset=design.offset, var_weights=design.weights).fit()
             beta = np.asarray(glm.params, dtype=float)
             phi = float(glm.deviance / design.nobs) if family.has_dispersion else 1.0
+            if family.name in SHAPE_DISPERSION:
+                mu0 = np.asarray(glm.fittedvalues, dtype=float)
+                phi = _dispersion_start(family.name, design.y, mu0, design.weights)
         except (np.linalg.LinAlgError, FloatingPointError, ValueError):  # statsmodels' own failures
             beta = None
     if beta is None or not np.all(np.isfinite(beta)) or not np.isfinite(phi):
         return np.zeros(X.shape[1]), 1.0  # PIRLS is robust to a poor start
     return beta, max(phi, 1e-8)
+
+
+def _dispersion_start(name: str, y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> float:
+    """A start for the dispersion by moments of the GLM's residuals: NB2's size θ from
+    Var = μ + μ²/θ, NB1's φ from Var = μ(1 + φ), beta's precision φ from Var = μ(1 − μ)/(1 + φ)."""
+    r2 = w * (y - mu) ** 2
+    if name == "nbinom2":
+        excess = float(np.sum(r2 - w * mu))
+        return 1e4 if excess <= 0 else float(np.clip(np.sum(w * mu**2) / excess, 1e-2, 1e4))
+    if name == "nbinom1":
+        return float(np.clip(np.sum(r2 - w * mu) / np.sum(w * mu), 1e-3, 1e3))
+    return float(np.clip(np.sum(w * mu * (1 - mu)) / max(float(np.sum(r2)), 1e-300) - 1.0, 0.1, 1e4))
 
 
 def _accuracy_notes(design: Design, family: Family, rows) -> list[str]:
@@ -298,6 +322,9 @@ def fit_glmm(
     with fit_threads(THREADED_TAIL if prob.plan is None else prob.plan.qt), np.errstate(all="ignore"):
         return _optimize_glmm(design, family, prob, nAGQ, fast, optimizer)
 
+
+#: Newton steps tried when stage 2 stops short of the gradient check, before a restart
+NEWTON_RESCUES = 3
 
 #: stage 2's BOBYQA: first trust-region radius and stopping rule (then one Newton step)
 STAGE2_STEP = 0.05
@@ -397,6 +424,17 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
 
     g, H = derivatives(opt.x, opt.fun)
     if not use_gradient:
+        # BOBYQA can stop where the gradient check fails (many parameters, one of them a
+        # dispersion on another scale); Newton steps from the check's derivatives usually finish
+        # the job for a few derivative sets, far cheaper than restarting a derivative-free search
+        for _ in range(NEWTON_RESCUES):
+            if gradient_size(fun, opt.x, lower, H, g)[0] <= 2e-3:
+                break
+            stepped = newton_step(fun, opt, lower, g, H)
+            if stepped is opt:
+                break
+            opt = stepped
+            g, H = derivatives(opt.x, opt.fun)
         opt, restarted = restart_if_unconverged(fun, opt, lower, H, g)
         if restarted:
             g, H = derivatives(opt.x, opt.fun)
@@ -423,12 +461,12 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     singular = is_singular(theta, tm.lower)
     V = st.factor.vcov_beta_unscaled() if fast else _vcov_beta(H, fun, par, len(tm), p)
     b = [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(st.u, lams)]
-    dev_resid = prob.rows("deviance", S @ st.beta, lams, st.u)
+    dev_resid = 0.0 if family.exact else prob.rows("deviance", S @ st.beta, lams, st.u, phi)
     est = Estimates(
         theta=theta,
         beta=S @ beta,
         vcov_beta=S @ V @ S.T,
-        sigma=float(np.sqrt(phi)) if disp else 1.0,
+        sigma=(float(phi) if family.name in SHAPE_DISPERSION else float(np.sqrt(phi))) if disp else 1.0,
         b=b,
         condvar_fn=st.factor.condvar_blocks,
         llf=-0.5 * crit,
@@ -442,7 +480,8 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         dispersion=phi,
         n_params=len(tm) + p + (1 if disp else 0),
     )
-    est.deviance = dev_resid / (phi if disp else 1.0) + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
+    scale = phi if disp and family.name not in SHAPE_DISPERSION else 1.0  # NB2's θ is inside its deviance
+    est.deviance = dev_resid / scale + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
     est.notes = _accuracy_notes(design, family, prob.rows) if nAGQ == 1 else []
     for note in est.notes:
         warnings.warn(note, LaplaceAccuracyWarning, stacklevel=3)

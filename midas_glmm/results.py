@@ -15,6 +15,7 @@ from scipy import stats
 from .design import _formulaic_names, eval_expression, fixed_matrix, random_columns
 from .errors import DataError, FitError, did_you_mean
 from .estimates import Estimates
+from .families import SHAPE_DISPERSION
 from .optimize import OPTIMIZERS
 from .persist import RemovedRows
 from .reterms import ThetaMap
@@ -155,11 +156,11 @@ class MixedModelResults:
         src = self.design.source
         if src is None:
             d = self.design
-            return self.family.deviance(d.y, self.fittedvalues.to_numpy(), d.weights)
+            return self.family.deviance(d.y, self.fittedvalues.to_numpy(), d.weights, self.dispersion)
 
         def unit_deviances(rows):
             y, _, w, *_ = src.rows(rows, with_terms=False)
-            return self.family.sm.resid_dev(y, self.predict(rows), var_weights=w) ** 2
+            return self.family.resid_dev(y, self.predict(rows), w, self.dispersion) ** 2
 
         return float(src.map_rows(unit_deviances, "deviance").sum().compute())
 
@@ -293,7 +294,7 @@ class MixedModelResults:
                 for c in range(a + 1, t.p):
                     corr = Sig[a, c] / (sd[a] * sd[c]) if sd[a] > 0 and sd[c] > 0 else np.nan
                     rows.append((label, t.columns[a], t.columns[c], Sig[a, c], corr))
-        if self.family.has_dispersion:
+        if self.family.has_dispersion and self.family.name not in SHAPE_DISPERSION:  # NB/beta φ: no residual SD
             rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
@@ -500,11 +501,11 @@ class MixedModelResults:
         ``residuals(m, type=)``; V = 1 for Gaussian models)."""
         fam = self.family
         if kind == "pearson":
-            var = np.ones_like(mu) if fam.name == "gaussian" else fam.variance(mu)
+            var = np.ones_like(mu) if fam.name == "gaussian" else fam.variance(mu, self.dispersion)
             return np.sqrt(w / var) * (y - mu)
         if fam.name == "gaussian":
             return np.sqrt(w) * (y - mu)
-        return np.sign(y - mu) * np.sqrt(np.maximum(fam.sm.resid_dev(y, mu, var_weights=w) ** 2, 0.0))
+        return np.sign(y - mu) * np.sqrt(np.maximum(fam.resid_dev(y, mu, w, self.dispersion) ** 2, 0.0))
 
     def _residuals(self, kind: str) -> pd.Series:
         src = self.design.source

@@ -131,7 +131,11 @@ class Summary:
     def as_text(self) -> str:
         """The summary as plain text."""
         out = self._header()
-        if self.res.family.has_dispersion and not self.res.family.is_lmm:
+        name = self.res.family.name
+        if name in ("nbinom2", "nbinom1", "beta"):  # glmmTMB's words
+            what = {"nbinom2": "size theta", "nbinom1": "phi, variance mu (1 + phi)", "beta": "precision phi"}[name]
+            out.append(f" Dispersion parameter for {name} family ({what}): {self.res.dispersion:.5g}")
+        elif self.res.family.has_dispersion and not self.res.family.is_lmm:
             out.append(f" Dispersion (phi): {self.res.dispersion:.5g}")
         out += ["", "Random effects:"]
         rt = self.random.copy()

@@ -1,0 +1,179 @@
+"""glmmTMB's families nbinom2 (variance μ + μ²/θ), nbinom1 (μ(1 + φ)) and beta (μ(1 − μ)/(1 + φ))
+against glmmTMB (issue 15, without zero-inflation).
+
+References: tests/reference/tmb_families/ (make_tmb_families.R: glmmTMB 1.1.5, Laplace with the
+dispersion estimated jointly): glmmTMB's Salamanders (NB2, NB1), lme4's grouseticks (NB2, two
+grouping factors), glmmTMB's Owls (NB1 with an offset and an interaction), simulated NB2 and beta
+cases. Tolerances are the reference README's for GLMMs: logLik 1e-3, fixed effects 5e-3 SE, SEs
+5e-3 relative, dispersion and variances 5e-3 relative."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import midas_glmm as mg
+from midas_glmm import MixedModel
+from midas_glmm.errors import BoundaryTestWarning, DataError, FitError
+
+REF = Path(__file__).parent / "reference" / "tmb_families"
+CASES = ["salamanders_nb2", "grouseticks_nb2", "simulated_nb2", "salamanders_nb1", "owls_nb1", "simulated_beta"]
+
+
+def load(case):
+    ref = json.loads((REF / f"{case}.json").read_text())
+    df = pd.read_csv(REF / ref["data"])
+    for col, levels in (ref.get("factor_levels") or {}).items():  # R's level order (first = reference)
+        df[col] = pd.Categorical(df[col].astype(str), categories=levels)
+    formula = ref["formula_py"].replace("C(spp)", "spp").replace("C(mined)", "mined")
+    return ref, df, formula
+
+
+@pytest.fixture(scope="module", params=CASES)
+def fitted(request):
+    ref, df, formula = load(request.param)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula(formula, df, family=ref["family"]).fit()
+    return ref, res
+
+
+def test_loglik_aic_bic(fitted):
+    ref, res = fitted
+    assert res.llf == pytest.approx(ref["loglik"], abs=1e-3)
+    assert res.llf >= ref["loglik"] - 1e-6  # never worse than glmmTMB
+    assert res.aic() == pytest.approx(ref["aic"], abs=1e-2) and res.bic() == pytest.approx(ref["bic"], abs=1e-2)
+    assert res.df_modelwc == ref["df"]
+
+
+def test_fixed_effects_and_standard_errors(fitted):
+    ref, res = fitted
+    se = np.array(ref["fixef_se"])
+    assert np.all(np.abs(res.params.to_numpy() - np.array(ref["fixef"])) <= 5e-3 * se)
+    assert np.allclose(res.bse.to_numpy(), se, rtol=5e-3)
+
+
+def test_dispersion_and_variances(fitted):
+    ref, res = fitted
+    assert res.dispersion == pytest.approx(ref["sigma_glmmTMB"], rel=5e-3)  # glmmTMB's sigma(m) = θ
+    assert res.sigma == res.dispersion
+    vc = res.varcorr()
+    assert "Residual" not in set(vc["grp"])  # θ is no residual SD (glmmTMB's VarCorr has none)
+    for row in ref["varcorr"]:
+        ours = vc[(vc["grp"] == row["grp"]) & (vc["var1"] == row["var1"])]["vcov"].iloc[0]
+        assert ours == pytest.approx(row["vcov"], rel=5e-3)
+
+
+def test_conditional_modes(fitted):
+    ref, res = fitted
+    table = res.ranef(condvar=True)  # lme4's as.data.frame(ranef(m, condVar = TRUE)) layout
+    for group, r in ref["ranef"].items():
+        ours = table[table["grpvar"] == group].set_index("grp")
+        ours.index = ours.index.astype(str)
+        ours = ours.reindex([str(v) for v in r["levels"]])
+        assert np.all(np.abs(ours["condval"].to_numpy() - np.array(r["values"])) <= 5e-3 * np.array(r["condsd"]))
+        # condsd is lme4's (the modes' conditional SD given β̂, θ̂); glmmTMB's condVar also carries
+        # β̂'s uncertainty, so it is a little larger: not the same quantity, not compared
+        assert np.all(ours["condsd"].to_numpy() <= np.array(r["condsd"]) * (1 + 1e-6))
+
+
+def test_summary_predict_simulate_residuals():
+    ref, df, formula = load("salamanders_nb2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula(formula, df, family="nbinom2").fit()
+    text = str(res.summary())
+    assert "Dispersion parameter for nbinom2 family (size theta): 0.9424" in text
+    mu = res.predict(kind="response") if "kind" in res.predict.__code__.co_varnames else np.exp(res.predict())
+    assert np.all(np.asarray(mu) > 0)
+    sims = res.simulate(n=200, seed=1)
+    sims = np.asarray(sims)
+    assert np.all(sims >= 0) and np.all(sims == np.round(sims))
+    # NB2 variance μ + μ²/θ with the conditional μ: the simulated variance of a row's draws
+    y = sims.reshape(len(df), -1)
+    assert np.mean(y) == pytest.approx(np.mean(res.fittedvalues), rel=0.1)
+    pearson = res.resid_pearson.to_numpy()
+    fitted_mu = res.fittedvalues.to_numpy()
+    expected = (df["count"].to_numpy() - fitted_mu) / np.sqrt(fitted_mu + fitted_mu**2 / res.dispersion)
+    assert np.allclose(pearson, expected, rtol=1e-8)
+    with pytest.raises(FitError, match="not available for nbinom2"):
+        res.icc()
+
+
+def test_poisson_against_nb2_is_a_boundary_test():
+    ref, df, formula = load("salamanders_nb2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nb = MixedModel.from_formula(formula, df, family="nbinom2").fit()
+        po = MixedModel.from_formula(formula, df, family="poisson").fit()
+    with pytest.warns(BoundaryTestWarning, match="50:50 mixture"):
+        table = mg.compare(po, nb)
+    assert table["Df"].iloc[1] == 1 and table["Chisq"].iloc[1] == pytest.approx(2 * (nb.llf - po.llf))
+    g = MixedModel.from_formula(formula, df.assign(count=(df["count"] > 0).astype(float)), family="binomial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gb = g.fit()
+    with pytest.raises(FitError, match="not nested"):
+        mg.compare(gb, nb)
+
+
+@pytest.mark.parametrize("family", ["nbinom1", "beta"])
+def test_simulate_and_pearson_residuals_of_nb1_and_beta(family):
+    case = {"nbinom1": "owls_nb1", "beta": "simulated_beta"}[family]
+    ref, df, formula = load(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula(formula, df, family=family).fit()
+    assert res.sigma == res.dispersion == pytest.approx(ref["sigma_glmmTMB"], rel=5e-3)
+    sims = np.asarray(res.simulate(n=300, seed=2)).reshape(len(df), -1)
+    mu = res.fittedvalues.to_numpy()
+    V = mu * (1 + res.dispersion) if family == "nbinom1" else mu * (1 - mu) / (1 + res.dispersion)
+    # the draws have the family's conditional mean and variance (given the fitted random effects
+    # they are unconditional on them: compare the average over rows, loosely)
+    y = df[formula.split("~")[0].strip()].to_numpy()
+    assert np.allclose(res.resid_pearson.to_numpy(), (y - mu) / np.sqrt(V), rtol=1e-8)
+    assert np.all(np.isfinite(sims))
+    if family == "beta":
+        assert np.all((sims > 0) & (sims < 1))
+    else:
+        assert np.all(sims == np.round(sims)) and np.all(sims >= 0)
+    with pytest.raises(FitError, match="not defined here"):
+        _ = res.resid_deviance
+    assert f"Dispersion parameter for {family} family" in str(res.summary())
+
+
+def test_beta_outside_the_open_interval_is_refused():
+    df = pd.DataFrame({"y": [0.2, 0.5, 0.0, 0.7, 0.4, 0.6] * 3, "g": list("abc") * 6})
+    with pytest.raises(DataError, match="0 < y < 1 strictly. Exact 0s and 1s need another family"):
+        MixedModel.from_formula("y ~ 1 + (1|g)", df, family="beta")
+    with pytest.raises(DataError, match="0 < y < 1"):
+        MixedModel.from_formula("y ~ 1 + (1|g)", df.assign(y=df.y + 0.5), family="beta")
+
+
+def test_bad_counts_are_refused():
+    df = pd.DataFrame({"y": [1, 2, -1, 4, 0, 3] * 3, "g": list("abc") * 6})
+    with pytest.raises(DataError, match="negative binomial response 'y' has negative values"):
+        MixedModel.from_formula("y ~ 1 + (1|g)", df, family="nbinom2")
+    with pytest.raises(DataError, match="non-integer"):
+        MixedModel.from_formula("y ~ 1 + (1|g)", df.assign(y=df.y.abs() + 0.5), family="nbinom2")
+    with pytest.raises(DataError, match="negative binomial response 'y' has negative values"):
+        MixedModel.from_formula("y ~ 1 + (1|g)", df, family="nbinom1")
+
+
+def test_nb2_data_from_nb2_recovers_theta():
+    """A property a bug in the likelihood or the weights would break: θ and β come back."""
+    rng = np.random.default_rng(11)
+    g = np.repeat(np.arange(60), 25)
+    x = rng.normal(size=len(g))
+    mu = np.exp(1.0 + 0.5 * x + rng.normal(0, 0.4, 60)[g])
+    y = rng.negative_binomial(3.0, 3.0 / (3.0 + mu))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula("y ~ x + (1|g)", pd.DataFrame({"y": y, "x": x, "g": g}), family="nbinom2").fit()
+    assert res.dispersion == pytest.approx(3.0, rel=0.25)
+    assert res.params["x"] == pytest.approx(0.5, abs=4 * res.bse["x"])
