@@ -63,6 +63,19 @@ def _base(n: int, groups: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.
 def make(case: Case) -> pd.DataFrame:
     """The rows of a case (deterministic: seeded by the case's size)."""
     n, G = case.n, case.groups
+    if case.kind in ("nb2", "nb1", "beta"):  # glmmTMB's families (issue 15)
+        df, eta, rng = _base(n, G, seed=n + G + 15)
+        eta = eta + rng.normal(0, 0.5, G)[df["g"]]
+        if case.kind == "nb2":  # size 2
+            mu = np.exp(0.5 + eta)
+            df["y"] = rng.negative_binomial(2.0, 2.0 / (2.0 + mu)).astype(float)
+        elif case.kind == "nb1":  # variance mu (1 + 1.5)
+            mu = np.exp(0.5 + eta)
+            df["y"] = rng.negative_binomial(mu / 1.5, 1 / 2.5).astype(float)
+        else:  # precision 10, kept inside (0, 1) at 6 decimals
+            mu = 1 / (1 + np.exp(-(eta - 0.5)))
+            df["y"] = np.clip(np.round(rng.beta(mu * 10, (1 - mu) * 10), 6), 1e-6, 1 - 1e-6)
+        return df
     if case.kind in ("ri", "slope", "binary", "poisson"):
         df, eta, rng = _base(n, G, seed=n + G)
         u = rng.normal(0, 1.0 if case.kind != "poisson" else 0.5, G)[df["g"]]
@@ -413,7 +426,29 @@ SHAPE_CASES = [
         "intervals are mapped from its log-SD / correlation parameters onto SDs and correlations",
     ),
 ]
-CASES = CASES + SHAPE_CASES
+#: glmmTMB's families (issue 15): one grouping factor, the design of the random-intercept cases
+FAMILY_CASES = [
+    Case(
+        f"{kind}_glmm_{tag}",
+        kind,
+        n,
+        g,
+        f"y ~ {FIXED} + (1|g)",
+        family=fam,
+        tools=("midas", "glmmTMB"),
+        group="families",
+        notes=note,
+    )
+    for kind, fam, note in [
+        ("nb2", "nbinom2", "negative binomial, variance mu + mu^2/theta, theta = 2"),
+        ("nb1", "nbinom1", "negative binomial, variance mu (1 + phi), phi = 1.5"),
+        ("beta", "beta", "beta, logit link, precision phi = 10"),
+    ]
+    for n, g, tag in [(10_000, 200, "1e4"), (100_000, 2_000, "1e5")]
+]
+FAMILIES = [c.name for c in FAMILY_CASES]
+
+CASES = CASES + SHAPE_CASES + FAMILY_CASES
 SHAPES = [c.name for c in SHAPE_CASES]
 BY_NAME = {c.name: c for c in CASES}
 QUICK = ["ri_lmm_1e4", "ri_lmm_1e5", "slope_lmm_1e5", "binary_glmm_1e4", "poisson_glmm_1e4", "binary_agq10_1e4"]

@@ -42,7 +42,8 @@ ci_lme4_names <- function(m, ci) {
 t0 <- proc.time()[["elapsed"]]
 ci_json <- ""
 out <- tryCatch({
-  m <- if (fam == "gaussian") glmmTMB(form, d, REML = reml) else glmmTMB(form, d, family = get(fam)())
+  family <- if (fam == "beta") beta_family() else if (fam != "gaussian") get(fam)()
+  m <- if (fam == "gaussian") glmmTMB(form, d, REML = reml) else glmmTMB(form, d, family = family)
   se <- sqrt(diag(as.matrix(vcov(m)$cond)))
   if (task == "profile") {
     ci <- ci_lme4_names(m, confint(m, method = "profile")[, 1:2, drop = FALSE])
