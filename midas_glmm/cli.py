@@ -24,6 +24,9 @@ from .model import MixedModel
 __all__ = ["main", "results_to_dict"]
 
 
+FAMILY_HELP = "gaussian (default), binomial, poisson, gamma, nbinom2, nbinom1 or beta"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="midas-glmm",
@@ -38,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("data", help="CSV file, or a bundled dataset name (see 'midas-glmm datasets')")
     f.add_argument("formula", help='lme4-style formula, e.g. "y ~ x + (1 | g)"')
-    f.add_argument("--family", default=None, help="gaussian (default), binomial, poisson, gamma, nbinom2, nbinom1 or beta")
+    f.add_argument("--family", default=None, help=FAMILY_HELP)
     f.add_argument("--method", default=None, help="REML (Gaussian default) or ML")
     f.add_argument("--nagq", type=int, default=1, help="GLMM quadrature points: 1 = Laplace (default)")
     f.add_argument("--weights", default=None, help="column of prior weights")
@@ -52,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     fm.add_argument("formula", help='right-hand side, e.g. "~ age + (1 | donor)"')
     fm.add_argument("--responses", required=True, help="CSV file: one column per response, one row per row of DATA")
     fm.add_argument("--out", required=True, help="output table: .parquet (needs pyarrow) or .csv")
-    fm.add_argument("--family", default=None, help="gaussian (default), binomial, poisson, gamma, nbinom2, nbinom1 or beta")
+    fm.add_argument("--family", default=None, help=FAMILY_HELP)
     fm.add_argument("--method", default=None, help="REML (Gaussian default) or ML")
     fm.add_argument("--n-jobs", type=int, default=1, help="processes to use (-1: every core)")
     fm.add_argument("--fdr", action="store_true", help="add Benjamini-Hochberg adjusted p-values (p_adj)")
