@@ -39,10 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         help="fit a model and print its summary",
         description="Fit FORMULA to DATA (a CSV file, or the name of a bundled dataset).",
     )
-    f.add_argument("data", help="CSV file, or a bundled dataset name (see 'midas-glmm datasets')")
-    f.add_argument("formula", help='lme4-style formula, e.g. "y ~ x + (1 | g)"')
-    f.add_argument("--family", default=None, help=FAMILY_HELP)
-    f.add_argument("--method", default=None, help="REML (Gaussian default) or ML")
+    _model_arguments(f, "CSV file, or a bundled dataset name (see 'midas-glmm datasets')", "y ~ x + (1 | g)")
     f.add_argument("--nagq", type=int, default=1, help="GLMM quadrature points: 1 = Laplace (default)")
     f.add_argument("--weights", default=None, help="column of prior weights")
     f.add_argument("--json", action="store_true", help="write the results as JSON instead of the summary")
@@ -51,17 +48,22 @@ def _parser() -> argparse.ArgumentParser:
         help="fit one model to many responses and write a tidy table",
         description="Fit FORMULA (its right-hand side) to every column of RESPONSES, on the rows of DATA.",
     )
-    fm.add_argument("data", help="CSV file (or bundled dataset) with the predictors and grouping factors")
-    fm.add_argument("formula", help='right-hand side, e.g. "~ age + (1 | donor)"')
+    _model_arguments(fm, "CSV file (or bundled dataset): predictors and grouping factors", "~ age + (1 | donor)")
     fm.add_argument("--responses", required=True, help="CSV file: one column per response, one row per row of DATA")
     fm.add_argument("--out", required=True, help="output table: .parquet (needs pyarrow) or .csv")
-    fm.add_argument("--family", default=None, help=FAMILY_HELP)
-    fm.add_argument("--method", default=None, help="REML (Gaussian default) or ML")
     fm.add_argument("--n-jobs", type=int, default=1, help="processes to use (-1: every core)")
     fm.add_argument("--fdr", action="store_true", help="add Benjamini-Hochberg adjusted p-values (p_adj)")
     fm.add_argument("--progress", action="store_true", help="show progress on stderr")
     sub.add_parser("datasets", help="list the bundled datasets")
     return p
+
+
+def _model_arguments(parser: argparse.ArgumentParser, data_help: str, formula_example: str) -> None:
+    """DATA, FORMULA, --family and --method: what every fitting command takes."""
+    parser.add_argument("data", help=data_help)
+    parser.add_argument("formula", help=f'lme4-style formula, e.g. "{formula_example}"')
+    parser.add_argument("--family", default=None, help=FAMILY_HELP)
+    parser.add_argument("--method", default=None, help="REML (Gaussian default) or ML")
 
 
 def _read(data: str) -> pd.DataFrame:

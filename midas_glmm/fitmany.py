@@ -168,48 +168,36 @@ class _Settings:
     ddf: str
 
 
-def _record_from_estimates(name, est, nobs, caught) -> dict:
+def _record(name, params, bse, theta, sigma, llf, singular, messages, caught, nobs, opt=None) -> dict:
+    """What the collection keeps of one response's fit (``opt``: the optimizer's outcome, for
+    rebuilding a Gaussian response's full result at its θ̂ without a refit)."""
     return {
         "name": name,
-        "params": np.asarray(est.beta, float),
-        "bse": np.sqrt(np.diag(est.vcov_beta)),
-        "theta": np.asarray(est.theta, float),
-        "sigma": float(est.sigma),
-        "llf": float(est.llf),
-        "singular": bool(est.singular),
-        "messages": list(est.convergence) + [m for m in caught if m not in est.convergence],
-        "converged": not est.convergence,
-        "opt": (
-            np.asarray(est.opt.x, float),
-            float(est.opt.fun),
-            est.opt.nfev,
-            est.opt.converged,
-            est.opt.message,
-            est.opt.optimizer,
-        ),
+        "params": np.asarray(params, float),
+        "bse": np.asarray(bse, float),
+        "theta": np.asarray(theta, float),
+        "sigma": float(sigma),
+        "llf": float(llf),
+        "singular": bool(singular),
+        "messages": list(messages) + [m for m in caught if m not in messages],
+        "converged": not messages,
+        "opt": opt,
         "nobs": nobs,
         "error": None,
         "df": None,
     }
 
 
+def _record_from_estimates(name, est, nobs, caught) -> dict:
+    o = est.opt
+    opt = (np.asarray(o.x, float), float(o.fun), o.nfev, o.converged, o.message, o.optimizer)
+    bse = np.sqrt(np.diag(est.vcov_beta))
+    return _record(name, est.beta, bse, est.theta, est.sigma, est.llf, est.singular, est.convergence, caught, nobs, opt)
+
+
 def _record_from_result(name, res, caught) -> dict:
-    rec = {
-        "name": name,
-        "params": res.params.to_numpy(),
-        "bse": res.bse.to_numpy(),
-        "theta": np.asarray(res.theta, float),
-        "sigma": float(res.sigma),
-        "llf": float(res.llf),
-        "singular": bool(res.singular),
-        "messages": list(res.convergence_messages) + [m for m in caught if m not in res.convergence_messages],
-        "converged": bool(res.converged),
-        "opt": None,
-        "nobs": res.nobs,
-        "error": None,
-        "df": None,
-    }
-    return rec
+    msgs = res.convergence_messages
+    return _record(name, res.params, res.bse, res.theta, res.sigma, res.llf, res.singular, msgs, caught, res.nobs)
 
 
 def _failed(name, exc, nobs) -> dict:
@@ -258,6 +246,8 @@ def _fit_gaussian(model, shared: _GaussianShared, crit, name: str, settings: _Se
         try:
             with fit_control(control):
                 est = _optimize_lmm(stub, crit, shared.S, shared.REML, kw.get("optimizer"))
+            if control.hit_limit:  # as fit() says it
+                est.convergence.append(f"the optimizer stopped at maxiter = {control.maxiter} evaluations")
         except (MidasError, np.linalg.LinAlgError, FloatingPointError) as exc:
             return _failed(name, exc, model.design.nobs)
     rec = _record_from_estimates(name, est, model.design.nobs, [str(w.message) for w in caught])

@@ -235,3 +235,16 @@ def test_worker_count():
     from midas_glmm.fitmany import _workers
 
     assert _workers(1) == 1 and _workers(3) == 3 and _workers(-1) == (os.cpu_count() or 1)
+
+
+def test_fit_controls_reach_every_response(crossed):
+    df, Y = crossed
+    model = MixedModel.from_formula("~ x + (1|subject) + (1|item)", df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        short = model.fit_many(Y[["g0", "g3"]], maxiter=3)
+        full = model.fit_many(Y[["g0", "g3"]])
+        started = model.fit_many(Y[["g0", "g3"]], start=full.theta.loc["g0"].to_numpy())
+    assert not short.converged.any() and "maxiter = 3" in short.messages["g0"]
+    assert np.all(short.llf < full.llf + 1e-12)
+    assert np.allclose(started.llf, full.llf, atol=1e-8)
