@@ -149,7 +149,7 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
     for i in order:
         r = fits[i]
         row = {
-            "model": r.design.formula,
+            "model": r.design.formula + (f" [{r.family.name}]" if len(families) > 1 else ""),
             "npar": r.df_modelwc,
             "AIC": r.aic(),
             "BIC": r.bic(),

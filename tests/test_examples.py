@@ -23,6 +23,7 @@ EXPECT = {
         "DenDF",
         "Deviance residuals",
     ],
+    "overdispersed_counts.py": ["Dispersion parameter for nbinom2 family", "[nbinom2]", "boundary", "precision phi"],
     "many_responses.py": ["200 responses, 200 fitted", "found among them: 20", "rows used by gene005: 178"],
 }
 

@@ -114,6 +114,7 @@ def test_poisson_against_nb2_is_a_boundary_test():
     with pytest.warns(BoundaryTestWarning, match="50:50 mixture"):
         table = mg.compare(po, nb)
     assert table["Df"].iloc[1] == 1 and table["Chisq"].iloc[1] == pytest.approx(2 * (nb.llf - po.llf))
+    assert table.index[1].endswith("[nbinom2]") and table.index[0].endswith("[poisson]")
     g = MixedModel.from_formula(formula, df.assign(count=(df["count"] > 0).astype(float)), family="binomial")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -177,3 +178,15 @@ def test_nb2_data_from_nb2_recovers_theta():
         res = MixedModel.from_formula("y ~ x + (1|g)", pd.DataFrame({"y": y, "x": x, "g": g}), family="nbinom2").fit()
     assert res.dispersion == pytest.approx(3.0, rel=0.25)
     assert res.params["x"] == pytest.approx(0.5, abs=4 * res.bse["x"])
+
+
+def test_bundled_datasets_keep_r_level_order():
+    from midas_glmm import datasets
+
+    sal = datasets.load("salamanders")
+    assert list(sal["spp"].cat.categories)[:2] == ["GP", "PR"] and list(sal["mined"].cat.categories) == ["yes", "no"]
+    ref, _, formula = load("salamanders_nb2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula(formula, sal, family="nbinom2").fit()
+    assert res.llf == pytest.approx(ref["loglik"], abs=1e-3)

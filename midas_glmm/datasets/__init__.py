@@ -18,6 +18,15 @@ name                  what it is
                       5-60 students, score = 50 + 2.5·hours + u_school + e, sd(u) = 4,
                       sd(e) = 8 (seed 20261124 in R, see tests/reference/make_reference.R).
                       Columns school, hours, score.
+``salamanders``       Counts of stream salamanders (7 species or life stages, ``spp``) in 23
+                      sites, some affected by mountaintop removal mining (``mined``) (Price et
+                      al. 2016, J. Appl. Ecol. 53:459-468); as in glmmTMB's ``Salamanders``
+                      (its columns site, mined, spp, count; ``spp`` and ``mined`` in R's level
+                      order: first level GP and yes).
+``owls``              Sibling negotiation calls of barn owl nestlings (``NCalls``) by nest (27),
+                      food treatment and the sex of the parent present, with brood size
+                      (Roulin & Bersier 2007, Anim. Behav. 74:1099-1106); as in glmmTMB's
+                      ``Owls``. Columns NCalls, FoodTreatment, SexParent, BroodSize, Nest.
 ====================  ======================================================================
 """
 
@@ -37,6 +46,13 @@ _DTYPES = {
     "penicillin": {"plate": str, "sample": str},
     "cbpp": {"herd": str, "period": str},
     "schools": {"school": str},
+    "salamanders": {"site": str},
+    "owls": {"Nest": str},
+}
+#: factor columns whose level order is R's (the first level is the reference of C(x) contrasts)
+_LEVELS = {
+    "salamanders": {"spp": ["GP", "PR", "DM", "EC-A", "EC-L", "DES-L", "DF"], "mined": ["yes", "no"]},
+    "owls": {"FoodTreatment": ["Deprived", "Satiated"], "SexParent": ["Female", "Male"]},
 }
 
 
@@ -56,4 +72,7 @@ def load(name: str) -> pd.DataFrame:
     if name not in _DTYPES:
         raise DataError(f"unknown dataset '{name}'; available: {', '.join(names())}")
     with resources.files(__package__).joinpath(f"{name}.csv").open("r") as fh:
-        return pd.read_csv(fh, dtype=_DTYPES[name])
+        df = pd.read_csv(fh, dtype=_DTYPES[name])
+    for col, levels in _LEVELS.get(name, {}).items():
+        df[col] = pd.Categorical(df[col], categories=levels)
+    return df
