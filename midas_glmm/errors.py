@@ -76,4 +76,3 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 class BoundaryTestWarning(MidasWarning):
     """A likelihood-ratio test whose null value is on the boundary of the parameter space
     (Poisson against negative binomial: θ = ∞); the chi-square p-value is conservative."""
-
