@@ -248,3 +248,30 @@ def test_fit_controls_reach_every_response(crossed):
     assert not short.converged.any() and "maxiter = 3" in short.messages["g0"]
     assert np.all(short.llf < full.llf + 1e-12)
     assert np.allclose(started.llf, full.llf, atol=1e-8)
+
+
+def test_prior_weights_and_an_offset_in_the_shared_path():
+    rng = np.random.default_rng(3)
+    n = 500
+    df = pd.DataFrame(
+        {
+            "a": rng.integers(0, 25, n).astype(str),
+            "b": rng.integers(0, 8, n).astype(str),
+            "x": rng.normal(size=n),
+            "w": rng.uniform(0.5, 2, n),
+            "off": rng.normal(size=n),
+        }
+    )
+    a = df.a.astype(int).to_numpy()
+    Y = pd.DataFrame(
+        {f"r{k}": 1 + df.x + rng.normal(size=25)[a] + rng.normal(size=n) / np.sqrt(df.w) for k in range(3)}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula("~ x + offset(off) + (1|a) + (1|b)", df, weights="w").fit_many(Y)
+        for name in Y:
+            ref = MixedModel.from_formula(
+                "y ~ x + offset(off) + (1|a) + (1|b)", df.assign(y=Y[name]), weights="w"
+            ).fit()
+            assert res.llf[name] == pytest.approx(ref.llf, abs=1e-8)
+            assert np.all(np.abs(res.params.loc[name] - ref.params) <= 1e-6 * ref.bse)
