@@ -118,7 +118,7 @@ def results_to_dict(res) -> dict:
         "aic": _clean(res.aic()),
         "bic": _clean(res.bic()),
         "reml_criterion": _clean(res.reml_criterion) if res.reml_criterion is not None else None,
-        "deviance": _clean(res.deviance) if res.deviance is not None else None,
+        "deviance": _deviance(res),
         "singular": bool(res.singular),
         "converged": bool(res.converged),
         "ranef": {
@@ -127,6 +127,15 @@ def results_to_dict(res) -> dict:
         },
     }
     return out
+
+
+def _deviance(res):
+    """lme4's deviance(), or None where the family has none (NB1, beta) or a REML fit."""
+    try:
+        d = res.deviance
+    except MidasError:
+        return None
+    return None if d is None else _clean(d)
 
 
 def main(argv: list[str] | None = None) -> int:

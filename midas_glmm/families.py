@@ -37,10 +37,10 @@ _NAMES = {
 def trigamma(x: np.ndarray) -> np.ndarray:
     """ψ'(x) for x > 0: the recurrence ψ'(x) = ψ'(x+1) + 1/x² up to x ≥ 10, then the asymptotic
     series 1/x + 1/(2x²) + 1/(6x³) − 1/(30x⁵) + 1/(42x⁷) − 1/(30x⁹) + 5/(66x¹¹) (relative error
-    below 1e-13). scipy's polygamma(1, x) goes through the Hurwitz zeta function and was most of
+    below 3e-13; NaN stays NaN). scipy's polygamma(1, x) goes through the Hurwitz zeta function and was most of
     an NB1 or beta PIRLS step."""
     x = np.asarray(x, dtype=float)
-    steps = np.clip(np.ceil(10.0 - x), 0, None)
+    steps = np.where(np.isfinite(x), np.clip(np.ceil(10.0 - x), 0, None), 0.0)
     out = np.zeros_like(x)
     for k in range(int(steps.max()) if x.size else 0):
         xk = x + k
@@ -60,6 +60,8 @@ class _Named:
         self.link = base.link
 
     def __getattr__(self, attr):
+        if attr == "base" or attr.startswith("__"):  # not yet set (unpickling, copying): no recursion
+            raise AttributeError(attr)
         return getattr(self.base, attr)
 
 
@@ -111,6 +113,11 @@ class Family:
     def __init__(self, smfamily):
         self.sm = smfamily
         cls = smfamily.name if isinstance(smfamily, _Named) else type(smfamily).__name__.lower()
+        if cls == "negativebinomial" and getattr(smfamily, "alpha", 1.0) != 1.0:
+            raise FamilyError(
+                f"a fixed negative binomial alpha ({smfamily.alpha:g}) is not supported: the dispersion is estimated. "
+                "Use family='nbinom2' (variance mu + mu^2/theta) or 'nbinom1'"
+            )
         cls = _CLASS_NAMES.get(cls, cls)
         if cls not in _NAMES:
             raise FamilyError(

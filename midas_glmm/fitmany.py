@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -51,6 +52,8 @@ def response_matrix(model, Y) -> tuple[list[str], np.ndarray]:
     if isinstance(Y, pd.DataFrame):
         names = [str(c) for c in Y.columns]
         rows = design.row_index
+        if rows is None and len(Y) != nobs:
+            raise DataError(f"Y has {len(Y)} rows but the model uses {nobs}; give one row per row used")
         if rows is not None and not Y.index.equals(rows):
             if not Y.index.is_unique or not rows.isin(Y.index).all():
                 raise DataError(
@@ -85,7 +88,6 @@ def response_matrix(model, Y) -> tuple[list[str], np.ndarray]:
         raise DataError(f"response name '{dup}' appears twice in Y; responses need distinct names")
     if values.shape[1] == 0:
         raise DataError("Y has no responses (no columns)")
-    values = np.where(np.isfinite(values), values, np.nan)
     return names, np.ascontiguousarray(values)
 
 
@@ -215,7 +217,11 @@ def run_chunk(model, settings: _Settings, names: list[str], values: np.ndarray) 
     from .threads import fit_threads
 
     out: list[None | dict] = [None] * len(names)
-    missing = np.isnan(values).any(axis=0)
+    for j in np.flatnonzero(np.isinf(values).any(axis=0)):  # a single fit refuses these too
+        i = int(np.argmax(np.isinf(values[:, j])))
+        exc = DataError(f"response '{names[j]}' has an infinite value (row {i} of the model's rows)")
+        out[j] = _failed(names[j], exc, int(np.isfinite(values[:, j]).sum()))
+    missing = np.isnan(values).any(axis=0) | np.array([r is not None for r in out], dtype=bool)
     fast = model.family.is_lmm and settings.fit_kwargs.get("standardize", True)
     if fast and (~missing).any():
         REML = (settings.method or "REML").upper() == "REML"
@@ -252,11 +258,11 @@ def _fit_gaussian(model, shared: _GaussianShared, crit, name: str, settings: _Se
             return _failed(name, exc, model.design.nobs)
     rec = _record_from_estimates(name, est, model.design.nobs, [str(w.message) for w in caught])
     if settings.ddf != "normal":
-        _add_df(rec, full_gaussian(model, shared, rec, y, crit), settings.ddf)
+        _add_df(rec, full_gaussian(model, shared, rec, y, crit, kw.get("optimizer")), settings.ddf)
     return rec
 
 
-def full_gaussian(model, shared: _GaussianShared, rec: dict, y: np.ndarray, crit=None):
+def full_gaussian(model, shared: _GaussianShared, rec: dict, y: np.ndarray, crit=None, optimizer=None):
     """The full result of a complete Gaussian response fitted on the shared design, at its θ̂
     (no second optimisation: the same numbers as the record)."""
     from .lmm import lmm_estimates
@@ -271,7 +277,7 @@ def full_gaussian(model, shared: _GaussianShared, rec: dict, y: np.ndarray, crit
         est = lmm_estimates(
             m.design, crit, shared.S, shared.REML, OptResult(x, fun, nfev, conv, message, optimizer), rec["messages"]
         )
-    opts = {"method": "REML" if shared.REML else "ML", "optimizer": None, "standardize": True}
+    opts = {"method": "REML" if shared.REML else "ML", "optimizer": optimizer, "standardize": True}
     return MixedModelResults(m, est, fit_options=opts)
 
 
@@ -289,12 +295,35 @@ def _fit_one(model, settings: _Settings, name: str, y: np.ndarray) -> dict:
         try:
             m = model.with_response(y, name) if observed.all() else subset_model(model, y)
             res = m.fit(method=settings.method, **settings.fit_kwargs)
+            _check_layout(model, res)
             rec = _record_from_result(name, res, [str(w.message) for w in caught])
+            rec["theta"] = _theta_in_model_order(model, res)
             if settings.ddf != "normal":
                 _add_df(rec, res, settings.ddf)
         except (MidasError, np.linalg.LinAlgError, FloatingPointError) as exc:
             return _failed(name, exc, int(observed.sum()))
     return rec
+
+
+def _check_layout(model, res) -> None:
+    """A response fitted on its own rows must have the model's coefficients (rows that lose a
+    level of a factor, say, give a different model: an error for this response, not a NaN row)."""
+    lost = [c for c in model.design.fixed_names if c not in set(res.params.index)]
+    if lost:
+        raise FitError(
+            f"on this response's observed rows the design loses {', '.join(lost)} (no rows left for it); "
+            "fit this response on its own"
+        )
+
+
+def _theta_in_model_order(model, res) -> np.ndarray:
+    """θ of a fit on a subset of rows in the model's θ order (the terms are ordered by their
+    number of levels, which a subset can change)."""
+    from .reterms import ThetaMap
+
+    want = ThetaMap(model.design.terms).names
+    have = dict(zip(ThetaMap(res.design.terms).names, np.asarray(res.theta, float)))
+    return np.array([have.get(n, np.nan) for n in want])
 
 
 def subset_model(model, y: np.ndarray):
@@ -312,6 +341,8 @@ def subset_model(model, y: np.ndarray):
             "MixedModel.from_formula on a DataFrame with a unique index, or drop the missing values first"
         )
     rows = positions[observed]
+    if np.any(rows < 0):
+        raise FitError("rows of the model are no longer in the DataFrame it was built from: build the model again")
     data = src["data"].iloc[rows]
     data = data.assign(**{_RESPONSE_COLUMN: y[observed]})
     rhs = str(src["formula"]).split("~", 1)[1]
@@ -321,13 +352,23 @@ def subset_model(model, y: np.ndarray):
             return v
         return np.asarray(v)[rows]
 
-    return MixedModel.from_formula(
+    d = model.design
+    # proportions of a cbind() model keep their trials as weights
+    weights = np.asarray(d.weights)[observed] if d.trials is not None else subset(src["weights"])
+    sub = MixedModel.from_formula(
         f"`{_RESPONSE_COLUMN}` ~{rhs}",
         data,
         family=model.family,
-        weights=subset(src["weights"]),
+        weights=weights,
         offset=subset(src["offset"]),
     )
+    same_columns = list(sub.design.fixed_names) == list(d.fixed_names)
+    if same_columns and not np.allclose(sub.design.X, np.asarray(d.X)[observed], rtol=1e-12, atol=0):
+        raise FitError(
+            "the DataFrame the model was built from has changed since (its rows no longer give the model's "
+            "design): build the model again before fit_many"
+        )
+    return sub
 
 
 # ----------------------------------------------------------------------------- drivers
@@ -438,10 +479,16 @@ def _run_processes(workers: int, model, settings, names, values, bar) -> list[di
     return out
 
 
+_DASK_LOCK = threading.Lock()
+
+
 def _dask_chunk(model, settings, names, values):
+    """A chunk on a dask worker. Chunks run one at a time per worker process: the per-response
+    warning capture (warnings.catch_warnings) and the BLAS thread limit are process-wide, so
+    threads of one worker would mix them up; parallelism comes from the worker processes."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):
+    with _DASK_LOCK, threadpool_limits(1):
         return run_chunk(model, settings, names, values)
 
 
@@ -659,7 +706,9 @@ class ManyResults:
         model = self.model
         if rec.get("opt") is not None and not np.isnan(y).any():  # fitted on the shared design
             REML = (self.settings.method or "REML").upper() == "REML"
-            return full_gaussian(model, _shared(model, REML), rec, y)
+            return full_gaussian(
+                model, _shared(model, REML), rec, y, optimizer=self.settings.fit_kwargs.get("optimizer")
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m = model.with_response(y) if not np.isnan(y).any() else subset_model(model, y)

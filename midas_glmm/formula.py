@@ -326,6 +326,8 @@ def update_formula(old: str, new: str) -> str:
     --------
     >>> update_formula("y ~ x + (1 | g)", ". ~ . + z - (1 | g) + (x | g)")
     'y ~ x + z + (x | g)'
+    >>> update_formula("y ~ x - 1 + (1 | g)", "~ . + z")
+    'y ~ x - 1 + (1 | g) + z'
     """
     if "~" not in new:
         raise FormulaError(f"the new formula {new!r} has no '~'; write e.g. '. ~ . + x'")
@@ -336,27 +338,31 @@ def update_formula(old: str, new: str) -> str:
     def norm(term: str) -> str:
         return "".join(term.split())
 
-    terms: list[str] = []
+    # signed terms: "- 1" in the old formula (no intercept) stays a removal in the new one
+    terms: list[tuple[str, str]] = []
     for sign, term in _signed_terms(new_rhs):
         if term == ".":
-            pieces = [t for s, t in _signed_terms(old_rhs)]
-            terms += [t for t in pieces if norm(t) not in {norm(x) for x in terms}]
+            terms += [
+                (sg, t) for sg, t in _signed_terms(old_rhs) if (sg, norm(t)) not in {(a, norm(b)) for a, b in terms}
+            ]
         elif sign == "+":
-            if norm(term) not in {norm(x) for x in terms}:
-                terms.append(term)
+            terms = [(sg, t) for sg, t in terms if not (sg == "-" and norm(t) == norm(term))]
+            if ("+", norm(term)) not in {(a, norm(b)) for a, b in terms}:
+                terms.append(("+", term))
         else:
-            keep = [t for t in terms if norm(t) != norm(term)]
+            keep = [(sg, t) for sg, t in terms if not (sg == "+" and norm(t) == norm(term))]
             if len(keep) == len(terms):
-                if norm(term) == "1":
-                    keep = ["0"] + terms
-                else:
-                    raise FormulaError(
-                        f"cannot remove '{term}': the formula has no such term (its terms: {', '.join(terms)})"
-                    )
+                if norm(term) not in ("0", "1"):
+                    present = ", ".join(t for sg, t in terms if sg == "+")
+                    raise FormulaError(f"cannot remove '{term}': the formula has no such term (its terms: {present})")
+                if ("-", norm(term)) not in {(a, norm(b)) for a, b in keep}:
+                    keep.append(("-", term))
             terms = keep
-    if not terms:
+    if not any(sg == "+" for sg, _ in terms):
         raise FormulaError(f"updating {old!r} with {new!r} leaves no terms on the right of '~'")
-    return f"{lhs} ~ {' + '.join(terms)}" if lhs else f"~ {' + '.join(terms)}"
+    first, rest = terms[0], terms[1:]
+    text = (first[1] if first[0] == "+" else f"-{first[1]}") + "".join(f" {sg} {t}" for sg, t in rest)
+    return f"{lhs} ~ {text}" if lhs else f"~ {text}"
 
 
 def _signed_terms(rhs: str) -> list[tuple[str, str]]:

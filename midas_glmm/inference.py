@@ -115,13 +115,14 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
     fits = list(results)
     families = {r.family.name for r in fits}
     if len(families) > 1:
-        if families != {"poisson", "nbinom2"}:
+        if families not in ({"poisson", "nbinom2"}, {"poisson", "nbinom1"}):
             raise FitError(
                 f"models of different families ({', '.join(sorted(families))}) are not nested: a likelihood-ratio "
-                "test needs one model to be a special case of the other (Poisson within nbinom2 is)"
+                "test needs one model to be a special case of the other (Poisson within nbinom2 or nbinom1 is)"
             )
         warnings.warn(
-            "Poisson is the negative binomial model at theta = infinity, on the boundary of its parameter space: "
+            "Poisson is the negative binomial model at its dispersion's limit (nbinom2: theta = infinity, nbinom1: "
+            "phi = 0), on the boundary of its parameter space: "
             "the chi-square p-value is conservative (the null distribution is a 50:50 mixture of 0 and chi-square(1); "
             "halve the p-value for it)",
             BoundaryTestWarning,

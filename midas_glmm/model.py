@@ -132,7 +132,7 @@ class MixedModel:
         if label == NO_RESPONSE:
             label = "y"
         other._setup(replace(self.design, y=values, response_name=label), self.family)
-        other.built_from = self.built_from
+        # no built_from: update() rebuilds from the formula and data, which hold the old response
         return other
 
     def fit_many(

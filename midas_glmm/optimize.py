@@ -197,11 +197,13 @@ def minimize_bounded(
 
 
 def _limited(opt: OptResult, maxfev: int, ctl: FitControl | None) -> OptResult:
-    """Mark a run that the user's ``maxiter`` stopped (not converged, and the fit will say so)."""
-    if ctl is not None and ctl.maxiter is not None and opt.nfev >= maxfev:
-        ctl.hit_limit = True
-        opt.converged = False
-        opt.message = f"stopped at maxiter = {ctl.maxiter} evaluations"
+    """Mark a run that the user's ``maxiter`` stopped (not converged); the fit says so when its
+    last optimizer run was stopped (a restart or a later stage that converges clears it)."""
+    if ctl is not None and ctl.maxiter is not None:
+        ctl.hit_limit = opt.nfev >= maxfev
+        if ctl.hit_limit:
+            opt.converged = False
+            opt.message = f"stopped at maxiter = {ctl.maxiter} evaluations"
     return opt
 
 

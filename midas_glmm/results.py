@@ -642,7 +642,11 @@ class MixedModelResults:
 
         src = self.model.built_from
         if src is None:
-            raise FitError("update() needs a model built by MixedModel.from_formula (it rebuilds from the formula)")
+            raise FitError(
+                "update() rebuilds the model from its formula and data, and this model has none to rebuild from "
+                "(built from arrays, or its response replaced by refit() or fit_many); build it with "
+                "MixedModel.from_formula on a DataFrame that holds the response"
+            )
         if isinstance(src.get("data"), RemovedRows) and data is None:
             raise FitError("this result was saved without its data: pass data= to update()")
         new_formula = src["formula"] if formula is None else update_formula(src["formula"], formula)

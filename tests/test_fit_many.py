@@ -275,3 +275,77 @@ def test_prior_weights_and_an_offset_in_the_shared_path():
             ).fit()
             assert res.llf[name] == pytest.approx(ref.llf, abs=1e-8)
             assert np.all(np.abs(res.params.loc[name] - ref.params) <= 1e-6 * ref.bse)
+
+
+def test_cbind_response_with_missing_values_keeps_its_trials():
+    rng = np.random.default_rng(5)
+    n = 300
+    df = pd.DataFrame({"g": rng.integers(0, 20, n).astype(str), "x": rng.normal(size=n)})
+    df["n"] = rng.integers(5, 15, n)
+    df["s"] = rng.binomial(df["n"], 1 / (1 + np.exp(-(0.3 * df.x))))
+    model = MixedModel.from_formula("cbind(s, n - s) ~ x + (1|g)", df, family="binomial")
+    prop = (df.s / df.n).to_numpy().copy()
+    prop[0] = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit_many(pd.DataFrame({"p": prop}, index=df.index))
+    assert not any("trials" in str(w.message) for w in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = MixedModel.from_formula("cbind(s, n - s) ~ x + (1|g)", df.iloc[1:], family="binomial").fit()
+    assert res.llf["p"] == pytest.approx(ref.llf, abs=1e-6)
+    assert np.all(np.abs(res.params.loc["p"] - ref.params) <= 1e-5 * ref.bse)
+
+
+def test_subset_rows_keep_the_model_layout():
+    """A response missing on rows that change the term order or lose a coefficient."""
+    rng = np.random.default_rng(8)
+    n = 400
+    df = pd.DataFrame({"a": rng.integers(0, 30, n).astype(str), "b": rng.integers(0, 25, n).astype(str)})
+    df["x"] = rng.normal(size=n)
+    df["f"] = np.where(np.arange(n) < 20, "rare", "common")
+    a = df.a.astype(int).to_numpy()
+    b = df.b.astype(int).to_numpy()
+    y = 1 + df.x + 2.5 * rng.normal(size=30)[a] + 0.5 * rng.normal(size=25)[b] + rng.normal(size=n)
+    few_a = y.copy()
+    few_a[np.isin(a, np.arange(10))] = np.nan  # a keeps 20 levels < b's 25: the term order flips
+    no_rare = y.copy()
+    no_rare[:20] = np.nan  # level "rare" of f has no row left
+    Y = pd.DataFrame({"full": y, "few_a": few_a, "no_rare": no_rare}, index=df.index)
+    model = MixedModel.from_formula("~ x + f + (1|a) + (1|b)", df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit_many(Y)
+        keep = ~np.isnan(few_a)
+        ref = MixedModel.from_formula("y ~ x + f + (1|a) + (1|b)", df[keep].assign(y=few_a[keep])).fit()
+    theta_ref = dict(zip(ref.varcorr()["grp"], ref.varcorr()["sdcor"] / ref.sigma))
+    assert res.theta.loc["few_a", "a.(Intercept)"] == pytest.approx(theta_ref["a"], rel=1e-5)
+    assert res.theta.loc["few_a", "b.(Intercept)"] == pytest.approx(theta_ref["b"], rel=1e-5)
+    assert "loses" in res.errors["no_rare"] and np.isnan(res.llf["no_rare"])
+
+
+def test_infinite_values_and_array_models():
+    rng = np.random.default_rng(9)
+    n = 120
+    g = np.repeat(np.arange(12), 10)
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    model = MixedModel(rng.normal(size=n), X, g)
+    Y = pd.DataFrame({"ok": rng.normal(size=n) + rng.normal(size=12)[g], "inf": rng.normal(size=n)})
+    Y.loc[3, "inf"] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit_many(Y)
+    assert "infinite value" in res.errors["inf"] and np.isfinite(res.llf["ok"])
+    with pytest.raises(DataError, match="rows but the model uses"):
+        model.fit_many(Y.iloc[:50])
+
+
+def test_data_changed_after_building_is_caught(crossed):
+    df, Y = crossed
+    df = df.copy()
+    model = MixedModel.from_formula("~ x + (1|subject) + (1|item)", df)
+    df["x"] *= 100  # the caller edits the frame the model was built from
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit_many(Y[["g0", "g1"]])  # g1 has missing values: refitted on its own rows
+    assert np.isfinite(res.llf["g0"]) and "has changed since" in res.errors["g1"]

@@ -190,3 +190,43 @@ def test_bundled_datasets_keep_r_level_order():
         warnings.simplefilter("ignore")
         res = MixedModel.from_formula(formula, sal, family="nbinom2").fit()
     assert res.llf == pytest.approx(ref["loglik"], abs=1e-3)
+
+
+@pytest.mark.parametrize("family", ["nbinom1", "beta", "nbinom2"])
+def test_results_of_the_new_families_save_and_load(family, tmp_path):
+    import copy
+    import pickle
+
+    case = {"nbinom1": "owls_nb1", "beta": "simulated_beta", "nbinom2": "simulated_nb2"}[family]
+    ref, df, formula = load(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula(formula, df, family=family).fit()
+    path = tmp_path / "fit.pkl"
+    res.save(path)
+    back = mg.load(path)
+    assert back.llf == res.llf and back.family.name == family
+    assert copy.deepcopy(res.family).name == family and pickle.loads(pickle.dumps(res.family)).name == family
+
+
+def test_cli_json_for_a_family_without_deviance(tmp_path, capsys):
+    from midas_glmm.cli import main
+
+    ref, df, formula = load("simulated_beta")
+    df.to_csv(tmp_path / "d.csv", index=False)
+    assert main(["fit", str(tmp_path / "d.csv"), formula, "--family", "beta", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["deviance"] is None and out["loglik"] == pytest.approx(ref["loglik"], abs=1e-3)
+
+
+def test_a_fixed_statsmodels_alpha_is_refused():
+    import statsmodels.api as sm
+
+    from midas_glmm.errors import FamilyError
+
+    with pytest.raises(FamilyError, match="fixed negative binomial alpha"):
+        MixedModel.from_formula(
+            "y ~ x + (1|g)",
+            pd.DataFrame({"y": [1, 2] * 6, "x": range(12), "g": list("abc") * 4}),
+            family=sm.families.NegativeBinomial(alpha=0.3),
+        )

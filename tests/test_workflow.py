@@ -141,7 +141,9 @@ def test_update_like_lme4(sleep):
 
     assert update_formula("y ~ x + (1 | g)", "~ . + z") == "y ~ x + (1 | g) + z"
     assert update_formula("y ~ x + (1 | g)", "log(y) ~ . - (1|g) + (x || g)") == "log(y) ~ x + (x || g)"
-    assert update_formula("y ~ x + (1|g)", ". ~ . - 1") == "y ~ 0 + x + (1|g)"
+    assert update_formula("y ~ x + (1|g)", ". ~ . - 1") == "y ~ x + (1|g) - 1"
+    assert update_formula("y ~ x - 1 + (1 | g)", ". ~ . + z") == "y ~ x - 1 + (1 | g) + z"
+    assert update_formula("y ~ x - 1 + (1 | g)", ". ~ . + 1") == "y ~ x + (1 | g) + 1"
     with pytest.raises(FormulaError, match="no such term"):
         update_formula("y ~ x + (1|g)", ". ~ . - w")
     res = _fit("Reaction ~ Days + (Days|Subject)", sleep)
@@ -160,3 +162,19 @@ def test_update_like_lme4(sleep):
     with pytest.raises(FitError, match="without its data"):
         loaded.update("~ . + I(Days**2)")
     assert loaded.update(data=sleep).llf == pytest.approx(res.llf, abs=1e-8)
+    # a result whose response was replaced cannot be rebuilt from its formula and data
+    y2 = sleep.Reaction.to_numpy() + np.random.default_rng(1).normal(0, 30, len(sleep))
+    with pytest.raises(FitError, match="response replaced"):
+        res.refit(y2).update(method="ML")
+
+
+def test_maxiter_warns_only_when_the_last_run_stopped(sleep):
+    from midas_glmm.errors import ConvergenceWarning
+
+    model = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", sleep)
+    full = model.fit()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit(maxiter=1000)
+    assert res.converged and not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert res.llf == pytest.approx(full.llf, abs=1e-8)
