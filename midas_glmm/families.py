@@ -430,8 +430,10 @@ class ResponseTerms:
             )
         if name == "nbinom2":  # size θ = φ: log Γ(y+θ) − log Γ(θ) − log y! + θ log θ + y log μ − (y+θ) log(θ+μ)
             y, th = self.y, phi
-            core = special.gammaln(y + th) - special.gammaln(th) + th * np.log(th) + y * np.log(mu)
-            return self.prior * (core - (y + th) * np.log(th + mu)) + self.const
+            # θ log θ − (y+θ) log(θ+μ) written as −θ log1p(μ/θ) − y log(θ+μ): no cancellation of two
+            # large terms as θ grows toward the Poisson limit
+            core = special.gammaln(y + th) - special.gammaln(th) - th * np.log1p(mu / th)
+            return self.prior * (core + y * (np.log(mu) - np.log(th + mu))) + self.const
         if name == "nbinom1":  # size s = μ/φ: log Γ(y+s) − log Γ(s) − log y! − s log(1+φ) + y log(φ/(1+φ))
             y, sz = self.y, mu / phi
             core = special.gammaln(y + sz) - special.gammaln(sz) - (sz + y) * np.log1p(phi) + y * np.log(phi)

@@ -399,6 +399,10 @@ def fit_many(
         raise FitError(
             f"fit_many does not take {', '.join(unknown)} for this model; it takes {', '.join(sorted(allowed))}"
         )
+    from .model import _check_maxiter, _check_start
+
+    _check_start(fit_kwargs.get("start"), model.design)  # once, not once per response
+    _check_maxiter(fit_kwargs.get("maxiter"))
     if model.family.is_lmm and method is not None and str(method).upper() not in ("REML", "ML"):
         raise FitError(f"unknown method '{method}' for a Gaussian model; use 'REML' or 'ML'")
     settings = _Settings(method, dict(fit_kwargs), ddf)

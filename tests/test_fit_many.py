@@ -208,6 +208,10 @@ def test_bad_inputs(crossed):
         model.fit_many(Y, method="laplace")
     with pytest.raises(FitError, match="does not take nAGQ"):
         model.fit_many(Y, nAGQ=5)
+    with pytest.raises(FitError, match="start= has 1 values"):
+        model.fit_many(Y, start=[0.5])
+    with pytest.raises(FitError, match="maxiter"):
+        model.fit_many(Y, maxiter=0)
 
 
 def test_dask_client_spreads_responses(crossed):

@@ -230,3 +230,18 @@ def test_a_fixed_statsmodels_alpha_is_refused():
             pd.DataFrame({"y": [1, 2] * 6, "x": range(12), "g": list("abc") * 4}),
             family=sm.families.NegativeBinomial(alpha=0.3),
         )
+
+
+def test_nb2_loglik_tends_to_poisson_as_theta_grows():
+    """log NB2(y; μ, θ) → log Poisson(y; μ) as θ → ∞, without losing digits on the way."""
+    from scipy import stats
+
+    from midas_glmm.families import ResponseTerms, resolve_family
+
+    y = np.array([0.0, 1, 3, 7, 20])
+    mu = np.array([0.4, 1.5, 2.5, 6.0, 18.0])
+    terms = ResponseTerms(resolve_family("nbinom2"), y, np.ones(5))
+    poisson = stats.poisson.logpmf(y, mu)
+    for theta in (1e4, 1e6, 1e8):
+        assert np.allclose(terms.rows(mu, theta), poisson, atol=50 * float(np.max(y + mu)) / theta + 1e-7)
+    assert np.allclose(terms.rows(mu, 2.5), stats.nbinom.logpmf(y, 2.5, 2.5 / (2.5 + mu)), rtol=1e-12)
