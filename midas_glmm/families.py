@@ -128,6 +128,9 @@ class Family:
         self.link_name = _LINK_NAMES.get(type(self.link).__name__, type(self.link).__name__.lower())
         # φ: the Gaussian and Gamma scale; NB2's size θ (variance μ + μ²/θ), glmmTMB's sigma()
         self.has_dispersion = cls in ("gaussian", "gamma") + SHAPE_DISPERSION
+        # φ a residual scale (Gaussian, Gamma: σ = √φ, a Residual row in varcorr), or a shape
+        # parameter of the distribution reported as it is (NB2's θ, NB1's φ, beta's precision)
+        self.residual_scale = cls in ("gaussian", "gamma")
         self.exact = cls in EXACT
         self.canonical = _CANONICAL[cls] == self.link_name
         # Information matrix in the Laplace log-determinant, as the peer we follow for the family:
@@ -178,7 +181,16 @@ class Family:
 
     def _scale(self, phi: float) -> float:
         """The φ that divides the working weights: NB and beta's φ sits inside V(μ) instead."""
-        return 1.0 if self.name in SHAPE_DISPERSION else phi
+        return phi if self.residual_scale else 1.0
+
+    def sigma_of(self, phi: float) -> float:
+        """What ``res.sigma`` reports for dispersion φ: √φ for a residual scale, φ itself for a
+        shape parameter (glmmTMB's ``sigma()`` in both cases)."""
+        return float(np.sqrt(phi)) if self.residual_scale else float(phi)
+
+    def dispersion_of(self, sigma: float) -> float:
+        """The dispersion φ whose :meth:`sigma_of` is ``sigma``."""
+        return sigma**2 if self.residual_scale else sigma
 
     def derivatives(self, y, mu, eta, prior, phi):
         """(score, observed information, expected information) of log f in η, row by row, for

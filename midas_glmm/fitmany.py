@@ -117,26 +117,16 @@ class _GaussianShared:
         self.Xs = (X - self.shift) / self.scale
         self.w = d.weights if d.has_prior_weights else None
         self.offset = d.offset
-        n = X.shape[0]
-        G = X.T @ X if d.gram is None else d.gram
-        s = X.sum(axis=0)
-        sh, sc = self.shift, self.scale
-        self.Gs = (G - np.outer(sh, s) - np.outer(s, sh) + n * np.outer(sh, sh)) / np.outer(sc, sc)
-        self.X = X
+        self.X, self.gram = X, d.gram
         self.Zt = [t.sparse_Z().T.tocsr() for t in d.terms]
 
     def criteria(self, values: np.ndarray):
         """One criterion per column of ``values`` (complete responses, n × K)."""
         from .blocks import CrossProducts
+        from .lmm import _rough_ols
 
         Yc = values - np.asarray(self.offset, dtype=float).reshape(-1, 1)
-        X, sh, sc = self.X, self.shift, self.scale
-        rhs = (X.T @ Yc - np.outer(sh, Yc.sum(axis=0))) / sc[:, None]
-        try:
-            B = np.linalg.solve(self.Gs, rhs)
-        except np.linalg.LinAlgError:
-            B = np.zeros_like(rhs)
-        B[:, ~np.all(np.isfinite(B), axis=0)] = 0.0
+        B = _rough_ols(self.X, Yc, self.gram, self.shift, self.scale)  # as a single fit's data pass
         R = Yc - self.Xs @ B
         Rw = R if self.w is None else R * self.w[:, None]
         zy = [Zt @ Rw for Zt in self.Zt]
@@ -206,12 +196,6 @@ def _failed(name, exc, nobs) -> dict:
     return {"name": name, "error": f"{type(exc).__name__}: {exc}", "nobs": nobs, "messages": [], "df": None}
 
 
-def _quiet():
-    """Record the warnings of one response's fit instead of showing them (the collection
-    summarises them once)."""
-    return warnings.catch_warnings(record=True)
-
-
 def run_chunk(model, settings: _Settings, names: list[str], values: np.ndarray) -> list[dict]:
     """Fit the responses ``values[:, j]`` (named ``names``) to ``model``; a record per response."""
     from .threads import fit_threads
@@ -247,7 +231,7 @@ def _fit_gaussian(model, shared: _GaussianShared, crit, name: str, settings: _Se
     stub = SimpleNamespace(response_name=name)
     kw = settings.fit_kwargs
     control = FitControl(start=_check_start(kw.get("start"), model.design), maxiter=_check_maxiter(kw.get("maxiter")))
-    with _quiet() as caught:
+    with warnings.catch_warnings(record=True) as caught:  # summarised once by the collection
         warnings.simplefilter("always")
         try:
             with fit_control(control):
@@ -290,7 +274,7 @@ def _add_df(rec: dict, res, ddf: str) -> None:
 def _fit_one(model, settings: _Settings, name: str, y: np.ndarray) -> dict:
     """One response by a fit of its own: on the shared design when complete, else on its rows."""
     observed = ~np.isnan(y)
-    with _quiet() as caught:
+    with warnings.catch_warnings(record=True) as caught:  # summarised once by the collection
         warnings.simplefilter("always")
         try:
             m = model.with_response(y, name) if observed.all() else subset_model(model, y)
@@ -615,10 +599,9 @@ class ManyResults:
         """p-values adjusted across responses, coefficient by coefficient (statsmodels'
         ``multipletests`` methods: ``"fdr_bh"``, ``"fdr_by"``, ``"bonferroni"``, ``"holm"``, ...);
         failed responses stay NaN and do not count."""
-        from statsmodels.stats.multitest import multipletests, multitest_methods_names
+        from statsmodels.stats.multitest import multipletests, multitest_alias
 
-        known = {k for k in multitest_methods_names} | {"bh", "by", "bonf", "b", "h", "hs", "s", "sh"}
-        if method not in known:
+        if method not in multitest_alias:  # statsmodels' own names and aliases
             raise FitError(f"unknown p-value adjustment '{method}'; try 'fdr_bh', 'bonferroni' or 'holm'")
         P = self.pvalues
         out = P.copy()

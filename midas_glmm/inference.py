@@ -18,7 +18,6 @@ import scipy.optimize as so
 from scipy import stats
 
 from .errors import BoundaryTestWarning, ConvergenceWarning, FitError, RefitWarning, did_you_mean
-from .families import SHAPE_DISPERSION
 from .optimize import fd_hessian, minimize_bounded
 from .reterms import ThetaMap
 
@@ -551,9 +550,8 @@ def _profile_glmm(res, level: float, which) -> pd.DataFrame:
     names = _sdcor_names(res)[:-1] + (["sigma"] if disp else []) + list(res.params.index)
     k_var = len(_sdcor_names(res)) - 1
     sd_hat = _sdcor_from_theta(res, res.theta, 1.0)[:-1]
-    # the dispersion is profiled on the scale reported as sigma: sqrt(φ), or NB2's θ itself
+    # the dispersion is profiled on the scale reported as sigma (Family.sigma_of)
     v_hat = np.concatenate([sd_hat, [res.sigma] if disp else [], res.params.to_numpy()])
-    nb = res.family.name in SHAPE_DISPERSION
     kinds = [("cor" if nm.startswith("cor_") else "sd") for nm in names[:k_var]] + (["sigma"] if disp else [])
     lo_b = np.array([-1.0 if k == "cor" else 0.0 for k in kinds] + [-np.inf] * len(res.params))
     hi_b = np.array([1.0 if k == "cor" else np.inf for k in kinds] + [np.inf] * len(res.params))
@@ -564,7 +562,7 @@ def _profile_glmm(res, level: float, which) -> pd.DataFrame:
         th = _theta_from_sdcor(res, np.concatenate([v[:k_var], [1.0]]))
         if th is None:
             return np.inf
-        phi = (v[k_var] if nb else v[k_var] ** 2) if disp else 1.0
+        phi = res.family.dispersion_of(v[k_var]) if disp else 1.0
         return prob.objective(th, Sinv @ v[len(v) - len(res.params) :], phi, nAGQ=res.nAGQ)
 
     dev_hat = dev(v_hat)

@@ -161,19 +161,24 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
 
 def _rough_ols(X, y, gram, shift, scale) -> np.ndarray:
     """OLS coefficients of y on X_s = (X − shift)/scale from X'X, X'y, X'1 and Σy (one pass over
-    X besides X'X). Removing X_s b from y keeps the numbers the factorisation subtracts of the
-    size of the residuals; b need not be exact (any b gives the same fit), only close."""
+    X besides X'X); y may be n × K (fit_many's batches: p × K coefficients, a column of zeros
+    where one is not finite). Removing X_s b from y keeps the numbers the factorisation subtracts
+    of the size of the residuals; b need not be exact (any b gives the same fit), only close."""
     n = X.shape[0]
     G = X.T @ X if gram is None else gram
     s = X.sum(axis=0)
-    Xty, sy = X.T @ y, float(y.sum())
+    Xty, sy = X.T @ y, y.sum(axis=0)
     Gs = (G - np.outer(shift, s) - np.outer(s, shift) + n * np.outer(shift, shift)) / np.outer(scale, scale)
-    Xsty = (Xty - shift * sy) / scale
+    lead = (slice(None),) + (None,) * (np.ndim(y) - 1)  # shift and scale along the coefficients
+    Xsty = (Xty - shift[lead] * sy) / scale[lead]
+    if not len(Xsty):  # no fixed effects (a profile that holds the only one)
+        return Xsty
     try:
         b = np.linalg.solve(Gs, Xsty)
     except np.linalg.LinAlgError:
-        return np.zeros(X.shape[1])
-    return b if np.all(np.isfinite(b)) else np.zeros(X.shape[1])
+        return np.zeros(np.shape(Xsty))
+    bad = ~np.all(np.isfinite(b.reshape(len(b), -1)), axis=0)
+    return np.where(bad, 0.0, b.reshape(len(b), -1)).reshape(np.shape(b))
 
 
 #: BOBYQA's first trust-region radius from the moment start, and its stopping rules: lme4's

@@ -466,7 +466,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         theta=theta,
         beta=S @ beta,
         vcov_beta=S @ V @ S.T,
-        sigma=(float(phi) if family.name in SHAPE_DISPERSION else float(np.sqrt(phi))) if disp else 1.0,
+        sigma=family.sigma_of(phi) if disp else 1.0,
         b=b,
         condvar_fn=st.factor.condvar_blocks,
         llf=-0.5 * crit,
@@ -480,7 +480,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         dispersion=phi,
         n_params=len(tm) + p + (1 if disp else 0),
     )
-    scale = phi if disp and family.name not in SHAPE_DISPERSION else 1.0  # NB2's θ is inside its deviance
+    scale = phi if family.residual_scale else 1.0  # NB2's θ is inside its deviance
     est.deviance = dev_resid / scale + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
     est.notes = _accuracy_notes(design, family, prob.rows) if nAGQ == 1 else []
     for note in est.notes:

@@ -15,7 +15,6 @@ from scipy import stats
 from .design import _formulaic_names, eval_expression, fixed_matrix, random_columns
 from .errors import DataError, FitError, did_you_mean
 from .estimates import Estimates
-from .families import SHAPE_DISPERSION
 from .optimize import OPTIMIZERS
 from .persist import RemovedRows
 from .reterms import ThetaMap
@@ -294,7 +293,7 @@ class MixedModelResults:
                 for c in range(a + 1, t.p):
                     corr = Sig[a, c] / (sd[a] * sd[c]) if sd[a] > 0 and sd[c] > 0 else np.nan
                     rows.append((label, t.columns[a], t.columns[c], Sig[a, c], corr))
-        if self.family.has_dispersion and self.family.name not in SHAPE_DISPERSION:  # NB/beta φ: no residual SD
+        if self.family.residual_scale:  # NB and beta's φ is no residual SD
             rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
