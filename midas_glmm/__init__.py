@@ -23,7 +23,7 @@ from .errors import (
     ResponseLevelsWarning,
     SingularFitWarning,
 )
-from .families import Family
+from .families import Family, family
 from .inference import anova, compare
 from .model import MixedModel
 from .persist import load
@@ -35,6 +35,7 @@ __all__ = [
     "MixedModel",
     "MixedModelResults",
     "Family",
+    "family",
     "compare",
     "anova",
     "load",

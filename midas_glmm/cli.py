@@ -1,6 +1,6 @@
 """The ``midas-glmm`` command: fit a model to a CSV file (or a bundled dataset) and print it.
 
-midas-glmm fit DATA FORMULA [--family F] [--method REML|ML] [--nagq K] [--json]
+midas-glmm fit DATA FORMULA [--family F] [--link L] [--ziformula "~ X"] [--method REML|ML] [--nagq K] [--json]
 midas-glmm fit-many DATA "~ RHS" --responses Y.csv --out results.parquet [--n-jobs J] [--fdr]
 midas-glmm datasets
 """
@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import datasets
 from .errors import DataError, MidasError
+from .families import family
 from .model import MixedModel
 
 __all__ = ["main", "results_to_dict"]
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(f, "CSV file, or a bundled dataset name (see 'midas-glmm datasets')", "y ~ x + (1 | g)")
     f.add_argument("--nagq", type=int, default=1, help="GLMM quadrature points: 1 = Laplace (default)")
     f.add_argument("--weights", default=None, help="column of prior weights")
+    f.add_argument(
+        "--ziformula", default=None, help='zero-inflation part for poisson, nbinom2, nbinom1, e.g. "~ 1" or "~ x"'
+    )
     f.add_argument("--json", action="store_true", help="write the results as JSON instead of the summary")
     fm = sub.add_parser(
         "fit-many",
@@ -63,6 +67,9 @@ def _model_arguments(parser: argparse.ArgumentParser, data_help: str, formula_ex
     parser.add_argument("data", help=data_help)
     parser.add_argument("formula", help=f'lme4-style formula, e.g. "{formula_example}"')
     parser.add_argument("--family", default=None, help=FAMILY_HELP)
+    parser.add_argument(
+        "--link", default=None, help="a link other than the family's default (logit, probit, sqrt, ...)"
+    )
     parser.add_argument("--method", default=None, help="REML (Gaussian default) or ML")
 
 
@@ -121,12 +128,21 @@ def results_to_dict(res) -> dict:
         "deviance": _deviance(res),
         "singular": bool(res.singular),
         "converged": bool(res.converged),
+        "zi_params": None if res.zi_params is None else {k: _clean(v) for k, v in res.zi_params.items()},
+        "zi_bse": None if res.zi_bse is None else {k: _clean(v) for k, v in res.zi_bse.items()},
         "ranef": {
             g: {"levels": [str(i) for i in df.index], "columns": list(df.columns), "values": df.to_numpy().tolist()}
             for g, df in res.ranef().items()
         },
     }
     return out
+
+
+def _family(args):
+    """--family with --link: a name, or the family with that link."""
+    if args.link is None:
+        return args.family
+    return family(args.family or "gaussian", link=args.link)
 
 
 def _deviance(res):
@@ -150,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             data = _read(args.data)
-            res = MixedModel.from_formula(args.formula, data, family=args.family, weights=args.weights).fit(
-                method=args.method, nAGQ=args.nagq
+            model = MixedModel.from_formula(
+                args.formula, data, family=_family(args), weights=args.weights, ziformula=args.ziformula
             )
+            res = model.fit(method=args.method, nAGQ=args.nagq)
     except MidasError as exc:
         print(f"midas-glmm: error: {exc}", file=sys.stderr)
         return 2
@@ -181,7 +198,7 @@ def _fit_many(args) -> int:
                     f"--responses has {len(Y)} rows but the data has {len(data)}; give one row per row of the data"
                 )
             Y.index = data.index
-            model = MixedModel.from_formula(args.formula, data, family=args.family)
+            model = MixedModel.from_formula(args.formula, data, family=_family(args))
             res = model.fit_many(Y, method=args.method, n_jobs=args.n_jobs, progress=args.progress)
             table = res.to_frame()
             if args.fdr:

@@ -81,6 +81,7 @@ class Design:
     gram: np.ndarray | None = None  # X'X (unweighted), from the rank check
     grid: dict | None = None  # fixed-part variable → ("factor", levels) or ("numeric", mean): emmeans
     type3: dict | None = None  # type 3 contrast basis when terms contain one another (type3.py)
+    zi: object = None  # a ZeroInflation (zeroinfl.py) for a model with a ziformula
 
 
 _QUOTED = re.compile(r"`([^`]*)`")
@@ -631,6 +632,7 @@ def build_design(
     offset=None,
     require_random: bool = True,
     family=None,
+    zi_rhs: str | None = None,
 ) -> Design:
     """Build the :class:`Design` of ``formula`` on ``data``.
 
@@ -646,6 +648,9 @@ def build_design(
         A column name or an array with one value per row of ``data``.
     family : Family, optional
         Codes a response that is not numbers (binomial: lme4's first level = failure).
+    zi_rhs : str, optional
+        The right-hand side of a zero-inflation formula (:mod:`~midas_glmm.zeroinfl`); its
+        variables must be complete too (glmmTMB drops a row missing a variable of either part).
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
@@ -654,6 +659,10 @@ def build_design(
     parsed = parse_for(formula, data.columns, require_random)
     needed = used_columns(parsed)
     _check_columns(needed, data, formula)
+    if zi_rhs is not None:
+        zi_needed = _formulaic_names(zi_rhs)
+        _check_columns(zi_needed, data, f"ziformula '~ {zi_rhs}'")
+        needed = needed | zi_needed
     extra = {k: _argument_values(k, v, data) for k, v in (("weights", weights), ("offset", offset)) if v is not None}
 
     cols = sorted(needed)
@@ -698,6 +707,10 @@ def build_design(
     from .type3 import type3_basis
 
     design.type3 = type3_basis(design, df)
+    if zi_rhs is not None:
+        from .zeroinfl import build_zero_inflation
+
+        design.zi = build_zero_inflation(zi_rhs, df)
     return design
 
 

@@ -42,6 +42,8 @@ class Estimates:
         compute from the fitted values; kept for the engine's diagnostics.
     notes : list of str
         Cautions about the approximation (small groups, rare events) for the summary.
+    zi_params, zi_vcov : ndarray or None
+        The zero-inflation coefficients γ and their covariance (zero-inflated models only).
     """
 
     theta: np.ndarray
@@ -62,6 +64,8 @@ class Estimates:
     n_params: int = 0
     deviance: float | None = None
     notes: list[str] = field(default_factory=list)
+    zi_params: np.ndarray | None = None
+    zi_vcov: np.ndarray | None = None
 
     @cached_property
     def condvar(self) -> list[np.ndarray]:

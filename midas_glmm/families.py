@@ -21,7 +21,7 @@ from scipy import special
 
 from .errors import DataError, FamilyError, FitError, NonIntegerSuccessesWarning, ResponseLevelsWarning
 
-__all__ = ["Family", "ResponseTerms", "resolve_family"]
+__all__ = ["Family", "ResponseTerms", "resolve_family", "family"]
 
 _NAMES = {
     "gaussian": sm.families.Gaussian,
@@ -35,20 +35,16 @@ _NAMES = {
 
 
 def trigamma(x: np.ndarray) -> np.ndarray:
-    """ψ'(x) for x > 0: the recurrence ψ'(x) = ψ'(x+1) + 1/x² up to x ≥ 10, then the asymptotic
-    series 1/x + 1/(2x²) + 1/(6x³) − 1/(30x⁵) + 1/(42x⁷) − 1/(30x⁹) + 5/(66x¹¹) (relative error
-    below 3e-13; NaN stays NaN). scipy's polygamma(1, x) goes through the Hurwitz zeta function and was most of
-    an NB1 or beta PIRLS step."""
+    """ψ'(x) for x > 0 (NaN elsewhere), compiled (:func:`~midas_glmm.rowkernels.trigamma`):
+    scipy's polygamma(1, x) goes through the Hurwitz zeta function and was most of an NB1 or
+    beta PIRLS step."""
+    from .rowkernels import trigamma as compiled
+
     x = np.asarray(x, dtype=float)
-    steps = np.where(np.isfinite(x), np.clip(np.ceil(10.0 - x), 0, None), 0.0)
-    out = np.zeros_like(x)
-    for k in range(int(steps.max()) if x.size else 0):
-        xk = x + k
-        out += np.where(k < steps, 1.0 / (xk * xk), 0.0)
-    z = x + steps
-    r = 1.0 / (z * z)
-    tail = (r / z) * (1.0 / 6.0 - r * (1.0 / 30.0 - r * (1.0 / 42.0 - r * (1.0 / 30.0 - r * 5.0 / 66.0))))
-    return out + 1.0 / z + r / 2.0 + tail
+    flat = np.ascontiguousarray(x).ravel()
+    out = np.empty_like(flat)
+    compiled(flat, out)
+    return out.reshape(x.shape)
 
 
 class _Named:
@@ -213,6 +209,15 @@ class Family:
         observed = -prior * (d2 * l1 + d * d * l2)
         return score, observed, expected
 
+    def eta_derivatives(self, y, mu, eta, phi):
+        """(score, observed information, expected information) of one row's log f in η, without
+        prior weights, for any family but binomial: :meth:`derivatives` for those of
+        :data:`EXACT`; μ'(y − μ)/(φV), the observed and the Fisher weight for the others."""
+        if self.exact:
+            return self.derivatives(y, mu, eta, 1.0, phi)
+        score = self.mu_eta(eta, mu) * (y - mu) / (self.variance(mu, phi) * self._scale(phi))
+        return score, self.weights(y, mu, eta, 1.0, phi, observed=True), self.weights(y, mu, eta, 1.0, phi)
+
     def linkfun(self, mu: np.ndarray) -> np.ndarray:
         """η = g(μ)."""
         return self.link(mu)
@@ -374,6 +379,59 @@ def observed_levels(values: pd.Series) -> list:
         return sorted(present)
     except TypeError:  # mixed kinds of values: order them by their text
         return sorted(present, key=str)
+
+
+#: links by R's names, for :func:`family`
+_LINKS = {
+    "log": sm.families.links.Log,
+    "logit": sm.families.links.Logit,
+    "probit": sm.families.links.Probit,
+    "cloglog": sm.families.links.CLogLog,
+    "loglog": sm.families.links.LogLog,
+    "cauchit": sm.families.links.Cauchy,
+    "identity": sm.families.links.Identity,
+    "sqrt": sm.families.links.Sqrt,
+    "inverse": sm.families.links.InversePower,
+}
+#: the statsmodels class each name's link is checked against (NB1 as NegativeBinomial, beta as Binomial)
+_LINK_CLASS = {
+    "gaussian": sm.families.Gaussian,
+    "binomial": sm.families.Binomial,
+    "poisson": sm.families.Poisson,
+    "gamma": sm.families.Gamma,
+    "nbinom2": sm.families.NegativeBinomial,
+    "nbinom1": sm.families.NegativeBinomial,
+    "beta": sm.families.Binomial,
+}
+
+
+def family(name: str, link=None) -> Family:
+    """A family by name with a link other than its default, as glmmTMB's ``beta_family(link =
+    "probit")`` or ``nbinom1(link = "sqrt")``: ``family("beta", link="probit")``.
+
+    ``link`` is R's name of it (``"log"``, ``"logit"``, ``"probit"``, ``"cloglog"``,
+    ``"loglog"``, ``"cauchit"``, ``"identity"``, ``"sqrt"``, ``"inverse"``) or a statsmodels
+    link instance; any link statsmodels' family of the same kind takes (NB1 as
+    NegativeBinomial's, beta as Binomial's)."""
+    key = str(name).strip().lower()
+    if key not in _LINK_CLASS:
+        raise FamilyError(f"unknown family '{name}'; choose one of {', '.join(_LINK_CLASS)}")
+    if link is None:
+        return resolve_family(key)
+    if isinstance(link, str):
+        if link.strip().lower() not in _LINKS:
+            raise FamilyError(f"unknown link '{link}'; choose one of {', '.join(_LINKS)}")
+        link = _LINKS[link.strip().lower()]()
+    if not isinstance(link, sm.families.links.Link):
+        raise FamilyError(f"link must be a name or a statsmodels link, not {type(link).__name__}")
+    cls = _LINK_CLASS[key]
+    with warnings.catch_warnings():  # statsmodels' "not a safe link" note: the fit reports its own trouble
+        warnings.simplefilter("ignore")
+        try:
+            base = cls(link=link, alpha=1.0) if cls is sm.families.NegativeBinomial else cls(link=link)
+        except (TypeError, ValueError) as exc:  # statsmodels refusing the link for this family
+            raise FamilyError(f"the {key} family does not take the {type(link).__name__} link ({exc})") from None
+    return Family(_Named(base, key) if key in EXACT else base)
 
 
 def resolve_family(family) -> Family:

@@ -23,18 +23,25 @@ from .blocks import CrossProducts
 from .families import Family, ResponseTerms
 from .reterms import ReTerm
 from .sparsity import FactorPlan, RowMap
+from .zeroinfl import ZeroInflatedRows
 
 __all__ = ["RowBlock", "LocalRows", "DaskRows"]
+
+#: step of the central differences row by row in the Laplace gradient (η, log φ, the zero-inflation's ζ)
+GRAD_STEP = 1e-4
 
 
 class RowBlock:
     """A block of rows of a GLMM: response, fixed and random design, weights, offset."""
 
-    def __init__(self, family: Family, y, X, weights, offset, terms: list[ReTerm], trials=None):
+    def __init__(self, family: Family, y, X, weights, offset, terms: list[ReTerm], trials=None, zi=None):
         self.fam = family
         self.y, self.X, self.w, self.off, self.terms = y, X, weights, offset, terms
         self.resp = ResponseTerms(family, y, weights, trials)
         self.trials = trials
+        # zero-inflation: the mixture's rows, and the conditional family's log f without weights
+        self.zi = None if zi is None else ZeroInflatedRows(zi, y)
+        self._resp1 = None if zi is None else ResponseTerms(family, y, np.ones_like(y))
         self.rowmap: RowMap | None = None
         self._link: int | None = None
         self._Xs: tuple | None = None
@@ -45,7 +52,7 @@ class RowBlock:
         objects per PIRLS step). Without a plan, passes return :class:`CrossProducts`."""
         self.rowmap = RowMap(plan, self.terms)
         fam, resp = self.fam, self.resp
-        if fam.canonical and fam.name in ("binomial", "poisson"):  # one compiled pass per step
+        if fam.canonical and fam.name in ("binomial", "poisson") and self.zi is None:  # one compiled pass per step
             self._link = rowkernels.LOGIT if fam.name == "binomial" else rowkernels.LOG
             self._rows = tuple(
                 np.ascontiguousarray(np.broadcast_to(v, self.y.shape), dtype=float)
@@ -114,10 +121,31 @@ class RowBlock:
         observed = (info == "newton" and not fam.canonical) or (info == "laplace" and fam.laplace_observed)
         if observed:
             obs = fam.weights(self.y, mu, eta, self.w, phi, observed=True)
-            if np.all(obs > 0):
+            # Newton steps need it positive in every row; the Laplace log-determinant takes it as
+            # it is (glmmTMB's exact Hessian: a row may add negatively, the sum stays positive definite)
+            if info == "laplace" or np.all(obs > 0):
                 W = obs
         z = eta - self.off + (self.y - mu) / fam.mu_eta(eta, mu) * (fisher / W)
         return W, z
+
+    def set_zero_inflation(self, gamma) -> None:
+        """Use the zero-inflation coefficients γ in the passes that follow."""
+        self.zi.set(gamma)
+
+    def zero_inflated(self, mu, eta, phi: float, info: str):
+        """(Σ wᵢ log f_zi(yᵢ), weights, working response) of a zero-inflated model at γ
+        (:mod:`~midas_glmm.zeroinfl`). Newton steps take each row's observed information where
+        it is positive and the conditional family's expected one times r elsewhere; the Laplace
+        log-determinant the observed one as it is (glmmTMB's exact Hessian)."""
+        ll_rows, r = self.zi.loglik_rows(self._resp1.rows(mu, phi))
+        ll = float(np.sum(self.w * ll_rows))
+        if not np.isfinite(ll):
+            return ll, None, None
+        score, obs, expected = self.zi.derivatives(r, *self.fam.eta_derivatives(self.y, mu, eta, phi))
+        W = obs if info == "laplace" else np.where(obs > 0, obs, expected)
+        W = self.w * W
+        step = np.divide(self.w * score, W, out=np.zeros_like(W), where=W != 0)  # r = 0: a sure zero
+        return ll, W, eta - self.off + step
 
     def evaluate(self, beta_raw, lams, us, phi, joint, shift, scale, info="newton"):
         """(Σ log f(y | μ), blocks of the working system) at (β, u).
@@ -131,32 +159,61 @@ class RowBlock:
                 return ll, None
             return ll, self.system(W, z, beta_raw, joint, shift, scale)
         mu = self.fam.linkinv(eta)
-        ll = self.resp.total(mu, phi)
+        if self.zi is not None:
+            ll, W, z = self.zero_inflated(mu, eta, phi, info)
+        else:
+            ll = self.resp.total(mu, phi)
+            if np.isfinite(ll):
+                W, z = self.working(mu, eta, phi, info)
         if not np.isfinite(ll):
             return ll, None
-        W, z = self.working(mu, eta, phi, info)
         if not (np.all(np.isfinite(W)) and np.all(np.isfinite(z))):
             return -np.inf, None  # outside the link's domain or overflowing: a step to reject
         return ll, self.system(W, z, beta_raw, joint, shift, scale)
 
-    def laplace_gradient_sums(self, beta_raw, lams, us, factor, S_data):
-        """Row sums for the gradient of the Laplace deviance of a canonical binomial or Poisson
-        model at its modes (in memory): Z'ℓ', Z'r, X'(r − 2ℓ') and q = A⁻¹Λ'Z'v, where ℓ' and
-        w = −ℓ'' are the log-likelihood's derivatives in η, v_i = w'_i ζ_i'A⁻¹ζ_i (ζ_i = Λ'z_i,
-        A⁻¹ read at the data blocks from ``S_data``) and r = v − W ZΛq (gradient.laplace_gradient)."""
+    def laplace_rows(self, eta, phi: float, dzeta: float = 0.0):
+        """(log f, its score and its observed information in η) per row, prior-weighted, at
+        dispersion φ and with the zero-inflation's linear predictor shifted by ``dzeta``: the
+        quantities whose derivatives make the Laplace gradient of a non-canonical family."""
+        mu = self.fam.linkinv(eta)
+        score, obs, _ = self.fam.eta_derivatives(self.y, mu, eta, phi)
+        if self.zi is None:
+            return self.resp.rows(mu, phi), self.w * score, self.w * obs
+        ll, r = self.zi.loglik_rows(self._resp1.rows(mu, phi), dzeta)
+        score, obs, _ = self.zi.derivatives(r, score, obs, obs)
+        return self.w * ll, self.w * score, self.w * obs
+
+    def laplace_gradient_sums(self, beta_raw, lams, us, factor, S_data, phi=1.0, channels=()):
+        """Row sums for the gradient of the Laplace deviance at the modes (in memory): Z'ℓ',
+        Z'r, X'(r − 2ℓ'), q = A⁻¹Λ'Z'v, and one number per extra channel, where ℓ' and
+        w = −ℓ'' are the log-likelihood's derivatives in η, v_i = w'_i h_i with the leverage
+        h_i = ζ_i'A⁻¹ζ_i (ζ_i = Λ'z_i, A⁻¹ read at the data blocks from ``S_data``) and
+        r = v − W ZΛq (gradient.laplace_gradient).
+
+        ``channels``: parameters that act on each row's log f other than through η —
+        ``"log_phi"`` (the dispersion) and ``"zeta"`` (the zero-inflation's linear predictor,
+        returned as X_zi'g). Their gradient is Σᵢ [−2 ∂ℓᵢ + hᵢ ∂wᵢ + (ZΛq)ᵢ ∂ℓ'ᵢ], the
+        derivatives by central differences row by row (no PIRLS run); w' likewise in η for a
+        non-canonical family."""
         rm = self.rowmap
         eta = self.eta(beta_raw, lams, us)
-        _, _, _, _, a, b = self._rows
-        if self._link == rowkernels.LOGIT:
-            mu = np.clip(0.5 * (1.0 + np.tanh(0.5 * eta)), 1e-15, 1 - 1e-15)
-            dl = a - (a + b) * mu
-            w = (a + b) * mu * (1.0 - mu)
-            dw = w * (1.0 - 2.0 * mu)
+        if self._link is not None:  # canonical binomial / Poisson: closed forms
+            _, _, _, _, a, b = self._rows
+            if self._link == rowkernels.LOGIT:
+                mu = np.clip(0.5 * (1.0 + np.tanh(0.5 * eta)), 1e-15, 1 - 1e-15)
+                dl = a - (a + b) * mu
+                w = (a + b) * mu * (1.0 - mu)
+                dw = w * (1.0 - 2.0 * mu)
+            else:
+                mu = np.maximum(np.exp(eta), 1e-300)
+                dl = a - b * mu
+                w = b * mu
+                dw = w
         else:
-            mu = np.maximum(np.exp(eta), 1e-300)
-            dl = a - b * mu
-            w = b * mu
-            dw = w
+            _, dl, w = self.laplace_rows(eta, phi)
+            dw = (self.laplace_rows(eta + GRAD_STEP, phi)[2] - self.laplace_rows(eta - GRAD_STEP, phi)[2]) / (
+                2 * GRAD_STEP
+            )
         cb = rm.col_base
         zeta = np.empty_like(rm.Zall)
         for t, lam in enumerate(lams):
@@ -168,10 +225,21 @@ class RowBlock:
         Zlv = np.zeros((q, 2))
         rowkernels.zt_product(rm.Zall, rm.zidx, np.column_stack([dl, v]), Zlv)
         qv = factor.solve(factor.lam_t(Zlv[:, 1]))
-        r = v - w * rm.eta(np.zeros(len(eta)), factor.lam(qv))
+        Zq = rm.eta(np.zeros(len(eta)), factor.lam(qv))
+        r = v - w * Zq
         Zr = np.zeros((q, 1))
         rowkernels.zt_product(rm.Zall, rm.zidx, r[:, None], Zr)
-        return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv
+        extra = []
+        for channel in channels:
+            if channel == "log_phi":
+                e = np.exp(GRAD_STEP)
+                plus, minus = self.laplace_rows(eta, phi * e), self.laplace_rows(eta, phi / e)
+            else:
+                plus, minus = self.laplace_rows(eta, phi, GRAD_STEP), self.laplace_rows(eta, phi, -GRAD_STEP)
+            dll, ddl, dww = ((p_ - m_) / (2 * GRAD_STEP) for p_, m_ in zip(plus, minus))
+            g = -2.0 * dll + h * dww + Zq * ddl
+            extra.append(np.atleast_1d(g.sum()) if channel == "log_phi" else self.zi.X.T @ g)
+        return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv, extra
 
     def deviance(self, beta_raw, lams, us, phi: float = 1.0) -> float:
         """Σ wᵢ d(yᵢ, μᵢ) at (β, u) (NB2 at its size θ = ``phi``)."""

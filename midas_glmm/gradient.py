@@ -84,10 +84,13 @@ def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
     return value, sum(np.einsum("kab,ab->k", J, g) for J, g in zip(tmap.jacobian, grads))
 
 
-def laplace_gradient(prob, theta: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
-    """(−2ℓ, its gradient in (θ, β)) of the Laplace approximation of a canonical binomial or
-    Poisson GLMM held in memory (:meth:`GLMMProblem.has_gradient`); β on the problem's
-    (standardised) scale.
+def laplace_gradient(
+    prob, theta: np.ndarray, beta: np.ndarray, phi: float = 1.0, channels=()
+) -> tuple[float, np.ndarray]:
+    """(−2ℓ, its gradient in (θ, β) and the extra ``channels``) of the Laplace approximation of
+    a GLMM held in memory whose log-determinant takes the observed information
+    (:meth:`GLMMProblem.has_gradient`); β on the problem's (standardised) scale; ``channels``
+    as in :meth:`RowBlock.laplace_gradient_sums` (log φ, the zero-inflation's γ).
 
     With the modes û(θ, β) (so the penalised deviance's derivative in u vanishes), A = Λ'Z'WZΛ + I,
     W = −ℓ'' at the modes and S = A⁻¹, the derivative in any parameter φ is
@@ -97,14 +100,14 @@ def laplace_gradient(prob, theta: np.ndarray, beta: np.ndarray) -> tuple[float, 
     Σ_l [(Z'(r − 2ℓ'))_l û_l' + (Z'ℓ')_l q_l' + 2(GΛS)_ll]; θ by the Jacobian of λ. One PIRLS
     run, one selected inversion and two passes over the rows."""
     theta = np.asarray(theta, dtype=float)
-    st = prob.pirls(theta, beta, 1.0)
+    st = prob.pirls(theta, beta, phi)
     value = prob.laplace(st)
     L = st.factor
     P, lams = L.plan, L.lams
     Z, Zt = L.selected_inverse()
     S_data = Z if not P.qt else np.concatenate([Z, Zt[P.tail_entries()]])
     block = prob.rows.block
-    Zl, Zr, g_beta_raw, qv = block.laplace_gradient_sums(prob.S @ st.beta, lams, st.u, L, S_data)
+    Zl, Zr, g_beta_raw, qv, extra = block.laplace_gradient_sums(prob.S @ st.beta, lams, st.u, L, S_data, phi, channels)
     D, doff = _logdet_blocks(L, Z, Zt)
     u = np.concatenate(st.u)
     Ru = _per_term(P, np.column_stack([Zr - 2.0 * Zl, u, Zl, qv]), 4)
@@ -119,4 +122,4 @@ def laplace_gradient(prob, theta: np.ndarray, beta: np.ndarray) -> tuple[float, 
             + 2.0 * Dt.sum(axis=0)
         )
     g_theta = sum(np.einsum("kab,ab->k", J, g) for J, g in zip(prob.tmap.jacobian, grads))
-    return value, np.concatenate([g_theta, prob.S.T @ g_beta_raw])
+    return value, np.concatenate([g_theta, prob.S.T @ g_beta_raw, *extra])

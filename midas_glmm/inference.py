@@ -113,6 +113,15 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
         raise FitError(f"models have different responses {sorted(resp)}; they cannot be compared")
     fits = list(results)
     families = {r.family.name for r in fits}
+    inflated = {r.design.zi.formula if r.design.zi is not None else None for r in fits}
+    if None in inflated and len(inflated) > 1:
+        warnings.warn(
+            "a model without zero-inflation is the zero-inflated one at pi = 0, where the zero-inflation's "
+            "logit is at minus infinity, on the boundary of its parameter space: the chi-square p-value is "
+            "conservative",
+            BoundaryTestWarning,
+            stacklevel=2,
+        )
     if len(families) > 1:
         if families not in ({"poisson", "nbinom2"}, {"poisson", "nbinom1"}):
             raise FitError(
@@ -149,7 +158,7 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
     for i in order:
         r = fits[i]
         row = {
-            "model": r.design.formula + (f" [{r.family.name}]" if len(families) > 1 else ""),
+            "model": _model_label(r, len(families) > 1, len(inflated) > 1),
             "npar": r.df_modelwc,
             "AIC": r.aic(),
             "BIC": r.bic(),
@@ -169,6 +178,15 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
 
 
 anova = compare
+
+
+def _model_label(r, family: bool, zi: bool) -> str:
+    """A row name of compare()'s table: the formula, with the family and the ziformula where
+    the models differ in them."""
+    label = r.design.formula + (f" [{r.family.name}]" if family else "")
+    if zi:
+        label += f" zi {r.design.zi.formula}" if r.design.zi is not None else " (no zi)"
+    return label
 
 
 # --------------------------------------------------------------------------- degrees of freedom
@@ -656,6 +674,8 @@ def simulate(res, n: int = 1, seed=None, random_effects: str = "marginal") -> np
                 b = b_hat
             eta += np.einsum("ij,ij->i", t.Zcols, b[t.codes])
         out[:, k] = _draw_response(res, eta, rng)
+        if d.zi is not None:  # structural zeros with probability π
+            out[rng.random(d.nobs) < res.zi_probability(), k] = 0.0
     return out
 
 

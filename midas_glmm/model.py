@@ -15,6 +15,7 @@ import pandas as pd
 from .design import Design, build_design, design_from_arrays
 from .errors import ConvergenceWarning, DataError, FewGroupsWarning, FitError, SingularFitWarning
 from .families import Family, resolve_family
+from .zeroinfl import zi_rhs as zero_inflation_rhs
 
 __all__ = ["MixedModel"]
 
@@ -67,7 +68,9 @@ class MixedModel:
         _check_groups(design, family)
 
     @classmethod
-    def from_formula(cls, formula: str, data: pd.DataFrame, family=None, weights=None, offset=None) -> MixedModel:
+    def from_formula(
+        cls, formula: str, data: pd.DataFrame, family=None, weights=None, offset=None, ziformula=None
+    ) -> MixedModel:
         """Build a model from an lme4-style formula.
 
         Parameters
@@ -88,6 +91,10 @@ class MixedModel:
             order; text sorted) is failure and every other level success.
         weights, offset : str (column name) or array-like, optional
             Prior weights must be finite and >= 0 (lme4 refuses negative weights).
+        ziformula : str, optional
+            A zero-inflation part (glmmTMB's ``ziformula``) for poisson, nbinom2 and nbinom1:
+            a one-sided formula of fixed effects (``"~ 1"``, ``"~ x"``) for the logit of the
+            probability of a structural zero. Rows missing one of its variables are dropped too.
         """
         self = cls.__new__(cls)
         from .daskdata import build_dask_design, is_dask_frame
@@ -100,9 +107,15 @@ class MixedModel:
                 raise FitError("a formula without a response is for fit_many on pandas data, not Dask data")
             built_formula = f"`{NO_RESPONSE}` {formula.strip()}"
             built_data = data.assign(**{NO_RESPONSE: 0.0}) if isinstance(data, pd.DataFrame) else data
-        self._setup(build(built_formula, built_data, weights=weights, offset=offset, family=family), family)
+        zi_rhs = zero_inflation_rhs(ziformula, family)
+        if zi_rhs is not None and is_dask_frame(data):
+            raise FitError("zero-inflated models are fitted in memory only for now: compute() the Dask DataFrame first")
+        zi = {} if zi_rhs is None else {"zi_rhs": zi_rhs}
+        self._setup(build(built_formula, built_data, weights=weights, offset=offset, family=family, **zi), family)
         # what update() and fit_many's per-response row sets rebuild from (a reference, not a copy)
         self.built_from = {"formula": formula, "data": data, "weights": weights, "offset": offset}
+        if zi_rhs is not None:
+            self.built_from["ziformula"] = ziformula
         return self
 
     def with_response(self, y, name: str | None = None) -> MixedModel:
@@ -339,6 +352,10 @@ def _check_quadrature(nAGQ, fast: bool, design: Design, family: Family) -> None:
     or Poisson model."""
     if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or nAGQ < 1:
         raise FitError(f"nAGQ must be a positive integer, not {nAGQ!r} (1 = Laplace; lme4's nAGQ=0 is fast=True here)")
+    if design.zi is not None and (nAGQ != 1 or fast):
+        raise FitError(
+            "a zero-inflated model is fitted by the Laplace approximation only (as glmmTMB): drop nAGQ= and fast="
+        )
     if nAGQ == 1 or family.is_lmm:  # an LMM refuses any nAGQ but 1 itself, in fit()
         return
     if nAGQ > MAX_NAGQ:

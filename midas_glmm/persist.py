@@ -71,6 +71,7 @@ def _without_rows(res):
         trials=None if d.trials is None else RemovedRows("trials"),
         row_index=RemovedRows("row index"),
         terms=terms,
+        zi=None if d.zi is None else replace(d.zi, X=RemovedRows("zero-inflation design")),
     )
     est = copy.copy(res._est)
     est.__dict__["condvar"] = res._est.condvar  # computed now: it needs the factor

@@ -33,6 +33,7 @@ from .families import SHAPE_DISPERSION, Family
 from .glmmrows import DaskRows, LocalRows, RowBlock
 from .lmm import ThetaMap
 from .optimize import (
+    OptResult,
     check_convergence,
     current_control,
     fd_derivatives,
@@ -85,7 +86,9 @@ class GLMMProblem:
             )
             self.plan: FactorPlan | None = None  # from the first pass's blocks
         else:
-            block = RowBlock(family, design.y, design.X, design.weights, design.offset, design.terms, design.trials)
+            block = RowBlock(
+                family, design.y, design.X, design.weights, design.offset, design.terms, design.trials, design.zi
+            )
             self.plan = FactorPlan(design.terms, block.pattern())
             block.attach_plan(self.plan)
             self.rows = LocalRows(block)
@@ -101,8 +104,23 @@ class GLMMProblem:
     @property
     def has_gradient(self) -> bool:
         """Whether the Laplace deviance has its analytic gradient here (gradient.laplace_gradient):
-        a canonical binomial or Poisson model held in memory."""
-        return isinstance(self.rows, LocalRows) and self.rows.block._link is not None
+        in memory, with a log-determinant that takes the observed information −ℓ'' (which the
+        gradient's response of the modes assumes): a canonical binomial or Poisson model (where
+        it is the expected one), and every family whose Laplace approximation takes the observed
+        information (Gamma, NB2, NB1, beta, Gaussian with a link) or with zero-inflation, with a
+        link defined on the whole line (:data:`WHOLE_LINE_LINKS`): with the inverse, identity or
+        sqrt link a step can leave the link's domain, which derivative-free BOBYQA steps back from
+        more surely than L-BFGS-B's line search."""
+        if not isinstance(self.rows, LocalRows):
+            return False
+        fam = self.fam
+        if self.rows.block._link is not None:
+            return True
+        return (self.d.zi is not None or fam.laplace_observed) and fam.link_name in WHOLE_LINE_LINKS
+
+    def gradient_channels(self) -> tuple[str, ...]:
+        """The parameters after (θ, β) in the gradient: log φ, then the zero-inflation's γ."""
+        return (("log_phi",) if self.fam.has_dispersion else ()) + (("zeta",) if self.d.zi is not None else ())
 
     def pirls(self, theta, beta, phi=1.0, joint=False, maxit=60, with_X=False, _restarted=False) -> PirlsState:
         """Conditional modes û (and β̂ too when ``joint``) at θ by penalised IRLS with step-halving.
@@ -185,7 +203,10 @@ class GLMMProblem:
             )
         # (NB1, beta: the steps may have fallen back to the expected information where a row's
         # observed one is negative; the log-determinant takes the observed one as it is)
-        newton_is_laplace = fam.canonical or (fam.laplace_observed and not fam.exact)
+        # the Newton steps' information is the Laplace one for a canonical link, and for NB2 and
+        # Gamma with the log link, whose observed information is positive in every row
+        positive_observed = fam.link_name == "log" and fam.name in ("nbinom2", "gamma")
+        newton_is_laplace = self.d.zi is None and (fam.canonical or positive_observed)
         if not newton_is_laplace or (with_X and not joint):
             saved = joint
             joint = joint or with_X
@@ -196,6 +217,10 @@ class GLMMProblem:
             L = factor(cp)
         self._u = [u.copy() for u in us]
         return PirlsState(us, beta, L, ll, converged)
+
+    def set_zero_inflation(self, gamma) -> None:
+        """Use the zero-inflation coefficients γ from here on (a zero-inflated model only)."""
+        self.rows("set_zero_inflation", np.asarray(gamma, dtype=float))
 
     # ------------------------------------------------------------- objectives
     def laplace(self, st: PirlsState) -> float:
@@ -323,6 +348,9 @@ def fit_glmm(
         return _optimize_glmm(design, family, prob, nAGQ, fast, optimizer)
 
 
+#: links whose inverse maps every η into the family's range: the analytic Laplace gradient's links
+WHOLE_LINE_LINKS = ("log", "logit", "probit", "cloglog", "loglog", "cauchit")
+
 #: Newton steps tried when stage 2 stops short of the gradient check, before a restart
 NEWTON_RESCUES = 3
 
@@ -331,13 +359,19 @@ STAGE2_STEP = 0.05
 STAGE2_STOP = {"ftol_rel": 0.0, "ftol_abs": 1e-7, "xtol_rel": 1e-7, "xtol_abs": 0.0}
 
 
-def _laplace_fun_grad(prob: GLMMProblem, ntheta: int):
-    """(θ, β) → (Laplace −2ℓ, gradient); (∞, 0) where PIRLS fails (a step the optimizer rejects)."""
+def _laplace_fun_grad(prob: GLMMProblem, split):
+    """(θ, β, log φ, γ) → (Laplace −2ℓ, gradient); (∞, 0) where PIRLS fails (a step the optimizer
+    rejects). ``split``: the parameter vector's parts."""
     from .gradient import laplace_gradient
 
+    channels = prob.gradient_channels()
+
     def fun_grad(par):
+        theta, beta, phi, gamma = split(par)
         try:
-            return laplace_gradient(prob, par[:ntheta], par[ntheta:])
+            if len(gamma):
+                prob.set_zero_inflation(gamma)
+            return laplace_gradient(prob, theta, beta, phi, channels)
         except (np.linalg.LinAlgError, FloatingPointError, FitError):
             return np.inf, np.zeros(len(par))
 
@@ -366,48 +400,64 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     p = S.shape[0]
     beta0, phi0 = _glm_start(design, family, prob)
     disp = family.has_dispersion
+    nt, nd = len(tm), int(disp)
+    # zero-inflation: γ starts at 0 (π = 1/2), glmmTMB's start; from the share of excess zeros
+    # instead, the NB1 Salamanders fit ends in a poorer local optimum
+    nz = 0 if design.zi is None else design.zi.X.shape[1]
+    gamma0 = np.zeros(nz)
 
-    # Stage 1: θ (and log φ) with β from PIRLS — lme4's nAGQ = 0.
+    # Stage 1: θ (and log φ, and the zero-inflation γ) with β from PIRLS — lme4's nAGQ = 0.
+    def split1(par):
+        return par[:nt], beta0, float(np.exp(par[nt])) if disp else 1.0, par[nt + nd :]
+
     def stage1(par):
-        th = par[: len(tm)]
-        phi = np.exp(par[-1]) if disp else 1.0
+        th, _, phi, gamma = split1(par)
+        if nz:
+            prob.set_zero_inflation(gamma)
         return prob.objective(th, beta0, phi, joint=True)
 
-    lower1 = np.concatenate([tm.lower, [-np.inf] if disp else []])
+    lower1 = np.concatenate([tm.lower, np.full(nd + nz, -np.inf)])
     ctl = current_control()
     theta1 = tm.start if ctl is None or ctl.start is None else np.asarray(ctl.start, dtype=float)
-    x1 = np.concatenate([theta1, [np.log(phi0)] if disp else []])
+    x1 = np.concatenate([theta1, [np.log(phi0)] if disp else [], gamma0])
     # a start for stage 2 need not be precise; with fast=True this is the fit itself
     tol1 = {} if fast else {"ftol_rel": 1e-8, "ftol_abs": 1e-6, "xtol_rel": 1e-5}
-    opt = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast, tolerances=tol1)
-    theta = opt.x[: len(tm)]
-    phi = float(np.exp(opt.x[-1])) if disp else 1.0
+    if nz and use_gradient:  # zero-inflation: straight to the joint stage (see above)
+        opt = OptResult(x1, np.nan, 0, True, "", "start")
+    else:
+        opt = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast, tolerances=tol1)
+    theta, _, phi, gamma = split1(opt.x)
+    if nz:
+        prob.set_zero_inflation(gamma)
     st = prob.pirls(theta, beta0, phi, joint=True)
     beta = st.beta
 
     if fast:
-        lower, fun = lower1, stage1
-
-        def split(par):
-            return par[: len(tm)], beta0, float(np.exp(par[-1])) if disp else 1.0
-
+        lower, fun, split = lower1, stage1, split1
         method = "nAGQ=0"
     else:
-        # Stage 2: θ, β (and log φ) jointly on the Laplace / AGQ likelihood.
+        # Stage 2: θ, β (and log φ, γ) jointly on the Laplace / AGQ likelihood.
         def split(par):
-            return par[: len(tm)], par[len(tm) : len(tm) + p], float(np.exp(par[-1])) if disp else 1.0
+            return (
+                par[:nt],
+                par[nt : nt + p],
+                float(np.exp(par[nt + p])) if disp else 1.0,
+                par[nt + p + nd :],
+            )
 
         def fun(par):
-            th, b, ph = split(par)
+            th, b, ph, gamma = split(par)
+            if nz:
+                prob.set_zero_inflation(gamma)
             return prob.objective(th, b, ph, nAGQ=nAGQ)
 
-        lower = np.concatenate([tm.lower, np.full(p, -np.inf), [-np.inf] if disp else []])
-        x2 = np.concatenate([theta, beta, [np.log(phi)] if disp else []])
+        lower = np.concatenate([tm.lower, np.full(p + nd + nz, -np.inf)])
+        x2 = np.concatenate([theta, beta, [np.log(phi)] if disp else [], gamma])
         # With the analytic gradient: L-BFGS-B on it. Otherwise BOBYQA: stage 1 leaves θ close
         # and β from PIRLS at it, so a narrow first trust region and a stop at gains below 1e-7,
         # which the Newton step from the convergence check's derivatives then completes
         # (optimizer="lbfgsb" without the gradient: forward differences, each a PIRLS run).
-        fun_grad = _laplace_fun_grad(prob, len(tm)) if gradient_ok else None
+        fun_grad = _laplace_fun_grad(prob, split) if gradient_ok else None
         if use_gradient:
             opt = minimize_bounded(fun, x2, lower, "lbfgsb", fun_grad=fun_grad)
         else:
@@ -441,8 +491,9 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     msgs = check_convergence(fun, opt, lower, hessian=H, gradient=g)
     opt = newton_step(fun, opt, lower, g, H)
     par = opt.x
-    theta, beta, phi = split(par)
-
+    theta, beta, phi, gamma = split(par)
+    if nz:
+        prob.set_zero_inflation(gamma)
     st = prob.pirls(theta, beta, phi, joint=fast, with_X=fast)
     if not st.converged:
         msgs.append("PIRLS did not converge at the optimum: the conditional modes and the likelihood are approximate")
@@ -459,9 +510,13 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
     crit = opt.fun
     singular = is_singular(theta, tm.lower)
-    V = st.factor.vcov_beta_unscaled() if fast else _vcov_beta(H, fun, par, len(tm), p)
+    if fast:
+        V, V_zi = st.factor.vcov_beta_unscaled(), None
+    else:
+        V = _vcov_block(H, fun, par, nt, p)
+        V_zi = _zi_vcov(H, fun, par, nz) if nz else None
     b = [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(st.u, lams)]
-    dev_resid = 0.0 if family.exact else prob.rows("deviance", S @ st.beta, lams, st.u, phi)
+    dev_resid = 0.0 if family.exact or nz else prob.rows("deviance", S @ st.beta, lams, st.u, phi)
     est = Estimates(
         theta=theta,
         beta=S @ beta,
@@ -478,7 +533,9 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         singular=singular,
         convergence=msgs,
         dispersion=phi,
-        n_params=len(tm) + p + (1 if disp else 0),
+        n_params=nt + p + nd + nz,
+        zi_params=gamma if nz else None,
+        zi_vcov=V_zi,
     )
     scale = phi if family.residual_scale else 1.0  # NB2's θ is inside its deviance
     est.deviance = dev_resid / scale + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
@@ -488,25 +545,40 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     return est
 
 
-def _vcov_beta(H, fun, par, ntheta, p) -> np.ndarray:
-    """Covariance of β̂: the β block of 2·H⁻¹, H the Hessian of −2ℓ over all parameters (as lme4)."""
+def _vcov_block(H, fun, par, start: int, size: int, warn: bool = True) -> np.ndarray:
+    """Covariance of the estimates par[start : start + size] (β, or the zero-inflation γ): their
+    block of 2·H⁻¹, H the Hessian of −2ℓ over all parameters (as lme4 and glmmTMB)."""
     try:
         Vall = 2.0 * np.linalg.inv(H)
-        V = Vall[ntheta : ntheta + p, ntheta : ntheta + p]
+        V = Vall[start : start + size, start : start + size]
         if np.all(np.isfinite(V)) and np.all(np.linalg.eigvalsh((V + V.T) / 2) > 0):
             return (V + V.T) / 2
     except np.linalg.LinAlgError:
         pass
-    warnings.warn(
-        "the Hessian at the optimum is not positive definite; standard errors are taken conditional on θ",
-        ConvergenceWarning,
-        stacklevel=4,
-    )
-    return _vcov_conditional(fun, par, ntheta, p)
+    if warn:
+        warnings.warn(
+            "the Hessian at the optimum is not positive definite; standard errors are taken conditional on θ",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    return _vcov_conditional(fun, par, start, size)
 
 
-def _vcov_conditional(fun, par, ntheta, p) -> np.ndarray:
-    H = fd_hessian(
-        lambda b: fun(np.concatenate([par[:ntheta], b, par[ntheta + p :]])), par[ntheta : ntheta + p], h=1e-3
-    )
+def _zi_vcov(H, fun, par, nz) -> np.ndarray:
+    """Covariance of the zero-inflation coefficients: their block of 2·H⁻¹ as it is. A
+    coefficient at the boundary (π → 0, the likelihood flat) has a huge or, from the
+    differences' noise, negative variance (a NaN standard error) there, as glmmTMB reports a
+    huge one; the others keep theirs, which the flat direction does not disturb."""
+    try:
+        V = 2.0 * np.linalg.inv(H)[-nz:, -nz:]
+    except np.linalg.LinAlgError:
+        return _vcov_conditional(fun, par, len(par) - nz, nz)
+    return (V + V.T) / 2
+
+
+def _vcov_conditional(fun, par, start, size) -> np.ndarray:
+    def at(b):
+        return fun(np.concatenate([par[:start], b, par[start + size :]]))
+
+    H = fd_hessian(at, par[start : start + size], h=1e-3)
     return 2.0 * np.linalg.inv(H)

@@ -86,6 +86,11 @@ def nakagawa(res) -> pd.Series:
     d = res.design
     if d.source is not None:
         raise FitError("r2() needs the rows in memory; it is not available for models fitted on Dask data")
+    if d.zi is not None:
+        raise FitError(
+            "r2() is not defined for zero-inflated models here (Nakagawa's distribution-specific variance "
+            "has no zero-inflated form in performance::r2_nakagawa either)"
+        )
     fixed = d.X @ res.params.to_numpy()
     var_fixed = float(np.var(fixed, ddof=1)) if len(fixed) > 1 else 0.0
     covs = res.term_covariances()

@@ -10,7 +10,7 @@ from functools import cached_property, partial
 import numpy as np
 import pandas as pd
 from formulaic.errors import DataMismatchWarning, FormulaicError
-from scipy import stats
+from scipy import special, stats
 
 from .design import _formulaic_names, eval_expression, fixed_matrix, random_columns
 from .errors import DataError, FitError, did_you_mean
@@ -20,6 +20,9 @@ from .persist import RemovedRows
 from .reterms import ThetaMap
 
 __all__ = ["MixedModelResults"]
+
+#: what predict(kind=) gives: glmmTMB's type= names
+KINDS = ("response", "link", "conditional", "zprob")
 
 
 def _fit_options(est: Estimates, family) -> dict:
@@ -83,6 +86,41 @@ class MixedModelResults:
         self.tvalues.name = "z"
         self.pvalues = pd.Series(2 * stats.norm.sf(np.abs(self.tvalues)), index=names, name="P>|z|")
         self.fit_options = dict(fit_options) if fit_options is not None else _fit_options(estimates, self.family)
+        zi = self.design.zi
+        #: the zero-inflation coefficients γ (logit of the probability of a structural zero) and
+        #: their standard errors, glmmTMB's ``fixef(m)$zi``; None without a ziformula
+        self.zi_params = self.zi_bse = None
+        if zi is not None:
+            self.zi_params = pd.Series(estimates.zi_params, index=zi.names, name="zi_params")
+            var = np.diag(estimates.zi_vcov)  # NaN where a coefficient at the boundary has none
+            self.zi_bse = pd.Series(np.sqrt(np.where(var > 0, var, np.nan)), index=zi.names, name="zi_bse")
+
+    def zi_vcov(self) -> pd.DataFrame:
+        """Covariance matrix of the zero-inflation coefficients (glmmTMB's ``vcov(m)$zi``)."""
+        if self.zi_params is None:
+            raise FitError("this model has no zero-inflation part (no ziformula=)")
+        names = self.zi_params.index
+        return pd.DataFrame(self._est.zi_vcov, index=names, columns=names)
+
+    def zi_probability(self, newdata: pd.DataFrame | None = None) -> np.ndarray:
+        """π, the probability of a structural zero, per row (0 without a ziformula; NaN for a
+        new row missing one of its variables)."""
+        zi = self.design.zi
+        n = self.design.nobs if newdata is None else len(newdata)
+        if zi is None:
+            return np.zeros(n)
+        if newdata is None:
+            return special.expit(zi.X @ self.zi_params.to_numpy())
+        if not isinstance(newdata, pd.DataFrame):
+            raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}")
+        cols = sorted(zi.variables())
+        _require_columns(newdata, cols, "column", " (the ziformula's)")
+        complete = ~newdata[cols].isna().any(axis=1).to_numpy() if cols else np.ones(len(newdata), bool)
+        rows = newdata if complete.all() else newdata.loc[complete]
+        X = _replay(zi.spec, zi.matrix, rows, "the zero-inflation part")
+        out = np.full(len(newdata), np.nan)
+        out[complete] = special.expit(X @ self.zi_params.to_numpy())
+        return out
 
     # ------------------------------------------------------------------ basic numbers
     @property
@@ -152,6 +190,11 @@ class MixedModelResults:
             return None
         if self.family.is_lmm:
             return self.minus2llf
+        if self.design.zi is not None:
+            raise FitError(
+                "deviance() is not defined for a zero-inflated model (the mixture has no unit deviance); "
+                "use minus2llf (-2 logLik) or aic()"
+            )
         src = self.design.source
         if src is None:
             d = self.design
@@ -239,6 +282,11 @@ class MixedModelResults:
             ci = pd.DataFrame({"lower": self.params - z * self.bse, "upper": self.params + z * self.bse})
             return ci.loc[names]
         if key == "profile":
+            if self.design.zi is not None:
+                raise FitError(
+                    "profile intervals are not available for zero-inflated models yet; use method='wald' "
+                    "(zi_bse for the zero-inflation part) or method='bootstrap'"
+                )
             return inference.profile_ci(self, level=level, which=which)
         return inference.bootstrap_ci(self, level=level, which=which, **options)
 
@@ -352,6 +400,11 @@ class MixedModelResults:
             resid = float(latent_variance)
         elif self.family.is_lmm:
             resid = self.sigma**2
+        elif self.design.zi is not None:
+            raise FitError(
+                "icc() has no latent-scale residual variance for a zero-inflated model (the structural zeros "
+                "are outside the latent scale); pass latent_variance= to use a convention of your own"
+            )
         else:
             resid = self.family.latent_variance(self.dispersion)
         out = var / (var.sum() + resid)
@@ -432,6 +485,11 @@ class MixedModelResults:
         for the variances used."""
         from .prediction import Prediction
 
+        if self.design.zi is not None:
+            raise FitError(
+                "get_prediction() is not available for zero-inflated models yet (the mean (1 - pi) mu needs the "
+                "zero-inflation's uncertainty too); predict(kind=...) gives the point predictions"
+            )
         return Prediction.of(self, newdata, random_effects)
 
     def predict(
@@ -449,7 +507,11 @@ class MixedModelResults:
             (:class:`~midas_glmm.errors.DataError`); a row with a missing predictor gets NaN.
         random_effects : bool
             False gives lme4's ``re.form=NA``.
-        kind : {"response", "link"}
+        kind : {"response", "link", "conditional", "zprob"}
+            The mean of y, the linear predictor, the conditional model's mean μ and the
+            probability of a structural zero π (glmmTMB's ``type=``). They differ for
+            zero-inflated models only: there "response" is (1 − π) μ; elsewhere "conditional"
+            is "response" and π is 0.
 
         Returns
         -------
@@ -466,8 +528,8 @@ class MixedModelResults:
         >>> [round(float(v), 2) for v in res.predict(new)]  # "308" and 308 are one subject (lme4: 293.00)
         [293.0, 293.0, 272.34]
         """
-        if kind not in ("response", "link"):
-            raise FitError(f"kind must be 'response' or 'link', not '{kind}'")
+        if kind not in KINDS:
+            raise FitError(f"kind must be one of {', '.join(repr(k) for k in KINDS)}, not '{kind}'")
         from .daskdata import is_dask_frame
 
         if newdata is None and self.design.source is not None:  # lazily, partition by partition
@@ -477,8 +539,15 @@ class MixedModelResults:
                 lambda part: pd.Series(self.predict(part, random_effects, kind), index=part.index, name="predicted"),
                 meta=pd.Series(dtype=float, name="predicted"),
             )
+        if kind == "zprob":
+            return self.zi_probability(newdata)
         eta = self._linear_predictor(newdata, random_effects)
-        return eta if kind == "link" else self.family.linkinv(eta) if not self.family.is_lmm else eta
+        if kind == "link" or self.family.is_lmm:
+            return eta
+        mu = self.family.linkinv(eta)
+        if kind == "response" and self.design.zi is not None:  # E[y] = (1 − π) μ
+            return (1.0 - self.zi_probability(newdata)) * mu
+        return mu
 
     @cached_property
     def fittedvalues(self) -> pd.Series:
@@ -497,8 +566,19 @@ class MixedModelResults:
 
     def _scaled_residuals(self, kind: str, y, mu, w) -> np.ndarray:
         """Pearson √w (y − μ)/√V(μ) or deviance sign(y − μ)√(w d(y, μ)) residuals (lme4's
-        ``residuals(m, type=)``; V = 1 for Gaussian models)."""
+        ``residuals(m, type=)``; V = 1 for Gaussian models). Zero-inflated: Pearson residuals
+        with the mixture's mean (1 − π)μ and variance (1 − π)(V(μ) + πμ²), as glmmTMB."""
         fam = self.family
+        if self.design.zi is not None:
+            if kind != "pearson":
+                raise FitError(
+                    "deviance residuals are not defined for a zero-inflated model (the mixture has no unit "
+                    "deviance); use resid_pearson, resid or simulate_residuals()"
+                )
+            pi = self.zi_probability()
+            mu_c = self.predict(kind="conditional")
+            var = (1.0 - pi) * (fam.variance(mu_c, self.dispersion) + pi * mu_c**2)
+            return np.sqrt(w / var) * (y - (1.0 - pi) * mu_c)
         if kind == "pearson":
             var = np.ones_like(mu) if fam.name == "gaussian" else fam.variance(mu, self.dispersion)
             return np.sqrt(w / var) * (y - mu)
@@ -655,6 +735,7 @@ class MixedModelResults:
             family=self.family,
             weights=src["weights"],
             offset=src["offset"],
+            ziformula=src.get("ziformula"),
         )
         kw = dict(self.fit_options)
         kw.update(fit_kwargs)

@@ -20,6 +20,7 @@ __all__ = [
     "zt_product",
     "LOGIT",
     "LOG",
+    "trigamma",
 ]
 
 LOGIT, LOG = 0, 1
@@ -148,3 +149,22 @@ def zt_product(Zall, zidx, V, out):
             r = zidx[i, c]
             for h in range(m):
                 out[r, h] += zc * V[i, h]
+
+
+@njit(cache=True)
+def trigamma(x, out):
+    """ψ'(x) for x > 0 into ``out``: ψ'(x) = ψ'(x+1) + 1/x² up to x ≥ 10, then the asymptotic
+    series 1/x + 1/(2x²) + 1/(6x³) − 1/(30x⁵) + 1/(42x⁷) − 1/(30x⁹) + 5/(66x¹¹) (relative
+    error below 3e-13); NaN for NaN or x ≤ 0."""
+    for i in range(x.shape[0]):
+        z = x[i]
+        if not (z > 0.0) or z != z:
+            out[i] = np.nan
+            continue
+        acc = 0.0
+        while z < 10.0:
+            acc += 1.0 / (z * z)
+            z += 1.0
+        r = 1.0 / (z * z)
+        tail = (r / z) * (1.0 / 6.0 - r * (1.0 / 30.0 - r * (1.0 / 42.0 - r * (1.0 / 30.0 - r * 5.0 / 66.0))))
+        out[i] = acc + 1.0 / z + r / 2.0 + tail

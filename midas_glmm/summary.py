@@ -6,6 +6,7 @@ import html
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .errors import FitError
 
@@ -39,7 +40,22 @@ class Summary:
         self.fixed = coef_table if coef_table is not None else self._wald_table()
         self.random = self._random_table()
         self.anova = anova
-        self.tables = [self.random, self.fixed] + ([anova] if anova is not None else [])
+        self.zero_inflation = self._zi_table()
+        self.tables = (
+            [self.random, self.fixed]
+            + ([self.zero_inflation] if self.zero_inflation is not None else [])
+            + ([anova] if anova is not None else [])
+        )
+
+    def _zi_table(self) -> pd.DataFrame | None:
+        """The zero-inflation coefficients with Wald z tests (glmmTMB's "Zero-inflation model")."""
+        r = self.res
+        if r.zi_params is None:
+            return None
+        z = r.zi_params / r.zi_bse
+        return pd.DataFrame(
+            {"Estimate": r.zi_params, "Std.Err.": r.zi_bse, "z": z, "P>|z|": 2 * stats.norm.sf(np.abs(z))}
+        )
 
     def _wald_table(self) -> pd.DataFrame:
         r = self.res
@@ -90,6 +106,8 @@ class Summary:
                 approx = "PIRLS for beta, Laplace for theta (nAGQ = 0)"
             title = f"Generalized linear mixed model fit by maximum likelihood ({approx})"
         lines = [title, f" Formula: {r.design.formula}", f" Family: {fam.name} ( {fam.link_name} )"]
+        if r.design.zi is not None:
+            lines.insert(2, f" Zero inflation: {r.design.zi.formula}")
         if r.is_reml:
             first = ("REML criterion", r.reml_criterion)
         elif fam.is_lmm:
@@ -148,6 +166,12 @@ class Summary:
             if pd.api.types.is_float_dtype(ft[c]):
                 ft[c] = ft[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("P") or c == "p_value" else _fmt(v, 4))
         out += [" " + line for line in ft.to_string().splitlines()]
+        if self.zero_inflation is not None:
+            zt = self.zero_inflation.copy()
+            for c in zt.columns:
+                zt[c] = zt[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("P") else _fmt(v, 4))
+            out += ["", f"Zero-inflation model ({self.res.design.zi.formula}, logit link):"]
+            out += [" " + line for line in zt.to_string().splitlines()]
         if self.anova is not None:
             at = self.anova.copy()
             for c in at.columns:
@@ -184,6 +208,8 @@ class Summary:
         head = "<br>".join(html.escape(x) for x in self._header())
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self._notes())
         anova = "" if self.anova is None else f"<h4>{html.escape(self._anova_title())}</h4>{self.anova.to_html()}"
+        if self.zero_inflation is not None:
+            anova = f"<h4>Zero-inflation model</h4>{self.zero_inflation.to_html()}" + anova
         return (
             f"<div><p>{head}</p><h4>Random effects</h4>{self.random.to_html(index=False)}"
             f"<h4>Fixed effects</h4>{self.fixed.to_html()}{anova}" + (f"<ul>{notes}</ul>" if notes else "") + "</div>"

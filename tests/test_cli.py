@@ -122,3 +122,16 @@ def test_fit_many_writes_the_tidy_table(tmp_path, capsys, suffix):
     Y.iloc[:10].to_csv(tmp_path / "short.csv", index=False)
     assert main(args + [str(tmp_path / "short.csv"), "--out", str(out)]) == 2
     assert "rows but the data has" in capsys.readouterr().err
+
+
+def test_zero_inflation_and_link_options(capsys):
+    f = "count ~ mined + (1|site)"
+    assert main(["fit", "salamanders", f, "--family", "poisson", "--ziformula", "~ mined", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    res = MixedModel.from_formula(f, datasets.load("salamanders"), family="poisson", ziformula="~ mined").fit()
+    assert got["loglik"] == pytest.approx(res.llf, abs=1e-8)
+    assert got["zi_params"] == pytest.approx(res.zi_params.to_dict())
+    assert main(["fit", "salamanders", f, "--family", "nbinom1", "--link", "sqrt"]) == 0
+    assert "Family: nbinom1 ( sqrt )" in capsys.readouterr().out
+    assert main(["fit", "salamanders", f, "--family", "nbinom1", "--link", "sqrtt"]) == 2
+    assert "unknown link 'sqrtt'" in capsys.readouterr().err

@@ -24,6 +24,7 @@ EXPECT = {
         "Deviance residuals",
     ],
     "overdispersed_counts.py": ["Dispersion parameter for nbinom2 family", "[nbinom2]", "boundary", "precision phi"],
+    "zero_inflated_counts.py": ["Zero-inflation model (~ spp + mined, logit link)", "(no zi)", "boundary", "zprob"],
     "many_responses.py": ["200 responses, 200 fitted", "found among them: 20", "rows used by gene005: 178"],
 }
 
