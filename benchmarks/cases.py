@@ -36,6 +36,7 @@ class Case:
     factors: tuple[str, ...] = ("g", "s", "d", "dept")  # grouping columns (R: factor())
     levels: str = ""  # how the grouping levels are written in the table, when not `groups`
     statsmodels: dict = field(default_factory=dict)  # MixedLM spec: fixed, groups, re_formula, vc
+    ziformula: str = ""  # glmmTMB's zero-inflation formula ("~ x1"), for the zi cases
 
     @property
     def rows_levels(self) -> str:
@@ -63,6 +64,22 @@ def _base(n: int, groups: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.
 def make(case: Case) -> pd.DataFrame:
     """The rows of a case (deterministic: seeded by the case's size)."""
     n, G = case.n, case.groups
+    if case.kind == "salamanders":  # glmmTMB's Salamanders (644 rows, 23 sites): a small real model
+        from midas_glmm import datasets
+
+        return datasets.load("salamanders")[["count", "spp", "mined", "site"]]
+    if case.kind in ("zip", "zinb2", "zinb1"):  # zero-inflated counts (issue 15): pi = expit(-1 + 0.8 x1)
+        df, eta, rng = _base(n, G, seed=n + G + 16)
+        mu = np.exp(0.5 + eta + rng.normal(0, 0.5, G)[df["g"]])
+        if case.kind == "zip":
+            y = rng.poisson(mu)
+        elif case.kind == "zinb2":  # size 2
+            y = rng.negative_binomial(2.0, 2.0 / (2.0 + mu))
+        else:  # variance mu (1 + 1.5)
+            y = rng.negative_binomial(mu / 1.5, 1 / 2.5)
+        structural = rng.uniform(size=n) < 1 / (1 + np.exp(1.0 - 0.8 * df["x1"].to_numpy()))
+        df["y"] = np.where(structural, 0, y).astype(float)
+        return df
     if case.kind in ("nb2", "nb1", "beta"):  # glmmTMB's families (issue 15)
         df, eta, rng = _base(n, G, seed=n + G + 15)
         eta = eta + rng.normal(0, 0.5, G)[df["g"]]
@@ -445,6 +462,45 @@ FAMILY_CASES = [
         ("beta", "beta", "beta, logit link, precision phi = 10"),
     ]
     for n, g, tag in [(10_000, 200, "1e4"), (100_000, 2_000, "1e5")]
+]
+FAMILY_CASES += [
+    Case(
+        f"{kind}_glmm_{tag}",
+        kind,
+        n,
+        g,
+        f"y ~ {FIXED} + (1|g)",
+        family=fam,
+        tools=("midas", "glmmTMB"),
+        group="families",
+        notes=f"zero-inflated {fam}, ziformula ~ x1 (pi = expit(-1 + 0.8 x1))",
+        ziformula="~ x1",
+    )
+    for kind, fam in [("zip", "poisson"), ("zinb2", "nbinom2"), ("zinb1", "nbinom1")]
+    for n, g, tag in [(10_000, 200, "1e4"), (100_000, 2_000, "1e5")]
+]
+FAMILY_CASES += [
+    Case(
+        f"salamanders_{kind}",
+        "salamanders",
+        644,
+        23,
+        "count ~ spp + mined + (1|site)",
+        family=fam,
+        tools=("midas", "glmmTMB"),
+        group="families",
+        notes=f"glmmTMB's Salamanders, {fam}" + (", ziformula ~ spp + mined" if zi else ""),
+        ziformula=zi,
+        factors=("site", "spp", "mined"),
+        levels="23 sites",
+    )
+    for kind, fam, zi in [
+        ("nb2", "nbinom2", ""),
+        ("nb1", "nbinom1", ""),
+        ("zip", "poisson", "~ spp + mined"),
+        ("zinb2", "nbinom2", "~ spp + mined"),
+        ("zinb1", "nbinom1", "~ spp + mined"),
+    ]
 ]
 FAMILIES = [c.name for c in FAMILY_CASES]
 

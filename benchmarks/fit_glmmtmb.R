@@ -1,6 +1,6 @@
 # Fit one benchmark case with glmmTMB and print a JSON line (time from data.frame to fitted model
 # with its standard errors: vcov() is inside the timed region). Same command line as fit_lme4.R:
-#   Rscript fit_glmmtmb.R CASE DATADIR FORMULA FAMILY NAGQ [FACTORS [TASK [METHOD]]]
+#   Rscript fit_glmmtmb.R CASE DATADIR FORMULA FAMILY NAGQ [FACTORS [TASK [METHOD [ZIFORMULA]]]]
 # Gaussian models are fitted by REML (as lmer's default) unless METHOD is "ML"; other families by
 # Laplace (glmmTMB has no adaptive quadrature: NAGQ > 1 is an error). TASK "profile": glmmTMB cannot
 # profile REML fits, so it fits ML, then confint(method = "profile"); its intervals for log-SDs and
@@ -11,6 +11,7 @@ name <- a[1]; datadir <- a[2]; form <- as.formula(a[3]); fam <- a[4]; nagq <- as
 facs <- if (length(a) >= 6 && a[6] != "-") strsplit(a[6], ",")[[1]] else c("g", "s", "d", "dept")
 task <- if (length(a) >= 7) a[7] else "fit"
 reml <- !(length(a) >= 8 && a[8] == "ML") && fam == "gaussian" && task != "profile"
+zif <- if (length(a) >= 9) as.formula(a[9]) else ~0
 if (nagq > 1) stop("glmmTMB has no adaptive Gauss-Hermite quadrature (nAGQ > 1)")
 d <- as.data.frame(fread(file.path(datadir, paste0(name, ".csv"))))
 for (v in intersect(facs, names(d))) d[[v]] <- factor(d[[v]])
@@ -43,7 +44,7 @@ t0 <- proc.time()[["elapsed"]]
 ci_json <- ""
 out <- tryCatch({
   family <- if (fam == "beta") beta_family() else if (fam != "gaussian") get(fam)()
-  m <- if (fam == "gaussian") glmmTMB(form, d, REML = reml) else glmmTMB(form, d, family = family)
+  m <- if (fam == "gaussian") glmmTMB(form, d, REML = reml) else glmmTMB(form, d, family = family, ziformula = zif)
   se <- sqrt(diag(as.matrix(vcov(m)$cond)))
   if (task == "profile") {
     ci <- ci_lme4_names(m, confint(m, method = "profile")[, 1:2, drop = FALSE])

@@ -89,6 +89,8 @@ def tool_cmd(tool: str, case, datadir: Path) -> list[str]:
         cmd = ["Rscript", str(HERE / R_TOOLS[tool][0]), case.name, str(datadir), case.formula, fam, str(case.nAGQ)]
         if case.group or case.task != "fit" or case.method:  # the original cases keep their command line
             cmd += [",".join(case.factors), case.task, case.method or "REML"]
+        if case.ziformula:
+            cmd += [case.ziformula]
         return cmd
     return [sys.executable, str(HERE / "worker.py"), tool, case.name, str(datadir)]
 

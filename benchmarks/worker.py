@@ -117,7 +117,8 @@ def main() -> None:
     try:
         if tool == "midas":
             kw = {"method": case.method} if case.method and case.is_lmm else {}
-            res = MixedModel.from_formula(case.formula, df, family=case.family).fit(nAGQ=case.nAGQ, **kw)
+            zi = {"ziformula": case.ziformula} if case.ziformula else {}
+            res = MixedModel.from_formula(case.formula, df, family=case.family, **zi).fit(nAGQ=case.nAGQ, **kw)
             _ = res.bse
             llf = res.llf
             crit = res.method if case.is_lmm else ("Laplace" if case.nAGQ == 1 else f"AGQ{case.nAGQ}")

@@ -134,15 +134,17 @@ class RowBlock:
 
     def zero_inflated(self, mu, eta, phi: float, info: str):
         """(Σ wᵢ log f_zi(yᵢ), weights, working response) of a zero-inflated model at γ
-        (:mod:`~midas_glmm.zeroinfl`). Newton steps take each row's observed information where
-        it is positive and the conditional family's expected one times r elsewhere; the Laplace
-        log-determinant the observed one as it is (glmmTMB's exact Hessian)."""
+        (:mod:`~midas_glmm.zeroinfl`). Newton steps and the Laplace log-determinant take the
+        observed information as it is (glmmTMB's exact Hessian; a zero row's may be negative,
+        the system stays positive definite near the modes); ``info="safe"`` (PIRLS, where that
+        system is not positive definite) takes it where it is positive and the conditional
+        family's expected one times r elsewhere."""
         ll_rows, r = self.zi.loglik_rows(self._resp1.rows(mu, phi))
         ll = float(np.sum(self.w * ll_rows))
         if not np.isfinite(ll):
             return ll, None, None
         score, obs, expected = self.zi.derivatives(r, *self.fam.eta_derivatives(self.y, mu, eta, phi))
-        W = obs if info == "laplace" else np.where(obs > 0, obs, expected)
+        W = np.where(obs > 0, obs, expected) if info == "safe" else obs
         W = self.w * W
         step = np.divide(self.w * score, W, out=np.zeros_like(W), where=W != 0)  # r = 0: a sure zero
         return ll, W, eta - self.off + step

@@ -149,7 +149,13 @@ def minimize_bounded(
             method="L-BFGS-B",
             jac=True,
             bounds=bounds,
-            options={"ftol": 1e-13, "gtol": 1e-6, "maxfun": maxfev, "maxiter": maxfev, "maxcor": 20},
+            options={
+                "ftol": (tolerances or {}).get("ftol_rel", 1e-13),
+                "gtol": 1e-6,
+                "maxfun": maxfev,
+                "maxiter": maxfev,
+                "maxcor": 20,
+            },
         )
         converged, message = bool(r.success), str(r.message)
     elif optimizer == "lbfgsb":

@@ -143,6 +143,12 @@ class GLMMProblem:
                 blocks = self.plan.load(blocks)
             return Factor(self.plan, blocks, lams)
 
+        def newton(cp_, us_, beta_):
+            """The factor of the working system and the (β, u) it proposes."""
+            L_ = factor(cp_)
+            nb = L_.beta() if joint else beta_
+            return L_, nb, L_.u(nb if joint else np.zeros(0))
+
         # warm start from the previous modes; from u = 0 if that start is unusable
         obj, ll, cp = evaluate(us, beta)
         if not np.isfinite(obj):
@@ -154,12 +160,16 @@ class GLMMProblem:
             if cp is None:
                 break  # the start is outside the link's domain: reported below
             try:
-                L = factor(cp)
+                L, new_beta, new_us = newton(cp, us, beta)
             except np.linalg.LinAlgError:
-                L = None
-                break  # a degenerate working system: report non-convergence, keep the best so far
-            new_beta = L.beta() if joint else beta
-            new_us = L.u(new_beta if joint else np.zeros(0))
+                try:  # zero-inflation's exact Newton system is indefinite here: a positive one
+                    if self.d.zi is None:
+                        raise
+                    _, _, cp = evaluate(us, beta, "safe")
+                    L, new_beta, new_us = newton(cp, us, beta)
+                except np.linalg.LinAlgError:
+                    L = None
+                    break  # a degenerate working system: report non-convergence, keep the best so far
             size = 1 + max(np.max(np.abs(u), initial=0) for u in us)
             proposed = max(
                 [np.max(np.abs(a - b), initial=0) for a, b in zip(new_us, us)]
@@ -348,6 +358,9 @@ def fit_glmm(
         return _optimize_glmm(design, family, prob, nAGQ, fast, optimizer)
 
 
+#: L-BFGS-B's relative stopping gain for zero-inflated models (glmmTMB's nlminb rel.tol)
+ZI_FTOL = 1e-10
+
 #: links whose inverse maps every η into the family's range: the analytic Laplace gradient's links
 WHOLE_LINE_LINKS = ("log", "logit", "probit", "cloglog", "loglog", "cauchit")
 
@@ -459,7 +472,10 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         # (optimizer="lbfgsb" without the gradient: forward differences, each a PIRLS run).
         fun_grad = _laplace_fun_grad(prob, split) if gradient_ok else None
         if use_gradient:
-            opt = minimize_bounded(fun, x2, lower, "lbfgsb", fun_grad=fun_grad)
+            # zero-inflation: stop at relative gains below 1e-10 (nlminb's rel.tol, glmmTMB's), not
+            # 1e-13: a coefficient running to the boundary gains ever less for ever more iterations
+            tol = {"ftol_rel": ZI_FTOL} if nz else None
+            opt = minimize_bounded(fun, x2, lower, "lbfgsb", fun_grad=fun_grad, tolerances=tol)
         else:
             opt = minimize_bounded(
                 fun, x2, lower, optimizer, polish=False, jac="2-point", step=STAGE2_STEP, tolerances=STAGE2_STOP

@@ -25,6 +25,14 @@ import formulaic
 import numpy as np
 import pandas as pd
 
+from .design import (
+    _formulaic_names,
+    _rename,
+    column_moments,
+    formulaic_error,
+    independent_columns,
+    numbers_as_floats,
+)
 from .errors import FamilyError, FormulaError
 
 __all__ = ["ZeroInflation", "build_zero_inflation", "ZI_FAMILIES"]
@@ -59,8 +67,6 @@ class ZeroInflation:
 
     def matrix(self, rows: pd.DataFrame) -> np.ndarray:
         """X_zi on (new) rows, the columns the fit kept."""
-        from .design import _formulaic_names, numbers_as_floats
-
         rows = numbers_as_floats(rows, _formulaic_names(self.rhs))
         return np.asarray(self.spec.get_model_matrix(rows), dtype=float)[:, self.keep]
 
@@ -71,8 +77,6 @@ class ZeroInflation:
 
     def variables(self) -> set[str]:
         """Columns the formula reads."""
-        from .design import _formulaic_names
-
         return _formulaic_names(self.rhs)
 
 
@@ -91,8 +95,10 @@ def zi_rhs(ziformula, family) -> str | None:
         raise FormulaError(
             f"ziformula '{ziformula}' has a random-effects term; the zero-inflation part takes fixed effects only"
         )
-    if rhs in ("0", "-1", "0 + 1", ""):
-        return None if rhs != "" else _empty(ziformula)
+    if not rhs:
+        raise FormulaError(f"ziformula '{ziformula}' has nothing after '~'; write '~ 1' for a constant zero-inflation")
+    if rhs.replace(" ", "") in ("0", "-1"):  # glmmTMB's default: no zero-inflation
+        return None
     if family.name not in ZI_FAMILIES:
         what = (
             "has no zeros to inflate (its responses are strictly positive)"
@@ -106,21 +112,8 @@ def zi_rhs(ziformula, family) -> str | None:
     return rhs
 
 
-def _empty(ziformula):
-    raise FormulaError(f"ziformula '{ziformula}' has nothing after '~'; write '~ 1' for a constant zero-inflation")
-
-
 def build_zero_inflation(rhs: str, data: pd.DataFrame) -> ZeroInflation:
     """The zero-inflation design of ``~ rhs`` on ``data`` (the model's rows, complete)."""
-    from .design import (
-        _formulaic_names,
-        _rename,
-        column_moments,
-        formulaic_error,
-        independent_columns,
-        numbers_as_floats,
-    )
-
     data = numbers_as_floats(data, _formulaic_names(rhs))
     try:
         mm = formulaic.model_matrix(rhs, data, na_action="raise", output="numpy")
