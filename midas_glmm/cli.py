@@ -43,9 +43,6 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(f, "CSV file, or a bundled dataset name (see 'midas-glmm datasets')", "y ~ x + (1 | g)")
     f.add_argument("--nagq", type=int, default=1, help="GLMM quadrature points: 1 = Laplace (default)")
     f.add_argument("--weights", default=None, help="column of prior weights")
-    f.add_argument(
-        "--ziformula", default=None, help='zero-inflation part for poisson, nbinom2, nbinom1, e.g. "~ 1" or "~ x"'
-    )
     f.add_argument("--json", action="store_true", help="write the results as JSON instead of the summary")
     fm = sub.add_parser(
         "fit-many",
@@ -71,6 +68,9 @@ def _model_arguments(parser: argparse.ArgumentParser, data_help: str, formula_ex
         "--link", default=None, help="a link other than the family's default (logit, probit, sqrt, ...)"
     )
     parser.add_argument("--method", default=None, help="REML (Gaussian default) or ML")
+    parser.add_argument(
+        "--ziformula", default=None, help='zero-inflation part for poisson, nbinom2, nbinom1, e.g. "~ 1" or "~ x"'
+    )
 
 
 def _read(data: str) -> pd.DataFrame:
@@ -198,7 +198,7 @@ def _fit_many(args) -> int:
                     f"--responses has {len(Y)} rows but the data has {len(data)}; give one row per row of the data"
                 )
             Y.index = data.index
-            model = MixedModel.from_formula(args.formula, data, family=_family(args))
+            model = MixedModel.from_formula(args.formula, data, family=_family(args), ziformula=args.ziformula)
             res = model.fit_many(Y, method=args.method, n_jobs=args.n_jobs, progress=args.progress)
             table = res.to_frame()
             if args.fdr:

@@ -355,7 +355,9 @@ def _residual(v: np.ndarray, Q: np.ndarray) -> np.ndarray:
     return v
 
 
-def independent_columns(n: float, mean: np.ndarray, centred: np.ndarray, names: list[str]) -> tuple[np.ndarray, list]:
+def independent_columns(
+    n: float, mean: np.ndarray, centred: np.ndarray, names: list[str], what: str = "fixed-effect model matrix"
+) -> tuple[np.ndarray, list]:
     """Columns to keep: a column linearly dependent on the columns before it is dropped, as lme4
     does, with a :class:`RankDeficiencyWarning`. Returns the indices kept and the names dropped
     (the rule is :func:`_independent`)."""
@@ -363,7 +365,7 @@ def independent_columns(n: float, mean: np.ndarray, centred: np.ndarray, names: 
     dropped = [names[i] for i in range(len(names)) if i not in keep]
     if dropped:
         warnings.warn(
-            f"fixed-effect model matrix is rank deficient: dropping {len(dropped)} column(s) {dropped}",
+            f"{what} is rank deficient: dropping {len(dropped)} column(s) {dropped}",
             RankDeficiencyWarning,
             stacklevel=4,
         )

@@ -47,6 +47,64 @@ def trigamma(x: np.ndarray) -> np.ndarray:
     return out.reshape(x.shape)
 
 
+#: above this size the log-gamma and digamma differences take their asymptotic forms
+_LARGE = 30.0
+
+
+def lgamma_ratio(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """log Γ(y + s) − log Γ(s), for s > 0 and y ≥ 0, without the cancellation of two numbers near
+    s log s when s is large (NB2's θ, NB1's μ/φ near the Poisson limit): Stirling's
+    series as (s − ½) log1p(y/s) + y log(s + y) − y + c(s + y) − c(s) (s ≥ 30), with
+    c(x) = 1/(12x) − 1/(360x³) + 1/(1260x⁵) − 1/(1680x⁷) (error below 1e-12)."""
+    y, s = np.broadcast_arrays(np.asarray(y, dtype=float), np.asarray(s, dtype=float))
+    large = s >= _LARGE
+    with np.errstate(all="ignore"):
+        small = special.gammaln(y + s) - special.gammaln(s)
+        t = s + y
+        asym = (s - 0.5) * np.log1p(y / s) + y * np.log(t) - y + _stirling_tail(t) - _stirling_tail(s)
+    return np.where(large, asym, small)
+
+
+def digamma_difference(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """ψ(y + s) − ψ(s), for s > 0 and y ≥ 0, accurate for large s: the asymptotic
+    series log1p(y/s) − [d(s + y) − d(s)] for s ≥ 30, d(x) = 1/(2x) + 1/(12x²) − 1/(120x⁴) + 1/(252x⁶) − 1/(240x⁸)."""
+    y, s = np.broadcast_arrays(np.asarray(y, dtype=float), np.asarray(s, dtype=float))
+    large = s >= _LARGE
+    with np.errstate(all="ignore"):
+        small = special.digamma(y + s) - special.digamma(s)
+        asym = np.log1p(y / s) - (_digamma_tail(s + y) - _digamma_tail(s))
+    return np.where(large, asym, small)
+
+
+def trigamma_difference(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """ψ'(y + s) − ψ'(s), for s > 0 and y ≥ 0, accurate for large s (NB1's l_μμ as φ → 0, where
+    the two terms agree to all their digits): for s ≥ 30, with t = s + y, the series' first two
+    terms as exact differences, −y/(st) − y(s + t)/(2s²t²), plus the difference of the rest,
+    1/(6x³) − 1/(30x⁵) + 1/(42x⁷) − 1/(30x⁹)."""
+    y, s = np.broadcast_arrays(np.asarray(y, dtype=float), np.asarray(s, dtype=float))
+    large = s >= _LARGE
+    with np.errstate(all="ignore"):
+        small = trigamma(y + s) - trigamma(s)
+        t = s + y
+        asym = -y / (s * t) - y * (s + t) / (2.0 * s * s * t * t) + (_trigamma_tail(t) - _trigamma_tail(s))
+    return np.where(large, asym, small)
+
+
+def _trigamma_tail(x):
+    r = 1.0 / (x * x)
+    return (r / x) * (1.0 / 6.0 - r * (1.0 / 30.0 - r * (1.0 / 42.0 - r / 30.0)))
+
+
+def _stirling_tail(x):
+    r = 1.0 / (x * x)
+    return (1.0 / x) * (1.0 / 12.0 - r * (1.0 / 360.0 - r * (1.0 / 1260.0 - r / 1680.0)))
+
+
+def _digamma_tail(x):
+    r = 1.0 / (x * x)
+    return 0.5 / x + r * (1.0 / 12.0 - r * (1.0 / 120.0 - r * (1.0 / 252.0 - r / 240.0)))
+
+
 class _Named:
     """A statsmodels family standing in for one statsmodels does not have (its link, and its name
     for us): NB1 uses NegativeBinomial's log link, beta Binomial's logit link."""
@@ -197,8 +255,8 @@ class Family:
         d2 = self.link.inverse_deriv2(eta)
         if self.name == "nbinom1":  # size s = μ/φ, p = 1/(1+φ)
             s = mu / phi
-            l1 = (special.digamma(y + s) - special.digamma(s) - np.log1p(phi)) / phi
-            l2 = (trigamma(y + s) - trigamma(s)) / phi**2
+            l1 = (digamma_difference(y, s) - np.log1p(phi)) / phi
+            l2 = trigamma_difference(y, s) / phi**2
             expected = prior * d * d / self.variance(mu, phi)
         else:  # beta: a = μφ, b = (1−μ)φ
             a, b = mu * phi, (1.0 - mu) * phi
@@ -502,11 +560,11 @@ class ResponseTerms:
             y, th = self.y, phi
             # θ log θ − (y+θ) log(θ+μ) written as −θ log1p(μ/θ) − y log(θ+μ): no cancellation of two
             # large terms as θ grows toward the Poisson limit
-            core = special.gammaln(y + th) - special.gammaln(th) - th * np.log1p(mu / th)
+            core = lgamma_ratio(y, th) - th * np.log1p(mu / th)
             return self.prior * (core + y * (np.log(mu) - np.log(th + mu))) + self.const
         if name == "nbinom1":  # size s = μ/φ: log Γ(y+s) − log Γ(s) − log y! − s log(1+φ) + y log(φ/(1+φ))
             y, sz = self.y, mu / phi
-            core = special.gammaln(y + sz) - special.gammaln(sz) - (sz + y) * np.log1p(phi) + y * np.log(phi)
+            core = lgamma_ratio(y, sz) - (sz + y) * np.log1p(phi) + y * np.log(phi)
             return self.prior * core + self.const
         if name == "beta":  # log Γ(φ) − log Γ(μφ) − log Γ((1−μ)φ) + μφ log y + (1−μ)φ log(1−y) − log y − log(1−y)
             a, b = mu * phi, (1.0 - mu) * phi

@@ -432,7 +432,8 @@ def _portable(model):
     out = copy.copy(model)
     out.__dict__.pop("_many_shared", None)
     if src is not None and isinstance(src.get("data"), pd.DataFrame):
-        cols = [c for c in src["data"].columns if c in used_columns(model.design.parsed)]
+        used = used_columns(model.design.parsed) | (model.design.zi.variables() if model.design.zi else set())
+        cols = [c for c in src["data"].columns if c in used]
         for v in (src.get("weights"), src.get("offset")):
             if isinstance(v, str) and v in src["data"].columns and v not in cols:
                 cols.append(v)

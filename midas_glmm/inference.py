@@ -453,6 +453,11 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
     effects (and sigma = sqrt(φ) for Gamma). ``which`` names the parameters wanted (all by
     default). With Dask data only the variance parameters of an LMM can be profiled."""
     level = check_level(level)
+    if res.design.zi is not None:
+        raise FitError(
+            "profile intervals are not available for zero-inflated models yet; use method='wald' "
+            "(zi_bse for the zero-inflation part) or method='bootstrap'"
+        )
     which = select_names(which, _interval_names(res, "profile"), "profile")
     if not res.family.is_lmm:
         return _profile_glmm(res, level, which)

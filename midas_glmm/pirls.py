@@ -223,6 +223,8 @@ class GLMMProblem:
             _, ll, cp = evaluate(us, beta, "laplace")
             joint = saved
             L = None
+            if cp is None:  # the log-determinant's information is not finite at the modes
+                raise FitError(f"the Laplace approximation is not defined at theta = {np.round(theta, 4).tolist()}")
         if L is None:
             L = factor(cp)
         self._u = [u.copy() for u in us]
@@ -399,12 +401,14 @@ GRADIENT_MAX_TAIL = 1000
 def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int, fast: bool, optimizer: str | None):
     """Stage 1 (θ with β from PIRLS), stage 2 (θ, β jointly) and the estimates at the optimum.
 
-    For a canonical binomial or Poisson Laplace fit in memory (with the default optimizer) the
-    Hessian for the standard errors is central differences of the analytic gradient (2k
-    gradients; a gradient costs 1.5-5 PIRLS runs, the deviance's differences need
-    1 + 2k + k(k−1) runs), and stage 2 runs L-BFGS-B on that gradient when the dense tail has at
-    most :data:`GRADIENT_MAX_TAIL` random effects (BOBYQA beyond it). Otherwise BOBYQA and
-    finite differences of the deviance."""
+    Where the Laplace deviance has its analytic gradient (:attr:`GLMMProblem.has_gradient`: a
+    canonical binomial or Poisson model, or an observed-information family with a whole-line
+    link, zero-inflated or not; in memory, default optimizer) the Hessian for the standard errors
+    is central differences of that gradient (2k gradients; a gradient costs 1.5-5 PIRLS runs, the
+    deviance's differences need 1 + 2k + k(k−1) runs), and stage 2 runs L-BFGS-B on it when the
+    dense tail has at most :data:`GRADIENT_MAX_TAIL` random effects (BOBYQA beyond it); a
+    zero-inflated model skips stage 1. Otherwise BOBYQA and finite differences of the deviance.
+    The parameters are (θ, β, log φ, γ): φ where the family has one, γ the zero-inflation's."""
     gradient_ok = prob.has_gradient and nAGQ == 1 and not fast and optimizer in (None, "lbfgsb")
     use_gradient = gradient_ok and (optimizer == "lbfgsb" or prob.plan.qt <= GRADIENT_MAX_TAIL)
     optimizer = optimizer or "bobyqa"
@@ -588,7 +592,10 @@ def _zi_vcov(H, fun, par, nz) -> np.ndarray:
     try:
         V = 2.0 * np.linalg.inv(H)[-nz:, -nz:]
     except np.linalg.LinAlgError:
-        return _vcov_conditional(fun, par, len(par) - nz, nz)
+        try:
+            return _vcov_conditional(fun, par, len(par) - nz, nz)
+        except np.linalg.LinAlgError:  # flat at the boundary in every direction: no standard errors
+            return np.full((nz, nz), np.nan)
     return (V + V.T) / 2
 
 

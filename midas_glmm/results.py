@@ -21,6 +21,9 @@ from .reterms import ThetaMap
 
 __all__ = ["MixedModelResults"]
 
+#: update()'s default for ziformula: the fit's own
+KEEP = object()
+
 #: what predict(kind=) gives: glmmTMB's type= names
 KINDS = ("response", "link", "conditional", "zprob")
 
@@ -282,11 +285,6 @@ class MixedModelResults:
             ci = pd.DataFrame({"lower": self.params - z * self.bse, "upper": self.params + z * self.bse})
             return ci.loc[names]
         if key == "profile":
-            if self.design.zi is not None:
-                raise FitError(
-                    "profile intervals are not available for zero-inflated models yet; use method='wald' "
-                    "(zi_bse for the zero-inflation part) or method='bootstrap'"
-                )
             return inference.profile_ci(self, level=level, which=which)
         return inference.bootstrap_ci(self, level=level, which=which, **options)
 
@@ -551,7 +549,9 @@ class MixedModelResults:
 
     @cached_property
     def fittedvalues(self) -> pd.Series:
-        """Conditional fitted values on the response scale (a lazy Dask series for Dask data)."""
+        """Fitted values on the response scale, conditional on the random effects: μ̂, or the
+        mean (1 − π̂)μ̂ of a zero-inflated model (glmmTMB's ``fitted()``); a lazy Dask series for
+        Dask data."""
         if self.design.source is not None:
             return self.predict()
         return pd.Series(self.predict(), index=self.design.row_index, name="fitted")
@@ -712,10 +712,11 @@ class MixedModelResults:
         model = self.model if new_response is None else self.model.with_response(new_response)
         return model.fit(**kw)
 
-    def update(self, formula: str | None = None, data=None, **fit_kwargs) -> MixedModelResults:
+    def update(self, formula: str | None = None, data=None, ziformula=KEEP, **fit_kwargs) -> MixedModelResults:
         """lme4's ``update()``: the model again with a changed formula (``"~ . + x"``,
         ``". ~ . - (1 | g) + (x | g)"``: ``.`` is the current response or terms) and/or other
-        data, fitted with this fit's settings changed only where given (``method="ML"``)."""
+        data (and ``ziformula``: another zero-inflation part, None for none), fitted with this
+        fit's settings changed only where given (``method="ML"``)."""
         from .formula import update_formula
         from .model import MixedModel
 
@@ -735,7 +736,7 @@ class MixedModelResults:
             family=self.family,
             weights=src["weights"],
             offset=src["offset"],
-            ziformula=src.get("ziformula"),
+            ziformula=src.get("ziformula") if ziformula is KEEP else ziformula,
         )
         kw = dict(self.fit_options)
         kw.update(fit_kwargs)

@@ -122,7 +122,12 @@ def build_zero_inflation(rhs: str, data: pd.DataFrame) -> ZeroInflation:
     names = _rename(mm.model_spec.column_names)
     X = np.asarray(mm, dtype=float)
     mean, centred = column_moments(X)
-    keep, _ = independent_columns(len(X), mean, centred, names)
+    keep, _ = independent_columns(len(X), mean, centred, names, what="zero-inflation model matrix")
+    if len(keep) == 0:
+        raise FormulaError(
+            f"the zero-inflation part '~ {rhs}' has no columns left (no intercept, and no predictor that varies); "
+            "write '~ 1' for a constant zero-inflation, or drop ziformula= for none"
+        )
     return ZeroInflation(f"~ {rhs}", X[:, keep], [names[i] for i in keep], mm.model_spec, keep)
 
 

@@ -245,3 +245,36 @@ def test_nb2_loglik_tends_to_poisson_as_theta_grows():
     for theta in (1e4, 1e6, 1e8):
         assert np.allclose(terms.rows(mu, theta), poisson, atol=50 * float(np.max(y + mu)) / theta + 1e-7)
     assert np.allclose(terms.rows(mu, 2.5), stats.nbinom.logpmf(y, 2.5, 2.5 / (2.5 + mu)), rtol=1e-12)
+
+
+def test_gamma_function_differences_keep_their_digits_for_large_sizes():
+    """log Γ(y+s) − log Γ(s), ψ(y+s) − ψ(s) and ψ'(y+s) − ψ'(s) against their exact sums for
+    whole y (Σ log(s+k), Σ 1/(s+k), −Σ 1/(s+k)²), from small s to 1e20: scipy's differences
+    lose 8 digits at s = 1e8 and all of them beyond."""
+    from midas_glmm.families import digamma_difference, lgamma_ratio, trigamma_difference
+
+    for s in [0.3, 5.0, 29.9, 30.0, 1e3, 1e8, 1e20]:
+        for y in [0, 1, 3, 40]:
+            k = np.arange(y, dtype=np.longdouble) + np.longdouble(s)
+            exact = [float(np.sum(np.log(k))), float(np.sum(1 / k)), -float(np.sum(1 / k**2))]
+            got = [f(np.array([y]), np.array([s]))[0] for f in (lgamma_ratio, digamma_difference, trigamma_difference)]
+            assert np.allclose(got, exact, rtol=1e-12, atol=1e-300)
+
+
+def test_negative_binomials_on_underdispersed_counts_reach_the_poisson_limit():
+    """Binomial counts (variance below the mean): NB1's φ goes to 0 and NB2's θ to infinity, where
+    both are the Poisson model: their log-likelihoods equal Poisson's (before the gamma-function
+    differences were written for large sizes, NB1 reported +55 and NB2 +198 here)."""
+    rng = np.random.default_rng(11)
+    g, x = rng.integers(0, 40, 2000), rng.normal(size=2000)
+    y = rng.binomial(20, 1 / (1 + np.exp(-(-1.0 + 0.3 * x + rng.normal(0, 0.4, 40)[g]))))
+    df = pd.DataFrame({"g": g, "x": x, "y": y})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        poisson = MixedModel.from_formula("y ~ x + (1|g)", df, family="poisson").fit()
+        nb1 = MixedModel.from_formula("y ~ x + (1|g)", df, family="nbinom1").fit()
+        nb2 = MixedModel.from_formula("y ~ x + (1|g)", df, family="nbinom2").fit()
+    assert nb1.dispersion < 1e-6 and nb2.dispersion > 1e6
+    for r in (nb1, nb2):
+        assert r.llf == pytest.approx(poisson.llf, abs=1e-6)
+        assert np.allclose(r.params, poisson.params, atol=1e-3 * poisson.bse.min())

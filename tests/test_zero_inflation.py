@@ -288,3 +288,33 @@ def test_sqrt_link_fits_find_the_better_conditional_modes(case):
 
     assert np.max(np.abs(ours[0] - theirs[0])) > 0.5  # another mode for at least one site
     assert penalised_deviance(ours) < penalised_deviance(theirs) - 1.0
+
+
+def test_review_cases_refuse_or_carry_the_zero_inflation(zip_fit):
+    ref, df, res = zip_fit
+    from midas_glmm import inference
+
+    with pytest.raises(FitError, match="profile"):
+        inference.profile_ci(res)  # not only through conf_int
+    for empty in ("~ 1 - 1", "~ 0 + 0"):
+        with pytest.raises(FormulaError, match="no columns left"):
+            MixedModel.from_formula(ref["formula_py"], df, family="poisson", ziformula=empty)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = res.update(ziformula=None)
+        constant = res.update(ziformula="~ 1")
+    assert plain.zi_params is None and list(constant.zi_params.index) == ["(Intercept)"]
+    with pytest.warns(mg.RankDeficiencyWarning, match="zero-inflation model matrix"):
+        MixedModel.from_formula(ref["formula_py"], df.assign(z2=2 * df["z"]), family="poisson", ziformula="~ z + z2")
+
+
+def test_fit_many_in_processes_keeps_the_zero_inflation_columns():
+    ref, df = load("simulated_zip_offset")
+    small = df[df["g"].isin(sorted(df["g"].unique())[:15])].reset_index(drop=True)
+    model = MixedModel.from_formula(ref["formula_py"], small, family="poisson", ziformula="~ z")
+    Y = pd.DataFrame({"a": small["y"], "b": small["y"].where(small.index >= 5)}, index=small.index)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        here, there = model.fit_many(Y), model.fit_many(Y, n_jobs=2)
+    assert there.errors.empty and here.errors.empty
+    assert np.allclose(there.llf, here.llf, atol=1e-8)
