@@ -56,24 +56,18 @@ def lgamma_ratio(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     s log s when s is large (NB2's θ, NB1's μ/φ near the Poisson limit): Stirling's
     series as (s − ½) log1p(y/s) + y log(s + y) − y + c(s + y) − c(s) (s ≥ 30), with
     c(x) = 1/(12x) − 1/(360x³) + 1/(1260x⁵) − 1/(1680x⁷) (error below 1e-12)."""
-    y, s = np.broadcast_arrays(np.asarray(y, dtype=float), np.asarray(s, dtype=float))
-    large = s >= _LARGE
-    with np.errstate(all="ignore"):
-        small = special.gammaln(y + s) - special.gammaln(s)
-        t = s + y
-        asym = (s - 0.5) * np.log1p(y / s) + y * np.log(t) - y + _stirling_tail(t) - _stirling_tail(s)
-    return np.where(large, asym, small)
+    return _by_size(y, s, lambda y, s: special.gammaln(y + s) - special.gammaln(s), _lgamma_asymptotic)
 
 
 def digamma_difference(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     """ψ(y + s) − ψ(s), for s > 0 and y ≥ 0, accurate for large s: the asymptotic
     series log1p(y/s) − [d(s + y) − d(s)] for s ≥ 30, d(x) = 1/(2x) + 1/(12x²) − 1/(120x⁴) + 1/(252x⁶) − 1/(240x⁸)."""
-    y, s = np.broadcast_arrays(np.asarray(y, dtype=float), np.asarray(s, dtype=float))
-    large = s >= _LARGE
-    with np.errstate(all="ignore"):
-        small = special.digamma(y + s) - special.digamma(s)
-        asym = np.log1p(y / s) - (_digamma_tail(s + y) - _digamma_tail(s))
-    return np.where(large, asym, small)
+    return _by_size(
+        y,
+        s,
+        lambda y, s: special.digamma(y + s) - special.digamma(s),
+        lambda y, s: np.log1p(y / s) - (_digamma_tail(s + y) - _digamma_tail(s)),
+    )
 
 
 def trigamma_difference(y: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -81,13 +75,32 @@ def trigamma_difference(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     the two terms agree to all their digits): for s ≥ 30, with t = s + y, the series' first two
     terms as exact differences, −y/(st) − y(s + t)/(2s²t²), plus the difference of the rest,
     1/(6x³) − 1/(30x⁵) + 1/(42x⁷) − 1/(30x⁹)."""
+    return _by_size(y, s, lambda y, s: trigamma(y + s) - trigamma(s), _trigamma_asymptotic)
+
+
+def _by_size(y, s, small, large):
+    """``small(y, s)`` where s < 30 and ``large(y, s)`` elsewhere, each only on its own rows."""
     y, s = np.broadcast_arrays(np.asarray(y, dtype=float), np.asarray(s, dtype=float))
-    large = s >= _LARGE
+    big = s >= _LARGE
     with np.errstate(all="ignore"):
-        small = trigamma(y + s) - trigamma(s)
-        t = s + y
-        asym = -y / (s * t) - y * (s + t) / (2.0 * s * s * t * t) + (_trigamma_tail(t) - _trigamma_tail(s))
-    return np.where(large, asym, small)
+        if not big.any():
+            return small(y, s)
+        if big.all():
+            return large(y, s)
+        out = np.empty(s.shape)
+        out[big] = large(y[big], s[big])
+        out[~big] = small(y[~big], s[~big])
+    return out
+
+
+def _lgamma_asymptotic(y, s):
+    t = s + y
+    return (s - 0.5) * np.log1p(y / s) + y * np.log(t) - y + _stirling_tail(t) - _stirling_tail(s)
+
+
+def _trigamma_asymptotic(y, s):
+    t = s + y
+    return -y / (s * t) - y * (s + t) / (2.0 * s * s * t * t) + (_trigamma_tail(t) - _trigamma_tail(s))
 
 
 def _trigamma_tail(x):

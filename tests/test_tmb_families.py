@@ -23,6 +23,17 @@ from midas_glmm.errors import BoundaryTestWarning, DataError, FitError
 
 REF = Path(__file__).parent / "reference" / "tmb_families"
 CASES = ["salamanders_nb2", "grouseticks_nb2", "simulated_nb2", "salamanders_nb1", "owls_nb1", "simulated_beta"]
+#: make_tmb_zi.R's cases: zero-inflation and a probit link (test_zero_inflation.py checks the rest of them)
+ZI_CASES = [
+    "salamanders_poisson",
+    "salamanders_zip",
+    "salamanders_zinb2",
+    "salamanders_zinb1",
+    "salamanders_zinb2_zi1",
+    "simulated_zinb2",
+    "simulated_zip_offset",
+    "simulated_beta_probit",
+]
 
 
 def load(case):
@@ -34,13 +45,14 @@ def load(case):
     return ref, df, formula
 
 
-@pytest.fixture(scope="module", params=CASES)
+@pytest.fixture(scope="module", params=CASES + ZI_CASES)
 def fitted(request):
     ref, df, formula = load(request.param)
+    family = mg.family(ref["family"], link=ref["link"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = MixedModel.from_formula(formula, df, family=ref["family"]).fit()
-    return ref, res
+        model = MixedModel.from_formula(formula, df, family=family, ziformula=ref.get("ziformula_py"))
+        return ref, model.fit()
 
 
 def test_loglik_aic_bic(fitted):
