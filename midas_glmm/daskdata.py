@@ -111,12 +111,20 @@ def _scan_partition(part: pd.DataFrame, cols: list[str], factor_groups: list[tup
     }
 
 
+def _known_categories(column) -> bool:
+    """Whether a categorical column of a Dask frame's meta lists its categories (pandas' own
+    accessor has no ``known``: dask marks unknown ones with a placeholder category)."""
+    from dask.dataframe.utils import has_known_categories
+
+    return bool(has_known_categories(column))
+
+
 def _global_levels(frames: list[pd.DataFrame], group: tuple[str, ...], meta: pd.DataFrame) -> pd.DataFrame:
     """Observed level combinations of ``group`` across partitions, in the in-memory order."""
     allv = pd.concat(frames, ignore_index=True).drop_duplicates()
     order = []
     for g in group:
-        if isinstance(meta[g].dtype, pd.CategoricalDtype) and meta[g].cat.known:
+        if isinstance(meta[g].dtype, pd.CategoricalDtype) and _known_categories(meta[g]):
             cats = [c for c in meta[g].cat.categories if c in set(allv[g])]
             order.append(pd.Categorical(allv[g], categories=cats, ordered=True).codes)
         else:

@@ -45,3 +45,17 @@ def case_names(kind: str) -> list[str]:
 @pytest.fixture
 def ref_loader():
     return load_case
+
+
+#: tests/reference/tmb_families/make_tmb_zi.R's cases (zero-inflation, a probit link): test_tmb_families.py
+#: checks their likelihoods and estimates, test_zero_inflation.py the rest
+ZI_CASES = [
+    "salamanders_poisson",
+    "salamanders_zip",
+    "salamanders_zinb2",
+    "salamanders_zinb1",
+    "salamanders_zinb2_zi1",
+    "simulated_zinb2",
+    "simulated_zip_offset",
+    "simulated_beta_probit",
+]

@@ -220,3 +220,32 @@ def test_issue_14_calls_work_on_dask_fits_or_say_why(client):
     ):
         with pytest.raises(FitError, match=match):
             call()
+
+
+def test_glmmtmb_families_and_zero_inflation_say_they_are_in_memory_only():
+    """Issue 15's Dask path: a clear error naming what is in memory only, before any fitting."""
+    from midas_glmm import MixedModel, datasets
+
+    sal = dd.from_pandas(datasets.load("salamanders").assign(site=lambda d: d["site"].astype(str)), npartitions=2)
+    with pytest.raises(FitError, match="zero-inflated models are fitted in memory only"):
+        MixedModel.from_formula("count ~ mined + (1|site)", sal, family="poisson", ziformula="~ mined")
+    model = MixedModel.from_formula("count ~ mined + (1|site)", sal, family="nbinom2")
+    with pytest.raises(FitError, match="nbinom2 models are fitted in memory only"):
+        model.fit()
+
+
+def test_categorical_columns_of_a_dask_frame_give_the_in_memory_fit():
+    """pandas Categorical predictors in a Dask frame (their level order kept): building the design
+    read dask's ``cat.known`` off the pandas meta, an AttributeError; now the fit equals the
+    in-memory one."""
+    from midas_glmm import MixedModel, datasets
+
+    sal = datasets.load("salamanders").assign(site=lambda d: d["site"].astype(str))
+    f = "count ~ spp + mined + (1|site)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mem = MixedModel.from_formula(f, sal, family="poisson").fit()
+        dsk = MixedModel.from_formula(f, dd.from_pandas(sal, npartitions=3), family="poisson").fit()
+    assert list(dsk.params.index) == list(mem.params.index)
+    assert dsk.llf == pytest.approx(mem.llf, abs=1e-6)
+    assert np.allclose(dsk.params, mem.params, atol=1e-3 * mem.bse.min())

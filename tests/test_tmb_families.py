@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ZI_CASES
 
 import midas_glmm as mg
 from midas_glmm import MixedModel
@@ -23,17 +24,6 @@ from midas_glmm.errors import BoundaryTestWarning, DataError, FitError
 
 REF = Path(__file__).parent / "reference" / "tmb_families"
 CASES = ["salamanders_nb2", "grouseticks_nb2", "simulated_nb2", "salamanders_nb1", "owls_nb1", "simulated_beta"]
-#: make_tmb_zi.R's cases: zero-inflation and a probit link (test_zero_inflation.py checks the rest of them)
-ZI_CASES = [
-    "salamanders_poisson",
-    "salamanders_zip",
-    "salamanders_zinb2",
-    "salamanders_zinb1",
-    "salamanders_zinb2_zi1",
-    "simulated_zinb2",
-    "simulated_zip_offset",
-    "simulated_beta_probit",
-]
 
 
 def load(case):

@@ -28,22 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ZI_CASES
 
 import midas_glmm as mg
 from midas_glmm import MixedModel
 from midas_glmm.errors import BoundaryTestWarning, FamilyError, FitError, FormulaError
 
 REF = Path(__file__).parent / "reference" / "tmb_families"
-CASES = [
-    "salamanders_poisson",
-    "salamanders_zip",
-    "salamanders_zinb2",
-    "salamanders_zinb1",
-    "salamanders_zinb2_zi1",
-    "simulated_zinb2",
-    "simulated_zip_offset",
-    "simulated_beta_probit",
-]
+CASES = ZI_CASES
 #: a zero-inflation coefficient glmmTMB puts below this is at the boundary (π < 5e-5)
 BOUNDARY = -10.0
 
