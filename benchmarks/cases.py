@@ -443,7 +443,9 @@ SHAPE_CASES = [
         "intervals are mapped from its log-SD / correlation parameters onto SDs and correlations",
     ),
 ]
-#: glmmTMB's families (issue 15): one grouping factor, the design of the random-intercept cases
+#: glmmTMB's families (issue 15): one grouping factor, the design of the random-intercept cases;
+#: the zero-inflated ones with ziformula ~ x1 (pi = expit(-1 + 0.8 x1))
+_ZI_NOTE = "zero-inflated {}, ziformula ~ x1 (pi = expit(-1 + 0.8 x1))"
 FAMILY_CASES = [
     Case(
         f"{kind}_glmm_{tag}",
@@ -455,28 +457,16 @@ FAMILY_CASES = [
         tools=("midas", "glmmTMB"),
         group="families",
         notes=note,
+        ziformula=zi,
     )
-    for kind, fam, note in [
-        ("nb2", "nbinom2", "negative binomial, variance mu + mu^2/theta, theta = 2"),
-        ("nb1", "nbinom1", "negative binomial, variance mu (1 + phi), phi = 1.5"),
-        ("beta", "beta", "beta, logit link, precision phi = 10"),
+    for kind, fam, note, zi in [
+        ("nb2", "nbinom2", "negative binomial, variance mu + mu^2/theta, theta = 2", ""),
+        ("nb1", "nbinom1", "negative binomial, variance mu (1 + phi), phi = 1.5", ""),
+        ("beta", "beta", "beta, logit link, precision phi = 10", ""),
+        ("zip", "poisson", _ZI_NOTE.format("poisson"), "~ x1"),
+        ("zinb2", "nbinom2", _ZI_NOTE.format("nbinom2"), "~ x1"),
+        ("zinb1", "nbinom1", _ZI_NOTE.format("nbinom1"), "~ x1"),
     ]
-    for n, g, tag in [(10_000, 200, "1e4"), (100_000, 2_000, "1e5")]
-]
-FAMILY_CASES += [
-    Case(
-        f"{kind}_glmm_{tag}",
-        kind,
-        n,
-        g,
-        f"y ~ {FIXED} + (1|g)",
-        family=fam,
-        tools=("midas", "glmmTMB"),
-        group="families",
-        notes=f"zero-inflated {fam}, ziformula ~ x1 (pi = expit(-1 + 0.8 x1))",
-        ziformula="~ x1",
-    )
-    for kind, fam in [("zip", "poisson"), ("zinb2", "nbinom2"), ("zinb1", "nbinom1")]
     for n, g, tag in [(10_000, 200, "1e4"), (100_000, 2_000, "1e5")]
 ]
 FAMILY_CASES += [
