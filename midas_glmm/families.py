@@ -205,6 +205,11 @@ class Family:
         # Gaussian with a non-identity link (the identity link goes to the LMM engine).
         # The two coincide for canonical links.
         self.laplace_observed = cls in ("gamma", "gaussian") + SHAPE_DISPERSION
+        # the observed information is positive in every row (NB2 and Gamma with the log link), so
+        # Newton steps take it too and their last system is the Laplace one
+        self.observed_positive = self.link_name == "log" and cls in ("nbinom2", "gamma")
+        # the inverse link maps every η into the family's range (no step can leave its domain)
+        self.whole_line_link = self.link_name in ("log", "logit", "probit", "cloglog", "loglog", "cauchit")
 
     def __repr__(self) -> str:
         return f"Family({self.name}, link={self.link_name})"

@@ -108,7 +108,7 @@ class GLMMProblem:
         gradient's response of the modes assumes): a canonical binomial or Poisson model (where
         it is the expected one), and every family whose Laplace approximation takes the observed
         information (Gamma, NB2, NB1, beta, Gaussian with a link) or with zero-inflation, with a
-        link defined on the whole line (:data:`WHOLE_LINE_LINKS`): with the inverse, identity or
+        link defined on the whole line (``Family.whole_line_link``): with the inverse, identity or
         sqrt link a step can leave the link's domain, which derivative-free BOBYQA steps back from
         more surely than L-BFGS-B's line search."""
         if not isinstance(self.rows, LocalRows):
@@ -116,7 +116,7 @@ class GLMMProblem:
         fam = self.fam
         if self.rows.block._link is not None:
             return True
-        return (self.d.zi is not None or fam.laplace_observed) and fam.link_name in WHOLE_LINE_LINKS
+        return (self.d.zi is not None or fam.laplace_observed) and fam.whole_line_link
 
     def gradient_channels(self) -> tuple[str, ...]:
         """The parameters after (θ, β) in the gradient: log φ, then the zero-inflation's γ."""
@@ -211,12 +211,10 @@ class GLMMProblem:
                 f"{fam.link_name} link's domain or overflowed. Try another link (log for Gamma), rescale "
                 "the predictors, or check the response"
             )
-        # (NB1, beta: the steps may have fallen back to the expected information where a row's
-        # observed one is negative; the log-determinant takes the observed one as it is)
-        # the Newton steps' information is the Laplace one for a canonical link, and for NB2 and
-        # Gamma with the log link, whose observed information is positive in every row
-        positive_observed = fam.link_name == "log" and fam.name in ("nbinom2", "gamma")
-        newton_is_laplace = self.d.zi is None and (fam.canonical or positive_observed)
+        # The Newton steps' information is the Laplace one for a canonical link and where the
+        # observed one is positive in every row; elsewhere (NB1, beta, zero-inflation, other
+        # links) the steps may have taken another, and the log-determinant takes the observed one
+        newton_is_laplace = self.d.zi is None and (fam.canonical or fam.observed_positive)
         if not newton_is_laplace or (with_X and not joint):
             saved = joint
             joint = joint or with_X
@@ -362,9 +360,6 @@ def fit_glmm(
 
 #: L-BFGS-B's relative stopping gain for zero-inflated models (glmmTMB's nlminb rel.tol)
 ZI_FTOL = 1e-10
-
-#: links whose inverse maps every η into the family's range: the analytic Laplace gradient's links
-WHOLE_LINE_LINKS = ("log", "logit", "probit", "cloglog", "loglog", "cauchit")
 
 #: Newton steps tried when stage 2 stops short of the gradient check, before a restart
 NEWTON_RESCUES = 3
