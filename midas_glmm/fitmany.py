@@ -32,6 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import ConvergenceWarning, DataError, FitError, MidasError, SingularFitWarning
+from .optimize import is_singular
 
 __all__ = ["fit_many", "ManyResults"]
 
@@ -118,31 +119,88 @@ class _GaussianShared:
         self.w = d.weights if d.has_prior_weights else None
         self.offset = d.offset
         self.X, self.gram = X, d.gram
+        self.nobs = d.nobs
+        self.has_offset = bool(np.any(np.asarray(d.offset, dtype=float)))
         self.Zt = [t.sparse_Z().T.tocsr() for t in d.terms]
 
-    def criteria(self, values: np.ndarray):
-        """One criterion per column of ``values`` (complete responses, n × K)."""
-        from .blocks import CrossProducts
+    def response_blocks(self, values: np.ndarray) -> SimpleNamespace:
+        """A batch's own blocks (complete responses, n × K), as a single fit's data pass makes
+        them: b (p × K, the rough OLS fit taken out), Z'Wr (K × q), X'Wr (K × p), r'Wr and y'Wy."""
         from .lmm import _rough_ols
 
-        Yc = values - np.asarray(self.offset, dtype=float).reshape(-1, 1)
+        Yc = values - np.asarray(self.offset, dtype=float).reshape(-1, 1) if self.has_offset else values
         B = _rough_ols(self.X, Yc, self.gram, self.shift, self.scale)  # as a single fit's data pass
         R = Yc - self.Xs @ B
         Rw = R if self.w is None else R * self.w[:, None]
-        zy = [Zt @ Rw for Zt in self.Zt]
-        xy = self.Xs.T @ Rw
+        zy = np.concatenate([(Zt @ Rw).T for Zt in self.Zt], axis=1) if self.Zt else np.zeros((len(B.T), 0))
+        xy = (self.Xs.T @ Rw).T
         rr = np.einsum("ik,ik->k", R, Rw)
         yss = np.einsum("ik,ik->k", Yc, Yc if self.w is None else Yc * self.w[:, None])
+        return SimpleNamespace(B=B, zy=np.ascontiguousarray(zy), xy=np.ascontiguousarray(xy), rr=rr, yss=yss)
+
+    def criteria(self, values: np.ndarray, blocks: SimpleNamespace | None = None, which=None):
+        """One criterion per column of ``values`` (complete responses, n × K), or per column
+        ``which`` of the batch whose ``blocks`` are given."""
+        from .blocks import CrossProducts
+
+        blocks = self.response_blocks(values) if blocks is None else blocks
         base = self.crit.cp
         out = []
-        for k in range(values.shape[1]):
-            XytZ = [np.vstack([xz[:-1], z[:, k]]) for xz, z in zip(base.XytZ, zy)]
+        off = np.concatenate([[0], np.cumsum([xz.shape[1] for xz in base.XytZ])])
+        for k in range(len(blocks.rr)) if which is None else which:
+            XytZ = [np.vstack([xz[:-1], blocks.zy[k, a:b]]) for xz, a, b in zip(base.XytZ, off[:-1], off[1:])]
             XytXy = base.XytXy.copy()
-            XytXy[:-1, -1] = XytXy[-1, :-1] = xy[:, k]
-            XytXy[-1, -1] = rr[k]
+            XytXy[:-1, -1] = XytXy[-1, :-1] = blocks.xy[k]
+            XytXy[-1, -1] = blocks.rr[k]
             cp = CrossProducts(base.ZtZ, base.ZjtZi, XytZ, XytXy, base.n)
-            out.append(self.crit.for_response(cp, B[:, k].copy(), yss[k]))
+            out.append(self.crit.for_response(cp, blocks.B[:, k].copy(), blocks.yss[k]))
         return out
+
+    def newton(self, blocks: SimpleNamespace) -> list[dict | None]:
+        """The batch's fits by lock-step Newton (:mod:`~midas_glmm.lmmbatch`): per response the
+        estimates :func:`~midas_glmm.lmm.lmm_estimates` gives at θ̂, or None for a response left
+        to the single-fit optimizer (near a bound, ill-conditioned, or a residual variance or
+        residual sum of squares at zero, which the single fit reports)."""
+        from .lmm import moment_starts
+        from .lmmbatch import BatchCriterion, newton_many
+
+        crit, S = self.crit, self.S
+        K = len(blocks.rr)
+        bc = BatchCriterion(crit, blocks.zy, blocks.xy, blocks.rr)
+        if not bc.usable or len(crit.tmap) == 0:
+            return [None] * K
+        start = moment_starts(crit.cp, crit.tmap, blocks.zy, blocks.xy, blocks.rr)
+        out = newton_many(bc, start)
+        p, n = crit.p, crit.n
+        XX = crit.blocks.XX[:p, :p]
+        b_ols = np.linalg.lstsq(XX, blocks.xy.T, rcond=None)[0] if p else np.zeros((0, K))
+        rss = np.maximum(blocks.rr - np.einsum("jk,kj->k", b_ols, blocks.xy), 0.0)
+        Sf = out["S"]
+        RX, c_beta, r = Sf[:, :p, :p], Sf[:, p, :p], Sf[:, p, p]
+        denom = n - p if self.REML else n
+        s2 = r**2 / denom
+        logdetS = 2.0 * np.log(abs(np.linalg.det(S))) if self.REML else 0.0
+        ok = out["done"] & (rss > 1e-26 * blocks.yss) & (s2 > 1e-10 * rss / max(n - p, 1))
+        recs: list[dict | None] = [None] * K
+        idx = np.flatnonzero(ok)
+        if not len(idx):
+            return recs
+        if p:
+            Rinv = np.linalg.inv(RX[idx])
+            beta_r = np.einsum("kji,kj->ki", Rinv, c_beta[idx])  # R_X' β = c_β
+            V = np.einsum("ab,kcb,kcd,ed->kae", S, Rinv, Rinv, S) * s2[idx, None, None]
+        else:
+            beta_r, V = np.zeros((len(idx), 0)), np.zeros((len(idx), 0, 0))
+        beta = (beta_r + blocks.B[:, idx].T) @ S.T
+        bse = np.sqrt(np.einsum("kii->ki", V))
+        lower = crit.tmap.lower
+        for a, k in enumerate(idx):
+            theta, fun = out["theta"][k], float(out["fun"][k])
+            llf = -0.5 * (fun - logdetS)
+            opt = (theta, fun, int(out["nfev"][k]), True, "converged (fit_many's lock-step Newton)", "newton")
+            singular = is_singular(theta, lower)
+            recs[k] = _record(None, beta[a], bse[a], theta, np.sqrt(s2[k]), llf, singular, [], [], self.nobs, opt)
+        return recs
 
 
 def _shared(model, REML: bool) -> _GaussianShared:
@@ -201,21 +259,36 @@ def run_chunk(model, settings: _Settings, names: list[str], values: np.ndarray) 
     from .threads import fit_threads
 
     out: list[None | dict] = [None] * len(names)
-    for j in np.flatnonzero(np.isinf(values).any(axis=0)):  # a single fit refuses these too
-        i = int(np.argmax(np.isinf(values[:, j])))
-        exc = DataError(f"response '{names[j]}' has an infinite value (row {i} of the model's rows)")
-        out[j] = _failed(names[j], exc, int(np.isfinite(values[:, j]).sum()))
-    missing = np.isnan(values).any(axis=0) | np.array([r is not None for r in out], dtype=bool)
+    missing = ~np.isfinite(values).all(axis=0)  # one pass; the few such columns are looked at below
+    for j in np.flatnonzero(missing):
+        if np.isinf(values[:, j]).any():  # a single fit refuses these too
+            i = int(np.argmax(np.isinf(values[:, j])))
+            exc = DataError(f"response '{names[j]}' has an infinite value (row {i} of the model's rows)")
+            out[j] = _failed(names[j], exc, int(np.isfinite(values[:, j]).sum()))
     fast = model.family.is_lmm and settings.fit_kwargs.get("standardize", True)
     if fast and (~missing).any():
         REML = (settings.method or "REML").upper() == "REML"
         shared = _shared(model, REML)
         cols = np.flatnonzero(~missing)
+        # the lock-step Newton unless the user asked for the single fit's optimizer, start or limit
+        newton = not any(settings.fit_kwargs.get(k) is not None for k in ("optimizer", "start", "maxiter"))
         with fit_threads(shared.crit.plan.qt):
             for a in range(0, len(cols), BATCH):
                 batch = cols[a : a + BATCH]
-                crits = shared.criteria(values[:, batch])
-                for j, crit in zip(batch, crits):
+                contiguous = batch[-1] - batch[0] + 1 == len(batch)  # a slice: one contiguous copy
+                batch_values = values[:, batch[0] : batch[-1] + 1] if contiguous else values[:, batch]
+                blocks = shared.response_blocks(np.ascontiguousarray(batch_values))
+                recs = shared.newton(blocks) if newton else [None] * len(batch)
+                for i, (j, rec) in enumerate(zip(batch, recs)):
+                    if rec is not None:
+                        rec["name"] = names[j]
+                        if settings.ddf != "normal":
+                            crit = shared.criteria(None, blocks, [i])[0]
+                            full = full_gaussian(model, shared, rec, values[:, j], crit, None)
+                            _add_df(rec, full, settings.ddf)
+                        out[j] = rec
+                        continue
+                    crit = shared.criteria(None, blocks, [i])[0]
                     out[j] = _fit_gaussian(model, shared, crit, names[j], settings, values[:, j])
     for j in range(len(names)):
         if out[j] is None:

@@ -207,24 +207,38 @@ def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.nd
     diagonal at max(σ̂_a/σ̂, ``floor``): a start only, which the optimizer then refines; close
     starts save most of BOBYQA's evaluations on large crossed fits.
     """
-    beta, rss = ols_fit(cp)
-    k = len(beta)
+    k = cp.XytXy.shape[0] - 1
+    zy = np.concatenate([XZ[k] for XZ in cp.XytZ])[None, :]
+    return moment_starts(cp, tmap, zy, cp.XytXy[None, :k, k], cp.XytXy[None, k, k], floor)[0]
+
+
+def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray, floor=0.1):
+    """:func:`moment_start` for K responses on the design of ``cp`` at once, each given by its
+    own blocks: Z'y (K × q, the terms' columns in order), X'y (K × p) and y'y (K,)."""
+    A = cp.XytXy
+    k = A.shape[0] - 1
     n = cp.n
+    K = len(rr)
+    beta = np.linalg.lstsq(A[:k, :k], xy.T, rcond=None)[0] if k else np.zeros((0, K))  # k × K
+    rss = np.maximum(rr - np.einsum("jk,kj->k", beta, xy), 0.0)
     comps, msw, totals = [], [], []
+    col = 0
     for t, ZtZ, XZ in zip(tmap.terms, cp.ZtZ, cp.XytZ):
-        XZ = XZ.reshape(k + 1, t.nlevels, t.p)
-        r = XZ[k] - np.tensordot(beta, XZ[:k], axes=(0, 0))
-        s2, share = np.zeros(t.p), np.zeros(t.p)
+        width = t.nlevels * t.p
+        XZx = XZ[:k].reshape(k, t.nlevels, t.p)
+        r = zy[:, col : col + width].reshape(K, t.nlevels, t.p) - np.tensordot(beta.T, XZx, axes=(1, 0))
+        col += width
+        s2, share = np.zeros((K, t.p)), np.zeros(t.p)
         for a in range(t.p):
             nl = ZtZ[:, a, a]
             ok = nl > 0
             tot = nl[ok].sum()
             if tot <= 0:
                 continue
-            ssb = float(np.sum(r[ok, a] ** 2 / nl[ok]))
-            mw = max(rss - ssb, 0.0) / max(n - k - int(ok.sum()), 1)
+            ssb = np.sum(r[:, ok, a] ** 2 / nl[ok], axis=1)
+            mw = np.maximum(rss - ssb, 0.0) / max(n - k - int(ok.sum()), 1)
             nstar = tot - np.sum(nl[ok] ** 2) / tot
-            s2[a] = max(ssb - (ok.sum() - 1) * mw, 0.0) / nstar if nstar > 0 else 0.0
+            s2[:, a] = np.maximum(ssb - (ok.sum() - 1) * mw, 0.0) / nstar if nstar > 0 else 0.0
             msw.append(mw)
             share[a] = tot / n
         comps.append(s2)
@@ -236,12 +250,17 @@ def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.nd
             if tmap.terms[i].is_intercept and tmap.terms[j].is_intercept:
                 if np.all(np.diff(cp.ZjtZi[(j, i)].tocsc().indptr) <= 1):
                     comps[i] = np.maximum(comps[i] - comps[j], 0.0)
-    explained = sum(float(s2 @ t_tot) for s2, t_tot in zip(comps, totals))
-    smallest = min(msw) if msw else rss / max(n - k, 1)
-    if not np.isfinite(smallest) or smallest <= 0:
-        return tmap.start.copy()
-    sigma2 = float(np.clip(rss / max(n - k, 1) - explained, 0.5 * smallest, smallest))
-    return tmap.theta([np.diag(np.maximum(np.sqrt(s2 / sigma2), floor)) for s2 in comps])
+    explained = sum(s2 @ t_tot for s2, t_tot in zip(comps, totals))
+    smallest = np.min(msw, axis=0) if msw else rss / max(n - k, 1)
+    sigma2 = np.clip(rss / max(n - k, 1) - explained, 0.5 * smallest, smallest)
+    out = np.tile(tmap.start, (K, 1))
+    good = np.isfinite(smallest) & (smallest > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for s2, t, sl in zip(comps, tmap.terms, tmap.slices()):
+            rows, cols = t.theta_index
+            lam_diag = np.maximum(np.sqrt(s2 / sigma2[:, None]), floor)  # K × p
+            out[good, sl] = np.where(rows == cols, lam_diag[good][:, rows], 0.0)
+    return out
 
 
 def _scaled_condvar(factor: Factor, s2: float) -> list[np.ndarray]:

@@ -1,0 +1,162 @@
+"""fit_many's compiled many-response criterion and lock-step Newton (midas_glmm.lmmbatch),
+against the single-fit criterion (LMMCriterion: a Factor per θ) and against single fit() calls,
+on the shapes users have: crossed intercepts (a diagonal sparse part and a dense tail), nested
+factors and random slopes (the block-sparse kernels), a vector-valued tail, one grouping factor."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from midas_glmm import MixedModel
+from midas_glmm.fitmany import _GaussianShared
+from midas_glmm.lmm import moment_start, moment_starts
+from midas_glmm.lmmbatch import BatchCriterion, newton_many
+
+SHAPES = {
+    "crossed": ("~ x + (1|a) + (1|b)", True),
+    "single": ("~ x + (1|a)", True),
+    "nested": ("~ x + (1|a/c)", False),
+    "slopes": ("~ x + (x|a)", False),
+    "vector_tail": ("~ x + (1|a) + (x|b)", True),
+    "three_crossed": ("~ x + (1|a) + (1|b) + (1|d)", True),
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    """800 rows: a (60 levels) crossed with b (8) and d (5), c nested in a; eight responses with
+    different variance components, one with no b variation (a singular fit)."""
+    rng = np.random.default_rng(11)
+    n = 800
+    a = rng.integers(0, 60, n)
+    df = pd.DataFrame(
+        {
+            "a": a.astype(str),
+            "b": rng.integers(0, 8, n).astype(str),
+            "c": (rng.integers(0, 3, n)).astype(str),
+            "d": rng.integers(0, 5, n).astype(str),
+            "x": rng.normal(size=n),
+            "w": rng.uniform(0.5, 2.0, n),
+        }
+    )
+    b, c, d = (df[k].astype(int).to_numpy() for k in "bcd")
+    Y = {}
+    for k, (sa, sb, sc, sx) in enumerate(
+        [(1.0, 0.5, 0.3, 0.2), (0.3, 1.0, 0.0, 0.5), (2.0, 0.2, 0.6, 0.0), (0.6, 0.6, 0.2, 0.3), (1.2, 0.0, 0.4, 0.1)]
+    ):
+        Y[f"y{k}"] = (
+            1
+            + 0.5 * df.x.to_numpy()
+            + sa * rng.normal(size=60)[a]
+            + sb * rng.normal(size=8)[b]
+            + sc * rng.normal(size=(60, 3))[a, c]
+            + sc * rng.normal(size=5)[d]
+            + sx * rng.normal(size=60)[a] * df.x.to_numpy()
+            + rng.normal(size=n)
+        )
+    return df, pd.DataFrame(Y)
+
+
+def _blocks(model, Y, REML=True):
+    shared = _GaussianShared(model, REML)
+    blocks = shared.response_blocks(Y.to_numpy())
+    return shared, blocks, BatchCriterion(shared.crit, blocks.zy, blocks.xy, blocks.rr)
+
+
+@pytest.mark.parametrize("REML", [True, False])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_batch_criterion_equals_single_criterion(data, shape, REML):
+    """At random θ (negative off-diagonal λ included) and any response, the compiled criterion
+    and its [X y] Schur factor equal LMMCriterion's from a Factor."""
+    df, Y = data
+    formula, diagonal = SHAPES[shape]
+    model = MixedModel.from_formula(formula, df)
+    shared, blocks, bc = _blocks(model, Y, REML)
+    assert bc.diagonal == diagonal  # both kernels' paths are exercised
+    crits = shared.criteria(None, blocks)
+    rng = np.random.default_rng(3)
+    m = len(bc.tmap)
+    theta = np.where(np.isfinite(bc.tmap.lower), rng.uniform(0.0, 2.0, (12, m)), rng.normal(0, 0.5, (12, m)))
+    theta[0] = 0.0  # every λ zero: no random effects
+    resp = rng.integers(0, Y.shape[1], 12)
+    vals, S = bc(resp, theta)
+    for i, (k, th) in enumerate(zip(resp, theta)):
+        L = crits[k].factor(th)
+        assert vals[i] == pytest.approx(crits[k](th), rel=1e-12, abs=1e-9)
+        assert np.allclose(np.tril(S[i]), L.LXX, rtol=1e-9, atol=1e-9)
+
+
+def test_batch_criterion_with_prior_weights(data):
+    df, Y = data
+    model = MixedModel.from_formula("~ x + (1|a) + (1|b)", df, weights=df.w.to_numpy())
+    shared, blocks, bc = _blocks(model, Y)
+    crits = shared.criteria(None, blocks)
+    theta = np.array([[0.7, 0.3], [0.2, 1.4]])
+    vals, _ = bc(np.array([1, 3]), theta)
+    assert vals[0] == pytest.approx(crits[1](theta[0]), rel=1e-12)
+    assert vals[1] == pytest.approx(crits[3](theta[1]), rel=1e-12)
+
+
+def test_moment_starts_equal_single_starts(data):
+    df, Y = data
+    for formula, _ in SHAPES.values():
+        model = MixedModel.from_formula(formula, df)
+        shared, blocks, _ = _blocks(model, Y)
+        starts = moment_starts(shared.crit.cp, shared.crit.tmap, blocks.zy, blocks.xy, blocks.rr)
+        for k, crit in enumerate(shared.criteria(None, blocks)):
+            assert np.allclose(starts[k], moment_start(crit.cp, crit.tmap), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_lockstep_newton_equals_single_fits(data, shape):
+    """fit_many (the lock-step Newton for most responses) gives each response's single fit:
+    log-likelihood within 1e-8, coefficients within 1e-6 SE, θ within 1e-5."""
+    df, Y = data
+    formula = SHAPES[shape][0]
+    model = MixedModel.from_formula(formula, df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit_many(Y)
+    newton = [r["opt"][5] == "newton" for r in res.records]
+    assert sum(newton) >= 3  # the path under test carried most responses
+    for name in Y.columns:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = MixedModel.from_formula("y " + formula, df.assign(y=Y[name])).fit()
+        assert res.llf[name] == pytest.approx(ref.llf, abs=1e-8)
+        assert np.all(np.abs(res.params.loc[name] - ref.params) <= 1e-6 * ref.bse)
+        assert np.allclose(res.bse.loc[name], ref.bse, rtol=1e-5)
+        assert np.allclose(res.theta.loc[name], ref.theta, atol=1e-5)
+        assert res.singular[name] == ref.singular
+
+
+def test_newton_holds_a_boundary_and_leaves_hard_cases(data):
+    """A response with no b variation converges with θ_b held at 0 exactly (singular); a
+    start at a saddle on the bound does not report a false optimum."""
+    df, Y = data
+    model = MixedModel.from_formula("~ x + (1|a) + (1|b)", df)
+    rng = np.random.default_rng(5)
+    e = rng.normal(size=len(df))
+    e -= pd.Series(e).groupby(df.b).transform("mean").to_numpy()  # no b effect at all
+    y = 1 + 0.5 * df.x.to_numpy() + rng.normal(size=60)[df.a.astype(int)] + e
+    shared, blocks, bc = _blocks(model, pd.DataFrame({"y": y}))
+    out = newton_many(bc, np.array([[1.0, 0.5]]))
+    assert out["done"][0] and out["theta"][0, 1] == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = MixedModel.from_formula("y ~ x + (1|a) + (1|b)", df.assign(y=y)).fit()
+    assert -0.5 * (out["fun"][0] - 2 * np.log(abs(np.linalg.det(shared.S)))) == pytest.approx(ref.llf, abs=1e-8)
+    # whatever the start, a response reported done is at a point no worse than the single fit's
+    starts = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.05, 0.05]])
+    many = newton_many(
+        BatchCriterion(
+            shared.crit, *(np.repeat(a, 4, axis=0) for a in (blocks.zy, blocks.xy)), np.repeat(blocks.rr, 4)
+        ),
+        starts,
+    )
+    for k in np.flatnonzero(many["done"]):
+        assert many["fun"][k] <= out["fun"][0] + 1e-8
