@@ -119,24 +119,46 @@ class _GaussianShared:
         self.w = d.weights if d.has_prior_weights else None
         self.offset = d.offset
         self.X, self.gram = X, d.gram
+        self.Xs = np.ascontiguousarray(self.Xs)
         self.nobs = d.nobs
         self.has_offset = bool(np.any(np.asarray(d.offset, dtype=float)))
-        self.Zt = [t.sparse_Z().T.tocsr() for t in d.terms]
+        # Z by rows: row r's non-zeros zval[r] sit in the columns zidx[r] (node order), one per
+        # column of each term
+        n = X.shape[0]
+        idx, val, off = [], [], 0
+        for t in d.terms:
+            codes = np.asarray(t.codes, dtype=np.int64)
+            for a in range(t.p):
+                idx.append(off + codes * t.p + a)
+                val.append(np.asarray(t.Zcols[:, a], dtype=float))
+            off += t.nlevels * t.p
+        self.q = off
+        self.zidx = np.ascontiguousarray(np.column_stack(idx)) if idx else np.zeros((n, 0), np.int64)
+        self.zval = np.ascontiguousarray(np.column_stack(val)) if val else np.zeros((n, 0))
+        self.off = np.asarray(d.offset, dtype=float) if self.has_offset else np.zeros(n)
+        self.w_rows = np.asarray(self.w, dtype=float) if self.w is not None else np.ones(n)
 
     def response_blocks(self, values: np.ndarray) -> SimpleNamespace:
         """A batch's own blocks (complete responses, n × K), as a single fit's data pass makes
-        them: b (p × K, the rough OLS fit taken out), Z'Wr (K × q), X'Wr (K × p), r'Wr and y'Wy."""
-        from .lmm import _rough_ols
+        them: b (p × K, the rough OLS fit taken out), Z'Wr (K × q), X'Wr (K × p), r'Wr and y'Wy.
 
-        Yc = values - np.asarray(self.offset, dtype=float).reshape(-1, 1) if self.has_offset else values
-        B = _rough_ols(self.X, Yc, self.gram, self.shift, self.scale)  # as a single fit's data pass
-        R = Yc - self.Xs @ B
-        Rw = R if self.w is None else R * self.w[:, None]
-        zy = np.concatenate([(Zt @ Rw).T for Zt in self.Zt], axis=1) if self.Zt else np.zeros((len(B.T), 0))
-        xy = (self.Xs.T @ Rw).T
-        rr = np.einsum("ik,ik->k", R, Rw)
-        yss = np.einsum("ik,ik->k", Yc, Yc if self.w is None else Yc * self.w[:, None])
-        return SimpleNamespace(B=B, zy=np.ascontiguousarray(zy), xy=np.ascontiguousarray(xy), rr=rr, yss=yss)
+        Two compiled passes over the rows (:func:`~midas_glmm.lmmbatch.ols_sums` for b, then
+        :func:`~midas_glmm.lmmbatch.residual_sums`), each sum taken row by row: a response's
+        numbers do not depend on the other responses of its batch, so its fit is the same
+        whichever batch or process it is in."""
+        from .lmm import ols_from_sums
+        from .lmmbatch import ols_sums, residual_sums
+
+        K = values.shape[1]
+        Y = values if values.dtype == np.float64 else values.astype(float)
+        Xty, sy = np.zeros((self.p, K)), np.zeros(K)
+        ols_sums(Y, self.off, np.ascontiguousarray(self.X, dtype=float), Xty, sy)
+        G = self.X.T @ self.X if self.gram is None else self.gram
+        B = ols_from_sums(G, self.X.sum(axis=0), self.X.shape[0], Xty, sy, self.shift, self.scale)
+        zy, xy = np.zeros((self.q, K)), np.zeros((self.p, K))
+        rr, yss = np.zeros(K), np.zeros(K)
+        residual_sums(Y, self.off, self.Xs, np.ascontiguousarray(B), self.w_rows, self.zidx, self.zval, zy, xy, rr, yss)
+        return SimpleNamespace(B=B, zy=np.ascontiguousarray(zy.T), xy=np.ascontiguousarray(xy.T), rr=rr, yss=yss)
 
     def criteria(self, values: np.ndarray, blocks: SimpleNamespace | None = None, which=None):
         """One criterion per column of ``values`` (complete responses, n × K), or per column
@@ -191,7 +213,7 @@ class _GaussianShared:
             V = np.einsum("ab,kcb,kcd,ed->kae", S, Rinv, Rinv, S) * s2[idx, None, None]
         else:
             beta_r, V = np.zeros((len(idx), 0)), np.zeros((len(idx), 0, 0))
-        beta = (beta_r + blocks.B[:, idx].T) @ S.T
+        beta = np.einsum("kb,ab->ka", beta_r + blocks.B[:, idx].T, S)  # per response, whatever the batch
         bse = np.sqrt(np.einsum("kii->ki", V))
         lower = crit.tmap.lower
         for a, k in enumerate(idx):
@@ -275,9 +297,9 @@ def run_chunk(model, settings: _Settings, names: list[str], values: np.ndarray) 
         with fit_threads(shared.crit.plan.qt):
             for a in range(0, len(cols), BATCH):
                 batch = cols[a : a + BATCH]
-                contiguous = batch[-1] - batch[0] + 1 == len(batch)  # a slice: one contiguous copy
+                contiguous = batch[-1] - batch[0] + 1 == len(batch)  # a view, read by row blocks
                 batch_values = values[:, batch[0] : batch[-1] + 1] if contiguous else values[:, batch]
-                blocks = shared.response_blocks(np.ascontiguousarray(batch_values))
+                blocks = shared.response_blocks(batch_values)
                 recs = shared.newton(blocks) if newton else [None] * len(batch)
                 for i, (j, rec) in enumerate(zip(batch, recs)):
                     if rec is not None:
@@ -472,7 +494,8 @@ def fit_many(
         workers = _workers(n_jobs)
         if workers == 1 or K < 2:
             records = []
-            step = max(1, min(BATCH, K // 20 or 1))
+            # progress in steps of ~5%, but a Gaussian batch of at most BATCH responses at once
+            step = BATCH if model.family.is_lmm else max(1, min(BATCH, K // 20 or 1))
             for a in range(0, K, step):
                 records += run_chunk(model, settings, names[a : a + step], values[:, a : a + step])
                 bar.update(min(step, K - a))
@@ -529,16 +552,48 @@ def _worker_chunk(settings, names, values):
     return run_chunk(_WORKER_MODEL, settings, names, values)
 
 
+#: (model, responses) a forked worker inherits from its parent instead of receiving them pickled
+_FORK_STATE = None
+
+
+def _init_forked_worker() -> None:
+    _init_worker(_FORK_STATE[0])
+
+
+def _forked_chunk(settings, names, cols: slice):
+    return run_chunk(_WORKER_MODEL, settings, names, _FORK_STATE[1][:, cols])
+
+
 def _run_processes(workers: int, model, settings, names, values, bar) -> list[dict]:
+    """The responses in chunks over ``workers`` processes. Where processes start by fork (Linux),
+    the model, its shared Gaussian blocks (built here first) and the responses are inherited,
+    not pickled: only names and column ranges travel; elsewhere the model is sent once per
+    process and each chunk's responses with it."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    global _FORK_STATE
     parts = _chunks(len(names), workers * 4)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(_portable(model),)) as pool:
-        futures = [pool.submit(_worker_chunk, settings, names[s], values[:, s]) for s in parts]
-        out = []
-        for s, fut in zip(parts, futures):
-            out += fut.result()
-            bar.update(s.stop - s.start)
+    fork = multiprocessing.get_start_method(allow_none=False) == "fork"
+    if fork:
+        if model.family.is_lmm and settings.fit_kwargs.get("standardize", True):
+            _shared(model, (settings.method or "REML").upper() == "REML")
+        _FORK_STATE = (model, values)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_forked_worker)
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(_portable(model),))
+    try:
+        with pool:
+            if fork:
+                futures = [pool.submit(_forked_chunk, settings, names[s], s) for s in parts]
+            else:
+                futures = [pool.submit(_worker_chunk, settings, names[s], values[:, s]) for s in parts]
+            out = []
+            for s, fut in zip(parts, futures):
+                out += fut.result()
+                bar.update(s.stop - s.start)
+    finally:
+        _FORK_STATE = None
     return out
 
 

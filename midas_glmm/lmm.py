@@ -164,17 +164,19 @@ def _rough_ols(X, y, gram, shift, scale) -> np.ndarray:
     X besides X'X); y may be n × K (fit_many's batches: p × K coefficients, a column of zeros
     where one is not finite). Removing X_s b from y keeps the numbers the factorisation subtracts
     of the size of the residuals; b need not be exact (any b gives the same fit), only close."""
-    n = X.shape[0]
     G = X.T @ X if gram is None else gram
-    s = X.sum(axis=0)
-    Xty, sy = X.T @ y, y.sum(axis=0)
+    return ols_from_sums(G, X.sum(axis=0), X.shape[0], X.T @ y, y.sum(axis=0), shift, scale)
+
+
+def ols_from_sums(G, s, n, Xty, sy, shift, scale) -> np.ndarray:
+    """:func:`_rough_ols` from the sums: X'X, X'1, n, X'y and Σy (y may be n × K)."""
     Gs = (G - np.outer(shift, s) - np.outer(s, shift) + n * np.outer(shift, shift)) / np.outer(scale, scale)
-    lead = (slice(None),) + (None,) * (np.ndim(y) - 1)  # shift and scale along the coefficients
+    lead = (slice(None),) + (None,) * np.ndim(sy)  # shift and scale along the coefficients
     Xsty = (Xty - shift[lead] * sy) / scale[lead]
     if not len(Xsty):  # no fixed effects (a profile that holds the only one)
         return Xsty
-    try:
-        b = np.linalg.solve(Gs, Xsty)
+    try:  # column by column: a response's b does not depend on the batch it is in
+        b = np.linalg.solve(Gs, Xsty) if Xsty.ndim == 1 else np.column_stack([np.linalg.solve(Gs, v) for v in Xsty.T])
     except np.linalg.LinAlgError:
         return np.zeros(np.shape(Xsty))
     bad = ~np.all(np.isfinite(b.reshape(len(b), -1)), axis=0)
@@ -219,14 +221,15 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
     k = A.shape[0] - 1
     n = cp.n
     K = len(rr)
-    beta = np.linalg.lstsq(A[:k, :k], xy.T, rcond=None)[0] if k else np.zeros((0, K))  # k × K
-    rss = np.maximum(rr - np.einsum("jk,kj->k", beta, xy), 0.0)
+    # response by response, as a single start (a solve with K right-hand sides rounds otherwise)
+    beta = np.column_stack([np.linalg.lstsq(A[:k, :k], v, rcond=None)[0] for v in xy]) if k else np.zeros((0, K))
+    rss = np.maximum(rr - _sum_products(beta, xy.T), 0.0)
     comps, msw, totals = [], [], []
     col = 0
     for t, ZtZ, XZ in zip(tmap.terms, cp.ZtZ, cp.XytZ):
         width = t.nlevels * t.p
         XZx = XZ[:k].reshape(k, t.nlevels, t.p)
-        r = zy[:, col : col + width].reshape(K, t.nlevels, t.p) - np.tensordot(beta.T, XZx, axes=(1, 0))
+        r = zy[:, col : col + width].reshape(K, t.nlevels, t.p) - _sum_products(beta[:, :, None, None], XZx[:, None])
         col += width
         s2, share = np.zeros((K, t.p)), np.zeros(t.p)
         for a in range(t.p):
@@ -235,7 +238,7 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
             tot = nl[ok].sum()
             if tot <= 0:
                 continue
-            ssb = np.sum(r[:, ok, a] ** 2 / nl[ok], axis=1)
+            ssb = np.sum(np.ascontiguousarray(r[:, ok, a]) ** 2 / nl[ok], axis=1)  # each row's own sum
             mw = np.maximum(rss - ssb, 0.0) / max(n - k - int(ok.sum()), 1)
             nstar = tot - np.sum(nl[ok] ** 2) / tot
             s2[:, a] = np.maximum(ssb - (ok.sum() - 1) * mw, 0.0) / nstar if nstar > 0 else 0.0
@@ -250,7 +253,7 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
             if tmap.terms[i].is_intercept and tmap.terms[j].is_intercept:
                 if np.all(np.diff(cp.ZjtZi[(j, i)].tocsc().indptr) <= 1):
                     comps[i] = np.maximum(comps[i] - comps[j], 0.0)
-    explained = sum(s2 @ t_tot for s2, t_tot in zip(comps, totals))
+    explained = sum(_sum_products(s2.T, t_tot[:, None]) for s2, t_tot in zip(comps, totals))
     smallest = np.min(msw, axis=0) if msw else rss / max(n - k, 1)
     sigma2 = np.clip(rss / max(n - k, 1) - explained, 0.5 * smallest, smallest)
     out = np.tile(tmap.start, (K, 1))
@@ -260,6 +263,15 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
             rows, cols = t.theta_index
             lam_diag = np.maximum(np.sqrt(s2 / sigma2[:, None]), floor)  # K × p
             out[good, sl] = np.where(rows == cols, lam_diag[good][:, rows], 0.0)
+    return out
+
+
+def _sum_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Σ_j a[j] b[j] term by term in order (elementwise over the other axes): the same rounding
+    for a response whatever the number of responses beside it (no BLAS kernel chosen by shape)."""
+    out = np.zeros(np.broadcast_shapes(a.shape[1:], b.shape[1:]))
+    for aj, bj in zip(a, b):
+        out += aj * bj
     return out
 
 

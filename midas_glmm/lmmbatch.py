@@ -333,6 +333,47 @@ def evaluate_points(
             i += 1
 
 
+# ----------------------------------------------------------------------------- the data pass
+@njit(cache=True)
+def ols_sums(Y, off, X, Xty, sy):
+    """Xty[j, k] += Σ_r X[r, j] y_rk and sy[k] += Σ_r y_rk, with y = Y − off, row by row: every
+    sum runs over the rows in order, whatever the number of responses K (Y: n × K, any strides)."""
+    n, K = Y.shape
+    p = X.shape[1]
+    for r in range(n):
+        o = off[r]
+        for k in range(K):
+            y = Y[r, k] - o
+            sy[k] += y
+            for j in range(p):
+                Xty[j, k] += X[r, j] * y
+
+
+@njit(cache=True)
+def residual_sums(Y, off, Xs, B, w, zidx, zval, zy, xy, rr, yss):
+    """With r = y − X_s b (y = Y − off, b = B[:, k]) and prior weights w, row by row (each sum in
+    row order, whatever K): Z'Wr (zy, q × K; row r of Z has its non-zeros zval[r] in the columns
+    zidx[r]), X_s'Wr (xy, p × K), r'Wr (rr) and y'Wy (yss)."""
+    n, K = Y.shape
+    p = Xs.shape[1]
+    s = zidx.shape[1]
+    for r in range(n):
+        o = off[r]
+        wr = w[r]
+        for k in range(K):
+            y = Y[r, k] - o
+            e = y
+            for j in range(p):
+                e -= Xs[r, j] * B[j, k]
+            we = wr * e
+            rr[k] += e * we
+            yss[k] += y * y * wr
+            for j in range(p):
+                xy[j, k] += Xs[r, j] * we
+            for a in range(s):
+                zy[zidx[r, a], k] += zval[r, a] * we
+
+
 # ----------------------------------------------------------------------------- the criterion
 class BatchCriterion:
     """The profiled REML/ML criterion of many responses on one design.
@@ -509,7 +550,8 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
         f, _ = bc(np.repeat(act, npts), pts)
         nfev[act] += npts
         f = f.reshape(len(act), npts)
-        f0, g, H = _derivatives(f, steps, m, pairs)
+        with np.errstate(invalid="ignore", over="ignore"):  # a stencil with an ∞ point: not ok below
+            f0, g, H = _derivatives(f, steps, m, pairs)
         ok = np.all(np.isfinite(f), axis=1)
         # held at a bound: the gradient pushes out of the region and the curvature is positive
         diagH = np.diagonal(H, axis1=1, axis2=2)
