@@ -94,10 +94,13 @@ def _scale_tail(M, Tw, lam, lamoff, nsize, nterm, tailoff, Ns, N, scalar):
     """Tw (lower blocks) = λ_a' M_ab λ_b for tail nodes a ≥ b, from M's lower blocks."""
     if scalar:
         qt = N - Ns
+        s = np.empty(qt)
         for a in range(qt):
-            la = lam[lamoff[nterm[Ns + a]]]
+            s[a] = lam[lamoff[nterm[Ns + a]]]
+        for a in range(qt):
+            sa = s[a]
             for b in range(a + 1):
-                Tw[a, b] = la * M[a, b] * lam[lamoff[nterm[Ns + b]]]
+                Tw[a, b] = sa * M[a, b] * s[b]
         return
     for a in range(Ns, N):
         pa, oa, la = nsize[a], tailoff[a], lamoff[nterm[a]]
@@ -224,7 +227,15 @@ def evaluate_points(
                     for u in range(len(C_n)):
                         lu = lam[lamoff[C_term[u]]]
                         wu[u] = lu * lu / (lu * lu * C_n[u] + 1.0)
-                    T -= (wu @ C.reshape(len(C_n), qt * qt)).reshape(qt, qt)
+                    if tail_scalar:  # C packed by rows of its lower triangle: half the reads
+                        Tp = wu @ C.reshape(len(C_n), -1)
+                        e = 0
+                        for a in range(qt):
+                            for b in range(a + 1):
+                                T[a, b] -= Tp[e]
+                                e += 1
+                    else:  # whole: a vector node's diagonal block is read whole
+                        T -= (wu @ C.reshape(len(C_n), qt * qt)).reshape(qt, qt)
                 else:
                     for j in range(Ns):
                         for a in range(qt):
@@ -430,11 +441,12 @@ class BatchCriterion:
         """For a diagonal sparse part: B1 (Ns × qt), the data's tail rows a_tj of each node; and,
         as M = A_tt − Σ_j w_j a_j a_j' with w_j = λ_j²/(λ_j² a_jj + 1) depends on a node only
         through its term and a_jj (its number of rows, unweighted), the sums C_u = Σ_{j in u}
-        a_j a_j' over the distinct (term, a_jj), computed once: used when there are at most half
-        as many distinct pairs as nodes and the C_u fit in 32 MB."""
+        a_j a_j' over the distinct (term, a_jj), computed once (U × qt², or U × its packed lower
+        triangle for a scalar tail): used when there are at most half as many distinct pairs as
+        nodes and the C_u fit in 32 MB."""
         P = self.P
         self.B1 = np.zeros((P.Ns if self.diagonal else 0, P.qt))
-        none = (np.zeros((0, 0, 0)), np.zeros(0, np.int64), np.zeros(0))
+        none = (np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros(0))
         if not self.diagonal or P.qt == 0:
             return none
         A = self.crit.blocks.A
@@ -446,10 +458,12 @@ class BatchCriterion:
         U = len(uniq)
         if U > P.Ns // 2 or U * P.qt * P.qt > 1 << 22:
             return none
-        C = np.zeros((U, P.qt, P.qt))
+        lower = np.tril_indices(P.qt)
+        C = np.zeros((U, len(lower[0]) if self.tail_scalar else P.qt * P.qt))
         for u in range(U):
             rows = self.B1[inv == u]
-            C[u] = rows.T @ rows
+            Cu = rows.T @ rows
+            C[u] = Cu[lower] if self.tail_scalar else Cu.ravel()  # packed lower triangle by rows
         return C, uniq[:, 0].astype(np.int64), uniq[:, 1].copy()
 
     @property
@@ -522,7 +536,9 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
     The criterion is smooth in θ across its bounds (it depends on ΛΛ'), so the stencil may step
     past a bound. A θ element at its bound with a non-negative gradient and positive curvature
     there is held (a singular fit); the Newton step moves the others, and a step that crosses a
-    bound is cut back to it. Returns a dict of arrays over the responses: ``done`` (converged),
+    bound is cut back to it. A step is checked by the centre of the next stencil (no evaluation
+    of its own) and halved while it does not descend; the last step, once converged, is
+    evaluated alone. Returns a dict of arrays over the responses: ``done`` (converged),
     ``theta``, ``fun``, ``S`` (the Schur factor at θ̂) and ``nfev``. A response not ``done`` is
     for the single-fit optimizer (a Hessian not positive definite, no descent, or no
     convergence in :data:`MAX_STEPS` steps)."""
@@ -534,24 +550,45 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
     failed = np.zeros(K, bool)
     fun = np.full(K, np.inf)
     nfev = np.zeros(K, np.int64)
-    S_hat = np.empty((K, bc.crit.p + 1, bc.crit.p + 1))
+    ms = bc.crit.p + 1
+    S_hat = np.empty((K, ms, ms))
     unit, pairs = _stencil(m)
     npts = len(unit)
     eye = np.eye(m)
-    prev = x.copy()  # each response's iterate before its last step
+    base = x.copy()  # the last point known to descend (the centre of the last accepted stencil)
+    f_base = np.full(K, np.inf)
+    delta_k = np.zeros((K, m))  # the step from base to x, while x is unchecked
+    t_k = np.ones(K)
+    unchecked = np.zeros(K, bool)
+    halvings = np.zeros(K, np.int64)
     last_size = np.zeros(K)  # each response's last full Newton step (relative), 0: none yet
-    for _ in range(MAX_STEPS):
+    prev = x.copy()  # where each response's last step started
+    for _ in range(MAX_STEPS + 12):
         act = np.flatnonzero(~done & ~failed)
         if not len(act):
             break
         xa = x[act]
         steps = FD_STEP * np.maximum(1.0, np.abs(xa))
         pts = (xa[:, None, :] + unit[None, :, :] * steps[:, None, :]).reshape(-1, m)
-        f, _ = bc(np.repeat(act, npts), pts)
+        f, S = bc(np.repeat(act, npts), pts)
         nfev[act] += npts
         f = f.reshape(len(act), npts)
+        S_centre = S.reshape(len(act), npts, ms, ms)[:, 0]
         with np.errstate(invalid="ignore", over="ignore"):  # a stencil with an ∞ point: not ok below
             f0, g, H = _derivatives(f, steps, m, pairs)
+        # the step that led here: halved while it does not descend
+        worse = unchecked[act] & ~(f0 <= f_base[act] + 1e-10 * np.maximum(1.0, np.abs(f_base[act])))
+        if worse.any():
+            r = act[worse]
+            halvings[r] += 1
+            failed[r[halvings[r] > 12]] = True
+            r = r[halvings[r] <= 12]
+            t_k[r] *= 0.5
+            x[r] = np.maximum(base[r] + t_k[r, None] * delta_k[r], lower)
+            last_size[r] = 0.0
+        keep = ~worse
+        act, xa, f, f0, g, H, S_centre, steps = (a[keep] for a in (act, xa, f, f0, g, H, S_centre, steps))
+        base[act], f_base[act], unchecked[act], halvings[act] = xa, f0, False, 0
         ok = np.all(np.isfinite(f), axis=1)
         # held at a bound: the gradient pushes out of the region and the curvature is positive
         diagH = np.diagonal(H, axis1=1, axis2=2)
@@ -560,16 +597,15 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
         # At a bound with a flat gradient and negative curvature (a step cut back at the bound
         # that passed an interior optimum near it; by symmetry the gradient there is zero): go
         # back halfway to where the step started, and take the derivatives again there.
-        escape = at_bound & ~held & (g >= -HELD_GRADIENT)
+        escape = (at_bound & ~held & (g >= -HELD_GRADIENT)).any(axis=1)
         if escape.any():
-            rows = np.flatnonzero(escape.any(axis=1))
-            back = np.where(escape[rows], lower + 0.5 * np.maximum(prev[act[rows]] - lower, 0.02), xa[rows])
-            x[act[rows]] = back
-            ok[rows] = False
-            escaped = np.zeros(len(act), bool)
-            escaped[rows] = True
-        else:
-            escaped = np.zeros(len(act), bool)
+            r = act[escape]
+            x[r] = np.where(
+                at_bound[escape] & ~held[escape], lower + 0.5 * np.maximum(prev[r] - lower, 0.02), xa[escape]
+            )
+            last_size[r] = 0.0
+        failed[act[~ok & ~escape]] = True
+        ok &= ~escape
         free = ~held
         Hf = np.where(free[:, :, None] & free[:, None, :], H, 0.0) + held[:, :, None] * eye
         Hf = np.where(ok[:, None, None], Hf, eye)
@@ -579,44 +615,34 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
         low = np.linalg.eigvalsh(Hf)[:, 0]
         scale = np.maximum(np.abs(np.trace(Hf, axis1=1, axis2=2)) / m, 1e-8)
         shift = np.where(low > 1e-8 * scale, 0.0, 1e-3 * scale - 2.0 * np.minimum(low, 0.0))
-        Hf = Hf + shift[:, None, None] * eye
-        delta = -np.linalg.solve(np.where(ok[:, None, None], Hf, eye), gf[..., None])[..., 0]
+        delta = -np.linalg.solve(Hf + shift[:, None, None] * eye, gf[..., None])[..., 0]
         gain = -0.5 * np.einsum("ki,ki->k", gf, delta)
-        # the step, cut back at the bounds, halved while it does not descend
-        t = np.ones(len(act))
-        trial_ok = np.zeros(len(act), bool)
-        f_new = np.full(len(act), np.inf)
-        x_new = xa.copy()
-        S_new = np.empty((len(act), bc.crit.p + 1, bc.crit.p + 1))
-        pending = ok.copy()
-        for _half in range(12):
-            idx = np.flatnonzero(pending)
-            if not len(idx):
-                break
-            cand = np.maximum(xa[idx] + t[idx, None] * delta[idx], lower)
-            fv, Sv = bc(act[idx], cand)
-            nfev[act[idx]] += 1
-            good = fv <= f0[idx] + 1e-10 * np.maximum(1.0, np.abs(f0[idx]))
-            sel = idx[good]
-            trial_ok[sel] = True
-            f_new[sel], S_new[sel], x_new[sel] = fv[good], Sv[good], cand[good]
-            pending[sel] = False
-            t[idx[~good]] *= 0.5
-        failed[act[~trial_ok & ~escaped]] = True
-        moved = np.flatnonzero(trial_ok)
-        prev[act[moved]] = x[act[moved]]
-        x[act[moved]] = x_new[moved]
-        fun[act[moved]] = f_new[moved]
-        S_hat[act[moved]] = S_new[moved]
-        # Converged: the step was below FINAL_STEP (what is left is of the order of its square),
-        # or Newton converges quadratically (the step shrank 20-fold, gained less than MAX_GAIN,
-        # and |δ_k+1| ≈ |δ_k|³/|δ_k−1|² would be below STEP_TOL).
+        # Converged: a plain Newton step below FINAL_STEP (what is left is of the order of its
+        # square), or steps shrinking quadratically (the step 20-fold below the last, gaining
+        # less than MAX_GAIN, and |δ_k+1| ≈ |δ_k|³/|δ_k−1|² below STEP_TOL)
         size = np.max(np.abs(delta) / np.maximum(1.0, np.abs(xa)), axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             next_size = np.where(last_size[act] > 0, size**3 / last_size[act] ** 2, np.inf)
-        full = (t == 1.0) & (shift == 0.0) & ~np.any(xa + delta < lower, axis=1)  # a plain Newton step
+        full = (shift == 0.0) & ~np.any(xa + delta < lower, axis=1)  # a plain Newton step
         quadratic = (size < 0.05 * last_size[act]) & (gain < MAX_GAIN) & (next_size < STEP_TOL)
-        conv = moved[full[moved] & ((size[moved] < FINAL_STEP) | quadratic[moved])]
-        done[act[conv]] = True
-        last_size[act[moved]] = np.where(full[moved], size[moved], 0.0)
+        conv = ok & full & ((size < FINAL_STEP) | quadratic)
+        # the last step, evaluated alone; if it does not descend, the centre is the optimum
+        if conv.any():
+            c = np.flatnonzero(conv)
+            cand = np.maximum(xa[c] + delta[c], lower)
+            fv, Sv = bc(act[c], cand)
+            nfev[act[c]] += 1
+            better = fv <= f0[c]
+            r = act[c]
+            x[r] = np.where(better[:, None], cand, xa[c])
+            fun[r] = np.where(better, fv, f0[c])
+            S_hat[r] = np.where(better[:, None, None], Sv, S_centre[c])
+            done[r] = True
+        # the others step, to be checked by their next stencil
+        s = np.flatnonzero(ok & ~conv)
+        r = act[s]
+        prev[r] = xa[s]
+        delta_k[r], t_k[r], unchecked[r] = delta[s], 1.0, True
+        x[r] = np.maximum(xa[s] + delta[s], lower)
+        last_size[r] = np.where(full[s], size[s], 0.0)
     return {"done": done, "theta": x, "fun": fun, "S": S_hat, "nfev": nfev}
