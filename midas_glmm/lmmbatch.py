@@ -22,8 +22,9 @@ When the sparse part is diagonal (crossed or single intercepts) the elimination 
 B'B = Σ_j w_j a_j a_j' with w_j = λ_j²/(λ_j² a_jj + 1), grouped over the levels with the same
 term and a_jj.
 
-Responses whose Hessian is not positive definite, or that do not converge in :data:`MAX_STEPS`
-steps, are left to the single-fit optimizer.
+Where a Hessian is not positive definite the step is damped. A response whose stencil cannot be
+evaluated, whose steps stop descending, or that does not converge in :data:`MAX_STEPS` steps is
+left to the single-fit optimizer.
 """
 
 from __future__ import annotations
@@ -540,8 +541,8 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
     of its own) and halved while it does not descend; the last step, once converged, is
     evaluated alone. Returns a dict of arrays over the responses: ``done`` (converged),
     ``theta``, ``fun``, ``S`` (the Schur factor at θ̂) and ``nfev``. A response not ``done`` is
-    for the single-fit optimizer (a Hessian not positive definite, no descent, or no
-    convergence in :data:`MAX_STEPS` steps)."""
+    for the single-fit optimizer (a stencil with a point that cannot be evaluated, no descent
+    after 12 halvings, or no convergence in :data:`MAX_STEPS` steps)."""
     K, m = start.shape
     lower = np.where(np.isfinite(bc.tmap.lower), bc.tmap.lower, -np.inf)
     bounded = np.isfinite(lower)
