@@ -192,7 +192,7 @@ class _GaussianShared:
         if not bc.usable or len(crit.tmap) == 0:
             return [None] * K
         start = moment_starts(crit.cp, crit.tmap, blocks.zy, blocks.xy, blocks.rr)
-        out = newton_many(bc, start)
+        out = newton_many(bc, start, crit.tmap.start)  # and λ = I where it is better, as fit()
         p, n = crit.p, crit.n
         XX = crit.blocks.XX[:p, :p]
         b_ols = np.linalg.lstsq(XX, blocks.xy.T, rcond=None)[0] if p else np.zeros((0, K))
@@ -350,12 +350,13 @@ def full_gaussian(model, shared: _GaussianShared, rec: dict, y: np.ndarray, crit
 
     m = model.with_response(y)
     crit = shared.criteria(y[:, None])[0] if crit is None else crit
-    x, fun, nfev, conv, message, optimizer = rec["opt"]
+    x, fun, nfev, conv, message, used = rec["opt"]  # used: the optimizer that found θ̂
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = lmm_estimates(
-            m.design, crit, shared.S, shared.REML, OptResult(x, fun, nfev, conv, message, optimizer), rec["messages"]
+            m.design, crit, shared.S, shared.REML, OptResult(x, fun, nfev, conv, message, used), rec["messages"]
         )
+    # what a refit or a bootstrap of this result uses: the optimizer the user asked fit_many for
     opts = {"method": "REML" if shared.REML else "ML", "optimizer": optimizer, "standardize": True}
     return MixedModelResults(m, est, fit_options=opts)
 
@@ -554,6 +555,7 @@ def _worker_chunk(settings, names, values):
 
 #: (model, responses) a forked worker inherits from its parent instead of receiving them pickled
 _FORK_STATE = None
+_FORK_LOCK = threading.Lock()
 
 
 def _init_forked_worker() -> None:
@@ -574,26 +576,31 @@ def _run_processes(workers: int, model, settings, names, values, bar) -> list[di
 
     global _FORK_STATE
     parts = _chunks(len(names), workers * 4)
-    fork = multiprocessing.get_start_method(allow_none=False) == "fork"
-    if fork:
-        if model.family.is_lmm and settings.fit_kwargs.get("standardize", True):
-            _shared(model, (settings.method or "REML").upper() == "REML")
-        _FORK_STATE = (model, values)
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_forked_worker)
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(_portable(model),))
-    try:
+    # the start method set by the user, else the platform's default (without fixing it)
+    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    ctx = multiprocessing.get_context(method)
+    fork = method == "fork"
+    if not fork:
+        pool = ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=(_portable(model),))
         with pool:
-            if fork:
+            return _collect(parts, [pool.submit(_worker_chunk, settings, names[s], values[:, s]) for s in parts], bar)
+    if model.family.is_lmm and settings.fit_kwargs.get("standardize", True):
+        _shared(model, (settings.method or "REML").upper() == "REML")
+    with _FORK_LOCK:  # one fit_many's state at a time for the processes it forks
+        _FORK_STATE = (model, values)
+        try:
+            with ProcessPoolExecutor(workers, ctx, initializer=_init_forked_worker) as pool:
                 futures = [pool.submit(_forked_chunk, settings, names[s], s) for s in parts]
-            else:
-                futures = [pool.submit(_worker_chunk, settings, names[s], values[:, s]) for s in parts]
-            out = []
-            for s, fut in zip(parts, futures):
-                out += fut.result()
-                bar.update(s.stop - s.start)
-    finally:
-        _FORK_STATE = None
+                return _collect(parts, futures, bar)
+        finally:
+            _FORK_STATE = None
+
+
+def _collect(parts, futures, bar) -> list[dict]:
+    out = []
+    for s, fut in zip(parts, futures):
+        out += fut.result()
+        bar.update(s.stop - s.start)
     return out
 
 

@@ -416,6 +416,10 @@ class BatchCriterion:
         self.lampos = np.array([int(np.flatnonzero(_lam_flat(tm.lams(e))[0] != 0.0)[0]) for e in np.eye(self.m)])
         term_of = np.repeat(np.arange(len(tm.terms)), np.diff(tm.offsets))
         self.tail = term_of >= P.split
+        # θ of one-column terms: the criterion is even in each (it enters as θ²), so at 0 its
+        # gradient vanishes and it does not couple to the others; not so in a term with columns
+        # below a diagonal element (flipping a column of λ leaves ΛΛ' as it is)
+        self.scalar_theta = np.array([tm.terms[t].p == 1 for t in term_of], dtype=bool)
         panels = P.panels or []
         self.pan_n = np.array([nb for nb, _, _ in panels], dtype=np.int64)
         self.pan_ptr = np.concatenate([[0], np.cumsum([len(d) for _, d, _ in panels])]).astype(np.int64)
@@ -530,7 +534,7 @@ def _derivatives(f: np.ndarray, steps: np.ndarray, m: int, pairs) -> tuple[np.nd
     return f0, g, H
 
 
-def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
+def newton_many(bc: BatchCriterion, start: np.ndarray, other_start: np.ndarray | None = None) -> dict:
     """Minimise each response's criterion from its start by projected Newton steps on central
     differences, all responses at once.
 
@@ -542,7 +546,9 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
     evaluated alone. Returns a dict of arrays over the responses: ``done`` (converged),
     ``theta``, ``fun``, ``S`` (the Schur factor at θ̂) and ``nfev``. A response not ``done`` is
     for the single-fit optimizer (a stencil with a point that cannot be evaluated, no descent
-    after 12 halvings, or no convergence in :data:`MAX_STEPS` steps)."""
+    after 12 halvings, or no convergence in :data:`MAX_STEPS` steps). ``other_start`` (one θ for all responses): where
+    the criterion is lower there than at a response's start, the response starts there instead
+    (the single fit's choice between its moment start and lme4's λ = I)."""
     K, m = start.shape
     lower = np.where(np.isfinite(bc.tmap.lower), bc.tmap.lower, -np.inf)
     bounded = np.isfinite(lower)
@@ -571,8 +577,24 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
         xa = x[act]
         steps = FD_STEP * np.maximum(1.0, np.abs(xa))
         pts = (xa[:, None, :] + unit[None, :, :] * steps[:, None, :]).reshape(-1, m)
-        f, S = bc(np.repeat(act, npts), pts)
-        nfev[act] += npts
+        if other_start is not None:  # the first stencils, with the other start beside each
+            f, S = bc(
+                np.concatenate([np.repeat(act, npts), act]), np.vstack([pts, np.tile(other_start, (len(act), 1))])
+            )
+            nfev[act] += npts + 1
+            f_other, f, S = f[len(pts) :], f[: len(pts)], S[: len(pts)]
+            better = f_other < f.reshape(len(act), npts)[:, 0]
+            x[act[better]] = other_start
+            base[act[better]] = other_start
+            other_start = None
+            if better.any():  # those take their stencil at the other start, in the next round
+                keep = ~better
+                act, xa, steps = act[keep], xa[keep], steps[keep]
+                f = f.reshape(-1, npts)[keep].ravel()
+                S = S.reshape(-1, npts, ms, ms)[keep].reshape(-1, ms, ms)
+        else:
+            f, S = bc(np.repeat(act, npts), pts)
+            nfev[act] += npts
         f = f.reshape(len(act), npts)
         S_centre = S.reshape(len(act), npts, ms, ms)[:, 0]
         with np.errstate(invalid="ignore", over="ignore"):  # a stencil with an ∞ point: not ok below
@@ -591,19 +613,24 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
         act, xa, f, f0, g, H, S_centre, steps = (a[keep] for a in (act, xa, f, f0, g, H, S_centre, steps))
         base[act], f_base[act], unchecked[act], halvings[act] = xa, f0, False, 0
         ok = np.all(np.isfinite(f), axis=1)
-        # held at a bound: the gradient pushes out of the region and the curvature is positive
+        # held at a bound: a one-column term's θ where the gradient pushes out of the region and
+        # the curvature is positive; a multi-column term's diagonal at its bound (a column-sign
+        # twin and couplings the stencil does not resolve) is for the single-fit optimizer
         diagH = np.diagonal(H, axis1=1, axis2=2)
         at_bound = bounded & (xa <= lower)
+        multi = (at_bound & ~bc.scalar_theta).any(axis=1)
+        failed[act[multi]] = True
+        ok &= ~multi
         held = at_bound & (g >= -HELD_GRADIENT) & (diagH > 0)
         # At a bound with a flat gradient and negative curvature (a step cut back at the bound
         # that passed an interior optimum near it; by symmetry the gradient there is zero): go
         # back halfway to where the step started, and take the derivatives again there.
-        escape = (at_bound & ~held & (g >= -HELD_GRADIENT)).any(axis=1)
+        escape = ok & (at_bound & ~held & (g >= -HELD_GRADIENT)).any(axis=1)
         if escape.any():
             r = act[escape]
-            x[r] = np.where(
-                at_bound[escape] & ~held[escape], lower + 0.5 * np.maximum(prev[r] - lower, 0.02), xa[escape]
-            )
+            with np.errstate(invalid="ignore"):  # −∞ bounds of off-diagonal θ: not used
+                back = lower + 0.5 * np.maximum(prev[r] - lower, 0.02)
+            x[r] = np.where(at_bound[escape] & ~held[escape], back, xa[escape])
             last_size[r] = 0.0
         failed[act[~ok & ~escape]] = True
         ok &= ~escape
@@ -617,6 +644,12 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
         scale = np.maximum(np.abs(np.trace(Hf, axis1=1, axis2=2)) / m, 1e-8)
         shift = np.where(low > 1e-8 * scale, 0.0, 1e-3 * scale - 2.0 * np.minimum(low, 0.0))
         delta = -np.linalg.solve(Hf + shift[:, None, None] * eye, gf[..., None])[..., 0]
+        # a multi-column term's diagonal goes at most 90% of the way to its bound in one step
+        crossing = bounded & ~bc.scalar_theta & (xa + delta < lower)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(crossing, 0.9 * (xa - lower) / -delta, np.inf).min(axis=1)
+        cut = np.minimum(room, 1.0)
+        delta = delta * cut[:, None]
         gain = -0.5 * np.einsum("ki,ki->k", gf, delta)
         # Converged: a plain Newton step below FINAL_STEP (what is left is of the order of its
         # square), or steps shrinking quadratically (the step 20-fold below the last, gaining
@@ -624,7 +657,7 @@ def newton_many(bc: BatchCriterion, start: np.ndarray) -> dict:
         size = np.max(np.abs(delta) / np.maximum(1.0, np.abs(xa)), axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             next_size = np.where(last_size[act] > 0, size**3 / last_size[act] ** 2, np.inf)
-        full = (shift == 0.0) & ~np.any(xa + delta < lower, axis=1)  # a plain Newton step
+        full = (shift == 0.0) & (cut == 1.0) & ~np.any(xa + delta < lower, axis=1)  # a plain Newton step
         quadratic = (size < 0.05 * last_size[act]) & (gain < MAX_GAIN) & (next_size < STEP_TOL)
         conv = ok & full & ((size < FINAL_STEP) | quadratic)
         # the last step, evaluated alone; if it does not descend, the centre is the optimum
