@@ -543,10 +543,12 @@ _WORKER_MODEL = None
 
 def _init_worker(model) -> None:
     global _WORKER_MODEL, _WORKER_LIMIT
-    from threadpoolctl import threadpool_limits
+    from .threads import _blas_controller
 
     _WORKER_MODEL = model
-    _WORKER_LIMIT = threadpool_limits(1)  # one BLAS thread per process: no oversubscription  # noqa: F841
+    # one BLAS thread per process, no oversubscription (a forked worker has the parent's list of
+    # BLAS libraries and need not search the loaded libraries again)
+    _WORKER_LIMIT = _blas_controller().limit(limits=1)  # noqa: F841
 
 
 def _worker_chunk(settings, names, values):
@@ -586,6 +588,9 @@ def _run_processes(workers: int, model, settings, names, values, bar) -> list[di
             return _collect(parts, [pool.submit(_worker_chunk, settings, names[s], values[:, s]) for s in parts], bar)
     if model.family.is_lmm and settings.fit_kwargs.get("standardize", True):
         _shared(model, (settings.method or "REML").upper() == "REML")
+    from .threads import _blas_controller
+
+    _blas_controller()  # found here once, inherited by the workers
     with _FORK_LOCK:  # one fit_many's state at a time for the processes it forks
         _FORK_STATE = (model, values)
         try:
