@@ -106,6 +106,15 @@ def make(case: Case) -> pd.DataFrame:
         else:
             df["y"] = rng.poisson(np.exp(0.5 + eta)).astype(float)
         return df
+    if case.kind == "crossed_slopes":  # every subject sees every item once, a two-level condition
+        rng = np.random.default_rng(n + G + 21)
+        items = n // G
+        subj, item = np.repeat(np.arange(G), items), np.tile(np.arange(items), G)
+        x1 = rng.choice([-0.5, 0.5], n)
+        us = rng.multivariate_normal([0, 0], [[0.36, 0.06], [0.06, 0.09]], G)
+        ui = rng.multivariate_normal([0, 0], [[0.16, -0.02], [-0.02, 0.04]], items)
+        y = 1 + 0.3 * x1 + us[subj, 0] + us[subj, 1] * x1 + ui[item, 0] + ui[item, 1] * x1 + rng.normal(size=n)
+        return pd.DataFrame({"subj": subj, "item": item, "x1": x1, "y": y})
     if case.kind == "crossed":  # InstEval's shape: students x lecturers, lecturers within departments
         rng = np.random.default_rng(73421)
         ns, nd, ndept = 2972, 1128, 14
@@ -300,6 +309,19 @@ CASES = [
 ]
 PEERS = ("midas", "lme4", "glmmTMB")
 SHAPE_CASES = [
+    Case(
+        "crossed_slopes_lmm",
+        "crossed_slopes",
+        20_000,
+        200,
+        "y ~ x1 + (1 + x1|subj) + (1 + x1|item)",
+        tools=PEERS,
+        group="shapes",
+        factors=("subj", "item"),
+        levels="200 subj x 100 item",
+        notes="the maximal model of a psycholinguistic experiment: every subject sees every item once, x1 a "
+        "two-level condition (±0.5), correlated random intercepts and condition slopes for subjects and for items",
+    ),
     Case(
         "obslevel_poisson",
         "obslevel",

@@ -37,7 +37,7 @@ def dense_cholesky(A: np.ndarray) -> np.ndarray:
 
 
 def _panel_updates(L: np.ndarray, panels, T: np.ndarray) -> np.ndarray:
-    """T −= B'B for the panels B of scalar sparse columns' tail rows (FactorPlan._panel_plan):
+    """T −= B'B for the panels B of the sparse columns' tail rows (FactorPlan._panel_plan):
     BLAS dsyrk on the lower triangle of T (the triangle the tail's Cholesky reads). Returns T and
     B when there is a single panel (None otherwise)."""
     qt = T.shape[0]

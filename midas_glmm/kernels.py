@@ -193,8 +193,8 @@ def _tail_updates(L, colptr, rowidx, blkoff, nsize, Ns, T, tile=64):
 @njit(cache=True)
 def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, tail_by_caller):
     """Right-looking block Cholesky of the sparse part, in place; the updates of the tail rows go
-    into T (with ``tail_by_caller`` and a scalar tail, the scalar columns' tail-by-tail updates
-    are left to the caller, who does them by dense panels). Returns 0, or 1 + the node whose pivot
+    into T (with ``tail_by_caller`` every column's tail-by-tail updates are left to the caller,
+    who does them by dense panels). Returns 0, or 1 + the node whose pivot
     block is not positive definite."""
     qt = T.shape[1]
     Tf = T.ravel()
@@ -233,7 +233,9 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, tail_by_call
         # the Schur complement: A_ab -= L_aj L_bj' for row nodes b ≤ a of column j
         lo, hi = colptr[j] + 1, colptr[j + 1]
         ts = _find(rowidx, lo, hi, Ns)  # first row in the tail (rows are sorted)
-        deferred = pj == 1 and tail_scalar  # scalar rows into a scalar tail: _tail_updates, by tiles
+        # the tail-by-tail updates: the caller's dense panels (any nodes), or for scalar rows into
+        # a scalar tail _tail_updates, by tiles
+        deferred = tail_by_caller or (pj == 1 and tail_scalar)
         # Column by column of the target: the rows a of column j below b are, in order, among the
         # rows of column b (b is an ancestor of j), so one forward walk finds every target.
         for e2 in range(lo, ts):

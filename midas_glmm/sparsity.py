@@ -236,27 +236,38 @@ class FactorPlan:
         self.panels = self._panel_plan()
 
     def _panel_plan(self) -> list[tuple[int, np.ndarray, np.ndarray]] | None:
-        """When the scalar sparse columns fill their tail rows densely (crossed intercepts: most
-        levels of the first factor meet most levels of the tail's), their update of the tail,
-        T −= Σ_j l_j l_j', is one BLAS rank-k update per panel of columns rather than scattered
-        scalar updates: a list of (rows in the panel, place in the panel, place in L). None when
-        the scattered updates cost less (sparse coupling) or the nodes are not all scalar."""
-        if not self.qt or self.Ns == 0 or np.any(self.nsize != 1):
+        """When the sparse columns fill their tail rows densely (crossed factors: most levels of
+        the first meet most levels of the tail's), their update of the tail, T −= Σ l l' over
+        the sparse part's columns (one per random effect), is one BLAS rank-k update per panel
+        of columns rather than scattered updates: a list of (rows in the panel, place in the
+        panel, place in L). A panel's row is one random effect of the sparse part, its columns
+        the tail's random effects, for nodes of any size. None when the scattered updates cost
+        less (sparse coupling)."""
+        if not self.qt or self.Ns == 0:
             return None
         col_of = np.repeat(np.arange(self.Ns), np.diff(self.colptr))
         tail = self.rowidx >= self.Ns
         tail[self.colptr[:-1]] = False  # the diagonal
-        counts = np.bincount(col_of[tail], minlength=self.Ns).astype(float)
-        # scattered: ~1.5 ns per pair (indirect writes); dense: ~0.1 ns per flop of the rank-k update
-        if 1.5 * float(np.sum(counts * (counts + 1) / 2)) < 0.15 * self.Ns * self.qt * self.qt:
+        e = np.flatnonzero(tail)
+        pj, pi = self.nsize[col_of[e]], self.nsize[self.rowidx[e]]
+        size = pi * pj
+        blk = np.repeat(np.arange(len(e)), size)  # each entry (r, c) of each p_i × p_j tail block
+        within = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+        src = self.blkoff[e][blk] + within  # blocks are row-major
+        prow = self.nodeoff[col_of[e]][blk] + within % pj[blk]  # the sparse random effect
+        pcol = self.tailoff[self.rowidx[e]][blk] + within // pj[blk]  # the tail's random effect
+        counts = np.bincount(prow, minlength=self.qs).astype(float)
+        # scattered: ~1.5 ns per pair of scalar entries (indirect writes), ~4x that per entry pair
+        # through the block updates of larger nodes; dense: ~0.1 ns per flop of the rank-k update
+        per_pair = 1.5 if np.all(self.nsize == 1) else 6.0
+        if per_pair * float(np.sum(counts * (counts + 1) / 2)) < 0.15 * self.qs * self.qt * self.qt:
             return None
-        rows = max(PANEL_MIN_ROWS, min(self.Ns, PANEL_ENTRIES // self.qt))
-        j, r, src = col_of[tail], self.rowidx[tail] - self.Ns, self.blkoff[np.flatnonzero(tail)]
+        rows = max(PANEL_MIN_ROWS, min(self.qs, PANEL_ENTRIES // self.qt))
         panels = []
-        for j0 in range(0, self.Ns, rows):
-            sel = (j >= j0) & (j < j0 + rows)
-            n = min(rows, self.Ns - j0)
-            panels.append((n, ((j[sel] - j0) * self.qt + r[sel]).astype(np.int64), src[sel].astype(np.int64)))
+        for j0 in range(0, self.qs, rows):
+            sel = (prow >= j0) & (prow < j0 + rows)
+            n = min(rows, self.qs - j0)
+            panels.append((n, ((prow[sel] - j0) * self.qt + pcol[sel]).astype(np.int64), src[sel].astype(np.int64)))
         return panels
 
     def describe(self) -> str:
