@@ -247,13 +247,18 @@ def test_reordered_levels_give_the_same_fit_reported_in_label_order(family, resp
     assert np.allclose(fit.predict(df.iloc[:50]), plain.predict(df.iloc[:50]), atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["crossed", "two_crossed"])
+@pytest.mark.parametrize("name", ["crossed", "two_crossed", "crossed_slopes", "vector_tail"])
 @pytest.mark.parametrize("panel_rows", [None, 8])  # one panel (kept for the solves) / several
 def test_dense_panel_updates_of_the_tail_equal_dense_algebra(name, panel_rows, monkeypatch):
-    """Crossed intercepts fill the tail rows of the first term's columns densely: their update of
+    """Crossed factors fill the tail rows of the first term's columns densely: their update of
     the tail is a BLAS rank-k update by panels (and, with one panel, the forward solves' tail
-    update a product); the numbers must be the dense algebra's."""
-    formula = {"two_crossed": "y ~ x + (1|a) + (1|b)"}.get(name, FORMULAS.get(name))
+    update a product), for nodes of any size (random slopes: a panel row per random effect);
+    the numbers must be the dense algebra's."""
+    formula = {
+        "two_crossed": "y ~ x + (1|a) + (1|b)",
+        "crossed_slopes": "y ~ x + (1 + x|a) + (1 + x|b)",
+        "vector_tail": "y ~ x + (1|a) + (x|b)",
+    }.get(name, FORMULAS.get(name))
     if panel_rows is not None:
         monkeypatch.setattr(sparsity, "PANEL_ENTRIES", panel_rows)
         monkeypatch.setattr(sparsity, "PANEL_MIN_ROWS", panel_rows)
