@@ -370,9 +370,52 @@ def _optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimiz
         )
         if restarted:
             g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
+    twin = column_sign_twin(crit, opt)
+    if twin is not None:  # a better optimum beyond a random-slope column's bound
+        opt = twin
+        g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
     msgs = check_convergence(crit, opt, tm.lower, hessian=H, gradient=g)
     opt = newton_step(crit, opt, tm.lower, g, H)
     return lmm_estimates(design, crit, S, REML, opt, msgs)
+
+
+#: a diagonal θ below this is on its bound (lme4's isSingular tolerance)
+ON_BOUND = 1e-4
+
+
+def column_sign_twin(crit, opt):
+    """A better optimum past a multi-column term's boundary, or None.
+
+    A column of λ_t and the same column negated give the same ΛΛ', so when a diagonal element
+    is on its bound (0) with entries below it, the point has a twin with those entries negated;
+    from one of the two the criterion can fall by moving the diagonal off its bound, which a
+    bounded optimizer started on the other side does not see (lme4 stops there too, on some
+    data). For each such column the optimizer is run again from the negated column with the
+    diagonal moved off the bound, and the best end is kept if it is lower."""
+    from .optimize import minimize_bounded
+
+    tm = crit.tmap
+    best = None
+    for t, sl in zip(tm.terms, tm.slices()):
+        if t.p < 2:
+            continue
+        rows, cols = t.theta_index
+        theta = np.asarray(opt.x, dtype=float)[sl]
+        for c in range(t.p - 1):  # the last column has nothing below its diagonal
+            diag = np.flatnonzero((rows == c) & (cols == c))[0]
+            below = np.flatnonzero((cols == c) & (rows > c))
+            if theta[diag] >= ON_BOUND:
+                continue
+            x0 = np.array(opt.x, dtype=float)
+            x0[sl.start + below] = -theta[below]
+            x0[sl.start + diag] = max(0.1 * float(np.max(np.abs(theta[below]), initial=0.0)), 0.01)
+            try:
+                cand = minimize_bounded(crit, x0, tm.lower, "bobyqa", step=0.05, tolerances=LME4_STOP)
+            except (FitError, np.linalg.LinAlgError):
+                continue
+            if cand.fun < (best.fun if best is not None else opt.fun) - 1e-8:
+                best = cand
+    return best
 
 
 def lmm_estimates(design, crit: LMMCriterion, S: np.ndarray, REML: bool, opt, msgs: list[str]):

@@ -248,3 +248,31 @@ def test_full_result_of_a_newton_fitted_response_refits():
         ref = MixedModel.from_formula("y ~ x + (1|a) + (1|b)", df.assign(y=y)).fit(method="ML")
     assert full.fit_options["optimizer"] is None
     assert ml.llf == pytest.approx(ref.llf, abs=1e-8)
+
+
+def test_single_fit_of_random_slopes_is_not_stuck_on_a_column_bound():
+    """fit() of y ~ x + (x|b) on data where BOBYQA stops with the intercept's θ on 0 and a
+    small slope entry below it: the column's sign twin (same ΛΛ') leads to a better optimum,
+    which fit() must reach (before: 0.038 and 0.545 below it on y12 and y55, lme4 at the better
+    one; on y41 and y68 lme4 itself stops at the worse one). Checked as a property: no restart
+    from the twin, nor from other starts, finds a higher likelihood."""
+    rng = np.random.default_rng(3)
+    n = 300
+    a, b = rng.integers(0, 30, n), rng.integers(0, 8, n)
+    df = pd.DataFrame({"b": b.astype(str), "x": rng.normal(size=n)})
+    x = df.x.to_numpy()
+    Y = {}
+    for k in range(111):
+        s0, s1, sa = rng.uniform(0, 1, 3) * rng.choice([0, 0.2, 1], 3)
+        rho = rng.uniform(-1, 1)
+        u0 = rng.normal(size=8)
+        u1 = rho * u0 + np.sqrt(1 - rho**2) * rng.normal(size=8)
+        Y[f"y{k}"] = 1 + 0.5 * x + s0 * u0[b] + s1 * u1[b] * x + sa * rng.normal(size=30)[a] + rng.normal(size=n)
+    for name in ["y12", "y41", "y55", "y68", "y99"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = MixedModel.from_formula("y ~ x + (x|b)", df.assign(y=Y[name]))
+            fit = m.fit()
+            th = np.asarray(fit.theta)
+            others = [m.fit(start=s).llf for s in ([0.05, -th[1], th[2]], [1.0, 0.5, 1.0], [1.0, -0.5, 1.0])]
+        assert fit.llf >= max(others) - 1e-6, name
