@@ -209,18 +209,7 @@ def test_random_slopes_on_their_bound_go_to_the_single_fit_optimizer():
     multi-column term's diagonal at its bound (a column-sign twin of the point can be better),
     so no response is reported at a point below its single fit (found in review: llf 1.8e-3
     below fit() on this response before)."""
-    rng = np.random.default_rng(3)
-    n = 300
-    a, b = rng.integers(0, 30, n), rng.integers(0, 8, n)
-    df = pd.DataFrame({"b": b.astype(str), "x": rng.normal(size=n)})
-    x = df.x.to_numpy()
-    Y = {}
-    for k in range(111):
-        s0, s1, sa = rng.uniform(0, 1, 3) * rng.choice([0, 0.2, 1], 3)
-        rho = rng.uniform(-1, 1)
-        u0 = rng.normal(size=8)
-        u1 = rho * u0 + np.sqrt(1 - rho**2) * rng.normal(size=8)
-        Y[f"y{k}"] = 1 + 0.5 * x + s0 * u0[b] + s1 * u1[b] * x + sa * rng.normal(size=30)[a] + rng.normal(size=n)
+    df, Y = _slope_responses()
     names = ["y110", "y0", "y1", "y2", "y3"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -256,6 +245,21 @@ def test_single_fit_of_random_slopes_is_not_stuck_on_a_column_bound():
     which fit() must reach (before: 0.038 and 0.545 below it on y12 and y55, lme4 at the better
     one; on y41 and y68 lme4 itself stops at the worse one). Checked as a property: no restart
     from the twin, nor from other starts, finds a higher likelihood."""
+    df, Y = _slope_responses()
+    for name in ["y12", "y41", "y55", "y68", "y99"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = MixedModel.from_formula("y ~ x + (x|b)", df.assign(y=Y[name]))
+            fit = m.fit()
+            th = np.asarray(fit.theta)
+            others = [m.fit(start=s).llf for s in ([0.05, -th[1], th[2]], [1.0, 0.5, 1.0], [1.0, -0.5, 1.0])]
+        assert fit.llf >= max(others) - 1e-6, name
+
+
+def _slope_responses():
+    """300 rows, b (8 levels) with a correlated random intercept and x slope of random sizes
+    (often near zero: boundary fits), and a crossed nuisance factor; 111 responses (found in
+    review: several sit on a random-slope column's bound)."""
     rng = np.random.default_rng(3)
     n = 300
     a, b = rng.integers(0, 30, n), rng.integers(0, 8, n)
@@ -268,11 +272,4 @@ def test_single_fit_of_random_slopes_is_not_stuck_on_a_column_bound():
         u0 = rng.normal(size=8)
         u1 = rho * u0 + np.sqrt(1 - rho**2) * rng.normal(size=8)
         Y[f"y{k}"] = 1 + 0.5 * x + s0 * u0[b] + s1 * u1[b] * x + sa * rng.normal(size=30)[a] + rng.normal(size=n)
-    for name in ["y12", "y41", "y55", "y68", "y99"]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            m = MixedModel.from_formula("y ~ x + (x|b)", df.assign(y=Y[name]))
-            fit = m.fit()
-            th = np.asarray(fit.theta)
-            others = [m.fit(start=s).llf for s in ([0.05, -th[1], th[2]], [1.0, 0.5, 1.0], [1.0, -0.5, 1.0])]
-        assert fit.llf >= max(others) - 1e-6, name
+    return df, Y
