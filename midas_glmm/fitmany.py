@@ -115,13 +115,12 @@ class _GaussianShared:
         X = d.X
         self.p = X.shape[1]
         self.shift, self.scale, _ = standardize(X, list(d.fixed_names), d.gram)
-        self.Xs = (X - self.shift) / self.scale
+        self.Xs = np.ascontiguousarray((X - self.shift) / self.scale)
         self.w = d.weights if d.has_prior_weights else None
-        self.offset = d.offset
-        self.X, self.gram = X, d.gram
-        self.Xs = np.ascontiguousarray(self.Xs)
+        self.X = X
+        self.Xc = np.ascontiguousarray(X, dtype=float)  # for the compiled data pass
+        self.G, self.Xsum = (X.T @ X if d.gram is None else d.gram), X.sum(axis=0)  # X'X, X'1
         self.nobs = d.nobs
-        self.has_offset = bool(np.any(np.asarray(d.offset, dtype=float)))
         # Z by rows: row r's non-zeros zval[r] sit in the columns zidx[r] (node order), one per
         # column of each term
         n = X.shape[0]
@@ -135,7 +134,7 @@ class _GaussianShared:
         self.q = off
         self.zidx = np.ascontiguousarray(np.column_stack(idx)) if idx else np.zeros((n, 0), np.int64)
         self.zval = np.ascontiguousarray(np.column_stack(val)) if val else np.zeros((n, 0))
-        self.off = np.asarray(d.offset, dtype=float) if self.has_offset else np.zeros(n)
+        self.off = np.ascontiguousarray(d.offset, dtype=float)  # zeros without an offset
         self.w_rows = np.asarray(self.w, dtype=float) if self.w is not None else np.ones(n)
 
     def response_blocks(self, values: np.ndarray) -> SimpleNamespace:
@@ -152,9 +151,8 @@ class _GaussianShared:
         K = values.shape[1]
         Y = values if values.dtype == np.float64 else values.astype(float)
         Xty, sy = np.zeros((self.p, K)), np.zeros(K)
-        ols_sums(Y, self.off, np.ascontiguousarray(self.X, dtype=float), Xty, sy)
-        G = self.X.T @ self.X if self.gram is None else self.gram
-        B = ols_from_sums(G, self.X.sum(axis=0), self.X.shape[0], Xty, sy, self.shift, self.scale)
+        ols_sums(Y, self.off, self.Xc, Xty, sy)
+        B = ols_from_sums(self.G, self.Xsum, self.X.shape[0], Xty, sy, self.shift, self.scale)
         zy, xy = np.zeros((self.q, K)), np.zeros((self.p, K))
         rr, yss = np.zeros(K), np.zeros(K)
         residual_sums(Y, self.off, self.Xs, np.ascontiguousarray(B), self.w_rows, self.zidx, self.zval, zy, xy, rr, yss)
@@ -180,23 +178,24 @@ class _GaussianShared:
 
     def newton(self, blocks: SimpleNamespace) -> list[dict | None]:
         """The batch's fits by lock-step Newton (:mod:`~midas_glmm.lmmbatch`): per response the
-        estimates :func:`~midas_glmm.lmm.lmm_estimates` gives at θ̂, or None for a response left
-        to the single-fit optimizer (near a bound, ill-conditioned, or a residual variance or
-        residual sum of squares at zero, which the single fit reports)."""
-        from .lmm import moment_starts
+        estimates :func:`~midas_glmm.lmm.lmm_estimates` gives at θ̂ (computed here for the whole
+        batch from the Schur factors at θ̂), or None for a response left to the single-fit
+        optimizer (not converged by :func:`~midas_glmm.lmmbatch.newton_many`, or a residual
+        variance or residual sum of squares at zero, which the single fit reports)."""
+        from .lmm import moment_starts, ols_rss
         from .lmmbatch import BatchCriterion, newton_many
 
         crit, S = self.crit, self.S
         K = len(blocks.rr)
-        bc = BatchCriterion(crit, blocks.zy, blocks.xy, blocks.rr)
+        if self.__dict__.get("batch_criterion") is None:  # the design's part: once per model
+            self.batch_criterion = BatchCriterion(crit, blocks.zy, blocks.xy, blocks.rr)
+        bc = self.batch_criterion.with_responses(blocks.zy, blocks.xy, blocks.rr)
         if not bc.usable or len(crit.tmap) == 0:
             return [None] * K
         start = moment_starts(crit.cp, crit.tmap, blocks.zy, blocks.xy, blocks.rr)
         out = newton_many(bc, start, crit.tmap.start)  # and λ = I where it is better, as fit()
         p, n = crit.p, crit.n
-        XX = crit.blocks.XX[:p, :p]
-        b_ols = np.linalg.lstsq(XX, blocks.xy.T, rcond=None)[0] if p else np.zeros((0, K))
-        rss = np.maximum(blocks.rr - np.einsum("jk,kj->k", b_ols, blocks.xy), 0.0)
+        rss = ols_rss(crit.blocks.XX[:p, :p], blocks.xy, blocks.rr)[1]
         Sf = out["S"]
         RX, c_beta, r = Sf[:, :p, :p], Sf[:, p, :p], Sf[:, p, p]
         denom = n - p if self.REML else n

@@ -221,9 +221,7 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
     k = A.shape[0] - 1
     n = cp.n
     K = len(rr)
-    # response by response, as a single start (a solve with K right-hand sides rounds otherwise)
-    beta = np.column_stack([np.linalg.lstsq(A[:k, :k], v, rcond=None)[0] for v in xy]) if k else np.zeros((0, K))
-    rss = np.maximum(rr - _sum_products(beta, xy.T), 0.0)
+    beta, rss = ols_rss(A[:k, :k], xy, rr)
     comps, msw, totals = [], [], []
     col = 0
     for t, ZtZ, XZ in zip(tmap.terms, cp.ZtZ, cp.XytZ):
@@ -264,6 +262,17 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
             lam_diag = np.maximum(np.sqrt(s2 / sigma2[:, None]), floor)  # K × p
             out[good, sl] = np.where(rows == cols, lam_diag[good][:, rows], 0.0)
     return out
+
+
+def ols_rss(XX: np.ndarray, xy: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ols_fit` for K responses from X'X, their X'y (K × p) and y'y (K,): β̂ (p × K) and
+    the residual sums of squares, response by response (a solve with K right-hand sides would
+    round a response differently with the batch it is in)."""
+    K, k = xy.shape
+    if not k:
+        return np.zeros((0, K)), np.maximum(rr, 0.0)
+    beta = np.column_stack([np.linalg.lstsq(XX, v, rcond=None)[0] for v in xy])
+    return beta, np.maximum(rr - _sum_products(beta, xy.T), 0.0)
 
 
 def _sum_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -379,10 +388,6 @@ def _optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimiz
     return lmm_estimates(design, crit, S, REML, opt, msgs)
 
 
-#: a diagonal θ below this is on its bound (lme4's isSingular tolerance)
-ON_BOUND = 1e-4
-
-
 def column_sign_twin(crit, opt):
     """A better optimum past a multi-column term's boundary, or None.
 
@@ -390,9 +395,10 @@ def column_sign_twin(crit, opt):
     is on its bound (0) with entries below it, the point has a twin with those entries negated;
     from one of the two the criterion can fall by moving the diagonal off its bound, which a
     bounded optimizer started on the other side does not see (lme4 stops there too, on some
-    data). For each such column the optimizer is run again from the negated column with the
-    diagonal moved off the bound, and the best end is kept if it is lower."""
-    from .optimize import minimize_bounded
+    data). For each column whose diagonal is on its bound (whatever is below it: with nothing
+    below, the point may be a saddle across the bound) the optimizer is run again from the
+    negated column with the diagonal moved off the bound, and the best end is kept if lower."""
+    from .optimize import SINGULAR_TOL, minimize_bounded
 
     tm = crit.tmap
     best = None
@@ -404,7 +410,7 @@ def column_sign_twin(crit, opt):
         for c in range(t.p - 1):  # the last column has nothing below its diagonal
             diag = np.flatnonzero((rows == c) & (cols == c))[0]
             below = np.flatnonzero((cols == c) & (rows > c))
-            if theta[diag] >= ON_BOUND:
+            if theta[diag] >= SINGULAR_TOL:
                 continue
             x0 = np.array(opt.x, dtype=float)
             x0[sl.start + below] = -theta[below]

@@ -29,6 +29,8 @@ left to the single-fit optimizer.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from numba import njit
 
@@ -397,6 +399,9 @@ class BatchCriterion:
     zy, xy, rr : ndarray
         The responses' own blocks, Z'Wr (K × q, node order), X'Wr (K × p) and r'Wr (K,), with
         r the response less its rough OLS fit (see :func:`~midas_glmm.lmm.lmm_criterion`).
+
+    What comes from the design alone (the layout, the tail rows B1 and the grouped sums C_u) is
+    built once; :meth:`with_responses` gives the same criterion for another batch.
     """
 
     def __init__(self, crit, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray):
@@ -470,6 +475,12 @@ class BatchCriterion:
             Cu = rows.T @ rows
             C[u] = Cu[lower] if self.tail_scalar else Cu.ravel()  # packed lower triangle by rows
         return C, uniq[:, 0].astype(np.int64), uniq[:, 1].copy()
+
+    def with_responses(self, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray) -> BatchCriterion:
+        """The same design's criterion for another batch of responses (nothing analysed again)."""
+        other = copy.copy(self)
+        other.zy, other.xy, other.rr = (np.ascontiguousarray(a, dtype=float) for a in (zy, xy, rr))
+        return other
 
     @property
     def usable(self) -> bool:

@@ -420,7 +420,11 @@ def newton_step(fun, opt: OptResult, lower: np.ndarray, gradient: np.ndarray, he
     return opt
 
 
-def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = 1e-4) -> bool:
+#: a bounded θ element this close to its bound is on it (lme4's isSingular tolerance)
+SINGULAR_TOL = 1e-4
+
+
+def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL) -> bool:
     """lme4's ``isSingular``: some θ element with a zero lower bound is within ``tol`` of it."""
     bounded = np.isfinite(lower)
     return bool(np.any(theta[bounded] - lower[bounded] < tol))
