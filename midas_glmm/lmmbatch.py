@@ -432,17 +432,15 @@ class BatchCriterion:
         self.pan_src = np.concatenate([s for _, _, s in panels] or [np.zeros(0, np.int64)]).astype(np.int64)
         self.tail_scalar = bool(np.all(P.nsize[P.Ns :] == 1))
         # a diagonal sparse part (scalar nodes, each coupled to tail nodes only) with a densely
-        # coupled tail: dense products (B is Ns × qt) in place of the block-sparse kernels, when
-        # the rank-Ns update costs less than scattered pairs (the rule of FactorPlan's panels)
+        # coupled tail (where the factor itself updates the tail by dense panels): dense
+        # products (B1 is Ns × qt) in place of the block-sparse kernels
         sparse_rows = P.rowidx < P.Ns
         sparse_rows[P.colptr[:-1]] = False
-        tail_entries = np.add.reduceat(P.nsize[P.rowidx], P.colptr[:-1]) - 1 if P.Ns else np.zeros(0)
-        scattered = 1.5 * float(np.sum(tail_entries * (tail_entries + 1) / 2))
         self.diagonal = bool(
             P.Ns > 0
             and np.all(P.nsize[: P.Ns] == 1)
             and not sparse_rows.any()
-            and (P.qt == 0 or (scattered >= 0.15 * P.Ns * P.qt * P.qt and P.Ns * P.qt <= 1 << 22))
+            and (P.qt == 0 or (P.panels is not None and P.Ns * P.qt <= 1 << 22))
         )
         self.diagpos = np.asarray(P.diagpos, dtype=np.int64)
         self.C, self.C_term, self.C_n = self._grouped_gram()
