@@ -24,10 +24,9 @@ from .errors import (
     SingularFitWarning,
 )
 from .families import Family, family
-from .inference import anova, compare
 from .model import MixedModel
-from .persist import load
-from .results import MixedModelResults
+from .posthoc import anova, compare, plots
+from .results import MixedModelResults, load
 
 __version__ = "0.1.0"
 
@@ -40,6 +39,7 @@ __all__ = [
     "anova",
     "load",
     "datasets",
+    "plots",
     "MidasError",
     "FormulaError",
     "DataError",

@@ -8,14 +8,21 @@ does not change the model; it returns a new :class:`~midas_glmm.results.MixedMod
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from .design import Design, build_design, design_from_arrays
+from .design.daskdata import build_dask_design, is_dask_frame
+from .design.zeroinfl import zi_rhs as zero_inflation_rhs
+from .engine.controls import FitControl, check_maxiter, check_quadrature, check_start, fit_control
+from .engine.lmm import fit_lmm
+from .engine.pirls import fit_glmm
 from .errors import ConvergenceWarning, DataError, FewGroupsWarning, FitError, SingularFitWarning
 from .families import Family, resolve_family
-from .zeroinfl import zi_rhs as zero_inflation_rhs
+from .many import fit_many
+from .results import MixedModelResults
 
 __all__ = ["MixedModel"]
 
@@ -97,8 +104,6 @@ class MixedModel:
             probability of a structural zero. Rows missing one of its variables are dropped too.
         """
         self = cls.__new__(cls)
-        from .daskdata import build_dask_design, is_dask_frame
-
         family = resolve_family(family)
         build = build_dask_design if is_dask_frame(data) else build_design
         built_formula, built_data = formula, data
@@ -121,8 +126,6 @@ class MixedModel:
     def with_response(self, y, name: str | None = None) -> MixedModel:
         """The same model (design, grouping, weights, offset) with another response: one value
         per row the model uses, on the scale of its response (``name``: what messages call it)."""
-        from dataclasses import replace
-
         if self.design.source is not None:
             raise FitError("a new response for a model on Dask data needs another pass: build it from the new column")
         try:
@@ -191,8 +194,6 @@ class MixedModel:
             ``sigma``, ``converged``, ``singular``, ``errors``; ``res[name]`` the full result;
             ``to_frame()``; ``pvalues_adjusted("fdr_bh")``.
         """
-        from .fitmany import fit_many
-
         return fit_many(self, Y, method=method, n_jobs=n_jobs, progress=progress, ddf=ddf, client=client, **fit_kwargs)
 
     @property
@@ -242,16 +243,13 @@ class MixedModel:
         -------
         MixedModelResults
         """
-        from .optimize import FitControl, fit_control
-        from .results import MixedModelResults
-
         if self.design.response_name == NO_RESPONSE:
             raise FitError(
                 "this model's formula has no response (it starts with '~'): fit it to responses with fit_many(Y)"
             )
-        _check_quadrature(nAGQ, fast, self.design, self.family)
+        check_quadrature(nAGQ, fast, self.design, self.family)
         m = None if method is None else str(method).upper()
-        control = FitControl(start=_check_start(start, self.design), maxiter=_check_maxiter(maxiter), verbose=verbose)
+        control = FitControl(start=check_start(start, self.design), maxiter=check_maxiter(maxiter), verbose=verbose)
         try:
             with fit_control(control):
                 est = self._estimate(m, method, nAGQ, fast, optimizer, standardize)
@@ -287,8 +285,6 @@ class MixedModel:
                 raise FitError(f"unknown method '{method}' for a Gaussian model; use 'REML' or 'ML'")
             if nAGQ != 1 or fast:
                 raise FitError("nAGQ and fast apply to non-Gaussian families only; a Gaussian LMM is fitted exactly")
-            from .lmm import fit_lmm
-
             return fit_lmm(self.design, REML=(m == "REML"), optimizer=optimizer, standardize_X=standardize)
         if m == "REML":
             raise FitError(
@@ -297,83 +293,7 @@ class MixedModel:
             )
         if m not in (None, "ML", "LAPLACE", "AGQ"):
             raise FitError(f"unknown method '{method}'; GLMMs take method='ML' (the default)")
-        from .pirls import fit_glmm
-
         return fit_glmm(self.design, self.family, nAGQ=nAGQ, fast=fast, optimizer=optimizer, standardize_X=standardize)
-
-
-def _check_start(start, design: Design) -> np.ndarray | None:
-    """The user's starting θ as a vector of the model's θ length, on or above its bounds."""
-    if start is None:
-        return None
-    from .reterms import ThetaMap
-
-    if hasattr(start, "theta") and hasattr(start, "params"):  # an earlier fit
-        start = start.theta
-    if isinstance(start, dict):
-        unknown = set(start) - {"theta"}
-        if unknown:
-            raise FitError(f"start= takes {{'theta': [...]}}; unknown key(s) {sorted(unknown)}")
-        start = start.get("theta")
-    tm = ThetaMap(design.terms)
-    try:
-        theta = np.asarray(start, dtype=float).ravel()
-    except (TypeError, ValueError):
-        raise FitError(f"start= must be numbers (θ in the order of res.theta), not {start!r}") from None
-    if len(theta) != len(tm):
-        raise FitError(
-            f"start= has {len(theta)} values but this model has {len(tm)} θ parameters ({', '.join(tm.names)})"
-        )
-    bad = ~np.isfinite(theta) | (theta < tm.lower)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise FitError(
-            f"start value {theta[i]!r} for {tm.names[i]} is outside its range (finite, >= {tm.lower[i]:g}): "
-            "standard-deviation ratios start at 0 or above"
-        )
-    return theta
-
-
-def _check_maxiter(maxiter) -> int | None:
-    if maxiter is None:
-        return None
-    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
-        raise FitError(f"maxiter must be a positive integer (criterion evaluations), not {maxiter!r}")
-    return int(maxiter)
-
-
-#: lme4's largest number of Gauss–Hermite nodes
-MAX_NAGQ = 100
-
-
-def _check_quadrature(nAGQ, fast: bool, design: Design, family: Family) -> None:
-    """Refuse, before any fitting, the nAGQ values lme4 refuses: not a positive integer, more
-    than 100 nodes, or nAGQ > 1 for anything but one scalar random-effects term of a binomial
-    or Poisson model."""
-    if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or nAGQ < 1:
-        raise FitError(f"nAGQ must be a positive integer, not {nAGQ!r} (1 = Laplace; lme4's nAGQ=0 is fast=True here)")
-    if design.zi is not None and (nAGQ != 1 or fast):
-        raise FitError(
-            "a zero-inflated model is fitted by the Laplace approximation only (as glmmTMB): drop nAGQ= and fast="
-        )
-    if nAGQ == 1 or family.is_lmm:  # an LMM refuses any nAGQ but 1 itself, in fit()
-        return
-    if nAGQ > MAX_NAGQ:
-        raise FitError(
-            f"nAGQ = {nAGQ} is more than lme4's limit of {MAX_NAGQ} quadrature nodes; "
-            "a few (5 to 25) are enough for adaptive Gauss–Hermite"
-        )
-    terms = design.terms
-    if len(terms) != 1 or terms[0].p != 1:
-        found = ", ".join(f"({t.expr} | {t.group_name})" for t in terms)
-        raise FitError(
-            f"nAGQ > 1 is only available for models with a single, scalar random-effects term such as "
-            f"(1 | g), as in lme4; this model has {found}. Use nAGQ=1 (Laplace)"
-        )
-    if family.name not in ("binomial", "poisson"):
-        raise FitError(f"nAGQ > 1 is available for binomial and Poisson models, not {family.name}; use nAGQ=1")
-    if fast:
-        raise FitError("fast=True (lme4's nAGQ=0) cannot be combined with nAGQ > 1")
 
 
 def _check_groups(design: Design, family: Family) -> None:

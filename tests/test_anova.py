@@ -182,7 +182,7 @@ def test_type3_with_other_codings_refuses_clearly():
 
 
 def test_type3_basis_is_not_built_when_too_large(monkeypatch):
-    from midas_glmm import type3
+    from midas_glmm.design import type3
 
     monkeypatch.setattr(type3, "MAX_ALL_LEVELS_CELLS", 100)
     ref, _ = _fit("crossed_factor")

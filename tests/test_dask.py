@@ -172,7 +172,7 @@ def test_dask_glmm_equals_in_memory_fit(client, case):
 
 
 def test_blocks_too_large_for_memory_are_refused_before_the_data_pass(monkeypatch):
-    import midas_glmm.daskdata as daskdata
+    import midas_glmm.design.daskdata as daskdata
 
     df = pd.DataFrame({"y": np.arange(40.0), "a": np.arange(40) % 10, "b": np.arange(40) % 8})
     monkeypatch.setattr(daskdata, "_memory_bytes", lambda: 1000.0)
@@ -181,8 +181,8 @@ def test_blocks_too_large_for_memory_are_refused_before_the_data_pass(monkeypatc
 
 
 def test_glmm_pirls_passes_return_level_sized_answers():
+    from midas_glmm.engine.glmmrows import RowBlock
     from midas_glmm.families import resolve_family
-    from midas_glmm.glmmrows import RowBlock
 
     rng = np.random.default_rng(3)
     n = 20_000

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from midas_glmm import MixedModel, datasets
-from midas_glmm.design import column_moments, independent_columns
+from midas_glmm.design.fixed import column_moments, independent_columns
 from midas_glmm.errors import DataError, RankDeficiencyWarning, ResponseLevelsWarning
 
 

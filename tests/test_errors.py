@@ -344,12 +344,12 @@ def test_array_constructor_drops_collinear_columns_as_from_formula(sleep):
     ],
 )
 def test_nagq_is_refused_early_where_lme4_refuses_it(formula, kw, pattern, monkeypatch):
-    import midas_glmm.pirls
+    import midas_glmm.model
 
     def no_fit(*args, **kwargs):
         raise AssertionError("the engine ran before the options were checked")
 
-    monkeypatch.setattr(midas_glmm.pirls, "fit_glmm", no_fit)
+    monkeypatch.setattr(midas_glmm.model, "fit_glmm", no_fit)
     cbpp = datasets.load("cbpp").assign(obs=lambda d: np.arange(len(d)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -383,11 +383,11 @@ def test_zero_weights_that_leave_a_fixed_effect_inestimable(sleep):
 
 
 def test_a_numerical_failure_of_the_engine_is_a_fit_error(sleep, monkeypatch):
-    import midas_glmm.lmm
+    import midas_glmm.model
 
     def singular(*args, **kwargs):
         raise np.linalg.LinAlgError("Matrix is not positive definite")
 
-    monkeypatch.setattr(midas_glmm.lmm, "fit_lmm", singular)
+    monkeypatch.setattr(midas_glmm.model, "fit_lmm", singular)
     with pytest.raises(FitError, match="the fit failed numerically \\(LinAlgError: Matrix is not positive definite\\)"):
         MixedModel.from_formula("Reaction ~ Days + (1|Subject)", sleep).fit()

@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from midas_glmm import sparsity
-from midas_glmm.blocks import CrossProducts
-from midas_glmm.design import build_design
-from midas_glmm.factor import Factor
-from midas_glmm.reterms import ThetaMap
-from midas_glmm.sparsity import FactorPlan, RowMap
+import midas_glmm.design.design as design_module
+from midas_glmm.design.blocks import CrossProducts
+from midas_glmm.design.design import build_design
+from midas_glmm.design.reterms import ThetaMap
+from midas_glmm.engine import sparsity
+from midas_glmm.engine.factor import Factor
+from midas_glmm.engine.sparsity import FactorPlan, RowMap
 
 
 def _data(seed=0, n=600):
@@ -171,7 +172,7 @@ def test_banded_coupling_hidden_by_labels_is_ordered_into_a_band():
     _check_against_dense(d, Factor(plan, plan.load(cp), lams), lams)
     # in the labels' order the same design needs a dense tail
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(sparsity, "fill_reducing_levels", lambda terms: [None] * len(terms))
+    monkeypatch.setattr(design_module, "fill_reducing_levels", lambda codes, nlevels: [None] * len(codes))
     natural = build_design("y ~ x + (1|sub) + (1|item)", df)
     monkeypatch.undo()
     assert natural.terms[1].display is None
@@ -233,7 +234,7 @@ def test_reordered_levels_give_the_same_fit_reported_in_label_order(family, resp
     ordered = MixedModel.from_formula(formula, df, family=family)
     assert ordered.design.terms[1].display is not None
     fit = ordered.fit()
-    monkeypatch.setattr(sparsity, "fill_reducing_levels", lambda terms: [None] * len(terms))
+    monkeypatch.setattr(design_module, "fill_reducing_levels", lambda codes, nlevels: [None] * len(codes))
     plain = MixedModel.from_formula(formula, df, family=family).fit()
     assert fit.llf == pytest.approx(plain.llf, abs=1e-7)
     assert np.allclose(fit.params, plain.params, atol=1e-4 * plain.bse.min())

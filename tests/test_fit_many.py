@@ -236,9 +236,9 @@ def test_the_example_set_has_a_singular_response(many):
 def test_worker_count():
     import os
 
-    from midas_glmm.fitmany import _workers
+    from midas_glmm.many.runners import workers_of
 
-    assert _workers(1) == 1 and _workers(3) == 3 and _workers(-1) == (os.cpu_count() or 1)
+    assert workers_of(1) == 1 and workers_of(3) == 3 and workers_of(-1) == (os.cpu_count() or 1)
 
 
 def test_fit_controls_reach_every_response(crossed):

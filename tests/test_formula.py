@@ -4,8 +4,8 @@ import re
 
 import pytest
 
+from midas_glmm.design.formula import parse_formula
 from midas_glmm.errors import FormulaError
-from midas_glmm.formula import parse_formula
 
 
 def terms(f):

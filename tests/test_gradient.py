@@ -1,4 +1,4 @@
-"""The analytic gradients (midas_glmm.gradient) against finite differences: the profiled LMM
+"""The analytic gradients (midas_glmm.engine.gradient) against finite differences: the profiled LMM
 criterion on every storage shape of the factor, REML and ML, with and without prior weights, at
 interior and boundary θ; the Laplace deviance of canonical binomial and Poisson GLMMs (slopes,
 nested, crossed, trials, offsets). And the fits that use them against the derivative-free ones."""
@@ -11,11 +11,12 @@ import pytest
 import statsmodels.api as sm
 from test_factor import FORMULAS, _data
 
-from midas_glmm import MixedModel, sparsity
-from midas_glmm.design import build_design
-from midas_glmm.gradient import laplace_gradient, profiled_gradient
-from midas_glmm.lmm import lmm_criterion, uses_gradient
-from midas_glmm.pirls import GLMMProblem
+from midas_glmm import MixedModel
+from midas_glmm.design.design import build_design
+from midas_glmm.engine import sparsity
+from midas_glmm.engine.gradient import laplace_gradient, profiled_gradient
+from midas_glmm.engine.lmm import lmm_criterion, uses_gradient
+from midas_glmm.engine.pirls import GLMMProblem
 
 
 def _richardson(f, x, i, h):
@@ -89,8 +90,8 @@ def test_gradient_fits_reach_bobyqas_optimum(formula):
     for method in ("REML", "ML"):
         fast, slow = m.fit(method=method), m.fit(method=method, optimizer="bobyqa")
         crit, _ = lmm_criterion(m.design, method == "REML")
-        assert uses_gradient(crit, None) and fast._est.opt.optimizer == "lbfgsb"
-        assert slow._est.opt.optimizer.startswith("bobyqa")
+        assert uses_gradient(crit, None) and fast.estimates.opt.optimizer == "lbfgsb"
+        assert slow.estimates.opt.optimizer.startswith("bobyqa")
         assert fast.llf >= slow.llf - 1e-7  # as good, usually slightly better
         assert np.allclose(fast.params, slow.params, rtol=1e-4, atol=1e-4 * fast.bse.min())
 
@@ -154,7 +155,7 @@ def test_gradient_glmm_fits_equal_the_derivative_free_fit(family, formula, kw):
     finite-difference Hessians: same optimum and standard errors."""
     m = MixedModel.from_formula(formula, _glmm_data(seed=2), family=family, **kw)
     fast, slow = m.fit(), m.fit(optimizer="bobyqa")
-    assert fast._est.opt.optimizer == "lbfgsb" and slow._est.opt.optimizer.startswith("bobyqa")
+    assert fast.estimates.opt.optimizer == "lbfgsb" and slow.estimates.opt.optimizer.startswith("bobyqa")
     assert fast.llf >= slow.llf - 1e-6
     assert np.allclose(fast.params, slow.params, atol=2e-3 * slow.bse.min())
     assert np.allclose(fast.bse, slow.bse, rtol=2e-3)
@@ -194,8 +195,8 @@ def test_observed_information_gradient_equals_finite_differences(family, link, f
     """The Laplace gradient of the families whose log-determinant takes the observed
     information, in (θ, β, log φ, γ): w' and the log φ and ζ channels come from differences row
     by row, the rest is the canonical case's formula."""
+    from midas_glmm.engine.pirls import _laplace_fun_grad
     from midas_glmm.families import family as make_family
-    from midas_glmm.pirls import _laplace_fun_grad
 
     m = MixedModel.from_formula(formula, _count_data(), family=make_family(family, link), ziformula=zi)
     prob = GLMMProblem(m.design, m.family, True)
@@ -223,7 +224,7 @@ def test_observed_information_gradient_equals_finite_differences(family, link, f
 def test_observed_information_gradient_fits_equal_the_derivative_free_fit(family, zi):
     m = MixedModel.from_formula("yz ~ x + (1|g)", _count_data(), family=family, ziformula=zi)
     fast, slow = m.fit(), m.fit(optimizer="bobyqa")
-    assert fast._est.opt.optimizer == "lbfgsb" and slow._est.opt.optimizer.startswith("bobyqa")
+    assert fast.estimates.opt.optimizer == "lbfgsb" and slow.estimates.opt.optimizer.startswith("bobyqa")
     assert fast.llf >= slow.llf - 1e-6
     assert np.allclose(fast.params, slow.params, atol=5e-3 * slow.bse.min())
     assert np.allclose(fast.bse, slow.bse, rtol=5e-3)

@@ -9,9 +9,9 @@ import pytest
 from scipy import stats
 
 from midas_glmm import MixedModel, datasets
-from midas_glmm.blocks import CrossProducts
-from midas_glmm.design import build_design
-from midas_glmm.lmm import LMMCriterion
+from midas_glmm.design.blocks import CrossProducts
+from midas_glmm.design.design import build_design
+from midas_glmm.engine.lmm import LMMCriterion
 
 
 def simulated(seed=1, n=240):
@@ -204,8 +204,8 @@ def test_dense_fill_in_blocks_equal_dense_algebra(REML):
 
 
 def test_moment_start_is_near_the_optimum_and_does_not_change_it():
-    from midas_glmm.lmm import moment_start
-    from midas_glmm.optimize import minimize_bounded
+    from midas_glmm.engine.lmm import moment_start
+    from midas_glmm.engine.optimize import minimize_bounded
 
     d = build_design("y ~ x + (1|a) + (1|b) + (1|dept)", crossed())
     crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), REML=True)

@@ -1,4 +1,4 @@
-"""fit_many's compiled many-response criterion and lock-step Newton (midas_glmm.lmmbatch),
+"""fit_many's compiled many-response criterion and lock-step Newton (midas_glmm.engine.lmmbatch),
 against the single-fit criterion (LMMCriterion: a Factor per θ) and against single fit() calls,
 on the shapes users have: crossed intercepts (a diagonal sparse part and a dense tail), nested
 factors and random slopes (the block-sparse kernels), a vector-valued tail, one grouping factor."""
@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from midas_glmm import MixedModel
-from midas_glmm.fitmany import _GaussianShared
-from midas_glmm.lmm import moment_start, moment_starts
-from midas_glmm.lmmbatch import BatchCriterion, newton_many
+from midas_glmm.engine.lmm import moment_start, moment_starts
+from midas_glmm.engine.lmmbatch import BatchCriterion, newton_many
+from midas_glmm.many.gaussian import GaussianShared
 
 SHAPES = {
     "crossed": ("~ x + (1|a) + (1|b)", True),
@@ -62,7 +62,7 @@ def data():
 
 
 def _blocks(model, Y, REML=True):
-    shared = _GaussianShared(model, REML)
+    shared = GaussianShared(model, REML)
     blocks = shared.response_blocks(Y.to_numpy())
     return shared, blocks, BatchCriterion(shared.crit, blocks.zy, blocks.xy, blocks.rr)
 

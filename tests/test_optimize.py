@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from midas_glmm.engine.optimize import OptResult, check_convergence, is_singular, minimize_bounded
 from midas_glmm.errors import ConvergenceWarning, FitError
-from midas_glmm.optimize import OptResult, check_convergence, is_singular, minimize_bounded
 
 
 def quadratic(x):
@@ -37,7 +37,7 @@ def test_singular_rule_and_unknown_optimizer():
 
 
 def test_newton_step_polishes_a_nearby_point_and_refuses_bad_steps():
-    from midas_glmm.optimize import fd_derivatives, newton_step
+    from midas_glmm.engine.optimize import fd_derivatives, newton_step
 
     def f(x):  # smooth, not quadratic: minimum at (2, -1, 0.5); with x3 = 0 at (2, -1, 0)
         a, b, c = x[0] - 2.0, x[1] + 1.0, x[2] - 0.5
@@ -62,7 +62,7 @@ def test_newton_step_polishes_a_nearby_point_and_refuses_bad_steps():
 
 
 def test_an_early_bobyqa_stop_is_restarted_with_the_requested_optimizer():
-    from midas_glmm.optimize import fd_derivatives, restart_if_unconverged
+    from midas_glmm.engine.optimize import fd_derivatives, restart_if_unconverged
 
     lower = np.array([-np.inf, -np.inf])
     early = OptResult(np.array([1.5, -0.8]), quadratic([1.5, -0.8]), 20, True, "", "bobyqa")

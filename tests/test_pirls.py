@@ -9,9 +9,9 @@ import statsmodels.api as sm
 from scipy import integrate, special
 
 from midas_glmm import MixedModel, datasets
+from midas_glmm.engine.pirls import GLMMProblem
 from midas_glmm.errors import FitError
 from midas_glmm.families import resolve_family
-from midas_glmm.pirls import GLMMProblem
 
 
 def poisson_data(seed=2, groups=12, per=6):

@@ -9,7 +9,7 @@ import pytest
 from conftest import case_data
 from test_reference import fitted
 
-import midas_glmm.lmm
+import midas_glmm.posthoc.profile
 from midas_glmm import MixedModel, datasets
 from midas_glmm.errors import FitError
 
@@ -121,14 +121,14 @@ def test_bootstrap_reports_failed_refits_instead_of_swallowing_them():
 
 def test_profile_lets_the_librarys_own_errors_through(slope, monkeypatch):
     """A library error inside a profile evaluation is raised, not read as 'outside the interval'."""
-    real = midas_glmm.lmm.lmm_criterion
+    real = midas_glmm.posthoc.profile.lmm_criterion
 
     def failing(*args, **kwargs):
         if kwargs.get("fix") is not None:
             raise FitError("a library error inside the profile")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(midas_glmm.lmm, "lmm_criterion", failing)
+    monkeypatch.setattr(midas_glmm.posthoc.profile, "lmm_criterion", failing)
     with pytest.raises(FitError, match="a library error inside the profile"):
         slope.conf_int(method="profile", which="Days")
 

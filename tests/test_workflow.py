@@ -136,8 +136,8 @@ def test_fit_controls_start_maxiter_verbose(sleep, capsys):
 
 
 def test_update_like_lme4(sleep):
+    from midas_glmm.design.formula import update_formula
     from midas_glmm.errors import FitError, FormulaError
-    from midas_glmm.formula import update_formula
 
     assert update_formula("y ~ x + (1 | g)", "~ . + z") == "y ~ x + (1 | g) + z"
     assert update_formula("y ~ x + (1 | g)", "log(y) ~ . - (1|g) + (x || g)") == "log(y) ~ x + (x || g)"

@@ -243,7 +243,7 @@ def test_update_and_fit_many_keep_the_zero_inflation(zip_fit):
 
 @pytest.mark.parametrize("case", ["salamanders_nb2_sqrt", "salamanders_nb1_sqrt"])
 def test_sqrt_link_fits_find_the_better_conditional_modes(case):
-    from midas_glmm.pirls import GLMMProblem
+    from midas_glmm.engine.pirls import GLMMProblem
 
     ref, df = load(case)
     res = fit(ref, df)
@@ -268,10 +268,10 @@ def test_sqrt_link_fits_find_the_better_conditional_modes(case):
 
 def test_review_cases_refuse_or_carry_the_zero_inflation(zip_fit):
     ref, df, res = zip_fit
-    from midas_glmm import inference
+    from midas_glmm.posthoc import profile
 
     with pytest.raises(FitError, match="profile"):
-        inference.profile_ci(res)  # not only through conf_int
+        profile.profile_ci(res)  # not only through conf_int
     for empty in ("~ 1 - 1", "~ 0 + 0"):
         with pytest.raises(FormulaError, match="no columns left"):
             MixedModel.from_formula(ref["formula_py"], df, family="poisson", ziformula=empty)

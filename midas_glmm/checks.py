@@ -1,0 +1,57 @@
+"""Checks of the arguments a user passes to the library's functions: each returns the value in
+the form the code needs, or raises a :class:`~midas_glmm.errors.FitError` that names the
+argument and says what was meant."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FitError, did_you_mean
+
+__all__ = ["check_level", "check_count", "make_rng", "select_names"]
+
+
+def check_level(level, name: str = "level", example: str = "0.95 for 95% intervals") -> float:
+    """``level`` (or ``alpha``) as a float in (0, 1), or a FitError saying what was meant."""
+    try:
+        value = float(level)
+    except (TypeError, ValueError):  # not a number at all
+        raise FitError(f"{name} must be a number in (0, 1), e.g. {example}, not {level!r}") from None
+    if not 0 < value < 1:
+        percent = 1 < value <= 50 if name == "alpha" else 50 <= value < 100
+        hint = f"; did you mean {value / 100:g}?" if percent else ""
+        raise FitError(f"{name} must be in (0, 1), e.g. {example}, not {level!r}{hint}")
+    return value
+
+
+def check_count(value, name: str) -> int:
+    """``value`` as a positive integer, or a FitError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise FitError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def make_rng(seed) -> np.random.Generator:
+    """numpy's Generator of ``seed`` (None, an integer or a Generator)."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):  # numpy's message speaks of SeedSequence entropy
+        raise FitError(f"seed must be None, a non-negative integer or a numpy Generator, not {seed!r}") from None
+
+
+def select_names(which, names: list[str], method: str, elsewhere: list[str] = ()) -> list[str]:
+    """The parameter names ``which`` asks for (all when None), in table order; a FitError with a
+    did-you-mean for a name the table does not have (``elsewhere``: names other interval methods
+    have, for a hint)."""
+    if which is None:
+        return list(names)
+    wanted = [which] if isinstance(which, str) else list(which)
+    for name in wanted:
+        if name in names:
+            continue
+        hint = ""
+        if method == "wald" and name in elsewhere:
+            hint = f"; Wald intervals cover the fixed effects only: use method='profile' or 'bootstrap' for '{name}'"
+        msg = f"conf_int(method='{method}'): no parameter '{name}'{did_you_mean(str(name), names)}{hint}"
+        raise FitError(f"{msg}{'' if msg.endswith('?') else '.'} The names are: {', '.join(names)}")
+    return [n for n in names if n in wanted]

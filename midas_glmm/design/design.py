@@ -1,0 +1,396 @@
+"""From a DataFrame and a parsed formula to the arrays the engines use.
+
+:func:`build_design` selects the columns the model uses, drops rows with a missing value in any
+of them (counting them, as lme4 does), and builds
+
+* the response ``y`` (for ``cbind(s, f)``: the proportion ``s/(s+f)`` with ``s+f`` trials as
+  weights), offsets and prior weights (:mod:`.response`),
+* the fixed-effects matrix ``X`` through formulaic (its ModelSpec replays on new data:
+  :meth:`Design.replay`), rank checked (:mod:`.fixed`),
+* one :class:`~midas_glmm.design.reterms.ReTerm` per random-effects term, in lme4's order.
+
+The caller's DataFrame is never modified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import formulaic
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, FitError, FormulaError, did_you_mean
+from ..linalg.orderings import fill_reducing_levels
+from . import replay as _replay
+from .columns import (
+    INTERCEPT,
+    check_columns,
+    coefficient_names,
+    formula_variables,
+    formulaic_error,
+    numbers_as_floats,
+    predictor_names,
+    quote_parsed,
+    used_columns,
+)
+from .fixed import check_weighted_rank, column_moments, independent_columns
+from .formula import ParsedFormula, RandomTermSpec, parse_formula
+from .grid import reference_grid, reference_grid_info
+from .response import argument_values, check_finite, check_weights, label_of, offset_of, response_of
+from .reterms import ReTerm, lme4_term_order
+from .type3 import type3_basis
+from .zeroinfl import build_zero_inflation
+
+__all__ = ["Design", "build_design", "design_from_arrays", "parse_for", "ordered_terms"]
+
+
+@dataclass
+class Design:
+    """Everything the engines need, built once from the data.
+
+    Attributes
+    ----------
+    y : ndarray (n,)
+        Response (a proportion for ``cbind`` responses).
+    X : ndarray (n, p)
+        Fixed-effects model matrix.
+    fixed_names : list of str
+        Column names of X (``"(Intercept)"`` for the intercept).
+    terms : list of ReTerm
+        Random-effects terms in lme4's order.
+    weights : ndarray (n,)
+        Prior weights (trials for ``cbind`` responses; ones if none given).
+    offset : ndarray (n,)
+        Offset added to the linear predictor.
+    nobs, n_dropped : int
+        Rows used, and rows dropped for missing values. A row with a zero prior weight is
+        used: it counts in ``nobs`` (and in the n of the LMM criterion), as lme4 counts it —
+        ``nobs(fit)`` is ``nrow(model.frame)`` there, zero weights included (lme4 issues
+        #386 and #880 discuss that this differs from dropping the rows, which ``lm()`` does
+        for σ). Drop such rows from the data to fit without them.
+    """
+
+    formula: str
+    parsed: ParsedFormula
+    y: np.ndarray
+    X: np.ndarray
+    fixed_names: list[str]
+    fixed_spec: object
+    terms: list[ReTerm]
+    weights: np.ndarray
+    offset: np.ndarray
+    response_name: str
+    nobs: int
+    n_dropped: int
+    dropped_columns: list[str] = field(default_factory=list)
+    fixed_keep: np.ndarray | None = None
+    has_prior_weights: bool = False
+    trials: np.ndarray | None = None
+    row_index: pd.Index | None = None
+    source: object = None  # a DaskSource when the rows live in a Dask DataFrame
+    gram: np.ndarray | None = None  # X'X (unweighted), from the rank check
+    grid: dict | None = None  # fixed-part variable → ("factor", levels) or ("numeric", mean): emmeans
+    type3: dict | None = None  # type 3 contrast basis when terms contain one another (type3.py)
+    zi: object = None  # a ZeroInflation (zeroinfl.py) for a model with a ziformula
+
+    def replay(self, data: pd.DataFrame | None, random_effects: bool = True, offset: bool = True) -> _replay.NewRows:
+        """The design on new rows (the fitted rows when None), as the fit encoded it: X, the
+        offset, each term's columns and level positions (:func:`~midas_glmm.design.replay.replay`)."""
+        return _replay.replay(self, data, random_effects, offset)
+
+    def zero_inflation_on(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(complete rows, X_zi of those rows) of the zero-inflation part on new rows."""
+        return _replay.zero_inflation_on(self, data)
+
+    def population_columns(self, term: ReTerm, data: pd.DataFrame | None, complete: np.ndarray) -> np.ndarray:
+        """A term's columns on the complete rows of ``data``, without their levels."""
+        return _replay.population_columns(term, data, complete)
+
+    def reference_grid(self) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+        """emmeans' reference grid: (grid, its fixed-effects matrix, the factor variables)."""
+        if self.grid is None:
+            raise FitError(
+                "emmeans() needs the reference grid recorded when the model was built from a pandas DataFrame"
+            )
+        grid, factors = reference_grid(self.grid)
+        return grid, _replay.fixed_on(self, grid, "the reference grid"), factors
+
+
+def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
+    """Level codes and labels of the interaction of the ``group`` columns (levels sorted)."""
+    parts_codes, parts_levels = [], []
+    for g in group:
+        col = data[g]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.cat.remove_unused_categories()
+            codes, levels = col.cat.codes.to_numpy(), col.cat.categories
+        else:
+            codes, levels = pd.factorize(col, sort=True)
+        parts_codes.append(codes.astype(np.int64))
+        parts_levels.append([str(v) for v in levels])
+    if len(group) == 1:
+        return parts_codes[0], pd.Index(parts_levels[0], name=group[0])
+    stacked = np.column_stack(parts_codes)
+    uniq, codes = np.unique(stacked, axis=0, return_inverse=True)
+    labels = [":".join(parts_levels[i][c] for i, c in enumerate(row)) for row in uniq]
+    return codes.ravel().astype(np.int64), pd.Index(labels, name=":".join(group))
+
+
+def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
+    codes, levels = _group_codes(data, spec.group)
+    if spec.expr.strip() == "1":  # a random intercept needs no model matrix
+        return ReTerm(
+            spec.group_name,
+            spec.group,
+            spec.expr,
+            [INTERCEPT],
+            levels.rename(spec.group_name),
+            codes,
+            np.broadcast_to(1.0, (len(data), 1)),  # a random intercept's column: no memory
+            None,
+        )
+    try:
+        mm = formulaic.model_matrix(spec.expr, data, na_action="raise")
+    except Exception as exc:
+        raise formulaic_error(f"cannot build the random-effects term '{spec}'", spec.expr, exc) from None
+    Zcols = np.asarray(mm, dtype=float)
+    if Zcols.shape[1] == 0:
+        raise FormulaError(f"random-effects term '{spec}' has no columns; write (1 | g) or (x | g)")
+    return ReTerm(
+        group_name=spec.group_name,
+        group=spec.group,
+        expr=spec.expr,
+        columns=coefficient_names(mm.columns),
+        levels=levels.rename(spec.group_name),
+        codes=codes,
+        Zcols=Zcols,
+        spec=mm.model_spec,
+    )
+
+
+def _complete_rows(data: pd.DataFrame, cols: list[str], extra: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows with a value in every used column and argument (lme4's na.omit)."""
+    missing = {c: data[c].isna().to_numpy() for c in cols}
+    complete = np.ones(len(data), dtype=bool)
+    for m in [*missing.values(), *(np.isnan(a) for a in extra.values())]:
+        complete &= ~m
+    if not complete.any():
+        worst = max(missing, key=lambda c: missing[c].sum()) if missing else "weights"
+        raise DataError(f"every row has a missing value (column '{worst}' is the emptiest); nothing to fit")
+    return complete
+
+
+def _fixed_effects(parsed: ParsedFormula, df: pd.DataFrame):
+    """(X, names, ModelSpec, kept indices, dropped names, X'X) of the fixed part, rank checked."""
+    try:
+        mm = formulaic.model_matrix(parsed.fixed, df, na_action="raise", output="numpy")
+    except Exception as exc:  # formulaic's errors are many classes: report them, whatever they are
+        raise formulaic_error(f"cannot build the fixed effects '{parsed.fixed}'", parsed.fixed, exc) from None
+    names = coefficient_names(mm.model_spec.column_names)
+    spec = mm.model_spec
+    X = np.asarray(mm, dtype=float)  # formulaic's array itself: the data pass reads it in row chunks
+    del mm
+    mean, centred = column_moments(X)
+    gram = centred + len(X) * np.outer(mean, mean)
+    keep, dropped = independent_columns(len(X), mean, centred, names)
+    if dropped:
+        X, names, gram = X[:, keep], [names[i] for i in keep], gram[np.ix_(keep, keep)]
+    return X, names, spec, keep, dropped, gram
+
+
+def parse_for(formula: str, columns, require_random: bool = True) -> ParsedFormula:
+    """Parse ``formula`` and quote its dotted and keyword column names (:func:`quote_columns`)."""
+    parsed = parse_formula(formula)
+    if require_random and not parsed.random:
+        raise FormulaError(
+            f"formula '{formula}' has no random-effects term; add one such as (1 | group), "
+            "or use a GLM (statsmodels) for a model without random effects"
+        )
+    if not parsed.response:
+        raise FormulaError(f"formula '{formula}' has no response on the left of '~'")
+    return quote_parsed(parsed, columns)
+
+
+def build_design(
+    formula: str,
+    data: pd.DataFrame,
+    weights=None,
+    offset=None,
+    require_random: bool = True,
+    family=None,
+    zi_rhs: str | None = None,
+) -> Design:
+    """Build the :class:`Design` of ``formula`` on ``data``.
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula, e.g. ``"y ~ x + (1 | g)"``.
+    data : pandas.DataFrame
+        Not modified. Rows with a missing value in a used column, or a missing weight or offset,
+        are dropped and counted (lme4's na.omit). Rows with a zero weight are kept and counted
+        in ``nobs``, as lme4 counts them (``nobs(fit)`` is the rows of the model frame).
+    weights, offset : str, array-like or None
+        A column name or an array with one value per row of ``data``.
+    family : Family, optional
+        Codes a response that is not numbers (binomial: lme4's first level = failure).
+    zi_rhs : str, optional
+        The right-hand side of a zero-inflation formula (:mod:`~midas_glmm.zeroinfl`); its
+        variables must be complete too (glmmTMB drops a row missing a variable of either part).
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if len(data) == 0:
+        raise DataError("the data has no rows")
+    parsed = parse_for(formula, data.columns, require_random)
+    needed = used_columns(parsed)
+    check_columns(needed, data, formula)
+    if zi_rhs is not None:
+        zi_needed = formula_variables(zi_rhs)
+        check_columns(zi_needed, data, f"ziformula '~ {zi_rhs}'")
+        needed = needed | zi_needed
+    extra = {k: argument_values(k, v, data) for k, v in (("weights", weights), ("offset", offset)) if v is not None}
+
+    cols = sorted(needed)
+    complete = _complete_rows(data, cols, extra)
+    n_dropped = int((~complete).sum())
+    # the used columns of the complete rows: pandas' copy-on-write shares the caller's memory
+    df = data.loc[complete, cols] if n_dropped else data[cols]
+    df = numbers_as_floats(df, predictor_names(parsed))
+    extra = {k: v[complete] for k, v in extra.items()}
+
+    check_finite(df, cols)
+    if "weights" in extra:
+        check_weights(extra["weights"], df.index, label=label_of("weights", weights))
+    y, w, trials, response_name = response_of(parsed, df, extra.get("weights"), family)
+    X, names, spec, keep, dropped, gram = _fixed_effects(parsed, df)
+    check_weighted_rank(X, names, w)
+    off = offset_of(parsed, df, extra.get("offset"))
+    terms = [_build_term(t, df) for t in parsed.random]
+    terms = ordered_terms(terms)
+
+    design = Design(
+        grid=reference_grid_info(parsed, df),
+        formula=formula,
+        parsed=parsed,
+        y=np.asarray(y, dtype=float),
+        X=X,
+        fixed_names=names,
+        fixed_spec=spec,
+        terms=terms,
+        weights=w,
+        offset=off,
+        response_name=response_name,
+        nobs=len(df),
+        n_dropped=n_dropped,
+        dropped_columns=dropped,
+        fixed_keep=keep,
+        has_prior_weights="weights" in extra,
+        trials=None if trials is None else np.asarray(trials, dtype=float),
+        row_index=df.index,
+        gram=gram,
+    )
+    design.type3 = type3_basis(design, df)
+    if zi_rhs is not None:
+        design.zi = build_zero_inflation(zi_rhs, df)
+    return design
+
+
+def ordered_terms(terms: list[ReTerm]) -> list[ReTerm]:
+    """lme4's order of the terms, then a fill-reducing order of each later term's levels
+    (:func:`~midas_glmm.linalg.orderings.fill_reducing_levels`; reported in the original order)."""
+    terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
+    orders = fill_reducing_levels([t.codes for t in terms], [t.nlevels for t in terms])
+    return [t if perm is None else t.reordered(perm) for t, perm in zip(terms, orders)]
+
+
+def _float_array(values, what: str, n: int | None = None, ndim: int = 1) -> np.ndarray:
+    """``values`` as a finite float array of ``ndim`` dimensions (a 1-D exog becomes one column)
+    with ``n`` rows, or a DataError naming ``what`` and the first bad row."""
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (ValueError, TypeError) as exc:  # text, or a ragged list: no library code runs here
+        raise DataError(f"{what} must be numbers in a rectangular array ({exc})") from None
+    if ndim == 1 and arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.ravel()
+    if ndim == 2 and arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != ndim:
+        raise DataError(f"{what} must be {ndim}-dimensional, not of shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise DataError(f"{what} has {arr.shape[0]} rows but endog has {n}")
+    flat = arr.reshape(len(arr), -1)
+    for bad, kind in ((np.isnan(flat).any(axis=1), "a missing"), (np.isinf(flat).any(axis=1), "an infinite")):
+        if bad.any():
+            raise DataError(
+                f"{what} has {kind} value at row {int(np.argmax(bad))}; drop or fix those rows first "
+                "(from_formula drops rows with missing values, as lme4 does)"
+            )
+    return arr
+
+
+def _array_term(name: str, g, Z: np.ndarray, n: int) -> ReTerm:
+    """A random-effects term from a grouping array and its per-row columns."""
+    g = pd.Series(np.asarray(g, dtype=object).ravel() if not isinstance(g, pd.Series) else g.to_numpy())
+    if len(g) != n:
+        raise DataError(f"grouping factor '{name}' has {len(g)} values but endog has {n}")
+    if g.isna().any():
+        raise DataError(
+            f"grouping factor '{name}' has a missing value at row {int(np.argmax(g.isna().to_numpy()))}; "
+            "drop or fill incomplete rows first"
+        )
+    codes, levels = pd.factorize(g, sort=True)
+    cols = [INTERCEPT if np.all(Z[:, j] == 1) else f"z{j}" for j in range(Z.shape[1])]
+    labels = pd.Index([str(v) for v in levels], name=name)
+    return ReTerm(name, (name,), "+".join(cols), cols, labels, codes.astype(np.int64), Z, None)
+
+
+def design_from_arrays(endog, exog, groups, exog_re=None, weights=None, offset=None, exog_names=None) -> Design:
+    """The :class:`Design` of statsmodels-style arrays (``MixedModel(endog, exog, groups)``).
+
+    Every array is checked: numbers, one row per response, no missing or infinite value (the
+    array constructor does not drop rows; from_formula does). Rank-deficient ``exog`` columns
+    are dropped as in from_formula."""
+    y = _float_array(endog, "endog")
+    n = len(y)
+    X = _float_array(exog, "exog", n, ndim=2)
+    names = [INTERCEPT if np.all(X[:, j] == 1) else f"x{j}" for j in range(X.shape[1])]
+    if exog_names is not None:
+        names = [str(v) for v in exog_names]
+        if len(names) != X.shape[1]:
+            raise DataError(f"exog_names has {len(names)} names but exog has {X.shape[1]} columns")
+    groups = groups if isinstance(groups, dict) else {"group": groups}
+    if exog_re is not None and not isinstance(exog_re, dict):
+        exog_re = {next(iter(groups)): exog_re}
+    exog_re = exog_re or {}
+    for name in exog_re:
+        if name not in groups:
+            raise DataError(f"exog_re names '{name}', which is not a grouping factor{did_you_mean(name, groups)}")
+    terms = []
+    for name, g in groups.items():
+        Z = _float_array(exog_re[name], f"exog_re['{name}']", n, ndim=2) if name in exog_re else np.ones((n, 1))
+        terms.append(_array_term(name, g, Z, n))
+    terms = ordered_terms(terms)
+    w = np.ones(n) if weights is None else _float_array(weights, "weights", n)
+    check_weights(w, pd.RangeIndex(n))
+    mean, centred = column_moments(X)
+    keep, dropped = independent_columns(n, mean, centred, names)
+    check_weighted_rank(X[:, keep], [names[i] for i in keep], w)
+    return Design(
+        formula="<arrays>",
+        parsed=ParsedFormula("y", "<arrays>"),
+        y=y,
+        X=X[:, keep] if dropped else X,
+        fixed_names=[names[i] for i in keep],
+        fixed_spec=None,
+        terms=terms,
+        weights=w,
+        offset=np.zeros(n) if offset is None else _float_array(offset, "offset", n),
+        response_name="y",
+        nobs=n,
+        n_dropped=0,
+        dropped_columns=dropped,
+        has_prior_weights=weights is not None,
+        fixed_keep=keep,
+    )

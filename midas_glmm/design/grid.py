@@ -1,0 +1,48 @@
+"""The reference grid of estimated marginal means (emmeans): what it holds for each variable of
+the fixed part, recorded from the rows when the design is built, and its model matrix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pandas as pd
+
+from .columns import formula_variables
+from .formula import ParsedFormula
+
+__all__ = ["reference_grid_info", "reference_grid"]
+
+
+def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:
+    """For each variable of the fixed part, what a reference grid holds (emmeans): its levels
+    (sorted, as R's factor levels) if it is text, categorical, boolean or wrapped in ``C()``,
+    else its mean over the rows used."""
+    out = {}
+    categorical_calls = set(re.findall(r"C\(\s*`?([^,)`]+)`?", parsed.fixed))
+    for name in sorted(formula_variables(parsed.fixed)):
+        if name not in df.columns:
+            continue
+        col = df[name]
+        numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+        if numeric and name not in categorical_calls:
+            out[name] = ("numeric", float(col.mean()))
+        elif isinstance(col.dtype, pd.CategoricalDtype):
+            out[name] = ("factor", list(col.cat.categories))
+        else:
+            out[name] = ("factor", sorted(col.dropna().unique().tolist()))
+    return out
+
+
+def reference_grid(info: dict) -> tuple[pd.DataFrame, list[str]]:
+    """The reference grid of :func:`reference_grid_info`'s ``info``: every combination of the
+    factors' levels (the first factor varying slowest), each numeric covariate at its value;
+    and the factor variables."""
+    factors = [v for v, (kind, _) in info.items() if kind == "factor"]
+    combos = list(itertools.product(*[info[v][1] for v in factors]))
+    grid = pd.DataFrame(combos, columns=factors) if factors else pd.DataFrame(index=[0])
+    for v, (kind, value) in info.items():
+        if kind == "numeric":
+            grid[v] = value
+    return grid, factors

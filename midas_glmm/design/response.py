@@ -1,0 +1,162 @@
+"""The response, prior weights and offset of a design, as the engines use them.
+
+``cbind(s, f)`` gives the proportion s/(s+f) with s+f trials as weights; a response that is not
+numbers is coded by its family (binomial: lme4's first level = failure); weights and offsets
+are checked as lme4 checks them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from ..families import resolve_family
+from .columns import check_columns, column_or_values, eval_expression, single_column, unquoted
+from .formula import ParsedFormula
+
+__all__ = [
+    "response_of",
+    "as_numbers",
+    "response_column",
+    "is_factor_response",
+    "check_weights",
+    "check_finite",
+    "offset_of",
+    "argument_values",
+]
+
+
+def check_finite(df: pd.DataFrame, cols) -> None:
+    """Raise on infinite values in the numeric columns used."""
+    for c in cols:
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+            vals = df[c].to_numpy(dtype=float)
+            if np.isinf(vals).any():
+                raise DataError(
+                    f"column '{c}' holds infinite values (row {df.index[np.isinf(vals)][0]!r}); remove or recode them"
+                )
+
+
+def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None, family=None, levels=None):
+    """(y, prior weights, trials or None, response name); cbind(s, f) gives s/(s+f) with s+f trials.
+
+    A response that is not numbers (a pandas Categorical, text) is coded by ``family``
+    (:meth:`~midas_glmm.families.Family.code_levels`: binomial codes it as lme4 does, other
+    families refuse it), with ``levels`` when they are known beforehand."""
+    if parsed.cbind:
+        succ = as_float_values(eval_expression(parsed.cbind[0], df), parsed.cbind[0])
+        fail = as_float_values(eval_expression(parsed.cbind[1], df), parsed.cbind[1])
+        trials = succ + fail
+        if (succ < 0).any() or (fail < 0).any():
+            raise DataError(f"'{parsed.response}' has negative counts; cbind needs successes, failures >= 0")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
+        w = trials.astype(float)
+        name = parsed.cbind[0]
+    else:
+        name = unquoted(parsed.response)
+        y = _response_numbers(column_or_values(parsed.response, df), name, family, levels)
+        w = np.broadcast_to(1.0, len(df))  # no weights: a read-only view, no memory
+        trials = None
+    if weights is not None:
+        w = w * weights
+    return y, w, trials, name
+
+
+def _response_numbers(values: pd.Series, name: str, family, levels) -> np.ndarray:
+    """The response as floats: numbers as they are, anything else coded by the family."""
+    numbers = as_numbers(values)
+    if numbers is not None:
+        return numbers
+    if family is None:  # a design built without a family is Gaussian
+        family = resolve_family(None)
+    return family.code_levels(values, name, levels)
+
+
+def as_numbers(values: pd.Series) -> np.ndarray | None:
+    """``values`` as floats (bool as 0/1, numbers stored as text converted), or None when they
+    are not numbers (text, a pandas Categorical)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return None
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    if values.map(lambda v: isinstance(v, (bool, np.bool_))).all():
+        return values.to_numpy(dtype=float)
+    converted = pd.to_numeric(values, errors="coerce")
+    if converted.notna().sum() == values.notna().sum():
+        return converted.to_numpy(dtype=float, na_value=np.nan)
+    return None
+
+
+def response_column(parsed: ParsedFormula, data: pd.DataFrame) -> str | None:
+    """The column the response is, when it is one column (``y``, ```my y```), else None."""
+    return None if parsed.cbind else single_column(parsed.response, data.columns)
+
+
+def is_factor_response(parsed: ParsedFormula, data: pd.DataFrame) -> bool:
+    """True when the response is a factor (a pandas Categorical, text), not numbers or bool."""
+    col = response_column(parsed, data)
+    if col is None:
+        return False
+    values = data[col]
+    if len(values) == 0:  # Dask's meta: judge by the dtype alone
+        return not (pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype))
+    return as_numbers(values) is None
+
+
+def check_weights(w: np.ndarray, index: pd.Index, allow_all_zero: bool = False, label: str = "weights") -> None:
+    """Raise for prior weights lme4 refuses (negative) or that make no model (infinite, all zero)."""
+    for bad, kind in ((np.isinf(w), "infinite"), (w < 0, "negative")):
+        if bad.any():
+            raise DataError(
+                f"{label} has {kind} values (row {index[np.argmax(bad)]!r}: {w[bad][0]:g}); prior weights "
+                "must be finite and >= 0 (a missing weight drops its row)"
+            )
+    if not allow_all_zero and len(w) and not (w > 0).any():
+        raise DataError("every prior weight is zero; nothing to fit")
+
+
+def offset_of(parsed: ParsedFormula, df: pd.DataFrame, offset=None) -> np.ndarray:
+    """Sum of the formula's offset(...) terms and the offset= argument."""
+    off = np.broadcast_to(0.0, len(df))  # no offset: a read-only view, no memory
+    for expr in parsed.offsets:
+        off = off + as_float_values(eval_expression(expr, df), f"offset({expr})")
+    if offset is not None:
+        off = off + offset
+    if (parsed.offsets or offset is not None) and not np.all(np.isfinite(off)):
+        raise DataError("the offset has non-finite values (e.g. log of 0); check the exposure column")
+    return off
+
+
+def label_of(label: str, arg) -> str:
+    """``"weights column 'w'"`` for a column name, ``"weights"`` for an array."""
+    return f"{label} column '{arg}'" if isinstance(arg, str) else label
+
+
+def argument_values(label: str, arg, data: pd.DataFrame) -> np.ndarray:
+    """The weights= or offset= argument (a column name, or one value per row) as floats."""
+    what = label_of(label, arg)
+    if isinstance(arg, str):
+        check_columns({arg}, data, f"{label}='{arg}'")
+        values = data[arg]
+    else:
+        raw = np.asarray(arg, dtype=object).ravel()
+        if raw.shape[0] != len(data):
+            raise DataError(f"{label} has {raw.shape[0]} values but the data has {len(data)} rows")
+        values = pd.Series(raw, index=data.index)
+    numbers = as_numbers(values)
+    if numbers is None:
+        raise DataError(f"{what} is not numeric (e.g. {values.dropna().iloc[0]!r}); {label} must be numbers")
+    return numbers
+
+
+def as_float_values(values: np.ndarray, name: str) -> np.ndarray:
+    """Values of a cbind(...) count or an offset as floats, or a DataError naming them."""
+    numbers = as_numbers(pd.Series(values))
+    if numbers is None:
+        raise DataError(
+            f"'{name}' is not numeric (dtype {values.dtype}); it must be numbers "
+            "(recode categories as 0/1, or use cbind(successes, failures))"
+        )
+    return numbers

@@ -1,0 +1,279 @@
+"""The per-θ numeric factorisation, in the layout of a :class:`~midas_glmm.sparsity.FactorPlan`.
+
+For one θ, :class:`Factor` computes the Cholesky factor
+
+    [Λ'Z'WZΛ + I   Λ'Z'W[X y]]     [L_Z   0   ]   [L_Z   0   ]'
+    [[X y]'WZΛ     [X y]'W[X y]] = [L_X'  L_XX] · [L_X'  L_XX]
+
+from the cross-product blocks alone: the block-sparse part by compiled kernels (each node's
+``p × p`` block, so a random intercept is a scalar per level), the dense tail by LAPACK. The
+last row of L_XX holds the solution of the penalised least-squares problem and the square root
+of the penalised residual sum of squares, so one factorisation gives every profiled quantity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.linalg import blas, lapack
+
+from ..linalg import kernels
+from .sparsity import FactorPlan, PlanBlocks
+
+__all__ = ["Factor", "dense_cholesky"]
+
+
+def dense_cholesky(A: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a symmetric matrix whose lower triangle is given (LAPACK dpotrf)."""
+    if A.shape[0] == 0:
+        return A.copy()
+    # A C-ordered A is an F-ordered A' whose upper triangle is A's lower one: LAPACK factors it
+    # in place as U'U with L = U'.
+    A = np.ascontiguousarray(A)
+    U, info = lapack.dpotrf(A.T, lower=0, clean=1, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+    return U.T
+
+
+def _panel_updates(L: np.ndarray, panels, T: np.ndarray) -> np.ndarray:
+    """T −= B'B for the panels B of the sparse columns' tail rows (FactorPlan._panel_plan):
+    BLAS dsyrk on the lower triangle of T (the triangle the tail's Cholesky reads). Returns T and
+    B when there is a single panel (None otherwise)."""
+    qt = T.shape[0]
+    B = np.empty(max(n for n, _, _ in panels) * qt)
+    for n, dest, src in panels:
+        Bp = B[: n * qt]
+        Bp[:] = 0.0
+        Bp[dest] = L[src]
+        # C-ordered T is F-ordered T': its upper triangle is T's lower one; Bp as (qt × n) F-order
+        Tt = blas.dsyrk(-1.0, Bp.reshape(n, qt).T, beta=1.0, c=T.T, trans=0, lower=0, overwrite_c=1)
+        T = Tt.T
+    # one panel: kept for the forward solves (R_tail −= B'R_sparse); several: too large to keep
+    return T, (B.reshape(panels[0][0], qt) if len(panels) == 1 else None)
+
+
+def tail_solve(Ltail: np.ndarray, b: np.ndarray, transpose: bool = False) -> np.ndarray:
+    """x with L_tail x = b (or L_tail' x = b): LAPACK dtrtrs on the F-ordered U = L_tail'."""
+    x, info = lapack.dtrtrs(Ltail.T, b, lower=0, trans=0 if transpose else 1)
+    if info != 0:
+        raise np.linalg.LinAlgError("singular tail factor")
+    return x
+
+
+def lam_flat(lams: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    sizes = [lam.size for lam in lams]
+    off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return np.concatenate([np.ascontiguousarray(lam, float).ravel() for lam in lams]), off
+
+
+class Factor:
+    """Cholesky factor of ``[Λ'AΛ + I, ...; ..., [X y]'W[X y]]`` at one θ.
+
+    Parameters
+    ----------
+    plan : FactorPlan
+    blocks : PlanBlocks
+        Z'WZ, Z'W[X y] and [X y]'W[X y] in the plan's layout.
+    lams : list of ndarray
+        ``λ_t`` (``p_t × p_t``, lower triangular) for each term.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If the system is not positive definite (a degenerate working system).
+    """
+
+    def __init__(self, plan: FactorPlan, blocks: PlanBlocks, lams: list[np.ndarray]):
+        self.plan, self.lams, self.blocks = plan, lams, blocks
+        P = plan
+        lam, lamoff = lam_flat(lams)
+        self.L = np.empty(P.nsparse)
+        kernels.scale_blocks(blocks.A, self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns)
+        T = np.zeros((P.qt, P.qt))
+        if P.qt:
+            kernels.scatter_tail(
+                blocks.A[P.nsparse :], P.brow, P.bcol, P.boff, P.nsize, P.nterm, lam, lamoff, P.tailoff, T
+            )
+            T.ravel()[:: P.qt + 1] += 1.0
+        panels = P.panels
+        bad = kernels.factor_sparse(
+            self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, T, panels is not None
+        )
+        if bad:
+            raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
+        self._panel = None  # the one panel of tail rows of the scalar sparse columns (B, n × qt)
+        if panels is not None:
+            T, self._panel = _panel_updates(self.L, panels, T)
+        self.Ltail = dense_cholesky(T) if P.qt else T
+        # the [X y] strip: L_X = L_Z⁻¹ Λ'Z'W[X y]
+        R = self.lam_t(blocks.XZ)
+        self._forward(R)
+        if P.qt:
+            R[P.qs :] = tail_solve(self.Ltail, R[P.qs :])
+        self.LX = R
+        self._XX_schur = blocks.XX - R.T @ R
+        try:
+            self._LXX = np.linalg.cholesky(self._XX_schur)
+        except np.linalg.LinAlgError:
+            # Only the [X y] part is indefinite (a Laplace log-determinant with the observed
+            # information of NB1 / beta needs L_Z alone): raised when the [X y] part is used.
+            self._LXX = None
+
+    @property
+    def LXX(self) -> np.ndarray:
+        """Cholesky factor of the [X y] Schur complement (last row: the penalised LS solution)."""
+        if self._LXX is None:
+            raise np.linalg.LinAlgError("the [X y] block of the working system is not positive definite")
+        return self._LXX
+
+    def _forward(self, R: np.ndarray) -> None:
+        """R ← L_sparse⁻¹ R in place (q × m), the tail rows updated but not solved; with a kept
+        panel B the tail rows' update is the product R_tail −= B' R_sparse."""
+        P = self.plan
+        dense = self._panel is not None
+        kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R, dense)
+        if dense:
+            R[P.qs :] -= self._panel.T @ R[: P.qs]
+
+    def lam_t(self, M: np.ndarray) -> np.ndarray:
+        """Λ'M for M with q rows in node order (a new array)."""
+        return self._lam_product(M, transpose=True)
+
+    def lam(self, M: np.ndarray) -> np.ndarray:
+        """ΛM for M with q rows in node order (a new array): b = Λu for the modes u."""
+        return self._lam_product(M, transpose=False)
+
+    def _lam_product(self, M: np.ndarray, transpose: bool) -> np.ndarray:
+        M = np.asarray(M, dtype=float)
+        flat = M.ndim == 1
+        M = M.reshape(len(M), -1)
+        out = np.empty_like(M)
+        P = self.plan
+        for t, lam in enumerate(self.lams):
+            rows = slice(P.term_off[t], P.term_off[t + 1] if t + 1 < P.k else P.q)
+            p = lam.shape[0]
+            if p == 1:
+                np.multiply(M[rows], lam[0, 0], out=out[rows])
+            else:
+                blk = M[rows].reshape(-1, p, M.shape[1])
+                rule = "ba,lbm->lam" if transpose else "ab,lbm->lam"
+                out[rows] = np.einsum(rule, lam, blk).reshape(-1, M.shape[1])
+        return out.ravel() if flat else out
+
+    # ------------------------------------------------------------------ quantities
+    def _diag(self) -> np.ndarray:
+        return np.concatenate([self.L[self.plan.diagpos], np.diag(self.Ltail)])
+
+    @property
+    def logdet_Z(self) -> float:
+        """log|L_Z|² = log det(Λ'Z'WZΛ + I)."""
+        return float(2.0 * np.log(self._diag()).sum())
+
+    @property
+    def p(self) -> int:
+        """Number of fixed-effect columns."""
+        return self._XX_schur.shape[0] - 1
+
+    @property
+    def RX(self) -> np.ndarray:
+        """Lower Cholesky factor R_X of the Schur complement for β (``p × p``)."""
+        return self.LXX[:-1, :-1]
+
+    @property
+    def logdet_X(self) -> float:
+        """log|R_X|²."""
+        return float(2.0 * np.log(np.diag(self.RX)).sum()) if self.p else 0.0
+
+    @property
+    def pwrss(self) -> float:
+        """Penalised weighted residual sum of squares r² = ||y − Xβ̂ − ZΛû||² + ||û||²."""
+        return float(self.LXX[-1, -1] ** 2)
+
+    @property
+    def L00(self) -> np.ndarray:
+        """Diagonal blocks of L_Z for the first term's levels, ``(ℓ, p, p)``."""
+        P = self.plan
+        p = int(P.p_term[0])
+        start = P.blkoff[P.colptr[: P.node_base[1] if P.k > 1 else P.N]]
+        return self.L[start[:, None] + np.arange(p * p)].reshape(-1, p, p)
+
+    def beta(self) -> np.ndarray:
+        """β̂ from R_X' β = c_β."""
+        if not self.p:
+            return np.zeros(0)
+        return sla.solve_triangular(self.RX, self.LXX[-1, :-1], lower=True, trans="T")
+
+    def solve_Zt(self, rhs: np.ndarray) -> np.ndarray:
+        """x with L_Z' x = rhs (rhs of length q, or q × m)."""
+        P = self.plan
+        x = np.array(rhs, dtype=float).reshape(P.q, -1)
+        if P.qt:
+            x[P.qs :] = tail_solve(self.Ltail, x[P.qs :], transpose=True)
+        kernels.backward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
+        return x.reshape(np.shape(rhs))
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        """x with (Λ'Z'WZΛ + I) x = rhs (length q, or q × m)."""
+        P = self.plan
+        x = np.array(rhs, dtype=float).reshape(P.q, -1)
+        self._forward(x)
+        if P.qt:
+            x[P.qs :] = tail_solve(self.Ltail, x[P.qs :])
+        return self.solve_Zt(x).reshape(np.shape(rhs))
+
+    def selected_inverse_data(self) -> np.ndarray:
+        """(Λ'Z'WZΛ + I)⁻¹ at the stored positions of the data blocks (the layout of
+        ``blocks.A``: the sparse part, then the tail's data blocks)."""
+        P = self.plan
+        Z, Zt = self.selected_inverse()
+        if not P.qt:
+            return Z
+        r, c = P.tail_entries()
+        return np.concatenate([Z, Zt[r, c]])
+
+    def u(self, beta: np.ndarray) -> list[np.ndarray]:
+        """Spherical modes û from L_Z' u = c_Z − L_X β, split by term."""
+        u = self.solve_Zt(self.LX[:, -1] - self.LX[:, :-1] @ beta)
+        return np.split(u, self.plan.term_off[1:])
+
+    def b(self, us: list[np.ndarray]) -> list[np.ndarray]:
+        """Random effects on the data scale, b_t = Λ_t u_t (``ℓ_t × p_t`` arrays)."""
+        return [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(us, self.lams)]
+
+    def vcov_beta_unscaled(self) -> np.ndarray:
+        """(R_X R_X')⁻¹; times σ² it is the covariance of β̂."""
+        Rinv = sla.solve_triangular(self.RX, np.eye(self.p), lower=True)
+        return Rinv.T @ Rinv
+
+    def selected_inverse(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Z, Zt): the blocks of (Λ'Z'WZΛ + I)⁻¹ on the factor's sparse pattern (in the layout
+        of ``L``) and the tail's block of it (full), by Takahashi's recurrences."""
+        P = self.plan
+        Zt = np.zeros((P.qt, P.qt))
+        if P.qt:
+            Zt = np.ascontiguousarray(lapack.dpotri(self.Ltail, lower=1)[0])  # (L L')⁻¹, lower triangle
+            kernels.mirror_lower(Zt)
+        Z = np.zeros(P.nsparse)
+        kernels.selected_inverse(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, Zt, Z)
+        return Z, Zt
+
+    def condvar_blocks(self) -> list[np.ndarray]:
+        """Diagonal blocks of Λ (Λ'Z'WZΛ + I)⁻¹ Λ' per level, ``(ℓ_t, p_t, p_t)`` per term.
+
+        Times σ² these are lme4's conditional variances of the random effects (given β̂). Only
+        the inverse's blocks on the factor's pattern are computed (Takahashi's recurrences), so
+        the memory is that of the factor."""
+        P = self.plan
+        Z, Zt = self.selected_inverse()
+        out = []
+        for t, lam in enumerate(self.lams):
+            p = lam.shape[0]
+            nodes = np.arange(P.node_base[t], P.node_base[t + 1])
+            if t < P.split:
+                V = Z[P.blkoff[P.colptr[nodes]][:, None] + np.arange(p * p)].reshape(-1, p, p)
+            else:
+                o = P.tailoff[nodes]
+                V = Zt[(o[:, None, None] + np.arange(p)[:, None]), (o[:, None, None] + np.arange(p))]
+            out.append(np.einsum("ab,lbc,dc->lad", lam, V, lam))
+        return out

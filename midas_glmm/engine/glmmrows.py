@@ -1,0 +1,329 @@
+"""The per-row work of a GLMM, as passes over blocks of rows.
+
+PIRLS, the Laplace and the AGQ objective need the rows only through a few sums, each computed
+for level-sized inputs (θ, β, the modes u) and returning level-sized outputs:
+
+* :meth:`RowBlock.evaluate` — Σ log f(y | μ) and the cross-product blocks of the weighted
+  working system at (β, u), the one pass a PIRLS step needs;
+* :meth:`RowBlock.deviance` — Σ unit deviances (lme4's deviance);
+* :meth:`RowBlock.agq_terms` — per-group Σ log f at the quadrature nodes;
+* :meth:`RowBlock.totals` — per-group trials and responses (the Laplace cautions).
+
+:class:`LocalRows` holds the rows in memory (one block); :class:`DaskRows` holds one block per
+partition on the Dask workers and sums the blocks' answers by a tree of additions, so only
+level-sized objects travel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..design.blocks import CrossProducts
+from ..design.reterms import ReTerm
+from ..families import Family, ResponseTerms, ZeroInflatedRows
+from ..linalg import rowkernels
+from .sparsity import FactorPlan, RowMap
+
+__all__ = ["RowBlock", "LocalRows", "DaskRows"]
+
+#: step of the central differences row by row in the Laplace gradient (η, log φ, the zero-inflation's ζ)
+GRAD_STEP = 1e-4
+
+
+class RowBlock:
+    """A block of rows of a GLMM: response, fixed and random design, weights, offset."""
+
+    def __init__(self, family: Family, y, X, weights, offset, terms: list[ReTerm], trials=None, zi=None):
+        self.fam = family
+        self.y, self.X, self.w, self.off, self.terms = y, X, weights, offset, terms
+        self.resp = ResponseTerms(family, y, weights, trials)
+        self.trials = trials
+        # zero-inflation: the mixture's rows, and the conditional family's log f without weights
+        self.zi = None if zi is None else ZeroInflatedRows(zi.X, y)
+        self._resp1 = None if zi is None else ResponseTerms(family, y, np.ones_like(y))
+        self.rowmap: RowMap | None = None
+        self._link: int | None = None
+        self._Xs: tuple | None = None
+        self._Xyw: np.ndarray | None = None  # scratch n × (p+1) for the weighted pass
+
+    def attach_plan(self, plan: FactorPlan) -> None:
+        """Write each pass's blocks straight into ``plan``'s layout (in memory: no sparse
+        objects per PIRLS step). Without a plan, passes return :class:`CrossProducts`."""
+        self.rowmap = RowMap(plan, self.terms)
+        fam, resp = self.fam, self.resp
+        if fam.kernel_link is not None and self.zi is None:  # one compiled pass per step
+            self._link = fam.kernel_link
+            self._rows = tuple(
+                np.ascontiguousarray(np.broadcast_to(v, self.y.shape), dtype=float)
+                for v in (self.y, self.w, self.off, resp.const, resp.parts["a"], resp.parts["b"])
+            )
+
+    def pattern(self) -> CrossProducts:
+        """Unit-weight blocks of the random-effects columns: the coupling pattern of the levels."""
+        return CrossProducts.from_rows(self.terms, self.X[:, :0], np.zeros(len(self.y)))
+
+    def _scaled_Xz(self, shift, scale) -> np.ndarray:
+        """[X_s z] with X_s = (X − shift)/scale, kept for the next pass with the same shift and
+        scale (the caller writes the last column)."""
+        if self._Xs is None or not (np.array_equal(self._Xs[0], shift) and np.array_equal(self._Xs[1], scale)):
+            Xz = np.empty((self.X.shape[0], self.X.shape[1] + 1))
+            Xz[:, :-1] = (self.X - shift) / scale
+            self._Xs = (np.array(shift), np.array(scale), Xz)
+        return self._Xs[2]
+
+    def system(self, W, z, beta_raw, joint, shift, scale):
+        """Blocks of the weighted working system: in (β, u) with columns [X_s z], or in u alone
+        with the column z − Xβ."""
+        if self.rowmap is None:
+            if joint:
+                return CrossProducts.from_rows(self.terms, self.X, z, W, shift, scale)
+            return CrossProducts.from_rows(self.terms, self.X[:, :0], z - self.X @ beta_raw, W)
+        if joint:
+            Xy = self._scaled_Xz(shift, scale)
+            Xy[:, -1] = z
+        else:
+            Xy = (z - self.X @ beta_raw)[:, None]
+        if self._Xyw is None or self._Xyw.shape != Xy.shape:
+            self._Xyw = np.empty_like(Xy)
+        return self.rowmap.blocks(W, Xy, self._Xyw)
+
+    def eta(self, beta_raw: np.ndarray, lams, us) -> np.ndarray:
+        """η = offset + Xβ + ZΛu, row by row, without forming Z."""
+        out = self.off + self.X @ beta_raw
+        if self.rowmap is not None:
+            b = np.concatenate([(u.reshape(-1, lam.shape[0]) @ lam.T).ravel() for u, lam in zip(us, lams)])
+            return self.rowmap.eta(out, b)
+        for t, lam, u in zip(self.terms, lams, us):
+            b = u.reshape(-1, t.p) @ lam.T
+            out = out + np.einsum("ij,ij->i", t.Zcols, b[t.codes])
+        return out
+
+    def working(self, mu, eta, phi: float, info: str):
+        """Weights and working response z = η − offset + (y − μ)·w_fisher/(w·μ').
+
+        ``info``: "newton" uses the observed information where it is positive everywhere (Fisher
+        scoring otherwise); "laplace" the information of the Laplace log-determinant (observed for
+        Gamma as glmmTMB, expected for binomial and Poisson as lme4)."""
+        fam = self.fam
+        if fam.exact:  # score and information from the log-likelihood itself (NB1, beta)
+            score, obs, expected = fam.derivatives(self.y, mu, eta, self.w, phi)
+            # the Laplace log-determinant takes the observed information as it is (glmmTMB's exact
+            # Hessian: a row may contribute negatively, the sum stays positive definite); Newton
+            # steps take it where it is positive everywhere, the expected one otherwise
+            if info == "laplace" and fam.laplace_observed:
+                W = obs
+            else:
+                W = obs if info == "newton" and np.all(obs > 0) else expected
+            return W, eta - self.off + score / W
+        fisher = fam.weights(self.y, mu, eta, self.w, phi)
+        W = fisher
+        observed = (info == "newton" and not fam.canonical) or (info == "laplace" and fam.laplace_observed)
+        if observed:
+            obs = fam.weights(self.y, mu, eta, self.w, phi, observed=True)
+            # Newton steps need it positive in every row; the Laplace log-determinant takes it as
+            # it is (glmmTMB's exact Hessian: a row may add negatively, the sum stays positive definite)
+            if info == "laplace" or np.all(obs > 0):
+                W = obs
+        z = eta - self.off + (self.y - mu) / fam.mu_eta(eta, mu) * (fisher / W)
+        return W, z
+
+    def set_zero_inflation(self, gamma) -> None:
+        """Use the zero-inflation coefficients γ in the passes that follow."""
+        self.zi.set(gamma)
+
+    def zero_inflated(self, mu, eta, phi: float, info: str):
+        """(Σ wᵢ log f_zi(yᵢ), weights, working response) of a zero-inflated model at γ
+        (:mod:`~midas_glmm.families.zeroinfl`). Newton steps and the Laplace log-determinant take the
+        observed information as it is (glmmTMB's exact Hessian; a zero row's may be negative,
+        the system stays positive definite near the modes); ``info="safe"`` (PIRLS, where that
+        system is not positive definite) takes it where it is positive and the conditional
+        family's expected one times r elsewhere."""
+        ll_rows, r = self.zi.loglik_rows(self._resp1.rows(mu, phi))
+        ll = float(np.sum(self.w * ll_rows))
+        if not np.isfinite(ll):
+            return ll, None, None
+        score, obs, expected = self.zi.derivatives(r, *self.fam.eta_derivatives(self.y, mu, eta, phi))
+        W = np.where(obs > 0, obs, expected) if info == "safe" else obs
+        W = self.w * W
+        step = np.divide(self.w * score, W, out=np.zeros_like(W), where=W != 0)  # r = 0: a sure zero
+        return ll, W, eta - self.off + step
+
+    def evaluate(self, beta_raw, lams, us, phi, joint, shift, scale, info="newton"):
+        """(Σ log f(y | μ), blocks of the working system) at (β, u).
+
+        ``joint``: the system in (β, u) (columns X_s and z); else in u alone (column z − Xβ)."""
+        eta = self.eta(beta_raw, lams, us)
+        if self._link is not None:
+            W, z = np.empty_like(eta), np.empty_like(eta)
+            ll = rowkernels.canonical_working(self._link, eta, *self._rows, W, z)
+            if not np.isfinite(ll):
+                return ll, None
+            return ll, self.system(W, z, beta_raw, joint, shift, scale)
+        mu = self.fam.linkinv(eta)
+        if self.zi is not None:
+            ll, W, z = self.zero_inflated(mu, eta, phi, info)
+        else:
+            ll = self.resp.total(mu, phi)
+            if np.isfinite(ll):
+                W, z = self.working(mu, eta, phi, info)
+        if not np.isfinite(ll):
+            return ll, None
+        if not (np.all(np.isfinite(W)) and np.all(np.isfinite(z))):
+            return -np.inf, None  # outside the link's domain or overflowing: a step to reject
+        return ll, self.system(W, z, beta_raw, joint, shift, scale)
+
+    def laplace_rows(self, eta, phi: float, dzeta: float = 0.0):
+        """(log f, its score and its observed information in η) per row, prior-weighted, at
+        dispersion φ and with the zero-inflation's linear predictor shifted by ``dzeta``: the
+        quantities whose derivatives make the Laplace gradient of a non-canonical family."""
+        mu = self.fam.linkinv(eta)
+        score, obs, _ = self.fam.eta_derivatives(self.y, mu, eta, phi)
+        if self.zi is None:
+            return self.resp.rows(mu, phi), self.w * score, self.w * obs
+        ll, r = self.zi.loglik_rows(self._resp1.rows(mu, phi), dzeta)
+        score, obs, _ = self.zi.derivatives(r, score, obs, obs)
+        return self.w * ll, self.w * score, self.w * obs
+
+    def laplace_gradient_sums(self, beta_raw, lams, us, factor, S_data, phi=1.0, channels=()):
+        """Row sums for the gradient of the Laplace deviance at the modes (in memory): Z'ℓ',
+        Z'r, X'(r − 2ℓ'), q = A⁻¹Λ'Z'v, and one number per extra channel, where ℓ' and
+        w = −ℓ'' are the log-likelihood's derivatives in η, v_i = w'_i h_i with the leverage
+        h_i = ζ_i'A⁻¹ζ_i (ζ_i = Λ'z_i, A⁻¹ read at the data blocks from ``S_data``) and
+        r = v − W ZΛq (gradient.laplace_gradient).
+
+        ``channels``: parameters that act on each row's log f other than through η —
+        ``"log_phi"`` (the dispersion) and ``"zeta"`` (the zero-inflation's linear predictor,
+        returned as X_zi'g). Their gradient is Σᵢ [−2 ∂ℓᵢ + hᵢ ∂wᵢ + (ZΛq)ᵢ ∂ℓ'ᵢ], the
+        derivatives by central differences row by row (no PIRLS run); w' likewise in η for a
+        non-canonical family."""
+        rm = self.rowmap
+        eta = self.eta(beta_raw, lams, us)
+        if self._link is not None:  # canonical binomial / Poisson: closed forms
+            _, _, _, _, a, b = self._rows
+            if self._link == rowkernels.LOGIT:
+                mu = np.clip(0.5 * (1.0 + np.tanh(0.5 * eta)), 1e-15, 1 - 1e-15)
+                dl = a - (a + b) * mu
+                w = (a + b) * mu * (1.0 - mu)
+                dw = w * (1.0 - 2.0 * mu)
+            else:
+                mu = np.maximum(np.exp(eta), 1e-300)
+                dl = a - b * mu
+                w = b * mu
+                dw = w
+        else:
+            _, dl, w = self.laplace_rows(eta, phi)
+            dw = (self.laplace_rows(eta + GRAD_STEP, phi)[2] - self.laplace_rows(eta - GRAD_STEP, phi)[2]) / (
+                2 * GRAD_STEP
+            )
+        cb = rm.col_base
+        zeta = np.empty_like(rm.Zall)
+        for t, lam in enumerate(lams):
+            zeta[:, cb[t] : cb[t + 1]] = rm.Zall[:, cb[t] : cb[t + 1]] @ lam
+        h = np.empty(len(eta))
+        rowkernels.leverages(zeta, rm.dest, rm.za, rm.zb, rm.mult, S_data, h)
+        v = h * dw
+        q = factor.plan.q
+        Zlv = np.zeros((q, 2))
+        rowkernels.zt_product(rm.Zall, rm.zidx, np.column_stack([dl, v]), Zlv)
+        qv = factor.solve(factor.lam_t(Zlv[:, 1]))
+        Zq = rm.eta(np.zeros(len(eta)), factor.lam(qv))
+        r = v - w * Zq
+        Zr = np.zeros((q, 1))
+        rowkernels.zt_product(rm.Zall, rm.zidx, r[:, None], Zr)
+        extra = []
+        for channel in channels:
+            if channel == "log_phi":
+                e = np.exp(GRAD_STEP)
+                plus, minus = self.laplace_rows(eta, phi * e), self.laplace_rows(eta, phi / e)
+            else:
+                plus, minus = self.laplace_rows(eta, phi, GRAD_STEP), self.laplace_rows(eta, phi, -GRAD_STEP)
+            dll, ddl, dww = ((p_ - m_) / (2 * GRAD_STEP) for p_, m_ in zip(plus, minus))
+            g = -2.0 * dll + h * dww + Zq * ddl
+            extra.append(np.atleast_1d(g.sum()) if channel == "log_phi" else self.zi.X.T @ g)
+        return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv, extra
+
+    def deviance(self, beta_raw, lams, us, phi: float = 1.0) -> float:
+        """Σ wᵢ d(yᵢ, μᵢ) at (β, u) (NB2 at its size θ = ``phi``)."""
+        mu = self.fam.linkinv(self.eta(beta_raw, lams, us))
+        return self.fam.deviance(self.y, mu, self.w, phi)
+
+    def boundary_rows(self, beta_raw, lams, us) -> int:
+        """Rows whose fitted probability is numerically 0 or 1 (within 10 machine epsilons, R's
+        rule for glm's separation warning)."""
+        mu = self.fam.linkinv(self.eta(beta_raw, lams, us))
+        eps = 10 * np.finfo(float).eps
+        return int(np.count_nonzero((mu < eps) | (mu > 1 - eps)))
+
+    def agq_terms(self, beta_raw, lam: float, u, s, nodes, phi) -> np.ndarray:
+        """Σ log f(y | μ) per group at the adaptive nodes u + s·t_k (one scalar term)."""
+        t = self.terms[0]
+        z = t.Zcols[:, 0]
+        base = self.off + self.X @ beta_raw
+        out = np.empty((len(nodes), t.nlevels))
+        if self._link is not None:  # canonical binomial / Poisson: one compiled pass
+            const, ya, yb = self._rows[3:]
+            zc = np.ascontiguousarray(z, dtype=float)
+            codes = np.ascontiguousarray(t.codes, dtype=np.int64)
+            args = (np.asarray(u, float), np.asarray(s, float), np.asarray(nodes, float))
+            rowkernels.agq_loglik(self._link, base, zc, codes, float(lam), *args, const, ya, yb, out)
+            return out
+        for k, tk in enumerate(nodes):
+            uk = u + s * tk
+            mu = self.fam.linkinv(base + lam * z * uk[t.codes])
+            out[k] = np.bincount(t.codes, weights=self.resp.rows(mu, phi), minlength=t.nlevels)
+        return out
+
+    def totals(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """Per group of the first term: trials (Σw) and responses (Σy); overall Σ y·w and Σ w."""
+        t = self.terms[0]
+        return (
+            np.bincount(t.codes, weights=self.w, minlength=t.nlevels),
+            np.bincount(t.codes, weights=self.y, minlength=t.nlevels),
+            float(np.sum(self.y * self.w)),
+            float(np.sum(self.w)),
+        )
+
+
+def _combine(a, b):
+    """Sum two blocks' answers (scalars, arrays, CrossProducts, or tuples of those)."""
+    if isinstance(a, tuple):
+        return tuple(_combine(x, y) for x, y in zip(a, b))
+    if a is None or b is None:
+        return None
+    return a + b
+
+
+class LocalRows:
+    """All rows in memory, as one block."""
+
+    def __init__(self, block: RowBlock):
+        self.block = block
+
+    def __call__(self, method: str, *args):
+        return getattr(self.block, method)(*args)
+
+
+class DaskRows:
+    """One block per partition, kept on the Dask workers; answers summed on the workers."""
+
+    def __init__(self, source, family: Family):
+        import dask
+
+        def make(part):
+            y, X, w, off, terms, trials = source.rows(part)
+            return RowBlock(family, y, X, w, off, terms, trials)
+
+        blocks = [dask.delayed(make)(p) for p in source.ddf.to_delayed()]
+        self.blocks = dask.persist(*blocks)
+
+    def __call__(self, method: str, *args):
+        import dask
+
+        parts = [dask.delayed(getattr)(b, method)(*args) for b in self.blocks]
+        while len(parts) > 1:
+            parts = [
+                dask.delayed(_combine)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+                for i in range(0, len(parts), 2)
+            ]
+        (out,) = dask.compute(parts[0])
+        return out

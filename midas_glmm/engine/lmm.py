@@ -1,0 +1,463 @@
+"""The linear mixed model: profiled REML/ML criterion of θ and the estimates at θ.
+
+Following Bates, Mächler, Bolker & Walker (2015, JSS 67(1)), with b = Λ(θ)u, u ~ N(0, σ²I):
+
+* ML deviance     −2ℓ(θ)   = log|L_θ|² + n (1 + log(2π r²_θ / n))
+* REML criterion  −2ℓ_R(θ) = log|L_θ|² + log|R_X|² + (n−p)(1 + log(2π r²_θ / (n−p)))
+
+where L_θ is the Cholesky factor of Λ'Z'WZΛ + I, R_X that of the Schur complement for β and
+r²_θ the penalised residual sum of squares (minus Σ log wᵢ with prior weights). β̂ and σ̂² are
+closed-form given θ. Nothing here touches the rows: everything comes from the
+:class:`~midas_glmm.blocks.CrossProducts` computed once.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from ..design.blocks import CrossProducts
+from ..design.fixed import standardize
+from ..design.reterms import ReTerm, ThetaMap
+from ..errors import ConvergenceWarning, FitError
+from ..linalg.threads import fit_threads
+from .controls import current_control
+from .estimates import Estimates
+from .factor import Factor
+from .gradient import profiled_gradient
+from .optimize import (
+    SINGULAR_TOL,
+    check_convergence,
+    fd_derivatives,
+    gradient_derivatives,
+    is_singular,
+    minimize_bounded,
+    newton_step,
+    restart_if_unconverged,
+)
+from .sparsity import FactorPlan, PlanBlocks
+
+__all__ = ["LMMCriterion", "LMMSolution", "lmm_criterion", "fit_lmm", "optimize_lmm", "lmm_estimates"]
+
+
+@dataclass
+class LMMSolution:
+    """Estimates at one θ: β̂, σ̂, spherical and scaled random effects, and the factor."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    sigma: float
+    u: list[np.ndarray]
+    b: list[np.ndarray]
+    factor: Factor
+    criterion: float
+
+
+class LMMCriterion:
+    """−2 × (profiled) log-likelihood or REML criterion as a function of θ.
+
+    Parameters
+    ----------
+    terms : list of ReTerm
+    cp : CrossProducts
+        Blocks of ``[Z X y]'W[Z X y]`` (prior weights W).
+    REML : bool
+    log_weights_sum : float
+        Σ log wᵢ of the prior weights (0 without weights).
+    """
+
+    def __init__(
+        self,
+        terms: list[ReTerm],
+        cp: CrossProducts,
+        REML: bool,
+        log_weights_sum: float = 0.0,
+        beta_removed: np.ndarray | None = None,
+        response_ss: float | None = None,
+    ):
+        self.tmap = ThetaMap(terms)
+        self.cp = cp
+        self.REML = REML
+        self.n = cp.n
+        self.p = cp.XytXy.shape[0] - 1
+        self.ldW = log_weights_sum
+        # y − X b was passed over the rows in place of y (b ≈ OLS, so that the penalised residual
+        # sum of squares is not a small difference of large numbers); β̂ = β̂(y − Xb) + b.
+        self.beta_removed = np.zeros(self.p) if beta_removed is None else beta_removed
+        self.response_ss = float(cp.XytXy[-1, -1]) if response_ss is None else response_ss
+        self.plan = FactorPlan(terms, cp)  # structure: once per model
+        self.blocks = self.plan.load(cp)
+
+    def for_response(self, cp: CrossProducts, beta_removed: np.ndarray, response_ss: float) -> LMMCriterion:
+        """The same criterion for another response on the same rows: ``cp`` differs from this
+        one's only in the response's row and column of ``[X y]``; the plan (structure) and the
+        Z'WZ blocks are shared, nothing is analysed again."""
+        other = copy.copy(self)
+        other.cp = cp
+        other.beta_removed = beta_removed
+        other.response_ss = float(response_ss)
+        XZ = np.concatenate([xz.T for xz in cp.XytZ], axis=0)
+        other.blocks = PlanBlocks(self.blocks.A, np.ascontiguousarray(XZ), cp.XytXy, cp.n)
+        return other
+
+    def factor(self, theta: np.ndarray) -> Factor:
+        """L(θ) from the stored cross-products."""
+        return Factor(self.plan, self.blocks, self.tmap.lams(np.asarray(theta, dtype=float)))
+
+    def from_factor(self, L: Factor) -> float:
+        """The criterion given the factor at θ."""
+        r2 = L.pwrss
+        if r2 <= 0:
+            return np.inf
+        if self.REML:
+            nmp = self.n - self.p
+            return L.logdet_Z + L.logdet_X + nmp * (1 + np.log(2 * np.pi * r2 / nmp)) - self.ldW
+        return L.logdet_Z + self.n * (1 + np.log(2 * np.pi * r2 / self.n)) - self.ldW
+
+    def unprofiled(self, theta: np.ndarray, sigma: float) -> float:
+        """The criterion at (θ, σ) without profiling σ out:
+        ML log|L|² + n log(2πσ²) + r²/σ²; REML adds log|R_X|² and uses n − p."""
+        L = self.factor(theta)
+        m = self.n - self.p if self.REML else self.n
+        extra = L.logdet_X if self.REML else 0.0
+        return L.logdet_Z + extra + m * np.log(2 * np.pi * sigma**2) + L.pwrss / sigma**2 - self.ldW
+
+    def __call__(self, theta: np.ndarray) -> float:
+        try:
+            return self.from_factor(self.factor(theta))
+        except np.linalg.LinAlgError:
+            return np.inf
+
+    def solution(self, theta: np.ndarray) -> LMMSolution:
+        """β̂(θ), σ̂(θ) and the random effects at θ."""
+        L = self.factor(theta)
+        beta_r = L.beta()
+        u = L.u(beta_r)
+        beta = beta_r + self.beta_removed
+        denom = self.n - self.p if self.REML else self.n
+        sigma = float(np.sqrt(L.pwrss / denom))
+        return LMMSolution(np.asarray(theta, float), beta, sigma, u, L.b(u), L, self.from_factor(L))
+
+
+def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int, float] | None = None):
+    """The data pass for an LMM: (criterion, S), with β = S β_s for the standardised design.
+
+    ``fix=(j, v)`` holds β_j at v (its column moves into the offset), for profiling β_j."""
+    if design.source is not None:  # Dask: the blocks were reduced on the workers
+        if fix is not None:
+            raise FitError(
+                "profiling a fixed effect needs another pass over the rows; it is not available for Dask data yet"
+            )
+        cp, ldW = design.source.cross_products(design.has_prior_weights)
+        return LMMCriterion(design.terms, cp, REML, ldW, beta_removed=design.source.beta_removed), design.source.S
+    X, names, y, gram = design.X, list(design.fixed_names), design.y - design.offset, design.gram
+    if fix is not None:
+        j, v = fix
+        y = y - v * X[:, j]
+        X = np.delete(X, j, axis=1)
+        del names[j]
+        gram = None if gram is None else np.delete(np.delete(gram, j, axis=0), j, axis=1)
+    p = X.shape[1]
+    shift, scale, S = standardize(X, names, gram) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
+    w = design.weights if design.has_prior_weights else None
+    b = _rough_ols(X, y, gram, shift, scale)
+    cp = CrossProducts.from_rows(design.terms, X, y, w, shift, scale, beta_removed=b)
+    ldW = float(np.sum(np.log(w[w > 0]))) if w is not None else 0.0
+    yss = float(y @ y) if w is None else float(y @ (w * y))
+    return LMMCriterion(design.terms, cp, REML, ldW, beta_removed=b, response_ss=yss), S
+
+
+def _rough_ols(X, y, gram, shift, scale) -> np.ndarray:
+    """OLS coefficients of y on X_s = (X − shift)/scale from X'X, X'y, X'1 and Σy (one pass over
+    X besides X'X); y may be n × K (fit_many's batches: p × K coefficients, a column of zeros
+    where one is not finite). Removing X_s b from y keeps the numbers the factorisation subtracts
+    of the size of the residuals; b need not be exact (any b gives the same fit), only close."""
+    G = X.T @ X if gram is None else gram
+    return ols_from_sums(G, X.sum(axis=0), X.shape[0], X.T @ y, y.sum(axis=0), shift, scale)
+
+
+def ols_from_sums(G, s, n, Xty, sy, shift, scale) -> np.ndarray:
+    """:func:`_rough_ols` from the sums: X'X, X'1, n, X'y and Σy (y may be n × K)."""
+    Gs = (G - np.outer(shift, s) - np.outer(s, shift) + n * np.outer(shift, shift)) / np.outer(scale, scale)
+    lead = (slice(None),) + (None,) * np.ndim(sy)  # shift and scale along the coefficients
+    Xsty = (Xty - shift[lead] * sy) / scale[lead]
+    if not len(Xsty):  # no fixed effects (a profile that holds the only one)
+        return Xsty
+    try:  # column by column: a response's b does not depend on the batch it is in
+        b = np.linalg.solve(Gs, Xsty) if Xsty.ndim == 1 else np.column_stack([np.linalg.solve(Gs, v) for v in Xsty.T])
+    except np.linalg.LinAlgError:
+        return np.zeros(np.shape(Xsty))
+    bad = ~np.all(np.isfinite(b.reshape(len(b), -1)), axis=0)
+    return np.where(bad, 0.0, b.reshape(len(b), -1)).reshape(np.shape(b))
+
+
+#: BOBYQA's first trust-region radius from the moment start, and its stopping rules: lme4's
+#: (a gain or a step below 1e-8) and a strict one (the trust region down to 1e-8).
+START_STEP = 0.1
+LME4_STOP = {"ftol_rel": 0.0, "ftol_abs": 1e-8, "xtol_rel": 0.0, "xtol_abs": 1e-8}
+STRICT_STOP = {"ftol_rel": 0.0, "ftol_abs": 0.0, "xtol_rel": 1e-8, "xtol_abs": 1e-8}
+
+
+def ols_fit(cp: CrossProducts) -> tuple[np.ndarray, float]:
+    """β̂ and the residual sum of squares of the regression of y on X alone, from X'X, X'y, y'y."""
+    A = cp.XytXy
+    k = A.shape[0] - 1
+    beta = np.linalg.lstsq(A[:k, :k], A[:k, k], rcond=None)[0] if k else np.zeros(0)
+    return beta, max(float(A[k, k] - beta @ A[:k, k]), 0.0)
+
+
+def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.ndarray:
+    """A starting θ from one-way ANOVA moments, computed from the cross-products alone.
+
+    With r = y − Xβ̂_OLS, for each term and column a with per-level sums r_l = Σ z_a r and
+    n_l = Σ z_a²: SSB = Σ_l r_l²/n_l, MSW = (RSS − SSB)/(n − p − ℓ), and
+    σ̂²_a = (SSB − (ℓ−1) MSW) / (Σn_l − Σn_l²/Σn_l). The residual variance is the total less
+    the components, kept between ½ and 1 × the smallest MSW (each MSW holds the residual plus
+    the other terms); a random intercept nested in another gives up the outer one's σ̂². λ starts
+    diagonal at max(σ̂_a/σ̂, ``floor``): a start only, which the optimizer then refines; close
+    starts save most of BOBYQA's evaluations on large crossed fits.
+    """
+    k = cp.XytXy.shape[0] - 1
+    zy = np.concatenate([XZ[k] for XZ in cp.XytZ])[None, :]
+    return moment_starts(cp, tmap, zy, cp.XytXy[None, :k, k], cp.XytXy[None, k, k], floor)[0]
+
+
+def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray, floor=0.1):
+    """:func:`moment_start` for K responses on the design of ``cp`` at once, each given by its
+    own blocks: Z'y (K × q, the terms' columns in order), X'y (K × p) and y'y (K,)."""
+    A = cp.XytXy
+    k = A.shape[0] - 1
+    n = cp.n
+    K = len(rr)
+    beta, rss = ols_rss(A[:k, :k], xy, rr)
+    comps, msw, totals = [], [], []
+    col = 0
+    for t, ZtZ, XZ in zip(tmap.terms, cp.ZtZ, cp.XytZ):
+        width = t.nlevels * t.p
+        XZx = XZ[:k].reshape(k, t.nlevels, t.p)
+        r = zy[:, col : col + width].reshape(K, t.nlevels, t.p) - _sum_products(beta[:, :, None, None], XZx[:, None])
+        col += width
+        s2, share = np.zeros((K, t.p)), np.zeros(t.p)
+        for a in range(t.p):
+            nl = ZtZ[:, a, a]
+            ok = nl > 0
+            tot = nl[ok].sum()
+            if tot <= 0:
+                continue
+            ssb = np.sum(np.ascontiguousarray(r[:, ok, a]) ** 2 / nl[ok], axis=1)  # each row's own sum
+            mw = np.maximum(rss - ssb, 0.0) / max(n - k - int(ok.sum()), 1)
+            nstar = tot - np.sum(nl[ok] ** 2) / tot
+            s2[:, a] = np.maximum(ssb - (ok.sum() - 1) * mw, 0.0) / nstar if nstar > 0 else 0.0
+            msw.append(mw)
+            share[a] = tot / n
+        comps.append(s2)
+        totals.append(share)
+    # A factor nested in another (each of its levels inside one level of the other) carries the
+    # outer factor's variance in its between-level moments: take it out, outermost first.
+    for i in reversed(range(len(comps))):
+        for j in range(i + 1, len(comps)):
+            if tmap.terms[i].is_intercept and tmap.terms[j].is_intercept:
+                if np.all(np.diff(cp.ZjtZi[(j, i)].tocsc().indptr) <= 1):
+                    comps[i] = np.maximum(comps[i] - comps[j], 0.0)
+    explained = sum(_sum_products(s2.T, t_tot[:, None]) for s2, t_tot in zip(comps, totals))
+    smallest = np.min(msw, axis=0) if msw else rss / max(n - k, 1)
+    sigma2 = np.clip(rss / max(n - k, 1) - explained, 0.5 * smallest, smallest)
+    out = np.tile(tmap.start, (K, 1))
+    good = np.isfinite(smallest) & (smallest > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for s2, t, sl in zip(comps, tmap.terms, tmap.slices()):
+            rows, cols = t.theta_index
+            lam_diag = np.maximum(np.sqrt(s2 / sigma2[:, None]), floor)  # K × p
+            out[good, sl] = np.where(rows == cols, lam_diag[good][:, rows], 0.0)
+    return out
+
+
+def ols_rss(XX: np.ndarray, xy: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ols_fit` for K responses from X'X, their X'y (K × p) and y'y (K,): β̂ (p × K) and
+    the residual sums of squares, response by response (a solve with K right-hand sides would
+    round a response differently with the batch it is in)."""
+    K, k = xy.shape
+    if not k:
+        return np.zeros((0, K)), np.maximum(rr, 0.0)
+    beta = np.column_stack([np.linalg.lstsq(XX, v, rcond=None)[0] for v in xy])
+    return beta, np.maximum(rr - _sum_products(beta, xy.T), 0.0)
+
+
+def _sum_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Σ_j a[j] b[j] term by term in order (elementwise over the other axes): the same rounding
+    for a response whatever the number of responses beside it (no BLAS kernel chosen by shape)."""
+    out = np.zeros(np.broadcast_shapes(a.shape[1:], b.shape[1:]))
+    for aj, bj in zip(a, b):
+        out += aj * bj
+    return out
+
+
+def _scaled_condvar(factor: Factor, s2: float) -> list[np.ndarray]:
+    """σ² Λ(Λ'Z'ZΛ + I)⁻¹Λ' per level: lme4's conditional variances of the random effects."""
+    return [s2 * blk for blk in factor.condvar_blocks()]
+
+
+def fit_lmm(design, REML: bool = True, optimizer: str | None = None, standardize_X: bool = True):
+    """Fit a linear mixed model by profiled REML or ML.
+
+    The rows are read once (the cross-products); the optimizer then works on θ alone.
+
+    Returns
+    -------
+    Estimates
+    """
+
+    crit, S = lmm_criterion(design, REML, standardize_X)
+    with fit_threads(crit.plan.qt):
+        return optimize_lmm(design, crit, S, REML, optimizer)
+
+
+#: with the default optimizer, θ of at least this length and no dense tail use L-BFGS-B with the
+#: analytic gradient: a gradient costs ~3-4 criterion evaluations there; BOBYQA needs 75-150
+#: evaluations for five θ (the nested benchmark shapes) where L-BFGS-B needs 12-28 gradients;
+#: for three θ the two cost the same, and BOBYQA (lme4's optimizer) stays. With a dense tail
+#: the selected inversion costs ~8 evaluations (InstEval: 0.32 s against 0.04 s): BOBYQA too.
+GRADIENT_MIN_THETA = 4
+
+
+def uses_gradient(crit: LMMCriterion, optimizer: str | None) -> bool:
+    """Whether θ is optimised by L-BFGS-B with the analytic gradient (see :data:`GRADIENT_MIN_THETA`)."""
+    if optimizer == "lbfgsb":
+        return True
+    return optimizer is None and crit.plan.qt == 0 and len(crit.tmap) >= GRADIENT_MIN_THETA
+
+
+def optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimizer: str | None):
+    """θ̂ from the moment start (BOBYQA, or L-BFGS-B with the analytic gradient), the
+    convergence check and the estimates there."""
+    tm = crit.tmap
+    rss = ols_fit(crit.cp)[1]
+    if rss <= 1e-26 * crit.response_ss:  # residual SD below 1e-13 × RMS(y): zero but for rounding
+        raise FitError(
+            f"the response '{design.response_name}' is an exact linear function of the fixed effects "
+            f"(residual sum of squares {rss:.3g}); there is no variance left to estimate: check that the "
+            "response is not also a predictor"
+        )
+    # Start from the ANOVA moments unless lme4's λ = I is better there; the moments are usually
+    # close, so the first trust region is narrow.
+    ctl = current_control()
+    if ctl is not None and ctl.start is not None:  # the user's start (fit(start=)), checked by fit()
+        x0, step = np.asarray(ctl.start, dtype=float), START_STEP
+        f0 = crit(x0)
+    else:
+        x0, step = moment_start(crit.cp, tm), START_STEP
+        f0, f_lme4 = crit(x0), crit(tm.start)
+        if f_lme4 < f0:
+            x0, f0, step = tm.start, f_lme4, 0.75
+    if uses_gradient(crit, optimizer):
+
+        def fun_grad(theta):
+            try:
+                return profiled_gradient(crit, theta)
+            except np.linalg.LinAlgError:
+                return np.inf, np.zeros(len(tm))
+
+        opt = minimize_bounded(crit, x0, tm.lower, "lbfgsb", fun_grad=fun_grad)
+        g, H = gradient_derivatives(fun_grad, opt.x, tm.lower)
+    else:
+        known = {x0.tobytes(): f0}  # the optimizer's first evaluation is the start's
+
+        def criterion(theta: np.ndarray) -> float:
+            theta = np.asarray(theta, dtype=float)
+            return known.pop(theta.tobytes()) if theta.tobytes() in known else crit(theta)
+
+        opt = minimize_bounded(criterion, x0, tm.lower, optimizer or "bobyqa", step=step, tolerances=LME4_STOP)
+        # lme4's stopping rule can stop early; its convergence check catches that (then BOBYQA goes
+        # on from there with a strict rule), and the check's derivatives give a Newton step that
+        # takes θ to the precision of the finite differences.
+        g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
+        opt, restarted = restart_if_unconverged(
+            crit, opt, tm.lower, H, g, optimizer="bobyqa", step=0.05, tolerances=STRICT_STOP
+        )
+        if restarted:
+            g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
+    twin = column_sign_twin(crit, opt)
+    if twin is not None:  # a better optimum beyond a random-slope column's bound
+        opt = twin
+        g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
+    msgs = check_convergence(crit, opt, tm.lower, hessian=H, gradient=g)
+    opt = newton_step(crit, opt, tm.lower, g, H)
+    return lmm_estimates(design, crit, S, REML, opt, msgs)
+
+
+def column_sign_twin(crit, opt):
+    """A better optimum past a multi-column term's boundary, or None.
+
+    A column of λ_t and the same column negated give the same ΛΛ', so when a diagonal element
+    is on its bound (0) with entries below it, the point has a twin with those entries negated;
+    from one of the two the criterion can fall by moving the diagonal off its bound, which a
+    bounded optimizer started on the other side does not see (lme4 stops there too, on some
+    data). For each column whose diagonal is on its bound (whatever is below it: with nothing
+    below, the point may be a saddle across the bound) the optimizer is run again from the
+    negated column with the diagonal moved off the bound, and the best end is kept if lower."""
+    tm = crit.tmap
+    best = None
+    for t, sl in zip(tm.terms, tm.slices()):
+        if t.p < 2:
+            continue
+        rows, cols = t.theta_index
+        theta = np.asarray(opt.x, dtype=float)[sl]
+        for c in range(t.p - 1):  # the last column has nothing below its diagonal
+            diag = np.flatnonzero((rows == c) & (cols == c))[0]
+            below = np.flatnonzero((cols == c) & (rows > c))
+            if theta[diag] >= SINGULAR_TOL:
+                continue
+            x0 = np.array(opt.x, dtype=float)
+            x0[sl.start + below] = -theta[below]
+            x0[sl.start + diag] = max(0.1 * float(np.max(np.abs(theta[below]), initial=0.0)), 0.01)
+            try:
+                cand = minimize_bounded(crit, x0, tm.lower, "bobyqa", step=0.05, tolerances=LME4_STOP)
+            except (FitError, np.linalg.LinAlgError):
+                continue
+            if cand.fun < (best.fun if best is not None else opt.fun) - 1e-8:
+                best = cand
+    return best
+
+
+def lmm_estimates(design, crit: LMMCriterion, S: np.ndarray, REML: bool, opt, msgs: list[str]):
+    """The estimates at the optimizer's θ (``opt.x``), on the user's scale of X: β̂ = S β̂_s,
+    σ̂, the random effects, the covariance of β̂ and the criterion; ``msgs`` are the
+    convergence messages so far."""
+    tm = crit.tmap
+    msgs = list(msgs)
+    sol = crit.solution(opt.x)
+    # log|R_X|² refers to the design used; report the criterion for the user's X (X_s = X S).
+    criterion = sol.criterion - (2.0 * np.log(abs(np.linalg.det(S))) if REML else 0.0)
+    s2 = sol.sigma**2
+    if s2 <= 1e-10 * ols_fit(crit.cp)[1] / max(crit.n - crit.p, 1):
+        msgs.append(
+            f"the residual variance is (near) zero (sigma = {sol.sigma:.3g}): the response '{design.response_name}' "
+            "is (nearly) constant within the levels of the grouping factors, or the fixed and random effects "
+            "fit it exactly, so sigma and the variance components cannot be estimated. Check the response "
+            "(is it a group-level variable?) and simplify the random effects"
+        )
+        warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=4)
+    V = S @ (s2 * sol.factor.vcov_beta_unscaled()) @ S.T
+    factor = sol.factor
+    return Estimates(
+        theta=sol.theta,
+        beta=S @ sol.beta,
+        vcov_beta=V,
+        sigma=sol.sigma,
+        b=sol.b,
+        condvar_fn=partial(_scaled_condvar, factor, s2),
+        llf=-0.5 * criterion,
+        criterion=criterion,
+        method="REML" if REML else "ML",
+        nAGQ=1,
+        opt=opt,
+        lower=tm.lower,
+        singular=is_singular(sol.theta, tm.lower),
+        convergence=msgs,
+        dispersion=s2,
+        n_params=len(sol.beta) + len(tm) + 1,
+    )

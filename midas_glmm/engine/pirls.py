@@ -1,0 +1,565 @@
+"""Generalized linear mixed models: PIRLS, the Laplace approximation and adaptive Gauss–Hermite.
+
+With b = Λ(θ)u and u ~ N(0, I), the conditional modes û maximise the penalised log-likelihood
+Σᵢ log f(yᵢ | ηᵢ) − ‖u‖²/2, η = offset + Xβ + ZΛu. PIRLS finds them by Fisher scoring with
+step-halving; each step is one weighted data pass (:class:`~midas_glmm.blocks.CrossProducts`
+with the working weights) and one blocked Cholesky — the same machinery as the LMM.
+
+* Laplace   −2ℓ(θ, β, φ) ≈ −2 Σ log f(y | μ̂) + ‖û‖² + log|Λ'Z'WZΛ + I|,
+  W the information of η at û: expected (Fisher) for binomial and Poisson, as lme4; observed for
+  Gamma, as glmmTMB (the two agree for canonical links).
+* AGQ       for one scalar term the integral factors by group: −2 Σⱼ log[ sⱼ Σₖ wₖ
+  exp(qⱼ(ûⱼ + sⱼtₖ) + tₖ²/2) ], with qⱼ the log integrand and sⱼ = Hⱼ^(−1/2); one node is Laplace.
+
+``fit_glmm`` optimises θ with β from PIRLS first (lme4's nAGQ = 0, the seed's method), then,
+unless ``fast=True``, θ and β (and log φ for Gamma) jointly on the Laplace/AGQ likelihood, as
+lme4's ``glmer`` does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import statsmodels.api as sm
+
+from ..design import Design, ThetaMap, standardize
+from ..design.blocks import CrossProducts
+from ..errors import ConvergenceWarning, FitError, LaplaceAccuracyWarning
+from ..families import Family
+from ..linalg.threads import THREADED_TAIL, fit_threads
+from .controls import current_control
+from .estimates import Estimates
+from .factor import Factor
+from .glmmrows import DaskRows, LocalRows, RowBlock
+from .gradient import laplace_gradient
+from .optimize import (
+    OptResult,
+    check_convergence,
+    fd_derivatives,
+    fd_hessian,
+    gradient_derivatives,
+    gradient_size,
+    is_singular,
+    minimize_bounded,
+    newton_step,
+    restart_if_unconverged,
+)
+from .sparsity import FactorPlan
+
+__all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
+
+
+@dataclass
+class PirlsState:
+    """Converged PIRLS quantities at one (θ, β, φ)."""
+
+    u: list[np.ndarray]
+    beta: np.ndarray
+    factor: Factor
+    loglik_cond: float
+    converged: bool
+
+
+class GLMMProblem:
+    """The Laplace/AGQ objective of a GLMM, with PIRLS for the conditional modes.
+
+    Parameters
+    ----------
+    design : Design
+    family : Family
+    standardize_X : bool
+        Work with β_s for the centred and scaled columns X_s = X S⁻¹-equivalent (better
+        conditioned); X itself is never copied: X_s β_s = X (S β_s).
+    """
+
+    def __init__(self, design: Design, family: Family, standardize_X: bool = False):
+        self.d = design
+        self.fam = family
+        p = len(design.fixed_names)
+        if design.source is not None:  # Dask: one block of rows per partition, on the workers
+            src = design.source
+            self.rows = DaskRows(src, family)
+            self.shift, self.scale, self.S = (
+                (src.shift, src.scale, src.S) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
+            )
+            self.plan: FactorPlan | None = None  # from the first pass's blocks
+        else:
+            block = RowBlock(
+                family, design.y, design.X, design.weights, design.offset, design.terms, design.trials, design.zi
+            )
+            self.plan = FactorPlan(design.terms, block.pattern())
+            block.attach_plan(self.plan)
+            self.rows = LocalRows(block)
+            self.shift, self.scale, self.S = (
+                standardize(design.X, design.fixed_names, design.gram)
+                if standardize_X
+                else (np.zeros(p), np.ones(p), np.eye(p))
+            )
+        self.tmap = ThetaMap(design.terms)
+        self._u = [np.zeros(t.q) for t in design.terms]
+
+    # ------------------------------------------------------------- PIRLS
+    @property
+    def has_gradient(self) -> bool:
+        """Whether the Laplace deviance has its analytic gradient here (gradient.laplace_gradient):
+        in memory, with a log-determinant that takes the observed information −ℓ'' (which the
+        gradient's response of the modes assumes): a canonical binomial or Poisson model (where
+        it is the expected one), and every family whose Laplace approximation takes the observed
+        information (Gamma, NB2, NB1, beta, Gaussian with a link) or with zero-inflation, with a
+        link defined on the whole line (``Family.whole_line_link``): with the inverse, identity or
+        sqrt link a step can leave the link's domain, which derivative-free BOBYQA steps back from
+        more surely than L-BFGS-B's line search."""
+        if not isinstance(self.rows, LocalRows):
+            return False
+        fam = self.fam
+        if self.rows.block._link is not None:
+            return True
+        return (self.d.zi is not None or fam.laplace_observed) and fam.whole_line_link
+
+    def gradient_channels(self) -> tuple[str, ...]:
+        """The parameters after (θ, β) in the gradient: log φ, then the zero-inflation's γ."""
+        return (("log_phi",) if self.fam.has_dispersion else ()) + (("zeta",) if self.d.zi is not None else ())
+
+    def pirls(self, theta, beta, phi=1.0, joint=False, maxit=60, with_X=False, _restarted=False) -> PirlsState:
+        """Conditional modes û (and β̂ too when ``joint``) at θ by penalised IRLS with step-halving.
+
+        Each evaluation is one pass over the rows (:meth:`RowBlock.evaluate`): the penalised
+        deviance at (β, u) and the blocks of the working system there; the solve is level-sized."""
+        fam = self.fam
+        lams = self.tmap.lams(np.asarray(theta, dtype=float))
+        us = [u.copy() for u in self._u]
+        beta = np.asarray(beta, dtype=float).copy()
+
+        def evaluate(us_, beta_, info="newton"):
+            ll, cp_ = self.rows("evaluate", self.S @ beta_, lams, us_, phi, joint, self.shift, self.scale, info)
+            return -2 * ll + sum(float(u @ u) for u in us_), ll, cp_
+
+        def factor(blocks):
+            if isinstance(blocks, CrossProducts):  # Dask: summed on the workers
+                if self.plan is None:
+                    self.plan = FactorPlan(self.d.terms, blocks)
+                blocks = self.plan.load(blocks)
+            return Factor(self.plan, blocks, lams)
+
+        def newton(cp_, us_, beta_):
+            """The factor of the working system and the (β, u) it proposes."""
+            L_ = factor(cp_)
+            nb = L_.beta() if joint else beta_
+            return L_, nb, L_.u(nb if joint else np.zeros(0))
+
+        # warm start from the previous modes; from u = 0 if that start is unusable
+        obj, ll, cp = evaluate(us, beta)
+        if not np.isfinite(obj):
+            us = [np.zeros_like(u) for u in us]
+            obj, ll, cp = evaluate(us, beta)
+        converged = False
+        L = None
+        for _ in range(maxit):
+            if cp is None:
+                break  # the start is outside the link's domain: reported below
+            try:
+                L, new_beta, new_us = newton(cp, us, beta)
+            except np.linalg.LinAlgError:
+                try:  # zero-inflation's exact Newton system is indefinite here: a positive one
+                    if self.d.zi is None:
+                        raise
+                    _, _, cp = evaluate(us, beta, "safe")
+                    L, new_beta, new_us = newton(cp, us, beta)
+                except np.linalg.LinAlgError:
+                    L = None
+                    break  # a degenerate working system: report non-convergence, keep the best so far
+            size = 1 + max(np.max(np.abs(u), initial=0) for u in us)
+            proposed = max(
+                [np.max(np.abs(a - b), initial=0) for a, b in zip(new_us, us)]
+                + [np.max(np.abs(new_beta - beta), initial=0)]
+            )
+            if proposed < 1e-10 * size:  # at the modes already: L is the factor there
+                converged = True
+                break
+            step = 1.0
+            for _half in range(12):
+                cand_us = [u + step * (v - u) for u, v in zip(us, new_us)]
+                cand_beta = beta + step * (new_beta - beta)
+                cand_obj, cand_ll, cand_cp = evaluate(cand_us, cand_beta)
+                if np.isfinite(cand_obj) and cand_obj <= obj + 1e-10 * abs(obj):
+                    break
+                step /= 2
+            else:
+                break
+            change = obj - cand_obj
+            delta = max(
+                [np.max(np.abs(a - b), initial=0) for a, b in zip(cand_us, us)]
+                + [np.max(np.abs(cand_beta - beta), initial=0)]
+            )
+            us, beta, obj, ll, cp = cand_us, cand_beta, cand_obj, cand_ll, cand_cp
+            L = None
+            size = 1 + max(np.max(np.abs(u), initial=0) for u in us)
+            if delta < 1e-10 * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
+                converged = True
+                break
+        if not converged and not _restarted and any(np.any(u) for u in self._u):
+            self._u = [np.zeros_like(u) for u in self._u]  # a poor warm start: try again from u = 0
+            return self.pirls(theta, beta, phi, joint, maxit, with_X, _restarted=True)
+        # The factor at the modes, with the information of the Laplace log-determinant: the
+        # last evaluation's blocks unless the Newton steps used another one (probit: observed
+        # for the steps, expected for the log-determinant, as lme4), or R_X is wanted too.
+        if cp is None:
+            raise FitError(
+                f"PIRLS diverged at theta = {np.round(theta, 4).tolist()}: the linear predictor left the "
+                f"{fam.link_name} link's domain or overflowed. Try another link (log for Gamma), rescale "
+                "the predictors, or check the response"
+            )
+        # The Newton steps' information is the Laplace one for a canonical link and where the
+        # observed one is positive in every row; elsewhere (NB1, beta, zero-inflation, other
+        # links) the steps may have taken another, and the log-determinant takes the observed one
+        newton_is_laplace = self.d.zi is None and (fam.canonical or fam.observed_positive)
+        if not newton_is_laplace or (with_X and not joint):
+            saved = joint
+            joint = joint or with_X
+            _, ll, cp = evaluate(us, beta, "laplace")
+            joint = saved
+            L = None
+            if cp is None:  # the log-determinant's information is not finite at the modes
+                raise FitError(f"the Laplace approximation is not defined at theta = {np.round(theta, 4).tolist()}")
+        if L is None:
+            L = factor(cp)
+        self._u = [u.copy() for u in us]
+        return PirlsState(us, beta, L, ll, converged)
+
+    def set_zero_inflation(self, gamma) -> None:
+        """Use the zero-inflation coefficients γ from here on (a zero-inflated model only)."""
+        self.rows("set_zero_inflation", np.asarray(gamma, dtype=float))
+
+    # ------------------------------------------------------------- objectives
+    def laplace(self, st: PirlsState) -> float:
+        """−2ℓ ≈ −2 Σ log f(y|μ̂) + ‖û‖² + log|L|²."""
+        return -2 * st.loglik_cond + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
+
+    def agq(self, st: PirlsState, theta: np.ndarray, phi: float, nAGQ: int) -> float:
+        """Adaptive Gauss–Hermite −2ℓ for a single scalar random-effects term."""
+        lam = float(theta[0])
+        u = st.u[0]
+        s = 1.0 / st.factor.L00[:, 0, 0]  # H = λ² Σ w + 1 per group; s = H^(−1/2)
+        nodes, weights = np.polynomial.hermite_e.hermegauss(nAGQ)
+        ll = self.rows("agq_terms", self.S @ st.beta, lam, u, s, nodes, phi)
+        uk = u[None, :] + s[None, :] * nodes[:, None]
+        terms = np.log(weights)[:, None] + ll - uk**2 / 2 + nodes[:, None] ** 2 / 2
+        mx = terms.max(axis=0)
+        logsum = mx + np.log(np.exp(terms - mx).sum(axis=0))
+        logL = np.log(s) - 0.5 * np.log(2 * np.pi) + logsum
+        return float(-2 * logL.sum())
+
+    def objective(self, theta, beta, phi, nAGQ=1, joint=False) -> float:
+        """−2 log-likelihood (Laplace or AGQ) at (θ, β, φ); β from PIRLS when ``joint``."""
+        try:
+            st = self.pirls(theta, beta, phi, joint=joint)
+        except (np.linalg.LinAlgError, FloatingPointError, FitError):  # FitError: PIRLS diverged here
+            return np.inf
+        if nAGQ > 1:
+            return self.agq(st, np.asarray(theta), phi, nAGQ)
+        return self.laplace(st)
+
+
+def _glm_start(design: Design, family: Family, prob: GLMMProblem):
+    """β_s and φ from a GLM without random effects, as the seed says: statsmodels' GLM in memory;
+    on Dask data IRLS, which is PIRLS with θ = 0."""
+    p = prob.S.shape[0]
+    if design.source is not None:
+        if family.shape_dispersion:
+            raise FitError(
+                f"{family.name} models are fitted in memory only for now (their start needs the rows); "
+                "compute() the Dask DataFrame or fit a Poisson model with an observation-level effect"
+            )
+        st = prob.pirls(np.zeros(len(prob.tmap)), np.zeros(p), joint=True)
+        prob._u = [np.zeros(t.q) for t in design.terms]
+        beta = st.beta
+        dev = prob.rows("deviance", prob.S @ beta, prob.tmap.lams(np.zeros(len(prob.tmap))), st.u)
+        phi = dev / design.nobs if family.has_dispersion else 1.0
+        return beta, max(phi, 1e-8)
+    X = (design.X - prob.shift) / prob.scale
+    beta, phi = None, 1.0
+    with warnings.catch_warnings():  # statsmodels' separation warning: the fit says it in its words
+        warnings.simplefilter("ignore")
+        try:
+            # NB1 and beta: statsmodels' family of the same link (NegativeBinomial, Binomial) for β
+            glm = sm.GLM(design.y, X, family=family.sm, offset=design.offset, var_weights=design.weights).fit()
+            beta = np.asarray(glm.params, dtype=float)
+            mu0 = np.asarray(glm.fittedvalues, dtype=float)
+            phi = family.dispersion_start(design.y, mu0, design.weights, float(glm.deviance / design.nobs))
+        except (np.linalg.LinAlgError, FloatingPointError, ValueError):  # statsmodels' own failures
+            beta = None
+    if beta is None or not np.all(np.isfinite(beta)) or not np.isfinite(phi):
+        return np.zeros(X.shape[1]), 1.0  # PIRLS is robust to a poor start
+    return beta, max(phi, 1e-8)
+
+
+def _accuracy_notes(design: Design, family: Family, rows) -> list[str]:
+    """The seed's caution: Laplace loses accuracy with small groups or rare binomial events."""
+    single = len(design.terms) == 1 and design.terms[0].p == 1
+    sizes, totals, events, trials = rows("totals")  # per group: trials (Σw) and Σy
+    return family.laplace_cautions(design.terms[0].group_name, sizes, totals, events, trials, single)
+
+
+def fit_glmm(
+    design: Design,
+    family: Family,
+    nAGQ: int = 1,
+    fast: bool = False,
+    optimizer: str | None = None,
+    standardize_X: bool = True,
+) -> Estimates:
+    """Fit a GLMM by Laplace (nAGQ = 1), adaptive Gauss–Hermite (nAGQ > 1) or nAGQ = 0 (``fast``);
+    :meth:`MixedModel.fit` has checked that the nAGQ and fast asked for apply to the model.
+
+    Returns
+    -------
+    Estimates
+    """
+    prob = GLMMProblem(design, family, standardize_X)
+    # exp overflows and log(0)s of rejected steps are handled (the step is halved); not the user's
+    with fit_threads(THREADED_TAIL if prob.plan is None else prob.plan.qt), np.errstate(all="ignore"):
+        return _optimize_glmm(design, family, prob, nAGQ, fast, optimizer)
+
+
+#: L-BFGS-B's relative stopping gain for zero-inflated models (glmmTMB's nlminb rel.tol)
+ZI_FTOL = 1e-10
+
+#: Newton steps tried when stage 2 stops short of the gradient check, before a restart
+NEWTON_RESCUES = 3
+
+#: stage 2's BOBYQA: first trust-region radius and stopping rule (then one Newton step)
+STAGE2_STEP = 0.05
+STAGE2_STOP = {"ftol_rel": 0.0, "ftol_abs": 1e-7, "xtol_rel": 1e-7, "xtol_abs": 0.0}
+
+
+def _laplace_fun_grad(prob: GLMMProblem, split):
+    """(θ, β, log φ, γ) → (Laplace −2ℓ, gradient); (∞, 0) where PIRLS fails (a step the optimizer
+    rejects). ``split``: the parameter vector's parts."""
+    channels = prob.gradient_channels()
+
+    def fun_grad(par):
+        theta, beta, phi, gamma = split(par)
+        try:
+            if len(gamma):
+                prob.set_zero_inflation(gamma)
+            return laplace_gradient(prob, theta, beta, phi, channels)
+        except (np.linalg.LinAlgError, FloatingPointError, FitError):
+            return np.inf, np.zeros(len(par))
+
+    return fun_grad
+
+
+#: largest dense tail for which the joint stage uses the analytic gradient by default; beyond it
+#: the selected inversion of the tail costs more evaluations than the gradient saves
+GRADIENT_MAX_TAIL = 1000
+
+
+def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int, fast: bool, optimizer: str | None):
+    """Stage 1 (θ with β from PIRLS), stage 2 (θ, β jointly) and the estimates at the optimum.
+
+    Where the Laplace deviance has its analytic gradient (:attr:`GLMMProblem.has_gradient`: a
+    canonical binomial or Poisson model, or an observed-information family with a whole-line
+    link, zero-inflated or not; in memory, default optimizer) the Hessian for the standard errors
+    is central differences of that gradient (2k gradients; a gradient costs 1.5-5 PIRLS runs, the
+    deviance's differences need 1 + 2k + k(k−1) runs), and stage 2 runs L-BFGS-B on it when the
+    dense tail has at most :data:`GRADIENT_MAX_TAIL` random effects (BOBYQA beyond it); a
+    zero-inflated model skips stage 1. Otherwise BOBYQA and finite differences of the deviance.
+    The parameters are (θ, β, log φ, γ): φ where the family has one, γ the zero-inflation's."""
+    gradient_ok = prob.has_gradient and nAGQ == 1 and not fast and optimizer in (None, "lbfgsb")
+    use_gradient = gradient_ok and (optimizer == "lbfgsb" or prob.plan.qt <= GRADIENT_MAX_TAIL)
+    optimizer = optimizer or "bobyqa"
+    tm = prob.tmap
+    S = prob.S
+    p = S.shape[0]
+    beta0, phi0 = _glm_start(design, family, prob)
+    disp = family.has_dispersion
+    nt, nd = len(tm), int(disp)
+    # zero-inflation: γ starts at 0 (π = 1/2), glmmTMB's start; from the share of excess zeros
+    # instead, the NB1 Salamanders fit ends in a poorer local optimum
+    nz = 0 if design.zi is None else design.zi.X.shape[1]
+    gamma0 = np.zeros(nz)
+
+    # Stage 1: θ (and log φ, and the zero-inflation γ) with β from PIRLS — lme4's nAGQ = 0.
+    def split1(par):
+        return par[:nt], beta0, float(np.exp(par[nt])) if disp else 1.0, par[nt + nd :]
+
+    def stage1(par):
+        th, _, phi, gamma = split1(par)
+        if nz:
+            prob.set_zero_inflation(gamma)
+        return prob.objective(th, beta0, phi, joint=True)
+
+    lower1 = np.concatenate([tm.lower, np.full(nd + nz, -np.inf)])
+    ctl = current_control()
+    theta1 = tm.start if ctl is None or ctl.start is None else np.asarray(ctl.start, dtype=float)
+    x1 = np.concatenate([theta1, [np.log(phi0)] if disp else [], gamma0])
+    # a start for stage 2 need not be precise; with fast=True this is the fit itself
+    tol1 = {} if fast else {"ftol_rel": 1e-8, "ftol_abs": 1e-6, "xtol_rel": 1e-5}
+    if nz and use_gradient:  # zero-inflation: straight to the joint stage (see above)
+        opt = OptResult(x1, np.nan, 0, True, "", "start")
+    else:
+        opt = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast, tolerances=tol1)
+    theta, _, phi, gamma = split1(opt.x)
+    if nz:
+        prob.set_zero_inflation(gamma)
+    st = prob.pirls(theta, beta0, phi, joint=True)
+    beta = st.beta
+
+    if fast:
+        lower, fun, split = lower1, stage1, split1
+        method = "nAGQ=0"
+    else:
+        # Stage 2: θ, β (and log φ, γ) jointly on the Laplace / AGQ likelihood.
+        def split(par):
+            return (
+                par[:nt],
+                par[nt : nt + p],
+                float(np.exp(par[nt + p])) if disp else 1.0,
+                par[nt + p + nd :],
+            )
+
+        def fun(par):
+            th, b, ph, gamma = split(par)
+            if nz:
+                prob.set_zero_inflation(gamma)
+            return prob.objective(th, b, ph, nAGQ=nAGQ)
+
+        lower = np.concatenate([tm.lower, np.full(p + nd + nz, -np.inf)])
+        x2 = np.concatenate([theta, beta, [np.log(phi)] if disp else [], gamma])
+        # With the analytic gradient: L-BFGS-B on it. Otherwise BOBYQA: stage 1 leaves θ close
+        # and β from PIRLS at it, so a narrow first trust region and a stop at gains below 1e-7,
+        # which the Newton step from the convergence check's derivatives then completes
+        # (optimizer="lbfgsb" without the gradient: forward differences, each a PIRLS run).
+        fun_grad = _laplace_fun_grad(prob, split) if gradient_ok else None
+        if use_gradient:
+            # zero-inflation: stop at relative gains below 1e-10 (nlminb's rel.tol, glmmTMB's), not
+            # 1e-13: a coefficient running to the boundary gains ever less for ever more iterations
+            tol = {"ftol_rel": ZI_FTOL} if nz else None
+            opt = minimize_bounded(fun, x2, lower, "lbfgsb", fun_grad=fun_grad, tolerances=tol)
+        else:
+            opt = minimize_bounded(
+                fun, x2, lower, optimizer, polish=False, jac="2-point", step=STAGE2_STEP, tolerances=STAGE2_STOP
+            )
+        method = "Laplace" if nAGQ == 1 else "AGQ"
+
+    # one set of derivatives serves the convergence check, a possible restart and the SEs
+    def derivatives(x, fx):
+        if gradient_ok:  # PIRLS leaves ~1e-8 noise in the gradient: central differences at 1e-4
+            return gradient_derivatives(fun_grad, x, h=1e-4, central=True)
+        return fd_derivatives(fun, x, h=1e-3, f0=fx)
+
+    g, H = derivatives(opt.x, opt.fun)
+    if not use_gradient:
+        # BOBYQA can stop where the gradient check fails (many parameters, one of them a
+        # dispersion on another scale); Newton steps from the check's derivatives usually finish
+        # the job for a few derivative sets, far cheaper than restarting a derivative-free search
+        for _ in range(NEWTON_RESCUES):
+            if gradient_size(fun, opt.x, lower, H, g)[0] <= 2e-3:
+                break
+            stepped = newton_step(fun, opt, lower, g, H)
+            if stepped is opt:
+                break
+            opt = stepped
+            g, H = derivatives(opt.x, opt.fun)
+        opt, restarted = restart_if_unconverged(fun, opt, lower, H, g)
+        if restarted:
+            g, H = derivatives(opt.x, opt.fun)
+    msgs = check_convergence(fun, opt, lower, hessian=H, gradient=g)
+    opt = newton_step(fun, opt, lower, g, H)
+    par = opt.x
+    theta, beta, phi, gamma = split(par)
+    if nz:
+        prob.set_zero_inflation(gamma)
+    st = prob.pirls(theta, beta, phi, joint=fast, with_X=fast)
+    if not st.converged:
+        msgs.append("PIRLS did not converge at the optimum: the conditional modes and the likelihood are approximate")
+        warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
+    beta = st.beta if fast else beta
+    lams = tm.lams(theta)
+    if family.checks_separation and prob.rows("boundary_rows", S @ st.beta, lams, st.u):
+        msgs.append(
+            "fitted probabilities numerically 0 or 1 occurred: a predictor (nearly) separates the outcomes, so "
+            "some fixed effects run off to infinity and their estimates and standard errors mean nothing. "
+            "Look for a predictor (or group) with only successes or only failures on one side; drop or merge "
+            "it, or use a penalised (Firth / Bayesian) model"
+        )
+        warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
+    crit = opt.fun
+    singular = is_singular(theta, tm.lower)
+    if fast:
+        V, V_zi = st.factor.vcov_beta_unscaled(), None
+    else:
+        V = _vcov_block(H, fun, par, nt, p)
+        V_zi = _zi_vcov(H, fun, par, nz) if nz else None
+    b = [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(st.u, lams)]
+    dev_resid = 0.0 if family.exact or nz else prob.rows("deviance", S @ st.beta, lams, st.u, phi)
+    est = Estimates(
+        theta=theta,
+        beta=S @ beta,
+        vcov_beta=S @ V @ S.T,
+        sigma=family.sigma_of(phi) if disp else 1.0,
+        b=b,
+        condvar_fn=st.factor.condvar_blocks,
+        llf=-0.5 * crit,
+        criterion=crit,
+        method=method,
+        nAGQ=nAGQ,
+        opt=opt,
+        lower=tm.lower,
+        singular=singular,
+        convergence=msgs,
+        dispersion=phi,
+        n_params=nt + p + nd + nz,
+        zi_params=gamma if nz else None,
+        zi_vcov=V_zi,
+    )
+    scale = phi if family.residual_scale else 1.0  # NB2's θ is inside its deviance
+    est.deviance = dev_resid / scale + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z
+    est.notes = _accuracy_notes(design, family, prob.rows) if nAGQ == 1 else []
+    for note in est.notes:
+        warnings.warn(note, LaplaceAccuracyWarning, stacklevel=3)
+    return est
+
+
+def _vcov_block(H, fun, par, start: int, size: int, warn: bool = True) -> np.ndarray:
+    """Covariance of the estimates par[start : start + size] (β, or the zero-inflation γ): their
+    block of 2·H⁻¹, H the Hessian of −2ℓ over all parameters (as lme4 and glmmTMB)."""
+    try:
+        Vall = 2.0 * np.linalg.inv(H)
+        V = Vall[start : start + size, start : start + size]
+        if np.all(np.isfinite(V)) and np.all(np.linalg.eigvalsh((V + V.T) / 2) > 0):
+            return (V + V.T) / 2
+    except np.linalg.LinAlgError:
+        pass
+    if warn:
+        warnings.warn(
+            "the Hessian at the optimum is not positive definite; standard errors are taken conditional on θ",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    return _vcov_conditional(fun, par, start, size)
+
+
+def _zi_vcov(H, fun, par, nz) -> np.ndarray:
+    """Covariance of the zero-inflation coefficients: their block of 2·H⁻¹ as it is. A
+    coefficient at the boundary (π → 0, the likelihood flat) has a huge or, from the
+    differences' noise, negative variance (a NaN standard error) there, as glmmTMB reports a
+    huge one; the others keep theirs, which the flat direction does not disturb."""
+    try:
+        V = 2.0 * np.linalg.inv(H)[-nz:, -nz:]
+    except np.linalg.LinAlgError:
+        try:
+            return _vcov_conditional(fun, par, len(par) - nz, nz)
+        except np.linalg.LinAlgError:  # flat at the boundary in every direction: no standard errors
+            return np.full((nz, nz), np.nan)
+    return (V + V.T) / 2
+
+
+def _vcov_conditional(fun, par, start, size) -> np.ndarray:
+    def at(b):
+        return fun(np.concatenate([par[:start], b, par[start + size :]]))
+
+    H = fd_hessian(at, par[start : start + size], h=1e-3)
+    return 2.0 * np.linalg.inv(H)

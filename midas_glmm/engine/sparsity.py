@@ -1,0 +1,288 @@
+"""The symbolic analysis: the structure of the factor of Λ'Z'WZΛ + I, done once per model.
+
+The random effects are grouped into *nodes*, one per level of each term (a node of size p
+for a term with p columns), in lme4's term order. Which nodes are coupled is fixed by the data
+(which levels share rows), not by θ or the weights, so the pattern of the Cholesky factor,
+fill-in included, is computed once (:func:`kernels.symbolic`) and every θ only refills numbers.
+
+The factor has two parts, chosen here from that pattern:
+
+* a **block-sparse part** — the first terms' nodes, each column a list of small dense
+  ``p_i × p_j`` blocks. A random intercept is a column with a 1 × 1 diagonal; nested factors
+  couple each level with one level of the outer term and create no fill-in, so they stay here;
+* a **dense tail** — the last terms, once the fill-in among them is dense (crossed factors):
+  one full matrix factored by LAPACK.
+
+:class:`FactorPlan` holds both layouts and the maps that put the cross-product blocks into them:
+:meth:`FactorPlan.load` from a :class:`~midas_glmm.blocks.CrossProducts` (the LMM's one data
+pass, Dask partitions), :class:`RowMap` straight from the rows (each PIRLS step of an in-memory
+GLMM: two ``bincount`` calls and a product with a fixed sparse Z', no sparse object built).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..design.blocks import CrossProducts
+from ..design.reterms import ReTerm
+from ..linalg import kernels, rowkernels
+from ..linalg.orderings import DENSE_TAIL_DENSITY, sorted_unique
+
+__all__ = ["FactorPlan", "PlanBlocks", "RowMap", "DENSE_TAIL_DENSITY"]
+
+#: largest dense tail (bytes) the plan will allocate; beyond it the factor stays sparse
+MAX_TAIL_BYTES = 4 * 2**30
+
+
+#: entries of one dense panel of the sparse columns' tail rows (32 MB), and its fewest rows
+PANEL_ENTRIES = 1 << 22
+PANEL_MIN_ROWS = 64
+
+
+@dataclass
+class PlanBlocks:
+    """Cross-product blocks laid out for the factor: ``A`` (sparse part, then tail blocks) for
+    Z'WZ, ``XZ`` = Z'W[X y] (q × m, rows in node order) and ``XX`` = [X y]'W[X y]."""
+
+    A: np.ndarray
+    XZ: np.ndarray
+    XX: np.ndarray
+    n: int
+
+
+def _lookup(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Positions of ``query`` in the sorted ``keys`` (every query is there by construction);
+    the queries are searched in sorted order, which keeps the binary searches in cache."""
+    order = np.argsort(query, kind="stable")
+    pos = np.empty(len(query), np.int64)
+    pos[order] = np.searchsorted(keys, query[order])
+    if len(query) and (pos.max() >= len(keys) or np.any(keys[pos] != query)):
+        raise np.linalg.LinAlgError("a coupling outside the analysed pattern")
+    return pos
+
+
+class FactorPlan:
+    """Node structure, fill pattern and the sparse/dense split of the random-effects factor.
+
+    Parameters
+    ----------
+    terms : list of ReTerm
+        The model's terms, in lme4's order.
+    cp : CrossProducts
+        Blocks of any weighted data pass over the model's rows (only their pattern is read).
+    """
+
+    def __init__(self, terms: list[ReTerm], cp: CrossProducts):
+        self.terms = terms
+        self.k = len(terms)
+        lev = np.array([t.nlevels for t in terms], dtype=np.int64)
+        self.p_term = np.array([t.p for t in terms], dtype=np.int64)
+        self.node_base = np.concatenate([[0], np.cumsum(lev)]).astype(np.int64)  # first node of each term
+        self.N = int(self.node_base[-1])
+        self.nterm = np.repeat(np.arange(self.k), lev).astype(np.int64)
+        self.nsize = self.p_term[self.nterm]
+        self.nodeoff = np.concatenate([[0], np.cumsum(self.nsize)]).astype(np.int64)
+        self.q = int(self.nodeoff[-1])
+        self.term_off = self.nodeoff[self.node_base]  # first random effect of each term
+        rows, cols = self._coupled_nodes(cp)
+        order = np.lexsort((rows, cols))
+        adjptr = np.searchsorted(cols[order], np.arange(self.N + 1)).astype(np.int64)
+        colptr, rowidx = kernels.symbolic(adjptr, rows[order].astype(np.int64), self.N)
+        self.split = self._choose_split(colptr)
+        self._layout(colptr, rowidx, rows, cols)
+
+    # ------------------------------------------------------------ structure
+    def _coupled_nodes(self, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
+        """(row node, column node) pairs, row > column, where the data couple two levels."""
+        rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for (j, i), A in cp.ZjtZi.items():
+            A = A.tocoo()
+            rows.append(self.node_base[j] + A.row // self.p_term[j])
+            cols.append(self.node_base[i] + A.col // self.p_term[i])
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        key = sorted_unique(c * self.N + r)
+        return key % self.N, key // self.N
+
+    def _choose_split(self, colptr: np.ndarray) -> int:
+        """First term of the dense tail (``k``: none): the first term t ≥ 1 after which at least
+        :data:`DENSE_TAIL_DENSITY` of the pairs of remaining nodes are coupled in the factor, if
+        the tail fits in memory. Nested factors couple no two nodes of a later term: no tail."""
+        off_diagonal = np.diff(colptr) - 1
+        for t in range(1, self.k):
+            a = self.node_base[t]
+            nodes = self.N - a
+            pairs = nodes * (nodes - 1) / 2
+            density = off_diagonal[a:].sum() / pairs if pairs else 0.0
+            qt = self.q - self.term_off[t]
+            if density >= DENSE_TAIL_DENSITY and 8 * qt * qt <= MAX_TAIL_BYTES:
+                return t
+        return self.k
+
+    def _layout(self, colptr, rowidx, rows, cols) -> None:
+        """Block offsets of the sparse part, and the data blocks of the tail."""
+        self.Ns = int(self.node_base[self.split])  # nodes of the sparse part
+        self.qs = int(self.nodeoff[self.Ns])  # random effects in the sparse part
+        self.qt = self.q - self.qs
+        self.colptr = colptr[: self.Ns + 1].copy()
+        self.rowidx = rowidx[: self.colptr[-1]].copy()
+        col_of = np.repeat(np.arange(self.Ns), np.diff(self.colptr))
+        sizes = self.nsize[self.rowidx] * self.nsize[col_of]
+        self.blkoff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.keys = col_of * self.N + self.rowidx  # increasing: columns in order, rows sorted
+        self.nsparse = int(self.blkoff[-1])
+        d = self.blkoff[self.colptr[:-1]]
+        ps = self.nsize[: self.Ns]
+        self.diagpos = np.repeat(d, ps) + (np.arange(ps.sum()) - np.repeat(np.cumsum(ps) - ps, ps)) * (
+            np.repeat(ps, ps) + 1
+        )
+        self.tailoff = np.where(np.arange(self.N) >= self.Ns, self.nodeoff[:-1] - self.qs, -1).astype(np.int64)
+        # the tail's data blocks: its diagonal blocks and the coupled pairs within it
+        tail = cols >= self.Ns
+        tnodes = np.arange(self.Ns, self.N)
+        tkeys = sorted_unique(np.concatenate([tnodes * self.N + tnodes, cols[tail] * self.N + rows[tail]]))
+        self.tkeys = tkeys
+        self.brow = (tkeys % self.N).astype(np.int64)
+        self.bcol = (tkeys // self.N).astype(np.int64)
+        bsizes = self.nsize[self.brow] * self.nsize[self.bcol]
+        self.boff = np.concatenate([[0], np.cumsum(bsizes)]).astype(np.int64)
+        self.nA = self.nsparse + int(self.boff[-1])
+        self.panels = self._panel_plan()
+
+    def _panel_plan(self) -> list[tuple[int, np.ndarray, np.ndarray]] | None:
+        """When the sparse columns fill their tail rows densely (crossed factors: most levels of
+        the first meet most levels of the tail's), their update of the tail, T −= Σ l l' over
+        the sparse part's columns (one per random effect), is one BLAS rank-k update per panel
+        of columns rather than scattered updates: a list of (rows in the panel, place in the
+        panel, place in L). A panel's row is one random effect of the sparse part, its columns
+        the tail's random effects, for nodes of any size. None when the scattered updates cost
+        less (sparse coupling)."""
+        if not self.qt or self.Ns == 0:
+            return None
+        col_of = np.repeat(np.arange(self.Ns), np.diff(self.colptr))
+        tail = self.rowidx >= self.Ns
+        tail[self.colptr[:-1]] = False  # the diagonal
+        e = np.flatnonzero(tail)
+        pj, pi = self.nsize[col_of[e]], self.nsize[self.rowidx[e]]
+        size = pi * pj
+        blk = np.repeat(np.arange(len(e)), size)  # each entry (r, c) of each p_i × p_j tail block
+        within = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+        src = self.blkoff[e][blk] + within  # blocks are row-major
+        prow = self.nodeoff[col_of[e]][blk] + within % pj[blk]  # the sparse random effect
+        pcol = self.tailoff[self.rowidx[e]][blk] + within // pj[blk]  # the tail's random effect
+        counts = np.bincount(prow, minlength=self.qs).astype(float)
+        # scattered: ~1.5 ns per pair of scalar entries (indirect writes), ~4x that per entry pair
+        # through the block updates of larger nodes; dense: ~0.1 ns per flop of the rank-k update
+        per_pair = 1.5 if np.all(self.nsize == 1) else 6.0
+        if per_pair * float(np.sum(counts * (counts + 1) / 2)) < 0.15 * self.qs * self.qt * self.qt:
+            return None
+        rows = max(PANEL_MIN_ROWS, min(self.qs, PANEL_ENTRIES // self.qt))
+        panels = []
+        for j0 in range(0, self.qs, rows):
+            sel = (prow >= j0) & (prow < j0 + rows)
+            n = min(rows, self.qs - j0)
+            panels.append((n, ((prow[sel] - j0) * self.qt + pcol[sel]).astype(np.int64), src[sel].astype(np.int64)))
+        return panels
+
+    def describe(self) -> str:
+        """One line: nodes, the split and the stored sizes."""
+        return (
+            f"{self.N} nodes ({self.q} random effects): block-sparse part {self.Ns} nodes, "
+            f"{len(self.rowidx)} blocks; dense tail {self.qt} x {self.qt}"
+        )
+
+    # ------------------------------------------------------------ positions
+    def positions(self, row_node: np.ndarray, col_node: np.ndarray) -> np.ndarray:
+        """Start of block (row node, column node), row ≥ column, in the layout of ``A``."""
+        row_node = np.asarray(row_node, np.int64)
+        col_node = np.asarray(col_node, np.int64)
+        out = np.empty(len(row_node), np.int64)
+        sparse = col_node < self.Ns
+        out[sparse] = self.blkoff[_lookup(self.keys, col_node[sparse] * self.N + row_node[sparse])]
+        key = col_node[~sparse] * self.N + row_node[~sparse]
+        out[~sparse] = self.nsparse + self.boff[_lookup(self.tkeys, key)]
+        return out
+
+    def tail_entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) in the dense tail of every entry of the tail's data blocks, in their
+        stored order (block by block, each row-major)."""
+        if getattr(self, "_tail_entries", None) is None:
+            pi, pj = self.nsize[self.brow], self.nsize[self.bcol]
+            sizes = pi * pj
+            blk = np.repeat(np.arange(len(self.brow)), sizes)
+            within = np.arange(int(sizes.sum())) - np.repeat(self.boff[:-1], sizes)
+            rows = self.tailoff[self.brow][blk] + within // pj[blk]
+            cols = self.tailoff[self.bcol][blk] + within % pj[blk]
+            self._tail_entries = (rows, cols)
+        return self._tail_entries
+
+    def load(self, cp: CrossProducts) -> PlanBlocks:
+        """Put the cross-product blocks into the factor's layout (O(non-zeros))."""
+        A = np.zeros(self.nA)
+        for t, blocks in enumerate(cp.ZtZ):
+            p = self.p_term[t]
+            nodes = self.node_base[t] + np.arange(len(blocks))
+            start = self.positions(nodes, nodes)
+            A[start[:, None] + np.arange(p * p)] = blocks.reshape(len(blocks), p * p)
+        for (j, i), M in cp.ZjtZi.items():
+            M = M.tocoo()
+            pj, pi = self.p_term[j], self.p_term[i]
+            start = self.positions(self.node_base[j] + M.row // pj, self.node_base[i] + M.col // pi)
+            A[start + (M.row % pj) * pi + M.col % pi] = M.data
+        XZ = np.concatenate([xz.T for xz in cp.XytZ], axis=0)
+        return PlanBlocks(A, np.ascontiguousarray(XZ), cp.XytXy, cp.n)
+
+
+class RowMap:
+    """Where each row's contributions to Z'WZ and Z'W[X y] go, for repeated weighted passes.
+
+    Built once per model from the rows: ``dest[i, k]``, the place in ``A`` of row i's k-th
+    product of random-effects columns ``z_za[k] z_zb[k]``, and ``zidx[i, c]``, the random effect
+    that row i's column c multiplies. Each pass is then one compiled loop over the rows
+    (:func:`rowkernels.weighted_blocks`): no sparse structure is built per pass."""
+
+    def __init__(self, plan: FactorPlan, terms: list[ReTerm]):
+        self.plan = plan
+        n = len(terms[0].codes)
+        self.Zall = np.ascontiguousarray(np.concatenate([t.Zcols for t in terms], axis=1), dtype=float)
+        col_base = np.concatenate([[0], np.cumsum([t.p for t in terms])]).astype(int)
+        dests, za, zb, mult = [], [], [], []
+        for j, tj in enumerate(terms):
+            node_j = plan.node_base[j] + tj.codes
+            for i in range(j + 1):
+                ti = terms[i]
+                start = plan.positions(node_j, plan.node_base[i] + ti.codes)
+                for a in range(tj.p):
+                    for b in range(ti.p):
+                        dests.append(start + a * ti.p + b)
+                        za.append(col_base[j] + a)
+                        zb.append(col_base[i] + b)
+                        mult.append(1.0 if i == j else 2.0)  # a pair of terms stands for both orders
+        self.mult = np.array(mult)
+        self.col_base = col_base
+        self.dest = np.ascontiguousarray(np.stack(dests, axis=1))
+        self.za, self.zb = np.array(za, dtype=np.int64), np.array(zb, dtype=np.int64)
+        self.zidx = np.ascontiguousarray(
+            np.stack([plan.term_off[j] + t.codes * t.p + a for j, t in enumerate(terms) for a in range(t.p)], axis=1),
+            dtype=np.int64,
+        ).reshape(n, -1)
+
+    def blocks(self, w: np.ndarray, Xy: np.ndarray, Xyw: np.ndarray | None = None) -> PlanBlocks:
+        """The blocks of ``[Z X y]' diag(w) [Z X y]`` in the plan's layout, ``Xy`` = [X y] (n × m);
+        ``Xyw`` is an n × m buffer the pass may overwrite with diag(w)[X y]."""
+        m = Xy.shape[1]
+        w = np.ascontiguousarray(w, dtype=float)
+        Xy = np.ascontiguousarray(Xy, dtype=float)
+        if Xyw is None or Xyw.shape != Xy.shape:
+            Xyw = np.empty_like(Xy)
+        np.multiply(Xy, w[:, None], out=Xyw)
+        A, XZ = np.zeros(self.plan.nA), np.zeros((self.plan.q, m))
+        rowkernels.weighted_blocks(self.Zall, self.dest, self.za, self.zb, self.zidx, w, Xyw, A, XZ)
+        return PlanBlocks(A, XZ, Xyw.T @ Xy, len(w))
+
+    def eta(self, base: np.ndarray, b_flat: np.ndarray) -> np.ndarray:
+        """η = base + ZΛu for the flat vector b = Λu of all random effects (node order)."""
+        out = np.empty(len(base))
+        rowkernels.linear_predictor(np.ascontiguousarray(base, dtype=float), self.Zall, self.zidx, b_flat, out)
+        return out

@@ -1,0 +1,97 @@
+"""Response families, one class per family, and the registry that finds them by name.
+
+:func:`family` and :func:`resolve_family` turn ``"binomial"``, ``"nbinom2"``, a statsmodels
+family instance (with any of its links) or a :class:`Family` into a family object. Adding a
+family is one module with its class, and one line in :data:`FAMILIES`.
+"""
+
+from __future__ import annotations
+
+import statsmodels.api as sm
+
+from ..errors import FamilyError
+from .base import Family, ResponseTerms, observed_levels
+from .beta import Beta
+from .binomial import Binomial
+from .gamma import Gamma
+from .gaussian import Gaussian
+from .negbin import NegativeBinomial1, NegativeBinomial2
+from .poisson import Poisson
+from .zeroinfl import ZeroInflatedRows
+
+__all__ = [
+    "Family",
+    "FAMILIES",
+    "ResponseTerms",
+    "ZeroInflatedRows",
+    "family",
+    "resolve_family",
+    "observed_levels",
+    "names_where",
+]
+
+#: the families by name (glmmTMB's and lme4's names)
+FAMILIES: dict[str, type[Family]] = {
+    cls.name: cls for cls in (Gaussian, Binomial, Poisson, Gamma, NegativeBinomial2, NegativeBinomial1, Beta)
+}
+
+#: statsmodels' family classes we take an instance of, and ours for each
+_FROM_STATSMODELS = {
+    sm.families.Gaussian: Gaussian,
+    sm.families.Binomial: Binomial,
+    sm.families.Poisson: Poisson,
+    sm.families.Gamma: Gamma,
+    sm.families.NegativeBinomial: NegativeBinomial2,
+}
+
+
+def names_where(fact: str) -> list[str]:
+    """The names of the families for which the class attribute ``fact`` is true (for messages)."""
+    return [name for name, cls in FAMILIES.items() if getattr(cls, fact)]
+
+
+def family(name: str, link=None) -> Family:
+    """A family by name, with a link other than its default as glmmTMB's ``beta_family(link =
+    "probit")`` or ``nbinom1(link = "sqrt")``: ``family("beta", link="probit")``.
+
+    ``link`` is R's name of it (``"log"``, ``"logit"``, ``"probit"``, ``"cloglog"``,
+    ``"loglog"``, ``"cauchit"``, ``"identity"``, ``"sqrt"``, ``"inverse"``) or a statsmodels
+    link instance; any link statsmodels' family of the same kind takes (NB1 as
+    NegativeBinomial's, beta as Binomial's)."""
+    key = str(name).strip().lower()
+    if key not in FAMILIES:
+        raise FamilyError(f"unknown family '{name}'; choose one of {', '.join(FAMILIES)}")
+    return FAMILIES[key](link)
+
+
+def from_statsmodels(smfamily) -> Family:
+    """Our family of a statsmodels family instance, with its link."""
+    cls = _FROM_STATSMODELS.get(type(smfamily))
+    if cls is None:
+        raise FamilyError(
+            f"family {type(smfamily).__name__} is not supported; use binomial, poisson, gamma, nbinom2 or gaussian"
+        )
+    if cls is NegativeBinomial2 and getattr(smfamily, "alpha", 1.0) != 1.0:
+        raise FamilyError(
+            f"a fixed negative binomial alpha ({smfamily.alpha:g}) is not supported: the dispersion is estimated. "
+            "Use family='nbinom2' (variance mu + mu^2/theta) or 'nbinom1'"
+        )
+    return cls(smfamily.link)
+
+
+def resolve_family(family) -> Family:
+    """Accept a name (``"binomial"``), a statsmodels family instance, or a :class:`Family`."""
+    if family is None:
+        return Gaussian()
+    if isinstance(family, Family):
+        return family
+    if isinstance(family, str):
+        key = family.strip().lower()
+        if key not in FAMILIES:
+            raise FamilyError(
+                f"unknown family '{family}'; choose one of {', '.join(FAMILIES)} or pass a statsmodels family"
+            )
+        return FAMILIES[key]()
+    if isinstance(family, sm.families.Family):
+        return from_statsmodels(family)
+    raise FamilyError(f"family must be a name or a statsmodels family, not {type(family).__name__}")

@@ -1,0 +1,381 @@
+"""The response family: what a GLMM needs of a distribution and its link, asked of the family.
+
+:class:`Family` holds the link (a statsmodels link) and the algebra every family shares:
+
+* μ = g⁻¹(η) and dμ/dη, the variance V(μ) and the dispersion φ,
+* the working weights of PIRLS, w·μ'²/(φV), and the observed information of η, which adds
+  −(y − μ)·∂/∂η[μ'/V]·w/φ and equals the former for canonical links,
+* the score and information of log f in η (the Laplace gradient and zero-inflation),
+* the unit deviance and the Pearson and deviance residuals.
+
+Each family is a subclass in a module of its own (``gaussian.py``, ``binomial.py``, ...) that
+states its facts (a dispersion or not, the information its Laplace approximation takes, whether
+it takes zero-inflation or quadrature) and answers for itself: its support, its log-likelihood,
+simulation, latent-scale variance, dispersion start and cautions. Code elsewhere asks the family
+object; it never tests the family's name.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+
+from ..errors import DataError, FamilyError, FitError
+
+__all__ = ["Family", "ResponseTerms", "LINKS", "observed_levels"]
+
+#: links by R's names (``family(name, link=...)``)
+LINKS = {
+    "log": sm.families.links.Log,
+    "logit": sm.families.links.Logit,
+    "probit": sm.families.links.Probit,
+    "cloglog": sm.families.links.CLogLog,
+    "loglog": sm.families.links.LogLog,
+    "cauchit": sm.families.links.Cauchy,
+    "identity": sm.families.links.Identity,
+    "sqrt": sm.families.links.Sqrt,
+    "inverse": sm.families.links.InversePower,
+}
+#: statsmodels' link class → R's name of the link
+_LINK_NAMES = {
+    "Identity": "identity",
+    "Logit": "logit",
+    "Probit": "probit",
+    "CLogLog": "cloglog",
+    "Log": "log",
+    "InversePower": "inverse",
+    "Sqrt": "sqrt",
+    "Cauchy": "cauchit",
+    "LogLog": "loglog",
+    "InverseSquared": "1/mu^2",
+}
+#: links whose inverse maps every η into the family's range (no step can leave its domain)
+WHOLE_LINE = ("log", "logit", "probit", "cloglog", "loglog", "cauchit")
+
+
+class Family:
+    """A response family with its link.
+
+    Attributes
+    ----------
+    name : str
+        glmmTMB's and lme4's name (``"gaussian"``, ``"binomial"``, ``"nbinom2"``, ...).
+    link, link_name : statsmodels link, str
+        The link and R's name of it (``"logit"``, ``"log"``, ...).
+    sm : statsmodels family instance
+        The statsmodels family of the same kind and link: the GLM that gives the fit its start,
+        and the variance and unit deviance where ours are statsmodels'.
+    canonical : bool
+        The link is the family's canonical link.
+    has_dispersion : bool
+        φ is estimated (Gaussian, Gamma, NB2, NB1, beta); else φ = 1.
+    residual_scale : bool
+        φ is a residual scale reported as σ = √φ with a "Residual" row in ``varcorr()``
+        (Gaussian, Gamma); else φ is a shape parameter of the distribution reported as it is.
+    laplace_observed : bool
+        The Laplace log-determinant takes the observed information of η (glmmTMB's exact
+        Hessian) rather than the expected one (lme4's PIRLS). The two agree for canonical links.
+    exact : bool
+        The score and information come from the log-likelihood itself (:meth:`derivatives`),
+        not from the exponential-family form (NB1, beta).
+    agq : bool
+        Adaptive Gauss–Hermite quadrature (``nAGQ > 1``) is available, as in lme4.
+    zero_inflatable : bool
+        A zero-inflation part (``ziformula``) may be added, as in glmmTMB.
+    """
+
+    name = ""
+    #: how messages call a response of the family ("Poisson response 'y' ...")
+    label = ""
+    default_link = "identity"
+    canonical_link: str | None = None
+    statsmodels_class: type = sm.families.Gaussian
+    has_dispersion = False
+    residual_scale = False
+    laplace_observed = False
+    exact = False
+    agq = False
+    zero_inflatable = False
+    #: the response can be 0 (False: strictly positive, nothing to zero-inflate)
+    has_zeros = True
+    #: emmeans' name of a mean on the response scale
+    mean_name = "response"
+    #: glmmTMB's words for the dispersion in summary() (None: "Dispersion (phi)")
+    dispersion_label: str | None = None
+    #: fitted probabilities of 0 or 1 mean a separated response (glm's warning)
+    checks_separation = False
+    #: links (R's names) whose observed information is positive in every row
+    observed_positive_links: tuple[str, ...] = ()
+    #: the compiled PIRLS pass of :mod:`~midas_glmm.linalg.rowkernels` for this family and link
+    kernel_link: int | None = None
+
+    def __init__(self, link=None):
+        if link is None:
+            link = self.default_link
+        if isinstance(link, str):
+            key = link.strip().lower()
+            if key not in LINKS:
+                raise FamilyError(f"unknown link '{link}'; choose one of {', '.join(LINKS)}")
+            link = LINKS[key]()
+        if not isinstance(link, sm.families.links.Link):
+            raise FamilyError(f"link must be a name or a statsmodels link, not {type(link).__name__}")
+        with warnings.catch_warnings():  # statsmodels' "not a safe link" note: the fit reports its own trouble
+            warnings.simplefilter("ignore")
+            try:
+                self.sm = self._statsmodels_family(link)
+            except (TypeError, ValueError) as exc:  # statsmodels refusing the link for this family
+                raise FamilyError(
+                    f"the {self.name} family does not take the {type(link).__name__} link ({exc})"
+                ) from None
+        self.link = self.sm.link
+        self.link_name = _LINK_NAMES.get(type(self.link).__name__, type(self.link).__name__.lower())
+        self.canonical = self.canonical_link == self.link_name
+        # Newton steps take the observed information too, and their last system is the Laplace one
+        self.observed_positive = self.link_name in self.observed_positive_links
+        self.whole_line_link = self.link_name in WHOLE_LINE
+
+    def _statsmodels_family(self, link):
+        return self.statsmodels_class(link=link)
+
+    def __repr__(self) -> str:
+        return f"Family({self.name}, link={self.link_name})"
+
+    @property
+    def is_lmm(self) -> bool:
+        """Gaussian with identity link: handled by the LMM engine."""
+        return False
+
+    @property
+    def shape_dispersion(self) -> bool:
+        """φ is a shape parameter of the distribution (NB2's size θ, NB1's φ, beta's precision)."""
+        return self.has_dispersion and not self.residual_scale
+
+    def nests(self, other: Family) -> bool:
+        """Whether ``other`` is this family at a limit of its dispersion (a likelihood-ratio test
+        of the two is then on the boundary: Poisson within the negative binomials)."""
+        return False
+
+    # --- link and variance
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        """μ = g⁻¹(η), kept inside the family's range."""
+        return self._in_range(self.link.inverse(eta))
+
+    def _in_range(self, mu: np.ndarray) -> np.ndarray:
+        return mu
+
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        """η = g(μ)."""
+        return self.link(mu)
+
+    def mu_eta(self, eta: np.ndarray, mu: np.ndarray | None = None) -> np.ndarray:
+        """dμ/dη; from μ = g⁻¹(η) when given and the link is logit (μ(1−μ)) or log (μ)."""
+        if mu is not None and self.link_name == "logit":
+            return mu * (1.0 - mu)
+        if mu is not None and self.link_name == "log":
+            return mu
+        return self.link.inverse_deriv(eta)
+
+    def variance(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
+        """V(μ), the variance function (φ scales it outside for a residual scale)."""
+        return self.sm.variance(mu)
+
+    def variance_deriv(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
+        """dV/dμ."""
+        return self.sm.variance.deriv(mu)
+
+    def _scale(self, phi: float) -> float:
+        """The φ that divides the working weights: a shape parameter sits inside V(μ) instead."""
+        return phi if self.residual_scale else 1.0
+
+    def sigma_of(self, phi: float) -> float:
+        """What ``res.sigma`` reports for dispersion φ: √φ for a residual scale, φ itself for a
+        shape parameter (glmmTMB's ``sigma()`` in both cases)."""
+        return float(np.sqrt(phi)) if self.residual_scale else float(phi)
+
+    def dispersion_of(self, sigma: float) -> float:
+        """The dispersion φ whose :meth:`sigma_of` is ``sigma``."""
+        return sigma**2 if self.residual_scale else sigma
+
+    # --- PIRLS weights, score and information in η
+    def weights(self, y, mu, eta, prior, phi=1.0, observed=False):
+        """Working weights: Fisher w·μ'²/(φV), or the observed information of η when asked."""
+        d = self.mu_eta(eta, mu)
+        V = self.variance(mu, phi)
+        scale = self._scale(phi)
+        w = prior * d * d / (V * scale)
+        if observed and not self.canonical:
+            d2 = self.link.inverse_deriv2(eta)
+            dV = self.variance_deriv(mu, phi)
+            # −∂²/∂η² of log f = w μ'²/(φV) − w (y−μ)(μ''/V − μ'² V'/V²)/φ
+            w = w - prior * (y - mu) * (d2 / V - d * d * dV / V**2) / scale
+        return w
+
+    def derivatives(self, y, mu, eta, prior, phi):
+        """(score, observed information, expected information) of log f in η, row by row, from
+        the log-likelihood itself: ∂ℓ/∂η = μ'ℓ_μ, −∂²ℓ/∂η² = −(μ''ℓ_μ + μ'²ℓ_μμ), with
+        (ℓ_μ, ℓ_μμ, expected) from :meth:`mean_derivatives` (the families that are ``exact``)."""
+        d = self.mu_eta(eta, mu)
+        d2 = self.link.inverse_deriv2(eta)
+        l1, l2, expected = self.mean_derivatives(y, mu, prior, phi, d)
+        score = prior * d * l1
+        observed = -prior * (d2 * l1 + d * d * l2)
+        return score, observed, expected
+
+    def mean_derivatives(self, y, mu, prior, phi, d):
+        """(ℓ_μ, ℓ_μμ, expected information of η) of an ``exact`` family; ``d`` is μ'."""
+        raise NotImplementedError(f"the {self.name} family takes its score from the exponential-family form")
+
+    def eta_derivatives(self, y, mu, eta, phi):
+        """(score, observed information, expected information) of one row's log f in η, without
+        prior weights: :meth:`derivatives` for an ``exact`` family; μ'(y − μ)/(φV), the observed
+        and the Fisher weight for the others."""
+        if self.exact:
+            return self.derivatives(y, mu, eta, 1.0, phi)
+        score = self.mu_eta(eta, mu) * (y - mu) / (self.variance(mu, phi) * self._scale(phi))
+        return score, self.weights(y, mu, eta, 1.0, phi, observed=True), self.weights(y, mu, eta, 1.0, phi)
+
+    # --- likelihood
+    def loglik(self, y, mu, prior, phi=1.0, trials=None) -> float:
+        """Σ log f(yᵢ | μᵢ, φ)."""
+        return ResponseTerms(self, y, prior, trials).total(mu, phi)
+
+    def loglik_constant(self, y, prior, trials) -> tuple[np.ndarray, dict]:
+        """The part of log f(yᵢ | μᵢ, φ) that μ does not change (per row), and the per-row pieces
+        :meth:`loglik_rows` reuses: computed once from the data."""
+        return np.zeros_like(y), {}
+
+    def loglik_rows(self, terms: ResponseTerms, mu: np.ndarray, phi: float) -> np.ndarray:
+        """log f(yᵢ | μᵢ, φ) row by row, from the constant part in ``terms``."""
+        raise NotImplementedError
+
+    # --- deviance and residuals
+    def deviance_family(self, phi: float):
+        """statsmodels' family whose unit deviance is ours at dispersion φ."""
+        return self.sm
+
+    def deviance(self, y, mu, prior, phi: float = 1.0) -> float:
+        """Σ wᵢ d(yᵢ, μᵢ): the family's unit deviances."""
+        return float(self.deviance_family(phi).deviance(y, mu, var_weights=prior))
+
+    def resid_dev(self, y, mu, prior, phi: float = 1.0) -> np.ndarray:
+        """Signed deviance residuals, sign(y − μ)√(w d(y, μ))."""
+        return self.deviance_family(phi).resid_dev(y, mu, var_weights=prior)
+
+    def pearson_residuals(self, y, mu, w, phi: float) -> np.ndarray:
+        """√w (y − μ)/√V(μ), unscaled by σ or φ (lme4's ``residuals(type = "pearson")``)."""
+        return np.sqrt(w / self.variance(mu, phi)) * (y - mu)
+
+    def deviance_residuals(self, y, mu, w, phi: float) -> np.ndarray:
+        """sign(y − μ)√(w d(y, μ)) (lme4's ``residuals(m)`` of a GLMM)."""
+        return np.sign(y - mu) * np.sqrt(np.maximum(self.resid_dev(y, mu, w, phi) ** 2, 0.0))
+
+    # --- what the family answers for
+    def simulate(self, mu: np.ndarray, rng: np.random.Generator, prior, trials, phi: float) -> np.ndarray:
+        """A response drawn from f(· | μ, φ) per row (prior weights ``prior``; ``trials`` for a
+        binomial count response)."""
+        raise FitError(f"simulation is not available for the {self.name} family")
+
+    def latent_variance(self, phi: float = 1.0) -> float:
+        """Latent-scale residual variance for the ICC (the seed's table and its analogues)."""
+        raise FitError(
+            f"the latent-scale residual variance of a {self.name} model depends on the mean; "
+            f"icc() and design_effect() are not available for {self.name} yet"
+        )
+
+    def r2_variance(self, sigma: float, null_mean) -> float:
+        """Nakagawa's distribution-specific variance σ²_ε (``performance::r2_nakagawa``);
+        ``null_mean()`` gives exp(β̂₀) of the intercept-only model where the family needs it."""
+        raise FitError(
+            f"r2() is defined here for Gaussian, binomial and Poisson models, not {self.name} "
+            "(its distribution-specific variance is not implemented)"
+        )
+
+    def dispersion_start(self, y, mu, w, mean_deviance: float) -> float:
+        """φ to start the fit from, given the GLM's fitted means and its deviance per row."""
+        return mean_deviance if self.has_dispersion else 1.0
+
+    def laplace_cautions(self, group: str, sizes, totals, events: float, trials: float, single: bool) -> list[str]:
+        """The seed's cautions about the Laplace approximation for this family's data (per group
+        of the first term: trials ``sizes`` and responses ``totals``; overall events and trials)."""
+        return []
+
+    # --- the response
+    def check_response(self, y: np.ndarray, name: str, trials=None) -> None:
+        """Raise if ``y`` is outside the family's support, or constant."""
+        self.check_support(y, name)
+        if len(y) > 1 and np.all(y == y[0]):
+            raise DataError(
+                f"response '{name}' is constant ({y[0]:g} in every row): there is nothing to model (lme4's "
+                "'Response is constant'; a binomial or Poisson fit would run off to infinity)"
+            )
+
+    def check_support(self, y: np.ndarray, name: str) -> None:
+        """Raise if a value of ``y`` is outside the family's support."""
+
+    def warn_noninteger_successes(self, y: np.ndarray, prior: np.ndarray, trials, name: str) -> None:
+        """Warn where the family's response must be whole numbers and is not (binomial counts)."""
+
+    def code_levels(self, values: pd.Series, name: str, levels=None) -> np.ndarray:
+        """A response that is not numbers (a pandas Categorical, text) as numbers: only the
+        binomial family codes one (first level failure, as lme4); the others refuse it."""
+        levels = observed_levels(values) if levels is None else list(levels)
+        raise DataError(
+            f"response '{name}' is not numeric (levels {shown_levels(levels)}); a {self.name} response must be "
+            "numbers; for a two-level outcome use family='binomial' (first level = failure, as in lme4)"
+        )
+
+
+class ResponseTerms:
+    """The response's part of log f(y | μ, φ), split into what depends on μ and what does not.
+
+    The constant part (binomial coefficients, log y!, ...) is computed once from the data, so
+    each PIRLS step only evaluates the part that changes with μ (:meth:`Family.loglik_rows`).
+    """
+
+    def __init__(self, family: Family, y: np.ndarray, prior: np.ndarray, trials: np.ndarray | None = None):
+        self.family = family
+        self.y, self.prior = y, prior
+        self.const, self.parts = family.loglik_constant(y, prior, trials)
+
+    def rows(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
+        """log f(yᵢ | μᵢ, φ) row by row."""
+        return self.family.loglik_rows(self, mu, phi)
+
+    def total(self, mu: np.ndarray, phi: float = 1.0) -> float:
+        """Σ log f(yᵢ | μᵢ, φ)."""
+        return float(np.sum(self.rows(mu, phi)))
+
+
+def observed_levels(values: pd.Series) -> list:
+    """Levels of a factor response, as R's factor() orders them: a Categorical's categories in
+    order, text sorted; levels without a row are left out."""
+    present = values.dropna().unique()
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        seen = set(present)
+        return [c for c in values.cat.categories if c in seen]
+    try:
+        return sorted(present)
+    except TypeError:  # mixed kinds of values: order them by their text
+        return sorted(present, key=str)
+
+
+def shown_levels(levels: list) -> str:
+    """The first few levels, for a message."""
+    return ", ".join(repr(v) for v in levels[:4]) + (", ..." if len(levels) > 4 else "")
+
+
+class PositiveMean(Family):
+    """A family whose mean is positive (counts, Gamma): μ kept at or above 1e-300."""
+
+    def _in_range(self, mu):
+        return np.maximum(mu, 1e-300)
+
+
+class UnitMean(Family):
+    """A family whose mean is a probability (binomial, beta): μ kept inside (1e-15, 1 − 1e-15)."""
+
+    def _in_range(self, mu):
+        return np.clip(mu, 1e-15, 1 - 1e-15)

@@ -1,0 +1,77 @@
+"""glmmTMB's beta family for proportions 0 < y < 1: mean μ, precision φ, variance μ(1 − μ)/(1 + φ)."""
+
+from __future__ import annotations
+
+import numpy as np
+import statsmodels.api as sm
+from scipy import special
+
+from ..errors import DataError, FitError
+from .base import ResponseTerms, UnitMean
+from .special import trigamma
+
+__all__ = ["Beta"]
+
+
+class Beta(UnitMean):
+    """y ~ Beta(μφ, (1 − μ)φ): variance μ(1 − μ)/(1 + φ), φ the precision (glmmTMB's sigma())."""
+
+    name = "beta"
+    label = "beta"
+    default_link = "logit"
+    # the GLM that gives the start: binomial with the beta's link
+    statsmodels_class = sm.families.Binomial
+    has_dispersion = True
+    laplace_observed = True
+    exact = True
+    has_zeros = False
+    dispersion_label = "precision phi"
+
+    def variance(self, mu, phi=1.0):
+        return mu * (1.0 - mu) / (1.0 + phi)
+
+    def mean_derivatives(self, y, mu, prior, phi, d):
+        # a = μφ, b = (1−μ)φ; ℓ_μμ does not involve y, so the expected information is exact
+        a, b = mu * phi, (1.0 - mu) * phi
+        l1 = phi * (special.digamma(b) - special.digamma(a) + np.log(y) - np.log1p(-y))
+        l2 = -(phi**2) * (trigamma(a) + trigamma(b))
+        return l1, l2, -prior * d * d * l2
+
+    def loglik_constant(self, y, prior, trials):
+        logy, log1my = np.log(y), np.log1p(-y)
+        return -prior * (logy + log1my), {"logy": logy, "log1my": log1my}
+
+    def loglik_rows(self, terms: ResponseTerms, mu, phi):
+        # log Γ(φ) − log Γ(μφ) − log Γ((1−μ)φ) + μφ log y + (1−μ)φ log(1−y) − log y − log(1−y)
+        a, b = mu * phi, (1.0 - mu) * phi
+        core = (
+            special.gammaln(phi)
+            - special.gammaln(a)
+            - special.gammaln(b)
+            + a * terms.parts["logy"]
+            + b * terms.parts["log1my"]
+        )
+        return terms.prior * core + terms.const
+
+    def deviance_family(self, phi):
+        raise FitError(
+            f"deviance residuals and lme4's deviance() are not defined here for the {self.name} family "
+            "(it is not an exponential family with a unit deviance); use resid_pearson or the log-likelihood"
+        )
+
+    def simulate(self, mu, rng, prior, trials, phi):
+        return np.clip(rng.beta(mu * phi, (1.0 - mu) * phi), 1e-12, 1 - 1e-12)
+
+    def dispersion_start(self, y, mu, w, mean_deviance):
+        """φ by moments of the GLM's residuals, Var = μ(1 − μ)/(1 + φ)."""
+        r2 = w * (y - mu) ** 2
+        return float(np.clip(np.sum(w * mu * (1 - mu)) / max(float(np.sum(r2)), 1e-300) - 1.0, 0.1, 1e4))
+
+    def check_support(self, y, name):
+        if np.any((y <= 0) | (y >= 1)):
+            bad = y[(y <= 0) | (y >= 1)][0]
+            raise DataError(
+                f"beta response '{name}' has value {bad:g}; the beta family needs 0 < y < 1 strictly. Exact 0s "
+                "and 1s need another family (a zero/one-inflated beta, or binomial with trials for proportions "
+                "of counts), or a transformation such as (y (n - 1) + 0.5) / n"
+            )

@@ -1,0 +1,111 @@
+"""glmmTMB's negative binomial families, their dispersion estimated with the model:
+``nbinom2`` (variance μ + μ²/θ, size θ) and ``nbinom1`` (variance μ(1 + φ), size μ/φ)."""
+
+from __future__ import annotations
+
+import numpy as np
+import statsmodels.api as sm
+from scipy import special
+
+from ..errors import FitError
+from .base import Family, PositiveMean, ResponseTerms
+from .poisson import Poisson, check_counts
+from .special import digamma_difference, lgamma_ratio, trigamma_difference
+
+__all__ = ["NegativeBinomial2", "NegativeBinomial1"]
+
+
+class NegativeBinomial(PositiveMean):
+    """What both negative binomials share: counts, a shape dispersion, glmmTMB's observed
+    information, zero-inflation, and Poisson as their limit."""
+
+    label = "negative binomial"
+    default_link = "log"
+    statsmodels_class = sm.families.NegativeBinomial
+    has_dispersion = True
+    laplace_observed = True
+    zero_inflatable = True
+
+    def _statsmodels_family(self, link):
+        # the dispersion is estimated: statsmodels' alpha is not used (its GLM gives the start)
+        return sm.families.NegativeBinomial(link=link, alpha=1.0)
+
+    def nests(self, other: Family) -> bool:
+        return isinstance(other, Poisson)
+
+    def loglik_constant(self, y, prior, trials):
+        return -prior * special.gammaln(y + 1), {}
+
+    def check_support(self, y, name):
+        check_counts(y, name, self.label)
+
+
+class NegativeBinomial2(NegativeBinomial):
+    """glmmTMB's ``nbinom2``: variance μ + μ²/θ, φ = θ the size (glmmTMB's sigma())."""
+
+    name = "nbinom2"
+    dispersion_label = "size theta"
+    observed_positive_links = ("log",)
+
+    def variance(self, mu, phi=1.0):
+        return mu + mu * mu / phi
+
+    def variance_deriv(self, mu, phi=1.0):
+        return 1.0 + 2.0 * mu / phi
+
+    def loglik_rows(self, terms: ResponseTerms, mu, phi):
+        # log Γ(y+θ) − log Γ(θ) − log y! + θ log θ + y log μ − (y+θ) log(θ+μ), with θ log θ − (y+θ) log(θ+μ)
+        # written as −θ log1p(μ/θ) − y log(θ+μ): no cancellation of two large terms near the Poisson limit
+        y, th = terms.y, phi
+        core = lgamma_ratio(y, th) - th * np.log1p(mu / th)
+        return terms.prior * (core + y * (np.log(mu) - np.log(th + mu))) + terms.const
+
+    def deviance_family(self, phi):
+        return sm.families.NegativeBinomial(link=self.link, alpha=1.0 / phi)
+
+    def simulate(self, mu, rng, prior, trials, phi):
+        # size θ, mean μ: numpy's (n, p) = (θ, θ/(θ+μ))
+        return rng.negative_binomial(phi, phi / (phi + mu)).astype(float)
+
+    def dispersion_start(self, y, mu, w, mean_deviance):
+        """θ by moments of the GLM's residuals, Var = μ + μ²/θ."""
+        excess = float(np.sum(w * (y - mu) ** 2 - w * mu))
+        return 1e4 if excess <= 0 else float(np.clip(np.sum(w * mu**2) / excess, 1e-2, 1e4))
+
+
+class NegativeBinomial1(NegativeBinomial):
+    """glmmTMB's ``nbinom1``: variance μ(1 + φ), size μ/φ."""
+
+    name = "nbinom1"
+    dispersion_label = "phi, variance mu (1 + phi)"
+    exact = True
+
+    def variance(self, mu, phi=1.0):
+        return mu * (1.0 + phi)
+
+    def mean_derivatives(self, y, mu, prior, phi, d):
+        # size s = μ/φ, p = 1/(1+φ); the expected information is the quasi-likelihood's μ'²/V
+        s = mu / phi
+        l1 = (digamma_difference(y, s) - np.log1p(phi)) / phi
+        l2 = trigamma_difference(y, s) / phi**2
+        return l1, l2, prior * d * d / self.variance(mu, phi)
+
+    def loglik_rows(self, terms: ResponseTerms, mu, phi):
+        # size s = μ/φ: log Γ(y+s) − log Γ(s) − log y! − s log(1+φ) + y log(φ/(1+φ))
+        y, sz = terms.y, mu / phi
+        core = lgamma_ratio(y, sz) - (sz + y) * np.log1p(phi) + y * np.log(phi)
+        return terms.prior * core + terms.const
+
+    def deviance_family(self, phi):
+        raise FitError(
+            f"deviance residuals and lme4's deviance() are not defined here for the {self.name} family "
+            "(it is not an exponential family with a unit deviance); use resid_pearson or the log-likelihood"
+        )
+
+    def simulate(self, mu, rng, prior, trials, phi):
+        # size μ/φ, p = 1/(1+φ): mean μ, variance μ(1+φ)
+        return rng.negative_binomial(mu / phi, 1.0 / (1.0 + phi)).astype(float)
+
+    def dispersion_start(self, y, mu, w, mean_deviance):
+        """φ by moments of the GLM's residuals, Var = μ(1 + φ)."""
+        return float(np.clip(np.sum(w * (y - mu) ** 2 - w * mu) / np.sum(w * mu), 1e-3, 1e3))

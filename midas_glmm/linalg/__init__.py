@@ -1,0 +1,3 @@
+"""Numerical building blocks that know nothing of models: compiled block-sparse Cholesky kernels
+(``kernels``), compiled per-row passes of a GLMM (``rowkernels``), fill-reducing orderings of
+the random effects (``orderings``) and the BLAS thread policy (``threads``)."""

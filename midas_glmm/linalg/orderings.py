@@ -1,0 +1,101 @@
+"""Orderings of the random effects that keep the Cholesky factor of Λ'Z'WZΛ + I sparse.
+
+Which levels of two grouping factors share rows is fixed by the data, so the order of each
+term's levels is chosen once, when the design is built; the factor's symbolic analysis
+(:mod:`~midas_glmm.engine.sparsity`) then works in that order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
+
+from . import kernels
+
+__all__ = ["fill_reducing_levels", "sorted_unique", "DENSE_TAIL_DENSITY", "MAX_ORDER_EDGES"]
+
+#: the factor's dense tail starts at the first term after which the factor is at least this dense
+DENSE_TAIL_DENSITY = 0.2
+
+#: the ordering of a term's levels is skipped when the graph it orders would have more edges
+#: (such a term is coupled densely: it goes to the dense tail, where order does not matter)
+MAX_ORDER_EDGES = 20_000_000
+
+
+def sorted_unique(a: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer array, sorted (a sort; numpy's hash-based unique is slow
+    on millions of mostly distinct keys)."""
+    a = np.sort(a)
+    return a[np.concatenate([[True], a[1:] != a[:-1]])] if len(a) else a
+
+
+def _envelope(rows: np.ndarray, cols: np.ndarray, pos: np.ndarray) -> int:
+    """Σ over nodes of (position − position of its first neighbour): the envelope that a
+    Cholesky factor in that order fills at most."""
+    a, b = pos[rows], pos[cols]
+    hi, lo = np.maximum(a, b), np.minimum(a, b)
+    span = np.zeros(len(pos), np.int64)
+    np.maximum.at(span, hi, hi - lo)
+    return int(span.sum())
+
+
+def fill_reducing_levels(codes: list[np.ndarray], nlevels: list[int]) -> list[np.ndarray | None]:
+    """A fill-reducing order of the levels of each random-effects term after the first (None:
+    keep the order); ``codes[t]`` holds the level of each row in term t, of ``nlevels[t]``.
+
+    Eliminating the earlier terms couples two levels of term t when a path joins them through
+    levels of earlier terms only: each connected group of earlier levels makes its neighbours in
+    term t a clique. On that graph, reverse Cuthill–McKee (scipy) gives an order whose factor
+    stays inside a narrow envelope; it is used when its envelope is smaller than the given
+    order's. Nested factors and crossed factors with unstructured coupling gain nothing (no fill,
+    or a dense tail), and keep their order; crossed factors whose coupling has structure that the
+    level labels hide (a band of items seen by overlapping windows of subjects, neighbouring
+    areas) go from a dense to a banded factor. Level labels only move: the results report levels
+    in their original order."""
+    k = len(codes)
+    orders: list[np.ndarray | None] = [None] * k
+    if k < 2:
+        return orders
+    nl = np.array(nlevels, dtype=np.int64)
+    base = np.concatenate([[0], np.cumsum(nl)])
+    N = int(base[-1])
+    rows, cols = [], []
+    for j in range(1, k):
+        for i in range(j):
+            key = sorted_unique(codes[j].astype(np.int64) * nl[i] + codes[i])
+            rows.append(base[j] + key // nl[i])
+            cols.append(base[i] + key % nl[i])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    C = sp.csr_matrix((np.ones(2 * len(r)), (np.concatenate([r, c]), np.concatenate([c, r]))), shape=(N, N))
+    for t in range(1, k):
+        E, T = slice(0, int(base[t])), slice(int(base[t]), int(base[t + 1]))
+        ncomp, label = connected_components(C[E, E], directed=False)
+        CET = C[E, T].tocoo()
+        M = sp.csr_matrix((np.ones(CET.nnz), (label[CET.row], CET.col)), shape=(ncomp, nl[t]))
+        M.sum_duplicates()
+        Mt = M.T.tocsr()
+        Mt.sort_indices()
+        M.sort_indices()
+        pairs = nl[t] * (nl[t] - 1) / 2
+        # stop counting once the term is dense enough for the dense tail, where order does not matter
+        limit = int(min(DENSE_TAIL_DENSITY * pairs, MAX_ORDER_EDGES))
+        br, bc, sparse_enough = kernels.clique_union(
+            M.indptr.astype(np.int64),
+            M.indices.astype(np.int64),
+            Mt.indptr.astype(np.int64),
+            Mt.indices.astype(np.int64),
+            int(nl[t]),
+            limit,
+        )
+        if not sparse_enough or not len(br):
+            continue  # dense (a dense tail), or no coupling within the term: nothing to order
+        B = sp.csr_matrix(
+            (np.ones(2 * len(br)), (np.concatenate([br, bc]), np.concatenate([bc, br]))), shape=(nl[t],) * 2
+        )
+        perm = np.asarray(reverse_cuthill_mckee(B.tocsr(), symmetric_mode=True), dtype=np.int64)
+        newpos = np.empty(nl[t], np.int64)
+        newpos[perm] = np.arange(nl[t])
+        if _envelope(br, bc, newpos) < _envelope(br, bc, np.arange(nl[t])):
+            orders[t] = perm
+    return orders

@@ -1,0 +1,55 @@
+"""The BLAS thread policy of a fit.
+
+Per θ a fit runs many small dense operations (the tail of the factor, the fixed-effects block).
+OpenBLAS's threads cost more than they gain on those — its workers spin between calls — and
+when several fits run at once (a simulation study, bootstrap workers, a joblib loop, Dask
+workers) threads in every process oversubscribe the cores. So the optimizer loop runs with one
+BLAS thread unless the dense tail of the factor is large enough for threads to pay
+(:data:`THREADED_TAIL` random effects; crossed factors with thousands of levels). The data pass
+before it keeps the library's default (large products over the rows).
+
+``MIDAS_GLMM_BLAS_THREADS`` overrides the choice (a number of threads).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from contextlib import contextmanager
+
+from threadpoolctl import ThreadpoolController
+
+__all__ = ["THREADED_TAIL", "blas_threads", "fit_threads"]
+
+#: dense-tail size from which the per-θ factorisation uses every core
+THREADED_TAIL = 2000
+
+
+def blas_threads(dense_size: int) -> int | None:
+    """BLAS threads for a fit whose largest dense block is ``dense_size`` square (None: default)."""
+    env = os.environ.get("MIDAS_GLMM_BLAS_THREADS")
+    if env:
+        return max(1, int(env))
+    return None if dense_size >= THREADED_TAIL else 1
+
+
+@functools.cache
+def blas_controller() -> ThreadpoolController:
+    """The loaded BLAS libraries, found once per process (the search reads every loaded shared
+    library and costs milliseconds: more than a small fit)."""
+    return ThreadpoolController().select(user_api="blas")
+
+
+@contextmanager
+def fit_threads(dense_size: int):
+    """Run the enclosed fit with :func:`blas_threads` BLAS threads, restoring the setting after."""
+    n = blas_threads(dense_size)
+    if n is None:
+        yield
+        return
+    blas = blas_controller()
+    if all(lib.num_threads == n for lib in blas.lib_controllers):
+        yield
+        return
+    with blas.limit(limits=n):
+        yield

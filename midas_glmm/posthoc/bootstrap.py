@@ -1,0 +1,93 @@
+"""Parametric bootstrap intervals, as lme4's ``confint(method = "boot")`` (``bootMer``):
+responses simulated from the fit, the model refitted to each with the fit's settings, and the
+percentiles of the refitted parameters."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..checks import check_count, check_level, select_names
+from ..design.reterms import ThetaMap
+from ..errors import ConvergenceWarning, FitError, MidasError
+from .profile import interval_names
+from .simulate import simulate
+
+__all__ = ["bootstrap_ci"]
+
+
+def bootstrap_ci(
+    res,
+    n_boot: int = 200,
+    seed=None,
+    level: float = 0.95,
+    progress: bool = False,
+    n_jobs: int = 1,
+    which=None,
+) -> pd.DataFrame:
+    """Parametric bootstrap percentile intervals (as lme4's ``confint(method = "boot")``).
+
+    Responses are simulated from the fit (new random effects each time), the model is refitted
+    with the settings of the original fit (``res.fit_options``: method, nAGQ, fast, optimizer),
+    and the ``(1−level)/2`` and ``(1+level)/2`` quantiles of the refitted fixed effects and
+    variance components (and sigma, √φ for Gamma) are reported. ``n_jobs > 1`` refits in
+    parallel processes; ``progress=True`` shows a progress bar when tqdm is installed. Refits that
+    fail numerically are left out with a :class:`ConvergenceWarning` (as ``bootMer`` counts its
+    failures); ``attrs["n_ok"]`` holds the number used."""
+    level = check_level(level)
+    names = interval_names(res, "bootstrap")
+    which = select_names(which, names, "bootstrap")
+    n_boot = check_count(n_boot, "n_boot")
+    ysim = simulate(res, n_boot, seed=seed)
+    tasks = [ysim[:, k] for k in range(n_boot)]
+    # not the results, nor the data the model was built from: only what a refit needs
+    spec = (res.model.with_response(res.design.y), res.fit_options)
+    if n_jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=n_jobs) as ex:
+            outcomes = list(_progress(ex.map(_boot_one, [spec] * n_boot, tasks), n_boot, progress))
+    else:
+        outcomes = [_boot_one(spec, y) for y in _progress(tasks, n_boot, progress)]
+    failures = [o for o in outcomes if isinstance(o, str)]
+    if len(failures) == n_boot:
+        raise FitError(f"every bootstrap refit failed; the first: {failures[0]}")
+    if failures:
+        warnings.warn(
+            f"{len(failures)} of {n_boot} bootstrap refits failed and are left out (the first: {failures[0]})",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    arr = np.array([o for o in outcomes if not isinstance(o, str)])
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(arr, [alpha, 1 - alpha], axis=0)
+    out = pd.DataFrame({"lower": lo, "upper": hi}, index=names).loc[which]
+    out.attrs["n_ok"] = len(arr)
+    return out
+
+
+def _boot_one(spec, y):
+    """Refit (model, fit options) to the simulated response y: the statistics, in the order of
+    the bootstrap table, or the reason the refit failed."""
+    model, options = spec
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            r = model.with_response(y).fit(**options)
+        except (np.linalg.LinAlgError, FloatingPointError, MidasError) as exc:  # this sample's fit failed
+            return f"{type(exc).__name__}: {exc}"
+    sdcor = ThetaMap(r.design.terms).sdcor(r.theta, r.sigma if r.family.is_lmm else 1.0)[:-1]
+    scale = [r.sigma] if r.family.has_dispersion else []
+    return np.concatenate([r.params.to_numpy(), sdcor, scale])
+
+
+def _progress(it, total, show):
+    if not show:
+        return it
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return it
+    return tqdm(it, total=total)

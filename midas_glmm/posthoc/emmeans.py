@@ -1,0 +1,196 @@
+"""Estimated marginal means and their contrasts (R's emmeans, Lenth 2016).
+
+The reference grid crosses the levels of every factor of the fixed part, with each numeric
+covariate at its mean over the rows used. The EMM of a level of ``specs`` (within a level of
+``by``) is the equally weighted average of the grid's predictions x'β̂ at that level, a linear
+function l'β̂ whose SE and df come from :func:`~midas_glmm.posthoc.hypotheses.contrast_t` (Kenward–Roger by default for
+LMMs, as emmeans' ``lmer.df``; z statistics for GLMMs). Contrasts are linear combinations of the
+EMMs: ``pairwise`` (each earlier level minus each later one), ``trt.vs.ctrl`` (each level minus
+the first), ``poly`` (orthogonal polynomials with integer coefficients); p-values adjusted by
+Tukey's studentized range (the family: the means compared), Holm, Bonferroni or none.
+GLMMs: the link scale, or ``type="response"`` back-transformed (SE by the delta method), with
+emmeans' names for that case (``asymp.LCL``/``asymp.UCL``; ``prob``/``rate`` for binomial and
+Poisson means on the response scale).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from ..errors import FitError
+from .ddf import KENWARD_ROGER, WALD, parse_ddf
+from .hypotheses import contrast_t
+
+__all__ = ["emmeans", "emm_contrasts"]
+
+
+def _names(v) -> list[str]:
+    if v is None:
+        return []
+    return [v] if isinstance(v, str) else list(v)
+
+
+def _grid(res, specs: list[str], by: list[str]):
+    """(grid DataFrame, X of the grid, the factor variables)."""
+    d = res.design
+    info = d.grid
+    if info is None:
+        raise FitError("emmeans() needs the reference grid recorded when the model was built from a pandas DataFrame")
+    for v in specs + by:
+        if v not in info:
+            raise FitError(f"'{v}' is not a variable of the fixed part ({', '.join(info) or 'none'})")
+        if info[v][0] != "factor":
+            raise FitError(
+                f"'{v}' is numeric; emmeans() averages over the levels of factors (wrap it in C() to use it as one)"
+            )
+    return d.reference_grid()
+
+
+def _cells(res, specs, by):
+    """(labels DataFrame, L) — one row per (by, specs) cell, the first spec varying fastest."""
+    grid, X, _ = _grid(res, specs, by)
+    info = res.design.grid
+    rows, labels = [], []
+    for by_levels in itertools.product(*[info[v][1] for v in by]):
+        for spec_levels in itertools.product(*[info[v][1] for v in reversed(specs)]):
+            spec_levels = tuple(reversed(spec_levels))
+            mask = np.ones(len(grid), bool)
+            for v, lev in zip(specs + by, spec_levels + by_levels):
+                mask &= (grid[v] == lev).to_numpy()
+            rows.append(X[mask].mean(axis=0))
+            labels.append(dict(zip(specs + by, spec_levels + by_levels)))
+    return pd.DataFrame(labels), np.array(rows)
+
+
+def _ddf(res, ddf) -> str:
+    """The df method: Kenward–Roger by default for LMMs (emmeans' ``lmer.df``), Wald z for GLMMs."""
+    if not res.family.is_lmm:
+        return WALD
+    return KENWARD_ROGER if ddf is None else parse_ddf(ddf)
+
+
+def _response_name(res) -> str:
+    return res.family.mean_name
+
+
+def emmeans(res, specs, by=None, ddf=None, type: str = "link", level: float = 0.95) -> pd.DataFrame:
+    """EMMs of ``specs`` (column names) within ``by``: the factor columns, emmean, SE, df,
+    lower.CL, upper.CL (LMMs) — see the module docstring for GLMMs."""
+    specs, by = _names(specs), _names(by)
+    if not specs:
+        raise FitError("emmeans() needs specs: the factor(s) whose marginal means you want")
+    if type not in ("link", "response"):
+        raise FitError(f"type must be 'link' or 'response', not {type!r}")
+    labels, L = _cells(res, specs, by)
+    t = contrast_t(res, L, ddf=_ddf(res, ddf), level=level)
+    out = labels.copy()
+    if res.family.is_lmm:
+        out["emmean"], out["SE"], out["df"] = t.estimate.to_numpy(), t.std_err.to_numpy(), t.df.to_numpy()
+        out["lower.CL"], out["upper.CL"] = t.ci_low.to_numpy(), t.ci_high.to_numpy()
+        return out
+    est, se = t.estimate.to_numpy(), t.std_err.to_numpy()
+    lo, hi = t.ci_low.to_numpy(), t.ci_high.to_numpy()
+    if type == "response":
+        fam = res.family
+        mu = fam.linkinv(est)
+        se = np.abs(fam.mu_eta(est, mu)) * se
+        lo, hi = fam.linkinv(lo), fam.linkinv(hi)
+        lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+        out[_response_name(res)] = mu
+    else:
+        out["emmean"] = est
+    out["SE"], out["df"], out["asymp.LCL"], out["asymp.UCL"] = se, np.inf, lo, hi
+    return out
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _poly(k: int) -> np.ndarray:
+    """Orthogonal polynomial contrasts of degrees 1..k−1 over k equally spaced levels, each
+    scaled to the smallest integers (emmeans' ``poly``)."""
+    V = np.vander(np.arange(1, k + 1, dtype=float), k, increasing=True)
+    Q, _ = np.linalg.qr(V)
+    out = []
+    for j in range(1, k):
+        c = Q[:, j]
+        c = c / np.min(np.abs(c[np.abs(c) > 1e-8]))
+        c = c if c[-1] > 0 else -c
+        out.append(np.round(c, 6))
+    return np.array(out)
+
+
+def _contrast_matrix(method: str, levels: list[str]):
+    k = len(levels)
+    if method == "pairwise":
+        pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+        C = np.zeros((len(pairs), k))
+        for r, (i, j) in enumerate(pairs):
+            C[r, i], C[r, j] = 1.0, -1.0
+        return C, [f"{levels[i]} - {levels[j]}" for i, j in pairs]
+    if method == "trt.vs.ctrl":
+        C = np.zeros((k - 1, k))
+        C[:, 0] = -1.0
+        C[np.arange(k - 1), np.arange(1, k)] = 1.0
+        return C, [f"{levels[i]} - {levels[0]}" for i in range(1, k)]
+    if method == "poly":
+        names = ["linear", "quadratic", "cubic"] + [f"degree {d}" for d in range(4, k)]
+        return _poly(k), names[: k - 1]
+    raise FitError(f"unknown method '{method}'; choose 'pairwise', 'trt.vs.ctrl' or 'poly'")
+
+
+def emm_contrasts(res, specs, method="pairwise", adjust=None, by=None, ddf=None) -> pd.DataFrame:
+    """Contrasts of the EMMs of ``specs`` within ``by``: (by columns), contrast, estimate, SE,
+    df, t.ratio (z.ratio for GLMMs), p.value — as ``emmeans::contrast(emmeans(...), method,
+    adjust)``."""
+    specs, by = _names(specs), _names(by)
+    defaults = {"pairwise": "tukey", "poly": "none"}
+    if method not in ("pairwise", "trt.vs.ctrl", "poly"):
+        raise FitError(f"unknown method '{method}'; choose 'pairwise', 'trt.vs.ctrl' or 'poly'")
+    if adjust is None:
+        if method not in defaults:
+            raise FitError(
+                f"emmeans adjusts {method} contrasts by Dunnett's method, which is not implemented here; "
+                "pass adjust='holm', 'bonferroni', 'tukey' or 'none'"
+            )
+        adjust = defaults[method]
+    if adjust not in ("tukey", "holm", "bonferroni", "none"):
+        raise FitError(f"unknown adjust '{adjust}'; choose 'tukey', 'holm', 'bonferroni' or 'none'")
+    labels, L = _cells(res, specs, by)
+    cell_names = labels[specs].astype(str).agg(" ".join, axis=1).tolist()
+    if len(specs) == 1 and all(_is_number(v) for v in labels[specs[0]]):
+        cell_names = [f"{specs[0]}{v}" for v in cell_names]  # emmeans: "period1 - period2"
+    frames = []
+    groups = labels.groupby(by, sort=False).indices if by else {None: np.arange(len(labels))}
+    for key, idx in groups.items():
+        C, names = _contrast_matrix(method, [cell_names[i] for i in idx])
+        t = contrast_t(res, C @ L[idx], ddf=_ddf(res, ddf))
+        est, se, df, stat = (t[c].to_numpy() for c in ("estimate", "std_err", "df", "statistic"))
+        finite = np.isfinite(df)
+        raw = np.where(finite, 2 * stats.t.sf(np.abs(stat), np.where(finite, df, 1)), 2 * stats.norm.sf(np.abs(stat)))
+        if adjust == "tukey":
+            k = len(idx)
+            p = stats.studentized_range.sf(np.abs(stat) * np.sqrt(2), k, np.where(finite, df, np.inf))
+        elif adjust in ("holm", "bonferroni") and len(raw) > 1:
+            p = multipletests(raw, method=adjust)[1]
+        else:
+            p = raw
+        frame = pd.DataFrame({"contrast": names, "estimate": est, "SE": se, "df": df})
+        frame["z.ratio" if not np.all(finite) else "t.ratio"] = stat
+        frame["p.value"] = p
+        if by:
+            key = key if isinstance(key, tuple) else (key,)
+            for v, lev in zip(by, key):
+                frame.insert(0, v, lev)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

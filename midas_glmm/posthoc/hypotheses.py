@@ -1,0 +1,262 @@
+"""Tests of the fixed effects: the coefficient table, and linear hypotheses Lβ = c — F tests with Satterthwaite or
+Kenward–Roger denominator df for LMMs (lmerTest's ``contest`` / ``anova``), Wald chi-square tests
+for GLMMs (car's ``Anova``), t tests per row, and ANOVA tables of type 1 and 3.
+
+F test (Satterthwaite, lmerTest's method): with LVL' = P diag(d) P' (the q positive
+eigenvalues), F = Σ_m (p_m'Lβ̂ − c_m)²/d_m / q; each direction m has
+ν_m = 2d_m² / (g_m' A g_m), g_m the gradient of p_m'L V(φ) L'p_m in the variance parameters
+φ = (θ, σ) and A their asymptotic covariance; the denominator df combine them as
+E = Σ ν_m/(ν_m − 2), DenDF = 2E/(E − q) (2 if some ν_m ≤ 2). Kenward–Roger (pbkrtest): F from
+the adjusted covariance Φ_A, DenDF from KR's moment matching for the rank-q hypothesis.
+
+ANOVA contrasts: type 1 (sequential) — the rows of the Cholesky factor R of X'X (X'X = R'R)
+for each term's columns (lmerTest's Doolittle rows, up to scaling); type 3 — each term's own
+columns when no term contains another (and car's type 3 Wald tests for GLMMs), else lmerTest's
+marginal hypotheses (:mod:`midas_glmm.type3`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..checks import check_level
+from ..design.type3 import type3_contrasts
+from ..errors import FitError
+from .ddf import (
+    KENWARD_ROGER,
+    SATTERTHWAITE,
+    WALD,
+    kenward_roger,
+    kenward_roger_parts,
+    kr_hypothesis_df,
+    parse_ddf,
+    satterthwaite_df,
+    satterthwaite_parts,
+)
+
+__all__ = ["coef_table", "t_frame", "contrast_test", "contrast_t", "anova_table", "drop1_table", "term_columns"]
+
+
+def coef_table(res, ddf: str = "normal", level: float = 0.95) -> pd.DataFrame:
+    """Fixed-effects table: estimate, std_err, df, statistic, p_value, ci_low, ci_high.
+
+    Parameters
+    ----------
+    ddf : {"normal", "satterthwaite", "kenward-roger"}
+        ``"normal"``: Wald z with df = inf (the seed's default). The others: t tests with
+        lmerTest's Satterthwaite or pbkrtest's Kenward–Roger df (Kenward–Roger also adjusts the SE).
+    """
+    level = check_level(level)
+    key = parse_ddf(ddf)
+    se = res.bse.to_numpy()
+    if key == WALD:
+        df = np.full(len(se), np.inf)
+    elif key == SATTERTHWAITE:
+        df = satterthwaite_df(res)
+    else:
+        df, V = kenward_roger(res)
+        se = np.sqrt(np.diag(V))
+    return t_frame(res.params.to_numpy(), se, df, level, index=res.params.index)
+
+
+def t_frame(est, se, df, level: float, index=None) -> pd.DataFrame:
+    """estimate, std_err, df, statistic, p_value, ci_low, ci_high of t tests (z where df = inf)."""
+    est, se, df = (np.asarray(v, dtype=float) for v in (est, se, df))
+    stat = est / se
+    finite = np.isfinite(df)
+    dfs = np.where(finite, df, 1.0)
+    p = np.where(finite, 2 * stats.t.sf(np.abs(stat), dfs), 2 * stats.norm.sf(np.abs(stat)))
+    q = np.where(finite, stats.t.ppf(0.5 + level / 2, dfs), stats.norm.ppf(0.5 + level / 2))
+    return pd.DataFrame(
+        {
+            "estimate": est,
+            "std_err": se,
+            "df": df,
+            "statistic": stat,
+            "p_value": p,
+            "ci_low": est - q * se,
+            "ci_high": est + q * se,
+        },
+        index=index,
+    )
+
+
+def _as_L(res, L) -> np.ndarray:
+    p = len(res.params)
+    try:
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+    except (TypeError, ValueError):
+        raise FitError("the contrast matrix L must be numbers, one column per fixed effect") from None
+    if L.ndim != 2 or L.shape[1] != p:
+        raise FitError(f"the contrast matrix L must have {p} columns (one per fixed effect: {list(res.params.index)})")
+    if not np.all(np.isfinite(L)):
+        raise FitError("the contrast matrix L has missing or infinite entries")
+    return L
+
+
+def _fstat_ddf(nu: np.ndarray) -> float:
+    """lmerTest's combination of per-direction df into the F statistic's denominator df."""
+    if len(nu) == 1:
+        return float(nu[0])
+    if np.all(np.abs(np.diff(nu)) < 1e-8):
+        return float(np.mean(nu))
+    if np.any(nu <= 2):
+        return 2.0
+    E = float(np.sum(nu / (nu - 2)))
+    return 2 * E / (E - len(nu))
+
+
+def contrast_test(res, L, rhs=None, ddf: str = "satterthwaite") -> pd.Series:
+    """Joint test of Lβ = rhs. LMMs: ``Sum Sq``, ``Mean Sq``, ``NumDF``, ``DenDF``, ``F value``,
+    ``Pr(>F)`` (lmerTest's ``contest``; ``ddf="asymptotic"`` gives the Wald chi-square); GLMMs:
+    ``Chisq``, ``Df``, ``Pr(>Chisq)`` (car's Wald test)."""
+    L = _as_L(res, L)
+    key = parse_ddf(ddf)
+    beta = res.params.to_numpy()
+    c = np.zeros(L.shape[0]) if rhs is None else np.broadcast_to(np.asarray(rhs, dtype=float), (L.shape[0],))
+    if not res.family.is_lmm or key == WALD:
+        V = res.vcov().to_numpy()
+        M = L @ V @ L.T
+        w, P = np.linalg.eigh(M)
+        pos = w > max(np.sqrt(np.finfo(float).eps) * w.max(), 0)
+        if not pos.any():
+            raise FitError("the contrast matrix L tests nothing (L V L' is zero)")
+        z = P[:, pos].T @ (L @ beta - c)
+        chisq = float(np.sum(z**2 / w[pos]))
+        q = int(pos.sum())
+        return pd.Series({"Chisq": chisq, "Df": q, "Pr(>Chisq)": float(stats.chi2.sf(chisq, q))})
+    if key == KENWARD_ROGER:
+        parts = kenward_roger_parts(res)
+        PhiA = parts["PhiA"]
+        q = int(np.linalg.matrix_rank(L))
+        diff = L @ beta - c
+        F = float(diff @ np.linalg.pinv(L @ PhiA @ L.T) @ diff) / q
+        den = kr_hypothesis_df(parts, L, q)
+    else:
+        V = res.vcov().to_numpy()
+        A, jac = satterthwaite_parts(res)
+        w, P = np.linalg.eigh(L @ V @ L.T)
+        order = np.argsort(w)[::-1]
+        w, P = w[order], P[:, order]
+        pos = w > max(np.sqrt(np.finfo(float).eps) * w[0], 0)
+        q = int(pos.sum())
+        if q == 0:
+            raise FitError("the contrast matrix L tests nothing (L V L' is zero)")
+        PtL = P[:, :q].T @ L
+        t2 = (PtL @ beta - P[:, :q].T @ c) ** 2 / w[:q]
+        F = float(t2.sum() / q)
+        nu = np.empty(q)
+        for m in range(q):
+            g = np.array([PtL[m] @ J @ PtL[m] for J in jac])
+            nu[m] = 2 * w[m] ** 2 / float(g @ A @ g)
+        den = _fstat_ddf(nu)
+    ss = F * q * res.sigma**2
+    return pd.Series(
+        {
+            "Sum Sq": ss,
+            "Mean Sq": ss / q,
+            "NumDF": q,
+            "DenDF": den,
+            "F value": F,
+            "Pr(>F)": float(stats.f.sf(F, q, den)),
+        }
+    )
+
+
+def contrast_t(res, L, rhs=None, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
+    """One t test per row of L (z tests for GLMMs or ``ddf="asymptotic"``): estimate, std_err,
+    df, statistic, p_value, ci_low, ci_high (lmerTest's ``contest(joint = FALSE)``)."""
+    level = check_level(level)
+    L = _as_L(res, L)
+    key = parse_ddf(ddf)
+    c = np.zeros(L.shape[0]) if rhs is None else np.broadcast_to(np.asarray(rhs, dtype=float), (L.shape[0],))
+    est = L @ res.params.to_numpy() - c
+    if not res.family.is_lmm or key == WALD:
+        se = np.sqrt(np.einsum("ij,jk,ik->i", L, res.vcov().to_numpy(), L))
+        df = np.full(len(est), np.inf)
+    elif key == KENWARD_ROGER:
+        parts = kenward_roger_parts(res)
+        se = np.sqrt(np.einsum("ij,jk,ik->i", L, parts["PhiA"], L))
+        df = np.array([kr_hypothesis_df(parts, L[[i]], 1) for i in range(len(est))])
+    else:
+        V = res.vcov().to_numpy()
+        A, jac = satterthwaite_parts(res)
+        se = np.sqrt(np.einsum("ij,jk,ik->i", L, V, L))
+        df = np.empty(len(est))
+        for i, ell in enumerate(L):
+            g = np.array([ell @ J @ ell for J in jac])
+            df[i] = 2 * (ell @ V @ ell) ** 2 / float(g @ A @ g)
+    return t_frame(est, se, df, level)
+
+
+def term_columns(design) -> dict[str, list[int]]:
+    """Fixed-effect term (as formulaic names it: ``x``, ``C(f)``, ``x:C(f)``; the intercept
+    ``(Intercept)``) → its columns in the fitted X (after rank-deficient columns were dropped)."""
+    spec = design.fixed_spec
+    if spec is None:
+        raise FitError("an ANOVA table needs a model built with from_formula")
+    keep = design.fixed_keep if design.fixed_keep is not None else np.arange(len(design.fixed_names))
+    pos = {int(k): i for i, k in enumerate(keep)}
+    out: dict[str, list[int]] = {}
+    for term, sl in spec.term_slices.items():
+        cols = [pos[j] for j in range(sl.start, sl.stop) if j in pos]
+        if cols:
+            out["(Intercept)" if str(term) == "1" else str(term)] = cols
+    return out
+
+
+def _contained(term: str, others: list[str]) -> bool:
+    """Whether another term contains ``term`` (its factors and more: an interaction)."""
+    parts = set(term.split(":"))
+    return any(o != term and parts < set(o.split(":")) for o in others)
+
+
+def anova_table(res, type: int = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+    """One row per fixed-effect term; see the module docstring for the hypotheses."""
+    if type not in (1, 3, "I", "III"):
+        raise FitError(f"type must be 1 or 3, not {type!r}")
+    type = 1 if type in (1, "I") else 3
+    d = res.design
+    cols = term_columns(d)
+    p = len(res.params)
+    if not res.family.is_lmm:
+        if type != 3:
+            raise FitError("GLMM tables are car's type 3 Wald chi-square tests: use type=3")
+        rows = {}
+        for term, idx in cols.items():
+            rows[term] = contrast_test(res, np.eye(p)[idx], ddf=WALD)
+        return pd.DataFrame(rows).T[["Chisq", "Df", "Pr(>Chisq)"]].astype({"Df": int})
+    terms = [t for t in cols if t != "(Intercept)"]
+    if not terms:
+        raise FitError("the model has no fixed-effect term besides the intercept to test")
+    if type == 1:
+        R = np.linalg.cholesky(d.X.T @ d.X).T  # X'X = R'R
+        contrasts = {t: R[cols[t]] for t in terms}
+    else:
+        if d.type3 is not None:  # some term contains another: lmerTest's marginal hypotheses
+            contrasts = type3_contrasts(d, cols)
+        elif any(_contained(t, terms) for t in terms):
+            raise FitError(
+                "type 3 tests for a model where one term contains another need the rows (the all-levels "
+                "design), recorded only for models built from a pandas DataFrame; use type=1"
+            )
+        else:
+            contrasts = {t: np.eye(p)[cols[t]] for t in terms}
+    rows = {t: contrast_test(res, Lt, ddf=ddf) for t, Lt in contrasts.items()}
+    return pd.DataFrame(rows).T[["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]].astype({"NumDF": int})
+
+
+def drop1_table(res, ddf: str = "satterthwaite") -> pd.DataFrame:
+    """F tests of dropping each fixed-effect term that marginality allows (no other term contains
+    it), as ``lmerTest::drop1(m)``: each such term's columns tested jointly."""
+    if not res.family.is_lmm:
+        raise FitError("drop1() gives lmerTest's F tests for linear mixed models; for a GLMM use anova() (Wald)")
+    cols = term_columns(res.design)
+    terms = [t for t in cols if t != "(Intercept)"]
+    p = len(res.params)
+    rows = {t: contrast_test(res, np.eye(p)[cols[t]], ddf=ddf) for t in terms if not _contained(t, terms)}
+    if not rows:
+        raise FitError("the model has no fixed-effect term to drop")
+    return pd.DataFrame(rows).T[["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]].astype({"NumDF": int})
