@@ -8,7 +8,10 @@ import numpy as np
 
 from .errors import FitError, did_you_mean
 
-__all__ = ["check_level", "check_count", "make_rng", "select_names"]
+__all__ = ["check_level", "check_count", "make_rng", "select_names", "check_interval_method"]
+
+#: conf_int's methods and the options each takes
+INTERVAL_OPTIONS = {"wald": (), "profile": (), "bootstrap": ("n_boot", "seed", "n_jobs", "progress")}
 
 
 def check_level(level, name: str = "level", example: str = "0.95 for 95% intervals") -> float:
@@ -55,3 +58,21 @@ def select_names(which, names: list[str], method: str, elsewhere: list[str] = ()
         msg = f"conf_int(method='{method}'): no parameter '{name}'{did_you_mean(str(name), names)}{hint}"
         raise FitError(f"{msg}{'' if msg.endswith('?') else '.'} The names are: {', '.join(names)}")
     return [n for n in names if n in wanted]
+
+
+def check_interval_method(method, options: dict) -> str:
+    """conf_int's ``method`` as ``"wald"``, ``"profile"`` or ``"bootstrap"`` (``"boot"`` too),
+    after checking that it takes every one of ``options``."""
+    key = str(method).lower()
+    key = "bootstrap" if key == "boot" else key
+    if key not in INTERVAL_OPTIONS:
+        raise FitError(
+            f"unknown interval method '{method}'{did_you_mean(key, INTERVAL_OPTIONS)}; "
+            "choose 'wald', 'profile' or 'bootstrap'"
+        )
+    takes = INTERVAL_OPTIONS[key]
+    for name in options:
+        if name not in takes:
+            what = f"takes {', '.join(takes)}" if takes else "takes no further options"
+            raise FitError(f"conf_int(method='{key}') has no option '{name}'{did_you_mean(name, takes)}; it {what}")
+    return key

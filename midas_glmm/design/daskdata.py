@@ -1,7 +1,7 @@
 """Dask DataFrames as data: the data pass runs partition by partition on the workers.
 
 A linear mixed model needs its rows only through the cross-product blocks of ``[Z X y]``
-(:class:`~midas_glmm.blocks.CrossProducts`), which add up over disjoint sets of rows. So:
+(:class:`~midas_glmm.design.blocks.CrossProducts`), which add up over disjoint sets of rows. So:
 
 1. **scan** — one pass: rows, complete rows, column kinds, and the levels of every grouping
    factor and categorical predictor (so that every partition codes them alike);

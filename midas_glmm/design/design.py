@@ -22,7 +22,6 @@ import pandas as pd
 
 from ..errors import DataError, FitError, FormulaError, did_you_mean
 from ..linalg.orderings import fill_reducing_levels
-from . import replay as _replay
 from .columns import (
     INTERCEPT,
     check_columns,
@@ -37,6 +36,7 @@ from .columns import (
 from .fixed import check_weighted_rank, column_moments, independent_columns
 from .formula import ParsedFormula, RandomTermSpec, parse_formula
 from .grid import reference_grid, reference_grid_info
+from .replay import NewRows, fixed_on, population_columns, replay_on, zero_inflation_on
 from .response import argument_values, check_finite, check_weights, label_of, offset_of, response_of
 from .reterms import ReTerm, lme4_term_order
 from .type3 import type3_basis
@@ -91,21 +91,21 @@ class Design:
     source: object = None  # a DaskSource when the rows live in a Dask DataFrame
     gram: np.ndarray | None = None  # X'X (unweighted), from the rank check
     grid: dict | None = None  # fixed-part variable → ("factor", levels) or ("numeric", mean): emmeans
-    type3: dict | None = None  # type 3 contrast basis when terms contain one another (type3.py)
-    zi: object = None  # a ZeroInflation (zeroinfl.py) for a model with a ziformula
+    type3: dict | None = None  # type 3 contrast basis when terms contain one another (:mod:`.type3`)
+    zi: object = None  # a ZeroInflation (:mod:`.zeroinfl`) for a model with a ziformula
 
-    def replay(self, data: pd.DataFrame | None, random_effects: bool = True, offset: bool = True) -> _replay.NewRows:
+    def replay(self, data: pd.DataFrame | None, random_effects: bool = True, offset: bool = True) -> NewRows:
         """The design on new rows (the fitted rows when None), as the fit encoded it: X, the
-        offset, each term's columns and level positions (:func:`~midas_glmm.design.replay.replay`)."""
-        return _replay.replay(self, data, random_effects, offset)
+        offset, each term's columns and level positions (:func:`~midas_glmm.design.replay.replay_on`)."""
+        return replay_on(self, data, random_effects, offset)
 
     def zero_inflation_on(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(complete rows, X_zi of those rows) of the zero-inflation part on new rows."""
-        return _replay.zero_inflation_on(self, data)
+        return zero_inflation_on(self, data)
 
     def population_columns(self, term: ReTerm, data: pd.DataFrame | None, complete: np.ndarray) -> np.ndarray:
         """A term's columns on the complete rows of ``data``, without their levels."""
-        return _replay.population_columns(term, data, complete)
+        return population_columns(term, data, complete)
 
     def reference_grid(self) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
         """emmeans' reference grid: (grid, its fixed-effects matrix, the factor variables)."""
@@ -114,7 +114,7 @@ class Design:
                 "emmeans() needs the reference grid recorded when the model was built from a pandas DataFrame"
             )
         grid, factors = reference_grid(self.grid)
-        return grid, _replay.fixed_on(self, grid, "the reference grid"), factors
+        return grid, fixed_on(self, grid, "the reference grid"), factors
 
 
 def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
@@ -236,7 +236,7 @@ def build_design(
     family : Family, optional
         Codes a response that is not numbers (binomial: lme4's first level = failure).
     zi_rhs : str, optional
-        The right-hand side of a zero-inflation formula (:mod:`~midas_glmm.zeroinfl`); its
+        The right-hand side of a zero-inflation formula (:mod:`~midas_glmm.design.zeroinfl`); its
         variables must be complete too (glmmTMB drops a row missing a variable of either part).
     """
     if not isinstance(data, pd.DataFrame):

@@ -25,7 +25,15 @@ from ..errors import DataError, FitError, did_you_mean
 from .columns import eval_expression, formula_variables, numbers_as_floats
 from .reterms import ReTerm
 
-__all__ = ["NewRows", "replay", "zero_inflation_on", "population_columns", "fixed_on", "require_columns", "replay_spec"]
+__all__ = [
+    "NewRows",
+    "replay_on",
+    "zero_inflation_on",
+    "population_columns",
+    "fixed_on",
+    "require_columns",
+    "replay_spec",
+]
 
 
 @dataclass
@@ -51,7 +59,7 @@ class NewRows:
     terms: list
 
 
-def replay(design, data: pd.DataFrame | None, random_effects: bool = True, offset: bool = True) -> NewRows:
+def replay_on(design, data: pd.DataFrame | None, random_effects: bool = True, offset: bool = True) -> NewRows:
     """:class:`NewRows` of ``data`` (the fitted rows when None): what η = Xβ + offset + Zb and its
     variance are made of. ``random_effects=False`` leaves the grouping columns out (lme4's
     ``re.form = NA``); ``offset=False`` leaves the offset out (a reference grid)."""

@@ -44,8 +44,9 @@ class ReTerm:
     spec : object
         formulaic ModelSpec of ``expr``, to rebuild ``Zcols`` on new data.
     display : ndarray of int or None
-        When the levels were reordered for the factorisation (:func:`reorder_levels`), the
-        positions of the levels in their original (sorted) order, for reporting.
+        When the levels were reordered for the factorisation
+        (:func:`~midas_glmm.linalg.orderings.fill_reducing_levels`), the positions of the levels
+        in their original (sorted) order, for reporting.
     """
 
     group_name: str

@@ -1,4 +1,4 @@
-"""The per-θ numeric factorisation, in the layout of a :class:`~midas_glmm.sparsity.FactorPlan`.
+"""The per-θ numeric factorisation, in the layout of a :class:`~midas_glmm.engine.sparsity.FactorPlan`.
 
 For one θ, :class:`Factor` computes the Cholesky factor
 

@@ -44,7 +44,7 @@ def _per_term(plan, M: np.ndarray, width: int) -> list[np.ndarray]:
 
 
 def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
-    """(criterion, ∂criterion/∂θ) of an :class:`~midas_glmm.lmm.LMMCriterion` at θ."""
+    """(criterion, ∂criterion/∂θ) of an :class:`~midas_glmm.engine.lmm.LMMCriterion` at θ."""
     theta = np.asarray(theta, dtype=float)
     tmap, P, blocks = crit.tmap, crit.plan, crit.blocks
     L = Factor(P, blocks, tmap.lams(theta))

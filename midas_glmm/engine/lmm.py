@@ -8,7 +8,7 @@ Following Bates, Mächler, Bolker & Walker (2015, JSS 67(1)), with b = Λ(θ)u, 
 where L_θ is the Cholesky factor of Λ'Z'WZΛ + I, R_X that of the Schur complement for β and
 r²_θ the penalised residual sum of squares (minus Σ log wᵢ with prior weights). β̂ and σ̂² are
 closed-form given θ. Nothing here touches the rows: everything comes from the
-:class:`~midas_glmm.blocks.CrossProducts` computed once.
+:class:`~midas_glmm.design.blocks.CrossProducts` computed once.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Many responses on one Gaussian design: the profiled criterion at many (response, θ) points in
-one compiled pass, and the lock-step Newton iteration :func:`~midas_glmm.fitmany.fit_many` runs
+one compiled pass, and the lock-step Newton iteration :func:`~midas_glmm.many.fit_many` runs
 on it.
 
 A single fit spends its time in ~35 evaluations of the criterion, each a factorisation called
 from Python. Here every response is moved at once: each Newton step evaluates, for all responses
-together, the central-difference stencil of :func:`~midas_glmm.optimize.fd_derivatives` around
+together, the central-difference stencil of :func:`~midas_glmm.engine.optimize.fd_derivatives` around
 each response's own θ, in one call of a compiled kernel.
 
 The kernel saves most of the factorisations of a stencil. Write θ = (θ_s, θ_t) for the terms of
@@ -399,7 +399,7 @@ class BatchCriterion:
         Any response's criterion on the design: its plan, Z'WZ and X blocks are shared.
     zy, xy, rr : ndarray
         The responses' own blocks, Z'Wr (K × q, node order), X'Wr (K × p) and r'Wr (K,), with
-        r the response less its rough OLS fit (see :func:`~midas_glmm.lmm.lmm_criterion`).
+        r the response less its rough OLS fit (see :func:`~midas_glmm.engine.lmm.lmm_criterion`).
 
     What comes from the design alone (the layout, the tail rows B1 and the grouped sums C_u) is
     built once; :meth:`with_responses` gives the same criterion for another batch.

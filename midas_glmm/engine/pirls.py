@@ -2,7 +2,7 @@
 
 With b = Λ(θ)u and u ~ N(0, I), the conditional modes û maximise the penalised log-likelihood
 Σᵢ log f(yᵢ | ηᵢ) − ‖u‖²/2, η = offset + Xβ + ZΛu. PIRLS finds them by Fisher scoring with
-step-halving; each step is one weighted data pass (:class:`~midas_glmm.blocks.CrossProducts`
+step-halving; each step is one weighted data pass (:class:`~midas_glmm.design.blocks.CrossProducts`
 with the working weights) and one blocked Cholesky — the same machinery as the LMM.
 
 * Laplace   −2ℓ(θ, β, φ) ≈ −2 Σ log f(y | μ̂) + ‖û‖² + log|Λ'Z'WZΛ + I|,

@@ -14,7 +14,7 @@ The factor has two parts, chosen here from that pattern:
   one full matrix factored by LAPACK.
 
 :class:`FactorPlan` holds both layouts and the maps that put the cross-product blocks into them:
-:meth:`FactorPlan.load` from a :class:`~midas_glmm.blocks.CrossProducts` (the LMM's one data
+:meth:`FactorPlan.load` from a :class:`~midas_glmm.design.blocks.CrossProducts` (the LMM's one data
 pass, Dask partitions), :class:`RowMap` straight from the rows (each PIRLS step of an in-memory
 GLMM: two ``bincount`` calls and a product with a fixed sparse Z', no sparse object built).
 """

@@ -111,6 +111,10 @@ class Family:
     observed_positive_links: tuple[str, ...] = ()
     #: the compiled PIRLS pass of :mod:`~midas_glmm.linalg.rowkernels` for this family and link
     kernel_link: int | None = None
+    #: with the canonical link μ' = V(μ), so the Fisher weight is w·μ'/φ (binomial-logit, Poisson-log)
+    canonical_mu_eta_is_variance = False
+    #: an exponential family with a unit deviance (lme4's deviance(), deviance residuals)
+    has_unit_deviance = True
 
     def __init__(self, link=None):
         if link is None:
@@ -201,7 +205,10 @@ class Family:
 
     # --- PIRLS weights, score and information in η
     def weights(self, y, mu, eta, prior, phi=1.0, observed=False):
-        """Working weights: Fisher w·μ'²/(φV), or the observed information of η when asked."""
+        """Working weights: Fisher w·μ'²/(φV), or the observed information of η when asked (the
+        two agree for a canonical link)."""
+        if self.canonical and self.canonical_mu_eta_is_variance:
+            return prior * self.mu_eta(eta, mu) / phi
         d = self.mu_eta(eta, mu)
         V = self.variance(mu, phi)
         scale = self._scale(phi)
@@ -254,6 +261,11 @@ class Family:
     # --- deviance and residuals
     def deviance_family(self, phi: float):
         """statsmodels' family whose unit deviance is ours at dispersion φ."""
+        if not self.has_unit_deviance:
+            raise FitError(
+                f"deviance residuals and lme4's deviance() are not defined here for the {self.name} family "
+                "(it is not an exponential family with a unit deviance); use resid_pearson or the log-likelihood"
+            )
         return self.sm
 
     def deviance(self, y, mu, prior, phi: float = 1.0) -> float:

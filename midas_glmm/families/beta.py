@@ -6,7 +6,7 @@ import numpy as np
 import statsmodels.api as sm
 from scipy import special
 
-from ..errors import DataError, FitError
+from ..errors import DataError
 from .base import ResponseTerms, UnitMean
 from .special import trigamma
 
@@ -24,6 +24,7 @@ class Beta(UnitMean):
     has_dispersion = True
     laplace_observed = True
     exact = True
+    has_unit_deviance = False
     has_zeros = False
     dispersion_label = "precision phi"
 
@@ -52,12 +53,6 @@ class Beta(UnitMean):
             + b * terms.parts["log1my"]
         )
         return terms.prior * core + terms.const
-
-    def deviance_family(self, phi):
-        raise FitError(
-            f"deviance residuals and lme4's deviance() are not defined here for the {self.name} family "
-            "(it is not an exponential family with a unit deviance); use resid_pearson or the log-likelihood"
-        )
 
     def simulate(self, mu, rng, prior, trials, phi):
         return np.clip(rng.beta(mu * phi, (1.0 - mu) * phi), 1e-12, 1 - 1e-12)

@@ -29,6 +29,7 @@ class Binomial(UnitMean):
     canonical_link = "logit"
     statsmodels_class = sm.families.Binomial
     agq = True
+    canonical_mu_eta_is_variance = True
     mean_name = "prob"
     checks_separation = True
 
@@ -41,11 +42,6 @@ class Binomial(UnitMean):
         if self.canonical:
             return np.clip(special.expit(eta), 1e-15, 1 - 1e-15)
         return super().linkinv(eta)
-
-    def weights(self, y, mu, eta, prior, phi=1.0, observed=False):
-        if self.canonical:  # μ' = V(μ): the Fisher weight is w·V(μ)/φ
-            return prior * self.mu_eta(eta, mu) / phi
-        return super().weights(y, mu, eta, prior, phi, observed)
 
     def loglik_constant(self, y, prior, trials):
         # successes k = y·n as given: non-integer k (lme4 warns) keep one objective

@@ -7,7 +7,6 @@ import numpy as np
 import statsmodels.api as sm
 from scipy import special
 
-from ..errors import FitError
 from .base import Family, PositiveMean, ResponseTerms
 from .poisson import Poisson, check_counts
 from .special import digamma_difference, lgamma_ratio, trigamma_difference
@@ -79,6 +78,7 @@ class NegativeBinomial1(NegativeBinomial):
     name = "nbinom1"
     dispersion_label = "phi, variance mu (1 + phi)"
     exact = True
+    has_unit_deviance = False
 
     def variance(self, mu, phi=1.0):
         return mu * (1.0 + phi)
@@ -95,12 +95,6 @@ class NegativeBinomial1(NegativeBinomial):
         y, sz = terms.y, mu / phi
         core = lgamma_ratio(y, sz) - (sz + y) * np.log1p(phi) + y * np.log(phi)
         return terms.prior * core + terms.const
-
-    def deviance_family(self, phi):
-        raise FitError(
-            f"deviance residuals and lme4's deviance() are not defined here for the {self.name} family "
-            "(it is not an exponential family with a unit deviance); use resid_pearson or the log-likelihood"
-        )
 
     def simulate(self, mu, rng, prior, trials, phi):
         # size μ/φ, p = 1/(1+φ): mean μ, variance μ(1+φ)

@@ -32,6 +32,7 @@ class Poisson(PositiveMean):
     canonical_link = "log"
     statsmodels_class = sm.families.Poisson
     agq = True
+    canonical_mu_eta_is_variance = True
     zero_inflatable = True
     mean_name = "rate"
 
@@ -44,11 +45,6 @@ class Poisson(PositiveMean):
         if self.canonical:
             return np.maximum(np.exp(eta), 1e-300)
         return super().linkinv(eta)
-
-    def weights(self, y, mu, eta, prior, phi=1.0, observed=False):
-        if self.canonical:  # μ' = V(μ): the Fisher weight is w·V(μ)/φ
-            return prior * self.mu_eta(eta, mu) / phi
-        return super().weights(y, mu, eta, prior, phi, observed)
 
     def loglik_constant(self, y, prior, trials):
         return -prior * special.gammaln(y + 1), {"a": prior * y, "b": prior}

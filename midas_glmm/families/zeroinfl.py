@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ZeroInflatedRows"]
+__all__ = ["ZeroInflatedRows", "zero_inflated_pearson"]
 
 
 class ZeroInflatedRows:
@@ -65,3 +65,10 @@ class ZeroInflatedRows:
 def log_probs(zeta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(log π, log(1 − π)) for π = logit⁻¹(ζ), without overflow."""
     return -np.logaddexp(0.0, -zeta), -np.logaddexp(0.0, zeta)
+
+
+def zero_inflated_pearson(y, mu, pi, variance, w) -> np.ndarray:
+    """Pearson residuals of the mixture, as glmmTMB's: √w (y − (1 − π)μ)/√((1 − π)(V(μ) + πμ²)),
+    ``variance`` the conditional family's V(μ)."""
+    var = (1.0 - pi) * (variance + pi * mu**2)
+    return np.sqrt(w / var) * (y - (1.0 - pi) * mu)

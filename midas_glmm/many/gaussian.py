@@ -63,8 +63,8 @@ class GaussianShared:
         """A batch's own blocks (complete responses, n × K), as a single fit's data pass makes
         them: b (p × K, the rough OLS fit taken out), Z'Wr (K × q), X'Wr (K × p), r'Wr and y'Wy.
 
-        Two compiled passes over the rows (:func:`~midas_glmm.lmmbatch.ols_sums` for b, then
-        :func:`~midas_glmm.lmmbatch.residual_sums`), each sum taken row by row: a response's
+        Two compiled passes over the rows (:func:`~midas_glmm.engine.lmmbatch.ols_sums` for b, then
+        :func:`~midas_glmm.engine.lmmbatch.residual_sums`), each sum taken row by row: a response's
         numbers do not depend on the other responses of its batch, so its fit is the same
         whichever batch or process it is in."""
 
@@ -96,10 +96,10 @@ class GaussianShared:
         return out
 
     def newton(self, blocks: SimpleNamespace) -> list[dict | None]:
-        """The batch's fits by lock-step Newton (:mod:`~midas_glmm.lmmbatch`): per response the
-        estimates :func:`~midas_glmm.lmm.lmm_estimates` gives at θ̂ (computed here for the whole
+        """The batch's fits by lock-step Newton (:mod:`~midas_glmm.engine.lmmbatch`): per response the
+        estimates :func:`~midas_glmm.engine.lmm.lmm_estimates` gives at θ̂ (computed here for the whole
         batch from the Schur factors at θ̂), or None for a response left to the single-fit
-        optimizer (not converged by :func:`~midas_glmm.lmmbatch.newton_many`, or a residual
+        optimizer (not converged by :func:`~midas_glmm.engine.lmmbatch.newton_many`, or a residual
         variance or residual sum of squares at zero, which the single fit reports)."""
 
         crit, S = self.crit, self.S

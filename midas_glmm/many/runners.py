@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import copy
 import math
+import multiprocessing
 import os
 import sys
 import threading
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from ..design.columns import used_columns
 from ..engine.controls import FitControl, check_maxiter, check_start, fit_control
@@ -173,9 +176,6 @@ def run_processes(workers: int, model, settings, names, values, bar) -> list[dic
     the model, its shared Gaussian blocks (built here first) and the responses are inherited,
     not pickled: only names and column ranges travel; elsewhere the model is sent once per
     process and each chunk's responses with it."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     global _FORK_STATE
     parts = _chunks(len(names), workers * 4)
     # the start method set by the user, else the platform's default (without fixing it)
@@ -214,8 +214,6 @@ def _dask_chunk(model, settings, names, values):
     """A chunk on a dask worker. Chunks run one at a time per worker process: the per-response
     warning capture (warnings.catch_warnings) and the BLAS thread limit are process-wide, so
     threads of one worker would mix them up; parallelism comes from the worker processes."""
-    from threadpoolctl import threadpool_limits
-
     with _DASK_LOCK, threadpool_limits(1):
         return run_chunk(model, settings, names, values)
 

@@ -5,6 +5,7 @@ percentiles of the refitted parameters."""
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -45,8 +46,6 @@ def bootstrap_ci(
     # not the results, nor the data the model was built from: only what a refit needs
     spec = (res.model.with_response(res.design.y), res.fit_options)
     if n_jobs > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(max_workers=n_jobs) as ex:
             outcomes = list(_progress(ex.map(_boot_one, [spec] * n_boot, tasks), n_boot, progress))
     else:

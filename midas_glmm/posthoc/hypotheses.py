@@ -12,7 +12,7 @@ the adjusted covariance Φ_A, DenDF from KR's moment matching for the rank-q hyp
 ANOVA contrasts: type 1 (sequential) — the rows of the Cholesky factor R of X'X (X'X = R'R)
 for each term's columns (lmerTest's Doolittle rows, up to scaling); type 3 — each term's own
 columns when no term contains another (and car's type 3 Wald tests for GLMMs), else lmerTest's
-marginal hypotheses (:mod:`midas_glmm.type3`).
+marginal hypotheses (:mod:`midas_glmm.design.type3`).
 """
 
 from __future__ import annotations

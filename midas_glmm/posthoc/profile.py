@@ -70,14 +70,15 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
             res = res.refit(method="ML")
     z = stats.norm.ppf(0.5 + level / 2)
     crit, _ = lmm_criterion(res.design, REML=False)
-    names = ThetaMap(res.design.terms).sdcor_names()
-    v_hat = ThetaMap(res.design.terms).sdcor(res.theta, res.sigma)
+    tm = crit.tmap
+    names = tm.sdcor_names()
+    v_hat = tm.sdcor(res.theta, res.sigma)
     kinds = []
     for nm in names:
         kinds.append("cor" if nm.startswith("cor_") else "sd")
 
     def dev_v(v):
-        th = ThetaMap(res.design.terms).theta_from_sdcor(v)
+        th = tm.theta_from_sdcor(v)
         if th is None or v[-1] <= 0:
             return np.inf
         return crit.unprofiled(th, v[-1])
@@ -160,9 +161,10 @@ def _profile_glmm(res, level: float, which) -> pd.DataFrame:
     prob = GLMMProblem(res.design, res.family, standardize_X=True)
     Sinv = np.linalg.inv(prob.S)
     disp = res.family.has_dispersion
-    names = ThetaMap(res.design.terms).sdcor_names()[:-1] + (["sigma"] if disp else []) + list(res.params.index)
-    k_var = len(ThetaMap(res.design.terms).sdcor_names()) - 1
-    sd_hat = ThetaMap(res.design.terms).sdcor(res.theta, 1.0)[:-1]
+    tm = prob.tmap
+    names = tm.sdcor_names()[:-1] + (["sigma"] if disp else []) + list(res.params.index)
+    k_var = len(tm.sdcor_names()) - 1
+    sd_hat = tm.sdcor(res.theta, 1.0)[:-1]
     # the dispersion is profiled on the scale reported as sigma (Family.sigma_of)
     v_hat = np.concatenate([sd_hat, [res.sigma] if disp else [], res.params.to_numpy()])
     kinds = [("cor" if nm.startswith("cor_") else "sd") for nm in names[:k_var]] + (["sigma"] if disp else [])
@@ -172,7 +174,7 @@ def _profile_glmm(res, level: float, which) -> pd.DataFrame:
         lo_b[k_var] = 1e-8
 
     def dev(v):
-        th = ThetaMap(res.design.terms).theta_from_sdcor(np.concatenate([v[:k_var], [1.0]]))
+        th = tm.theta_from_sdcor(np.concatenate([v[:k_var], [1.0]]))
         if th is None:
             return np.inf
         phi = res.family.dispersion_of(v[k_var]) if disp else 1.0

@@ -14,13 +14,14 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from ..checks import check_level, select_names
+from ..checks import check_interval_method, check_level, select_names
 from ..design.daskdata import is_dask_frame
 from ..design.formula import update_formula
 from ..design.reterms import ThetaMap
 from ..engine.estimates import Estimates
 from ..engine.optimize import OPTIMIZERS
-from ..errors import FitError, did_you_mean
+from ..errors import FitError
+from ..families.zeroinfl import zero_inflated_pearson
 from ..posthoc import bootstrap, emmeans, hypotheses, prediction, profile, r2, ranova, residuals, simulate
 from . import persist, varcomp
 from .summary import Summary
@@ -245,20 +246,7 @@ class MixedModelResults:
         if level is None:
             level = 1 - check_level(alpha, "alpha", "0.05 for 95% intervals")
         level = check_level(level)
-        key = str(method).lower()
-        allowed = {"wald": (), "profile": (), "bootstrap": ("n_boot", "seed", "n_jobs", "progress")}
-        key = "bootstrap" if key == "boot" else key
-        if key not in allowed:
-            raise FitError(
-                f"unknown interval method '{method}'{did_you_mean(key, allowed)}; "
-                "choose 'wald', 'profile' or 'bootstrap'"
-            )
-        for name in options:
-            if name not in allowed[key]:
-                takes = f"takes {', '.join(allowed[key])}" if allowed[key] else "takes no further options"
-                raise FitError(
-                    f"conf_int(method='{key}') has no option '{name}'{did_you_mean(name, allowed[key])}; it {takes}"
-                )
+        key = check_interval_method(method, options)
         if key == "wald":
             varpar = ThetaMap(self.design.terms).sdcor_names()
             names = select_names(which, list(self.params.index), "wald", elsewhere=varpar)
@@ -479,10 +467,8 @@ class MixedModelResults:
                 "deviance residuals are not defined for a zero-inflated model (the mixture has no unit "
                 "deviance); use resid_pearson, resid or simulate_residuals()"
             )
-        pi = self.zi_probability()
         mu_c = self.predict(kind="conditional")
-        var = (1.0 - pi) * (fam.variance(mu_c, self.dispersion) + pi * mu_c**2)
-        return np.sqrt(w / var) * (y - (1.0 - pi) * mu_c)
+        return zero_inflated_pearson(y, mu_c, self.zi_probability(), fam.variance(mu_c, self.dispersion), w)
 
     # ------------------------------------------------------------------ post-hoc (posthoc/)
     def coef_table(self, ddf: str = "normal", level: float = 0.95) -> pd.DataFrame:
