@@ -1,51 +1,17 @@
 """Every reference case (lme4 / glmmTMB) reproduced within the reference README's tolerances."""
 
-import functools
 import json
-import warnings
 
 import numpy as np
 import pytest
-from conftest import REF, case_data, case_names, load_case
-
-from midas_glmm import MixedModel
+from conftest import REF, TARGETS, case_data, fitted, load_case
 
 LMM = {"loglik": 1e-4, "fixef": 1e-3, "se": 1e-3, "theta": 1e-3, "ranef": 1e-3, "ic": 1e-3}
 GLMM = {"loglik": 1e-3, "fixef": 5e-3, "se": 5e-3, "theta": 5e-3, "ranef": 5e-3, "ic": 1e-2}
-ALL = case_names("lmm") + case_names("glmm")
-
-
-@functools.cache
-def fitted(case: str):
-    ref = load_case(case)
-    family = None
-    if ref["family"] != "gaussian":
-        import statsmodels.api as sm
-
-        links = {
-            "log": sm.families.links.Log(),
-            "logit": sm.families.links.Logit(),
-            "probit": sm.families.links.Probit(),
-        }
-        fams = {"binomial": sm.families.Binomial, "poisson": sm.families.Poisson, "Gamma": sm.families.Gamma}
-        family = fams[ref["family"]](links[ref["link"]])
-    model = MixedModel.from_formula(ref["formula_py"], case_data(ref), family=family, weights=ref.get("weights"))
-    method = ref["method"] if ref["method"] in ("REML", "ML") else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = model.fit(method=method, nAGQ=max(ref["nAGQ"], 1), fast=ref["nAGQ"] == 0)
-    return ref, res
 
 
 def tol(ref):
     return LMM if ref["family"] == "gaussian" else GLMM
-
-
-def is_target(case):
-    return case != "gamma_log_lme4"  # lme4's Gamma scale differs: kept for information (README)
-
-
-TARGETS = [c for c in ALL if is_target(c)]
 
 
 def better_reference(case, ref):

@@ -63,7 +63,6 @@ def test_score_and_information_are_derivatives_of_the_loglik(name, link, phi, y,
     """∂ log f/∂η and −∂² log f/∂η² (the observed information) by central differences in η;
     the binomial family's score is taken on one trial (its Laplace rows are per trial)."""
     if name == "binomial":
-        trials = None
         y = (y > 0.5).astype(float)
     fam = family(name, link)
     eta = fam.linkfun(mu)

@@ -5,8 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REF, load_case
-from test_reference import fitted
+from conftest import REF, fitted, load_case
 
 DEVIANCE = json.loads((REF / "extra" / "results_checks" / "deviance.json").read_text())
 GLMM_TOL = 1e-3  # the reference README's GLMM log-likelihood tolerance; a deviance is on the −2ℓ scale

@@ -6,8 +6,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import load_case
-from test_reference import TARGETS, fitted
+from conftest import TARGETS, fitted, load_case
 
 from midas_glmm import MixedModel, RefitWarning, anova, compare, datasets
 from midas_glmm.errors import FitError

@@ -22,7 +22,7 @@ import midas_glmm as mg
 from midas_glmm import MixedModel
 from midas_glmm.errors import BoundaryTestWarning, DataError, FitError
 
-REF = Path(__file__).parent / "reference" / "tmb_families"
+REF = Path(__file__).resolve().parents[1] / "reference" / "tmb_families"
 CASES = ["salamanders_nb2", "grouseticks_nb2", "simulated_nb2", "salamanders_nb1", "owls_nb1", "simulated_beta"]
 
 

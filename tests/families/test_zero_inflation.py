@@ -34,7 +34,7 @@ import midas_glmm as mg
 from midas_glmm import MixedModel
 from midas_glmm.errors import BoundaryTestWarning, FamilyError, FitError, FormulaError
 
-REF = Path(__file__).parent / "reference" / "tmb_families"
+REF = Path(__file__).resolve().parents[1] / "reference" / "tmb_families"
 CASES = ZI_CASES
 #: a zero-inflation coefficient glmmTMB puts below this is at the boundary (π < 5e-5)
 BOUNDARY = -10.0

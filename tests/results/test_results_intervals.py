@@ -6,8 +6,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data
-from test_reference import fitted
+from conftest import case_data, fitted
 
 import midas_glmm.posthoc.profile
 from midas_glmm import MixedModel, datasets
