@@ -5,7 +5,7 @@
 >>> print(res.summary())  # doctest: +SKIP
 """
 
-from . import datasets
+from . import datasets, plots
 from .errors import (
     BoundaryTestWarning,
     ConvergenceWarning,
@@ -25,7 +25,7 @@ from .errors import (
 )
 from .families import Family, family
 from .model import MixedModel
-from .posthoc import anova, compare, plots
+from .posthoc import anova, compare
 from .results import MixedModelResults, load
 
 __version__ = "0.1.0"

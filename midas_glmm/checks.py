@@ -4,11 +4,21 @@ argument and says what was meant."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .errors import FitError, did_you_mean
 
-__all__ = ["check_level", "check_count", "make_rng", "select_names", "check_interval_method"]
+__all__ = [
+    "check_level",
+    "check_count",
+    "check_array_size",
+    "memory_bytes",
+    "make_rng",
+    "select_names",
+    "check_interval_method",
+]
 
 #: conf_int's methods and the options each takes
 INTERVAL_OPTIONS = {"wald": (), "profile": (), "bootstrap": ("n_boot", "seed", "n_jobs", "progress")}
@@ -32,6 +42,22 @@ def check_count(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise FitError(f"{name} must be a positive integer, not {value!r}")
     return int(value)
+
+
+def memory_bytes() -> float:
+    """The machine's physical memory in bytes (infinite where the system does not say)."""
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
+
+
+def check_array_size(cells: float, what: str, fix: str) -> None:
+    """A FitError when an array of ``cells`` doubles (``what``) would take more than half of the
+    machine's memory; ``fix`` says what to ask for instead."""
+    need = 8.0 * float(cells)
+    if need > 0.5 * memory_bytes():
+        raise FitError(f"{what} would take {need / 2**30:,.1f} GiB, more than half of this machine's memory; {fix}")
 
 
 def make_rng(seed) -> np.random.Generator:

@@ -189,6 +189,7 @@ def _fit_many(args) -> int:
                 import pyarrow  # noqa: F401
             except ImportError:
                 raise DataError("writing .parquet needs pyarrow (pip install pyarrow); or --out x.csv") from None
+        _check_writable(out)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             data = _read(args.data)
@@ -214,6 +215,17 @@ def _fit_many(args) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     return _emit(f"{res!r}\nwrote {len(table)} rows to {out}")
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse, before any fitting, an --out whose folder does not exist or cannot be written."""
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise DataError(f"--out {str(out)!r}: the folder {str(folder)!r} does not exist; create it first")
+    if out.is_dir():
+        raise DataError(f"--out {str(out)!r} is a folder; give a file name ending in .csv or .parquet")
+    if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise DataError(f"--out {str(out)!r} cannot be written here (permissions); choose another path")
 
 
 def _emit(text: str) -> int:

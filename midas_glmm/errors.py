@@ -39,6 +39,13 @@ class SingularFitWarning(MidasWarning):
     """The fit is on the boundary: a variance is zero or a correlation is ±1."""
 
 
+#: what a singular fit warns (lme4's "boundary (singular) fit")
+SINGULAR_FIT = (
+    "boundary (singular) fit: a random-effect variance is (near) zero or a correlation is ±1 "
+    "(θ on its bound); the random-effects structure is too rich for the data: simplify it"
+)
+
+
 class ConvergenceWarning(MidasWarning):
     """The optimizer or PIRLS did not converge cleanly."""
 

@@ -15,11 +15,12 @@ import pandas as pd
 
 from .design import Design, build_design, design_from_arrays
 from .design.daskdata import build_dask_design, is_dask_frame
+from .design.response import align_to_rows
 from .design.zeroinfl import zi_rhs as zero_inflation_rhs
 from .engine.controls import FitControl, check_maxiter, check_quadrature, check_start, fit_control
 from .engine.lmm import fit_lmm
 from .engine.pirls import fit_glmm
-from .errors import ConvergenceWarning, DataError, FewGroupsWarning, FitError, SingularFitWarning
+from .errors import SINGULAR_FIT, ConvergenceWarning, DataError, FewGroupsWarning, FitError, SingularFitWarning
 from .families import Family, resolve_family
 from .many import fit_many
 from .results import MixedModelResults
@@ -66,9 +67,11 @@ class MixedModel:
     #: formula, data, weights and offset of a model built by from_formula (update(), fit_many)
     built_from: dict | None = None
 
-    def _setup(self, design: Design, family: Family) -> None:
+    def _setup(self, design: Design, family: Family, check: bool = True) -> None:
         self.design = design
         self.family = family
+        if not check:
+            return
         if design.response_name != NO_RESPONSE:
             family.check_response(design.y, design.response_name, design.trials)
             family.warn_noninteger_successes(design.y, design.weights, design.trials, design.response_name)
@@ -89,7 +92,7 @@ class MixedModel:
         data : pandas.DataFrame or dask.dataframe.DataFrame
             Not modified. Rows with a missing value in a used column (or a missing weight) are
             dropped and counted. Rows with a zero prior weight are kept and counted in ``nobs``,
-            as lme4 counts them. With a Dask DataFrame the rows stay on the workers (see daskdata).
+            as lme4 counts them. With a Dask DataFrame the rows stay on the workers (docs/dask.md).
             Column names with dots (R's ``my.var``) or Python keywords are read whole; names with
             spaces or symbols go in backticks, on either side of ``~``: ```my y` ~ x + (1 | g)``.
         family : str or statsmodels family, optional
@@ -123,11 +126,18 @@ class MixedModel:
             self.built_from["ziformula"] = ziformula
         return self
 
-    def with_response(self, y, name: str | None = None) -> MixedModel:
+    def with_response(self, y, name: str | None = None, check: bool = True) -> MixedModel:
         """The same model (design, grouping, weights, offset) with another response: one value
-        per row the model uses, on the scale of its response (``name``: what messages call it)."""
+        per row the model uses, on the scale of its response (``name``: what messages call it);
+        a pandas Series is matched to the rows by its index (the index of the model's data).
+        ``check=False`` skips the family's checks of the response and the grouping's cautions
+        (a response simulated from the model, as the bootstrap's, is in the family's support)."""
         if self.design.source is not None:
             raise FitError("a new response for a model on Dask data needs another pass: build it from the new column")
+        if isinstance(y, pd.DataFrame) and y.shape[1] == 1:
+            y = y.iloc[:, 0]
+        if isinstance(y, pd.Series):  # by its index, as fit_many aligns a response
+            y = align_to_rows(y, self.design.row_index, self.design.nobs, "the new response")
         try:
             values = np.asarray(y, dtype=float).ravel()
         except (TypeError, ValueError):
@@ -147,7 +157,7 @@ class MixedModel:
         label = self.design.response_name if name is None else str(name)
         if label == NO_RESPONSE:
             label = "y"
-        other._setup(replace(self.design, y=values, response_name=label), self.family)
+        other._setup(replace(self.design, y=values, response_name=label), self.family, check=check)
         # no built_from: update() rebuilds from the formula and data, which hold the old response
         return other
 
@@ -264,12 +274,7 @@ class MixedModel:
             est.convergence.append(msg)
             warnings.warn("model failed to converge: " + msg, ConvergenceWarning, stacklevel=2)
         if est.singular:
-            warnings.warn(
-                "boundary (singular) fit: a random-effect variance is (near) zero or a correlation is ±1 "
-                "(θ on its bound); the random-effects structure is too rich for the data: simplify it",
-                SingularFitWarning,
-                stacklevel=2,
-            )
+            warnings.warn(SINGULAR_FIT, SingularFitWarning, stacklevel=2)
         options = {"method": m if self.family.is_lmm else None, "optimizer": optimizer, "standardize": standardize}
         if not self.family.is_lmm:
             options.update(nAGQ=nAGQ, fast=fast)

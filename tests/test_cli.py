@@ -135,3 +135,29 @@ def test_zero_inflation_and_link_options(capsys):
     assert "Family: nbinom1 ( sqrt )" in capsys.readouterr().out
     assert main(["fit", "salamanders", f, "--family", "nbinom1", "--link", "sqrtt"]) == 2
     assert "unknown link 'sqrtt'" in capsys.readouterr().err
+
+
+def test_fit_many_checks_its_output_before_fitting(tmp_path, capsys, monkeypatch):
+    """--out in a folder that does not exist is a user error before any response is fitted."""
+    import midas_glmm.cli as cli
+
+    sleep = datasets.load("sleepstudy")
+    sleep.to_csv(tmp_path / "data.csv", index=False)
+    sleep[["Reaction"]].to_csv(tmp_path / "genes.csv", index=False)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted before the output was checked")
+
+    monkeypatch.setattr(cli.MixedModel, "fit_many", no_fit)
+    args = [
+        "fit-many",
+        str(tmp_path / "data.csv"),
+        "~ Days + (Days | Subject)",
+        "--responses",
+        str(tmp_path / "genes.csv"),
+    ]
+    assert main(args + ["--out", str(tmp_path / "missing" / "o.csv")]) == 2
+    assert "does not exist; create it first" in capsys.readouterr().err
+    (tmp_path / "out.csv").mkdir()
+    assert main(args + ["--out", str(tmp_path / "out.csv")]) == 2
+    assert "is a folder" in capsys.readouterr().err

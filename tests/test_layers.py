@@ -4,7 +4,7 @@ the errors, and never in a circle; no module imports another's private name; cod
 
 The layers, top to bottom (docs/theory.md draws them):
 
-    midas_glmm (the package), model, cli  →  many  →  results  →  posthoc  →  engine
+    midas_glmm (the package), model, cli, plots  →  many  →  results  →  posthoc  →  engine
     →  design  →  families  →  linalg  →  errors, checks, datasets
 
 A module may import from its own layer or any layer below it. Every import counts, those
@@ -21,7 +21,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "midas_glmm"
 
 LAYERS = [
-    ("midas_glmm", "midas_glmm.model", "midas_glmm.cli"),
+    ("midas_glmm", "midas_glmm.model", "midas_glmm.cli", "midas_glmm.plots"),
     ("midas_glmm.many",),
     ("midas_glmm.results",),
     ("midas_glmm.posthoc",),

@@ -16,6 +16,9 @@ def test_every_public_name_is_importable():
     for name in midas_glmm.__all__:
         assert getattr(midas_glmm, name) is not None, name
     assert isinstance(midas_glmm.plots, types.ModuleType) and callable(midas_glmm.plots.caterpillar)
+    from midas_glmm.plots import caterpillar, diagnostics, quantile_residuals, shrinkage  # the module's path too
+
+    assert all(callable(f) for f in (caterpillar, diagnostics, quantile_residuals, shrinkage))
     assert issubclass(midas_glmm.MidasError, ValueError)
 
 

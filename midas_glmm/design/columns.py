@@ -16,6 +16,7 @@ from dataclasses import replace
 import formulaic
 import numpy as np
 import pandas as pd
+from formulaic.transforms import TRANSFORMS
 
 from ..errors import DataError, FormulaError, did_you_mean
 from .formula import ParsedFormula
@@ -35,13 +36,23 @@ __all__ = [
     "predictor_names",
     "check_columns",
     "unquoted",
+    "string_columns",
 ]
 
 INTERCEPT = "(Intercept)"
 
 _QUOTED = re.compile(r"`([^`]*)`")
 
-_TOKEN = re.compile(r"`[^`]*`|'[^']*'|\"[^\"]*\"|[A-Za-z_.][A-Za-z0-9_.]*")
+_TOKEN = re.compile(r"`[^`]*`|'[^']*'|\"[^\"]*\"|(?:[^\W\d]|\.)[\w.]*")
+
+
+def string_columns(data):
+    """``data`` with its column names as text, so that a formula names any column (a column
+    called 0 is ```0``` there); the frame itself when they are text already (no copy of the
+    values either way)."""
+    if all(isinstance(c, str) for c in data.columns):
+        return data
+    return data.set_axis([str(c) for c in data.columns], axis=1)
 
 
 def quote_columns(text: str, columns) -> str:
@@ -155,15 +166,32 @@ def formula_variables(expr: str) -> set[str]:
     return set(_formula_variables_cached(expr))
 
 
+#: the names formulaic's evaluation provides itself (its transforms, contrasts and numpy)
+_FORMULAIC_NAMES = frozenset(TRANSFORMS) | {"numpy"}
+
+
 @functools.lru_cache(maxsize=256)
 def _formula_variables_cached(expr: str) -> frozenset[str]:
     """:func:`formula_variables`, parsed once per expression (formulaic's parser takes ~1 ms)."""
     code, quoted = placeholders(expr)
     try:
-        names = formulaic.Formula(code).required_variables
+        formula = formulaic.Formula(code)
+        names = {str(n) for n in formula.required_variables}
     except Exception as exc:  # formulaic's parser errors: report them, whatever their class
         raise formulaic_error(f"cannot parse '{expr}'", expr, exc) from None
-    return frozenset(quoted.get(str(n), str(n)) for n in names)
+    # formulaic leaves out names its own namespace also has (a column called np, log or C) and the
+    # arguments of its stateful transforms (x in center(x)): read them off each factor as well
+    for term in formula:
+        for factor in term.factors:
+            method = getattr(factor.eval_method, "value", factor.eval_method)
+            if method == "lookup":
+                names.add(str(factor.expr).strip("`"))
+            elif method == "python":  # names of formulaic's own (Sum in C(f, Sum)) are not columns here
+                try:
+                    names |= names_in(str(factor.expr)) - _FORMULAIC_NAMES
+                except FormulaError:  # not Python formulaic evaluates: its own list stands
+                    pass
+    return frozenset(quoted.get(n, n) for n in names)
 
 
 def formulaic_error(what: str, expr: str, exc: Exception) -> FormulaError:

@@ -16,7 +16,6 @@ residuals are lazy Dask series. Works with any Dask scheduler, including a
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ import formulaic
 import numpy as np
 import pandas as pd
 
+from ..checks import memory_bytes
 from ..errors import DataError, FitError, MidasError
 from ..families import Family
 from .blocks import CrossProducts
@@ -47,7 +47,7 @@ def is_dask_frame(obj) -> bool:
 def _categorical_fixed(parsed: ParsedFormula, meta: pd.DataFrame) -> list[str]:
     """Fixed-part variables coded as factors: non-numeric columns and those inside C(...)."""
     names = formula_variables(parsed.fixed)
-    inside_c = {m.strip("`") for m in re.findall(r"\bC\(\s*(`[^`]+`|[A-Za-z_][A-Za-z0-9_.]*)", parsed.fixed)}
+    inside_c = {m.strip("`") for m in re.findall(r"\bC\(\s*(`[^`]+`|[^\W\d][\w.]*)", parsed.fixed)}
     return sorted(
         c
         for c in names
@@ -210,6 +210,14 @@ class DaskSource:
             (self._cache[key],) = dask.compute(parts[0])
         return self._cache[key]
 
+    def gram(self) -> np.ndarray:
+        """X'X of the rows used (unweighted), from the unweighted data pass: its blocks hold the
+        standardised X_s = X S⁻¹, so X'X = S⁻ᵀ X_s'X_s S⁻¹."""
+        cp, _ = self.cross_products(False)
+        p = self.S.shape[0]
+        Sinv = np.linalg.inv(self.S)
+        return Sinv.T @ cp.XytXy[:p, :p] @ Sinv
+
     # ---------------------------------------------------------------- lazy per-row results
     def map_rows(self, func, name: str = "value"):
         """A lazy Dask series of ``func(rows)`` over each partition's complete rows, coded with the
@@ -231,13 +239,6 @@ def _add_pair(a, b):
     return a[0] + b[0], a[1] + b[1]
 
 
-def _memory_bytes() -> float:
-    try:
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return float("inf")
-
-
 def build_dask_design(formula: str, ddf, weights=None, offset=None, family: Family | None = None) -> Design:
     """The Design of ``formula`` on a Dask DataFrame: one scan pass; rows stay on the workers.
 
@@ -245,6 +246,8 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None, family: Fami
     so bad values are reported here, as with pandas data, not as a failed fit."""
     import dask
 
+    if not all(isinstance(c, str) for c in ddf.columns):  # a formula names every column by its text
+        ddf = ddf.rename(columns={c: str(c) for c in ddf.columns})
     meta = ddf._meta
     parsed = parse_for(formula, meta.columns)
     needed = used_columns(parsed)
@@ -327,7 +330,7 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None, family: Fami
         )
     terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
     dense = sum(t.q**2 for t in terms[1:]) * 8 + terms[0].q * (len(names) + 1 + terms[0].p) * 8
-    if dense > 0.5 * _memory_bytes():
+    if dense > 0.5 * memory_bytes():
         raise DataError(
             f"the random-effects blocks need about {dense / 2**30:.1f} GiB (grouping factors "
             f"{', '.join(f'{t.group_name}: {t.nlevels} levels' for t in terms)}); more than half of this "

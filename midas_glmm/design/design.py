@@ -31,9 +31,10 @@ from .columns import (
     numbers_as_floats,
     predictor_names,
     quote_parsed,
+    string_columns,
     used_columns,
 )
-from .fixed import check_weighted_rank, column_moments, independent_columns
+from .fixed import check_weighted_rank, column_moments, independent_columns, null_space
 from .formula import ParsedFormula, RandomTermSpec, parse_formula
 from .grid import reference_grid, reference_grid_info
 from .replay import NewRows, fixed_on, population_columns, replay_on, zero_inflation_on
@@ -90,14 +91,17 @@ class Design:
     row_index: pd.Index | None = None
     source: object = None  # a DaskSource when the rows live in a Dask DataFrame
     gram: np.ndarray | None = None  # X'X (unweighted), from the rank check
-    grid: dict | None = None  # fixed-part variable → ("factor", levels) or ("numeric", mean): emmeans
+    grid: dict | None = None  # fixed-part variable → ("factor"/"kept", levels) or ("numeric", mean): emmeans
     type3: dict | None = None  # type 3 contrast basis when terms contain one another (:mod:`.type3`)
     zi: object = None  # a ZeroInflation (:mod:`.zeroinfl`) for a model with a ziformula
+    # orthonormal basis of the null space of the full fixed-effects matrix (before aliased columns
+    # were dropped), for emmeans' estimability rule; None when X has full rank
+    nonestimable: np.ndarray | None = None
 
-    def replay(self, data: pd.DataFrame | None, random_effects: bool = True, offset: bool = True) -> NewRows:
+    def replay(self, data: pd.DataFrame | None, random_effects: bool = True) -> NewRows:
         """The design on new rows (the fitted rows when None), as the fit encoded it: X, the
         offset, each term's columns and level positions (:func:`~midas_glmm.design.replay.replay_on`)."""
-        return replay_on(self, data, random_effects, offset)
+        return replay_on(self, data, random_effects)
 
     def zero_inflation_on(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(complete rows, X_zi of those rows) of the zero-inflation part on new rows."""
@@ -108,13 +112,28 @@ class Design:
         return population_columns(term, data, complete)
 
     def reference_grid(self) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-        """emmeans' reference grid: (grid, its fixed-effects matrix, the factor variables)."""
+        """emmeans' reference grid: (grid, its fixed-effects matrix with every column of the
+        formula, aliased ones too: :meth:`estimable` reads it, :meth:`kept` subsets it; the
+        variables crossed in it)."""
         if self.grid is None:
             raise FitError(
                 "emmeans() needs the reference grid recorded when the model was built from a pandas DataFrame"
             )
         grid, factors = reference_grid(self.grid)
-        return grid, fixed_on(self, grid, "the reference grid"), factors
+        return grid, fixed_on(self, grid, "the reference grid", all_columns=True), factors
+
+    def kept(self, L: np.ndarray) -> np.ndarray:
+        """The columns of L (over every column of the formula) that the fit kept."""
+        return L if self.fixed_keep is None else L[:, self.fixed_keep]
+
+    def estimable(self, L: np.ndarray, tol: float = 1e-8) -> np.ndarray:
+        """Whether each row l of L (over every column of the formula) gives an estimable l'β:
+        ‖N'l‖² < tol·‖l‖², N the null space of X (emmeans' ``is.estble``)."""
+        if self.nonestimable is None:
+            return np.ones(len(L), bool)
+        check = L @ self.nonestimable
+        size = np.einsum("ij,ij->i", L, L)
+        return np.einsum("ij,ij->i", check, check) < tol * np.where(size < tol, 1.0, size)
 
 
 def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
@@ -182,7 +201,8 @@ def _complete_rows(data: pd.DataFrame, cols: list[str], extra: dict[str, np.ndar
 
 
 def _fixed_effects(parsed: ParsedFormula, df: pd.DataFrame):
-    """(X, names, ModelSpec, kept indices, dropped names, X'X) of the fixed part, rank checked."""
+    """(X, names, ModelSpec, kept indices, dropped names, X'X, the null space of the full X when
+    columns were dropped) of the fixed part, rank checked."""
     try:
         mm = formulaic.model_matrix(parsed.fixed, df, na_action="raise", output="numpy")
     except Exception as exc:  # formulaic's errors are many classes: report them, whatever they are
@@ -194,9 +214,11 @@ def _fixed_effects(parsed: ParsedFormula, df: pd.DataFrame):
     mean, centred = column_moments(X)
     gram = centred + len(X) * np.outer(mean, mean)
     keep, dropped = independent_columns(len(X), mean, centred, names)
+    nonestimable = None
     if dropped:
+        nonestimable = null_space(len(X), mean, centred)
         X, names, gram = X[:, keep], [names[i] for i in keep], gram[np.ix_(keep, keep)]
-    return X, names, spec, keep, dropped, gram
+    return X, names, spec, keep, dropped, gram, nonestimable
 
 
 def parse_for(formula: str, columns, require_random: bool = True) -> ParsedFormula:
@@ -243,6 +265,7 @@ def build_design(
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if len(data) == 0:
         raise DataError("the data has no rows")
+    data = string_columns(data)
     parsed = parse_for(formula, data.columns, require_random)
     needed = used_columns(parsed)
     check_columns(needed, data, formula)
@@ -264,7 +287,7 @@ def build_design(
     if "weights" in extra:
         check_weights(extra["weights"], df.index, label=label_of("weights", weights))
     y, w, trials, response_name = response_of(parsed, df, extra.get("weights"), family)
-    X, names, spec, keep, dropped, gram = _fixed_effects(parsed, df)
+    X, names, spec, keep, dropped, gram, nonestimable = _fixed_effects(parsed, df)
     check_weighted_rank(X, names, w)
     off = offset_of(parsed, df, extra.get("offset"))
     terms = [_build_term(t, df) for t in parsed.random]
@@ -290,6 +313,7 @@ def build_design(
         trials=None if trials is None else np.asarray(trials, dtype=float),
         row_index=df.index,
         gram=gram,
+        nonestimable=nonestimable,
     )
     design.type3 = type3_basis(design, df)
     if zi_rhs is not None:

@@ -22,6 +22,7 @@ __all__ = [
     "check_weighted_rank",
     "standardize",
     "constant_combination",
+    "null_space",
 ]
 
 #: a column is linearly dependent on others when its residual norm is below this fraction of its
@@ -224,3 +225,19 @@ def _moments(X: np.ndarray, c: int, icpt: int, gram: np.ndarray | None) -> tuple
     if var <= 1e-6 * msq:
         var = float(np.mean((col - m) ** 2))
     return float(m), float(np.sqrt(max(var, 0.0)))
+
+
+def null_space(n: float, mean: np.ndarray, centred: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (columns) of the null space of X, from the moments of
+    :func:`column_moments`: the directions v with Xv = 0 (none when X has full rank). A linear
+    function l'β is estimable when l is orthogonal to every one of them (emmeans' rule)."""
+    M = _sqrt_rows(n, mean, centred)
+    s = np.linalg.norm(M, axis=0)
+    d = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 1.0)
+    _, sv, Vt = np.linalg.svd(M * d, full_matrices=True)
+    sv = np.concatenate([sv, np.zeros(Vt.shape[0] - len(sv))])
+    null = Vt[sv <= RANK_TOL * max(sv.max(initial=0.0), 1e-300)].T * d[:, None]
+    if null.shape[1] == 0:
+        return null
+    q, _ = np.linalg.qr(null)
+    return q

@@ -174,7 +174,8 @@ def _strip_outer(text: str) -> str | None:
     return text[1:-1]
 
 
-_NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$|^`[^`]+`$")
+#: a column name as R reads one (a letter of any script, "_" or "." first), or any name in backticks
+_NAME = re.compile(r"^(?:[^\W\d]|\.)[\w.]*$|^`[^`]+`$")
 
 
 def _parse_group(text: str, term: str) -> list[tuple[tuple[str, ...], str]]:

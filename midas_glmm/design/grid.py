@@ -7,18 +7,25 @@ from __future__ import annotations
 import itertools
 import re
 
+import numpy as np
 import pandas as pd
 
 from .columns import formula_variables
 from .formula import ParsedFormula
 
-__all__ = ["reference_grid_info", "reference_grid"]
+__all__ = ["reference_grid_info", "reference_grid", "COV_KEEP"]
+
+
+#: a numeric covariate with at most this many distinct values enters the grid at each of them
+#: (emmeans' default ``cov.keep = "2"``: a 0/1 indicator is kept at 0 and 1, not at its mean)
+COV_KEEP = 2
 
 
 def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:
     """For each variable of the fixed part, what a reference grid holds (emmeans): its levels
-    (sorted, as R's factor levels) if it is text, categorical, boolean or wrapped in ``C()``,
-    else its mean over the rows used."""
+    (sorted, as R's factor levels) if it is text, categorical, boolean or wrapped in ``C()``
+    ("factor"); the values of a numeric covariate with at most :data:`COV_KEEP` of them
+    ("kept"); else the covariate's mean over the rows used ("numeric")."""
     out = {}
     categorical_calls = set(re.findall(r"C\(\s*`?([^,)`]+)`?", parsed.fixed))
     for name in sorted(formula_variables(parsed.fixed)):
@@ -27,7 +34,11 @@ def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:
         col = df[name]
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
         if numeric and name not in categorical_calls:
-            out[name] = ("numeric", float(col.mean()))
+            values = np.sort(col.dropna().unique())
+            if len(values) <= COV_KEEP:
+                out[name] = ("kept", [float(v) for v in values])
+            else:
+                out[name] = ("numeric", float(col.mean()))
         elif isinstance(col.dtype, pd.CategoricalDtype):
             out[name] = ("factor", list(col.cat.categories))
         else:
@@ -37,9 +48,9 @@ def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:
 
 def reference_grid(info: dict) -> tuple[pd.DataFrame, list[str]]:
     """The reference grid of :func:`reference_grid_info`'s ``info``: every combination of the
-    factors' levels (the first factor varying slowest), each numeric covariate at its value;
-    and the factor variables."""
-    factors = [v for v, (kind, _) in info.items() if kind == "factor"]
+    factors' levels and the kept covariates' values (the first varying slowest), each other
+    numeric covariate at its mean; and the variables crossed."""
+    factors = [v for v, (kind, _) in info.items() if kind != "numeric"]
     combos = list(itertools.product(*[info[v][1] for v in factors]))
     grid = pd.DataFrame(combos, columns=factors) if factors else pd.DataFrame(index=[0])
     for v, (kind, value) in info.items():

@@ -5,8 +5,10 @@ formulaic's ModelSpec re-applies the fit's encodings (factor levels, transforms)
 this module adds what lme4's ``predict(newdata)`` does on top: levels matched by value (2, 2.0
 and "2" are one level), a new level of a categorical predictor refused by name, a grouping level
 the fit did not see (or a missing one) given a zero random effect (``allow.new.levels``), and a
-row missing a predictor left out (NaN, ``na.pass``). :meth:`Design.replay` is the one entry
-point; prediction, prediction intervals, the emmeans grid and zero-inflation probabilities use it.
+row missing a predictor left out (NaN, ``na.pass``). The Design's methods are the entry points:
+``replay`` (prediction and prediction intervals), ``zero_inflation_on`` (zero-inflation
+probabilities), ``population_columns`` (the variance of a new observation) and
+``reference_grid`` (emmeans); all replay the formula's specs through :func:`replay_spec`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pandas as pd
 from formulaic.errors import DataMismatchWarning, FormulaicError
 
 from ..errors import DataError, FitError, did_you_mean
-from .columns import eval_expression, formula_variables, numbers_as_floats
+from .columns import eval_expression, formula_variables, numbers_as_floats, string_columns
 from .reterms import ReTerm
 
 __all__ = [
@@ -59,10 +61,10 @@ class NewRows:
     terms: list
 
 
-def replay_on(design, data: pd.DataFrame | None, random_effects: bool = True, offset: bool = True) -> NewRows:
+def replay_on(design, data: pd.DataFrame | None, random_effects: bool = True) -> NewRows:
     """:class:`NewRows` of ``data`` (the fitted rows when None): what η = Xβ + offset + Zb and its
     variance are made of. ``random_effects=False`` leaves the grouping columns out (lme4's
-    ``re.form = NA``); ``offset=False`` leaves the offset out (a reference grid)."""
+    ``re.form = NA``)."""
     d = design
     if data is None:
         if d.source is not None:
@@ -73,7 +75,8 @@ def replay_on(design, data: pd.DataFrame | None, random_effects: bool = True, of
         raise FitError("predict(newdata) needs a model built with from_formula")
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"newdata must be a pandas DataFrame, not {type(data).__name__}")
-    offset_col = offset_column(d) if offset else None
+    data = string_columns(data)
+    offset_col = offset_column(d)
     # the names as written in the formula (formulaic's own list splits a dotted `my.x`)
     needed = formula_variables(d.parsed.fixed) | ({offset_col} if offset_col else set())
     if random_effects:
@@ -86,11 +89,10 @@ def replay_on(design, data: pd.DataFrame | None, random_effects: bool = True, of
     rows = data if complete.all() else data.loc[complete]
     X = fixed_on(d, rows, "the fixed effects")
     off = np.zeros(len(rows))
-    if offset:
-        for expr in d.parsed.offsets:
-            off = off + eval_expression(expr, rows)
-        if offset_col:
-            off = off + rows[offset_col].to_numpy(dtype=float)
+    for expr in d.parsed.offsets:
+        off = off + eval_expression(expr, rows)
+    if offset_col:
+        off = off + rows[offset_col].to_numpy(dtype=float)
     terms = [(t, term_columns_on(t, rows), level_positions(t, rows)) for t in d.terms] if random_effects else []
     return NewRows(complete, X, off, terms)
 
@@ -101,6 +103,7 @@ def zero_inflation_on(design, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarra
     zi = design.zi
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"newdata must be a pandas DataFrame, not {type(data).__name__}")
+    data = string_columns(data)
     cols = sorted(zi.variables())
     require_columns(data, cols, "column", " (the ziformula's)")
     complete = ~data[cols].isna().any(axis=1).to_numpy() if cols else np.ones(len(data), bool)
@@ -113,6 +116,7 @@ def population_columns(term: ReTerm, data: pd.DataFrame | None, complete: np.nda
     columns when None), without their levels: a new observation's group is unknown."""
     if data is None:
         return term.Zcols
+    data = string_columns(data)
     rows = data if complete.all() else data.loc[complete]
     if term.spec is not None:
         remedy = "; obs intervals need the random slopes' columns"
@@ -120,16 +124,17 @@ def population_columns(term: ReTerm, data: pd.DataFrame | None, complete: np.nda
     return np.asarray(term_columns_on(term, rows))
 
 
-def fixed_on(design, rows: pd.DataFrame, what: str) -> np.ndarray:
-    """The fixed-effects matrix of ``rows``, their levels matched to the fit's (:func:`replay_spec`)."""
-    return replay_spec(design.fixed_spec, partial(fixed_matrix, design), rows, what)
+def fixed_on(design, rows: pd.DataFrame, what: str, all_columns: bool = False) -> np.ndarray:
+    """The fixed-effects matrix of ``rows``, their levels matched to the fit's (:func:`replay_spec`);
+    the columns the fit kept, or with ``all_columns`` every column of the formula."""
+    return replay_spec(design.fixed_spec, partial(fixed_matrix, design, all_columns=all_columns), rows, what)
 
 
-def fixed_matrix(design, data: pd.DataFrame) -> np.ndarray:
-    """Replay the fixed-effects ModelSpec on (new) data, keeping the columns the fit kept."""
+def fixed_matrix(design, data: pd.DataFrame, all_columns: bool = False) -> np.ndarray:
+    """Replay the fixed-effects ModelSpec on (new) data, keeping the columns the fit kept (or all)."""
     data = numbers_as_floats(data, formula_variables(design.parsed.fixed))
     X = np.asarray(design.fixed_spec.get_model_matrix(data), dtype=float)
-    return X[:, design.fixed_keep]
+    return X if all_columns else X[:, design.fixed_keep]
 
 
 def random_columns(term: ReTerm, data: pd.DataFrame) -> np.ndarray:

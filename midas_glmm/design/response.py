@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, FamilyError
 from ..families import resolve_family
 from .columns import check_columns, column_or_values, eval_expression, single_column, unquoted
 from .formula import ParsedFormula
@@ -24,6 +24,7 @@ __all__ = [
     "check_finite",
     "offset_of",
     "argument_values",
+    "align_to_rows",
 ]
 
 
@@ -45,6 +46,12 @@ def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None, family=No
     (:meth:`~midas_glmm.families.Family.code_levels`: binomial codes it as lme4 does, other
     families refuse it), with ``levels`` when they are known beforehand."""
     if parsed.cbind:
+        if family is not None and not family.takes_trials:
+            raise FamilyError(
+                f"'{parsed.response}' is a binomial response (successes, failures), but the family is "
+                f"{family.name}: cbind() is for binomial responses; give a {family.name} model one column "
+                "of counts (e.g. the successes, with an offset for the trials if they vary)"
+            )
         succ = as_float_values(eval_expression(parsed.cbind[0], df), parsed.cbind[0])
         fail = as_float_values(eval_expression(parsed.cbind[1], df), parsed.cbind[1])
         trials = succ + fail
@@ -160,3 +167,21 @@ def as_float_values(values: np.ndarray, name: str) -> np.ndarray:
             "(recode categories as 0/1, or use cbind(successes, failures))"
         )
     return numbers
+
+
+def align_to_rows(values, row_index: pd.Index | None, nobs: int, what: str):
+    """A Series or DataFrame of values for the rows a design uses, put in the design's row order
+    by its index (the index of the data the model was built from); an error when it does not
+    hold every one of those rows."""
+    if row_index is None:
+        if len(values) != nobs:
+            raise DataError(f"{what} has {len(values)} rows but the model uses {nobs}; give one row per row used")
+        return values
+    if values.index.equals(row_index):
+        return values
+    if not values.index.is_unique or not row_index.isin(values.index).all():
+        raise DataError(
+            f"{what}'s index does not hold every row the model uses: give it the index of the model's data "
+            f"(the model uses {nobs} rows), or pass an array with one value per row used"
+        )
+    return values.loc[row_index]

@@ -197,6 +197,13 @@ class ThetaMap:
                         names.append(f"cor_{t.columns[r]}.{t.columns[c]}|{t.group_name}")
         return names + ["sigma"]
 
+    def interval_names(self, fixed: list[str], sigma: bool, fixed_first: bool) -> list[str]:
+        """Row names of an interval table: the SDs and correlations (:meth:`sdcor_names`), then
+        ``sigma`` if the model has a scale, and the fixed effects ``fixed`` before or after
+        (lme4's bootstrap and profile tables)."""
+        varpar = self.sdcor_names()[:-1] + (["sigma"] if sigma else [])
+        return list(fixed) + varpar if fixed_first else varpar + list(fixed)
+
     def sdcor(self, theta: np.ndarray, sigma: float) -> np.ndarray:
         """θ as the SDs and correlations of Σ_t = σ²λ_tλ_t' (per term, its lower triangle by
         column: an SD on the diagonal, a correlation below it), then σ."""

@@ -1,7 +1,7 @@
 """The zero-inflation part of a design (glmmTMB's ``ziformula``): a one-sided formula of fixed
 effects for the logit of the probability π of a structural zero, and its model matrix X_zi.
 
-The mixture's likelihood is the family layer's (:mod:`~midas_glmm.families.zeroinfl`); γ, the
+The mixture's likelihood is the family layer's (:mod:`~midas_glmm.families.mixture`); γ, the
 coefficients of X_zi, is an outer parameter of the fit, as β is
 (:func:`~midas_glmm.engine.pirls.fit_glmm`).
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FamilyError, FormulaError
-from ..families import names_where
+from ..families import names_with
 from .columns import coefficient_names, formula_variables, formulaic_error, numbers_as_floats
 from .fixed import column_moments, independent_columns
 
@@ -83,12 +83,12 @@ def zi_rhs(ziformula, family) -> str | None:
     if not family.zero_inflatable:
         what = (
             "has no zeros to inflate (its responses are strictly positive)"
-            if not family.has_zeros
+            if not family.zero_in_support
             else "has no zero-inflated form here"
         )
         raise FamilyError(
             f"ziformula is given but the {family.name} family {what}; zero-inflation is for "
-            f"{', '.join(names_where('zero_inflatable'))} counts. Drop ziformula=, or choose one of those families"
+            f"{', '.join(names_with('zero_inflatable'))} counts. Drop ziformula=, or choose one of those families"
         )
     return rhs
 

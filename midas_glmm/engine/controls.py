@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import check_count
 from ..design import Design, ThetaMap
 from ..errors import FitError
 from ..families import FAMILIES, Family
@@ -96,11 +97,7 @@ def check_start(start, design: Design) -> np.ndarray | None:
 
 def check_maxiter(maxiter) -> int | None:
     """``maxiter`` as a positive integer (None: the engine's own limit)."""
-    if maxiter is None:
-        return None
-    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
-        raise FitError(f"maxiter must be a positive integer (criterion evaluations), not {maxiter!r}")
-    return int(maxiter)
+    return None if maxiter is None else check_count(maxiter, "maxiter (the most criterion evaluations)")
 
 
 #: lme4's largest number of Gauss–Hermite nodes

@@ -45,6 +45,13 @@ class RowBlock:
         self._link: int | None = None
         self._Xs: tuple | None = None
         self._Xyw: np.ndarray | None = None  # scratch n × (p+1) for the weighted pass
+        # the rows with a positive prior weight, when some have none (None: every row)
+        self._weighted = None if np.all(np.asarray(weights) > 0) else np.asarray(weights) > 0
+
+    @property
+    def compiled(self) -> bool:
+        """Whether a PIRLS step is one compiled pass (a canonical binomial or Poisson model)."""
+        return self._link is not None
 
     def attach_plan(self, plan: FactorPlan) -> None:
         """Write each pass's blocks straight into ``plan``'s layout (in memory: no sparse
@@ -55,7 +62,7 @@ class RowBlock:
             self._link = fam.kernel_link
             self._rows = tuple(
                 np.ascontiguousarray(np.broadcast_to(v, self.y.shape), dtype=float)
-                for v in (self.y, self.w, self.off, resp.const, resp.parts["a"], resp.parts["b"])
+                for v in (self.y, self.w, self.off, *fam.kernel_rows(resp))
             )
 
     def pattern(self) -> CrossProducts:
@@ -103,7 +110,9 @@ class RowBlock:
 
         ``info``: "newton" uses the observed information where it is positive everywhere (Fisher
         scoring otherwise); "laplace" the information of the Laplace log-determinant (observed for
-        Gamma as glmmTMB, expected for binomial and Poisson as lme4)."""
+        Gamma as glmmTMB, expected for binomial and Poisson as lme4). A row with a zero prior
+        weight has zero weight in the system (as if dropped, glmmTMB's reading) and its working
+        response is η − offset."""
         fam = self.fam
         if fam.exact:  # score and information from the log-likelihood itself (NB1, beta)
             score, obs, expected = fam.derivatives(self.y, mu, eta, self.w, phi)
@@ -113,8 +122,8 @@ class RowBlock:
             if info == "laplace" and fam.laplace_observed:
                 W = obs
             else:
-                W = obs if info == "newton" and np.all(obs > 0) else expected
-            return W, eta - self.off + score / W
+                W = obs if info == "newton" and self._positive(obs) else expected
+            return W, eta - self.off + _ratio(score, W)
         fisher = fam.weights(self.y, mu, eta, self.w, phi)
         W = fisher
         observed = (info == "newton" and not fam.canonical) or (info == "laplace" and fam.laplace_observed)
@@ -122,10 +131,14 @@ class RowBlock:
             obs = fam.weights(self.y, mu, eta, self.w, phi, observed=True)
             # Newton steps need it positive in every row; the Laplace log-determinant takes it as
             # it is (glmmTMB's exact Hessian: a row may add negatively, the sum stays positive definite)
-            if info == "laplace" or np.all(obs > 0):
+            if info == "laplace" or self._positive(obs):
                 W = obs
-        z = eta - self.off + (self.y - mu) / fam.mu_eta(eta, mu) * (fisher / W)
+        z = eta - self.off + (self.y - mu) / fam.mu_eta(eta, mu) * _ratio(fisher, W)
         return W, z
+
+    def _positive(self, info: np.ndarray) -> bool:
+        """Whether the information is positive in every row with a positive prior weight."""
+        return bool(np.all(info > 0)) if self._weighted is None else bool(np.all(info[self._weighted] > 0))
 
     def set_zero_inflation(self, gamma) -> None:
         """Use the zero-inflation coefficients γ in the passes that follow."""
@@ -133,7 +146,7 @@ class RowBlock:
 
     def zero_inflated(self, mu, eta, phi: float, info: str):
         """(Σ wᵢ log f_zi(yᵢ), weights, working response) of a zero-inflated model at γ
-        (:mod:`~midas_glmm.families.zeroinfl`). Newton steps and the Laplace log-determinant take the
+        (:mod:`~midas_glmm.families.mixture`). Newton steps and the Laplace log-determinant take the
         observed information as it is (glmmTMB's exact Hessian; a zero row's may be negative,
         the system stays positive definite near the modes); ``info="safe"`` (PIRLS, where that
         system is not positive definite) takes it where it is positive and the conditional
@@ -282,6 +295,11 @@ class RowBlock:
             float(np.sum(self.y * self.w)),
             float(np.sum(self.w)),
         )
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b, 0 where b is 0 (a row without weight, whose a is 0 too)."""
+    return np.divide(a, b, out=np.zeros(np.shape(b)), where=b != 0)
 
 
 def _combine(a, b):

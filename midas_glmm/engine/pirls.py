@@ -114,7 +114,7 @@ class GLMMProblem:
         if not isinstance(self.rows, LocalRows):
             return False
         fam = self.fam
-        if self.rows.block._link is not None:
+        if self.rows.block.compiled:
             return True
         return (self.d.zi is not None or fam.laplace_observed) and fam.whole_line_link
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import statsmodels.api as sm
 
 from ..errors import FamilyError
-from .base import Family, ResponseTerms, observed_levels
+from .base import Family, ResponseTerms, family_of, observed_levels
 from .beta import Beta
 from .binomial import Binomial
 from .gamma import Gamma
 from .gaussian import Gaussian
+from .mixture import ZeroInflatedRows
 from .negbin import NegativeBinomial1, NegativeBinomial2
 from .poisson import Poisson
-from .zeroinfl import ZeroInflatedRows
 
 __all__ = [
     "Family",
@@ -26,8 +26,9 @@ __all__ = [
     "ZeroInflatedRows",
     "family",
     "resolve_family",
+    "family_of",
     "observed_levels",
-    "names_where",
+    "names_with",
 ]
 
 #: the families by name (glmmTMB's and lme4's names)
@@ -35,17 +36,8 @@ FAMILIES: dict[str, type[Family]] = {
     cls.name: cls for cls in (Gaussian, Binomial, Poisson, Gamma, NegativeBinomial2, NegativeBinomial1, Beta)
 }
 
-#: statsmodels' family classes we take an instance of, and ours for each
-_FROM_STATSMODELS = {
-    sm.families.Gaussian: Gaussian,
-    sm.families.Binomial: Binomial,
-    sm.families.Poisson: Poisson,
-    sm.families.Gamma: Gamma,
-    sm.families.NegativeBinomial: NegativeBinomial2,
-}
 
-
-def names_where(fact: str) -> list[str]:
+def names_with(fact: str) -> list[str]:
     """The names of the families for which the class attribute ``fact`` is true (for messages)."""
     return [name for name, cls in FAMILIES.items() if getattr(cls, fact)]
 
@@ -64,21 +56,6 @@ def family(name: str, link=None) -> Family:
     return FAMILIES[key](link)
 
 
-def from_statsmodels(smfamily) -> Family:
-    """Our family of a statsmodels family instance, with its link."""
-    cls = _FROM_STATSMODELS.get(type(smfamily))
-    if cls is None:
-        raise FamilyError(
-            f"family {type(smfamily).__name__} is not supported; use binomial, poisson, gamma, nbinom2 or gaussian"
-        )
-    if cls is NegativeBinomial2 and getattr(smfamily, "alpha", 1.0) != 1.0:
-        raise FamilyError(
-            f"a fixed negative binomial alpha ({smfamily.alpha:g}) is not supported: the dispersion is estimated. "
-            "Use family='nbinom2' (variance mu + mu^2/theta) or 'nbinom1'"
-        )
-    return cls(smfamily.link)
-
-
 def resolve_family(family) -> Family:
     """Accept a name (``"binomial"``), a statsmodels family instance, or a :class:`Family`."""
     if family is None:
@@ -93,5 +70,5 @@ def resolve_family(family) -> Family:
             )
         return FAMILIES[key]()
     if isinstance(family, sm.families.Family):
-        return from_statsmodels(family)
+        return family_of(family)
     raise FamilyError(f"family must be a name or a statsmodels family, not {type(family).__name__}")

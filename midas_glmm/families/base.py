@@ -25,7 +25,7 @@ import statsmodels.api as sm
 
 from ..errors import DataError, FamilyError, FitError
 
-__all__ = ["Family", "ResponseTerms", "LINKS", "observed_levels"]
+__all__ = ["Family", "ResponseTerms", "LINKS", "observed_levels", "family_of"]
 
 #: links by R's names (``family(name, link=...)``)
 LINKS = {
@@ -100,7 +100,7 @@ class Family:
     agq = False
     zero_inflatable = False
     #: the response can be 0 (False: strictly positive, nothing to zero-inflate)
-    has_zeros = True
+    zero_in_support = True
     #: emmeans' name of a mean on the response scale
     mean_name = "response"
     #: glmmTMB's words for the dispersion in summary() (None: "Dispersion (phi)")
@@ -115,8 +115,26 @@ class Family:
     canonical_mu_eta_is_variance = False
     #: an exponential family with a unit deviance (lme4's deviance(), deviance residuals)
     has_unit_deviance = True
+    #: the response may be successes out of trials (``cbind(successes, failures)``)
+    takes_trials = False
+    #: an instance of :attr:`statsmodels_class` names this family (``Family(sm.families.Gamma())``)
+    statsmodels_default = False
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Family and args and isinstance(args[0], sm.families.Family):
+            return family_of(args[0])  # Family(a statsmodels family): the family of that kind, with its link
+        return super().__new__(cls)
 
     def __init__(self, link=None):
+        """The family with ``link``: R's name of it, a statsmodels link, or a statsmodels family
+        of this kind (its link); None for the family's default link."""
+        if type(self) is Family:
+            raise FamilyError(
+                "Family is the base class of the response families; build one with midas_glmm.family(name, link), "
+                "or pass a family's name or a statsmodels family to from_formula"
+            )
+        if isinstance(link, sm.families.Family):
+            link = link.link
         if link is None:
             link = self.default_link
         if isinstance(link, str):
@@ -144,6 +162,15 @@ class Family:
     def _statsmodels_family(self, link):
         return self.statsmodels_class(link=link)
 
+    def __setstate__(self, state: dict) -> None:
+        # a family saved before one class per family kept its name in the object: rebuild it as
+        # the class of that name, with its link
+        if "name" in state:
+            self.__class__ = _subclass_named(state["name"])
+            self.__init__(state["link"])
+        else:
+            self.__dict__.update(state)
+
     def __repr__(self) -> str:
         return f"Family({self.name}, link={self.link_name})"
 
@@ -159,8 +186,17 @@ class Family:
 
     def nests(self, other: Family) -> bool:
         """Whether ``other`` is this family at a limit of its dispersion (a likelihood-ratio test
-        of the two is then on the boundary: Poisson within the negative binomials)."""
+        of the two is then on the boundary: Poisson within the negative binomials); :attr:`limit`
+        says which."""
         return False
+
+    #: the dispersion's value at which the family it :meth:`nests` is reached
+    limit = ""
+
+    def kernel_rows(self, terms: ResponseTerms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(const, a, b) of the compiled pass of :attr:`kernel_link`, from the log-likelihood's
+        pieces: log f = const + a log μ + b log(1 − μ) (logit) or const + a log μ − b μ (log)."""
+        return terms.const, terms.parts["a"], terms.parts["b"]
 
     # --- link and variance
     def linkinv(self, eta: np.ndarray) -> np.ndarray:
@@ -359,6 +395,34 @@ class ResponseTerms:
     def total(self, mu: np.ndarray, phi: float = 1.0) -> float:
         """Σ log f(yᵢ | μᵢ, φ)."""
         return float(np.sum(self.rows(mu, phi)))
+
+
+def _subclasses(cls=Family) -> list[type[Family]]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out
+
+
+def _subclass_named(name: str) -> type[Family]:
+    for cls in _subclasses():
+        if cls.name == name:
+            return cls
+    raise FamilyError(f"unknown family '{name}'")
+
+
+def family_of(smfamily) -> Family:
+    """Our family of a statsmodels family instance, with its link."""
+    kind = type(smfamily)
+    match = [c for c in _subclasses() if c.statsmodels_default and c.statsmodels_class is kind]
+    if not match:
+        raise FamilyError(f"family {kind.__name__} is not supported; use binomial, poisson, gamma, nbinom2 or gaussian")
+    if getattr(smfamily, "alpha", 1.0) != 1.0:
+        raise FamilyError(
+            f"a fixed negative binomial alpha ({smfamily.alpha:g}) is not supported: the dispersion is estimated. "
+            "Use family='nbinom2' (variance mu + mu^2/theta) or 'nbinom1'"
+        )
+    return match[0](smfamily.link)
 
 
 def observed_levels(values: pd.Series) -> list:

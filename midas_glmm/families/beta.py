@@ -25,11 +25,19 @@ class Beta(UnitMean):
     laplace_observed = True
     exact = True
     has_unit_deviance = False
-    has_zeros = False
+    zero_in_support = False
     dispersion_label = "precision phi"
 
     def variance(self, mu, phi=1.0):
         return mu * (1.0 - mu) / (1.0 + phi)
+
+    def variance_deriv(self, mu, phi=1.0):
+        return (1.0 - 2.0 * mu) / (1.0 + phi)
+
+    def pearson_residuals(self, y, mu, w, phi):
+        """√w (y − μ)/√(μ(1 − μ)): glmmTMB's, whose beta variance function is μ(1 − μ), the
+        precision left out as a GLM's Pearson residuals leave out its scale."""
+        return np.sqrt(w / (mu * (1.0 - mu))) * (y - mu)
 
     def mean_derivatives(self, y, mu, prior, phi, d):
         # a = μφ, b = (1−μ)φ; ℓ_μμ does not involve y, so the expected information is exact

@@ -28,8 +28,10 @@ class Binomial(UnitMean):
     default_link = "logit"
     canonical_link = "logit"
     statsmodels_class = sm.families.Binomial
+    statsmodels_default = True
     agq = True
     canonical_mu_eta_is_variance = True
+    takes_trials = True
     mean_name = "prob"
     checks_separation = True
 

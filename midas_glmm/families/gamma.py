@@ -21,10 +21,11 @@ class Gamma(PositiveMean):
     default_link = "inverse"
     canonical_link = "inverse"
     statsmodels_class = sm.families.Gamma
+    statsmodels_default = True
     has_dispersion = True
     residual_scale = True
     laplace_observed = True
-    has_zeros = False
+    zero_in_support = False
     observed_positive_links = ("log",)
 
     def loglik_constant(self, y, prior, trials):

@@ -20,6 +20,7 @@ class Gaussian(Family):
     default_link = "identity"
     canonical_link = "identity"
     statsmodels_class = sm.families.Gaussian
+    statsmodels_default = True
     has_dispersion = True
     residual_scale = True
     # glmmTMB's exact Hessian for a Gaussian model with a link (the identity link goes to the LMM engine)

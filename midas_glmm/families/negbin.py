@@ -43,6 +43,8 @@ class NegativeBinomial2(NegativeBinomial):
     """glmmTMB's ``nbinom2``: variance μ + μ²/θ, φ = θ the size (glmmTMB's sigma())."""
 
     name = "nbinom2"
+    statsmodels_default = True
+    limit = "theta = infinity"
     dispersion_label = "size theta"
     observed_positive_links = ("log",)
 
@@ -76,12 +78,16 @@ class NegativeBinomial1(NegativeBinomial):
     """glmmTMB's ``nbinom1``: variance μ(1 + φ), size μ/φ."""
 
     name = "nbinom1"
+    limit = "phi = 0"
     dispersion_label = "phi, variance mu (1 + phi)"
     exact = True
     has_unit_deviance = False
 
     def variance(self, mu, phi=1.0):
         return mu * (1.0 + phi)
+
+    def variance_deriv(self, mu, phi=1.0):
+        return np.full(np.shape(mu), 1.0 + phi)
 
     def mean_derivatives(self, y, mu, prior, phi, d):
         # size s = μ/φ, p = 1/(1+φ); the expected information is the quasi-likelihood's μ'²/V

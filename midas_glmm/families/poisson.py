@@ -31,6 +31,7 @@ class Poisson(PositiveMean):
     default_link = "log"
     canonical_link = "log"
     statsmodels_class = sm.families.Poisson
+    statsmodels_default = True
     agq = True
     canonical_mu_eta_is_variance = True
     zero_inflatable = True

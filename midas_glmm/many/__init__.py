@@ -46,7 +46,7 @@ def fit_many(
 ) -> ManyResults:
     """See :meth:`MixedModel.fit_many`."""
     names, values = response_matrix(model, Y)
-    ddf = parse_ddf(ddf, allowed=(WALD, SATTERTHWAITE))
+    ddf = parse_ddf(ddf, allowed=(WALD, SATTERTHWAITE), where="for fit_many")
     if ddf == SATTERTHWAITE and not model.family.is_lmm:
         raise FitError("Satterthwaite degrees of freedom are for Gaussian models; a GLMM's tests are Wald z tests")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
@@ -81,5 +81,5 @@ def fit_many(
             records = run_processes(workers, model, settings, names, values, bar)
     bar.close()
     res = ManyResults(model, settings, names, records, Y)
-    res._warn()
+    res.report_warnings()
     return res

@@ -9,6 +9,7 @@ each response's θ is optimised on the shared structure (the lock-step Newton of
 from __future__ import annotations
 
 import warnings
+import weakref
 from types import SimpleNamespace
 
 import numpy as np
@@ -141,8 +142,14 @@ class GaussianShared:
         return recs
 
 
+#: each model's shared Gaussian blocks, by REML: built once per model (in the parent before
+#: forked workers start, so that they inherit them), and never saved with the model
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def shared_for(model, REML: bool) -> GaussianShared:
-    cache = model.__dict__.setdefault("_many_shared", {})
+    """The :class:`GaussianShared` of ``model`` (REML or ML), built on first use."""
+    cache = _SHARED.setdefault(model, {})
     if REML not in cache:
         cache[REML] = GaussianShared(model, REML)
     return cache[REML]

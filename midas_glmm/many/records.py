@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import SINGULAR_FIT
+
 __all__ = ["Settings", "record", "record_from_estimates", "record_from_result", "failed"]
 
 
@@ -20,7 +22,10 @@ class Settings:
 
 def record(name, params, bse, theta, sigma, llf, singular, messages, caught, nobs, opt=None) -> dict:
     """What the collection keeps of one response's fit (``opt``: the optimizer's outcome, for
-    rebuilding a Gaussian response's full result at its θ̂ without a refit)."""
+    rebuilding a Gaussian response's full result at its θ̂ without a refit). ``messages`` are
+    the convergence messages and then the warnings of the fit (``caught``), a singular fit's
+    among them, as a single fit() gives them."""
+    caught = list(caught) + ([SINGULAR_FIT] if singular and SINGULAR_FIT not in caught else [])
     return {
         "name": name,
         "params": np.asarray(params, float),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..design.response import align_to_rows
 from ..design.reterms import ThetaMap
 from ..errors import DataError, FitError
 
@@ -25,19 +26,12 @@ def response_matrix(model, Y) -> tuple[list[str], np.ndarray]:
         Y = Y.to_frame(name=Y.name if Y.name is not None else "y")
     if isinstance(Y, pd.DataFrame):
         names = [str(c) for c in Y.columns]
-        rows = design.row_index
-        if rows is None and len(Y) != nobs:
-            raise DataError(f"Y has {len(Y)} rows but the model uses {nobs}; give one row per row used")
-        if rows is not None and not Y.index.equals(rows):
-            if not Y.index.is_unique or not rows.isin(Y.index).all():
-                raise DataError(
-                    "Y's index does not hold every row the model uses: give Y the index of the model's data "
-                    f"(the model uses {nobs} rows), or pass a 2-D array with one row per row used"
-                )
-            Y = Y.loc[rows]
-        for c in Y.columns:
-            if not (pd.api.types.is_numeric_dtype(Y[c]) or pd.api.types.is_bool_dtype(Y[c])):
-                raise DataError(f"response column '{c}' is not numeric (dtype {Y[c].dtype}); fit_many needs numbers")
+        _check_names(names)
+        Y = align_to_rows(Y, design.row_index, nobs, "Y")
+        for j, c in enumerate(names):
+            col = Y.iloc[:, j]
+            if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+                raise DataError(f"response column '{c}' is not numeric (dtype {col.dtype}); fit_many needs numbers")
         values = Y.to_numpy(dtype=float, na_value=np.nan)
     else:
         try:
@@ -57,12 +51,19 @@ def response_matrix(model, Y) -> tuple[list[str], np.ndarray]:
                     "were dropped for missing values): give one row per row used, or a DataFrame with the data's index"
                 )
             values = values[positions]
-    if len(set(names)) != len(names):
-        dup = pd.Index(names)[pd.Index(names).duplicated()][0]
-        raise DataError(f"response name '{dup}' appears twice in Y; responses need distinct names")
+    _check_names(names)
     if values.shape[1] == 0:
         raise DataError("Y has no responses (no columns)")
     return names, np.ascontiguousarray(values)
+
+
+def _check_names(names: list[str]) -> None:
+    if len(set(names)) != len(names):
+        dup = pd.Index(names)[pd.Index(names).duplicated()][0]
+        raise DataError(
+            f"response name '{dup}' appears more than once in Y; responses need distinct names "
+            "(rename or drop the copies)"
+        )
 
 
 def positions_in_data(model) -> np.ndarray | None:

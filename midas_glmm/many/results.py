@@ -206,7 +206,8 @@ class ManyResults:
         return response_matrix(self.model, Y)[1][:, 0]
 
     # -------------------------------------------------------------- warnings
-    def _warn(self) -> None:
+    def report_warnings(self) -> None:
+        """Warn, once for the collection, of failed, singular and unconverged responses."""
         nbad = int(sum(r["error"] is not None for r in self.records))
         if nbad:
             first = next(r for r in self.records if r["error"] is not None)

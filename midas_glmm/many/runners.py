@@ -131,7 +131,6 @@ def _portable(model):
     """The model as sent to a worker: its data cut to the columns the formula uses."""
     src = model.built_from
     out = copy.copy(model)
-    out.__dict__.pop("_many_shared", None)
     if src is not None and isinstance(src.get("data"), pd.DataFrame):
         used = used_columns(model.design.parsed) | (model.design.zi.variables() if model.design.zi else set())
         cols = [c for c in src["data"].columns if c in used]

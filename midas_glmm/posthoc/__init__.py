@@ -3,7 +3,7 @@
 ``ddf`` (denominator degrees of freedom, the one ``ddf`` parser), ``hypotheses`` (the
 coefficient table, Wald/F/t tests of Lβ = c, ANOVA tables), ``compare`` (likelihood-ratio
 tests), ``profile`` and ``bootstrap`` (intervals), ``simulate``, ``prediction`` (standard errors
-of predictions), ``emmeans``, ``r2``, ``ranova``, ``residuals`` (simulated quantile residuals)
+of predictions), ``emmeans``, ``r2``, ``ranova``, ``quantile_residuals`` (simulated scaled residuals)
 and ``plots``. They read the fit; none of them changes it.
 """
 

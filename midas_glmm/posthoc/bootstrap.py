@@ -12,8 +12,7 @@ import pandas as pd
 
 from ..checks import check_count, check_level, select_names
 from ..design.reterms import ThetaMap
-from ..errors import ConvergenceWarning, FitError, MidasError
-from .profile import interval_names
+from ..errors import ConvergenceWarning, FitError
 from .simulate import simulate
 
 __all__ = ["bootstrap_ci"]
@@ -38,13 +37,13 @@ def bootstrap_ci(
     fail numerically are left out with a :class:`ConvergenceWarning` (as ``bootMer`` counts its
     failures); ``attrs["n_ok"]`` holds the number used."""
     level = check_level(level)
-    names = interval_names(res, "bootstrap")
+    names = ThetaMap(res.design.terms).interval_names(list(res.params.index), res.family.has_dispersion, True)
     which = select_names(which, names, "bootstrap")
     n_boot = check_count(n_boot, "n_boot")
     ysim = simulate(res, n_boot, seed=seed)
     tasks = [ysim[:, k] for k in range(n_boot)]
     # not the results, nor the data the model was built from: only what a refit needs
-    spec = (res.model.with_response(res.design.y), res.fit_options)
+    spec = (res.model.with_response(res.design.y, check=False), res.fit_options)
     if n_jobs > 1:
         with ProcessPoolExecutor(max_workers=n_jobs) as ex:
             outcomes = list(_progress(ex.map(_boot_one, [spec] * n_boot, tasks), n_boot, progress))
@@ -74,8 +73,8 @@ def _boot_one(spec, y):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            r = model.with_response(y).fit(**options)
-        except (np.linalg.LinAlgError, FloatingPointError, MidasError) as exc:  # this sample's fit failed
+            r = model.with_response(y, check=False).fit(**options)
+        except (np.linalg.LinAlgError, FloatingPointError, FitError) as exc:  # this sample's fit failed
             return f"{type(exc).__name__}: {exc}"
     sdcor = ThetaMap(r.design.terms).sdcor(r.theta, r.sigma if r.family.is_lmm else 1.0)[:-1]
     scale = [r.sigma] if r.family.has_dispersion else []

@@ -67,11 +67,11 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
                 f"models of different families ({', '.join(sorted(families))}) are not nested: a likelihood-ratio "
                 "test needs one model to be a special case of the other (Poisson within nbinom2 or nbinom1 is)"
             )
+        larger, smaller = (first, second) if first.nests(second) else (second, first)
         warnings.warn(
-            "Poisson is the negative binomial model at its dispersion's limit (nbinom2: theta = infinity, nbinom1: "
-            "phi = 0), on the boundary of its parameter space: "
-            "the chi-square p-value is conservative (the null distribution is a 50:50 mixture of 0 and chi-square(1); "
-            "halve the p-value for it)",
+            f"{smaller.label} is the {larger.name} model at its dispersion's limit ({larger.limit}), on the "
+            "boundary of its parameter space: the chi-square p-value is conservative (the null distribution is "
+            "a 50:50 mixture of 0 and chi-square(1); halve the p-value for it)",
             BoundaryTestWarning,
             stacklevel=2,
         )

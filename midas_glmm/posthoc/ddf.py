@@ -24,6 +24,7 @@ __all__ = [
     "SATTERTHWAITE",
     "KENWARD_ROGER",
     "parse_ddf",
+    "test_method",
     "require_lmm",
     "satterthwaite_parts",
     "satterthwaite_df",
@@ -48,10 +49,10 @@ _DDF = {
 KR_MAX_ROWS = 5000
 
 
-def parse_ddf(ddf, allowed: tuple[str, ...] = (WALD, SATTERTHWAITE, KENWARD_ROGER)) -> str:
+def parse_ddf(ddf, allowed: tuple[str, ...] = (WALD, SATTERTHWAITE, KENWARD_ROGER), where: str = "here") -> str:
     """``ddf`` as one of :data:`WALD` (``"normal"``; ``"asymptotic"`` is the same),
     :data:`SATTERTHWAITE` or :data:`KENWARD_ROGER` (``"kr"``), case and ``_``/``-`` aside; a
-    FitError for anything else or a method not in ``allowed``."""
+    FitError for anything else or a method not in ``allowed`` (``where``: the call, for the message)."""
     key = str(ddf).strip().lower().replace("_", "-")
     method = _DDF.get(key)
     choices = ", ".join(f"'{m}'" for m in allowed)
@@ -59,7 +60,20 @@ def parse_ddf(ddf, allowed: tuple[str, ...] = (WALD, SATTERTHWAITE, KENWARD_ROGE
         hint = did_you_mean(key, _DDF)
         raise FitError(f"unknown ddf {ddf!r}{hint}; choose {choices} ('asymptotic' is 'normal': Wald z)")
     if method not in allowed:
-        raise FitError(f"ddf={ddf!r} is not available here; choose {choices}")
+        raise FitError(f"ddf={ddf!r} is not available {where}; choose {choices}")
+    return method
+
+
+def test_method(res, ddf, default: str = SATTERTHWAITE) -> str:
+    """The df method of a test of ``res``: ``ddf`` parsed, ``default`` when None. A GLMM's tests
+    are Wald tests (car's ``Anova``, emmeans' asymptotic df): its default is :data:`WALD`, and
+    Satterthwaite or Kenward–Roger asked for by name is a FitError."""
+    if ddf is None:
+        return default if res.family.is_lmm else WALD
+    method = parse_ddf(ddf)
+    if method != WALD:
+        name = "Satterthwaite's approximation" if method == SATTERTHWAITE else "the Kenward-Roger approximation"
+        require_lmm(res, name)
     return method
 
 
@@ -73,7 +87,7 @@ def require_lmm(res, what: str) -> None:
 
 def _cache(res) -> dict:
     """The fit's store of what its df computations share."""
-    return res.__dict__.setdefault("_anova_cache", {})
+    return res.__dict__.setdefault("_ddf_cache", {})
 
 
 def _varpar_functions(res):
@@ -92,13 +106,17 @@ def _varpar_functions(res):
 
 def satterthwaite_parts(res) -> tuple[np.ndarray, list[np.ndarray]]:
     """(A, [∂V/∂φ_k]): A = 2 H⁻¹ the asymptotic covariance of the variance parameters φ = (θ, σ)
-    from the Hessian H of the (REML or ML) deviance, and the Jacobian of the covariance V(φ) of
-    β̂ by central differences — what every Satterthwaite df needs; computed once per fit."""
+    from the Hessian H of the (REML or ML) deviance (central differences, extrapolated), and the
+    Jacobian of the covariance V(φ) of β̂ by central differences — what every Satterthwaite df
+    needs; computed once per fit."""
     cache = _cache(res)
     if "satt" not in cache:
         require_lmm(res, "Satterthwaite's approximation")
         par, D, V = _varpar_functions(res)
-        A = 2.0 * np.linalg.pinv(fd_hessian(D, par, h=1e-3))
+        # one Richardson step on central differences (lmerTest's numDeriv::hessian extrapolates
+        # too): at lme4's own estimates this gives lmerTest's df to 1e-7
+        H = (4.0 * fd_hessian(D, par, h=5e-4) - fd_hessian(D, par, h=1e-3)) / 3.0
+        A = 2.0 * np.linalg.pinv(H)
         steps = 1e-5 * np.maximum(1.0, np.abs(par))
         jac = []
         for i in range(len(par)):

@@ -1,59 +1,81 @@
 """Estimated marginal means and their contrasts (R's emmeans, Lenth 2016).
 
-The reference grid crosses the levels of every factor of the fixed part, with each numeric
-covariate at its mean over the rows used. The EMM of a level of ``specs`` (within a level of
-``by``) is the equally weighted average of the grid's predictions x'β̂ at that level, a linear
-function l'β̂ whose SE and df come from :func:`~midas_glmm.posthoc.hypotheses.contrast_t` (Kenward–Roger by default for
-LMMs, as emmeans' ``lmer.df``; z statistics for GLMMs). Contrasts are linear combinations of the
-EMMs: ``pairwise`` (each earlier level minus each later one), ``trt.vs.ctrl`` (each level minus
-the first), ``poly`` (orthogonal polynomials with integer coefficients); p-values adjusted by
-Tukey's studentized range (the family: the means compared), Holm, Bonferroni or none.
-GLMMs: the link scale, or ``type="response"`` back-transformed (SE by the delta method), with
-emmeans' names for that case (``asymp.LCL``/``asymp.UCL``; ``prob``/``rate`` for binomial and
-Poisson means on the response scale).
+The reference grid crosses the levels of every factor of the fixed part, and the values of each
+numeric covariate with two distinct values (emmeans' ``cov.keep = "2"``: a 0/1 indicator is kept
+at 0 and 1), with every other numeric covariate at its mean over the rows used. The EMM of a
+level of ``specs`` (within a level of ``by``) is the equally weighted average of the grid's
+predictions x'β̂ at that level, a linear function l'β̂ whose SE and df come from
+:func:`~midas_glmm.posthoc.hypotheses.contrast_t` (Kenward–Roger by default for LMMs, as
+emmeans' ``lmer.df``; z statistics for GLMMs). In a rank-deficient design an l outside the row
+space of X (a cell without rows, say) is not estimable: its EMM is NaN, emmeans' ``nonEst``.
+
+Contrasts are linear combinations of the EMMs: ``pairwise`` (each earlier level minus each later
+one), ``trt.vs.ctrl`` (each level minus the first), ``poly`` (orthogonal polynomials with
+integer coefficients); p-values adjusted by Tukey's studentized range (the family: the means
+compared; for other than pairwise contrasts Šidák's, as emmeans switches), Šidák, Holm,
+Bonferroni or none. GLMMs: the link scale, or ``type="response"`` back-transformed (SE by the
+delta method), with emmeans' names for that case (``asymp.LCL``/``asymp.UCL``; ``prob``/``rate``
+for binomial and Poisson means on the response scale).
 """
 
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from ..errors import FitError
-from .ddf import KENWARD_ROGER, WALD, parse_ddf
+from ..errors import FitError, MidasWarning
+from .ddf import KENWARD_ROGER, test_method
 from .hypotheses import contrast_t
 
 __all__ = ["emmeans", "emm_contrasts"]
 
+METHODS = ("pairwise", "trt.vs.ctrl", "poly")
+ADJUSTS = ("tukey", "sidak", "holm", "bonferroni", "none")
 
-def _names(v) -> list[str]:
+
+def _names(v, what: str) -> list[str]:
+    """``specs`` or ``by`` as a list of distinct variable names."""
     if v is None:
         return []
-    return [v] if isinstance(v, str) else list(v)
+    names = [v] if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise FitError(f"{what} must be a variable name or a list of them, not {v!r}")
+    if len(set(names)) != len(names):
+        raise FitError(f"{what} names a variable twice ({', '.join(names)})")
+    return names
 
 
-def _grid(res, specs: list[str], by: list[str]):
-    """(grid DataFrame, X of the grid, the factor variables)."""
-    d = res.design
-    info = d.grid
+def _variables(res, specs, by) -> tuple[list[str], list[str]]:
+    """``specs`` and ``by`` checked against the reference grid: variables of the fixed part, each
+    a factor (or a covariate with two values), none in both."""
+    specs, by = _names(specs, "specs"), _names(by, "by")
+    if not specs:
+        raise FitError("emmeans() needs specs: the factor(s) whose marginal means you want")
+    info = res.design.grid
     if info is None:
         raise FitError("emmeans() needs the reference grid recorded when the model was built from a pandas DataFrame")
+    both = [v for v in specs if v in by]
+    if both:
+        raise FitError(f"'{both[0]}' is in both specs and by; the means are of specs within each level of by")
     for v in specs + by:
         if v not in info:
             raise FitError(f"'{v}' is not a variable of the fixed part ({', '.join(info) or 'none'})")
-        if info[v][0] != "factor":
+        if info[v][0] == "numeric":
             raise FitError(
                 f"'{v}' is numeric; emmeans() averages over the levels of factors (wrap it in C() to use it as one)"
             )
-    return d.reference_grid()
+    return specs, by
 
 
 def _cells(res, specs, by):
-    """(labels DataFrame, L) — one row per (by, specs) cell, the first spec varying fastest."""
-    grid, X, _ = _grid(res, specs, by)
+    """(labels DataFrame, L over every column of the formula) — one row per (by, specs) cell,
+    the first spec varying fastest."""
+    grid, X, _ = res.design.reference_grid()
     info = res.design.grid
     rows, labels = [], []
     for by_levels in itertools.product(*[info[v][1] for v in by]):
@@ -67,32 +89,48 @@ def _cells(res, specs, by):
     return pd.DataFrame(labels), np.array(rows)
 
 
+def _tests(res, L: np.ndarray, ddf, level: float = 0.95) -> tuple[pd.DataFrame, np.ndarray]:
+    """contrast_t of the rows of L (over every column of the formula), NaN where not estimable;
+    and which rows are estimable."""
+    d = res.design
+    ok = d.estimable(L)
+    t = contrast_t(res, d.kept(L), ddf=_ddf(res, ddf), level=level)
+    t.loc[~ok, :] = np.nan
+    return t, ok
+
+
+def _note(out: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Attach emmeans' notes to the table (``attrs["notes"]``) and say them once."""
+    if notes:
+        out.attrs["notes"] = notes
+        for note in notes:
+            warnings.warn(note, MidasWarning, stacklevel=4)
+    return out
+
+
 def _ddf(res, ddf) -> str:
     """The df method: Kenward–Roger by default for LMMs (emmeans' ``lmer.df``), Wald z for GLMMs."""
-    if not res.family.is_lmm:
-        return WALD
-    return KENWARD_ROGER if ddf is None else parse_ddf(ddf)
-
-
-def _response_name(res) -> str:
-    return res.family.mean_name
+    return test_method(res, ddf, default=KENWARD_ROGER)
 
 
 def emmeans(res, specs, by=None, ddf=None, type: str = "link", level: float = 0.95) -> pd.DataFrame:
     """EMMs of ``specs`` (column names) within ``by``: the factor columns, emmean, SE, df,
     lower.CL, upper.CL (LMMs) — see the module docstring for GLMMs."""
-    specs, by = _names(specs), _names(by)
-    if not specs:
-        raise FitError("emmeans() needs specs: the factor(s) whose marginal means you want")
+    specs, by = _variables(res, specs, by)
     if type not in ("link", "response"):
         raise FitError(f"type must be 'link' or 'response', not {type!r}")
     labels, L = _cells(res, specs, by)
-    t = contrast_t(res, L, ddf=_ddf(res, ddf), level=level)
+    t, ok = _tests(res, L, ddf, level)
+    notes = (
+        []
+        if ok.all()
+        else [f"{int((~ok).sum())} of the means are not estimable (NaN): the design has no rows for them"]
+    )
     out = labels.copy()
     if res.family.is_lmm:
         out["emmean"], out["SE"], out["df"] = t.estimate.to_numpy(), t.std_err.to_numpy(), t.df.to_numpy()
         out["lower.CL"], out["upper.CL"] = t.ci_low.to_numpy(), t.ci_high.to_numpy()
-        return out
+        return _note(out, notes)
     est, se = t.estimate.to_numpy(), t.std_err.to_numpy()
     lo, hi = t.ci_low.to_numpy(), t.ci_high.to_numpy()
     if type == "response":
@@ -101,11 +139,13 @@ def emmeans(res, specs, by=None, ddf=None, type: str = "link", level: float = 0.
         se = np.abs(fam.mu_eta(est, mu)) * se
         lo, hi = fam.linkinv(lo), fam.linkinv(hi)
         lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
-        out[_response_name(res)] = mu
+        out[fam.mean_name] = np.where(ok, mu, np.nan)
+        se, lo, hi = (np.where(ok, v, np.nan) for v in (se, lo, hi))
     else:
         out["emmean"] = est
     out["SE"], out["df"], out["asymp.LCL"], out["asymp.UCL"] = se, np.inf, lo, hi
-    return out
+    out.loc[~ok, "df"] = np.nan
+    return _note(out, notes)
 
 
 def _is_number(v) -> bool:
@@ -143,54 +183,71 @@ def _contrast_matrix(method: str, levels: list[str]):
         C[:, 0] = -1.0
         C[np.arange(k - 1), np.arange(1, k)] = 1.0
         return C, [f"{levels[i]} - {levels[0]}" for i in range(1, k)]
-    if method == "poly":
-        names = ["linear", "quadratic", "cubic"] + [f"degree {d}" for d in range(4, k)]
-        return _poly(k), names[: k - 1]
-    raise FitError(f"unknown method '{method}'; choose 'pairwise', 'trt.vs.ctrl' or 'poly'")
+    names = ["linear", "quadratic", "cubic"] + [f"degree {d}" for d in range(4, k)]
+    return _poly(k), names[: k - 1]
+
+
+def _adjust(method: str, adjust) -> tuple[str, list[str]]:
+    """The p-value adjustment, and emmeans' note when Tukey's is changed to Šidák's (Tukey's is
+    for one family of pairwise comparisons only)."""
+    defaults = {"pairwise": "tukey", "poly": "none"}
+    if method not in METHODS:
+        raise FitError(f"unknown method {method!r}; choose 'pairwise', 'trt.vs.ctrl' or 'poly'")
+    if adjust is None:
+        if method not in defaults:
+            raise FitError(
+                f"emmeans adjusts {method} contrasts by Dunnett's method, which is not implemented here; "
+                "pass adjust='sidak', 'holm', 'bonferroni' or 'none'"
+            )
+        return defaults[method], []
+    if adjust not in ADJUSTS:
+        raise FitError(f"unknown adjust {adjust!r}; choose {', '.join(repr(a) for a in ADJUSTS)}")
+    if adjust == "tukey" and method != "pairwise":
+        note = (
+            'adjust = "tukey" was changed to "sidak" because "tukey" is only appropriate for one set of '
+            "pairwise comparisons (as emmeans)"
+        )
+        return "sidak", [note]
+    return adjust, []
 
 
 def emm_contrasts(res, specs, method="pairwise", adjust=None, by=None, ddf=None) -> pd.DataFrame:
     """Contrasts of the EMMs of ``specs`` within ``by``: (by columns), contrast, estimate, SE,
     df, t.ratio (z.ratio for GLMMs), p.value — as ``emmeans::contrast(emmeans(...), method,
     adjust)``."""
-    specs, by = _names(specs), _names(by)
-    defaults = {"pairwise": "tukey", "poly": "none"}
-    if method not in ("pairwise", "trt.vs.ctrl", "poly"):
-        raise FitError(f"unknown method '{method}'; choose 'pairwise', 'trt.vs.ctrl' or 'poly'")
-    if adjust is None:
-        if method not in defaults:
-            raise FitError(
-                f"emmeans adjusts {method} contrasts by Dunnett's method, which is not implemented here; "
-                "pass adjust='holm', 'bonferroni', 'tukey' or 'none'"
-            )
-        adjust = defaults[method]
-    if adjust not in ("tukey", "holm", "bonferroni", "none"):
-        raise FitError(f"unknown adjust '{adjust}'; choose 'tukey', 'holm', 'bonferroni' or 'none'")
+    adjust, notes = _adjust(method, adjust)
+    specs, by = _variables(res, specs, by)
     labels, L = _cells(res, specs, by)
     cell_names = labels[specs].astype(str).agg(" ".join, axis=1).tolist()
     if len(specs) == 1 and all(_is_number(v) for v in labels[specs[0]]):
         cell_names = [f"{specs[0]}{v}" for v in cell_names]  # emmeans: "period1 - period2"
-    frames = []
+    frames, nonest = [], 0
     groups = labels.groupby(by, sort=False).indices if by else {None: np.arange(len(labels))}
     for key, idx in groups.items():
         C, names = _contrast_matrix(method, [cell_names[i] for i in idx])
-        t = contrast_t(res, C @ L[idx], ddf=_ddf(res, ddf))
+        t, ok = _tests(res, C @ L[idx], ddf)
+        nonest += int((~ok).sum())
         est, se, df, stat = (t[c].to_numpy() for c in ("estimate", "std_err", "df", "statistic"))
         finite = np.isfinite(df)
         raw = np.where(finite, 2 * stats.t.sf(np.abs(stat), np.where(finite, df, 1)), 2 * stats.norm.sf(np.abs(stat)))
+        p = np.full(len(raw), np.nan)
         if adjust == "tukey":
             k = len(idx)
             p = stats.studentized_range.sf(np.abs(stat) * np.sqrt(2), k, np.where(finite, df, np.inf))
-        elif adjust in ("holm", "bonferroni") and len(raw) > 1:
-            p = multipletests(raw, method=adjust)[1]
+        elif adjust != "none" and ok.sum() > 1:  # a family of the estimable contrasts
+            p[ok] = multipletests(raw[ok], method=adjust)[1]
         else:
             p = raw
         frame = pd.DataFrame({"contrast": names, "estimate": est, "SE": se, "df": df})
-        frame["z.ratio" if not np.all(finite) else "t.ratio"] = stat
-        frame["p.value"] = p
+        frame["z.ratio" if not np.all(finite[ok]) else "t.ratio"] = stat
+        frame["p.value"] = np.where(ok, p, np.nan)
         if by:
             key = key if isinstance(key, tuple) else (key,)
             for v, lev in zip(by, key):
                 frame.insert(0, v, lev)
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    if nonest:
+        notes.append(
+            f"{nonest} of the contrasts are not estimable (NaN): they involve means the design cannot estimate"
+        )
+    return _note(pd.concat(frames, ignore_index=True), notes)

@@ -23,7 +23,7 @@ from scipy import stats
 
 from ..checks import check_level
 from ..design.type3 import type3_contrasts
-from ..errors import FitError
+from ..errors import FitError, did_you_mean
 from .ddf import (
     KENWARD_ROGER,
     SATTERTHWAITE,
@@ -34,6 +34,7 @@ from .ddf import (
     parse_ddf,
     satterthwaite_df,
     satterthwaite_parts,
+    test_method,
 )
 
 __all__ = ["coef_table", "t_frame", "contrast_test", "contrast_t", "anova_table", "drop1_table", "term_columns"]
@@ -84,16 +85,55 @@ def t_frame(est, se, df, level: float, index=None) -> pd.DataFrame:
 
 
 def _as_L(res, L) -> np.ndarray:
-    p = len(res.params)
+    """L as a float matrix with a column per fixed effect, in ``res.params``' order: a DataFrame
+    (or a Series, one row) is matched to the coefficients by its column names."""
+    names = list(res.params.index)
+    p = len(names)
+    if isinstance(L, pd.Series):
+        L = L.to_frame().T
+    if isinstance(L, pd.DataFrame):
+        labels = [str(c) for c in L.columns]
+        unknown = [c for c in labels if c not in names]
+        if unknown:
+            raise FitError(
+                f"the contrast matrix L has column '{unknown[0]}'{did_you_mean(unknown[0], names)}, which is not a "
+                f"fixed effect; its columns must be the coefficient names: {', '.join(names)}"
+            )
+        if len(set(labels)) != len(labels):
+            raise FitError("the contrast matrix L names a fixed effect twice; give each coefficient one column")
+        L = L.set_axis(labels, axis=1).reindex(columns=names, fill_value=0.0)
     try:
         L = np.atleast_2d(np.asarray(L, dtype=float))
     except (TypeError, ValueError):
         raise FitError("the contrast matrix L must be numbers, one column per fixed effect") from None
-    if L.ndim != 2 or L.shape[1] != p:
-        raise FitError(f"the contrast matrix L must have {p} columns (one per fixed effect: {list(res.params.index)})")
+    if L.ndim != 2 or L.shape[1] != p or L.shape[0] == 0:
+        raise FitError(f"the contrast matrix L must have {p} columns (one per fixed effect: {names}) and a row or more")
     if not np.all(np.isfinite(L)):
         raise FitError("the contrast matrix L has missing or infinite entries")
+    zero = ~L.any(axis=1)
+    if zero.any():
+        raise FitError(f"row {int(np.argmax(zero))} of the contrast matrix L is all zeros: it tests nothing")
     return L
+
+
+def _unit(L: np.ndarray) -> np.ndarray:
+    """The rows of L scaled to a largest entry of 1."""
+    return L / np.abs(L).max(axis=1)[:, None]
+
+
+def _as_rhs(rhs, rows: int) -> np.ndarray:
+    """The right-hand side c of Lβ = c: 0, one number for every row, or one per row of L."""
+    if rhs is None:
+        return np.zeros(rows)
+    try:
+        c = np.asarray(rhs, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise FitError(f"rhs must be numbers, one per row of L, not {rhs!r}") from None
+    if c.size == 1:
+        c = np.full(rows, c[0])
+    if c.size != rows or not np.all(np.isfinite(c)):
+        raise FitError(f"rhs must be one finite number per row of L ({rows}), not {rhs!r}")
+    return c
 
 
 def _fstat_ddf(nu: np.ndarray) -> float:
@@ -108,15 +148,17 @@ def _fstat_ddf(nu: np.ndarray) -> float:
     return 2 * E / (E - len(nu))
 
 
-def contrast_test(res, L, rhs=None, ddf: str = "satterthwaite") -> pd.Series:
+def contrast_test(res, L, rhs=None, ddf: str | None = None) -> pd.Series:
     """Joint test of Lβ = rhs. LMMs: ``Sum Sq``, ``Mean Sq``, ``NumDF``, ``DenDF``, ``F value``,
     ``Pr(>F)`` (lmerTest's ``contest``; ``ddf="asymptotic"`` gives the Wald chi-square); GLMMs:
     ``Chisq``, ``Df``, ``Pr(>Chisq)`` (car's Wald test)."""
     L = _as_L(res, L)
-    key = parse_ddf(ddf)
+    key = test_method(res, ddf)
     beta = res.params.to_numpy()
-    c = np.zeros(L.shape[0]) if rhs is None else np.broadcast_to(np.asarray(rhs, dtype=float), (L.shape[0],))
-    if not res.family.is_lmm or key == WALD:
+    c = _as_rhs(rhs, L.shape[0])
+    size = np.abs(L).max(axis=1)  # the test of each row is that of the row scaled: no overflow
+    L, c = L / size[:, None], c / size
+    if key == WALD:
         V = res.vcov().to_numpy()
         M = L @ V @ L.T
         w, P = np.linalg.eigh(M)
@@ -165,27 +207,32 @@ def contrast_test(res, L, rhs=None, ddf: str = "satterthwaite") -> pd.Series:
     )
 
 
-def contrast_t(res, L, rhs=None, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
+def contrast_t(res, L, rhs=None, ddf: str | None = None, level: float = 0.95) -> pd.DataFrame:
     """One t test per row of L (z tests for GLMMs or ``ddf="asymptotic"``): estimate, std_err,
     df, statistic, p_value, ci_low, ci_high (lmerTest's ``contest(joint = FALSE)``)."""
     level = check_level(level)
     L = _as_L(res, L)
-    key = parse_ddf(ddf)
-    c = np.zeros(L.shape[0]) if rhs is None else np.broadcast_to(np.asarray(rhs, dtype=float), (L.shape[0],))
+    key = test_method(res, ddf)
+    c = _as_rhs(rhs, L.shape[0])
     est = L @ res.params.to_numpy() - c
-    if not res.family.is_lmm or key == WALD:
-        se = np.sqrt(np.einsum("ij,jk,ik->i", L, res.vcov().to_numpy(), L))
+    size, U = np.abs(L).max(axis=1), _unit(L)  # SE and df from the rows scaled: no overflow
+
+    def se_of(V):
+        return size * np.sqrt(np.einsum("ij,jk,ik->i", U, V, U))
+
+    if key == WALD:
+        se = se_of(res.vcov().to_numpy())
         df = np.full(len(est), np.inf)
     elif key == KENWARD_ROGER:
         parts = kenward_roger_parts(res)
-        se = np.sqrt(np.einsum("ij,jk,ik->i", L, parts["PhiA"], L))
-        df = np.array([kr_hypothesis_df(parts, L[[i]], 1) for i in range(len(est))])
+        se = se_of(parts["PhiA"])
+        df = np.array([kr_hypothesis_df(parts, U[[i]], 1) for i in range(len(est))])
     else:
         V = res.vcov().to_numpy()
         A, jac = satterthwaite_parts(res)
-        se = np.sqrt(np.einsum("ij,jk,ik->i", L, V, L))
+        se = se_of(V)
         df = np.empty(len(est))
-        for i, ell in enumerate(L):
+        for i, ell in enumerate(U):
             g = np.array([ell @ J @ ell for J in jac])
             df[i] = 2 * (ell @ V @ ell) ** 2 / float(g @ A @ g)
     return t_frame(est, se, df, level)
@@ -213,26 +260,25 @@ def _contained(term: str, others: list[str]) -> bool:
     return any(o != term and parts < set(o.split(":")) for o in others)
 
 
-def anova_table(res, type: int = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+def anova_table(res, type: int = 3, ddf: str | None = None) -> pd.DataFrame:
     """One row per fixed-effect term; see the module docstring for the hypotheses."""
     if type not in (1, 3, "I", "III"):
         raise FitError(f"type must be 1 or 3, not {type!r}")
     type = 1 if type in (1, "I") else 3
+    method = test_method(res, ddf)
     d = res.design
     cols = term_columns(d)
     p = len(res.params)
     if not res.family.is_lmm:
         if type != 3:
             raise FitError("GLMM tables are car's type 3 Wald chi-square tests: use type=3")
-        rows = {}
-        for term, idx in cols.items():
-            rows[term] = contrast_test(res, np.eye(p)[idx], ddf=WALD)
-        return pd.DataFrame(rows).T[["Chisq", "Df", "Pr(>Chisq)"]].astype({"Df": int})
+        return _table({term: contrast_test(res, np.eye(p)[idx], ddf=WALD) for term, idx in cols.items()})
     terms = [t for t in cols if t != "(Intercept)"]
     if not terms:
         raise FitError("the model has no fixed-effect term besides the intercept to test")
     if type == 1:
-        R = np.linalg.cholesky(d.X.T @ d.X).T  # X'X = R'R
+        # X'X = R'R; the rows of a Dask fit are on the workers: X'X from its data pass
+        R = np.linalg.cholesky(d.X.T @ d.X if d.source is None else d.source.gram()).T
         contrasts = {t: R[cols[t]] for t in terms}
     else:
         if d.type3 is not None:  # some term contains another: lmerTest's marginal hypotheses
@@ -244,19 +290,28 @@ def anova_table(res, type: int = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
             )
         else:
             contrasts = {t: np.eye(p)[cols[t]] for t in terms}
-    rows = {t: contrast_test(res, Lt, ddf=ddf) for t, Lt in contrasts.items()}
-    return pd.DataFrame(rows).T[["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]].astype({"NumDF": int})
+    return _table({t: contrast_test(res, Lt, ddf=method) for t, Lt in contrasts.items()})
 
 
-def drop1_table(res, ddf: str = "satterthwaite") -> pd.DataFrame:
+def _table(rows: dict[str, pd.Series]) -> pd.DataFrame:
+    """The rows of contrast_test as a table: lmerTest's F columns, or the Wald chi-square ones
+    (car's, and an LMM's with ``ddf="normal"``)."""
+    table = pd.DataFrame(rows).T
+    if "Chisq" in table:
+        return table[["Chisq", "Df", "Pr(>Chisq)"]].astype({"Df": int})
+    return table[["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]].astype({"NumDF": int})
+
+
+def drop1_table(res, ddf: str | None = None) -> pd.DataFrame:
     """F tests of dropping each fixed-effect term that marginality allows (no other term contains
     it), as ``lmerTest::drop1(m)``: each such term's columns tested jointly."""
     if not res.family.is_lmm:
         raise FitError("drop1() gives lmerTest's F tests for linear mixed models; for a GLMM use anova() (Wald)")
+    method = test_method(res, ddf)
     cols = term_columns(res.design)
     terms = [t for t in cols if t != "(Intercept)"]
     p = len(res.params)
-    rows = {t: contrast_test(res, np.eye(p)[cols[t]], ddf=ddf) for t in terms if not _contained(t, terms)}
+    rows = {t: contrast_test(res, np.eye(p)[cols[t]], ddf=method) for t in terms if not _contained(t, terms)}
     if not rows:
         raise FitError("the model has no fixed-effect term to drop")
-    return pd.DataFrame(rows).T[["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]].astype({"NumDF": int})
+    return _table(rows)

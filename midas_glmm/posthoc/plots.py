@@ -121,9 +121,7 @@ def diagnostics(res, path=None, n: int = 250, seed=0):
     if not res.family.is_lmm:
         return quantile_residuals(res.simulate_residuals(n=n, seed=seed), path=path)
     fitted = res.fittedvalues.to_numpy()
-    resid = res.resid.to_numpy()
-    if res.family.is_lmm:
-        resid = resid / res.sigma
+    resid = res.resid.to_numpy() / res.sigma
     fig = _figure((9, 4))
     a1, a2 = fig.subplots(1, 2)
     a1.scatter(fitted, resid, s=6, alpha=0.5)

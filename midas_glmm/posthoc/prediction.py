@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..checks import check_level
+
 __all__ = ["Prediction"]
 
 
@@ -93,6 +95,7 @@ class Prediction:
     def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
         """mean, mean_se, mean_ci_lower, mean_ci_upper (and obs_ci_lower, obs_ci_upper for
         Gaussian models) at level 1 − ``alpha``, one row per predicted row."""
+        alpha = check_level(alpha, "alpha", "0.05 for 95% intervals")
         z = stats.norm.ppf(1 - alpha / 2)
         lo, hi = self.linpred - z * self.se_link, self.linpred + z * self.se_link
         if not self.family.is_lmm:

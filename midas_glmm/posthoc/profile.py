@@ -26,11 +26,9 @@ __all__ = ["profile_ci", "interval_names", "PROFILE_STOP"]
 
 
 def interval_names(res, method: str) -> list[str]:
-    """Row names of the profile or bootstrap table: SDs and correlations (lme4's names with
-    ``oldNames = FALSE``), sigma where the family has a scale, and the fixed effects."""
-    varpar = ThetaMap(res.design.terms).sdcor_names()[:-1] + (["sigma"] if res.family.has_dispersion else [])
-    fixed = list(res.params.index)
-    return varpar + fixed if method == "profile" else fixed + varpar
+    """Row names of the profile or bootstrap table (:meth:`ThetaMap.interval_names`)."""
+    tm = ThetaMap(res.design.terms)
+    return tm.interval_names(list(res.params.index), res.family.has_dispersion, fixed_first=method != "profile")
 
 
 #: inner optimisations of a profile: the deviance to 1e-10 (ζ at the limits to ~1e-11)

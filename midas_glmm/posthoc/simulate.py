@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import check_count, make_rng
+from ..checks import check_array_size, check_count, make_rng
 from ..design.daskdata import check_available
 from ..errors import FitError
 
@@ -21,6 +21,7 @@ def simulate(res, n: int = 1, seed=None, random_effects: str = "marginal") -> np
         raise FitError(f"random_effects must be 'marginal' or 'conditional', not {random_effects!r}")
     n = check_count(n, "n")
     check_available(res.design, "simulation (and the bootstrap)")
+    check_array_size(res.design.nobs * n, f"{n} simulated responses of {res.design.nobs} rows", "ask for fewer")
     rng = make_rng(seed)
     d = res.design
     eta_fixed = d.X @ res.params.to_numpy() + d.offset

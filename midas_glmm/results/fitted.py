@@ -20,9 +20,9 @@ from ..design.formula import update_formula
 from ..design.reterms import ThetaMap
 from ..engine.estimates import Estimates
 from ..engine.optimize import OPTIMIZERS
-from ..errors import FitError
-from ..families.zeroinfl import zero_inflated_pearson
-from ..posthoc import bootstrap, emmeans, hypotheses, prediction, profile, r2, ranova, residuals, simulate
+from ..errors import DataError, FitError
+from ..families.mixture import zero_inflated_pearson
+from ..posthoc import bootstrap, emmeans, hypotheses, prediction, profile, quantile_residuals, r2, ranova, simulate
 from . import persist, varcomp
 from .summary import Summary
 
@@ -46,6 +46,18 @@ def _fit_options(est: Estimates, family) -> dict:
     return opts
 
 
+def _options_for(options: dict, family) -> dict:
+    """A fit's settings that apply to a model of ``family``: an LMM takes method but not nAGQ
+    and fast; a GLMM takes nAGQ and fast, and method only as "ML"."""
+    kw = dict(options)
+    if family.is_lmm:
+        kw.pop("nAGQ", None)
+        kw.pop("fast", None)
+    elif str(kw.get("method")).upper() == "REML":
+        kw["method"] = None
+    return kw
+
+
 class MixedModelResults:
     """Results of :meth:`MixedModel.fit`.
 
@@ -59,10 +71,11 @@ class MixedModelResults:
     theta : ndarray
         Relative covariance parameters in lme4's order.
     sigma : float
-        Residual standard deviation (1 for binomial and Poisson; sqrt(φ) for Gamma).
+        Residual standard deviation (√φ for Gaussian and Gamma models; 1 for binomial and
+        Poisson), or for NB2, NB1 and beta the dispersion itself (glmmTMB's ``sigma()``).
     fit_options : dict
-        The settings the fit used (``method``, ``nAGQ``, ``fast``, ``optimizer``): :meth:`refit`
-        and the bootstrap fit again with them.
+        The settings the fit used (``method``, ``optimizer``, ``standardize``; for a GLMM also
+        ``nAGQ`` and ``fast``): :meth:`refit` and the bootstrap fit again with them.
     estimates : Estimates
         The engine's record of the fit (random effects in the engine's level order, their
         conditional covariances, the optimizer's result).
@@ -294,7 +307,7 @@ class MixedModelResults:
         pass ``latent_variance`` to use another convention.
         """
         vc = self.varcorr()
-        if not ((vc["var1"] == "(Intercept)") & vc["var2"].isna() & (vc["grp"] != "Residual")).any():
+        if varcomp.intercept_rows(vc).empty:
             raise FitError("icc() needs a random intercept; this model has none")
         if latent_variance is not None:
             if not isinstance(latent_variance, (int, float, np.number)) or not latent_variance >= 0:
@@ -479,29 +492,31 @@ class MixedModelResults:
         """
         return hypotheses.coef_table(self, ddf=ddf, level=level)
 
-    def anova(self, type: int = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+    def anova(self, type: int = 3, ddf: str | None = None) -> pd.DataFrame:
         """ANOVA table, one row per fixed-effect term. LMMs: ``Sum Sq``, ``Mean Sq``, ``NumDF``,
-        ``DenDF``, ``F value``, ``Pr(>F)`` as ``lmerTest::anova(m, type=, ddf=)`` (type 1:
+        ``DenDF``, ``F value``, ``Pr(>F)`` as ``lmerTest::anova(m, type=, ddf=)`` (``ddf``:
+        ``"satterthwaite"``, the default, or ``"kenward-roger"``; type 1:
         sequential; type 3: lmerTest's marginal hypotheses, interactions included, for
         treatment-coded factors); GLMMs: Wald ``Chisq``, ``Df``, ``Pr(>Chisq)`` as
         ``car::Anova(m, type = 3)``. To compare models use :func:`midas_glmm.compare`
         (likelihood-ratio tests)."""
         return hypotheses.anova_table(self, type=type, ddf=ddf)
 
-    def drop1(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+    def drop1(self, ddf: str | None = None) -> pd.DataFrame:
         """F tests of dropping each fixed-effect term that marginality allows, as
         ``lmerTest::drop1(m)`` (LMMs; same columns as :meth:`anova`)."""
         return hypotheses.drop1_table(self, ddf=ddf)
 
-    def wald_test(self, L, rhs=None, ddf: str = "satterthwaite") -> pd.Series:
-        """Joint test of Lβ = rhs (``L``: one row per restriction, one column per fixed effect):
-        an F test with Satterthwaite or Kenward–Roger df for LMMs (lmerTest's ``contest``), a
-        Wald chi-square for GLMMs or ``ddf="asymptotic"``."""
+    def wald_test(self, L, rhs=None, ddf: str | None = None) -> pd.Series:
+        """Joint test of Lβ = rhs (``L``: one row per restriction, one column per fixed effect,
+        a DataFrame's columns matched to the coefficients by name): an F test with Satterthwaite
+        (the default) or Kenward–Roger df for LMMs (lmerTest's ``contest``), a Wald chi-square
+        for GLMMs or ``ddf="asymptotic"``."""
         return hypotheses.contrast_test(self, L, rhs=rhs, ddf=ddf)
 
-    def t_test(self, L, rhs=None, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
-        """One t test per row of L (z tests for GLMMs): estimate, std_err, df, statistic,
-        p_value, ci_low, ci_high (lmerTest's ``contest(joint = FALSE)``)."""
+    def t_test(self, L, rhs=None, ddf: str | None = None, level: float = 0.95) -> pd.DataFrame:
+        """One t test per row of L (z tests for GLMMs), Satterthwaite df by default: estimate,
+        std_err, df, statistic, p_value, ci_low, ci_high (lmerTest's ``contest(joint = FALSE)``)."""
         return hypotheses.contrast_t(self, L, rhs=rhs, ddf=ddf, level=level)
 
     def emmeans(self, specs, by=None, ddf=None, type: str = "link", level: float = 0.95) -> pd.DataFrame:
@@ -547,8 +562,8 @@ class MixedModelResults:
     def simulate_residuals(self, n: int = 250, seed=None):
         """Scaled (quantile) residuals from ``n`` simulations of the fit, as R's DHARMa:
         uniform on (0, 1) for a correctly specified model, with tests for uniformity,
-        dispersion and zero-inflation and a plot (:mod:`midas_glmm.posthoc.residuals`)."""
-        return residuals.simulate_residuals(self, n=n, seed=seed)
+        dispersion and zero-inflation and a plot (:mod:`midas_glmm.posthoc.quantile_residuals`)."""
+        return quantile_residuals.simulate_residuals(self, n=n, seed=seed)
 
     # ------------------------------------------------------------------ refit, update, save
     def refit(self, new_response=None, method: str | None = None, **fit_kwargs) -> MixedModelResults:
@@ -568,11 +583,15 @@ class MixedModelResults:
         model = self.model if new_response is None else self.model.with_response(new_response)
         return model.fit(**kw)
 
-    def update(self, formula: str | None = None, data=None, ziformula=KEEP, **fit_kwargs) -> MixedModelResults:
+    def update(
+        self, formula: str | None = None, data=None, ziformula=KEEP, family=KEEP, **fit_kwargs
+    ) -> MixedModelResults:
         """lme4's ``update()``: the model again with a changed formula (``"~ . + x"``,
         ``". ~ . - (1 | g) + (x | g)"``: ``.`` is the current response or terms) and/or other
-        data (and ``ziformula``: another zero-inflation part, None for none), fitted with this
-        fit's settings changed only where given (``method="ML"``)."""
+        data, another ``ziformula`` (None for none) or another ``family`` (lme4's
+        ``update(m, family = binomial)``), fitted with this fit's settings changed only where
+        given (``method="ML"``); settings the new family has no use for are left out (an LMM's
+        REML for a GLMM; nAGQ and fast for an LMM)."""
         src = self.model.built_from
         if src is None:
             raise FitError(
@@ -586,12 +605,12 @@ class MixedModelResults:
         model = type(self.model).from_formula(
             new_formula,
             src["data"] if data is None else data,
-            family=self.family,
+            family=self.family if family is KEEP else family,
             weights=src["weights"],
             offset=src["offset"],
             ziformula=src.get("ziformula") if ziformula is KEEP else ziformula,
         )
-        kw = dict(self.fit_options)
+        kw = _options_for(self.fit_options, model.family)
         kw.update(fit_kwargs)
         return model.fit(**kw)
 
@@ -636,10 +655,23 @@ class MixedModelResults:
     def __repr__(self) -> str:
         return f"<MixedModelResults: {self.design.formula}, {self.method}, llf={self.llf:.4f}>"
 
+    def __setstate__(self, state: dict) -> None:
+        if "_est" in state:  # saved before the estimates were public (0.1.0, 2026-11)
+            state["estimates"] = state.pop("_est")
+        state.pop("_anova_cache", None)
+        self.__dict__.update(state)
+
 
 def load(path) -> MixedModelResults:
-    """A result saved by :meth:`MixedModelResults.save` (a pickle: load only files you trust)."""
+    """A result saved by :meth:`MixedModelResults.save`.
+
+    The file is a Python pickle, and loading a pickle can run any code it holds: load only files
+    you trust (your own saves). A file that is truncated or not a saved result is a
+    :class:`~midas_glmm.errors.DataError`."""
     obj = persist.read(path)
     if not isinstance(obj, MixedModelResults):
-        raise FitError(f"{path} does not hold a midas_glmm result (it holds a {type(obj).__name__})")
+        raise DataError(
+            f"{path} does not hold a midas_glmm result (it holds a {type(obj).__name__}); "
+            "load only files saved by res.save() that you trust"
+        )
     return obj

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..errors import FitError
+from ..errors import DataError, FitError
 
 __all__ = ["save", "read", "RemovedRows"]
 
@@ -83,7 +83,6 @@ def _without_rows(res):
         for key in ("weights", "offset"):
             if not (model.built_from[key] is None or isinstance(model.built_from[key], str)):
                 model.built_from[key] = RemovedRows(key)
-    model.__dict__.pop("_many_shared", None)
     out = copy.copy(res)
     out.__dict__ = {k: v for k, v in res.__dict__.items() if k not in _ROW_SIZED_CACHE}
     out.model, out.design, out.estimates = model, design, est
@@ -101,7 +100,47 @@ def save(res, path, remove_data: bool = True) -> None:
         pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+#: where the classes of a result saved before the package's subpackages (0.1.0, 2026-11) live now
+_MOVED = {
+    "midas_glmm.results": "midas_glmm.results.fitted",
+    "midas_glmm.persist": "midas_glmm.results.persist",
+    "midas_glmm.design": "midas_glmm.design.design",
+    "midas_glmm.formula": "midas_glmm.design.formula",
+    "midas_glmm.reterms": "midas_glmm.design.reterms",
+    "midas_glmm.zeroinfl": "midas_glmm.design.zeroinfl",
+    "midas_glmm.daskdata": "midas_glmm.design.daskdata",
+    "midas_glmm.estimates": "midas_glmm.engine.estimates",
+    "midas_glmm.optimize": "midas_glmm.engine.optimize",
+    "midas_glmm.families": "midas_glmm.families.base",
+}
+
+
+class _Legacy:
+    """Stands in, while a file is read, for a class that no longer exists (the family's old
+    wrapper of statsmodels' families); the family rebuilds itself from its name and link."""
+
+
+class _Reader(pickle.Unpickler):
+    """Reads results saved by this version and by the one before its subpackages."""
+
+    def find_class(self, module: str, name: str):
+        if module == "midas_glmm.families" and name == "_Named":
+            return _Legacy
+        return super().find_class(_MOVED.get(module, module), name)
+
+
+#: what unpickling a truncated or foreign file raises
+_UNREADABLE = (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError)
+
+
 def read(path):
-    """The object pickled in ``path`` (:func:`~midas_glmm.results.fitted.load` checks it is a result)."""
+    """The object pickled in ``path`` (:func:`~midas_glmm.results.fitted.load` checks it is a
+    result); a DataError for a file that is not a whole pickle."""
     with open(path, "rb") as f:
-        return pickle.load(f)
+        try:
+            return _Reader(f).load()
+        except _UNREADABLE as exc:
+            raise DataError(
+                f"cannot read {str(path)!r} as a saved midas_glmm result: it is truncated or not a result file "
+                f"({type(exc).__name__}: {exc}). Load only files you trust: loading a pickle can run code"
+            ) from None

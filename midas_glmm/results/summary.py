@@ -10,7 +10,7 @@ from scipy import stats
 
 from ..checks import check_level
 from ..errors import FitError
-from ..posthoc.ddf import KENWARD_ROGER, SATTERTHWAITE, WALD, parse_ddf
+from ..posthoc.ddf import KENWARD_ROGER, SATTERTHWAITE, WALD, parse_ddf, test_method
 
 __all__ = ["Summary"]
 
@@ -70,10 +70,10 @@ class Summary:
                 }
             )
         anova_table, label = None, ""
-        if anova:
-            anova_ddf = KENWARD_ROGER if method == KENWARD_ROGER else SATTERTHWAITE
+        if anova:  # Satterthwaite unless Kenward-Roger was asked for (a GLMM's table is Wald's)
+            anova_ddf = test_method(res, KENWARD_ROGER if method == KENWARD_ROGER else None)
             anova_table = res.anova(type=3, ddf=anova_ddf)
-            label = {SATTERTHWAITE: "Satterthwaite", KENWARD_ROGER: "Kenward-Roger"}[anova_ddf]
+            label = {SATTERTHWAITE: "Satterthwaite", KENWARD_ROGER: "Kenward-Roger", WALD: "Wald"}[anova_ddf]
         return cls(res, alpha=alpha, coef_table=table, anova=anova_table, anova_ddf=label)
 
     def _zi_table(self) -> pd.DataFrame | None:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..design.reterms import ReTerm
 
-__all__ = ["term_labels", "varcorr_frame", "ranef_frames", "ranef_long", "icc_of"]
+__all__ = ["term_labels", "varcorr_frame", "ranef_frames", "ranef_long", "intercept_rows", "icc_of"]
 
 
 def term_labels(terms: list[ReTerm]) -> list[str]:
@@ -85,12 +85,15 @@ def ranef_long(terms: list[ReTerm], b: list[np.ndarray], condvar: list[np.ndarra
     return pd.concat(parts, ignore_index=True)
 
 
-def icc_of(varcorr: pd.DataFrame, residual_variance: float) -> pd.Series | None:
+def intercept_rows(varcorr: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a :func:`varcorr_frame` that are random intercepts' variances."""
+    return varcorr[(varcorr["var1"] == "(Intercept)") & varcorr["var2"].isna() & (varcorr["grp"] != "Residual")]
+
+
+def icc_of(varcorr: pd.DataFrame, residual_variance: float) -> pd.Series:
     """σ²_g / (Σ_h σ²_h + σ²_e) per grouping factor, from the intercept variances of a
-    :func:`varcorr_frame` (None when no term has an intercept)."""
-    inter = varcorr[(varcorr["var1"] == "(Intercept)") & varcorr["var2"].isna() & (varcorr["grp"] != "Residual")]
-    if inter.empty:
-        return None
+    :func:`varcorr_frame` (a model with a random intercept)."""
+    inter = intercept_rows(varcorr)
     groups = inter["grp"].str.replace(r"\.\d+$", "", regex=True)
     var = inter.groupby(groups.to_numpy(), sort=False)["vcov"].sum()
     out = var / (var.sum() + residual_variance)

@@ -175,7 +175,7 @@ def test_blocks_too_large_for_memory_are_refused_before_the_data_pass(monkeypatc
     import midas_glmm.design.daskdata as daskdata
 
     df = pd.DataFrame({"y": np.arange(40.0), "a": np.arange(40) % 10, "b": np.arange(40) % 8})
-    monkeypatch.setattr(daskdata, "_memory_bytes", lambda: 1000.0)
+    monkeypatch.setattr(daskdata, "memory_bytes", lambda: 1000.0)
     with pytest.raises(DataError, match="more than half of this machine's memory"):
         MixedModel.from_formula("y ~ 1 + (1|a) + (1|b)", dd.from_pandas(df, npartitions=2))
 
@@ -206,6 +206,8 @@ def test_issue_14_calls_work_on_dask_fits_or_say_why(client):
     assert sat_dsk["F value"] == pytest.approx(sat_mem["F value"], rel=1e-5)
     assert sat_dsk["DenDF"] == pytest.approx(sat_mem["DenDF"], rel=1e-3)
     pd.testing.assert_frame_equal(dsk.anova(), mem.anova(), rtol=1e-3)
+    # type 1 factors X'X, which a Dask fit has from its data pass (it used to raise LinAlgError)
+    pd.testing.assert_frame_equal(dsk.anova(type=1), mem.anova(type=1), rtol=1e-3)
     new = case_data(ref).iloc[:5]
     f_dsk, f_mem = dsk.get_prediction(new).summary_frame(), mem.get_prediction(new).summary_frame()
     assert np.allclose(f_dsk.to_numpy(), f_mem.to_numpy(), rtol=1e-4)

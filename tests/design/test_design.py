@@ -224,3 +224,29 @@ def test_dask_reads_dotted_and_backticked_names_as_pandas_does():
     dsk = MixedModel.from_formula(f, dd.from_pandas(df, npartitions=3)).fit()
     assert list(dsk.params.index) == list(mem.params.index)
     assert dsk.reml_criterion == pytest.approx(mem.reml_criterion, abs=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("formula", "columns", "plain_formula"),
+    [
+        ("y ~ x + (1|グループ)", {"g": "グループ"}, "y ~ x + (1|g)"),  # a grouping factor in any script
+        ("y ~ 横 + (1|g)", {"x": "横"}, "y ~ x + (1|g)"),
+        ("y ~ np + (1|g)", {"x": "np"}, "y ~ x + (1|g)"),  # a column named like numpy's alias
+        ("y ~ log + (1|g)", {"x": "log"}, "y ~ x + (1|g)"),
+        ("y ~ `0` + (1|`1`)", {"x": 0, "g": 1}, "y ~ x + (1|g)"),  # integer column names
+        ("y ~ center(x) + (1|g)", {}, "y ~ center(x) + (1|g)"),  # a stateful transform's variable
+    ],
+)
+def test_any_pandas_column_name_works_in_a_formula(formula, columns, plain_formula):
+    """Names pandas allows are usable (backticks for non-identifiers): the fit equals the one with
+    plain names, and predict(newdata) reads the same columns."""
+    rng = np.random.default_rng(11)
+    plain = pd.DataFrame({"y": rng.normal(size=90), "x": rng.normal(size=90), "g": np.repeat(list("abcdefghi"), 10)})
+    named = plain.rename(columns=columns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula(formula, named).fit()
+        base = MixedModel.from_formula(plain_formula, plain).fit()
+    assert res.params.to_numpy() == pytest.approx(base.params.to_numpy(), rel=1e-10)
+    assert res.llf == pytest.approx(base.llf, rel=1e-12)
+    assert np.allclose(res.predict(named.head(4)), base.predict(plain.head(4)), rtol=1e-10)

@@ -112,9 +112,84 @@ def test_facts_that_steer_the_engine():
     binomial, poisson, nb2, beta = family("binomial"), family("poisson"), family("nbinom2"), family("beta")
     assert binomial.agq and poisson.agq and not nb2.agq
     assert poisson.zero_inflatable and nb2.zero_inflatable and not binomial.zero_inflatable
-    assert not beta.has_zeros and not family("gamma").has_zeros
+    assert not beta.zero_in_support and not family("gamma").zero_in_support
     assert nb2.nests(poisson) and family("nbinom1").nests(poisson) and not poisson.nests(nb2)
     assert binomial.kernel_link is not None and family("binomial", "probit").kernel_link is None
     assert family("gamma", "log").observed_positive and not family("gamma").observed_positive
     assert binomial.mean_name == "prob" and poisson.mean_name == "rate" and nb2.mean_name == "response"
     assert family("gaussian").is_lmm and not family("gaussian", "log").is_lmm
+
+
+# ---------------------------------------------------------------------------------------- families in fits
+def _counts_and_proportions(seed=3):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n, groups = 400, 25
+    g = rng.integers(0, groups, n)
+    x = rng.normal(size=n)
+    u = rng.normal(0, 0.5, groups)[g]
+    mu = np.exp(0.8 + 0.4 * x + u)
+    p = 1 / (1 + np.exp(-(0.3 * x + u)))
+    return pd.DataFrame(
+        {
+            "g": g,
+            "x": x,
+            "count": rng.negative_binomial(2.0, 2.0 / (2.0 + mu)),
+            "prop": np.clip(rng.beta(p * 8, (1 - p) * 8), 1e-3, 1 - 1e-3),
+            "w": (rng.uniform(size=n) > 0.2).astype(float),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "response"), [("nbinom2", "count"), ("nbinom1", "count"), ("beta", "prop"), ("poisson", "count")]
+)
+def test_a_zero_weight_is_a_dropped_row(name, response):
+    """glmmTMB reads a zero prior weight as a row left out; the fit with zero weights equals the
+    fit without those rows (it used to stop: 'PIRLS diverged' for NB1, NB2 and beta)."""
+    import warnings
+
+    from midas_glmm import MixedModel
+
+    data = _counts_and_proportions()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        weighted = MixedModel.from_formula(f"{response} ~ x + (1|g)", data, family=name, weights="w").fit()
+        dropped = MixedModel.from_formula(f"{response} ~ x + (1|g)", data[data.w > 0], family=name).fit()
+    assert weighted.llf == pytest.approx(dropped.llf, abs=1e-6)
+    assert np.allclose(weighted.params, dropped.params, atol=1e-3 * dropped.bse.min())
+    assert weighted.dispersion == pytest.approx(dropped.dispersion, rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["nbinom2", "nbinom1", "poisson", "gaussian", "beta"])
+def test_cbind_is_for_binomial_responses(name):
+    from midas_glmm import MixedModel
+
+    data = _counts_and_proportions().assign(fail=lambda d: d["count"] + 1)
+    with pytest.raises(FamilyError, match=f"cbind\\(\\) is for binomial responses; give a {name} model one column"):
+        MixedModel.from_formula("cbind(count, fail) ~ x + (1|g)", data, family=name)
+
+
+def test_variance_derivative_is_the_variance_functions():
+    """dV/dμ of every family against differences of V(μ) (at φ = 0.7 where V has one)."""
+    mu = np.array([0.2, 0.5, 0.7])
+    for name in FAMILIES:
+        fam = family(name)
+        h = 1e-6
+        fd = (fam.variance(mu + h, 0.7) - fam.variance(mu - h, 0.7)) / (2 * h)
+        assert fam.variance_deriv(mu, 0.7) == pytest.approx(fd, rel=1e-6, abs=1e-8), name
+
+
+def test_family_of_a_statsmodels_family():
+    """midas_glmm.Family(statsmodels family) gives that kind of family with its link, as it did
+    when Family wrapped statsmodels' families; the base class alone is refused."""
+    import statsmodels.api as sm
+
+    fam = Family(sm.families.Gamma(sm.families.links.Log()))
+    assert fam.name == "gamma" and fam.link_name == "log"
+    assert Family(sm.families.Binomial()).canonical
+    with pytest.raises(FamilyError, match="base class of the response families"):
+        Family("logit")
+    with pytest.raises(FamilyError, match="fixed negative binomial alpha"):
+        Family(sm.families.NegativeBinomial(alpha=0.5))

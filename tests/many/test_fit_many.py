@@ -353,3 +353,26 @@ def test_data_changed_after_building_is_caught(crossed):
         warnings.simplefilter("ignore")
         res = model.fit_many(Y[["g0", "g1"]])  # g1 has missing values: refitted on its own rows
     assert np.isfinite(res.llf["g0"]) and "has changed since" in res.errors["g1"]
+
+
+def test_duplicate_response_names_are_named(crossed):
+    """Y with a column name twice: a DataError naming it (it used to be an AttributeError)."""
+    df, Y = crossed
+    model = MixedModel.from_formula("~ x + (1|subject) + (1|item)", df)
+    twice = pd.concat([Y[["g0"]], Y[["g0"]]], axis=1)
+    with pytest.raises(DataError, match="response name 'g0' appears more than once in Y"):
+        model.fit_many(twice)
+
+
+def test_messages_hold_each_fits_warnings(crossed, many):
+    """messages is "the warnings of each fit": a singular response says so, as its single fit
+    warns (the lock-step Newton path left it empty)."""
+    df, Y = crossed
+    _, res, _ = many
+    for name in res.singular[res.singular].index:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            MixedModel.from_formula("y ~ x + (1|subject) + (1|item)", df.assign(y=Y[name])).fit()
+        said = {str(w.message) for w in caught if w.category is SingularFitWarning}
+        assert said and all(m in res.messages[name] for m in said)
+    assert not any("boundary" in res.messages[n] for n in res.singular[~res.singular].index)

@@ -162,3 +162,23 @@ def test_glmm_profile_intervals_match_lme4(case):
     # GLMM tolerances are five times the LMM ones (reference README); lme4 interpolates splines
     assert np.all(np.abs(ci["lower"].to_numpy() - prof["lower"]) <= 5e-4 * width)
     assert np.all(np.abs(ci["upper"].to_numpy() - prof["upper"]) <= 5e-4 * width)
+
+
+@pytest.mark.parametrize("case", ["sleepstudy_ml", "sleepstudy_reml", "covkeep_ml", "covkeep_reml"])
+def test_satterthwaite_of_ml_and_reml_fits_to_1e4(case):
+    """lmerTest's Satterthwaite df for ML fits as well as REML ones, to 1e-4 relative
+    (tests/reference/issue24/satterthwaite_ml.json, make_issue24.R)."""
+    import json
+    from pathlib import Path
+
+    from conftest import read_reference_csv
+
+    here = Path(__file__).resolve().parents[1] / "reference" / "issue24"
+    ref = json.loads((here / "satterthwaite_ml.json").read_text())[case]
+    data = read_reference_csv(here / ref["data"])
+    formula = ref["formula"].replace("y ~ f", "y ~ C(f)")
+    res = MixedModel.from_formula(formula, data).fit(method="REML" if ref["REML"] else "ML")
+    assert res.llf == pytest.approx(ref["loglik"], abs=1e-6)
+    table = res.coef_table(ddf="satterthwaite")
+    assert table["df"].to_numpy() == pytest.approx(np.array(ref["coefficients"]["df"]), rel=1e-4)
+    assert table["p_value"].to_numpy() == pytest.approx(np.array(ref["coefficients"]["Pr(>|t|)"]), rel=1e-3)

@@ -4,6 +4,7 @@ refit!), and statsmodels' names for the fixed effects, the random effects and th
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,8 +91,16 @@ def test_save_without_data_keeps_the_fit_and_predicts(sleep, tmp_path):
     import pickle
 
     bad.write_bytes(pickle.dumps({"not": "a result"}))
-    with pytest.raises(FitError, match="does not hold a midas_glmm result"):
+    with pytest.raises(DataError, match="does not hold a midas_glmm result"):
         midas_glmm.load(bad)
+    truncated = tmp_path / "truncated.pkl"
+    truncated.write_bytes(full.read_bytes()[:200])
+    with pytest.raises(DataError, match="truncated or not a result file.*only files you trust"):
+        midas_glmm.load(truncated)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a pickle at all")
+    with pytest.raises(DataError, match="cannot read"):
+        midas_glmm.load(text)
 
 
 def test_a_saved_glmm_predicts_on_the_response_scale(tmp_path):
@@ -178,3 +187,57 @@ def test_maxiter_warns_only_when_the_last_run_stopped(sleep):
         res = model.fit(maxiter=1000)
     assert res.converged and not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert res.llf == pytest.approx(full.llf, abs=1e-8)
+
+
+SAVED = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["sleepstudy", "cbpp", "salamanders_nb1"])
+def test_results_saved_by_the_previous_layout_still_load(name):
+    """Files saved by midas_glmm 0.1.0 before its subpackages (made at 528180a, see data/): their
+    classes moved and the family became one class per family; they load with the same numbers
+    and still predict (an old family object rebuilt as the class of its name: an LMM stays one)."""
+    import json
+
+    import midas_glmm
+
+    want = json.loads((SAVED / "saved_0.1.0.json").read_text())[name]
+    res = midas_glmm.load(SAVED / f"saved_0.1.0_{name}.pkl")
+    assert res.llf == want["llf"] and res.params.tolist() == want["params"]
+    assert type(res.family).__name__ != "Family"
+    if name == "sleepstudy":
+        assert res.family.is_lmm and res.varcorr()["vcov"].tolist() == pytest.approx(want["varcorr"], rel=1e-12)
+        assert res.predict(datasets.load("sleepstudy").head(5)).tolist() == pytest.approx(want["predict"], rel=1e-12)
+    if name == "cbpp":
+        assert res.predict(datasets.load("cbpp").head(5)).tolist() == pytest.approx(want["predict"], rel=1e-12)
+    if name == "salamanders_nb1":
+        assert res.sigma == want["sigma"] and res.family.name == "nbinom1"
+    assert "Random effects" in str(res.summary())
+
+
+def test_refit_aligns_a_series_by_its_index(sleep):
+    """refit(pd.Series) reads the response by the data's index, as fit_many aligns one (it used
+    to take the values in their order, whatever the index said)."""
+    data = sleep.set_index(pd.RangeIndex(500, 500 + len(sleep)))
+    res = _fit("Reaction ~ Days + (Days|Subject)", data.iloc[5:])  # rows 0-4 of the data not used
+    y2 = pd.Series(np.random.default_rng(2).normal(300, 40, len(data)), index=data.index)
+    shuffled = y2.sample(frac=1.0, random_state=1)
+    again = res.refit(shuffled)
+    fresh = _fit("Reaction ~ Days + (Days|Subject)", data.iloc[5:].assign(Reaction=y2.iloc[5:]))
+    assert again.llf == pytest.approx(fresh.llf, abs=1e-8)
+    with pytest.raises(DataError, match="index does not hold every row the model uses"):
+        res.refit(y2.iloc[:100])
+
+
+def test_update_to_another_family_as_lme4(sleep):
+    """update(family=...) as lme4's update(m, family = binomial): the model again with another
+    family, its settings kept where they apply (an LMM's REML is no GLMM setting)."""
+    df = sleep.assign(hit=(sleep.Reaction > 300).astype(float))
+    lmm = _fit("hit ~ Days + (1|Subject)", df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        glmm = lmm.update(family="binomial")
+        direct = MixedModel.from_formula("hit ~ Days + (1|Subject)", df, family="binomial").fit()
+        back = glmm.update(family="gaussian")
+    assert glmm.family.name == "binomial" and glmm.llf == pytest.approx(direct.llf, abs=1e-8)
+    assert back.family.is_lmm and back.method == "REML" and back.llf == pytest.approx(lmm.llf, abs=1e-8)
