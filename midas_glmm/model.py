@@ -314,9 +314,12 @@ def _check_groups(design: Design, family: Family) -> None:
                 "in a Gaussian model each group needs more than one row, or its variance cannot be "
                 "told apart from the residual variance"
             )
-        if family.is_lmm and t.q >= design.nobs:
+        # a correlated structure (cs, ar1, toep) is told apart from the residual by its correlation,
+        # as glmmTMB fits ar1(0 + time | subject) with one row per random effect
+        correlated = t.structured and t.structure.name not in ("diag",)
+        if family.is_lmm and t.q >= design.nobs and not correlated:
             raise DataError(
-                f"term ({t.expr} | {t.group_name}) has {t.q} random effects for {design.nobs} observations; "
+                f"term {t.label} has {t.q} random effects for {design.nobs} observations; "
                 "the random effects and the residual variance are unidentifiable: simplify the term"
             )
         if t.nlevels < FEW_GROUPS:

@@ -47,6 +47,25 @@ def case_names(kind: str) -> list[str]:
     return out
 
 
+#: tests/reference/covstruct: glmmTMB 1.1.5 and nlme fits of structured terms and dispersion models
+COVSTRUCT = REF / "covstruct"
+
+
+def covstruct_case(name: str) -> dict:
+    """A case of tests/reference/covstruct (make_covstruct.R)."""
+    return json.loads((COVSTRUCT / f"{name}.json").read_text())
+
+
+def covstruct_data(ref: dict) -> pd.DataFrame:
+    """The case's CSV with its factors as categoricals in R's level order (the time factors'
+    order is what ar1 and toep read)."""
+    data = pd.read_csv(COVSTRUCT / ref["data"]["file"], dtype=str)
+    levels = ref["data"].get("factor_levels", {})
+    for c in data.columns:
+        data[c] = pd.Categorical(data[c], categories=levels[c]) if c in levels else pd.to_numeric(data[c])
+    return data
+
+
 @pytest.fixture
 def ref_loader():
     return load_case

@@ -269,4 +269,6 @@ def _missing_column(name: str, columns, formula: str) -> str:
     msg = f"column '{shown}' in formula '{formula}' is not in the data{did_you_mean(shown, columns)}"
     if dotted:
         msg += f"; a name with dots, spaces or symbols is read whole when it is a column, or in backticks: `{shown}`"
+    elif name in ("factor", "as.factor") and re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", formula):
+        msg += f"; R's {name}(x) is C(x) here (formulaic), or make x a pandas Categorical"
     return msg

@@ -32,7 +32,7 @@ from .design import Design, parse_for
 from .fixed import independent_columns, moments_from_gram, standardize
 from .formula import ParsedFormula
 from .response import check_finite, check_weights, is_factor_response, offset_of, response_column, response_of
-from .reterms import ReTerm, lme4_term_order
+from .reterms import ReTerm, lme4_term_order, with_structure
 
 __all__ = ["is_dask_frame", "build_dask_design", "DaskSource"]
 
@@ -182,7 +182,9 @@ class DaskSource:
                     else np.asarray(t.spec.get_model_matrix(part), float)
                 )
                 terms.append(
-                    ReTerm(t.group_name, t.group, t.expr, t.columns, t.levels, self._codes(part, t), Z, t.spec)
+                    ReTerm(
+                        t.group_name, t.group, t.expr, t.columns, t.levels, self._codes(part, t), Z, t.spec, cov=t.cov
+                    )
                 )
         return y, X, w, off, terms, trials
 
@@ -328,6 +330,7 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None, family: Fami
                 tspec,
             )
         )
+        with_structure(terms[-1], spec.structure, str(spec))
     terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
     dense = sum(t.q**2 for t in terms[1:]) * 8 + terms[0].q * (len(names) + 1 + terms[0].p) * 8
     if dense > 0.5 * memory_bytes():

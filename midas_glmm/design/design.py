@@ -39,7 +39,7 @@ from .formula import ParsedFormula, RandomTermSpec, parse_formula
 from .grid import reference_grid, reference_grid_info
 from .replay import NewRows, fixed_on, population_columns, replay_on, zero_inflation_on
 from .response import argument_values, check_finite, check_weights, label_of, offset_of, response_of
-from .reterms import ReTerm, lme4_term_order
+from .reterms import ReTerm, lme4_term_order, with_structure
 from .type3 import type3_basis
 from .zeroinfl import build_zero_inflation
 
@@ -157,6 +157,10 @@ def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray
 
 
 def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
+    return with_structure(_term_columns(spec, data), spec.structure, str(spec))
+
+
+def _term_columns(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
     codes, levels = _group_codes(data, spec.group)
     if spec.expr.strip() == "1":  # a random intercept needs no model matrix
         return ReTerm(

@@ -7,6 +7,8 @@ random-effects term after expansion:
 * ``(x || g)``  → ``(1 | g) + (0 + x | g)``           (uncorrelated terms)
 * ``(1 | a/b)`` → ``(1 | b:a) + (1 | a)``             (nesting, named as lme4 names it)
 * ``(1 | a:b)`` → one term grouped by the interaction of ``a`` and ``b``
+* ``ar1(0 + tf | g)`` → one term with glmmTMB's covariance structure ``ar1`` (also ``us``,
+  ``diag``, ``cs``, ``toep``; ``us(...)`` is the plain ``(... | g)``)
 
 R's ``^`` is a power wherever R evaluates arithmetic (``I(x^2)``, ``log(x^2)``, the response),
 but Python's ``^`` is a bitwise XOR: :func:`r_power` rewrites those ``^`` as ``**`` so that an
@@ -35,11 +37,17 @@ class RandomTermSpec:
         The left side of the bar, a formulaic right-hand side such as ``"1 + x"``.
     group : tuple of str
         Names of the factors whose interaction defines the groups.
+    name : str
+        The grouping factor's name when it is not ``":".join(group)`` (nesting).
+    structure : str
+        The covariance structure (:mod:`~midas_glmm.design.covariance`): ``"us"`` (lme4's
+        unstructured term), ``"diag"``, ``"cs"``, ``"ar1"`` or ``"toep"``.
     """
 
     expr: str
     group: tuple[str, ...]
     name: str = ""
+    structure: str = "us"
 
     @property
     def group_name(self) -> str:
@@ -47,6 +55,8 @@ class RandomTermSpec:
         return self.name or ":".join(self.group)
 
     def __str__(self) -> str:
+        if self.structure != "us":
+            return f"{self.structure}({self.expr} | {self.group_name})"
         return f"({self.expr} | {self.group_name})"
 
 
@@ -233,8 +243,19 @@ def _split_uncorrelated(expr: str, term: str) -> list[str]:
     return out
 
 
-def _parse_bar(inner: str, term: str) -> list[RandomTermSpec]:
+#: glmmTMB's covariance structures written as a call around a bar term: ``ar1(0 + tf | g)``
+STRUCTURE_CALL = re.compile(r"^(us|diag|cs|ar1|toep)\s*\((.*)\)$", flags=re.S)
+#: glmmTMB structures this library does not fit (yet): named in the error
+OTHER_STRUCTURES = ("ou", "exp", "gau", "mat", "rr", "homdiag", "homcs", "propto")
+
+
+def _parse_bar(inner: str, term: str, structure: str = "us") -> list[RandomTermSpec]:
     double = split_top_level(inner, "||")
+    if len(double) == 2 and structure != "us":
+        raise FormulaError(
+            f"'{term}' puts '||' inside {structure}(...); write {structure}(expr | g): the structure says "
+            "how the columns are correlated"
+        )
     if len(double) == 2:
         lhs, rhs, correlated = double[0], double[1], False
     else:
@@ -247,12 +268,32 @@ def _parse_bar(inner: str, term: str) -> list[RandomTermSpec]:
         raise FormulaError(f"random-effects term '{term}' has nothing before the bar; write (1 | g)")
     groups = _parse_group(rhs, term)
     exprs = [lhs] if correlated else _split_uncorrelated(lhs, term)
-    return [RandomTermSpec(e, g, name) for g, name in groups for e in exprs]
+    return [RandomTermSpec(e, g, name, structure) for g, name in groups for e in exprs]
 
 
 def _is_bar_term(piece: str) -> bool:
     inner = _strip_outer(piece)
     return inner is not None and len(split_top_level(inner, "|")) > 1
+
+
+def _structure_call(piece: str) -> tuple[str, str] | None:
+    """(structure, inner text) of a term written as ``ar1(0 + tf | g)``, else None; a call of
+    another name around a bar term is a FormulaError naming the structures there are."""
+    m = STRUCTURE_CALL.fullmatch(piece)
+    if m and _strip_outer(piece[piece.index("(") :]) is not None:
+        inner = m.group(2)
+        if len(split_top_level(inner, "|")) > 1:
+            return m.group(1), inner
+    call = re.fullmatch(r"([A-Za-z_][\w.]*)\s*\((.*)\)", piece, flags=re.S)
+    if call and _strip_outer(piece[piece.index("(") :]) is not None and len(split_top_level(call.group(2), "|")) > 1:
+        name = call.group(1)
+        known = "us, diag, cs, ar1 and toep"
+        if name in OTHER_STRUCTURES:
+            raise FormulaError(
+                f"the covariance structure '{name}' in '{piece}' is not available; the structures are {known}"
+            )
+        raise FormulaError(f"'{piece}' is no random-effects term: write (expr | g) or a structure ({known})")
+    return None
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -304,6 +345,10 @@ def parse_formula(formula: str) -> ParsedFormula:
             raise FormulaError(f"empty term (a stray '+') in '{rhs}'")
         if _is_bar_term(stripped):
             random.extend(_parse_bar(_strip_outer(stripped) or "", stripped))
+            continue
+        structured = _structure_call(stripped)
+        if structured is not None:
+            random.extend(_parse_bar(structured[1], stripped, structured[0]))
             continue
         if "|" in stripped and not _is_bar_term(stripped):
             raise FormulaError(

@@ -238,9 +238,7 @@ def term_columns_on(term, rows: pd.DataFrame) -> np.ndarray:
     with its levels matched)."""
     if term.spec is None:
         return random_columns(term, rows)
-    return replay_spec(
-        term.spec, partial(random_columns, term), rows, f"the random-effects term ({term.expr} | {term.group_name})"
-    )
+    return replay_spec(term.spec, partial(random_columns, term), rows, f"the random-effects term {term.label}")
 
 
 def holds_numbers(col: pd.Series) -> bool:

@@ -3,7 +3,8 @@
 A term ``(expr | g)`` with ``p`` columns and ``ℓ`` levels contributes ``q = ℓ·p`` random
 effects, ordered level by level (the ``p`` effects of level 0, then of level 1, ...), as in
 lme4. Its relative covariance factor is ``Λ = I_ℓ ⊗ λ`` where ``λ`` is a ``p × p`` lower
-triangular matrix filled, column by column, from the term's slice of θ.
+triangular matrix given by the term's slice of θ through its covariance structure
+(:mod:`.covariance`): lme4's unstructured term fills it column by column.
 
 The per-row columns are stored densely as an ``n × p`` array (``p`` is small); the ``n × q``
 matrix ``Z`` is never formed densely — :meth:`ReTerm.sparse_Z` gives it in CSR form.
@@ -11,6 +12,7 @@ matrix ``Z`` is never formed densely — :meth:`ReTerm.sparse_Z` gives it in CSR
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,7 +20,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["ReTerm", "ThetaMap", "lme4_term_order"]
+from ..errors import DataError, FormulaError
+from .covariance import Diagonal, Structure, Unstructured, structure
+
+__all__ = ["ReTerm", "ThetaMap", "lme4_term_order", "with_structure"]
 
 
 @dataclass
@@ -47,6 +52,8 @@ class ReTerm:
         When the levels were reordered for the factorisation
         (:func:`~midas_glmm.linalg.orderings.fill_reducing_levels`), the positions of the levels
         in their original (sorted) order, for reporting.
+    cov : Structure or None
+        The covariance structure (:mod:`.covariance`); None is lme4's unstructured term.
     """
 
     group_name: str
@@ -58,6 +65,28 @@ class ReTerm:
     Zcols: np.ndarray
     spec: object
     display: np.ndarray | None = None
+    cov: Structure | None = None
+
+    @property
+    def structure(self) -> Structure:
+        """The term's covariance structure (unstructured unless the formula said otherwise)."""
+        if self.cov is not None:
+            return self.cov
+        us = self.__dict__.get("_unstructured")
+        if us is None or us.p != self.p:
+            us = self.__dict__["_unstructured"] = Unstructured(self.p)
+        return us
+
+    @property
+    def label(self) -> str:
+        """The term as the formula writes it: ``(1 + x | g)``, ``ar1(0 + tf | g)``."""
+        prefix = self.cov.name if self.structured else ""
+        return f"{prefix}({self.expr} | {self.group_name})"
+
+    @property
+    def structured(self) -> bool:
+        """Whether the term has a structure other than lme4's unstructured one."""
+        return self.cov is not None and not isinstance(self.cov, Unstructured)
 
     def reordered(self, perm: np.ndarray) -> ReTerm:
         """The same term with its levels in the order ``perm`` (new position i holds old level
@@ -75,6 +104,7 @@ class ReTerm:
             self.Zcols,
             self.spec,
             newpos[old_display],
+            self.cov,
         )
 
     @cached_property
@@ -99,46 +129,42 @@ class ReTerm:
 
     @property
     def n_theta(self) -> int:
-        """Number of θ elements: the lower triangle of λ, p(p+1)/2."""
-        return self.p * (self.p + 1) // 2
+        """Number of θ elements: the lower triangle of λ, p(p+1)/2, for lme4's term; the
+        structure's parameters otherwise."""
+        return self.structure.n_par
 
     @cached_property
     def theta_index(self) -> tuple[np.ndarray, np.ndarray]:
-        """(row, column) in λ of each θ element: the lower triangle column by column, as lme4."""
-        rows, cols = np.tril_indices(self.p)
-        order = np.lexsort((rows, cols))
-        return rows[order], cols[order]
+        """(row, column) in λ of each θ element of an unstructured term: the lower triangle
+        column by column, as lme4."""
+        if self.structured:
+            raise TypeError(f"a {self.cov.name} term has no lower-triangle index")
+        return Unstructured(self.p).index
 
     @property
     def theta_lower(self) -> np.ndarray:
-        """Lower bounds of this term's θ: 0 on the diagonal of λ, −∞ elsewhere."""
-        rows, cols = self.theta_index
-        return np.where(rows == cols, 0.0, -np.inf)
+        """Lower bounds of this term's θ: 0 for SDs (the diagonal of λ), −∞ elsewhere."""
+        return self.structure.lower()
 
     @property
     def theta_start(self) -> np.ndarray:
         """lme4's starting θ: λ = I."""
-        return np.where(np.isfinite(self.theta_lower), 1.0, 0.0)
+        return self.structure.start()
 
     def theta_names(self) -> list[str]:
-        """Names of this term's θ elements as ``group.col1`` or ``group.col2.col1``."""
-        out = []
-        for r, c in zip(*self.theta_index):
-            if r == c:
-                out.append(f"{self.group_name}.{self.columns[r]}")
-            else:
-                out.append(f"{self.group_name}.{self.columns[r]}.{self.columns[c]}")
-        return out
+        """Names of this term's θ elements as ``group.col1`` or ``group.col2.col1`` (a structure's
+        correlation parameters as ``group.rho``, ``group.cor_lag1``)."""
+        return self.structure.par_names(self.columns, self.group_name)
 
     def lam(self, theta: np.ndarray) -> np.ndarray:
         """λ(θ): the ``p × p`` lower-triangular relative covariance factor."""
-        lam = np.zeros((self.p, self.p))
-        lam[self.theta_index] = theta
-        return lam
+        return self.structure.lam(theta)
 
     def theta_of(self, lam: np.ndarray) -> np.ndarray:
-        """θ of a λ (the inverse of :meth:`lam`)."""
-        return np.asarray(lam)[self.theta_index]
+        """θ of a λ (the inverse of :meth:`lam`) of an unstructured or diagonal term."""
+        if self.structured and not isinstance(self.cov, Diagonal):
+            raise TypeError(f"a {self.cov.name} term's θ is not read off λ")
+        return np.diag(lam).copy() if self.structured else np.asarray(lam)[self.theta_index]
 
     def sparse_Z(self, weights: np.ndarray | None = None, rows: slice = slice(None)) -> sp.csr_matrix:
         """Z of this term for ``rows`` (all by default), rows scaled by ``weights``, in CSR form."""
@@ -174,28 +200,74 @@ class ThetaMap:
         theta = np.asarray(theta, dtype=float)
         return [t.lam(theta[s]) for t, s in zip(self.terms, self.slices())]
 
+    @property
+    def linear(self) -> bool:
+        """Whether every λ_t is linear in θ (unstructured and diagonal terms)."""
+        return all(t.structure.linear for t in self.terms)
+
     @cached_property
     def jacobian(self) -> list[np.ndarray]:
-        """∂λ_t/∂θ as one (len θ, p_t, p_t) array per term (λ is linear in θ)."""
+        """∂λ_t/∂θ as one (len θ, p_t, p_t) array per term, when λ is linear in θ (a constant)."""
+        if not self.linear:
+            raise TypeError("λ is not linear in θ: use jacobian_at(theta)")
         per_k = [self.lams(e) for e in np.eye(len(self))]
         return [np.stack([lams[t] for lams in per_k]) if per_k else None for t in range(len(self.terms))]
 
+    def jacobian_at(self, theta: np.ndarray) -> list[np.ndarray]:
+        """∂λ_t/∂θ at θ, one (len θ, p_t, p_t) array per term: the constant :attr:`jacobian`
+        when λ is linear, else central differences of each structured term's λ in its own
+        parameters (p_t is small: a few evaluations of a p_t × p_t map)."""
+        if self.linear:
+            return self.jacobian
+        theta = np.asarray(theta, dtype=float)
+        out = []
+        for t, sl in zip(self.terms, self.slices()):
+            J = np.zeros((len(self), t.p, t.p))
+            par = theta[sl]
+            if t.structure.linear:
+                for k in range(t.n_theta):
+                    J[sl.start + k] = t.lam(np.eye(t.n_theta)[k])
+            else:
+                for k in range(t.n_theta):
+                    h = 1e-6 * max(1.0, abs(par[k]))
+                    up, down = par.copy(), par.copy()
+                    up[k] += h
+                    down[k] -= h
+                    J[sl.start + k] = (t.lam(up) - t.lam(down)) / (2 * h)
+            out.append(J)
+        return out
+
+    def singular(self, theta: np.ndarray, tol: float) -> bool:
+        """lme4's ``isSingular`` for every structure: an SD (a diagonal element of λ) within
+        ``tol`` of 0, or a structure's correlation at the limit of its range."""
+        theta = np.asarray(theta, dtype=float)
+        return any(t.structure.singular(theta[sl], tol) for t, sl in zip(self.terms, self.slices()))
+
     def theta(self, lams: list[np.ndarray]) -> np.ndarray:
-        """θ from the per-term λ matrices (the inverse of :meth:`lams`)."""
+        """θ from the per-term λ matrices (the inverse of :meth:`lams`) of unstructured and
+        diagonal terms."""
         return np.concatenate([t.theta_of(lam) for t, lam in zip(self.terms, lams)])
+
+    @staticmethod
+    def _natural_names(t: ReTerm) -> list[str]:
+        """A term's natural-parameter names with its columns and group: ``sd_Days|Subject``,
+        ``cor_Days.(Intercept)|Subject``, ``rho|Subject``, ``sd|Subject`` (ar1's one SD)."""
+        names = t.structure.natural(t.structure.start())[1]
+        out = []
+        for name in names:
+            if name.startswith("sd_") and name[3:].isdigit():
+                name = f"sd_{t.columns[int(name[3:])]}"
+            elif name.startswith("cor_") and "." in name and name[4:].replace(".", "").isdigit():
+                r, c = (int(v) for v in name[4:].split("."))
+                name = f"cor_{t.columns[r]}.{t.columns[c]}"
+            out.append(f"{name}|{t.group_name}")
+        return out
 
     def sdcor_names(self) -> list[str]:
         """Names of the SDs and correlations of :meth:`sdcor`, as lme4's ``confint`` with
-        ``oldNames = FALSE`` (``sd_(Intercept)|g``, ``cor_Days.(Intercept)|g``), then ``sigma``."""
-        names = []
-        for t in self.terms:
-            for c in range(t.p):
-                for r in range(c, t.p):
-                    if r == c:
-                        names.append(f"sd_{t.columns[r]}|{t.group_name}")
-                    else:
-                        names.append(f"cor_{t.columns[r]}.{t.columns[c]}|{t.group_name}")
-        return names + ["sigma"]
+        ``oldNames = FALSE`` (``sd_(Intercept)|g``, ``cor_Days.(Intercept)|g``; a structure's
+        own correlation ``rho|g``), then ``sigma``."""
+        return [n for t in self.terms for n in self._natural_names(t)] + ["sigma"]
 
     def interval_names(self, fixed: list[str], sigma: bool, fixed_first: bool) -> list[str]:
         """Row names of an interval table: the SDs and correlations (:meth:`sdcor_names`), then
@@ -205,46 +277,76 @@ class ThetaMap:
         return list(fixed) + varpar if fixed_first else varpar + list(fixed)
 
     def sdcor(self, theta: np.ndarray, sigma: float) -> np.ndarray:
-        """θ as the SDs and correlations of Σ_t = σ²λ_tλ_t' (per term, its lower triangle by
-        column: an SD on the diagonal, a correlation below it), then σ."""
-        out = []
-        for t, lam in zip(self.terms, self.lams(theta)):
-            Sig = sigma**2 * lam @ lam.T
-            sd = np.sqrt(np.diag(Sig))
-            for c in range(t.p):
-                for r in range(c, t.p):
-                    out.append(sd[r] if r == c else (Sig[r, c] / (sd[r] * sd[c]) if sd[r] * sd[c] > 0 else 0.0))
-        return np.array(out + [sigma])
+        """θ on its natural scale, then σ: per unstructured term the SDs and correlations of
+        Σ_t = σ²λ_tλ_t' (its lower triangle by column: an SD on the diagonal, a correlation below
+        it); per structured term its own parameters (SDs × σ, then ρ or the lag correlations)."""
+        theta = np.asarray(theta, dtype=float)
+        out = [t.structure.natural(theta[sl], sigma)[0] for t, sl in zip(self.terms, self.slices())]
+        return np.concatenate(out + [[sigma]])
+
+    def sdcor_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) limits of the values of :meth:`sdcor`: [0, ∞) for SDs and σ, each
+        correlation's range (cs's ρ > −1/(p − 1))."""
+        lo = [t.structure.natural_bounds()[0] for t in self.terms] + [[0.0]]
+        hi = [t.structure.natural_bounds()[1] for t in self.terms] + [[np.inf]]
+        return np.concatenate(lo), np.concatenate(hi)
 
     def theta_from_sdcor(self, v: np.ndarray) -> np.ndarray | None:
-        """The θ of SDs and correlations ``v`` laid out as :meth:`sdcor` (None when the
-        correlations do not make a positive semi-definite matrix)."""
+        """The θ of natural values ``v`` laid out as :meth:`sdcor` (None when they make no valid
+        covariance: correlations outside their range or not positive semi-definite)."""
         sigma = v[-1]
         out, i = [], 0
         for t in self.terms:
-            p = t.p
-            sd, R = np.zeros(p), np.eye(p)
-            for c in range(p):
-                for r in range(c, p):
-                    if r == c:
-                        sd[r] = v[i]
-                    else:
-                        R[r, c] = R[c, r] = v[i]
-                    i += 1
-            Sig = np.outer(sd, sd) * R
-            try:
-                lam = np.linalg.cholesky(Sig + 1e-14 * np.eye(p) * max(1.0, np.max(np.abs(Sig))))
-            except np.linalg.LinAlgError:
+            k = t.n_theta
+            par = t.structure.par_from_natural(np.asarray(v[i : i + k], dtype=float), sigma)
+            if par is None:
                 return None
-            lam /= sigma
-            rows, cols = np.tril_indices(p)
-            order = np.lexsort((rows, cols))
-            out.extend(lam[rows[order], cols[order]])
-        return np.array(out)
+            out.append(par)
+            i += k
+        return np.concatenate(out) if out else np.zeros(0)
 
     def covariances(self, theta: np.ndarray, scale: float = 1.0) -> list[np.ndarray]:
         """Σ_t = scale·λ_tλ_t' per term (scale σ² for an LMM, 1 for a GLMM: its λ is on the link scale)."""
         return [scale * lam @ lam.T for lam in self.lams(theta)]
+
+
+def with_structure(term: ReTerm, name: str, written: str) -> ReTerm:
+    """``term`` with the covariance structure ``name`` (the formula's ``ar1(...)``; ``written``
+    is the term as written, for the error): lme4's unstructured term, and a one-column diag
+    term (the same thing), keep none."""
+    if name == "us" or (name == "diag" and term.p == 1):
+        return term
+    if term.p < 2 and name != "diag":
+        raise FormulaError(
+            f"the {name} term '{written}' has one column ({term.columns[0]}); {name} correlates two or more: "
+            f"over the levels of a factor write e.g. {name}(0 + C(time) | g), time a factor of equally spaced times"
+        )
+    if name in ("ar1", "toep"):
+        _check_time_order(term, written)
+    term.cov = structure(name, term.p)
+    return term
+
+
+def _check_time_order(term: ReTerm, written: str) -> None:
+    """An ar1 or toep term correlates its columns by their order, which is the order of the
+    factor's levels: levels that are numbers out of numeric order (text sorted as text: 10, 12,
+    14, 8) would correlate the wrong times, so they are refused."""
+    labels = [re.search(r"\[(?:T\.)?([^\]]*)\]$", c) for c in term.columns]
+    if not all(labels):
+        return
+    try:
+        values = np.array([float(m.group(1)) for m in labels])
+    except ValueError:
+        return
+    steps = np.diff(values)
+    if np.all(steps > 0) or np.all(steps < 0):
+        return
+    shown = ", ".join(m.group(1) for m in labels)
+    raise DataError(
+        f"the columns of '{written}' are in the order {shown}, which is not the order of the times they "
+        "name: ar1 and toep correlate neighbouring columns. Make the column a pandas Categorical with its "
+        "categories in time order, or write C(time) on a numeric column"
+    )
 
 
 def lme4_term_order(nlevels: list[int]) -> list[int]:

@@ -123,7 +123,7 @@ def check_quadrature(nAGQ, fast: bool, design: Design, family: Family) -> None:
         )
     terms = design.terms
     if len(terms) != 1 or terms[0].p != 1:
-        found = ", ".join(f"({t.expr} | {t.group_name})" for t in terms)
+        found = ", ".join(t.label for t in terms)
         raise FitError(
             f"nAGQ > 1 is only available for models with a single, scalar random-effects term such as "
             f"(1 | g), as in lme4; this model has {found}. Use nAGQ=1 (Laplace)"

@@ -81,7 +81,7 @@ def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
         if crit.REML and p:
             g -= 2.0 * np.einsum("lam,mn,lbn->ab", H_t[t], Cinv, P_t[t])
         grads.append(g)
-    return value, sum(np.einsum("kab,ab->k", J, g) for J, g in zip(tmap.jacobian, grads))
+    return value, sum(np.einsum("kab,ab->k", J, g) for J, g in zip(tmap.jacobian_at(theta), grads))
 
 
 def laplace_gradient(
@@ -121,5 +121,5 @@ def laplace_gradient(
             + np.einsum("la,lb->ab", M[:, :, 2], M[:, :, 3])
             + 2.0 * Dt.sum(axis=0)
         )
-    g_theta = sum(np.einsum("kab,ab->k", J, g) for J, g in zip(prob.tmap.jacobian, grads))
+    g_theta = sum(np.einsum("kab,ab->k", J, g) for J, g in zip(prob.tmap.jacobian_at(theta), grads))
     return value, np.concatenate([g_theta, prob.S.T @ g_beta_raw, *extra])

@@ -34,7 +34,6 @@ from .optimize import (
     check_convergence,
     fd_derivatives,
     gradient_derivatives,
-    is_singular,
     minimize_bounded,
     newton_step,
     restart_if_unconverged,
@@ -270,9 +269,17 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
     good = np.isfinite(smallest) & (smallest > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         for s2, t, sl in zip(comps, tmap.terms, tmap.slices()):
-            rows, cols = t.theta_index
             lam_diag = np.maximum(np.sqrt(s2 / sigma2[:, None]), floor)  # K × p
-            out[good, sl] = np.where(rows == cols, lam_diag[good][:, rows], 0.0)
+            if not t.structured:
+                rows, cols = t.theta_index
+                out[good, sl] = np.where(rows == cols, lam_diag[good][:, rows], 0.0)
+            else:  # the structure's parameters of λ = diag(SDs), uncorrelated, SDs at least 1
+                # (lme4's start): a correlated structure over one row per level and column is the
+                # residual when uncorrelated, so the moments give it too little; from small SDs the
+                # correlation runs to ±1, a worse optimum on the boundary (glmmTMB's toep data)
+                floor_sd = 1.0 if not t.structure.linear else 0.0
+                for i in np.flatnonzero(good):
+                    out[i, sl] = t.structure.start(np.maximum(lam_diag[i], floor_sd))
     return out
 
 
@@ -325,8 +332,15 @@ GRADIENT_MIN_THETA = 4
 
 
 def uses_gradient(crit: LMMCriterion, optimizer: str | None) -> bool:
-    """Whether θ is optimised by L-BFGS-B with the analytic gradient (see :data:`GRADIENT_MIN_THETA`)."""
+    """Whether θ is optimised by L-BFGS-B with the analytic gradient (see :data:`GRADIENT_MIN_THETA`).
+
+    A structure whose λ is not linear in θ (cs, ar1, toep) always is: at its start (no
+    correlation) its SD can be unidentified (ar1 over one row per time and level is the residual
+    there), a flat direction in which BOBYQA's quadratic model loses its way to ρ → ±1, while
+    the gradient moves the correlation and the SD together (as glmmTMB's quasi-Newton does)."""
     if optimizer == "lbfgsb":
+        return True
+    if optimizer is None and not crit.tmap.linear:
         return True
     return optimizer is None and crit.plan.qt == 0 and len(crit.tmap) >= GRADIENT_MIN_THETA
 
@@ -354,13 +368,7 @@ def optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimize
         if f_lme4 < f0:
             x0, f0, step = tm.start, f_lme4, 0.75
     if uses_gradient(crit, optimizer):
-
-        def fun_grad(theta):
-            try:
-                return profiled_gradient(crit, theta)
-            except np.linalg.LinAlgError:
-                return np.inf, np.zeros(len(tm))
-
+        fun_grad = partial(_safe_gradient, crit)
         opt = minimize_bounded(crit, x0, tm.lower, "lbfgsb", fun_grad=fun_grad)
         g, H = gradient_derivatives(fun_grad, opt.x, tm.lower)
     else:
@@ -380,6 +388,8 @@ def optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimize
         )
         if restarted:
             g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
+    if not tm.linear and tm.singular(opt.x, SINGULAR_TOL):
+        opt = _other_start(crit, opt, x0, optimizer)
     twin = column_sign_twin(crit, opt)
     if twin is not None:  # a better optimum beyond a random-slope column's bound
         opt = twin
@@ -387,6 +397,30 @@ def optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimize
     msgs = check_convergence(crit, opt, tm.lower, hessian=H, gradient=g)
     opt = newton_step(crit, opt, tm.lower, g, H)
     return lmm_estimates(design, crit, S, REML, opt, msgs)
+
+
+def _other_start(crit, opt, x0, optimizer):
+    """A structured fit that ended on its boundary, run again from lme4's start (or from the
+    moments when it began there); the better end is kept. A correlation's range ends in a flat
+    asymptote, where a local optimizer can stop far from the optimum inside."""
+    tm = crit.tmap
+    other = moment_start(crit.cp, tm) if np.array_equal(x0, tm.start) else tm.start
+    try:
+        if uses_gradient(crit, optimizer):
+            cand = minimize_bounded(crit, other, tm.lower, "lbfgsb", fun_grad=partial(_safe_gradient, crit))
+        else:
+            cand = minimize_bounded(crit, other, tm.lower, optimizer or "bobyqa", step=0.75, tolerances=LME4_STOP)
+    except (FitError, np.linalg.LinAlgError):
+        return opt
+    return cand if cand.fun < opt.fun - 1e-8 else opt
+
+
+def _safe_gradient(crit, theta):
+    """:func:`profiled_gradient`, (∞, 0) where the factorisation fails (a step the optimizer rejects)."""
+    try:
+        return profiled_gradient(crit, theta)
+    except np.linalg.LinAlgError:
+        return np.inf, np.zeros(len(crit.tmap))
 
 
 def column_sign_twin(crit, opt):
@@ -402,7 +436,7 @@ def column_sign_twin(crit, opt):
     tm = crit.tmap
     best = None
     for t, sl in zip(tm.terms, tm.slices()):
-        if t.p < 2:
+        if t.p < 2 or t.structured:  # only lme4's term has a column sign to flip
             continue
         rows, cols = t.theta_index
         theta = np.asarray(opt.x, dtype=float)[sl]
@@ -456,7 +490,7 @@ def lmm_estimates(design, crit: LMMCriterion, S: np.ndarray, REML: bool, opt, ms
         nAGQ=1,
         opt=opt,
         lower=tm.lower,
-        singular=is_singular(sol.theta, tm.lower),
+        singular=tm.singular(sol.theta, SINGULAR_TOL),
         convergence=msgs,
         dispersion=s2,
         n_params=len(sol.beta) + len(tm) + 1,

@@ -35,13 +35,13 @@ from .factor import Factor
 from .glmmrows import DaskRows, LocalRows, RowBlock
 from .gradient import laplace_gradient
 from .optimize import (
+    SINGULAR_TOL,
     OptResult,
     check_convergence,
     fd_derivatives,
     fd_hessian,
     gradient_derivatives,
     gradient_size,
-    is_singular,
     minimize_bounded,
     newton_step,
     restart_if_unconverged,
@@ -487,7 +487,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         )
         warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=3)
     crit = opt.fun
-    singular = is_singular(theta, tm.lower)
+    singular = tm.singular(theta, SINGULAR_TOL)
     if fast:
         V, V_zi = st.factor.vcov_beta_unscaled(), None
     else:

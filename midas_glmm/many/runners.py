@@ -50,7 +50,11 @@ def run_chunk(model, settings: Settings, names: list[str], values: np.ndarray) -
         shared = shared_for(model, REML)
         cols = np.flatnonzero(~missing)
         # the lock-step Newton unless the user asked for the single fit's optimizer, start or limit
-        newton = not any(settings.fit_kwargs.get(k) is not None for k in ("optimizer", "start", "maxiter"))
+        # (its finite-difference stencil is laid out for a λ linear in θ: a structured term's
+        # responses take the single fit's optimizer on the shared blocks)
+        newton = shared.crit.tmap.linear and not any(
+            settings.fit_kwargs.get(k) is not None for k in ("optimizer", "start", "maxiter")
+        )
         with fit_threads(shared.crit.plan.qt):
             for a in range(0, len(cols), BATCH):
                 batch = cols[a : a + BATCH]

@@ -171,12 +171,18 @@ def kenward_roger_parts(res) -> dict:
             f"Kenward-Roger needs dense {n} x {n} matrices; it is available up to {KR_MAX_ROWS} rows. "
             "Use ddf='satterthwaite'"
         )
+    nonlinear = [t.label for t in d.terms if not t.structure.linear]
+    if nonlinear:
+        raise FitError(
+            f"Kenward-Roger takes a covariance linear in its parameters (as pbkrtest's); {', '.join(nonlinear)} "
+            "is not: use ddf='satterthwaite'"
+        )
     X = d.X
     Gs, phis = [], []
     for t, Sig in zip(d.terms, res.term_covariances()):
         Z = dense_Z(t, n)
         for a in range(t.p):
-            for b in range(a + 1):
+            for b in range(a + 1) if not t.structured else (a,):  # a diag term: its variances alone
                 E = np.zeros((t.p, t.p))
                 E[a, b] = E[b, a] = 1.0
                 Zk = Z @ np.kron(np.eye(t.nlevels), E)

@@ -29,7 +29,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from ..errors import FitError, MidasWarning
-from .ddf import KENWARD_ROGER, test_method
+from .ddf import KENWARD_ROGER, SATTERTHWAITE, test_method
 from .hypotheses import contrast_t
 
 __all__ = ["emmeans", "emm_contrasts"]
@@ -109,8 +109,11 @@ def _note(out: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
 
 
 def _ddf(res, ddf) -> str:
-    """The df method: Kenward–Roger by default for LMMs (emmeans' ``lmer.df``), Wald z for GLMMs."""
-    return test_method(res, ddf, default=KENWARD_ROGER)
+    """The df method: Kenward–Roger by default for LMMs (emmeans' ``lmer.df``), Satterthwaite
+    when a term's covariance is not linear in its parameters (cs, ar1, toep: KR's adjustment
+    assumes it is), Wald z for GLMMs."""
+    linear = all(t.structure.linear for t in res.design.terms)
+    return test_method(res, ddf, default=KENWARD_ROGER if linear else SATTERTHWAITE)
 
 
 def emmeans(res, specs, by=None, ddf=None, type: str = "link", level: float = 0.95) -> pd.DataFrame:

@@ -71,9 +71,8 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
     tm = crit.tmap
     names = tm.sdcor_names()
     v_hat = tm.sdcor(res.theta, res.sigma)
-    kinds = []
-    for nm in names:
-        kinds.append("cor" if nm.startswith("cor_") else "sd")
+    lo_b, hi_b = tm.sdcor_bounds()
+    kinds = ["sd" if np.isinf(h) else "cor" for h in hi_b]
 
     def dev_v(v):
         th = tm.theta_from_sdcor(v)
@@ -82,8 +81,6 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
         return crit.unprofiled(th, v[-1])
 
     dev_hat = dev_v(v_hat)
-    lo_b = np.array([-1.0 if k == "cor" else 0.0 for k in kinds])
-    hi_b = np.array([1.0 if k == "cor" else np.inf for k in kinds])
     lo_b[-1] = 1e-10 * max(res.sigma, 1e-300)
 
     def profiled_dev(i, value, start):
@@ -113,7 +110,10 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
             r = minimize_bounded(f, x0, lower, "bobyqa", step=0.05, tolerances=PROFILE_STOP)
             if best is None or r.fun < best.fun:
                 best = r
-            if np.isfinite(best.fun):
+            # a structured term's correlation can leave its SD unidentified (ar1 over one row
+            # per time is the residual at ρ = 0): a warm start from there may stop on the flat
+            # side, so both starts are run (an unstructured fit keeps the first that works)
+            if np.isfinite(best.fun) and tm.linear:
                 break
         return best.fun, unpack(best.x)
 
@@ -165,9 +165,10 @@ def _profile_glmm(res, level: float, which) -> pd.DataFrame:
     sd_hat = tm.sdcor(res.theta, 1.0)[:-1]
     # the dispersion is profiled on the scale reported as sigma (Family.sigma_of)
     v_hat = np.concatenate([sd_hat, [res.sigma] if disp else [], res.params.to_numpy()])
-    kinds = [("cor" if nm.startswith("cor_") else "sd") for nm in names[:k_var]] + (["sigma"] if disp else [])
-    lo_b = np.array([-1.0 if k == "cor" else 0.0 for k in kinds] + [-np.inf] * len(res.params))
-    hi_b = np.array([1.0 if k == "cor" else np.inf for k in kinds] + [np.inf] * len(res.params))
+    lo_v, hi_v = tm.sdcor_bounds()  # the SDs and correlations, then sigma's [0, ∞)
+    extra = int(disp) - 1  # sigma's bound when the family has a dispersion, else nothing
+    lo_b = np.concatenate([lo_v[: len(lo_v) + extra], np.full(len(res.params), -np.inf)])
+    hi_b = np.concatenate([hi_v[: len(hi_v) + extra], np.full(len(res.params), np.inf)])
     if disp:
         lo_b[k_var] = 1e-8
 

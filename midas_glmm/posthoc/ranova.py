@@ -35,6 +35,11 @@ def _linear_model_loglik(d, REML: bool) -> float:
     return logw - 0.5 * n * (np.log(2 * np.pi * rss / n) + 1)
 
 
+def _structure_name(t: ReTerm) -> str:
+    """The formula's name of a term's structure (a one-column diag term is lme4's)."""
+    return t.cov.name if t.cov is not None else "us"
+
+
 def _label(spec) -> str:
     return f"({spec.expr} | {':'.join(spec.group)})"
 
@@ -52,11 +57,15 @@ def ranova(res) -> pd.DataFrame:
     rows = {"<none>": {"npar": npar_full, "logLik": res.llf}}
     for spec in d.parsed.random:
         name = ":".join(spec.group)
-        at = next(i for i, t in enumerate(d.terms) if t.expr == spec.expr and t.group_name == name)
+        same = [i for i, t in enumerate(d.terms) if t.expr == spec.expr and t.group_name == name]
+        at = next((i for i in same if _structure_name(d.terms[i]) == spec.structure), same[0])
         t = d.terms[at]
         slopes = [c for c in t.columns if c != "(Intercept)"]
         others = [u for i, u in enumerate(d.terms) if i != at]
-        if slopes:
+        if t.structured:  # a structured term is tested as a whole: removed
+            label = t.label
+            terms = others
+        elif slopes:
             label = f"{' + '.join(slopes)} in {_label(spec)}"
             intercept = ReTerm(
                 t.group_name,

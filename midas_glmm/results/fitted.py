@@ -284,6 +284,13 @@ class MixedModelResults:
         residual = self.sigma if self.family.residual_scale else None  # NB and beta's φ is no residual SD
         return varcomp.varcorr_frame(self.design.terms, self.term_covariances(), residual)
 
+    def structure_params(self) -> pd.DataFrame:
+        """Each random-effects term's own parameters on their natural scale: SDs, correlations,
+        ar1's and cs's ρ, toep's lag correlations (columns grp, structure, parameter,
+        estimate), indexed as :meth:`conf_int`'s profile and bootstrap rows (``rho|Subject``)."""
+        scale = self.sigma if self.family.is_lmm else 1.0
+        return varcomp.structure_frame(self.design.terms, self.theta, scale)
+
     def ranef(self, condvar: bool = False):
         """Random effects: BLUPs (LMM) or conditional modes (GLMM).
 

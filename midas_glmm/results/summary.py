@@ -11,6 +11,7 @@ from scipy import stats
 from ..checks import check_level
 from ..errors import FitError
 from ..posthoc.ddf import KENWARD_ROGER, SATTERTHWAITE, WALD, parse_ddf, test_method
+from . import varcomp
 
 __all__ = ["Summary"]
 
@@ -122,7 +123,16 @@ class Summary:
                         "Corr": " ".join(corr),
                     }
                 )
-        return pd.DataFrame(rows)
+        table = pd.DataFrame(rows)
+        # a structured term shows its own parameters on its first row, as glmmTMB prints them
+        marks = varcomp.structure_notes(self.res.design.terms, self.res.theta)
+        if marks:
+            group = table["Group"].replace("", np.nan).ffill()
+            for label, mark in marks.items():
+                rows_of = np.flatnonzero(group.to_numpy() == label)
+                table.loc[rows_of, "Corr"] = ""
+                table.loc[rows_of[0], "Corr"] = mark
+        return table
 
     def _header(self) -> list[str]:
         r = self.res

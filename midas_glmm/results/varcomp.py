@@ -11,9 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..design.reterms import ReTerm
+from ..design.reterms import ReTerm, ThetaMap
 
-__all__ = ["term_labels", "varcorr_frame", "ranef_frames", "ranef_long", "intercept_rows", "icc_of"]
+__all__ = [
+    "term_labels",
+    "structure_frame",
+    "structure_notes",
+    "varcorr_frame",
+    "ranef_frames",
+    "ranef_long",
+    "intercept_rows",
+    "icc_of",
+]
 
 
 def term_labels(terms: list[ReTerm]) -> list[str]:
@@ -43,6 +52,35 @@ def varcorr_frame(terms: list[ReTerm], covs: list[np.ndarray], sigma: float | No
     if sigma is not None:
         rows.append(("Residual", None, None, sigma**2, sigma))
     return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+
+def structure_frame(terms: list[ReTerm], theta: np.ndarray, scale: float) -> pd.DataFrame:
+    """Each term's own parameters on their natural scale (:meth:`ThetaMap.sdcor`): SDs (× σ for
+    an LMM), correlations, ar1's and cs's ρ, toep's lag correlations; named as the profile and
+    bootstrap intervals name them (``rho|Subject``), with the term and its structure."""
+    tm = ThetaMap(terms)
+    values, names = tm.sdcor(theta, scale)[:-1], tm.sdcor_names()[:-1]
+    rows, i = [], 0
+    for t, label in zip(terms, term_labels(terms)):
+        for _ in range(t.n_theta):
+            rows.append((label, t.structure.name, names[i].split("|")[0], values[i]))
+            i += 1
+    frame = pd.DataFrame(rows, columns=["grp", "structure", "parameter", "estimate"], index=names)
+    return frame
+
+
+def structure_notes(terms: list[ReTerm], theta: np.ndarray) -> dict[str, str]:
+    """glmmTMB's mark of a structured term in the summary's Corr column, by term label:
+    ``0.930 (ar1)``, ``0.456 (cs)``, the lag correlations ``0.52 0.21 (toep)``, ``(diag)``."""
+    out = {}
+    tm = ThetaMap(terms)
+    for t, label, sl in zip(terms, term_labels(terms), tm.slices()):
+        if not t.structured:
+            continue
+        values, names = t.structure.natural(np.asarray(theta, dtype=float)[sl])
+        cors = [f"{v:.3f}" for v, n in zip(values, names) if not n.startswith("sd")]
+        out[label] = " ".join(cors + [f"({t.structure.name})"])
+    return out
 
 
 def _in_level_order(t: ReTerm, b: np.ndarray, sd: np.ndarray | None = None):

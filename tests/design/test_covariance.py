@@ -1,0 +1,123 @@
+"""Covariance structures (design/covariance.py): each maps its parameters to a factor λ whose
+λλ' has the structure's form, for any parameter values; and the formula reads them."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from midas_glmm.design.covariance import AR1, CompoundSymmetry, Diagonal, Toeplitz, Unstructured, structure
+from midas_glmm.design.formula import parse_formula
+from midas_glmm.errors import FormulaError
+
+STRUCTURES = [Unstructured, Diagonal, CompoundSymmetry, AR1, Toeplitz]
+reals = st.floats(-4.0, 4.0, allow_nan=False)
+sds = st.floats(0.05, 5.0, allow_nan=False)
+
+
+def params(cls, p, draw_sd, draw_cor):
+    s = cls(p)
+    lower = s.lower()
+    return np.array([draw_sd[i] if np.isfinite(lower[i]) else draw_cor[i] for i in range(s.n_par)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(p=st.integers(2, 6), sd=st.lists(sds, min_size=21, max_size=21), cor=st.lists(reals, min_size=21, max_size=21))
+def test_every_structure_gives_a_positive_definite_covariance_of_its_form(p, sd, cor):
+    for cls in STRUCTURES:
+        s = cls(p)
+        par = params(cls, p, sd, cor)
+        lam = s.lam(par)
+        assert np.allclose(lam, np.tril(lam)), cls.name  # lower triangular, as the engine needs
+        Sig = lam @ lam.T
+        assert np.linalg.eigvalsh(Sig).min() > 0, cls.name
+        d = np.sqrt(np.diag(Sig))
+        R = Sig / np.outer(d, d)
+        if cls is Diagonal:
+            assert np.allclose(R, np.eye(p))
+        if cls is CompoundSymmetry:
+            off = R[~np.eye(p, dtype=bool)]
+            assert np.allclose(off, off[0]) and off[0] > -1 / (p - 1)
+        if cls is AR1:
+            assert np.allclose(d, d[0])  # one SD
+            rho = R[1, 0]
+            k = np.arange(p)
+            assert np.allclose(R, rho ** np.abs(k[:, None] - k[None, :]))
+        if cls is Toeplitz:
+            for lag in range(1, p):
+                assert np.allclose(np.diagonal(R, lag), R[lag, 0])  # constant along each diagonal
+
+
+@settings(max_examples=60, deadline=None)
+@given(p=st.integers(2, 5), sd=st.lists(sds, min_size=15, max_size=15), cor=st.lists(reals, min_size=15, max_size=15))
+def test_natural_values_map_back_to_the_same_covariance(p, sd, cor):
+    """par → (SDs, correlations) → par gives the same λλ' (profile intervals move along these)."""
+    for cls in STRUCTURES:
+        s = cls(p)
+        par = params(cls, p, sd, cor)
+        values, names = s.natural(par, scale=2.0)
+        back = s.par_from_natural(values, scale=2.0)
+        assert back is not None, cls.name
+        assert np.allclose(s.lam(back) @ s.lam(back).T, s.lam(par) @ s.lam(par).T, rtol=1e-7, atol=1e-9), cls.name
+        assert len(names) == s.n_par
+        lo, hi = s.natural_bounds()
+        assert np.all(values >= lo) and np.all(values <= hi)
+
+
+def test_ar1_factor_is_the_cholesky_factor_of_its_correlation():
+    s = AR1(5)
+    for a in (-3.0, -0.4, 0.0, 0.7, 12.0):
+        rho = a / np.sqrt(1 + a * a)
+        k = np.arange(5)
+        R = rho ** np.abs(k[:, None] - k[None, :])
+        assert np.allclose(s.lam(np.array([2.0, a])), 2.0 * np.linalg.cholesky(R))
+
+
+def test_toeplitz_partial_autocorrelations_give_the_autocorrelations_back():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        partial = rng.uniform(-0.95, 0.95, 4)
+        r = Toeplitz._autocorrelations(partial)
+        assert np.allclose(Toeplitz._partials(r), partial)
+    assert Toeplitz._partials(np.array([0.9, -0.9])) is None  # no valid correlation sequence
+
+
+def test_cs_correlation_range_and_its_singular_ends():
+    s = CompoundSymmetry(3)
+    assert s.natural_bounds()[0][-1] == pytest.approx(-0.5)
+    assert s.singular(np.array([1.0, 1.0, 1.0, 40.0]), 1e-4)  # ρ → 1
+    assert s.singular(np.array([1.0, 1.0, 1.0, -40.0]), 1e-4)  # ρ → −1/2
+    assert not s.singular(np.array([1.0, 1.0, 1.0, 0.0]), 1e-4)
+    assert s.par_from_natural(np.array([1.0, 1.0, 1.0, -0.6])) is None
+
+
+def test_unstructured_is_lme4s_lower_triangle_by_column():
+    s = structure("us", 3)
+    assert s.par_names(["a", "b", "c"], "g") == ["g.a", "g.b.a", "g.c.a", "g.b", "g.c.b", "g.c"]
+    lam = s.lam(np.arange(1.0, 7.0))
+    assert lam[1, 0] == 2.0 and lam[2, 0] == 3.0 and lam[1, 1] == 4.0 and lam[2, 2] == 6.0
+
+
+@pytest.mark.parametrize("name", ["us", "diag", "cs", "ar1", "toep"])
+def test_the_formula_reads_each_structure(name):
+    p = parse_formula(f"y ~ x + {name}(0 + tf | g) + (1 | h)")
+    assert [t.structure for t in p.random] == [name, "us"]
+    assert p.fixed == "x"
+    assert str(p.random[0]) == (f"{name}(0 + tf | g)" if name != "us" else "(0 + tf | g)")
+
+
+def test_a_function_of_the_same_name_in_the_fixed_part_stays_fixed():
+    assert parse_formula("y ~ exp(x) + diag + (1 | g)").fixed == "exp(x) + diag"
+
+
+@pytest.mark.parametrize(
+    "formula, words",
+    [
+        ("y ~ ou(0 + t | g)", "'ou' .* not available"),
+        ("y ~ foo(1 | g)", "no random-effects term"),
+        ("y ~ diag(1 + x || g)", "'\\|\\|' inside diag"),
+    ],
+)
+def test_unknown_or_misused_structures_are_named(formula, words):
+    with pytest.raises(FormulaError, match=words):
+        parse_formula(formula)
