@@ -18,10 +18,20 @@ __all__ = [
     "make_rng",
     "select_names",
     "check_interval_method",
+    "refuse_dispersion_model",
 ]
 
 #: conf_int's methods and the options each takes
 INTERVAL_OPTIONS = {"wald": (), "profile": (), "bootstrap": ("n_boot", "seed", "n_jobs", "progress")}
+
+
+def refuse_dispersion_model(res, what: str, instead: str) -> None:
+    """A FitError for ``what`` on a fit with a dispersion formula (``dispformula=``), which it
+    does not handle yet; ``instead`` says what to use."""
+    if getattr(res.design, "disp", None) is not None:
+        raise FitError(
+            f"{what} is not available for a model with a dispersion formula ({res.design.disp.formula}) yet: {instead}"
+        )
 
 
 def check_level(level, name: str = "level", example: str = "0.95 for 95% intervals") -> float:

@@ -15,10 +15,12 @@ import pandas as pd
 
 from .design import Design, build_design, design_from_arrays
 from .design.daskdata import build_dask_design, is_dask_frame
+from .design.dispersion import dispersion_rhs
 from .design.response import align_to_rows
 from .design.zeroinfl import zi_rhs as zero_inflation_rhs
 from .engine.controls import FitControl, check_maxiter, check_quadrature, check_start, fit_control
 from .engine.lmm import fit_lmm
+from .engine.lmmdisp import fit_lmm_dispersion, fit_lmm_without_residual
 from .engine.pirls import fit_glmm
 from .errors import SINGULAR_FIT, ConvergenceWarning, DataError, FewGroupsWarning, FitError, SingularFitWarning
 from .families import Family, resolve_family
@@ -79,7 +81,14 @@ class MixedModel:
 
     @classmethod
     def from_formula(
-        cls, formula: str, data: pd.DataFrame, family=None, weights=None, offset=None, ziformula=None
+        cls,
+        formula: str,
+        data: pd.DataFrame,
+        family=None,
+        weights=None,
+        offset=None,
+        ziformula=None,
+        dispformula=None,
     ) -> MixedModel:
         """Build a model from an lme4-style formula.
 
@@ -105,6 +114,14 @@ class MixedModel:
             A zero-inflation part (glmmTMB's ``ziformula``) for poisson, nbinom2 and nbinom1:
             a one-sided formula of fixed effects (``"~ 1"``, ``"~ x"``) for the logit of the
             probability of a structural zero. Rows missing one of its variables are dropped too.
+        dispformula : str, optional
+            A model for the dispersion (glmmTMB's ``dispformula``, log link) for gaussian,
+            nbinom2, nbinom1 and beta: ``"~ arm"`` gives each arm its own residual variance (nlme's
+            ``weights = varIdent(form = ~ 1 | arm)``), ``"~ x"`` a dispersion that moves with x.
+            ``"~ 1"`` is the default; ``"~ 0"`` (Gaussian) leaves no residual variance, the last
+            random-effects term carrying it (nlme's ``correlation = corAR1()`` is
+            ``(1 | g) + ar1(0 + time | g)`` with ``dispformula="~ 0"``). Coefficients on
+            glmmTMB's scale: log σ² (Gaussian), log θ (nbinom2), log φ (nbinom1, beta).
         """
         self = cls.__new__(cls)
         family = resolve_family(family)
@@ -119,11 +136,20 @@ class MixedModel:
         if zi_rhs is not None and is_dask_frame(data):
             raise FitError("zero-inflated models are fitted in memory only for now: compute() the Dask DataFrame first")
         zi = {} if zi_rhs is None else {"zi_rhs": zi_rhs}
+        disp_rhs = dispersion_rhs(dispformula, family)
+        if disp_rhs is not None:
+            if is_dask_frame(data):
+                raise FitError(
+                    "dispersion models are fitted in memory only for now: compute() the Dask DataFrame first"
+                )
+            zi["disp_rhs"] = disp_rhs
         self._setup(build(built_formula, built_data, weights=weights, offset=offset, family=family, **zi), family)
         # what update() and fit_many's per-response row sets rebuild from (a reference, not a copy)
         self.built_from = {"formula": formula, "data": data, "weights": weights, "offset": offset}
         if zi_rhs is not None:
             self.built_from["ziformula"] = ziformula
+        if disp_rhs is not None:
+            self.built_from["dispformula"] = dispformula
         return self
 
     def with_response(self, y, name: str | None = None, check: bool = True) -> MixedModel:
@@ -290,6 +316,12 @@ class MixedModel:
                 raise FitError(f"unknown method '{method}' for a Gaussian model; use 'REML' or 'ML'")
             if nAGQ != 1 or fast:
                 raise FitError("nAGQ and fast apply to non-Gaussian families only; a Gaussian LMM is fitted exactly")
+            if self.design.disp is not None and self.design.disp.no_residual:
+                return fit_lmm_without_residual(self.design, REML=(m == "REML"), optimizer=optimizer)
+            if self.design.disp is not None:
+                return fit_lmm_dispersion(
+                    self.design, REML=(m == "REML"), optimizer=optimizer, standardize_X=standardize
+                )
             return fit_lmm(self.design, REML=(m == "REML"), optimizer=optimizer, standardize_X=standardize)
         if m == "REML":
             raise FitError(

@@ -112,6 +112,16 @@ class CrossProducts:
                 ZjtZi[(j, i)] = (Zj.T @ terms[i].sparse_Z(None, rows)).tocsr()
         return cls(ZtZ, ZjtZi, XytZ, Xy.T @ Xyw, Xy.shape[0])
 
+    def scaled(self, c: float) -> CrossProducts:
+        """The blocks of the same rows with their weights multiplied by ``c`` (the row count stays)."""
+        return CrossProducts(
+            [c * a for a in self.ZtZ],
+            {k: (c * v).tocsr() for k, v in self.ZjtZi.items()},
+            [c * a for a in self.XytZ],
+            c * self.XytXy,
+            self.n,
+        )
+
     def __add__(self, other: CrossProducts) -> CrossProducts:
         """Blocks of two disjoint sets of rows add up to the blocks of their union."""
         return CrossProducts(

@@ -250,11 +250,12 @@ def predictor_names(parsed: ParsedFormula) -> set[str]:
     return names
 
 
-def check_columns(needed: set[str], data: pd.DataFrame, formula: str) -> None:
-    """Raise for a column the formula reads that the data lacks, or holds twice."""
+def check_columns(needed: set[str], data: pd.DataFrame, formula: str, what: str = "formula") -> None:
+    """Raise for a column the formula reads that the data lacks, or holds twice (``what``: the
+    argument the formula came in, for the message: "formula", "ziformula", "dispformula")."""
     for name in sorted(needed):
         if name not in data.columns:
-            raise DataError(_missing_column(name, data.columns, formula))
+            raise DataError(_missing_column(name, data.columns, formula, what))
         if (data.columns == name).sum() > 1:
             raise DataError(
                 f"column '{name}' appears {(data.columns == name).sum()} times in the data; rename or drop "
@@ -262,11 +263,11 @@ def check_columns(needed: set[str], data: pd.DataFrame, formula: str) -> None:
             )
 
 
-def _missing_column(name: str, columns, formula: str) -> str:
+def _missing_column(name: str, columns, formula: str, what: str = "formula") -> str:
     """The message for a missing column; a dotted name (R's ``my.var``) is named whole."""
     dotted = re.findall(rf"(?<![\w.`]){re.escape(name)}\.[\w.]+", formula)
     shown = dotted[0] if dotted else name
-    msg = f"column '{shown}' in formula '{formula}' is not in the data{did_you_mean(shown, columns)}"
+    msg = f"column '{shown}' in {what} '{formula}' is not in the data{did_you_mean(shown, columns)}"
     if dotted:
         msg += f"; a name with dots, spaces or symbols is read whole when it is a column, or in backticks: `{shown}`"
     elif name in ("factor", "as.factor") and re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", formula):

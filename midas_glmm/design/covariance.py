@@ -26,7 +26,17 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["Structure", "Unstructured", "Diagonal", "CompoundSymmetry", "AR1", "Toeplitz", "structure", "STRUCTURES"]
+__all__ = [
+    "Structure",
+    "Unstructured",
+    "Diagonal",
+    "CompoundSymmetry",
+    "AR1",
+    "Toeplitz",
+    "CarriesResidual",
+    "structure",
+    "STRUCTURES",
+]
 
 #: a correlation this close to ±1 (or to cs's lower limit) is on the boundary of its range
 RHO_BOUNDARY = 1e-6
@@ -92,6 +102,11 @@ class Structure:
     def singular(self, par: np.ndarray, tol: float) -> bool:
         """Whether the parameters are on the boundary (an SD at 0, a correlation at its limit)."""
         raise NotImplementedError
+
+    def covariance(self, par: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """The term's covariance Σ = scale·λλ' (σ² for an LMM, 1 for a GLMM)."""
+        lam = self.lam(par)
+        return scale * lam @ lam.T
 
 
 @lru_cache(maxsize=64)
@@ -426,6 +441,82 @@ class Toeplitz(_Correlated):
 
     def cor_singular(self, cor):
         return bool(np.any(np.abs(_rho(np.asarray(cor, dtype=float))) > 1.0 - RHO_BOUNDARY))
+
+
+class CarriesResidual(Structure):
+    """A structure that carries the residual of a Gaussian model without one (glmmTMB's
+    ``dispformula = ~0``, nlme's ``correlation =``): a term whose every row has its own random
+    effect (one column per row, one row per level and column: ``ar1(0 + time | subject)`` with
+    one row per subject and time), so that Z_cZ_c' = I on the rows.
+
+    With the inner structure's covariance s·R (R its parameters with the first SD at 1, s the
+    scale), δ = ½λ_min(R) and the model's profiled scale σ_e² = sδ, the marginal covariance
+    s·Z_cRZ_c' + … is σ_e²(I + Z_c(R/δ − I)Z_c' + …): an LMM whose residual is σ_e² and whose
+    term has λ = chol(R/δ − I). The term's covariance is σ_e²(λλ' + I) = sR. Its parameters are
+    the inner structure's without the first SD (the scale is σ_e's)."""
+
+    linear = False
+
+    def __init__(self, inner: Structure):
+        super().__init__(inner.p)
+        self.inner = inner
+        self.name = inner.name
+
+    def __repr__(self) -> str:
+        return f"{self.inner!r} carrying the residual"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, CarriesResidual) and self.inner == other.inner
+
+    def __hash__(self) -> int:
+        return hash(("residual", hash(self.inner)))
+
+    @property
+    def n_par(self):
+        return self.inner.n_par - 1
+
+    def full(self, par) -> np.ndarray:
+        """The inner structure's parameters: the first SD at 1."""
+        return np.concatenate([[1.0], np.asarray(par, dtype=float)])
+
+    def shape(self, par) -> tuple[np.ndarray, float]:
+        """(R, δ): the covariance with the first SD at 1 and half its smallest eigenvalue."""
+        lam = self.inner.lam(self.full(par))
+        R = lam @ lam.T
+        return R, 0.5 * max(float(np.linalg.eigvalsh(R)[0]), 0.0)
+
+    def lower(self):
+        return self.inner.lower()[1:]
+
+    def start(self, sd=None):
+        ratio = None if sd is None else np.asarray(sd, dtype=float) / max(float(np.asarray(sd)[0]), 1e-8)
+        return self.inner.start(ratio)[1:]
+
+    def lam(self, par):
+        R, delta = self.shape(par)
+        if delta <= 0.0:  # R singular (a correlation at ±1): no residual to carry
+            return np.full((self.p, self.p), np.nan)
+        return np.linalg.cholesky(R / delta - np.eye(self.p))
+
+    def covariance(self, par, scale=1.0):
+        R, delta = self.shape(par)
+        return scale / delta * R
+
+    def par_names(self, columns, group):
+        return self.inner.par_names(columns, group)[1:]
+
+    def natural(self, par, scale=1.0):
+        _, delta = self.shape(par)
+        return self.inner.natural(self.full(par), scale / np.sqrt(delta) if delta > 0 else np.inf)
+
+    def par_from_natural(self, v, scale=1.0):
+        return None  # the scale σ_e moves with the shape: no profile through these coordinates
+
+    def natural_bounds(self):
+        return self.inner.natural_bounds()
+
+    def singular(self, par, tol):
+        return self.inner.singular(self.full(par), tol)
 
 
 #: the structures by the names formulas use (glmmTMB's)

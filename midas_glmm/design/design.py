@@ -34,10 +34,11 @@ from .columns import (
     string_columns,
     used_columns,
 )
+from .dispersion import build_dispersion
 from .fixed import check_weighted_rank, column_moments, independent_columns, null_space
 from .formula import ParsedFormula, RandomTermSpec, parse_formula
 from .grid import reference_grid, reference_grid_info
-from .replay import NewRows, fixed_on, population_columns, replay_on, zero_inflation_on
+from .replay import NewRows, dispersion_on, fixed_on, population_columns, replay_on, zero_inflation_on
 from .response import argument_values, check_finite, check_weights, label_of, offset_of, response_of
 from .reterms import ReTerm, lme4_term_order, with_structure
 from .type3 import type3_basis
@@ -94,6 +95,7 @@ class Design:
     grid: dict | None = None  # fixed-part variable → ("factor"/"kept", levels) or ("numeric", mean): emmeans
     type3: dict | None = None  # type 3 contrast basis when terms contain one another (:mod:`.type3`)
     zi: object = None  # a ZeroInflation (:mod:`.zeroinfl`) for a model with a ziformula
+    disp: object = None  # a DispersionModel (:mod:`.dispersion`) for a model with a dispformula
     # orthonormal basis of the null space of the full fixed-effects matrix (before aliased columns
     # were dropped), for emmeans' estimability rule; None when X has full rank
     nonestimable: np.ndarray | None = None
@@ -106,6 +108,10 @@ class Design:
     def zero_inflation_on(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(complete rows, X_zi of those rows) of the zero-inflation part on new rows."""
         return zero_inflation_on(self, data)
+
+    def dispersion_on(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(complete rows, X_d of those rows) of the dispersion part on new rows."""
+        return dispersion_on(self, data)
 
     def population_columns(self, term: ReTerm, data: pd.DataFrame | None, complete: np.ndarray) -> np.ndarray:
         """A term's columns on the complete rows of ``data``, without their levels."""
@@ -246,6 +252,7 @@ def build_design(
     require_random: bool = True,
     family=None,
     zi_rhs: str | None = None,
+    disp_rhs: str | None = None,
 ) -> Design:
     """Build the :class:`Design` of ``formula`` on ``data``.
 
@@ -264,6 +271,9 @@ def build_design(
     zi_rhs : str, optional
         The right-hand side of a zero-inflation formula (:mod:`~midas_glmm.design.zeroinfl`); its
         variables must be complete too (glmmTMB drops a row missing a variable of either part).
+    disp_rhs : str, optional
+        The right-hand side of a dispersion formula (:mod:`~midas_glmm.design.dispersion`); its
+        variables must be complete too.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
@@ -275,8 +285,12 @@ def build_design(
     check_columns(needed, data, formula)
     if zi_rhs is not None:
         zi_needed = formula_variables(zi_rhs)
-        check_columns(zi_needed, data, f"ziformula '~ {zi_rhs}'")
+        check_columns(zi_needed, data, f"~ {zi_rhs}", "ziformula")
         needed = needed | zi_needed
+    if disp_rhs is not None and disp_rhs.replace(" ", "") not in ("0", "-1"):
+        disp_needed = formula_variables(disp_rhs)
+        check_columns(disp_needed, data, f"~ {disp_rhs}", "dispformula")
+        needed = needed | disp_needed
     extra = {k: argument_values(k, v, data) for k, v in (("weights", weights), ("offset", offset)) if v is not None}
 
     cols = sorted(needed)
@@ -322,6 +336,8 @@ def build_design(
     design.type3 = type3_basis(design, df)
     if zi_rhs is not None:
         design.zi = build_zero_inflation(zi_rhs, df)
+    if disp_rhs is not None:
+        design.disp = build_dispersion(disp_rhs, df)
     return design
 
 

@@ -100,15 +100,23 @@ def replay_on(design, data: pd.DataFrame | None, random_effects: bool = True) ->
 def zero_inflation_on(design, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(complete rows, X_zi of those rows): the zero-inflation part's matrix on new rows, a row
     complete when it has every variable of the ziformula."""
-    zi = design.zi
+    return _part_on(design.zi, data, "ziformula", "the zero-inflation part")
+
+
+def dispersion_on(design, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(complete rows, X_d of those rows): the dispersion part's matrix on new rows."""
+    return _part_on(design.disp, data, "dispformula", "the dispersion part")
+
+
+def _part_on(part, data: pd.DataFrame, argument: str, what: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"newdata must be a pandas DataFrame, not {type(data).__name__}")
     data = string_columns(data)
-    cols = sorted(zi.variables())
-    require_columns(data, cols, "column", " (the ziformula's)")
+    cols = sorted(part.variables())
+    require_columns(data, cols, "column", f" (the {argument}'s)")
     complete = ~data[cols].isna().any(axis=1).to_numpy() if cols else np.ones(len(data), bool)
     rows = data if complete.all() else data.loc[complete]
-    return complete, replay_spec(zi.spec, zi.matrix, rows, "the zero-inflation part")
+    return complete, replay_spec(part.spec, part.matrix, rows, what)
 
 
 def population_columns(term: ReTerm, data: pd.DataFrame | None, complete: np.ndarray) -> np.ndarray:

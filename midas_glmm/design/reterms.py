@@ -21,7 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import DataError, FormulaError
-from .covariance import Diagonal, Structure, Unstructured, structure
+from .covariance import CarriesResidual, Diagonal, Structure, Unstructured, structure
 
 __all__ = ["ReTerm", "ThetaMap", "lme4_term_order", "with_structure"]
 
@@ -82,6 +82,11 @@ class ReTerm:
         """The term as the formula writes it: ``(1 + x | g)``, ``ar1(0 + tf | g)``."""
         prefix = self.cov.name if self.structured else ""
         return f"{prefix}({self.expr} | {self.group_name})"
+
+    @property
+    def carries_residual(self) -> bool:
+        """Whether the term carries the residual of a model without one (``dispformula="~ 0"``)."""
+        return isinstance(self.cov, CarriesResidual)
 
     @property
     def structured(self) -> bool:
@@ -297,7 +302,7 @@ class ThetaMap:
         sigma = v[-1]
         out, i = [], 0
         for t in self.terms:
-            k = t.n_theta
+            k = len(t.structure.natural(t.structure.start())[1])
             par = t.structure.par_from_natural(np.asarray(v[i : i + k], dtype=float), sigma)
             if par is None:
                 return None
@@ -306,8 +311,10 @@ class ThetaMap:
         return np.concatenate(out) if out else np.zeros(0)
 
     def covariances(self, theta: np.ndarray, scale: float = 1.0) -> list[np.ndarray]:
-        """Σ_t = scale·λ_tλ_t' per term (scale σ² for an LMM, 1 for a GLMM: its λ is on the link scale)."""
-        return [scale * lam @ lam.T for lam in self.lams(theta)]
+        """Σ_t = scale·λ_tλ_t' per term (scale σ² for an LMM, 1 for a GLMM: its λ is on the link
+        scale; a term carrying the residual adds it: :class:`~.covariance.CarriesResidual`)."""
+        theta = np.asarray(theta, dtype=float)
+        return [t.structure.covariance(theta[s], scale) for t, s in zip(self.terms, self.slices())]
 
 
 def with_structure(term: ReTerm, name: str, written: str) -> ReTerm:

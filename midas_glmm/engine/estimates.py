@@ -44,6 +44,15 @@ class Estimates:
         Cautions about the approximation (small groups, rare events) for the summary.
     zi_params, zi_vcov : ndarray or None
         The zero-inflation coefficients γ and their covariance (zero-inflated models only).
+    disp_params, disp_vcov : ndarray or None
+        The dispersion formula's coefficients (log φᵢ = (X_d γ)ᵢ, glmmTMB's scale) and their
+        covariance (models with a dispformula only).
+    row_weights : ndarray or None
+        A Gaussian dispersion model's weights wᵢ (σᵢ² = σ²/wᵢ, prior weights included): the
+        results read the fit as an LMM with these weights.
+    terms : list of ReTerm or None
+        The terms as the engine fitted them when they differ from the model's (a term carrying
+        the residual of ``dispformula = "~ 0"``).
     """
 
     theta: np.ndarray
@@ -66,6 +75,10 @@ class Estimates:
     notes: list[str] = field(default_factory=list)
     zi_params: np.ndarray | None = None
     zi_vcov: np.ndarray | None = None
+    disp_params: np.ndarray | None = None
+    disp_vcov: np.ndarray | None = None
+    row_weights: np.ndarray | None = None
+    terms: list | None = None
 
     @cached_property
     def condvar(self) -> list[np.ndarray]:

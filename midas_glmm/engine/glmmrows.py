@@ -33,9 +33,11 @@ GRAD_STEP = 1e-4
 class RowBlock:
     """A block of rows of a GLMM: response, fixed and random design, weights, offset."""
 
-    def __init__(self, family: Family, y, X, weights, offset, terms: list[ReTerm], trials=None, zi=None):
+    def __init__(self, family: Family, y, X, weights, offset, terms: list[ReTerm], trials=None, zi=None, disp_X=None):
         self.fam = family
         self.y, self.X, self.w, self.off, self.terms = y, X, weights, offset, terms
+        # a dispersion model's X_d (log φᵢ = (X_d γ)ᵢ): φ is then one value per row
+        self.disp_X = disp_X
         self.resp = ResponseTerms(family, y, weights, trials)
         self.trials = trials
         # zero-inflation: the mixture's rows, and the conditional family's log f without weights
@@ -252,7 +254,10 @@ class RowBlock:
                 plus, minus = self.laplace_rows(eta, phi, GRAD_STEP), self.laplace_rows(eta, phi, -GRAD_STEP)
             dll, ddl, dww = ((p_ - m_) / (2 * GRAD_STEP) for p_, m_ in zip(plus, minus))
             g = -2.0 * dll + h * dww + Zq * ddl
-            extra.append(np.atleast_1d(g.sum()) if channel == "log_phi" else self.zi.X.T @ g)
+            if channel == "log_phi":  # ∂/∂ log φ, or through log φᵢ = (X_d γ)ᵢ for a dispersion model
+                extra.append(np.atleast_1d(g.sum()) if self.disp_X is None else self.disp_X.T @ g)
+            else:
+                extra.append(self.zi.X.T @ g)
         return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv, extra
 
     def deviance(self, beta_raw, lams, us, phi: float = 1.0) -> float:

@@ -103,6 +103,16 @@ class LMMCriterion:
         other.blocks = PlanBlocks(self.blocks.A, np.ascontiguousarray(XZ), cp.XytXy, cp.n)
         return other
 
+    def reweighted(self, cp: CrossProducts, log_weights_sum: float) -> LMMCriterion:
+        """The same criterion with other weights on the same rows (a dispersion model's
+        σᵢ² ∝ 1/wᵢ): ``cp`` the blocks under those weights, their Σ log w; the plan is shared."""
+        other = copy.copy(self)
+        other.cp = cp
+        other.ldW = float(log_weights_sum)
+        other.response_ss = float(cp.XytXy[-1, -1])
+        other.blocks = self.plan.load(cp)
+        return other
+
     def factor(self, theta: np.ndarray) -> Factor:
         """L(θ) from the stored cross-products."""
         return Factor(self.plan, self.blocks, self.tmap.lams(np.asarray(theta, dtype=float)))
@@ -163,14 +173,14 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
     p = X.shape[1]
     shift, scale, S = standardize(X, names, gram) if standardize_X else (np.zeros(p), np.ones(p), np.eye(p))
     w = design.weights if design.has_prior_weights else None
-    b = _rough_ols(X, y, gram, shift, scale)
+    b = rough_ols(X, y, gram, shift, scale)
     cp = CrossProducts.from_rows(design.terms, X, y, w, shift, scale, beta_removed=b)
     ldW = float(np.sum(np.log(w[w > 0]))) if w is not None else 0.0
     yss = float(y @ y) if w is None else float(y @ (w * y))
     return LMMCriterion(design.terms, cp, REML, ldW, beta_removed=b, response_ss=yss), S
 
 
-def _rough_ols(X, y, gram, shift, scale) -> np.ndarray:
+def rough_ols(X, y, gram, shift, scale) -> np.ndarray:
     """OLS coefficients of y on X_s = (X − shift)/scale from X'X, X'y, X'1 and Σy (one pass over
     X besides X'X); y may be n × K (fit_many's batches: p × K coefficients, a column of zeros
     where one is not finite). Removing X_s b from y keeps the numbers the factorisation subtracts
@@ -180,7 +190,7 @@ def _rough_ols(X, y, gram, shift, scale) -> np.ndarray:
 
 
 def ols_from_sums(G, s, n, Xty, sy, shift, scale) -> np.ndarray:
-    """:func:`_rough_ols` from the sums: X'X, X'1, n, X'y and Σy (y may be n × K)."""
+    """:func:`rough_ols` from the sums: X'X, X'1, n, X'y and Σy (y may be n × K)."""
     Gs = (G - np.outer(shift, s) - np.outer(s, shift) + n * np.outer(shift, shift)) / np.outer(scale, scale)
     lead = (slice(None),) + (None,) * np.ndim(sy)  # shift and scale along the coefficients
     Xsty = (Xty - shift[lead] * sy) / scale[lead]

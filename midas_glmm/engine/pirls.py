@@ -86,8 +86,17 @@ class GLMMProblem:
             )
             self.plan: FactorPlan | None = None  # from the first pass's blocks
         else:
+            disp_X = None if design.disp is None else design.disp.X
             block = RowBlock(
-                family, design.y, design.X, design.weights, design.offset, design.terms, design.trials, design.zi
+                family,
+                design.y,
+                design.X,
+                design.weights,
+                design.offset,
+                design.terms,
+                design.trials,
+                design.zi,
+                disp_X,
             )
             self.plan = FactorPlan(design.terms, block.pattern())
             block.attach_plan(self.plan)
@@ -375,7 +384,15 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     p = S.shape[0]
     beta0, phi0 = _glm_start(design, family, prob)
     disp = family.has_dispersion
-    nt, nd = len(tm), int(disp)
+    Xd = None if design.disp is None else design.disp.X  # a dispersion model: log φᵢ = (X_d γ)ᵢ
+    nt, nd = len(tm), (int(disp) if Xd is None else Xd.shape[1])
+
+    def phi_of(par_d):
+        """φ of the dispersion parameters: exp(log φ), or exp(X_d γ) row by row."""
+        return float(np.exp(par_d[0])) if Xd is None else np.exp(Xd @ par_d)
+
+    # the dispersion's start: log φ₀, or the γ of a constant log φ₀ (least squares on X_d)
+    d0 = [np.log(phi0)] if Xd is None else np.linalg.lstsq(Xd, np.full(len(Xd), np.log(phi0)), rcond=None)[0]
     # zero-inflation: γ starts at 0 (π = 1/2), glmmTMB's start; from the share of excess zeros
     # instead, the NB1 Salamanders fit ends in a poorer local optimum
     nz = 0 if design.zi is None else design.zi.X.shape[1]
@@ -383,7 +400,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
 
     # Stage 1: θ (and log φ, and the zero-inflation γ) with β from PIRLS — lme4's nAGQ = 0.
     def split1(par):
-        return par[:nt], beta0, float(np.exp(par[nt])) if disp else 1.0, par[nt + nd :]
+        return par[:nt], beta0, phi_of(par[nt : nt + nd]) if disp else 1.0, par[nt + nd :]
 
     def stage1(par):
         th, _, phi, gamma = split1(par)
@@ -394,7 +411,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     lower1 = np.concatenate([tm.lower, np.full(nd + nz, -np.inf)])
     ctl = current_control()
     theta1 = tm.start if ctl is None or ctl.start is None else np.asarray(ctl.start, dtype=float)
-    x1 = np.concatenate([theta1, [np.log(phi0)] if disp else [], gamma0])
+    x1 = np.concatenate([theta1, d0 if disp else [], gamma0])
     # a start for stage 2 need not be precise; with fast=True this is the fit itself
     tol1 = {} if fast else {"ftol_rel": 1e-8, "ftol_abs": 1e-6, "xtol_rel": 1e-5}
     if nz and use_gradient:  # zero-inflation: straight to the joint stage (see above)
@@ -416,7 +433,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
             return (
                 par[:nt],
                 par[nt : nt + p],
-                float(np.exp(par[nt + p])) if disp else 1.0,
+                phi_of(par[nt + p : nt + p + nd]) if disp else 1.0,
                 par[nt + p + nd :],
             )
 
@@ -427,7 +444,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
             return prob.objective(th, b, ph, nAGQ=nAGQ)
 
         lower = np.concatenate([tm.lower, np.full(p + nd + nz, -np.inf)])
-        x2 = np.concatenate([theta, beta, [np.log(phi)] if disp else [], gamma])
+        x2 = np.concatenate([theta, beta, opt.x[nt : nt + nd] if disp else [], gamma])
         # With the analytic gradient: L-BFGS-B on it. Otherwise BOBYQA: stage 1 leaves θ close
         # and β from PIRLS at it, so a narrow first trust region and a stop at gains below 1e-7,
         # which the Newton step from the convergence check's derivatives then completes
@@ -493,13 +510,20 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     else:
         V = _vcov_block(H, fun, par, nt, p)
         V_zi = _zi_vcov(H, fun, par, nz) if nz else None
+    V_disp = None
+    if Xd is not None:  # the dispersion coefficients' block of 2·H⁻¹ (glmmTMB's), NaN where H has none
+        try:
+            V_disp = 2.0 * np.linalg.inv(H)[nt + p : nt + p + nd, nt + p : nt + p + nd]
+        except np.linalg.LinAlgError:
+            V_disp = np.full((nd, nd), np.nan)
     b = [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(st.u, lams)]
-    dev_resid = 0.0 if family.exact or nz else prob.rows("deviance", S @ st.beta, lams, st.u, phi)
+    dev_resid = 0.0 if family.exact or nz or Xd is not None else prob.rows("deviance", S @ st.beta, lams, st.u, phi)
     est = Estimates(
         theta=theta,
         beta=S @ beta,
         vcov_beta=S @ V @ S.T,
-        sigma=family.sigma_of(phi) if disp else 1.0,
+        # glmmTMB's sigma(): NA where the dispersion differs by row
+        sigma=(family.sigma_of(phi) if Xd is None else np.nan) if disp else 1.0,
         b=b,
         condvar_fn=st.factor.condvar_blocks,
         llf=-0.5 * crit,
@@ -514,6 +538,8 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         n_params=nt + p + nd + nz,
         zi_params=gamma if nz else None,
         zi_vcov=V_zi,
+        disp_params=None if Xd is None else par[nt + p : nt + p + nd].copy(),
+        disp_vcov=V_disp,
     )
     scale = phi if family.residual_scale else 1.0  # NB2's θ is inside its deviance
     est.deviance = dev_resid / scale + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z

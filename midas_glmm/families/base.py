@@ -85,6 +85,8 @@ class Family:
         Adaptive Gauss–Hermite quadrature (``nAGQ > 1``) is available, as in lme4.
     zero_inflatable : bool
         A zero-inflation part (``ziformula``) may be added, as in glmmTMB.
+    dispersion_model : bool
+        φ may depend on covariates (glmmTMB's ``dispformula``, log φᵢ = (X_d γ)ᵢ).
     """
 
     name = ""
@@ -99,6 +101,7 @@ class Family:
     exact = False
     agq = False
     zero_inflatable = False
+    dispersion_model = False
     #: the response can be 0 (False: strictly positive, nothing to zero-inflate)
     zero_in_support = True
     #: emmeans' name of a mean on the response scale
@@ -233,6 +236,8 @@ class Family:
     def sigma_of(self, phi: float) -> float:
         """What ``res.sigma`` reports for dispersion φ: √φ for a residual scale, φ itself for a
         shape parameter (glmmTMB's ``sigma()`` in both cases)."""
+        if np.ndim(phi):  # one φ per row (a dispersion model)
+            return np.sqrt(phi) if self.residual_scale else np.asarray(phi, dtype=float)
         return float(np.sqrt(phi)) if self.residual_scale else float(phi)
 
     def dispersion_of(self, sigma: float) -> float:

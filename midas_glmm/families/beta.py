@@ -22,6 +22,7 @@ class Beta(UnitMean):
     # the GLM that gives the start: binomial with the beta's link
     statsmodels_class = sm.families.Binomial
     has_dispersion = True
+    dispersion_model = True
     laplace_observed = True
     exact = True
     has_unit_deviance = False

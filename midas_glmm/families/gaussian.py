@@ -22,6 +22,7 @@ class Gaussian(Family):
     statsmodels_class = sm.families.Gaussian
     statsmodels_default = True
     has_dispersion = True
+    dispersion_model = True
     residual_scale = True
     # glmmTMB's exact Hessian for a Gaussian model with a link (the identity link goes to the LMM engine)
     laplace_observed = True

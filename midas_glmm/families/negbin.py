@@ -22,6 +22,7 @@ class NegativeBinomial(PositiveMean):
     default_link = "log"
     statsmodels_class = sm.families.NegativeBinomial
     has_dispersion = True
+    dispersion_model = True
     laplace_observed = True
     zero_inflatable = True
 

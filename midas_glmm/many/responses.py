@@ -108,6 +108,7 @@ def subset_model(model, y: np.ndarray):
         weights=weights,
         offset=subset(src["offset"]),
         ziformula=src.get("ziformula"),
+        dispformula=src.get("dispformula"),
     )
     same_columns = list(sub.design.fixed_names) == list(d.fixed_names)
     if same_columns and not np.allclose(sub.design.X, np.asarray(d.X)[observed], rtol=1e-12, atol=0):

@@ -44,7 +44,8 @@ def run_chunk(model, settings: Settings, names: list[str], values: np.ndarray) -
             i = int(np.argmax(np.isinf(values[:, j])))
             exc = DataError(f"response '{names[j]}' has an infinite value (row {i} of the model's rows)")
             out[j] = failed(names[j], exc, int(np.isfinite(values[:, j]).sum()))
-    fast = model.family.is_lmm and settings.fit_kwargs.get("standardize", True)
+    # the shared blocks serve one residual variance: a dispersion model fits response by response
+    fast = model.family.is_lmm and settings.fit_kwargs.get("standardize", True) and model.design.disp is None
     if fast and (~missing).any():
         REML = (settings.method or "REML").upper() == "REML"
         shared = shared_for(model, REML)

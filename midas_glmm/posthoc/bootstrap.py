@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 
-from ..checks import check_count, check_level, select_names
+from ..checks import check_count, check_level, refuse_dispersion_model, select_names
 from ..design.reterms import ThetaMap
 from ..errors import ConvergenceWarning, FitError
 from .simulate import simulate
@@ -36,6 +36,7 @@ def bootstrap_ci(
     parallel processes; ``progress=True`` shows a progress bar when tqdm is installed. Refits that
     fail numerically are left out with a :class:`ConvergenceWarning` (as ``bootMer`` counts its
     failures); ``attrs["n_ok"]`` holds the number used."""
+    refuse_dispersion_model(res, "bootstrap intervals", "use method='wald' (disp_bse for the dispersion coefficients)")
     level = check_level(level)
     names = ThetaMap(res.design.terms).interval_names(list(res.params.index), res.family.has_dispersion, True)
     which = select_names(which, names, "bootstrap")

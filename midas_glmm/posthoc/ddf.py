@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import refuse_dispersion_model
 from ..design.daskdata import check_available
 from ..engine.lmm import lmm_criterion
+from ..engine.lmmdisp import DispersionLMM
 from ..engine.optimize import fd_hessian
 from ..errors import FitError, did_you_mean
 
@@ -91,7 +93,11 @@ def _cache(res) -> dict:
 
 
 def _varpar_functions(res):
-    """Unprofiled criterion D(θ, σ) and the covariance V(θ, σ) of β̂, as functions of (θ, σ)."""
+    """Unprofiled criterion D(θ, σ) and the covariance V(θ, σ) of β̂, as functions of (θ, σ);
+    with a dispersion formula of (θ, σ, η), its coordinates η among the variance parameters (σ
+    left out where the dispersion formula holds the scale itself)."""
+    if res.design.disp is not None and not res.design.disp.no_residual:
+        return _dispersion_varpar_functions(res)
     crit, S = lmm_criterion(res.design, res.is_reml)
 
     def V(par):
@@ -102,6 +108,28 @@ def _varpar_functions(res):
         return crit.unprofiled(par[:-1], par[-1])
 
     return np.concatenate([res.theta, [res.sigma]]), D, V
+
+
+def _dispersion_varpar_functions(res):
+    dm = DispersionLMM(res.model.design, res.is_reml)
+    k = len(res.theta)
+    eta = dm.B.T @ res.disp_params.to_numpy()  # γ = Bη + log σ²·c, B orthonormal and B'c = 0
+    S = dm.S
+
+    def split(par):
+        sigma = par[k] if dm.profiled else 1.0
+        return par[:k], sigma, par[k + int(dm.profiled) :]
+
+    def V(par):
+        theta, sigma, e = split(par)
+        return sigma**2 * S @ dm.criterion(e).factor(theta).vcov_beta_unscaled() @ S.T
+
+    def D(par):
+        theta, sigma, e = split(par)
+        return dm.criterion(e).unprofiled(theta, sigma)
+
+    start = np.concatenate([res.theta, [res.sigma] if dm.profiled else [], eta])
+    return start, D, V
 
 
 def satterthwaite_parts(res) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -171,6 +199,9 @@ def kenward_roger_parts(res) -> dict:
             f"Kenward-Roger needs dense {n} x {n} matrices; it is available up to {KR_MAX_ROWS} rows. "
             "Use ddf='satterthwaite'"
         )
+    refuse_dispersion_model(
+        res, "Kenward-Roger", "its residual variances are not linear in their parameters; use ddf='satterthwaite'"
+    )
     nonlinear = [t.label for t in d.terms if not t.structure.linear]
     if nonlinear:
         raise FitError(

@@ -110,9 +110,9 @@ def _note(out: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
 
 def _ddf(res, ddf) -> str:
     """The df method: Kenward–Roger by default for LMMs (emmeans' ``lmer.df``), Satterthwaite
-    when a term's covariance is not linear in its parameters (cs, ar1, toep: KR's adjustment
-    assumes it is), Wald z for GLMMs."""
-    linear = all(t.structure.linear for t in res.design.terms)
+    when a term's covariance or the residual variance is not linear in its parameters (cs, ar1,
+    toep, a dispersion formula: KR's adjustment assumes it is), Wald z for GLMMs."""
+    linear = all(t.structure.linear for t in res.design.terms) and res.design.disp is None
     return test_method(res, ddf, default=KENWARD_ROGER if linear else SATTERTHWAITE)
 
 

@@ -64,7 +64,10 @@ class Prediction:
             var = var + np.where(seen, cond, np.einsum("ia,ab,ib->i", Z, Sig, Z))
         var_new = None
         if res.family.is_lmm:
+            # a new observation's residual variance: σ², or σᵢ² of its row under a dispersion model
             var_new = np.full(len(eta), res.sigma**2)
+            if res.design.disp is not None:
+                var_new = res.dispersion_of_rows(newdata)[complete if newdata is not None else slice(None)] ** 2
             if not random_effects:
                 for t, Sig in zip(res.design.terms, covs):
                     Z = res.design.population_columns(t, newdata, complete)

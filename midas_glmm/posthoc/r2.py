@@ -22,6 +22,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from ..checks import refuse_dispersion_model
 from ..engine.pirls import fit_glmm
 from ..errors import FitError
 
@@ -63,6 +64,7 @@ def _distribution_variance(res) -> float:
 
 def nakagawa(res) -> pd.Series:
     """Marginal and conditional R² of a fitted model (see the module docstring)."""
+    refuse_dispersion_model(res, "r2()", "Nakagawa's R² needs one residual variance, and this model's differs by row")
     d = res.design
     if d.source is not None:
         raise FitError("r2() needs the rows in memory; it is not available for models fitted on Dask data")

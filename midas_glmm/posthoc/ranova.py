@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..checks import refuse_dispersion_model
 from ..design.reterms import ReTerm
 from ..engine.lmm import fit_lmm
 from ..errors import FitError
@@ -46,6 +47,9 @@ def _label(spec) -> str:
 
 def ranova(res) -> pd.DataFrame:
     """Rows ``<none>`` and one per reduced term; columns npar, logLik, AIC, LRT, Df, Pr(>Chisq)."""
+    refuse_dispersion_model(
+        res, "ranova()", "fit the model without the term and compare log-likelihoods (2 * (res.llf - smaller.llf))"
+    )
     if not res.family.is_lmm:
         raise FitError("ranova() tests the random terms of a linear mixed model (as lmerTest's ranova)")
     d = res.design

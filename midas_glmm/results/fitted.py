@@ -8,6 +8,7 @@ simulation, profile and bootstrap intervals, plots) is a free function in
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 
 import numpy as np
@@ -32,7 +33,7 @@ __all__ = ["MixedModelResults", "load"]
 KEEP = object()
 
 #: what predict(kind=) gives: glmmTMB's type= names
-KINDS = ("response", "link", "conditional", "zprob")
+KINDS = ("response", "link", "conditional", "zprob", "dispersion")
 
 
 def _fit_options(est: Estimates, family) -> dict:
@@ -82,12 +83,21 @@ class MixedModelResults:
     zi_params, zi_bse : pandas.Series or None
         The zero-inflation coefficients γ (logit of the probability of a structural zero) and
         their standard errors, glmmTMB's ``fixef(m)$zi``; None without a ziformula.
+    disp_params, disp_bse : pandas.Series or None
+        The dispersion formula's coefficients and their standard errors, glmmTMB's
+        ``fixef(m)$disp`` on its scale: log φᵢ = (X_d γ)ᵢ with φ the residual variance σ² of a
+        Gaussian model (glmmTMB 1.1.5's log σ², not log σ), nbinom2's size θ, nbinom1's φ,
+        beta's precision φ; None without a dispformula.
     """
 
     def __init__(self, model, estimates: Estimates, fit_options: dict | None = None):
         self.model = model
         self.family = model.family
         self.design = model.design
+        if estimates.row_weights is not None:  # a Gaussian dispersion model: an LMM with these weights
+            self.design = replace(self.design, weights=estimates.row_weights, has_prior_weights=True)
+        if estimates.terms is not None:  # the terms as fitted (one carrying the residual)
+            self.design = replace(self.design, terms=estimates.terms)
         self.estimates = estimates
         self.method = estimates.method
         self.nAGQ = estimates.nAGQ
@@ -106,6 +116,12 @@ class MixedModelResults:
         self.tvalues.name = "z"
         self.pvalues = pd.Series(2 * stats.norm.sf(np.abs(self.tvalues)), index=names, name="P>|z|")
         self.fit_options = dict(fit_options) if fit_options is not None else _fit_options(estimates, self.family)
+        disp = self.design.disp
+        self.disp_params = self.disp_bse = None
+        if disp is not None and estimates.disp_params is not None:
+            self.disp_params = pd.Series(estimates.disp_params, index=disp.names, name="disp_params")
+            var = np.diag(estimates.disp_vcov)
+            self.disp_bse = pd.Series(np.sqrt(np.where(var > 0, var, np.nan)), index=disp.names, name="disp_bse")
         zi = self.design.zi
         self.zi_params = self.zi_bse = None
         if zi is not None:
@@ -281,7 +297,8 @@ class MixedModelResults:
         Columns grp, var1, var2, vcov (variance or covariance), sdcor (SD or correlation):
         variances first, then covariances within each term, then the residual.
         """
-        residual = self.sigma if self.family.residual_scale else None  # NB and beta's φ is no residual SD
+        # NB and beta's φ is no residual SD; a dispersion model's residual SD differs by row
+        residual = self.sigma if self.family.residual_scale and self.design.disp is None else None
         return varcomp.varcorr_frame(self.design.terms, self.term_covariances(), residual)
 
     def structure_params(self) -> pd.DataFrame:
@@ -320,6 +337,11 @@ class MixedModelResults:
             if not isinstance(latent_variance, (int, float, np.number)) or not latent_variance >= 0:
                 raise FitError(f"latent_variance must be a non-negative number, not {latent_variance!r}")
             resid = float(latent_variance)
+        elif self.design.disp is not None:
+            raise FitError(
+                f"icc() needs one residual variance, and this model's differs by row ({self.design.disp.formula}); "
+                "pass latent_variance= to choose one (predict(kind='dispersion') gives each row's)"
+            )
         elif self.family.is_lmm:
             resid = self.sigma**2
         elif self.design.zi is not None:
@@ -355,11 +377,13 @@ class MixedModelResults:
             (:class:`~midas_glmm.errors.DataError`); a row with a missing predictor gets NaN.
         random_effects : bool
             False gives lme4's ``re.form=NA``.
-        kind : {"response", "link", "conditional", "zprob"}
-            The mean of y, the linear predictor, the conditional model's mean μ and the
-            probability of a structural zero π (glmmTMB's ``type=``). They differ for
-            zero-inflated models only: there "response" is (1 − π) μ; elsewhere "conditional"
-            is "response" and π is 0.
+        kind : {"response", "link", "conditional", "zprob", "dispersion"}
+            The mean of y, the linear predictor, the conditional model's mean μ, the
+            probability of a structural zero π and the dispersion (glmmTMB's ``type=``, "disp").
+            The first three differ for zero-inflated models only: there "response" is
+            (1 − π) μ; elsewhere "conditional" is "response" and π is 0. The dispersion is
+            glmmTMB's ``sigma()`` per row: the residual SD σᵢ (Gaussian), nbinom2's size θᵢ,
+            nbinom1's φᵢ, beta's precision φᵢ; one value for a model without a dispformula.
 
         Returns
         -------
@@ -387,6 +411,8 @@ class MixedModelResults:
             )
         if kind == "zprob":
             return self.zi_probability(newdata)
+        if kind == "dispersion":
+            return self.dispersion_of_rows(newdata)
         eta = self._linear_predictor(newdata, random_effects)
         if kind == "link" or self.family.is_lmm:
             return eta
@@ -406,6 +432,23 @@ class MixedModelResults:
             return eta
         out = np.full(len(data), np.nan)
         out[rows.complete] = eta
+        return out
+
+    def dispersion_of_rows(self, newdata: pd.DataFrame | None = None) -> np.ndarray:
+        """glmmTMB's ``predict(type = "disp")``: each row's dispersion on the scale of
+        ``sigma()`` (see :meth:`predict`; NaN for a new row missing a dispformula variable)."""
+        disp = self.design.disp
+        n = self.design.nobs if newdata is None else len(newdata)
+        if disp is not None and disp.no_residual:  # no residual
+            return np.zeros(n)
+        if disp is None or self.disp_params is None:
+            return np.full(n, self.sigma if self.family.has_dispersion else 1.0)
+        gamma = self.disp_params.to_numpy()
+        if newdata is None:
+            return self.family.sigma_of(np.exp(disp.X @ gamma))
+        complete, X = self.design.dispersion_on(newdata)
+        out = np.full(n, np.nan)
+        out[complete] = self.family.sigma_of(np.exp(X @ gamma))
         return out
 
     def zi_probability(self, newdata: pd.DataFrame | None = None) -> np.ndarray:
@@ -591,11 +634,17 @@ class MixedModelResults:
         return model.fit(**kw)
 
     def update(
-        self, formula: str | None = None, data=None, ziformula=KEEP, family=KEEP, **fit_kwargs
+        self,
+        formula: str | None = None,
+        data=None,
+        ziformula=KEEP,
+        family=KEEP,
+        dispformula=KEEP,
+        **fit_kwargs,
     ) -> MixedModelResults:
         """lme4's ``update()``: the model again with a changed formula (``"~ . + x"``,
         ``". ~ . - (1 | g) + (x | g)"``: ``.`` is the current response or terms) and/or other
-        data, another ``ziformula`` (None for none) or another ``family`` (lme4's
+        data, another ``ziformula`` or ``dispformula`` (None for none) or another ``family`` (lme4's
         ``update(m, family = binomial)``), fitted with this fit's settings changed only where
         given (``method="ML"``); settings the new family has no use for are left out (an LMM's
         REML for a GLMM; nAGQ and fast for an LMM)."""
@@ -616,6 +665,7 @@ class MixedModelResults:
             weights=src["weights"],
             offset=src["offset"],
             ziformula=src.get("ziformula") if ziformula is KEEP else ziformula,
+            dispformula=src.get("dispformula") if dispformula is KEEP else dispformula,
         )
         kw = _options_for(self.fit_options, model.family)
         kw.update(fit_kwargs)
@@ -666,6 +716,8 @@ class MixedModelResults:
         if "_est" in state:  # saved before the estimates were public (0.1.0, 2026-11)
             state["estimates"] = state.pop("_est")
         state.pop("_anova_cache", None)
+        state.setdefault("disp_params", None)  # saved before dispersion models (0.1.0)
+        state.setdefault("disp_bse", None)
         self.__dict__.update(state)
 
 

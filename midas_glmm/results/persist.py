@@ -72,6 +72,7 @@ def _without_rows(res):
         row_index=RemovedRows("row index"),
         terms=terms,
         zi=None if d.zi is None else replace(d.zi, X=RemovedRows("zero-inflation design")),
+        disp=None if d.disp is None else replace(d.disp, X=RemovedRows("dispersion design")),
     )
     est = copy.copy(res.estimates)
     est.__dict__["condvar"] = res.estimates.condvar  # computed now: it needs the factor

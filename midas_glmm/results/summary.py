@@ -44,9 +44,11 @@ class Summary:
         self.random = self._random_table()
         self.anova = anova
         self.zero_inflation = self._zi_table()
+        self.dispersion = self._disp_table()
         self.tables = (
             [self.random, self.fixed]
             + ([self.zero_inflation] if self.zero_inflation is not None else [])
+            + ([self.dispersion] if self.dispersion is not None else [])
             + ([anova] if anova is not None else [])
         )
 
@@ -86,6 +88,21 @@ class Summary:
         return pd.DataFrame(
             {"Estimate": r.zi_params, "Std.Err.": r.zi_bse, "z": z, "P>|z|": 2 * stats.norm.sf(np.abs(z))}
         )
+
+    def _disp_table(self) -> pd.DataFrame | None:
+        """The dispersion coefficients with Wald z tests (glmmTMB's "Dispersion model")."""
+        r = self.res
+        if r.disp_params is None:
+            return None
+        z = r.disp_params / r.disp_bse
+        return pd.DataFrame(
+            {"Estimate": r.disp_params, "Std.Err.": r.disp_bse, "z": z, "P>|z|": 2 * stats.norm.sf(np.abs(z))}
+        )
+
+    def _disp_title(self) -> str:
+        fam = self.res.family
+        scale = "sigma^2" if fam.residual_scale else (fam.dispersion_label or "phi").split(",")[0]
+        return f"Dispersion model ({self.res.design.disp.formula}, log link: log {scale}):"
 
     def _wald_table(self) -> pd.DataFrame:
         r = self.res
@@ -147,6 +164,9 @@ class Summary:
         lines = [title, f" Formula: {r.design.formula}", f" Family: {fam.name} ( {fam.link_name} )"]
         if r.design.zi is not None:
             lines.insert(2, f" Zero inflation: {r.design.zi.formula}")
+        if r.design.disp is not None and r.design.disp.no_residual:
+            carrier = next((t.label for t in r.design.terms if t.carries_residual), "")
+            lines.append(f" Dispersion: {r.design.disp.formula}, no residual ({carrier} carries it)")
         if r.is_reml:
             first = ("REML criterion", r.reml_criterion)
         elif fam.is_lmm:
@@ -189,7 +209,9 @@ class Summary:
         """The summary as plain text."""
         out = self._header()
         fam = self.res.family
-        if fam.dispersion_label:  # glmmTMB's words
+        if self.res.design.disp is not None:  # one dispersion per row: its model comes below
+            pass
+        elif fam.dispersion_label:  # glmmTMB's words
             out.append(
                 f" Dispersion parameter for {fam.name} family ({fam.dispersion_label}): {self.res.dispersion:.5g}"
             )
@@ -212,6 +234,11 @@ class Summary:
                 zt[c] = zt[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("P") else _fmt(v, 4))
             out += ["", f"Zero-inflation model ({self.res.design.zi.formula}, logit link):"]
             out += [" " + line for line in zt.to_string().splitlines()]
+        if self.dispersion is not None:
+            dt = self.dispersion.copy()
+            for c in dt.columns:
+                dt[c] = dt[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("P") else _fmt(v, 4))
+            out += ["", self._disp_title()] + [" " + line for line in dt.to_string().splitlines()]
         if self.anova is not None:
             at = self.anova.copy()
             for c in at.columns:
@@ -248,6 +275,8 @@ class Summary:
         head = "<br>".join(html.escape(x) for x in self._header())
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self._notes())
         anova = "" if self.anova is None else f"<h4>{html.escape(self._anova_title())}</h4>{self.anova.to_html()}"
+        if self.dispersion is not None:
+            anova = f"<h4>{html.escape(self._disp_title())}</h4>{self.dispersion.to_html()}" + anova
         if self.zero_inflation is not None:
             anova = f"<h4>Zero-inflation model</h4>{self.zero_inflation.to_html()}" + anova
         return (

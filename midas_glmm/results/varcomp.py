@@ -62,7 +62,7 @@ def structure_frame(terms: list[ReTerm], theta: np.ndarray, scale: float) -> pd.
     values, names = tm.sdcor(theta, scale)[:-1], tm.sdcor_names()[:-1]
     rows, i = [], 0
     for t, label in zip(terms, term_labels(terms)):
-        for _ in range(t.n_theta):
+        for _ in range(len(t.structure.natural(t.structure.start())[1])):
             rows.append((label, t.structure.name, names[i].split("|")[0], values[i]))
             i += 1
     frame = pd.DataFrame(rows, columns=["grp", "structure", "parameter", "estimate"], index=names)
