@@ -8,57 +8,18 @@ coefficients of X_zi, is an outer parameter of the fit, as β is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import formulaic
-import numpy as np
 import pandas as pd
 
-from ..errors import FamilyError, FormulaError
+from ..errors import FamilyError
 from ..families import names_with
-from .columns import coefficient_names, formula_variables, formulaic_error, numbers_as_floats
-from .fixed import column_moments, independent_columns
+from .sideformula import SideFormula, side_matrix, side_rhs
 
 __all__ = ["ZeroInflation", "build_zero_inflation", "zi_rhs"]
 
 
-@dataclass
-class ZeroInflation:
-    """The zero-inflation part of a model: its formula and fixed-effects design.
-
-    Attributes
-    ----------
-    formula : str
-        The one-sided formula as given (``"~ spp + mined"``).
-    X : ndarray (n, p_zi)
-        Its model matrix on the rows the model uses.
-    names : list of str
-        Column names of X (``"(Intercept)"`` for the intercept): glmmTMB's ``fixef(m)$zi``.
-    spec : formulaic ModelSpec
-        Replays X on new rows (predictions).
-    keep : ndarray
-        The columns of the spec's matrix kept by the rank check.
-    """
-
-    formula: str
-    X: np.ndarray
-    names: list[str]
-    spec: object
-    keep: np.ndarray
-
-    def matrix(self, rows: pd.DataFrame) -> np.ndarray:
-        """X_zi on (new) rows, the columns the fit kept."""
-        rows = numbers_as_floats(rows, formula_variables(self.rhs))
-        return np.asarray(self.spec.get_model_matrix(rows), dtype=float)[:, self.keep]
-
-    @property
-    def rhs(self) -> str:
-        """The formula's right-hand side."""
-        return self.formula.split("~", 1)[1].strip()
-
-    def variables(self) -> set[str]:
-        """Columns the formula reads."""
-        return formula_variables(self.rhs)
+class ZeroInflation(SideFormula):
+    """The zero-inflation part of a model: its formula (``"~ spp + mined"``) and X_zi, whose
+    column names are glmmTMB's ``fixef(m)$zi`` (:class:`~.sideformula.SideFormula`)."""
 
 
 def zi_rhs(ziformula, family) -> str | None:
@@ -66,18 +27,7 @@ def zi_rhs(ziformula, family) -> str | None:
     a FamilyError for a family without a zero-inflated form, a FormulaError for a malformed one."""
     if ziformula is None:
         return None
-    if not isinstance(ziformula, str) or "~" not in ziformula:
-        raise FormulaError(f"ziformula must be a one-sided formula such as '~ 1' or '~ x', not {ziformula!r}")
-    lhs, rhs = ziformula.split("~", 1)
-    rhs = rhs.strip()
-    if lhs.strip():
-        raise FormulaError(f"ziformula '{ziformula}' has a left-hand side; write it one-sided, as '~ {rhs}'")
-    if "|" in rhs:
-        raise FormulaError(
-            f"ziformula '{ziformula}' has a random-effects term; the zero-inflation part takes fixed effects only"
-        )
-    if not rhs:
-        raise FormulaError(f"ziformula '{ziformula}' has nothing after '~'; write '~ 1' for a constant zero-inflation")
+    rhs = side_rhs(ziformula, "ziformula", "a constant zero-inflation")
     if rhs.replace(" ", "") in ("0", "-1"):  # glmmTMB's default: no zero-inflation
         return None
     if not family.zero_inflatable:
@@ -95,18 +45,5 @@ def zi_rhs(ziformula, family) -> str | None:
 
 def build_zero_inflation(rhs: str, data: pd.DataFrame) -> ZeroInflation:
     """The zero-inflation design of ``~ rhs`` on ``data`` (the model's rows, complete)."""
-    data = numbers_as_floats(data, formula_variables(rhs))
-    try:
-        mm = formulaic.model_matrix(rhs, data, na_action="raise", output="numpy")
-    except Exception as exc:  # formulaic's errors are many classes: report them, whatever they are
-        raise formulaic_error(f"cannot build the zero-inflation part '~ {rhs}'", rhs, exc) from None
-    names = coefficient_names(mm.model_spec.column_names)
-    X = np.asarray(mm, dtype=float)
-    mean, centred = column_moments(X)
-    keep, _ = independent_columns(len(X), mean, centred, names, what="zero-inflation model matrix")
-    if len(keep) == 0:
-        raise FormulaError(
-            f"the zero-inflation part '~ {rhs}' has no columns left (no intercept, and no predictor that varies); "
-            "write '~ 1' for a constant zero-inflation, or drop ziformula= for none"
-        )
-    return ZeroInflation(f"~ {rhs}", X[:, keep], [names[i] for i in keep], mm.model_spec, keep)
+    constant = "write '~ 1' for a constant zero-inflation, or drop ziformula= for none"
+    return ZeroInflation(f"~ {rhs}", *side_matrix(rhs, data, "the zero-inflation part", constant))

@@ -22,6 +22,14 @@ def _fmt(x, digits=4) -> str:
     return f"{x:.{digits}f}"
 
 
+def _wald_block(params: pd.Series | None, bse: pd.Series | None) -> pd.DataFrame | None:
+    """Coefficients of a side part (zero-inflation, dispersion) with Wald z tests; None without one."""
+    if params is None:
+        return None
+    z = params / bse
+    return pd.DataFrame({"Estimate": params, "Std.Err.": bse, "z": z, "P>|z|": 2 * stats.norm.sf(np.abs(z))})
+
+
 class Summary:
     """Summary of a fit: a header, the random-effects table, the fixed-effects table, notes.
 
@@ -81,23 +89,11 @@ class Summary:
 
     def _zi_table(self) -> pd.DataFrame | None:
         """The zero-inflation coefficients with Wald z tests (glmmTMB's "Zero-inflation model")."""
-        r = self.res
-        if r.zi_params is None:
-            return None
-        z = r.zi_params / r.zi_bse
-        return pd.DataFrame(
-            {"Estimate": r.zi_params, "Std.Err.": r.zi_bse, "z": z, "P>|z|": 2 * stats.norm.sf(np.abs(z))}
-        )
+        return _wald_block(self.res.zi_params, self.res.zi_bse)
 
     def _disp_table(self) -> pd.DataFrame | None:
         """The dispersion coefficients with Wald z tests (glmmTMB's "Dispersion model")."""
-        r = self.res
-        if r.disp_params is None:
-            return None
-        z = r.disp_params / r.disp_bse
-        return pd.DataFrame(
-            {"Estimate": r.disp_params, "Std.Err.": r.disp_bse, "z": z, "P>|z|": 2 * stats.norm.sf(np.abs(z))}
-        )
+        return _wald_block(self.res.disp_params, self.res.disp_bse)
 
     def _disp_title(self) -> str:
         fam = self.res.family

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import covstruct_case, covstruct_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from midas_glmm import MixedModel, load
 from midas_glmm.errors import DataError, FamilyError, FitError, FormulaError
@@ -158,3 +160,34 @@ def test_the_callers_data_is_not_changed(arms):
     before = arms.copy()
     MixedModel.from_formula(FORMULA, arms, dispformula="~ arm + x").fit()
     pd.testing.assert_frame_equal(arms, before)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), levels=st.integers(2, 4), reml=st.booleans())
+def test_a_dispersion_model_is_at_least_as_likely_as_one_residual_variance(seed, levels, reml):
+    """The model with one residual variance is the dispersion model at γ = (log σ², 0, …): the
+    fit with the dispersion formula can only be as likely or more; and its log-likelihood is
+    the weighted LMM's at the fitted weights (the two routes to the criterion agree)."""
+    rng = np.random.default_rng(seed)
+    n_g, per = 12, 10
+    g = np.repeat(np.arange(n_g), per)
+    arm = rng.integers(0, levels, n_g * per)
+    sd = np.exp(0.3 * arm)
+    data = pd.DataFrame(
+        {
+            "y": 1 + rng.normal(0, 0.7, n_g)[g] + rng.normal(0, sd),
+            "x": rng.normal(size=n_g * per),
+            "arm": pd.Categorical([f"a{v}" for v in arm], categories=[f"a{v}" for v in range(levels)]),
+            "g": g,
+        }
+    )
+    method = "REML" if reml else "ML"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        disp = MixedModel.from_formula("y ~ x + (1 | g)", data, dispformula="~ arm").fit(method=method)
+        one = MixedModel.from_formula("y ~ x + (1 | g)", data).fit(method=method)
+        w = 1.0 / disp.predict(kind="dispersion") ** 2
+        weighted = MixedModel.from_formula("y ~ x + (1 | g)", data, weights=w).fit(method=method, start=disp.theta)
+    assert disp.llf >= one.llf - 1e-6
+    # the weighted LMM with σ² free around the fitted weights: its optimum is the same point
+    assert weighted.llf == pytest.approx(disp.llf, abs=1e-5)
