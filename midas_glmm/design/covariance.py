@@ -14,6 +14,8 @@ slice of θ, the optimizer's coordinates) to the p × p factor λ; the engine ne
 * ``toep`` — Toeplitz with heterogeneous SDs: Σ_ij = d_i d_j r_|i−j|, the autocorrelations r from
   p − 1 partial autocorrelations φ_k = a_k/√(1 + a_k²) (Durbin–Levinson), so that any a gives
   a valid correlation matrix.
+* ``ou`` — Ornstein–Uhlenbeck over the columns' times t (unequally spaced): one SD d,
+  Σ_ij = d² exp(−exp(a)·|t_i − t_j|) (glmmTMB's), the times read from the columns' levels.
 
 SDs are relative to σ for an LMM (as lme4's θ) and bounded below by 0 (a singular fit sits on
 the bound); correlation parameters are unbounded (ρ → ±1 at a → ±∞, where the fit is singular too).
@@ -33,6 +35,7 @@ __all__ = [
     "CompoundSymmetry",
     "AR1",
     "Toeplitz",
+    "OrnsteinUhlenbeck",
     "CarriesResidual",
     "structure",
     "STRUCTURES",
@@ -519,10 +522,52 @@ class CarriesResidual(Structure):
         return self.inner.singular(self.full(par), tol)
 
 
+class OrnsteinUhlenbeck(_Correlated):
+    """glmmTMB's ``ou``: one SD, Σ_ij = d² exp(−exp(a)·|t_i − t_j|) over the columns' times
+    (any spacing); reported as the SD and ``rho``, the correlation one time unit apart."""
+
+    name = "ou"
+    n_sd = 1
+    n_cor = 1
+
+    def __init__(self, p: int, times=None):
+        super().__init__(p)
+        self.times = np.arange(p, dtype=float) if times is None else np.asarray(times, dtype=float)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, OrnsteinUhlenbeck) and np.array_equal(self.times, other.times)
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(self.times)))
+
+    def correlation(self, cor):
+        return np.exp(-np.exp(cor[0]) * np.abs(self.times[:, None] - self.times[None, :]))
+
+    def cor_start(self):
+        return np.zeros(1)  # ρ one unit apart = e⁻¹
+
+    def cor_names(self):
+        return ["rho"]
+
+    def cor_values(self, cor):
+        return np.array([np.exp(-np.exp(cor[0]))])
+
+    def cor_par(self, rho):
+        return None if not 0.0 < rho[0] < 1.0 else np.array([np.log(-np.log(rho[0]))])
+
+    def cor_singular(self, cor):
+        return bool(np.exp(-np.exp(cor[0])) > 1.0 - RHO_BOUNDARY)
+
+    def natural_bounds(self):
+        lo, hi = super().natural_bounds()
+        lo[-1] = 0.0
+        return lo, hi
+
+
 #: the structures by the names formulas use (glmmTMB's)
-STRUCTURES = {cls.name: cls for cls in (Unstructured, Diagonal, CompoundSymmetry, AR1, Toeplitz)}
+STRUCTURES = {cls.name: cls for cls in (Unstructured, Diagonal, CompoundSymmetry, AR1, Toeplitz, OrnsteinUhlenbeck)}
 
 
-def structure(name: str, p: int) -> Structure:
-    """The structure ``name`` of a term with ``p`` columns."""
-    return STRUCTURES[name](p)
+def structure(name: str, p: int, times=None) -> Structure:
+    """The structure ``name`` of a term with ``p`` columns (``times``: the columns' times, for ou)."""
+    return OrnsteinUhlenbeck(p, times) if name == "ou" else STRUCTURES[name](p)

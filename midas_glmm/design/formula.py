@@ -244,9 +244,9 @@ def _split_uncorrelated(expr: str, term: str) -> list[str]:
 
 
 #: glmmTMB's covariance structures written as a call around a bar term: ``ar1(0 + tf | g)``
-STRUCTURE_CALL = re.compile(r"^(us|diag|cs|ar1|toep)\s*\((.*)\)$", flags=re.S)
+STRUCTURE_CALL = re.compile(r"^(us|diag|cs|ar1|toep|ou)\s*\((.*)\)$", flags=re.S)
 #: glmmTMB structures this library does not fit (yet): named in the error
-OTHER_STRUCTURES = ("ou", "exp", "gau", "mat", "rr", "homdiag", "homcs", "propto")
+OTHER_STRUCTURES = ("exp", "gau", "mat", "rr", "homdiag", "homcs", "propto")
 
 
 def _parse_bar(inner: str, term: str, structure: str = "us") -> list[RandomTermSpec]:
@@ -267,6 +267,8 @@ def _parse_bar(inner: str, term: str, structure: str = "us") -> list[RandomTermS
     if not lhs:
         raise FormulaError(f"random-effects term '{term}' has nothing before the bar; write (1 | g)")
     groups = _parse_group(rhs, term)
+    if structure != "us":  # glmmTMB's numFactor(t): the factor of numeric times, C(t) here
+        lhs = re.sub(r"(?<![\w.])numFactor\(([^()]*)\)", r"C(\1)", lhs)
     exprs = [lhs] if correlated else _split_uncorrelated(lhs, term)
     return [RandomTermSpec(e, g, name, structure) for g, name in groups for e in exprs]
 
@@ -287,7 +289,7 @@ def _structure_call(piece: str) -> tuple[str, str] | None:
     call = re.fullmatch(r"([A-Za-z_][\w.]*)\s*\((.*)\)", piece, flags=re.S)
     if call and _strip_outer(piece[piece.index("(") :]) is not None and len(split_top_level(call.group(2), "|")) > 1:
         name = call.group(1)
-        known = "us, diag, cs, ar1 and toep"
+        known = "us, diag, cs, ar1, toep and ou"
         if name in OTHER_STRUCTURES:
             raise FormulaError(
                 f"the covariance structure '{name}' in '{piece}' is not available; the structures are {known}"

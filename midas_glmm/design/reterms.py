@@ -328,27 +328,43 @@ def with_structure(term: ReTerm, name: str, written: str) -> ReTerm:
             f"the {name} term '{written}' has one column ({term.columns[0]}); {name} correlates two or more: "
             f"over the levels of a factor write e.g. {name}(0 + C(time) | g), time a factor of equally spaced times"
         )
+    times = None
     if name in ("ar1", "toep"):
         _check_time_order(term, written)
-    term.cov = structure(name, term.p)
+    if name == "ou":
+        times = column_times(term)
+        if times is None or len(np.unique(times)) < term.p:
+            raise DataError(
+                f"ou in '{written}' reads each column's time from its level ({', '.join(term.columns)}): write "
+                "ou(0 + C(time) | g) (or glmmTMB's numFactor(time)) on a numeric time column, distinct times"
+            )
+    term.cov = structure(name, term.p, times)
     return term
+
+
+def column_times(term: ReTerm) -> np.ndarray | None:
+    """The times the columns of a factor's indicators name (``C(t)[2.5]`` → 2.5), or None when
+    a column names no number."""
+    labels = [re.search(r"\[(?:T\.)?([^\]]*)\]$", c) for c in term.columns]
+    if not all(labels):
+        return None
+    try:
+        return np.array([float(m.group(1)) for m in labels])
+    except ValueError:
+        return None
 
 
 def _check_time_order(term: ReTerm, written: str) -> None:
     """An ar1 or toep term correlates its columns by their order, which is the order of the
     factor's levels: levels that are numbers out of numeric order (text sorted as text: 10, 12,
     14, 8) would correlate the wrong times, so they are refused."""
-    labels = [re.search(r"\[(?:T\.)?([^\]]*)\]$", c) for c in term.columns]
-    if not all(labels):
-        return
-    try:
-        values = np.array([float(m.group(1)) for m in labels])
-    except ValueError:
+    values = column_times(term)
+    if values is None:
         return
     steps = np.diff(values)
     if np.all(steps > 0) or np.all(steps < 0):
         return
-    shown = ", ".join(m.group(1) for m in labels)
+    shown = ", ".join(f"{v:g}" for v in values)
     raise DataError(
         f"the columns of '{written}' are in the order {shown}, which is not the order of the times they "
         "name: ar1 and toep correlate neighbouring columns. Make the column a pandas Categorical with its "

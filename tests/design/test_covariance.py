@@ -6,11 +6,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midas_glmm.design.covariance import AR1, CompoundSymmetry, Diagonal, Toeplitz, Unstructured, structure
+from midas_glmm.design.covariance import (
+    AR1,
+    CompoundSymmetry,
+    Diagonal,
+    OrnsteinUhlenbeck,
+    Toeplitz,
+    Unstructured,
+    structure,
+)
 from midas_glmm.design.formula import parse_formula
 from midas_glmm.errors import FormulaError
 
-STRUCTURES = [Unstructured, Diagonal, CompoundSymmetry, AR1, Toeplitz]
+STRUCTURES = [Unstructured, Diagonal, CompoundSymmetry, AR1, Toeplitz, OrnsteinUhlenbeck]
 reals = st.floats(-4.0, 4.0, allow_nan=False)
 sds = st.floats(0.05, 5.0, allow_nan=False)
 
@@ -43,6 +51,8 @@ def test_every_structure_gives_a_positive_definite_covariance_of_its_form(p, sd,
             rho = R[1, 0]
             k = np.arange(p)
             assert np.allclose(R, rho ** np.abs(k[:, None] - k[None, :]))
+        if cls is OrnsteinUhlenbeck:  # exp(−κ|tᵢ − tⱼ|) at times 0, 1, …: ρ^|i−j|, one SD
+            assert np.allclose(d, d[0]) and (p < 3 or np.allclose(R[2, 0], R[1, 0] ** 2))
         if cls is Toeplitz:
             for lag in range(1, p):
                 assert np.allclose(np.diagonal(R, lag), R[lag, 0])  # constant along each diagonal
@@ -98,7 +108,7 @@ def test_unstructured_is_lme4s_lower_triangle_by_column():
     assert lam[1, 0] == 2.0 and lam[2, 0] == 3.0 and lam[1, 1] == 4.0 and lam[2, 2] == 6.0
 
 
-@pytest.mark.parametrize("name", ["us", "diag", "cs", "ar1", "toep"])
+@pytest.mark.parametrize("name", ["us", "diag", "cs", "ar1", "toep", "ou"])
 def test_the_formula_reads_each_structure(name):
     p = parse_formula(f"y ~ x + {name}(0 + tf | g) + (1 | h)")
     assert [t.structure for t in p.random] == [name, "us"]
@@ -113,7 +123,7 @@ def test_a_function_of_the_same_name_in_the_fixed_part_stays_fixed():
 @pytest.mark.parametrize(
     "formula, words",
     [
-        ("y ~ ou(0 + t | g)", "'ou' .* not available"),
+        ("y ~ exp(0 + pos | g)", "'exp' .* not available"),
         ("y ~ foo(1 | g)", "no random-effects term"),
         ("y ~ diag(1 + x || g)", "'\\|\\|' inside diag"),
     ],
@@ -121,3 +131,17 @@ def test_a_function_of_the_same_name_in_the_fixed_part_stays_fixed():
 def test_unknown_or_misused_structures_are_named(formula, words):
     with pytest.raises(FormulaError, match=words):
         parse_formula(formula)
+
+
+def test_ou_reads_unequally_spaced_times():
+    s = OrnsteinUhlenbeck(3, times=[0.0, 1.0, 3.0])
+    R = s.lam(np.array([1.0, np.log(0.5)])) @ s.lam(np.array([1.0, np.log(0.5)])).T
+    assert (
+        np.allclose(R[1, 0], np.exp(-0.5)) and np.allclose(R[2, 1], np.exp(-1.0)) and np.allclose(R[2, 0], np.exp(-1.5))
+    )
+    assert s.natural(np.array([2.0, np.log(0.5)]), scale=1.0)[0] == pytest.approx([2.0, np.exp(-0.5)])
+
+
+def test_numfactor_is_read_as_a_factor_of_times():
+    p = parse_formula("y ~ x + ou(numFactor(t) + 0 | g)")
+    assert p.random[0].expr == "C(t) + 0" and p.random[0].structure == "ou"

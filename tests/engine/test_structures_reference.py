@@ -124,3 +124,26 @@ def test_the_noise_only_ar1_ends_no_lower_than_glmmtmb():
     res, fit = fit_reference("boundary_ar1", "glmmTMB_ML")
     assert res.llf > fit["loglik_objective"] - 1e-6
     np.testing.assert_allclose(res.params.to_numpy(), fit["fixef"], rtol=1e-2, atol=0.02)
+
+
+@pytest.mark.parametrize("key", ["glmmTMB_ML", "glmmTMB_REML", "glmmTMB_poisson"])
+def test_ornstein_uhlenbeck_over_unequal_times(key):
+    """glmmTMB's ou(numFactor(t) + 0 | g) over times 0, 1, 2.5, 4, 7 (make_ou.R): the same
+    likelihood, estimates, SD and correlation one time unit apart; glmmTMB's numFactor() and
+    C() read the same times from the levels."""
+    ref = covstruct_case("ou")
+    fit = ref["fits"][key]
+    data = covstruct_data(ref)
+    poisson = key.endswith("poisson")
+    formula = "count ~ x + ou(numFactor(t) + 0 | g)" if poisson else "y ~ x + ou(C(t) + 0 | g)"
+    model = MixedModel.from_formula(formula, data, family="poisson" if poisson else None)
+    res = model.fit() if poisson else model.fit(method="REML" if fit["call"]["REML"] else "ML")
+    assert res.llf > fit["loglik"] - 1e-6
+    assert res.llf == pytest.approx(fit["loglik"], abs=1e-4)
+    np.testing.assert_allclose(res.params.to_numpy(), fit["fixef"], rtol=1e-3)
+    np.testing.assert_allclose(res.bse.to_numpy(), fit.get("fixef_se_gls") or fit["fixef_se"], rtol=2e-3)
+    table = res.structure_params()
+    assert table.loc["sd|g", "estimate"] == pytest.approx(fit["sd"], rel=2e-3)
+    assert table.loc["rho|g", "estimate"] == pytest.approx(fit["rho"], abs=2e-3)
+    S = res.term_covariances()[0]
+    np.testing.assert_allclose(S / S[0, 0], np.array(fit["correlation"], dtype=float), atol=2e-3)
