@@ -81,25 +81,45 @@ def symbolic(adjptr, adjidx, N):
 
 
 @njit(cache=True)
-def _lam_product(A, ao, pi, pj, lam, li, lj, out, oo, out_stride):
-    """out[a, b] = Σ_cd λ_i[c, a] A[c, d] λ_j[d, b]: the block λ_i' A λ_j (λ row-major)."""
-    for a in range(pi):
+def _largest(nsize) -> int:
+    """The largest block size (p) of the nodes, at least 1."""
+    m = 1
+    for k in range(nsize.shape[0]):
+        if nsize[k] > m:
+            m = nsize[k]
+    return m
+
+
+@njit(cache=True)
+def _lam_product(A, ao, pi, pj, lam, li, lj, out, oo, out_stride, T, symmetric=False):
+    """out[a, b] = Σ_cd λ_i[c, a] A[c, d] λ_j[d, b]: the block λ_i' A λ_j (λ row-major), in two
+    products of p³/2 each (λ lower triangular): T = Aλ_j with A's zeros skipped (a block of
+    indicator columns, one row per column: ar1 over a time factor, is diagonal), then λ_i'T,
+    its lower triangle only and mirrored when ``symmetric`` (a diagonal block: i = j).
+    ``T`` is scratch of at least pi·pj."""
+    for c in range(pi):
         for b in range(pj):
+            T[c * pj + b] = 0.0
+        for d in range(pj):
+            acd = A[ao + c * pj + d]
+            if acd == 0.0:
+                continue
+            for b in range(d + 1):  # λ_j[d, b] = 0 for b > d
+                T[c * pj + b] += acd * lam[lj + d * pj + b]
+    for a in range(pi):
+        for b in range(a + 1 if symmetric else pj):
             s = 0.0
-            for c in range(a, pi):  # λ_i lower triangular: λ_i[c, a] = 0 for c < a
-                lca = lam[li + c * pi + a]
-                if lca == 0.0:
-                    continue
-                t = 0.0
-                for d in range(b, pj):
-                    t += A[ao + c * pj + d] * lam[lj + d * pj + b]
-                s += lca * t
+            for c in range(a, pi):  # λ_i[c, a] = 0 for c < a
+                s += lam[li + c * pi + a] * T[c * pj + b]
             out[oo + a * out_stride + b] = s
+            if symmetric:
+                out[oo + b * out_stride + a] = s
 
 
 @njit(cache=True)
 def scale_blocks(A, out, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns):
     """out = Λ'AΛ + I on the sparse part's blocks (A in the same layout)."""
+    T = np.empty(_largest(nsize) ** 2)
     for j in range(Ns):
         pj = nsize[j]
         lj = lamoff[nterm[j]]
@@ -110,7 +130,7 @@ def scale_blocks(A, out, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns):
             if pi == 1 and pj == 1:
                 out[o] = lam[lamoff[nterm[i]]] * A[o] * lam[lj]
             else:
-                _lam_product(A, o, pi, pj, lam, lamoff[nterm[i]], lj, out, o, pj)
+                _lam_product(A, o, pi, pj, lam, lamoff[nterm[i]], lj, out, o, pj, T, i == j)
         o = blkoff[colptr[j]]
         for a in range(pj):
             out[o + a * pj + a] += 1.0
@@ -121,6 +141,7 @@ def scatter_tail(A, brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T):
     """T[block (I, J)] = λ_I' A_IJ λ_J for the tail's data blocks (I ≥ J), T full and zeroed."""
     qt = T.shape[1]
     flat = T.ravel()
+    scratch = np.empty(_largest(nsize) ** 2)
     for e in range(len(brow)):
         i = brow[e]
         j = bcol[e]
@@ -131,7 +152,7 @@ def scatter_tail(A, brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T):
         if pi == 1 and pj == 1:
             flat[oo] = lam[lamoff[nterm[i]]] * A[o] * lam[lamoff[nterm[j]]]
         else:
-            _lam_product(A, o, pi, pj, lam, lamoff[nterm[i]], lamoff[nterm[j]], flat, oo, qt)
+            _lam_product(A, o, pi, pj, lam, lamoff[nterm[i]], lamoff[nterm[j]], flat, oo, qt, scratch)
 
 
 @njit(cache=True)

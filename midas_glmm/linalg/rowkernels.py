@@ -114,12 +114,29 @@ def weighted_blocks(Zall, dest, za, zb, zidx, w, Xyw, A, XZ):
     n, m = Xyw.shape
     npair = dest.shape[1]
     ncol = zidx.shape[1]
+    # the product k of each ordered pair of columns (−1: none): a row's products are those of its
+    # nonzero columns, one of p² for indicator columns (a time factor's), all for dense ones
+    pair = np.full((ncol, ncol), -1, np.int64)
+    for k in range(npair):
+        pair[za[k], zb[k]] = k
+    nonzero = np.empty(ncol, np.int64)
     for i in range(n):
         wi = w[i]
-        for k in range(npair):
-            A[dest[i, k]] += wi * Zall[i, za[k]] * Zall[i, zb[k]]
+        cnt = 0
+        for c in range(ncol):
+            if Zall[i, c] != 0.0:
+                nonzero[cnt] = c
+                cnt += 1
+        for u in range(cnt):
+            a = nonzero[u]
+            for v in range(cnt):
+                k = pair[a, nonzero[v]]
+                if k >= 0:
+                    A[dest[i, k]] += wi * Zall[i, za[k]] * Zall[i, zb[k]]
         for c in range(ncol):
             zc = Zall[i, c]
+            if zc == 0.0:
+                continue
             r = zidx[i, c]
             for h in range(m):
                 XZ[r, h] += zc * Xyw[i, h]
