@@ -5,6 +5,13 @@ Every case is a function of its size only, so every tool sees the same rows.
 The "shapes" group (issue 12: the real shapes users fit) is listed in ``SHAPES``; those cases
 also run with glmmTMB, and their ``notes`` say how the data are laid out. Columns named in a
 case's ``factors`` are grouping factors (R turns them into factors).
+
+The "covstruct" group (issue 25: glmmTMB's covariance structures and dispersion models) is listed
+in ``COVSTRUCT``; every one runs with glmmTMB (the same formula, ``dispformula`` passed through as
+``ziformula`` is), with lme4 where lme4 writes the same model (``lme4_formula``) and with nlme where
+``nlme::lme`` fits it (``nlme``: its fixed, random, correlation and weights arguments, as R code).
+Time factors are pandas Categoricals with their categories in time order ("t01", "t02", ...: R's
+factor() sorts them into the same order). All are fitted by ML (Laplace for the other families).
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ class Case:
     levels: str = ""  # how the grouping levels are written in the table, when not `groups`
     statsmodels: dict = field(default_factory=dict)  # MixedLM spec: fixed, groups, re_formula, vc
     ziformula: str = ""  # glmmTMB's zero-inflation formula ("~ x1"), for the zi cases
+    dispformula: str = ""  # glmmTMB's dispersion formula ("~ x", "~ 0"), for the dispersion cases
+    lme4_formula: str = ""  # lme4's formula when it writes the model otherwise ("(1 + x || g)")
+    nlme: dict = field(default_factory=dict)  # nlme::lme spec: fixed, random, correlation, weights
 
     @property
     def rows_levels(self) -> str:
@@ -133,6 +143,8 @@ def make(case: Case) -> pd.DataFrame:
         )
         y = np.clip(np.round(y), 1, 5)
         return pd.DataFrame({"y": y, "service": service.astype(float), "s": s, "d": d, "dept": dept})
+    if case.group == "covstruct":
+        return _make_covstruct(case)
     return _make_shape(case)
 
 
@@ -263,6 +275,96 @@ def _make_shape(case: Case) -> pd.DataFrame:
         path = Path(__file__).resolve().parent.parent / "midas_glmm" / "datasets" / "sleepstudy.csv"
         return pd.read_csv(path)
     raise ValueError(case.kind)
+
+
+def _ar1_paths(rng: np.random.Generator, G: int, T: int, sd: float, rho: float) -> np.ndarray:
+    """G stationary AR(1) paths of length T (sd ``sd``, lag-1 correlation ``rho``), G x T."""
+    u = np.empty((G, T))
+    u[:, 0] = rng.normal(0, sd, G)
+    for t in range(1, T):
+        u[:, t] = rho * u[:, t - 1] + rng.normal(0, sd * np.sqrt(1 - rho**2), G)
+    return u
+
+
+def _time_factor(G: int, T: int) -> pd.Categorical:
+    """Times t01..tT within each of G subjects (rows subject by subject), categories in time order."""
+    labels = [f"t{t + 1:02d}" for t in range(T)]
+    return pd.Categorical(np.tile(labels, G), categories=labels)
+
+
+#: seed offsets of the issue-25 kinds (each case is seeded by its size and its kind)
+_COV_SEED = {
+    k: 2500 + i
+    for i, k in enumerate(
+        ["ar1_lmm", "cs_lmm", "diag_lmm", "us_lmm", "toep_lmm", "ar1_poisson", "corar1", "disp_gaussian"]
+        + ["disp_varident", "disp_nb2", "disp_beta"]
+    )
+}
+
+
+def _make_covstruct(case: Case) -> pd.DataFrame:
+    """The rows of the issue-25 ("covstruct") cases: each simulated from the model it fits,
+    seeded by its size and kind. Subjects' rows are consecutive, in time order."""
+    n, G, kind = case.n, case.groups, case.kind
+    rng = np.random.default_rng(n + G + _COV_SEED[kind])
+    if kind in ("ar1_lmm", "toep_lmm", "ar1_poisson", "corar1"):  # G subjects x T equally spaced times
+        T = case.extra["times"]
+        g, x = np.repeat(np.arange(G), T), rng.normal(size=G * T)
+        df = pd.DataFrame({"g": g, "tf": _time_factor(G, T), "x": x})
+        if kind == "ar1_lmm":  # ar1 sd 1, rho 0.6, residual sd 0.5
+            df["y"] = 1 + 0.5 * x + _ar1_paths(rng, G, T, 1.0, 0.6).ravel() + rng.normal(0, 0.5, G * T)
+        elif kind == "toep_lmm":  # sds (0.8, 1, 1.2, 1, 0.9), lag correlations (0.6, 0.4, 0.2, 0.1), residual 0.5
+            sd, r = np.array([0.8, 1.0, 1.2, 1.0, 0.9]), np.array([1.0, 0.6, 0.4, 0.2, 0.1])
+            S = np.outer(sd, sd) * r[np.abs(np.subtract.outer(np.arange(T), np.arange(T)))]
+            u = rng.normal(size=(G, T)) @ np.linalg.cholesky(S).T
+            df["y"] = 1 + 0.5 * x + u.ravel() + rng.normal(0, 0.5, G * T)
+        elif kind == "ar1_poisson":  # log mu = 0.5 + 0.3 x + u, u ar1 with sd 0.5, rho 0.6
+            u = _ar1_paths(rng, G, T, 0.5, 0.6).ravel()
+            df = df.assign(count=rng.poisson(np.exp(0.5 + 0.3 * x + u)).astype(float))
+        else:  # random intercept sd 0.8 + AR(1) errors (sd 1, phi 0.5), no other residual
+            b = rng.normal(0, 0.8, G)[g]
+            df["y"] = 1 + 0.5 * x + b + _ar1_paths(rng, G, T, 1.0, 0.5).ravel()
+        return df
+    if kind == "cs_lmm":  # every subject sees every item once; the condition rotates (Latin square)
+        ni = case.extra["items"]
+        subj, item = np.repeat(np.arange(G), ni), np.tile(np.arange(ni), G)
+        c = (subj + item) % 3
+        x = rng.normal(size=n)
+        sd = np.array([0.8, 1.0, 1.2])
+        S = np.outer(sd, sd) * np.where(np.eye(3) == 1, 1.0, 0.5)  # cs, rho 0.5
+        us = rng.normal(size=(G, 3)) @ np.linalg.cholesky(S).T
+        y = 2 + np.array([0, 0.5, -0.3])[c] + 0.6 * x + us[subj, c] + rng.normal(0, 0.6, ni)[item]
+        cond = pd.Categorical(np.array(["A", "B", "C"])[c], categories=["A", "B", "C"])
+        return pd.DataFrame({"subj": subj, "item": item, "cond": cond, "x": x, "y": y + rng.normal(size=n)})
+    per = n // G
+    g = np.repeat(np.arange(G), per)
+    if kind in ("diag_lmm", "us_lmm"):  # intercept sd 1, x slope sd 0.5; correlated 0.4 for us
+        x = rng.normal(size=n)
+        r = 0.4 if kind == "us_lmm" else 0.0
+        L = np.linalg.cholesky(np.array([[1.0, 0.5 * r], [0.5 * r, 0.25]]))
+        u = rng.normal(size=(G, 2)) @ L.T
+        return pd.DataFrame({"g": g, "x": x, "y": 1 + 0.5 * x + u[g, 0] + u[g, 1] * x + rng.normal(size=n)})
+    if kind == "disp_gaussian":  # x ~ U(-1, 1), u_g sd 0.8, log Var(e) = -0.5 + 1.2 x
+        x = rng.uniform(-1, 1, n)
+        y = 2 + x + rng.normal(0, 0.8, G)[g] + rng.normal(0, np.exp(0.5 * (-0.5 + 1.2 * x)))
+        return pd.DataFrame({"g": g, "x": x, "y": y})
+    if kind == "disp_varident":  # arms cycle within group; residual sd (0.5, 1, 2) by arm
+        a = np.arange(n) % 3
+        x = rng.normal(size=n)
+        arms = np.array(["ctrl", "high", "low"])  # R's sorted level order
+        y = 1 + 0.5 * x + np.array([0, 0.3, -0.2])[a] + rng.normal(0, 0.7, G)[g]
+        y = y + rng.normal(0, np.array([0.5, 2.0, 1.0])[a])
+        return pd.DataFrame({"g": g, "arm": pd.Categorical(arms[a], categories=list(arms)), "x": x, "y": y})
+    x = rng.normal(size=n)
+    if kind == "disp_nb2":  # log mu = 1 + 0.5 x + u_g (sd 0.5), log size = 0.5 + 0.7 x
+        mu, size = np.exp(1 + 0.5 * x + rng.normal(0, 0.5, G)[g]), np.exp(0.5 + 0.7 * x)
+        return pd.DataFrame({"g": g, "x": x, "y": rng.negative_binomial(size, size / (size + mu)).astype(float)})
+    if kind == "disp_beta":  # logit mu = -0.2 + 0.6 x + u_g (sd 0.4), log precision = 2 + 0.8 x
+        mu = 1 / (1 + np.exp(-(-0.2 + 0.6 * x + rng.normal(0, 0.4, G)[g])))
+        phi = np.exp(2 + 0.8 * x)
+        y = np.clip(np.round(rng.beta(mu * phi, (1 - mu) * phi), 6), 1e-6, 1 - 1e-6)
+        return pd.DataFrame({"g": g, "x": x, "y": y})
+    raise ValueError(kind)
 
 
 CASES = [
@@ -516,7 +618,184 @@ FAMILY_CASES += [
 ]
 FAMILIES = [c.name for c in FAMILY_CASES]
 
-CASES = CASES + SHAPE_CASES + FAMILY_CASES
+#: glmmTMB's covariance structures and dispersion models (issue 25), 1e3 and 1e5 rows each; see
+#: _make_covstruct for how each is simulated. nlme's calls are R code (``nlme``), fitted by ML.
+_COV = ("midas", "glmmTMB")
+_SIZES = [("1e3", 1), ("1e5", 100)]
+COVSTRUCT_CASES = [
+    *[
+        Case(
+            f"{name}_{tag}",
+            kind,
+            per_subject * G * k,
+            G * k,
+            formula,
+            family=fam,
+            tools=_COV,
+            group="covstruct",
+            method="ML",
+            factors=("g", "tf"),
+            levels=f"{G * k:,} g x {per_subject} times",
+            extra={"times": per_subject},
+            notes=note,
+        )
+        for name, kind, formula, fam, per_subject, G, note in [
+            (
+                "ar1_lmm",
+                "ar1_lmm",
+                "y ~ x + ar1(0 + tf | g)",
+                None,
+                10,
+                100,
+                "subjects x 10 equally spaced times; y = 1 + 0.5 x + u[g, t] + e, u an AR(1) path per subject "
+                "(sd 1, rho 0.6), e sd 0.5",
+            ),
+            (
+                "toep_lmm",
+                "toep_lmm",
+                "y ~ x + toep(0 + tf | g)",
+                None,
+                5,
+                200,
+                "subjects x 5 times; u[g, .] Toeplitz with sds (0.8, 1, 1.2, 1, 0.9) and lag correlations "
+                "(0.6, 0.4, 0.2, 0.1), e sd 0.5",
+            ),
+            (
+                "ar1_poisson",
+                "ar1_poisson",
+                "count ~ x + ar1(0 + tf | g)",
+                "poisson",
+                10,
+                100,
+                "Poisson, subjects x 10 times; log mu = 0.5 + 0.3 x + u[g, t], u AR(1) (sd 0.5, rho 0.6)",
+            ),
+        ]
+        for tag, k in _SIZES
+    ],
+    *[
+        Case(
+            f"corar1_nlme_{tag}",
+            "corar1",
+            10 * 100 * k,
+            100 * k,
+            "y ~ x + (1 | g) + ar1(0 + tf | g)",
+            tools=("midas", "glmmTMB", "nlme"),
+            group="covstruct",
+            method="ML",
+            factors=("g", "tf"),
+            levels=f"{100 * k:,} g x 10 times",
+            extra={"times": 10},
+            dispformula="~ 0",
+            nlme={"fixed": "y ~ x", "random": "~ 1 | g", "correlation": "corAR1(form = ~ 1 | g)"},
+            notes="random intercept (sd 0.8) + AR(1) errors (sd 1, phi 0.5) over 10 times, no other residual: "
+            "nlme's corAR1 model; midas and glmmTMB write the errors as an ar1 term and drop the residual with "
+            "dispformula ~ 0 (glmmTMB fixes its residual variance at 1.5e-8, not 0)",
+        )
+        for tag, k in _SIZES
+    ],
+    *[
+        Case(
+            f"cs_lmm_{tag}",
+            "cs_lmm",
+            G * k * items,
+            G * k,
+            "y ~ cond + x + cs(0 + cond | subj) + (1 | item)",
+            tools=_COV,
+            group="covstruct",
+            method="ML",
+            factors=("subj", "item", "cond"),
+            levels=f"{G * k} subj x {items} item",
+            extra={"items": items},
+            notes="crossed: every subject sees every item once, cond (A, B, C) rotating over subject + item; "
+            "subject effects per condition cs with sds (0.8, 1, 1.2) and rho 0.5, item intercepts sd 0.6, e sd 1",
+        )
+        for tag, k, G, items in [("1e3", 1, 25, 40), ("1e5", 20, 25, 200)]
+    ],
+    *[
+        Case(
+            f"{struct}_lmm_{tag}",
+            f"{struct}_lmm",
+            20 * 50 * k,
+            50 * k,
+            f"y ~ x + {struct}(1 + x | g)",
+            tools=("midas", "lme4", "glmmTMB", "nlme"),
+            group="covstruct",
+            method="ML",
+            factors=("g",),
+            levels=f"{50 * k:,} g",
+            lme4_formula=f"y ~ x + (1 + x {bar} g)",
+            nlme={"fixed": "y ~ x", "random": random},
+            notes=f"{20} rows per group; intercept sd 1, x slope sd 0.5, {cor}; e sd 1; lme4 `(1 + x {bar} g)`, "
+            f"nlme `random = {random}`",
+        )
+        for struct, bar, random, cor in [
+            ("diag", "||", "list(g = pdDiag(~ x))", "independent"),
+            ("us", "|", "~ x | g", "correlation 0.4"),
+        ]
+        for tag, k in _SIZES
+    ],
+    *[
+        Case(
+            f"disp_{name}_{tag}",
+            f"disp_{name}",
+            20 * 50 * k,
+            50 * k,
+            formula,
+            family=fam,
+            tools=("midas", "glmmTMB", "nlme") if name == "varident" else _COV,
+            group="covstruct",
+            method="ML",
+            factors=("g", "arm"),
+            levels=f"{50 * k:,} g",
+            dispformula=disp,
+            nlme=nl,
+            notes=note,
+        )
+        for name, fam, formula, disp, nl, note in [
+            (
+                "gaussian",
+                None,
+                "y ~ x + (1 | g)",
+                "~ x",
+                {},
+                "x ~ U(-1, 1); y = 2 + x + u_g + e, u_g sd 0.8, log Var(e) = -0.5 + 1.2 x",
+            ),
+            (
+                "varident",
+                None,
+                "y ~ x + arm + (1 | g)",
+                "~ arm",
+                {
+                    "fixed": "y ~ x + arm",
+                    "random": "~ 1 | g",
+                    "weights": "varIdent(form = ~ 1 | arm)",
+                },
+                "arm (ctrl, high, low) cycling within group; y = 1 + 0.5 x + (0, 0.3, -0.2)[arm] + u_g (sd 0.7) + e, "
+                "sd(e) = (0.5, 2, 1)[arm]; nlme's varIdent(form = ~ 1 | arm) is the same model",
+            ),
+            (
+                "nb2",
+                "nbinom2",
+                "y ~ x + (1 | g)",
+                "~ x",
+                {},
+                "nbinom2; log mu = 1 + 0.5 x + u_g (sd 0.5), log size = 0.5 + 0.7 x",
+            ),
+            (
+                "beta",
+                "beta",
+                "y ~ x + (1 | g)",
+                "~ x",
+                {},
+                "beta; logit mu = -0.2 + 0.6 x + u_g (sd 0.4), log precision = 2 + 0.8 x; y at 6 decimals",
+            ),
+        ]
+        for tag, k in _SIZES
+    ],
+]
+COVSTRUCT = [c.name for c in COVSTRUCT_CASES]
+
+CASES = CASES + SHAPE_CASES + FAMILY_CASES + COVSTRUCT_CASES
 SHAPES = [c.name for c in SHAPE_CASES]
 BY_NAME = {c.name: c for c in CASES}
 QUICK = ["ri_lmm_1e4", "ri_lmm_1e5", "slope_lmm_1e5", "binary_glmm_1e4", "poisson_glmm_1e4", "binary_agq10_1e4"]

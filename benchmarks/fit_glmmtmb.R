@@ -1,6 +1,8 @@
 # Fit one benchmark case with glmmTMB and print a JSON line (time from data.frame to fitted model
 # with its standard errors: vcov() is inside the timed region). Same command line as fit_lme4.R:
-#   Rscript fit_glmmtmb.R CASE DATADIR FORMULA FAMILY NAGQ [FACTORS [TASK [METHOD [ZIFORMULA]]]]
+#   Rscript fit_glmmtmb.R CASE DATADIR FORMULA FAMILY NAGQ [FACTORS [TASK [METHOD [ZIFORMULA [DISPFORMULA]]]]]
+# ZIFORMULA ("~0": none) and DISPFORMULA ("~1" by default; "~ x", or "~0": no residual variance for
+# a Gaussian model) are glmmTMB's ziformula and dispformula.
 # Gaussian models are fitted by REML (as lmer's default) unless METHOD is "ML"; other families by
 # Laplace (glmmTMB has no adaptive quadrature: NAGQ > 1 is an error). TASK "profile": glmmTMB cannot
 # profile REML fits, so it fits ML, then confint(method = "profile"); its intervals for log-SDs and
@@ -12,6 +14,7 @@ facs <- if (length(a) >= 6 && a[6] != "-") strsplit(a[6], ",")[[1]] else c("g", 
 task <- if (length(a) >= 7) a[7] else "fit"
 reml <- !(length(a) >= 8 && a[8] == "ML") && fam == "gaussian" && task != "profile"
 zif <- if (length(a) >= 9) as.formula(a[9]) else ~0
+dispf <- if (length(a) >= 10) as.formula(a[10]) else ~1
 if (nagq > 1) stop("glmmTMB has no adaptive Gauss-Hermite quadrature (nAGQ > 1)")
 d <- as.data.frame(fread(file.path(datadir, paste0(name, ".csv"))))
 for (v in intersect(facs, names(d))) d[[v]] <- factor(d[[v]])
@@ -44,7 +47,8 @@ t0 <- proc.time()[["elapsed"]]
 ci_json <- ""
 out <- tryCatch({
   family <- if (fam == "beta") beta_family() else if (fam != "gaussian") get(fam)()
-  m <- if (fam == "gaussian") glmmTMB(form, d, REML = reml) else glmmTMB(form, d, family = family, ziformula = zif)
+  m <- if (fam == "gaussian") glmmTMB(form, d, REML = reml, dispformula = dispf) else
+    glmmTMB(form, d, family = family, ziformula = zif, dispformula = dispf)
   se <- sqrt(diag(as.matrix(vcov(m)$cond)))
   if (task == "profile") {
     ci <- ci_lme4_names(m, confint(m, method = "profile")[, 1:2, drop = FALSE])
@@ -60,8 +64,12 @@ if (!is.null(out)) {
   quit(status = 0)
 }
 ll <- as.numeric(logLik(m))
+# logLik() is NA when the Hessian is not positive definite: then report the attained objective
+# (the same log-likelihood at the optimum nlminb stopped at) and say so
+ll_json <- ""
+if (is.na(ll)) { ll <- -m$fit$objective; ll_json <- ', "llf_from_objective": true' }
 conv <- m$fit$convergence
 crit <- if (fam == "gaussian") (if (reml) "REML" else "ML") else "Laplace"
 pd <- if (isTRUE(m$sdr$pdHess)) "true" else "false"
-cat(sprintf('{"tool": "glmmTMB", "case": "%s", "seconds": %.6f, "llf": %.10f, "crit": "%s", "convergence": %d, "pdHess": %s%s}\n',
-            name, secs, ll, crit, conv, pd, ci_json))
+cat(sprintf('{"tool": "glmmTMB", "case": "%s", "seconds": %.6f, "llf": %.10f, "crit": "%s", "convergence": %d, "pdHess": %s%s%s}\n',
+            name, secs, ll, crit, conv, pd, ll_json, ci_json))

@@ -1,6 +1,6 @@
-"""Side-by-side benchmark: midas_glmm, statsmodels MixedLM, lme4 and glmmTMB (both through Rscript
-when R and the package are installed) on the same seeded data, in one run, alternating tools,
-several repetitions, each fit in a fresh process.
+"""Side-by-side benchmark: midas_glmm, statsmodels MixedLM, lme4, glmmTMB and nlme (the last three
+through Rscript when R and the package are installed) on the same seeded data, in one run,
+alternating tools, several repetitions, each fit in a fresh process.
 
     python benchmarks/run.py                 # the original cases (the 1e7 case takes a while)
     python benchmarks/run.py --quick         # the small original cases
@@ -9,17 +9,22 @@ several repetitions, each fit in a fresh process.
     python benchmarks/run.py --shapes --reps 1 --peer-timeout 600
     python benchmarks/run.py --cases obslevel_poisson profile_sleepstudy --out RESULTS_SHAPES.md
     python benchmarks/run.py --shapes --write-peer-cache   # only lme4 and glmmTMB -> peer_cache.json
+    python benchmarks/run.py --covstruct --reps 3 --rep-budget 60 --peer-timeout 900
+                                             # issue 25 (cases.COVSTRUCT) -> RESULTS_COVSTRUCT.md
     python benchmarks/run.py --all           # every case
 
 The shapes: obslevel_poisson (Poisson, observation-level effect + two crossed factors),
 nested_slopes_lmm (statsmodels' vcomp_2 design), nested_lmm_1e5 / nested_slope_lmm_1e5
 (region/district/school), crossed_binary_verbagg / _6e4 / _2e5 / _1e6 (crossed Bernoulli) and
 profile_sleepstudy (fit + profile-likelihood intervals); cases.py says how each is laid out.
+The covstruct cases (issue 25): glmmTMB's covariance structures (ar1, cs, diag, us, toep) and
+dispersion models (dispformula), each against glmmTMB, and against lme4 (a case's lme4_formula)
+and nlme (fit_nlme.R, a case's nlme spec) where they fit the same model.
 
 Prints a table (median seconds, ratios, log-likelihood differences, midas peak memory) and
 writes it, with the machine it ran on and a profile of where midas_glmm spends its time, to
 benchmarks/RESULTS.md (--shapes: RESULTS_SHAPES.md; --out to choose). When a case runs both
-lme4 and glmmTMB, `peer/midas` is the FASTER peer's time over midas's, and `llf midas-best peer`
+lme4, glmmTMB or nlme, `peer/midas` is the FASTER peer's time over midas's, and `llf midas-best peer`
 is midas's log-likelihood minus the best (highest) of the peers' that maximise the same
 criterion (REML, ML or Laplace), checked against issue 12's tolerances (1e-6 LMM, 1e-3 GLMM).
 A tool that runs past its timeout (--timeout, or --peer-timeout for the peers, not midas) is
@@ -52,9 +57,9 @@ import pandas as pd
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from cases import BY_NAME, CASES, QUICK, SHAPES, make  # noqa: E402
+from cases import BY_NAME, CASES, COVSTRUCT, QUICK, SHAPES, make  # noqa: E402
 
-R_TOOLS = {"lme4": ("fit_lme4.R", "lme4"), "glmmTMB": ("fit_glmmtmb.R", "glmmTMB")}
+R_TOOLS = {"lme4": ("fit_lme4.R", "lme4"), "glmmTMB": ("fit_glmmtmb.R", "glmmTMB"), "nlme": ("fit_nlme.R", "nlme")}
 PEER_CACHE = HERE / "peer_cache.json"
 LLF_TOL = {"lmm": 1e-6, "glmm": 1e-3}  # issue 12: midas may be below the best peer by at most this
 
@@ -75,7 +80,7 @@ def r_versions() -> dict:
     if not shutil.which("Rscript"):
         return {}
     code = (
-        'v <- c(R = R.version.string); for (p in c("lme4", "glmmTMB", "TMB", "Matrix", "data.table")) '
+        'v <- c(R = R.version.string); for (p in c("lme4", "glmmTMB", "TMB", "nlme", "Matrix", "data.table")) '
         'v[p] <- tryCatch(format(packageVersion(p)), error = function(e) "not installed"); '
         'cat(paste(names(v), v, sep = "=", collapse = "\\n"))'
     )
@@ -84,13 +89,21 @@ def r_versions() -> dict:
 
 
 def tool_cmd(tool: str, case, datadir: Path) -> list[str]:
+    if tool == "nlme":  # lme's arguments as R code, "-" for none (fit_nlme.R)
+        spec = case.nlme
+        args = [spec["fixed"], spec.get("random", "-"), spec.get("correlation", "-"), spec.get("weights", "-")]
+        facs = ",".join(case.factors)
+        return ["Rscript", str(HERE / "fit_nlme.R"), case.name, str(datadir), *args, case.method or "REML", facs]
     if tool in R_TOOLS:
         fam = case.family or "gaussian"
-        cmd = ["Rscript", str(HERE / R_TOOLS[tool][0]), case.name, str(datadir), case.formula, fam, str(case.nAGQ)]
+        formula = case.lme4_formula if tool == "lme4" and case.lme4_formula else case.formula
+        cmd = ["Rscript", str(HERE / R_TOOLS[tool][0]), case.name, str(datadir), formula, fam, str(case.nAGQ)]
         if case.group or case.task != "fit" or case.method:  # the original cases keep their command line
             cmd += [",".join(case.factors), case.task, case.method or "REML"]
-        if case.ziformula:
-            cmd += [case.ziformula]
+        if case.ziformula or case.dispformula:
+            cmd += [case.ziformula or "~0"]
+        if case.dispformula:
+            cmd += [case.dispformula]
         return cmd
     return [sys.executable, str(HERE / "worker.py"), tool, case.name, str(datadir)]
 
@@ -147,7 +160,7 @@ def machine() -> str:
         ).stdout.strip()
         if have_r_package("glmmTMB"):
             v = r_versions()
-            r += f" glmmTMB {v.get('glmmTMB')} (TMB {v.get('TMB')}, Matrix {v.get('Matrix')})"
+            r += f" glmmTMB {v.get('glmmTMB')} (TMB {v.get('TMB')}, Matrix {v.get('Matrix')}) nlme {v.get('nlme')}"
     return (
         f"{platform.platform()}; CPU: {cpu}; {os.cpu_count()} cores; RAM {mem}; Python {platform.python_version()}, "
         f"midas_glmm {midas_glmm.__version__}{midas_source()}, numpy {numpy.__version__}, scipy {scipy.__version__}, "
@@ -201,6 +214,7 @@ def main(argv=None) -> None:
     ap.add_argument("--cases", nargs="*", default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--shapes", action="store_true", help="issue 12's cases (cases.SHAPES)")
+    ap.add_argument("--covstruct", action="store_true", help="issue 25's cases (cases.COVSTRUCT)")
     ap.add_argument("--all", action="store_true", help="every case, the original ones and the shapes")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per fit, any tool")
@@ -223,10 +237,20 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     original = [c.name for c in CASES if not c.group]
     names = args.cases or (
-        QUICK if args.quick else SHAPES if args.shapes else [c.name for c in CASES] if args.all else original
+        QUICK
+        if args.quick
+        else SHAPES
+        if args.shapes
+        else COVSTRUCT
+        if args.covstruct
+        else [c.name for c in CASES]
+        if args.all
+        else original
     )
     if args.out is None:
         args.out = "RESULTS_SHAPES.md" if names and all(n in SHAPES for n in names) else "RESULTS.md"
+        if names and all(n in COVSTRUCT for n in names):
+            args.out = "RESULTS_COVSTRUCT.md"
     if args.write_peer_cache:
         args.tools = list(R_TOOLS)
     cases = [BY_NAME[n] for n in names]
@@ -261,7 +285,11 @@ def main(argv=None) -> None:
                     if args.rep_budget is not None and out["seconds"] > args.rep_budget:
                         stopped.add(tool)
         all_runs[case.name] = runs
-        rows.append(table_row(case, runs, glmmtmb=any("glmmTMB" in c.tools for c in cases)))
+        rows.append(
+            table_row(
+                case, runs, glmmtmb=any("glmmTMB" in c.tools for c in cases), nlme=any("nlme" in c.tools for c in cases)
+            )
+        )
         if "midas" in tools and case.name in (
             "ri_lmm_1e6",
             "binary_glmm_1e5",
@@ -280,7 +308,7 @@ def main(argv=None) -> None:
     if cache_notes:
         print("\n".join(cache_notes))
     if not args.no_write:
-        write_results(table, profiles, args, cases, cache_notes)
+        write_results(table, profiles, args, cases, cache_notes, peer_notes(cases, all_runs))
 
 
 def _ok(r: dict) -> bool:
@@ -300,7 +328,7 @@ def cell(rs: list[dict]) -> float | str:
     return float("nan")
 
 
-def table_row(case, runs: dict[str, list[dict]], glmmtmb: bool) -> dict:
+def table_row(case, runs: dict[str, list[dict]], glmmtmb: bool, nlme: bool = False) -> dict:
     nan = float("nan")
     row: dict = {"case": case.name, "rows x levels": case.rows_levels}
     secs = {t: cell(rs) for t, rs in runs.items()}
@@ -310,13 +338,15 @@ def table_row(case, runs: dict[str, list[dict]], glmmtmb: bool) -> dict:
     m_s = med.get("midas", nan)
     row["midas s"] = secs.get("midas", nan)
     peers = ("statsmodels", "lme4", "glmmTMB") if glmmtmb else ("statsmodels", "lme4")
+    if nlme:  # only in runs with an nlme case, so that the other results files keep their columns
+        peers += ("nlme",)
     for t in peers:
         row[f"{t} s"] = secs.get(t, nan)
         row[f"{t}/midas"] = med.get(t, nan) / m_s
         same_crit = not good.get(t) or not good.get("midas") or good[t][0].get("crit") == good["midas"][0].get("crit")
         row[f"llf midas-{t}"] = llf.get("midas", nan) - llf.get(t, nan) if same_crit else nan
     if glmmtmb:
-        r_peers = [t for t in ("lme4", "glmmTMB") if t in runs]
+        r_peers = [t for t in R_TOOLS if t in runs]
         timed = {t: med[t] for t in r_peers if t in med and med[t] == med[t]}
         if timed:
             fastest = min(timed, key=timed.get)
@@ -436,9 +466,35 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_results(table: pd.DataFrame, profiles: list[str], args, cases=(), cache_notes=()) -> None:
+def peer_notes(cases, all_runs: dict) -> list[str]:
+    """What the peers said besides their times: a glmmTMB fit whose Hessian was not positive
+    definite (its logLik() is NA; the attained objective is used) or whose optimizer did not
+    report convergence, and the errors, in full."""
+    notes = []
+    for case in cases:
+        for tool, rs in all_runs.get(case.name, {}).items():
+            for r in rs[:1]:
+                if r.get("error"):
+                    notes.append(f"- {case.name}, {tool}: error `{r['error']}`")
+                    continue
+                bits = []
+                if r.get("pdHess") is False:
+                    bits.append("Hessian not positive definite (pdHess FALSE)")
+                if r.get("convergence") not in (None, 0):
+                    bits.append(f"nlminb convergence code {r['convergence']}")
+                if r.get("llf_from_objective"):
+                    bits.append("logLik() NA: the attained objective is the llf shown")
+                if bits:
+                    notes.append(f"- {case.name}, {tool}: " + "; ".join(bits))
+    return notes
+
+
+def write_results(
+    table: pd.DataFrame, profiles: list[str], args, cases=(), cache_notes=(), notes: list[str] = ()
+) -> None:
     fmt = table.astype(object).apply(lambda col: col.map(_fmt))
     shapes = [c for c in cases if c.group]
+    covstruct = [c for c in cases if c.group == "covstruct"]
     text = [
         "# Benchmark results",
         "",
@@ -447,6 +503,7 @@ def write_results(table: pd.DataFrame, profiles: list[str], args, cases=(), cach
         + ("" if not args.cases else " --cases " + " ".join(args.cases))
         + ("" if not args.quick else " --quick")
         + ("" if not args.shapes else " --shapes")
+        + ("" if not args.covstruct else " --covstruct")
         + ("" if args.timeout == 1800 else f" --timeout {args.timeout:g}")
         + ("" if not args.peer_timeout else f" --peer-timeout {args.peer_timeout:g}")
         + ("" if args.rep_budget is None else f" --rep-budget {args.rep_budget:g}")
@@ -472,13 +529,29 @@ def write_results(table: pd.DataFrame, profiles: list[str], args, cases=(), cach
             "was busy with other work during the run, so the times are indicative. With `--rep-budget S`, a",
             "tool whose fit took more than S seconds was not repeated on that case (its time is one fit).",
         ]
+    if covstruct:
+        text += [
+            "",
+            "The covstruct cases (issue 25) are all fitted by maximum likelihood (Laplace for the Poisson,",
+            "nbinom2 and beta ones): midas_glmm, glmmTMB, and lme4 and nlme where they fit the same model, so",
+            "`peer/midas` and `llf midas-best peer` take the faster and the best of glmmTMB, lme4 and nlme.",
+            "nlme's times run from the data.frame to `lme(...)` and `vcov()`, as the other R tools'.",
+        ]
     text += ["", _markdown(fmt), ""]
     if shapes:
         text += ["## The cases", ""]
         for c in shapes:
             fam = f", {c.family}" if c.family else ""
-            text.append(f"- **{c.name}** ({c.rows_levels}{fam}): `{c.formula}`. {c.notes}")
+            more = f", dispformula `{c.dispformula}`" if c.dispformula else ""
+            if c.lme4_formula and "lme4" in c.tools:
+                more += f"; lme4 `{c.lme4_formula}`"
+            if c.nlme and "nlme" in c.tools:
+                call = ", ".join(f"{k} = {v}" for k, v in c.nlme.items() if k != "fixed")
+                more += f'; nlme `lme({c.nlme["fixed"]}, {call}, method = "{c.method or "REML"}")`'
+            text.append(f"- **{c.name}** ({c.rows_levels}{fam}): `{c.formula}`{more}. {c.notes}")
         text.append("")
+    if notes:
+        text += ["## Warnings and errors", "", *notes, ""]
     if cache_notes:
         text += ["## Peers against peer_cache.json", "", *cache_notes, ""]
     text += ["## Where the time goes", "", *profiles]

@@ -5,9 +5,10 @@ seconds (DataFrame to fitted results, standard errors included), log-likelihood,
 
 A case whose ``task`` is "profile" is timed from the DataFrame to the profile-likelihood
 intervals (fit included), which go into the JSON line as "ci". ``--method`` overrides the case's
-REML/ML choice; ``--wait`` (for concurrency.py) prints "ready" once libraries, warm-up and data
-are loaded, and starts the clock when a line arrives on standard input. A fit that raises prints
-a JSON line with "error" (and exits 0), so the table can show it.
+REML/ML choice; a case with a ``dispformula`` (issue 25) passes it to ``from_formula``. ``--wait`` (for concurrency.py)
+prints "ready" once libraries, warm-up and data are loaded, and starts the clock when a line
+arrives on standard input. A fit that raises prints a JSON line with "error" (and exits 0), so
+the table can show it.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def main() -> None:
         if tool == "midas":
             kw = {"method": case.method} if case.method and case.is_lmm else {}
             zi = {"ziformula": case.ziformula} if case.ziformula else {}
+            if case.dispformula:  # passed only when set: the other cases run on a library without it
+                zi["dispformula"] = case.dispformula
             res = MixedModel.from_formula(case.formula, df, family=case.family, **zi).fit(nAGQ=case.nAGQ, **kw)
             _ = res.bse
             llf = res.llf
