@@ -169,3 +169,10 @@ def test_a_poisson_ar1_summary_marks_the_structure():
         warnings.simplefilter("ignore")
         res = MixedModel.from_formula("count ~ x + ar1(0 + tf | g)", data, family="poisson").fit()
     assert "(ar1)" in str(res.summary())
+
+
+def test_bootstrap_intervals_cover_the_structures_parameters(ar1):
+    ci = ar1.conf_int(method="bootstrap", n_boot=40, seed=11)
+    assert {"sd|Subject", "rho|Subject", "sigma"} <= set(ci.index)
+    rho = ar1.structure_params().loc["rho|Subject", "estimate"]
+    assert ci.loc["rho|Subject", "lower"] < rho <= ci.loc["rho|Subject", "upper"] <= 1.0
