@@ -114,6 +114,17 @@ def weighted_blocks(Zall, dest, za, zb, zidx, w, Xyw, A, XZ):
     n, m = Xyw.shape
     npair = dest.shape[1]
     ncol = zidx.shape[1]
+    if npair <= 4:  # scalar or two-column terms: every product, no search for the nonzero ones
+        for i in range(n):
+            wi = w[i]
+            for k in range(npair):
+                A[dest[i, k]] += wi * Zall[i, za[k]] * Zall[i, zb[k]]
+            for c in range(ncol):
+                zc = Zall[i, c]
+                r = zidx[i, c]
+                for h in range(m):
+                    XZ[r, h] += zc * Xyw[i, h]
+        return
     # the product k of each ordered pair of columns (−1: none): a row's products are those of its
     # nonzero columns, one of p² for indicator columns (a time factor's), all for dense ones
     pair = np.full((ncol, ncol), -1, np.int64)
