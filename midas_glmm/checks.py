@@ -19,6 +19,7 @@ __all__ = [
     "select_names",
     "check_interval_method",
     "refuse_dispersion_model",
+    "refuse_ordinal",
 ]
 
 #: conf_int's methods and the options each takes
@@ -32,6 +33,13 @@ def refuse_dispersion_model(res, what: str, instead: str) -> None:
         raise FitError(
             f"{what} is not available for a model with a dispersion formula ({res.design.disp.formula}) yet: {instead}"
         )
+
+
+def refuse_ordinal(res, what: str, instead: str) -> None:
+    """A FitError for ``what`` on an ordinal model (family="ordinal"), which it does not handle
+    yet; ``instead`` says what to use."""
+    if getattr(res.family, "thresholds", False):
+        raise FitError(f"{what} is not available for an ordinal model yet: {instead}")
 
 
 def check_level(level, name: str = "level", example: str = "0.95 for 95% intervals") -> float:

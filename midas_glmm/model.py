@@ -63,8 +63,14 @@ class MixedModel:
     """
 
     def __init__(self, endog, exog, groups, exog_re=None, family=None, weights=None, offset=None, exog_names=None):
+        family = resolve_family(family)
+        if family.categorical_response:
+            raise FitError(
+                "an ordinal model is built with MixedModel.from_formula (its response's levels and the fixed effects "
+                "without an intercept come from the formula and the data)"
+            )
         design = design_from_arrays(endog, exog, groups, exog_re, weights, offset, exog_names)
-        self._setup(design, resolve_family(family))
+        self._setup(design, family)
 
     #: formula, data, weights and offset of a model built by from_formula (update(), fit_many)
     built_from: dict | None = None
@@ -132,6 +138,8 @@ class MixedModel:
                 raise FitError("a formula without a response is for fit_many on pandas data, not Dask data")
             built_formula = f"`{NO_RESPONSE}` {formula.strip()}"
             built_data = data.assign(**{NO_RESPONSE: 0.0}) if isinstance(data, pd.DataFrame) else data
+        if family.categorical_response and is_dask_frame(data):
+            raise FitError("ordinal models are fitted in memory only for now: compute() the Dask DataFrame first")
         zi_rhs = zero_inflation_rhs(ziformula, family)
         if zi_rhs is not None and is_dask_frame(data):
             raise FitError("zero-inflated models are fitted in memory only for now: compute() the Dask DataFrame first")
@@ -164,6 +172,10 @@ class MixedModel:
             y = y.iloc[:, 0]
         if isinstance(y, pd.Series):  # by its index, as fit_many aligns a response
             y = align_to_rows(y, self.design.row_index, self.design.nobs, "the new response")
+        if self.family.categorical_response and check:  # categories: coded by their levels
+            y = self.family.code_levels(
+                pd.Series(np.asarray(y)), name or "the new response", self.design.response_levels
+            )
         try:
             values = np.asarray(y, dtype=float).ravel()
         except (TypeError, ValueError):

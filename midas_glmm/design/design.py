@@ -26,6 +26,7 @@ from .columns import (
     INTERCEPT,
     check_columns,
     coefficient_names,
+    column_or_values,
     formula_variables,
     formulaic_error,
     numbers_as_floats,
@@ -99,6 +100,8 @@ class Design:
     # orthonormal basis of the null space of the full fixed-effects matrix (before aliased columns
     # were dropped), for emmeans' estimability rule; None when X has full rank
     nonestimable: np.ndarray | None = None
+    # an ordinal response's levels in order (its codes 0, …, J − 1 are their positions)
+    response_levels: list | None = None
 
     def replay(self, data: pd.DataFrame | None, random_effects: bool = True) -> NewRows:
         """The design on new rows (the fitted rows when None), as the fit encoded it: X, the
@@ -210,9 +213,10 @@ def _complete_rows(data: pd.DataFrame, cols: list[str], extra: dict[str, np.ndar
     return complete
 
 
-def _fixed_effects(parsed: ParsedFormula, df: pd.DataFrame):
+def _fixed_effects(parsed: ParsedFormula, df: pd.DataFrame, drop_intercept: bool = False):
     """(X, names, ModelSpec, kept indices, dropped names, X'X, the null space of the full X when
-    columns were dropped) of the fixed part, rank checked."""
+    columns were dropped) of the fixed part, rank checked; ``drop_intercept``: without the
+    intercept's column (an ordinal model's thresholds hold it; the rank is checked with it)."""
     try:
         mm = formulaic.model_matrix(parsed.fixed, df, na_action="raise", output="numpy")
     except Exception as exc:  # formulaic's errors are many classes: report them, whatever they are
@@ -227,6 +231,9 @@ def _fixed_effects(parsed: ParsedFormula, df: pd.DataFrame):
     nonestimable = None
     if dropped:
         nonestimable = null_space(len(X), mean, centred)
+    if drop_intercept and INTERCEPT in names:
+        keep = np.array([i for i in keep if names[i] != INTERCEPT], dtype=np.int64)
+    if len(keep) < len(names):
         X, names, gram = X[:, keep], [names[i] for i in keep], gram[np.ix_(keep, keep)]
     return X, names, spec, keep, dropped, gram, nonestimable
 
@@ -305,7 +312,11 @@ def build_design(
     if "weights" in extra:
         check_weights(extra["weights"], df.index, label=label_of("weights", weights))
     y, w, trials, response_name = response_of(parsed, df, extra.get("weights"), family)
-    X, names, spec, keep, dropped, gram, nonestimable = _fixed_effects(parsed, df)
+    response_levels = None
+    if family is not None and family.categorical_response:
+        response_levels = family.response_levels(column_or_values(parsed.response, df), response_name)
+    drop_intercept = family is not None and family.drops_intercept
+    X, names, spec, keep, dropped, gram, nonestimable = _fixed_effects(parsed, df, drop_intercept)
     check_weighted_rank(X, names, w)
     off = offset_of(parsed, df, extra.get("offset"))
     terms = [_build_term(t, df) for t in parsed.random]
@@ -332,6 +343,7 @@ def build_design(
         row_index=df.index,
         gram=gram,
         nonestimable=nonestimable,
+        response_levels=response_levels,
     )
     design.type3 = type3_basis(design, df)
     if zi_rhs is not None:

@@ -72,7 +72,10 @@ def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None, family=No
 
 
 def _response_numbers(values: pd.Series, name: str, family, levels) -> np.ndarray:
-    """The response as floats: numbers as they are, anything else coded by the family."""
+    """The response as floats: numbers as they are, anything else coded by the family (an
+    ordinal family codes every response: numbers are categories too)."""
+    if family is not None and family.categorical_response:
+        return family.code_levels(values, name, levels)
     numbers = as_numbers(values)
     if numbers is not None:
         return numbers

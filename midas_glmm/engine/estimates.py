@@ -50,6 +50,8 @@ class Estimates:
     row_weights : ndarray or None
         A Gaussian dispersion model's weights wᵢ (σᵢ² = σ²/wᵢ, prior weights included): the
         results read the fit as an LMM with these weights.
+    thresholds, thresholds_vcov : ndarray or None
+        An ordinal model's thresholds τ (clmm's Theta) and their covariance.
     terms : list of ReTerm or None
         The terms as the engine fitted them when they differ from the model's (a term carrying
         the residual of ``dispformula = "~ 0"``).
@@ -79,6 +81,8 @@ class Estimates:
     disp_vcov: np.ndarray | None = None
     row_weights: np.ndarray | None = None
     terms: list | None = None
+    thresholds: np.ndarray | None = None
+    thresholds_vcov: np.ndarray | None = None
 
     @cached_property
     def condvar(self) -> list[np.ndarray]:

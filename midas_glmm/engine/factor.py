@@ -62,9 +62,26 @@ def tail_solve(Ltail: np.ndarray, b: np.ndarray, transpose: bool = False) -> np.
 
 
 def lam_flat(lams: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The λ_t of ``lams`` flattened into one array, and each one's offset in it."""
     sizes = [lam.size for lam in lams]
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     return np.concatenate([np.ascontiguousarray(lam, float).ravel() for lam in lams]), off
+
+
+#: the last list of λ flattened (a PIRLS run factors many systems at one θ, one list of λ)
+_LAST_FLAT: tuple = (None, None)
+
+
+def _flat_of(lams: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lam_flat`, reused while the same list object comes back (the entry holds the list,
+    so its identity cannot be taken by another)."""
+    global _LAST_FLAT
+    last = _LAST_FLAT
+    if last[0] is lams:
+        return last[1]
+    flat = lam_flat(lams)
+    _LAST_FLAT = (lams, flat)
+    return flat
 
 
 class Factor:
@@ -87,7 +104,7 @@ class Factor:
     def __init__(self, plan: FactorPlan, blocks: PlanBlocks, lams: list[np.ndarray]):
         self.plan, self.lams, self.blocks = plan, lams, blocks
         P = plan
-        lam, lamoff = lam_flat(lams)
+        lam, lamoff = _flat_of(lams)
         self.L = np.empty(P.nsparse)
         kernels.scale_blocks(blocks.A, self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns)
         T = np.zeros((P.qt, P.qt))

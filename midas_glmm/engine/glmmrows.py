@@ -116,16 +116,8 @@ class RowBlock:
         weight has zero weight in the system (as if dropped, glmmTMB's reading) and its working
         response is η − offset."""
         fam = self.fam
-        if fam.exact:  # score and information from the log-likelihood itself (NB1, beta)
-            score, obs, expected = fam.derivatives(self.y, mu, eta, self.w, phi)
-            # the Laplace log-determinant takes the observed information as it is (glmmTMB's exact
-            # Hessian: a row may contribute negatively, the sum stays positive definite); Newton
-            # steps take it where it is positive everywhere, the expected one otherwise
-            if info == "laplace" and fam.laplace_observed:
-                W = obs
-            else:
-                W = obs if info == "newton" and self._positive(obs) else expected
-            return W, eta - self.off + _ratio(score, W)
+        if fam.exact:  # score and information from the log-likelihood itself (NB1, beta, ordinal)
+            return self._exact_working(eta, *fam.derivatives(self.y, mu, eta, self.w, phi), info)
         fisher = fam.weights(self.y, mu, eta, self.w, phi)
         W = fisher
         observed = (info == "newton" and not fam.canonical) or (info == "laplace" and fam.laplace_observed)
@@ -137,6 +129,17 @@ class RowBlock:
                 W = obs
         z = eta - self.off + (self.y - mu) / fam.mu_eta(eta, mu) * _ratio(fisher, W)
         return W, z
+
+    def _exact_working(self, eta, score, obs, expected, info: str):
+        """Weights and working response of an ``exact`` family from its (prior-weighted) score and
+        informations. The Laplace log-determinant takes the observed information as it is
+        (glmmTMB's exact Hessian: a row may contribute negatively, the sum stays positive
+        definite); Newton steps take it where it is positive everywhere, the expected one otherwise."""
+        if info == "laplace" and self.fam.laplace_observed:
+            W = obs
+        else:
+            W = obs if info == "newton" and self._positive(obs) else expected
+        return W, eta - self.off + _ratio(score, W)
 
     def _positive(self, info: np.ndarray) -> bool:
         """Whether the information is positive in every row with a positive prior weight."""
@@ -177,6 +180,11 @@ class RowBlock:
         mu = self.fam.linkinv(eta)
         if self.zi is not None:
             ll, W, z = self.zero_inflated(mu, eta, phi, info)
+        elif self.fam.exact:  # the log-likelihood and its derivatives in one call
+            rows, score, obs, expected = self.fam.loglik_and_derivatives(self.resp, mu, eta, self.w, phi)
+            ll = float(np.sum(rows))
+            if np.isfinite(ll):
+                W, z = self._exact_working(eta, score, obs, expected, info)
         else:
             ll = self.resp.total(mu, phi)
             if np.isfinite(ll):
@@ -192,6 +200,9 @@ class RowBlock:
         dispersion φ and with the zero-inflation's linear predictor shifted by ``dzeta``: the
         quantities whose derivatives make the Laplace gradient of a non-canonical family."""
         mu = self.fam.linkinv(eta)
+        if self.zi is None and self.fam.exact:
+            rows, score, obs, _ = self.fam.loglik_and_derivatives(self.resp, mu, eta, self.w, phi)
+            return rows, score, obs
         score, obs, _ = self.fam.eta_derivatives(self.y, mu, eta, phi)
         if self.zi is None:
             return self.resp.rows(mu, phi), self.w * score, self.w * obs
@@ -247,6 +258,9 @@ class RowBlock:
         rowkernels.zt_product(rm.Zall, rm.zidx, r[:, None], Zr)
         extra = []
         for channel in channels:
+            if channel == "thresholds":  # per coordinate a_k of the thresholds
+                extra.append(self._threshold_gradient(eta, phi, h, Zq))
+                continue
             if channel == "log_phi":
                 e = np.exp(GRAD_STEP)
                 plus, minus = self.laplace_rows(eta, phi * e), self.laplace_rows(eta, phi / e)
@@ -259,6 +273,11 @@ class RowBlock:
             else:
                 extra.append(self.zi.X.T @ g)
         return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv, extra
+
+    def _threshold_gradient(self, eta, tau, h, Zq) -> np.ndarray:
+        """The Laplace gradient's channel for an ordinal model's thresholds: per coordinate a_k
+        (τ = thresholds_of(a)), Σᵢ [−2∂ℓᵢ + hᵢ∂wᵢ + (ZΛq)ᵢ∂ℓ'ᵢ] (the family's, analytic)."""
+        return self.fam.threshold_gradient(self.y, eta, tau, self.w, h, Zq)
 
     def deviance(self, beta_raw, lams, us, phi: float = 1.0) -> float:
         """Σ wᵢ d(yᵢ, μᵢ) at (β, u) (NB2 at its size θ = ``phi``)."""

@@ -129,6 +129,8 @@ class GLMMProblem:
 
     def gradient_channels(self) -> tuple[str, ...]:
         """The parameters after (θ, β) in the gradient: log φ, then the zero-inflation's γ."""
+        if self.fam.thresholds:  # an ordinal model: its thresholds' coordinates a
+            return ("thresholds",)
         return (("log_phi",) if self.fam.has_dispersion else ()) + (("zeta",) if self.d.zi is not None else ())
 
     def pirls(self, theta, beta, phi=1.0, joint=False, maxit=60, with_X=False, _restarted=False) -> PirlsState:
@@ -141,7 +143,12 @@ class GLMMProblem:
         us = [u.copy() for u in self._u]
         beta = np.asarray(beta, dtype=float).copy()
 
-        def evaluate(us_, beta_, info="newton"):
+        # Newton steps on the observed information where the whole system is positive definite
+        # even if some rows are not (NB1, beta, cauchit): quadratic convergence to the modes, so
+        # the gradient built on them is exact; the expected information where it is not
+        steps = "laplace" if fam.exact and fam.laplace_observed and not fam.observed_positive else "newton"
+
+        def evaluate(us_, beta_, info=steps):
             ll, cp_ = self.rows("evaluate", self.S @ beta_, lams, us_, phi, joint, self.shift, self.scale, info)
             return -2 * ll + sum(float(u @ u) for u in us_), ll, cp_
 
@@ -171,10 +178,10 @@ class GLMMProblem:
             try:
                 L, new_beta, new_us = newton(cp, us, beta)
             except np.linalg.LinAlgError:
-                try:  # zero-inflation's exact Newton system is indefinite here: a positive one
-                    if self.d.zi is None:
+                try:  # an observed (or zero-inflation's exact) system is indefinite here: a positive one
+                    if self.d.zi is None and steps == "newton":
                         raise
-                    _, _, cp = evaluate(us, beta, "safe")
+                    _, _, cp = evaluate(us, beta, "safe" if self.d.zi is not None else "newton")
                     L, new_beta, new_us = newton(cp, us, beta)
                 except np.linalg.LinAlgError:
                     L = None
@@ -288,6 +295,8 @@ def _glm_start(design: Design, family: Family, prob: GLMMProblem):
         phi = dev / design.nobs if family.has_dispersion else 1.0
         return beta, max(phi, 1e-8)
     X = (design.X - prob.shift) / prob.scale
+    if family.thresholds:  # an ordinal model: β = 0 (its thresholds: d0 below)
+        return np.zeros(X.shape[1]), 1.0
     beta, phi = None, 1.0
     with warnings.catch_warnings():  # statsmodels' separation warning: the fit says it in its words
         warnings.simplefilter("ignore")
@@ -383,16 +392,26 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     S = prob.S
     p = S.shape[0]
     beta0, phi0 = _glm_start(design, family, prob)
-    disp = family.has_dispersion
+    disp = family.has_dispersion or family.thresholds
     Xd = None if design.disp is None else design.disp.X  # a dispersion model: log φᵢ = (X_d γ)ᵢ
     nt, nd = len(tm), (int(disp) if Xd is None else Xd.shape[1])
+    if family.thresholds:  # an ordinal model: φ is the thresholds τ, through the ordered a
+        nd = len(design.response_levels) - 1
 
     def phi_of(par_d):
-        """φ of the dispersion parameters: exp(log φ), or exp(X_d γ) row by row."""
+        """φ of the dispersion parameters: exp(log φ), exp(X_d γ) row by row, or the thresholds."""
+        if family.thresholds:
+            return family.thresholds_of(par_d)
         return float(np.exp(par_d[0])) if Xd is None else np.exp(Xd @ par_d)
 
-    # the dispersion's start: log φ₀, or the γ of a constant log φ₀ (least squares on X_d)
-    d0 = [np.log(phi0)] if Xd is None else np.linalg.lstsq(Xd, np.full(len(Xd), np.log(phi0)), rcond=None)[0]
+    # the dispersion's start: log φ₀, the γ of a constant log φ₀ (least squares on X_d), or the
+    # thresholds of the marginal proportions
+    if family.thresholds:
+        d0 = family.threshold_start(design.y, design.weights, nd + 1)
+    elif Xd is None:
+        d0 = [np.log(phi0)]
+    else:
+        d0 = np.linalg.lstsq(Xd, np.full(len(Xd), np.log(phi0)), rcond=None)[0]
     # zero-inflation: γ starts at 0 (π = 1/2), glmmTMB's start; from the share of excess zeros
     # instead, the NB1 Salamanders fit ends in a poorer local optimum
     nz = 0 if design.zi is None else design.zi.X.shape[1]
@@ -414,7 +433,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     x1 = np.concatenate([theta1, d0 if disp else [], gamma0])
     # a start for stage 2 need not be precise; with fast=True this is the fit itself
     tol1 = {} if fast else {"ftol_rel": 1e-8, "ftol_abs": 1e-6, "xtol_rel": 1e-5}
-    if nz and use_gradient:  # zero-inflation: straight to the joint stage (see above)
+    if (nz or family.thresholds) and use_gradient:  # zero-inflation, thresholds: straight to the joint stage
         opt = OptResult(x1, np.nan, 0, True, "", "start")
     else:
         opt = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast, tolerances=tol1)
@@ -511,19 +530,26 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         V = _vcov_block(H, fun, par, nt, p)
         V_zi = _zi_vcov(H, fun, par, nz) if nz else None
     V_disp = None
-    if Xd is not None:  # the dispersion coefficients' block of 2·H⁻¹ (glmmTMB's), NaN where H has none
+    if Xd is not None or family.thresholds:  # the block of 2·H⁻¹ (glmmTMB's), NaN where H has none
         try:
             V_disp = 2.0 * np.linalg.inv(H)[nt + p : nt + p + nd, nt + p : nt + p + nd]
         except np.linalg.LinAlgError:
             V_disp = np.full((nd, nd), np.nan)
     b = [u.reshape(-1, lam.shape[0]) @ lam.T for u, lam in zip(st.u, lams)]
     dev_resid = 0.0 if family.exact or nz or Xd is not None else prob.rows("deviance", S @ st.beta, lams, st.u, phi)
+    thresholds = thresholds_vcov = None
+    if family.thresholds:  # τ and its covariance J V_a J' (a the optimiser's coordinates)
+        a = par[nt + p : nt + p + nd]
+        Ja = family.threshold_jacobian(a)
+        thresholds = family.thresholds_of(a)
+        thresholds_vcov = Ja @ (V_disp if V_disp is not None else np.full((nd, nd), np.nan)) @ Ja.T
+        V_disp = None
     est = Estimates(
         theta=theta,
         beta=S @ beta,
         vcov_beta=S @ V @ S.T,
-        # glmmTMB's sigma(): NA where the dispersion differs by row
-        sigma=(family.sigma_of(phi) if Xd is None else np.nan) if disp else 1.0,
+        # glmmTMB's sigma(): NA where the dispersion differs by row; an ordinal model has none
+        sigma=(family.sigma_of(phi) if Xd is None else np.nan) if family.has_dispersion else 1.0,
         b=b,
         condvar_fn=st.factor.condvar_blocks,
         llf=-0.5 * crit,
@@ -540,6 +566,8 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         zi_vcov=V_zi,
         disp_params=None if Xd is None else par[nt + p : nt + p + nd].copy(),
         disp_vcov=V_disp,
+        thresholds=thresholds,
+        thresholds_vcov=thresholds_vcov,
     )
     scale = phi if family.residual_scale else 1.0  # NB2's θ is inside its deviance
     est.deviance = dev_resid / scale + sum(float(u @ u) for u in st.u) + st.factor.logdet_Z

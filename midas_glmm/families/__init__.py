@@ -17,6 +17,7 @@ from .gamma import Gamma
 from .gaussian import Gaussian
 from .mixture import ZeroInflatedRows
 from .negbin import NegativeBinomial1, NegativeBinomial2
+from .ordinal import Ordinal, cumulative_names
 from .poisson import Poisson
 
 __all__ = [
@@ -29,11 +30,12 @@ __all__ = [
     "family_of",
     "observed_levels",
     "names_with",
+    "cumulative_names",
 ]
 
 #: the families by name (glmmTMB's and lme4's names)
 FAMILIES: dict[str, type[Family]] = {
-    cls.name: cls for cls in (Gaussian, Binomial, Poisson, Gamma, NegativeBinomial2, NegativeBinomial1, Beta)
+    cls.name: cls for cls in (Gaussian, Binomial, Poisson, Gamma, NegativeBinomial2, NegativeBinomial1, Beta, Ordinal)
 }
 
 
@@ -42,18 +44,21 @@ def names_with(fact: str) -> list[str]:
     return [name for name, cls in FAMILIES.items() if getattr(cls, fact)]
 
 
-def family(name: str, link=None) -> Family:
+def family(name: str, link=None, **options) -> Family:
     """A family by name, with a link other than its default as glmmTMB's ``beta_family(link =
     "probit")`` or ``nbinom1(link = "sqrt")``: ``family("beta", link="probit")``.
 
     ``link`` is R's name of it (``"log"``, ``"logit"``, ``"probit"``, ``"cloglog"``,
     ``"loglog"``, ``"cauchit"``, ``"identity"``, ``"sqrt"``, ``"inverse"``) or a statsmodels
     link instance; any link statsmodels' family of the same kind takes (NB1 as
-    NegativeBinomial's, beta as Binomial's)."""
+    NegativeBinomial's, beta as Binomial's). ``options``: the ordinal family's ``levels=``, the
+    response's categories in order."""
     key = str(name).strip().lower()
     if key not in FAMILIES:
         raise FamilyError(f"unknown family '{name}'; choose one of {', '.join(FAMILIES)}")
-    return FAMILIES[key](link)
+    if options and key != "ordinal":
+        raise FamilyError(f"the {key} family takes no options ({', '.join(options)}); only a link")
+    return FAMILIES[key](link, **options)
 
 
 def resolve_family(family) -> Family:

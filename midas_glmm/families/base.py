@@ -87,6 +87,12 @@ class Family:
         A zero-inflation part (``ziformula``) may be added, as in glmmTMB.
     dispersion_model : bool
         φ may depend on covariates (glmmTMB's ``dispformula``, log φᵢ = (X_d γ)ᵢ).
+    thresholds : bool
+        The family's parameters are ordered thresholds (the ordinal family: φ is their vector).
+    categorical_response : bool
+        The response is categories, coded by the family whatever their type (ordinal).
+    drops_intercept : bool
+        The fixed effects take no intercept (an ordinal model's thresholds hold it).
     """
 
     name = ""
@@ -102,6 +108,9 @@ class Family:
     agq = False
     zero_inflatable = False
     dispersion_model = False
+    thresholds = False
+    categorical_response = False
+    drops_intercept = False
     #: the response can be 0 (False: strictly positive, nothing to zero-inflate)
     zero_in_support = True
     #: emmeans' name of a mean on the response scale
@@ -271,6 +280,12 @@ class Family:
         score = prior * d * l1
         observed = -prior * (d2 * l1 + d * d * l2)
         return score, observed, expected
+
+    def loglik_and_derivatives(self, terms: ResponseTerms, mu, eta, prior, phi):
+        """(log f per row, score, observed and expected information in η, the last three
+        prior-weighted) of an ``exact`` family, in one call: :meth:`loglik_rows` and
+        :meth:`derivatives` (a family whose two share their work answers both in one pass)."""
+        return (self.loglik_rows(terms, mu, phi), *self.derivatives(terms.y, mu, eta, prior, phi))
 
     def mean_derivatives(self, y, mu, prior, phi, d):
         """(ℓ_μ, ℓ_μμ, expected information of η) of an ``exact`` family; ``d`` is μ'."""

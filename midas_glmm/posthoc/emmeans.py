@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from ..checks import refuse_ordinal
 from ..errors import FitError, MidasWarning
 from .ddf import KENWARD_ROGER, SATTERTHWAITE, test_method
 from .hypotheses import contrast_t
@@ -119,6 +120,9 @@ def _ddf(res, ddf) -> str:
 def emmeans(res, specs, by=None, ddf=None, type: str = "link", level: float = 0.95) -> pd.DataFrame:
     """EMMs of ``specs`` (column names) within ``by``: the factor columns, emmean, SE, df,
     lower.CL, upper.CL (LMMs) — see the module docstring for GLMMs."""
+    refuse_ordinal(
+        res, "emmeans()", "predict(newdata, kind='prob') on a grid of the factors gives each category's probability"
+    )
     specs, by = _variables(res, specs, by)
     if type not in ("link", "response"):
         raise FitError(f"type must be 'link' or 'response', not {type!r}")
@@ -218,6 +222,7 @@ def emm_contrasts(res, specs, method="pairwise", adjust=None, by=None, ddf=None)
     """Contrasts of the EMMs of ``specs`` within ``by``: (by columns), contrast, estimate, SE,
     df, t.ratio (z.ratio for GLMMs), p.value — as ``emmeans::contrast(emmeans(...), method,
     adjust)``."""
+    refuse_ordinal(res, "contrasts()", "compare the fixed effects with wald_test() or compare() fits")
     adjust, notes = _adjust(method, adjust)
     specs, by = _variables(res, specs, by)
     labels, L = _cells(res, specs, by)

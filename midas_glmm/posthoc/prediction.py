@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..checks import check_level
+from ..checks import check_level, refuse_ordinal
 
 __all__ = ["Prediction"]
 
@@ -50,6 +50,7 @@ class Prediction:
 
     @classmethod
     def of(cls, res, newdata, random_effects: bool) -> Prediction:
+        refuse_ordinal(res, "get_prediction()", "predict(newdata, kind='prob') gives each category's probability")
         rows = res.design.replay(newdata, random_effects)
         complete, X, parts = rows.complete, rows.X, rows.terms
         V = res.vcov().to_numpy()

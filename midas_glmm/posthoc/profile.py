@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.optimize as so
 from scipy import stats
 
-from ..checks import check_level, refuse_dispersion_model, select_names
+from ..checks import check_level, refuse_dispersion_model, refuse_ordinal, select_names
 from ..design.daskdata import check_available
 from ..design.reterms import ThetaMap
 from ..engine.lmm import lmm_criterion
@@ -47,6 +47,7 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
     default). With Dask data only the variance parameters of an LMM can be profiled."""
     level = check_level(level)
     refuse_dispersion_model(res, "profile intervals", "use method='wald' (disp_bse for the dispersion coefficients)")
+    refuse_ordinal(res, "profile intervals", "use method='wald' or method='bootstrap'")
     if res.design.zi is not None:
         raise FitError(
             "profile intervals are not available for zero-inflated models yet; use method='wald' "

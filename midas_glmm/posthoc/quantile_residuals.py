@@ -25,6 +25,7 @@ from scipy import stats
 
 from ..checks import check_count, make_rng
 from .plots import quantile_residuals
+from .simulate import simulate
 
 __all__ = ["QuantileResiduals", "simulate_residuals"]
 
@@ -89,10 +90,11 @@ class QuantileResiduals:
 
 
 def simulate_residuals(res, n: int = 250, seed=None) -> QuantileResiduals:
-    """:class:`QuantileResiduals` of a fit from ``n`` simulations (``res.simulate``)."""
+    """:class:`QuantileResiduals` of a fit from ``n`` simulations (:func:`.simulate.simulate`; an
+    ordinal model's levels by their positions)."""
     n = check_count(n, "n")
     rng = make_rng(seed)
-    sims = res.simulate(n=n, seed=rng, random_effects="marginal")
+    sims = simulate(res, n=n, seed=rng, random_effects="marginal")  # on the response's coded scale
     y = np.asarray(res.design.y, dtype=float)
     below = np.mean(sims < y[:, None], axis=1)
     ties = np.mean(sims == y[:, None], axis=1)

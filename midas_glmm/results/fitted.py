@@ -24,7 +24,7 @@ from ..engine.optimize import OPTIMIZERS
 from ..errors import DataError, FitError
 from ..families.mixture import zero_inflated_pearson
 from ..posthoc import bootstrap, emmeans, hypotheses, prediction, profile, quantile_residuals, r2, ranova, simulate
-from . import persist, varcomp
+from . import ordinal, persist, varcomp
 from .summary import Summary
 
 __all__ = ["MixedModelResults", "load"]
@@ -33,7 +33,7 @@ __all__ = ["MixedModelResults", "load"]
 KEEP = object()
 
 #: what predict(kind=) gives: glmmTMB's type= names
-KINDS = ("response", "link", "conditional", "zprob", "dispersion")
+KINDS = ("response", "link", "conditional", "zprob", "dispersion", *ordinal.ORDINAL_KINDS)
 
 
 def _fit_options(est: Estimates, family) -> dict:
@@ -122,6 +122,9 @@ class MixedModelResults:
             self.disp_params = pd.Series(estimates.disp_params, index=disp.names, name="disp_params")
             var = np.diag(estimates.disp_vcov)
             self.disp_bse = pd.Series(np.sqrt(np.where(var > 0, var, np.nan)), index=disp.names, name="disp_bse")
+        self.thresholds = self.threshold_bse = None
+        if estimates.thresholds is not None:  # an ordinal model's τ (clmm's Theta)
+            self.thresholds, self.threshold_bse = ordinal.threshold_series(self)
         zi = self.design.zi
         self.zi_params = self.zi_bse = None
         if zi is not None:
@@ -363,7 +366,7 @@ class MixedModelResults:
 
     # ------------------------------------------------------------------ prediction
     def predict(
-        self, newdata: pd.DataFrame | None = None, random_effects: bool = True, kind: str = "response"
+        self, newdata: pd.DataFrame | None = None, random_effects: bool = True, kind: str | None = None
     ) -> np.ndarray:
         """Predictions, conditional on the random effects or marginal (population level).
 
@@ -377,18 +380,23 @@ class MixedModelResults:
             (:class:`~midas_glmm.errors.DataError`); a row with a missing predictor gets NaN.
         random_effects : bool
             False gives lme4's ``re.form=NA``.
-        kind : {"response", "link", "conditional", "zprob", "dispersion"}
-            The mean of y, the linear predictor, the conditional model's mean μ, the
-            probability of a structural zero π and the dispersion (glmmTMB's ``type=``, "disp").
+        kind : {"response", "link", "conditional", "zprob", "dispersion", "prob", "cum_prob", "class"}
+            Defaults to "response" ("prob" for an ordinal model). The mean of y, the linear
+            predictor, the conditional model's mean μ, the probability of a structural zero π
+            and the dispersion (glmmTMB's ``type=``, "disp").
             The first three differ for zero-inflated models only: there "response" is
             (1 − π) μ; elsewhere "conditional" is "response" and π is 0. The dispersion is
             glmmTMB's ``sigma()`` per row: the residual SD σᵢ (Gaussian), nbinom2's size θᵢ,
             nbinom1's φᵢ, beta's precision φᵢ; one value for a model without a dispformula.
+            An ordinal model predicts "prob" (a DataFrame, rows × categories: clmm's
+            ``predict(type = "prob")`` for each category), "cum_prob" (P(Y ≤ j)), "class" (the
+            most probable category) or "link" (η = x'β + z'b, P(Y ≤ j) = F(τ_j − η)).
 
         Returns
         -------
         ndarray
-            One prediction per row of ``newdata`` (a lazy Dask series for Dask data).
+            One prediction per row of ``newdata`` (a lazy Dask series for Dask data); a
+            DataFrame or Series for an ordinal model's categories.
 
         Examples
         --------
@@ -400,6 +408,8 @@ class MixedModelResults:
         >>> [round(float(v), 2) for v in res.predict(new)]  # "308" and 308 are one subject (lme4: 293.00)
         [293.0, 293.0, 272.34]
         """
+        if kind is None:
+            kind = "prob" if self.family.thresholds else "response"
         if kind not in KINDS:
             raise FitError(f"kind must be one of {', '.join(repr(k) for k in KINDS)}, not '{kind}'")
         if newdata is None and self.design.source is not None:  # lazily, partition by partition
@@ -413,6 +423,18 @@ class MixedModelResults:
             return self.zi_probability(newdata)
         if kind == "dispersion":
             return self.dispersion_of_rows(newdata)
+        if self.family.thresholds:  # an ordinal model: the categories
+            if kind not in ordinal.ORDINAL_KINDS + ("link",):
+                ordinal.refuse_kind(kind)
+            eta = self._linear_predictor(newdata, random_effects)
+            if kind == "link":
+                return eta
+            index = self.design.row_index if newdata is None else newdata.index
+            return ordinal.predict_categories(self, eta, index, kind)
+        if kind in ordinal.ORDINAL_KINDS:
+            raise FitError(
+                f"kind='{kind}' is for ordinal models (family='ordinal'); this is a {self.family.name} model"
+            )
         eta = self._linear_predictor(newdata, random_effects)
         if kind == "link" or self.family.is_lmm:
             return eta
@@ -484,11 +506,16 @@ class MixedModelResults:
         Dask data."""
         if self.design.source is not None:
             return self.predict()
+        if self.family.thresholds:  # clmm's fitted(): the probability of the observed category
+            values = ordinal.observed_probability(self, self._linear_predictor(None, True))
+            return pd.Series(values, index=self.design.row_index, name="fitted")
         return pd.Series(self.predict(), index=self.design.row_index, name="fitted")
 
     @cached_property
     def resid(self) -> pd.Series:
         """Response residuals y − fitted (a lazy Dask series for Dask data)."""
+        if self.family.thresholds:
+            self.family.pearson_residuals(None, None, None, None)  # an ordinal response has none: it says so
         src = self.design.source
         if src is not None:
             return src.map_rows(lambda rows: src.response(rows) - self.predict(rows), "resid")
@@ -606,8 +633,11 @@ class MixedModelResults:
 
     def simulate(self, n: int = 1, seed=None, random_effects: str = "marginal") -> np.ndarray:
         """``n`` responses simulated from the fit (``nobs × n``); new random effects unless
-        ``random_effects="conditional"``."""
-        return simulate.simulate(self, n=n, seed=seed, random_effects=random_effects)
+        ``random_effects="conditional"``. An ordinal model's are its levels."""
+        out = simulate.simulate(self, n=n, seed=seed, random_effects=random_effects)
+        if self.family.thresholds:
+            return np.asarray(self.design.response_levels, dtype=object)[out.astype(np.int64)]
+        return out
 
     def simulate_residuals(self, n: int = 250, seed=None):
         """Scaled (quantile) residuals from ``n`` simulations of the fit, as R's DHARMa:
@@ -718,6 +748,8 @@ class MixedModelResults:
         state.pop("_anova_cache", None)
         state.setdefault("disp_params", None)  # saved before dispersion models (0.1.0)
         state.setdefault("disp_bse", None)
+        state.setdefault("thresholds", None)  # saved before ordinal models (0.1.0)
+        state.setdefault("threshold_bse", None)
         self.__dict__.update(state)
 
 

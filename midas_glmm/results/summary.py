@@ -53,8 +53,10 @@ class Summary:
         self.anova = anova
         self.zero_inflation = self._zi_table()
         self.dispersion = self._disp_table()
+        self.thresholds = _wald_block(res.thresholds, res.threshold_bse)
         self.tables = (
             [self.random, self.fixed]
+            + ([self.thresholds] if self.thresholds is not None else [])
             + ([self.zero_inflation] if self.zero_inflation is not None else [])
             + ([self.dispersion] if self.dispersion is not None else [])
             + ([anova] if anova is not None else [])
@@ -94,6 +96,17 @@ class Summary:
     def _disp_table(self) -> pd.DataFrame | None:
         """The dispersion coefficients with Wald z tests (glmmTMB's "Dispersion model")."""
         return _wald_block(self.res.disp_params, self.res.disp_bse)
+
+    def _side_blocks(self) -> list[tuple[str, pd.DataFrame]]:
+        """(title, table) of the parts beside the fixed effects: thresholds, zero-inflation, dispersion."""
+        out = []
+        if self.thresholds is not None:
+            out.append((f"Threshold coefficients ({self.res.family.link_name} link):", self.thresholds))
+        if self.zero_inflation is not None:
+            out.append((f"Zero-inflation model ({self.res.design.zi.formula}, logit link):", self.zero_inflation))
+        if self.dispersion is not None:
+            out.append((self._disp_title(), self.dispersion))
+        return out
 
     def _disp_title(self) -> str:
         fam = self.res.family
@@ -224,17 +237,11 @@ class Summary:
             if pd.api.types.is_float_dtype(ft[c]):
                 ft[c] = ft[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("P") or c == "p_value" else _fmt(v, 4))
         out += [" " + line for line in ft.to_string().splitlines()]
-        if self.zero_inflation is not None:
-            zt = self.zero_inflation.copy()
-            for c in zt.columns:
-                zt[c] = zt[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("P") else _fmt(v, 4))
-            out += ["", f"Zero-inflation model ({self.res.design.zi.formula}, logit link):"]
-            out += [" " + line for line in zt.to_string().splitlines()]
-        if self.dispersion is not None:
-            dt = self.dispersion.copy()
-            for c in dt.columns:
-                dt[c] = dt[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("P") else _fmt(v, 4))
-            out += ["", self._disp_title()] + [" " + line for line in dt.to_string().splitlines()]
+        for title, table in self._side_blocks():
+            shown = table.copy()
+            for c in shown.columns:
+                shown[c] = shown[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("P") else _fmt(v, 4))
+            out += ["", title] + [" " + line for line in shown.to_string().splitlines()]
         if self.anova is not None:
             at = self.anova.copy()
             for c in at.columns:
@@ -271,10 +278,8 @@ class Summary:
         head = "<br>".join(html.escape(x) for x in self._header())
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self._notes())
         anova = "" if self.anova is None else f"<h4>{html.escape(self._anova_title())}</h4>{self.anova.to_html()}"
-        if self.dispersion is not None:
-            anova = f"<h4>{html.escape(self._disp_title())}</h4>{self.dispersion.to_html()}" + anova
-        if self.zero_inflation is not None:
-            anova = f"<h4>Zero-inflation model</h4>{self.zero_inflation.to_html()}" + anova
+        sides = "".join(f"<h4>{html.escape(title)}</h4>{table.to_html()}" for title, table in self._side_blocks())
+        anova = sides + anova
         return (
             f"<div><p>{head}</p><h4>Random effects</h4>{self.random.to_html(index=False)}"
             f"<h4>Fixed effects</h4>{self.fixed.to_html()}{anova}" + (f"<ul>{notes}</ul>" if notes else "") + "</div>"
