@@ -361,7 +361,7 @@ def test_nagq_is_refused_early_where_lme4_refuses_it(formula, kw, pattern, monke
 def test_gamma_refuses_quadrature_before_fitting():
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"g": np.repeat(np.arange(10), 5), "y": rng.gamma(2.0, 1.0, 50)})
-    with pytest.raises(FitError, match="binomial and Poisson models, not gamma"):
+    with pytest.raises(FitError, match="binomial, Poisson and ordinal models, not gamma"):
         MixedModel.from_formula("y ~ 1 + (1|g)", df, family="gamma").fit(nAGQ=5)
 
 

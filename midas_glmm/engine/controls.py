@@ -129,7 +129,8 @@ def check_quadrature(nAGQ, fast: bool, design: Design, family: Family) -> None:
             f"(1 | g), as in lme4; this model has {found}. Use nAGQ=1 (Laplace)"
         )
     if not family.agq:
-        available = " and ".join(cls.label for cls in FAMILIES.values() if cls.agq)
+        labels = [cls.label for cls in FAMILIES.values() if cls.agq]
+        available = ", ".join(labels[:-1]) + " and " + labels[-1]
         raise FitError(f"nAGQ > 1 is available for {available} models, not {family.name}; use nAGQ=1")
     if fast:
         raise FitError("fast=True (lme4's nAGQ=0) cannot be combined with nAGQ > 1")
