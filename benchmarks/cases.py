@@ -74,6 +74,8 @@ def _base(n: int, groups: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.
 def make(case: Case) -> pd.DataFrame:
     """The rows of a case (deterministic: seeded by the case's size)."""
     n, G = case.n, case.groups
+    if case.group == "ordinal":  # before the kinds below: its "ri" and "slope" are ordinal
+        return _make_ordinal(case)
     if case.kind == "salamanders":  # glmmTMB's Salamanders (644 rows, 23 sites): a small real model
         from midas_glmm import datasets
 
@@ -795,7 +797,117 @@ COVSTRUCT_CASES = [
 ]
 COVSTRUCT = [c.name for c in COVSTRUCT_CASES]
 
-CASES = CASES + SHAPE_CASES + FAMILY_CASES + COVSTRUCT_CASES
+
+def _make_ordinal(case: Case) -> pd.DataFrame:
+    """The rows of the issue-26 ("ordinal") cases: ordinal::clmm's wine, or five ordered categories
+    cut from a logistic latent scale, η = 0.5 x1 − 0.3 x2 + 0.2 x3 + the random effects."""
+    n, G, kind = case.n, case.groups, case.kind
+    if kind == "wine":  # clmm's own example (72 ratings by 9 judges), as tests/reference/ordinal keeps it
+        from pathlib import Path
+
+        return pd.read_csv(Path(__file__).parents[1] / "tests" / "reference" / "ordinal" / "wine.csv")
+    rng = np.random.default_rng(n + G + 2600 + len(kind))
+    X = rng.normal(size=(n, 3))
+    eta = X @ np.array([0.5, -0.3, 0.2])
+    df = pd.DataFrame(X, columns=["x1", "x2", "x3"])
+    if kind == "crossed":  # subjects x items, rows drawn at random
+        items = case.extra["items"]
+        df["g"], df["item"] = _spread(rng, n, G), rng.integers(0, items, n)
+        eta = eta + rng.normal(0, 0.8, G)[df["g"]] + rng.normal(0, 0.5, items)[df["item"]]
+    else:
+        df["g"] = _spread(rng, n, G)
+        eta = eta + rng.normal(0, 0.9, G)[df["g"]]
+        if kind == "slope":
+            eta = eta + rng.normal(0, 0.4, G)[df["g"]] * df["x1"].to_numpy()
+    df["y"] = 1 + np.searchsorted(np.array([-1.5, -0.4, 0.5, 1.6]), eta + rng.logistic(size=n))
+    return df
+
+
+_ORD = ("midas", "clmm")
+ORDINAL_CASES = [
+    Case(
+        "ordinal_wine",
+        "wine",
+        72,
+        9,
+        "rating ~ temp + contact + (1|judge)",
+        family="ordinal",
+        tools=_ORD,
+        group="ordinal",
+        factors=("judge",),
+        notes="clmm's wine: 5 ratings, 9 judges (logit, Laplace)",
+    ),
+    Case(
+        "ordinal_wine_agq10",
+        "wine",
+        72,
+        9,
+        "rating ~ temp + contact + (1|judge)",
+        family="ordinal",
+        nAGQ=10,
+        tools=_ORD,
+        group="ordinal",
+        factors=("judge",),
+        notes="wine by adaptive quadrature, 10 nodes",
+    ),
+    *[
+        Case(
+            f"ordinal_{tag}",
+            "ri",
+            n,
+            G,
+            "y ~ x1 + x2 + x3 + (1|g)",
+            family="ordinal",
+            tools=_ORD,
+            group="ordinal",
+            factors=("g",),
+            notes="5 categories, random intercepts (sd 0.9)",
+        )
+        for tag, n, G in (("1e4", 10_000, 200), ("1e5", 100_000, 2000))
+    ],
+    Case(
+        "ordinal_agq10_1e4",
+        "ri",
+        10_000,
+        200,
+        "y ~ x1 + x2 + x3 + (1|g)",
+        family="ordinal",
+        nAGQ=10,
+        tools=_ORD,
+        group="ordinal",
+        factors=("g",),
+        notes="ordinal_1e4 by adaptive quadrature, 10 nodes",
+    ),
+    Case(
+        "ordinal_slope_1e4",
+        "slope",
+        10_000,
+        200,
+        "y ~ x1 + x2 + x3 + (1 + x1|g)",
+        family="ordinal",
+        tools=_ORD,
+        group="ordinal",
+        factors=("g",),
+        notes="a correlated random slope of x1 (sd 0.4)",
+    ),
+    Case(
+        "ordinal_crossed_1e4",
+        "crossed",
+        10_000,
+        200,
+        "y ~ x1 + x2 + x3 + (1|g) + (1|item)",
+        family="ordinal",
+        tools=_ORD,
+        group="ordinal",
+        factors=("g", "item"),
+        levels="200 g x 50 items",
+        extra={"items": 50},
+        notes="crossed subjects (sd 0.8) and items (sd 0.5), rows drawn at random",
+    ),
+]
+ORDINAL = [c.name for c in ORDINAL_CASES]
+
+CASES = CASES + SHAPE_CASES + FAMILY_CASES + COVSTRUCT_CASES + ORDINAL_CASES
 SHAPES = [c.name for c in SHAPE_CASES]
 BY_NAME = {c.name: c for c in CASES}
 QUICK = ["ri_lmm_1e4", "ri_lmm_1e5", "slope_lmm_1e5", "binary_glmm_1e4", "poisson_glmm_1e4", "binary_agq10_1e4"]

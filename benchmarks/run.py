@@ -57,9 +57,14 @@ import pandas as pd
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from cases import BY_NAME, CASES, COVSTRUCT, QUICK, SHAPES, make  # noqa: E402
+from cases import BY_NAME, CASES, COVSTRUCT, ORDINAL, QUICK, SHAPES, make  # noqa: E402
 
-R_TOOLS = {"lme4": ("fit_lme4.R", "lme4"), "glmmTMB": ("fit_glmmtmb.R", "glmmTMB"), "nlme": ("fit_nlme.R", "nlme")}
+R_TOOLS = {
+    "lme4": ("fit_lme4.R", "lme4"),
+    "glmmTMB": ("fit_glmmtmb.R", "glmmTMB"),
+    "nlme": ("fit_nlme.R", "nlme"),
+    "clmm": ("fit_clmm.R", "ordinal"),
+}
 PEER_CACHE = HERE / "peer_cache.json"
 LLF_TOL = {"lmm": 1e-6, "glmm": 1e-3}  # issue 12: midas may be below the best peer by at most this
 
@@ -94,6 +99,18 @@ def tool_cmd(tool: str, case, datadir: Path) -> list[str]:
         args = [spec["fixed"], spec.get("random", "-"), spec.get("correlation", "-"), spec.get("weights", "-")]
         facs = ",".join(case.factors)
         return ["Rscript", str(HERE / "fit_nlme.R"), case.name, str(datadir), *args, case.method or "REML", facs]
+    if tool == "clmm":  # ordinal::clmm: formula, link, nAGQ, grouping columns (fit_clmm.R)
+        link = case.extra.get("link", "logit")
+        return [
+            "Rscript",
+            str(HERE / "fit_clmm.R"),
+            case.name,
+            str(datadir),
+            case.formula,
+            link,
+            str(case.nAGQ),
+            ",".join(case.factors),
+        ]
     if tool in R_TOOLS:
         fam = case.family or "gaussian"
         formula = case.lme4_formula if tool == "lme4" and case.lme4_formula else case.formula
@@ -215,6 +232,7 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--shapes", action="store_true", help="issue 12's cases (cases.SHAPES)")
     ap.add_argument("--covstruct", action="store_true", help="issue 25's cases (cases.COVSTRUCT)")
+    ap.add_argument("--ordinal", action="store_true", help="issue 26's cases (cases.ORDINAL), with ordinal::clmm")
     ap.add_argument("--all", action="store_true", help="every case, the original ones and the shapes")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per fit, any tool")
@@ -243,6 +261,8 @@ def main(argv=None) -> None:
         if args.shapes
         else COVSTRUCT
         if args.covstruct
+        else ORDINAL
+        if args.ordinal
         else [c.name for c in CASES]
         if args.all
         else original
@@ -251,6 +271,8 @@ def main(argv=None) -> None:
         args.out = "RESULTS_SHAPES.md" if names and all(n in SHAPES for n in names) else "RESULTS.md"
         if names and all(n in COVSTRUCT for n in names):
             args.out = "RESULTS_COVSTRUCT.md"
+        if names and all(n in ORDINAL for n in names):
+            args.out = "RESULTS_ORDINAL.md"
     if args.write_peer_cache:
         args.tools = list(R_TOOLS)
     cases = [BY_NAME[n] for n in names]
@@ -287,7 +309,11 @@ def main(argv=None) -> None:
         all_runs[case.name] = runs
         rows.append(
             table_row(
-                case, runs, glmmtmb=any("glmmTMB" in c.tools for c in cases), nlme=any("nlme" in c.tools for c in cases)
+                case,
+                runs,
+                glmmtmb=any("glmmTMB" in c.tools for c in cases),
+                nlme=any("nlme" in c.tools for c in cases),
+                ordinal=any("clmm" in c.tools for c in cases),
             )
         )
         if "midas" in tools and case.name in (
@@ -328,7 +354,7 @@ def cell(rs: list[dict]) -> float | str:
     return float("nan")
 
 
-def table_row(case, runs: dict[str, list[dict]], glmmtmb: bool, nlme: bool = False) -> dict:
+def table_row(case, runs: dict[str, list[dict]], glmmtmb: bool, nlme: bool = False, ordinal: bool = False) -> dict:
     nan = float("nan")
     row: dict = {"case": case.name, "rows x levels": case.rows_levels}
     secs = {t: cell(rs) for t, rs in runs.items()}
@@ -340,12 +366,14 @@ def table_row(case, runs: dict[str, list[dict]], glmmtmb: bool, nlme: bool = Fal
     peers = ("statsmodels", "lme4", "glmmTMB") if glmmtmb else ("statsmodels", "lme4")
     if nlme:  # only in runs with an nlme case, so that the other results files keep their columns
         peers += ("nlme",)
+    if ordinal:  # clmm is the only peer of an ordinal model
+        peers = ("clmm",)
     for t in peers:
         row[f"{t} s"] = secs.get(t, nan)
         row[f"{t}/midas"] = med.get(t, nan) / m_s
         same_crit = not good.get(t) or not good.get("midas") or good[t][0].get("crit") == good["midas"][0].get("crit")
         row[f"llf midas-{t}"] = llf.get("midas", nan) - llf.get(t, nan) if same_crit else nan
-    if glmmtmb:
+    if glmmtmb or ordinal:
         r_peers = [t for t in R_TOOLS if t in runs]
         timed = {t: med[t] for t in r_peers if t in med and med[t] == med[t]}
         if timed:
@@ -495,6 +523,7 @@ def write_results(
     fmt = table.astype(object).apply(lambda col: col.map(_fmt))
     shapes = [c for c in cases if c.group]
     covstruct = [c for c in cases if c.group == "covstruct"]
+    ordinal = [c for c in cases if c.group == "ordinal"]
     text = [
         "# Benchmark results",
         "",
@@ -504,6 +533,7 @@ def write_results(
         + ("" if not args.quick else " --quick")
         + ("" if not args.shapes else " --shapes")
         + ("" if not args.covstruct else " --covstruct")
+        + ("" if not args.ordinal else " --ordinal")
         + ("" if args.timeout == 1800 else f" --timeout {args.timeout:g}")
         + ("" if not args.peer_timeout else f" --peer-timeout {args.peer_timeout:g}")
         + ("" if args.rep_budget is None else f" --rep-budget {args.rep_budget:g}")
@@ -536,6 +566,13 @@ def write_results(
             "nbinom2 and beta ones): midas_glmm, glmmTMB, and lme4 and nlme where they fit the same model, so",
             "`peer/midas` and `llf midas-best peer` take the faster and the best of glmmTMB, lme4 and nlme.",
             "nlme's times run from the data.frame to `lme(...)` and `vcov()`, as the other R tools'.",
+        ]
+    if ordinal:
+        text += [
+            "",
+            "The ordinal cases (issue 26) run against ordinal::clmm (its default controls), the same",
+            "criterion (Laplace, or adaptive quadrature with the same number of nodes): `peer/midas` is",
+            "clmm's time over midas_glmm's and `llf midas-best peer` the log-likelihood difference.",
         ]
     text += ["", _markdown(fmt), ""]
     if shapes:

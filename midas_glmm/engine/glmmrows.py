@@ -30,6 +30,10 @@ __all__ = ["RowBlock", "LocalRows", "DaskRows"]
 GRAD_STEP = 1e-4
 
 
+#: most rows × quadrature nodes evaluated in one stacked pass by :meth:`RowBlock.agq_terms`
+AGQ_STACK_ROWS = 2_000_000
+
+
 class RowBlock:
     """A block of rows of a GLMM: response, fixed and random design, weights, offset."""
 
@@ -47,6 +51,7 @@ class RowBlock:
         self._link: int | None = None
         self._Xs: tuple | None = None
         self._Xyw: np.ndarray | None = None  # scratch n × (p+1) for the weighted pass
+        self._agq_rows = None  # (nodes, the response repeated per node, group-by-node codes)
         # the rows with a positive prior weight, when some have none (None: every row)
         self._weighted = None if np.all(np.asarray(weights) > 0) else np.asarray(weights) > 0
 
@@ -304,11 +309,36 @@ class RowBlock:
             args = (np.asarray(u, float), np.asarray(s, float), np.asarray(nodes, float))
             rowkernels.agq_loglik(self._link, base, zc, codes, float(lam), *args, const, ya, yb, out)
             return out
-        for k, tk in enumerate(nodes):
-            uk = u + s * tk
-            mu = self.fam.linkinv(base + lam * z * uk[t.codes])
-            out[k] = np.bincount(t.codes, weights=self.resp.rows(mu, phi), minlength=t.nlevels)
-        return out
+        K, G = len(nodes), t.nlevels
+        if K * len(self.y) > AGQ_STACK_ROWS:  # node by node: the stacked rows would not be small
+            for k, tk in enumerate(nodes):
+                mu = self.fam.linkinv(base + lam * z * (u + s * tk)[t.codes])
+                out[k] = np.bincount(t.codes, weights=self.resp.rows(mu, phi), minlength=G)
+            return out
+        # every node in one pass: the rows repeated once per node (their constant part kept)
+        if self._agq_rows is None or self._agq_rows[0] != K:
+            trials = None if self.trials is None else np.tile(self.trials, K)
+            stacked = ResponseTerms(self.fam, np.tile(self.y, K), np.tile(self.w, K), trials)
+            self._agq_rows = (K, stacked, (t.codes[None, :] + G * np.arange(K)[:, None]).ravel())
+        _, stacked, codes = self._agq_rows
+        uk = u[None, :] + s[None, :] * np.asarray(nodes, dtype=float)[:, None]  # K × G
+        eta = base[None, :] + lam * z[None, :] * uk[:, t.codes]
+        rows = stacked.rows(self.fam.linkinv(eta.ravel()), phi)
+        return np.bincount(codes, weights=rows, minlength=K * G).reshape(K, G)
+
+    def scalar_sums(self, beta_raw, lam: float, u, phi):
+        """Per group of the single scalar term at (β, u): (Σ log f, Σ λzᵢ∂ℓᵢ/∂η, Σ λ²zᵢ²(−∂²ℓᵢ/∂η²)),
+        the pieces of each group's Newton step for its mode (prior-weighted; observed information)."""
+        t = self.terms[0]
+        z = t.Zcols[:, 0]
+        eta = self.off + self.X @ beta_raw + lam * z * np.asarray(u, dtype=float)[t.codes]
+        rows, score, obs = self.laplace_rows(eta, phi)
+        G = t.nlevels
+        return (
+            np.bincount(t.codes, weights=rows, minlength=G),
+            np.bincount(t.codes, weights=lam * z * score, minlength=G),
+            np.bincount(t.codes, weights=lam * lam * z * z * obs, minlength=G),
+        )
 
     def totals(self) -> tuple[np.ndarray, np.ndarray, float, float]:
         """Per group of the first term: trials (Σw) and responses (Σy); overall Σ y·w and Σ w."""

@@ -255,20 +255,16 @@ class GLMMProblem:
 
     def agq(self, st: PirlsState, theta: np.ndarray, phi: float, nAGQ: int) -> float:
         """Adaptive Gauss–Hermite −2ℓ for a single scalar random-effects term."""
-        lam = float(theta[0])
-        u = st.u[0]
         s = 1.0 / st.factor.L00[:, 0, 0]  # H = λ² Σ w + 1 per group; s = H^(−1/2)
-        nodes, weights = np.polynomial.hermite_e.hermegauss(nAGQ)
-        ll = self.rows("agq_terms", self.S @ st.beta, lam, u, s, nodes, phi)
-        uk = u[None, :] + s[None, :] * nodes[:, None]
-        terms = np.log(weights)[:, None] + ll - uk**2 / 2 + nodes[:, None] ** 2 / 2
-        mx = terms.max(axis=0)
-        logsum = mx + np.log(np.exp(terms - mx).sum(axis=0))
-        logL = np.log(s) - 0.5 * np.log(2 * np.pi) + logsum
-        return float(-2 * logL.sum())
+        return self._agq_value(st.beta, float(theta[0]), st.u[0], s, phi, nAGQ)
 
     def objective(self, theta, beta, phi, nAGQ=1, joint=False) -> float:
         """−2 log-likelihood (Laplace or AGQ) at (θ, β, φ); β from PIRLS when ``joint``."""
+        if nAGQ > 1 and not joint and self._scalar_agq:
+            modes = self.scalar_modes(float(theta[0]), beta, phi)
+            if modes is not None:
+                u, s = modes
+                return self._agq_value(beta, float(theta[0]), u, s, phi, nAGQ)
         try:
             st = self.pirls(theta, beta, phi, joint=joint)
         except (np.linalg.LinAlgError, FloatingPointError, FitError):  # FitError: PIRLS diverged here
@@ -276,6 +272,60 @@ class GLMMProblem:
         if nAGQ > 1:
             return self.agq(st, np.asarray(theta), phi, nAGQ)
         return self.laplace(st)
+
+    @property
+    def _scalar_agq(self) -> bool:
+        """Whether :meth:`scalar_modes` serves the quadrature: its Newton steps and the scale of
+        the nodes take the observed information, which is the Laplace one for these families."""
+        fam = self.fam
+        return self.d.zi is None and self.d.disp is None and (fam.canonical or fam.laplace_observed)
+
+    def scalar_modes(self, lam: float, beta, phi, maxit: int = 60):
+        """The conditional modes û of a single scalar term with β fixed, group by group (each
+        group's u is a scalar, so PIRLS is a vectorised Newton iteration with per-group step
+        halving), and the nodes' scale s = (λ²Σwᵢzᵢ² + 1)^(−1/2) at û. None where a group's
+        information is not positive or the iteration fails: the general PIRLS then takes over."""
+        beta_raw = self.S @ np.asarray(beta, dtype=float)
+        u = np.array(self._u[0], dtype=float)
+
+        def at(u_):
+            ll, grad, info = self.rows("scalar_sums", beta_raw, lam, u_, phi)
+            return -2 * ll + u_ * u_, grad - u_, info + 1.0
+
+        obj, grad, hess = at(u)
+        if not (np.all(np.isfinite(obj)) and np.all(hess > 0)):
+            u = np.zeros_like(u)
+            obj, grad, hess = at(u)
+        for _ in range(maxit):
+            if not (np.all(np.isfinite(obj)) and np.all(hess > 0)):
+                return None
+            step = grad / hess
+            if np.max(np.abs(step)) < 1e-10 * (1 + np.max(np.abs(u), initial=0)):
+                self._u = [u]
+                return u, 1.0 / np.sqrt(hess)
+            size = np.ones_like(u)
+            for _half in range(12):  # halve the step of each group whose deviance rose
+                cand = u + size * step
+                c_obj, c_grad, c_hess = at(cand)
+                worse = ~(np.isfinite(c_obj) & (c_obj <= obj + 1e-10 * np.abs(obj)))
+                if not np.any(worse):
+                    break
+                size = np.where(worse, size / 2, size)
+            else:
+                return None
+            u, obj, grad, hess = cand, c_obj, c_grad, c_hess
+        return None
+
+    def _agq_value(self, beta, lam: float, u, s, phi, nAGQ: int) -> float:
+        """Adaptive Gauss–Hermite −2ℓ at the modes u with the nodes' scales s."""
+        nodes, weights = np.polynomial.hermite_e.hermegauss(nAGQ)
+        ll = self.rows("agq_terms", self.S @ np.asarray(beta, dtype=float), lam, u, s, nodes, phi)
+        uk = u[None, :] + s[None, :] * nodes[:, None]
+        terms = np.log(weights)[:, None] + ll - uk**2 / 2 + nodes[:, None] ** 2 / 2
+        mx = terms.max(axis=0)
+        logsum = mx + np.log(np.exp(terms - mx).sum(axis=0))
+        logL = np.log(s) - 0.5 * np.log(2 * np.pi) + logsum
+        return float(-2 * logL.sum())
 
 
 def _glm_start(design: Design, family: Family, prob: GLMMProblem):
@@ -386,6 +436,9 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     zero-inflated model skips stage 1. Otherwise BOBYQA and finite differences of the deviance.
     The parameters are (θ, β, log φ, γ): φ where the family has one, γ the zero-inflation's."""
     gradient_ok = prob.has_gradient and nAGQ == 1 and not fast and optimizer in (None, "lbfgsb")
+    # quadrature starts from the Laplace optimum, reached on its analytic gradient where there is
+    # one (a few dozen PIRLS runs instead of stage 1's derivative-free search)
+    laplace_first = prob.has_gradient and nAGQ > 1 and not fast and optimizer is None
     use_gradient = gradient_ok and (optimizer == "lbfgsb" or prob.plan.qt <= GRADIENT_MAX_TAIL)
     optimizer = optimizer or "bobyqa"
     tm = prob.tmap
@@ -433,7 +486,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     x1 = np.concatenate([theta1, d0 if disp else [], gamma0])
     # a start for stage 2 need not be precise; with fast=True this is the fit itself
     tol1 = {} if fast else {"ftol_rel": 1e-8, "ftol_abs": 1e-6, "xtol_rel": 1e-5}
-    if (nz or family.thresholds) and use_gradient:  # zero-inflation, thresholds: straight to the joint stage
+    if ((nz or family.thresholds) and use_gradient) or laplace_first:  # straight to the joint stage
         opt = OptResult(x1, np.nan, 0, True, "", "start")
     else:
         opt = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast, tolerances=tol1)
@@ -468,7 +521,14 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         # and β from PIRLS at it, so a narrow first trust region and a stop at gains below 1e-7,
         # which the Newton step from the convergence check's derivatives then completes
         # (optimizer="lbfgsb" without the gradient: forward differences, each a PIRLS run).
-        fun_grad = _laplace_fun_grad(prob, split) if gradient_ok else None
+        fun_grad = _laplace_fun_grad(prob, split) if gradient_ok or laplace_first else None
+        if laplace_first:
+
+            def laplace(par):
+                th, b, ph, _ = split(par)
+                return prob.objective(th, b, ph)
+
+            x2 = minimize_bounded(laplace, x2, lower, "lbfgsb", fun_grad=fun_grad).x
         if use_gradient:
             # zero-inflation: stop at relative gains below 1e-10 (nlminb's rel.tol, glmmTMB's), not
             # 1e-13: a coefficient running to the boundary gains ever less for ever more iterations

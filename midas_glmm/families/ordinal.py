@@ -24,6 +24,10 @@ from .base import Family, ResponseTerms, observed_levels, shown_levels
 __all__ = ["Ordinal"]
 
 #: latent-scale residual variance of the links (the variance of the distribution F)
+#: the most levels an ordinal response may have: each adds a threshold, and the Hessian's cost
+#: grows with their square (a 0-100 visual analogue scale has 101)
+MAX_LEVELS = 250
+
 _LATENT = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6, "loglog": np.pi**2 / 6}
 
 
@@ -260,6 +264,12 @@ class Ordinal(Family):
         levels = self.response_levels(values, name) if levels is None else list(levels)
         if len(levels) < 2:
             raise DataError(f"ordinal response '{name}' has the single level {shown_levels(levels)}")
+        if len(levels) > MAX_LEVELS:
+            raise DataError(
+                f"ordinal response '{name}' has {len(levels):,} levels, so {len(levels) - 1:,} thresholds to estimate "
+                f"(at most {MAX_LEVELS} levels here): it looks like a measurement, not a rating. Fit it with a "
+                "continuous family (the default gaussian), or bin it into ordered categories (pd.cut)"
+            )
         if isinstance(values.dtype, pd.CategoricalDtype) or not _numeric(values):
             position = {str(v): i for i, v in enumerate(levels)}
             return values.astype(str).map(position).to_numpy(dtype=float)

@@ -143,6 +143,10 @@ def test_the_response_must_have_a_knowable_order(wine):
         MixedModel.from_formula(FORMULA, text, family=midas_glmm.family("ordinal", levels=list("abcd")))
     with pytest.raises(DataError, match="single level"):
         MixedModel.from_formula(FORMULA, wine.assign(rating=3), family="ordinal")
+    with pytest.raises(DataError, match="'rating' has 72 levels.*gaussian"):  # with the limit at 50
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("midas_glmm.families.ordinal.MAX_LEVELS", 50)
+            MixedModel.from_formula(FORMULA, wine.assign(rating=np.arange(72)), family="ordinal")
     with pytest.raises(FamilyError, match="as a list"):
         midas_glmm.family("ordinal", levels="abcde")
     with pytest.raises(FamilyError, match="repeated level"):
