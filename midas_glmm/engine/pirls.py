@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import statsmodels.api as sm
@@ -318,7 +319,7 @@ class GLMMProblem:
 
     def _agq_value(self, beta, lam: float, u, s, phi, nAGQ: int) -> float:
         """Adaptive Gauss–Hermite −2ℓ at the modes u with the nodes' scales s."""
-        nodes, weights = np.polynomial.hermite_e.hermegauss(nAGQ)
+        nodes, weights = _gauss_hermite(nAGQ)
         ll = self.rows("agq_terms", self.S @ np.asarray(beta, dtype=float), lam, u, s, nodes, phi)
         uk = u[None, :] + s[None, :] * nodes[:, None]
         terms = np.log(weights)[:, None] + ll - uk**2 / 2 + nodes[:, None] ** 2 / 2
@@ -326,6 +327,14 @@ class GLMMProblem:
         logsum = mx + np.log(np.exp(terms - mx).sum(axis=0))
         logL = np.log(s) - 0.5 * np.log(2 * np.pi) + logsum
         return float(-2 * logL.sum())
+
+
+@lru_cache(maxsize=32)
+def _gauss_hermite(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss–Hermite nodes and weights for the weight e^(−t²/2), computed once per k."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(k)
+    nodes.flags.writeable = weights.flags.writeable = False
+    return nodes, weights
 
 
 def _glm_start(design: Design, family: Family, prob: GLMMProblem):
