@@ -139,7 +139,8 @@ class RowBlock:
         """Weights and working response of an ``exact`` family from its (prior-weighted) score and
         informations. The Laplace log-determinant takes the observed information as it is
         (glmmTMB's exact Hessian: a row may contribute negatively, the sum stays positive
-        definite); Newton steps take it where it is positive everywhere, the expected one otherwise."""
+        definite); ``info="newton"`` takes it where it is positive everywhere, the expected one
+        otherwise (PIRLS asks for it only when the observed system is not positive definite)."""
         if info == "laplace" and self.fam.laplace_observed:
             W = obs
         else:
