@@ -52,6 +52,8 @@ class Estimates:
         results read the fit as an LMM with these weights.
     thresholds, thresholds_vcov : ndarray or None
         An ordinal model's thresholds τ (clmm's Theta) and their covariance.
+    solver : IterativeInfo or None
+        How the iterative solver's fit went (probes, Monte Carlo errors); None for the exact engine.
     terms : list of ReTerm or None
         The terms as the engine fitted them when they differ from the model's (a term carrying
         the residual of ``dispformula = "~ 0"``).
@@ -83,6 +85,7 @@ class Estimates:
     terms: list | None = None
     thresholds: np.ndarray | None = None
     thresholds_vcov: np.ndarray | None = None
+    solver: object = None
 
     @cached_property
     def condvar(self) -> list[np.ndarray]:
