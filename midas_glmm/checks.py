@@ -42,6 +42,16 @@ def refuse_ordinal(res, what: str, instead: str) -> None:
         raise FitError(f"{what} is not available for an ordinal model yet: {instead}")
 
 
+def refuse_iterative(res, what: str, instead: str) -> None:
+    """A FitError for ``what`` on a fit by the iterative solver (``fit(solver="iterative")``),
+    which needs the exact factor the iterative path never forms; ``instead`` says what to use."""
+    if getattr(res.estimates, "solver", None) is not None:
+        raise FitError(
+            f"{what} needs the exact factorisation, which the iterative solver does not form: {instead}, "
+            "or refit with solver='direct' if the exact factor fits in memory"
+        )
+
+
 def check_level(level, name: str = "level", example: str = "0.95 for 95% intervals") -> float:
     """``level`` (or ``alpha``) as a float in (0, 1), or a FitError saying what was meant."""
     try:

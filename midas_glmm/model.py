@@ -21,6 +21,7 @@ from .design.zeroinfl import zi_rhs as zero_inflation_rhs
 from .engine.controls import FitControl, check_maxiter, check_quadrature, check_start, fit_control
 from .engine.lmm import fit_lmm
 from .engine.lmmdisp import fit_lmm_dispersion, fit_lmm_without_residual
+from .engine.iterative import choose_solver, fit_lmm_iterative
 from .engine.pirls import fit_glmm
 from .errors import SINGULAR_FIT, ConvergenceWarning, DataError, FewGroupsWarning, FitError, SingularFitWarning
 from .families import Family, resolve_family
@@ -259,6 +260,7 @@ class MixedModel:
         start=None,
         maxiter: int | None = None,
         verbose: bool = False,
+        solver: str = "auto",
     ):
         """Fit the model.
 
@@ -286,6 +288,12 @@ class MixedModel:
             ConvergenceWarning (lme4's ``optCtrl = list(maxfun = )``).
         verbose : bool
             Print a line per criterion evaluation (its number, value and parameters) on stderr.
+        solver : {"auto", "direct", "iterative"}
+            ``"direct"`` factors Λ'Z'WZΛ + I exactly (lme4's method); ``"iterative"`` never forms
+            it: conjugate gradients over passes of the rows, with a stochastic estimate of the
+            log-determinant's gradient whose Monte Carlo error the summary shows (crossed factors
+            with tens of thousands of levels and more; see docs/theory.md). ``"auto"`` (default)
+            is direct unless the exact factor's dense block would pass 5,000 random effects.
 
         Returns
         -------
@@ -298,9 +306,18 @@ class MixedModel:
         check_quadrature(nAGQ, fast, self.design, self.family)
         m = None if method is None else str(method).upper()
         control = FitControl(start=check_start(start, self.design), maxiter=check_maxiter(maxiter), verbose=verbose)
+        chosen = choose_solver(solver, self.design, self.family, nAGQ, fast)
         try:
             with fit_control(control):
-                est = self._estimate(m, method, nAGQ, fast, optimizer, standardize)
+                if chosen == "iterative":
+                    est = self._estimate_iterative(m, method, nAGQ, fast, optimizer, start, maxiter)
+                else:
+                    est = self._estimate(m, method, nAGQ, fast, optimizer, standardize)
+        except MemoryError as exc:
+            raise FitError(
+                "the exact factorisation ran out of memory (crossed factors with many levels fill a dense "
+                "block as large as the smaller factor's levels squared): fit with solver='iterative'"
+            ) from exc
         except (np.linalg.LinAlgError, FloatingPointError) as exc:  # the engine's numerical failures
             raise FitError(
                 f"the fit failed numerically ({type(exc).__name__}: {exc}); the data may not determine the "
@@ -313,12 +330,30 @@ class MixedModel:
             warnings.warn("model failed to converge: " + msg, ConvergenceWarning, stacklevel=2)
         if est.singular:
             warnings.warn(SINGULAR_FIT, SingularFitWarning, stacklevel=2)
-        options = {"method": m if self.family.is_lmm else None, "optimizer": optimizer, "standardize": standardize}
+        options = {
+            "method": m if self.family.is_lmm else None,
+            "optimizer": optimizer,
+            "standardize": standardize,
+            "solver": solver,
+        }
         if not self.family.is_lmm:
             options.update(nAGQ=nAGQ, fast=fast)
         if self.family.is_lmm and options["method"] is None:
             options["method"] = "REML"
         return MixedModelResults(self, est, fit_options=options)
+
+    def _estimate_iterative(self, m, method, nAGQ, fast, optimizer, start, maxiter):
+        """The iterative solver's estimates (:mod:`~midas_glmm.engine.iterative`)."""
+        for name, value in (("optimizer", optimizer), ("start", start), ("maxiter", maxiter)):
+            if value is not None:
+                raise FitError(
+                    f"{name}= applies to the direct solver; the iterative solver finds θ by its own "
+                    "quasi-Newton iteration: drop it, or fit with solver='direct'"
+                )
+        m = m or "REML"
+        if m not in ("REML", "ML"):
+            raise FitError(f"unknown method '{method}' for a Gaussian model; use 'REML' or 'ML'")
+        return fit_lmm_iterative(self.design, REML=(m == "REML"))
 
     def _estimate(self, m, method, nAGQ, fast, optimizer, standardize):
         """The engine's estimates: LMM (REML/ML) for Gaussian identity, Laplace/AGQ otherwise."""

@@ -230,6 +230,17 @@ class ThetaSystem:
             out[lo:hi] = np.einsum("lab,lbm->lam", self.pre_inv[j - 1], R[lo:hi].reshape(t.nlevels, t.p, -1)).reshape(t.q, -1)
         return out + self.coarse @ (self.coarse_inv @ (self.coarse.T @ R))
 
+    def precondition_blocks(self) -> list[np.ndarray]:
+        """The preconditioner's diagonal blocks per level of each R term, (ℓ, p, p) each."""
+        r = self.rows
+        W = self.coarse @ self.coarse_inv  # (nR, nc): the coarse part's rows
+        out = []
+        for j, t in enumerate(r.terms[1:], start=1):
+            lo, hi = r.qoff[j] - r.qe, r.qoff[j + 1] - r.qe
+            V, Wt = self.coarse[lo:hi].reshape(t.nlevels, t.p, -1), W[lo:hi].reshape(t.nlevels, t.p, -1)
+            out.append(self.pre_inv[j - 1] + np.einsum("lam,lbm->lab", Wt, V))
+        return out
+
     def S_solve(self, B: np.ndarray, X0: np.ndarray | None, tol: float) -> tuple[np.ndarray, int]:
         """S X = B by preconditioned CG, every column together."""
         X = np.zeros_like(B) if X0 is None else X0.copy()
@@ -453,49 +464,65 @@ def _moment_theta(rows: CrossedRows, tmap: ThetaMap, resid: np.ndarray) -> np.nd
     return tmap.theta(lams)
 
 
-def _solve_score(ev_fn, theta0: np.ndarray, lower: np.ndarray, maxit: int = 40, xtol: float = 1e-6):
+#: an SD (a diagonal θ) below this is tried at 0: kept there when the criterion rises from 0
+BOUNDARY_TRY = 1e-3
+
+
+def _solve_score(ev_fn, theta0: np.ndarray, lower: np.ndarray, maxit: int = 40, xtol: float = 1e-5):
     """θ̂: the root of the estimated gradient, by a quasi-Newton iteration in x (log θ for the
     SDs, θ for the rest): a forward-difference Jacobian at the start, Broyden updates after,
-    steps held within a factor e of the SDs and halved while the gradient's norm grows much."""
+    steps held within a factor e of the SDs and shortened while the gradient's norm grows much.
+    An SD that falls below :data:`BOUNDARY_TRY` or 5% of its start (and each time it halves
+    again) is tried at 0 and held there when the criterion's derivative there is ≥ 0 (the
+    optimum is on the boundary: a singular fit)."""
     logc = lower == 0
-    floor = math.log(1e-6)
+    n = len(theta0)
+    held = np.zeros(n, bool)  # SDs held at 0
 
     def to_theta(x):
         th = x.copy()
         th[logc] = np.exp(x[logc])
+        th[held] = 0.0
         return th
 
     def gx(x):
-        ev = ev_fn(to_theta(x))
+        th = to_theta(x)
+        ev = ev_fn(th)
         g = ev.grad.copy()
-        g[logc] *= to_theta(x)[logc]
+        g[logc] *= th[logc]
         return ev, g
 
     x = np.asarray(theta0, dtype=float).copy()
     x[logc] = np.log(np.maximum(x[logc], 1e-6))
+    start = to_theta(x)
+    tried = np.full(n, np.inf)  # the SD at which the boundary was last tried
     ev, g = gx(x)
-    n = len(x)
-    Jac = np.empty((n, n))
-    h = 1e-4
-    for i in range(n):
-        xi = x.copy()
-        xi[i] += h
-        Jac[:, i] = (gx(xi)[1] - g) / h
-    Jac = 0.5 * (Jac + Jac.T)
+
+    def jacobian(x, g):
+        Jac = np.eye(n)
+        h = 1e-4
+        for i in np.flatnonzero(~held):
+            xi = x.copy()
+            xi[i] += h
+            Jac[:, i] = (gx(xi)[1] - g) / h
+        return 0.5 * (Jac + Jac.T)
+
+    Jac = jacobian(x, g)
     converged = False
     for it in range(maxit):
+        free = ~held
+        s = np.zeros(n)
         try:
-            s = -np.linalg.solve(Jac, g)
+            s[free] = -np.linalg.solve(Jac[np.ix_(free, free)], g[free])
         except np.linalg.LinAlgError:
-            s = -g / max(np.max(np.abs(np.diag(Jac))), 1e-8)
-        big = np.max(np.abs(s))
+            s[free] = -g[free] / max(np.max(np.abs(np.diag(Jac))), 1e-8)
+        big = np.max(np.abs(s)) if n else 0.0
         if big > 1.0:
             s /= big
-        x_new = np.maximum(x + s, np.where(logc, floor, -np.inf))
-        s = x_new - x
+        x_new = x + s
         ev_new, g_new = gx(x_new)
         for _ in range(6):  # a step that makes the gradient far larger is shortened
-            if np.linalg.norm(g_new) <= 4.0 * np.linalg.norm(g) + 1e-8:
+            if np.linalg.norm(g_new[free]) <= 4.0 * np.linalg.norm(g[free]) + 1e-8:
                 break
             s *= 0.5
             x_new = x + s
@@ -503,11 +530,29 @@ def _solve_score(ev_fn, theta0: np.ndarray, lower: np.ndarray, maxit: int = 40, 
         ss = float(s @ s)
         if ss > 0:
             Jac += np.outer((g_new - g) - Jac @ s, s) / ss
+            Jac[held] = 0.0
+            Jac[:, held] = 0.0
+            Jac[held, held] = 1.0
         x, g, ev = x_new, g_new, ev_new
+        # SDs near 0: the derivative at 0 decides whether the optimum is on the boundary
+        th = to_theta(x)
+        near = logc & ~held & (th < np.maximum(BOUNDARY_TRY, 0.05 * start)) & (th < 0.5 * tried)
+        if near.any():
+            tried[near] = th[near]
+            held_try = held | near
+            saved = held.copy()
+            held[:] = held_try
+            ev0 = ev_fn(to_theta(x))
+            keep = near & (ev0.grad >= 0)
+            held[:] = saved | keep
+            if keep.any():
+                ev, g = gx(x)
+                Jac = jacobian(x, g)
+                continue
         if np.max(np.abs(s)) < xtol:
             converged = True
             break
-    return ev, Jac, to_theta(x), converged, logc
+    return ev, Jac, to_theta(x), converged, logc & ~held
 
 
 def fit_lmm_iterative(design, REML: bool = True, options: IterativeOptions | None = None) -> Estimates:
@@ -610,6 +655,9 @@ def _condvar(crit: IterativeLMM, ev: Evaluation, s2: float) -> list[np.ndarray]:
     r, sys = crit.rows, ev.system
     q = r.q
     out_packed = []
+    if ev.Ks is not None:  # S⁻¹'s blocks: the preconditioner M's exactly, S⁻¹ − M's by the probes
+        Mz = sys.precondition(crit.probes)
+        Mdiag = sys.precondition_blocks()
     for j, t in enumerate(r.terms):
         p = t.p
         blk = np.zeros((t.nlevels, p, p))
@@ -617,7 +665,12 @@ def _condvar(crit: IterativeLMM, ev: Evaluation, s2: float) -> list[np.ndarray]:
             blk += sys.Aee_inv
         if ev.Ks is not None:
             sl = slice(r.qoff[j], r.qoff[j + 1])
-            Ks = ev.Ks[sl].reshape(t.nlevels, p, -1)
+            Ks = ev.Ks[sl]
+            if j > 0:
+                lo = r.qoff[j] - r.qe
+                Ks = Ks - Mz[lo : lo + t.q]
+                blk += Mdiag[j - 1]
+            Ks = Ks.reshape(t.nlevels, p, -1)
             Kz = ev.Kz[sl].reshape(t.nlevels, p, -1)
             est = np.einsum("lam,lbm->lab", Ks, Kz) / Ks.shape[2]
             blk += 0.5 * (est + est.transpose(0, 2, 1))
@@ -628,3 +681,61 @@ def _condvar(crit: IterativeLMM, ev: Evaluation, s2: float) -> list[np.ndarray]:
         out[r.order[j]] = out_packed[j]
     del q
     return out
+
+
+SOLVERS = ("auto", "direct", "iterative")
+#: random effects in the exact factor's dense tail from which solver="auto" takes the iterative
+#: path: a 5000-square tail is 200 MB and ~1 s per factorisation on two cores, ~30 of them per
+#: fit; the iterative path costs a few passes over the rows per evaluation whatever the levels
+AUTO_TAIL = 5000
+
+
+def dense_tail(terms) -> int:
+    """An estimate of the exact factor's dense tail: the random effects of every term the term
+    with the most random effects is not nested in (nested terms add no fill-in; crossed ones
+    fill a block as large as their levels). O(rows), no symbolic analysis."""
+    if len(terms) < 2:
+        return 0
+    e = max(range(len(terms)), key=lambda i: terms[i].q)
+    ce = terms[e].codes
+    tail = 0
+    for i, t in enumerate(terms):
+        if i == e:
+            continue
+        first = np.empty(terms[e].nlevels, dtype=t.codes.dtype)
+        first[ce[::-1]] = t.codes[::-1]  # the first level of t seen with each level of e
+        if not np.array_equal(first[ce], t.codes):  # not nested: crossed with e
+            tail += t.q
+    return tail
+
+
+def iterative_refusal(design, family, nAGQ: int, fast: bool) -> str | None:
+    """Why the iterative solver cannot fit this model (None: it can)."""
+    if design.source is not None:
+        return "its rows are a Dask DataFrame (the iterative path runs in memory)"
+    if not family.is_lmm:
+        return f"it fits Gaussian models (this one is {family.name})"
+    if design.disp is not None:
+        return "it has no dispersion formula (dispformula=)"
+    if not ThetaMap(design.terms).linear:
+        return "it takes lme4's unstructured and diagonal terms, not ar1/cs/toep structures"
+    return None
+
+
+def choose_solver(solver, design, family, nAGQ: int = 1, fast: bool = False) -> str:
+    """``"direct"`` or ``"iterative"`` for ``fit(solver=)``: "auto" takes the iterative path
+    when the exact factor's dense tail would reach :data:`AUTO_TAIL` and the model is one it
+    fits; "iterative" on a model it cannot fit is an error naming the reason."""
+    s = str(solver).lower() if solver is not None else "auto"
+    if s not in SOLVERS:
+        raise FitError(f"unknown solver={solver!r}; use one of {', '.join(repr(x) for x in SOLVERS)}")
+    if s == "direct":
+        return s
+    why = iterative_refusal(design, family, nAGQ, fast)
+    if s == "iterative":
+        if why:
+            raise FitError(f"solver='iterative' cannot fit this model: {why}; use solver='direct'")
+        return s
+    if why is None and dense_tail(design.terms) >= AUTO_TAIL:
+        return "iterative"
+    return "direct"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import refuse_dispersion_model
+from ..checks import refuse_dispersion_model, refuse_iterative
 from ..design.daskdata import check_available
 from ..engine.lmm import lmm_criterion
 from ..engine.lmmdisp import DispersionLMM
@@ -69,9 +69,11 @@ def parse_ddf(ddf, allowed: tuple[str, ...] = (WALD, SATTERTHWAITE, KENWARD_ROGE
 def test_method(res, ddf, default: str = SATTERTHWAITE) -> str:
     """The df method of a test of ``res``: ``ddf`` parsed, ``default`` when None. A GLMM's tests
     are Wald tests (car's ``Anova``, emmeans' asymptotic df): its default is :data:`WALD`, and
-    Satterthwaite or Kenward–Roger asked for by name is a FitError."""
-    if ddf is None:
-        return default if res.family.is_lmm else WALD
+    Satterthwaite or Kenward–Roger asked for by name is a FitError; so is the default of a fit by
+    the iterative solver (its df would need the exact factor; at its sizes they are infinite)."""
+    if ddf is None:  # an iterative fit's df would need the exact factor: Wald, as for its size they are
+        iterative = getattr(res.estimates, "solver", None) is not None
+        return default if res.family.is_lmm and not iterative else WALD
     method = parse_ddf(ddf)
     if method != WALD:
         name = "Satterthwaite's approximation" if method == SATTERTHWAITE else "the Kenward-Roger approximation"
@@ -98,6 +100,7 @@ def _varpar_functions(res):
     left out where the dispersion formula holds the scale itself)."""
     if res.design.disp is not None and not res.design.disp.no_residual:
         return _dispersion_varpar_functions(res)
+    refuse_iterative(res, "Satterthwaite and Kenward-Roger degrees of freedom", "use ddf='normal' (Wald z)")
     crit, S = lmm_criterion(res.design, res.is_reml)
 
     def V(par):

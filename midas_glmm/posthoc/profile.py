@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.optimize as so
 from scipy import stats
 
-from ..checks import check_level, refuse_dispersion_model, refuse_ordinal, select_names
+from ..checks import check_level, refuse_dispersion_model, refuse_iterative, refuse_ordinal, select_names
 from ..design.daskdata import check_available
 from ..design.reterms import ThetaMap
 from ..engine.lmm import lmm_criterion
@@ -48,6 +48,7 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
     level = check_level(level)
     refuse_dispersion_model(res, "profile intervals", "use method='wald' (disp_bse for the dispersion coefficients)")
     refuse_ordinal(res, "profile intervals", "use method='wald' or method='bootstrap'")
+    refuse_iterative(res, "profile intervals", "use method='wald'")
     if res.design.zi is not None:
         raise FitError(
             "profile intervals are not available for zero-inflated models yet; use method='wald' "

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..checks import refuse_dispersion_model
+from ..checks import refuse_dispersion_model, refuse_iterative
 from ..design.reterms import ReTerm
 from ..engine.lmm import fit_lmm
 from ..errors import FitError
@@ -52,6 +52,7 @@ def ranova(res) -> pd.DataFrame:
     )
     if not res.family.is_lmm:
         raise FitError("ranova() tests the random terms of a linear mixed model (as lmerTest's ranova)")
+    refuse_iterative(res, "ranova()", "fit the model without the term and compare the log-likelihoods")
     d = res.design
     if d.source is not None:
         raise FitError("ranova() refits the model on the rows; it is not available for Dask data")

@@ -152,6 +152,24 @@ class MixedModelResults:
         return out
 
     @property
+    def solver(self) -> str:
+        """The engine that fitted the model: ``"direct"`` (the exact factorisation, lme4's method)
+        or ``"iterative"`` (conjugate gradients and stochastic traces; see :attr:`solver_error`)."""
+        return "direct" if self.estimates.solver is None else "iterative"
+
+    @property
+    def solver_error(self) -> pd.Series | None:
+        """The iterative solver's Monte Carlo standard errors (from its random probes) of the SDs
+        and correlations (:meth:`varcorr`'s order, lme4's ``sd_(Intercept)|g`` names) and of the
+        log-likelihood: the approximation's own error, beside the statistical SEs; None for a
+        direct fit."""
+        info = self.estimates.solver
+        if info is None:
+            return None
+        names = ThetaMap(self.design.terms).sdcor_names()[:-1]
+        return pd.Series(list(info.sdcor_mc_se[: len(names)]) + [info.llf_mc_se], index=names + ["logLik"], name="mc_se")
+
+    @property
     def df_modelwc(self) -> int:
         """Number of estimated parameters (β, θ and the scale where there is one)."""
         return self.estimates.n_params

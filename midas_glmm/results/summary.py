@@ -150,6 +150,10 @@ class Summary:
                     }
                 )
         table = pd.DataFrame(rows)
+        mc = self.res.solver_error
+        if mc is not None:  # the iterative solver's own error of each SD (σ is not probed)
+            sd_mc = [v for k, v in mc.items() if k.startswith("sd_")]
+            table["MC s.e."] = [f"{v:.2g}" for v in sd_mc] + [""] * (len(table) - len(sd_mc))
         # a structured term shows its own parameters on its first row, as glmmTMB prints them
         marks = varcomp.structure_notes(self.res.design.terms, self.res.theta)
         if marks:
@@ -189,11 +193,22 @@ class Summary:
             ("logLik", r.llf),
         ]
         lines.append(" " + "   ".join(f"{k}: {_fmt(v, 4)}" for k, v in crit))
+        lines.append(self._solver_line())
         groups = ", ".join(f"{g}, {n}" for g, n in r.ngroups.items())
         lines.append(f" Number of obs: {r.nobs}, groups: {groups}")
         if r.n_dropped:
             lines.append(f" Rows dropped for missing values: {r.n_dropped}")
         return lines
+
+    def _solver_line(self) -> str:
+        r = self.res
+        info = r.estimates.solver
+        if info is None:
+            return " Solver: direct (exact factorisation)"
+        return (
+            f" Solver: iterative (conjugate gradients, {info.probes} Hutchinson probes); Monte Carlo SE of "
+            f"logLik {info.llf_mc_se:.2g}, of the SDs below in the 'MC s.e.' column"
+        )
 
     def _notes(self) -> list[str]:
         r = self.res
