@@ -19,9 +19,9 @@ from .design.dispersion import dispersion_rhs
 from .design.response import align_to_rows
 from .design.zeroinfl import zi_rhs as zero_inflation_rhs
 from .engine.controls import FitControl, check_maxiter, check_quadrature, check_start, fit_control
+from .engine.iterative import choose_solver, fit_lmm_iterative
 from .engine.lmm import fit_lmm
 from .engine.lmmdisp import fit_lmm_dispersion, fit_lmm_without_residual
-from .engine.iterative import choose_solver, fit_lmm_iterative
 from .engine.pirls import fit_glmm
 from .errors import SINGULAR_FIT, ConvergenceWarning, DataError, FewGroupsWarning, FitError, SingularFitWarning
 from .families import Family, resolve_family

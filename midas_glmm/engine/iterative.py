@@ -131,8 +131,16 @@ class CrossedRows:
 
     def pass_(self, lam_in, lam_out, cin, cout, V) -> np.ndarray:
         return crossprod_pass(
-            self.codes, self.Z, self.zoff, self.qoff, self.w, lam_in, lam_out,
-            np.asarray(cin, float), np.asarray(cout, float), V,
+            self.codes,
+            self.Z,
+            self.zoff,
+            self.qoff,
+            self.w,
+            lam_in,
+            lam_out,
+            np.asarray(cin, float),
+            np.asarray(cout, float),
+            V,
         )
 
     def apply_lam(self, L: np.ndarray, V: np.ndarray, transpose: bool = False) -> np.ndarray:
@@ -151,7 +159,7 @@ class ThetaSystem:
     def __init__(self, rows: CrossedRows, L: np.ndarray):
         self.rows, self.L = rows, L
         r = rows
-        t0, p0 = r.terms[0], r.terms[0].p
+        _t0, p0 = r.terms[0], r.terms[0].p
         lam0 = L[0, :p0, :p0]
         Aee = np.einsum("ba,lbc,cd->lad", lam0, r.grams[0], lam0) + np.eye(p0)
         self.Aee_chol = np.linalg.cholesky(Aee)
@@ -227,7 +235,9 @@ class ThetaSystem:
         out = np.empty_like(R)
         for j, t in enumerate(r.terms[1:], start=1):
             lo, hi = r.qoff[j] - r.qe, r.qoff[j + 1] - r.qe
-            out[lo:hi] = np.einsum("lab,lbm->lam", self.pre_inv[j - 1], R[lo:hi].reshape(t.nlevels, t.p, -1)).reshape(t.q, -1)
+            out[lo:hi] = np.einsum("lab,lbm->lam", self.pre_inv[j - 1], R[lo:hi].reshape(t.nlevels, t.p, -1)).reshape(
+                t.q, -1
+            )
         return out + self.coarse @ (self.coarse_inv @ (self.coarse.T @ R))
 
     def precondition_blocks(self) -> list[np.ndarray]:
@@ -447,7 +457,7 @@ def _moment_theta(rows: CrossedRows, tmap: ThetaMap, resid: np.ndarray) -> np.nd
     tot = float(np.sum(w * resid**2) / np.sum(w))
     lams = [None] * len(tmap.terms)
     between = []
-    for j, t in enumerate(rows.terms):
+    for t in rows.terms:
         cnt = np.bincount(t.codes, weights=w, minlength=t.nlevels)
         s = np.bincount(t.codes, weights=w * resid, minlength=t.nlevels)
         ok = cnt > 0
@@ -509,7 +519,7 @@ def _solve_score(ev_fn, theta0: np.ndarray, lower: np.ndarray, maxit: int = 40, 
 
     Jac = jacobian(x, g)
     converged = False
-    for it in range(maxit):
+    for _it in range(maxit):
         free = ~held
         s = np.zeros(n)
         try:
@@ -626,7 +636,9 @@ def _estimates(design, crit: IterativeLMM, ev: Evaluation, Jac, theta, logc, REM
         b[r.order[j]] = b_packed[r.qoff[j] : r.qoff[j + 1]].reshape(t.nlevels, t.p)
     beta = ev.beta + crit.beta_removed
     V = s2 * np.linalg.inv(ev.RX) if k else np.zeros((0, 0))
-    opt = OptResult(x=theta, fun=criterion, nfev=crit.evaluations, converged=not msgs, message="", optimizer="iterative")
+    opt = OptResult(
+        x=theta, fun=criterion, nfev=crit.evaluations, converged=not msgs, message="", optimizer="iterative"
+    )
     est = Estimates(
         theta=theta,
         beta=beta,

@@ -167,7 +167,9 @@ class MixedModelResults:
         if info is None:
             return None
         names = ThetaMap(self.design.terms).sdcor_names()[:-1]
-        return pd.Series(list(info.sdcor_mc_se[: len(names)]) + [info.llf_mc_se], index=names + ["logLik"], name="mc_se")
+        return pd.Series(
+            list(info.sdcor_mc_se[: len(names)]) + [info.llf_mc_se], index=names + ["logLik"], name="mc_se"
+        )
 
     @property
     def df_modelwc(self) -> int:
