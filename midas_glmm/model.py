@@ -20,6 +20,7 @@ from .design.response import align_to_rows
 from .design.zeroinfl import zi_rhs as zero_inflation_rhs
 from .engine.controls import FitControl, check_maxiter, check_quadrature, check_start, fit_control
 from .engine.iterative import choose_solver, fit_lmm_iterative
+from .engine.iterglmm import fit_glmm_iterative
 from .engine.lmm import fit_lmm
 from .engine.lmmdisp import fit_lmm_dispersion, fit_lmm_without_residual
 from .engine.pirls import fit_glmm
@@ -350,6 +351,10 @@ class MixedModel:
                     f"{name}= applies to the direct solver; the iterative solver finds θ by its own "
                     "quasi-Newton iteration: drop it, or fit with solver='direct'"
                 )
+        if not self.family.is_lmm:
+            if m not in (None, "ML", "LAPLACE"):
+                raise FitError(f"method={method!r}: the iterative solver fits GLMMs by Laplace (method='ML')")
+            return fit_glmm_iterative(self.design, self.family)
         m = m or "REML"
         if m not in ("REML", "ML"):
             raise FitError(f"unknown method '{method}' for a Gaussian model; use 'REML' or 'ML'")

@@ -32,6 +32,7 @@ the rows' codes and columns plus a few (levels × m) arrays — nothing of size 
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class IterativeInfo:
     cg_iterations: list[int] = field(default_factory=list)
     evaluations: int = 0
     eliminated: str = ""
+    beta_mc_se: np.ndarray | None = None  # a GLMM's fixed effects (an LMM's follow θ̂ exactly)
 
 
 class CrossedRows:
@@ -82,7 +84,7 @@ class CrossedRows:
     columns of every term (the term with the most random effects first), Z_t'WZ_t per level,
     Z'W[X y] and [X y]'W[X y]."""
 
-    def __init__(self, terms, X, y, weights=None, offset=None):
+    def __init__(self, terms, X, y, weights=None, offset=None, cross: bool = True):
         T = len(terms)
         qs = [t.q for t in terms]
         self.order = [int(np.argmax(qs))] + [i for i in range(T) if i != int(np.argmax(qs))]
@@ -91,7 +93,7 @@ class CrossedRows:
         self.n, self.k = n, X.shape[1]
         # rows sorted by the eliminated term's level: each level's rows are contiguous
         first = self.terms[0].codes
-        perm = np.argsort(first, kind="stable")
+        perm = self.perm = np.argsort(first, kind="stable")
         counts = np.bincount(first, minlength=self.terms[0].nlevels)
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.maxseg = int(max(counts.max(), 1))
@@ -109,13 +111,24 @@ class CrossedRows:
             level_grams(self.codes[:, j], self.Z[:, self.zoff[j] : self.zoff[j + 1]], self.w, t.nlevels)
             for j, t in enumerate(self.terms)
         ]
-        yy = np.asarray(y, dtype=float) - (0.0 if offset is None else np.asarray(offset, dtype=float))
-        Xy = np.column_stack([X, yy])[perm]
-        self.ZtXy = scatter_rows(self.codes, self.Z, self.zoff, self.qoff, self.w, Xy)  # (q, k+1) unscaled
-        self.XytXy = Xy.T @ (Xy * self.w[:, None])
+        if cross:
+            yy = np.asarray(y, dtype=float) - (0.0 if offset is None else np.asarray(offset, dtype=float))
+            Xy = np.column_stack([X, yy])[perm]
+            self.ZtXy = scatter_rows(self.codes, self.Z, self.zoff, self.qoff, self.w, Xy)  # (q, k+1) unscaled
+            self.XytXy = Xy.T @ (Xy * self.w[:, None])
         self.q = int(self.qoff[-1])
         self.qe = int(self.qoff[1])
         self.identity = np.broadcast_to(np.eye(self.pmax), (T, self.pmax, self.pmax)).copy()
+
+    def reweighted(self, w_sorted: np.ndarray) -> CrossedRows:
+        """The same rows with other weights (in the sorted row order): a PIRLS step's W."""
+        other = copy.copy(self)
+        other.w = w_sorted
+        other.grams = [
+            level_grams(self.codes[:, j], self.Z[:, self.zoff[j] : self.zoff[j + 1]], w_sorted, t.nlevels)
+            for j, t in enumerate(self.terms)
+        ]
+        return other
 
     @property
     def T(self) -> int:
@@ -291,6 +304,51 @@ class ThetaSystem:
         return np.vstack([Xe, XR]), XR, its
 
 
+def slq_logdet(sys: ThetaSystem, probes, steps: int) -> tuple[float, float]:
+    """log|S| by stochastic Lanczos quadrature on the block-Jacobi-scaled S (the fit's probes),
+    and its Monte Carlo SE."""
+    if not sys.nR:
+        return 0.0, 0.0
+    r = sys.rows
+    # S = C M C' with C the Cholesky factors of the preconditioner's blocks
+    chol = [np.linalg.cholesky(b) for b in sys.pre_blocks]
+    logdet_D = sum(2.0 * float(np.sum(np.log(np.diagonal(c, axis1=1, axis2=2)))) for c in chol)
+    cinv = [np.linalg.inv(c) for c in chol]
+
+    def scale(V, transpose):
+        out = np.empty_like(V)
+        for j, t in enumerate(r.terms[1:], start=1):
+            lo, hi = r.qoff[j] - r.qe, r.qoff[j + 1] - r.qe
+            ci = cinv[j - 1].transpose(0, 2, 1) if transpose else cinv[j - 1]
+            out[lo:hi] = np.einsum("lab,lbm->lam", ci, V[lo:hi].reshape(t.nlevels, t.p, -1)).reshape(t.q, -1)
+        return out
+
+    Zp = probes
+    m = Zp.shape[1]
+    nrm = np.linalg.norm(Zp, axis=0)
+    V = Zp / nrm
+    Vprev = np.zeros_like(V)
+    alpha, beta = np.zeros((steps, m)), np.zeros((steps, m))
+    b_prev = np.zeros(m)
+    for i in range(steps):
+        W = scale(sys.S_matvec(scale(V, True)), False) - b_prev * Vprev
+        a = np.sum(V * W, axis=0)
+        W -= a * V
+        alpha[i] = a
+        b = np.linalg.norm(W, axis=0)
+        beta[i] = b
+        if np.any(b <= 1e-12):
+            steps = i + 1
+            break
+        Vprev, V, b_prev = V, W / b, b
+    est = np.zeros(m)
+    for j in range(m):
+        Tm = np.diag(alpha[:steps, j]) + np.diag(beta[: steps - 1, j], 1) + np.diag(beta[: steps - 1, j], -1)
+        lam, vec = np.linalg.eigh(Tm)
+        est[j] = nrm[j] ** 2 * float(np.sum(vec[0] ** 2 * np.log(np.maximum(lam, 1e-300))))
+    return logdet_D + float(est.mean()), float(est.std(ddof=1) / math.sqrt(m))
+
+
 def _rademacher(rng, n, m):
     return rng.integers(0, 2, size=(n, m)).astype(float) * 2.0 - 1.0
 
@@ -396,50 +454,8 @@ class IterativeLMM:
         return Evaluation(theta, grad, probe, beta, u, r2, RX, sys.logdet_ee, logdet_RX, sys, Sr, Kz, Ks, its)
 
     def logdet_S(self, ev: Evaluation) -> tuple[float, float]:
-        """log|S| by stochastic Lanczos quadrature on the block-Jacobi-scaled S (the fit's probes),
-        and its Monte Carlo SE."""
-        sys = ev.system
-        if not sys.nR:
-            return 0.0, 0.0
-        r = self.rows
-        # S = C M C' with C the Cholesky factors of the preconditioner's blocks
-        chol = [np.linalg.cholesky(b) for b in sys.pre_blocks]
-        logdet_D = sum(2.0 * float(np.sum(np.log(np.diagonal(c, axis1=1, axis2=2)))) for c in chol)
-        cinv = [np.linalg.inv(c) for c in chol]
-
-        def scale(V, transpose):
-            out = np.empty_like(V)
-            for j, t in enumerate(r.terms[1:], start=1):
-                lo, hi = r.qoff[j] - r.qe, r.qoff[j + 1] - r.qe
-                ci = cinv[j - 1].transpose(0, 2, 1) if transpose else cinv[j - 1]
-                out[lo:hi] = np.einsum("lab,lbm->lam", ci, V[lo:hi].reshape(t.nlevels, t.p, -1)).reshape(t.q, -1)
-            return out
-
-        Zp = self.probes
-        m = Zp.shape[1]
-        nrm = np.linalg.norm(Zp, axis=0)
-        V = Zp / nrm
-        Vprev = np.zeros_like(V)
-        steps = self.opts.lanczos_steps
-        alpha, beta = np.zeros((steps, m)), np.zeros((steps, m))
-        b_prev = np.zeros(m)
-        for i in range(steps):
-            W = scale(sys.S_matvec(scale(V, True)), False) - b_prev * Vprev
-            a = np.sum(V * W, axis=0)
-            W -= a * V
-            alpha[i] = a
-            b = np.linalg.norm(W, axis=0)
-            beta[i] = b
-            if np.any(b <= 1e-12):
-                steps = i + 1
-                break
-            Vprev, V, b_prev = V, W / b, b
-        est = np.zeros(m)
-        for j in range(m):
-            Tm = np.diag(alpha[:steps, j]) + np.diag(beta[: steps - 1, j], 1) + np.diag(beta[: steps - 1, j], -1)
-            lam, vec = np.linalg.eigh(Tm)
-            est[j] = nrm[j] ** 2 * float(np.sum(vec[0] ** 2 * np.log(np.maximum(lam, 1e-300))))
-        return logdet_D + float(est.mean()), float(est.std(ddof=1) / math.sqrt(m))
+        """log|S| at ``ev`` and its Monte Carlo SE (:func:`slq_logdet` with the fit's probes)."""
+        return slq_logdet(ev.system, self.probes, self.opts.lanczos_steps)
 
     def criterion(self, ev: Evaluation, logdet_S: float) -> float:
         r, k = self.rows, self.rows.k
@@ -726,7 +742,15 @@ def iterative_refusal(design, family, nAGQ: int, fast: bool) -> str | None:
     if design.source is not None:
         return "its rows are a Dask DataFrame (the iterative path runs in memory)"
     if not family.is_lmm:
-        return f"it fits Gaussian models (this one is {family.name})"
+        if family.kernel_link is None or getattr(family, "thresholds", False):
+            return (
+                "it fits Gaussian models and binomial (logit) and Poisson (log) GLMMs, "
+                f"not the {family.name} family with the {family.link_name} link"
+            )
+        if nAGQ != 1 or fast:
+            return "it fits GLMMs by the Laplace approximation (nAGQ = 1, fast=False)"
+        if design.zi is not None:
+            return "it has no zero-inflation formula (ziformula=)"
     if design.disp is not None:
         return "it has no dispersion formula (dispformula=)"
     if not ThetaMap(design.terms).linear:

@@ -19,7 +19,16 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-__all__ = ["crossprod_pass", "level_grams", "scatter_rows", "schur_apply", "schur_diagonal"]
+__all__ = [
+    "crossprod_pass",
+    "gather_rows",
+    "level_grams",
+    "probe_leverage",
+    "scatter_rows",
+    "schur_apply",
+    "schur_diagonal",
+    "x_gather",
+]
 
 
 @njit(cache=True, parallel=True, fastmath=True)
@@ -240,3 +249,134 @@ def schur_apply(starts, codes, Z, zoff, qoff, w, lam, Aee_inv, V, maxseg) -> np.
     V = np.ascontiguousarray(V, dtype=float)
     nthreads = max(1, min(get_num_threads(), codes.shape[0] // 50_000 + 1))
     return _schur_apply(starts, codes, Z, zoff, qoff, w, lam, Aee_inv, V, nthreads, maxseg)
+
+
+@njit(cache=True, parallel=True)
+def _gather_rows(codes, Z, zoff, qoff, lam, V, out):
+    n, T = codes.shape
+    m = V.shape[1]
+    for i in prange(n):
+        for c in range(m):
+            out[i, c] = 0.0
+        for t in range(T):
+            p = zoff[t + 1] - zoff[t]
+            base = qoff[t] + codes[i, t] * p
+            for a in range(p):
+                s = 0.0
+                for b in range(a, p):
+                    s += lam[t, b, a] * Z[i, zoff[t] + b]
+                for c in range(m):
+                    out[i, c] += s * V[base + a, c]
+
+
+def gather_rows(codes, Z, zoff, qoff, lam, V) -> np.ndarray:
+    """ZΛV row by row: an (n, m) array (m small: the modes, a few directions)."""
+    V = np.ascontiguousarray(V, dtype=float)
+    out = np.empty((codes.shape[0], V.shape[1]))
+    _gather_rows(codes, Z, zoff, qoff, lam, V, out)
+    return out
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _probe_leverage(codes, Z, zoff, qoff, lam, Aee_inv, Ks, Kz, rw, X, nthreads):
+    n, T = codes.shape
+    q, m = Ks.shape
+    k = X.shape[1]
+    outq = np.zeros((nthreads, q, m))
+    outx = np.zeros((nthreads, k, m))
+    pe = zoff[1] - zoff[0]
+    chunk = (n + nthreads - 1) // nthreads
+    for th in prange(nthreads):
+        aq = outq[th]
+        ax = outx[th]
+        gs = np.empty(m)
+        gz = np.empty(m)
+        ze = np.empty(8)
+        for i in range(th * chunk, min(n, (th + 1) * chunk)):
+            for c in range(m):
+                gs[c] = 0.0
+                gz[c] = 0.0
+            for t in range(T):
+                p = zoff[t + 1] - zoff[t]
+                base = qoff[t] + codes[i, t] * p
+                for a in range(p):
+                    s = 0.0
+                    for b in range(a, p):
+                        s += lam[t, b, a] * Z[i, zoff[t] + b]
+                    if t == 0:
+                        ze[a] = s
+                    for c in range(m):
+                        gs[c] += s * Ks[base + a, c]
+                        gz[c] += s * Kz[base + a, c]
+            he = 0.0  # ζ_e'A_ee⁻¹ζ_e: the eliminated block's exact share of the leverage
+            je = codes[i, 0]
+            for a in range(pe):
+                for b in range(pe):
+                    he += ze[a] * Aee_inv[je, a, b] * ze[b]
+            wi = rw[i]
+            for c in range(m):
+                gs[c] = wi * (he + gs[c] * gz[c])  # c_i for probe c
+            for t in range(T):
+                p = zoff[t + 1] - zoff[t]
+                base = qoff[t] + codes[i, t] * p
+                for a in range(p):
+                    za = Z[i, zoff[t] + a]
+                    for c in range(m):
+                        aq[base + a, c] += za * gs[c]
+            for l in range(k):
+                xl = X[i, l]
+                for c in range(m):
+                    ax[l, c] += xl * gs[c]
+    rq, rx = outq[0], outx[0]
+    for th in range(1, nthreads):
+        rq += outq[th]
+        rx += outx[th]
+    return rq, rx
+
+
+def probe_leverage(codes, Z, zoff, qoff, lam, Aee_inv, Ks, Kz, rw, X):
+    """Per probe j, the row weights cᵢ = rwᵢ hᵢ⁽ʲ⁾ with hᵢ⁽ʲ⁾ = ζ_e'A_ee⁻¹ζ_e + (ZΛKs_j)ᵢ(ZΛKz_j)ᵢ
+    (a row's leverage diag(ZΛA⁻¹Λ'Z')ᵢ, exact for the eliminated block and by the probe for the
+    rest), returned as (Z'c, X'c): (q, m) and (k, m), in one pass without row-sized arrays."""
+    nthreads = max(1, min(get_num_threads(), codes.shape[0] // 50_000 + 1))
+    return _probe_leverage(
+        codes, Z, zoff, qoff, lam, Aee_inv, np.ascontiguousarray(Ks), np.ascontiguousarray(Kz), rw, X, nthreads
+    )
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _x_gather(codes, Z, zoff, qoff, lam, V, rw, X, nthreads):
+    n, T = codes.shape
+    m = V.shape[1]
+    k = X.shape[1]
+    out = np.zeros((nthreads, k, m))
+    chunk = (n + nthreads - 1) // nthreads
+    for th in prange(nthreads):
+        acc = out[th]
+        g = np.empty(m)
+        for i in range(th * chunk, min(n, (th + 1) * chunk)):
+            for c in range(m):
+                g[c] = 0.0
+            for t in range(T):
+                p = zoff[t + 1] - zoff[t]
+                base = qoff[t] + codes[i, t] * p
+                for a in range(p):
+                    s = 0.0
+                    for b in range(a, p):
+                        s += lam[t, b, a] * Z[i, zoff[t] + b]
+                    for c in range(m):
+                        g[c] += s * V[base + a, c]
+            for l in range(k):
+                xl = X[i, l] * rw[i]
+                for c in range(m):
+                    acc[l, c] += xl * g[c]
+    res = out[0]
+    for th in range(1, nthreads):
+        res += out[th]
+    return res
+
+
+def x_gather(codes, Z, zoff, qoff, lam, V, rw, X) -> np.ndarray:
+    """X'diag(rw) ZΛV: a (k, m) array, one pass."""
+    nthreads = max(1, min(get_num_threads(), codes.shape[0] // 50_000 + 1))
+    return _x_gather(codes, Z, zoff, qoff, lam, np.ascontiguousarray(V, dtype=float), rw, X, nthreads)

@@ -160,16 +160,18 @@ class MixedModelResults:
     @property
     def solver_error(self) -> pd.Series | None:
         """The iterative solver's Monte Carlo standard errors (from its random probes) of the SDs
-        and correlations (:meth:`varcorr`'s order, lme4's ``sd_(Intercept)|g`` names) and of the
-        log-likelihood: the approximation's own error, beside the statistical SEs; None for a
-        direct fit."""
+        and correlations (:meth:`varcorr`'s order, lme4's ``sd_(Intercept)|g`` names), of a
+        GLMM's fixed effects and of the log-likelihood: the approximation's own error, beside
+        the statistical SEs; None for a direct fit."""
         info = self.estimates.solver
         if info is None:
             return None
         names = ThetaMap(self.design.terms).sdcor_names()[:-1]
-        return pd.Series(
-            list(info.sdcor_mc_se[: len(names)]) + [info.llf_mc_se], index=names + ["logLik"], name="mc_se"
-        )
+        values = list(info.sdcor_mc_se[: len(names)])
+        beta_se = getattr(info, "beta_mc_se", None)  # a GLMM's β comes from the probed gradient too
+        if beta_se is not None:
+            names, values = names + list(self.params.index), values + list(beta_se)
+        return pd.Series(values + [info.llf_mc_se], index=names + ["logLik"], name="mc_se")
 
     @property
     def df_modelwc(self) -> int:
