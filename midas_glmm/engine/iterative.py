@@ -581,6 +581,46 @@ def _solve_score(ev_fn, theta0: np.ndarray, lower: np.ndarray, maxit: int = 40, 
     return ev, Jac, to_theta(x), converged, logc & ~held
 
 
+def solve_with_restart(ev_fn, x0, lower, alt_start, value_fn):
+    """:func:`_solve_score` from ``x0``; when it ends with an SD held at 0, again from
+    ``alt_start`` (lme4's start), keeping the end with the lower criterion (``value_fn`` of an
+    evaluation). The profiled criterion can have a local minimum on the boundary — a term whose
+    levels hold one row each trades its variance with the residual's — which a start near it
+    (the moments said the variance was small) can fall into; so the direct engine tries both
+    starts too."""
+    out = _solve_score(ev_fn, x0, lower)
+    if np.any((lower == 0) & (out[2] == 0)) and not np.allclose(alt_start, x0):
+        alt = _solve_score(ev_fn, np.asarray(alt_start, dtype=float), lower)
+        if value_fn(alt[0]) < value_fn(out[0]) - 1e-8:
+            return alt
+    return out
+
+
+def fd_jacobian(ev_fn, psi, logc, held, g0):
+    """The estimated gradient's forward-difference Jacobian at ψ in x (log θ for the SDs); the
+    rows and columns of SDs held at 0 are the identity's."""
+    n = len(psi)
+    x = psi.copy()
+    x[logc] = np.log(psi[logc])
+    g0x = g0.copy()
+    g0x[logc] *= psi[logc]
+    Jac = np.eye(n)
+    h = 1e-4
+    for i in np.flatnonzero(~held):
+        xi = x.copy()
+        xi[i] += h
+        pi = xi.copy()
+        pi[logc] = np.exp(xi[logc])
+        pi[held] = 0.0
+        g = ev_fn(pi).grad
+        g[logc] *= pi[logc]
+        Jac[:, i] = (g - g0x) / h
+    Jac[held] = 0.0
+    Jac[:, held] = 0.0
+    Jac[held, held] = 1.0
+    return 0.5 * (Jac + Jac.T)
+
+
 def fit_lmm_iterative(design, REML: bool = True, options: IterativeOptions | None = None) -> Estimates:
     """Fit an LMM by the iterative solver (profiled REML/ML; see the module's text)."""
     opts = options or IterativeOptions()
@@ -600,7 +640,16 @@ def fit_lmm_iterative(design, REML: bool = True, options: IterativeOptions | Non
     ldW = float(np.sum(np.log(w[w > 0]))) if design.has_prior_weights else 0.0
     crit = IterativeLMM(rows, tmap, REML, opts, ldW, b0)
     theta0 = _moment_theta(rows, tmap, resid)
-    ev, Jac, theta, converged, logc = _solve_score(crit.evaluate, theta0, tmap.lower)
+    ev, Jac, theta, converged, logc = solve_with_restart(
+        crit.evaluate,
+        theta0,
+        tmap.lower,
+        tmap.start,
+        lambda e: crit.criterion(e, slq_logdet(e.system, crit.probes, opts.lanczos_steps)[0]),
+    )
+    held = (tmap.lower == 0) & (theta == 0)
+    ev = crit.evaluate(theta)  # the state at the root, and a fresh Jacobian for the error's sandwich
+    Jac = fd_jacobian(crit.evaluate, theta, logc, held, ev.grad)
     msgs = []
     if not converged:
         msgs.append("the iterative solver's quasi-Newton iteration did not settle on θ in 40 steps")
@@ -621,7 +670,7 @@ def _estimates(design, crit: IterativeLMM, ev: Evaluation, Jac, theta, logc, REM
         Cg = np.atleast_2d(Cg)
         dth = np.where(logc, theta, 1.0)  # x = log θ for the SDs
         Cg = Cg * np.outer(dth, dth)
-        Jinv = np.linalg.pinv(Jac)
+        Jinv = np.linalg.pinv(Jac)  # held SDs have unit rows/columns and no probe variance
         Cx = Jinv @ Cg @ Jinv.T
         Ctheta = Cx * np.outer(dth, dth)
         theta_se = np.sqrt(np.maximum(np.diag(Ctheta), 0.0))

@@ -41,8 +41,9 @@ from .iterative import (
     ThetaSystem,
     _condvar,
     _rademacher,
-    _solve_score,
+    fd_jacobian,
     slq_logdet,
+    solve_with_restart,
 )
 from .optimize import SINGULAR_TOL, OptResult
 
@@ -242,7 +243,12 @@ def fit_glmm_iterative(design, family: Family, options: IterativeOptions | None 
     tm, k = crit.tmap, crit.k
     lower = np.concatenate([tm.lower, np.full(k, -np.inf)])
     psi0 = _glm_start(crit)
-    ev, Jac, psi, converged, logc = _solve_score(crit.evaluate, psi0, lower)
+
+    def value(e):  # the Laplace criterion at an evaluation
+        return -2.0 * e.loglik + float(e.u @ e.u) + e.system.logdet_ee + _logdet(crit, e)[0]
+
+    alt = np.concatenate([tm.start, psi0[len(tm) :]])
+    ev, Jac, psi, converged, logc = solve_with_restart(crit.evaluate, psi0, lower, alt, value)
     msgs = []
     if not converged:
         msgs.append("the iterative solver's quasi-Newton iteration did not settle on (θ, β) in 40 steps")
@@ -250,7 +256,7 @@ def fit_glmm_iterative(design, family: Family, options: IterativeOptions | None 
     nt = len(tm)
     held = (lower == 0) & (psi == 0)
     ev = crit.evaluate(psi)  # the state at the root, and a fresh Jacobian for the Hessian
-    Jac = _fd_jacobian(crit, psi, logc, held, ev.grad)
+    Jac = fd_jacobian(crit.evaluate, psi, logc, held, ev.grad)
     free = ~held
     Hf = Jac[np.ix_(free, free)]
     Hinv = np.zeros_like(Jac)
@@ -309,27 +315,6 @@ def fit_glmm_iterative(design, family: Family, options: IterativeOptions | None 
     )
     est.solver = info
     return est
-
-
-def _fd_jacobian(crit, psi, logc, held, g0):
-    """The gradient's forward-difference Jacobian at ψ in x (log θ for the SDs)."""
-    n = len(psi)
-    x = psi.copy()
-    x[logc] = np.log(psi[logc])
-    g0x = g0.copy()
-    g0x[logc] *= psi[logc]
-    Jac = np.eye(n)
-    h = 1e-4
-    for i in np.flatnonzero(~held):
-        xi = x.copy()
-        xi[i] += h
-        pi = xi.copy()
-        pi[logc] = np.exp(xi[logc])
-        pi[held] = 0.0
-        g = crit.evaluate(pi).grad
-        g[logc] *= pi[logc]
-        Jac[:, i] = (g - g0x) / h
-    return 0.5 * (Jac + Jac.T)
 
 
 def _logdet(crit: IterativeGLMM, ev: GLMMEvaluation) -> tuple[float, float]:
