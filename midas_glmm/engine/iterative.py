@@ -349,7 +349,7 @@ def slq_logdet(sys: ThetaSystem, probes, steps: int) -> tuple[float, float]:
     return logdet_D + float(est.mean()), float(est.std(ddof=1) / math.sqrt(m))
 
 
-def _rademacher(rng, n, m):
+def rademacher(rng, n, m):
     return rng.integers(0, 2, size=(n, m)).astype(float) * 2.0 - 1.0
 
 
@@ -381,7 +381,7 @@ class IterativeLMM:
         self.beta_removed = b0
         nR = rows.q - rows.qe
         rng = np.random.default_rng(options.seed)
-        self.probes = _rademacher(rng, nR, options.probes) if nR else None
+        self.probes = rademacher(rng, nR, options.probes) if nR else None
         self.warm = None
         self.evaluations = 0
         self.iterations: list[int] = []
@@ -494,7 +494,7 @@ def _moment_theta(rows: CrossedRows, tmap: ThetaMap, resid: np.ndarray) -> np.nd
 BOUNDARY_TRY = 1e-3
 
 
-def _solve_score(ev_fn, theta0: np.ndarray, lower: np.ndarray, maxit: int = 40, xtol: float = 1e-5):
+def solve_score(ev_fn, theta0: np.ndarray, lower: np.ndarray, maxit: int = 40, xtol: float = 1e-5):
     """θ̂: the root of the estimated gradient, by a quasi-Newton iteration in x (log θ for the
     SDs, θ for the rest): a forward-difference Jacobian at the start, Broyden updates after,
     steps held within a factor e of the SDs and shortened while the gradient's norm grows much.
@@ -582,15 +582,15 @@ def _solve_score(ev_fn, theta0: np.ndarray, lower: np.ndarray, maxit: int = 40, 
 
 
 def solve_with_restart(ev_fn, x0, lower, alt_start, value_fn):
-    """:func:`_solve_score` from ``x0``; when it ends with an SD held at 0, again from
+    """:func:`solve_score` from ``x0``; when it ends with an SD held at 0, again from
     ``alt_start`` (lme4's start), keeping the end with the lower criterion (``value_fn`` of an
     evaluation). The profiled criterion can have a local minimum on the boundary — a term whose
     levels hold one row each trades its variance with the residual's — which a start near it
     (the moments said the variance was small) can fall into; so the direct engine tries both
     starts too."""
-    out = _solve_score(ev_fn, x0, lower)
+    out = solve_score(ev_fn, x0, lower)
     if np.any((lower == 0) & (out[2] == 0)) and not np.allclose(alt_start, x0):
-        alt = _solve_score(ev_fn, np.asarray(alt_start, dtype=float), lower)
+        alt = solve_score(ev_fn, np.asarray(alt_start, dtype=float), lower)
         if value_fn(alt[0]) < value_fn(out[0]) - 1e-8:
             return alt
     return out
@@ -710,7 +710,7 @@ def _estimates(design, crit: IterativeLMM, ev: Evaluation, Jac, theta, logc, REM
         vcov_beta=V,
         sigma=math.sqrt(s2),
         b=b,
-        condvar_fn=lambda: _condvar(crit, ev, s2),
+        condvar_fn=lambda: condvar_blocks(crit, ev, s2),
         llf=-0.5 * criterion,
         criterion=criterion,
         method="REML" if REML else "ML",
@@ -726,7 +726,7 @@ def _estimates(design, crit: IterativeLMM, ev: Evaluation, Jac, theta, logc, REM
     return est
 
 
-def _condvar(crit: IterativeLMM, ev: Evaluation, s2: float) -> list[np.ndarray]:
+def condvar_blocks(crit: IterativeLMM, ev: Evaluation, s2: float) -> list[np.ndarray]:
     """σ²λ (A⁻¹)_jj λ' per level, with diag(A⁻¹) = A_ee⁻¹ + diag(K S⁻¹ K') the latter by the
     probes (E[(K S⁻¹z) ∘ (K z)] per level block): approximate, as the summary says."""
     r, sys = crit.rows, ev.system

@@ -39,9 +39,9 @@ from .iterative import (
     IterativeInfo,
     IterativeOptions,
     ThetaSystem,
-    _condvar,
-    _rademacher,
+    condvar_blocks,
     fd_jacobian,
+    rademacher,
     slq_logdet,
     solve_with_restart,
 )
@@ -92,7 +92,7 @@ class IterativeGLMM:
         J = self.tmap.jacobian
         self.J = [self.rows.lam_array([J[i][k] for i in range(len(self.tmap.terms))]) for k in range(len(self.tmap))]
         nR = self.rows.q - self.rows.qe
-        self.probes = _rademacher(np.random.default_rng(options.seed), nR, options.probes) if nR else None
+        self.probes = rademacher(np.random.default_rng(options.seed), nR, options.probes) if nR else None
         self.u = np.zeros(self.rows.q)
         self.ones = np.ones(self.n)
         self.W, self.z = np.empty(self.n), np.empty(self.n)
@@ -301,7 +301,7 @@ def fit_glmm_iterative(design, family: Family, options: IterativeOptions | None 
         vcov_beta=vcov,
         sigma=1.0,
         b=b,
-        condvar_fn=lambda: _condvar(crit, ev, 1.0),
+        condvar_fn=lambda: condvar_blocks(crit, ev, 1.0),
         llf=-0.5 * crit_value,
         criterion=crit_value,
         method="Laplace",

@@ -104,9 +104,9 @@ def test_refit_keeps_the_settings_of_the_fit():
     assert again.llf == pytest.approx(res.llf, abs=1e-10)
     ss = datasets.load("sleepstudy")
     nm = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", ss).fit(optimizer="nelder-mead")
-    assert nm.fit_options == {"method": "REML", "optimizer": "nelder-mead", "standardize": True}
+    assert nm.fit_options == {"method": "REML", "optimizer": "nelder-mead", "standardize": True, "solver": "auto"}
     ml = nm.refit(method="ML")
-    assert ml.fit_options == {"method": "ML", "optimizer": "nelder-mead", "standardize": True}
+    assert ml.fit_options == {"method": "ML", "optimizer": "nelder-mead", "standardize": True, "solver": "auto"}
     agq = fitted("cbpp_binomial_agq25")[1]
     assert agq.refit().llf == pytest.approx(agq.llf, abs=1e-8)
 
