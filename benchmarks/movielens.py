@@ -54,21 +54,33 @@ def make(size: str = "2e6", seed: int = 2027) -> pd.DataFrame:
     counts = user_counts(rng, n, users, movies)
     pop = 1.0 / (np.arange(movies) + 10.0) ** 1.05
     pop /= pop.sum()
-    # draw with a margin, drop repeats within a user, draw again for the users still short
-    have = np.empty(0, np.int64)  # keys user * movies + movie
+    # heavy users (more than 1/40 of the movies): their distinct movies by Efraimidis and
+    # Spirakis' weighted sampling without replacement (the counts[u] smallest −log U / p)
+    heavy = np.flatnonzero(counts > max(movies // 40, 50))
+    parts = []
+    for u in heavy:
+        keys = -np.log(rng.random(movies)) / pop
+        parts.append(u * np.int64(movies) + np.argpartition(keys, counts[u])[: counts[u]])
+    have = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    # the others: draw with a margin, drop repeats within a user, draw again for those still short
     short = counts.copy()
-    for _ in range(20):
+    short[heavy] = 0
+    light = counts.copy()
+    light[heavy] = 0
+    kept = np.empty(0, np.int64)
+    for _ in range(30):
         ask = np.where(short > 0, np.ceil(short * 1.3).astype(np.int64) + 5, 0)
         uu = np.repeat(np.arange(users, dtype=np.int64), ask)
-        key = np.unique(np.concatenate([np.sort(have), uu * movies + rng.choice(movies, size=len(uu), p=pop)]))
+        key = np.unique(np.concatenate([kept, uu * movies + rng.choice(movies, size=len(uu), p=pop)]))
         key = key[np.lexsort((rng.random(len(key)), key // movies))]  # users in order, movies shuffled
         uu = key // movies
         start = np.r_[0, np.cumsum(np.bincount(uu, minlength=users))[:-1]]
         rank = np.arange(len(key)) - start[uu]
-        have = key[rank < counts[uu]]  # counts[u] distinct movies of each user, at random
-        short = counts - np.bincount(have // movies, minlength=users)
+        kept = key[rank < light[uu]]  # counts[u] distinct movies of each user, at random
+        short = light - np.bincount(kept // movies, minlength=users)
         if not short.any():
             break
+    have = np.concatenate([have, kept])
     user, movie = (have // movies).astype(np.int32), (have % movies).astype(np.int32)
     perm = rng.permutation(len(user))  # rows in no particular order, as a ratings file
     user, movie = user[perm], movie[perm]
