@@ -115,7 +115,7 @@ def report(size: str, model: str, runs: dict[str, dict]) -> list[str]:
             lines.append(f"| {solver} | | | | | {r['error']} | | |")
             continue
         fe = ", ".join(f"{k} {v:.5f} ({r['bse'][k]:.5f})" for k, v in r["params"].items())
-        mc = "" if not r["mc_se"] else ", ".join(f"{k} {v:.1e}" for k, v in r["mc_se"].items())
+        mc = "" if not r["mc_se"] else ", ".join(f"{k} {v:.1e}" for k, v in r["mc_se"].items()).replace("|", "\\|")
         lines.append(
             f"| {solver} | {r['build_s']:.1f} s | {r['fit_s']:.1f} s | {r['peak_gib']:.2f} GiB | {r['llf']:.2f} | "
             f"{_fmt_sd(r)} | {fe} | {mc} |"

@@ -49,6 +49,9 @@ class Summary:
         self.alpha = alpha
         self._anova_ddf = anova_ddf
         self.fixed = coef_table if coef_table is not None else self._wald_table()
+        beta_mc = getattr(res.estimates.solver, "beta_mc_se", None)
+        if beta_mc is not None:  # an iterative GLMM's β carries the probes' error too
+            self.fixed = self.fixed.assign(**{"MC s.e.": beta_mc})
         self.random = self._random_table()
         self.anova = anova
         self.zero_inflation = self._zi_table()
@@ -207,7 +210,7 @@ class Summary:
             return " Solver: direct (exact factorisation)"
         return (
             f" Solver: iterative (conjugate gradients, {info.probes} Hutchinson probes); Monte Carlo SE of "
-            f"logLik {info.llf_mc_se:.2g}, of the SDs below in the 'MC s.e.' column"
+            f"logLik {info.llf_mc_se:.2g}, of the estimates below in the 'MC s.e.' columns"
         )
 
     def _notes(self) -> list[str]:
@@ -250,7 +253,11 @@ class Summary:
         ft = self.fixed.copy()
         for c in ft.columns:
             if pd.api.types.is_float_dtype(ft[c]):
-                ft[c] = ft[c].map(lambda v, c=c: f"{v:.4g}" if c.startswith("P") or c == "p_value" else _fmt(v, 4))
+                ft[c] = ft[c].map(
+                    lambda v, c=c: f"{v:.4g}"
+                    if c.startswith("P") or c == "p_value"
+                    else (f"{v:.2g}" if c == "MC s.e." else _fmt(v, 4))
+                )
         out += [" " + line for line in ft.to_string().splitlines()]
         for title, table in self._side_blocks():
             shown = table.copy()

@@ -108,6 +108,8 @@ def test_binomial_crossed(data):
     assert_agree(direct, it, beta_se=5e-3)
     mc = it.solver_error
     assert set(direct.params.index) <= set(mc.index) and (mc[direct.params.index] < 0.01 * direct.bse).all()
+    fixed = it.summary().fixed  # the fixed effects' table shows their Monte Carlo SEs
+    np.testing.assert_allclose(fixed["MC s.e."], mc[direct.params.index])
 
 
 def test_poisson_crossed_with_offset(data):
@@ -170,6 +172,20 @@ def test_refusals(data):
     with pytest.raises(FitError, match="exact factorisation"):
         res.coef_table(ddf="satterthwaite")
     assert "Pr(>Chisq)" in res.anova().columns  # Wald by default for an iterative fit
+
+
+def test_out_of_memory_in_the_direct_engine_says_what_to_do(data, monkeypatch):
+    """The exact factor of a crossed design too large for memory: a FitError naming the
+    iterative solver, not numpy's MemoryError."""
+    import midas_glmm.model as model_module
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 56.1 GiB")
+
+    monkeypatch.setattr(model_module, "fit_lmm", no_memory)
+    model = MixedModel.from_formula("y ~ x + (1|s) + (1|i)", data)
+    with pytest.raises(FitError, match="solver='iterative'"):
+        model.fit(solver="direct")
 
 
 def _dense(rows: CrossedRows, L):
