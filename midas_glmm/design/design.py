@@ -41,7 +41,7 @@ from .formula import ParsedFormula, RandomTermSpec, parse_formula
 from .grid import reference_grid, reference_grid_info
 from .replay import NewRows, dispersion_on, fixed_on, population_columns, replay_on, zero_inflation_on
 from .response import argument_values, check_finite, check_weights, label_of, offset_of, response_of
-from .reterms import ReTerm, lme4_term_order, with_structure
+from .reterms import ITERATIVE_TAIL, ReTerm, dense_tail, lme4_term_order, with_structure
 from .type3 import type3_basis
 from .zeroinfl import build_zero_inflation
 
@@ -355,8 +355,13 @@ def build_design(
 
 def ordered_terms(terms: list[ReTerm]) -> list[ReTerm]:
     """lme4's order of the terms, then a fill-reducing order of each later term's levels
-    (:func:`~midas_glmm.linalg.orderings.fill_reducing_levels`; reported in the original order)."""
+    (:func:`~midas_glmm.linalg.orderings.fill_reducing_levels`; reported in the original order).
+    Not when the crossed block is as large as the iterative solver takes by default
+    (:data:`~.reterms.ITERATIVE_TAIL`): ordering its graph costs a pass of the size of the rows'
+    pairs of levels (gigabytes at MovieLens' size) for a factor that is not formed."""
     terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
+    if dense_tail(terms) >= ITERATIVE_TAIL:
+        return terms
     orders = fill_reducing_levels([t.codes for t in terms], [t.nlevels for t in terms])
     return [t if perm is None else t.reordered(perm) for t, perm in zip(terms, orders)]
 

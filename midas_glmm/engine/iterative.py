@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..design.reterms import ThetaMap
+from ..design.reterms import ITERATIVE_TAIL, ThetaMap, dense_tail
 from ..errors import ConvergenceWarning, FitError
 from ..linalg.matfree import crossprod_pass, level_grams, scatter_rows, schur_apply, schur_diagonal
 from .estimates import Estimates
@@ -633,8 +633,9 @@ def fit_lmm_iterative(design, REML: bool = True, options: IterativeOptions | Non
     X = design.X
     y = design.y - design.offset
     w = design.weights if design.has_prior_weights else np.ones(design.nobs)
-    XtWX = X.T @ (X * w[:, None])
-    b0 = np.linalg.lstsq(XtWX, X.T @ (w * y), rcond=None)[0] if X.shape[1] else np.zeros(0)
+    XtWX = X.T @ (X * w[:, None]) if design.has_prior_weights else X.T @ X
+    Xty = X.T @ (w * y) if design.has_prior_weights else X.T @ y
+    b0 = np.linalg.lstsq(XtWX, Xty, rcond=None)[0] if X.shape[1] else np.zeros(0)
     resid = y - X @ b0
     rows = CrossedRows(design.terms, X, resid, w if design.has_prior_weights else None)
     ldW = float(np.sum(np.log(w[w > 0]))) if design.has_prior_weights else 0.0
@@ -762,28 +763,8 @@ def condvar_blocks(crit: IterativeLMM, ev: Evaluation, s2: float) -> list[np.nda
 
 SOLVERS = ("auto", "direct", "iterative")
 #: random effects in the exact factor's dense tail from which solver="auto" takes the iterative
-#: path: a 5000-square tail is 200 MB and ~1 s per factorisation on two cores, ~30 of them per
-#: fit; the iterative path costs a few passes over the rows per evaluation whatever the levels
-AUTO_TAIL = 5000
-
-
-def dense_tail(terms) -> int:
-    """An estimate of the exact factor's dense tail: the random effects of every term the term
-    with the most random effects is not nested in (nested terms add no fill-in; crossed ones
-    fill a block as large as their levels). O(rows), no symbolic analysis."""
-    if len(terms) < 2:
-        return 0
-    e = max(range(len(terms)), key=lambda i: terms[i].q)
-    ce = terms[e].codes
-    tail = 0
-    for i, t in enumerate(terms):
-        if i == e:
-            continue
-        first = np.empty(terms[e].nlevels, dtype=t.codes.dtype)
-        first[ce[::-1]] = t.codes[::-1]  # the first level of t seen with each level of e
-        if not np.array_equal(first[ce], t.codes):  # not nested: crossed with e
-            tail += t.q
-    return tail
+#: path (:data:`~midas_glmm.design.reterms.ITERATIVE_TAIL`)
+AUTO_TAIL = ITERATIVE_TAIL
 
 
 def iterative_refusal(design, family, nAGQ: int, fast: bool) -> str | None:

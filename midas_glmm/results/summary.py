@@ -254,9 +254,11 @@ class Summary:
         for c in ft.columns:
             if pd.api.types.is_float_dtype(ft[c]):
                 ft[c] = ft[c].map(
-                    lambda v, c=c: f"{v:.4g}"
-                    if c.startswith("P") or c == "p_value"
-                    else (f"{v:.2g}" if c == "MC s.e." else _fmt(v, 4))
+                    lambda v, c=c: (
+                        f"{v:.4g}"
+                        if c.startswith("P") or c == "p_value"
+                        else (f"{v:.2g}" if c == "MC s.e." else _fmt(v, 4))
+                    )
                 )
         out += [" " + line for line in ft.to_string().splitlines()]
         for title, table in self._side_blocks():
