@@ -51,13 +51,41 @@ def child(args) -> None:
 
     from midas_glmm import MixedModel
 
-    df = pd.read_parquet(args.path)
     formula, family = FORMULAS[args.model]
+    workers_peak = None
+    if args.dask:  # a LocalCluster of two single-threaded workers, the rows read from parquet
+        import threading
+
+        import dask.dataframe as dd
+        import distributed
+
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        client = distributed.Client(cluster)
+        limit = min(w.memory_limit for w in cluster.workers.values())
+        df = dd.read_parquet(args.path, split_row_groups=True)
+        peaks, stop = [0.0], threading.Event()
+
+        def watch():  # the workers' largest resident memory, sampled every 2 s
+            import psutil
+
+            while not stop.wait(2.0):
+                try:
+                    rss = client.run(lambda: psutil.Process().memory_info().rss)
+                    peaks[0] = max(peaks[0], max(rss.values()) / 2**30)
+                except Exception:  # noqa: BLE001 - a sample missed while the cluster is busy
+                    pass
+
+        threading.Thread(target=watch, daemon=True).start()
+    else:
+        df = pd.read_parquet(args.path)
     t0 = time.perf_counter()
     model = MixedModel.from_formula(formula, df, family=family)
     t1 = time.perf_counter()
     res = model.fit(method="ML" if family is None else None, solver=args.solver)
     t2 = time.perf_counter()
+    if args.dask:
+        stop.set()
+        workers_peak = {"peak_gib": peaks[0], "limit_gib": limit / 2**30, "partitions": df.npartitions}
     peak = 0.0
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -81,13 +109,15 @@ def child(args) -> None:
         "sd": sds,
         "mc_se": None if err is None else {k: float(v) for k, v in err.items()},
         "evaluations": None if res.estimates.solver is None else res.estimates.solver.evaluations,
+        "dask_workers": workers_peak,
     }
     del np
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_one(path: Path, model: str, solver: str, timeout: float) -> dict:
+def run_one(path: Path, model: str, solver: str, timeout: float, dask: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", "--path", str(path), "--model", model, "--solver", solver]
+    cmd += ["--dask"] if dask else []
     t = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -116,12 +146,17 @@ def report(size: str, model: str, runs: dict[str, dict]) -> list[str]:
             continue
         fe = ", ".join(f"{k} {v:.5f} ({r['bse'][k]:.5f})" for k, v in r["params"].items())
         mc = "" if not r["mc_se"] else ", ".join(f"{k} {v:.1e}" for k, v in r["mc_se"].items()).replace("|", "\\|")
+        mem = f"{r['peak_gib']:.2f} GiB"
+        if r.get("dask_workers"):
+            dw = r["dask_workers"]
+            mem += f" (client); workers ≤ {dw['peak_gib']:.2f} of {dw['limit_gib']:.1f} GiB"
+            mem += f", {dw['partitions']} partitions"
         lines.append(
-            f"| {solver} | {r['build_s']:.1f} s | {r['fit_s']:.1f} s | {r['peak_gib']:.2f} GiB | {r['llf']:.2f} | "
+            f"| {solver} | {r['build_s']:.1f} s | {r['fit_s']:.1f} s | {mem} | {r['llf']:.2f} | "
             f"{_fmt_sd(r)} | {fe} | {mc} |"
         )
     lines.append("")
-    d, it = runs.get("direct"), runs.get("iterative")
+    d, it = runs.get("direct"), runs.get("iterative") or runs.get("iterative (Dask)")
     if d and it and "error" not in d and "error" not in it:
         var_rel = {k: abs(it["sd"][k] ** 2 / d["sd"][k] ** 2 - 1) for k in d["sd"]}
         beta_se = {k: abs(it["params"][k] - d["params"][k]) / d["bse"][k] for k in d["params"]}
@@ -164,6 +199,7 @@ def main() -> None:
     ap.add_argument("--cache", default=os.environ.get("MOVIELENS_CACHE", "/tmp/midas_movielens"))
     ap.add_argument("--timeout", type=float, default=4 * 3600)
     ap.add_argument("--out", default="")
+    ap.add_argument("--dask", action="store_true", help="read the parquet with Dask on a 2-worker LocalCluster")
     args = ap.parse_args()
     if args.child:
         args.solver = args.solver[0]
@@ -182,8 +218,8 @@ def main() -> None:
     for model in args.model:
         runs = {}
         for solver in args.solver:
-            runs[solver] = run_one(path, model, solver, args.timeout)
-            print(solver, model, json.dumps(runs[solver])[:400], file=sys.stderr, flush=True)
+            runs[solver + (" (Dask)" if args.dask else "")] = run_one(path, model, solver, args.timeout, args.dask)
+            print(solver, model, json.dumps(list(runs.values())[-1])[:400], file=sys.stderr, flush=True)
         lines += report(args.size, model, runs)
     text = "\n".join(lines)
     print(text)

@@ -333,7 +333,9 @@ def build_dask_design(formula: str, ddf, weights=None, offset=None, family: Fami
         with_structure(terms[-1], spec.structure, str(spec))
     terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
     dense = sum(t.q**2 for t in terms[1:]) * 8 + terms[0].q * (len(names) + 1 + terms[0].p) * 8
-    if dense > 0.5 * memory_bytes():
+    # the iterative solver (fit(solver="auto")) forms no dense block: Gaussian, canonical binomial and Poisson
+    iterative = family is None or family.is_lmm or getattr(family, "kernel_link", None) is not None
+    if dense > 0.5 * memory_bytes() and not iterative:
         raise DataError(
             f"the random-effects blocks need about {dense / 2**30:.1f} GiB (grouping factors "
             f"{', '.join(f'{t.group_name}: {t.nlevels} levels' for t in terms)}); more than half of this "

@@ -390,11 +390,14 @@ ITERATIVE_TAIL = 5000
 def dense_tail(terms: list[ReTerm]) -> int:
     """An estimate of the exact factor's dense tail: the random effects of every term the term
     with the most random effects is not nested in (nested terms add no fill-in; crossed ones
-    fill a block as large as their levels). O(rows), no symbolic analysis."""
+    fill a block as large as their levels). O(rows), no symbolic analysis; without the rows in
+    memory (a Dask design) every other term is taken as crossed."""
     if len(terms) < 2:
         return 0
     e = max(range(len(terms)), key=lambda i: terms[i].q)
     ce = terms[e].codes
+    if not len(ce):  # rows not in memory (Dask): every other term counts as crossed
+        return sum(t.q for i, t in enumerate(terms) if i != e)
     tail = 0
     for i, t in enumerate(terms):
         if i == e:

@@ -32,7 +32,6 @@ the rows' codes and columns plus a few (levels × m) arrays — nothing of size 
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ import numpy as np
 
 from ..design.reterms import ITERATIVE_TAIL, ThetaMap, dense_tail
 from ..errors import ConvergenceWarning, FitError
-from ..linalg.matfree import crossprod_pass, level_grams, scatter_rows, schur_apply, schur_diagonal
+from .crossedrows import CrossedRows, DaskCrossedRows
 from .estimates import Estimates
 from .optimize import SINGULAR_TOL, OptResult
 
@@ -79,102 +78,15 @@ class IterativeInfo:
     beta_mc_se: np.ndarray | None = None  # a GLMM's fixed effects (an LMM's follow θ̂ exactly)
 
 
-class CrossedRows:
-    """What the iterative solver reads from the rows, computed once: the packed codes and
-    columns of every term (the term with the most random effects first), Z_t'WZ_t per level,
-    Z'W[X y] and [X y]'W[X y]."""
-
-    def __init__(self, terms, X, y, weights=None, offset=None, cross: bool = True):
-        T = len(terms)
-        qs = [t.q for t in terms]
-        self.order = [int(np.argmax(qs))] + [i for i in range(T) if i != int(np.argmax(qs))]
-        self.terms = [terms[i] for i in self.order]
-        n = X.shape[0]
-        self.n, self.k = n, X.shape[1]
-        # rows sorted by the eliminated term's level: each level's rows are contiguous
-        first = self.terms[0].codes
-        perm = self.perm = np.argsort(first, kind="stable")
-        counts = np.bincount(first, minlength=self.terms[0].nlevels)
-        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.maxseg = int(max(counts.max(), 1))
-        self.codes = np.empty((n, T), np.int32)
-        ps = [t.p for t in self.terms]
-        self.zoff = np.concatenate([[0], np.cumsum(ps)]).astype(np.int64)
-        self.qoff = np.concatenate([[0], np.cumsum([t.q for t in self.terms])]).astype(np.int64)
-        self.Z = np.empty((n, int(self.zoff[-1])))
-        for j, t in enumerate(self.terms):
-            self.codes[:, j] = t.codes[perm]
-            self.Z[:, self.zoff[j] : self.zoff[j + 1]] = t.Zcols[perm]
-        self.w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)[perm]
-        self.pmax = max(ps)
-        self.grams = [
-            level_grams(self.codes[:, j], self.Z[:, self.zoff[j] : self.zoff[j + 1]], self.w, t.nlevels)
-            for j, t in enumerate(self.terms)
-        ]
-        if cross:
-            yy = np.asarray(y, dtype=float) - (0.0 if offset is None else np.asarray(offset, dtype=float))
-            Xy = np.column_stack([X, yy])[perm]
-            self.ZtXy = scatter_rows(self.codes, self.Z, self.zoff, self.qoff, self.w, Xy)  # (q, k+1) unscaled
-            self.XytXy = Xy.T @ (Xy * self.w[:, None])
-        self.q = int(self.qoff[-1])
-        self.qe = int(self.qoff[1])
-        self.identity = np.broadcast_to(np.eye(self.pmax), (T, self.pmax, self.pmax)).copy()
-
-    def reweighted(self, w_sorted: np.ndarray) -> CrossedRows:
-        """The same rows with other weights (in the sorted row order): a PIRLS step's W."""
-        other = copy.copy(self)
-        other.w = w_sorted
-        other.grams = [
-            level_grams(self.codes[:, j], self.Z[:, self.zoff[j] : self.zoff[j + 1]], w_sorted, t.nlevels)
-            for j, t in enumerate(self.terms)
-        ]
-        return other
-
-    @property
-    def T(self) -> int:
-        return len(self.terms)
-
-    def lam_array(self, lams: list[np.ndarray]) -> np.ndarray:
-        """The packed (T, pmax, pmax) λ from λ_t in the model's term order."""
-        L = np.zeros((self.T, self.pmax, self.pmax))
-        for j, i in enumerate(self.order):
-            p = lams[i].shape[0]
-            L[j, :p, :p] = lams[i]
-        return L
-
-    def pass_(self, lam_in, lam_out, cin, cout, V) -> np.ndarray:
-        return crossprod_pass(
-            self.codes,
-            self.Z,
-            self.zoff,
-            self.qoff,
-            self.w,
-            lam_in,
-            lam_out,
-            np.asarray(cin, float),
-            np.asarray(cout, float),
-            V,
-        )
-
-    def apply_lam(self, L: np.ndarray, V: np.ndarray, transpose: bool = False) -> np.ndarray:
-        """Λ V (or Λ'V) for a (q, m) array, term by term."""
-        out = np.empty_like(V)
-        for j, t in enumerate(self.terms):
-            p, sl = t.p, slice(self.qoff[j], self.qoff[j + 1])
-            lam = L[j, :p, :p].T if transpose else L[j, :p, :p]
-            out[sl] = np.einsum("ab,lbm->lam", lam, V[sl].reshape(t.nlevels, p, -1)).reshape(t.q, -1)
-        return out
-
-
 class ThetaSystem:
     """A = Λ'Z'WZΛ + I at one θ: the eliminated block, the Schur complement's products and solves."""
 
-    def __init__(self, rows: CrossedRows, L: np.ndarray):
-        self.rows, self.L = rows, L
+    def __init__(self, rows, L: np.ndarray, grams: list[np.ndarray], which: str = "prior"):
+        self.rows, self.L, self.grams, self.which = rows, L, grams, which
         r = rows
         _t0, p0 = r.terms[0], r.terms[0].p
         lam0 = L[0, :p0, :p0]
-        Aee = np.einsum("ba,lbc,cd->lad", lam0, r.grams[0], lam0) + np.eye(p0)
+        Aee = np.einsum("ba,lbc,cd->lad", lam0, grams[0], lam0) + np.eye(p0)
         self.Aee_chol = np.linalg.cholesky(Aee)
         self.logdet_ee = 2.0 * float(np.sum(np.log(np.diagonal(self.Aee_chol, axis1=1, axis2=2))))
         self.Aee_inv = np.linalg.inv(Aee)
@@ -205,30 +117,30 @@ class ThetaSystem:
     def A_eR(self, VR: np.ndarray) -> np.ndarray:
         """A_eR V = Λ_e'Z_e'WZ_RΛ_R V (one pass)."""
         r = self.rows
-        return r.pass_(self.L, self.L, self.cin_R, self.cout_e, self.full(VR=VR))[: r.qe]
+        return r.call("crossprod", self.L, self.L, self.cin_R, self.cout_e, self.full(VR=VR), self.which)[: r.qe]
 
     def A_Re(self, Ve: np.ndarray) -> np.ndarray:
         r = self.rows
         cin = [1.0] + [0.0] * (r.T - 1)
-        return r.pass_(self.L, self.L, cin, self.cout_R, self.full(Ve=Ve))[r.qe :]
+        return r.call("crossprod", self.L, self.L, cin, self.cout_R, self.full(Ve=Ve), self.which)[r.qe :]
 
     def S_matvec(self, VR: np.ndarray) -> np.ndarray:
         """S V = V + Λ_R'Z_R'W(Z_RΛ_R V − Z_eΛ_e A_ee⁻¹ A_eR V): two passes."""
         r = self.rows
         self.matvecs += 1
-        out = schur_apply(r.starts, r.codes, r.Z, r.zoff, r.qoff, r.w, self.L, self.Aee_inv, self.full(VR=VR), r.maxseg)
+        out = r.call("schur_apply", self.L, self.Aee_inv, self.full(VR=VR), self.which)
         return VR + out[r.qe :]
 
     def _preconditioner(self):
         """S's block diagonal (A_RR's, less Σᵢ wᵢ²(ζζ')ᵢ ζ_e'A_ee⁻¹ζ_e: exact where each pair of
         levels shares at most one row) with a coarse correction on the all-ones columns."""
         r = self.rows
-        corr = schur_diagonal(r.codes, r.Z, r.zoff, r.qoff, r.w, self.L, self.Aee_inv, r.pmax)
+        corr = r.call("schur_diagonal", self.L, self.Aee_inv, self.which)
         self.pre_blocks = []
         for j, t in enumerate(r.terms[1:], start=1):
             p = t.p
             lam = self.L[j, :p, :p]
-            blk = np.einsum("ba,lbc,cd->lad", lam, r.grams[j], lam) + np.eye(p) - corr[j, : t.nlevels, :p, :p]
+            blk = np.einsum("ba,lbc,cd->lad", lam, self.grams[j], lam) + np.eye(p) - corr[j, : t.nlevels, :p, :p]
             self.pre_blocks.append(blk)
         self.pre_inv = [np.linalg.inv(b) for b in self.pre_blocks]
         # coarse space: one all-ones vector per column of each R term
@@ -385,6 +297,9 @@ class IterativeLMM:
         self.warm = None
         self.evaluations = 0
         self.iterations: list[int] = []
+        # the data pass: Z'W[X y'], [X y']'W[X y'] (y' = y − offset − X b0) and Z_t'WZ_t per level
+        self.ZtXy, self.XytXy = rows.call("lmm_blocks", b0)
+        self.grams = rows.call("grams", "prior")
         # ∂λ/∂θ packed per θ element
         J = tmap.jacobian
         self.J = [rows.lam_array([J[i][k] for i in range(len(tmap.terms))]) for k in range(len(tmap))]
@@ -393,8 +308,8 @@ class IterativeLMM:
         r, k = self.rows, self.rows.k
         theta = np.asarray(theta, dtype=float)
         L = r.lam_array(self.tmap.lams(theta))
-        sys = ThetaSystem(r, L)
-        B = r.apply_lam(L, r.ZtXy, transpose=True)  # Λ'Z'W[X y]
+        sys = ThetaSystem(r, L, self.grams)
+        B = r.apply_lam(L, self.ZtXy, transpose=True)  # Λ'Z'W[X y]
         m = 0 if self.probes is None else self.probes.shape[1]
         its = 0
         if sys.nR:
@@ -413,7 +328,7 @@ class IterativeLMM:
             U, Sr, Ks, Kz = sys.ee_solve(B), None, None, None
         self.evaluations += 1
         self.iterations.append(its)
-        XtX, Xty, yty = r.XytXy[:k, :k], r.XytXy[:k, k], r.XytXy[k, k]
+        XtX, Xty, yty = self.XytXy[:k, :k], self.XytXy[:k, k], self.XytXy[k, k]
         BX, By, UX, Uy = B[:, :k], B[:, k], U[:, :k], U[:, k]
         RX = XtX - BX.T @ UX
         RX = 0.5 * (RX + RX.T)
@@ -421,8 +336,9 @@ class IterativeLMM:
         u = Uy - UX @ beta
         r2 = float(yty - By @ u - Xty @ beta)
         cols = [u[:, None], UX] + ([Kz, Ks] if Ks is not None else [])
-        H = r.pass_(L, r.identity, [1.0] * r.T, [1.0] * r.T, np.hstack(cols))  # Z'WZΛ[u U_X Kz Ks]
-        Zwr = r.ZtXy[:, k] - r.ZtXy[:, :k] @ beta - H[:, 0]
+        ones = [1.0] * r.T
+        H = r.call("crossprod", L, r.identity, ones, ones, np.hstack(cols), "prior")  # Z'WZΛ[u U_X Kz Ks]
+        Zwr = self.ZtXy[:, k] - self.ZtXy[:, :k] @ beta - H[:, 0]
         GX = H[:, 1 : k + 1]
         Hz, Hs = (H[:, k + 1 : k + 1 + m], H[:, k + 1 + m :]) if Ks is not None else (None, None)
         nt = len(self.tmap)
@@ -434,7 +350,7 @@ class IterativeLMM:
         for i, Jk in enumerate(self.J):
             d_r2[i] = -2.0 * float(np.sum(r.apply_lam(Jk, Zwr[:, None], transpose=True)[:, 0] * u))
             if self.REML and k:
-                dB = r.apply_lam(Jk, r.ZtXy[:, :k], transpose=True)
+                dB = r.apply_lam(Jk, self.ZtXy[:, :k], transpose=True)
                 JU = r.apply_lam(Jk, UX)
                 M = dB.T @ UX
                 N = JU.T @ GX
@@ -442,7 +358,7 @@ class IterativeLMM:
                 d_RX[i] = float(np.sum(RXinv * dRX))
             J0 = Jk[0, :p0, :p0]
             if np.any(J0):
-                G = r.grams[0]
+                G = self.grams[0]
                 P = np.einsum("ba,lbc,cd->lad", lam0, G, J0)
                 exact[i] = 2.0 * float(np.einsum("lab,lba->", sys.Aee_inv, P))
             if Ks is not None:
@@ -466,16 +382,14 @@ class IterativeLMM:
         return logA + r.n * (1 + math.log(2 * math.pi * ev.r2 / r.n)) - self.ldW
 
 
-def _moment_theta(rows: CrossedRows, tmap: ThetaMap, resid: np.ndarray) -> np.ndarray:
+def _moment_theta(rows, tmap: ThetaMap, b0: np.ndarray) -> np.ndarray:
     """A start: each term's intercept variance from its level means of the OLS residuals (as if
     it were the only term), the residual variance what is left; other columns at 0.5."""
-    w = rows.w
-    tot = float(np.sum(w * resid**2) / np.sum(w))
+    ss, sw, per = rows.call("residual_sums", b0)
+    tot = ss / sw
     lams = [None] * len(tmap.terms)
     between = []
-    for t in rows.terms:
-        cnt = np.bincount(t.codes, weights=w, minlength=t.nlevels)
-        s = np.bincount(t.codes, weights=w * resid, minlength=t.nlevels)
+    for cnt, s in per:
         ok = cnt > 0
         means = s[ok] / cnt[ok]
         v = float(np.sum(cnt[ok] * means**2) / np.sum(cnt[ok])) - tot * float(np.mean(1.0 / cnt[ok]))
@@ -621,6 +535,22 @@ def fd_jacobian(ev_fn, psi, logc, held, g0):
     return 0.5 * (Jac + Jac.T)
 
 
+def crossed_rows(design, family=None):
+    """The design's rows for the iterative solver: in memory, or on the Dask workers."""
+    if design.source is not None:
+        return DaskCrossedRows(design.source, design.terms, family)
+    rows = CrossedRows(
+        design.terms,
+        design.X,
+        design.y,
+        design.weights if design.has_prior_weights or family is not None else None,
+        design.offset,
+    )
+    if family is not None and not family.is_lmm:
+        rows.set_family(family, design.trials)
+    return rows
+
+
 def fit_lmm_iterative(design, REML: bool = True, options: IterativeOptions | None = None) -> Estimates:
     """Fit an LMM by the iterative solver (profiled REML/ML; see the module's text)."""
     opts = options or IterativeOptions()
@@ -630,17 +560,12 @@ def fit_lmm_iterative(design, REML: bool = True, options: IterativeOptions | Non
             "the iterative solver takes lme4's unstructured and diagonal terms; this model has a "
             "structured covariance (ar1, cs, toep, ...): fit it with solver='direct'"
         )
-    X = design.X
-    y = design.y - design.offset
-    w = design.weights if design.has_prior_weights else np.ones(design.nobs)
-    XtWX = X.T @ (X * w[:, None]) if design.has_prior_weights else X.T @ X
-    Xty = X.T @ (w * y) if design.has_prior_weights else X.T @ y
-    b0 = np.linalg.lstsq(XtWX, Xty, rcond=None)[0] if X.shape[1] else np.zeros(0)
-    resid = y - X @ b0
-    rows = CrossedRows(design.terms, X, resid, w if design.has_prior_weights else None)
-    ldW = float(np.sum(np.log(w[w > 0]))) if design.has_prior_weights else 0.0
+    rows = crossed_rows(design)
+    XtWX, Xty, ldW = rows.call("ols_sums")
+    b0 = np.linalg.lstsq(XtWX, Xty, rcond=None)[0] if XtWX.shape[0] else np.zeros(0)
+    ldW = ldW if design.has_prior_weights else 0.0
     crit = IterativeLMM(rows, tmap, REML, opts, ldW, b0)
-    theta0 = _moment_theta(rows, tmap, resid)
+    theta0 = _moment_theta(rows, tmap, b0)
     ev, Jac, theta, converged, logc = solve_with_restart(
         crit.evaluate,
         theta0,
@@ -769,8 +694,6 @@ AUTO_TAIL = ITERATIVE_TAIL
 
 def iterative_refusal(design, family, nAGQ: int, fast: bool) -> str | None:
     """Why the iterative solver cannot fit this model (None: it can)."""
-    if design.source is not None:
-        return "its rows are a Dask DataFrame (the iterative path runs in memory)"
     if not family.is_lmm:
         if family.kernel_link is None or getattr(family, "thresholds", False):
             return (

@@ -30,16 +30,14 @@ import numpy as np
 
 from ..design.reterms import ThetaMap
 from ..errors import ConvergenceWarning, FitError
-from ..families import Family, ResponseTerms
-from ..linalg import rowkernels
-from ..linalg.matfree import gather_rows, probe_leverage, scatter_rows, x_gather
+from ..families import Family
 from .estimates import Estimates
 from .iterative import (
-    CrossedRows,
     IterativeInfo,
     IterativeOptions,
     ThetaSystem,
     condvar_blocks,
+    crossed_rows,
     fd_jacobian,
     rademacher,
     slq_logdet,
@@ -70,73 +68,51 @@ class GLMMEvaluation:
 class IterativeGLMM:
     """The Laplace criterion of a canonical binomial or Poisson GLMM by the iterative solver."""
 
-    def __init__(self, design, family: Family, options: IterativeOptions):
-        self.fam, self.opts = family, options
-        self.link = family.kernel_link
-        self.rows = CrossedRows(design.terms, design.X, None, cross=False)
-        perm = self.rows.perm
-        self.n, self.k = design.X.shape
-        self.X = np.ascontiguousarray(design.X[perm], dtype=float)
-        y = np.asarray(design.y, dtype=float)
-        prior = np.asarray(design.weights, dtype=float)
-        trials = None if design.trials is None else np.asarray(design.trials, dtype=float)
-        resp = ResponseTerms(family, y, prior, trials)
-        const, a, b = family.kernel_rows(resp)
-
-        def sort(v):
-            return np.ascontiguousarray(np.broadcast_to(v, y.shape)[perm], dtype=float)
-
-        self.y, self.prior, self.off = sort(y), sort(prior), sort(design.offset)
-        self.const, self.ya, self.yb = sort(const), sort(a), sort(b)
+    def __init__(self, rows, design, family: Family, options: IterativeOptions):
+        self.fam, self.opts, self.rows = family, options, rows
+        self.n, self.k = rows.n, rows.k
         self.tmap = ThetaMap(design.terms)
         J = self.tmap.jacobian
-        self.J = [self.rows.lam_array([J[i][k] for i in range(len(self.tmap.terms))]) for k in range(len(self.tmap))]
-        nR = self.rows.q - self.rows.qe
+        self.J = [rows.lam_array([J[i][k] for i in range(len(self.tmap.terms))]) for k in range(len(self.tmap))]
+        nR = rows.q - rows.qe
         self.probes = rademacher(np.random.default_rng(options.seed), nR, options.probes) if nR else None
-        self.u = np.zeros(self.rows.q)
-        self.ones = np.ones(self.n)
-        self.W, self.z = np.empty(self.n), np.empty(self.n)
+        self.u = np.zeros(rows.q)
         self.warm_probe = self.warm_adj = self.warm_u = None
         self.evaluations = 0
         self.iterations: list[int] = []
 
     # --- PIRLS
-    def _at(self, fixed, L, u):
-        r = self.rows
-        eta = fixed + gather_rows(r.codes, r.Z, r.zoff, r.qoff, L, u[:, None])[:, 0]
-        ll = rowkernels.canonical_working(
-            self.link, eta, self.y, self.prior, self.off, self.const, self.ya, self.yb, self.W, self.z
-        )
-        return eta, float(ll), -2.0 * float(ll) + float(u @ u)
+    def _at(self, L, u, beta):
+        """Σ log f and the penalised deviance at the modes u."""
+        ll = float(self.rows.call("at", L, u, beta))
+        return ll, -2.0 * ll + float(u @ u)
 
     def pirls(self, theta, beta):
         """The modes û at (θ, β) by penalised IRLS with CG solves and step halving; returns
-        (û, η, log-likelihood, the system at W(û), λ)."""
+        (û, log-likelihood, the system at W(û), λ)."""
         r = self.rows
         L = r.lam_array(self.tmap.lams(theta))
-        fixed = self.off + self.X @ beta
         u = self.u.copy()
-        eta, ll, pen = self._at(fixed, L, u)
+        ll, pen = self._at(L, u, beta)
         if not np.isfinite(pen):
             u[:] = 0.0
-            eta, ll, pen = self._at(fixed, L, u)
+            ll, pen = self._at(L, u, beta)
         its = 0
         for _ in range(PIRLS_MAXIT):
-            rw = r.reweighted(self.W.copy())
-            sys = ThetaSystem(rw, L)
-            zz = self.z - (fixed - self.off)
-            rhs = r.apply_lam(L, scatter_rows(r.codes, r.Z, r.zoff, r.qoff, rw.w, zz[:, None]), transpose=True)
+            point = ("work", L, u, beta)
+            sys = ThetaSystem(r, L, r.call("grams", point), point)
+            rhs = r.apply_lam(L, r.call("pirls_rhs", L, u, beta), transpose=True)
             u_new, self.warm_u, it = sys.solve(rhs, self.warm_u, self.opts.tol)
             its += it
             u_new = u_new[:, 0]
             for _half in range(12):
-                eta_n, ll_n, pen_n = self._at(fixed, L, u_new)
+                ll_n, pen_n = self._at(L, u_new, beta)
                 if np.isfinite(pen_n) and pen_n <= pen + 1e-12 * abs(pen):
                     break
                 u_new = 0.5 * (u + u_new)
             step = float(np.max(np.abs(u_new - u)))
             done = abs(pen - pen_n) <= PIRLS_TOL * (abs(pen_n) + 1.0) and step < 1e-7
-            u, eta, ll, pen = u_new, eta_n, ll_n, pen_n
+            u, ll, pen = u_new, ll_n, pen_n
             if done:
                 break
         else:
@@ -145,25 +121,18 @@ class IterativeGLMM:
             )
         self.u = u
         self.iterations.append(its)
-        sys = ThetaSystem(r.reweighted(self.W.copy()), L)
-        return u, eta, ll, sys, L
+        point = ("work", L, u, beta)
+        grams = r.call("grams", point)
+        return u, ll, ThetaSystem(r, L, grams, point), L, grams
 
     # --- the criterion's gradient
     def evaluate(self, psi: np.ndarray) -> GLMMEvaluation:
         nt, k = len(self.tmap), self.k
         theta, beta = psi[:nt], psi[nt:]
-        u, eta, ll, sys, L = self.pirls(theta, beta)
+        u, ll, sys, L, grams = self.pirls(theta, beta)
         self.evaluations += 1
-        r, rw = self.rows, sys.rows
-        W = rw.w
-        if self.link == rowkernels.LOGIT:
-            mu = 1.0 / (1.0 + np.exp(-eta))
-            Wp = W * (1.0 - 2.0 * mu)
-        else:
-            Wp = W.copy()
-        d = W * (self.z - eta + self.off)  # dℓ/dη
-        Zd = scatter_rows(r.codes, r.Z, r.zoff, r.qoff, self.ones, d[:, None])[:, 0]
-        Xd = self.X.T @ d
+        r = self.rows
+        Zd, Xd = r.call("score", L, u, beta)
         if sys.nR:
             m = self.probes.shape[1]
             Sr, _ = sys.S_solve(self.probes, self.warm_probe, self.opts.tol)
@@ -174,11 +143,12 @@ class IterativeGLMM:
         else:
             m = 1
             Ks = Kz = np.zeros((r.q, 1))
-        Zc, Xc = probe_leverage(r.codes, r.Z, r.zoff, r.qoff, L, sys.Aee_inv, Ks, Kz, Wp, self.X)
+        Zc, Xc = r.call("probe_leverage", L, u, beta, sys.Aee_inv, Ks, Kz)
         V, self.warm_adj, _ = sys.solve(r.apply_lam(L, Zc, transpose=True), self.warm_adj, self.opts.tol)
-        H = rw.pass_(L, r.identity, [1.0] * r.T, [1.0] * r.T, np.hstack([Kz, Ks, V]))  # Z'WZΛ[Kz Ks V]
+        ones = [1.0] * r.T
+        H = r.call("crossprod", L, r.identity, ones, ones, np.hstack([Kz, Ks, V]), sys.which)  # Z'WZΛ[Kz Ks V]
         Hz, Hs, Gv = H[:, :m], H[:, m : 2 * m], H[:, 2 * m :]
-        XWZv = x_gather(r.codes, r.Z, r.zoff, r.qoff, L, V, W, self.X)
+        XWZv = r.call("x_gather", L, u, beta, V)
         probe = np.zeros((nt + k, m))
         exact = np.zeros(nt + k)
         t0 = r.terms[0]
@@ -189,7 +159,7 @@ class IterativeGLMM:
             exact[i] = -2.0 * float(Zd @ Ju)
             J0 = Jk[0, :p0, :p0]
             if np.any(J0):
-                P = np.einsum("ba,lbc,cd->lad", lam0, rw.grams[0], J0)
+                P = np.einsum("ba,lbc,cd->lad", lam0, grams[0], J0)
                 exact[i] += 2.0 * float(np.einsum("lab,lba->", sys.Aee_inv, P))
             if sys.nR:
                 probe[i] += np.sum(r.apply_lam(Jk, Ks) * Hz, axis=0) + np.sum(r.apply_lam(Jk, Kz) * Hs, axis=0)
@@ -197,8 +167,9 @@ class IterativeGLMM:
         exact[nt:] = -2.0 * Xd
         probe[nt:] = Xc - XWZv
         grad = exact + probe.mean(axis=1)
+        keep = sys.nR > 0
         return GLMMEvaluation(
-            np.asarray(psi, float), grad, probe, u, ll, sys, Ks if sys.nR else None, Kz if sys.nR else None
+            np.asarray(psi, float), grad, probe, u, ll, sys, Ks if keep else None, Kz if keep else None
         )
 
 
@@ -206,25 +177,20 @@ def _glm_start(crit: IterativeGLMM) -> np.ndarray:
     """(θ, β) to start from: β of the GLM without random effects (IRLS), and each term's
     intercept SD from the spread of its levels' mean working residuals beyond their sampling
     variance (other columns 0.5)."""
-    X, k = crit.X, crit.k
+    k = crit.k
     beta = np.zeros(k)
-    W, z = crit.W, crit.z
     for _ in range(25):
-        eta = crit.off + X @ beta
-        rowkernels.canonical_working(crit.link, eta, crit.y, crit.prior, crit.off, crit.const, crit.ya, crit.yb, W, z)
-        XtW = X.T * W
-        new = np.linalg.lstsq(XtW @ X, XtW @ z, rcond=None)[0]
-        if np.max(np.abs(new - beta)) < 1e-8:
-            beta = new
-            break
+        XtWX, XtWz, per = crit.rows.call("glm_sums", beta)
+        new = np.linalg.lstsq(XtWX, XtWz, rcond=None)[0]
+        done = np.max(np.abs(new - beta)) < 1e-8
         beta = new
-    res = z - X @ beta
+        if done:
+            break
+    _, _, per = crit.rows.call("glm_sums", beta)
     lams = [None] * len(crit.tmap.terms)
     r = crit.rows
     for j, t in enumerate(r.terms):
-        codes = r.codes[:, j]
-        sw = np.bincount(codes, weights=W, minlength=t.nlevels)
-        sr = np.bincount(codes, weights=W * res, minlength=t.nlevels)
+        sw, sr = per[j]
         ok = sw > 0
         means = sr[ok] / sw[ok]
         v = float(np.mean(means**2) - np.mean(1.0 / sw[ok]))
@@ -239,7 +205,7 @@ def _glm_start(crit: IterativeGLMM) -> np.ndarray:
 def fit_glmm_iterative(design, family: Family, options: IterativeOptions | None = None) -> Estimates:
     """Fit a canonical binomial or Poisson GLMM by Laplace with the iterative solver."""
     opts = options or IterativeOptions()
-    crit = IterativeGLMM(design, family, opts)
+    crit = IterativeGLMM(crossed_rows(design, family), design, family, opts)
     tm, k = crit.tmap, crit.k
     lower = np.concatenate([tm.lower, np.full(k, -np.inf)])
     psi0 = _glm_start(crit)

@@ -160,11 +160,11 @@ def _schur_diagonal(codes, Z, zoff, qoff, w, lam, Aee_inv, out):
                     out[t, j, a, b] += c * zr[a] * zr[b]
 
 
-def schur_diagonal(codes, Z, zoff, qoff, w, lam, Aee_inv, pmax) -> np.ndarray:
+def schur_diagonal(codes, Z, zoff, qoff, w, lam, Aee_inv, pmax, nl) -> np.ndarray:
     """Σᵢ wᵢ² (ζ_t ζ_t')ᵢ (ζ_e'A_ee⁻¹ζ_e)ᵢ per level of every term t ≥ 1 (ζ = λ'zᵢ): the part of
-    A_Re A_ee⁻¹ A_eR on S's block diagonal carried by single rows, a (T, ℓmax, pmax, pmax) array."""
+    A_Re A_ee⁻¹ A_eR on S's block diagonal carried by single rows, a (T, nl, pmax, pmax) array
+    (nl: the most levels of a term)."""
     T = codes.shape[1]
-    nl = int(max(np.max(codes[:, t]) + 1 for t in range(T)))
     out = np.zeros((T, nl, pmax, pmax))
     _schur_diagonal(codes, Z, zoff, qoff, w, lam, Aee_inv, out)
     return out
