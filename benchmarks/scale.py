@@ -61,7 +61,7 @@ def child(args) -> None:
 
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
         client = distributed.Client(cluster)
-        limit = min(w.memory_limit for w in cluster.workers.values())
+        limit = min(w["memory_limit"] for w in client.scheduler_info()["workers"].values())
         df = dd.read_parquet(args.path, split_row_groups=True)
         peaks, stop = [0.0], threading.Event()
 
