@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import checks
 from ..design.reterms import ITERATIVE_TAIL, ThetaMap, dense_tail
 from ..errors import ConvergenceWarning, FitError
 from .crossedrows import CrossedRows, DaskCrossedRows
@@ -714,7 +715,8 @@ def iterative_refusal(design, family, nAGQ: int, fast: bool) -> str | None:
 def choose_solver(solver, design, family, nAGQ: int = 1, fast: bool = False) -> str:
     """``"direct"`` or ``"iterative"`` for ``fit(solver=)``: "auto" takes the iterative path
     when the exact factor's dense tail would reach :data:`AUTO_TAIL` and the model is one it
-    fits; "iterative" on a model it cannot fit is an error naming the reason."""
+    fits (or when that block would take half of this machine's memory); "iterative" on a model
+    it cannot fit is an error naming the reason."""
     s = str(solver).lower() if solver is not None else "auto"
     if s not in SOLVERS:
         raise FitError(f"unknown solver={solver!r}; use one of {', '.join(repr(x) for x in SOLVERS)}")
@@ -725,6 +727,7 @@ def choose_solver(solver, design, family, nAGQ: int = 1, fast: bool = False) -> 
         if why:
             raise FitError(f"solver='iterative' cannot fit this model: {why}; use solver='direct'")
         return s
-    if why is None and dense_tail(design.terms) >= AUTO_TAIL:
+    tail = dense_tail(design.terms) if why is None else 0
+    if why is None and (tail >= AUTO_TAIL or 8.0 * tail**2 > 0.5 * checks.memory_bytes()):
         return "iterative"
     return "direct"

@@ -172,12 +172,20 @@ def test_dask_glmm_equals_in_memory_fit(client, case):
 
 
 def test_blocks_too_large_for_memory_are_refused_before_the_data_pass(monkeypatch):
+    import midas_glmm.checks as checks
     import midas_glmm.design.daskdata as daskdata
 
-    df = pd.DataFrame({"y": np.arange(40.0), "a": np.arange(40) % 10, "b": np.arange(40) % 8})
+    df = pd.DataFrame({"y": np.arange(1.0, 41.0), "a": np.arange(40) % 10, "b": np.arange(40) % 8})
     monkeypatch.setattr(daskdata, "memory_bytes", lambda: 1000.0)
+    monkeypatch.setattr(checks, "memory_bytes", lambda: 1000.0)
+    # a family the iterative solver does not fit: refused before the long pass
     with pytest.raises(DataError, match="more than half of this machine's memory"):
-        MixedModel.from_formula("y ~ 1 + (1|a) + (1|b)", dd.from_pandas(df, npartitions=2))
+        MixedModel.from_formula("y ~ 1 + (1|a) + (1|b)", dd.from_pandas(df, npartitions=2), family="gamma")
+    # a Gaussian model is built, and fit(solver="auto") takes the iterative solver, which forms no such block
+    model = MixedModel.from_formula("y ~ 1 + (1|a) + (1|b)", dd.from_pandas(df, npartitions=2))
+    from midas_glmm.engine.iterative import choose_solver
+
+    assert choose_solver("auto", model.design, model.family) == "iterative"
 
 
 def test_glmm_pirls_passes_return_level_sized_answers():
