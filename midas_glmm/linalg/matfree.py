@@ -31,9 +31,57 @@ __all__ = [
 ]
 
 
+@njit(cache=True, inline="always")
+def _zeta(lam, Z, i, zo, t, p, out):
+    """out[:p] = λ_t'zᵢ, term t's columns of row i (at ``zo``) through its λ (lower triangular)."""
+    for a in range(p):
+        s = 0.0
+        for b in range(a, p):
+            s += lam[t, b, a] * Z[i, zo + b]
+        out[a] = s
+
+
+@njit(cache=True, inline="always")
+def _gather_row(codes, Z, zoff, qoff, lam, coef, i, V, zeta, out):
+    """out[c] = Σ_t coef_t (λ_t'zᵢ)·V[row i's level block of t, c] over the terms with coef_t ≠ 0."""
+    m = V.shape[1]
+    for c in range(m):
+        out[c] = 0.0
+    for t in range(codes.shape[1]):
+        ct = coef[t]
+        if ct == 0.0:
+            continue
+        p = zoff[t + 1] - zoff[t]
+        base = qoff[t] + codes[i, t] * p
+        _zeta(lam, Z, i, zoff[t], t, p, zeta)
+        for a in range(p):
+            za = zeta[a] * ct
+            if za != 0.0:
+                for c in range(m):
+                    out[c] += za * V[base + a, c]
+
+
+@njit(cache=True, inline="always")
+def _scatter_row(codes, Z, zoff, qoff, lam, coef, i, wi, row, zeta, acc):
+    """acc[row i's level block of t, c] += coef_t wᵢ (λ_t'zᵢ) row[c] over the terms with coef_t ≠ 0."""
+    m = row.shape[0]
+    for t in range(codes.shape[1]):
+        ct = coef[t] * wi
+        if ct == 0.0:
+            continue
+        p = zoff[t + 1] - zoff[t]
+        base = qoff[t] + codes[i, t] * p
+        _zeta(lam, Z, i, zoff[t], t, p, zeta)
+        for a in range(p):
+            za = zeta[a] * ct
+            if za != 0.0:
+                for c in range(m):
+                    acc[base + a, c] += za * row[c]
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def _crossprod(codes, Z, zoff, qoff, w, lam_in, lam_out, coef_in, coef_out, V, nthreads):
-    n, T = codes.shape
+    n = codes.shape[0]
     q, m = V.shape
     out = np.zeros((nthreads, q, m))
     chunk = (n + nthreads - 1) // nthreads
@@ -42,37 +90,8 @@ def _crossprod(codes, Z, zoff, qoff, w, lam_in, lam_out, coef_in, coef_out, V, n
         t_row = np.empty(m)
         zeta = np.empty(8)
         for i in range(th * chunk, min(n, (th + 1) * chunk)):
-            for c in range(m):
-                t_row[c] = 0.0
-            for t in range(T):
-                if coef_in[t] == 0.0:
-                    continue
-                p = zoff[t + 1] - zoff[t]
-                base = qoff[t] + codes[i, t] * p
-                for a in range(p):  # ζ = λ_t' z_i (column a of λ times z)
-                    s = 0.0
-                    for b in range(a, p):
-                        s += lam_in[t, b, a] * Z[i, zoff[t] + b]
-                    zeta[a] = s * coef_in[t]
-                for a in range(p):
-                    za = zeta[a]
-                    if za != 0.0:
-                        for c in range(m):
-                            t_row[c] += za * V[base + a, c]
-            wi = w[i]
-            for t in range(T):
-                if coef_out[t] == 0.0:
-                    continue
-                p = zoff[t + 1] - zoff[t]
-                base = qoff[t] + codes[i, t] * p
-                for a in range(p):
-                    s = 0.0
-                    for b in range(a, p):
-                        s += lam_out[t, b, a] * Z[i, zoff[t] + b]
-                    za = s * coef_out[t] * wi
-                    if za != 0.0:
-                        for c in range(m):
-                            acc[base + a, c] += za * t_row[c]
+            _gather_row(codes, Z, zoff, qoff, lam_in, coef_in, i, V, zeta, t_row)
+            _scatter_row(codes, Z, zoff, qoff, lam_out, coef_out, i, w[i], t_row, zeta, acc)
     res = out[0]
     for th in range(1, nthreads):
         res += out[th]
@@ -137,11 +156,7 @@ def _schur_diagonal(codes, Z, zoff, qoff, w, lam, Aee_inv, out):
     zr = np.empty(8)
     for i in range(n):
         je = codes[i, 0]
-        for a in range(pe):
-            s = 0.0
-            for b in range(a, pe):
-                s += lam[0, b, a] * Z[i, zoff[0] + b]
-            ze[a] = s
+        _zeta(lam, Z, i, zoff[0], 0, pe, ze)
         c = 0.0
         for a in range(pe):
             for b in range(pe):
@@ -150,11 +165,7 @@ def _schur_diagonal(codes, Z, zoff, qoff, w, lam, Aee_inv, out):
         for t in range(1, T):
             p = zoff[t + 1] - zoff[t]
             j = codes[i, t]
-            for a in range(p):
-                s = 0.0
-                for b in range(a, p):
-                    s += lam[t, b, a] * Z[i, zoff[t] + b]
-                zr[a] = s
+            _zeta(lam, Z, i, zoff[t], t, p, zr)
             for a in range(p):
                 for b in range(p):
                     out[t, j, a, b] += c * zr[a] * zr[b]
@@ -176,65 +187,34 @@ def _schur_apply(starts, codes, Z, zoff, qoff, w, lam, Aee_inv, V, nthreads, max
     T = codes.shape[1]
     q, m = V.shape
     pe = zoff[1] - zoff[0]
+    rest = np.ones(T)  # the other terms: read from V and written back
+    rest[0] = 0.0
     out = np.zeros((nthreads, q, m))
     per = (nl + nthreads - 1) // nthreads
     for th in prange(nthreads):
         acc_out = out[th]
         seg = np.empty((maxseg, m))
         acc = np.empty((pe, m))
-        a_e = np.empty((pe, m))
         zeta = np.empty(8)
         for lev in range(th * per, min(nl, (th + 1) * per)):
             lo, hi = starts[lev], starts[lev + 1]
-            for a in range(pe):
-                for c in range(m):
-                    acc[a, c] = 0.0
-            for i in range(lo, hi):
+            acc[:, :] = 0.0
+            for i in range(lo, hi):  # Λ_e'Z_e'W Z_RΛ_R V over this level's rows, rows kept
                 row = seg[i - lo]
-                for c in range(m):
-                    row[c] = 0.0
-                for t in range(1, T):
-                    p = zoff[t + 1] - zoff[t]
-                    base = qoff[t] + codes[i, t] * p
-                    for a in range(p):
-                        s = 0.0
-                        for b in range(a, p):
-                            s += lam[t, b, a] * Z[i, zoff[t] + b]
-                        for c in range(m):
-                            row[c] += s * V[base + a, c]
+                _gather_row(codes, Z, zoff, qoff, lam, rest, i, V, zeta, row)
+                _zeta(lam, Z, i, zoff[0], 0, pe, zeta)
                 for a in range(pe):
-                    s = 0.0
-                    for b in range(a, pe):
-                        s += lam[0, b, a] * Z[i, zoff[0] + b]
-                    zeta[a] = s
-                    s *= w[i]
+                    s = zeta[a] * w[i]
                     for c in range(m):
                         acc[a, c] += s * row[c]
-            for a in range(pe):  # a_e = A_ee⁻¹ acc for this level
-                for c in range(m):
-                    s = 0.0
-                    for b in range(pe):
-                        s += Aee_inv[lev, a, b] * acc[b, c]
-                    a_e[a, c] = s
-            for i in range(lo, hi):
+            a_e = Aee_inv[lev] @ acc  # A_ee⁻¹ for this level
+            for i in range(lo, hi):  # Λ_R'Z_R'W(Z_RΛ_R V − Z_eΛ_e a_e)
                 row = seg[i - lo]
+                _zeta(lam, Z, i, zoff[0], 0, pe, zeta)
                 for a in range(pe):
-                    s = 0.0
-                    for b in range(a, pe):
-                        s += lam[0, b, a] * Z[i, zoff[0] + b]
                     for c in range(m):
-                        row[c] -= s * a_e[a, c]
-                wi = w[i]
-                for t in range(1, T):
-                    p = zoff[t + 1] - zoff[t]
-                    base = qoff[t] + codes[i, t] * p
-                    for a in range(p):
-                        s = 0.0
-                        for b in range(a, p):
-                            s += lam[t, b, a] * Z[i, zoff[t] + b]
-                        s *= wi
-                        for c in range(m):
-                            acc_out[base + a, c] += s * row[c]
+                        row[c] -= zeta[a] * a_e[a, c]
+                _scatter_row(codes, Z, zoff, qoff, lam, rest, i, w[i], row, zeta, acc_out)
     res = out[0]
     for th in range(1, nthreads):
         res += out[th]
@@ -254,19 +234,10 @@ def schur_apply(starts, codes, Z, zoff, qoff, w, lam, Aee_inv, V, maxseg) -> np.
 @njit(cache=True, parallel=True)
 def _gather_rows(codes, Z, zoff, qoff, lam, V, out):
     n, T = codes.shape
-    m = V.shape[1]
+    ones = np.ones(T)
     for i in prange(n):
-        for c in range(m):
-            out[i, c] = 0.0
-        for t in range(T):
-            p = zoff[t + 1] - zoff[t]
-            base = qoff[t] + codes[i, t] * p
-            for a in range(p):
-                s = 0.0
-                for b in range(a, p):
-                    s += lam[t, b, a] * Z[i, zoff[t] + b]
-                for c in range(m):
-                    out[i, c] += s * V[base + a, c]
+        zeta = np.empty(8)
+        _gather_row(codes, Z, zoff, qoff, lam, ones, i, V, zeta, out[i])
 
 
 def gather_rows(codes, Z, zoff, qoff, lam, V) -> np.ndarray:
@@ -278,13 +249,14 @@ def gather_rows(codes, Z, zoff, qoff, lam, V) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def _probe_leverage(codes, Z, zoff, qoff, lam, Aee_inv, Ks, Kz, rw, X, nthreads):
+def _probe_leverage(codes, Z, zoff, qoff, lam, eye, Aee_inv, Ks, Kz, rw, X, nthreads):
     n, T = codes.shape
     q, m = Ks.shape
     k = X.shape[1]
     outq = np.zeros((nthreads, q, m))
     outx = np.zeros((nthreads, k, m))
     pe = zoff[1] - zoff[0]
+    ones = np.ones(T)
     chunk = (n + nthreads - 1) // nthreads
     for th in prange(nthreads):
         aq = outq[th]
@@ -293,21 +265,9 @@ def _probe_leverage(codes, Z, zoff, qoff, lam, Aee_inv, Ks, Kz, rw, X, nthreads)
         gz = np.empty(m)
         ze = np.empty(8)
         for i in range(th * chunk, min(n, (th + 1) * chunk)):
-            for c in range(m):
-                gs[c] = 0.0
-                gz[c] = 0.0
-            for t in range(T):
-                p = zoff[t + 1] - zoff[t]
-                base = qoff[t] + codes[i, t] * p
-                for a in range(p):
-                    s = 0.0
-                    for b in range(a, p):
-                        s += lam[t, b, a] * Z[i, zoff[t] + b]
-                    if t == 0:
-                        ze[a] = s
-                    for c in range(m):
-                        gs[c] += s * Ks[base + a, c]
-                        gz[c] += s * Kz[base + a, c]
+            _gather_row(codes, Z, zoff, qoff, lam, ones, i, Ks, ze, gs)
+            _gather_row(codes, Z, zoff, qoff, lam, ones, i, Kz, ze, gz)
+            _zeta(lam, Z, i, zoff[0], 0, pe, ze)
             he = 0.0  # ζ_e'A_ee⁻¹ζ_e: the eliminated block's exact share of the leverage
             je = codes[i, 0]
             for a in range(pe):
@@ -316,13 +276,7 @@ def _probe_leverage(codes, Z, zoff, qoff, lam, Aee_inv, Ks, Kz, rw, X, nthreads)
             wi = rw[i]
             for c in range(m):
                 gs[c] = wi * (he + gs[c] * gz[c])  # c_i for probe c
-            for t in range(T):
-                p = zoff[t + 1] - zoff[t]
-                base = qoff[t] + codes[i, t] * p
-                for a in range(p):
-                    za = Z[i, zoff[t] + a]
-                    for c in range(m):
-                        aq[base + a, c] += za * gs[c]
+            _scatter_row(codes, Z, zoff, qoff, eye, ones, i, 1.0, gs, ze, aq)  # Z'c: unscaled
             for l in range(k):
                 xl = X[i, l]
                 for c in range(m):
@@ -339,8 +293,9 @@ def probe_leverage(codes, Z, zoff, qoff, lam, Aee_inv, Ks, Kz, rw, X):
     (a row's leverage diag(ZΛA⁻¹Λ'Z')ᵢ, exact for the eliminated block and by the probe for the
     rest), returned as (Z'c, X'c): (q, m) and (k, m), in one pass without row-sized arrays."""
     nthreads = max(1, min(get_num_threads(), codes.shape[0] // 50_000 + 1))
+    eye = np.broadcast_to(np.eye(lam.shape[1]), lam.shape).copy()
     return _probe_leverage(
-        codes, Z, zoff, qoff, lam, Aee_inv, np.ascontiguousarray(Ks), np.ascontiguousarray(Kz), rw, X, nthreads
+        codes, Z, zoff, qoff, lam, eye, Aee_inv, np.ascontiguousarray(Ks), np.ascontiguousarray(Kz), rw, X, nthreads
     )
 
 
@@ -349,23 +304,15 @@ def _x_gather(codes, Z, zoff, qoff, lam, V, rw, X, nthreads):
     n, T = codes.shape
     m = V.shape[1]
     k = X.shape[1]
+    ones = np.ones(T)
     out = np.zeros((nthreads, k, m))
     chunk = (n + nthreads - 1) // nthreads
     for th in prange(nthreads):
         acc = out[th]
         g = np.empty(m)
+        zeta = np.empty(8)
         for i in range(th * chunk, min(n, (th + 1) * chunk)):
-            for c in range(m):
-                g[c] = 0.0
-            for t in range(T):
-                p = zoff[t + 1] - zoff[t]
-                base = qoff[t] + codes[i, t] * p
-                for a in range(p):
-                    s = 0.0
-                    for b in range(a, p):
-                        s += lam[t, b, a] * Z[i, zoff[t] + b]
-                    for c in range(m):
-                        g[c] += s * V[base + a, c]
+            _gather_row(codes, Z, zoff, qoff, lam, ones, i, V, zeta, g)
             for l in range(k):
                 xl = X[i, l] * rw[i]
                 for c in range(m):
