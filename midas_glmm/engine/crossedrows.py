@@ -245,6 +245,19 @@ def add(a, b):
     return a + b
 
 
+def tree_sum(parts: list, combine):
+    """The sum of delayed answers by a tree of pairwise ``combine`` on the workers, computed."""
+    import dask
+
+    while len(parts) > 1:
+        parts = [
+            dask.delayed(combine)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    (out,) = dask.compute(parts[0])
+    return out
+
+
 class CrossedRows(RowLayout):
     """The rows in memory: one :class:`RowPart`."""
 
@@ -304,14 +317,7 @@ class DaskCrossedRows(RowLayout):
             return tuple(wrap(x) for x in a) if isinstance(a, tuple) else a
 
         args = [wrap(a) for a in args]
-        parts = [dask.delayed(getattr)(b, name)(*args) for b in self.parts]
-        while len(parts) > 1:
-            parts = [
-                dask.delayed(add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
-                for i in range(0, len(parts), 2)
-            ]
-        (out,) = dask.compute(parts[0])
-        return out
+        return tree_sum([dask.delayed(getattr)(b, name)(*args) for b in self.parts], add)
 
     def set_family(self, family: Family, trials=None) -> None:  # done when the blocks were built
         return None

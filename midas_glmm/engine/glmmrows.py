@@ -22,6 +22,7 @@ from ..design.blocks import CrossProducts
 from ..design.reterms import ReTerm
 from ..families import Family, ResponseTerms, ZeroInflatedRows
 from ..linalg import rowkernels
+from .crossedrows import tree_sum
 from .sparsity import FactorPlan, RowMap
 
 __all__ = ["RowBlock", "LocalRows", "DaskRows"]
@@ -392,11 +393,4 @@ class DaskRows:
     def __call__(self, method: str, *args):
         import dask
 
-        parts = [dask.delayed(getattr)(b, method)(*args) for b in self.blocks]
-        while len(parts) > 1:
-            parts = [
-                dask.delayed(_combine)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
-                for i in range(0, len(parts), 2)
-            ]
-        (out,) = dask.compute(parts[0])
-        return out
+        return tree_sum([dask.delayed(getattr)(b, method)(*args) for b in self.blocks], _combine)
