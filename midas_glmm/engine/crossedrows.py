@@ -15,6 +15,8 @@ and columns, and for a GLMM the response's pieces and the current working weight
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..families import Family, ResponseTerms
@@ -131,16 +133,36 @@ class RowPart:
             for j, nl in enumerate(self.nlevels)
         ]
 
-    def crossprod(self, lam_in, lam_out, cin, cout, V, which: str) -> np.ndarray:
-        return crossprod_pass(
-            self.codes, self.Z, self.zoff, self.qoff, self._w(which), lam_in, lam_out,
-            np.asarray(cin, float), np.asarray(cout, float), V,
-        )  # fmt: skip
+    def _padded(self, V, part: str) -> np.ndarray:
+        """A (q, m) array holding V in the eliminated term's rows (``"e"``), the others' (``"R"``)
+        or all of them (``"all"``): only the part a pass reads travels to the block."""
+        if part == "all":
+            return V
+        qe = int(self.qoff[1])
+        full = np.zeros((int(self.qoff[-1]), V.shape[1]))
+        full[:qe] = V if part == "e" else 0.0
+        if part == "R":
+            full[qe:] = V
+        return full
 
-    def schur_apply(self, L, Aee_inv, V, which: str) -> np.ndarray:
-        return schur_apply(
-            self.starts, self.codes, self.Z, self.zoff, self.qoff, self._w(which), L, Aee_inv, V, self.maxseg
-        )
+    def _part(self, out, part: str) -> np.ndarray:
+        qe = int(self.qoff[1])
+        return out if part == "all" else (out[:qe] if part == "e" else out[qe:])
+
+    def crossprod(self, lam_in, lam_out, cin, cout, V, which, part_in: str = "all", part_out: str = "all"):
+        out = crossprod_pass(
+            self.codes, self.Z, self.zoff, self.qoff, self._w(which), lam_in, lam_out,
+            np.asarray(cin, float), np.asarray(cout, float), self._padded(V, part_in),
+        )  # fmt: skip
+        return self._part(out, part_out)
+
+    def schur_apply(self, L, Aee_inv, VR, which) -> np.ndarray:
+        """The Schur pass on V's R part (q_R, m); returns the R part."""
+        out = schur_apply(
+            self.starts, self.codes, self.Z, self.zoff, self.qoff, self._w(which), L, Aee_inv,
+            self._padded(VR, "R"), self.maxseg,
+        )  # fmt: skip
+        return out[int(self.qoff[1]) :]
 
     def schur_diagonal(self, L, Aee_inv, which: str) -> np.ndarray:
         return schur_diagonal(
@@ -245,6 +267,16 @@ def add(a, b):
     return a + b
 
 
+def _workers() -> int:
+    """The workers of the current dask.distributed client (the machine's cores without one)."""
+    try:
+        from distributed import default_client
+
+        return max(1, len(default_client().nthreads()))
+    except (ImportError, ValueError):
+        return os.cpu_count() or 1
+
+
 def tree_sum(parts: list, combine):
     """The sum of delayed answers by a tree of pairwise ``combine`` on the workers, computed."""
     import dask
@@ -294,7 +326,10 @@ class DaskCrossedRows(RowLayout):
 
         super().__init__(terms)
         group = list(self.terms[0].group)
-        ddf = source.ddf.shuffle(on=group) if hasattr(source.ddf, "shuffle") else source.ddf
+        # two blocks per worker: each pass is one task per block, and its answer is level-sized
+        # whatever the block's rows, so fewer, larger blocks cost less per pass
+        nparts = min(source.ddf.npartitions, 2 * _workers())
+        ddf = source.ddf.shuffle(on=group, npartitions=nparts)
 
         def make(part):  # the partition's rows coded with the global levels (the source's terms' order)
             y, X, w, off, rt, trials = source.rows(part)

@@ -105,32 +105,21 @@ class ThetaSystem:
         t0 = self.rows.terms[0]
         return np.einsum("lab,lbm->lam", self.Aee_inv, V.reshape(t0.nlevels, t0.p, -1)).reshape(t0.q, -1)
 
-    def full(self, Ve=None, VR=None, m=None) -> np.ndarray:
-        r = self.rows
-        m = m if m is not None else (Ve if Ve is not None else VR).shape[1]
-        V = np.zeros((r.q, m))
-        if Ve is not None:
-            V[: r.qe] = Ve
-        if VR is not None:
-            V[r.qe :] = VR
-        return V
-
     def A_eR(self, VR: np.ndarray) -> np.ndarray:
         """A_eR V = Λ_e'Z_e'WZ_RΛ_R V (one pass)."""
         r = self.rows
-        return r.call("crossprod", self.L, self.L, self.cin_R, self.cout_e, self.full(VR=VR), self.which)[: r.qe]
+        return r.call("crossprod", self.L, self.L, self.cin_R, self.cout_e, VR, self.which, "R", "e")
 
     def A_Re(self, Ve: np.ndarray) -> np.ndarray:
         r = self.rows
         cin = [1.0] + [0.0] * (r.T - 1)
-        return r.call("crossprod", self.L, self.L, cin, self.cout_R, self.full(Ve=Ve), self.which)[r.qe :]
+        return r.call("crossprod", self.L, self.L, cin, self.cout_R, Ve, self.which, "e", "R")
 
     def S_matvec(self, VR: np.ndarray) -> np.ndarray:
         """S V = V + Λ_R'Z_R'W(Z_RΛ_R V − Z_eΛ_e A_ee⁻¹ A_eR V): two passes."""
         r = self.rows
         self.matvecs += 1
-        out = r.call("schur_apply", self.L, self.Aee_inv, self.full(VR=VR), self.which)
-        return VR + out[r.qe :]
+        return VR + r.call("schur_apply", self.L, self.Aee_inv, VR, self.which)
 
     def _preconditioner(self):
         """S's block diagonal (A_RR's, less Σᵢ wᵢ²(ζζ')ᵢ ζ_e'A_ee⁻¹ζ_e: exact where each pair of
