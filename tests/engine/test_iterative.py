@@ -112,6 +112,14 @@ def test_binomial_crossed(data):
     np.testing.assert_allclose(fixed["MC s.e."], mc[direct.params.index])
 
 
+def test_binomial_successes_out_of_trials(data):
+    rng = np.random.default_rng(5)
+    d = data.assign(n=rng.integers(1, 6, len(data)))
+    d["k"] = rng.binomial(d["n"], 1 / (1 + np.exp(-(0.3 * d.x + 0.5 * (d.yb - 0.5)))))
+    direct, it = fit_both("cbind(k, n - k) ~ x + (1|s) + (1|i)", d, family="binomial")
+    assert_agree(direct, it, beta_se=5e-3)
+
+
 def test_poisson_crossed_with_offset(data):
     direct, it = fit_both("yc ~ x + (1|s) + (1|i)", data, family="poisson", model_kw={"offset": "off"})
     assert_agree(direct, it, beta_se=5e-3)
