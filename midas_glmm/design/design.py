@@ -41,7 +41,7 @@ from .formula import ParsedFormula, RandomTermSpec, parse_formula
 from .grid import reference_grid, reference_grid_info
 from .replay import NewRows, dispersion_on, fixed_on, population_columns, replay_on, zero_inflation_on
 from .response import argument_values, check_finite, check_weights, label_of, offset_of, response_of
-from .reterms import ITERATIVE_TAIL, ReTerm, dense_tail, lme4_term_order, with_structure
+from .reterms import ITERATIVE_TAIL, ReTerm, dense_tail, lme4_term_order, tail_bound, with_structure
 from .type3 import type3_basis
 from .zeroinfl import build_zero_inflation
 
@@ -360,7 +360,7 @@ def ordered_terms(terms: list[ReTerm]) -> list[ReTerm]:
     (:data:`~.reterms.ITERATIVE_TAIL`): ordering its graph costs a pass of the size of the rows'
     pairs of levels (gigabytes at MovieLens' size) for a factor that is not formed."""
     terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
-    if dense_tail(terms) >= ITERATIVE_TAIL:
+    if tail_bound(terms) >= ITERATIVE_TAIL and dense_tail(terms) >= ITERATIVE_TAIL:
         return terms
     orders = fill_reducing_levels([t.codes for t in terms], [t.nlevels for t in terms])
     return [t if perm is None else t.reordered(perm) for t, perm in zip(terms, orders)]

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from ..errors import DataError, FormulaError
 from .covariance import CarriesResidual, Diagonal, Structure, Unstructured, structure
 
-__all__ = ["ITERATIVE_TAIL", "ReTerm", "ThetaMap", "dense_tail", "lme4_term_order", "with_structure"]
+__all__ = ["ITERATIVE_TAIL", "ReTerm", "ThetaMap", "dense_tail", "lme4_term_order", "tail_bound", "with_structure"]
 
 
 @dataclass
@@ -387,6 +387,13 @@ def lme4_term_order(nlevels: list[int]) -> list[int]:
 ITERATIVE_TAIL = 5000
 
 
+def tail_bound(terms: list[ReTerm]) -> int:
+    """An upper bound of :func:`dense_tail` without reading the rows: every term but the one with
+    the most random effects counted as crossed (a fit checks it first and skips the O(rows) pass
+    when even the bound is small)."""
+    return sum(t.q for t in terms) - max((t.q for t in terms), default=0)
+
+
 def dense_tail(terms: list[ReTerm]) -> int:
     """An estimate of the exact factor's dense tail: the random effects of every term the term
     with the most random effects is not nested in (nested terms add no fill-in; crossed ones
@@ -397,7 +404,7 @@ def dense_tail(terms: list[ReTerm]) -> int:
     e = max(range(len(terms)), key=lambda i: terms[i].q)
     ce = terms[e].codes
     if not len(ce):  # rows not in memory (Dask): every other term counts as crossed
-        return sum(t.q for i, t in enumerate(terms) if i != e)
+        return tail_bound(terms)
     tail = 0
     for i, t in enumerate(terms):
         if i == e:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import checks
-from ..design.reterms import ITERATIVE_TAIL, ThetaMap, dense_tail
+from ..design.reterms import ITERATIVE_TAIL, ThetaMap, dense_tail, tail_bound
 from ..errors import ConvergenceWarning, FitError
 from .crossedrows import CrossedRows, DaskCrossedRows
 from .estimates import Estimates
@@ -716,7 +716,11 @@ def choose_solver(solver, design, family, nAGQ: int = 1, fast: bool = False) -> 
         if why:
             raise FitError(f"solver='iterative' cannot fit this model: {why}; use solver='direct'")
         return s
-    tail = dense_tail(design.terms) if why is None else 0
-    if why is None and (tail >= AUTO_TAIL or 8.0 * tail**2 > 0.5 * checks.memory_bytes()):
-        return "iterative"
-    return "direct"
+    if why is not None:
+        return "direct"
+
+    def large(tail: int) -> bool:
+        return tail >= AUTO_TAIL or 8.0 * tail**2 > 0.5 * checks.memory_bytes()
+
+    # the O(rows) estimate only when its row-free bound could reach the threshold
+    return "iterative" if large(tail_bound(design.terms)) and large(dense_tail(design.terms)) else "direct"
