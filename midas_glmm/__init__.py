@@ -3,9 +3,15 @@
 >>> from midas_glmm import MixedModel, datasets
 >>> res = MixedModel.from_formula("score ~ hours + (1 | school)", datasets.load("schools")).fit()
 >>> print(res.summary())  # doctest: +SKIP
+
+The names below load their modules when first used (``import midas_glmm`` reads only the
+exceptions), so a script pays at import for what it uses.
 """
 
-from . import datasets, plots
+from __future__ import annotations
+
+import importlib
+
 from .errors import (
     BoundaryTestWarning,
     ConvergenceWarning,
@@ -23,12 +29,21 @@ from .errors import (
     ResponseLevelsWarning,
     SingularFitWarning,
 )
-from .families import Family, family
-from .model import MixedModel
-from .posthoc import anova, compare
-from .results import MixedModelResults, load
 
 __version__ = "0.1.0"
+
+#: public name → (module, attribute; None for the module itself)
+_LAZY = {
+    "MixedModel": (".model", "MixedModel"),
+    "MixedModelResults": (".results", "MixedModelResults"),
+    "load": (".results", "load"),
+    "Family": (".families", "Family"),
+    "family": (".families", "family"),
+    "compare": (".posthoc", "compare"),
+    "anova": (".posthoc", "anova"),
+    "datasets": (".datasets", None),
+    "plots": (".plots", None),
+}
 
 __all__ = [
     "MixedModel",
@@ -56,3 +71,18 @@ __all__ = [
     "RefitWarning",
     "BoundaryTestWarning",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'midas_glmm' has no attribute '{name}'")
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module, __name__)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value  # the next use finds it without this call
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

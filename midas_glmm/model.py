@@ -26,7 +26,6 @@ from .engine.lmmdisp import fit_lmm_dispersion, fit_lmm_without_residual
 from .engine.pirls import fit_glmm
 from .errors import SINGULAR_FIT, ConvergenceWarning, DataError, FewGroupsWarning, FitError, SingularFitWarning
 from .families import Family, resolve_family
-from .many import fit_many
 from .results import MixedModelResults
 
 __all__ = ["MixedModel"]
@@ -244,6 +243,8 @@ class MixedModel:
             ``sigma``, ``converged``, ``singular``, ``errors``; ``res[name]`` the full result;
             ``to_frame()``; ``pvalues_adjusted("fdr_bh")``.
         """
+        from .many import fit_many  # its compiled batch engine loads with it
+
         return fit_many(self, Y, method=method, n_jobs=n_jobs, progress=progress, ddf=ddf, client=client, **fit_kwargs)
 
     @property

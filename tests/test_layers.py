@@ -5,7 +5,7 @@ the errors, and never in a circle; no module imports another's private name; cod
 The layers, top to bottom (docs/theory.md draws them):
 
     midas_glmm (the package), model, cli, plots  →  many  →  results  →  posthoc  →  engine
-    →  design  →  families  →  linalg  →  errors, checks, datasets
+    →  design  →  families  →  linalg  →  errors, checks, datasets, distributions
 
 A module may import from its own layer or any layer below it. Every import counts, those
 written inside functions too.
@@ -29,7 +29,7 @@ LAYERS = [
     ("midas_glmm.design",),
     ("midas_glmm.families",),
     ("midas_glmm.linalg",),
-    ("midas_glmm.errors", "midas_glmm.checks", "midas_glmm.datasets"),
+    ("midas_glmm.errors", "midas_glmm.checks", "midas_glmm.datasets", "midas_glmm.distributions"),
 ]
 
 

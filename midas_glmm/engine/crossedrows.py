@@ -20,19 +20,12 @@ import os
 import numpy as np
 
 from ..families import Family, ResponseTerms
-from ..linalg import rowkernels
-from ..linalg.matfree import (
-    crossprod_pass,
-    gather_rows,
-    level_grams,
-    probe_leverage,
-    scatter_rows,
-    schur_apply,
-    schur_diagonal,
-    x_gather,
-)
+from ..linalg import lazy
 
 __all__ = ["CrossedRows", "DaskCrossedRows", "RowLayout", "RowPart"]
+
+rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
+matfree = lazy.load("matfree")  # compiled: loaded on first use
 
 
 class RowLayout:
@@ -129,7 +122,7 @@ class RowPart:
     def grams(self, which: str) -> list[np.ndarray]:
         w = self._w(which)
         return [
-            level_grams(self.codes[:, j], self.Z[:, self.zoff[j] : self.zoff[j + 1]], w, nl)
+            matfree.level_grams(self.codes[:, j], self.Z[:, self.zoff[j] : self.zoff[j + 1]], w, nl)
             for j, nl in enumerate(self.nlevels)
         ]
 
@@ -150,7 +143,7 @@ class RowPart:
         return out if part == "all" else (out[:qe] if part == "e" else out[qe:])
 
     def crossprod(self, lam_in, lam_out, cin, cout, V, which, part_in: str = "all", part_out: str = "all"):
-        out = crossprod_pass(
+        out = matfree.crossprod_pass(
             self.codes, self.Z, self.zoff, self.qoff, self._w(which), lam_in, lam_out,
             np.asarray(cin, float), np.asarray(cout, float), self._padded(V, part_in),
         )  # fmt: skip
@@ -158,14 +151,14 @@ class RowPart:
 
     def schur_apply(self, L, Aee_inv, VR, which) -> np.ndarray:
         """The Schur pass on V's R part (q_R, m); returns the R part."""
-        out = schur_apply(
+        out = matfree.schur_apply(
             self.starts, self.codes, self.Z, self.zoff, self.qoff, self._w(which), L, Aee_inv,
             self._padded(VR, "R"), self.maxseg,
         )  # fmt: skip
         return out[int(self.qoff[1]) :]
 
     def schur_diagonal(self, L, Aee_inv, which: str) -> np.ndarray:
-        return schur_diagonal(
+        return matfree.schur_diagonal(
             self.codes, self.Z, self.zoff, self.qoff, self._w(which), L, Aee_inv, self.pmax, max(self.nlevels)
         )
 
@@ -180,7 +173,7 @@ class RowPart:
         """Z'W[X y'] (unscaled, q × (k+1)) and [X y']'W[X y'] for y' = y − offset − X b0."""
         yy = self.y - self.off - self.X @ b0
         Xy = np.column_stack([self.X, yy])
-        ZtXy = scatter_rows(self.codes, self.Z, self.zoff, self.qoff, self.prior, Xy)
+        ZtXy = matfree.scatter_rows(self.codes, self.Z, self.zoff, self.qoff, self.prior, Xy)
         return ZtXy, Xy.T @ (Xy * self.prior[:, None])
 
     def residual_sums(self, b0):
@@ -211,7 +204,7 @@ class RowPart:
         self._point = None
         self.eta = self.off + self.X @ beta
         if u is not None:
-            self.eta += gather_rows(self.codes, self.Z, self.zoff, self.qoff, L, u[:, None])[:, 0]
+            self.eta += matfree.gather_rows(self.codes, self.Z, self.zoff, self.qoff, L, u[:, None])[:, 0]
         return float(
             rowkernels.canonical_working(link, self.eta, self.y, self.prior, self.off, const, a, b, self.W, self.z)
         )
@@ -220,7 +213,7 @@ class RowPart:
         """Z'W(z − Xβ) at (λ, u, β) (unscaled): PIRLS' right-hand side before Λ'."""
         self.at(L, u, beta)
         zz = self.z - self.X @ beta
-        return scatter_rows(self.codes, self.Z, self.zoff, self.qoff, self.W, zz[:, None])
+        return matfree.scatter_rows(self.codes, self.Z, self.zoff, self.qoff, self.W, zz[:, None])
 
     def score(self, L, u, beta):
         """(Z'd, X'd) at (λ, u, β) with d = ∂ℓ/∂η = W(z − η + offset)."""
@@ -231,16 +224,16 @@ class RowPart:
             self.Wp = self.W * (1.0 - 2.0 / (1.0 + np.exp(-self.eta)))
         else:
             self.Wp = self.W.copy()
-        Zd = scatter_rows(self.codes, self.Z, self.zoff, self.qoff, np.ones(self.n), d[:, None])[:, 0]
+        Zd = matfree.scatter_rows(self.codes, self.Z, self.zoff, self.qoff, np.ones(self.n), d[:, None])[:, 0]
         return Zd, self.X.T @ d
 
     def probe_leverage(self, L, u, beta, Aee_inv, Ks, Kz):
         self.score(L, u, beta)  # W' = dW/dη at the point
-        return probe_leverage(self.codes, self.Z, self.zoff, self.qoff, L, Aee_inv, Ks, Kz, self.Wp, self.X)
+        return matfree.probe_leverage(self.codes, self.Z, self.zoff, self.qoff, L, Aee_inv, Ks, Kz, self.Wp, self.X)
 
     def x_gather(self, L, u, beta, V) -> np.ndarray:
         self.at(L, u, beta)
-        return x_gather(self.codes, self.Z, self.zoff, self.qoff, L, V, self.W, self.X)
+        return matfree.x_gather(self.codes, self.Z, self.zoff, self.qoff, L, V, self.W, self.X)
 
     def glm_sums(self, beta):
         """At η = offset + Xβ (no random effects): X'WX, X'Wz and per term each level's Σ W and

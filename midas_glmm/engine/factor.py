@@ -17,10 +17,12 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import blas, lapack
 
-from ..linalg import kernels
+from ..linalg import lazy
 from .sparsity import FactorPlan, PlanBlocks
 
 __all__ = ["Factor", "dense_cholesky"]
+
+kernels = lazy.load("kernels")  # compiled: loaded on first use
 
 
 def dense_cholesky(A: np.ndarray) -> np.ndarray:
@@ -104,6 +106,9 @@ class Factor:
     def __init__(self, plan: FactorPlan, blocks: PlanBlocks, lams: list[np.ndarray]):
         self.plan, self.lams, self.blocks = plan, lams, blocks
         P = plan
+        if P.Ns == 0:  # one dense block (a small model): LAPACK, no compiled kernels
+            self._dense_factor(blocks, lams)
+            return
         lam, lamoff = _flat_of(lams)
         self.L = np.empty(P.nsparse)
         kernels.scale_blocks(blocks.A, self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns)
@@ -123,12 +128,69 @@ class Factor:
         if panels is not None:
             T, self._panel = _panel_updates(self.L, panels, T)
         self.Ltail = dense_cholesky(T) if P.qt else T
-        # the [X y] strip: L_X = L_Z⁻¹ Λ'Z'W[X y]
+        self._strip(blocks)
+
+    def _dense_factor(self, blocks: PlanBlocks, lams: list[np.ndarray]) -> None:
+        """The whole factor by one LAPACK Cholesky of the dense (q + m) × (q + m) system
+        [Λ'GΛ + I, Λ'Z'W[X y]; [X y]'WZΛ, [X y]'W[X y]] (the all-dense plan: q is small)."""
+        P = self.plan
+        q, m = P.q, blocks.XX.shape[0]
+        self.L = np.empty(0)
+        self._panel = None
+        T0 = self.dense_data(blocks.A)
+        Lam = self.dense_lam()
+        K = np.empty((q + m, q + m))
+        K[:q, :q] = Lam.T @ T0 @ Lam  # only the lower triangle is read
+        K.ravel()[: q * (q + m) : q + m + 1] += 1.0
+        K[q:, :q] = blocks.XZ.T @ Lam
+        K[q:, q:] = blocks.XX
+        # a C-ordered K is an F-ordered K' whose upper triangle is K's lower one (dense_cholesky)
+        U, info = lapack.dpotrf(K.T, lower=0, clean=1, overwrite_a=1)
+        if 0 < info <= q:
+            raise np.linalg.LinAlgError("the random-effects block of the working system is not positive definite")
+        Lfull = U.T
+        self.Ltail = Lfull[:q, :q]
+        self.LX = np.ascontiguousarray(Lfull[q:, :q].T)
+        self._XX_schur = None
+        self._p = m - 1
+        if info == 0:
+            self._LXX = Lfull[q:, q:]
+        else:  # only the [X y] part is indefinite (as in _strip): its factor from the Schur complement
+            S = blocks.XX - self.LX.T @ self.LX
+            try:
+                self._LXX = np.linalg.cholesky(S)
+            except np.linalg.LinAlgError:
+                self._LXX = None
+
+    def dense_data(self, A: np.ndarray) -> np.ndarray:
+        """The data blocks ``A`` of the all-dense plan as a q × q array (the lower blocks, the
+        diagonal blocks full), built once per set of blocks."""
+        P = self.plan
+        cached = P.dense_data
+        if cached is None or cached[0] is not A:
+            r, c = P.tail_entries()
+            T0 = np.zeros((P.q, P.q))
+            T0[r, c] = A
+            P.dense_data = cached = (A, T0)
+        return cached[1]
+
+    def dense_lam(self) -> np.ndarray:
+        """Λ as a dense q × q array (the all-dense plan: q is small)."""
+        P = self.plan
+        lr, lc, _ = P.lam_entries()
+        Lam = np.zeros((P.q, P.q))
+        Lam[lr, lc] = np.concatenate([np.tile(lam.ravel(), t.nlevels) for lam, t in zip(self.lams, P.terms)])
+        return Lam
+
+    def _strip(self, blocks: PlanBlocks) -> None:
+        """The [X y] strip: L_X = L_Z⁻¹ Λ'Z'W[X y], and the factor of its Schur complement."""
+        P = self.plan
         R = self.lam_t(blocks.XZ)
         self._forward(R)
         if P.qt:
             R[P.qs :] = tail_solve(self.Ltail, R[P.qs :])
         self.LX = R
+        self._p = blocks.XX.shape[0] - 1
         self._XX_schur = blocks.XX - R.T @ R
         try:
             self._LXX = np.linalg.cholesky(self._XX_schur)
@@ -148,6 +210,8 @@ class Factor:
         """R ← L_sparse⁻¹ R in place (q × m), the tail rows updated but not solved; with a kept
         panel B the tail rows' update is the product R_tail −= B' R_sparse."""
         P = self.plan
+        if P.Ns == 0:
+            return
         dense = self._panel is not None
         kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R, dense)
         if dense:
@@ -190,7 +254,7 @@ class Factor:
     @property
     def p(self) -> int:
         """Number of fixed-effect columns."""
-        return self._XX_schur.shape[0] - 1
+        return self._p
 
     @property
     def RX(self) -> np.ndarray:
@@ -212,6 +276,9 @@ class Factor:
         """Diagonal blocks of L_Z for the first term's levels, ``(ℓ, p, p)``."""
         P = self.plan
         p = int(P.p_term[0])
+        if P.Ns == 0:
+            o = P.nodeoff[: P.node_base[1] if P.k > 1 else P.N]
+            return self.Ltail[o[:, None, None] + np.arange(p)[:, None], o[:, None, None] + np.arange(p)]
         start = P.blkoff[P.colptr[: P.node_base[1] if P.k > 1 else P.N]]
         return self.L[start[:, None] + np.arange(p * p)].reshape(-1, p, p)
 
@@ -227,6 +294,8 @@ class Factor:
         x = np.array(rhs, dtype=float).reshape(P.q, -1)
         if P.qt:
             x[P.qs :] = tail_solve(self.Ltail, x[P.qs :], transpose=True)
+        if P.Ns == 0:
+            return x.reshape(np.shape(rhs))
         kernels.backward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
         return x.reshape(np.shape(rhs))
 
@@ -270,6 +339,9 @@ class Factor:
         Zt = np.zeros((P.qt, P.qt))
         if P.qt:
             Zt = np.ascontiguousarray(lapack.dpotri(self.Ltail, lower=1)[0])  # (L L')⁻¹, lower triangle
+            if P.Ns == 0:
+                Zt = np.tril(Zt) + np.tril(Zt, -1).T
+                return np.zeros(0), Zt
             kernels.mirror_lower(Zt)
         Z = np.zeros(P.nsparse)
         kernels.selected_inverse(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, Zt, Z)

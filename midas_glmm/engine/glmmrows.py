@@ -21,11 +21,13 @@ import numpy as np
 from ..design.blocks import CrossProducts
 from ..design.reterms import ReTerm
 from ..families import Family, ResponseTerms, ZeroInflatedRows
-from ..linalg import rowkernels
+from ..linalg import codes, lazy
 from .crossedrows import tree_sum
 from .sparsity import FactorPlan, RowMap
 
 __all__ = ["RowBlock", "LocalRows", "DaskRows"]
+
+rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
 
 #: step of the central differences row by row in the Laplace gradient (η, log φ, the zero-inflation's ζ)
 GRAD_STEP = 1e-4
@@ -180,7 +182,10 @@ class RowBlock:
         eta = self.eta(beta_raw, lams, us)
         if self._link is not None:
             W, z = np.empty_like(eta), np.empty_like(eta)
-            ll = rowkernels.canonical_working(self._link, eta, *self._rows, W, z)
+            if self.rowmap.numpy:
+                ll = _canonical_working(self._link, eta, *self._rows, W, z)
+            else:
+                ll = rowkernels.canonical_working(self._link, eta, *self._rows, W, z)
             if not np.isfinite(ll):
                 return ll, None
             return ll, self.system(W, z, beta_raw, joint, shift, scale)
@@ -233,7 +238,7 @@ class RowBlock:
         eta = self.eta(beta_raw, lams, us)
         if self._link is not None:  # canonical binomial / Poisson: closed forms
             _, _, _, _, a, b = self._rows
-            if self._link == rowkernels.LOGIT:
+            if self._link == codes.LOGIT:
                 mu = np.clip(0.5 * (1.0 + np.tanh(0.5 * eta)), 1e-15, 1 - 1e-15)
                 dl = a - (a + b) * mu
                 w = (a + b) * mu * (1.0 - mu)
@@ -252,17 +257,13 @@ class RowBlock:
         zeta = np.empty_like(rm.Zall)
         for t, lam in enumerate(lams):
             zeta[:, cb[t] : cb[t + 1]] = rm.Zall[:, cb[t] : cb[t + 1]] @ lam
-        h = np.empty(len(eta))
-        rowkernels.leverages(zeta, rm.dest, rm.za, rm.zb, rm.mult, S_data, h)
+        h = rm.leverages(zeta, S_data)
         v = h * dw
-        q = factor.plan.q
-        Zlv = np.zeros((q, 2))
-        rowkernels.zt_product(rm.Zall, rm.zidx, np.column_stack([dl, v]), Zlv)
+        Zlv = rm.zt_product(np.column_stack([dl, v]))
         qv = factor.solve(factor.lam_t(Zlv[:, 1]))
         Zq = rm.eta(np.zeros(len(eta)), factor.lam(qv))
         r = v - w * Zq
-        Zr = np.zeros((q, 1))
-        rowkernels.zt_product(rm.Zall, rm.zidx, r[:, None], Zr)
+        Zr = rm.zt_product(r[:, None])
         extra = []
         for channel in channels:
             if channel == "thresholds":  # per coordinate a_k of the thresholds
@@ -351,6 +352,39 @@ class RowBlock:
             float(np.sum(self.y * self.w)),
             float(np.sum(self.w)),
         )
+
+
+def _canonical_working(link, eta, y, prior, off, const, ya, yb, W, z) -> float:
+    """:func:`~midas_glmm.linalg.rowkernels.canonical_working` with numpy, for a small model:
+    Σ log f(y | μ), W = w μ' and z = η − offset + (y − μ)/μ' of a canonical binomial or Poisson
+    model, −∞ where the pass leaves the domain."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if link == codes.LOGIT:
+            t = np.exp(-np.abs(eta))
+            lp = np.log1p(t)
+            pos = eta >= 0
+            mu = np.where(pos, 1.0 / (1.0 + t), t / (1.0 + t))
+            logmu = np.where(pos, -lp, eta - lp)
+            log1mu = np.where(pos, -eta - lp, -lp)
+            out = (mu < 1e-15) | (mu > 1 - 1e-15)  # far in a tail: μ held inside (0, 1)
+            if out.any():
+                mu = np.clip(mu, 1e-15, 1 - 1e-15)
+                logmu = np.where(out, np.log(mu), logmu)
+                log1mu = np.where(out, np.log1p(-mu), log1mu)
+            d = mu * (1.0 - mu)
+            ll = np.sum(const + ya * logmu + yb * log1mu)
+        else:
+            mu = np.exp(eta)
+            low = mu < 1e-300
+            mu = np.where(low, 1e-300, mu)
+            logmu = np.where(low, np.log(1e-300), eta)
+            d = mu
+            ll = np.sum(const + ya * logmu - yb * mu)
+        np.multiply(prior, d, out=W)
+        np.copyto(z, eta - off + (y - mu) / d)
+    if not (np.all(np.isfinite(W)) and np.all(np.isfinite(z))):
+        return -np.inf
+    return float(ll)
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:

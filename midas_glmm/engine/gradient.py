@@ -16,22 +16,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..linalg import kernels
+from ..linalg import lazy
 from .factor import Factor, lam_flat
 
 __all__ = ["profiled_gradient", "laplace_gradient"]
+
+kernels = lazy.load("kernels")  # compiled: loaded on first use
 
 
 def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(D, offsets): the diagonal blocks D_l = (GΛS)_ll of every node, flat, from the factor's
     data blocks G and the selected inverse (Z, Zt)."""
     P, blocks = L.plan, L.blocks
-    lam, lamoff = lam_flat(L.lams)
     doff = np.concatenate([[0], np.cumsum(P.nsize**2)]).astype(np.int64)
+    if P.Ns == 0:  # the all-dense plan of a small model: G, Λ and S as q × q arrays
+        lr, lc, _ = P.lam_entries()
+        M = _dense_G(L) @ L.dense_lam() @ Zt
+        return np.ascontiguousarray(M[lr, lc]), doff
+    lam, lamoff = lam_flat(L.lams)
     D = np.zeros(int(doff[-1]))
     args = (P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns, P.nsparse, P.brow, P.bcol, P.boff)
     kernels.logdet_gradient_blocks(blocks.A, Z, Zt, *args, P.tailoff, doff, D)
     return D, doff
+
+
+def _dense_G(L: Factor) -> np.ndarray:
+    """G = Z'WZ in full (q × q) from the all-dense plan's lower blocks."""
+    T0 = L.dense_data(L.blocks.A)
+    lr, lc, _ = L.plan.lam_entries()
+    G = T0 + T0.T
+    G[lr, lc] -= T0[lr, lc]  # the diagonal blocks once
+    return G
 
 
 def _per_term(plan, M: np.ndarray, width: int) -> list[np.ndarray]:
@@ -58,10 +73,13 @@ def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
     u = L.solve_Zt(L.LX[:, -1] - L.LX[:, :-1] @ beta)
     Pm = L.solve_Zt(L.LX[:, :-1]) if (crit.REML and p) else np.zeros((P.q, 0))
     V = L.lam(np.column_stack([Pm, u]))
-    GV = np.zeros_like(V)
-    kernels.symmetric_product(
-        blocks.A, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, P.nsparse, P.brow, P.bcol, P.boff, V, GV
-    )
+    if P.Ns == 0:
+        GV = _dense_G(L) @ V
+    else:
+        GV = np.zeros_like(V)
+        kernels.symmetric_product(
+            blocks.A, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, P.nsparse, P.brow, P.bcol, P.boff, V, GV
+        )
     XZ = blocks.XZ
     Ze = XZ[:, -1] - XZ[:, :-1] @ beta - GV[:, -1]
     r2 = L.pwrss

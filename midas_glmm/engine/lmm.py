@@ -38,7 +38,7 @@ from .optimize import (
     newton_step,
     restart_if_unconverged,
 )
-from .sparsity import FactorPlan, PlanBlocks
+from .sparsity import SMALL_Q, FactorPlan, PlanBlocks
 
 __all__ = ["LMMCriterion", "LMMSolution", "lmm_criterion", "fit_lmm", "optimize_lmm", "lmm_estimates"]
 
@@ -67,6 +67,9 @@ class LMMCriterion:
     REML : bool
     log_weights_sum : float
         Σ log wᵢ of the prior weights (0 without weights).
+    dense : bool or None
+        Factor as one dense block (None: when q ≤ :data:`~.sparsity.SMALL_Q` and θ is fitted by
+        BOBYQA, :func:`uses_gradient`).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class LMMCriterion:
         log_weights_sum: float = 0.0,
         beta_removed: np.ndarray | None = None,
         response_ss: float | None = None,
+        dense: bool | None = None,
     ):
         self.tmap = ThetaMap(terms)
         self.cp = cp
@@ -88,7 +92,9 @@ class LMMCriterion:
         # sum of squares is not a small difference of large numbers); β̂ = β̂(y − Xb) + b.
         self.beta_removed = np.zeros(self.p) if beta_removed is None else beta_removed
         self.response_ss = float(cp.XytXy[-1, -1]) if response_ss is None else response_ss
-        self.plan = FactorPlan(terms, cp)  # structure: once per model
+        if dense is None:  # small, and fitted by BOBYQA (the analytic gradient reads the sparse layout)
+            dense = sum(t.q for t in terms) <= SMALL_Q and self.tmap.linear and len(self.tmap) < GRADIENT_MIN_THETA
+        self.plan = FactorPlan(terms, cp, dense=dense)  # structure: once per model
         self.blocks = self.plan.load(cp)
 
     def for_response(self, cp: CrossProducts, beta_removed: np.ndarray, response_ss: float) -> LMMCriterion:
@@ -152,17 +158,21 @@ class LMMCriterion:
         return LMMSolution(np.asarray(theta, float), beta, sigma, u, L.b(u), L, self.from_factor(L))
 
 
-def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int, float] | None = None):
+def lmm_criterion(
+    design, REML: bool, standardize_X: bool = True, fix: tuple[int, float] | None = None, dense: bool | None = None
+):
     """The data pass for an LMM: (criterion, S), with β = S β_s for the standardised design.
 
-    ``fix=(j, v)`` holds β_j at v (its column moves into the offset), for profiling β_j."""
+    ``fix=(j, v)`` holds β_j at v (its column moves into the offset), for profiling β_j; ``dense``
+    as :class:`LMMCriterion`'s."""
     if design.source is not None:  # Dask: the blocks were reduced on the workers
         if fix is not None:
             raise FitError(
                 "profiling a fixed effect needs another pass over the rows; it is not available for Dask data yet"
             )
         cp, ldW = design.source.cross_products(design.has_prior_weights)
-        return LMMCriterion(design.terms, cp, REML, ldW, beta_removed=design.source.beta_removed), design.source.S
+        crit = LMMCriterion(design.terms, cp, REML, ldW, beta_removed=design.source.beta_removed, dense=dense)
+        return crit, design.source.S
     X, names, y, gram = design.X, list(design.fixed_names), design.y - design.offset, design.gram
     if fix is not None:
         j, v = fix
@@ -177,7 +187,7 @@ def lmm_criterion(design, REML: bool, standardize_X: bool = True, fix: tuple[int
     cp = CrossProducts.from_rows(design.terms, X, y, w, shift, scale, beta_removed=b)
     ldW = float(np.sum(np.log(w[w > 0]))) if w is not None else 0.0
     yss = float(y @ y) if w is None else float(y @ (w * y))
-    return LMMCriterion(design.terms, cp, REML, ldW, beta_removed=b, response_ss=yss), S
+    return LMMCriterion(design.terms, cp, REML, ldW, beta_removed=b, response_ss=yss, dense=dense), S
 
 
 def rough_ols(X, y, gram, shift, scale) -> np.ndarray:

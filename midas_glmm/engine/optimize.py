@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
-import scipy.optimize as so
 
 from ..errors import ConvergenceWarning, FitError
 from .controls import FitControl, current_control
@@ -88,6 +87,8 @@ def minimize_bounded(
         x, fx, converged, message = _bobyqa(f, x0, lower, maxfev, step, tolerances or {})
         x, fx = _snap_to_bounds(f, x, fx, lower)
         return _limited(OptResult(x, fx, nfev, converged, message, optimizer), maxfev, ctl)
+    import scipy.optimize as so  # the other optimizers: loaded when one is asked for
+
     if optimizer == "lbfgsb" and fun_grad is not None:
 
         def fg(x):

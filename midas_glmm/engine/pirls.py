@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import statsmodels.api as sm
 
 from ..design import Design, ThetaMap, standardize
 from ..design.blocks import CrossProducts
@@ -33,6 +32,7 @@ from ..linalg.threads import THREADED_TAIL, fit_threads
 from .controls import current_control
 from .estimates import Estimates
 from .factor import Factor
+from .glm import fit_glm
 from .glmmrows import DaskRows, LocalRows, RowBlock
 from .gradient import laplace_gradient
 from .optimize import (
@@ -47,7 +47,7 @@ from .optimize import (
     newton_step,
     restart_if_unconverged,
 )
-from .sparsity import FactorPlan
+from .sparsity import SMALL_Q, FactorPlan
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
 
@@ -99,7 +99,9 @@ class GLMMProblem:
                 design.zi,
                 disp_X,
             )
-            self.plan = FactorPlan(design.terms, block.pattern())
+            # a small model: one dense block, its row passes in numpy (no kernels to load)
+            small = sum(t.q for t in design.terms) <= SMALL_Q
+            self.plan = FactorPlan(design.terms, block.pattern(), dense=small)
             block.attach_plan(self.plan)
             self.rows = LocalRows(block)
             self.shift, self.scale, self.S = (
@@ -338,8 +340,8 @@ def _gauss_hermite(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _glm_start(design: Design, family: Family, prob: GLMMProblem):
-    """β_s and φ from a GLM without random effects, as the seed says: statsmodels' GLM in memory;
-    on Dask data IRLS, which is PIRLS with θ = 0."""
+    """β_s and φ from a GLM without random effects, as the seed says: IRLS on the rows in memory
+    (:func:`~.glm.fit_glm`); on Dask data PIRLS with θ = 0."""
     p = prob.S.shape[0]
     if design.source is not None:
         if family.shape_dispersion:
@@ -357,16 +359,14 @@ def _glm_start(design: Design, family: Family, prob: GLMMProblem):
     if family.thresholds:  # an ordinal model: β = 0 (its thresholds: d0 below)
         return np.zeros(X.shape[1]), 1.0
     beta, phi = None, 1.0
-    with warnings.catch_warnings():  # statsmodels' separation warning: the fit says it in its words
-        warnings.simplefilter("ignore")
-        try:
-            # NB1 and beta: statsmodels' family of the same link (NegativeBinomial, Binomial) for β
-            glm = sm.GLM(design.y, X, family=family.sm, offset=design.offset, var_weights=design.weights).fit()
-            beta = np.asarray(glm.params, dtype=float)
-            mu0 = np.asarray(glm.fittedvalues, dtype=float)
-            phi = family.dispersion_start(design.y, mu0, design.weights, float(glm.deviance / design.nobs))
-        except (np.linalg.LinAlgError, FloatingPointError, ValueError):  # statsmodels' own failures
-            beta = None
+    start = family.start_family()
+    try:
+        with np.errstate(all="ignore"):  # a separated response runs μ to 0 or 1: the fit says so in its words
+            glm = fit_glm(design.y, X, start, design.offset, design.weights)
+        beta = glm.beta
+        phi = family.dispersion_start(design.y, glm.mu, design.weights, glm.deviance / design.nobs)
+    except (np.linalg.LinAlgError, FloatingPointError):
+        beta = None
     if beta is None or not np.all(np.isfinite(beta)) or not np.isfinite(phi):
         return np.zeros(X.shape[1]), 1.0  # PIRLS is robust to a poor start
     return beta, max(phi, 1e-8)

@@ -27,10 +27,13 @@ import numpy as np
 
 from ..design.blocks import CrossProducts
 from ..design.reterms import ReTerm
-from ..linalg import kernels, rowkernels
+from ..linalg import lazy
 from ..linalg.orderings import DENSE_TAIL_DENSITY, sorted_unique
 
-__all__ = ["FactorPlan", "PlanBlocks", "RowMap", "DENSE_TAIL_DENSITY"]
+__all__ = ["FactorPlan", "PlanBlocks", "RowMap", "DENSE_TAIL_DENSITY", "SMALL_Q"]
+
+kernels = lazy.load("kernels")  # compiled: loaded on first use
+rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
 
 #: largest dense tail (bytes) the plan will allocate; beyond it the factor stays sparse
 MAX_TAIL_BYTES = 4 * 2**30
@@ -39,6 +42,9 @@ MAX_TAIL_BYTES = 4 * 2**30
 #: entries of one dense panel of the sparse columns' tail rows (32 MB), and its fewest rows
 PANEL_ENTRIES = 1 << 22
 PANEL_MIN_ROWS = 64
+#: at most this many random effects: a single fit's factor is one dense block (LAPACK only, no
+#: compiled kernels to load or compile; a small model's fit is then a few BLAS calls per θ)
+SMALL_Q = 100
 
 
 @dataclass
@@ -72,9 +78,11 @@ class FactorPlan:
         The model's terms, in lme4's order.
     cp : CrossProducts
         Blocks of any weighted data pass over the model's rows (only their pattern is read).
+    dense : bool
+        Put every random effect in the dense tail (``Ns = 0``): for small q, see :data:`SMALL_Q`.
     """
 
-    def __init__(self, terms: list[ReTerm], cp: CrossProducts):
+    def __init__(self, terms: list[ReTerm], cp: CrossProducts, dense: bool = False):
         self.terms = terms
         self.k = len(terms)
         lev = np.array([t.nlevels for t in terms], dtype=np.int64)
@@ -87,11 +95,18 @@ class FactorPlan:
         self.q = int(self.nodeoff[-1])
         self.term_off = self.nodeoff[self.node_base]  # first random effect of each term
         rows, cols = self._coupled_nodes(cp)
-        order = np.lexsort((rows, cols))
-        adjptr = np.searchsorted(cols[order], np.arange(self.N + 1)).astype(np.int64)
-        colptr, rowidx = kernels.symbolic(adjptr, rows[order].astype(np.int64), self.N)
-        self.split = self._choose_split(colptr)
-        self._layout(colptr, rowidx, rows, cols)
+        if dense:  # no sparse part: no symbolic analysis
+            self.split = 0
+            self._layout(np.zeros(1, np.int64), np.zeros(0, np.int64), rows, cols)
+        else:
+            order = np.lexsort((rows, cols))
+            adjptr = np.searchsorted(cols[order], np.arange(self.N + 1)).astype(np.int64)
+            colptr, rowidx = kernels.symbolic(adjptr, rows[order].astype(np.int64), self.N)
+            self.split = self._choose_split(colptr)
+            self._layout(colptr, rowidx, rows, cols)
+        self._lam_entries = None
+        #: (A, its blocks as a dense q × q array) of the all-dense factor's last data blocks
+        self.dense_data = None
 
     # ------------------------------------------------------------ structure
     def _coupled_nodes(self, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
@@ -204,6 +219,19 @@ class FactorPlan:
         out[~sparse] = self.nsparse + self.boff[_lookup(self.tkeys, key)]
         return out
 
+    def lam_entries(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(row, column) of every entry of the block-diagonal Λ (q × q), term by term, level by
+        level, each λ_t row-major; and whether every term is scalar (Λ is then diagonal)."""
+        if self._lam_entries is None:
+            r, c = [], []
+            for t in range(self.k):
+                p = int(self.p_term[t])
+                starts = self.nodeoff[self.node_base[t] : self.node_base[t + 1]]
+                r.append((starts[:, None] + np.repeat(np.arange(p), p)).ravel())
+                c.append((starts[:, None] + np.tile(np.arange(p), p)).ravel())
+            self._lam_entries = (np.concatenate(r), np.concatenate(c), bool(np.all(self.p_term == 1)))
+        return self._lam_entries
+
     def tail_entries(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) in the dense tail of every entry of the tail's data blocks, in their
         stored order (block by block, each row-major)."""
@@ -267,6 +295,39 @@ class RowMap:
             np.stack([plan.term_off[j] + t.codes * t.p + a for j, t in enumerate(terms) for a in range(t.p)], axis=1),
             dtype=np.int64,
         ).reshape(n, -1)
+        # a small model (the all-dense plan) passes over its rows with numpy, not compiled loops
+        self.numpy = plan.Ns == 0
+        self._flat_idx = self.zidx.ravel()
+
+    def _zt(self, V: np.ndarray) -> np.ndarray:
+        """Z'V (q × m) with numpy: one bincount per column of V."""
+        q = self.plan.q
+        return (
+            np.column_stack(
+                [
+                    np.bincount(self._flat_idx, weights=(self.Zall * V[:, h, None]).ravel(), minlength=q)
+                    for h in range(V.shape[1])
+                ]
+            )
+            if V.shape[1]
+            else np.zeros((q, 0))
+        )
+
+    def zt_product(self, V: np.ndarray) -> np.ndarray:
+        """Z'V for V with one row per data row (n × m): q × m."""
+        if self.numpy:
+            return self._zt(V)
+        out = np.zeros((self.plan.q, V.shape[1]))
+        rowkernels.zt_product(self.Zall, self.zidx, np.ascontiguousarray(V, dtype=float), out)
+        return out
+
+    def leverages(self, zeta: np.ndarray, S_data: np.ndarray) -> np.ndarray:
+        """ζ_i'Sζ_i per row (S at the data blocks' positions, ``dest``)."""
+        if self.numpy:
+            return np.einsum("ik,ik,k->i", zeta[:, self.za] * zeta[:, self.zb], S_data[self.dest], self.mult)
+        h = np.empty(zeta.shape[0])
+        rowkernels.leverages(zeta, self.dest, self.za, self.zb, self.mult, S_data, h)
+        return h
 
     def blocks(self, w: np.ndarray, Xy: np.ndarray, Xyw: np.ndarray | None = None) -> PlanBlocks:
         """The blocks of ``[Z X y]' diag(w) [Z X y]`` in the plan's layout, ``Xy`` = [X y] (n × m);
@@ -277,12 +338,18 @@ class RowMap:
         if Xyw is None or Xyw.shape != Xy.shape:
             Xyw = np.empty_like(Xy)
         np.multiply(Xy, w[:, None], out=Xyw)
+        if self.numpy:
+            prods = w[:, None] * self.Zall[:, self.za] * self.Zall[:, self.zb]
+            A = np.bincount(self.dest.ravel(), weights=prods.ravel(), minlength=self.plan.nA)
+            return PlanBlocks(A, self._zt(Xyw), Xyw.T @ Xy, len(w))
         A, XZ = np.zeros(self.plan.nA), np.zeros((self.plan.q, m))
         rowkernels.weighted_blocks(self.Zall, self.dest, self.za, self.zb, self.zidx, w, Xyw, A, XZ)
         return PlanBlocks(A, XZ, Xyw.T @ Xy, len(w))
 
     def eta(self, base: np.ndarray, b_flat: np.ndarray) -> np.ndarray:
         """η = base + ZΛu for the flat vector b = Λu of all random effects (node order)."""
+        if self.numpy:
+            return np.asarray(base, dtype=float) + np.einsum("ic,ic->i", self.Zall, b_flat[self.zidx])
         out = np.empty(len(base))
         rowkernels.linear_predictor(np.ascontiguousarray(base, dtype=float), self.Zall, self.zidx, b_flat, out)
         return out

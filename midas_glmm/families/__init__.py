@@ -7,14 +7,13 @@ family is one module with its class, and one line in :data:`FAMILIES`.
 
 from __future__ import annotations
 
-import statsmodels.api as sm
-
 from ..errors import FamilyError
 from .base import Family, ResponseTerms, family_of, observed_levels
 from .beta import Beta
 from .binomial import Binomial
 from .gamma import Gamma
 from .gaussian import Gaussian
+from .links import LINKS, Link, statsmodels_object
 from .mixture import ZeroInflatedRows
 from .negbin import NegativeBinomial1, NegativeBinomial2
 from .ordinal import Ordinal, cumulative_names
@@ -31,6 +30,8 @@ __all__ = [
     "observed_levels",
     "names_with",
     "cumulative_names",
+    "Link",
+    "LINKS",
 ]
 
 #: the families by name (glmmTMB's and lme4's names)
@@ -74,6 +75,6 @@ def resolve_family(family) -> Family:
                 f"unknown family '{family}'; choose one of {', '.join(FAMILIES)} or pass a statsmodels family"
             )
         return FAMILIES[key]()
-    if isinstance(family, sm.families.Family):
+    if statsmodels_object(family, "Family"):
         return family_of(family)
     raise FamilyError(f"family must be a name or a statsmodels family, not {type(family).__name__}")

@@ -1,6 +1,6 @@
 """The response family: what a GLMM needs of a distribution and its link, asked of the family.
 
-:class:`Family` holds the link (a statsmodels link) and the algebra every family shares:
+:class:`Family` holds the link (:mod:`.links`) and the algebra every family shares:
 
 * μ = g⁻¹(η) and dμ/dη, the variance V(μ) and the dispersion φ,
 * the working weights of PIRLS, w·μ'²/(φV), and the observed information of η, which adds
@@ -17,41 +17,14 @@ object; it never tests the family's name.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 
 from ..errors import DataError, FamilyError, FitError
+from .links import LINKS, link_of, statsmodels_object
 
 __all__ = ["Family", "ResponseTerms", "LINKS", "observed_levels", "family_of"]
 
-#: links by R's names (``family(name, link=...)``)
-LINKS = {
-    "log": sm.families.links.Log,
-    "logit": sm.families.links.Logit,
-    "probit": sm.families.links.Probit,
-    "cloglog": sm.families.links.CLogLog,
-    "loglog": sm.families.links.LogLog,
-    "cauchit": sm.families.links.Cauchy,
-    "identity": sm.families.links.Identity,
-    "sqrt": sm.families.links.Sqrt,
-    "inverse": sm.families.links.InversePower,
-}
-#: statsmodels' link class → R's name of the link
-_LINK_NAMES = {
-    "Identity": "identity",
-    "Logit": "logit",
-    "Probit": "probit",
-    "CLogLog": "cloglog",
-    "Log": "log",
-    "InversePower": "inverse",
-    "Sqrt": "sqrt",
-    "Cauchy": "cauchit",
-    "LogLog": "loglog",
-    "InverseSquared": "1/mu^2",
-}
 #: links whose inverse maps every η into the family's range (no step can leave its domain)
 WHOLE_LINE = ("log", "logit", "probit", "cloglog", "loglog", "cauchit")
 
@@ -63,11 +36,8 @@ class Family:
     ----------
     name : str
         glmmTMB's and lme4's name (``"gaussian"``, ``"binomial"``, ``"nbinom2"``, ...).
-    link, link_name : statsmodels link, str
+    link, link_name : :class:`~.links.Link`, str
         The link and R's name of it (``"logit"``, ``"log"``, ...).
-    sm : statsmodels family instance
-        The statsmodels family of the same kind and link: the GLM that gives the fit its start,
-        and the variance and unit deviance where ours are statsmodels'.
     canonical : bool
         The link is the family's canonical link.
     has_dispersion : bool
@@ -100,7 +70,10 @@ class Family:
     label = ""
     default_link = "identity"
     canonical_link: str | None = None
-    statsmodels_class: type = sm.families.Gaussian
+    #: the links (R's names) the family takes, its default first
+    links: tuple[str, ...] = ("identity", "log", "inverse")
+    #: the name of statsmodels' family class that names this family (``Family(sm.families.Gamma())``)
+    statsmodels_name: str | None = None
     has_dispersion = False
     residual_scale = False
     laplace_observed = False
@@ -129,50 +102,32 @@ class Family:
     has_unit_deviance = True
     #: the response may be successes out of trials (``cbind(successes, failures)``)
     takes_trials = False
-    #: an instance of :attr:`statsmodels_class` names this family (``Family(sm.families.Gamma())``)
-    statsmodels_default = False
 
     def __new__(cls, *args, **kwargs):
-        if cls is Family and args and isinstance(args[0], sm.families.Family):
+        if cls is Family and args and statsmodels_object(args[0], "Family"):
             return family_of(args[0])  # Family(a statsmodels family): the family of that kind, with its link
         return super().__new__(cls)
 
     def __init__(self, link=None):
-        """The family with ``link``: R's name of it, a statsmodels link, or a statsmodels family
-        of this kind (its link); None for the family's default link."""
+        """The family with ``link``: R's name of it, a link of :mod:`.links` or of statsmodels, or
+        a statsmodels family of this kind (its link); None for the family's default link."""
         if type(self) is Family:
             raise FamilyError(
                 "Family is the base class of the response families; build one with midas_glmm.family(name, link), "
                 "or pass a family's name or a statsmodels family to from_formula"
             )
-        if isinstance(link, sm.families.Family):
+        if statsmodels_object(link, "Family"):
             link = link.link
-        if link is None:
-            link = self.default_link
-        if isinstance(link, str):
-            key = link.strip().lower()
-            if key not in LINKS:
-                raise FamilyError(f"unknown link '{link}'; choose one of {', '.join(LINKS)}")
-            link = LINKS[key]()
-        if not isinstance(link, sm.families.links.Link):
-            raise FamilyError(f"link must be a name or a statsmodels link, not {type(link).__name__}")
-        with warnings.catch_warnings():  # statsmodels' "not a safe link" note: the fit reports its own trouble
-            warnings.simplefilter("ignore")
-            try:
-                self.sm = self._statsmodels_family(link)
-            except (TypeError, ValueError) as exc:  # statsmodels refusing the link for this family
-                raise FamilyError(
-                    f"the {self.name} family does not take the {type(link).__name__} link ({exc})"
-                ) from None
-        self.link = self.sm.link
-        self.link_name = _LINK_NAMES.get(type(self.link).__name__, type(self.link).__name__.lower())
+        self.link = link_of(self.default_link if link is None else link)
+        self.link_name = self.link.name
+        if self.link_name not in self.links:
+            raise FamilyError(
+                f"the {self.name} family does not take the {self.link_name} link; choose one of {', '.join(self.links)}"
+            )
         self.canonical = self.canonical_link == self.link_name
         # Newton steps take the observed information too, and their last system is the Laplace one
         self.observed_positive = self.link_name in self.observed_positive_links
         self.whole_line_link = self.link_name in WHOLE_LINE
-
-    def _statsmodels_family(self, link):
-        return self.statsmodels_class(link=link)
 
     def __setstate__(self, state: dict) -> None:
         # a family saved before one class per family kept its name in the object: rebuild it as
@@ -232,11 +187,11 @@ class Family:
 
     def variance(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
         """V(μ), the variance function (φ scales it outside for a residual scale)."""
-        return self.sm.variance(mu)
+        raise NotImplementedError
 
     def variance_deriv(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
         """dV/dμ."""
-        return self.sm.variance.deriv(mu)
+        raise NotImplementedError
 
     def _scale(self, phi: float) -> float:
         """The φ that divides the working weights: a shape parameter sits inside V(μ) instead."""
@@ -315,22 +270,29 @@ class Family:
         raise NotImplementedError
 
     # --- deviance and residuals
-    def deviance_family(self, phi: float):
-        """statsmodels' family whose unit deviance is ours at dispersion φ."""
-        if not self.has_unit_deviance:
-            raise FitError(
-                f"deviance residuals and lme4's deviance() are not defined here for the {self.name} family "
-                "(it is not an exponential family with a unit deviance); use resid_pearson or the log-likelihood"
-            )
-        return self.sm
+    def unit_deviance(self, y, mu, phi: float = 1.0) -> np.ndarray:
+        """d(y, μ) = 2[log f(y | y) − log f(y | μ)] of one unit of prior weight."""
+        raise FitError(
+            f"deviance residuals and lme4's deviance() are not defined here for the {self.name} family "
+            "(it is not an exponential family with a unit deviance); use resid_pearson or the log-likelihood"
+        )
 
     def deviance(self, y, mu, prior, phi: float = 1.0) -> float:
         """Σ wᵢ d(yᵢ, μᵢ): the family's unit deviances."""
-        return float(self.deviance_family(phi).deviance(y, mu, var_weights=prior))
+        return float(np.sum(prior * self.unit_deviance(y, mu, phi)))
 
     def resid_dev(self, y, mu, prior, phi: float = 1.0) -> np.ndarray:
         """Signed deviance residuals, sign(y − μ)√(w d(y, μ))."""
-        return self.deviance_family(phi).resid_dev(y, mu, var_weights=prior)
+        return np.sign(y - mu) * np.sqrt(np.clip(prior * self.unit_deviance(y, mu, phi), 0.0, np.inf))
+
+    def start_family(self) -> Family:
+        """The family whose GLM gives the fit its start (itself; NB1 and beta take a neighbour
+        with the same link whose GLM is an exponential family's)."""
+        return self
+
+    def start_mean(self, y: np.ndarray) -> np.ndarray:
+        """μ to start the GLM's IRLS from (R's ``mustart``, halfway to the mean)."""
+        return (y + np.mean(y)) / 2.0
 
     def pearson_residuals(self, y, mu, w, phi: float) -> np.ndarray:
         """√w (y − μ)/√V(μ), unscaled by σ or φ (lme4's ``residuals(type = "pearson")``)."""
@@ -433,10 +395,10 @@ def _subclass_named(name: str) -> type[Family]:
 
 def family_of(smfamily) -> Family:
     """Our family of a statsmodels family instance, with its link."""
-    kind = type(smfamily)
-    match = [c for c in _subclasses() if c.statsmodels_default and c.statsmodels_class is kind]
+    kind = type(smfamily).__name__
+    match = [c for c in _subclasses() if c.statsmodels_name == kind]
     if not match:
-        raise FamilyError(f"family {kind.__name__} is not supported; use binomial, poisson, gamma, nbinom2 or gaussian")
+        raise FamilyError(f"family {kind} is not supported; use binomial, poisson, gamma, nbinom2 or gaussian")
     if getattr(smfamily, "alpha", 1.0) != 1.0:
         raise FamilyError(
             f"a fixed negative binomial alpha ({smfamily.alpha:g}) is not supported: the dispersion is estimated. "

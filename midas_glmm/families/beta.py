@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import special
 
 from ..errors import DataError
@@ -19,8 +18,7 @@ class Beta(UnitMean):
     name = "beta"
     label = "beta"
     default_link = "logit"
-    # the GLM that gives the start: binomial with the beta's link
-    statsmodels_class = sm.families.Binomial
+    links = ("logit", "probit", "cloglog", "loglog", "cauchit", "log", "identity")
     has_dispersion = True
     dispersion_model = True
     laplace_observed = True
@@ -28,6 +26,12 @@ class Beta(UnitMean):
     has_unit_deviance = False
     zero_in_support = False
     dispersion_label = "precision phi"
+
+    def start_family(self):
+        """The binomial GLM with the beta's link gives the start."""
+        from .binomial import Binomial
+
+        return Binomial(self.link)
 
     def variance(self, mu, phi=1.0):
         return mu * (1.0 - mu) / (1.0 + phi)

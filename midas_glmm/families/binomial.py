@@ -7,12 +7,12 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import special
 
 from ..errors import DataError, FitError, NonIntegerSuccessesWarning, ResponseLevelsWarning
-from ..linalg import rowkernels
+from ..linalg import codes
 from .base import ResponseTerms, UnitMean, observed_levels, shown_levels
+from .links import EPS
 
 __all__ = ["Binomial"]
 
@@ -27,8 +27,8 @@ class Binomial(UnitMean):
     label = "binomial"
     default_link = "logit"
     canonical_link = "logit"
-    statsmodels_class = sm.families.Binomial
-    statsmodels_default = True
+    links = ("logit", "probit", "cloglog", "loglog", "cauchit", "log", "identity")
+    statsmodels_name = "Binomial"
     agq = True
     canonical_mu_eta_is_variance = True
     takes_trials = True
@@ -38,12 +38,28 @@ class Binomial(UnitMean):
     @property
     def kernel_link(self) -> int | None:
         """The compiled PIRLS pass for the canonical logit link (:mod:`~midas_glmm.linalg.rowkernels`)."""
-        return rowkernels.LOGIT if self.canonical else None
+        return codes.LOGIT if self.canonical else None
 
     def linkinv(self, eta):
         if self.canonical:
             return np.clip(special.expit(eta), 1e-15, 1 - 1e-15)
         return super().linkinv(eta)
+
+    def variance(self, mu, phi=1.0):
+        p = np.clip(mu, EPS, 1.0 - EPS)
+        return p * (1.0 - p)
+
+    def variance_deriv(self, mu, phi=1.0):
+        return 1.0 - 2.0 * np.clip(mu, EPS, 1.0 - EPS)
+
+    def unit_deviance(self, y, mu, phi=1.0):
+        # 2[y log(y/μ) + (1 − y) log((1 − y)/(1 − μ))], y the proportion of successes
+        a = special.xlogy(y, np.clip(y / (mu + 1e-20), EPS, np.inf))
+        b = special.xlogy(1.0 - y, np.clip((1.0 - y) / (1.0 - mu + 1e-20), EPS, np.inf))
+        return 2.0 * (a + b)
+
+    def start_mean(self, y):
+        return (y + 0.5) / 2.0
 
     def loglik_constant(self, y, prior, trials):
         # successes k = y·n as given: non-integer k (lme4 warns) keep one objective

@@ -4,11 +4,11 @@ of variation √φ)."""
 from __future__ import annotations
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import special
 
 from ..errors import DataError
 from .base import PositiveMean, ResponseTerms
+from .links import EPS
 
 __all__ = ["Gamma"]
 
@@ -20,13 +20,23 @@ class Gamma(PositiveMean):
     label = "Gamma"
     default_link = "inverse"
     canonical_link = "inverse"
-    statsmodels_class = sm.families.Gamma
-    statsmodels_default = True
+    links = ("inverse", "log", "identity")
+    statsmodels_name = "Gamma"
     has_dispersion = True
     residual_scale = True
     laplace_observed = True
     zero_in_support = False
     observed_positive_links = ("log",)
+
+    def variance(self, mu, phi=1.0):
+        return mu * mu
+
+    def variance_deriv(self, mu, phi=1.0):
+        return 2.0 * mu
+
+    def unit_deviance(self, y, mu, phi=1.0):
+        ratio = np.clip(y / mu, EPS, np.inf)
+        return 2.0 * ((y - mu) / mu - np.log(ratio))
 
     def loglik_constant(self, y, prior, trials):
         logy = np.log(y)

@@ -4,7 +4,6 @@ profiled REML/ML engine); with another link it is fitted by Laplace, as glmmTMB'
 from __future__ import annotations
 
 import numpy as np
-import statsmodels.api as sm
 
 from ..errors import FitError
 from .base import Family, ResponseTerms
@@ -19,8 +18,8 @@ class Gaussian(Family):
     label = "Gaussian"
     default_link = "identity"
     canonical_link = "identity"
-    statsmodels_class = sm.families.Gaussian
-    statsmodels_default = True
+    links = ("identity", "log", "inverse")
+    statsmodels_name = "Gaussian"
     has_dispersion = True
     dispersion_model = True
     residual_scale = True
@@ -31,6 +30,15 @@ class Gaussian(Family):
     def is_lmm(self) -> bool:
         """Gaussian with identity link: handled by the LMM engine."""
         return self.link_name == "identity"
+
+    def variance(self, mu, phi=1.0):
+        return np.ones_like(np.asarray(mu, dtype=float))
+
+    def variance_deriv(self, mu, phi=1.0):
+        return np.zeros_like(np.asarray(mu, dtype=float))
+
+    def unit_deviance(self, y, mu, phi=1.0):
+        return (y - mu) ** 2
 
     def loglik_rows(self, terms: ResponseTerms, mu, phi):
         prior = terms.prior

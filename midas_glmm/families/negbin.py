@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import special
 
 from .base import Family, PositiveMean, ResponseTerms
+from .links import EPS
 from .poisson import Poisson, check_counts
 from .special import digamma_difference, lgamma_ratio, trigamma_difference
 
@@ -20,15 +20,15 @@ class NegativeBinomial(PositiveMean):
 
     label = "negative binomial"
     default_link = "log"
-    statsmodels_class = sm.families.NegativeBinomial
+    links = ("log", "cloglog", "identity", "sqrt", "inverse")
     has_dispersion = True
     dispersion_model = True
     laplace_observed = True
     zero_inflatable = True
 
-    def _statsmodels_family(self, link):
-        # the dispersion is estimated: statsmodels' alpha is not used (its GLM gives the start)
-        return sm.families.NegativeBinomial(link=link, alpha=1.0)
+    def start_family(self):
+        """The GLM of NB2 at size 1 (variance μ + μ²) with this link gives the start."""
+        return _FixedSize(self.link)
 
     def nests(self, other: Family) -> bool:
         return isinstance(other, Poisson)
@@ -44,7 +44,7 @@ class NegativeBinomial2(NegativeBinomial):
     """glmmTMB's ``nbinom2``: variance μ + μ²/θ, φ = θ the size (glmmTMB's sigma())."""
 
     name = "nbinom2"
-    statsmodels_default = True
+    statsmodels_name = "NegativeBinomial"
     limit = "theta = infinity"
     dispersion_label = "size theta"
     observed_positive_links = ("log",)
@@ -62,8 +62,10 @@ class NegativeBinomial2(NegativeBinomial):
         core = lgamma_ratio(y, th) - th * np.log1p(mu / th)
         return terms.prior * (core + y * (np.log(mu) - np.log(th + mu))) + terms.const
 
-    def deviance_family(self, phi):
-        return sm.families.NegativeBinomial(link=self.link, alpha=1.0 / phi)
+    def unit_deviance(self, y, mu, phi=1.0):
+        # 2[y log(y/μ) − (y + θ) log((y + θ)/(μ + θ))]
+        th = phi
+        return 2.0 * (special.xlogy(y, np.clip(y / mu, EPS, np.inf)) - (y + th) * np.log((y + th) / (mu + th)))
 
     def simulate(self, mu, rng, prior, trials, phi):
         # size θ, mean μ: numpy's (n, p) = (θ, θ/(θ+μ))
@@ -110,3 +112,19 @@ class NegativeBinomial1(NegativeBinomial):
     def dispersion_start(self, y, mu, w, mean_deviance):
         """φ by moments of the GLM's residuals, Var = μ(1 + φ)."""
         return float(np.clip(np.sum(w * (y - mu) ** 2 - w * mu) / np.sum(w * mu), 1e-3, 1e3))
+
+
+class _FixedSize(NegativeBinomial2):
+    """NB2 at size θ = 1 (statsmodels' NegativeBinomial(alpha=1)): the GLM that starts NB1."""
+
+    name = "_nbinom_size1"
+    statsmodels_name = None
+
+    def start_family(self):
+        return self
+
+    def variance(self, mu, phi=1.0):
+        return super().variance(mu, 1.0)
+
+    def unit_deviance(self, y, mu, phi=1.0):
+        return super().unit_deviance(y, mu, 1.0)

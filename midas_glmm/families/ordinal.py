@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import special
 
 from ..errors import DataError, FamilyError, FitError
-from ..linalg import rowkernels
+from ..linalg import codes
 from .base import Family, ResponseTerms, observed_levels, shown_levels
+from .links import EPS
 
 __all__ = ["Ordinal"]
 
@@ -37,7 +37,8 @@ class Ordinal(Family):
     name = "ordinal"
     label = "ordinal"
     default_link = "logit"
-    statsmodels_class = sm.families.Binomial  # the links: F is the inverse of a binomial link
+    # F is the inverse of a binomial link
+    links = ("logit", "probit", "cloglog", "loglog", "cauchit", "log", "identity")
     exact = True
     laplace_observed = True
     agq = True
@@ -122,8 +123,18 @@ class Ordinal(Family):
             eta = np.ascontiguousarray(np.broadcast_to(eta, (n,)))
         tau = np.ascontiguousarray(tau, dtype=float)
         P, diff, ddiff = np.empty(n), np.empty(n), np.empty(n)
+        from ..linalg import rowkernels  # numba, loaded on first use
+
         rowkernels.ordinal_pieces(_CODE[self.link_name], y, eta, tau, P, diff, ddiff)
         return P, diff, ddiff
+
+    def variance(self, mu, phi=1.0):
+        """A cumulative probability's binomial variance μ(1 − μ) (as the binomial family's)."""
+        p = np.clip(mu, EPS, 1.0 - EPS)
+        return p * (1.0 - p)
+
+    def variance_deriv(self, mu, phi=1.0):
+        return 1.0 - 2.0 * np.clip(mu, EPS, 1.0 - EPS)
 
     # --- the likelihood in η (μ is η itself: the family reads the thresholds)
     def linkinv(self, eta):
@@ -179,6 +190,8 @@ class Ordinal(Family):
         g = np.empty(len(tau))
         prior = np.ascontiguousarray(np.broadcast_to(prior, np.shape(y)), dtype=float)
         eta = np.ascontiguousarray(eta, dtype=float)
+        from ..linalg import rowkernels  # numba, loaded on first use
+
         rowkernels.ordinal_threshold_gradient(
             _CODE[self.link_name],
             y,
@@ -310,11 +323,11 @@ def _cauchy(x):
 
 #: each link's code in the compiled pass
 _CODE = {
-    "logit": rowkernels.ORD_LOGIT,
-    "probit": rowkernels.ORD_PROBIT,
-    "cloglog": rowkernels.ORD_CLOGLOG,
-    "loglog": rowkernels.ORD_LOGLOG,
-    "cauchit": rowkernels.ORD_CAUCHIT,
+    "logit": codes.ORD_LOGIT,
+    "probit": codes.ORD_PROBIT,
+    "cloglog": codes.ORD_CLOGLOG,
+    "loglog": codes.ORD_LOGLOG,
+    "cauchit": codes.ORD_CAUCHIT,
 }
 #: each link's (F, 1 − F, f, f')
 _DIST = {"logit": _logistic, "probit": _normal, "cloglog": _gumbel_min, "loglog": _gumbel_max, "cauchit": _cauchy}

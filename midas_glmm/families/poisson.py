@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import special
 
 from ..errors import DataError, FitError
-from ..linalg import rowkernels
+from ..linalg import codes
 from .base import PositiveMean, ResponseTerms
+from .links import EPS
 
 __all__ = ["Poisson", "check_counts"]
 
@@ -30,8 +30,8 @@ class Poisson(PositiveMean):
     label = "Poisson"
     default_link = "log"
     canonical_link = "log"
-    statsmodels_class = sm.families.Poisson
-    statsmodels_default = True
+    links = ("log", "identity", "sqrt")
+    statsmodels_name = "Poisson"
     agq = True
     canonical_mu_eta_is_variance = True
     zero_inflatable = True
@@ -40,12 +40,21 @@ class Poisson(PositiveMean):
     @property
     def kernel_link(self) -> int | None:
         """The compiled PIRLS pass for the canonical log link (:mod:`~midas_glmm.linalg.rowkernels`)."""
-        return rowkernels.LOG if self.canonical else None
+        return codes.LOG if self.canonical else None
 
     def linkinv(self, eta):
         if self.canonical:
             return np.maximum(np.exp(eta), 1e-300)
         return super().linkinv(eta)
+
+    def variance(self, mu, phi=1.0):
+        return np.asarray(mu, dtype=float)
+
+    def variance_deriv(self, mu, phi=1.0):
+        return np.ones_like(np.asarray(mu, dtype=float))
+
+    def unit_deviance(self, y, mu, phi=1.0):
+        return 2.0 * (special.xlogy(y, np.clip(y / mu, EPS, np.inf)) - (y - mu))
 
     def loglik_constant(self, y, prior, trials):
         return -prior * special.gammaln(y + 1), {"a": prior * y, "b": prior}

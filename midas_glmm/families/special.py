@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from ..linalg import rowkernels
-
 __all__ = ["trigamma", "lgamma_ratio", "digamma_difference", "trigamma_difference"]
 
 #: above this size the log-gamma and digamma differences take their asymptotic forms
@@ -26,6 +24,8 @@ def trigamma(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     flat = np.ascontiguousarray(x).ravel()
     out = np.empty_like(flat)
+    from ..linalg import rowkernels  # numba, loaded on first use
+
     rowkernels.trigamma(flat, out)
     return out.reshape(x.shape)
 

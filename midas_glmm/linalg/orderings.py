@@ -11,9 +11,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 
-from . import kernels
+from . import lazy
 
 __all__ = ["fill_reducing_levels", "sorted_unique", "DENSE_TAIL_DENSITY", "MAX_ORDER_EDGES"]
+
+kernels = lazy.load("kernels")  # compiled: loaded on first use
 
 #: the factor's dense tail starts at the first term after which the factor is at least this dense
 DENSE_TAIL_DENSITY = 0.2

@@ -25,7 +25,8 @@ __all__ = [
     "trigamma",
 ]
 
-LOGIT, LOG = 0, 1
+from .codes import LOG, LOGIT, ORD_CAUCHIT, ORD_CLOGLOG, ORD_LOGIT, ORD_LOGLOG, ORD_PROBIT  # noqa: F401
+
 _MU_MIN, _MU_MAX = 1e-15, 1 - 1e-15
 
 
@@ -201,7 +202,6 @@ def trigamma(x, out):
 
 
 #: the ordinal family's links, for :func:`ordinal_pieces`
-ORD_LOGIT, ORD_PROBIT, ORD_CLOGLOG, ORD_LOGLOG, ORD_CAUCHIT = 0, 1, 2, 3, 4
 
 
 @njit(cache=True)

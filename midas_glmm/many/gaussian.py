@@ -34,7 +34,7 @@ class GaussianShared:
 
         d = model.design
         self.REML = REML
-        self.crit, self.S = lmm_criterion(d, REML)
+        self.crit, self.S = lmm_criterion(d, REML, dense=False)  # the batch engine reads the sparse layout
         X = d.X
         self.p = X.shape[1]
         self.shift, self.scale, _ = standardize(X, list(d.fixed_names), d.gram)

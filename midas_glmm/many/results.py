@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.multitest import multipletests, multitest_alias
 
 from ..design.reterms import ThetaMap
+from ..distributions import norm_sf
 from ..errors import ConvergenceWarning, FitError, SingularFitWarning
 from ..posthoc.ddf import WALD
 from .gaussian import full_gaussian, shared_for
@@ -88,12 +87,14 @@ class ManyResults:
         if self.settings.ddf != WALD:
             return self._table("pvalues")
         t = self.tvalues
-        return pd.DataFrame(2 * stats.norm.sf(np.abs(t.to_numpy())), index=t.index, columns=t.columns)
+        return pd.DataFrame(2 * norm_sf(np.abs(t.to_numpy())), index=t.index, columns=t.columns)
 
     def pvalues_adjusted(self, method: str = "fdr_bh") -> pd.DataFrame:
         """p-values adjusted across responses, coefficient by coefficient (statsmodels'
         ``multipletests`` methods: ``"fdr_bh"``, ``"fdr_by"``, ``"bonferroni"``, ``"holm"``, ...);
         failed responses stay NaN and do not count."""
+        from statsmodels.stats.multitest import multipletests, multitest_alias  # loaded when asked
+
         if method not in multitest_alias:  # statsmodels' own names and aliases
             raise FitError(f"unknown p-value adjustment '{method}'; try 'fdr_bh', 'bonferroni' or 'holm'")
         P = self.pvalues

@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from ..distributions import chi2_sf
 from ..errors import BoundaryTestWarning, FitError, RefitWarning
 
 __all__ = ["compare", "anova"]
@@ -110,7 +110,7 @@ def compare(*results, refit: bool = True) -> pd.DataFrame:
         if prev is not None:
             chisq = max(2 * (r.llf - prev.llf), 0.0)
             df = r.df_modelwc - prev.df_modelwc
-            row.update({"Chisq": chisq, "Df": df, "Pr(>Chisq)": stats.chi2.sf(chisq, df) if df > 0 else np.nan})
+            row.update({"Chisq": chisq, "Df": df, "Pr(>Chisq)": chi2_sf(chisq, df) if df > 0 else np.nan})
         rows.append(row)
         prev = r
     return pd.DataFrame(rows).set_index("model")

@@ -25,10 +25,9 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from ..checks import refuse_ordinal
+from ..distributions import norm_sf, t_sf
 from ..errors import FitError, MidasWarning
 from .ddf import KENWARD_ROGER, SATTERTHWAITE, test_method
 from .hypotheses import contrast_t
@@ -237,12 +236,16 @@ def emm_contrasts(res, specs, method="pairwise", adjust=None, by=None, ddf=None)
         nonest += int((~ok).sum())
         est, se, df, stat = (t[c].to_numpy() for c in ("estimate", "std_err", "df", "statistic"))
         finite = np.isfinite(df)
-        raw = np.where(finite, 2 * stats.t.sf(np.abs(stat), np.where(finite, df, 1)), 2 * stats.norm.sf(np.abs(stat)))
+        raw = np.where(finite, 2 * t_sf(np.abs(stat), np.where(finite, df, 1)), 2 * norm_sf(np.abs(stat)))
         p = np.full(len(raw), np.nan)
         if adjust == "tukey":
             k = len(idx)
+            from scipy import stats  # loaded when asked
+
             p = stats.studentized_range.sf(np.abs(stat) * np.sqrt(2), k, np.where(finite, df, np.inf))
         elif adjust != "none" and ok.sum() > 1:  # a family of the estimable contrasts
+            from statsmodels.stats.multitest import multipletests  # loaded when asked
+
             p[ok] = multipletests(raw[ok], method=adjust)[1]
         else:
             p = raw

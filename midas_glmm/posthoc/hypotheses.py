@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..checks import check_level
 from ..design.type3 import type3_contrasts
+from ..distributions import chi2_sf, f_sf, norm_ppf, norm_sf, t_ppf, t_sf
 from ..errors import FitError, did_you_mean
 from .ddf import (
     KENWARD_ROGER,
@@ -68,8 +68,8 @@ def t_frame(est, se, df, level: float, index=None) -> pd.DataFrame:
     stat = est / se
     finite = np.isfinite(df)
     dfs = np.where(finite, df, 1.0)
-    p = np.where(finite, 2 * stats.t.sf(np.abs(stat), dfs), 2 * stats.norm.sf(np.abs(stat)))
-    q = np.where(finite, stats.t.ppf(0.5 + level / 2, dfs), stats.norm.ppf(0.5 + level / 2))
+    p = np.where(finite, 2 * t_sf(np.abs(stat), dfs), 2 * norm_sf(np.abs(stat)))
+    q = np.where(finite, t_ppf(0.5 + level / 2, dfs), norm_ppf(0.5 + level / 2))
     return pd.DataFrame(
         {
             "estimate": est,
@@ -168,7 +168,7 @@ def contrast_test(res, L, rhs=None, ddf: str | None = None) -> pd.Series:
         z = P[:, pos].T @ (L @ beta - c)
         chisq = float(np.sum(z**2 / w[pos]))
         q = int(pos.sum())
-        return pd.Series({"Chisq": chisq, "Df": q, "Pr(>Chisq)": float(stats.chi2.sf(chisq, q))})
+        return pd.Series({"Chisq": chisq, "Df": q, "Pr(>Chisq)": float(chi2_sf(chisq, q))})
     if key == KENWARD_ROGER:
         parts = kenward_roger_parts(res)
         PhiA = parts["PhiA"]
@@ -202,7 +202,7 @@ def contrast_test(res, L, rhs=None, ddf: str | None = None) -> pd.Series:
             "NumDF": q,
             "DenDF": den,
             "F value": F,
-            "Pr(>F)": float(stats.f.sf(F, q, den)),
+            "Pr(>F)": float(f_sf(F, q, den)),
         }
     )
 

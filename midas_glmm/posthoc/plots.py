@@ -12,9 +12,9 @@ as the cell's value). Pass ``path=`` to save it.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from ..checks import check_level
+from ..distributions import norm_ppf
 from ..errors import FitError
 
 __all__ = ["caterpillar", "shrinkage", "diagnostics"]
@@ -46,7 +46,7 @@ def caterpillar(res, group: str | None = None, level: float = 0.95, path=None):
     sub = long[long["grpvar"] == group]
     if sub.empty:
         raise FitError(f"no random effects for grouping factor '{group}'; have {sorted(set(long['grpvar']))}")
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = norm_ppf(0.5 + level / 2)
     terms = list(dict.fromkeys(sub["term"]))
     fig = _figure((4 * len(terms), max(3, 0.18 * sub["grp"].nunique())))
     axes = fig.subplots(1, len(terms), squeeze=False, sharey=False)
@@ -102,6 +102,8 @@ def quantile_residuals(qres, path=None):
     a1.set_xlabel("expected (uniform)")
     a1.set_ylabel("observed scaled residual")
     a1.set_title(f"QQ plot, KS p = {qres.test_uniformity()['pvalue']:.3g}")
+    from scipy import stats  # loaded when a plot is drawn
+
     rank = stats.rankdata(qres.predicted) / len(qres.predicted)
     a2.scatter(rank, qres.residuals.to_numpy(), s=6, alpha=0.5)
     for q in (0.25, 0.5, 0.75):
@@ -129,6 +131,8 @@ def diagnostics(res, path=None, n: int = 250, seed=0):
     a1.set_xlabel("fitted")
     a1.set_ylabel("standardised residual" if res.family.is_lmm else "residual")
     a1.set_title("Residuals vs fitted")
+    from scipy import stats  # loaded when a plot is drawn
+
     osm, osr = stats.probplot(resid, dist="norm", fit=False)
     a2.scatter(osm, osr, s=6, alpha=0.5)
     lo, hi = np.min(osm), np.max(osm)

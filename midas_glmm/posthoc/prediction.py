@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..checks import check_level, refuse_ordinal
+from ..distributions import norm_ppf
 
 __all__ = ["Prediction"]
 
@@ -100,7 +100,7 @@ class Prediction:
         """mean, mean_se, mean_ci_lower, mean_ci_upper (and obs_ci_lower, obs_ci_upper for
         Gaussian models) at level 1 − ``alpha``, one row per predicted row."""
         alpha = check_level(alpha, "alpha", "0.05 for 95% intervals")
-        z = stats.norm.ppf(1 - alpha / 2)
+        z = norm_ppf(1 - alpha / 2)
         lo, hi = self.linpred - z * self.se_link, self.linpred + z * self.se_link
         if not self.family.is_lmm:
             lo, hi = self.family.linkinv(lo), self.family.linkinv(hi)

@@ -11,12 +11,11 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import scipy.optimize as so
-from scipy import stats
 
 from ..checks import check_level, refuse_dispersion_model, refuse_iterative, refuse_ordinal, select_names
 from ..design.daskdata import check_available
 from ..design.reterms import ThetaMap
+from ..distributions import norm_ppf
 from ..engine.lmm import lmm_criterion
 from ..engine.optimize import minimize_bounded
 from ..engine.pirls import GLMMProblem
@@ -69,7 +68,7 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = res.refit(method="ML")
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = norm_ppf(0.5 + level / 2)
     crit, _ = lmm_criterion(res.design, REML=False)
     tm = crit.tmap
     names = tm.sdcor_names()
@@ -103,11 +102,13 @@ def profile_ci(res, level: float = 0.95, which=None) -> pd.DataFrame:
         if not free:
             return f(np.zeros(0)), start
         lower = np.array([-np.inf if lg else lo_b[k] for k, lg in zip(free, logs)])
+        upper = np.array([np.inf if lg else hi_b[k] for k, lg in zip(free, logs)])
         best = None
         for x0 in (start[free], v_hat[free]):
             x0 = np.array(x0, dtype=float)
             x0[logs] = np.log(x0[logs])
-            x0 = np.maximum(x0, lower)
+            # inside the bounds: a correlation left where its SD was held at 0 can be anything
+            x0 = np.clip(x0, lower, upper)
             # BOBYQA, as lme4's profile: derivative-free steps on the smooth deviance (finite-
             # difference gradients cost more evaluations than they save)
             r = minimize_bounded(f, x0, lower, "bobyqa", step=0.05, tolerances=PROFILE_STOP)
@@ -158,7 +159,7 @@ def _profile_glmm(res, level: float, which) -> pd.DataFrame:
     """Profile intervals of a GLMM: each parameter held at a value, the others re-optimised on
     the Laplace/AGQ deviance (every evaluation a PIRLS run, so this takes a while)."""
     check_available(res.design, "profile intervals of a GLMM")
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = norm_ppf(0.5 + level / 2)
     prob = GLMMProblem(res.design, res.family, standardize_X=True)
     Sinv = np.linalg.inv(prob.S)
     disp = res.family.has_dispersion
@@ -224,7 +225,7 @@ def _profile_limits(dev_at, v_hat, start, dev_hat, z, lo, hi, scale):
                 d, x = dev_at(v, warm[0])
             except (np.linalg.LinAlgError, FloatingPointError):  # a failed evaluation: outside the limit
                 return np.inf
-            if np.isfinite(d):
+            if np.isfinite(d) and lo < v < hi:  # at a bound (an SD at 0) a correlation is anything: no warm start
                 warm[0] = x
             return np.sqrt(max(d - dev_hat, 0.0)) - z if np.isfinite(d) else np.inf
 
@@ -239,6 +240,8 @@ def _profile_limits(dev_at, v_hat, start, dev_hat, z, lo, hi, scale):
                     break
             if excess(b) >= 0:
                 warm[0] = start
+                import scipy.optimize as so  # loaded when an interval is profiled
+
                 limit = so.brentq(excess, min(a, b), max(a, b), xtol=1e-9 * max(1.0, abs(v_hat)))
                 break
             a, step = b, step * 2

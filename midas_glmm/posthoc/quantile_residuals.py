@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..checks import check_count, make_rng
 from .plots import quantile_residuals
@@ -56,6 +55,8 @@ class QuantileResiduals:
 
     def test_uniformity(self) -> pd.Series:
         """Kolmogorov–Smirnov test of the residuals against Uniform(0, 1)."""
+        from scipy import stats  # loaded when asked
+
         r = stats.kstest(self.residuals.to_numpy(), "uniform")
         return pd.Series({"statistic": float(r.statistic), "pvalue": float(r.pvalue)}, name="uniformity")
 

@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..checks import refuse_dispersion_model, refuse_iterative
 from ..design.reterms import ReTerm
+from ..distributions import chi2_sf
 from ..engine.lmm import fit_lmm
 from ..errors import FitError
 
@@ -102,7 +102,7 @@ def ranova(res) -> pd.DataFrame:
     df = npar_full - out["npar"]
     out["LRT"] = lrt.where(out.index != "<none>")
     out["Df"] = df.where(out.index != "<none>")
-    out["Pr(>Chisq)"] = pd.Series(stats.chi2.sf(np.maximum(lrt, 0), np.maximum(df, 1)), index=out.index).where(
+    out["Pr(>Chisq)"] = pd.Series(chi2_sf(np.maximum(lrt, 0), np.maximum(df, 1)), index=out.index).where(
         out.index != "<none>"
     )
     return out

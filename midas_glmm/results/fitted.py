@@ -13,12 +13,13 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from ..checks import check_interval_method, check_level, select_names
 from ..design.daskdata import is_dask_frame
 from ..design.formula import update_formula
 from ..design.reterms import ThetaMap
+from ..distributions import norm_ppf, norm_sf
 from ..engine.estimates import Estimates
 from ..engine.optimize import OPTIMIZERS
 from ..errors import DataError, FitError
@@ -114,7 +115,7 @@ class MixedModelResults:
         self.bse = pd.Series(np.sqrt(np.diag(estimates.vcov_beta)), index=names, name="bse")
         self.tvalues = self.params / self.bse
         self.tvalues.name = "z"
-        self.pvalues = pd.Series(2 * stats.norm.sf(np.abs(self.tvalues)), index=names, name="P>|z|")
+        self.pvalues = pd.Series(2 * norm_sf(np.abs(self.tvalues)), index=names, name="P>|z|")
         self.fit_options = dict(fit_options) if fit_options is not None else _fit_options(estimates, self.family)
         disp = self.design.disp
         self.disp_params = self.disp_bse = None
@@ -304,7 +305,7 @@ class MixedModelResults:
         if key == "wald":
             varpar = ThetaMap(self.design.terms).sdcor_names()
             names = select_names(which, list(self.params.index), "wald", elsewhere=varpar)
-            z = stats.norm.ppf(0.5 + level / 2)
+            z = norm_ppf(0.5 + level / 2)
             ci = pd.DataFrame({"lower": self.params - z * self.bse, "upper": self.params + z * self.bse})
             return ci.loc[names]
         if key == "profile":

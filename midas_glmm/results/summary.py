@@ -6,9 +6,9 @@ import html
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..checks import check_level
+from ..distributions import norm_sf
 from ..errors import FitError
 from ..posthoc.ddf import KENWARD_ROGER, SATTERTHWAITE, WALD, parse_ddf, test_method
 from . import varcomp
@@ -27,7 +27,7 @@ def _wald_block(params: pd.Series | None, bse: pd.Series | None) -> pd.DataFrame
     if params is None:
         return None
     z = params / bse
-    return pd.DataFrame({"Estimate": params, "Std.Err.": bse, "z": z, "P>|z|": 2 * stats.norm.sf(np.abs(z))})
+    return pd.DataFrame({"Estimate": params, "Std.Err.": bse, "z": z, "P>|z|": 2 * norm_sf(np.abs(z))})
 
 
 class Summary:

@@ -106,6 +106,26 @@ def test_factor_equals_dense_algebra(name):
         _check_against_dense(d, Factor(plan, plan.load(cp), lams), lams)
 
 
+@pytest.mark.parametrize("name", list(FORMULAS))
+def test_the_all_dense_plan_equals_dense_algebra(name):
+    """A small model's plan (every random effect in the dense tail, no compiled kernels): the
+    same numbers, the first term's diagonal blocks of L and the selected inverse included."""
+    d = build_design(FORMULAS[name], _data())
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    plan = FactorPlan(d.terms, cp, dense=True)
+    assert plan.Ns == 0 and plan.qt == plan.q
+    sparse_plan = FactorPlan(d.terms, cp)
+    tm = ThetaMap(d.terms)
+    for seed in (1, 2):
+        lams = tm.lams(_theta(tm, seed))
+        F = Factor(plan, plan.load(cp), lams)
+        _check_against_dense(d, F, lams)
+        G = Factor(sparse_plan, sparse_plan.load(cp), lams)
+        assert F.L00 == pytest.approx(G.L00, rel=1e-9, abs=1e-12)
+        rhs = np.random.default_rng(seed).normal(size=plan.q)
+        assert F.solve(rhs) == pytest.approx(G.solve(rhs), rel=1e-8, abs=1e-10)
+
+
 @pytest.mark.parametrize("name", ["nested", "nested_slopes", "crossed", "crossed_vector_tail", "obs_level"])
 @pytest.mark.parametrize("density", [0.0, 2.0])  # all dense after the first term / no dense tail
 def test_sparse_and_dense_paths_agree(name, density, monkeypatch):

@@ -30,8 +30,8 @@ def _richardson(f, x, i, h):
     return (4 * central(h / 2) - central(h)) / 3
 
 
-def _check(design, theta, REML):
-    crit, _ = lmm_criterion(design, REML)
+def _check(design, theta, REML, dense=False):
+    crit, _ = lmm_criterion(design, REML, dense=dense)
     value, grad = profiled_gradient(crit, theta)
     assert value == pytest.approx(crit(theta), rel=1e-12)
     numeric = np.array([_richardson(crit, theta, i, 1e-3 * max(1.0, abs(theta[i]))) for i in range(len(theta))])
@@ -44,12 +44,13 @@ def _theta(crit_tmap, seed):
     return crit_tmap.start * rng.uniform(0.3, 1.5, len(crit_tmap)) + np.where(bounded, 0.0, rng.normal(0, 0.3))
 
 
+@pytest.mark.parametrize("dense", [False, True])  # the block-sparse plan / a small model's all-dense one
 @pytest.mark.parametrize("REML", [True, False])
 @pytest.mark.parametrize("name", list(FORMULAS))
-def test_gradient_equals_finite_differences(name, REML):
+def test_gradient_equals_finite_differences(name, REML, dense):
     d = build_design(FORMULAS[name], _data())
     crit, _ = lmm_criterion(d, REML)
-    _check(d, _theta(crit.tmap, 2), REML)
+    _check(d, _theta(crit.tmap, 2), REML, dense)
 
 
 @pytest.mark.parametrize("name", ["crossed", "crossed_vector_tail", "nested_slopes"])
@@ -58,7 +59,7 @@ def test_gradient_with_prior_weights_and_a_forced_sparse_path(name, monkeypatch)
     data["w"] = np.random.default_rng(5).uniform(0.3, 3.0, len(data))
     monkeypatch.setattr(sparsity, "DENSE_TAIL_DENSITY", 2.0)  # no dense tail: all block-sparse
     d = build_design(FORMULAS[name], data, weights="w")
-    crit, _ = lmm_criterion(d, True)
+    crit, _ = lmm_criterion(d, True, dense=False)
     assert crit.plan.qt == 0
     _check(d, _theta(crit.tmap, 3), True)
 

@@ -1,0 +1,52 @@
+"""What a fresh process loads: ``import midas_glmm`` reads only the exceptions; a small LMM
+fit loads neither numba (its kernels) nor statsmodels, scipy.stats, matplotlib, dask or tqdm.
+Each import is a fraction of a second a script, a CLI call or a bootstrap worker pays."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ["numba", "statsmodels", "scipy.stats", "scipy.optimize", "matplotlib", "dask", "tqdm", "formulaic"]
+
+
+def _loaded(code: str) -> list[str]:
+    probe = code + f"\nimport sys, json\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_loads_nothing_heavy():
+    assert _loaded("import midas_glmm") == []
+
+
+def test_public_names_resolve_lazily():
+    import midas_glmm
+
+    assert midas_glmm.MixedModel.__name__ == "MixedModel"
+    assert set(midas_glmm.__all__) <= set(dir(midas_glmm))
+    assert callable(midas_glmm.datasets.load)
+
+
+def test_a_small_lmm_fit_loads_no_kernels_nor_statsmodels():
+    code = (
+        "from midas_glmm import MixedModel, datasets\n"
+        "res = MixedModel.from_formula('Reaction ~ Days + (Days|Subject)', datasets.load('sleepstudy')).fit()\n"
+        "res.summary(); res.ranef(); res.conf_int()\n"
+        "assert abs(res.llf - (-871.8141)) < 1e-3\n"
+    )
+    assert _loaded(code) == ["formulaic"]
+
+
+def test_a_glmm_fit_loads_no_statsmodels():
+    code = (
+        "from midas_glmm import MixedModel, datasets\n"
+        "d = datasets.load('cbpp')\n"
+        "res = MixedModel.from_formula('cbind(incidence, size - incidence) ~ period + (1|herd)', d,"
+        " family='binomial').fit()\n"
+        "res.summary()\n"
+    )
+    loaded = _loaded(code)
+    assert "statsmodels" not in loaded and "scipy.stats" not in loaded and "matplotlib" not in loaded
