@@ -44,13 +44,17 @@ def warm_up(tool: str) -> None:
     import numpy as np
 
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({"y": rng.normal(size=60), "x1": rng.normal(size=60), "g": np.repeat(np.arange(6), 10)})
+    n = 480
+    df = pd.DataFrame({"y": rng.normal(size=n), "x1": rng.normal(size=n), "g": np.arange(n) // 4})
     if tool == "midas":
         from midas_glmm import MixedModel
 
         # one small fit per engine path, so that every compiled kernel is loaded from numba's
-        # cache before the clock starts (R has loaded all of lme4 with library(lme4))
-        df["h"], df["k"] = np.tile(np.arange(5), 12), np.arange(60) // 3
+        # cache before the clock starts (R has loaded all of lme4 with library(lme4)). g has 120
+        # levels: past the 100 random effects a model is factored densely without kernels
+        # (engine.sparsity.SMALL_Q), so these fits load the kernels; the first is a dense one.
+        MixedModel.from_formula("y ~ x1 + (1|g)", df.assign(g=df.g // 20)).fit()
+        df["h"], df["k"] = np.tile(np.arange(5), n // 5), np.arange(n) // 40
         yb = df.assign(y=(df.y > 0).astype(float))
         MixedModel.from_formula("y ~ x1 + (1|g)", df).fit()
         MixedModel.from_formula("y ~ x1 + (x1|g) + (x1|k)", df).fit()  # analytic gradient (4+ theta)
@@ -58,9 +62,9 @@ def warm_up(tool: str) -> None:
         MixedModel.from_formula("y ~ x1 + (1|g)", yb, family="binomial").fit()
         MixedModel.from_formula("y ~ x1 + (1|g)", yb, family="binomial").fit(nAGQ=5)
         MixedModel.from_formula("y ~ x1 + (1|g) + (1|h)", yb, family="binomial").fit()
-        MixedModel.from_formula("y ~ x1 + (1|g)", df.assign(y=rng.poisson(2.0, 60)), family="poisson").fit()
+        MixedModel.from_formula("y ~ x1 + (1|g)", df.assign(y=rng.poisson(2.0, len(df))), family="poisson").fit()
         try:  # a library before the ordinal family (ab.py's base side) has none to warm up
-            ordinal = MixedModel.from_formula("y ~ x1 + (1|g)", df.assign(y=np.arange(60) % 3), family="ordinal")
+            ordinal = MixedModel.from_formula("y ~ x1 + (1|g)", df.assign(y=np.arange(len(df)) % 3), family="ordinal")
         except ValueError:
             ordinal = None
         if ordinal is not None:
