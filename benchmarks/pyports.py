@@ -11,7 +11,7 @@ The peers live in their own venv (--peer-python; default $MIDAS_PEER_PYTHON or /
 Each case's data are written once to a CSV (the generated ones by cases.make: run.py's rows) that
 every tool reads. Per case, one worker per tool (pyports_worker.py, under the peers' python or this
 one) imports its tool and reads the data; then the tools' fits alternate (midas, mixedlm, glmm, and
-again): one untimed warm-up fit each, then --reps timed fits, each timed around the whole user call.
+again): two untimed warm-up fits each, then --reps timed fits, each timed around the whole user call.
 A fit past --timeout seconds ends that tool's worker; a fit that raises shows its error. midas_glmm
 runs from a copy of midas_glmm/ taken at the start (the tree may be edited meanwhile), with its own
 numba cache directory.
@@ -158,7 +158,7 @@ def run_case(case: PCase, path: Path, args, envs: dict, work: Path) -> dict:
         runs[tool] = {"fits": [], "skip": formula is None}
         if formula is None:
             continue
-        spec = dict(tool=tool, formula=formula, family=case.family, data=str(path), reps=args.reps)
+        spec = dict(tool=tool, formula=formula, family=case.family, data=str(path), reps=args.reps + WARM - 1)
         spec.update(str_cols=list(case.str_cols), weights=case.weights)
         (work / f"{case.name}.{tool}.json").write_text(json.dumps(spec))
         py = sys.executable if tool == "midas" else args.peer_python
@@ -166,7 +166,7 @@ def run_case(case: PCase, path: Path, args, envs: dict, work: Path) -> dict:
     for tool, w in workers.items():  # imports and data reading: untimed
         if not (ready := w.next(args.timeout, go=False)).get("ready"):
             runs[tool].update(ready)
-    for i in range(args.reps + 1):
+    for i in range(args.reps + WARM):
         for tool, w in workers.items():
             r = runs[tool]
             if "error" in r or "timeout" in r:
@@ -183,8 +183,13 @@ def run_case(case: PCase, path: Path, args, envs: dict, work: Path) -> dict:
     return runs
 
 
+#: untimed warm-up fits per tool and case: a process's first fits of a model run slower (caches, lazy
+#: imports, the allocator), midas_glmm's second one too on the small models
+WARM = 2
+
+
 def times(r: dict) -> list[float]:
-    return [f["seconds"] for f in r["fits"][1:]]  # fit 0 is the warm-up
+    return [f["seconds"] for f in r["fits"][WARM:]]  # the first WARM fits are the warm-up
 
 
 def cell(r: dict) -> str:
@@ -341,7 +346,7 @@ def markdown(rows: list[dict]) -> list[str]:
     return head + ["| " + " | ".join(map(str, r.values())) + " |" for r in rows] + [""]
 
 
-ABOUT_FITS = """Seconds, best / median of {reps} timed fits after one untimed warm-up fit, in one process per tool
+ABOUT_FITS = """Seconds, best / median of {reps} timed fits after two untimed warm-up fits, in one process per tool
 and case (import and data reading not timed); the tools' fits alternate. Each is timed around the
 user's whole call, formula parsing included: `MixedModel.from_formula(...).fit()`, `mixedlm.lmer(...)`
 or `glmer(...)`, `glmm.fit(...)`, with their defaults (glmm's include Hessian standard errors and, for

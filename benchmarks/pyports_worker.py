@@ -4,8 +4,9 @@
     python benchmarks/pyports_worker.py --versions TOOL
 
 The tool is imported and the data read before anything is timed; then each fit starts when a line
-arrives on stdin (pyports.py alternates the tools). Fit 0 is the untimed warm-up, fits 1..reps are
-timed with time.perf_counter around the user's whole call (formula parsing included). Each line
+arrives on stdin (pyports.py alternates the tools). Fits 0..reps are each timed with
+time.perf_counter around the user's whole call (formula parsing included); pyports.py counts its
+warm-ups among them. Each line
 has the seconds, the log-likelihood the tool reports and its criterion ("REML", "ML", "Laplace"),
 or the error. Runs under the project's python (midas) or the peers' (mixedlm, glmm), so it
 imports nothing from the repository.
