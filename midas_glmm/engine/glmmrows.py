@@ -182,10 +182,7 @@ class RowBlock:
         eta = self.eta(beta_raw, lams, us)
         if self._link is not None:
             W, z = np.empty_like(eta), np.empty_like(eta)
-            if self.rowmap.numpy:
-                ll = _canonical_working(self._link, eta, *self._rows, W, z)
-            else:
-                ll = rowkernels.canonical_working(self._link, eta, *self._rows, W, z)
+            ll = rowkernels.canonical_working(self._link, eta, *self._rows, W, z)
             if not np.isfinite(ll):
                 return ll, None
             return ll, self.system(W, z, beta_raw, joint, shift, scale)
@@ -352,39 +349,6 @@ class RowBlock:
             float(np.sum(self.y * self.w)),
             float(np.sum(self.w)),
         )
-
-
-def _canonical_working(link, eta, y, prior, off, const, ya, yb, W, z) -> float:
-    """:func:`~midas_glmm.linalg.rowkernels.canonical_working` with numpy, for a small model:
-    Σ log f(y | μ), W = w μ' and z = η − offset + (y − μ)/μ' of a canonical binomial or Poisson
-    model, −∞ where the pass leaves the domain."""
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        if link == codes.LOGIT:
-            t = np.exp(-np.abs(eta))
-            lp = np.log1p(t)
-            pos = eta >= 0
-            mu = np.where(pos, 1.0 / (1.0 + t), t / (1.0 + t))
-            logmu = np.where(pos, -lp, eta - lp)
-            log1mu = np.where(pos, -eta - lp, -lp)
-            out = (mu < 1e-15) | (mu > 1 - 1e-15)  # far in a tail: μ held inside (0, 1)
-            if out.any():
-                mu = np.clip(mu, 1e-15, 1 - 1e-15)
-                logmu = np.where(out, np.log(mu), logmu)
-                log1mu = np.where(out, np.log1p(-mu), log1mu)
-            d = mu * (1.0 - mu)
-            ll = np.sum(const + ya * logmu + yb * log1mu)
-        else:
-            mu = np.exp(eta)
-            low = mu < 1e-300
-            mu = np.where(low, 1e-300, mu)
-            logmu = np.where(low, np.log(1e-300), eta)
-            d = mu
-            ll = np.sum(const + ya * logmu - yb * mu)
-        np.multiply(prior, d, out=W)
-        np.copyto(z, eta - off + (y - mu) / d)
-    if not (np.all(np.isfinite(W)) and np.all(np.isfinite(z))):
-        return -np.inf
-    return float(ll)
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:

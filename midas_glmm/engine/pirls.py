@@ -47,7 +47,7 @@ from .optimize import (
     newton_step,
     restart_if_unconverged,
 )
-from .sparsity import SMALL_Q, FactorPlan
+from .sparsity import FactorPlan
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
 
@@ -99,9 +99,7 @@ class GLMMProblem:
                 design.zi,
                 disp_X,
             )
-            # a small model: one dense block, its row passes in numpy (no kernels to load)
-            small = sum(t.q for t in design.terms) <= SMALL_Q
-            self.plan = FactorPlan(design.terms, block.pattern(), dense=small)
+            self.plan = FactorPlan(design.terms, block.pattern())
             block.attach_plan(self.plan)
             self.rows = LocalRows(block)
             self.shift, self.scale, self.S = (

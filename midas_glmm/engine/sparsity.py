@@ -42,9 +42,9 @@ MAX_TAIL_BYTES = 4 * 2**30
 #: entries of one dense panel of the sparse columns' tail rows (32 MB), and its fewest rows
 PANEL_ENTRIES = 1 << 22
 PANEL_MIN_ROWS = 64
-#: at most this many random effects: a single fit's factor is one dense block (LAPACK only, no
-#: compiled kernels to load or compile; a small model's fit is then a few BLAS calls per θ)
-SMALL_Q = 100
+#: at most this many random effects: an LMM's factor is one dense block (LAPACK only, no compiled
+#: kernels to load or compile; as fast per θ as the kernels up to about this size, slower above)
+SMALL_Q = 40
 
 
 @dataclass
@@ -295,36 +295,15 @@ class RowMap:
             np.stack([plan.term_off[j] + t.codes * t.p + a for j, t in enumerate(terms) for a in range(t.p)], axis=1),
             dtype=np.int64,
         ).reshape(n, -1)
-        # a small model (the all-dense plan) passes over its rows with numpy, not compiled loops
-        self.numpy = plan.Ns == 0
-        self._flat_idx = self.zidx.ravel()
-
-    def _zt(self, V: np.ndarray) -> np.ndarray:
-        """Z'V (q × m) with numpy: one bincount per column of V."""
-        q = self.plan.q
-        return (
-            np.column_stack(
-                [
-                    np.bincount(self._flat_idx, weights=(self.Zall * V[:, h, None]).ravel(), minlength=q)
-                    for h in range(V.shape[1])
-                ]
-            )
-            if V.shape[1]
-            else np.zeros((q, 0))
-        )
 
     def zt_product(self, V: np.ndarray) -> np.ndarray:
         """Z'V for V with one row per data row (n × m): q × m."""
-        if self.numpy:
-            return self._zt(V)
         out = np.zeros((self.plan.q, V.shape[1]))
         rowkernels.zt_product(self.Zall, self.zidx, np.ascontiguousarray(V, dtype=float), out)
         return out
 
     def leverages(self, zeta: np.ndarray, S_data: np.ndarray) -> np.ndarray:
         """ζ_i'Sζ_i per row (S at the data blocks' positions, ``dest``)."""
-        if self.numpy:
-            return np.einsum("ik,ik,k->i", zeta[:, self.za] * zeta[:, self.zb], S_data[self.dest], self.mult)
         h = np.empty(zeta.shape[0])
         rowkernels.leverages(zeta, self.dest, self.za, self.zb, self.mult, S_data, h)
         return h
@@ -338,18 +317,12 @@ class RowMap:
         if Xyw is None or Xyw.shape != Xy.shape:
             Xyw = np.empty_like(Xy)
         np.multiply(Xy, w[:, None], out=Xyw)
-        if self.numpy:
-            prods = w[:, None] * self.Zall[:, self.za] * self.Zall[:, self.zb]
-            A = np.bincount(self.dest.ravel(), weights=prods.ravel(), minlength=self.plan.nA)
-            return PlanBlocks(A, self._zt(Xyw), Xyw.T @ Xy, len(w))
         A, XZ = np.zeros(self.plan.nA), np.zeros((self.plan.q, m))
         rowkernels.weighted_blocks(self.Zall, self.dest, self.za, self.zb, self.zidx, w, Xyw, A, XZ)
         return PlanBlocks(A, XZ, Xyw.T @ Xy, len(w))
 
     def eta(self, base: np.ndarray, b_flat: np.ndarray) -> np.ndarray:
         """η = base + ZΛu for the flat vector b = Λu of all random effects (node order)."""
-        if self.numpy:
-            return np.asarray(base, dtype=float) + np.einsum("ic,ic->i", self.Zall, b_flat[self.zidx])
         out = np.empty(len(base))
         rowkernels.linear_predictor(np.ascontiguousarray(base, dtype=float), self.Zall, self.zidx, b_flat, out)
         return out
