@@ -151,7 +151,6 @@ class Factor:
         Lfull = U.T
         self.Ltail = Lfull[:q, :q]
         self.LX = np.ascontiguousarray(Lfull[q:, :q].T)
-        self._XX_schur = None
         self._p = m - 1
         if info == 0:
             self._LXX = Lfull[q:, q:]
@@ -177,7 +176,7 @@ class Factor:
     def dense_lam(self) -> np.ndarray:
         """Λ as a dense q × q array (the all-dense plan: q is small)."""
         P = self.plan
-        lr, lc, _ = P.lam_entries()
+        lr, lc = P.lam_entries()
         Lam = np.zeros((P.q, P.q))
         Lam[lr, lc] = np.concatenate([np.tile(lam.ravel(), t.nlevels) for lam, t in zip(self.lams, P.terms)])
         return Lam
@@ -191,9 +190,8 @@ class Factor:
             R[P.qs :] = tail_solve(self.Ltail, R[P.qs :])
         self.LX = R
         self._p = blocks.XX.shape[0] - 1
-        self._XX_schur = blocks.XX - R.T @ R
         try:
-            self._LXX = np.linalg.cholesky(self._XX_schur)
+            self._LXX = np.linalg.cholesky(blocks.XX - R.T @ R)
         except np.linalg.LinAlgError:
             # Only the [X y] part is indefinite (a Laplace log-determinant with the observed
             # information of NB1 / beta needs L_Z alone): raised when the [X y] part is used.

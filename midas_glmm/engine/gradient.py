@@ -30,7 +30,7 @@ def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray
     P, blocks = L.plan, L.blocks
     doff = np.concatenate([[0], np.cumsum(P.nsize**2)]).astype(np.int64)
     if P.Ns == 0:  # the all-dense plan of a small model: G, Λ and S as q × q arrays
-        lr, lc, _ = P.lam_entries()
+        lr, lc = P.lam_entries()
         M = _dense_G(L) @ L.dense_lam() @ Zt
         return np.ascontiguousarray(M[lr, lc]), doff
     lam, lamoff = lam_flat(L.lams)
@@ -43,7 +43,7 @@ def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray
 def _dense_G(L: Factor) -> np.ndarray:
     """G = Z'WZ in full (q × q) from the all-dense plan's lower blocks."""
     T0 = L.dense_data(L.blocks.A)
-    lr, lc, _ = L.plan.lam_entries()
+    lr, lc = L.plan.lam_entries()
     G = T0 + T0.T
     G[lr, lc] -= T0[lr, lc]  # the diagonal blocks once
     return G

@@ -219,9 +219,9 @@ class FactorPlan:
         out[~sparse] = self.nsparse + self.boff[_lookup(self.tkeys, key)]
         return out
 
-    def lam_entries(self) -> tuple[np.ndarray, np.ndarray, bool]:
+    def lam_entries(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) of every entry of the block-diagonal Λ (q × q), term by term, level by
-        level, each λ_t row-major; and whether every term is scalar (Λ is then diagonal)."""
+        level, each λ_t row-major."""
         if self._lam_entries is None:
             r, c = [], []
             for t in range(self.k):
@@ -229,7 +229,7 @@ class FactorPlan:
                 starts = self.nodeoff[self.node_base[t] : self.node_base[t + 1]]
                 r.append((starts[:, None] + np.repeat(np.arange(p), p)).ravel())
                 c.append((starts[:, None] + np.tile(np.arange(p), p)).ravel())
-            self._lam_entries = (np.concatenate(r), np.concatenate(c), bool(np.all(self.p_term == 1)))
+            self._lam_entries = (np.concatenate(r), np.concatenate(c))
         return self._lam_entries
 
     def tail_entries(self) -> tuple[np.ndarray, np.ndarray]:

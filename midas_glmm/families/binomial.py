@@ -14,7 +14,19 @@ from ..linalg import codes
 from .base import ResponseTerms, UnitMean, observed_levels, shown_levels
 from .links import EPS
 
-__all__ = ["Binomial"]
+__all__ = ["Binomial", "bernoulli_variance", "bernoulli_variance_deriv"]
+
+
+def bernoulli_variance(mu):
+    """μ(1 − μ), μ kept inside [ε, 1 − ε]."""
+    p = np.clip(mu, EPS, 1.0 - EPS)
+    return p * (1.0 - p)
+
+
+def bernoulli_variance_deriv(mu):
+    """1 − 2μ, μ kept inside [ε, 1 − ε]."""
+    return 1.0 - 2.0 * np.clip(mu, EPS, 1.0 - EPS)
+
 
 #: latent-scale residual variance of the binomial links (the seed's π²/3 for the logit)
 _LATENT = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}
@@ -46,11 +58,10 @@ class Binomial(UnitMean):
         return super().linkinv(eta)
 
     def variance(self, mu, phi=1.0):
-        p = np.clip(mu, EPS, 1.0 - EPS)
-        return p * (1.0 - p)
+        return bernoulli_variance(mu)
 
     def variance_deriv(self, mu, phi=1.0):
-        return 1.0 - 2.0 * np.clip(mu, EPS, 1.0 - EPS)
+        return bernoulli_variance_deriv(mu)
 
     def unit_deviance(self, y, mu, phi=1.0):
         # 2[y log(y/μ) + (1 − y) log((1 − y)/(1 − μ))], y the proportion of successes

@@ -19,7 +19,7 @@ from scipy import special
 from ..errors import DataError, FamilyError, FitError
 from ..linalg import codes
 from .base import Family, ResponseTerms, observed_levels, shown_levels
-from .links import EPS
+from .binomial import bernoulli_variance, bernoulli_variance_deriv
 
 __all__ = ["Ordinal"]
 
@@ -129,12 +129,11 @@ class Ordinal(Family):
         return P, diff, ddiff
 
     def variance(self, mu, phi=1.0):
-        """A cumulative probability's binomial variance μ(1 − μ) (as the binomial family's)."""
-        p = np.clip(mu, EPS, 1.0 - EPS)
-        return p * (1.0 - p)
+        """A cumulative probability's binomial variance μ(1 − μ)."""
+        return bernoulli_variance(mu)
 
     def variance_deriv(self, mu, phi=1.0):
-        return 1.0 - 2.0 * np.clip(mu, EPS, 1.0 - EPS)
+        return bernoulli_variance_deriv(mu)
 
     # --- the likelihood in η (μ is η itself: the family reads the thresholds)
     def linkinv(self, eta):
