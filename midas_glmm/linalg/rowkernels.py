@@ -16,6 +16,7 @@ from numba import njit
 __all__ = [
     "linear_predictor",
     "canonical_working",
+    "canonical_system",
     "weighted_blocks",
     "agq_loglik",
     "leverages",
@@ -88,6 +89,130 @@ def canonical_working(link, eta, y, prior, off, const, ya, yb, W, z):
         z[i] = e - off[i] + (y[i] - mu) / d
         if not (np.isfinite(W[i]) and np.isfinite(z[i])):
             return -np.inf
+    return ll
+
+
+#: rows per chunk of :func:`canonical_system`: the chunk's weighted columns stay in the L1 cache
+#: while their cross-products are summed as dot products
+_CHUNK = 128
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def canonical_system(
+    link,
+    eta,
+    t,
+    lt,
+    xb,
+    y,
+    prior,
+    off,
+    const,
+    ya,
+    yb,
+    X,
+    shift,
+    rscale,
+    joint,
+    rm_Z,
+    rm_dest,
+    rm_za,
+    rm_zb,
+    rm_zidx,
+    A,
+    XZ,
+    XX,
+):
+    """One PIRLS step of a canonical binomial (logit) or Poisson (log) model in one pass over the
+    rows: Σ log f(y | μ) at η, and the weighted working system there written straight into its
+    blocks — Z'WZ into A (at ``rm_dest``), Z'W[X_s c] into XZ and [X_s c]'W[X_s c] into XX (all
+    zeroed by the caller), with X_s = (X − shift)·rscale and c the working response z = η −
+    offset + (y − μ)/μ' when ``joint``, else the column z − Xβ (``xb`` = Xβ) alone.
+
+    The transcendental functions come in precomputed (numpy's vectorised exp and log): for the
+    logit link t = e^(−|η|) and lt = log(1 + t), for the log link t = e^η (``lt`` unused). W and z
+    live only in registers; the chunk's columns are summed as dot products. Returns −∞ where the
+    pass leaves the domain (a step to reject)."""
+    n = eta.shape[0]
+    p = X.shape[1] if joint else 0
+    m = p + 1
+    buf = np.empty((m, _CHUNK))
+    wbuf = np.empty((m, _CHUNK))
+    npair = rm_dest.shape[1]
+    ncol = rm_zidx.shape[1]
+    pair = np.full((ncol, ncol), -1, np.int64)
+    for k in range(npair):
+        pair[rm_za[k], rm_zb[k]] = k
+    nonzero = np.empty(ncol, np.int64)
+    ll = 0.0
+    for s in range(0, n, _CHUNK):
+        size = min(_CHUNK, n - s)
+        for r in range(size):
+            i = s + r
+            e = eta[i]
+            if link == LOGIT:
+                ti, lp = t[i], lt[i]
+                if e >= 0:
+                    mu, logmu, log1mu = 1.0 / (1.0 + ti), -lp, -e - lp
+                else:
+                    mu, logmu, log1mu = ti / (1.0 + ti), e - lp, -lp
+                if mu < _MU_MIN or mu > _MU_MAX:  # far in a tail: μ held inside (0, 1) as Family.linkinv
+                    mu = min(max(mu, _MU_MIN), _MU_MAX)
+                    logmu, log1mu = np.log(mu), np.log1p(-mu)
+                d = mu * (1.0 - mu)
+                ll += const[i] + ya[i] * logmu + yb[i] * log1mu
+            else:
+                mu, logmu = t[i], e
+                if mu < 1e-300:  # μ at its floor as Family.linkinv
+                    mu, logmu = 1e-300, np.log(1e-300)
+                d = mu
+                ll += const[i] + ya[i] * logmu - yb[i] * mu
+            wi = prior[i] * d
+            zi = e - off[i] + (y[i] - mu) / d
+            if not (np.isfinite(wi) and np.isfinite(zi)):
+                return -np.inf
+            for j in range(p):
+                x = (X[i, j] - shift[j]) * rscale[j]
+                buf[j, r] = x
+                wbuf[j, r] = wi * x
+            c = zi if joint else zi - xb[i]
+            buf[p, r] = c
+            wbuf[p, r] = wi * c
+            if npair <= 4:  # scalar or two-column terms: every product
+                for k in range(npair):
+                    A[rm_dest[i, k]] += wi * rm_Z[i, rm_za[k]] * rm_Z[i, rm_zb[k]]
+                for col in range(ncol):
+                    zc = rm_Z[i, col]
+                    row = rm_zidx[i, col]
+                    for h in range(m):
+                        XZ[row, h] += zc * wbuf[h, r]
+                continue
+            cnt = 0  # wider terms: the products of the row's nonzero columns only
+            for col in range(ncol):
+                if rm_Z[i, col] != 0.0:
+                    nonzero[cnt] = col
+                    cnt += 1
+            for a in range(cnt):
+                ca = nonzero[a]
+                for b in range(cnt):
+                    k = pair[ca, nonzero[b]]
+                    if k >= 0:
+                        A[rm_dest[i, k]] += wi * rm_Z[i, rm_za[k]] * rm_Z[i, rm_zb[k]]
+            for a in range(cnt):
+                col = nonzero[a]
+                zc = rm_Z[i, col]
+                row = rm_zidx[i, col]
+                for h in range(m):
+                    XZ[row, h] += zc * wbuf[h, r]
+        for a in range(m):
+            for b in range(a, m):
+                acc = 0.0
+                for r in range(size):
+                    acc += wbuf[a, r] * buf[b, r]
+                XX[a, b] += acc
+    for a in range(m):
+        for b in range(a):
+            XX[a, b] = XX[b, a]
     return ll
 
 
