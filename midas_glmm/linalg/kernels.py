@@ -31,6 +31,41 @@ __all__ = [
 
 
 @njit(cache=True)
+def _grown(a, used, cap):
+    """A copy of a[:used] in a new array of length ``cap`` (the rest uninitialised)."""
+    out = np.empty(cap, a.dtype)
+    for e in range(used):
+        out[e] = a[e]
+    return out
+
+
+@njit(cache=True)
+def _heapsort(a, lo, hi):
+    """Sort a[lo:hi] in place (heapsort: O(k log k), and far less to compile than numba's sort)."""
+    k = hi - lo
+    for start in range(k // 2 - 1, -1, -1):
+        _sift(a, lo, start, k)
+    for end in range(k - 1, 0, -1):
+        a[lo], a[lo + end] = a[lo + end], a[lo]
+        _sift(a, lo, 0, end)
+
+
+@njit(cache=True)
+def _sift(a, lo, root, size):
+    """Move a[lo + root] down the max-heap a[lo : lo + size]."""
+    while True:
+        child = 2 * root + 1
+        if child >= size:
+            return
+        if child + 1 < size and a[lo + child + 1] > a[lo + child]:
+            child += 1
+        if a[lo + root] >= a[lo + child]:
+            return
+        a[lo + root], a[lo + child] = a[lo + child], a[lo + root]
+        root = child
+
+
+@njit(cache=True)
 def symbolic(adjptr, adjidx, N):
     """Node pattern of the Cholesky factor, with fill: column j holds j, its adjacent later nodes
     and the rows of its children in the elimination tree (Liu, 1990).
@@ -64,13 +99,12 @@ def symbolic(adjptr, adjidx, N):
                     ws[cnt] = i
                     cnt += 1
             c = nxt[c]
-        ws[1:cnt].sort()
+        _heapsort(ws, 1, cnt)
         if nnz + cnt > cap:
             cap = max(2 * cap, nnz + cnt)
-            grown = np.empty(cap, np.int64)
-            grown[:nnz] = rowidx[:nnz]
-            rowidx = grown
-        rowidx[nnz : nnz + cnt] = ws[:cnt]
+            rowidx = _grown(rowidx, nnz, cap)
+        for e in range(cnt):  # element by element: a slice assignment compiles numba's shape checks
+            rowidx[nnz + e] = ws[e]
         nnz += cnt
         colptr[j + 1] = nnz
         if cnt > 1:
@@ -610,11 +644,7 @@ def clique_union(mptr, midx, tptr, tidx, n, limit):
                         if m >= limit:
                             return rows[:0], cols[:0], False
                         cap *= 2
-                        r2 = np.empty(cap, np.int64)
-                        c2 = np.empty(cap, np.int64)
-                        r2[:m] = rows[:m]
-                        c2[:m] = cols[:m]
-                        rows, cols = r2, c2
+                        rows, cols = _grown(rows, m, cap), _grown(cols, m, cap)
                     rows[m] = i
                     cols[m] = j
                     m += 1

@@ -303,3 +303,16 @@ def test_sparse_coupling_keeps_the_scattered_updates():
     d = build_design(FORMULAS["obs_level"], _data())
     plan = FactorPlan(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y))
     assert plan.qt > 0 and plan.panels is None
+
+
+def test_heapsort_sorts_the_slice_only():
+    """The symbolic step's sort of a column's rows (kernels._heapsort) against numpy's."""
+    from midas_glmm.linalg import kernels
+
+    rng = np.random.default_rng(4)
+    for n in (0, 1, 2, 3, 8, 33, 500):
+        a = rng.integers(0, 40, n + 4).astype(np.int64)
+        got, want = a.copy(), a.copy()
+        kernels._heapsort(got, 2, n + 2)
+        want[2 : n + 2].sort()
+        assert np.array_equal(got, want)
