@@ -296,13 +296,17 @@ class ThetaMap:
         hi = [t.structure.natural_bounds()[1] for t in self.terms] + [[np.inf]]
         return np.concatenate(lo), np.concatenate(hi)
 
+    @cached_property
+    def _natural_sizes(self) -> list[int]:
+        """How many natural values (:meth:`sdcor`) each term has."""
+        return [len(t.structure.natural(t.structure.start())[1]) for t in self.terms]
+
     def theta_from_sdcor(self, v: np.ndarray) -> np.ndarray | None:
         """The θ of natural values ``v`` laid out as :meth:`sdcor` (None when they make no valid
         covariance: correlations outside their range or not positive semi-definite)."""
         sigma = v[-1]
         out, i = [], 0
-        for t in self.terms:
-            k = len(t.structure.natural(t.structure.start())[1])
+        for t, k in zip(self.terms, self._natural_sizes):
             par = t.structure.par_from_natural(np.asarray(v[i : i + k], dtype=float), sigma)
             if par is None:
                 return None
