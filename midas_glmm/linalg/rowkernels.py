@@ -138,6 +138,7 @@ def canonical_system(
     m = p + 1
     buf = np.empty((m, _CHUNK))
     wbuf = np.empty((m, _CHUNK))
+    wrow = np.empty(m)  # the row's weighted values, contiguous for Z'W[X_s c]
     npair = rm_dest.shape[1]
     ncol = rm_zidx.shape[1]
     pair = np.full((ncol, ncol), -1, np.int64)
@@ -174,10 +175,10 @@ def canonical_system(
             for j in range(p):
                 x = (X[i, j] - shift[j]) * rscale[j]
                 buf[j, r] = x
-                wbuf[j, r] = wi * x
+                wbuf[j, r] = wrow[j] = wi * x
             c = zi if joint else zi - xb[i]
             buf[p, r] = c
-            wbuf[p, r] = wi * c
+            wbuf[p, r] = wrow[p] = wi * c
             if npair <= 4:  # scalar or two-column terms: every product
                 for k in range(npair):
                     A[rm_dest[i, k]] += wi * rm_Z[i, rm_za[k]] * rm_Z[i, rm_zb[k]]
@@ -185,7 +186,7 @@ def canonical_system(
                     zc = rm_Z[i, col]
                     row = rm_zidx[i, col]
                     for h in range(m):
-                        XZ[row, h] += zc * wbuf[h, r]
+                        XZ[row, h] += zc * wrow[h]
                 continue
             cnt = 0  # wider terms: the products of the row's nonzero columns only
             for col in range(ncol):
@@ -203,7 +204,7 @@ def canonical_system(
                 zc = rm_Z[i, col]
                 row = rm_zidx[i, col]
                 for h in range(m):
-                    XZ[row, h] += zc * wbuf[h, r]
+                    XZ[row, h] += zc * wrow[h]
         for a in range(m):
             for b in range(a, m):
                 acc = 0.0
