@@ -508,9 +508,9 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     ctl = current_control()
     theta1 = tm.start if ctl is None or ctl.start is None else np.asarray(ctl.start, dtype=float)
     x1 = np.concatenate([theta1, d0 if disp else [], gamma0])
-    # a start for stage 2 need not be precise (θ to 1e-3, the deviance to 1e-3); with fast=True
+    # a start for stage 2 need not be precise (θ to 1%, the deviance to 0.01); with fast=True
     # this is the fit itself
-    tol1 = {} if fast else {"ftol_rel": 1e-8, "ftol_abs": 1e-3, "xtol_rel": 1e-3}
+    tol1 = {} if fast else {"ftol_rel": 1e-8, "ftol_abs": 1e-2, "xtol_rel": 1e-2}
     if ((nz or family.thresholds) and use_gradient) or laplace_first:  # straight to the joint stage
         opt = OptResult(x1, np.nan, 0, True, "", "start")
     else:
