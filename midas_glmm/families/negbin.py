@@ -59,7 +59,11 @@ class NegativeBinomial2(NegativeBinomial):
         # log Γ(y+θ) − log Γ(θ) − log y! + θ log θ + y log μ − (y+θ) log(θ+μ), with θ log θ − (y+θ) log(θ+μ)
         # written as −θ log1p(μ/θ) − y log(θ+μ): no cancellation of two large terms near the Poisson limit
         y, th = terms.y, phi
-        core = lgamma_ratio(y, th) - th * np.log1p(mu / th)
+        if np.ndim(th) == 0:  # one size for every row: the same at every PIRLS step
+            ratio = terms.kept(("lgamma_ratio", float(th)), lambda: lgamma_ratio(y, th))
+        else:
+            ratio = lgamma_ratio(y, th)
+        core = ratio - th * np.log1p(mu / th)
         return terms.prior * (core + y * (np.log(mu) - np.log(th + mu))) + terms.const
 
     def unit_deviance(self, y, mu, phi=1.0):
