@@ -34,9 +34,9 @@ def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:
         col = df[name]
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
         if numeric and name not in categorical_calls:
-            values = np.sort(col.dropna().unique())
-            if len(values) <= COV_KEEP:
-                out[name] = ("kept", [float(v) for v in values])
+            values = _few_values(col.to_numpy(dtype=float, na_value=np.nan), COV_KEEP)
+            if values is not None:
+                out[name] = ("kept", values)
             else:
                 out[name] = ("numeric", float(col.mean()))
         elif isinstance(col.dtype, pd.CategoricalDtype):
@@ -44,6 +44,19 @@ def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:
         else:
             out[name] = ("factor", sorted(col.dropna().unique().tolist()))
     return out
+
+
+def _few_values(a: np.ndarray, k: int) -> list[float] | None:
+    """The distinct values of ``a`` other than NaN, sorted, if there are at most ``k`` of them;
+    else None. Up to k + 1 passes that drop one value each (no hashing of every row)."""
+    rest = a[~np.isnan(a)]
+    seen: list[float] = []
+    while rest.size:
+        if len(seen) == k:
+            return None
+        seen.append(float(rest[0]))
+        rest = rest[rest != rest[0]]
+    return sorted(seen)
 
 
 def reference_grid(info: dict) -> tuple[pd.DataFrame, list[str]]:

@@ -250,3 +250,26 @@ def test_any_pandas_column_name_works_in_a_formula(formula, columns, plain_formu
     assert res.params.to_numpy() == pytest.approx(base.params.to_numpy(), rel=1e-10)
     assert res.llf == pytest.approx(base.llf, rel=1e-12)
     assert np.allclose(res.predict(named.head(4)), base.predict(plain.head(4)), rtol=1e-10)
+
+
+def test_reference_grid_keeps_covariates_with_at_most_two_values():
+    """emmeans' cov.keep = "2": a covariate with one or two distinct values (NaN aside) enters
+    the grid at each of them, sorted; one with more at its mean; a pandas nullable column too."""
+    from midas_glmm.design.formula import parse_formula
+    from midas_glmm.design.grid import reference_grid_info
+
+    df = pd.DataFrame(
+        {
+            "y": np.arange(8.0),
+            "ind": [1.0, 0.0, np.nan, 1.0, 0.0, 0.0, 1.0, 1.0],
+            "one": [2.5] * 8,
+            "three": [0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0],
+            "nullable": pd.array([3, None, -1, 3, -1, 3, 3, -1], dtype="Int64"),
+            "g": list("abababab"),
+        }
+    )
+    info = reference_grid_info(parse_formula("y ~ ind + one + three + nullable + (1|g)"), df)
+    assert info["ind"] == ("kept", [0.0, 1.0])
+    assert info["one"] == ("kept", [2.5])
+    assert info["three"] == ("numeric", pytest.approx(df["three"].mean()))
+    assert info["nullable"] == ("kept", [-1.0, 3.0])
