@@ -50,9 +50,10 @@ def _few_values(a: np.ndarray, k: int) -> list[float] | None:
     """The distinct values of ``a`` other than NaN, sorted, if there are at most ``k`` of them;
     else None. Up to k + 1 passes that drop one value each (no hashing of every row), after a
     look at the first rows, where a continuous covariate shows its many values at once."""
-    rest = a[~np.isnan(a)]
-    if len(np.unique(rest[:64])) > k:
+    head = a[:64]
+    if len(np.unique(head[~np.isnan(head)])) > k:
         return None
+    rest = a[~np.isnan(a)]
     seen: list[float] = []
     while rest.size:
         if len(seen) == k:
