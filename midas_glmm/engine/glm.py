@@ -37,7 +37,7 @@ def fit_glm(y, X, family: Family, offset=None, weights=None, tol: float = 1e-8, 
         d = family.mu_eta(eta, mu)
         z = eta - offset + (y - mu) / d
         root = np.sqrt(w * d * d / family.variance(mu, 1.0))
-        beta = np.linalg.lstsq(X * root[:, None], z * root, rcond=None)[0]
+        beta = _weighted_least_squares(X * root[:, None], z * root)
         eta = X @ beta + offset
         mu = family.linkinv(eta)
         dev_new = family.deviance(y, mu, w, 1.0)
@@ -46,3 +46,15 @@ def fit_glm(y, X, family: Family, offset=None, weights=None, tol: float = 1e-8, 
             break
         dev = dev_new
     return GLMFit(beta, mu, float(dev), converged)
+
+
+def _weighted_least_squares(Xr: np.ndarray, zr: np.ndarray) -> np.ndarray:
+    """argmin ‖zr − Xr β‖ by the normal equations (one pass over the rows; a start need not have
+    the last digits a QR gives), by lstsq where Xr'Xr is singular (a column all zero weight)."""
+    try:
+        beta = np.linalg.solve(Xr.T @ Xr, Xr.T @ zr)
+        if np.all(np.isfinite(beta)):
+            return beta
+    except np.linalg.LinAlgError:
+        pass
+    return np.linalg.lstsq(Xr, zr, rcond=None)[0]
