@@ -511,15 +511,24 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     # a start for stage 2 need not be precise (θ to 1%, the deviance to 0.01); with fast=True
     # this is the fit itself
     tol1 = {} if fast else {"ftol_rel": 1e-8, "ftol_abs": 1e-2, "xtol_rel": 1e-2}
-    if ((nz or family.thresholds) and use_gradient) or laplace_first:  # straight to the joint stage
-        opt = OptResult(x1, np.nan, 0, True, "", "start")
-    else:
-        opt = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast, tolerances=tol1)
-    theta, _, phi, gamma = split1(opt.x)
-    if nz:
-        prob.set_zero_inflation(gamma)
-    st = prob.pirls(theta, warm["beta"], phi, joint=True)
-    beta = st.beta
+    # With the analytic gradient stage 2 starts at θ₀ itself, β from PIRLS there (glmmTMB starts
+    # alike); the one way that goes wrong, a θ run onto its bound 0 where the gradient vanishes by
+    # symmetry though the deviance falls away from it, is caught after stage 2 (below) and the fit
+    # then redone the long way. Zero-inflated and ordinal models and quadrature always go straight.
+    straight = use_gradient and not fast and not laplace_first
+
+    def stage_one(skip: bool):
+        """Stage 1's optimum (or the start, ``skip``), and θ, β (PIRLS) and γ there."""
+        if skip:
+            opt1 = OptResult(x1, np.nan, 0, True, "", "start")
+        else:
+            opt1 = minimize_bounded(stage1, x1, lower1, optimizer, polish=fast, tolerances=tol1)
+        theta1, _, phi1, gamma1 = split1(opt1.x)
+        if nz:
+            prob.set_zero_inflation(gamma1)
+        return opt1, theta1, prob.pirls(theta1, warm["beta"], phi1, joint=True).beta, gamma1
+
+    opt, theta, beta, gamma = stage_one(straight or ((nz or family.thresholds) and use_gradient) or laplace_first)
 
     if fast:
         lower, fun, split = lower1, stage1, split1
@@ -541,28 +550,31 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
             return prob.objective(th, b, ph, nAGQ=nAGQ)
 
         lower = np.concatenate([tm.lower, np.full(p + nd + nz, -np.inf)])
-        x2 = np.concatenate([theta, beta, opt.x[nt : nt + nd] if disp else [], gamma])
         # With the analytic gradient: L-BFGS-B on it. Otherwise BOBYQA: stage 1 leaves θ close
         # and β from PIRLS at it, so a narrow first trust region and a stop at gains below 1e-7,
         # which the Newton step from the convergence check's derivatives then completes
         # (optimizer="lbfgsb" without the gradient: forward differences, each a PIRLS run).
         fun_grad = _laplace_fun_grad(prob, split) if gradient_ok or laplace_first else None
-        if laplace_first:
 
-            def laplace(par):
-                th, b, ph, _ = split(par)
-                return prob.objective(th, b, ph)
+        def stage_two(opt1, theta1, beta1, gamma1):
+            x2 = np.concatenate([theta1, beta1, opt1.x[nt : nt + nd] if disp else [], gamma1])
+            if laplace_first:
 
-            x2 = minimize_bounded(laplace, x2, lower, "lbfgsb", fun_grad=fun_grad).x
-        if use_gradient:
-            # zero-inflation: stop at relative gains below 1e-10 (nlminb's rel.tol, glmmTMB's), not
-            # 1e-13: a coefficient running to the boundary gains ever less for ever more iterations
-            tol = {"ftol_rel": ZI_FTOL} if nz else None
-            opt = minimize_bounded(fun, x2, lower, "lbfgsb", fun_grad=fun_grad, tolerances=tol)
-        else:
-            opt = minimize_bounded(
+                def laplace(par):
+                    th, b, ph, _ = split(par)
+                    return prob.objective(th, b, ph)
+
+                x2 = minimize_bounded(laplace, x2, lower, "lbfgsb", fun_grad=fun_grad).x
+            if use_gradient:
+                # zero-inflation: stop at relative gains below 1e-10 (nlminb's rel.tol, glmmTMB's), not
+                # 1e-13: a coefficient running to the boundary gains ever less for ever more iterations
+                tol = {"ftol_rel": ZI_FTOL} if nz else None
+                return minimize_bounded(fun, x2, lower, "lbfgsb", fun_grad=fun_grad, tolerances=tol)
+            return minimize_bounded(
                 fun, x2, lower, optimizer, polish=False, jac="2-point", step=STAGE2_STEP, tolerances=STAGE2_STOP
             )
+
+        opt = stage_two(opt, theta, beta, gamma)
         method = "Laplace" if nAGQ == 1 else "AGQ"
 
     # one set of derivatives serves the convergence check, a possible restart and the SEs
@@ -574,6 +586,11 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         return fd_derivatives(fun, x, h=1e-3, f0=fx)
 
     g, H = derivatives(opt.x, opt.fun)
+    if straight and _falls_from_bound(opt.x[:nt], tm.lower, np.diag(H)[:nt]):
+        longer = stage_two(*stage_one(False))  # the long way: stage 1's search, then stage 2
+        if longer.fun < opt.fun:
+            opt = longer
+            g, H = derivatives(opt.x, opt.fun)
     if not use_gradient:
         # BOBYQA can stop where the gradient check fails (many parameters, one of them a
         # dispersion on another scale); Newton steps from the check's derivatives usually finish
@@ -662,6 +679,17 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     for note in est.notes:
         warnings.warn(note, LaplaceAccuracyWarning, stacklevel=3)
     return est
+
+
+#: a θ within this of its lower bound 0 is on it (for :func:`_falls_from_bound`)
+AT_BOUND = 1e-4
+
+
+def _falls_from_bound(theta: np.ndarray, lower: np.ndarray, curvature: np.ndarray) -> bool:
+    """Whether some θ_j sits on its bound 0 where the deviance curves down away from it: a
+    stationary point by symmetry (a scalar term's deviance is even in its θ), not a minimum, so
+    the optimum lies inside and a derivative-based search from far away stopped short of it."""
+    return bool(np.any((lower == 0) & (theta <= AT_BOUND) & (curvature < 0)))
 
 
 def _vcov_block(H, fun, par, start: int, size: int, warn: bool = True) -> np.ndarray:

@@ -270,3 +270,42 @@ def test_probit_with_a_quasi_separated_covariate_fits():
         warnings.simplefilter("ignore")
         res = MixedModel.from_formula("y ~ x + (1|g)", df, family=fam).fit()
     assert np.all(np.isfinite(res.params)) and np.all(np.isfinite(res.bse))
+
+
+def test_a_theta_run_onto_its_bound_is_refitted_the_long_way():
+    """Stage 2 from θ₀ on the analytic gradient can run a scalar θ onto 0, where the deviance's
+    gradient vanishes by symmetry though it falls away from 0: the fit notices (a θ at 0 with
+    negative curvature) and redoes stage 1 then stage 2, reaching the derivative-free optimum."""
+    import midas_glmm.engine.pirls as pirls_module
+
+    rng = np.random.default_rng(11)
+    n, a, b = 6000, 240, 70
+    d = pd.DataFrame({"s": rng.integers(0, a, n), "i": rng.integers(0, b, n), "x": rng.normal(size=n)})
+    rng.normal(size=n)  # draws kept from the data where this was first seen (test_iterative.py)
+    u0, v = rng.normal(0, 0.9, a), rng.normal(0, 0.6, b)
+    eta = 0.4 + 0.5 * d.x + u0[d.s] + v[d.i]
+    rng.normal(0, 1.0, n), rng.uniform(0.5, 2.0, n), rng.normal(0, 0.3, n)
+    d["yb"] = (rng.random(n) < 1 / (1 + np.exp(-(eta - 0.4)))).astype(float)
+    r5 = np.random.default_rng(5)
+    d["n"] = r5.integers(1, 6, n)
+    d["k"] = r5.binomial(d["n"], 1 / (1 + np.exp(-(0.3 * d.x + 0.5 * (d.yb - 0.5)))))
+    m = MixedModel.from_formula("cbind(k, n - k) ~ x + (1|s) + (1|i)", d, family="binomial")
+    seen = []
+    real = pirls_module._falls_from_bound
+
+    def spy(theta, lower, curvature):
+        seen.append(real(theta, lower, curvature))
+        return seen[-1]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pirls_module._falls_from_bound = spy
+        try:
+            res = m.fit()
+        finally:
+            pirls_module._falls_from_bound = real
+        slow = m.fit(optimizer="bobyqa")
+    assert seen == [True]  # the straight search did stop on the bound
+    assert np.all(res.theta > 0.05)
+    assert res.llf == pytest.approx(slow.llf, abs=1e-5)
+    assert res.llf >= slow.llf - 1e-7
