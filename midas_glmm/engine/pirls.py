@@ -13,7 +13,8 @@ with the working weights) and one blocked Cholesky — the same machinery as the
 
 ``fit_glmm`` optimises θ with β from PIRLS first (lme4's nAGQ = 0, the seed's method), then,
 unless ``fast=True``, θ and β (and log φ for Gamma) jointly on the Laplace/AGQ likelihood, as
-lme4's ``glmer`` does.
+lme4's ``glmer`` does; where the Laplace deviance has its analytic gradient the joint search
+starts at θ₀ itself, and takes the first stage only when it needs it.
 """
 
 from __future__ import annotations
@@ -446,8 +447,9 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     link, zero-inflated or not; in memory, default optimizer) the Hessian for the standard errors
     is forward differences of that gradient (k gradients; a gradient costs 1.5-5 PIRLS runs, the
     deviance's differences need 1 + 2k + k(k−1) runs), and stage 2 runs L-BFGS-B on it when the
-    dense tail has at most :data:`GRADIENT_MAX_TAIL` random effects (BOBYQA beyond it); a
-    zero-inflated model skips stage 1. Otherwise BOBYQA and finite differences of the deviance.
+    dense tail has at most :data:`GRADIENT_MAX_TAIL` random effects (BOBYQA beyond it), from θ₀
+    without stage 1 unless it stops with a θ fallen onto its bound (:func:`_falls_from_bound`).
+    Otherwise BOBYQA and finite differences of the deviance, after stage 1.
     The parameters are (θ, β, log φ, γ): φ where the family has one, γ the zero-inflation's."""
     gradient_ok = prob.has_gradient and nAGQ == 1 and not fast and optimizer in (None, "lbfgsb")
     # quadrature starts from the Laplace optimum, reached on its analytic gradient where there is
