@@ -256,23 +256,10 @@ class RowBlock:
         non-canonical family."""
         rm = self.rowmap
         eta = self.eta(beta_raw, lams, us)
-        if self._link is not None:  # canonical binomial / Poisson: closed forms
-            _, _, _, _, a, b = self._rows
-            if self._link == codes.LOGIT:
-                mu = np.clip(0.5 * (1.0 + np.tanh(0.5 * eta)), 1e-15, 1 - 1e-15)
-                dl = a - (a + b) * mu
-                w = (a + b) * mu * (1.0 - mu)
-                dw = w * (1.0 - 2.0 * mu)
-            else:
-                mu = np.maximum(np.exp(eta), 1e-300)
-                dl = a - b * mu
-                w = b * mu
-                dw = w
-        else:
-            _, dl, w = self.laplace_rows(eta, phi)
-            dw = (self.laplace_rows(eta + GRAD_STEP, phi)[2] - self.laplace_rows(eta - GRAD_STEP, phi)[2]) / (
-                2 * GRAD_STEP
-            )
+        if self._link is not None:  # canonical binomial / Poisson (no other channels): compiled passes
+            return self._canonical_gradient_sums(eta, lams, factor, S_data)
+        _, dl, w = self.laplace_rows(eta, phi)
+        dw = (self.laplace_rows(eta + GRAD_STEP, phi)[2] - self.laplace_rows(eta - GRAD_STEP, phi)[2]) / (2 * GRAD_STEP)
         cb = rm.col_base
         zeta = np.empty_like(rm.Zall)
         for t, lam in enumerate(lams):
@@ -301,6 +288,32 @@ class RowBlock:
             else:
                 extra.append(self.zi.X.T @ g)
         return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv, extra
+
+    def _canonical_gradient_sums(self, eta, lams, factor, S_data):
+        """:meth:`laplace_gradient_sums` of a canonical binomial or Poisson model (no extra
+        channels) in two compiled passes over the rows, with the level-sized solve between them."""
+        rm = self.rowmap
+        _, _, _, _, a, b = self._rows
+        Lblk = np.zeros((rm.Zall.shape[1],) * 2)
+        cb = rm.col_base
+        for t, lam in enumerate(lams):
+            Lblk[cb[t] : cb[t + 1], cb[t] : cb[t + 1]] = lam
+        n = len(eta)
+        if self._link == codes.LOGIT:
+            mu = np.clip(0.5 * (1.0 + np.tanh(0.5 * eta)), 1e-15, 1 - 1e-15)
+        else:
+            mu = np.maximum(np.exp(eta), 1e-300)
+        dl, w, v = np.empty(n), np.empty(n), np.empty(n)
+        Zlv = np.zeros((rm.plan.q, 2))
+        rowkernels.canonical_gradient_rows(
+            self._link, mu, a, b, rm.Zall, rm.zidx, Lblk, rm.dest, rm.za, rm.zb, rm.mult,
+            np.ascontiguousarray(S_data, dtype=float), dl, w, v, Zlv,
+        )  # fmt: skip
+        qv = factor.solve(factor.lam_t(Zlv[:, 1]))
+        Zr, Xr = np.zeros(rm.plan.q), np.zeros(self._Xc.shape[1])
+        bq = np.ascontiguousarray(factor.lam(qv), dtype=float)
+        rowkernels.gradient_residual_rows(rm.Zall, rm.zidx, bq, dl, w, v, self._Xc, Zr, Xr)
+        return Zlv[:, 0], Zr, Xr, qv, []
 
     def _threshold_gradient(self, eta, tau, h, Zq) -> np.ndarray:
         """The Laplace gradient's channel for an ordinal model's thresholds: per coordinate a_k

@@ -17,6 +17,8 @@ __all__ = [
     "linear_predictor",
     "canonical_working",
     "canonical_system",
+    "canonical_gradient_rows",
+    "gradient_residual_rows",
     "weighted_blocks",
     "agq_loglik",
     "leverages",
@@ -215,6 +217,60 @@ def canonical_system(
         for b in range(a):
             XX[a, b] = XX[b, a]
     return ll
+
+
+@njit(cache=True)
+def canonical_gradient_rows(link, mu, ya, yb, Zall, zidx, Lblk, dest, za, zb, mult, S, dl, w, v, ZtLV):
+    """The first pass of the Laplace gradient of a canonical binomial or Poisson model at the
+    means ``mu`` (numpy's vectorised tanh or exp computes them), per row: ℓ' = dl, w = −ℓ'' and
+    v = h w' (h = ζ'Sζ the leverage, ζ = Λ'z from ``Lblk``, the λ blocks on the diagonal; S the
+    inverse's entries at the data blocks' positions ``dest``), and Z'[ℓ' v] added into ZtLV (q × 2)."""
+    n, ncol = Zall.shape
+    npair = dest.shape[1]
+    zeta = np.empty(ncol)
+    for i in range(n):
+        m, a, b = mu[i], ya[i], yb[i]
+        if link == LOGIT:
+            dli = a - (a + b) * m
+            wi = (a + b) * m * (1.0 - m)
+            dwi = wi * (1.0 - 2.0 * m)
+        else:
+            dli = a - b * m
+            wi = b * m
+            dwi = wi
+        for c in range(ncol):
+            acc = 0.0
+            for c2 in range(ncol):
+                acc += Zall[i, c2] * Lblk[c2, c]
+            zeta[c] = acc
+        h = 0.0
+        for k in range(npair):
+            h += mult[k] * zeta[za[k]] * zeta[zb[k]] * S[dest[i, k]]
+        vi = h * dwi
+        dl[i], w[i], v[i] = dli, wi, vi
+        for c in range(ncol):
+            zc = Zall[i, c]
+            r = zidx[i, c]
+            ZtLV[r, 0] += zc * dli
+            ZtLV[r, 1] += zc * vi
+
+
+@njit(cache=True)
+def gradient_residual_rows(Zall, zidx, bq, dl, w, v, X, Zr, Xr):
+    """The second pass of that gradient: r = v − w ZΛq per row (``bq`` = Λq), Z'r into Zr and
+    X'(r − 2ℓ') into Xr."""
+    n, ncol = Zall.shape
+    p = X.shape[1]
+    for i in range(n):
+        zq = 0.0
+        for c in range(ncol):
+            zq += Zall[i, c] * bq[zidx[i, c]]
+        ri = v[i] - w[i] * zq
+        for c in range(ncol):
+            Zr[zidx[i, c]] += Zall[i, c] * ri
+        t = ri - 2.0 * dl[i]
+        for j in range(p):
+            Xr[j] += X[i, j] * t
 
 
 @njit(cache=True)
