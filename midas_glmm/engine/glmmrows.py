@@ -52,8 +52,6 @@ class RowBlock:
         self._resp1 = None if zi is None else ResponseTerms(family, y, np.ones_like(y))
         self.rowmap: RowMap | None = None
         self._link: int | None = None
-        self._Xs: tuple | None = None
-        self._Xyw: np.ndarray | None = None  # scratch n × (p+1) for the weighted pass
         self._agq_rows = None  # (nodes, the response repeated per node, group-by-node codes)
         # the rows with a positive prior weight, when some have none (None: every row)
         self._weighted = None if np.all(np.asarray(weights) > 0) else np.asarray(weights) > 0
@@ -67,10 +65,10 @@ class RowBlock:
         """Write each pass's blocks straight into ``plan``'s layout (in memory: no sparse
         objects per PIRLS step). Without a plan, passes return :class:`CrossProducts`."""
         self.rowmap = RowMap(plan, self.terms)
+        self._Xc = np.require(self.X, dtype=float, requirements=["C"])  # read row by row by the passes
         fam, resp = self.fam, self.resp
         if fam.kernel_link is not None and self.zi is None:  # one compiled pass per step
             self._link = fam.kernel_link
-            self._Xc = np.require(self.X, dtype=float, requirements=["C"])
             self._rows = tuple(
                 np.ascontiguousarray(np.broadcast_to(v, self.y.shape), dtype=float)
                 for v in (self.y, self.w, self.off, *fam.kernel_rows(resp))
@@ -80,30 +78,17 @@ class RowBlock:
         """Unit-weight blocks of the random-effects columns: the coupling pattern of the levels."""
         return CrossProducts.from_rows(self.terms, self.X[:, :0], np.zeros(len(self.y)))
 
-    def _scaled_Xz(self, shift, scale) -> np.ndarray:
-        """[X_s z] with X_s = (X − shift)/scale, kept for the next pass with the same shift and
-        scale (the caller writes the last column)."""
-        if self._Xs is None or not (np.array_equal(self._Xs[0], shift) and np.array_equal(self._Xs[1], scale)):
-            Xz = np.empty((self.X.shape[0], self.X.shape[1] + 1))
-            Xz[:, :-1] = (self.X - shift) / scale
-            self._Xs = (np.array(shift), np.array(scale), Xz)
-        return self._Xs[2]
-
     def system(self, W, z, beta_raw, joint, shift, scale):
         """Blocks of the weighted working system: in (β, u) with columns [X_s z], or in u alone
-        with the column z − Xβ."""
+        with the column z − Xβ. With a plan, one compiled pass writes them in its layout
+        (:meth:`RowMap.blocks`); without one, :class:`CrossProducts`."""
         if self.rowmap is None:
             if joint:
                 return CrossProducts.from_rows(self.terms, self.X, z, W, shift, scale)
             return CrossProducts.from_rows(self.terms, self.X[:, :0], z - self.X @ beta_raw, W)
         if joint:
-            Xy = self._scaled_Xz(shift, scale)
-            Xy[:, -1] = z
-        else:
-            Xy = (z - self.X @ beta_raw)[:, None]
-        if self._Xyw is None or self._Xyw.shape != Xy.shape:
-            self._Xyw = np.empty_like(Xy)
-        return self.rowmap.blocks(W, Xy, self._Xyw)
+            return self.rowmap.blocks(W, self._Xc, z, shift, scale)
+        return self.rowmap.blocks(W, self._Xc[:, :0], z - self._Xc @ beta_raw)
 
     def eta(self, beta_raw: np.ndarray, lams, us) -> np.ndarray:
         """η = offset + Xβ + ZΛu, row by row, without forming Z."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..design.blocks import CrossProducts
 from ..design.reterms import ReTerm
-from ..linalg import lazy
+from ..linalg import codes, lazy
 from ..linalg.orderings import DENSE_TAIL_DENSITY, sorted_unique
 
 __all__ = ["FactorPlan", "PlanBlocks", "RowMap", "DENSE_TAIL_DENSITY", "SMALL_Q"]
@@ -268,7 +268,7 @@ class RowMap:
     Built once per model from the rows: ``dest[i, k]``, the place in ``A`` of row i's k-th
     product of random-effects columns ``z_za[k] z_zb[k]``, and ``zidx[i, c]``, the random effect
     that row i's column c multiplies. Each pass is then one compiled loop over the rows
-    (:func:`rowkernels.weighted_blocks`): no sparse structure is built per pass."""
+    (:func:`rowkernels.canonical_system`): no sparse structure is built per pass."""
 
     def __init__(self, plan: FactorPlan, terms: list[ReTerm]):
         self.plan = plan
@@ -308,18 +308,20 @@ class RowMap:
         rowkernels.leverages(zeta, self.dest, self.za, self.zb, self.mult, S_data, h)
         return h
 
-    def blocks(self, w: np.ndarray, Xy: np.ndarray, Xyw: np.ndarray | None = None) -> PlanBlocks:
-        """The blocks of ``[Z X y]' diag(w) [Z X y]`` in the plan's layout, ``Xy`` = [X y] (n × m);
-        ``Xyw`` is an n × m buffer the pass may overwrite with diag(w)[X y]."""
-        m = Xy.shape[1]
-        w = np.ascontiguousarray(w, dtype=float)
-        Xy = np.ascontiguousarray(Xy, dtype=float)
-        if Xyw is None or Xyw.shape != Xy.shape:
-            Xyw = np.empty_like(Xy)
-        np.multiply(Xy, w[:, None], out=Xyw)
-        A, XZ = np.zeros(self.plan.nA), np.zeros((self.plan.q, m))
-        rowkernels.weighted_blocks(self.Zall, self.dest, self.za, self.zb, self.zidx, w, Xyw, A, XZ)
-        return PlanBlocks(A, XZ, Xyw.T @ Xy, len(w))
+    def blocks(self, w: np.ndarray, X: np.ndarray, c: np.ndarray, shift=None, scale=None) -> PlanBlocks:
+        """The blocks of ``[Z X_s c]' diag(w) [Z X_s c]`` in the plan's layout, X_s = (X −
+        shift)/scale (X may have no columns), in one compiled pass over the rows."""
+        X = np.require(X, dtype=float, requirements=["C"])
+        w, c = np.ascontiguousarray(w, dtype=float), np.ascontiguousarray(c, dtype=float)
+        p = X.shape[1]
+        shift = np.zeros(p) if shift is None else np.asarray(shift, dtype=float)
+        rscale = np.ones(p) if scale is None else 1.0 / np.asarray(scale, dtype=float)
+        A, XZ, XX = np.zeros(self.plan.nA), np.zeros((self.plan.q, p + 1)), np.zeros((p + 1, p + 1))
+        rowkernels.canonical_system(
+            codes.GIVEN, c, w, c, c, c, c, c, c, c, c, X, shift, rscale, True,
+            self.Zall, self.dest, self.za, self.zb, self.zidx, A, XZ, XX,
+        )  # fmt: skip
+        return PlanBlocks(A, XZ, XX, len(c))
 
     def eta(self, base: np.ndarray, b_flat: np.ndarray) -> np.ndarray:
         """η = base + ZΛu for the flat vector b = Λu of all random effects (node order)."""

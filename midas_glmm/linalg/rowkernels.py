@@ -19,7 +19,6 @@ __all__ = [
     "canonical_system",
     "canonical_gradient_rows",
     "gradient_residual_rows",
-    "weighted_blocks",
     "agq_loglik",
     "leverages",
     "zt_product",
@@ -28,7 +27,7 @@ __all__ = [
     "trigamma",
 ]
 
-from .codes import LOG, LOGIT, ORD_CAUCHIT, ORD_CLOGLOG, ORD_LOGIT, ORD_LOGLOG, ORD_PROBIT  # noqa: F401
+from .codes import GIVEN, LOG, LOGIT, ORD_CAUCHIT, ORD_CLOGLOG, ORD_LOGIT, ORD_LOGLOG, ORD_PROBIT  # noqa: F401
 
 _MU_MIN, _MU_MAX = 1e-15, 1 - 1e-15
 
@@ -134,7 +133,8 @@ def canonical_system(
     The transcendental functions come in precomputed (numpy's vectorised exp and log): for the
     logit link t = e^(−|η|) and lt = log(1 + t), for the log link t = e^η (``lt`` unused). W and z
     live only in registers; the chunk's columns are summed as dot products. Returns −∞ where the
-    pass leaves the domain (a step to reject)."""
+    pass leaves the domain (a step to reject). ``link`` = GIVEN: any family, t = W and lt = z
+    computed beforehand; only the blocks are summed (y, prior, off, const, ya, yb unused; 0 returned)."""
     n = eta.shape[0]
     p = X.shape[1] if joint else 0
     m = p + 1
@@ -153,7 +153,9 @@ def canonical_system(
         for r in range(size):
             i = s + r
             e = eta[i]
-            if link == LOGIT:
+            if link == GIVEN:
+                wi, zi = t[i], lt[i]
+            elif link == LOGIT:
                 ti, lp = t[i], lt[i]
                 if e >= 0:
                     mu, logmu, log1mu = 1.0 / (1.0 + ti), -lp, -e - lp
@@ -170,8 +172,9 @@ def canonical_system(
                     mu, logmu = 1e-300, np.log(1e-300)
                 d = mu
                 ll += const[i] + ya[i] * logmu - yb[i] * mu
-            wi = prior[i] * d
-            zi = e - off[i] + (y[i] - mu) / d
+            if link != GIVEN:
+                wi = prior[i] * d
+                zi = e - off[i] + (y[i] - mu) / d
             if not (np.isfinite(wi) and np.isfinite(zi)):
                 return -np.inf
             for j in range(p):
@@ -290,52 +293,6 @@ def agq_loglik(link, base, zcol, codes, lam, u, s, nodes, const, ya, yb, out):
             else:
                 mu, logmu = _log_link(e)
                 out[k, g] += const[i] + ya[i] * logmu - yb[i] * mu
-
-
-@njit(cache=True)
-def weighted_blocks(Zall, dest, za, zb, zidx, w, Xyw, A, XZ):
-    """Z'WZ into A (at ``dest``) and Z'W[X y] into XZ (rows ``zidx``), both zeroed by the
-    caller, in one pass over the rows; ``Xyw`` = W[X y]. ([X y]'W[X y] is one BLAS product.)"""
-    n, m = Xyw.shape
-    npair = dest.shape[1]
-    ncol = zidx.shape[1]
-    if npair <= 4:  # scalar or two-column terms: every product, no search for the nonzero ones
-        for i in range(n):
-            wi = w[i]
-            for k in range(npair):
-                A[dest[i, k]] += wi * Zall[i, za[k]] * Zall[i, zb[k]]
-            for c in range(ncol):
-                zc = Zall[i, c]
-                r = zidx[i, c]
-                for h in range(m):
-                    XZ[r, h] += zc * Xyw[i, h]
-        return
-    # the product k of each ordered pair of columns (−1: none): a row's products are those of its
-    # nonzero columns, one of p² for indicator columns (a time factor's), all for dense ones
-    pair = np.full((ncol, ncol), -1, np.int64)
-    for k in range(npair):
-        pair[za[k], zb[k]] = k
-    nonzero = np.empty(ncol, np.int64)
-    for i in range(n):
-        wi = w[i]
-        cnt = 0
-        for c in range(ncol):
-            if Zall[i, c] != 0.0:
-                nonzero[cnt] = c
-                cnt += 1
-        for u in range(cnt):
-            a = nonzero[u]
-            for v in range(cnt):
-                k = pair[a, nonzero[v]]
-                if k >= 0:
-                    A[dest[i, k]] += wi * Zall[i, za[k]] * Zall[i, zb[k]]
-        for c in range(ncol):
-            zc = Zall[i, c]
-            if zc == 0.0:
-                continue
-            r = zidx[i, c]
-            for h in range(m):
-                XZ[r, h] += zc * Xyw[i, h]
 
 
 @njit(cache=True)

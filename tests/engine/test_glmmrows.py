@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from midas_glmm import MixedModel
+from midas_glmm.design.blocks import CrossProducts
 from midas_glmm.engine.pirls import GLMMProblem
 from midas_glmm.linalg import rowkernels
 
@@ -31,12 +32,18 @@ def rows(seed=3, n=700):
     )
 
 
-def stepwise(block, beta_raw, lams, us, joint, shift, scale):
-    """The pass in separate steps: η, then Σ log f, W and z, then the blocks."""
+def stepwise(block, plan, beta_raw, lams, us, joint, shift, scale):
+    """The pass in separate steps: η, then Σ log f, W and z (rowkernels.canonical_working), then
+    the blocks by the sparse cross-products of the Dask path (CrossProducts.from_rows) put in the
+    plan's layout — an implementation of its own."""
     eta = block.eta(beta_raw, lams, us)
     W, z = np.empty_like(eta), np.empty_like(eta)
     ll = rowkernels.canonical_working(block._link, eta, *block._rows, W, z)
-    return ll, block.system(W, z, beta_raw, joint, shift, scale), eta, W, z
+    if joint:
+        cp = CrossProducts.from_rows(block.terms, block.X, z, W, shift, scale)
+    else:
+        cp = CrossProducts.from_rows(block.terms, block.X[:, :0], z - block.X @ beta_raw, W)
+    return ll, plan.load(cp), eta, W, z
 
 
 FORMULAS = {
@@ -60,7 +67,7 @@ def test_fused_pass_equals_the_steps(response, family, terms, joint):
     us = [rng.normal(0, 0.5, t.q) for t in m.design.terms]
     beta_raw = np.array([0.1, 0.7, -0.3])
     ll, cp = block.evaluate(beta_raw, lams, us, 1.0, joint, prob.shift, prob.scale)
-    ll0, cp0, eta, W, z = stepwise(block, beta_raw, lams, us, joint, prob.shift, prob.scale)
+    ll0, cp0, eta, W, z = stepwise(block, prob.plan, beta_raw, lams, us, joint, prob.shift, prob.scale)
     assert ll == pytest.approx(ll0, rel=1e-13)
     for part in ("A", "XZ", "XX"):
         a, b = getattr(cp, part), getattr(cp0, part)
@@ -84,10 +91,35 @@ def test_fused_pass_in_the_tails_and_outside_the_domain():
     us = [np.linspace(-45, 45, m.design.terms[0].q)]  # η beyond ±36: μ at its clip
     beta = np.array([0.0, 2.0])
     ll, cp = block.evaluate(beta, lams, us, 1.0, True, prob.shift, prob.scale)
-    ll0, cp0, *_ = stepwise(block, beta, lams, us, True, prob.shift, prob.scale)
+    ll0, cp0, *_ = stepwise(block, prob.plan, beta, lams, us, True, prob.shift, prob.scale)
     assert np.isfinite(ll) and ll == pytest.approx(ll0, rel=1e-12)
     assert np.allclose(cp.A, cp0.A, rtol=1e-12)
     mp = MixedModel.from_formula("c ~ x + (1|g)", df, family="poisson")
     pp = GLMMProblem(mp.design, mp.family)
     ll, cp = pp.rows.block.evaluate(np.array([800.0, 0.0]), lams, [np.zeros(25)], 1.0, True, pp.shift, pp.scale)
     assert ll == -np.inf and cp is None
+
+
+@pytest.mark.parametrize("family,response", [("gamma", "g2"), ("nbinom2", "c")])
+@pytest.mark.parametrize("joint", [True, False])
+def test_given_weights_pass_equals_the_sparse_cross_products(family, response, joint):
+    """Any other family: W and z from numpy, the blocks by the compiled pass (GIVEN) — equal to
+    the sparse cross-products of the Dask path."""
+    df = rows().assign(g2=lambda d: np.exp(0.3 * d.x) * np.random.default_rng(2).gamma(2.0, 0.5, len(d)))
+    m = MixedModel.from_formula(f"{response} ~ x + x2 + (x|g) + (1|h)", df, family=family)
+    prob = GLMMProblem(m.design, m.family, standardize_X=True)
+    block = prob.rows.block
+    assert not block.compiled
+    rng = np.random.default_rng(3)
+    W, z = rng.uniform(0.2, 3.0, len(df)), rng.normal(size=len(df))
+    beta_raw = np.array([0.2, -0.4, 0.1])
+    got = block.system(W, z, beta_raw, joint, prob.shift, prob.scale)
+    if joint:
+        cp = CrossProducts.from_rows(block.terms, block.X, z, W, prob.shift, prob.scale)
+    else:
+        cp = CrossProducts.from_rows(block.terms, block.X[:, :0], z - block.X @ beta_raw, W)
+    want = prob.plan.load(cp)
+    for part in ("A", "XZ", "XX"):
+        a, b = getattr(got, part), getattr(want, part)
+        assert a.shape == b.shape
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
