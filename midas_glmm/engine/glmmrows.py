@@ -69,8 +69,10 @@ class RowBlock:
         fam, resp = self.fam, self.resp
         if fam.kernel_link is not None and self.zi is None:  # one compiled pass per step
             self._link = fam.kernel_link
+            # writeable contiguous copies where they are not: a read-only array is another type
+            # to numba, and each mix of them another compilation of the pass (~1 s)
             self._rows = tuple(
-                np.ascontiguousarray(np.broadcast_to(v, self.y.shape), dtype=float)
+                np.require(np.broadcast_to(v, self.y.shape), dtype=float, requirements=["C", "W"])
                 for v in (self.y, self.w, self.off, *fam.kernel_rows(resp))
             )
 
@@ -189,7 +191,7 @@ class RowBlock:
     def _canonical(self, beta_raw, lams, us, joint, shift, scale):
         """:meth:`evaluate` for a canonical binomial or Poisson model: η, then e^(−|η|) and
         log(1 + e^(−|η|)) (logit) or e^η (log) by numpy's vectorised functions, then one compiled
-        pass (:func:`rowkernels.canonical_system`) to the blocks of the working system."""
+        pass (:func:`rowkernels.working_system`) to the blocks of the working system."""
         rm = self.rowmap
         xb = self.X @ beta_raw
         eta = self.off + xb
@@ -204,7 +206,7 @@ class RowBlock:
         m = self.X.shape[1] + 1 if joint else 1
         A, XZ, XX = np.zeros(rm.plan.nA), np.zeros((rm.plan.q, m)), np.zeros((m, m))
         rscale = 1.0 / np.asarray(scale, dtype=float)
-        ll = rowkernels.canonical_system(
+        ll = rowkernels.working_system(
             self._link, eta, t, lt, xb, *self._rows, self._Xc, np.asarray(shift, dtype=float), rscale, joint,
             rm.Zall, rm.dest, rm.za, rm.zb, rm.zidx, A, XZ, XX,
         )  # fmt: skip

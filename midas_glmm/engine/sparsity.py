@@ -268,7 +268,7 @@ class RowMap:
     Built once per model from the rows: ``dest[i, k]``, the place in ``A`` of row i's k-th
     product of random-effects columns ``z_za[k] z_zb[k]``, and ``zidx[i, c]``, the random effect
     that row i's column c multiplies. Each pass is then one compiled loop over the rows
-    (:func:`rowkernels.canonical_system`): no sparse structure is built per pass."""
+    (:func:`rowkernels.working_system`): no sparse structure is built per pass."""
 
     def __init__(self, plan: FactorPlan, terms: list[ReTerm]):
         self.plan = plan
@@ -317,7 +317,7 @@ class RowMap:
         shift = np.zeros(p) if shift is None else np.asarray(shift, dtype=float)
         rscale = np.ones(p) if scale is None else 1.0 / np.asarray(scale, dtype=float)
         A, XZ, XX = np.zeros(self.plan.nA), np.zeros((self.plan.q, p + 1)), np.zeros((p + 1, p + 1))
-        rowkernels.canonical_system(
+        rowkernels.working_system(
             codes.GIVEN, c, w, c, c, c, c, c, c, c, c, X, shift, rscale, True,
             self.Zall, self.dest, self.za, self.zb, self.zidx, A, XZ, XX,
         )  # fmt: skip

@@ -16,7 +16,7 @@ from numba import njit
 __all__ = [
     "linear_predictor",
     "canonical_working",
-    "canonical_system",
+    "working_system",
     "canonical_gradient_rows",
     "gradient_residual_rows",
     "agq_loglik",
@@ -93,13 +93,13 @@ def canonical_working(link, eta, y, prior, off, const, ya, yb, W, z):
     return ll
 
 
-#: rows per chunk of :func:`canonical_system`: the chunk's weighted columns stay in the L1 cache
+#: rows per chunk of :func:`working_system`: the chunk's weighted columns stay in the L1 cache
 #: while their cross-products are summed as dot products
 _CHUNK = 128
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def canonical_system(
+def working_system(
     link,
     eta,
     t,
@@ -124,8 +124,8 @@ def canonical_system(
     XZ,
     XX,
 ):
-    """One PIRLS step of a canonical binomial (logit) or Poisson (log) model in one pass over the
-    rows: Σ log f(y | μ) at η, and the weighted working system there written straight into its
+    """One PIRLS step's pass over the rows, here of a canonical binomial (logit) or Poisson (log)
+    model: Σ log f(y | μ) at η, and the weighted working system there written straight into its
     blocks — Z'WZ into A (at ``rm_dest``), Z'W[X_s c] into XZ and [X_s c]'W[X_s c] into XX (all
     zeroed by the caller), with X_s = (X − shift)·rscale and c the working response z = η −
     offset + (y − μ)/μ' when ``joint``, else the column z − Xβ (``xb`` = Xβ) alone.
