@@ -1,4 +1,4 @@
-"""The fused row pass of a canonical GLMM (rowkernels.canonical_system) against the step by step
+"""The fused row pass of a canonical GLMM (rowkernels.working_system) against the step by step
 one (the log-likelihood, W and z row by row, then the weighted cross-products), and against numpy."""
 
 import numpy as np
