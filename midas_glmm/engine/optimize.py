@@ -271,8 +271,8 @@ def fd_derivatives(fun: Callable[[np.ndarray], float], x: np.ndarray, h: float =
 
 def gradient_derivatives(fun_grad, x: np.ndarray, lower=None, h: float = 1e-5, central: bool = False, g0=None):
     """(gradient, Hessian) from an exact gradient: the Hessian by differences of it, forward
-    (k + 1 gradients; an exact, noise-free gradient) or ``central`` (2k + 1; a gradient that
-    carries iteration noise, such as one after PIRLS), steps h·max(1, |x_i|), symmetrised."""
+    (k + 1 gradients; error O(h), and the gradient's noise over h) or ``central`` (2k + 1; error
+    O(h²)), steps h·max(1, |x_i|), symmetrised."""
     g0 = fun_grad(x)[1] if g0 is None else g0
     k = len(x)
     H = np.empty((k, k))

@@ -445,7 +445,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     Where the Laplace deviance has its analytic gradient (:attr:`GLMMProblem.has_gradient`: a
     canonical binomial or Poisson model, or an observed-information family with a whole-line
     link, zero-inflated or not; in memory, default optimizer) the Hessian for the standard errors
-    is forward differences of that gradient (k gradients; a gradient costs 1.5-5 PIRLS runs, the
+    is forward differences of that gradient (k + 1 gradients; a gradient costs 1.5-5 PIRLS runs, the
     deviance's differences need 1 + 2k + k(k−1) runs), and stage 2 runs L-BFGS-B on it when the
     dense tail has at most :data:`GRADIENT_MAX_TAIL` random effects (BOBYQA beyond it), from θ₀
     without stage 1 unless it stops with a θ fallen onto its bound (:func:`_falls_from_bound`).
@@ -499,7 +499,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         if nz:
             prob.set_zero_inflation(gamma)
         try:
-            st1 = prob.pirls(th, warm["beta"], phi, joint=True, tol=STAGE1_PIRLS_TOL)
+            st1 = prob.pirls(th, warm["beta"], phi, joint=True, tol=1e-10 if fast else STAGE1_PIRLS_TOL)
         except (np.linalg.LinAlgError, FloatingPointError, FitError):  # FitError: PIRLS diverged here
             return np.inf
         if st1.converged:
@@ -516,7 +516,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     # With the analytic gradient stage 2 starts at θ₀ itself, β from PIRLS there (glmmTMB starts
     # alike); the one way that goes wrong, a θ run onto its bound 0 where the gradient vanishes by
     # symmetry though the deviance falls away from it, is caught after stage 2 (below) and the fit
-    # then redone the long way. Zero-inflated and ordinal models and quadrature always go straight.
+    # then redone the long way, as it is when PIRLS fails at θ₀ or the search cannot leave it.
     straight = use_gradient and not fast and not laplace_first
 
     def stage_one(skip: bool):
@@ -530,7 +530,13 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
             prob.set_zero_inflation(gamma1)
         return opt1, theta1, prob.pirls(theta1, warm["beta"], phi1, joint=True).beta, gamma1
 
-    opt, theta, beta, gamma = stage_one(straight or ((nz or family.thresholds) and use_gradient) or laplace_first)
+    if straight:
+        try:
+            opt, theta, beta, gamma = stage_one(True)
+        except (np.linalg.LinAlgError, FloatingPointError, FitError):  # PIRLS fails at θ₀: the long way
+            straight = False
+    if not straight:
+        opt, theta, beta, gamma = stage_one(laplace_first)
 
     if fast:
         lower, fun, split = lower1, stage1, split1
@@ -577,6 +583,8 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
             )
 
         opt = stage_two(opt, theta, beta, gamma)
+        if straight and not (np.isfinite(opt.fun) and opt.fun < 1e299):  # the search could not move
+            opt, straight = stage_two(*stage_one(False)), False
         method = "Laplace" if nAGQ == 1 else "AGQ"
 
     # one set of derivatives serves the convergence check, a possible restart and the SEs

@@ -317,10 +317,12 @@ class RowMap:
         shift = np.zeros(p) if shift is None else np.asarray(shift, dtype=float)
         rscale = np.ones(p) if scale is None else 1.0 / np.asarray(scale, dtype=float)
         A, XZ, XX = np.zeros(self.plan.nA), np.zeros((self.plan.q, p + 1)), np.zeros((p + 1, p + 1))
-        rowkernels.working_system(
+        done = rowkernels.working_system(
             codes.GIVEN, c, w, c, c, c, c, c, c, c, c, X, shift, rscale, True,
             self.Zall, self.dest, self.za, self.zb, self.zidx, A, XZ, XX,
         )  # fmt: skip
+        if not np.isfinite(done):  # the pass stops at the first row with a non-finite weight or value
+            raise FloatingPointError("a working weight or response is not finite")
         return PlanBlocks(A, XZ, XX, len(c))
 
     def eta(self, base: np.ndarray, b_flat: np.ndarray) -> np.ndarray:

@@ -375,11 +375,13 @@ class ResponseTerms:
         """``compute()``, kept for the same ``key``: a part of log f that depends on the
         dispersion but not on μ (NB2's log Γ(y + θ) − log Γ(θ)) is the same at every PIRLS step
         and at every θ a Laplace gradient revisits. The last few keys are kept."""
-        if key not in self._kept:
-            if len(self._kept) >= 4:
-                self._kept.clear()
-            self._kept[key] = compute()
-        return self._kept[key]
+        value = self._kept.get(key)
+        if value is None:
+            value = compute()
+            if len(self._kept) >= 4:  # the oldest key goes
+                self._kept.pop(next(iter(self._kept)), None)
+            self._kept[key] = value
+        return value
 
     def rows(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
         """log f(yᵢ | μᵢ, φ) row by row."""

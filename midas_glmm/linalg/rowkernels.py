@@ -134,7 +134,8 @@ def working_system(
     logit link t = e^(−|η|) and lt = log(1 + t), for the log link t = e^η (``lt`` unused). W and z
     live only in registers; the chunk's columns are summed as dot products. Returns −∞ where the
     pass leaves the domain (a step to reject). ``link`` = GIVEN: any family, t = W and lt = z
-    computed beforehand; only the blocks are summed (y, prior, off, const, ya, yb unused; 0 returned)."""
+    computed beforehand; only the blocks are summed (y, prior, off, const, ya, yb unused; 0 returned,
+    −∞ at a non-finite W or z)."""
     n = eta.shape[0]
     p = X.shape[1] if joint else 0
     m = p + 1
