@@ -48,7 +48,12 @@ def _logit_logs(e):
     """(μ, log μ, log(1 − μ)) at η = e for the logit link with one exp and one log1p
     (log μ = −log(1 + e^−η), log(1 − μ) = −η + log μ), μ held inside the family's range."""
     t = np.exp(-abs(e))
-    lp = np.log1p(t)
+    return _logit_logs_from(e, t, np.log1p(t))
+
+
+@njit(cache=True)
+def _logit_logs_from(e, t, lp):
+    """:func:`_logit_logs` from t = e^(−|η|) and lp = log(1 + t) computed beforehand."""
     if e >= 0:
         mu, logmu, log1mu = 1.0 / (1.0 + t), -lp, -e - lp
     else:
@@ -157,14 +162,7 @@ def working_system(
             if link == GIVEN:
                 wi, zi = t[i], lt[i]
             elif link == LOGIT:
-                ti, lp = t[i], lt[i]
-                if e >= 0:
-                    mu, logmu, log1mu = 1.0 / (1.0 + ti), -lp, -e - lp
-                else:
-                    mu, logmu, log1mu = ti / (1.0 + ti), e - lp, -lp
-                if mu < _MU_MIN or mu > _MU_MAX:  # far in a tail: μ held inside (0, 1) as Family.linkinv
-                    mu = min(max(mu, _MU_MIN), _MU_MAX)
-                    logmu, log1mu = np.log(mu), np.log1p(-mu)
+                mu, logmu, log1mu = _logit_logs_from(e, t[i], lt[i])
                 d = mu * (1.0 - mu)
                 ll += const[i] + ya[i] * logmu + yb[i] * log1mu
             else:
