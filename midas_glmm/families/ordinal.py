@@ -114,19 +114,20 @@ class Ordinal(Family):
         tau = tau + 1e-3 * np.arange(len(tau))  # strictly increasing
         return self.threshold_params(tau)
 
-    def _pieces(self, y, eta, tau):
-        """(P, f(u) − f(l), f'(u) − f'(l)) per row, u = τ_y − η, l = τ_{y−1} − η
-        (:func:`~midas_glmm.linalg.rowkernels.ordinal_pieces`: one compiled pass)."""
+    def _rows(self, y, eta, tau, prior_ll, prior_d=None):
+        """(w log P, score, observed information) per row, P = F(τ_y − η) − F(τ_{y−1} − η)
+        (:func:`~midas_glmm.linalg.rowkernels.ordinal_rows`: one compiled pass, no temporaries);
+        ``prior_ll`` weighs the log-likelihood, ``prior_d`` (default the same) the derivatives."""
         n = len(y)
-        eta = np.asarray(eta, dtype=float)
-        if eta.shape != (n,) or not eta.flags.c_contiguous:
-            eta = np.ascontiguousarray(np.broadcast_to(eta, (n,)))
+        eta = _row_array(eta, n)
+        prior_ll = _row_array(prior_ll, n)
+        prior_d = prior_ll if prior_d is None else _row_array(prior_d, n)
         tau = np.ascontiguousarray(tau, dtype=float)
-        P, diff, ddiff = np.empty(n), np.empty(n), np.empty(n)
+        ll, score, observed = np.empty(n), np.empty(n), np.empty(n)
         from ..linalg import rowkernels  # numba, loaded on first use
 
-        rowkernels.ordinal_pieces(_CODE[self.link_name], y, eta, tau, P, diff, ddiff)
-        return P, diff, ddiff
+        rowkernels.ordinal_rows(_CODE[self.link_name], y, eta, tau, prior_ll, prior_d, ll, score, observed)
+        return ll, score, observed
 
     def variance(self, mu, phi=1.0):
         """A cumulative probability's binomial variance μ(1 − μ)."""
@@ -146,16 +147,11 @@ class Ordinal(Family):
         return np.zeros(np.shape(y)), {}
 
     def loglik_rows(self, terms: ResponseTerms, mu, phi):
-        return self._loglik(terms.prior, self._pieces(terms.y, mu, phi)[0])
-
-    @staticmethod
-    def _loglik(prior, P):
-        with np.errstate(divide="ignore"):
-            return prior * np.log(np.maximum(P, 0.0))  # −∞ where a threshold order failed
+        return self._rows(terms.y, mu, phi, terms.prior)[0]
 
     def loglik_and_derivatives(self, terms: ResponseTerms, mu, eta, prior, phi):
-        pieces = self._pieces(terms.y, eta, phi)
-        return (self._loglik(terms.prior, pieces[0]), *self._derivatives(pieces, eta, prior, phi))
+        ll, score, observed = self._rows(terms.y, eta, phi, terms.prior, prior)
+        return ll, score, observed, self._expected(observed, eta, prior, phi)
 
     def derivatives(self, y, mu, eta, prior, phi):
         """(score, observed information, expected information) in η, row by row: with
@@ -163,23 +159,21 @@ class Ordinal(Family):
         −∂²ℓ/∂η² = [(f(u) − f(l))² − (f'(u) − f'(l))P]/P², positive for the log-concave F of the
         logit, probit, cloglog and loglog links (taken as the expected too); cauchit's expected
         Σ_j (f_j − f_{j−1})²/P_j over the categories."""
-        return self._derivatives(self._pieces(y, eta, phi), eta, prior, phi)
+        _, score, observed = self._rows(y, eta, phi, prior)
+        return score, observed, self._expected(observed, eta, prior, phi)
 
-    def _derivatives(self, pieces, eta, prior, phi):
-        P, diff, ddiff = pieces
-        P = np.maximum(P, 1e-300)
-        score = -diff / P
-        observed = (diff * diff - ddiff * P) / (P * P)
-        if self.link_name != "cauchit":  # log-concave F: the observed information is positive
-            return prior * score, prior * observed, prior * observed
-        # the expected information over the categories: the cumulative probabilities' densities
+    def _expected(self, observed, eta, prior, phi):
+        """The expected information: the observed one for a log-concave F; cauchit's
+        w Σ_j (f_j − f_{j−1})²/P_j over the categories."""
+        if self.link_name != "cauchit":
+            return observed
         tau, eta = np.asarray(phi, dtype=float), np.asarray(eta, dtype=float)
         cut = tau[None, :] - eta[:, None]
         F, _, f, _ = self.distribution(cut)
         zeros, ones = np.zeros((len(cut), 1)), np.ones((len(cut), 1))
         Pj = np.maximum(np.diff(np.concatenate([zeros, F, ones], axis=1), axis=1), 1e-300)
         expected = np.sum(np.diff(np.concatenate([zeros, f, zeros], axis=1), axis=1) ** 2 / Pj, axis=1)
-        return prior * score, prior * observed, prior * expected
+        return prior * expected
 
     def threshold_gradient(self, y, eta, tau, prior, h, Zq) -> np.ndarray:
         """The Laplace gradient's channel of the thresholds' coordinates a (see
@@ -341,3 +335,11 @@ def _numeric(values: pd.Series) -> bool:
 def cumulative_names(levels: list) -> list[str]:
     """clm's names of the thresholds: ``"1|2"``, ``"2|3"``, …"""
     return [f"{a}|{b}" for a, b in zip(levels[:-1], levels[1:])]
+
+
+def _row_array(v, n: int) -> np.ndarray:
+    """``v`` as a contiguous float array of n rows (a scalar broadcast)."""
+    v = np.asarray(v, dtype=float)
+    if v.shape != (n,) or not v.flags.c_contiguous:
+        v = np.ascontiguousarray(np.broadcast_to(v, (n,)))
+    return v

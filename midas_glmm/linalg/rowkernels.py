@@ -339,21 +339,17 @@ def trigamma(x, out):
         out[i] = acc + 1.0 / z + r / 2.0 + tail
 
 
-#: the ordinal family's links, for :func:`ordinal_pieces`
+#: the ordinal family's links, for :func:`ordinal_rows`
 
 
 @njit(cache=True)
 def _distribution(link, x):
     """(F, 1 − F, f, f') of the link's distribution at x."""
     if link == ORD_LOGIT:
-        if x >= 0:
-            e = np.exp(-x)
-            F = 1.0 / (1.0 + e)
-            S = e / (1.0 + e)
-        else:
-            e = np.exp(x)
-            F = e / (1.0 + e)
-            S = 1.0 / (1.0 + e)
+        e = np.exp(-abs(x))
+        big = 1.0 / (1.0 + e)
+        small = e * big
+        F, S = (big, small) if x >= 0 else (small, big)
         f = F * S
         return F, S, f, f * (S - F)
     if link == ORD_PROBIT:
@@ -377,10 +373,12 @@ def _distribution(link, x):
 
 
 @njit(cache=True)
-def ordinal_pieces(link, y, eta, tau, P, diff, ddiff):
-    """Per row of an ordinal response coded 0, …, J − 1: P = F(u) − F(l), f(u) − f(l) and
-    f'(u) − f'(l), u = τ_y − η and l = τ_{y−1} − η (F(+∞) = 1, F(−∞) = 0, f = f' = 0 there);
-    P from the survival function where F(l) ≥ ½ (no cancellation near 1)."""
+def ordinal_rows(link, y, eta, tau, prior_ll, prior_d, ll, score, observed):
+    """Per row of an ordinal response coded 0, …, J − 1, with P = F(u) − F(l), D = f(u) − f(l),
+    E = f'(u) − f'(l), u = τ_y − η, l = τ_{y−1} − η (F(+∞) = 1, F(−∞) = 0, f = f' = 0 there):
+    ℓ = w log P (−∞ where P ≤ 0), the score ∂ℓ/∂η = −wD/P and the observed information
+    −∂²ℓ/∂η² = w(D² − EP)/P² (P floored at 1e-300 in these two). P comes from the survival
+    function where F(l) ≥ ½ (no cancellation near 1)."""
     top = tau.shape[0]
     for i in range(y.shape[0]):
         k = int(y[i])
@@ -392,9 +390,13 @@ def ordinal_pieces(link, y, eta, tau, P, diff, ddiff):
             Fl, Sl, fl, dl = _distribution(link, tau[k - 1] - eta[i])
         else:
             Fl, Sl, fl, dl = 0.0, 1.0, 0.0, 0.0
-        P[i] = Fu - Fl if Fl < 0.5 else Sl - Su
-        diff[i] = fu - fl
-        ddiff[i] = du - dl
+        P = Fu - Fl if Fl < 0.5 else Sl - Su
+        ll[i] = prior_ll[i] * (math.log(P) if P > 0.0 else -np.inf)
+        if P < 1e-300:
+            P = 1e-300
+        D = fu - fl
+        score[i] = -prior_d[i] * D / P
+        observed[i] = prior_d[i] * (D * D - (du - dl) * P) / (P * P)
 
 
 @njit(cache=True)
