@@ -176,9 +176,13 @@ class Factor:
     def dense_lam(self) -> np.ndarray:
         """Λ as a dense q × q array (the all-dense plan: q is small)."""
         P = self.plan
+        cached = P.dense_lam
+        if cached is not None and cached[0] is self.lams:  # the same θ: every step of a PIRLS run
+            return cached[1]
         lr, lc = P.lam_entries()
         Lam = np.zeros((P.q, P.q))
         Lam[lr, lc] = np.concatenate([np.tile(lam.ravel(), t.nlevels) for lam, t in zip(self.lams, P.terms)])
+        P.dense_lam = (self.lams, Lam)
         return Lam
 
     def _strip(self, blocks: PlanBlocks) -> None:

@@ -41,11 +41,15 @@ def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray
 
 
 def _dense_G(L: Factor) -> np.ndarray:
-    """G = Z'WZ in full (q × q) from the all-dense plan's lower blocks."""
-    T0 = L.dense_data(L.blocks.A)
-    lr, lc = L.plan.lam_entries()
+    """G = Z'WZ in full (q × q) from the all-dense plan's lower blocks (once per set of blocks)."""
+    P, A = L.plan, L.blocks.A
+    if P.dense_G is not None and P.dense_G[0] is A:
+        return P.dense_G[1]
+    T0 = L.dense_data(A)
+    lr, lc = P.lam_entries()
     G = T0 + T0.T
     G[lr, lc] -= T0[lr, lc]  # the diagonal blocks once
+    P.dense_G = (A, G)
     return G
 
 

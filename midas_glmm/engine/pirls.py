@@ -48,7 +48,7 @@ from .optimize import (
     newton_step,
     restart_if_unconverged,
 )
-from .sparsity import FactorPlan
+from .sparsity import SMALL_Q, FactorPlan
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
 
@@ -74,9 +74,13 @@ class GLMMProblem:
     standardize_X : bool
         Work with β_s for the centred and scaled columns X_s = X S⁻¹-equivalent (better
         conditioned); X itself is never copied: X_s β_s = X (S β_s).
+    dense : bool or None
+        Factor Λ'Z'WZΛ + I as one dense block by LAPACK (none of the sparse factor's compiled
+        kernels to compile on a first fit) or by the sparse plan; None: dense when there are at
+        most :data:`~.sparsity.SMALL_Q` random effects.
     """
 
-    def __init__(self, design: Design, family: Family, standardize_X: bool = False):
+    def __init__(self, design: Design, family: Family, standardize_X: bool = False, dense: bool | None = None):
         self.d = design
         self.fam = family
         p = len(design.fixed_names)
@@ -100,7 +104,9 @@ class GLMMProblem:
                 design.zi,
                 disp_X,
             )
-            self.plan = FactorPlan(design.terms, block.pattern())
+            if dense is None:  # a small model: one LAPACK factor, only the row passes compiled
+                dense = sum(t.q for t in design.terms) <= SMALL_Q
+            self.plan = FactorPlan(design.terms, block.pattern(), dense=dense)
             block.attach_plan(self.plan)
             self.rows = LocalRows(block)
             self.shift, self.scale, self.S = (

@@ -16,7 +16,7 @@ The factor has two parts, chosen here from that pattern:
 :class:`FactorPlan` holds both layouts and the maps that put the cross-product blocks into them:
 :meth:`FactorPlan.load` from a :class:`~midas_glmm.design.blocks.CrossProducts` (the LMM's one data
 pass, Dask partitions), :class:`RowMap` straight from the rows (each PIRLS step of an in-memory
-GLMM: two ``bincount`` calls and a product with a fixed sparse Z', no sparse object built).
+GLMM: one compiled pass, no sparse object built).
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ MAX_TAIL_BYTES = 4 * 2**30
 #: entries of one dense panel of the sparse columns' tail rows (32 MB), and its fewest rows
 PANEL_ENTRIES = 1 << 22
 PANEL_MIN_ROWS = 64
-#: at most this many random effects: an LMM's factor is one dense block (LAPACK only, no compiled
-#: kernels to load or compile; as fast per θ as the kernels up to about this size, slower above)
+#: at most this many random effects: the factor is one dense block (LAPACK only, none of the sparse
+#: factor's compiled kernels to load or compile; as fast per θ as they are up to about this size,
+#: slower above). An LMM's passes over the rows are then numpy's; a GLMM's stay compiled.
 SMALL_Q = 40
 
 
@@ -107,6 +108,9 @@ class FactorPlan:
         self._lam_entries = None
         #: (A, its blocks as a dense q × q array) of the all-dense factor's last data blocks
         self.dense_data = None
+        #: (lams, Λ as a dense q × q array) of the all-dense factor's last θ, and (A, G = Z'WZ in
+        #: full) of its last data blocks
+        self.dense_lam = self.dense_G = None
 
     # ------------------------------------------------------------ structure
     def _coupled_nodes(self, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:

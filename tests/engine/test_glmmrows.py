@@ -58,7 +58,7 @@ FORMULAS = {
 def test_fused_pass_equals_the_steps(response, family, terms, joint):
     df = rows()
     m = MixedModel.from_formula(f"{response} ~ x + x2 {FORMULAS[terms]}", df, family=family, offset="o")
-    prob = GLMMProblem(m.design, m.family, standardize_X=True)
+    prob = GLMMProblem(m.design, m.family, standardize_X=True, dense=False)
     block = prob.rows.block
     assert block.compiled
     rng = np.random.default_rng(1)
@@ -85,7 +85,7 @@ def test_fused_pass_in_the_tails_and_outside_the_domain():
     log-link η is a step to reject (−∞), not a crash."""
     df = rows(seed=4, n=300)
     m = MixedModel.from_formula("cbind(k, n - k) ~ x + (1|g)", df, family="binomial")
-    prob = GLMMProblem(m.design, m.family)
+    prob = GLMMProblem(m.design, m.family, dense=False)
     block = prob.rows.block
     lams = prob.tmap.lams(np.array([1.0]))
     us = [np.linspace(-45, 45, m.design.terms[0].q)]  # η beyond ±36: μ at its clip
@@ -95,21 +95,22 @@ def test_fused_pass_in_the_tails_and_outside_the_domain():
     assert np.isfinite(ll) and ll == pytest.approx(ll0, rel=1e-12)
     assert np.allclose(cp.A, cp0.A, rtol=1e-12)
     mp = MixedModel.from_formula("c ~ x + (1|g)", df, family="poisson")
-    pp = GLMMProblem(mp.design, mp.family)
+    pp = GLMMProblem(mp.design, mp.family, dense=False)
     ll, cp = pp.rows.block.evaluate(np.array([800.0, 0.0]), lams, [np.zeros(25)], 1.0, True, pp.shift, pp.scale)
     assert ll == -np.inf and cp is None
 
 
-@pytest.mark.parametrize("family,response", [("gamma", "g2"), ("nbinom2", "c")])
+@pytest.mark.parametrize("family,response", [("gamma", "g2"), ("nbinom2", "c"), ("binomial", "cbind(k, n - k)")])
 @pytest.mark.parametrize("joint", [True, False])
-def test_given_weights_pass_equals_the_sparse_cross_products(family, response, joint):
-    """Any other family: W and z from numpy, the blocks by the compiled pass (GIVEN) — equal to
-    the sparse cross-products of the Dask path."""
+@pytest.mark.parametrize("dense", [False, True])
+def test_given_weights_pass_equals_the_sparse_cross_products(family, response, joint, dense):
+    """Given W and z: the blocks by the compiled pass (GIVEN mode), in the sparse plan's layout or
+    the all-dense one of a small model — equal to the sparse cross-products of the Dask path."""
     df = rows().assign(g2=lambda d: np.exp(0.3 * d.x) * np.random.default_rng(2).gamma(2.0, 0.5, len(d)))
     m = MixedModel.from_formula(f"{response} ~ x + x2 + (x|g) + (1|h)", df, family=family)
-    prob = GLMMProblem(m.design, m.family, standardize_X=True)
+    prob = GLMMProblem(m.design, m.family, standardize_X=True, dense=dense)
     block = prob.rows.block
-    assert not block.compiled
+    assert (prob.plan.Ns == 0) == dense and block.compiled == (family == "binomial")
     rng = np.random.default_rng(3)
     W, z = rng.uniform(0.2, 3.0, len(df)), rng.normal(size=len(df))
     beta_raw = np.array([0.2, -0.4, 0.1])
@@ -123,3 +124,42 @@ def test_given_weights_pass_equals_the_sparse_cross_products(family, response, j
         a, b = getattr(got, part), getattr(want, part)
         assert a.shape == b.shape
         assert np.allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+FIT_CASES = {
+    "binomial": ("cbind(k, n - k) ~ x + x2 + (1|g) + (1|h)", {}),
+    "poisson": ("c ~ x + (x|g)", {"offset": "o"}),  # 50 random effects: dense only when asked
+    "gamma": ("g2 ~ x + (1|g)", {}),
+    "nbinom2": ("c ~ x + x2 + (1|h)", {}),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FIT_CASES))
+def test_dense_plan_fits_as_the_sparse_one(family, monkeypatch):
+    """A fit on the all-dense plan of a small model (one LAPACK factor of Λ'Z'WZΛ + I, and its
+    dense gradient) reaches the sparse plan's optimum: deviance, θ, β and standard errors."""
+    import midas_glmm.engine.pirls as pirls
+
+    df = rows(seed=5, n=600)
+    rng = np.random.default_rng(4)
+    level = dict(zip(sorted(set(df.g)), rng.normal(0, 0.5, 25)))
+    df["g2"] = np.exp(0.3 * df.x + df.g.map(level)) * rng.gamma(3.0, 0.5, len(df))
+    formula, kw = FIT_CASES[family]
+    real, seen = pirls.GLMMProblem.__init__, []
+
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        seen.append(self.plan.Ns == 0)
+
+    monkeypatch.setattr(pirls.GLMMProblem, "__init__", spy)
+    fits = {}
+    for dense in (True, False):
+        monkeypatch.setattr(pirls, "SMALL_Q", 10_000 if dense else 0)
+        seen.clear()
+        fits[dense] = MixedModel.from_formula(formula, df, family=family, **kw).fit()
+        assert seen and all(s == dense for s in seen)
+    a, b = fits[True], fits[False]
+    assert a.llf == pytest.approx(b.llf, rel=1e-9, abs=1e-7)
+    assert np.allclose(a.theta, b.theta, rtol=1e-4, atol=1e-5)
+    assert np.allclose(a.params, b.params, rtol=1e-5, atol=1e-6)
+    assert np.allclose(a.bse, b.bse, rtol=1e-4)
