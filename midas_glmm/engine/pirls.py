@@ -579,6 +579,9 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
                     return prob.objective(th, b, ph)
 
                 x2 = minimize_bounded(laplace, x2, lower, "lbfgsb", fun_grad=fun_grad).x
+            return search(x2)
+
+        def search(x2):
             if use_gradient:
                 # zero-inflation: stop at relative gains below 1e-10 (nlminb's rel.tol, glmmTMB's), not
                 # 1e-13: a coefficient running to the boundary gains ever less for ever more iterations
@@ -602,11 +605,20 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         return fd_derivatives(fun, x, h=1e-3, f0=fx)
 
     g, H = derivatives(opt.x, opt.fun)
-    if straight and _falls_from_bound(opt.x[:nt], tm.lower, np.diag(H)[:nt]):
-        longer = stage_two(*stage_one(False))  # the long way: stage 1's search, then stage 2
-        if longer.fun < opt.fun:
-            opt = longer
-            g, H = derivatives(opt.x, opt.fun)
+    down = _descent_from_bound(opt.x[:nt], tm.lower, g[:nt], H[:nt, :nt]) if straight else None
+    if down is not None:
+        # stopped at a saddle on the bound: the search again from a step inside along the way
+        # down, and if that still ends on a saddle, the long way (stage 1's search, then stage 2)
+        nudged = opt.x.copy()
+        nudged[:nt] += BOUND_NUDGE * down
+        tries = [lambda: search(nudged), lambda: stage_two(*stage_one(False))]
+        for attempt in tries:
+            again = attempt()
+            if again.fun < opt.fun:
+                opt = again
+                g, H = derivatives(opt.x, opt.fun)
+                if _descent_from_bound(opt.x[:nt], tm.lower, g[:nt], H[:nt, :nt]) is None:
+                    break
     if not use_gradient:
         # BOBYQA can stop where the gradient check fails (many parameters, one of them a
         # dispersion on another scale); Newton steps from the check's derivatives usually finish
@@ -699,13 +711,47 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
 
 #: a θ within this of its lower bound 0 is on it (for :func:`_falls_from_bound`)
 AT_BOUND = 1e-4
+#: a θ on its bound with a deviance gradient below this is held there by symmetry, not pushed
+SYMMETRIC_GRADIENT = 1e-3
+#: the step into the interior from a saddle on θ's bound where the search starts again
+BOUND_NUDGE = 0.1
 
 
-def _falls_from_bound(theta: np.ndarray, lower: np.ndarray, curvature: np.ndarray) -> bool:
-    """Whether some θ_j sits on its bound 0 where the deviance curves down away from it: a
-    stationary point by symmetry (a scalar term's deviance is even in its θ), not a minimum, so
-    the optimum lies inside and a derivative-based search from far away stopped short of it."""
-    return bool(np.any((lower == 0) & (theta <= AT_BOUND) & (curvature < 0)))
+def _falls_from_bound(theta: np.ndarray, lower: np.ndarray, g: np.ndarray, H: np.ndarray) -> bool:
+    """Whether the search stopped at a saddle on θ's bound rather than a minimum
+    (:func:`_descent_from_bound` finds a way down)."""
+    return _descent_from_bound(theta, lower, g, H) is not None
+
+
+def _descent_from_bound(theta: np.ndarray, lower: np.ndarray, g: np.ndarray, H: np.ndarray) -> np.ndarray | None:
+    """A unit direction in θ into the interior along which the deviance falls, from a search
+    stopped at a saddle on θ's bound; None where there is none.
+
+    A term's deviance depends on λ only through λλ', so it is even in the last diagonal θ of a
+    term and, jointly with the entries below it, in every other column of λ: where such a
+    column is 0 its gradient vanishes by symmetry even when the deviance falls away from 0, and
+    a derivative-based search from far away can stop there. So: the θ at 0 (bounded ones on the
+    bound, unbounded ones beside them) whose gradient is ~0, and the smallest eigenvalue of the
+    deviance's Hessian over them; a negative one (with at least one bounded θ among them) gives
+    the direction, signed and clipped to keep the bounded θ at or above 0. A bounded θ with a
+    clearly positive gradient is a Karush-Kuhn-Tucker point held by the data, not by symmetry,
+    and is left out."""
+    theta, g = np.asarray(theta, dtype=float), np.asarray(g, dtype=float)
+    zero = (np.abs(theta) <= AT_BOUND) & (np.abs(g) <= SYMMETRIC_GRADIENT)
+    bounded = lower == 0
+    if not np.any(zero & bounded):
+        return None
+    block = np.asarray(H, dtype=float)[np.ix_(zero, zero)]
+    values, vectors = np.linalg.eigh((block + block.T) / 2)
+    if values[0] >= 0:
+        return None
+    d = np.zeros(len(theta))
+    d[zero] = vectors[:, 0]
+    if d[bounded].sum() < 0:  # λ's column and its negative are the same model: the side inside
+        d = -d
+    d[bounded] = np.maximum(d[bounded], 0.0)
+    size = np.linalg.norm(d)
+    return d / size if size > 0 else None
 
 
 def _vcov_block(H, fun, par, start: int, size: int, warn: bool = True) -> np.ndarray:

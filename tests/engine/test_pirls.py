@@ -272,10 +272,11 @@ def test_probit_with_a_quasi_separated_covariate_fits():
     assert np.all(np.isfinite(res.params)) and np.all(np.isfinite(res.bse))
 
 
-def test_a_theta_run_onto_its_bound_is_refitted_the_long_way():
+def test_a_theta_run_onto_its_bound_is_searched_again():
     """Stage 2 from θ₀ on the analytic gradient can run a scalar θ onto 0, where the deviance's
     gradient vanishes by symmetry though it falls away from 0: the fit notices (a θ at 0 with
-    negative curvature) and redoes stage 1 then stage 2, reaching the derivative-free optimum."""
+    negative curvature) and searches again (from a step inside, then if need be the long way:
+    stage 1 then stage 2), reaching the derivative-free optimum."""
     import midas_glmm.engine.pirls as pirls_module
 
     rng = np.random.default_rng(11)
@@ -291,21 +292,97 @@ def test_a_theta_run_onto_its_bound_is_refitted_the_long_way():
     d["k"] = r5.binomial(d["n"], 1 / (1 + np.exp(-(0.3 * d.x + 0.5 * (d.yb - 0.5)))))
     m = MixedModel.from_formula("cbind(k, n - k) ~ x + (1|s) + (1|i)", d, family="binomial")
     seen = []
-    real = pirls_module._falls_from_bound
+    real = pirls_module._descent_from_bound
 
-    def spy(theta, lower, curvature):
-        seen.append(real(theta, lower, curvature))
+    def spy(*args):
+        seen.append(real(*args))
         return seen[-1]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pirls_module._falls_from_bound = spy
+        pirls_module._descent_from_bound = spy
         try:
             res = m.fit()
         finally:
-            pirls_module._falls_from_bound = real
+            pirls_module._descent_from_bound = real
         slow = m.fit(optimizer="bobyqa")
-    assert seen == [True]  # the straight search did stop on the bound
+    assert seen[0] is not None  # the straight search did stop on the bound
+    assert seen[-1] is None  # and the last search at a minimum
     assert np.all(res.theta > 0.05)
     assert res.llf == pytest.approx(slow.llf, abs=1e-5)
     assert res.llf >= slow.llf - 1e-7
+
+
+@pytest.mark.parametrize(
+    "theta,lower,g,H,falls",
+    [
+        # a scalar θ at 0, its gradient 0 by symmetry: the deviance's curvature decides
+        ([0.0], [0.0], [0.0], [[-2.0]], True),
+        ([0.0], [0.0], [0.0], [[2.0]], False),
+        # pushed onto the bound by the data (a clearly positive gradient): a minimum, left alone
+        ([0.0], [0.0], [3.0], [[-2.0]], False),
+        # (x|g) as (λ11, λ21, λ22) after a scalar θ: the slope's λ22 at 0 falls away
+        ([0.8, 0.3, 0.0, 0.5], [0, -np.inf, 0, 0], [1e-6, -1e-6, 0.0, 2e-6], np.diag([5.0, 4.0, -1.0, 3.0]), True),
+        # λ's first column (λ11, λ21) at 0 together: even in the pair, each curvature positive
+        # but the pair's block indefinite: a descent direction the diagonal alone misses
+        ([0.0, 0.0, 0.7], [0, -np.inf, 0], [0.0, 0.0, 1e-7], [[1.0, 3.0, 0.0], [3.0, 1.0, 0.0], [0.0, 0.0, 2.0]], True),
+        (
+            [0.0, 0.0, 0.7],
+            [0, -np.inf, 0],
+            [0.0, 0.0, 1e-7],
+            [[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 2.0]],
+            False,
+        ),
+        # λ11 at 0 beside a non-zero λ21: no symmetry holds its gradient at 0; a positive one is a
+        # Karush-Kuhn-Tucker point whatever the curvature
+        (
+            [0.0, 0.4, 0.7],
+            [0, -np.inf, 0],
+            [2.5, 0.0, 0.0],
+            [[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]],
+            False,
+        ),
+        # only an unbounded θ at 0 (a correlation's λ21): nothing on a bound
+        ([0.9, 0.0, 0.7], [0, -np.inf, 0], [0.0, 0.0, 0.0], np.diag([1.0, -1.0, 2.0]), False),
+    ],
+)
+def test_falls_from_bound_reads_the_block_of_the_thetas_at_zero(theta, lower, g, H, falls):
+    from midas_glmm.engine.pirls import _falls_from_bound
+
+    args = (np.array(theta), np.array(lower, dtype=float), np.array(g), np.array(H, dtype=float))
+    assert _falls_from_bound(*args) is falls
+
+
+def test_a_slope_run_onto_its_bound_is_searched_again_from_inside():
+    """(x|g): the straight search can stop with the slope's λ22 at 0, a saddle (the deviance is
+    even in it); the fit steps inside along the way down and searches again, ending where the
+    derivative-free long way ends (or higher) with the slope's SD off 0."""
+    import midas_glmm.engine.pirls as pirls_module
+
+    rng = np.random.default_rng(0)
+    n, G = 3000, 60
+    d = pd.DataFrame({"g": rng.integers(0, G, n), "x": rng.normal(size=n)})
+    eta = 0.2 + 0.4 * d.x + rng.normal(0, 0.7, G)[d.g]
+    rng.poisson(np.exp(eta))  # draws kept from the data where this was first seen
+    d["y"] = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    m = MixedModel.from_formula("y ~ x + (x|g)", d, family="binomial")
+    seen = []
+    real = pirls_module._descent_from_bound
+
+    def spy(*args):
+        seen.append(real(*args))
+        return seen[-1]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pirls_module._descent_from_bound = spy
+        try:
+            res = m.fit()
+        finally:
+            pirls_module._descent_from_bound = real
+        slow = m.fit(optimizer="bobyqa")
+    assert seen[0] is not None and seen[0][2] > 0.99  # stopped on the slope's bound: the way down is λ22
+    assert len(seen) == 2 and seen[1] is None  # the search from inside ended at a minimum
+    assert res.theta[2] > 0.05 and not res.singular
+    assert res.llf >= slow.llf - 1e-7
+    assert np.allclose(res.theta, slow.theta, atol=2e-3)
