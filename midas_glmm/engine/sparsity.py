@@ -99,6 +99,9 @@ class FactorPlan:
         if dense:  # no sparse part: no symbolic analysis
             self.split = 0
             self._layout(np.zeros(1, np.int64), np.zeros(0, np.int64), rows, cols)
+        elif self.k == 1:  # one term: its levels share no rows, the factor is block diagonal
+            self.split = 1
+            self._layout(np.arange(self.N + 1, dtype=np.int64), np.arange(self.N, dtype=np.int64), rows, cols)
         else:
             order = np.lexsort((rows, cols))
             adjptr = np.searchsorted(cols[order], np.arange(self.N + 1)).astype(np.int64)
@@ -168,6 +171,9 @@ class FactorPlan:
         self.boff = np.concatenate([[0], np.cumsum(bsizes)]).astype(np.int64)
         self.nA = self.nsparse + int(self.boff[-1])
         self.panels = self._panel_plan()
+        #: one term, no tail: every column of the factor is its diagonal block alone, and the
+        #: factor, its solves and selected inverse are batched numpy (no compiled kernel)
+        self.blockdiag = self.k == 1 and self.Ns == self.N and len(self.rowidx) == self.N
 
     def _panel_plan(self) -> list[tuple[int, np.ndarray, np.ndarray]] | None:
         """When the sparse columns fill their tail rows densely (crossed factors: most levels of
