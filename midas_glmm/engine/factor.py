@@ -183,7 +183,9 @@ class Factor:
             try:
                 L = np.linalg.cholesky(M)
             except np.linalg.LinAlgError:
-                raise np.linalg.LinAlgError("a random-effects block of the working system is not positive definite")
+                raise np.linalg.LinAlgError(
+                    "a random-effects block of the working system is not positive definite"
+                ) from None
             if not np.all(np.isfinite(L)):
                 raise np.linalg.LinAlgError("a random-effects block of the working system is not finite")
             self.L = L.reshape(-1)
