@@ -109,8 +109,8 @@ class Factor:
         if P.Ns == 0:  # one dense block (a small model): LAPACK, no compiled kernels
             self._dense_factor(blocks, lams)
             return
-        if P.blockdiag:  # one term: a Cholesky factor per level, batched numpy
-            self._blockdiag_factor(blocks, lams[0])
+        if P.diagonal:  # one scalar term: a diagonal factor, by numpy
+            self._diagonal_factor(blocks, lams[0])
             return
         lam, lamoff = _flat_of(lams)
         self.L = np.empty(P.nsparse)
@@ -164,39 +164,20 @@ class Factor:
             except np.linalg.LinAlgError:
                 self._LXX = None
 
-    def _blockdiag_factor(self, blocks: PlanBlocks, lam: np.ndarray) -> None:
-        """The factor of a one-term model: L_l L_l' = λ'A_lλ + I for each level l (A_l its p × p
-        block of Z'WZ), all levels at once; then the [X y] strip as for the sparse plan."""
+    def _diagonal_factor(self, blocks: PlanBlocks, lam: np.ndarray) -> None:
+        """The factor of a one-term random-intercept model, diagonal: L_ll = √(λ²A_ll + 1) for each
+        level l (A_ll its count, or sum of weights, in Z'WZ); then the [X y] strip as for the
+        sparse plan."""
         P = self.plan
-        p = lam.shape[0]
-        A = blocks.A[: P.nsparse].reshape(P.N, p, p)
-        if p == 1:
-            d = A[:, 0, 0] * lam[0, 0] ** 2 + 1.0
-            if not np.all(d > 0):  # also NaN
-                raise np.linalg.LinAlgError(
-                    f"the block of random effect node {int(np.argmin(d > 0))} is not positive definite"
-                )
-            self.L = np.sqrt(d)
-        else:
-            M = lam.T @ A @ lam
-            M[:, np.arange(p), np.arange(p)] += 1.0
-            try:
-                L = np.linalg.cholesky(M)
-            except np.linalg.LinAlgError:
-                raise np.linalg.LinAlgError(
-                    "a random-effects block of the working system is not positive definite"
-                ) from None
-            if not np.all(np.isfinite(L)):
-                raise np.linalg.LinAlgError("a random-effects block of the working system is not finite")
-            self.L = L.reshape(-1)
+        d = blocks.A[: P.nsparse] * lam[0, 0] ** 2 + 1.0
+        if not np.all(d > 0):  # also NaN
+            raise np.linalg.LinAlgError(
+                f"the block of random effect node {int(np.argmin(d > 0))} is not positive definite"
+            )
+        self.L = np.sqrt(d)
         self._panel = None
         self.Ltail = np.zeros((0, 0))
         self._strip(blocks)
-
-    def _level_blocks(self) -> np.ndarray:
-        """The block-diagonal factor as (levels, p, p)."""
-        p = int(self.plan.p_term[0])
-        return self.L.reshape(-1, p, p)
 
     def dense_data(self, A: np.ndarray) -> np.ndarray:
         """The data blocks ``A`` of the all-dense plan as a q × q array (the lower blocks, the
@@ -251,13 +232,8 @@ class Factor:
         P = self.plan
         if P.Ns == 0:
             return
-        if P.blockdiag:
-            p = int(P.p_term[0])
-            if p == 1:
-                R /= self.L[:, None]
-            else:
-                Rb = R.reshape(P.N, p, -1)
-                Rb[...] = np.linalg.solve(self._level_blocks(), Rb)
+        if P.diagonal:
+            R /= self.L[:, None]
             return
         dense = self._panel is not None
         kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R, dense)
@@ -343,13 +319,8 @@ class Factor:
             x[P.qs :] = tail_solve(self.Ltail, x[P.qs :], transpose=True)
         if P.Ns == 0:
             return x.reshape(np.shape(rhs))
-        if P.blockdiag:
-            p = int(P.p_term[0])
-            if p == 1:
-                x /= self.L[:, None]
-            else:
-                xb = x.reshape(P.N, p, -1)
-                xb[...] = np.linalg.solve(self._level_blocks().transpose(0, 2, 1), xb)
+        if P.diagonal:
+            x /= self.L[:, None]
             return x.reshape(np.shape(rhs))
         kernels.backward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
         return x.reshape(np.shape(rhs))
@@ -398,11 +369,8 @@ class Factor:
                 Zt = np.tril(Zt) + np.tril(Zt, -1).T
                 return np.zeros(0), Zt
             kernels.mirror_lower(Zt)
-        if P.blockdiag:  # per level (L_l L_l')⁻¹ = L_l⁻ᵀ L_l⁻¹
-            if P.p_term[0] == 1:
-                return 1.0 / (self.L * self.L), Zt
-            Linv = np.linalg.inv(self._level_blocks())
-            return (Linv.transpose(0, 2, 1) @ Linv).reshape(-1), Zt
+        if P.diagonal:  # (L L')⁻¹ = 1/L²
+            return 1.0 / (self.L * self.L), Zt
         Z = np.zeros(P.nsparse)
         kernels.selected_inverse(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, Zt, Z)
         return Z, Zt

@@ -33,10 +33,8 @@ def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray
         lr, lc = P.lam_entries()
         M = _dense_G(L) @ L.dense_lam() @ Zt
         return np.ascontiguousarray(M[lr, lc]), doff
-    if P.blockdiag:  # one term: D_l = G_l λ S_l per level
-        pt = int(P.p_term[0])
-        G = blocks.A[: P.nsparse].reshape(P.N, pt, pt)
-        return np.ascontiguousarray((G @ L.lams[0] @ Z.reshape(P.N, pt, pt)).reshape(-1)), doff
+    if P.diagonal:  # one scalar term: D_l = G_ll λ S_ll
+        return blocks.A[: P.nsparse] * L.lams[0][0, 0] * Z, doff
     lam, lamoff = lam_flat(L.lams)
     D = np.zeros(int(doff[-1]))
     args = (P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns, P.nsparse, P.brow, P.bcol, P.boff)
@@ -83,9 +81,8 @@ def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
     V = L.lam(np.column_stack([Pm, u]))
     if P.Ns == 0:
         GV = _dense_G(L) @ V
-    elif P.blockdiag:  # G block diagonal: a product per level
-        pt = int(P.p_term[0])
-        GV = (blocks.A[: P.nsparse].reshape(P.N, pt, pt) @ V.reshape(P.N, pt, -1)).reshape(V.shape)
+    elif P.diagonal:  # G diagonal
+        GV = blocks.A[: P.nsparse, None] * V
     else:
         GV = np.zeros_like(V)
         kernels.symmetric_product(

@@ -171,9 +171,11 @@ class FactorPlan:
         self.boff = np.concatenate([[0], np.cumsum(bsizes)]).astype(np.int64)
         self.nA = self.nsparse + int(self.boff[-1])
         self.panels = self._panel_plan()
-        #: one term, no tail: every column of the factor is its diagonal block alone, and the
-        #: factor, its solves and selected inverse are batched numpy (no compiled kernel)
-        self.blockdiag = self.k == 1 and self.Ns == self.N and len(self.rowidx) == self.N
+        #: one scalar term (a random intercept), no tail: the factor is diagonal, and it, its
+        #: solves and its inverse are numpy's (no compiled kernel). A vector term's blocks stay
+        #: with the kernels: numpy's per-entry loops or batched linalg cost 10-30% more on
+        #: small and mid-size fits
+        self.diagonal = self.k == 1 and self.p_term[0] == 1 and self.Ns == self.N and len(self.rowidx) == self.N
 
     def _panel_plan(self) -> list[tuple[int, np.ndarray, np.ndarray]] | None:
         """When the sparse columns fill their tail rows densely (crossed factors: most levels of

@@ -235,41 +235,48 @@ def test_row_map_equals_the_data_pass(name):
     _check_against_dense(d, Factor(plan, direct, lams), lams, w)
 
 
-@pytest.mark.parametrize("formula", [FORMULAS["scalar"], FORMULAS["vector"], "y ~ x + (x + x2|school)"])
-def test_one_term_plan_is_batched_and_equals_the_kernels(formula):
-    """One term: the factor is block diagonal, and its batched numpy factor, solves, selected
-    inverse and log-determinant gradient blocks (no compiled kernel) equal the compiled
-    kernels' on the same layout."""
+@pytest.mark.parametrize("formula", [FORMULAS["scalar"], "y ~ x + x2 + (1|a)"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_one_scalar_term_plan_is_diagonal_and_equals_the_kernels(formula, weighted):
+    """A random intercept alone: the factor is diagonal, and numpy's factor, solves, inverse
+    and log-determinant gradient blocks (no compiled kernel) equal the compiled kernels' on the
+    same layout."""
     from midas_glmm.engine.gradient import _logdet_blocks
 
     d = build_design(formula, _data())
-    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    w = np.random.default_rng(4).uniform(0.2, 3.0, len(d.y)) if weighted else None
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y, w)
     plan = FactorPlan(d.terms, cp)
-    assert plan.blockdiag and plan.Ns == plan.N and plan.qt == 0
+    assert plan.diagonal and plan.Ns == plan.N and plan.qt == 0
     tm = ThetaMap(d.terms)
     blocks = plan.load(cp)
     for seed in (1, 2):
         lams = tm.lams(_theta(tm, seed))
         rhs = np.random.default_rng(seed).normal(size=(plan.q, 3))
         got = []
-        for blockdiag in (True, False):
-            plan.blockdiag = blockdiag
+        for diagonal in (True, False):
+            plan.diagonal = diagonal
             F = Factor(plan, blocks, lams)
             Z, Zt = F.selected_inverse()
             got.append((F.L, F.LX, F.LXX, F.logdet_Z, F.solve(rhs), F.solve_Zt(rhs), Z, _logdet_blocks(F, Z, Zt)[0]))
-        plan.blockdiag = True
+        plan.diagonal = True
         for a, b in zip(*got):
             assert np.allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("formula", [FORMULAS["scalar"], FORMULAS["vector"]])
-def test_one_term_plan_raises_on_an_indefinite_block(formula):
-    d = build_design(formula, _data())
+def test_vector_and_multi_term_plans_are_not_diagonal():
+    for name in ("vector", "nested", "crossed"):
+        d = build_design(FORMULAS[name], _data())
+        assert not FactorPlan(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y)).diagonal
+
+
+def test_one_scalar_term_plan_raises_on_a_negative_block():
+    d = build_design(FORMULAS["scalar"], _data())
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
     plan = FactorPlan(d.terms, cp)
     blocks = plan.load(cp)
     blocks.A[plan.diagpos[3]] = -1e12
-    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+    with pytest.raises(np.linalg.LinAlgError, match="node 3 is not positive definite"):
         Factor(plan, blocks, ThetaMap(d.terms).lams(ThetaMap(d.terms).start))
 
 
