@@ -50,11 +50,16 @@ def fit_glm(y, X, family: Family, offset=None, weights=None, tol: float = 1e-8, 
 
 def _weighted_least_squares(Xr: np.ndarray, zr: np.ndarray) -> np.ndarray:
     """argmin ‖zr − Xr β‖ by the normal equations (one pass over the rows; a start need not have
-    the last digits a QR gives), by lstsq where Xr'Xr is singular (a column all zero weight)."""
-    try:
-        beta = np.linalg.solve(Xr.T @ Xr, Xr.T @ zr)
-        if np.all(np.isfinite(beta)):
-            return beta
-    except np.linalg.LinAlgError:
-        pass
+    the last digits a QR gives) when Xr'Xr, scaled to a unit diagonal, has a condition number
+    below 1e10 (the normal equations square Xr's); by lstsq otherwise (near-collinear columns, a
+    column of zero weight)."""
+    G = Xr.T @ Xr
+    d = np.sqrt(np.diag(G))
+    if np.all(d > 0) and np.all(np.isfinite(G)):
+        C = G / np.outer(d, d)
+        w = np.linalg.eigvalsh(C)
+        if w[0] > 1e-10 * w[-1]:
+            beta = np.linalg.solve(C, (Xr.T @ zr) / d) / d
+            if np.all(np.isfinite(beta)):
+                return beta
     return np.linalg.lstsq(Xr, zr, rcond=None)[0]

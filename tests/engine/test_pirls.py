@@ -386,3 +386,19 @@ def test_a_slope_run_onto_its_bound_is_searched_again_from_inside():
     assert res.theta[2] > 0.05 and not res.singular
     assert res.llf >= slow.llf - 1e-7
     assert np.allclose(res.theta, slow.theta, atol=2e-3)
+
+
+def test_glm_start_takes_least_squares_for_near_collinear_columns():
+    """The GLM start's normal equations square X's condition number: with two columns equal to
+    1e-7 it takes lstsq, and the coefficients match a QR solve (the normal equations' would be
+    off in their leading digits)."""
+    from midas_glmm.engine.glm import _weighted_least_squares
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=500)
+    X = np.column_stack([np.ones(500), x, x + 1e-7 * rng.normal(size=500)])
+    z = X @ np.array([0.5, 2.0, -1.0]) + 0.01 * rng.normal(size=500)
+    qr = np.linalg.lstsq(X, z, rcond=None)[0]
+    assert np.allclose(_weighted_least_squares(X, z), qr, rtol=1e-6, atol=1e-6)
+    well = X[:, :2]  # well conditioned: the normal equations, equal to QR
+    assert np.allclose(_weighted_least_squares(well, z), np.linalg.lstsq(well, z, rcond=None)[0], rtol=1e-10)
