@@ -70,7 +70,9 @@ class RowBlock:
         """Write each pass's blocks straight into ``plan``'s layout (in memory: no sparse
         objects per PIRLS step). Without a plan, passes return :class:`CrossProducts`."""
         self.rowmap = RowMap(plan, self.terms)
-        self._Xc = np.require(self.X, dtype=float, requirements=["C"])  # read row by row by the passes
+        # read row by row by the passes; writeable, as the rows below (a read-only array is another
+        # numba type, another compilation)
+        self._Xc = np.require(self.X, dtype=float, requirements=["C", "W"])
         fam, resp = self.fam, self.resp
         if fam.kernel_link is not None and self.zi is None:  # one compiled pass per step
             self._link = fam.kernel_link
