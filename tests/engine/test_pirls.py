@@ -272,25 +272,11 @@ def test_probit_with_a_quasi_separated_covariate_fits():
     assert np.all(np.isfinite(res.params)) and np.all(np.isfinite(res.bse))
 
 
-def test_a_theta_run_onto_its_bound_is_searched_again():
-    """Stage 2 from θ₀ on the analytic gradient can run a scalar θ onto 0, where the deviance's
-    gradient vanishes by symmetry though it falls away from 0: the fit notices (a θ at 0 with
-    negative curvature) and searches again (from a step inside, then if need be the long way:
-    stage 1 then stage 2), reaching the derivative-free optimum."""
+def _fit_watching_the_bound(m):
+    """(the default fit, the derivative-free one, what each bound check of the default fit saw:
+    None or the way down from a saddle on θ's bound)."""
     import midas_glmm.engine.pirls as pirls_module
 
-    rng = np.random.default_rng(11)
-    n, a, b = 6000, 240, 70
-    d = pd.DataFrame({"s": rng.integers(0, a, n), "i": rng.integers(0, b, n), "x": rng.normal(size=n)})
-    rng.normal(size=n)  # draws kept from the data where this was first seen (test_iterative.py)
-    u0, v = rng.normal(0, 0.9, a), rng.normal(0, 0.6, b)
-    eta = 0.4 + 0.5 * d.x + u0[d.s] + v[d.i]
-    rng.normal(0, 1.0, n), rng.uniform(0.5, 2.0, n), rng.normal(0, 0.3, n)
-    d["yb"] = (rng.random(n) < 1 / (1 + np.exp(-(eta - 0.4)))).astype(float)
-    r5 = np.random.default_rng(5)
-    d["n"] = r5.integers(1, 6, n)
-    d["k"] = r5.binomial(d["n"], 1 / (1 + np.exp(-(0.3 * d.x + 0.5 * (d.yb - 0.5)))))
-    m = MixedModel.from_formula("cbind(k, n - k) ~ x + (1|s) + (1|i)", d, family="binomial")
     seen = []
     real = pirls_module._descent_from_bound
 
@@ -306,6 +292,27 @@ def test_a_theta_run_onto_its_bound_is_searched_again():
         finally:
             pirls_module._descent_from_bound = real
         slow = m.fit(optimizer="bobyqa")
+    return res, slow, seen
+
+
+def test_a_theta_run_onto_its_bound_is_searched_again():
+    """Stage 2 from θ₀ on the analytic gradient can run a scalar θ onto 0, where the deviance's
+    gradient vanishes by symmetry though it falls away from 0: the fit notices (a θ at 0 with
+    negative curvature) and searches again (from a step inside, then if need be the long way:
+    stage 1 then stage 2), reaching the derivative-free optimum."""
+    rng = np.random.default_rng(11)
+    n, a, b = 6000, 240, 70
+    d = pd.DataFrame({"s": rng.integers(0, a, n), "i": rng.integers(0, b, n), "x": rng.normal(size=n)})
+    rng.normal(size=n)  # draws kept from the data where this was first seen (test_iterative.py)
+    u0, v = rng.normal(0, 0.9, a), rng.normal(0, 0.6, b)
+    eta = 0.4 + 0.5 * d.x + u0[d.s] + v[d.i]
+    rng.normal(0, 1.0, n), rng.uniform(0.5, 2.0, n), rng.normal(0, 0.3, n)
+    d["yb"] = (rng.random(n) < 1 / (1 + np.exp(-(eta - 0.4)))).astype(float)
+    r5 = np.random.default_rng(5)
+    d["n"] = r5.integers(1, 6, n)
+    d["k"] = r5.binomial(d["n"], 1 / (1 + np.exp(-(0.3 * d.x + 0.5 * (d.yb - 0.5)))))
+    m = MixedModel.from_formula("cbind(k, n - k) ~ x + (1|s) + (1|i)", d, family="binomial")
+    res, slow, seen = _fit_watching_the_bound(m)
     assert seen[0] is not None  # the straight search did stop on the bound
     assert seen[-1] is None  # and the last search at a minimum
     assert np.all(res.theta > 0.05)
@@ -357,8 +364,6 @@ def test_a_slope_run_onto_its_bound_is_searched_again_from_inside():
     """(x|g): the straight search can stop with the slope's λ22 at 0, a saddle (the deviance is
     even in it); the fit steps inside along the way down and searches again, ending where the
     derivative-free long way ends (or higher) with the slope's SD off 0."""
-    import midas_glmm.engine.pirls as pirls_module
-
     rng = np.random.default_rng(0)
     n, G = 3000, 60
     d = pd.DataFrame({"g": rng.integers(0, G, n), "x": rng.normal(size=n)})
@@ -366,21 +371,7 @@ def test_a_slope_run_onto_its_bound_is_searched_again_from_inside():
     rng.poisson(np.exp(eta))  # draws kept from the data where this was first seen
     d["y"] = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
     m = MixedModel.from_formula("y ~ x + (x|g)", d, family="binomial")
-    seen = []
-    real = pirls_module._descent_from_bound
-
-    def spy(*args):
-        seen.append(real(*args))
-        return seen[-1]
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pirls_module._descent_from_bound = spy
-        try:
-            res = m.fit()
-        finally:
-            pirls_module._descent_from_bound = real
-        slow = m.fit(optimizer="bobyqa")
+    res, slow, seen = _fit_watching_the_bound(m)
     assert seen[0] is not None and seen[0][2] > 0.99  # stopped on the slope's bound: the way down is λ22
     assert len(seen) == 2 and seen[1] is None  # the search from inside ended at a minimum
     assert res.theta[2] > 0.05 and not res.singular
