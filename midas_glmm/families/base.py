@@ -367,7 +367,9 @@ class ResponseTerms:
 
     def __init__(self, family: Family, y: np.ndarray, prior: np.ndarray, trials: np.ndarray | None = None):
         self.family = family
-        self.y, self.prior = y, prior
+        # contiguous once here (a broadcast of a unit weight has stride 0): the compiled passes
+        # would otherwise copy it at every step
+        self.y, self.prior = y, np.ascontiguousarray(prior, dtype=float) if np.ndim(prior) else prior
         self.const, self.parts = family.loglik_constant(y, prior, trials)
         self._kept: dict = {}
 

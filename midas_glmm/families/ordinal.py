@@ -114,16 +114,18 @@ class Ordinal(Family):
         tau = tau + 1e-3 * np.arange(len(tau))  # strictly increasing
         return self.threshold_params(tau)
 
-    def _rows(self, y, eta, tau, prior_ll, prior_d=None):
+    def _rows(self, y, eta, tau, prior_ll, prior_d=None, derivatives=True):
         """(w log P, score, observed information) per row, P = F(τ_y − η) − F(τ_{y−1} − η)
         (:func:`~midas_glmm.linalg.rowkernels.ordinal_rows`: one compiled pass, no temporaries);
-        ``prior_ll`` weighs the log-likelihood, ``prior_d`` (default the same) the derivatives."""
+        ``prior_ll`` weighs the log-likelihood, ``prior_d`` (default the same) the derivatives;
+        without ``derivatives`` the last two are empty."""
         n = len(y)
         eta = _row_array(eta, n)
         prior_ll = _row_array(prior_ll, n)
         prior_d = prior_ll if prior_d is None else _row_array(prior_d, n)
         tau = np.ascontiguousarray(tau, dtype=float)
-        ll, score, observed = np.empty(n), np.empty(n), np.empty(n)
+        m = n if derivatives else 0
+        ll, score, observed = np.empty(n), np.empty(m), np.empty(m)
         from ..linalg import rowkernels  # numba, loaded on first use
 
         rowkernels.ordinal_rows(_CODE[self.link_name], y, eta, tau, prior_ll, prior_d, ll, score, observed)
@@ -147,7 +149,7 @@ class Ordinal(Family):
         return np.zeros(np.shape(y)), {}
 
     def loglik_rows(self, terms: ResponseTerms, mu, phi):
-        return self._rows(terms.y, mu, phi, terms.prior)[0]
+        return self._rows(terms.y, mu, phi, terms.prior, derivatives=False)[0]
 
     def loglik_and_derivatives(self, terms: ResponseTerms, mu, eta, prior, phi):
         ll, score, observed = self._rows(terms.y, eta, phi, terms.prior, prior)
@@ -339,7 +341,9 @@ def cumulative_names(levels: list) -> list[str]:
 
 def _row_array(v, n: int) -> np.ndarray:
     """``v`` as a contiguous float array of n rows (a scalar broadcast)."""
+    if isinstance(v, np.ndarray) and v.dtype == np.float64 and v.shape == (n,) and v.flags.c_contiguous:
+        return v
     v = np.asarray(v, dtype=float)
-    if v.shape != (n,) or not v.flags.c_contiguous:
-        v = np.ascontiguousarray(np.broadcast_to(v, (n,)))
-    return v
+    if v.ndim == 0:
+        return np.full(n, float(v))
+    return np.ascontiguousarray(v if v.shape == (n,) else np.broadcast_to(v, (n,)))

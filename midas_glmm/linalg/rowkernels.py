@@ -378,8 +378,9 @@ def ordinal_rows(link, y, eta, tau, prior_ll, prior_d, ll, score, observed):
     E = f'(u) − f'(l), u = τ_y − η, l = τ_{y−1} − η (F(+∞) = 1, F(−∞) = 0, f = f' = 0 there):
     ℓ = w log P (−∞ where P ≤ 0), the score ∂ℓ/∂η = −wD/P and the observed information
     −∂²ℓ/∂η² = w(D² − EP)/P² (P floored at 1e-300 in these two). P comes from the survival
-    function where F(l) ≥ ½ (no cancellation near 1)."""
+    function where F(l) ≥ ½ (no cancellation near 1). Empty ``score`` and ``observed``: ℓ alone."""
     top = tau.shape[0]
+    derivatives = score.shape[0] > 0
     for i in range(y.shape[0]):
         k = int(y[i])
         if k < top:
@@ -392,6 +393,8 @@ def ordinal_rows(link, y, eta, tau, prior_ll, prior_d, ll, score, observed):
             Fl, Sl, fl, dl = 0.0, 1.0, 0.0, 0.0
         P = Fu - Fl if Fl < 0.5 else Sl - Su
         ll[i] = prior_ll[i] * (math.log(P) if P > 0.0 else -np.inf)
+        if not derivatives:
+            continue
         if P < 1e-300:
             P = 1e-300
         D = fu - fl
