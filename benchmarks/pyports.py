@@ -18,8 +18,9 @@ numba cache directory.
 
 Cold starts (--cold: only these; --no-cold: none): fresh processes timed from outside, best of 5
 after one untimed run: import midas_glmm; import + sleepstudy fit with midas_glmm, lme4 (Rscript),
-mixedlm and glmm; midas_glmm's first fit after install (fresh copy, empty numba cache), then again,
-and the first fit of a model large enough for the compiled kernels (grouseticks), then again. Every
+mixedlm and glmm; then each of six models' first fit after install (its own fresh copy, empty numba
+cache: sleepstudy, a 1e5-row random intercept, cbpp, a random-intercept Bernoulli GLMM, a slope LMM,
+grouseticks), then again. Every
 timed process runs without PYTHONDONTWRITEBYTECODE (set in this machine's shell; a user's Python
 caches bytecode).
 """
@@ -255,6 +256,39 @@ FIT_GT = (
     "family='poisson').fit()"
 )
 FIT_B = f"from midas_glmm import MixedModel, datasets; MixedModel.from_formula({SS}, datasets.load('sleepstudy')).fit()"
+FIT_CBPP = (
+    "import warnings; warnings.simplefilter('ignore'); from midas_glmm import MixedModel, datasets; "
+    "MixedModel.from_formula('cbind(incidence, size - incidence) ~ period + (1|herd)', datasets.load('cbpp'), "
+    "family='binomial').fit()"
+)
+#: simulated rows of the cold starts' larger shapes (numpy only: no data file)
+_SIM = (
+    "import warnings; warnings.simplefilter('ignore'); import numpy as np, pandas as pd; "
+    "from midas_glmm import MixedModel; r = np.random.default_rng(1); "
+)
+FIT_RI_BERN = _SIM + (
+    "n = 10_000; d = pd.DataFrame({'x': r.normal(size=n), 'g': r.integers(0, 200, n)}); "
+    "e = 0.3 * d.x + r.normal(0, 1, 200)[d.g]; d['y'] = (r.random(n) < 1 / (1 + np.exp(-e))).astype(float); "
+    "MixedModel.from_formula('y ~ x + (1|g)', d, family='binomial').fit()"
+)
+FIT_RI_LMM = _SIM + (
+    "n = 100_000; d = pd.DataFrame({'x': r.normal(size=n), 'g': r.integers(0, 1000, n)}); "
+    "d['y'] = d.x + r.normal(0, 1, 1000)[d.g] + r.normal(size=n); MixedModel.from_formula('y ~ x + (1|g)', d).fit()"
+)
+FIT_SLOPE = _SIM + (
+    "n = 5000; d = pd.DataFrame({'x': r.normal(size=n), 'g': r.integers(0, 100, n)}); "
+    "d['y'] = d.x * (1 + r.normal(0, .5, 100)[d.g]) + r.normal(0, 1, 100)[d.g] + r.normal(size=n); "
+    "MixedModel.from_formula('y ~ x + (x|g)', d).fit()"
+)
+#: (label, code) of the first fits after install, each from its own fresh copy and empty cache
+FIRST_FITS = (
+    ("sleepstudy LMM (36 random effects: dense LAPACK)", FIT_B),
+    ("random-intercept LMM, 1e5 rows x 1,000 groups (diagonal factor)", FIT_RI_LMM),
+    ("cbpp binomial GLMM (15 random effects: dense LAPACK, compiled row passes)", FIT_CBPP),
+    ("random-intercept Bernoulli GLMM, 1e4 rows x 200 groups (diagonal factor, compiled row passes)", FIT_RI_BERN),
+    ("random-slope LMM, 5,000 rows x 100 groups (block-sparse kernels)", FIT_SLOPE),
+    ("grouseticks Poisson GLMM (584 random effects: block-sparse kernels and row passes)", FIT_GT),
+)
 
 
 def imported_from(pkg: Path) -> str:
@@ -289,26 +323,18 @@ def cold_starts(args, env_midas: dict, work: Path) -> list[dict]:
             add(label, f"{min(t):.3f}", ", ".join(f"{x:.2f}" for x in t))
         except RuntimeError as e:
             add(label, "failed", str(e)[:200])
-    with tempfile.TemporaryDirectory(prefix="midas_fresh_") as tmp:  # e. first fit after install
-        pkg, cache = copy_package(Path(tmp) / "pkg"), Path(tmp) / "numba"
-        cache.mkdir()
-        env = {**BASE_ENV, "PYTHONPATH": str(pkg), "NUMBA_CACHE_DIR": str(cache)}
-        for label, fit in (
-            ("e. first fit after install (empty numba cache): sleepstudy", FIT_B),
-            ("e. the same again (cache warm)", FIT_B),
-            ("e. first grouseticks Poisson GLMM (584 random effects: compiled kernels) after that", FIT_GT),
-            ("e. the same again (cache warm)", FIT_GT),
-        ):
-            try:
-                t = best_of([py, "-c", fit + imported_from(pkg)], env, work, n=1, warm=False)
-                files = sum(f.is_file() for f in cache.rglob("*"))
-                add(
-                    label,
-                    f"{t[0]:.3f}",
-                    f"one run, midas_glmm from the fresh copy; numba cache files after it: {files}",
-                )
-            except RuntimeError as e:
-                add(label, "failed", str(e)[:200])
+    for name, fit in FIRST_FITS:  # e. each model's first fit after install, then again
+        with tempfile.TemporaryDirectory(prefix="midas_fresh_") as tmp:
+            pkg, cache = copy_package(Path(tmp) / "pkg"), Path(tmp) / "numba"
+            cache.mkdir()
+            env = {**BASE_ENV, "PYTHONPATH": str(pkg), "NUMBA_CACHE_DIR": str(cache)}
+            for label in (f"e. first fit after install (empty numba cache): {name}", "e. the same again (cache warm)"):
+                try:
+                    t = best_of([py, "-c", fit + imported_from(pkg)], env, work, n=1, warm=False)
+                    files = sum(f.is_file() for f in cache.rglob("*"))
+                    add(label, f"{t[0]:.3f}", f"one run, import included; numba cache files after it: {files}")
+                except RuntimeError as e:
+                    add(label, "failed", str(e)[:200])
     return rows
 
 
@@ -359,9 +385,10 @@ ABOUT_COLD = """## Cold starts
 
 Wall seconds of fresh processes, timed from outside with subprocess: best of 5 after one untimed
 run. The fit is sleepstudy's `Reaction ~ Days + (Days|Subject)` by REML; the peers read midas_glmm's
-sleepstudy.csv with pandas (import included), lme4 its own copy. Rows e copy midas_glmm/ without its
-__pycache__ and numba cache files (so the first run also writes the .pyc files, as pip would at
-install) and point NUMBA_CACHE_DIR at an empty directory.
+sleepstudy.csv with pandas (import included), lme4 its own copy. Rows e are one run each, import
+included: every model in its own fresh copy of midas_glmm/ without __pycache__ and numba cache files
+(so the first run also writes the .pyc files, as pip would at install) and NUMBA_CACHE_DIR pointed at
+an empty directory, then the same model again with that cache warm.
 """
 
 
