@@ -112,6 +112,15 @@ class Factor:
         if P.diagonal:  # one scalar term: a diagonal factor, by numpy
             self._diagonal_factor(blocks, lams[0])
             return
+        if P.blockdiag:  # one vector term: a p × p block per level
+            self.L = np.empty(P.nsparse)
+            bad = kernels.level_factor(blocks.A[: P.nsparse], np.ascontiguousarray(lams[0], dtype=float), self.L)
+            if bad:
+                raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
+            self._panel = None
+            self.Ltail = np.zeros((0, 0))
+            self._strip(blocks)
+            return
         lam, lamoff = _flat_of(lams)
         self.L = np.empty(P.nsparse)
         kernels.scale_blocks(blocks.A, self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns)
@@ -235,6 +244,9 @@ class Factor:
         if P.diagonal:
             R /= self.L[:, None]
             return
+        if P.blockdiag:
+            kernels.level_solve(self.L, int(P.p_term[0]), R, False)
+            return
         dense = self._panel is not None
         kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R, dense)
         if dense:
@@ -322,6 +334,9 @@ class Factor:
         if P.diagonal:
             x /= self.L[:, None]
             return x.reshape(np.shape(rhs))
+        if P.blockdiag:
+            kernels.level_solve(self.L, int(P.p_term[0]), x, True)
+            return x.reshape(np.shape(rhs))
         kernels.backward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
         return x.reshape(np.shape(rhs))
 
@@ -371,6 +386,10 @@ class Factor:
             kernels.mirror_lower(Zt)
         if P.diagonal:  # (L L')⁻¹ = 1/L²
             return 1.0 / (self.L * self.L), Zt
+        if P.blockdiag:  # per level (L_l L_l')⁻¹
+            S = np.empty(P.nsparse)
+            kernels.level_inverse(self.L, int(P.p_term[0]), S)
+            return S, Zt
         Z = np.zeros(P.nsparse)
         kernels.selected_inverse(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.Ns, P.tailoff, Zt, Z)
         return Z, Zt

@@ -35,6 +35,11 @@ def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray
         return np.ascontiguousarray(M[lr, lc]), doff
     if P.diagonal:  # one scalar term: D_l = G_ll λ S_ll
         return blocks.A[: P.nsparse] * L.lams[0][0, 0] * Z, doff
+    if P.blockdiag:  # one vector term: D_l = G_l λ S_l per level
+        D = np.empty(P.nsparse)
+        lam = np.ascontiguousarray(L.lams[0], dtype=float)
+        kernels.level_products(blocks.A[: P.nsparse], lam, Z, int(P.p_term[0]), D)
+        return D, doff
     lam, lamoff = lam_flat(L.lams)
     D = np.zeros(int(doff[-1]))
     args = (P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns, P.nsparse, P.brow, P.bcol, P.boff)
@@ -83,6 +88,10 @@ def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
         GV = _dense_G(L) @ V
     elif P.diagonal:  # G diagonal
         GV = blocks.A[: P.nsparse, None] * V
+    elif P.blockdiag:  # G block diagonal
+        pt = int(P.p_term[0])
+        GV = np.empty(V.shape)  # C-ordered: its flat view is written
+        kernels.level_products(blocks.A[: P.nsparse], np.eye(pt), np.ascontiguousarray(V).ravel(), pt, GV.reshape(-1))
     else:
         GV = np.zeros_like(V)
         kernels.symmetric_product(

@@ -172,10 +172,12 @@ class FactorPlan:
         self.nA = self.nsparse + int(self.boff[-1])
         self.panels = self._panel_plan()
         #: one scalar term (a random intercept), no tail: the factor is diagonal, and it, its
-        #: solves and its inverse are numpy's (no compiled kernel). A vector term's blocks stay
-        #: with the kernels: numpy's per-entry loops or batched linalg cost 10-30% more on
-        #: small and mid-size fits
-        self.diagonal = self.k == 1 and self.p_term[0] == 1 and self.Ns == self.N and len(self.rowidx) == self.N
+        #: solves and its inverse are numpy's (no compiled kernel)
+        one_term = self.k == 1 and self.Ns == self.N and len(self.rowidx) == self.N
+        self.diagonal = one_term and self.p_term[0] == 1
+        #: one vector term: the factor is a p × p block per level, by the small ``level_*``
+        #: kernels (a fraction of the general kernels' compilation on a first fit)
+        self.blockdiag = one_term and self.p_term[0] > 1
 
     def _panel_plan(self) -> list[tuple[int, np.ndarray, np.ndarray]] | None:
         """When the sparse columns fill their tail rows densely (crossed factors: most levels of

@@ -235,48 +235,58 @@ def test_row_map_equals_the_data_pass(name):
     _check_against_dense(d, Factor(plan, direct, lams), lams, w)
 
 
-@pytest.mark.parametrize("formula", [FORMULAS["scalar"], "y ~ x + x2 + (1|a)"])
+@pytest.mark.parametrize(
+    "formula,shortcut",
+    [
+        (FORMULAS["scalar"], "diagonal"),
+        ("y ~ x + x2 + (1|a)", "diagonal"),
+        (FORMULAS["vector"], "blockdiag"),
+        ("y ~ x + (x + x2|school)", "blockdiag"),
+    ],
+)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_one_scalar_term_plan_is_diagonal_and_equals_the_kernels(formula, weighted):
-    """A random intercept alone: the factor is diagonal, and numpy's factor, solves, inverse
-    and log-determinant gradient blocks (no compiled kernel) equal the compiled kernels' on the
-    same layout."""
+def test_one_term_plans_equal_the_general_kernels(formula, shortcut, weighted):
+    """One term: a random intercept's factor is diagonal (numpy, no compiled kernel), a vector
+    term's a p × p block per level (the small level_* kernels). Factor, solves, inverse and the
+    log-determinant gradient blocks equal the general block-sparse kernels' on the same layout."""
     from midas_glmm.engine.gradient import _logdet_blocks
 
     d = build_design(formula, _data())
     w = np.random.default_rng(4).uniform(0.2, 3.0, len(d.y)) if weighted else None
     cp = CrossProducts.from_rows(d.terms, d.X, d.y, w)
     plan = FactorPlan(d.terms, cp)
-    assert plan.diagonal and plan.Ns == plan.N and plan.qt == 0
+    assert getattr(plan, shortcut) and plan.diagonal + plan.blockdiag == 1 and plan.qt == 0
     tm = ThetaMap(d.terms)
     blocks = plan.load(cp)
     for seed in (1, 2):
         lams = tm.lams(_theta(tm, seed))
         rhs = np.random.default_rng(seed).normal(size=(plan.q, 3))
         got = []
-        for diagonal in (True, False):
-            plan.diagonal = diagonal
+        for on in (True, False):
+            setattr(plan, shortcut, on)
             F = Factor(plan, blocks, lams)
             Z, Zt = F.selected_inverse()
             got.append((F.L, F.LX, F.LXX, F.logdet_Z, F.solve(rhs), F.solve_Zt(rhs), Z, _logdet_blocks(F, Z, Zt)[0]))
-        plan.diagonal = True
+        setattr(plan, shortcut, True)
         for a, b in zip(*got):
             assert np.allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_vector_and_multi_term_plans_are_not_diagonal():
-    for name in ("vector", "nested", "crossed"):
+def test_multi_term_plans_take_the_general_kernels():
+    for name in ("nested", "crossed", "nested_slopes"):
         d = build_design(FORMULAS[name], _data())
-        assert not FactorPlan(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y)).diagonal
+        plan = FactorPlan(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y))
+        assert not plan.diagonal and not plan.blockdiag
 
 
-def test_one_scalar_term_plan_raises_on_a_negative_block():
-    d = build_design(FORMULAS["scalar"], _data())
+@pytest.mark.parametrize("name", ["scalar", "vector"])
+def test_one_term_plan_raises_on_a_negative_block(name):
+    d = build_design(FORMULAS[name], _data())
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
     plan = FactorPlan(d.terms, cp)
     blocks = plan.load(cp)
-    blocks.A[plan.diagpos[3]] = -1e12
-    with pytest.raises(np.linalg.LinAlgError, match="node 3 is not positive definite"):
+    blocks.A[plan.diagpos[3]] = -1e12  # random effect 3: the level 3 // p
+    with pytest.raises(np.linalg.LinAlgError, match=f"node {3 // plan.p_term[0]} is not positive definite"):
         Factor(plan, blocks, ThetaMap(d.terms).lams(ThetaMap(d.terms).start))
 
 
