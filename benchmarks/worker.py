@@ -51,15 +51,19 @@ def warm_up(tool: str) -> None:
 
         # one small fit per engine path, so that every compiled kernel is loaded from numba's
         # cache before the clock starts (R has loaded all of lme4 with library(lme4)). g has 120
-        # levels: past the 100 random effects a model is factored densely without kernels
-        # (engine.sparsity.SMALL_Q), so these fits load the kernels; the first is a dense one.
+        # levels: past the 40 random effects (engine.sparsity.SMALL_Q) a model is not factored
+        # densely; the first fit is a dense one. One term takes its own factor (a diagonal one,
+        # or the level kernels for slopes: FactorPlan.diagonal / blockdiag), several the
+        # general block-sparse kernels.
         MixedModel.from_formula("y ~ x1 + (1|g)", df.assign(g=df.g // 20)).fit()
+        MixedModel.from_formula("y ~ x1 + (x1|g)", df).fit()
         df["h"], df["k"] = np.tile(np.arange(5), n // 5), np.arange(n) // 40
         yb = df.assign(y=(df.y > 0).astype(float))
         MixedModel.from_formula("y ~ x1 + (1|g)", df).fit()
         MixedModel.from_formula("y ~ x1 + (x1|g) + (x1|k)", df).fit()  # analytic gradient (4+ theta)
         MixedModel.from_formula("y ~ x1 + (1|g) + (1|h)", df).fit().ranef(condvar=True)  # crossed, tail
         MixedModel.from_formula("y ~ x1 + (1|g)", yb, family="binomial").fit()
+        MixedModel.from_formula("y ~ x1 + (x1|g)", yb, family="binomial").fit()
         MixedModel.from_formula("y ~ x1 + (1|g)", yb, family="binomial").fit(nAGQ=5)
         MixedModel.from_formula("y ~ x1 + (1|g) + (1|h)", yb, family="binomial").fit()
         MixedModel.from_formula("y ~ x1 + (1|g)", df.assign(y=rng.poisson(2.0, len(df))), family="poisson").fit()
