@@ -13,6 +13,7 @@ the table can show it.
 
 from __future__ import annotations
 
+import gc
 import json
 import resource
 import sys
@@ -124,6 +125,9 @@ def main() -> None:
     warnings.simplefilter("ignore")
     if tool not in ("midas", "statsmodels"):
         raise SystemExit(f"unknown tool {tool}")
+    # a full garbage collection now, not inside the timed fit: the warm-up's objects would
+    # otherwise make one of the fit's collections cost tens of ms (the same for every tool)
+    gc.collect()
     if wait:
         print("ready", flush=True)
         sys.stdin.readline()
