@@ -62,6 +62,7 @@ def warm_up(tool: str) -> None:
         yb = df.assign(y=(df.y > 0).astype(float))
         MixedModel.from_formula("y ~ x1 + (1|g)", df).fit()
         MixedModel.from_formula("y ~ x1 + (x1|g) + (x1|k)", df).fit()  # analytic gradient (4+ theta)
+        MixedModel.from_formula("y ~ x1 + (x1 + h|g)", df).fit()  # one term's, on the level kernels
         MixedModel.from_formula("y ~ x1 + (1|g) + (1|h)", df).fit().ranef(condvar=True)  # crossed, tail
         MixedModel.from_formula("y ~ x1 + (1|g)", yb, family="binomial").fit()
         MixedModel.from_formula("y ~ x1 + (x1|g)", yb, family="binomial").fit()
