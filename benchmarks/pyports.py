@@ -286,7 +286,7 @@ FIRST_FITS = (
     ("random-intercept LMM, 1e5 rows x 1,000 groups (diagonal factor)", FIT_RI_LMM),
     ("cbpp binomial GLMM (15 random effects: dense LAPACK, compiled row passes)", FIT_CBPP),
     ("random-intercept Bernoulli GLMM, 1e4 rows x 200 groups (diagonal factor, compiled row passes)", FIT_RI_BERN),
-    ("random-slope LMM, 5,000 rows x 100 groups (block-sparse kernels)", FIT_SLOPE),
+    ("random-slope LMM, 5,000 rows x 100 groups (one vector term: the level kernels)", FIT_SLOPE),
     ("grouseticks Poisson GLMM (584 random effects: block-sparse kernels and row passes)", FIT_GT),
 )
 
