@@ -250,6 +250,28 @@ def _tail_updates(L, colptr, rowidx, blkoff, nsize, Ns, T, tile=64):
 
 
 @njit(cache=True)
+def _cholesky_block(L, o, p):
+    """The p × p block at L[o:] (row-major) replaced by its lower Cholesky factor, zeros above;
+    False (the block left part done) if it is not positive definite."""
+    for c in range(p):
+        s = L[o + c * p + c]
+        for k in range(c):
+            s -= L[o + c * p + k] ** 2
+        if not s > 0.0:
+            return False
+        d = np.sqrt(s)
+        L[o + c * p + c] = d
+        for r in range(c + 1, p):
+            s = L[o + r * p + c]
+            for k in range(c):
+                s -= L[o + r * p + k] * L[o + c * p + k]
+            L[o + r * p + c] = s / d
+        for r in range(c):
+            L[o + r * p + c] = 0.0
+    return True
+
+
+@njit(cache=True)
 def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, tail_by_caller):
     """Right-looking block Cholesky of the sparse part, in place; the updates of the tail rows go
     into T (with ``tail_by_caller`` every column's tail-by-tail updates are left to the caller,
@@ -263,22 +285,8 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, tail_by_call
     for j in range(Ns):
         pj = nsize[j]
         od = blkoff[colptr[j]]
-        # the diagonal block: dense Cholesky, lower triangle
-        for c in range(pj):
-            s = L[od + c * pj + c]
-            for k in range(c):
-                s -= L[od + c * pj + k] ** 2
-            if not s > 0.0:
-                return j + 1
-            d = np.sqrt(s)
-            L[od + c * pj + c] = d
-            for r in range(c + 1, pj):
-                s = L[od + r * pj + c]
-                for k in range(c):
-                    s -= L[od + r * pj + k] * L[od + c * pj + k]
-                L[od + r * pj + c] = s / d
-            for r in range(c):
-                L[od + r * pj + c] = 0.0
+        if not _cholesky_block(L, od, pj):  # the diagonal block
+            return j + 1
         # the blocks below: L_ij = A_ij L_jj^{-T}
         for e in range(colptr[j] + 1, colptr[j + 1]):
             pi = nsize[rowidx[e]]
@@ -331,6 +339,21 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, tail_by_call
 
 
 @njit(cache=True)
+def _solve_block(L, o, p, R, r0, transpose):
+    """R[r0 : r0 + p] ← D⁻¹ R[r0 : r0 + p] (or D'⁻¹) in place, D the lower p × p block at L[o:]."""
+    m = R.shape[1]
+    for i in range(p):
+        c = p - 1 - i if transpose else i
+        for k in range(c + 1, p) if transpose else range(c):
+            lck = L[o + k * p + c] if transpose else L[o + c * p + k]
+            for h in range(m):
+                R[r0 + c, h] -= lck * R[r0 + k, h]
+        d = L[o + c * p + c]
+        for h in range(m):
+            R[r0 + c, h] /= d
+
+
+@njit(cache=True)
 def forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, tail_by_caller):
     """R ← L_sparse⁻¹ R over the sparse columns (R is q × m, rows in node order); the tail rows of
     R receive the updates (unless ``tail_by_caller``: then the caller applies them, by a dense
@@ -339,15 +362,7 @@ def forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, tail_by_call
     for j in range(Ns):
         pj = nsize[j]
         oj = nodeoff[j]
-        od = blkoff[colptr[j]]
-        for c in range(pj):
-            for k in range(c):
-                lck = L[od + c * pj + k]
-                for h in range(m):
-                    R[oj + c, h] -= lck * R[oj + k, h]
-            d = L[od + c * pj + c]
-            for h in range(m):
-                R[oj + c, h] /= d
+        _solve_block(L, blkoff[colptr[j]], pj, R, oj, False)
         for e in range(colptr[j] + 1, colptr[j + 1]):
             i = rowidx[e]
             if tail_by_caller and i >= Ns:
@@ -380,14 +395,7 @@ def backward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, X):
                     lrk = L[o + r * pj + k]
                     for h in range(m):
                         X[oj + k, h] -= lrk * X[oi + r, h]
-        for c in range(pj - 1, -1, -1):
-            for k in range(c + 1, pj):
-                lkc = L[od + k * pj + c]
-                for h in range(m):
-                    X[oj + c, h] -= lkc * X[oj + k, h]
-            d = L[od + c * pj + c]
-            for h in range(m):
-                X[oj + c, h] /= d
+        _solve_block(L, od, pj, X, oj, True)
 
 
 @njit(cache=True)
@@ -438,6 +446,20 @@ def _scalar_column(Z, Zt, colptr, rowidx, blkoff, Ns, tailoff, lo, hi, Y):
 
 
 @njit(cache=True)
+def _invert_block(L, o, p, Linv):
+    """Linv (p × p) = D⁻¹, lower triangular with zeros above, D the lower block at L[o:]."""
+    for c in range(p):
+        for r in range(c):
+            Linv[r, c] = 0.0
+        Linv[c, c] = 1.0 / L[o + c * p + c]
+        for r in range(c + 1, p):
+            s = 0.0
+            for k in range(c, r):
+                s += L[o + r * p + k] * Linv[k, c]
+            Linv[r, c] = -s / L[o + r * p + r]
+
+
+@njit(cache=True)
 def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
     """The blocks of (LL')⁻¹ on the pattern of the sparse part (Takahashi's recurrences), from the
     last column back; Zt holds the tail's block of the inverse (full). With Y = L_Ej L_jj⁻¹:
@@ -449,15 +471,8 @@ def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
     for j in range(Ns - 1, -1, -1):
         pj = nsize[j]
         od = blkoff[colptr[j]]
-        # Linv = L_jj^{-1} (lower), dense
-        Linv = np.zeros((pj, pj))
-        for c in range(pj):
-            Linv[c, c] = 1.0 / L[od + c * pj + c]
-            for r in range(c + 1, pj):
-                s = 0.0
-                for k in range(c, r):
-                    s += L[od + r * pj + k] * Linv[k, c]
-                Linv[r, c] = -s / L[od + r * pj + r]
+        Linv = np.empty((pj, pj))
+        _invert_block(L, od, pj, Linv)
         lo, hi = colptr[j] + 1, colptr[j + 1]
         # Y blocks: L_ij Linv, kept in a scratch copy per row node
         nE = hi - lo
@@ -684,47 +699,16 @@ def level_factor(A, lam, L):
                 L[o + a * p + b] = s
             for b in range(a + 1, p):
                 L[o + a * p + b] = 0.0
-        for c in range(p):  # Cholesky in place
-            s = L[o + c * p + c]
-            for k in range(c):
-                s -= L[o + c * p + k] ** 2
-            if not s > 0.0:
-                return lev + 1
-            d = np.sqrt(s)
-            L[o + c * p + c] = d
-            for r in range(c + 1, p):
-                s = L[o + r * p + c]
-                for k in range(c):
-                    s -= L[o + r * p + k] * L[o + c * p + k]
-                L[o + r * p + c] = s / d
+        if not _cholesky_block(L, o, p):
+            return lev + 1
     return 0
 
 
 @njit(cache=True)
 def level_solve(L, p, R, transpose):
     """R ← L⁻¹R (or L'⁻¹R) in place for the block-diagonal L (R: q × m, rows level by level)."""
-    pp = p * p
-    m = R.shape[1]
     for lev in range(R.shape[0] // p):
-        o, r0 = lev * pp, lev * p
-        if transpose:
-            for c in range(p - 1, -1, -1):
-                for k in range(c + 1, p):
-                    lkc = L[o + k * p + c]
-                    for h in range(m):
-                        R[r0 + c, h] -= lkc * R[r0 + k, h]
-                d = L[o + c * p + c]
-                for h in range(m):
-                    R[r0 + c, h] /= d
-        else:
-            for c in range(p):
-                for k in range(c):
-                    lck = L[o + c * p + k]
-                    for h in range(m):
-                        R[r0 + c, h] -= lck * R[r0 + k, h]
-                d = L[o + c * p + c]
-                for h in range(m):
-                    R[r0 + c, h] /= d
+        _solve_block(L, lev * p * p, p, R, lev * p, transpose)
 
 
 @njit(cache=True)
@@ -734,15 +718,7 @@ def level_inverse(L, p, S):
     Linv = np.empty((p, p))
     for lev in range(L.shape[0] // pp):
         o = lev * pp
-        for c in range(p):
-            for r in range(c):
-                Linv[r, c] = 0.0
-            Linv[c, c] = 1.0 / L[o + c * p + c]
-            for r in range(c + 1, p):
-                s = 0.0
-                for k in range(c, r):
-                    s += L[o + r * p + k] * Linv[k, c]
-                Linv[r, c] = -s / L[o + r * p + r]
+        _invert_block(L, o, p, Linv)
         for a in range(p):
             for b in range(p):
                 s = 0.0
