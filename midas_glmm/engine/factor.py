@@ -109,14 +109,8 @@ class Factor:
         if P.Ns == 0:  # one dense block (a small model): LAPACK, no compiled kernels
             self._dense_factor(blocks, lams)
             return
-        if P.diagonal:  # one scalar term: a diagonal factor, by numpy
-            self._diagonal_factor(blocks, lams[0])
-            return
-        if P.blockdiag:  # one vector term: a p × p block per level
-            self.L = np.empty(P.nsparse)
-            bad = kernels.level_factor(blocks.A[: P.nsparse], np.ascontiguousarray(lams[0], dtype=float), self.L)
-            if bad:
-                raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
+        if P.diagonal or P.blockdiag:  # one term: a block per level, no tail
+            self.L = self._one_term_factor(blocks.A[: P.nsparse], lams[0])
             self._panel = None
             self.Ltail = np.zeros((0, 0))
             self._strip(blocks)
@@ -173,20 +167,26 @@ class Factor:
             except np.linalg.LinAlgError:
                 self._LXX = None
 
-    def _diagonal_factor(self, blocks: PlanBlocks, lam: np.ndarray) -> None:
-        """The factor of a one-term random-intercept model, diagonal: L_ll = √(λ²A_ll + 1) for each
-        level l (A_ll its count, or sum of weights, in Z'WZ); then the [X y] strip as for the
-        sparse plan."""
-        P = self.plan
-        d = blocks.A[: P.nsparse] * lam[0, 0] ** 2 + 1.0
-        if not np.all(d > 0):  # also NaN
-            raise np.linalg.LinAlgError(
-                f"the block of random effect node {int(np.argmin(d > 0))} is not positive definite"
-            )
-        self.L = np.sqrt(d)
-        self._panel = None
-        self.Ltail = np.zeros((0, 0))
-        self._strip(blocks)
+    def _one_term_factor(self, A: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """L_l with L_l L_l' = λ'A_lλ + I for each level l of a one-term model (A_l its block of
+        Z'WZ): √(λ²A_ll + 1) by numpy for a random intercept, the level kernels for p × p blocks."""
+        if self.plan.diagonal:
+            L = A * lam[0, 0] ** 2 + 1.0
+            bad = 0 if np.all(L > 0) else 1 + int(np.argmin(L > 0))  # also NaN
+            np.sqrt(L, out=L)
+        else:
+            L = np.empty(len(A))
+            bad = kernels.level_factor(A, np.ascontiguousarray(lam, dtype=float), L)
+        if bad:
+            raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
+        return L
+
+    def _one_term_solve(self, R: np.ndarray, transpose: bool) -> None:
+        """R ← L⁻¹R (or L'⁻¹R) in place for a one-term model's block-diagonal L (R: q × m)."""
+        if self.plan.diagonal:
+            R /= self.L[:, None]
+        else:
+            kernels.level_solve(self.L, int(self.plan.p_term[0]), R, transpose)
 
     def dense_data(self, A: np.ndarray) -> np.ndarray:
         """The data blocks ``A`` of the all-dense plan as a q × q array (the lower blocks, the
@@ -241,11 +241,8 @@ class Factor:
         P = self.plan
         if P.Ns == 0:
             return
-        if P.diagonal:
-            R /= self.L[:, None]
-            return
-        if P.blockdiag:
-            kernels.level_solve(self.L, int(P.p_term[0]), R, False)
+        if P.diagonal or P.blockdiag:
+            self._one_term_solve(R, transpose=False)
             return
         dense = self._panel is not None
         kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R, dense)
@@ -331,11 +328,8 @@ class Factor:
             x[P.qs :] = tail_solve(self.Ltail, x[P.qs :], transpose=True)
         if P.Ns == 0:
             return x.reshape(np.shape(rhs))
-        if P.diagonal:
-            x /= self.L[:, None]
-            return x.reshape(np.shape(rhs))
-        if P.blockdiag:
-            kernels.level_solve(self.L, int(P.p_term[0]), x, True)
+        if P.diagonal or P.blockdiag:
+            self._one_term_solve(x, transpose=True)
             return x.reshape(np.shape(rhs))
         kernels.backward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
         return x.reshape(np.shape(rhs))

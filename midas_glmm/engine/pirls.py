@@ -454,7 +454,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     is forward differences of that gradient (k + 1 gradients; a gradient costs 1.5-5 PIRLS runs, the
     deviance's differences need 1 + 2k + k(k−1) runs), and stage 2 runs L-BFGS-B on it when the
     dense tail has at most :data:`GRADIENT_MAX_TAIL` random effects (BOBYQA beyond it), from θ₀
-    without stage 1 unless it stops with a θ fallen onto its bound (:func:`_falls_from_bound`).
+    without stage 1 unless it stops at a saddle on θ's bound (:func:`_descent_from_bound`).
     Otherwise BOBYQA and finite differences of the deviance, after stage 1.
     The parameters are (θ, β, log φ, γ): φ where the family has one, γ the zero-inflation's."""
     gradient_ok = prob.has_gradient and nAGQ == 1 and not fast and optimizer in (None, "lbfgsb")
@@ -709,18 +709,12 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     return est
 
 
-#: a θ within this of its lower bound 0 is on it (for :func:`_falls_from_bound`)
+#: a θ within this of its lower bound 0 is on it (for :func:`_descent_from_bound`)
 AT_BOUND = 1e-4
 #: a θ on its bound with a deviance gradient below this is held there by symmetry, not pushed
 SYMMETRIC_GRADIENT = 1e-3
 #: the step into the interior from a saddle on θ's bound where the search starts again
 BOUND_NUDGE = 0.1
-
-
-def _falls_from_bound(theta: np.ndarray, lower: np.ndarray, g: np.ndarray, H: np.ndarray) -> bool:
-    """Whether the search stopped at a saddle on θ's bound rather than a minimum
-    (:func:`_descent_from_bound` finds a way down)."""
-    return _descent_from_bound(theta, lower, g, H) is not None
 
 
 def _descent_from_bound(theta: np.ndarray, lower: np.ndarray, g: np.ndarray, H: np.ndarray) -> np.ndarray | None:

@@ -183,8 +183,8 @@ class Ordinal(Family):
         (:func:`~midas_glmm.linalg.rowkernels.ordinal_threshold_gradient`), then through dτ/da."""
         tau = np.ascontiguousarray(tau, dtype=float)
         g = np.empty(len(tau))
-        prior = np.ascontiguousarray(np.broadcast_to(prior, np.shape(y)), dtype=float)
-        eta = np.ascontiguousarray(eta, dtype=float)
+        n = len(y)
+        prior, eta = _row_array(prior, n), _row_array(eta, n)
         from ..linalg import rowkernels  # numba, loaded on first use
 
         rowkernels.ordinal_threshold_gradient(
@@ -193,8 +193,8 @@ class Ordinal(Family):
             eta,
             tau,
             prior,
-            np.ascontiguousarray(h, dtype=float),
-            np.ascontiguousarray(Zq, dtype=float),
+            _row_array(h, n),
+            _row_array(Zq, n),
             g,
         )
         return self.threshold_jacobian(self.threshold_params(tau)).T @ g

@@ -353,11 +353,16 @@ def test_a_theta_run_onto_its_bound_is_searched_again():
         ([0.9, 0.0, 0.7], [0, -np.inf, 0], [0.0, 0.0, 0.0], np.diag([1.0, -1.0, 2.0]), False),
     ],
 )
-def test_falls_from_bound_reads_the_block_of_the_thetas_at_zero(theta, lower, g, H, falls):
-    from midas_glmm.engine.pirls import _falls_from_bound
+def test_descent_from_bound_reads_the_block_of_the_thetas_at_zero(theta, lower, g, H, falls):
+    from midas_glmm.engine.pirls import _descent_from_bound
 
     args = (np.array(theta), np.array(lower, dtype=float), np.array(g), np.array(H, dtype=float))
-    assert _falls_from_bound(*args) is falls
+    down = _descent_from_bound(*args)
+    assert (down is not None) is falls
+    if falls:  # a unit direction that keeps the bounded θ at or above 0 and descends
+        bounded = args[1] == 0
+        assert np.linalg.norm(down) == pytest.approx(1.0) and np.all(down[bounded] >= 0)
+        assert down @ args[3] @ down < 0
 
 
 def test_a_slope_run_onto_its_bound_is_searched_again_from_inside():
