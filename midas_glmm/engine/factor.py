@@ -173,7 +173,8 @@ class Factor:
         if self.plan.diagonal:
             L = A * lam[0, 0] ** 2 + 1.0
             bad = 0 if np.all(L > 0) else 1 + int(np.argmin(L > 0))  # also NaN
-            np.sqrt(L, out=L)
+            if not bad:
+                np.sqrt(L, out=L)
         else:
             L = np.empty(len(A))
             bad = kernels.level_factor(A, np.ascontiguousarray(lam, dtype=float), L)
