@@ -20,7 +20,7 @@ from scipy.linalg import blas, lapack
 from ..linalg import lazy
 from .sparsity import FactorPlan, PlanBlocks
 
-__all__ = ["Factor", "dense_cholesky"]
+__all__ = ["Factor", "DenseSystem", "dense_cholesky"]
 
 kernels = lazy.load("kernels")  # compiled: loaded on first use
 
@@ -84,6 +84,72 @@ def _flat_of(lams: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     flat = lam_flat(lams)
     _LAST_FLAT = (lams, flat)
     return flat
+
+
+class DenseSystem:
+    """The all-dense plan's profiled quantities at θ in a handful of array operations, for a
+    criterion evaluated many times (the optimizer's): with D = blockdiag(Λ(θ), I_m) and
+    A = [Z X y]'W[Z X y], K = D'AD + diag(1_q, 0_m) = LL', and L's diagonal holds
+    log|L_Z|² (first q), log|R_X|² (next m − 1) and r = √r² (last). Λ = ⊕_t (I_ℓt ⊗ λ_t), so
+    D'AD is each term's λ_t applied to its columns and rows, level by level; Λ must be linear
+    in θ (its entries J θ for a constant J read off the terms once).
+
+    Parameters
+    ----------
+    plan : FactorPlan
+        An all-dense plan (``Ns == 0``: the random effects term by term, level by level).
+    blocks : PlanBlocks
+    lams : callable
+        θ ↦ the per-term λ_t (:meth:`~midas_glmm.design.reterms.ThetaMap.lams`).
+    n_theta : int
+    """
+
+    def __init__(self, plan: FactorPlan, blocks: PlanBlocks, lams, n_theta: int):
+        q, m = plan.q, blocks.XX.shape[0]
+        self.q, self.blocks = q, blocks
+        A = np.zeros((q + m, q + m))
+        r, c = plan.tail_entries()
+        A[c, r] = blocks.A  # the lower blocks mirrored (each diagonal block is stored whole)
+        A[r, c] = blocks.A
+        A[:q, q:] = blocks.XZ
+        A[q:, :q] = blocks.XZ.T
+        A[q:, q:] = np.tril(blocks.XX) + np.tril(blocks.XX, -1).T  # [X y]'W[X y] from its lower triangle
+        self.A = A
+        per_theta = [np.concatenate([lam.ravel() for lam in lams(e)]) for e in np.eye(n_theta)]
+        self.J = np.column_stack(per_theta) if n_theta else np.zeros((0, 0))
+        # (first random effect, levels, p, offset of λ_t in J's rows) per term
+        self.terms = []
+        at = 0
+        for t, term in enumerate(plan.terms):
+            p = int(plan.p_term[t])
+            self.terms.append((int(plan.term_off[t]), term.nlevels, p, at))
+            at += p * p
+        self.diag_q = np.arange(q) * (q + m + 1)
+
+    def logdets(self, theta: np.ndarray) -> tuple[float, float, float] | None:
+        """(log|L_Z|², log|R_X|², r²) at θ; None where K is not positive definite (the caller
+        takes the general path, which tells a failed random-effects block from a failed
+        [X y] block)."""
+        vals = self.J @ theta
+        K = self.A.copy()
+        n = K.shape[0]
+        for start, levels, p, at in self.terms:
+            sl = slice(start, start + levels * p)
+            if p == 1:
+                K[:, sl] *= vals[at]
+                K[sl, :] *= vals[at]
+            else:
+                lam = vals[at : at + p * p].reshape(p, p)
+                K[:, sl] = (K[:, sl].reshape(n, levels, p) @ lam).reshape(n, levels * p)
+                K[sl, :] = (lam.T @ K[sl, :].reshape(levels, p, n)).reshape(levels * p, n)
+        K.flat[self.diag_q] += 1.0
+        U, info = lapack.dpotrf(K.T, lower=0, clean=0, overwrite_a=1)  # K' = K: C order read as F
+        if info != 0:
+            return None
+        d = U.diagonal()
+        logs = np.log(d[:-1])
+        q = self.q
+        return 2.0 * float(logs[:q].sum()), 2.0 * float(logs[q:].sum()), float(d[-1]) ** 2
 
 
 class Factor:
@@ -357,7 +423,8 @@ class Factor:
     def u(self, beta: np.ndarray) -> list[np.ndarray]:
         """Spherical modes û from L_Z' u = c_Z − L_X β, split by term."""
         u = self.solve_Zt(self.LX[:, -1] - self.LX[:, :-1] @ beta)
-        return np.split(u, self.plan.term_off[1:])
+        off = self.plan.term_off
+        return [u[a:b] for a, b in zip(off, [*off[1:], len(u)])]
 
     def b(self, us: list[np.ndarray]) -> list[np.ndarray]:
         """Random effects on the data scale, b_t = Λ_t u_t (``ℓ_t × p_t`` arrays)."""

@@ -27,7 +27,7 @@ from ..errors import ConvergenceWarning, FitError
 from ..linalg.threads import fit_threads
 from .controls import current_control
 from .estimates import Estimates
-from .factor import Factor
+from .factor import DenseSystem, Factor
 from .gradient import profiled_gradient
 from .optimize import (
     SINGULAR_TOL,
@@ -96,6 +96,7 @@ class LMMCriterion:
             dense = sum(t.q for t in terms) <= SMALL_Q and self.tmap.linear and len(self.tmap) < GRADIENT_MIN_THETA
         self.plan = FactorPlan(terms, cp, dense=dense)  # structure: once per model
         self.blocks = self.plan.load(cp)
+        self._system: DenseSystem | None = None  # the optimizer's shortcut on the all-dense plan
 
     def for_response(self, cp: CrossProducts, beta_removed: np.ndarray, response_ss: float) -> LMMCriterion:
         """The same criterion for another response on the same rows: ``cp`` differs from this
@@ -125,13 +126,7 @@ class LMMCriterion:
 
     def from_factor(self, L: Factor) -> float:
         """The criterion given the factor at θ."""
-        r2 = L.pwrss
-        if r2 <= 0:
-            return np.inf
-        if self.REML:
-            nmp = self.n - self.p
-            return L.logdet_Z + L.logdet_X + nmp * (1 + np.log(2 * np.pi * r2 / nmp)) - self.ldW
-        return L.logdet_Z + self.n * (1 + np.log(2 * np.pi * r2 / self.n)) - self.ldW
+        return self._criterion(L.logdet_Z, L.logdet_X if self.REML else 0.0, L.pwrss)
 
     def unprofiled(self, theta: np.ndarray, sigma: float) -> float:
         """The criterion at (θ, σ) without profiling σ out:
@@ -142,10 +137,34 @@ class LMMCriterion:
         return L.logdet_Z + extra + m * np.log(2 * np.pi * sigma**2) + L.pwrss / sigma**2 - self.ldW
 
     def __call__(self, theta: np.ndarray) -> float:
+        system = self._dense_system()
+        if system is not None:
+            parts = system.logdets(np.asarray(theta, dtype=float))
+            if parts is not None:
+                return self._criterion(*parts)
         try:
             return self.from_factor(self.factor(theta))
         except np.linalg.LinAlgError:
             return np.inf
+
+    def _dense_system(self) -> DenseSystem | None:
+        """The all-dense plan's :class:`DenseSystem` for these blocks (built on first use; None
+        for a sparse or large plan, or a λ not linear in θ)."""
+        if self.plan.Ns or self.plan.q > SMALL_Q or not self.tmap.linear:
+            return None
+        system = self._system
+        if system is None or system.blocks is not self.blocks:  # for_response/reweighted: new blocks
+            system = self._system = DenseSystem(self.plan, self.blocks, self.tmap.lams, len(self.tmap))
+        return system
+
+    def _criterion(self, logdet_Z: float, logdet_X: float, r2: float) -> float:
+        """The criterion from log|L_Z|², log|R_X|² and r² (:meth:`from_factor`'s formula)."""
+        if r2 <= 0:
+            return np.inf
+        if self.REML:
+            nmp = self.n - self.p
+            return logdet_Z + logdet_X + nmp * (1 + np.log(2 * np.pi * r2 / nmp)) - self.ldW
+        return logdet_Z + self.n * (1 + np.log(2 * np.pi * r2 / self.n)) - self.ldW
 
     def solution(self, theta: np.ndarray) -> LMMSolution:
         """β̂(θ), σ̂(θ) and the random effects at θ."""

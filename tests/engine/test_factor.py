@@ -16,8 +16,9 @@ from midas_glmm.design.blocks import CrossProducts
 from midas_glmm.design.design import build_design
 from midas_glmm.design.reterms import ThetaMap
 from midas_glmm.engine import sparsity
-from midas_glmm.engine.factor import Factor
-from midas_glmm.engine.sparsity import FactorPlan, RowMap
+from midas_glmm.engine.factor import DenseSystem, Factor
+from midas_glmm.engine.lmm import LMMCriterion
+from midas_glmm.engine.sparsity import FactorPlan, PlanBlocks, RowMap
 
 
 def _data(seed=0, n=600):
@@ -124,6 +125,51 @@ def test_the_all_dense_plan_equals_dense_algebra(name):
         assert F.L00 == pytest.approx(G.L00, rel=1e-9, abs=1e-12)
         rhs = np.random.default_rng(seed).normal(size=plan.q)
         assert F.solve(rhs) == pytest.approx(G.solve(rhs), rel=1e-8, abs=1e-10)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("name", list(FORMULAS))
+def test_the_dense_systems_log_determinants_equal_dense_algebra(name, weighted):
+    """The optimizer's shortcut on the all-dense plan (DenseSystem): log|L_Z|², log|R_X|² and
+    r² from one Cholesky of D'AD + diag(1, 0) equal dense algebra and the factor's."""
+    data = _data(n=300)
+    d = build_design(FORMULAS[name].replace("(x|b)", "(x|region)"), data)
+    w = np.random.default_rng(3).uniform(0.5, 2.0, len(d.y)) if weighted else None
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y, w)
+    plan = FactorPlan(d.terms, cp, dense=True)
+    blocks = plan.load(cp)
+    tm = ThetaMap(d.terms)
+    system = DenseSystem(plan, blocks, tm.lams, len(tm))
+    for seed in (1, 2):
+        theta = _theta(tm, seed)
+        lams = tm.lams(theta)
+        M, ZXy, XX, _ = _dense(d, lams, w)
+        S = XX - ZXy.T @ np.linalg.solve(M, ZXy)
+        p = d.X.shape[1]
+        ld_Z, ld_X, r2 = system.logdets(theta)
+        assert ld_Z == pytest.approx(np.linalg.slogdet(M)[1], rel=1e-10)
+        assert ld_X == pytest.approx(np.linalg.slogdet(S[:p, :p])[1], rel=1e-9)
+        assert r2 == pytest.approx(S[p, p] - S[p, :p] @ np.linalg.solve(S[:p, :p], S[p, :p]), rel=1e-8)
+        F = Factor(plan, blocks, lams)
+        assert (ld_Z, ld_X, r2) == pytest.approx((F.logdet_Z, F.logdet_X, F.pwrss), rel=1e-10)
+
+
+@pytest.mark.parametrize("REML", [True, False])
+def test_the_criterion_on_the_dense_system_equals_the_factors(REML):
+    """LMMCriterion takes the DenseSystem on a small model; the value is the factor's, and an
+    [X y] block that is not positive definite still gives +inf by the general path."""
+    d = build_design("y ~ x + (x|region) + (1|b)", _data(n=300))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    crit = LMMCriterion(d.terms, cp, REML, dense=True)
+    theta = _theta(crit.tmap)
+    assert crit._dense_system() is not None
+    assert crit(theta) == pytest.approx(crit.from_factor(crit.factor(theta)), rel=1e-12)
+    B = crit.blocks
+    XX = B.XX.copy()
+    XX[-1, -1] = -1.0  # r² < 0: no Cholesky factor of [X y]
+    crit.blocks = PlanBlocks(B.A, B.XZ, XX, B.n)
+    assert crit._dense_system().logdets(theta) is None
+    assert crit(theta) == np.inf
 
 
 @pytest.mark.parametrize("name", ["nested", "nested_slopes", "crossed", "crossed_vector_tail", "obs_level"])
