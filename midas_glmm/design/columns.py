@@ -11,6 +11,7 @@ import ast
 import functools
 import keyword
 import re
+from collections import OrderedDict
 from dataclasses import replace
 
 import formulaic
@@ -30,6 +31,7 @@ __all__ = [
     "column_or_values",
     "formula_variables",
     "formulaic_error",
+    "model_matrix",
     "coefficient_names",
     "numbers_as_floats",
     "used_columns",
@@ -192,6 +194,79 @@ def _formula_variables_cached(expr: str) -> frozenset[str]:
                 except FormulaError:  # not Python formulaic evaluates: its own list stands
                     pass
     return frozenset(quoted.get(n, n) for n in names)
+
+
+#: formulaic's ModelSpec of a plain right-hand side by (text, output, the columns' dtypes): a sum
+#: of numeric columns and the intercept, whose spec does not depend on the values, so that a
+#: formula refitted to new data (a simulation, a bootstrap) is materialised by numpy
+_PLAIN_SPECS: OrderedDict = OrderedDict()
+PLAIN_SPECS_KEPT = 64
+
+
+def plain_terms(rhs: str, data: pd.DataFrame) -> tuple[bool, list[str]] | None:
+    """(intercept, columns) of a right-hand side that is a sum of numeric columns of ``data``
+    with 1, 0 or a trailing −1 (``x + z``, ``0 + x``, ``x - 1``); None for anything else.
+
+    >>> plain_terms("Days - 1", pd.DataFrame({"Days": [0, 1]}))
+    (False, ['Days'])
+    """
+    text = rhs.replace(" ", "")
+    intercept = None
+    if text.endswith("-1"):
+        text, intercept = text[:-2], False
+    cols: list[str] = []
+    for tok in text.split("+") if text else []:
+        if tok in ("0", "1"):
+            if intercept is not None:  # 0 and 1 together, or 1 with −1: formulaic's reading
+                return None
+            intercept = tok == "1"
+        elif (
+            tok.isidentifier()
+            and not keyword.iskeyword(tok)
+            and tok not in cols
+            and tok in data.columns
+            and data[tok].dtype.kind in "fiu"
+        ):
+            cols.append(tok)
+        else:
+            return None
+    return intercept is not False, cols
+
+
+def _plain_matrix(intercept: bool, cols: list[str], data: pd.DataFrame, order: str) -> np.ndarray:
+    X = np.empty((len(data), intercept + len(cols)), order=order)
+    if intercept:
+        X[:, 0] = 1.0
+    for j, c in enumerate(cols, start=int(intercept)):
+        X[:, j] = data[c].to_numpy()
+    return X
+
+
+def model_matrix(rhs: str, data: pd.DataFrame, output: str = "numpy") -> tuple[np.ndarray, list[str], object]:
+    """formulaic's model matrix of ``rhs`` on ``data``: (X as floats, formulaic's column names,
+    its ModelSpec); ``output`` is formulaic's (the layout of X follows it: rows for "numpy",
+    columns for "pandas"). A plain right-hand side (:func:`plain_terms`) seen before with the same
+    column types is built by numpy with the spec formulaic gave the first time; formulaic's own
+    errors propagate."""
+    plain = plain_terms(rhs, data)
+    order = "C" if output == "numpy" else "F"
+    key = None
+    if plain is not None:
+        key = (rhs, output, tuple(data[c].dtype.str for c in plain[1]))
+        spec = _PLAIN_SPECS.get(key)
+        if spec is not None:
+            _PLAIN_SPECS.move_to_end(key)
+            return _plain_matrix(*plain, data, order), list(spec.column_names), spec
+    mm = formulaic.model_matrix(rhs, data, na_action="raise", output=output)
+    spec = mm.model_spec
+    X = np.asarray(mm, dtype=float)
+    names = list(spec.column_names)
+    if key is not None and names == ["Intercept"] * plain[0] + plain[1]:
+        if np.array_equal(X, _plain_matrix(*plain, data, order)):  # formulaic agrees: keep its spec
+            _PLAIN_SPECS[key] = spec
+            if len(_PLAIN_SPECS) > PLAIN_SPECS_KEPT:
+                _PLAIN_SPECS.popitem(last=False)
+    return X, names, spec
 
 
 def formulaic_error(what: str, expr: str, exc: Exception) -> FormulaError:

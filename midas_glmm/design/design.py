@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import formulaic
 import numpy as np
 import pandas as pd
 
@@ -29,6 +28,7 @@ from .columns import (
     column_or_values,
     formula_variables,
     formulaic_error,
+    model_matrix,
     numbers_as_floats,
     predictor_names,
     quote_parsed,
@@ -183,21 +183,20 @@ def _term_columns(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
             None,
         )
     try:
-        mm = formulaic.model_matrix(spec.expr, data, na_action="raise")
+        Zcols, names, term_spec = model_matrix(spec.expr, data, output="pandas")
     except Exception as exc:
         raise formulaic_error(f"cannot build the random-effects term '{spec}'", spec.expr, exc) from None
-    Zcols = np.asarray(mm, dtype=float)
     if Zcols.shape[1] == 0:
         raise FormulaError(f"random-effects term '{spec}' has no columns; write (1 | g) or (x | g)")
     return ReTerm(
         group_name=spec.group_name,
         group=spec.group,
         expr=spec.expr,
-        columns=coefficient_names(mm.columns),
+        columns=coefficient_names(names),
         levels=levels.rename(spec.group_name),
         codes=codes,
         Zcols=Zcols,
-        spec=mm.model_spec,
+        spec=term_spec,
     )
 
 
@@ -217,14 +216,11 @@ def _fixed_effects(parsed: ParsedFormula, df: pd.DataFrame, drop_intercept: bool
     """(X, names, ModelSpec, kept indices, dropped names, X'X, the null space of the full X when
     columns were dropped) of the fixed part, rank checked; ``drop_intercept``: without the
     intercept's column (an ordinal model's thresholds hold it; the rank is checked with it)."""
-    try:
-        mm = formulaic.model_matrix(parsed.fixed, df, na_action="raise", output="numpy")
+    try:  # formulaic's array (rows contiguous: the data pass reads it in row chunks)
+        X, names, spec = model_matrix(parsed.fixed, df, output="numpy")
     except Exception as exc:  # formulaic's errors are many classes: report them, whatever they are
         raise formulaic_error(f"cannot build the fixed effects '{parsed.fixed}'", parsed.fixed, exc) from None
-    names = coefficient_names(mm.model_spec.column_names)
-    spec = mm.model_spec
-    X = np.asarray(mm, dtype=float)  # formulaic's array itself: the data pass reads it in row chunks
-    del mm
+    names = coefficient_names(names)
     mean, centred = column_moments(X)
     gram = centred + len(X) * np.outer(mean, mean)
     keep, dropped = independent_columns(len(X), mean, centred, names)

@@ -2,8 +2,14 @@
 
 import re
 
+import formulaic
+import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from midas_glmm.design import columns
 from midas_glmm.design.formula import parse_formula
 from midas_glmm.errors import FormulaError
 
@@ -98,3 +104,67 @@ def test_caret_in_random_terms_and_offsets():
     assert p.offsets == ["t**2"]
     assert [t.expr for t in p.random] == ["x + I(x**2)"]
     assert parse_formula("cbind(k^2, n - k) ~ x + (1|g)").cbind == ("k**2", "n - k")
+
+
+# ----------------------------------------------------------------- plain right-hand sides
+# A sum of numeric columns is materialised by numpy once formulaic has given its spec for the
+# same text and column types (columns.model_matrix): the matrix, names, layout and spec must be
+# formulaic's own, on other data too.
+
+_COLUMNS = ["a", "b", "c", "u"]
+
+
+def _plain_frame(seed: int, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "a": rng.normal(size=n),
+            "b": rng.integers(-5, 5, n),
+            "c": rng.normal(size=n).astype(np.float32),
+            "u": rng.integers(0, 9, n).astype(np.uint8),
+            "f": rng.choice(["x", "y", "z"], n),
+            "flag": rng.random(n) < 0.5,
+        }
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cols=st.lists(st.sampled_from(_COLUMNS), min_size=0, max_size=4, unique=True),
+    intercept=st.sampled_from(["", "1 + ", "0 + ", "-1"]),
+    output=st.sampled_from(["numpy", "pandas"]),
+    seed=st.integers(0, 1000),
+)
+def test_plain_model_matrices_are_formulaics(cols, intercept, output, seed):
+    if not cols and intercept in ("", "1 + "):
+        rhs = "1"
+    elif intercept == "-1":
+        rhs = " + ".join(cols or ["a"]) + " - 1"
+    else:
+        rhs = intercept + " + ".join(cols or ["a"])
+    first, second = _plain_frame(seed, 40), _plain_frame(seed + 1, 25)
+    columns._PLAIN_SPECS.clear()
+    for data in (first, second):  # formulaic's matrix, then numpy's with the kept spec
+        X, names, spec = columns.model_matrix(rhs, data, output=output)
+        mm = formulaic.model_matrix(rhs, data, na_action="raise", output=output)
+        want = np.asarray(mm, dtype=float)
+        assert names == list(mm.model_spec.column_names)
+        assert np.array_equal(X, want)
+        assert X.flags["C_CONTIGUOUS"] == want.flags["C_CONTIGUOUS"]
+        assert spec == mm.model_spec
+    assert len(columns._PLAIN_SPECS) == 1
+    other = _plain_frame(seed + 2, 7)
+    assert np.array_equal(np.asarray(spec.get_model_matrix(other), float), columns.model_matrix(rhs, other, output)[0])
+
+
+@pytest.mark.parametrize(
+    "rhs",
+    ["f", "a + f", "a:b", "a * b", "np.exp(a)", "flag", "0 + 1 + a", "a + a", "center(a)", "a - 1 + b", "missing"],
+)
+def test_other_right_hand_sides_are_left_to_formulaic(rhs):
+    data = _plain_frame(0, 30)
+    assert columns.plain_terms(rhs, data) is None
+    columns._PLAIN_SPECS.clear()
+    if rhs != "missing":
+        columns.model_matrix(rhs, data)
+    assert not columns._PLAIN_SPECS
