@@ -64,6 +64,11 @@ class PirlsState:
     converged: bool
 
 
+def _largest(arrays) -> float:
+    """max |x| over the entries of ``arrays`` (0 when there are none)."""
+    return max((float(abs(a).max()) for a in arrays if a.size), default=0.0)
+
+
 class GLMMProblem:
     """The Laplace/AGQ objective of a GLMM, with PIRLS for the conditional modes.
 
@@ -197,11 +202,8 @@ class GLMMProblem:
                 except np.linalg.LinAlgError:
                     L = None
                     break  # a degenerate working system: report non-convergence, keep the best so far
-            size = 1 + max(np.max(np.abs(u), initial=0) for u in us)
-            proposed = max(
-                [np.max(np.abs(a - b), initial=0) for a, b in zip(new_us, us)]
-                + [np.max(np.abs(new_beta - beta), initial=0)]
-            )
+            size = 1 + _largest(us)
+            proposed = max(_largest(a - b for a, b in zip(new_us, us)), _largest([new_beta - beta]))
             if proposed < tol * size:  # at the modes already: L is the factor there
                 converged = True
                 break
@@ -216,13 +218,10 @@ class GLMMProblem:
             else:
                 break
             change = obj - cand_obj
-            delta = max(
-                [np.max(np.abs(a - b), initial=0) for a, b in zip(cand_us, us)]
-                + [np.max(np.abs(cand_beta - beta), initial=0)]
-            )
+            delta = max(_largest(a - b for a, b in zip(cand_us, us)), _largest([cand_beta - beta]))
             us, beta, obj, ll, cp = cand_us, cand_beta, cand_obj, cand_ll, cand_cp
             L = None
-            size = 1 + max(np.max(np.abs(u), initial=0) for u in us)
+            size = 1 + _largest(us)
             if delta < tol * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
                 converged = True
                 break
