@@ -196,16 +196,18 @@ def _formula_variables_cached(expr: str) -> frozenset[str]:
     return frozenset(quoted.get(n, n) for n in names)
 
 
-#: formulaic's ModelSpec of a plain right-hand side by (text, output, the columns' dtypes): a sum
-#: of numeric columns and the intercept, whose spec does not depend on the values, so that a
-#: formula refitted to new data (a simulation, a bootstrap) is materialised by numpy
+#: formulaic's ModelSpec of a plain right-hand side by (text, output, the columns' types and a
+#: factor's levels): a sum of numeric columns, factors and the intercept, whose spec depends on
+#: nothing else, so that a formula refitted to new data (a simulation, a bootstrap) is
+#: materialised by numpy
 _PLAIN_SPECS: OrderedDict = OrderedDict()
 PLAIN_SPECS_KEPT = 64
 
 
 def plain_terms(rhs: str, data: pd.DataFrame) -> tuple[bool, list[str]] | None:
-    """(intercept, columns) of a right-hand side that is a sum of numeric columns of ``data``
-    with 1, 0 or a trailing −1 (``x + z``, ``0 + x``, ``x - 1``); None for anything else.
+    """(intercept, columns) of a right-hand side that is a sum of columns of ``data`` (numbers,
+    or a factor: categorical, or pandas' ``str``) with 1, 0 or a trailing −1 (``x + f``, ``0 + x``,
+    ``x - 1``); None for anything else.
 
     >>> plain_terms("Days - 1", pd.DataFrame({"Days": [0, 1]}))
     (False, ['Days'])
@@ -220,53 +222,94 @@ def plain_terms(rhs: str, data: pd.DataFrame) -> tuple[bool, list[str]] | None:
             if intercept is not None:  # 0 and 1 together, or 1 with −1: formulaic's reading
                 return None
             intercept = tok == "1"
-        elif (
-            tok.isidentifier()
-            and not keyword.iskeyword(tok)
-            and tok not in cols
-            and tok in data.columns
-            and data[tok].dtype.kind in "fiu"
-        ):
+        elif tok.isidentifier() and not keyword.iskeyword(tok) and tok not in cols and tok in data.columns:
+            dtype = data[tok].dtype
+            text = isinstance(dtype, pd.StringDtype) and dtype == "str"  # pandas' text: a factor to formulaic
+            number = isinstance(dtype, np.dtype) and dtype.kind in "fiu"  # not pandas' nullable numbers
+            if not (number or text or isinstance(dtype, pd.CategoricalDtype)):
+                return None
             cols.append(tok)
         else:
             return None
     return intercept is not False, cols
 
 
-def _plain_matrix(intercept: bool, cols: list[str], data: pd.DataFrame, order: str) -> np.ndarray:
-    X = np.empty((len(data), intercept + len(cols)), order=order)
-    if intercept:
-        X[:, 0] = 1.0
-    for j, c in enumerate(cols, start=int(intercept)):
-        X[:, j] = data[c].to_numpy()
-    return X
+def _factor_codes(col: pd.Series) -> tuple[np.ndarray, list]:
+    """A factor's codes and levels as formulaic takes them: a categorical's categories in their
+    order (unused ones too), text's distinct values sorted."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(), list(col.cat.categories)
+    codes, levels = pd.factorize(col, sort=True)
+    return codes, list(levels)
+
+
+def _plain_design(intercept: bool, cols: list[str], data: pd.DataFrame):
+    """The columns of a plain right-hand side: (key part, names, a function that writes X) with
+    formulaic's treatment coding: a factor's first level left out where the intercept (or an
+    earlier factor without one) spans it, its columns named ``f[T.b]``, else ``f[a]``, ``f[b]``."""
+    key, names, parts = [], ["Intercept"] if intercept else [], []
+    spanned = intercept
+    for c in cols:
+        col = data[c]
+        if isinstance(col.dtype, np.dtype):  # a number (plain_terms)
+            key.append(col.dtype.str)
+            names.append(c)
+            parts.append((c, col.to_numpy(), None))
+            continue
+        codes, levels = _factor_codes(col)
+        key.append((str(col.dtype), tuple(levels)))
+        first = 1 if spanned else 0
+        names += [f"{c}[T.{v}]" if spanned else f"{c}[{v}]" for v in levels[first:]]
+        parts.append((c, codes, range(first, len(levels))))
+        spanned = True
+
+    def write(X: np.ndarray) -> None:
+        j = 0
+        if intercept:
+            X[:, 0] = 1.0
+            j = 1
+        for _, values, levels in parts:
+            if levels is None:
+                X[:, j] = values
+                j += 1
+            else:
+                for k in levels:
+                    X[:, j] = values == k
+                    j += 1
+
+    return tuple(key), names, write
 
 
 def model_matrix(rhs: str, data: pd.DataFrame, output: str = "numpy") -> tuple[np.ndarray, list[str], object]:
     """formulaic's model matrix of ``rhs`` on ``data``: (X as floats, formulaic's column names,
     its ModelSpec); ``output`` is formulaic's (the layout of X follows it: rows for "numpy",
     columns for "pandas"). A plain right-hand side (:func:`plain_terms`) seen before with the same
-    column types is built by numpy with the spec formulaic gave the first time; formulaic's own
+    column types and levels is built by numpy with the spec formulaic gave then; formulaic's own
     errors propagate."""
     plain = plain_terms(rhs, data)
     order = "C" if output == "numpy" else "F"
-    key = None
-    if plain is not None:
-        key = (rhs, output, tuple(data[c].dtype.str for c in plain[1]))
-        spec = _PLAIN_SPECS.get(key)
-        if spec is not None:
-            _PLAIN_SPECS.move_to_end(key)
-            return _plain_matrix(*plain, data, order), list(spec.column_names), spec
+    if plain is None:
+        mm = formulaic.model_matrix(rhs, data, na_action="raise", output=output)
+        return np.asarray(mm, dtype=float), list(mm.model_spec.column_names), mm.model_spec
+    kinds, names, write = _plain_design(*plain, data)
+    key = (rhs, output, kinds)
+    spec = _PLAIN_SPECS.get(key)
+    if spec is not None:
+        _PLAIN_SPECS.move_to_end(key)
+        X = np.empty((len(data), len(names)), order=order)
+        write(X)
+        return X, names, spec
     mm = formulaic.model_matrix(rhs, data, na_action="raise", output=output)
     spec = mm.model_spec
     X = np.asarray(mm, dtype=float)
-    names = list(spec.column_names)
-    if key is not None and names == ["Intercept"] * plain[0] + plain[1]:
-        if np.array_equal(X, _plain_matrix(*plain, data, order)):  # formulaic agrees: keep its spec
+    if list(spec.column_names) == names:
+        mine = np.empty(X.shape, order=order)
+        write(mine)
+        if np.array_equal(X, mine):  # formulaic agrees: keep its spec
             _PLAIN_SPECS[key] = spec
             if len(_PLAIN_SPECS) > PLAIN_SPECS_KEPT:
                 _PLAIN_SPECS.popitem(last=False)
-    return X, names, spec
+    return X, list(spec.column_names), spec
 
 
 def formulaic_error(what: str, expr: str, exc: Exception) -> FormulaError:

@@ -107,11 +107,11 @@ def test_caret_in_random_terms_and_offsets():
 
 
 # ----------------------------------------------------------------- plain right-hand sides
-# A sum of numeric columns is materialised by numpy once formulaic has given its spec for the
+# A sum of numeric columns and factors is materialised by numpy once formulaic has given its spec for the
 # same text and column types (columns.model_matrix): the matrix, names, layout and spec must be
 # formulaic's own, on other data too.
 
-_COLUMNS = ["a", "b", "c", "u"]
+_COLUMNS = ["a", "b", "c", "u", "f", "g", "h"]
 
 
 def _plain_frame(seed: int, n: int) -> pd.DataFrame:
@@ -122,8 +122,13 @@ def _plain_frame(seed: int, n: int) -> pd.DataFrame:
             "b": rng.integers(-5, 5, n),
             "c": rng.normal(size=n).astype(np.float32),
             "u": rng.integers(0, 9, n).astype(np.uint8),
-            "f": rng.choice(["x", "y", "z"], n),
+            "f": pd.Series(rng.choice(["x", "y", "z"], n), dtype="str"),
+            "g": pd.Categorical(rng.choice(["v", "u"], n), categories=["v", "w", "u"]),  # w unused
+            "h": pd.Series(rng.choice(["1", "2", "10"], n), dtype="str"),  # sorted as text
             "flag": rng.random(n) < 0.5,
+            "obj": pd.Series(rng.choice(["x", "y"], n), dtype=object),
+            "na_text": pd.Series(rng.choice(["x", "y"], n), dtype="string"),
+            "na_number": pd.Series(rng.normal(size=n), dtype="Float64"),
         }
     )
 
@@ -153,17 +158,31 @@ def test_plain_model_matrices_are_formulaics(cols, intercept, output, seed):
         assert X.flags["C_CONTIGUOUS"] == want.flags["C_CONTIGUOUS"]
         assert spec == mm.model_spec
     assert len(columns._PLAIN_SPECS) == 1
-    other = _plain_frame(seed + 2, 7)
+    other = _plain_frame(seed + 2, 40)  # the spec replays on new rows as numpy builds them
     assert np.array_equal(np.asarray(spec.get_model_matrix(other), float), columns.model_matrix(rhs, other, output)[0])
 
 
 @pytest.mark.parametrize(
     "rhs",
-    ["f", "a + f", "a:b", "a * b", "np.exp(a)", "flag", "0 + 1 + a", "a + a", "center(a)", "a - 1 + b", "missing"],
+    [
+        "obj",
+        "a + obj",
+        "a:b",
+        "a * f",
+        "np.exp(a)",
+        "flag",
+        "C(f)",
+        "0 + 1 + a",
+        "a + a",
+        "center(a)",
+        "a - 1 + b",
+        "missing",
+    ],
 )
 def test_other_right_hand_sides_are_left_to_formulaic(rhs):
     data = _plain_frame(0, 30)
     assert columns.plain_terms(rhs, data) is None
+    assert columns.plain_terms("na_text", data) is None  # text with pd.NA: not a factor to formulaic
     columns._PLAIN_SPECS.clear()
     if rhs != "missing":
         columns.model_matrix(rhs, data)
