@@ -142,6 +142,19 @@ def test_rank_rule_is_unchanged_by_a_shift_and_matches_a_qr():
     assert np.linalg.matrix_rank(design(0.0)) == len(keep) == np.linalg.matrix_rank(design(0.0)[:, keep])
 
 
+@pytest.mark.parametrize("n", [1, 4095, 4096, 4097, 70_001])
+def test_column_moments_in_chunks_equal_exact_centred_sums(n):
+    """Means and centred cross-products across the pass's chunk boundaries (the buffer reused,
+    a last chunk shorter), on columns shifted by 1e7: exact to the shifted data's precision."""
+    rng = np.random.default_rng(n)
+    X = np.column_stack([np.ones(n), 1e7 + rng.normal(size=n), rng.integers(0, 3, n), rng.normal(size=n) * 1e-3])
+    mean, C = column_moments(X)
+    exact_mean = np.array([np.sum(c.astype(np.longdouble)) / n for c in X.T], dtype=float)
+    D = X - exact_mean
+    assert mean == pytest.approx(exact_mean, rel=1e-15, abs=1e-12)
+    assert C == pytest.approx(D.T @ D, rel=1e-9, abs=1e-9 * max(n, 1))
+
+
 def _binary_data(seed=0, n=240):
     rng = np.random.default_rng(seed)
     df = pd.DataFrame({"g": np.repeat(np.arange(24), n // 24), "x": rng.normal(size=n)})
