@@ -11,6 +11,7 @@ import ast
 import functools
 import keyword
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import replace
 
@@ -201,6 +202,7 @@ def _formula_variables_cached(expr: str) -> frozenset[str]:
 #: nothing else, so that a formula refitted to new data (a simulation, a bootstrap) is
 #: materialised by numpy
 _PLAIN_SPECS: OrderedDict = OrderedDict()
+_PLAIN_LOCK = threading.Lock()
 PLAIN_SPECS_KEPT = 64
 
 
@@ -224,9 +226,9 @@ def plain_terms(rhs: str, data: pd.DataFrame) -> tuple[bool, list[str]] | None:
             intercept = tok == "1"
         elif tok.isidentifier() and not keyword.iskeyword(tok) and tok not in cols and tok in data.columns:
             dtype = data[tok].dtype
-            text = isinstance(dtype, pd.StringDtype) and dtype == "str"  # pandas' text: a factor to formulaic
-            number = isinstance(dtype, np.dtype) and dtype.kind in "fiu"  # not pandas' nullable numbers
-            if not (number or text or isinstance(dtype, pd.CategoricalDtype)):
+            is_text = isinstance(dtype, pd.StringDtype) and dtype == "str"  # pandas' text: a factor to formulaic
+            is_number = isinstance(dtype, np.dtype) and dtype.kind in "fiu"  # not pandas' nullable numbers
+            if not (is_number or is_text or isinstance(dtype, pd.CategoricalDtype)):
                 return None
             cols.append(tok)
         else:
@@ -246,7 +248,8 @@ def _factor_codes(col: pd.Series) -> tuple[np.ndarray, list]:
 def _plain_design(intercept: bool, cols: list[str], data: pd.DataFrame):
     """The columns of a plain right-hand side: (key part, names, a function that writes X) with
     formulaic's treatment coding: a factor's first level left out where the intercept (or an
-    earlier factor without one) spans it, its columns named ``f[T.b]``, else ``f[a]``, ``f[b]``."""
+    earlier factor without one) spans it, its columns named ``f[T.b]``, else ``f[a]``, ``f[b]``;
+    None when a factor has a missing value (formulaic's error is the one to give)."""
     key, names, parts = [], ["Intercept"] if intercept else [], []
     spanned = intercept
     for c in cols:
@@ -257,6 +260,8 @@ def _plain_design(intercept: bool, cols: list[str], data: pd.DataFrame):
             parts.append((c, col.to_numpy(), None))
             continue
         codes, levels = _factor_codes(col)
+        if len(codes) and codes.min() < 0:
+            return None
         key.append((str(col.dtype), tuple(levels)))
         first = 1 if spanned else 0
         names += [f"{c}[T.{v}]" if spanned else f"{c}[{v}]" for v in levels[first:]]
@@ -285,17 +290,20 @@ def model_matrix(rhs: str, data: pd.DataFrame, output: str = "numpy") -> tuple[n
     its ModelSpec); ``output`` is formulaic's (the layout of X follows it: rows for "numpy",
     columns for "pandas"). A plain right-hand side (:func:`plain_terms`) seen before with the same
     column types and levels is built by numpy with the spec formulaic gave then; formulaic's own
-    errors propagate."""
+    errors propagate. The design calls it on complete rows (a missing number is not looked for)."""
     plain = plain_terms(rhs, data)
-    order = "C" if output == "numpy" else "F"
-    if plain is None:
+    built = None if plain is None else _plain_design(*plain, data)
+    if built is None:
         mm = formulaic.model_matrix(rhs, data, na_action="raise", output=output)
         return np.asarray(mm, dtype=float), list(mm.model_spec.column_names), mm.model_spec
-    kinds, names, write = _plain_design(*plain, data)
+    kinds, names, write = built
+    order = "C" if output == "numpy" else "F"
     key = (rhs, output, kinds)
-    spec = _PLAIN_SPECS.get(key)
+    with _PLAIN_LOCK:  # fits in threads share the specs
+        spec = _PLAIN_SPECS.get(key)
+        if spec is not None:
+            _PLAIN_SPECS.move_to_end(key)
     if spec is not None:
-        _PLAIN_SPECS.move_to_end(key)
         X = np.empty((len(data), len(names)), order=order)
         write(X)
         return X, names, spec
@@ -306,9 +314,10 @@ def model_matrix(rhs: str, data: pd.DataFrame, output: str = "numpy") -> tuple[n
         mine = np.empty(X.shape, order=order)
         write(mine)
         if np.array_equal(X, mine):  # formulaic agrees: keep its spec
-            _PLAIN_SPECS[key] = spec
-            if len(_PLAIN_SPECS) > PLAIN_SPECS_KEPT:
-                _PLAIN_SPECS.popitem(last=False)
+            with _PLAIN_LOCK:
+                _PLAIN_SPECS[key] = spec
+                if len(_PLAIN_SPECS) > PLAIN_SPECS_KEPT:
+                    _PLAIN_SPECS.popitem(last=False)
     return X, list(spec.column_names), spec
 
 

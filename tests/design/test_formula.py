@@ -187,3 +187,15 @@ def test_other_right_hand_sides_are_left_to_formulaic(rhs):
     if rhs != "missing":
         columns.model_matrix(rhs, data)
     assert not columns._PLAIN_SPECS
+
+
+def test_a_factor_with_a_missing_value_gets_formulaics_error():
+    """The numpy build reads complete rows only: a factor with a missing value is left to
+    formulaic (na_action="raise"), whose error the design reports, even with its spec kept."""
+    data = _plain_frame(0, 30)
+    columns._PLAIN_SPECS.clear()
+    columns.model_matrix("a + g", data)
+    assert len(columns._PLAIN_SPECS) == 1
+    holed = data.assign(g=data["g"].where(np.arange(30) != 3))
+    with pytest.raises(Exception, match="(?i)missing|null|nan"):
+        columns.model_matrix("a + g", holed)
