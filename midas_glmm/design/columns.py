@@ -34,7 +34,7 @@ __all__ = [
     "formulaic_error",
     "model_matrix",
     "coefficient_names",
-    "numbers_as_floats",
+    "formulaic_types",
     "used_columns",
     "predictor_names",
     "check_columns",
@@ -335,19 +335,26 @@ def coefficient_names(cols) -> list[str]:
     return [INTERCEPT if c == "Intercept" else str(c) for c in cols]
 
 
-def numbers_as_floats(data: pd.DataFrame, cols) -> pd.DataFrame:
-    """``data`` with each object column of ``cols`` that holds only numbers (Python or numpy
-    ints and floats, as after ``pd.Series([1.5, None], dtype=object)``) as floats.
+def formulaic_types(data: pd.DataFrame, cols) -> pd.DataFrame:
+    """``data`` with the columns of ``cols`` in the types formulaic reads as R reads them: an
+    object column that holds only numbers (Python or numpy ints and floats, as after
+    ``pd.Series([1.5, None], dtype=object)``) as floats, and text with pandas' NA
+    (``dtype="string"``) as plain text.
 
-    formulaic would code such a column as a factor with one level per value, a silently
-    different model; R has no such column: its numbers are numeric. Text stays a factor.
-    The caller's frame is not modified."""
+    formulaic would code the first as a factor with one level per value, a silently different
+    model (R has no such column: its numbers are numeric), and would try to read the second as
+    numbers. Text stays a factor. The caller's frame is not modified."""
     convert = {}
     for c in cols:
-        if c in data.columns and data[c].dtype == object:
+        if c not in data.columns:
+            continue
+        dtype = data[c].dtype
+        if dtype == np.dtype(object):
             values = data[c].dropna()
             if len(values) and values.map(_is_number).all():
                 convert[c] = data[c].astype(float)
+        elif isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
+            convert[c] = data[c].astype(object)
     return data.assign(**convert) if convert else data
 
 

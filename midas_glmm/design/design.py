@@ -28,8 +28,8 @@ from .columns import (
     column_or_values,
     formula_variables,
     formulaic_error,
+    formulaic_types,
     model_matrix,
-    numbers_as_floats,
     predictor_names,
     quote_parsed,
     string_columns,
@@ -301,7 +301,7 @@ def build_design(
     n_dropped = int((~complete).sum())
     # the used columns of the complete rows: pandas' copy-on-write shares the caller's memory
     df = data.loc[complete, cols] if n_dropped else data[cols]
-    df = numbers_as_floats(df, predictor_names(parsed))
+    df = formulaic_types(df, predictor_names(parsed))
     extra = {k: v[complete] for k, v in extra.items()}
 
     check_finite(df, cols)

@@ -24,7 +24,7 @@ import pandas as pd
 from formulaic.errors import DataMismatchWarning, FormulaicError
 
 from ..errors import DataError, FitError, did_you_mean
-from .columns import eval_expression, formula_variables, numbers_as_floats, string_columns
+from .columns import eval_expression, formula_variables, formulaic_types, string_columns
 from .reterms import ReTerm
 
 __all__ = [
@@ -140,7 +140,7 @@ def fixed_on(design, rows: pd.DataFrame, what: str, all_columns: bool = False) -
 
 def fixed_matrix(design, data: pd.DataFrame, all_columns: bool = False) -> np.ndarray:
     """Replay the fixed-effects ModelSpec on (new) data, keeping the columns the fit kept (or all)."""
-    data = numbers_as_floats(data, formula_variables(design.parsed.fixed))
+    data = formulaic_types(data, formula_variables(design.parsed.fixed))
     X = np.asarray(design.fixed_spec.get_model_matrix(data), dtype=float)
     return X if all_columns else X[:, design.fixed_keep]
 
@@ -149,7 +149,7 @@ def random_columns(term: ReTerm, data: pd.DataFrame) -> np.ndarray:
     """Replay a random term's column spec on (new) data: the ``n × p`` per-row values."""
     if term.spec is None:
         return np.broadcast_to(1.0, (len(data), 1))
-    data = numbers_as_floats(data, formula_variables(term.expr))
+    data = formulaic_types(data, formula_variables(term.expr))
     return np.asarray(term.spec.get_model_matrix(data), dtype=float)
 
 

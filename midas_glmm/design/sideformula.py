@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FormulaError
-from .columns import coefficient_names, formula_variables, formulaic_error, numbers_as_floats
+from .columns import coefficient_names, formula_variables, formulaic_error, formulaic_types
 from .fixed import column_moments, independent_columns
 
 __all__ = ["SideFormula", "side_rhs", "side_matrix"]
@@ -43,7 +43,7 @@ class SideFormula:
 
     def matrix(self, rows: pd.DataFrame) -> np.ndarray:
         """X on (new) rows, the columns the fit kept."""
-        rows = numbers_as_floats(rows, formula_variables(self.rhs))
+        rows = formulaic_types(rows, formula_variables(self.rhs))
         return np.asarray(self.spec.get_model_matrix(rows), dtype=float)[:, self.keep]
 
     @property
@@ -77,7 +77,7 @@ def side_matrix(rhs: str, data: pd.DataFrame, part: str, constant: str):
     """(X, names, spec, kept columns) of ``~ rhs`` on ``data`` (the model's rows, complete);
     ``part`` names it in errors ("the zero-inflation part"), ``constant`` says how to write a
     constant one."""
-    data = numbers_as_floats(data, formula_variables(rhs))
+    data = formulaic_types(data, formula_variables(rhs))
     try:
         mm = formulaic.model_matrix(rhs, data, na_action="raise", output="numpy")
     except Exception as exc:  # formulaic's errors are many classes: report them, whatever they are

@@ -286,3 +286,23 @@ def test_reference_grid_keeps_covariates_with_at_most_two_values():
     assert info["one"] == ("kept", [2.5])
     assert info["three"] == ("numeric", pytest.approx(df["three"].mean()))
     assert info["nullable"] == ("kept", [-1.0, 3.0])
+
+
+def test_text_with_pandas_na_is_a_factor_as_plain_text_is():
+    """A predictor of pandas' ``string`` dtype (missing values as pd.NA, as after
+    ``convert_dtypes()``) is a factor, as plain text is, in the fit and in predict's new rows
+    (formulaic alone would try to read it as numbers)."""
+    rng = np.random.default_rng(5)
+    n = 240
+    f = rng.choice(["lo", "mid", "hi"], n)
+    g = rng.integers(0, 12, n)
+    y = np.select([f == "mid", f == "hi"], [1.0, 2.5], 0.0) + rng.normal(0, 1, 12)[g] + rng.normal(size=n)
+    plain = pd.DataFrame({"y": y, "f": pd.Series(f, dtype=object), "g": g})
+    na_text = plain.astype({"f": "string"})
+    want = MixedModel.from_formula("y ~ f + (f | g)", plain).fit()
+    got = MixedModel.from_formula("y ~ f + (f | g)", na_text).fit()
+    assert list(got.params.index) == list(want.params.index) == ["(Intercept)", "f[T.lo]", "f[T.mid]"]
+    assert got.params.to_numpy() == pytest.approx(want.params.to_numpy(), rel=1e-10)
+    assert got.llf == pytest.approx(want.llf, rel=1e-12)
+    new = na_text.iloc[:5]
+    assert np.asarray(got.predict(new)) == pytest.approx(np.asarray(want.predict(plain.iloc[:5])), rel=1e-10)
