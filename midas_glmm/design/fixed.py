@@ -33,23 +33,19 @@ CONSTANT_TOL = 1e-12
 
 _CHUNK_ROWS = 1 << 16
 
-#: rows per chunk of :func:`column_moments`' pass: one buffer of that many rows, reused, stays in
-#: the cache (a fresh chunk of 65,536 rows cost its page faults again at each chunk: ~3 ms at 1e5)
-_MOMENT_ROWS = 1 << 12
-
 
 def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column means ``m`` and the cross-product of the centred columns ``(X − 1m')'(X − 1m)``.
 
-    One pass over the rows in chunks, around the means of the first rows (so that neither a copy
-    of X nor a large common shift such as ``x + 1e7`` costs precision). ``X'X = C + n m m'``."""
+    One pass over the rows in chunks, around the first chunk's means (so that neither a copy of
+    X nor a large common shift such as ``x + 1e7`` costs precision). ``X'X = C + n m m'``."""
     n, p = X.shape
     shift = X[:_CHUNK_ROWS].mean(axis=0) if n else np.zeros(p)
     total, C = np.zeros(p), np.zeros((p, p))
-    buf = np.empty((min(n, _MOMENT_ROWS), p))
-    for start in range(0, n, _MOMENT_ROWS):
-        D = buf[: min(_MOMENT_ROWS, n - start)]
-        np.subtract(X[start : start + _MOMENT_ROWS], shift, out=D)
+    buf = np.empty((min(n, _CHUNK_ROWS), p))  # one buffer for every chunk: its page faults once
+    for start in range(0, n, _CHUNK_ROWS):
+        D = buf[: min(_CHUNK_ROWS, n - start)]
+        np.subtract(X[start : start + _CHUNK_ROWS], shift, out=D)
         total += D.sum(axis=0)
         C += D.T @ D
     dm = total / max(n, 1)
