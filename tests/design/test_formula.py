@@ -147,9 +147,10 @@ def test_plain_model_matrices_are_formulaics(cols, intercept, output, seed):
         rhs = " + ".join(cols or ["a"]) + " - 1"
     else:
         rhs = intercept + " + ".join(cols or ["a"])
-    first, second = _plain_frame(seed, 40), _plain_frame(seed + 1, 25)
+    frames = [_plain_frame(seed + k, 40 - 5 * k) for k in range(3)]
     columns._PLAIN_SPECS.clear()
-    for data in (first, second):  # formulaic's matrix, then numpy's with the kept spec
+    columns._PLAIN_SEEN.clear()
+    for data in frames:  # formulaic's matrix, formulaic's checked and kept, then numpy's with it
         X, names, spec = columns.model_matrix(rhs, data, output=output)
         mm = formulaic.model_matrix(rhs, data, na_action="raise", output=output)
         want = np.asarray(mm, dtype=float)
@@ -158,7 +159,7 @@ def test_plain_model_matrices_are_formulaics(cols, intercept, output, seed):
         assert X.flags["C_CONTIGUOUS"] == want.flags["C_CONTIGUOUS"]
         assert spec == mm.model_spec
     assert len(columns._PLAIN_SPECS) == 1
-    other = _plain_frame(seed + 2, 40)  # the spec replays on new rows as numpy builds them
+    other = _plain_frame(seed + 3, 40)  # the spec replays on new rows as numpy builds them
     assert np.array_equal(np.asarray(spec.get_model_matrix(other), float), columns.model_matrix(rhs, other, output)[0])
 
 
@@ -185,7 +186,8 @@ def test_other_right_hand_sides_are_left_to_formulaic(rhs):
     assert columns.plain_terms("na_text", data) is None  # text with pd.NA: not a factor to formulaic
     columns._PLAIN_SPECS.clear()
     if rhs != "missing":
-        columns.model_matrix(rhs, data)
+        for _ in range(3):
+            columns.model_matrix(rhs, data)
     assert not columns._PLAIN_SPECS
 
 
@@ -194,6 +196,8 @@ def test_a_factor_with_a_missing_value_gets_formulaics_error():
     formulaic (na_action="raise"), whose error the design reports, even with its spec kept."""
     data = _plain_frame(0, 30)
     columns._PLAIN_SPECS.clear()
+    columns._PLAIN_SEEN.clear()
+    columns.model_matrix("a + g", data)
     columns.model_matrix("a + g", data)
     assert len(columns._PLAIN_SPECS) == 1
     holed = data.assign(g=data["g"].where(np.arange(30) != 3))
