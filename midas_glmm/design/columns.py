@@ -259,7 +259,7 @@ def _plain_design(intercept: bool, cols: list[str], data: pd.DataFrame):
         if isinstance(col.dtype, np.dtype):  # a number (plain_terms)
             key.append(col.dtype.str)
             names.append(c)
-            parts.append((c, col.to_numpy(), None))
+            parts.append((col.to_numpy(), None))
             continue
         codes, levels = _factor_codes(col)
         if len(codes) and codes.min() < 0:
@@ -267,7 +267,7 @@ def _plain_design(intercept: bool, cols: list[str], data: pd.DataFrame):
         key.append((str(col.dtype), tuple(levels)))
         first = 1 if spanned else 0
         names += [f"{c}[T.{v}]" if spanned else f"{c}[{v}]" for v in levels[first:]]
-        parts.append((c, codes, range(first, len(levels))))
+        parts.append((codes, range(first, len(levels))))
         spanned = True
 
     def write(X: np.ndarray, rows: slice = slice(None)) -> None:
@@ -276,7 +276,7 @@ def _plain_design(intercept: bool, cols: list[str], data: pd.DataFrame):
         if intercept:
             X[:, 0] = 1.0
             j = 1
-        for _, values, levels in parts:
+        for values, levels in parts:
             if levels is None:
                 X[:, j] = values[rows]
                 j += 1

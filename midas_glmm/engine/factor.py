@@ -99,12 +99,11 @@ class DenseSystem:
     plan : FactorPlan
         An all-dense plan (``Ns == 0``: the random effects term by term, level by level).
     blocks : PlanBlocks
-    lams : callable
-        θ ↦ the per-term λ_t (:meth:`~midas_glmm.design.reterms.ThetaMap.lams`).
-    n_theta : int
+    jacobian : list of ndarray
+        ∂λ_t/∂θ per term, (len θ, p_t, p_t) (:attr:`~midas_glmm.design.reterms.ThetaMap.jacobian`).
     """
 
-    def __init__(self, plan: FactorPlan, blocks: PlanBlocks, lams, n_theta: int):
+    def __init__(self, plan: FactorPlan, blocks: PlanBlocks, jacobian: list[np.ndarray]):
         q, m = plan.q, blocks.XX.shape[0]
         self.q, self.blocks = q, blocks
         A = np.zeros((q + m, q + m))
@@ -115,8 +114,7 @@ class DenseSystem:
         A[q:, :q] = blocks.XZ.T
         A[q:, q:] = np.tril(blocks.XX) + np.tril(blocks.XX, -1).T  # [X y]'W[X y] from its lower triangle
         self.A = A
-        per_theta = [np.concatenate([lam.ravel() for lam in lams(e)]) for e in np.eye(n_theta)]
-        self.J = np.column_stack(per_theta) if n_theta else np.zeros((0, 0))
+        self.J = np.ascontiguousarray(np.concatenate([Jt.reshape(len(Jt), -1) for Jt in jacobian], axis=1).T)
         # (first random effect, levels, p, offset of λ_t in J's rows) per term
         self.terms = []
         at = 0

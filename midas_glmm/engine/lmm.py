@@ -96,7 +96,9 @@ class LMMCriterion:
             dense = sum(t.q for t in terms) <= SMALL_Q and self.tmap.linear and len(self.tmap) < GRADIENT_MIN_THETA
         self.plan = FactorPlan(terms, cp, dense=dense)  # structure: once per model
         self.blocks = self.plan.load(cp)
-        self._system: DenseSystem | None = None  # the optimizer's shortcut on the all-dense plan
+        # the optimizer's shortcut on a small all-dense plan with λ linear in θ (built on first use)
+        self._takes_system = not self.plan.Ns and self.plan.q <= SMALL_Q and self.tmap.linear and len(self.tmap) > 0
+        self._system: DenseSystem | None = None
 
     def for_response(self, cp: CrossProducts, beta_removed: np.ndarray, response_ss: float) -> LMMCriterion:
         """The same criterion for another response on the same rows: ``cp`` differs from this
@@ -150,11 +152,11 @@ class LMMCriterion:
     def _dense_system(self) -> DenseSystem | None:
         """The all-dense plan's :class:`DenseSystem` for these blocks (built on first use; None
         for a sparse or large plan, or a λ not linear in θ)."""
-        if self.plan.Ns or self.plan.q > SMALL_Q or not self.tmap.linear:
+        if not self._takes_system:
             return None
         system = self._system
         if system is None or system.blocks is not self.blocks:  # for_response/reweighted: new blocks
-            system = self._system = DenseSystem(self.plan, self.blocks, self.tmap.lams, len(self.tmap))
+            system = self._system = DenseSystem(self.plan, self.blocks, self.tmap.jacobian)
         return system
 
     def _criterion(self, logdet_Z: float, logdet_X: float, r2: float) -> float:

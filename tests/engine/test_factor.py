@@ -139,7 +139,7 @@ def test_the_dense_systems_log_determinants_equal_dense_algebra(name, weighted):
     plan = FactorPlan(d.terms, cp, dense=True)
     blocks = plan.load(cp)
     tm = ThetaMap(d.terms)
-    system = DenseSystem(plan, blocks, tm.lams, len(tm))
+    system = DenseSystem(plan, blocks, tm.jacobian)
     for seed in (1, 2):
         theta = _theta(tm, seed)
         lams = tm.lams(theta)
