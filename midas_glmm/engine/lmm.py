@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 
 from ..design.blocks import CrossProducts
-from ..design.fixed import standardize
+from ..design.fixed import column_sums, standardize
 from ..design.reterms import ReTerm, ThetaMap
 from ..errors import ConvergenceWarning, FitError
 from ..linalg.threads import fit_threads
@@ -217,7 +217,7 @@ def rough_ols(X, y, gram, shift, scale) -> np.ndarray:
     where one is not finite). Removing X_s b from y keeps the numbers the factorisation subtracts
     of the size of the residuals; b need not be exact (any b gives the same fit), only close."""
     G = X.T @ X if gram is None else gram
-    return ols_from_sums(G, X.sum(axis=0), X.shape[0], X.T @ y, y.sum(axis=0), shift, scale)
+    return ols_from_sums(G, column_sums(X), X.shape[0], X.T @ y, column_sums(y), shift, scale)
 
 
 def ols_from_sums(G, s, n, Xty, sy, shift, scale) -> np.ndarray:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from midas_glmm import MixedModel, datasets
-from midas_glmm.design.fixed import column_moments, independent_columns
+from midas_glmm.design.fixed import column_moments, column_sums, independent_columns
 from midas_glmm.errors import DataError, RankDeficiencyWarning, ResponseLevelsWarning
 
 
@@ -153,6 +153,19 @@ def test_column_moments_in_chunks_equal_exact_centred_sums(n):
     D = X - exact_mean
     assert mean == pytest.approx(exact_mean, rel=1e-15, abs=1e-12)
     assert C == pytest.approx(D.T @ D, rel=1e-9, abs=1e-9 * max(n, 1))
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (1, 1), (7,), (5_000, 6), (5_000,)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_column_sums_equal_exact_sums(shape, order):
+    """The BLAS column sums of the moments and the rough OLS: each column's exact sum (computed in
+    long double) to double precision, whatever the memory order, for vectors and empty arrays."""
+    rng = np.random.default_rng(len(shape) * 100 + shape[0])
+    X = np.asarray(1e4 + rng.normal(size=shape), order=order)
+    exact = np.sum(X.astype(np.longdouble), axis=0).astype(float)
+    got = column_sums(X)
+    assert np.shape(got) == np.shape(exact)
+    assert got == pytest.approx(exact, rel=1e-13, abs=0)
 
 
 def _binary_data(seed=0, n=240):
