@@ -53,11 +53,13 @@ def _logit_logs(e):
 
 @njit(cache=True)
 def _logit_logs_from(e, t, lp):
-    """:func:`_logit_logs` from t = e^(−|η|) and lp = log(1 + t) computed beforehand."""
-    if e >= 0:
-        mu, logmu, log1mu = 1.0 / (1.0 + t), -lp, -e - lp
-    else:
-        mu, logmu, log1mu = t / (1.0 + t), e - lp, -lp
+    """:func:`_logit_logs` from t = e^(−|η|) and lp = log(1 + t) computed beforehand.
+
+    μ = 1/(1 + t) for η ≥ 0 and t/(1 + t) below, log μ = min(η, 0) − lp, log(1 − μ) =
+    −max(η, 0) − lp, written as selects rather than an if on η's sign: the signs of η are as
+    good as random, and a mispredicted branch per row had cost more than the arithmetic."""
+    mu = (1.0 if e >= 0 else t) / (1.0 + t)
+    logmu, log1mu = min(e, 0.0) - lp, -max(e, 0.0) - lp
     if mu < _MU_MIN or mu > _MU_MAX:  # far in a tail: μ held inside (0, 1) as Family.linkinv
         mu = min(max(mu, _MU_MIN), _MU_MAX)
         logmu, log1mu = np.log(mu), np.log1p(-mu)
@@ -136,17 +138,18 @@ def working_system(
     offset + (y − μ)/μ' when ``joint``, else the column z − Xβ (``xb`` = Xβ) alone.
 
     The transcendental functions come in precomputed (numpy's vectorised exp and log): for the
-    logit link t = e^(−|η|) and lt = log(1 + t), for the log link t = e^η (``lt`` unused). W and z
-    live only in registers; the chunk's columns are summed as dot products. Returns −∞ where the
+    logit link t = e^(−|η|) and lt = log(1 + t), for the log link t = e^η (``lt`` unused). Per
+    chunk of rows: W and the working column first, then the scatters into A and XZ, then the
+    chunk's columns summed as dot products. Returns −∞ where the
     pass leaves the domain (a step to reject). ``link`` = GIVEN: any family, t = W and lt = z
     computed beforehand; only the blocks are summed (y, prior, off, const, ya, yb unused; 0 returned,
     −∞ at a non-finite W or z)."""
     n = eta.shape[0]
     p = X.shape[1] if joint else 0
     m = p + 1
-    buf = np.empty((m, _CHUNK))
+    buf = np.empty((m, _CHUNK))  # the chunk's [X_s c], and W times it
     wbuf = np.empty((m, _CHUNK))
-    wrow = np.empty(m)  # the row's weighted values, contiguous for Z'W[X_s c]
+    wv = np.empty(_CHUNK)
     npair = rm_dest.shape[1]
     ncol = rm_zidx.shape[1]
     pair = np.full((ncol, ncol), -1, np.int64)
@@ -156,6 +159,9 @@ def working_system(
     ll = 0.0
     for s in range(0, n, _CHUNK):
         size = min(_CHUNK, n - s)
+        # the rows' W, working column and log f, with no scatter in the loop: the compiler keeps
+        # it short, and the scatters below run as loops of their own (together one loop had cost
+        # half as much again)
         for r in range(size):
             i = s + r
             e = eta[i]
@@ -176,39 +182,56 @@ def working_system(
                 zi = e - off[i] + (y[i] - mu) / d
             if not (np.isfinite(wi) and np.isfinite(zi)):
                 return -np.inf
-            for j in range(p):
-                x = (X[i, j] - shift[j]) * rscale[j]
-                buf[j, r] = x
-                wbuf[j, r] = wrow[j] = wi * x
             c = zi if joint else zi - xb[i]
+            wv[r] = wi
             buf[p, r] = c
-            wbuf[p, r] = wrow[p] = wi * c
-            if npair <= 4:  # scalar or two-column terms: every product
+            wbuf[p, r] = wi * c
+        for j in range(p):
+            sj, rj = shift[j], rscale[j]
+            for r in range(size):
+                x = (X[s + r, j] - sj) * rj
+                buf[j, r] = x
+                wbuf[j, r] = wv[r] * x
+        if ncol == 1:  # one scalar term: its one column
+            for r in range(size):
+                i = s + r
+                zc = rm_Z[i, 0]
+                A[rm_dest[i, 0]] += wv[r] * zc * zc
+                row = rm_zidx[i, 0]
+                for h in range(m):
+                    XZ[row, h] += zc * wbuf[h, r]
+        elif npair <= 4:  # two-column terms, or two scalar ones: every product
+            for r in range(size):
+                i = s + r
+                wi = wv[r]
                 for k in range(npair):
                     A[rm_dest[i, k]] += wi * rm_Z[i, rm_za[k]] * rm_Z[i, rm_zb[k]]
                 for col in range(ncol):
                     zc = rm_Z[i, col]
                     row = rm_zidx[i, col]
                     for h in range(m):
-                        XZ[row, h] += zc * wrow[h]
-                continue
-            cnt = 0  # wider terms: the products of the row's nonzero columns only
-            for col in range(ncol):
-                if rm_Z[i, col] != 0.0:
-                    nonzero[cnt] = col
-                    cnt += 1
-            for a in range(cnt):
-                ca = nonzero[a]
-                for b in range(cnt):
-                    k = pair[ca, nonzero[b]]
-                    if k >= 0:
-                        A[rm_dest[i, k]] += wi * rm_Z[i, rm_za[k]] * rm_Z[i, rm_zb[k]]
-            for a in range(cnt):
-                col = nonzero[a]
-                zc = rm_Z[i, col]
-                row = rm_zidx[i, col]
-                for h in range(m):
-                    XZ[row, h] += zc * wrow[h]
+                        XZ[row, h] += zc * wbuf[h, r]
+        else:  # wider terms: the products of the row's nonzero columns only
+            for r in range(size):
+                i = s + r
+                wi = wv[r]
+                cnt = 0
+                for col in range(ncol):
+                    if rm_Z[i, col] != 0.0:
+                        nonzero[cnt] = col
+                        cnt += 1
+                for a in range(cnt):
+                    ca = nonzero[a]
+                    for b in range(cnt):
+                        k = pair[ca, nonzero[b]]
+                        if k >= 0:
+                            A[rm_dest[i, k]] += wi * rm_Z[i, rm_za[k]] * rm_Z[i, rm_zb[k]]
+                for a in range(cnt):
+                    col = nonzero[a]
+                    zc = rm_Z[i, col]
+                    row = rm_zidx[i, col]
+                    for h in range(m):
+                        XZ[row, h] += zc * wbuf[h, r]
         for a in range(m):
             for b in range(a, m):
                 acc = 0.0

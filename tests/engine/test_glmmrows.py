@@ -47,7 +47,9 @@ def stepwise(block, plan, beta_raw, lams, us, joint, shift, scale):
 
 
 FORMULAS = {
-    "scalar": "+ (1|g)",
+    "scalar": "+ (1|g)",  # one column: the kernel's scalar path
+    "slope": "+ (x|g)",  # two columns, three products: every product
+    "crossed": "+ (1|g) + (1|h)",  # two scalar terms: every product
     "wide": "+ (x|g) + (1|h)",  # six products per row: the kernel's path over nonzero columns
 }
 
