@@ -58,6 +58,9 @@ class RowBlock:
         self.rowmap: RowMap | None = None
         self._link: int | None = None
         self._agq_rows = None  # (nodes, the response repeated per node, group-by-node codes)
+        # the last compiled pass's (β, Λu, η, t): the Laplace gradient at PIRLS' modes reads η and
+        # t = e^(−|η|) or e^η there instead of computing them again
+        self._last_pass = None
         # the rows with a positive prior weight, when some have none (None: every row)
         self._weighted = None if np.all(np.asarray(weights) > 0) else np.asarray(weights) > 0
 
@@ -200,13 +203,14 @@ class RowBlock:
         pass (:func:`rowkernels.working_system`) to the blocks of the working system."""
         rm = self.rowmap
         xb = self.X @ beta_raw  # kept: the pass in u alone takes z − Xβ
-        eta = rm.eta(self.off + xb, _flat_effects(lams, us))
+        b = _flat_effects(lams, us)
+        eta = rm.eta(self.off + xb, b)
+        t = self._transcendental(eta)
         if self._link == codes.LOGIT:
-            t = np.exp(-np.abs(eta))
             lt = np.log(1.0 + t)  # log1p's accuracy is not needed: ≤ 2e-16 off per row in Σ log f
         else:
-            with np.errstate(over="ignore"):  # an overflow is a step to reject: the pass says so
-                t = lt = np.exp(eta)
+            lt = t
+        self._last_pass = (np.array(beta_raw, dtype=float), b, eta, t)
         m = self.X.shape[1] + 1 if joint else 1
         A, XZ, XX = np.zeros(rm.plan.nA), np.zeros((rm.plan.q, m)), np.zeros((m, m))
         rscale = 1.0 / np.asarray(scale, dtype=float)
@@ -217,6 +221,24 @@ class RowBlock:
         if not np.isfinite(ll):
             return ll, None
         return ll, PlanBlocks(A, XZ, XX, len(eta))
+
+    def _transcendental(self, eta: np.ndarray) -> np.ndarray:
+        """t = e^(−|η|) (logit) or e^η (log) by numpy's vectorised exp; an overflow of e^η is a
+        step to reject (the pass says so)."""
+        if self._link == codes.LOGIT:
+            return np.exp(-np.abs(eta))
+        with np.errstate(over="ignore"):
+            return np.exp(eta)
+
+    def _eta_and_t(self, beta_raw, lams, us) -> tuple[np.ndarray, np.ndarray]:
+        """η and t (:meth:`_transcendental`) at (β, u): the last pass's when it was at exactly
+        these values (PIRLS ends with a pass at its modes), else computed."""
+        b = _flat_effects(lams, us)
+        last = self._last_pass
+        if last is not None and np.array_equal(last[0], beta_raw) and np.array_equal(last[1], b):
+            return last[2], last[3]
+        eta = self.rowmap.eta(self.off + self.X @ beta_raw, b)
+        return eta, self._transcendental(eta)
 
     def laplace_rows(self, eta, phi: float, dzeta: float = 0.0):
         """(log f, its score and its observed information in η) per row, prior-weighted, at
@@ -246,9 +268,9 @@ class RowBlock:
         derivatives by central differences row by row (no PIRLS run); w' likewise in η for a
         non-canonical family."""
         rm = self.rowmap
-        eta = self.eta(beta_raw, lams, us)
         if self._link is not None:  # canonical binomial / Poisson (no other channels): compiled passes
-            return self._canonical_gradient_sums(eta, lams, factor, S_data)
+            return self._canonical_gradient_sums(*self._eta_and_t(beta_raw, lams, us), lams, factor, S_data)
+        eta = self.eta(beta_raw, lams, us)
         _, dl, w = self.laplace_rows(eta, phi)
         dw = (self.laplace_rows(eta + GRAD_STEP, phi)[2] - self.laplace_rows(eta - GRAD_STEP, phi)[2]) / (2 * GRAD_STEP)
         cb = rm.col_base
@@ -280,20 +302,24 @@ class RowBlock:
                 extra.append(self.zi.X.T @ g)
         return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv, extra
 
-    def _canonical_gradient_sums(self, eta, lams, factor, S_data):
+    def _canonical_gradient_sums(self, eta, t, lams, factor, S_data):
         """:meth:`laplace_gradient_sums` of a canonical binomial or Poisson model (no extra
-        channels) in two compiled passes over the rows, with the level-sized solve between them."""
+        channels) in two compiled passes over the rows, with the level-sized solve between them;
+        μ from t (:meth:`_transcendental`) as the PIRLS pass takes it: (1 or t)/(1 + t) by the
+        sign of η (logit), t (log), held inside the family's range."""
         rm = self.rowmap
         _, _, _, _, a, b = self._rows
         Lblk = np.zeros((rm.Zall.shape[1],) * 2)
         cb = rm.col_base
-        for t, lam in enumerate(lams):
-            Lblk[cb[t] : cb[t + 1], cb[t] : cb[t + 1]] = lam
+        for k, lam in enumerate(lams):
+            Lblk[cb[k] : cb[k + 1], cb[k] : cb[k + 1]] = lam
         n = len(eta)
         if self._link == codes.LOGIT:
-            mu = np.clip(0.5 * (1.0 + np.tanh(0.5 * eta)), 1e-15, 1 - 1e-15)
+            mu = np.where(eta >= 0, 1.0, t)
+            mu /= 1.0 + t
+            np.clip(mu, 1e-15, 1 - 1e-15, out=mu)
         else:
-            mu = np.maximum(np.exp(eta), 1e-300)
+            mu = np.maximum(t, 1e-300)
         dl, w, v = np.empty(n), np.empty(n), np.empty(n)
         Zlv = np.zeros((rm.plan.q, 2))
         rowkernels.canonical_gradient_rows(

@@ -165,3 +165,35 @@ def test_dense_plan_fits_as_the_sparse_one(family, monkeypatch):
     assert np.allclose(a.theta, b.theta, rtol=1e-4, atol=1e-5)
     assert np.allclose(a.params, b.params, rtol=1e-5, atol=1e-6)
     assert np.allclose(a.bse, b.bse, rtol=1e-4)
+
+
+@pytest.mark.parametrize("response,family", [("cbind(k, n - k)", "binomial"), ("c", "poisson")])
+def test_gradient_sums_reuse_the_last_pass_only_at_its_point(response, family):
+    """The Laplace gradient's row sums read η and e^(∓η) from the last PIRLS pass when it was at
+    the same (β, Λu), and compute them otherwise: after a pass at another point, and after a pass
+    at this one, the sums equal a fresh block's."""
+    from midas_glmm.engine.factor import Factor
+
+    df = rows(seed=8)
+    m = MixedModel.from_formula(f"{response} ~ x + x2 + (x|g) + (1|h)", df, family=family, offset="o")
+    prob = GLMMProblem(m.design, m.family, standardize_X=True, dense=False)
+    rng = np.random.default_rng(2)
+    theta = prob.tmap.start * 0.7
+    lams = prob.tmap.lams(theta)
+    us = [rng.normal(0, 0.4, t.q) for t in m.design.terms]
+    beta_raw = np.array([0.2, 0.5, -0.1])
+    _, cp = prob.rows.block.evaluate(beta_raw, lams, us, 1.0, False, prob.shift, prob.scale)
+    L = Factor(prob.plan, cp, lams)
+    Z, Zt = L.selected_inverse()
+    S_data = Z if not prob.plan.qt else np.concatenate([Z, Zt[prob.plan.tail_entries()]])
+
+    def sums(block, beta):
+        return block.laplace_gradient_sums(beta, lams, us, L, S_data)[:4]
+
+    fresh = GLMMProblem(m.design, m.family, standardize_X=True, dense=False).rows.block
+    for beta in (beta_raw, beta_raw + [0.05, -0.02, 0.01]):
+        fresh._last_pass = None
+        for got, want in zip(sums(prob.rows.block, beta), sums(fresh, beta)):
+            assert np.allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    other = sums(prob.rows.block, beta_raw + [0.05, -0.02, 0.01])
+    assert not np.allclose(other[2], sums(prob.rows.block, beta_raw)[2])
