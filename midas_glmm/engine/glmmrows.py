@@ -255,6 +255,15 @@ class RowBlock:
         score, obs, _ = self.zi.derivatives(r, score, obs, obs)
         return self.w * ll, self.w * score, self.w * obs
 
+    def _information_rows(self, eta, phi: float) -> np.ndarray:
+        """The observed information of :meth:`laplace_rows` alone: without the log-likelihood's
+        rows (w′'s central differences need nothing else) for a family that takes its score from
+        the exponential-family form; the whole of :meth:`laplace_rows` otherwise."""
+        if self.zi is not None or self.fam.exact:
+            return self.laplace_rows(eta, phi)[2]
+        mu = self.fam.linkinv(eta)
+        return self.w * self.fam.weights(self.y, mu, eta, 1.0, phi, observed=True)
+
     def laplace_gradient_sums(self, beta_raw, lams, us, factor, S_data, phi=1.0, channels=()):
         """Row sums for the gradient of the Laplace deviance at the modes (in memory): Z'ℓ',
         Z'r, X'(r − 2ℓ'), q = A⁻¹Λ'Z'v, and one number per extra channel, where ℓ' and
@@ -272,7 +281,9 @@ class RowBlock:
             return self._canonical_gradient_sums(*self._eta_and_t(beta_raw, lams, us), lams, factor, S_data)
         eta = self.eta(beta_raw, lams, us)
         _, dl, w = self.laplace_rows(eta, phi)
-        dw = (self.laplace_rows(eta + GRAD_STEP, phi)[2] - self.laplace_rows(eta - GRAD_STEP, phi)[2]) / (2 * GRAD_STEP)
+        dw = (self._information_rows(eta + GRAD_STEP, phi) - self._information_rows(eta - GRAD_STEP, phi)) / (
+            2 * GRAD_STEP
+        )
         cb = rm.col_base
         zeta = np.empty_like(rm.Zall)
         for t, lam in enumerate(lams):
