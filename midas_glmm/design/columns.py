@@ -402,10 +402,11 @@ def predictor_names(parsed: ParsedFormula) -> set[str]:
 def check_columns(needed: set[str], data: pd.DataFrame, formula: str, what: str = "formula") -> None:
     """Raise for a column the formula reads that the data lacks, or holds twice (``what``: the
     argument the formula came in, for the message: "formula", "ziformula", "dispformula")."""
+    unique = data.columns.is_unique  # pandas caches it: the common case counts nothing
     for name in sorted(needed):
         if name not in data.columns:
             raise DataError(_missing_column(name, data.columns, formula, what))
-        if (data.columns == name).sum() > 1:
+        if not unique and (data.columns == name).sum() > 1:
             raise DataError(
                 f"column '{name}' appears {(data.columns == name).sum()} times in the data; rename or drop "
                 "the copies, e.g. data.loc[:, ~data.columns.duplicated()]"

@@ -200,9 +200,20 @@ def _term_columns(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
     )
 
 
+def _missing(col: pd.Series) -> np.ndarray:
+    """Where ``col`` has no value: NaN in a numpy float column, nowhere in a numpy integer or
+    boolean one (they cannot hold a missing value), pandas' isna() for every other type."""
+    kind = col.dtype.kind if isinstance(col.dtype, np.dtype) else ""
+    if kind == "f":
+        return np.isnan(col.to_numpy())
+    if kind in "iub" and kind:
+        return np.zeros(len(col), dtype=bool)
+    return col.isna().to_numpy()
+
+
 def _complete_rows(data: pd.DataFrame, cols: list[str], extra: dict[str, np.ndarray]) -> np.ndarray:
     """Rows with a value in every used column and argument (lme4's na.omit)."""
-    missing = {c: data[c].isna().to_numpy() for c in cols}
+    missing = {c: _missing(data[c]) for c in cols}
     complete = np.ones(len(data), dtype=bool)
     for m in [*missing.values(), *(np.isnan(a) for a in extra.values())]:
         complete &= ~m
@@ -300,7 +311,10 @@ def build_design(
     complete = _complete_rows(data, cols, extra)
     n_dropped = int((~complete).sum())
     # the used columns of the complete rows: pandas' copy-on-write shares the caller's memory
-    df = data.loc[complete, cols] if n_dropped else data[cols]
+    if n_dropped:
+        df = data.loc[complete, cols]
+    else:  # every column used: the frame itself (read only), else a selection (pandas copies it)
+        df = data if len(data.columns) == len(cols) and set(data.columns) == set(cols) else data[cols]
     df = formulaic_types(df, predictor_names(parsed))
     extra = {k: v[complete] for k, v in extra.items()}
 

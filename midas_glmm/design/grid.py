@@ -34,11 +34,13 @@ def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:
         col = df[name]
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
         if numeric and name not in categorical_calls:
-            values = _few_values(col.to_numpy(dtype=float, na_value=np.nan), COV_KEEP)
+            a = col.to_numpy(dtype=float, na_value=np.nan)
+            values = _few_values(a, COV_KEEP)
             if values is not None:
                 out[name] = ("kept", values)
             else:
-                out[name] = ("numeric", float(col.mean()))
+                mean = float(a.mean())  # pandas' skipna mean, without pandas' overhead
+                out[name] = ("numeric", mean if not np.isnan(mean) else float(np.nanmean(a)))
         elif isinstance(col.dtype, pd.CategoricalDtype):
             out[name] = ("factor", list(col.cat.categories))
         else:

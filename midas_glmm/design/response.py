@@ -31,8 +31,11 @@ __all__ = [
 def check_finite(df: pd.DataFrame, cols) -> None:
     """Raise on infinite values in the numeric columns used."""
     for c in cols:
-        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
-            vals = df[c].to_numpy(dtype=float)
+        col = df[c]
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iub":
+            continue  # integers and booleans are finite
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            vals = col.to_numpy(dtype=float)
             if np.isinf(vals).any():
                 raise DataError(
                     f"column '{c}' holds infinite values (row {df.index[np.isinf(vals)][0]!r}); remove or recode them"

@@ -319,3 +319,36 @@ def test_text_with_pandas_na_is_a_factor_as_plain_text_is():
     assert got.llf == pytest.approx(want.llf, rel=1e-12)
     new = na_text.iloc[:5]
     assert np.asarray(got.predict(new)) == pytest.approx(np.asarray(want.predict(plain.iloc[:5])), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series([1.5, np.nan, 2.0]),
+        pd.Series([1, 2, 3]),
+        pd.Series([True, False, True]),
+        pd.Series(np.array([1, 2, 3], dtype=np.uint8)),
+        pd.Series(["a", None, "b"], dtype=object),
+        pd.Series(["a", pd.NA, "b"], dtype="string"),
+        pd.Series([1, pd.NA, 3], dtype="Int64"),
+        pd.Series(pd.Categorical(["a", None, "b"])),
+        pd.Series(pd.to_datetime(["2020-01-01", None, "2020-01-03"])),
+    ],
+)
+def test_missing_rows_read_as_pandas_isna(values):
+    """The complete-case filter's fast reading of numpy columns finds exactly pandas' missing values."""
+    from midas_glmm.design.design import _missing
+
+    assert np.array_equal(_missing(values), values.isna().to_numpy())
+
+
+def test_a_frame_whose_every_column_is_used_is_untouched():
+    """With every column used and no row dropped the design reads the caller's frame itself:
+    a fit, its predictions and an object column of numbers leave it as it was."""
+    df = datasets.load("sleepstudy")[["Reaction", "Days", "Subject"]]
+    df["Days"] = df["Days"].astype(object)  # numbers in an object column: converted in a copy
+    before = df.copy(deep=True)
+    res = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", df).fit()
+    res.predict(df)
+    pd.testing.assert_frame_equal(df, before)
+    assert res.params["Days"] == pytest.approx(10.467, abs=1e-3)
