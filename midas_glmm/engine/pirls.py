@@ -19,6 +19,7 @@ starts at θ₀ itself, and takes the first stage only when it needs it.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -156,7 +157,13 @@ class GLMMProblem:
         deviance at (β, u) and the blocks of the working system there; the solve is level-sized."""
         fam = self.fam
         lams = self.tmap.lams(np.asarray(theta, dtype=float))
-        us = [u.copy() for u in self._u]
+        # the modes as one vector U, and per term as views of it (the rows' passes take them so)
+        bounds = list(itertools.pairwise(np.cumsum([0, *(u.size for u in self._u)])))
+
+        def parts(U_):
+            return [U_[a:b] for a, b in bounds]
+
+        U = np.concatenate(self._u)
         beta = np.asarray(beta, dtype=float).copy()
 
         # Newton steps on the observed information where the whole system is positive definite
@@ -164,9 +171,9 @@ class GLMMProblem:
         # the gradient built on them is exact; the expected information where it is not
         steps = "laplace" if fam.exact and fam.laplace_observed and not fam.observed_positive else "newton"
 
-        def evaluate(us_, beta_, info=steps):
-            ll, cp_ = self.rows("evaluate", self.S @ beta_, lams, us_, phi, joint, self.shift, self.scale, info)
-            return -2 * ll + sum(float(u @ u) for u in us_), ll, cp_
+        def evaluate(U_, beta_, info=steps):
+            ll, cp_ = self.rows("evaluate", self.S @ beta_, lams, parts(U_), phi, joint, self.shift, self.scale, info)
+            return -2 * ll + float(U_ @ U_), ll, cp_
 
         def factor(blocks):
             if isinstance(blocks, CrossProducts):  # Dask: summed on the workers
@@ -175,56 +182,58 @@ class GLMMProblem:
                 blocks = self.plan.load(blocks)
             return Factor(self.plan, blocks, lams)
 
-        def newton(cp_, us_, beta_):
-            """The factor of the working system and the (β, u) it proposes."""
+        def newton(cp_, beta_):
+            """The factor of the working system and the (β, U) it proposes."""
             L_ = factor(cp_)
             nb = L_.beta() if joint else beta_
-            return L_, nb, L_.u(nb if joint else np.zeros(0))
+            return L_, nb, np.concatenate(L_.u(nb if joint else np.zeros(0)))
 
         # warm start from the previous modes; from u = 0 if that start is unusable
-        obj, ll, cp = evaluate(us, beta)
+        obj, ll, cp = evaluate(U, beta)
         if not np.isfinite(obj):
-            us = [np.zeros_like(u) for u in us]
-            obj, ll, cp = evaluate(us, beta)
+            U = np.zeros_like(U)
+            obj, ll, cp = evaluate(U, beta)
         converged = False
         L = None
         for _ in range(maxit):
             if cp is None:
                 break  # the start is outside the link's domain: reported below
             try:
-                L, new_beta, new_us = newton(cp, us, beta)
+                L, new_beta, new_U = newton(cp, beta)
             except np.linalg.LinAlgError:
                 try:  # an observed (or zero-inflation's exact) system is indefinite here: a positive one
                     if self.d.zi is None and steps == "newton":
                         raise
-                    _, _, cp = evaluate(us, beta, "safe" if self.d.zi is not None else "newton")
-                    L, new_beta, new_us = newton(cp, us, beta)
+                    _, _, cp = evaluate(U, beta, "safe" if self.d.zi is not None else "newton")
+                    L, new_beta, new_U = newton(cp, beta)
                 except np.linalg.LinAlgError:
                     L = None
                     break  # a degenerate working system: report non-convergence, keep the best so far
-            size = 1 + _largest(us)
-            proposed = max(_largest(a - b for a, b in zip(new_us, us)), _largest([new_beta - beta]))
+            size = 1 + _largest([U])
+            dU, dbeta = new_U - U, new_beta - beta
+            proposed = max(_largest([dU]), _largest([dbeta]))
             if proposed < tol * size:  # at the modes already: L is the factor there
                 converged = True
                 break
             step = 1.0
             for _half in range(12):
-                cand_us = [u + step * (v - u) for u, v in zip(us, new_us)]
-                cand_beta = beta + step * (new_beta - beta)
-                cand_obj, cand_ll, cand_cp = evaluate(cand_us, cand_beta)
+                cand_U = U + step * dU
+                cand_beta = beta + step * dbeta
+                cand_obj, cand_ll, cand_cp = evaluate(cand_U, cand_beta)
                 if np.isfinite(cand_obj) and cand_obj <= obj + 1e-10 * abs(obj):
                     break
                 step /= 2
             else:
                 break
             change = obj - cand_obj
-            delta = max(_largest(a - b for a, b in zip(cand_us, us)), _largest([cand_beta - beta]))
-            us, beta, obj, ll, cp = cand_us, cand_beta, cand_obj, cand_ll, cand_cp
+            delta = max(_largest([cand_U - U]), _largest([cand_beta - beta]))
+            U, beta, obj, ll, cp = cand_U, cand_beta, cand_obj, cand_ll, cand_cp
             L = None
-            size = 1 + _largest(us)
+            size = 1 + _largest([U])
             if delta < tol * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
                 converged = True
                 break
+        us = parts(U)
         if not converged and not _restarted and any(np.any(u) for u in self._u):
             self._u = [np.zeros_like(u) for u in self._u]  # a poor warm start: try again from u = 0
             return self.pirls(theta, beta, phi, joint, maxit, with_X, tol, _restarted=True)
@@ -244,7 +253,7 @@ class GLMMProblem:
         if not newton_is_laplace or (with_X and not joint):
             saved = joint
             joint = joint or with_X
-            _, ll, cp = evaluate(us, beta, "laplace")
+            _, ll, cp = evaluate(U, beta, "laplace")
             joint = saved
             L = None
             if cp is None:  # the log-determinant's information is not finite at the modes
