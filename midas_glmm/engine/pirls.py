@@ -65,9 +65,9 @@ class PirlsState:
     converged: bool
 
 
-def _largest(arrays) -> float:
-    """max |x| over the entries of ``arrays`` (0 when there are none)."""
-    return max((float(abs(a).max()) for a in arrays if a.size), default=0.0)
+def _largest(a: np.ndarray) -> float:
+    """max |x| over the entries of ``a`` (0 when there are none)."""
+    return float(np.abs(a).max()) if a.size else 0.0
 
 
 class GLMMProblem:
@@ -83,7 +83,8 @@ class GLMMProblem:
     dense : bool or None
         Factor Λ'Z'WZΛ + I as one dense block by LAPACK (none of the sparse factor's compiled
         kernels to compile on a first fit) or by the sparse plan; None: dense when there are at
-        most :data:`~.sparsity.SMALL_Q` random effects.
+        most :data:`~.sparsity.SMALL_Q` random effects, except for one random intercept, whose
+        diagonal factor is numpy's already (and cheaper than LAPACK's dense one: cbpp 18 → 16 ms).
     """
 
     def __init__(self, design: Design, family: Family, standardize_X: bool = False, dense: bool | None = None):
@@ -111,7 +112,8 @@ class GLMMProblem:
                 disp_X,
             )
             if dense is None:  # a small model: one LAPACK factor, only the row passes compiled
-                dense = sum(t.q for t in design.terms) <= SMALL_Q
+                one_intercept = len(design.terms) == 1 and design.terms[0].p == 1
+                dense = sum(t.q for t in design.terms) <= SMALL_Q and not one_intercept
             self.plan = FactorPlan(design.terms, block.pattern(), dense=dense)
             block.attach_plan(self.plan)
             self.rows = LocalRows(block)
@@ -209,9 +211,9 @@ class GLMMProblem:
                 except np.linalg.LinAlgError:
                     L = None
                     break  # a degenerate working system: report non-convergence, keep the best so far
-            size = 1 + _largest([U])
+            size = 1 + _largest(U)
             dU, dbeta = new_U - U, new_beta - beta
-            proposed = max(_largest([dU]), _largest([dbeta]))
+            proposed = max(_largest(dU), _largest(dbeta))
             if proposed < tol * size:  # at the modes already: L is the factor there
                 converged = True
                 break
@@ -226,10 +228,10 @@ class GLMMProblem:
             else:
                 break
             change = obj - cand_obj
-            delta = max(_largest([cand_U - U]), _largest([cand_beta - beta]))
+            delta = max(_largest(cand_U - U), _largest(cand_beta - beta))
             U, beta, obj, ll, cp = cand_U, cand_beta, cand_obj, cand_ll, cand_cp
             L = None
-            size = 1 + _largest([U])
+            size = 1 + _largest(U)
             if delta < tol * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
                 converged = True
                 break

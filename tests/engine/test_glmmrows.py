@@ -131,9 +131,18 @@ def test_given_weights_pass_equals_the_sparse_cross_products(family, response, j
 FIT_CASES = {
     "binomial": ("cbind(k, n - k) ~ x + x2 + (1|g) + (1|h)", {}),
     "poisson": ("c ~ x + (x|g)", {"offset": "o"}),  # 50 random effects: dense only when asked
-    "gamma": ("g2 ~ x + (1|g)", {}),
-    "nbinom2": ("c ~ x + x2 + (1|h)", {}),
+    "gamma": ("g2 ~ x + (1|g) + (1|h)", {}),
+    "nbinom2": ("c ~ x + x2 + (x|h)", {}),
 }
+
+
+def test_one_random_intercept_takes_the_diagonal_plan():
+    """A small GLMM takes the all-dense plan, except one random intercept: its diagonal factor."""
+    df = rows()
+    one = MixedModel.from_formula("cbind(k, n - k) ~ x + (1|h)", df, family="binomial")
+    two = MixedModel.from_formula("cbind(k, n - k) ~ x + (x|h)", df, family="binomial")
+    assert GLMMProblem(one.design, one.family).plan.diagonal
+    assert GLMMProblem(two.design, two.family).plan.Ns == 0
 
 
 @pytest.mark.parametrize("family", sorted(FIT_CASES))
