@@ -435,17 +435,25 @@ STAGE2_STOP = {"ftol_rel": 0.0, "ftol_abs": 1e-7, "xtol_rel": 1e-7, "xtol_abs": 
 
 def _laplace_fun_grad(prob: GLMMProblem, split):
     """(θ, β, log φ, γ) → (Laplace −2ℓ, gradient); (∞, 0) where PIRLS fails (a step the optimizer
-    rejects). ``split``: the parameter vector's parts."""
+    rejects). ``split``: the parameter vector's parts. The last answer is kept with its point:
+    the derivatives at the optimizer's result start with the gradient its last step computed."""
     channels = prob.gradient_channels()
+    last: list = [None, None]  # the point, and (−2ℓ, gradient) there
 
     def fun_grad(par):
+        par = np.asarray(par, dtype=float)
+        if last[0] is not None and np.array_equal(last[0], par):
+            value, grad = last[1]
+            return value, grad.copy()
         theta, beta, phi, gamma = split(par)
         try:
             if len(gamma):
                 prob.set_zero_inflation(gamma)
-            return laplace_gradient(prob, theta, beta, phi, channels)
+            value, grad = laplace_gradient(prob, theta, beta, phi, channels)
         except (np.linalg.LinAlgError, FloatingPointError, FitError):
-            return np.inf, np.zeros(len(par))
+            value, grad = np.inf, np.zeros(len(par))
+        last[0], last[1] = par.copy(), (value, grad.copy())
+        return value, grad
 
     return fun_grad
 

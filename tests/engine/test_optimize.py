@@ -74,3 +74,35 @@ def test_an_early_bobyqa_stop_is_restarted_with_the_requested_optimizer():
     done = OptResult(np.array([2.0, -1.0]), 0.0, 20, True, "", "bobyqa")
     g, H = fd_derivatives(quadratic, done.x)
     assert restart_if_unconverged(quadratic, done, lower, H, g, optimizer="bobyqa") == (done, False)
+
+
+def test_lbfgsb_stops_when_its_line_search_probes_rounding_noise(monkeypatch):
+    """A sharp criterion of size 3e5 whose last digits, and its gradient's, are noise (a fixed
+    function of x, as rounding is): once the line search asks for a point within rounding of its
+    best, the search ends there, at the optimum, instead of evaluating noise until a value
+    happens to pass the line search's tests (the guard off: more evaluations, no better point)."""
+    import zlib
+
+    import midas_glmm.engine.optimize as optimize
+
+    def run(seed):
+        centre = np.array([1.9, 0.6]) + 0.01 * seed
+        calls = []
+
+        def fun_grad(x):
+            calls.append(np.array(x))
+            e = np.random.default_rng(zlib.crc32(np.asarray(x, float).tobytes())).uniform(-1, 1, 3)
+            d = x - centre
+            return 3e5 + 1e7 * float(d @ d) + 5e-10 * e[0], 2e7 * d + 2e-3 * e[1:]
+
+        opt = minimize_bounded(
+            lambda x: fun_grad(x)[0], np.array([1.0, 0.0]), np.array([0.0, -np.inf]), "lbfgsb", fun_grad=fun_grad
+        )
+        assert opt.converged and opt.nfev == len(calls)
+        assert np.allclose(opt.x, centre, atol=1e-9)
+        return len(calls)
+
+    guarded = [run(seed) for seed in range(10)]
+    monkeypatch.setattr(optimize, "STALL_STEP", -1.0)
+    unguarded = [run(seed) for seed in range(10)]
+    assert max(guarded) <= 4 and sum(unguarded) > sum(guarded) + 10
