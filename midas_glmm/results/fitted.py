@@ -109,13 +109,6 @@ class MixedModelResults:
         self.singular = estimates.singular
         self.convergence_messages = list(estimates.convergence)
         self.notes = list(estimates.notes)
-        names = self.design.fixed_names
-        self.params = pd.Series(estimates.beta, index=names, name="params")
-        self._vcov = pd.DataFrame(estimates.vcov_beta, index=names, columns=names)
-        self.bse = pd.Series(np.sqrt(np.diag(estimates.vcov_beta)), index=names, name="bse")
-        self.tvalues = self.params / self.bse
-        self.tvalues.name = "z"
-        self.pvalues = pd.Series(2 * norm_sf(np.abs(self.tvalues)), index=names, name="P>|z|")
         self.fit_options = dict(fit_options) if fit_options is not None else _fit_options(estimates, self.family)
         disp = self.design.disp
         self.disp_params = self.disp_bse = None
@@ -132,6 +125,36 @@ class MixedModelResults:
             self.zi_params = pd.Series(estimates.zi_params, index=zi.names, name="zi_params")
             var = np.diag(estimates.zi_vcov)  # NaN where a coefficient at the boundary has none
             self.zi_bse = pd.Series(np.sqrt(np.where(var > 0, var, np.nan)), index=zi.names, name="zi_bse")
+
+    # ------------------------------------------------------------------ fixed effects
+    # Built on first use (a fit whose caller reads only the log-likelihood, as a simulation may,
+    # does not pay pandas' ~0.4 ms for them), then kept.
+    @cached_property
+    def params(self) -> pd.Series:
+        """β̂, the fixed-effect estimates."""
+        return pd.Series(self.estimates.beta, index=self.design.fixed_names, name="params")
+
+    @cached_property
+    def _vcov(self) -> pd.DataFrame:
+        names = self.design.fixed_names
+        return pd.DataFrame(self.estimates.vcov_beta, index=names, columns=names)
+
+    @cached_property
+    def bse(self) -> pd.Series:
+        """Standard errors of β̂: the square roots of the covariance's diagonal."""
+        se = np.sqrt(np.diag(self.estimates.vcov_beta))
+        return pd.Series(se, index=self.design.fixed_names, name="bse")
+
+    @cached_property
+    def tvalues(self) -> pd.Series:
+        """Wald statistics β̂ / SE (named ``z``)."""
+        return (self.params / self.bse).rename("z")
+
+    @cached_property
+    def pvalues(self) -> pd.Series:
+        """Two-sided normal p-values of the Wald statistics."""
+        p = 2 * norm_sf(np.abs(self.tvalues.to_numpy()))
+        return pd.Series(p, index=self.design.fixed_names, name="P>|z|")
 
     # ------------------------------------------------------------------ basic numbers
     @property

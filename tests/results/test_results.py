@@ -131,3 +131,24 @@ def test_results_pickle_round_trip(slope):
     again = pickle.loads(pickle.dumps(slope))
     assert again.llf == slope.llf
     pd.testing.assert_frame_equal(again.ranef(condvar=True), slope.ranef(condvar=True))
+
+
+def test_coefficient_table_is_built_on_first_use_and_pickles_before_it():
+    """params, bse, tvalues and pvalues are built when first read: equal to the Wald arithmetic on
+    the estimates, named as statsmodels names them, and the same after a pickle taken first."""
+    import pickle
+
+    res = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", datasets.load("sleepstudy")).fit()
+    assert "params" not in vars(res)
+    again = pickle.loads(pickle.dumps(res))
+    for r in (res, again):
+        se = np.sqrt(np.diag(r.estimates.vcov_beta))
+        assert np.allclose(r.params, r.estimates.beta) and np.allclose(r.bse, se)
+        assert np.allclose(r.tvalues, r.estimates.beta / se)
+        assert np.allclose(r.pvalues, 2 * stats.norm.sf(np.abs(r.estimates.beta / se)))
+        assert (r.params.name, r.bse.name, r.tvalues.name, r.pvalues.name) == ("params", "bse", "z", "P>|z|")
+        assert list(r.pvalues.index) == ["(Intercept)", "Days"]
+        assert np.allclose(r.vcov().to_numpy(), r.estimates.vcov_beta) and list(r.vcov().columns) == list(
+            r.params.index
+        )
+    assert res.params is res.params  # built once, then kept
