@@ -59,7 +59,9 @@ class RowBlock:
         self._link: int | None = None
         self._agq_rows = None  # (nodes, the response repeated per node, group-by-node codes)
         # the last compiled pass's (β, Λu, η, t): the Laplace gradient at PIRLS' modes reads η and
-        # t = e^(−|η|) or e^η there instead of computing them again
+        # t = e^(−|η|) or e^η there instead of computing them again. Kept only for the rows in
+        # memory (LocalRows), which the gradient serves: not on Dask workers (16 bytes a row)
+        self.keep_last_pass = False
         self._last_pass = None
         # the rows with a positive prior weight, when some have none (None: every row)
         self._weighted = None if np.all(np.asarray(weights) > 0) else np.asarray(weights) > 0
@@ -210,7 +212,8 @@ class RowBlock:
             lt = np.log(1.0 + t)  # log1p's accuracy is not needed: ≤ 2e-16 off per row in Σ log f
         else:
             lt = t
-        self._last_pass = (np.array(beta_raw, dtype=float), b, eta, t)
+        if self.keep_last_pass:
+            self._last_pass = (np.array(beta_raw, dtype=float), b, eta, t)
         m = self.X.shape[1] + 1 if joint else 1
         A, XZ, XX = np.zeros(rm.plan.nA), np.zeros((rm.plan.q, m)), np.zeros((m, m))
         rscale = 1.0 / np.asarray(scale, dtype=float)
@@ -434,6 +437,7 @@ class LocalRows:
 
     def __init__(self, block: RowBlock):
         self.block = block
+        block.keep_last_pass = True  # the in-memory gradient reads it
 
     def __call__(self, method: str, *args):
         return getattr(self.block, method)(*args)

@@ -206,3 +206,8 @@ def test_gradient_sums_reuse_the_last_pass_only_at_its_point(response, family):
             assert np.allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
     other = sums(prob.rows.block, beta_raw + [0.05, -0.02, 0.01])
     assert not np.allclose(other[2], sums(prob.rows.block, beta_raw)[2])
+    # a block outside LocalRows (a Dask partition's) keeps no row-sized arrays after its passes
+    assert prob.rows.block._last_pass is not None
+    fresh.keep_last_pass, fresh._last_pass = False, None
+    fresh.evaluate(beta_raw, lams, us, 1.0, False, prob.shift, prob.scale)
+    assert fresh._last_pass is None
