@@ -203,10 +203,10 @@ def _term_columns(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
 def _missing(col: pd.Series) -> np.ndarray:
     """Where ``col`` has no value: NaN in a numpy float column, nowhere in a numpy integer or
     boolean one (they cannot hold a missing value), pandas' isna() for every other type."""
-    kind = col.dtype.kind if isinstance(col.dtype, np.dtype) else ""
+    kind = col.dtype.kind if isinstance(col.dtype, np.dtype) else None
     if kind == "f":
         return np.isnan(col.to_numpy())
-    if kind in "iub" and kind:
+    if kind in ("i", "u", "b"):
         return np.zeros(len(col), dtype=bool)
     return col.isna().to_numpy()
 

@@ -418,9 +418,13 @@ class Factor:
         r, c = P.tail_entries()
         return np.concatenate([Z, Zt[r, c]])
 
+    def u_flat(self, beta: np.ndarray) -> np.ndarray:
+        """Spherical modes û from L_Z' u = c_Z − L_X β, every term's in one vector."""
+        return self.solve_Zt(self.LX[:, -1] - self.LX[:, :-1] @ beta)
+
     def u(self, beta: np.ndarray) -> list[np.ndarray]:
-        """Spherical modes û from L_Z' u = c_Z − L_X β, split by term."""
-        u = self.solve_Zt(self.LX[:, -1] - self.LX[:, :-1] @ beta)
+        """:meth:`u_flat` split by term (views)."""
+        u = self.u_flat(beta)
         off = self.plan.term_off
         return [u[a:b] for a, b in zip(off, [*off[1:], len(u)])]
 

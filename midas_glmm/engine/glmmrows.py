@@ -204,10 +204,8 @@ class RowBlock:
         log(1 + e^(−|η|)) (logit) or e^η (log) by numpy's vectorised functions, then one compiled
         pass (:func:`rowkernels.working_system`) to the blocks of the working system."""
         rm = self.rowmap
-        xb = self.X @ beta_raw  # kept: the pass in u alone takes z − Xβ
         b = _flat_effects(lams, us)
-        eta = rm.eta(self.off + xb, b)
-        t = self._transcendental(eta)
+        xb, eta, t = self._linear_predictor_and_t(beta_raw, b)  # xb kept: the pass in u alone takes z − Xβ
         if self._link == codes.LOGIT:
             lt = np.log(1.0 + t)  # log1p's accuracy is not needed: ≤ 2e-16 off per row in Σ log f
         else:
@@ -225,23 +223,24 @@ class RowBlock:
             return ll, None
         return ll, PlanBlocks(A, XZ, XX, len(eta))
 
-    def _transcendental(self, eta: np.ndarray) -> np.ndarray:
-        """t = e^(−|η|) (logit) or e^η (log) by numpy's vectorised exp; an overflow of e^η is a
-        step to reject (the pass says so)."""
+    def _linear_predictor_and_t(self, beta_raw, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Xβ, η = offset + Xβ + Zb, t) with t = e^(−|η|) (logit) or e^η (log) by numpy's
+        vectorised exp; an overflow of e^η is a step to reject (the pass says so)."""
+        xb = self.X @ beta_raw
+        eta = self.rowmap.eta(self.off + xb, b)
         if self._link == codes.LOGIT:
-            return np.exp(-np.abs(eta))
+            return xb, eta, np.exp(-np.abs(eta))
         with np.errstate(over="ignore"):
-            return np.exp(eta)
+            return xb, eta, np.exp(eta)
 
     def _eta_and_t(self, beta_raw, lams, us) -> tuple[np.ndarray, np.ndarray]:
-        """η and t (:meth:`_transcendental`) at (β, u): the last pass's when it was at exactly
-        these values (PIRLS ends with a pass at its modes), else computed."""
+        """η and t (:meth:`_linear_predictor_and_t`) at (β, u): the last pass's when it was at
+        exactly these values (PIRLS ends with a pass at its modes), else computed."""
         b = _flat_effects(lams, us)
         last = self._last_pass
         if last is not None and np.array_equal(last[0], beta_raw) and np.array_equal(last[1], b):
             return last[2], last[3]
-        eta = self.rowmap.eta(self.off + self.X @ beta_raw, b)
-        return eta, self._transcendental(eta)
+        return self._linear_predictor_and_t(beta_raw, b)[1:]
 
     def laplace_rows(self, eta, phi: float, dzeta: float = 0.0):
         """(log f, its score and its observed information in η) per row, prior-weighted, at
@@ -319,7 +318,7 @@ class RowBlock:
     def _canonical_gradient_sums(self, eta, t, lams, factor, S_data):
         """:meth:`laplace_gradient_sums` of a canonical binomial or Poisson model (no extra
         channels) in two compiled passes over the rows, with the level-sized solve between them;
-        μ from t (:meth:`_transcendental`) as the PIRLS pass takes it: (1 or t)/(1 + t) by the
+        μ from t (:meth:`_linear_predictor_and_t`) as the PIRLS pass takes it: (1 or t)/(1 + t) by the
         sign of η (logit), t (log), held inside the family's range."""
         rm = self.rowmap
         _, _, _, _, a, b = self._rows

@@ -188,7 +188,7 @@ class GLMMProblem:
             """The factor of the working system and the (β, U) it proposes."""
             L_ = factor(cp_)
             nb = L_.beta() if joint else beta_
-            return L_, nb, np.concatenate(L_.u(nb if joint else np.zeros(0)))
+            return L_, nb, L_.u_flat(nb if joint else np.zeros(0))
 
         # warm start from the previous modes; from u = 0 if that start is unusable
         obj, ll, cp = evaluate(U, beta)
