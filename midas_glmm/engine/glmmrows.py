@@ -201,15 +201,11 @@ class RowBlock:
 
     def _canonical(self, beta_raw, lams, us, joint, shift, scale):
         """:meth:`evaluate` for a canonical binomial or Poisson model: η, then e^(−|η|) and
-        log(1 + e^(−|η|)) (logit) or e^η (log) by numpy's vectorised functions, then one compiled
+        log(1 + e^(−|η|)) (logit) or e^η (log) by a vectorised kernel, then one compiled
         pass (:func:`rowkernels.working_system`) to the blocks of the working system."""
         rm = self.rowmap
         b = _flat_effects(lams, us)
-        xb, eta, t = self._linear_predictor_and_t(beta_raw, b)  # xb kept: the pass in u alone takes z − Xβ
-        if self._link == codes.LOGIT:
-            lt = np.log(1.0 + t)  # log1p's accuracy is not needed: ≤ 2e-16 off per row in Σ log f
-        else:
-            lt = t
+        xb, eta, t, lt = self._linear_predictor_and_t(beta_raw, b)  # xb kept: the pass in u alone takes z − Xβ
         if self.keep_last_pass:
             self._last_pass = (np.array(beta_raw, dtype=float), b, eta, t)
         m = self.X.shape[1] + 1 if joint else 1
@@ -223,15 +219,18 @@ class RowBlock:
             return ll, None
         return ll, PlanBlocks(A, XZ, XX, len(eta))
 
-    def _linear_predictor_and_t(self, beta_raw, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(Xβ, η = offset + Xβ + Zb, t) with t = e^(−|η|) (logit) or e^η (log) by numpy's
-        vectorised exp; an overflow of e^η is a step to reject (the pass says so)."""
+    def _linear_predictor_and_t(self, beta_raw, b) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(Xβ, η = offset + Xβ + Zb, t, lt) with t = e^(−|η|) and lt = log(1 + t) (logit) or
+        t = lt = e^η (log), by the vectorised :func:`rowkernels.logit_terms` or :func:`rowkernels.exp_terms`; an overflow of e^η
+        is a step to reject (the pass says so)."""
         xb = self.X @ beta_raw
-        eta = self.rowmap.eta(self.off + xb, b)
+        eta = np.ascontiguousarray(self.rowmap.eta(self.off + xb, b))
+        t, lt = np.empty(len(eta)), np.empty(len(eta))
         if self._link == codes.LOGIT:
-            return xb, eta, np.exp(-np.abs(eta))
-        with np.errstate(over="ignore"):
-            return xb, eta, np.exp(eta)
+            rowkernels.logit_terms(eta, t, lt)
+            return xb, eta, t, lt
+        rowkernels.exp_terms(eta, t, lt)
+        return xb, eta, t, t
 
     def _eta_and_t(self, beta_raw, lams, us) -> tuple[np.ndarray, np.ndarray]:
         """η and t (:meth:`_linear_predictor_and_t`) at (β, u): the last pass's when it was at
@@ -240,7 +239,7 @@ class RowBlock:
         last = self._last_pass
         if last is not None and np.array_equal(last[0], beta_raw) and np.array_equal(last[1], b):
             return last[2], last[3]
-        return self._linear_predictor_and_t(beta_raw, b)[1:]
+        return self._linear_predictor_and_t(beta_raw, b)[1:3]
 
     def laplace_rows(self, eta, phi: float, dzeta: float = 0.0):
         """(log f, its score and its observed information in η) per row, prior-weighted, at

@@ -15,6 +15,8 @@ from numba import njit
 
 __all__ = [
     "linear_predictor",
+    "logit_terms",
+    "exp_terms",
     "canonical_working",
     "working_system",
     "canonical_gradient_rows",
@@ -41,6 +43,88 @@ def linear_predictor(base, Zall, zidx, b, out):
         for c in range(k):
             s += Zall[i, c] * b[zidx[i, c]]
         out[i] = s
+
+
+#: ln 2 in two parts (the first with trailing zero bits, so k·ln2_hi is exact for |k| < 2^11)
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_LN2, _INV_LN2 = 0.6931471805599453, 1.4426950408889634
+#: 1.5 · 2^52: x + this rounds x to an integer held in the low bits of the sum's representation
+_ROUNDER = 6755399441055744.0
+_ROUNDER_BITS = int(np.array([_ROUNDER]).view(np.int64)[0])
+#: |η| beyond which e^(−|η|) is taken as 0 (the smallest normal double is e^−708.4); e^η overflows beyond the other
+_EXP_FLOOR, _EXP_CEIL = 707.0, 709.78
+
+
+#: e^r = Σ_k r^k / k! to k = 13 on |r| ≤ ln 2 / 2 (the first term left out is below 2^-60 e^r),
+#: highest power first for Horner's rule
+_EXP_COEFS = np.array([1.0 / math.factorial(k) for k in range(13, -1, -1)])
+#: log(1 + t) = 2 atanh(s) = 2s Σ_k s^2k / (2k + 1) to k = 10, highest power first
+_ATANH_COEFS = np.array([1.0 / (2 * k + 1) for k in range(10, -1, -1)])
+#: above this t, log(1 + t) = ln 2 + log((1 + t) / 2): the series' argument stays within ±0.172
+_SQRT2_M1 = 0.41421356237309503
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def logit_terms(eta, t, lt):
+    """The transcendental functions of a binomial-logit pass, row by row: t = e^(−|η|) and
+    lt = log(1 + t), both within 3 units in the last place of numpy's exp and log1p.
+
+    e^x = 2^k e^r with k = round(x / ln 2) and r = x − k ln 2 (a polynomial), 2^k written as the
+    bits of a double; log(1 + t) by the series of 2 atanh(s), s = t/(2 + t), with the argument
+    halved above √2 − 1 (so |s| ≤ 0.172). With no call into libm and no branch, each loop runs
+    on the CPU's vector registers: several times numpy's exp and log, which take libm's scalar
+    routines on a CPU without AVX-512. t is 0 where |η| ≥ 707 (numpy's is subnormal or 0 there),
+    and NaN stays NaN. ``t`` must be contiguous: its bits are written through an integer view."""
+    n = eta.shape[0]
+    for i in range(n):  # e^r into lt, k + 1.5·2^52 (a double whose low bits hold k) into t
+        x = max(-abs(eta[i]), -_EXP_FLOOR)
+        kd = x * _INV_LN2 + _ROUNDER
+        k = kd - _ROUNDER
+        r = (x - k * _LN2_HI) - k * _LN2_LO
+        e = _EXP_COEFS[0]
+        for j in range(1, len(_EXP_COEFS)):
+            e = e * r + _EXP_COEFS[j]
+        lt[i] = e
+        t[i] = kd
+    bits = t.view(np.int64)
+    for i in range(n):
+        bits[i] = (bits[i] - _ROUNDER_BITS + 1023) << 52
+    for i in range(n):
+        t[i] = 0.0 if abs(eta[i]) >= _EXP_FLOOR else lt[i] * t[i]
+    for i in range(n):  # log(1 + t), for t ≤ √2 − 1 by s = t/(2 + t), above by s = (t − 1)/(t + 3)
+        ti = t[i]
+        big = ti > _SQRT2_M1
+        s = (ti - 1.0 if big else ti) / (ti + 3.0 if big else ti + 2.0)
+        s2 = s * s
+        q = _ATANH_COEFS[0]
+        for j in range(1, len(_ATANH_COEFS)):
+            q = q * s2 + _ATANH_COEFS[j]
+        lt[i] = 2.0 * s * q + (_LN2 if big else 0.0)
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def exp_terms(eta, t, scratch):
+    """t = e^η row by row for a Poisson-log pass, as :func:`logit_terms` computes e^(−|η|):
+    within 1 unit in the last place of numpy's exp, 0 below −707, ∞ from 709.78 (where numpy's
+    overflows), NaN kept; ``scratch`` a row-sized array it overwrites."""
+    n = eta.shape[0]
+    for i in range(n):
+        x = min(max(eta[i], -_EXP_FLOOR), _EXP_CEIL)
+        kd = x * _INV_LN2 + _ROUNDER
+        k = kd - _ROUNDER
+        r = (x - k * _LN2_HI) - k * _LN2_LO
+        e = _EXP_COEFS[0]
+        for j in range(1, len(_EXP_COEFS)):
+            e = e * r + _EXP_COEFS[j]
+        scratch[i] = e
+        t[i] = kd
+    bits = t.view(np.int64)
+    for i in range(n):  # 2^(k−1), then doubled: k reaches 1024, one past the largest exponent
+        bits[i] = (bits[i] - _ROUNDER_BITS + 1022) << 52
+    for i in range(n):
+        e = eta[i]
+        v = 2.0 * scratch[i] * t[i]
+        t[i] = v if -_EXP_FLOOR < e < _EXP_CEIL else (0.0 if e <= -_EXP_FLOOR else (math.inf if e >= _EXP_CEIL else e))
 
 
 @njit(cache=True)
@@ -137,8 +221,8 @@ def working_system(
     zeroed by the caller), with X_s = (X − shift)·rscale and c the working response z = η −
     offset + (y − μ)/μ' when ``joint``, else the column z − Xβ (``xb`` = Xβ) alone.
 
-    The transcendental functions come in precomputed (numpy's vectorised exp and log): for the
-    logit link t = e^(−|η|) and lt = log(1 + t), for the log link t = e^η (``lt`` unused). Per
+    The transcendental functions come in precomputed (:func:`logit_terms`, :func:`exp_terms`): for the logit link
+    t = e^(−|η|) and lt = log(1 + t), for the log link t = e^η (``lt`` unused). Per
     chunk of rows: W and the working column first, then the scatters into A and XZ, then the
     chunk's columns summed as dot products. Returns −∞ where the
     pass leaves the domain (a step to reject). ``link`` = GIVEN: any family, t = W and lt = z
@@ -247,7 +331,7 @@ def working_system(
 @njit(cache=True)
 def canonical_gradient_rows(link, mu, ya, yb, Zall, zidx, Lblk, dest, za, zb, mult, S, dl, w, v, ZtLV):
     """The first pass of the Laplace gradient of a canonical binomial or Poisson model at the
-    means ``mu`` (numpy's vectorised tanh or exp computes them), per row: ℓ' = dl, w = −ℓ'' and
+    means ``mu`` (formed from the last pass's :func:`logit_terms` or :func:`exp_terms`), per row: ℓ' = dl, w = −ℓ'' and
     v = h w' (h = ζ'Sζ the leverage, ζ = Λ'z from ``Lblk``, the λ blocks on the diagonal; S the
     inverse's entries at the data blocks' positions ``dest``), and Z'[ℓ' v] added into ZtLV (q × 2)."""
     n, ncol = Zall.shape

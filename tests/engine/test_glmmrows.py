@@ -102,6 +102,43 @@ def test_fused_pass_in_the_tails_and_outside_the_domain():
     assert ll == -np.inf and cp is None
 
 
+def _ulps(got, ref):
+    """|got − ref| in units of ref's last place (where ref is a normal double)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.abs(got - ref) / (np.abs(ref) * np.finfo(float).eps)
+
+
+def test_link_terms_equal_numpy_to_a_few_units_in_the_last_place():
+    """The vectorised e^(−|η|), log(1 + e^(−|η|)) and e^η of the canonical pass against numpy's
+    libm, over every range of η a pass meets (and beyond), with its limits: 0 where numpy's is
+    subnormal, ∞ where numpy's overflows, NaN kept."""
+    rng = np.random.default_rng(11)
+    edges = [0.0, -0.0, 1e-300, -1e-20, 0.3465735902799726, 36.0, -706.9, 708.9, 709.7, 709.77]
+    eta = np.concatenate([rng.normal(0, 3, 20_000), rng.uniform(-40, 40, 20_000), rng.uniform(-720, 720, 5_000), edges])
+    t, lt = np.empty_like(eta), np.empty_like(eta)
+    rowkernels.logit_terms(eta, t, lt)
+    ref_t = np.exp(-np.abs(eta))
+    normal = ref_t > 1e-300
+    assert _ulps(t, ref_t)[normal].max() <= 1.5
+    assert _ulps(lt, np.log1p(ref_t))[normal & (ref_t > 0)].max() <= 3.0
+    assert np.all(t[~normal] <= 1e-300) and np.all(lt[~normal] <= 1e-300)
+    e, scratch = np.empty_like(eta), np.empty_like(eta)
+    rowkernels.exp_terms(eta, e, scratch)
+    with np.errstate(over="ignore"):
+        ref_e = np.exp(eta)
+    inside = (ref_e > 1e-300) & np.isfinite(ref_e)
+    assert _ulps(e, ref_e)[inside].max() <= 1.5
+    assert np.array_equal(np.isinf(e), np.isinf(ref_e)) and np.all(e[ref_e <= 1e-300] <= 1e-300)
+    special = np.array([np.nan, np.inf, -np.inf, 707.0, -707.0, 709.78, 800.0])
+    t, lt, e = (np.empty_like(special) for _ in range(3))
+    rowkernels.logit_terms(special, t, lt)
+    rowkernels.exp_terms(special, e, np.empty_like(special))
+    assert np.isnan(t[0]) and np.isnan(lt[0]) and np.isnan(e[0])
+    assert np.all(t[1:] == 0.0) and np.all(lt[1:] == 0.0)
+    assert e[1] == np.inf and e[2] == 0.0 and e[4] == 0.0 and e[5] == e[6] == np.inf
+    assert e[3] == pytest.approx(np.exp(707.0), rel=4e-16)
+
+
 @pytest.mark.parametrize("family,response", [("gamma", "g2"), ("nbinom2", "c"), ("binomial", "cbind(k, n - k)")])
 @pytest.mark.parametrize("joint", [True, False])
 @pytest.mark.parametrize("dense", [False, True])
