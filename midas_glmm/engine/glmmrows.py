@@ -221,8 +221,8 @@ class RowBlock:
 
     def _linear_predictor_and_t(self, beta_raw, b) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(Xβ, η = offset + Xβ + Zb, t, lt) with t = e^(−|η|) and lt = log(1 + t) (logit) or
-        t = lt = e^η (log), by the vectorised :func:`rowkernels.logit_terms` or :func:`rowkernels.exp_terms`; an overflow of e^η
-        is a step to reject (the pass says so)."""
+        t = lt = e^η (log), by the vectorised :func:`rowkernels.logit_terms` or
+        :func:`rowkernels.exp_terms`; an overflow of e^η is a step to reject (the pass says so)."""
         xb = self.X @ beta_raw
         eta = np.ascontiguousarray(self.rowmap.eta(self.off + xb, b))
         t, lt = np.empty(len(eta)), np.empty(len(eta))
