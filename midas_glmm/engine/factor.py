@@ -340,13 +340,14 @@ class Factor:
         return out.ravel() if flat else out
 
     # ------------------------------------------------------------------ quantities
-    def _diag(self) -> np.ndarray:
+    def diagonal(self) -> np.ndarray:
+        """L_Z's diagonal, random effect by random effect (node order)."""
         return np.concatenate([self.L[self.plan.diagpos], np.diag(self.Ltail)])
 
     @property
     def logdet_Z(self) -> float:
         """log|L_Z|² = log det(Λ'Z'WZΛ + I)."""
-        return float(2.0 * np.log(self._diag()).sum())
+        return float(2.0 * np.log(self.diagonal()).sum())
 
     @property
     def p(self) -> int:

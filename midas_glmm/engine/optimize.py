@@ -65,6 +65,7 @@ def minimize_bounded(
     step: np.ndarray | float = 0.2,
     tolerances: dict | None = None,
     fun_grad: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
+    scale: np.ndarray | None = None,
 ) -> OptResult:
     """Minimise ``fun`` over ``x ≥ lower``.
 
@@ -73,7 +74,9 @@ def minimize_bounded(
     ``"lbfgsb"`` uses L-BFGS-B with finite-difference gradients and then (``polish``) a bounded
     Nelder–Mead restart from the optimum. ``"nelder-mead"`` is the seed's method; ``"powell"``
     is derivative-free too. ``step`` is BOBYQA's initial trust-region radius per coordinate.
-    ``fun_grad`` (x → (f, ∇f)), with ``"lbfgsb"``: the exact gradient, no polish.
+    ``fun_grad`` (x → (f, ∇f)), with ``"lbfgsb"``: the exact gradient, no polish; ``scale``
+    (with it) the search's units per coordinate: L-BFGS-B runs on x / scale, where its first
+    step, a unit step down the gradient, is then about one such unit in each coordinate.
     """
     if optimizer not in OPTIMIZERS:
         raise FitError(f"unknown optimizer '{optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
@@ -101,9 +104,12 @@ def minimize_bounded(
 
     if optimizer == "lbfgsb" and fun_grad is not None:
         best: dict = {"x": None, "f": np.inf}
+        s = np.ones(len(x0)) if scale is None else np.asarray(scale, dtype=float)
+        y0 = x0 / s
 
-        def fg(x):
+        def fg(y):
             nonlocal nfev
+            x = x0 if np.array_equal(y, y0) else y * s  # the start as given (y0 · s may round)
             bx = best["x"]
             if bx is not None and np.all(np.abs(x - bx) <= STALL_STEP * (1.0 + np.abs(bx))):
                 raise _Stalled
@@ -114,15 +120,15 @@ def minimize_bounded(
             v, g = (float(v), g) if np.isfinite(v) else (1e300, np.zeros_like(x))
             if v < best["f"]:
                 best["x"], best["f"] = np.array(x, dtype=float), v
-            return v, g
+            return v, g * s
 
         try:
             r = so.minimize(
                 fg,
-                x0,
+                y0,
                 method="L-BFGS-B",
                 jac=True,
-                bounds=bounds,
+                bounds=_bounds(lower / s),
                 options={
                     "ftol": (tolerances or {}).get("ftol_rel", 1e-13),
                     "gtol": 1e-6,
@@ -132,6 +138,7 @@ def minimize_bounded(
                 },
             )
             converged, message = bool(r.success), str(r.message)
+            r.x = r.x * s
         except _Stalled:  # the line search is probing rounding noise at its best point: done there
             r = so.OptimizeResult(x=best["x"], fun=best["f"])
             converged, message = True, "the line search's steps fell below the criterion's rounding"

@@ -435,16 +435,18 @@ STAGE2_STOP = {"ftol_rel": 0.0, "ftol_abs": 1e-7, "xtol_rel": 1e-7, "xtol_abs": 
 
 def _laplace_fun_grad(prob: GLMMProblem, split):
     """(θ, β, log φ, γ) → (Laplace −2ℓ, gradient); (∞, 0) where PIRLS fails (a step the optimizer
-    rejects). ``split``: the parameter vector's parts. The last answer is kept with its point:
-    the derivatives at the optimizer's result start with the gradient its last step computed."""
+    rejects). ``split``: the parameter vector's parts. The two answers used last are kept with
+    their points: the derivatives at the optimizer's result start with the gradient its last
+    step computed, and the search starts with the gradient its units' probes computed."""
     channels = prob.gradient_channels()
-    last: list = [None, None]  # the point, and (−2ℓ, gradient) there
+    kept: list = []  # the last two points, each with (−2ℓ, gradient) there
 
     def fun_grad(par):
         par = np.asarray(par, dtype=float)
-        if last[0] is not None and np.array_equal(last[0], par):
-            value, grad = last[1]
-            return value, grad.copy()
+        for i, (point, (value, grad)) in enumerate(kept):
+            if np.array_equal(point, par):
+                kept.append(kept.pop(i))  # the most recently used is kept longest
+                return value, grad.copy()
         theta, beta, phi, gamma = split(par)
         try:
             if len(gamma):
@@ -452,7 +454,7 @@ def _laplace_fun_grad(prob: GLMMProblem, split):
             value, grad = laplace_gradient(prob, theta, beta, phi, channels)
         except (np.linalg.LinAlgError, FloatingPointError, FitError):
             value, grad = np.inf, np.zeros(len(par))
-        last[0], last[1] = par.copy(), (value, grad.copy())
+        kept[:] = [*kept[-1:], (par.copy(), (value, grad.copy()))]
         return value, grad
 
     return fun_grad
@@ -543,6 +545,8 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     # then redone the long way, as it is when PIRLS fails at θ₀ or the search cannot leave it.
     straight = use_gradient and not fast and not laplace_first
 
+    start: dict = {}
+
     def stage_one(skip: bool):
         """Stage 1's optimum (or the start, ``skip``), and θ, β (PIRLS) and γ there."""
         if skip:
@@ -552,7 +556,11 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
         theta1, _, phi1, gamma1 = split1(opt1.x)
         if nz:
             prob.set_zero_inflation(gamma1)
-        return opt1, theta1, prob.pirls(theta1, warm["beta"], phi1, joint=True).beta, gamma1
+        st1 = prob.pirls(theta1, warm["beta"], phi1, joint=True)
+        # the search's units (a dispersion model's or a zero-inflation's coefficients: none; their
+        # probed curvatures made those searches longer)
+        start["units"] = None if nz or Xd is not None else _search_units(prob, st1, theta1, nd)
+        return opt1, theta1, st1.beta, gamma1
 
     if straight:
         try:
@@ -604,7 +612,8 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
                 # zero-inflation: stop at relative gains below 1e-10 (nlminb's rel.tol, glmmTMB's), not
                 # 1e-13: a coefficient running to the boundary gains ever less for ever more iterations
                 tol = {"ftol_rel": ZI_FTOL} if nz else None
-                return minimize_bounded(fun, x2, lower, "lbfgsb", fun_grad=fun_grad, tolerances=tol)
+                units = _probe_units(fun_grad, x2, start.get("units"))
+                return minimize_bounded(fun, x2, lower, "lbfgsb", fun_grad=fun_grad, tolerances=tol, scale=units)
             return minimize_bounded(
                 fun, x2, lower, optimizer, polish=False, jac="2-point", step=STAGE2_STEP, tolerances=STAGE2_STOP
             )
@@ -725,6 +734,59 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     for note in est.notes:
         warnings.warn(note, LaplaceAccuracyWarning, stacklevel=3)
     return est
+
+
+def _search_units(prob: GLMMProblem, st: PirlsState, theta: np.ndarray, extra: int) -> np.ndarray | None:
+    """Units for L-BFGS-B's search in (θ, β, then ``extra`` coordinates: log φ or an ordinal
+    model's thresholds) from the joint PIRLS state ``st`` at θ where it starts, for a model whose
+    random-effects terms are all scalar (None otherwise).
+
+    They are the reciprocal square roots of the deviance's curvatures: 2 diag(R_X R_X') for β,
+    and for each θ_t the working model's expected information 4 Σ_l ((a_l − 1)/a_l)² / θ_t²
+    over the term's levels, with a_l = L_ll² (θ_t² Σ_{i∈l} wᵢ + 1 for the first term, less
+    what the earlier terms explain for the later ones). The extra coordinates are left NaN,
+    for :func:`_probe_units`. Without units the first step, a unit step down the gradient,
+    moves β by a whole unit of its standardised scale: many standard errors in a large data
+    set, and a deviance thousands above the start."""
+    P = prob.plan
+    nt = len(theta)
+    if P is None or nt != P.k or np.any(P.p_term != 1):
+        return None
+    L = st.factor
+    try:
+        RX = L.RX
+    except np.linalg.LinAlgError:  # an observed information indefinite in β there (NB1): no units
+        return None
+    a = L.diagonal() ** 2
+    off = P.term_off  # each term's first random effect, and q
+    h = np.array([np.sum(((a[off[t] : off[t + 1]] - 1.0) / a[off[t] : off[t + 1]]) ** 2) for t in range(nt)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.concatenate([4.0 * h / np.asarray(theta, dtype=float) ** 2, 2.0 * np.sum(RX**2, axis=1)])
+    if not np.all(np.isfinite(h) & (h > 0)):
+        return None
+    return np.concatenate([1.0 / np.sqrt(h), np.full(extra, np.nan)])
+
+
+#: the step of the probes that measure the curvature of log φ or a threshold for the search's units
+PROBE_STEP = 1e-3
+
+
+def _probe_units(fun_grad, x: np.ndarray, units: np.ndarray | None) -> np.ndarray | None:
+    """``units`` with the coordinates it leaves open (NaN) measured: one gradient a
+    ``PROBE_STEP`` along each, its change over the step the curvature (a unit of 1 where that
+    is not positive). ``fun_grad`` keeps its answer at x (the search's first point) throughout."""
+    if units is None or not np.isnan(units).any():
+        return units
+    units = units.copy()
+    for j in np.flatnonzero(np.isnan(units)):
+        g0 = fun_grad(x)[1]
+        step = np.zeros(len(x))
+        step[j] = PROBE_STEP
+        value, g1 = fun_grad(x + step)
+        curv = (g1[j] - g0[j]) / PROBE_STEP
+        units[j] = 1.0 / np.sqrt(curv) if np.isfinite(value) and value < 1e299 and curv > 0 else 1.0
+    fun_grad(x)
+    return units
 
 
 #: a θ within this of its lower bound 0 is on it (for :func:`_descent_from_bound`)

@@ -106,3 +106,23 @@ def test_lbfgsb_stops_when_its_line_search_probes_rounding_noise(monkeypatch):
     monkeypatch.setattr(optimize, "STALL_STEP", -1.0)
     unguarded = [run(seed) for seed in range(10)]
     assert max(guarded) <= 4 and sum(unguarded) > sum(guarded) + 10
+
+
+def test_lbfgsb_in_units_reaches_the_same_optimum_in_fewer_steps():
+    """L-BFGS-B on a badly scaled quadratic (curvatures 1 to 1e6), the second coordinate on a bound:
+    in units of the curvatures' reciprocal square roots it ends at the same point (the gradient
+    and the bounds carried into the units and back), and in far fewer evaluations."""
+    curv = np.array([1.0, 1e6, 1e4, 30.0])
+    centre = np.array([0.5, -0.2, 0.03, 2.0])
+    lower = np.array([-np.inf, 0.0, -np.inf, -np.inf])
+
+    def fun_grad(x):
+        d = x - centre
+        return float(curv @ d**2), 2.0 * curv * d
+
+    x0 = np.array([2.0, 1.0, 1.0, -1.0])
+    plain = minimize_bounded(lambda x: fun_grad(x)[0], x0, lower, "lbfgsb", fun_grad=fun_grad)
+    units = minimize_bounded(lambda x: fun_grad(x)[0], x0, lower, "lbfgsb", fun_grad=fun_grad, scale=curv**-0.5)
+    expected = np.maximum(centre, lower)
+    assert np.allclose(units.x, expected, atol=1e-7) and np.allclose(plain.x, expected, atol=1e-7)
+    assert units.nfev < plain.nfev
