@@ -29,6 +29,10 @@ __all__ = ["RowBlock", "LocalRows", "DaskRows"]
 
 rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
 
+#: fewest rows whose canonical passes take the vectorised link kernels (rowkernels.logit_terms,
+#: exp_terms): below, numpy's exp and log cost less than loading a kernel in a new process (~5 ms)
+LINK_KERNEL_ROWS = 20_000
+
 #: step of the central differences row by row in the Laplace gradient (η, log φ, the zero-inflation's ζ)
 GRAD_STEP = 1e-4
 
@@ -222,9 +226,17 @@ class RowBlock:
     def _linear_predictor_and_t(self, beta_raw, b) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(Xβ, η = offset + Xβ + Zb, t, lt) with t = e^(−|η|) and lt = log(1 + t) (logit) or
         t = lt = e^η (log), by the vectorised :func:`rowkernels.logit_terms` or
-        :func:`rowkernels.exp_terms`; an overflow of e^η is a step to reject (the pass says so)."""
+        :func:`rowkernels.exp_terms` from :data:`LINK_KERNEL_ROWS` rows, numpy's below; an
+        overflow of e^η is a step to reject (the pass says so)."""
         xb = self.X @ beta_raw
         eta = np.ascontiguousarray(self.rowmap.eta(self.off + xb, b))
+        if len(eta) < LINK_KERNEL_ROWS:  # numpy's libm: no kernel to load for a few microseconds
+            if self._link == codes.LOGIT:
+                t = np.exp(-np.abs(eta))
+                return xb, eta, t, np.log(1.0 + t)  # log1p's accuracy is not needed: ≤ 2e-16 a row
+            with np.errstate(over="ignore"):
+                t = np.exp(eta)
+            return xb, eta, t, t
         t, lt = np.empty(len(eta)), np.empty(len(eta))
         if self._link == codes.LOGIT:
             rowkernels.logit_terms(eta, t, lt)

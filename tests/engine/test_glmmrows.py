@@ -248,3 +248,19 @@ def test_gradient_sums_reuse_the_last_pass_only_at_its_point(response, family):
     fresh.keep_last_pass, fresh._last_pass = False, None
     fresh.evaluate(beta_raw, lams, us, 1.0, False, prob.shift, prob.scale)
     assert fresh._last_pass is None
+
+
+@pytest.mark.parametrize("response,family", [("cbind(k, n - k)", "binomial"), ("c", "poisson")])
+def test_fits_on_the_link_kernels_equal_fits_on_numpys_exp_and_log(response, family, monkeypatch):
+    """Above LINK_KERNEL_ROWS rows the passes take the vectorised link kernels, below numpy's
+    exp and log: the same fit either way."""
+    import midas_glmm.engine.glmmrows as glmmrows
+
+    m = MixedModel.from_formula(f"{response} ~ x + (1|g) + (1|h)", rows(seed=9, n=2000), family=family)
+    monkeypatch.setattr(glmmrows, "LINK_KERNEL_ROWS", 0)
+    kernels = m.fit()
+    monkeypatch.setattr(glmmrows, "LINK_KERNEL_ROWS", 10**9)
+    plain = m.fit()
+    assert kernels.llf == pytest.approx(plain.llf, abs=1e-8)
+    assert np.allclose(kernels.params, plain.params, atol=1e-6 * plain.bse.min())
+    assert np.allclose(kernels.bse, plain.bse, rtol=1e-6)
