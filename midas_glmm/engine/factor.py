@@ -101,7 +101,15 @@ class DenseSystem:
     blocks : PlanBlocks
     jacobian : list of ndarray
         ∂λ_t/∂θ per term, (len θ, p_t, p_t) (:attr:`~midas_glmm.design.reterms.ThetaMap.jacobian`).
+
+    With D = D₀ + Σ_k θ_k D_k (D₀ = blockdiag(0, I_m), D_k the λ's derivatives), K is a quadratic
+    polynomial in θ: K = C + Σ_k θ_k L_k + Σ_{k≤l} θ_k θ_l Q_kl. Its coefficients are formed once
+    (while they take at most :attr:`POLY_MAX` numbers), and K at θ is then one matrix-vector
+    product with [1, θ, θ_k θ_l], not a scaling of A's columns and rows term by term.
     """
+
+    #: most numbers in the coefficients of K's polynomial in θ ((q + m)² per coefficient)
+    POLY_MAX = 250_000
 
     def __init__(self, plan: FactorPlan, blocks: PlanBlocks, jacobian: list[np.ndarray]):
         q, m = plan.q, blocks.XX.shape[0]
@@ -123,14 +131,43 @@ class DenseSystem:
             self.terms.append((int(plan.term_off[t]), term.nlevels, p, at))
             at += p * p
         self.diag_q = np.arange(q) * (q + m + 1)
+        nt = self.J.shape[1]
+        self.pairs = np.triu_indices(nt)
+        n = q + m
+        self.poly = self._polynomial() if n * n * (1 + nt + len(self.pairs[0])) <= self.POLY_MAX else None
 
-    def logdets(self, theta: np.ndarray) -> tuple[float, float, float] | None:
-        """(log|L_Z|², log|R_X|², r²) at θ; None where K is not positive definite (the caller
-        takes the general path, which tells a failed random-effects block from a failed
-        [X y] block)."""
+    def _polynomial(self) -> np.ndarray:
+        """K's coefficients as the rows of a (1 + k + k(k + 1)/2, (q + m)²) array, in the order
+        of [1, θ, θ_k θ_l (k ≤ l)] (row-major: w @ coefficients is numpy's fastest product here)."""
+        A, q = self.A, self.q
+        n, nt = A.shape[0], self.J.shape[1]
+        D = np.zeros((nt, n, n))  # ∂D/∂θ_k: each term's ∂λ_t/∂θ_k repeated over its levels
+        for start, levels, p, at in self.terms:
+            sl = slice(start, start + levels * p)
+            for k in range(nt):
+                D[k, sl, sl] = np.kron(np.eye(levels), self.J[at : at + p * p, k].reshape(p, p))
+        AD = A @ D  # (nt, n, n)
+        C = np.zeros((n, n))
+        C[q:, q:] = A[q:, q:]
+        C.flat[self.diag_q] += 1.0
+        cols = [C]
+        for k in range(nt):  # D_k'A D₀ + D₀'A D_k: D₀ keeps the last m columns
+            Lk = np.zeros((n, n))
+            Lk[:, q:] = D[k].T @ A[:, q:]
+            Lk[q:, :] += AD[k][q:, :]
+            cols.append(Lk)
+        for k, l in zip(*self.pairs):
+            cols.append(D[k].T @ AD[l] + (D[l].T @ AD[k] if k != l else 0.0))
+        return np.stack([c.ravel() for c in cols])
+
+    def system(self, theta: np.ndarray) -> np.ndarray:
+        """K = D'AD + diag(1_q, 0) at θ."""
+        n = self.A.shape[0]
+        if self.poly is not None:
+            w = np.concatenate(([1.0], theta, theta[self.pairs[0]] * theta[self.pairs[1]]))
+            return (w @ self.poly).reshape(n, n)
         vals = self.J @ theta
         K = self.A.copy()
-        n = K.shape[0]
         for start, levels, p, at in self.terms:
             sl = slice(start, start + levels * p)
             if p == 1:
@@ -141,6 +178,13 @@ class DenseSystem:
                 K[:, sl] = (K[:, sl].reshape(n, levels, p) @ lam).reshape(n, levels * p)
                 K[sl, :] = (lam.T @ K[sl, :].reshape(levels, p, n)).reshape(levels * p, n)
         K.flat[self.diag_q] += 1.0
+        return K
+
+    def logdets(self, theta: np.ndarray) -> tuple[float, float, float] | None:
+        """(log|L_Z|², log|R_X|², r²) at θ; None where K is not positive definite (the caller
+        takes the general path, which tells a failed random-effects block from a failed
+        [X y] block)."""
+        K = self.system(theta)
         U, info = lapack.dpotrf(K.T, lower=0, clean=0, overwrite_a=1)  # K' = K: C order read as F
         if info != 0:
             return None

@@ -154,6 +154,25 @@ def test_the_dense_systems_log_determinants_equal_dense_algebra(name, weighted):
         assert (ld_Z, ld_X, r2) == pytest.approx((F.logdet_Z, F.logdet_X, F.pwrss), rel=1e-10)
 
 
+@pytest.mark.parametrize("name", list(FORMULAS))
+def test_the_dense_systems_polynomial_in_theta_equals_scaling_by_lambda(name, monkeypatch):
+    """K = D'AD + diag(1, 0) from its coefficients as a quadratic in θ equals K formed by
+    scaling A's columns and rows by each term's λ, at θ inside and with the variances on their
+    bound 0; a system whose coefficients would be too large takes the scaling."""
+    d = build_design(FORMULAS[name].replace("(x|b)", "(x|region)"), _data(n=300))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    plan = FactorPlan(d.terms, cp, dense=True)
+    tm = ThetaMap(d.terms)
+    monkeypatch.setattr(DenseSystem, "POLY_MAX", 10**8)
+    system = DenseSystem(plan, plan.load(cp), tm.jacobian)
+    monkeypatch.setattr(DenseSystem, "POLY_MAX", 0)
+    scaled = DenseSystem(plan, plan.load(cp), tm.jacobian)
+    assert system.poly is not None and scaled.poly is None
+    for theta in (_theta(tm, 1), _theta(tm, 2), np.where(tm.lower == 0, 0.0, 0.7)):
+        K, K0 = system.system(theta), scaled.system(theta)
+        assert np.allclose(K, K0, rtol=1e-13, atol=1e-13 * np.abs(K0).max())
+
+
 @pytest.mark.parametrize("REML", [True, False])
 def test_the_criterion_on_the_dense_system_equals_the_factors(REML):
     """LMMCriterion takes the DenseSystem on a small model; the value is the factor's, and an
