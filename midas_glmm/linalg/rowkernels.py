@@ -65,6 +65,27 @@ _SQRT2_M1 = 0.41421356237309503
 
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _exp_parts(t, p, shift):
+    """e^x = 2^k e^r with k = round(x / ln 2) and r = x − k ln 2, for the x held in ``t`` (in the
+    range of normal doubles): e^r (a polynomial) into ``p``, and 2^(k + shift) into ``t``, its
+    exponent written as bits (k first rounded into the low bits of x/ln 2 + 1.5·2^52)."""
+    n = t.shape[0]
+    for i in range(n):
+        x = t[i]
+        kd = x * _INV_LN2 + _ROUNDER
+        k = kd - _ROUNDER
+        r = (x - k * _LN2_HI) - k * _LN2_LO
+        e = _EXP_COEFS[0]
+        for j in range(1, len(_EXP_COEFS)):
+            e = e * r + _EXP_COEFS[j]
+        p[i] = e
+        t[i] = kd
+    bits = t.view(np.int64)
+    for i in range(n):
+        bits[i] = (bits[i] - _ROUNDER_BITS + 1023 + shift) << 52
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def logit_terms(eta, t, lt):
     """The transcendental functions of a binomial-logit pass, row by row: t = e^(−|η|) and
     lt = log(1 + t), both within 3 units in the last place of numpy's exp and log1p.
@@ -76,19 +97,9 @@ def logit_terms(eta, t, lt):
     routines on a CPU without AVX-512. t is 0 where |η| ≥ 707 (numpy's is subnormal or 0 there),
     and NaN stays NaN. ``t`` must be contiguous: its bits are written through an integer view."""
     n = eta.shape[0]
-    for i in range(n):  # e^r into lt, k + 1.5·2^52 (a double whose low bits hold k) into t
-        x = max(-abs(eta[i]), -_EXP_FLOOR)
-        kd = x * _INV_LN2 + _ROUNDER
-        k = kd - _ROUNDER
-        r = (x - k * _LN2_HI) - k * _LN2_LO
-        e = _EXP_COEFS[0]
-        for j in range(1, len(_EXP_COEFS)):
-            e = e * r + _EXP_COEFS[j]
-        lt[i] = e
-        t[i] = kd
-    bits = t.view(np.int64)
     for i in range(n):
-        bits[i] = (bits[i] - _ROUNDER_BITS + 1023) << 52
+        t[i] = max(-abs(eta[i]), -_EXP_FLOOR)
+    _exp_parts(t, lt, 0)
     for i in range(n):
         t[i] = 0.0 if abs(eta[i]) >= _EXP_FLOOR else lt[i] * t[i]
     for i in range(n):  # log(1 + t), for t ≤ √2 − 1 by s = t/(2 + t), above by s = (t − 1)/(t + 3)
@@ -109,18 +120,8 @@ def exp_terms(eta, t, scratch):
     overflows), NaN kept; ``scratch`` a row-sized array it overwrites."""
     n = eta.shape[0]
     for i in range(n):
-        x = min(max(eta[i], -_EXP_FLOOR), _EXP_CEIL)
-        kd = x * _INV_LN2 + _ROUNDER
-        k = kd - _ROUNDER
-        r = (x - k * _LN2_HI) - k * _LN2_LO
-        e = _EXP_COEFS[0]
-        for j in range(1, len(_EXP_COEFS)):
-            e = e * r + _EXP_COEFS[j]
-        scratch[i] = e
-        t[i] = kd
-    bits = t.view(np.int64)
-    for i in range(n):  # 2^(k−1), then doubled: k reaches 1024, one past the largest exponent
-        bits[i] = (bits[i] - _ROUNDER_BITS + 1022) << 52
+        t[i] = min(max(eta[i], -_EXP_FLOOR), _EXP_CEIL)
+    _exp_parts(t, scratch, -1)  # 2^(k−1), doubled below: k reaches 1024, one past the largest exponent
     for i in range(n):
         e = eta[i]
         v = 2.0 * scratch[i] * t[i]
