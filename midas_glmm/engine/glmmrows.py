@@ -229,7 +229,7 @@ class RowBlock:
         :func:`rowkernels.exp_terms` from :data:`LINK_KERNEL_ROWS` rows, numpy's below; an
         overflow of e^η is a step to reject (the pass says so)."""
         xb = self.X @ beta_raw
-        eta = np.ascontiguousarray(self.rowmap.eta(self.off + xb, b))
+        eta = self.rowmap.eta(self.off + xb, b)  # a new contiguous array
         if len(eta) < LINK_KERNEL_ROWS:  # numpy's libm: no kernel to load for a few microseconds
             if self._link == codes.LOGIT:
                 t = np.exp(-np.abs(eta))
