@@ -33,12 +33,63 @@ rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
 #: exp_terms): below, numpy's exp and log cost less than loading a kernel in a new process (~5 ms)
 LINK_KERNEL_ROWS = 20_000
 
+#: most rows of a one-scalar-column canonical model whose passes run in numpy (RowMap.numpy_rows)
+NUMPY_ROWS = 20_000
+
 #: step of the central differences row by row in the Laplace gradient (η, log φ, the zero-inflation's ζ)
 GRAD_STEP = 1e-4
 
 
 #: most rows × quadrature nodes evaluated in one stacked pass by :meth:`RowBlock.agq_terms`
 AGQ_STACK_ROWS = 2_000_000
+
+
+#: μ is held inside (0, 1) as :meth:`Family.linkinv` holds it (rowkernels' bounds)
+_MU_MIN, _MU_MAX = 1e-15, 1 - 1e-15
+
+
+def link_terms(link: int, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The transcendental functions of a canonical pass at η: t = e^(−|η|) and lt = log(1 + t)
+    (logit), or t = lt = e^η (log; ∞ where it overflows, a step to reject). By the vectorised
+    :func:`rowkernels.logit_terms` and :func:`rowkernels.exp_terms` from :data:`LINK_KERNEL_ROWS`
+    rows, numpy's below."""
+    if len(eta) < LINK_KERNEL_ROWS:  # numpy's libm: no kernel to load for a few microseconds
+        if link == codes.LOGIT:
+            t = np.exp(-np.abs(eta))
+            return t, np.log(1.0 + t)  # log1p's accuracy is not needed: ≤ 2e-16 a row
+        with np.errstate(over="ignore"):
+            t = np.exp(eta)
+        return t, t
+    t, lt = np.empty(len(eta)), np.empty(len(eta))
+    if link == codes.LOGIT:
+        rowkernels.logit_terms(np.ascontiguousarray(eta), t, lt)
+        return t, lt
+    rowkernels.exp_terms(np.ascontiguousarray(eta), t, lt)
+    return t, t
+
+
+def canonical_terms(link: int, eta: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(Σ log f − const, μ, dμ/dη) of a canonical model at η in numpy, after
+    :func:`link_terms`: binomial (logit) a log μ + b log(1 − μ), μ = 1/(1 + e^−η), Poisson (log)
+    a log μ − bμ, μ = e^η; μ held inside the family's range as :meth:`Family.linkinv` and the
+    compiled pass (:func:`rowkernels.working_system`) hold it. The sum is not finite where a
+    row's is not (a step to reject)."""
+    t, lt = link_terms(link, eta)
+    if link == codes.LOGIT:
+        mu = np.where(eta >= 0, 1.0, t) / (1.0 + t)
+        logmu, log1mu = np.minimum(eta, 0.0) - lt, -np.maximum(eta, 0.0) - lt
+        tail = (mu < _MU_MIN) | (mu > _MU_MAX)
+        if tail.any():  # far in a tail: μ held inside (0, 1)
+            mu = np.clip(mu, _MU_MIN, _MU_MAX)
+            logmu = np.where(tail, np.log(mu), logmu)
+            log1mu = np.where(tail, np.log1p(-mu), log1mu)
+        return float(a @ logmu + b @ log1mu), mu, mu * (1.0 - mu)
+    mu, logmu = t, eta
+    low = mu < 1e-300
+    if low.any():  # μ at its floor
+        mu = np.where(low, 1e-300, mu)
+        logmu = np.where(low, np.log(1e-300), eta)
+    return float(a @ logmu - b @ mu), mu, mu
 
 
 def _flat_effects(lams, us) -> np.ndarray:
@@ -91,6 +142,10 @@ class RowBlock:
                 np.require(np.broadcast_to(v, self.y.shape), dtype=float, requirements=["C", "W"])
                 for v in (self.y, self.w, self.off, *fam.kernel_rows(resp))
             )
+            # one scalar column and not many rows: PIRLS runs group by group (scalarterm), and
+            # the few passes left take numpy's bincounts: no compiled pass to load or compile
+            one = len(self.terms) == 1 and self.terms[0].p == 1
+            self.rowmap.numpy_rows = one and len(self.y) <= NUMPY_ROWS
 
     def pattern(self) -> CrossProducts:
         """Unit-weight blocks of the random-effects columns: the coupling pattern of the levels."""
@@ -209,6 +264,8 @@ class RowBlock:
         pass (:func:`rowkernels.working_system`) to the blocks of the working system."""
         rm = self.rowmap
         b = _flat_effects(lams, us)
+        if rm.numpy_rows:
+            return self._canonical_numpy(beta_raw, b, joint, shift, scale)
         xb, eta, t, lt = self._linear_predictor_and_t(beta_raw, b)  # xb kept: the pass in u alone takes z − Xβ
         if self.keep_last_pass:
             self._last_pass = (np.array(beta_raw, dtype=float), b, eta, t)
@@ -223,26 +280,25 @@ class RowBlock:
             return ll, None
         return ll, PlanBlocks(A, XZ, XX, len(eta))
 
+    def _canonical_numpy(self, beta_raw, b, joint, shift, scale):
+        """:meth:`_canonical` in numpy (:attr:`RowMap.numpy_rows`: one scalar column, whose PIRLS
+        runs group by group and passes the rows here only a few times a fit)."""
+        y, prior, off, const, ya, yb = self._rows
+        xb = self.X @ beta_raw
+        eta = self.rowmap.eta(self.off + xb, b)
+        ll, mu, d = canonical_terms(self._link, eta, ya, yb)
+        ll += float(np.sum(const))
+        self._last_pass = None
+        W, z = prior * d, eta - off + (y - mu) / d
+        if not (np.isfinite(ll) and np.all(np.isfinite(W)) and np.all(np.isfinite(z))):
+            return -np.inf, None  # outside the link's domain or overflowing: a step to reject
+        return ll, self.system(W, z, beta_raw, joint, shift, scale)
+
     def _linear_predictor_and_t(self, beta_raw, b) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(Xβ, η = offset + Xβ + Zb, t, lt) with t = e^(−|η|) and lt = log(1 + t) (logit) or
-        t = lt = e^η (log), by the vectorised :func:`rowkernels.logit_terms` or
-        :func:`rowkernels.exp_terms` from :data:`LINK_KERNEL_ROWS` rows, numpy's below; an
-        overflow of e^η is a step to reject (the pass says so)."""
+        """(Xβ, η = offset + Xβ + Zb, t, lt) with :func:`link_terms`' t and lt."""
         xb = self.X @ beta_raw
         eta = self.rowmap.eta(self.off + xb, b)  # a new contiguous array
-        if len(eta) < LINK_KERNEL_ROWS:  # numpy's libm: no kernel to load for a few microseconds
-            if self._link == codes.LOGIT:
-                t = np.exp(-np.abs(eta))
-                return xb, eta, t, np.log(1.0 + t)  # log1p's accuracy is not needed: ≤ 2e-16 a row
-            with np.errstate(over="ignore"):
-                t = np.exp(eta)
-            return xb, eta, t, t
-        t, lt = np.empty(len(eta)), np.empty(len(eta))
-        if self._link == codes.LOGIT:
-            rowkernels.logit_terms(eta, t, lt)
-            return xb, eta, t, lt
-        rowkernels.exp_terms(eta, t, lt)
-        return xb, eta, t, t
+        return (xb, eta, *link_terms(self._link, eta))
 
     def _eta_and_t(self, beta_raw, lams, us) -> tuple[np.ndarray, np.ndarray]:
         """η and t (:meth:`_linear_predictor_and_t`) at (β, u): the last pass's when it was at

@@ -49,6 +49,7 @@ from .optimize import (
     newton_step,
     restart_if_unconverged,
 )
+from .scalarterm import SCALAR_TERM_ROWS, ScalarTerm
 from .sparsity import SMALL_Q, FactorPlan
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
@@ -124,6 +125,13 @@ class GLMMProblem:
             )
         self.tmap = ThetaMap(design.terms)
         self._u = [np.zeros(t.q) for t in design.terms]
+        # one scalar term of a canonical binomial or Poisson model, not many rows: PIRLS, the
+        # Laplace deviance and its gradient group by group (scalarterm), without the factor
+        self.scalar = None
+        if isinstance(self.rows, LocalRows) and self.rows.block.compiled and self.tmap.linear:
+            terms = design.terms
+            if len(terms) == 1 and terms[0].p == 1 and design.nobs <= SCALAR_TERM_ROWS:
+                self.scalar = ScalarTerm(self.rows.block)
 
     # ------------------------------------------------------------- PIRLS
     @property
@@ -279,8 +287,36 @@ class GLMMProblem:
         s = 1.0 / st.factor.L00[:, 0, 0]  # H = λ² Σ w + 1 per group; s = H^(−1/2)
         return self._agq_value(st.beta, float(theta[0]), st.u[0], s, phi, nAGQ)
 
+    def laplace_gradient(self, theta, beta, phi=1.0, channels=()) -> tuple[float, np.ndarray]:
+        """(Laplace −2ℓ, its gradient in (θ, β) and the ``channels``): group by group for one
+        scalar term (:class:`~.scalarterm.ScalarTerm`), else :func:`~.gradient.laplace_gradient`."""
+        if self.scalar is not None and not channels:
+            out = self._scalar_laplace(theta, beta, gradient=True)
+            if out is not None:
+                return out
+        return laplace_gradient(self, theta, beta, phi, channels)
+
+    def _scalar_laplace(self, theta, beta, gradient: bool):
+        """:class:`~.scalarterm.ScalarTerm`'s −2ℓ (and gradient in (θ, β)) from the last modes,
+        which it then keeps; None where its PIRLS does not converge."""
+        theta = np.asarray(theta, dtype=float)
+        lam = float(self.tmap.lams(theta)[0][0, 0])
+        out = self.scalar.laplace(lam, self.S @ np.asarray(beta, dtype=float), self._u[0], gradient)
+        if out is None:
+            return None
+        value, u, grads = out
+        self._u = [u]
+        if not gradient:
+            return value
+        g_lam, g_raw = grads
+        return value, np.concatenate([self.tmap.jacobian[0][:, 0, 0] * g_lam, self.S.T @ g_raw])
+
     def objective(self, theta, beta, phi, nAGQ=1, joint=False) -> float:
         """−2 log-likelihood (Laplace or AGQ) at (θ, β, φ); β from PIRLS when ``joint``."""
+        if self.scalar is not None and nAGQ == 1 and not joint:
+            value = self._scalar_laplace(theta, beta, gradient=False)
+            if value is not None:
+                return value
         if nAGQ > 1 and not joint and self._scalar_agq:
             modes = self.scalar_modes(float(theta[0]), beta, phi)
             if modes is not None:
@@ -451,7 +487,7 @@ def _laplace_fun_grad(prob: GLMMProblem, split):
         try:
             if len(gamma):
                 prob.set_zero_inflation(gamma)
-            value, grad = laplace_gradient(prob, theta, beta, phi, channels)
+            value, grad = prob.laplace_gradient(theta, beta, phi, channels)
         except (np.linalg.LinAlgError, FloatingPointError, FitError):
             value, grad = np.inf, np.zeros(len(par))
         kept[:] = [*kept[-1:], (par.copy(), (value, grad.copy()))]

@@ -309,6 +309,11 @@ class RowMap:
             np.stack([plan.term_off[j] + t.codes * t.p + a for j, t in enumerate(terms) for a in range(t.p)], axis=1),
             dtype=np.int64,
         ).reshape(n, -1)
+        # the passes in numpy (bincounts) rather than compiled: set by a model of one scalar
+        # column whose PIRLS runs group by group (scalarterm) and passes the rows only a few times
+        self.numpy_rows = False
+        self.unit_z = bool(np.all(self.Zall == 1.0))  # every column a random intercept's
+        self._xs = None  # the last (X, shift, rscale, X_s') of the numpy passes
 
     def zt_product(self, V: np.ndarray) -> np.ndarray:
         """Z'V for V with one row per data row (n × m): q × m."""
@@ -330,6 +335,8 @@ class RowMap:
         p = X.shape[1]
         shift = np.zeros(p) if shift is None else np.asarray(shift, dtype=float)
         rscale = np.ones(p) if scale is None else 1.0 / np.asarray(scale, dtype=float)
+        if self.numpy_rows:
+            return self._numpy_blocks(w, X, c, shift, rscale)
         A, XZ, XX = np.zeros(self.plan.nA), np.zeros((self.plan.q, p + 1)), np.zeros((p + 1, p + 1))
         done = rowkernels.working_system(
             codes.GIVEN, c, w, c, c, c, c, c, c, c, c, X, shift, rscale, True,
@@ -339,8 +346,39 @@ class RowMap:
             raise FloatingPointError("a working weight or response is not finite")
         return PlanBlocks(A, XZ, XX, len(c))
 
+    def _numpy_blocks(self, w, X, c, shift, rscale) -> PlanBlocks:
+        """:meth:`blocks` of one scalar random-effects column by bincounts (:attr:`numpy_rows`),
+        column by column of [X_s c]' (X_s' formed once per X and scaling)."""
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(c))):
+            raise FloatingPointError("a working weight or response is not finite")
+        z, dest, zidx = self.Zall[:, 0], self.dest[:, 0], self.zidx[:, 0]
+        p = X.shape[1]
+        cols = np.empty((p + 1, len(c)))  # [X_s c]', one row per column
+        cols[:p] = self._scaled_columns(X, shift, rscale)
+        cols[p] = c
+        wcols = cols * w
+        zw = w if self.unit_z else z * w
+        A = np.bincount(dest, weights=zw if self.unit_z else zw * z, minlength=self.plan.nA)
+        XZ = np.empty((self.plan.q, p + 1))
+        for h in range(p + 1):
+            XZ[:, h] = np.bincount(zidx, weights=wcols[h] if self.unit_z else z * wcols[h], minlength=self.plan.q)
+        return PlanBlocks(A, XZ, wcols @ cols.T, len(c))
+
+    def _scaled_columns(self, X, shift, rscale) -> np.ndarray:
+        """X_s' = ((X − shift)·rscale)', kept for the next pass with the same X and scaling."""
+        if X.shape[1] == 0:
+            return np.empty((0, X.shape[0]))
+        kept = self._xs
+        if kept is not None and kept[0] is X and np.array_equal(kept[1], shift) and np.array_equal(kept[2], rscale):
+            return kept[3]
+        Xs = np.ascontiguousarray(((X - shift) * rscale).T)
+        self._xs = (X, shift.copy(), rscale.copy(), Xs)
+        return Xs
+
     def eta(self, base: np.ndarray, b_flat: np.ndarray) -> np.ndarray:
         """η = base + ZΛu for the flat vector b = Λu of all random effects (node order)."""
+        if self.numpy_rows:
+            return base + self.Zall[:, 0] * b_flat[self.zidx[:, 0]]
         out = np.empty(len(base))
         rowkernels.linear_predictor(np.ascontiguousarray(base, dtype=float), self.Zall, self.zidx, b_flat, out)
         return out
