@@ -55,8 +55,9 @@ def link_terms(link: int, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows, numpy's below."""
     if len(eta) < LINK_KERNEL_ROWS:  # numpy's libm: no kernel to load for a few microseconds
         if link == codes.LOGIT:
-            t = np.exp(-np.abs(eta))
-            return t, np.log(1.0 + t)  # log1p's accuracy is not needed: ≤ 2e-16 a row
+            t = np.abs(eta)
+            np.exp(np.negative(t, out=t), out=t)
+            return t, np.log1p(t)
         with np.errstate(over="ignore"):
             t = np.exp(eta)
         return t, t
@@ -68,25 +69,27 @@ def link_terms(link: int, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t, t
 
 
-def canonical_terms(link: int, eta: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+def canonical_terms(link: int, eta: np.ndarray, a: np.ndarray, b: np.ndarray, m: np.ndarray | None = None):
     """(Σ log f − const, μ, dμ/dη) of a canonical model at η in numpy, after
-    :func:`link_terms`: binomial (logit) a log μ + b log(1 − μ), μ = 1/(1 + e^−η), Poisson (log)
-    a log μ − bμ, μ = e^η; μ held inside the family's range as :meth:`Family.linkinv` and the
-    compiled pass (:func:`rowkernels.working_system`) hold it. The sum is not finite where a
-    row's is not (a step to reject)."""
+    :func:`link_terms`: binomial (logit) a log μ + b log(1 − μ) = aη − m log(1 + e^η) with m = a + b
+    (given or formed here), μ = 1/(1 + e^−η); Poisson (log) a log μ − bμ, μ = e^η. μ is held inside
+    the family's range as :meth:`Family.linkinv` and the compiled pass
+    (:func:`rowkernels.working_system`) hold it. The sum is not finite where a row's is not (a step
+    to reject)."""
     t, lt = link_terms(link, eta)
     if link == codes.LOGIT:
+        if t.min(initial=1.0) < 2 * _MU_MIN:  # some μ within 1e-15 of 0 or 1: held inside (0, 1)
+            mu = np.clip(np.where(eta >= 0, 1.0, t) / (1.0 + t), _MU_MIN, _MU_MAX)
+            tail = (mu == _MU_MIN) | (mu == _MU_MAX)
+            logmu = np.where(tail, np.log(mu), np.minimum(eta, 0.0) - lt)
+            log1mu = np.where(tail, np.log1p(-mu), -np.maximum(eta, 0.0) - lt)
+            return float(a @ logmu + b @ log1mu), mu, mu * (1.0 - mu)
         mu = np.where(eta >= 0, 1.0, t) / (1.0 + t)
-        logmu, log1mu = np.minimum(eta, 0.0) - lt, -np.maximum(eta, 0.0) - lt
-        tail = (mu < _MU_MIN) | (mu > _MU_MAX)
-        if tail.any():  # far in a tail: μ held inside (0, 1)
-            mu = np.clip(mu, _MU_MIN, _MU_MAX)
-            logmu = np.where(tail, np.log(mu), logmu)
-            log1mu = np.where(tail, np.log1p(-mu), log1mu)
-        return float(a @ logmu + b @ log1mu), mu, mu * (1.0 - mu)
+        softplus = np.maximum(eta, 0.0) + lt  # log(1 + e^η) = −log(1 − μ)
+        return float(a @ eta - (a + b if m is None else m) @ softplus), mu, mu * (1.0 - mu)
     mu, logmu = t, eta
-    low = mu < 1e-300
-    if low.any():  # μ at its floor
+    if t.min(initial=1.0) < 1e-300:  # μ at its floor
+        low = mu < 1e-300
         mu = np.where(low, 1e-300, mu)
         logmu = np.where(low, np.log(1e-300), eta)
     return float(a @ logmu - b @ mu), mu, mu

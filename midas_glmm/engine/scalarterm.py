@@ -59,6 +59,7 @@ class ScalarTerm:
         self.prior = np.broadcast_to(np.asarray(block.w, dtype=float), (n,))
         rows = block.fam.kernel_rows(block.resp)  # log f = const + a log μ + b log(1 − μ) or − bμ
         const, self.a, self.b = (np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in rows)
+        self.m = self.a + self.b  # binomial: the trials
         self.const = float(np.sum(const))
 
     def _group(self, rows: np.ndarray) -> np.ndarray:
@@ -75,7 +76,7 @@ class ScalarTerm:
         ℓ')) with ℓ' = prior·(y − μ) and W = prior·μ' per row; (∞, None) where a row's
         log-likelihood is not finite (a step to reject)."""
         eta = base + self._zb(lam, u)
-        ll, mu, d = canonical_terms(self.link, eta, self.a, self.b)
+        ll, mu, d = canonical_terms(self.link, eta, self.a, self.b, self.m)
         ll += self.const
         if not np.isfinite(ll):
             return np.inf, None
