@@ -357,8 +357,7 @@ class RowMap:
         cols[:p] = self._scaled_columns(X, shift, rscale)
         cols[p] = c
         wcols = cols * w
-        zw = w if self.unit_z else z * w
-        A = np.bincount(dest, weights=zw if self.unit_z else zw * z, minlength=self.plan.nA)
+        A = np.bincount(dest, weights=w if self.unit_z else w * z * z, minlength=self.plan.nA)
         XZ = np.empty((self.plan.q, p + 1))
         for h in range(p + 1):
             XZ[:, h] = np.bincount(zidx, weights=wcols[h] if self.unit_z else z * wcols[h], minlength=self.plan.q)

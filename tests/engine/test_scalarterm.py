@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_gradient import _richardson
 
 from midas_glmm import MixedModel
 from midas_glmm.engine import glmmrows, pirls, scalarterm
@@ -47,15 +48,6 @@ CASES = [
 def _problem(family, formula, kw, data=None):
     m = MixedModel.from_formula(formula, _data() if data is None else data, family=family, **kw)
     return GLMMProblem(m.design, m.family, True)
-
-
-def _richardson(f, x, i, h):
-    def central(s):
-        e = np.zeros_like(x)
-        e[i] = s
-        return (f(x + e) - f(x - e)) / (2 * s)
-
-    return (4 * central(h / 2) - central(h)) / 3
 
 
 @pytest.mark.parametrize("family, formula, kw", CASES)
