@@ -198,6 +198,18 @@ class GLMMProblem:
             nb = L_.beta() if joint else beta_
             return L_, nb, L_.u_flat(nb if joint else np.zeros(0))
 
+        if joint and not with_X and self.scalar is not None and not _restarted:
+            # one scalar term: the joint modes group by group, then this pass's factor there
+            found = self.scalar.joint_modes(
+                float(lams[0][0, 0]), beta, U, self.S, self.shift, self.scale, maxit=maxit, tol=tol
+            )
+            if found is not None:
+                U, beta = found
+                _, ll, cp = evaluate(U, beta)
+                if cp is not None:
+                    self._u = [U.copy()]
+                    return PirlsState(parts(U), beta, factor(cp), ll, True)
+
         # warm start from the previous modes; from u = 0 if that start is unusable
         obj, ll, cp = evaluate(U, beta)
         if not np.isfinite(obj):

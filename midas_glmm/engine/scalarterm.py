@@ -60,6 +60,7 @@ class ScalarTerm:
         rows = block.fam.kernel_rows(block.resp)  # log f = const + a log μ + b log(1 − μ) or − bμ
         const, self.a, self.b = (np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in rows)
         self.m = self.a + self.b  # binomial: the trials
+        self._Xs = None  # X_s' of the joint PIRLS (:meth:`joint_modes`), formed on first use
         self.const = float(np.sum(const))
 
     def _group(self, rows: np.ndarray) -> np.ndarray:
@@ -122,6 +123,64 @@ class ScalarTerm:
                 if delta < tol * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
                     return u, obj, sums
         return None
+
+    def joint_modes(self, lam: float, beta_s: np.ndarray, u0: np.ndarray, S, shift, scale, maxit=60, tol=1e-10):
+        """PIRLS in (β, u) jointly at λ from (``beta_s``, ``u0``), β on the standardised scale
+        X_s = (X − shift)/scale = X S: (û, β̂_s) with :meth:`GLMMProblem.pirls`' step-halving and
+        stopping rules, or None where it does not converge. Each Newton step solves the system
+        [H, B; B', C] with H diagonal by its Schur complement: B = λ Z'WX_s by group,
+        C = X_s'WX_s, (C − B'H⁻¹B) Δβ = X_s'ℓ' − B'H⁻¹g_u, Δu = H⁻¹(g_u − BΔβ), g_u = λZ'ℓ' − u."""
+        Xs = self._standardised(shift, scale)
+        for start in (u0, None):
+            if start is None:
+                if not np.any(u0):
+                    return None
+                start = np.zeros_like(u0)
+            u, b = np.array(start, dtype=float), np.array(beta_s, dtype=float)
+            obj, sums = self.evaluate(self.off + self.X @ (S @ b), lam, u)
+            if sums is None:
+                u = np.zeros_like(u)
+                obj, sums = self.evaluate(self.off + self.X @ (S @ b), lam, u)
+            for _ in range(maxit):
+                if sums is None:
+                    break
+                zdl, zW, _, W, dl = sums
+                H = 1.0 + lam * lam * zW
+                g_u = lam * zdl - u
+                WXs = Xs * W  # W X_s', one row per column
+                zWXs = WXs if self.z is None else WXs * self.z
+                B = lam * np.column_stack([self._group(r) for r in zWXs])
+                Bh = B / H[:, None]
+                try:
+                    db = np.linalg.solve(WXs @ Xs.T - B.T @ Bh, Xs @ dl - Bh.T @ g_u)
+                except np.linalg.LinAlgError:
+                    return None
+                du = (g_u - B @ db) / H
+                size = 1.0 + float(np.abs(u).max(initial=0.0))
+                if max(float(np.abs(du).max(initial=0.0)), float(np.abs(db).max(initial=0.0))) < tol * size:
+                    return u, b
+                step = 1.0
+                for _half in range(12):
+                    cu, cb = u + step * du, b + step * db
+                    c_obj, c_sums = self.evaluate(self.off + self.X @ (S @ cb), lam, cu)
+                    if c_sums is not None and c_obj <= obj + 1e-10 * abs(obj):
+                        break
+                    step /= 2
+                else:
+                    break
+                delta = max(float(np.abs(cu - u).max(initial=0.0)), float(np.abs(cb - b).max(initial=0.0)))
+                change = obj - c_obj
+                u, b, obj, sums = cu, cb, c_obj, c_sums
+                size = 1.0 + float(np.abs(u).max(initial=0.0))
+                if delta < tol * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
+                    return u, b
+        return None
+
+    def _standardised(self, shift, scale) -> np.ndarray:
+        """X_s' = ((X − shift)/scale)', one row per column (formed once)."""
+        if self._Xs is None:
+            self._Xs = np.ascontiguousarray(((self.X - shift) / scale).T)
+        return self._Xs
 
     def laplace(self, lam: float, beta_raw: np.ndarray, u0: np.ndarray, gradient: bool = True):
         """(−2ℓ, û, (∂/∂λ, ∂/∂β on X's own scale) or None) at (λ, β), PIRLS from ``u0``; None

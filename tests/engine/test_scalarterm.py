@@ -85,6 +85,28 @@ def test_modes_are_stationary_and_equal_the_general_pirls(family, formula, kw):
     assert obj + np.sum(np.log(1 + 0.81 * zW)) == pytest.approx(prob.laplace(general), rel=1e-12)
 
 
+@pytest.mark.parametrize("family, formula, kw", CASES)
+def test_joint_modes_equal_the_general_joint_pirls(family, formula, kw):
+    """PIRLS in (β, u) at θ from the GLM's β (the joint search's start): the same modes, β and
+    factor (its R_X and diagonal give the search's units) as the general joint PIRLS."""
+    prob = _problem(family, formula, kw)
+    q, p = prob.tmap.terms[0].q, prob.S.shape[0]
+    theta, beta0 = np.array([1.0]), np.linspace(-0.2, 0.2, p)
+    prob._u = [np.zeros(q)]
+    block, passes = prob.rows.block, []
+    block.evaluate = lambda *a, **k: passes.append(1) or type(block).evaluate(block, *a, **k)
+    fast = prob.pirls(theta, beta0, joint=True)
+    assert len(passes) == 1  # the modes group by group; one general pass for the factor there
+    general, prob.scalar = prob.scalar, None
+    prob._u = [np.zeros(q)]
+    slow = prob.pirls(theta, beta0, joint=True)
+    assert general is not None and fast.converged and slow.converged
+    assert np.allclose(fast.beta, slow.beta, atol=1e-8) and np.allclose(fast.u[0], slow.u[0], atol=1e-8)
+    assert np.allclose(fast.factor.RX, slow.factor.RX, rtol=1e-8)
+    assert np.allclose(fast.factor.diagonal(), slow.factor.diagonal(), rtol=1e-10)
+    assert fast.loglik_cond == pytest.approx(slow.loglik_cond, rel=1e-12)
+
+
 @pytest.mark.parametrize("joint", [True, False])
 @pytest.mark.parametrize("family, formula, kw", CASES)
 def test_numpy_passes_equal_the_compiled_pass(family, formula, kw, joint):
@@ -146,8 +168,13 @@ def test_a_failed_group_by_group_pirls_falls_back_to_the_general_one(monkeypatch
     prob = _problem("poisson", "yc ~ x + (1|g)", {"offset": "off"})
     theta, beta = np.array([0.5]), np.array([0.1, 0.2])
     expected = laplace_gradient(prob, theta, beta)
+    prob._u = [np.zeros_like(prob._u[0])]
+    joint = prob.pirls(theta, beta, joint=True)
     monkeypatch.setattr(scalarterm.ScalarTerm, "modes", lambda *a, **k: None)
+    monkeypatch.setattr(scalarterm.ScalarTerm, "joint_modes", lambda *a, **k: None)
     prob._u = [np.zeros_like(prob._u[0])]
     value, grad = prob.laplace_gradient(theta, beta)
     assert value == pytest.approx(expected[0], rel=1e-12) and np.allclose(grad, expected[1], rtol=1e-9)
     assert prob.objective(theta, beta, 1.0) == pytest.approx(expected[0], rel=1e-12)
+    prob._u = [np.zeros_like(prob._u[0])]
+    assert np.allclose(prob.pirls(theta, beta, joint=True).beta, joint.beta, atol=1e-8)
