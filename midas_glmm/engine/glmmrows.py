@@ -150,6 +150,13 @@ class RowBlock:
             one = len(self.terms) == 1 and self.terms[0].p == 1
             self.rowmap.numpy_rows = one and len(self.y) <= NUMPY_ROWS
 
+    @property
+    def canonical_rows(self) -> tuple[np.ndarray, ...]:
+        """(y, prior weights, offset, const, a, b) row by row, contiguous, of a canonical binomial or
+        Poisson model (:attr:`compiled`): log f = const + a log μ + b log(1 − μ) (logit) or
+        const + a log μ − bμ (log)."""
+        return self._rows
+
     def pattern(self) -> CrossProducts:
         """Unit-weight blocks of the random-effects columns: the coupling pattern of the levels."""
         return CrossProducts.from_rows(self.terms, self.X[:, :0], np.zeros(len(self.y)))
@@ -295,7 +302,9 @@ class RowBlock:
         W, z = prior * d, eta - off + (y - mu) / d
         if not (np.isfinite(ll) and np.all(np.isfinite(W)) and np.all(np.isfinite(z))):
             return -np.inf, None  # outside the link's domain or overflowing: a step to reject
-        return ll, self.system(W, z, beta_raw, joint, shift, scale)
+        if joint:
+            return ll, self.rowmap.blocks(W, self._Xc, z, shift, scale)
+        return ll, self.rowmap.blocks(W, self._Xc[:, :0], z - xb)  # the column z − Xβ, Xβ formed above
 
     def _linear_predictor_and_t(self, beta_raw, b) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(Xβ, η = offset + Xβ + Zb, t, lt) with :func:`link_terms`' t and lt."""

@@ -53,15 +53,12 @@ class ScalarTerm:
         z = np.asarray(term.Zcols[:, 0], dtype=float)
         self.z = None if np.all(z == 1.0) else z  # None: a random intercept (z = 1)
         self.z2 = None if self.z is None else z * z
-        self.X, self.off = block.X, np.asarray(block.off, dtype=float)
-        n = len(block.y)
-        self.y = np.asarray(block.y, dtype=float)
-        self.prior = np.broadcast_to(np.asarray(block.w, dtype=float), (n,))
-        rows = block.fam.kernel_rows(block.resp)  # log f = const + a log μ + b log(1 − μ) or − bμ
-        const, self.a, self.b = (np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in rows)
+        self.X = block.X
+        # log f = const + a log μ + b log(1 − μ) (logit) or const + a log μ − bμ (log), row by row
+        self.y, self.prior, self.off, const, self.a, self.b = block.canonical_rows
+        self.const = float(np.sum(const))
         self.m = self.a + self.b  # binomial: the trials
         self._Xs = None  # X_s' of the joint PIRLS (:meth:`joint_modes`), formed on first use
-        self.const = float(np.sum(const))
 
     def _group(self, rows: np.ndarray) -> np.ndarray:
         """Σ_{i∈g} rows_i per group."""
@@ -87,94 +84,47 @@ class ScalarTerm:
         return -2.0 * ll + float(u @ u), (self._group(zdl), self._group(zW), mu, W, dl)
 
     def modes(self, base: np.ndarray, lam: float, u0: np.ndarray, maxit: int = 60, tol: float = 1e-10):
-        """PIRLS in u at fixed β (``base`` = offset + Xβ) and λ from ``u0``, with
-        :meth:`GLMMProblem.pirls`' step-halving and stopping rules: (û, deviance, sums at û),
-        or None where it does not converge (the general PIRLS then takes over)."""
-        for start in (u0, None):
-            if start is None:
-                if not np.any(u0):
-                    return None
-                start = np.zeros_like(u0)
-            u = np.array(start, dtype=float)
-            obj, sums = self.evaluate(base, lam, u)
-            if sums is None:
-                u = np.zeros_like(u)
-                obj, sums = self.evaluate(base, lam, u)
-            for _ in range(maxit):
-                if sums is None:
-                    break
-                score, zW = sums[0], sums[1]
-                du = (lam * score - u) / (1.0 + lam * lam * zW)
-                size = 1.0 + float(np.abs(u).max(initial=0.0))
-                if float(np.abs(du).max(initial=0.0)) < tol * size:
-                    return u, obj, sums
-                step = 1.0
-                for _half in range(12):
-                    cand = u + step * du
-                    c_obj, c_sums = self.evaluate(base, lam, cand)
-                    if c_sums is not None and c_obj <= obj + 1e-10 * abs(obj):
-                        break
-                    step /= 2
-                else:
-                    break
-                change, delta = obj - c_obj, float(np.abs(cand - u).max(initial=0.0))
-                u, obj, sums = cand, c_obj, c_sums
-                size = 1.0 + float(np.abs(u).max(initial=0.0))
-                if delta < tol * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
-                    return u, obj, sums
-        return None
+        """PIRLS in u at fixed β (``base`` = offset + Xβ) and λ from ``u0``: (û, deviance, sums at
+        û), or None where it does not converge (the general PIRLS then takes over). Each group's
+        Newton step is Δu_g = (λ Σ_g zℓ' − u_g)/H_g."""
+
+        def evaluate(x):
+            return self.evaluate(base, lam, x[0])
+
+        def newton(x, sums):
+            zdl, zW = sums[0], sums[1]
+            return [(lam * zdl - x[0]) / (1.0 + lam * lam * zW)]
+
+        found = _newton_modes(evaluate, newton, u0, [], maxit, tol)
+        return None if found is None else (found[0][0], *found[1:])
 
     def joint_modes(self, lam: float, beta_s: np.ndarray, u0: np.ndarray, S, shift, scale, maxit=60, tol=1e-10):
         """PIRLS in (β, u) jointly at λ from (``beta_s``, ``u0``), β on the standardised scale
-        X_s = (X − shift)/scale = X S: (û, β̂_s) with :meth:`GLMMProblem.pirls`' step-halving and
-        stopping rules, or None where it does not converge. Each Newton step solves the system
-        [H, B; B', C] with H diagonal by its Schur complement: B = λ Z'WX_s by group,
-        C = X_s'WX_s, (C − B'H⁻¹B) Δβ = X_s'ℓ' − B'H⁻¹g_u, Δu = H⁻¹(g_u − BΔβ), g_u = λZ'ℓ' − u."""
+        X_s = (X − shift)/scale = X S: (û, β̂_s), or None where it does not converge. Each Newton
+        step solves the system [H, B; B', C] with H diagonal by its Schur complement:
+        B = λ Z'WX_s by group, C = X_s'WX_s, (C − B'H⁻¹B) Δβ = X_s'ℓ' − B'H⁻¹g_u,
+        Δu = H⁻¹(g_u − BΔβ), g_u = λZ'ℓ' − u."""
         Xs = self._standardised(shift, scale)
-        for start in (u0, None):
-            if start is None:
-                if not np.any(u0):
-                    return None
-                start = np.zeros_like(u0)
-            u, b = np.array(start, dtype=float), np.array(beta_s, dtype=float)
-            obj, sums = self.evaluate(self.off + self.X @ (S @ b), lam, u)
-            if sums is None:
-                u = np.zeros_like(u)
-                obj, sums = self.evaluate(self.off + self.X @ (S @ b), lam, u)
-            for _ in range(maxit):
-                if sums is None:
-                    break
-                zdl, zW, _, W, dl = sums
-                H = 1.0 + lam * lam * zW
-                g_u = lam * zdl - u
-                WXs = Xs * W  # W X_s', one row per column
-                zWXs = WXs if self.z is None else WXs * self.z
-                B = lam * np.column_stack([self._group(r) for r in zWXs])
-                Bh = B / H[:, None]
-                try:
-                    db = np.linalg.solve(WXs @ Xs.T - B.T @ Bh, Xs @ dl - Bh.T @ g_u)
-                except np.linalg.LinAlgError:
-                    return None
-                du = (g_u - B @ db) / H
-                size = 1.0 + float(np.abs(u).max(initial=0.0))
-                if max(float(np.abs(du).max(initial=0.0)), float(np.abs(db).max(initial=0.0))) < tol * size:
-                    return u, b
-                step = 1.0
-                for _half in range(12):
-                    cu, cb = u + step * du, b + step * db
-                    c_obj, c_sums = self.evaluate(self.off + self.X @ (S @ cb), lam, cu)
-                    if c_sums is not None and c_obj <= obj + 1e-10 * abs(obj):
-                        break
-                    step /= 2
-                else:
-                    break
-                delta = max(float(np.abs(cu - u).max(initial=0.0)), float(np.abs(cb - b).max(initial=0.0)))
-                change = obj - c_obj
-                u, b, obj, sums = cu, cb, c_obj, c_sums
-                size = 1.0 + float(np.abs(u).max(initial=0.0))
-                if delta < tol * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
-                    return u, b
-        return None
+
+        def evaluate(x):
+            return self.evaluate(self.off + self.X @ (S @ x[1]), lam, x[0])
+
+        def newton(x, sums):
+            zdl, zW, _, W, dl = sums
+            H = 1.0 + lam * lam * zW
+            g_u = lam * zdl - x[0]
+            WXs = Xs * W  # W X_s', one row per column
+            zWXs = WXs if self.z is None else WXs * self.z
+            B = lam * np.column_stack([self._group(r) for r in zWXs])
+            Bh = B / H[:, None]
+            try:
+                db = np.linalg.solve(WXs @ Xs.T - B.T @ Bh, Xs @ dl - Bh.T @ g_u)
+            except np.linalg.LinAlgError:
+                return None
+            return [(g_u - B @ db) / H, db]
+
+        found = _newton_modes(evaluate, newton, u0, [beta_s], maxit, tol)
+        return None if found is None else tuple(found[0])
 
     def _standardised(self, shift, scale) -> np.ndarray:
         """X_s' = ((X − shift)/scale)', one row per column (formed once)."""
@@ -204,3 +154,54 @@ class ScalarTerm:
         Zr = zv - lam * q * zW  # Σ_g z r
         g_lam = float(u @ (Zr - 2.0 * score) + q @ score + 2.0 * lam * np.sum(zW / H))
         return value, u, (g_lam, self.X.T @ (r - 2.0 * dl))
+
+
+def _largest(a: np.ndarray) -> float:
+    """max |x| over the entries of ``a`` (0 when there are none)."""
+    return float(np.abs(a).max(initial=0.0))
+
+
+def _newton_modes(evaluate, newton, u0, rest, maxit, tol):
+    """Newton steps on the modes u (and ``rest``, β for a joint PIRLS) with
+    :meth:`GLMMProblem.pirls`' rules, so that both find the same modes: from ``u0`` (u = 0 where
+    the penalised deviance is not finite there), each step halved up to 12 times until the
+    deviance does not rise; done when the proposed or the taken step is below ``tol`` relative to
+    1 + max|u|, or the deviance stalls (gain below 1e-14, step below 1e-7); once more from u = 0
+    when a warm start does not converge. ``evaluate([u, *rest])`` gives (deviance, sums) or
+    (∞, None); ``newton(x, sums)`` the step of every part, or None. Returns ([u, *rest], deviance,
+    sums) or None."""
+    for start in (u0, None):
+        if start is None:
+            if not np.any(u0):
+                return None
+            start = np.zeros_like(u0)
+        x = [np.array(start, dtype=float), *(np.array(r, dtype=float) for r in rest)]
+        obj, sums = evaluate(x)
+        if sums is None:
+            x[0] = np.zeros_like(x[0])
+            obj, sums = evaluate(x)
+        for _ in range(maxit):
+            if sums is None:
+                break
+            dx = newton(x, sums)
+            if dx is None:
+                return None
+            size = 1.0 + _largest(x[0])
+            if max(_largest(d) for d in dx) < tol * size:
+                return x, obj, sums
+            step = 1.0
+            for _half in range(12):
+                cand = [xi + step * di for xi, di in zip(x, dx)]
+                c_obj, c_sums = evaluate(cand)
+                if c_sums is not None and c_obj <= obj + 1e-10 * abs(obj):
+                    break
+                step /= 2
+            else:
+                break
+            delta = max(_largest(c - xi) for c, xi in zip(cand, x))
+            change = obj - c_obj
+            x, obj, sums = cand, c_obj, c_sums
+            size = 1.0 + _largest(x[0])
+            if delta < tol * size or (abs(change) < 1e-14 * (1 + abs(obj)) and delta < 1e-7 * size):
+                return x, obj, sums
+    return None
