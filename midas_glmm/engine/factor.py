@@ -20,7 +20,7 @@ from scipy.linalg import blas, lapack
 from ..linalg import lazy
 from .sparsity import FactorPlan, PlanBlocks
 
-__all__ = ["Factor", "DenseSystem", "dense_cholesky"]
+__all__ = ["Factor", "DenseSystem", "LevelSystem", "dense_cholesky", "pair_cholesky"]
 
 kernels = lazy.load("kernels")  # compiled: loaded on first use
 
@@ -194,6 +194,84 @@ class DenseSystem:
         return 2.0 * float(logs[:q].sum()), 2.0 * float(logs[q:].sum()), float(d[-1]) ** 2
 
 
+def pair_cholesky(a, b, c, lam):
+    """The Cholesky factors of M_l = λ'A_lλ + I for 2 × 2 blocks A_l = [a b; b c] (vectors over
+    the levels) and a lower-triangular λ, in closed form: (m00, L00, L10, L11², bad), with
+    L00 = √m00, L10 = m10 / L00 and L11² = m11 − L10² the second pivot; ``bad`` is 0, or 1 + the
+    first level whose block is not positive definite (NaN included: the factors are then not
+    to be used)."""
+    l00, l10, l11 = lam[0, 0], lam[1, 0], lam[1, 1]
+    t1 = b * l00 + c * l10  # (A_l λ)₁₀
+    m00 = l00 * (a * l00 + b * l10) + l10 * t1 + 1.0
+    if not np.all(m00 > 0.0):
+        return m00, m00, m00, m00, 1 + int(np.argmin(m00 > 0.0))
+    L00 = np.sqrt(m00)
+    L10 = l11 * t1 / L00
+    d11 = (l11 * l11) * c + 1.0 - L10 * L10
+    bad = 0 if np.all(d11 > 0.0) else 1 + int(np.argmin(d11 > 0.0))
+    return m00, L00, L10, d11, bad
+
+
+class LevelSystem:
+    """The LMM criterion's log-determinants of a one-term model with one or two columns per
+    level (``(1 | g)``, ``(x | g)``), vectorised over the levels, for the optimizer's evaluations.
+
+    With M_l = λ'A_lλ + I (A_l the level's block of Z'WZ, c_l its rows of Z'W[X y]),
+    log|L_Z|² = Σ_l log det M_l and the [X y] Schur complement is
+    [X y]'W[X y] − Σ_l c_l'λ M_l⁻¹ λ'c_l = XX − W'W with W's level rows L_l⁻¹λ'c_l, L_l the
+    2 × 2 (or 1 × 1) Cholesky factor of M_l in closed form. Each θ then costs a few operations
+    on vectors of the levels' length and one m × m Cholesky (m = p + 1): no factor object, no
+    compiled kernel, and none of the level-by-level loops over blocks of one or two entries.
+
+    Parameters
+    ----------
+    plan : FactorPlan
+        A one-term plan (``diagonal`` or ``blockdiag``) with at most two columns per level.
+    blocks : PlanBlocks
+    """
+
+    def __init__(self, plan: FactorPlan, blocks: PlanBlocks):
+        p, m = int(plan.p_term[0]), blocks.XX.shape[0]
+        levels = plan.terms[0].nlevels
+        self.blocks, self.p = blocks, p
+        A = blocks.A[: plan.nsparse].reshape(levels, p * p)
+        self.a = np.ascontiguousarray(A[:, 0])
+        if p == 2:
+            self.b, self.c = np.ascontiguousarray(A[:, 2]), np.ascontiguousarray(A[:, 3])
+        # Z'W[X y] by column of the term, as m × levels rows (long vectors: numpy's fast case)
+        C = blocks.XZ.reshape(levels, p, m)
+        self.C = [np.ascontiguousarray(C[:, j, :].T) for j in range(p)]
+        self.XX = np.tril(blocks.XX) + np.tril(blocks.XX, -1).T
+
+    def logdets(self, lam: np.ndarray) -> tuple[float, float, float] | None:
+        """(log|L_Z|², log|R_X|², r²) at λ (p × p, lower triangular); None where a block is not
+        positive definite (the caller takes the factor's path, which reports it)."""
+        if self.p == 1:
+            s = lam[0, 0] ** 2
+            M = s * self.a + 1.0
+            if not np.all(M > 0.0):
+                return None
+            logdet_Z = float(np.log(M).sum())
+            W = self.C[0] * np.sqrt(s / M)  # λ c_l / L_l
+            S = self.XX - W @ W.T
+        else:
+            m00, L00, L10, d11, bad = pair_cholesky(self.a, self.b, self.c, lam)
+            if bad:
+                return None
+            logdet_Z = float(np.log(m00).sum() + np.log(d11).sum())
+            l00, l10, l11 = lam[0, 0], lam[1, 0], lam[1, 1]
+            C0, C1 = self.C
+            W0 = (l00 * C0 + l10 * C1) / L00  # the rows of L_l⁻¹λ'c_l, m × levels each
+            W1 = (l11 * C1 - L10 * W0) / np.sqrt(d11)
+            S = self.XX - W0 @ W0.T - W1 @ W1.T
+        U, info = lapack.dpotrf(S, lower=0, clean=0, overwrite_a=1)  # symmetric: either triangle
+        if info != 0:
+            return None
+        d = U.diagonal()
+        logdet_X = 2.0 * float(np.log(d[:-1]).sum()) if len(d) > 1 else 0.0
+        return logdet_Z, logdet_X, float(d[-1]) ** 2
+
+
 class Factor:
     """Cholesky factor of ``[Λ'AΛ + I, ...; ..., [X y]'W[X y]]`` at one θ.
 
@@ -277,12 +355,22 @@ class Factor:
 
     def _one_term_factor(self, A: np.ndarray, lam: np.ndarray) -> np.ndarray:
         """L_l with L_l L_l' = λ'A_lλ + I for each level l of a one-term model (A_l its block of
-        Z'WZ): √(λ²A_ll + 1) by numpy for a random intercept, the level kernels for p × p blocks."""
+        Z'WZ): √(λ²A_ll + 1) by numpy for a random intercept, the closed form for 2 × 2 blocks
+        (:func:`pair_cholesky`, numpy), the level kernels for larger ones."""
         if self.plan.diagonal:
             L = A * lam[0, 0] ** 2 + 1.0
             bad = 0 if np.all(L > 0) else 1 + int(np.argmin(L > 0))  # also NaN
             if not bad:
                 np.sqrt(L, out=L)
+        elif self.plan.p_term[0] == 2:
+            A4 = A.reshape(-1, 4)
+            _, L00, L10, d11, bad = pair_cholesky(A4[:, 0], A4[:, 2], A4[:, 3], lam)
+            if bad:
+                raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
+            L4 = np.empty_like(A4)
+            L4[:, 0], L4[:, 1], L4[:, 2] = L00, 0.0, L10
+            np.sqrt(d11, out=L4[:, 3])
+            return L4.ravel()
         else:
             L = np.empty(len(A))
             bad = kernels.level_factor(A, np.ascontiguousarray(lam, dtype=float), L)
@@ -291,9 +379,16 @@ class Factor:
         return L
 
     def _one_term_solve(self, R: np.ndarray, transpose: bool) -> None:
-        """R ← L⁻¹R (or L'⁻¹R) in place for a one-term model's block-diagonal L (R: q × m)."""
+        """R ← L⁻¹R (or L'⁻¹R) in place for a one-term model's block-diagonal L (R: q × m, C-ordered)."""
         if self.plan.diagonal:
             R /= self.L[:, None]
+        elif self.plan.p_term[0] == 2:  # the 2 × 2 blocks by numpy: first and second row of each level
+            L4 = self.L.reshape(-1, 4)
+            R3 = R.reshape(-1, 2, R.shape[1])
+            first, second = (R3[:, 1], R3[:, 0]) if transpose else (R3[:, 0], R3[:, 1])
+            first /= L4[:, 3 if transpose else 0, None]
+            second -= L4[:, 2, None] * first
+            second /= L4[:, 0 if transpose else 3, None]
         else:
             kernels.level_solve(self.L, int(self.plan.p_term[0]), R, transpose)
 

@@ -27,7 +27,7 @@ from ..errors import ConvergenceWarning, FitError
 from ..linalg.threads import fit_threads
 from .controls import current_control
 from .estimates import Estimates
-from .factor import DenseSystem, Factor
+from .factor import DenseSystem, Factor, LevelSystem
 from .gradient import profiled_gradient
 from .optimize import (
     SINGULAR_TOL,
@@ -98,7 +98,10 @@ class LMMCriterion:
         self.blocks = self.plan.load(cp)
         # the optimizer's shortcut on a small all-dense plan with λ linear in θ (built on first use)
         self._takes_system = not self.plan.Ns and self.plan.q <= SMALL_Q and self.tmap.linear and len(self.tmap) > 0
-        self._system: DenseSystem | None = None
+        # ... and on a one-term plan of one or two columns per level (LevelSystem)
+        one_term = self.plan.Ns > 0 and (self.plan.diagonal or self.plan.blockdiag)
+        self._takes_levels = one_term and int(self.plan.p_term[0]) <= 2
+        self._system: DenseSystem | LevelSystem | None = None
 
     def for_response(self, cp: CrossProducts, beta_removed: np.ndarray, response_ss: float) -> LMMCriterion:
         """The same criterion for another response on the same rows: ``cp`` differs from this
@@ -139,24 +142,31 @@ class LMMCriterion:
         return L.logdet_Z + extra + m * np.log(2 * np.pi * sigma**2) + L.pwrss / sigma**2 - self.ldW
 
     def __call__(self, theta: np.ndarray) -> float:
-        system = self._dense_system()
-        if system is not None:
-            parts = system.logdets(np.asarray(theta, dtype=float))
-            if parts is not None:
-                return self._criterion(*parts)
+        theta = np.asarray(theta, dtype=float)
+        parts = None
+        if self._takes_system:
+            parts = self._dense_system().logdets(theta)
+        elif self._takes_levels:
+            parts = self._level_system().logdets(self.tmap.lams(theta)[0])
+        if parts is not None:
+            return self._criterion(*parts)
         try:
             return self.from_factor(self.factor(theta))
         except np.linalg.LinAlgError:
             return np.inf
 
-    def _dense_system(self) -> DenseSystem | None:
-        """The all-dense plan's :class:`DenseSystem` for these blocks (built on first use; None
-        for a sparse or large plan, or a λ not linear in θ)."""
-        if not self._takes_system:
-            return None
+    def _dense_system(self) -> DenseSystem:
+        """The all-dense plan's :class:`DenseSystem` for these blocks (built on first use)."""
         system = self._system
         if system is None or system.blocks is not self.blocks:  # for_response/reweighted: new blocks
             system = self._system = DenseSystem(self.plan, self.blocks, self.tmap.jacobian)
+        return system
+
+    def _level_system(self) -> LevelSystem:
+        """The one-term plan's :class:`LevelSystem` for these blocks (built on first use)."""
+        system = self._system
+        if system is None or system.blocks is not self.blocks:
+            system = self._system = LevelSystem(self.plan, self.blocks)
         return system
 
     def _criterion(self, logdet_Z: float, logdet_X: float, r2: float) -> float:

@@ -16,7 +16,7 @@ from midas_glmm.design.blocks import CrossProducts
 from midas_glmm.design.design import build_design
 from midas_glmm.design.reterms import ThetaMap
 from midas_glmm.engine import sparsity
-from midas_glmm.engine.factor import DenseSystem, Factor
+from midas_glmm.engine.factor import DenseSystem, Factor, LevelSystem
 from midas_glmm.engine.lmm import LMMCriterion
 from midas_glmm.engine.sparsity import FactorPlan, PlanBlocks, RowMap
 
@@ -189,6 +189,77 @@ def test_the_criterion_on_the_dense_system_equals_the_factors(REML):
     crit.blocks = PlanBlocks(B.A, B.XZ, XX, B.n)
     assert crit._dense_system().logdets(theta) is None
     assert crit(theta) == np.inf
+
+
+ONE_TERM = {
+    "intercept": "y ~ x + (1|school)",
+    "slope": "y ~ x + x2 + (x|school)",
+    "slope_only": "y ~ x + (0 + x|school)",
+    "two_columns": "y ~ x + (0 + x + x2|school)",
+}
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("name", list(ONE_TERM))
+def test_the_level_systems_log_determinants_equal_dense_algebra(name, weighted):
+    """The optimizer's shortcut on a one-term plan of one or two columns per level
+    (LevelSystem): log|L_Z|², log|R_X|² and r² from the closed-form 2 × 2 (or scalar) factors of
+    the levels equal dense algebra and the factor's, inside the bounds and on them (a variance
+    0, a correlation ±1: λ's second diagonal 0)."""
+    data = _data(n=400)
+    d = build_design(ONE_TERM[name], data)
+    w = np.random.default_rng(3).uniform(0.5, 2.0, len(d.y)) if weighted else None
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y, w)
+    plan = FactorPlan(d.terms, cp)
+    assert plan.Ns and (plan.diagonal or plan.blockdiag)
+    blocks = plan.load(cp)
+    tm = ThetaMap(d.terms)
+    system = LevelSystem(plan, blocks)
+    boundary = np.where(np.isfinite(tm.lower), 0.0, 0.5)
+    boundary[0] = 0.8  # the first variance positive, the others on their bound
+    for theta in (_theta(tm, 1), _theta(tm, 2), boundary, np.zeros(len(tm))):
+        lams = tm.lams(theta)
+        M, ZXy, XX, _ = _dense(d, lams, w)
+        S = XX - ZXy.T @ np.linalg.solve(M, ZXy)
+        p = d.X.shape[1]
+        ld_Z, ld_X, r2 = system.logdets(lams[0])
+        assert ld_Z == pytest.approx(np.linalg.slogdet(M)[1], rel=1e-10, abs=1e-10)
+        assert ld_X == pytest.approx(np.linalg.slogdet(S[:p, :p])[1], rel=1e-9)
+        assert r2 == pytest.approx(S[p, p] - S[p, :p] @ np.linalg.solve(S[:p, :p], S[p, :p]), rel=1e-8)
+        F = Factor(plan, blocks, lams)
+        assert (ld_Z, ld_X, r2) == pytest.approx((F.logdet_Z, F.logdet_X, F.pwrss), rel=1e-10, abs=1e-10)
+
+
+@pytest.mark.parametrize("REML", [True, False])
+@pytest.mark.parametrize("name", list(ONE_TERM))
+def test_the_criterion_on_the_level_system_equals_the_factors(name, REML):
+    """LMMCriterion takes the LevelSystem on a one-term model of one or two columns; the value
+    is the factor's, and an [X y] block that is not positive definite still gives +inf by the
+    general path."""
+    d = build_design(ONE_TERM[name], _data(n=400))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    crit = LMMCriterion(d.terms, cp, REML)
+    assert crit._takes_levels and not crit._takes_system
+    for seed in (1, 2):
+        theta = _theta(crit.tmap, seed)
+        assert crit(theta) == pytest.approx(crit.from_factor(crit.factor(theta)), rel=1e-12)
+    B = crit.blocks
+    XX = B.XX.copy()
+    XX[-1, -1] = -1.0  # r² < 0: no Cholesky factor of [X y]
+    crit.blocks = PlanBlocks(B.A, B.XZ, XX, B.n)
+    assert crit._level_system().logdets(crit.tmap.lams(theta)[0]) is None
+    assert crit(theta) == np.inf
+
+
+@pytest.mark.parametrize(
+    "formula", ["y ~ x + (x + x2|school)", "y ~ x + (1|school) + (1|a)", "y ~ x + (x||school)", "y ~ x + (1|region)"]
+)
+def test_which_models_take_the_level_system(formula):
+    """Three columns per level, two terms (``||`` makes two) or a plan small enough to be all
+    dense do not take the LevelSystem."""
+    d = build_design(formula, _data(n=400))
+    crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True)
+    assert not crit._takes_levels
 
 
 @pytest.mark.parametrize("name", ["nested", "nested_slopes", "crossed", "crossed_vector_tail", "obs_level"])
