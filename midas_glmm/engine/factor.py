@@ -194,22 +194,26 @@ class DenseSystem:
         return 2.0 * float(logs[:q].sum()), 2.0 * float(logs[q:].sum()), float(d[-1]) ** 2
 
 
-def pair_cholesky(a, b, c, lam):
-    """The Cholesky factors of M_l = λ'A_lλ + I for 2 × 2 blocks A_l = [a b; b c] (vectors over
-    the levels) and a lower-triangular λ, in closed form: (m00, L00, L10, L11², bad), with
-    L00 = √m00, L10 = m10 / L00 and L11² = m11 − L10² the second pivot; ``bad`` is 0, or 1 + the
-    first level whose block is not positive definite (NaN included: the factors are then not
-    to be used)."""
+def pair_cholesky(P: np.ndarray, lam: np.ndarray):
+    """The Cholesky factors of M_l = λ'A_lλ + I for 2 × 2 blocks A_l = [a b; b c], ``P`` the
+    rows (a, b, c) over the levels (3 × levels), λ lower triangular, in closed form:
+    (L00, L10, L11², bad) with L00 = √m00, L10 = m10 / L00 and L11² = m11 − L10² (the second
+    pivot); ``bad`` is 0, or 1 + the first level whose block is not positive definite (NaN
+    included: the factors are then not to be used). [m00 − 1, m10, m11 − 1] = Q(λ) P, one
+    product for all levels."""
     l00, l10, l11 = lam[0, 0], lam[1, 0], lam[1, 1]
-    t1 = b * l00 + c * l10  # (A_l λ)₁₀
-    m00 = l00 * (a * l00 + b * l10) + l10 * t1 + 1.0
-    if not np.all(m00 > 0.0):
-        return m00, m00, m00, m00, 1 + int(np.argmin(m00 > 0.0))
+    Q = np.array([[l00 * l00, 2.0 * l00 * l10, l10 * l10], [0.0, l11 * l00, l11 * l10], [0.0, 0.0, l11 * l11]])
+    M = Q @ P
+    m00, L10, d11 = M  # rows of M, updated in place below
+    m00 += 1.0
+    if not m00.min() > 0.0:
+        return m00, m00, m00, 1 + int(np.argmin(m00 > 0.0))
     L00 = np.sqrt(m00)
-    L10 = l11 * t1 / L00
-    d11 = (l11 * l11) * c + 1.0 - L10 * L10
-    bad = 0 if np.all(d11 > 0.0) else 1 + int(np.argmin(d11 > 0.0))
-    return m00, L00, L10, d11, bad
+    L10 /= L00
+    d11 += 1.0
+    d11 -= L10 * L10
+    bad = 0 if d11.min() > 0.0 else 1 + int(np.argmin(d11 > 0.0))
+    return L00, L10, d11, bad
 
 
 class LevelSystem:
@@ -235,12 +239,9 @@ class LevelSystem:
         levels = plan.terms[0].nlevels
         self.blocks, self.p = blocks, p
         A = blocks.A[: plan.nsparse].reshape(levels, p * p)
-        self.a = np.ascontiguousarray(A[:, 0])
-        if p == 2:
-            self.b, self.c = np.ascontiguousarray(A[:, 2]), np.ascontiguousarray(A[:, 3])
-        # Z'W[X y] by column of the term, as m × levels rows (long vectors: numpy's fast case)
-        C = blocks.XZ.reshape(levels, p, m)
-        self.C = [np.ascontiguousarray(C[:, j, :].T) for j in range(p)]
+        self.P = np.ascontiguousarray(A[:, [0, 2, 3]].T if p == 2 else A[:, 0])  # (a, b, c) rows
+        # Z'W[X y] by column of the term, p × m × levels (long rows: numpy's fast case)
+        self.C = np.ascontiguousarray(blocks.XZ.reshape(levels, p, m).transpose(1, 2, 0))
         self.XX = np.tril(blocks.XX) + np.tril(blocks.XX, -1).T
 
     def logdets(self, lam: np.ndarray) -> tuple[float, float, float] | None:
@@ -248,21 +249,23 @@ class LevelSystem:
         positive definite (the caller takes the factor's path, which reports it)."""
         if self.p == 1:
             s = lam[0, 0] ** 2
-            M = s * self.a + 1.0
-            if not np.all(M > 0.0):
+            M = s * self.P + 1.0
+            if not M.min() > 0.0:
                 return None
             logdet_Z = float(np.log(M).sum())
             W = self.C[0] * np.sqrt(s / M)  # λ c_l / L_l
             S = self.XX - W @ W.T
         else:
-            m00, L00, L10, d11, bad = pair_cholesky(self.a, self.b, self.c, lam)
+            L00, L10, d11, bad = pair_cholesky(self.P, lam)
             if bad:
                 return None
-            logdet_Z = float(np.log(m00).sum() + np.log(d11).sum())
-            l00, l10, l11 = lam[0, 0], lam[1, 0], lam[1, 1]
-            C0, C1 = self.C
-            W0 = (l00 * C0 + l10 * C1) / L00  # the rows of L_l⁻¹λ'c_l, m × levels each
-            W1 = (l11 * C1 - L10 * W0) / np.sqrt(d11)
+            logdet_Z = float(np.log(L00 * L00 * d11).sum())  # Σ log det M_l
+            p, m, levels = self.C.shape
+            W = (lam.T @ self.C.reshape(p, -1)).reshape(p, m, levels)  # λ'c_l, then L_l⁻¹ on it:
+            W0, W1 = W
+            W0 /= L00
+            W1 -= L10 * W0
+            W1 /= np.sqrt(d11)
             S = self.XX - W0 @ W0.T - W1 @ W1.T
         U, info = lapack.dpotrf(S, lower=0, clean=0, overwrite_a=1)  # symmetric: either triangle
         if info != 0:
@@ -356,15 +359,15 @@ class Factor:
     def _one_term_factor(self, A: np.ndarray, lam: np.ndarray) -> np.ndarray:
         """L_l with L_l L_l' = λ'A_lλ + I for each level l of a one-term model (A_l its block of
         Z'WZ): √(λ²A_ll + 1) by numpy for a random intercept, the closed form for 2 × 2 blocks
-        (:func:`pair_cholesky`, numpy), the level kernels for larger ones."""
+        where the plan asks for it (:func:`pair_cholesky`, numpy; an LMM's), else the level kernels."""
         if self.plan.diagonal:
             L = A * lam[0, 0] ** 2 + 1.0
             bad = 0 if np.all(L > 0) else 1 + int(np.argmin(L > 0))  # also NaN
             if not bad:
                 np.sqrt(L, out=L)
-        elif self.plan.p_term[0] == 2:
+        elif self.plan.closed_pairs:
             A4 = A.reshape(-1, 4)
-            _, L00, L10, d11, bad = pair_cholesky(A4[:, 0], A4[:, 2], A4[:, 3], lam)
+            L00, L10, d11, bad = pair_cholesky(A4[:, [0, 2, 3]].T, lam)
             if bad:
                 raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
             L4 = np.empty_like(A4)
@@ -382,7 +385,7 @@ class Factor:
         """R ← L⁻¹R (or L'⁻¹R) in place for a one-term model's block-diagonal L (R: q × m, C-ordered)."""
         if self.plan.diagonal:
             R /= self.L[:, None]
-        elif self.plan.p_term[0] == 2:  # the 2 × 2 blocks by numpy: first and second row of each level
+        elif self.plan.closed_pairs:  # the 2 × 2 blocks by numpy: first and second row of each level
             L4 = self.L.reshape(-1, 4)
             R3 = R.reshape(-1, 2, R.shape[1])
             first, second = (R3[:, 1], R3[:, 0]) if transpose else (R3[:, 0], R3[:, 1])

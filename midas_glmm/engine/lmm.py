@@ -94,7 +94,7 @@ class LMMCriterion:
         self.response_ss = float(cp.XytXy[-1, -1]) if response_ss is None else response_ss
         if dense is None:  # small, and fitted by BOBYQA (the analytic gradient reads the sparse layout)
             dense = sum(t.q for t in terms) <= SMALL_Q and self.tmap.linear and len(self.tmap) < GRADIENT_MIN_THETA
-        self.plan = FactorPlan(terms, cp, dense=dense)  # structure: once per model
+        self.plan = FactorPlan(terms, cp, dense=dense, closed_pairs=True)  # structure: once per model
         self.blocks = self.plan.load(cp)
         # the optimizer's shortcut on a small all-dense plan with λ linear in θ (built on first use)
         self._takes_system = not self.plan.Ns and self.plan.q <= SMALL_Q and self.tmap.linear and len(self.tmap) > 0

@@ -81,9 +81,15 @@ class FactorPlan:
         Blocks of any weighted data pass over the model's rows (only their pattern is read).
     dense : bool
         Put every random effect in the dense tail (``Ns = 0``): for small q, see :data:`SMALL_Q`.
+    closed_pairs : bool
+        A one-term plan of two columns per level factors and solves its 2 × 2 blocks in closed
+        form by numpy rather than by the level kernels: for an LMM, which factors a handful of
+        times after its search on the :class:`~midas_glmm.engine.factor.LevelSystem` and so
+        compiles nothing; a GLMM factors and solves hundreds of times, where the kernels are
+        faster below some hundreds of levels and for solves of several columns.
     """
 
-    def __init__(self, terms: list[ReTerm], cp: CrossProducts, dense: bool = False):
+    def __init__(self, terms: list[ReTerm], cp: CrossProducts, dense: bool = False, closed_pairs: bool = False):
         self.terms = terms
         self.k = len(terms)
         lev = np.array([t.nlevels for t in terms], dtype=np.int64)
@@ -108,6 +114,8 @@ class FactorPlan:
             colptr, rowidx = kernels.symbolic(adjptr, rows[order].astype(np.int64), self.N)
             self.split = self._choose_split(colptr)
             self._layout(colptr, rowidx, rows, cols)
+        #: two columns per level in closed form by numpy (``closed_pairs``), else the kernels
+        self.closed_pairs = closed_pairs and self.blockdiag and self.p_term[0] == 2
         self._lam_entries = None
         #: (A, its blocks as a dense q × q array) of the all-dense factor's last data blocks
         self.dense_data = None

@@ -251,6 +251,31 @@ def test_the_criterion_on_the_level_system_equals_the_factors(name, REML):
     assert crit(theta) == np.inf
 
 
+@pytest.mark.parametrize("name", ["slope", "two_columns"])
+def test_closed_form_pairs_equal_the_level_kernels(name):
+    """An LMM's plan (closed_pairs) factors and solves 2 × 2 blocks by numpy in closed form: the
+    same factor, solves both ways, log-determinants and [X y] strip as the level kernels'; a
+    block that is not positive definite is reported by its node as the kernels report it."""
+    d = build_design(ONE_TERM[name], _data(n=400))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    closed, kernel = FactorPlan(d.terms, cp, closed_pairs=True), FactorPlan(d.terms, cp)
+    assert closed.closed_pairs and not kernel.closed_pairs
+    tm = ThetaMap(d.terms)
+    rng = np.random.default_rng(4)
+    for theta in (_theta(tm, 1), np.where(np.isfinite(tm.lower), 0.0, 0.3)):
+        lams = tm.lams(theta)
+        F, G = Factor(closed, closed.load(cp), lams), Factor(kernel, kernel.load(cp), lams)
+        assert np.allclose(F.L, G.L, rtol=1e-12, atol=1e-14)
+        assert (F.logdet_Z, F.logdet_X, F.pwrss) == pytest.approx((G.logdet_Z, G.logdet_X, G.pwrss), rel=1e-12)
+        for rhs in (rng.normal(size=closed.q), rng.normal(size=(closed.q, 3))):
+            assert np.allclose(F.solve(rhs), G.solve(rhs), rtol=1e-10, atol=1e-12)
+            assert np.allclose(F.solve_Zt(rhs), G.solve_Zt(rhs), rtol=1e-10, atol=1e-12)
+    blocks = closed.load(cp)
+    blocks.A[closed.diagpos[5]] = -1e12  # random effect 5: level 2's second column
+    with pytest.raises(np.linalg.LinAlgError, match="node 2 is not positive definite"):
+        Factor(closed, blocks, tm.lams(tm.start))
+
+
 @pytest.mark.parametrize(
     "formula", ["y ~ x + (x + x2|school)", "y ~ x + (1|school) + (1|a)", "y ~ x + (x||school)", "y ~ x + (1|region)"]
 )
