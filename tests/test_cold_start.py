@@ -58,7 +58,8 @@ def test_a_glmm_fit_loads_no_statsmodels():
 
 def test_a_random_slope_lmm_fit_loads_no_kernels():
     """One term of two columns over many levels (not the all-dense plan): the LevelSystem for the
-    optimizer and the closed-form 2 × 2 factor after it, no kernel to compile."""
+    optimizer and the closed-form 2 × 2 factor and inverse after it (conditional variances
+    included), no kernel to compile."""
     code = (
         "import numpy as np, pandas as pd\n"
         "from midas_glmm import MixedModel\n"
@@ -66,7 +67,7 @@ def test_a_random_slope_lmm_fit_loads_no_kernels():
         "d = pd.DataFrame({'x': r.normal(size=n), 'g': r.integers(0, g, n)})\n"
         "d['y'] = d.x * (1 + r.normal(0, .5, g)[d.g]) + r.normal(0, 1, g)[d.g] + r.normal(size=n)\n"
         "res = MixedModel.from_formula('y ~ x + (x|g)', d).fit()\n"
-        "res.summary(); res.ranef(); res.predict(d)\n"
+        "res.summary(); res.ranef(condvar=True); res.predict(d)\n"
         "assert res.converged and res.llf < 0\n"
     )
     assert "numba" not in _loaded(code)

@@ -32,14 +32,21 @@ def check_finite(df: pd.DataFrame, cols) -> None:
     """Raise on infinite values in the numeric columns used."""
     for c in cols:
         col = df[c]
-        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iub":
+        dtype = col.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "iub":
             continue  # integers and booleans are finite
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        if isinstance(dtype, (pd.StringDtype, pd.CategoricalDtype)):
+            continue  # text and factors: no numbers to be infinite
+        if isinstance(dtype, np.dtype) and dtype.kind == "f":
+            vals = col.to_numpy()
+        elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             vals = col.to_numpy(dtype=float)
-            if np.isinf(vals).any():
-                raise DataError(
-                    f"column '{c}' holds infinite values (row {df.index[np.isinf(vals)][0]!r}); remove or recode them"
-                )
+        else:
+            continue
+        if np.isinf(vals).any():
+            raise DataError(
+                f"column '{c}' holds infinite values (row {df.index[np.isinf(vals)][0]!r}); remove or recode them"
+            )
 
 
 def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None, family=None, levels=None):

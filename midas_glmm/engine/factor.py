@@ -593,6 +593,14 @@ class Factor:
             kernels.mirror_lower(Zt)
         if P.diagonal:  # (L L')⁻¹ = 1/L²
             return 1.0 / (self.L * self.L), Zt
+        if P.closed_pairs:  # (L_l L_l')⁻¹ of L_l = [a 0; b c]: [1/a² + b²/(ac)², −b/(ac²); ., 1/c²]
+            L4 = self.L.reshape(-1, 4)
+            a, b, c = L4[:, 0], L4[:, 2], L4[:, 3]
+            S4 = np.empty_like(L4)
+            S4[:, 3] = 1.0 / (c * c)
+            S4[:, 1] = S4[:, 2] = -b / a * S4[:, 3]
+            S4[:, 0] = (1.0 + b * b * S4[:, 3]) / (a * a)
+            return S4.ravel(), Zt
         if P.blockdiag:  # per level (L_l L_l')⁻¹
             S = np.empty(P.nsparse)
             kernels.level_inverse(self.L, int(P.p_term[0]), S)

@@ -696,7 +696,7 @@ def iterative_refusal(design, family, nAGQ: int, fast: bool) -> str | None:
             return "it has no zero-inflation formula (ziformula=)"
     if design.disp is not None:
         return "it has no dispersion formula (dispformula=)"
-    if not ThetaMap(design.terms).linear:
+    if not all(t.structure.linear for t in design.terms):  # ThetaMap(...).linear without building one
         return "it takes lme4's unstructured and diagonal terms, not ar1/cs/toep structures"
     return None
 

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as sla
 
 from ..errors import ConvergenceWarning, FitError
 from .controls import FitControl, current_control
@@ -391,9 +390,10 @@ def newton_step(fun, opt: OptResult, lower: np.ndarray, gradient: np.ndarray, he
     if not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
         return opt
     try:
-        step = sla.cho_solve(sla.cho_factor(H, lower=True), g)
+        np.linalg.cholesky(H)  # positive definite: a minimum of the quadratic model
     except np.linalg.LinAlgError:
         return opt
+    step = np.linalg.solve(H, g)  # numpy's: scipy's cho_factor/cho_solve checks cost more than k ≤ 10 needs
     if not np.all(np.isfinite(step)) or np.max(np.abs(step) / (1.0 + np.abs(opt.x[free]))) > 1e-2:
         return opt  # not a local correction: the quadratic model is not to be trusted that far
     x = opt.x.copy()

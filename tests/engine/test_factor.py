@@ -253,8 +253,9 @@ def test_the_criterion_on_the_level_system_equals_the_factors(name, REML):
 
 @pytest.mark.parametrize("name", ["slope", "two_columns"])
 def test_closed_form_pairs_equal_the_level_kernels(name):
-    """An LMM's plan (closed_pairs) factors and solves 2 × 2 blocks by numpy in closed form: the
-    same factor, solves both ways, log-determinants and [X y] strip as the level kernels'; a
+    """An LMM's plan (closed_pairs) factors, solves and inverts 2 × 2 blocks by numpy in closed
+    form: the same factor, solves both ways, log-determinants, inverse blocks and conditional
+    variances as the level kernels'; a
     block that is not positive definite is reported by its node as the kernels report it."""
     d = build_design(ONE_TERM[name], _data(n=400))
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
@@ -270,6 +271,9 @@ def test_closed_form_pairs_equal_the_level_kernels(name):
         for rhs in (rng.normal(size=closed.q), rng.normal(size=(closed.q, 3))):
             assert np.allclose(F.solve(rhs), G.solve(rhs), rtol=1e-10, atol=1e-12)
             assert np.allclose(F.solve_Zt(rhs), G.solve_Zt(rhs), rtol=1e-10, atol=1e-12)
+        assert np.allclose(F.selected_inverse()[0], G.selected_inverse()[0], rtol=1e-10, atol=1e-14)
+        for a, b in zip(F.condvar_blocks(), G.condvar_blocks()):
+            assert np.allclose(a, b, rtol=1e-10, atol=1e-14)
     blocks = closed.load(cp)
     blocks.A[closed.diagpos[5]] = -1e12  # random effect 5: level 2's second column
     with pytest.raises(np.linalg.LinAlgError, match="node 2 is not positive definite"):
