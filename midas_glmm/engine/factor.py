@@ -164,7 +164,11 @@ class DenseSystem:
         """K = D'AD + diag(1_q, 0) at θ."""
         n = self.A.shape[0]
         if self.poly is not None:
-            w = np.concatenate(([1.0], theta, theta[self.pairs[0]] * theta[self.pairs[1]]))
+            k = len(theta)
+            w = np.empty(len(self.poly))  # [1, θ, θ_k θ_l]
+            w[0] = 1.0
+            w[1 : k + 1] = theta
+            np.multiply(theta[self.pairs[0]], theta[self.pairs[1]], out=w[k + 1 :])
             return (w @ self.poly).reshape(n, n)
         vals = self.J @ theta
         K = self.A.copy()
@@ -189,9 +193,9 @@ class DenseSystem:
         if info != 0:
             return None
         d = U.diagonal()
-        logs = np.log(d[:-1])
-        q = self.q
-        return 2.0 * float(logs[:q].sum()), 2.0 * float(logs[q:].sum()), float(d[-1]) ** 2
+        sums = np.log(d[:-1]).cumsum()  # one pass: log|L_Z| at q, + log|R_X| at the end
+        ld_Z = float(sums[self.q - 1]) if self.q else 0.0
+        return 2.0 * ld_Z, 2.0 * (float(sums[-1]) - ld_Z), float(d[-1]) ** 2
 
 
 def pair_cholesky(P: np.ndarray, lam: np.ndarray):

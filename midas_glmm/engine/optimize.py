@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ def minimize_bounded(
         v = fun(x)
         if ctl is not None:
             ctl.report(x, v)
-        return v if np.isfinite(v) else 1e300
+        return v if math.isfinite(v) else 1e300
 
     maxfev = maxfev or 2000 * max(1, len(x0))
     if ctl is not None and ctl.maxiter is not None:
