@@ -26,6 +26,7 @@ from .columns import (
     check_columns,
     coefficient_names,
     column_or_values,
+    factorize_sorted,
     formula_variables,
     formulaic_error,
     formulaic_types,
@@ -153,12 +154,8 @@ def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray
         if isinstance(col.dtype, pd.CategoricalDtype):
             col = col.cat.remove_unused_categories()
             codes, levels = col.cat.codes.to_numpy(), col.cat.categories
-        elif isinstance(col.dtype, pd.StringDtype):
-            # pandas' text (pyarrow's by default): its own factorize costs ~4x that of the same
-            # strings as Python objects, which sort alike (by code point, as UTF-8's bytes do)
-            codes, levels = pd.factorize(col.to_numpy(dtype=object), sort=True)
         else:
-            codes, levels = pd.factorize(col, sort=True)
+            codes, levels = factorize_sorted(col)
         parts_codes.append(codes.astype(np.int64))
         parts_levels.append([str(v) for v in levels])
     if len(group) == 1:

@@ -173,6 +173,8 @@ def argument_values(label: str, arg, data: pd.DataFrame) -> np.ndarray:
 
 def as_float_values(values: np.ndarray, name: str) -> np.ndarray:
     """Values of a cbind(...) count or an offset as floats, or a DataError naming them."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":  # numbers already (no Series)
+        return values.astype(float)
     numbers = as_numbers(pd.Series(values))
     if numbers is None:
         raise DataError(
