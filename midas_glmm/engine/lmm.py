@@ -71,6 +71,12 @@ class LMMCriterion:
     dense : bool or None
         Factor as one dense block (None: when q ≤ :data:`~.sparsity.SMALL_Q` and θ is fitted by
         BOBYQA, :func:`uses_gradient`).
+
+    An evaluation takes a shortcut past the factor object where one exists: the all-dense
+    plan's :class:`~.factor.DenseSystem` (one LAPACK Cholesky), a one-term plan's
+    :class:`~.factor.LevelSystem` (one or two columns per level, vectorised over the levels);
+    other plans, and a shortcut that meets a block that is not positive definite, take the
+    :class:`~.factor.Factor`.
     """
 
     def __init__(

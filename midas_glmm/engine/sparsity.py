@@ -184,7 +184,8 @@ class FactorPlan:
         one_term = self.k == 1 and self.Ns == self.N and len(self.rowidx) == self.N
         self.diagonal = one_term and self.p_term[0] == 1
         #: one vector term: the factor is a p × p block per level, by the small ``level_*``
-        #: kernels (a fraction of the general kernels' compilation on a first fit)
+        #: kernels (a fraction of the general kernels' compilation on a first fit), or in closed
+        #: form by numpy for two columns in an LMM's plan (``closed_pairs``)
         self.blockdiag = one_term and self.p_term[0] > 1
 
     def _panel_plan(self) -> list[tuple[int, np.ndarray, np.ndarray]] | None:
