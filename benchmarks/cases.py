@@ -255,7 +255,10 @@ def _make_shape(case: Case) -> pd.DataFrame:
         a, b = _spread(rng, n, na), _spread(rng, n, nb)
         x1, x2 = rng.normal(size=n), rng.normal(size=n)
         eta = -0.3 + 0.5 * x1 - 0.25 * x2 + rng.normal(0, 1.0, na)[a] + rng.normal(0, 0.7, nb)[b]
-        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
+        if case.family is None:  # the same shape with a Gaussian response (crossed_lmm_2e3)
+            y = eta + rng.normal(size=n)
+        else:
+            y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
         return pd.DataFrame({"y": y, "x1": x1, "x2": x2, "a": a, "b": b})
     if kind == "window":  # subjects answer a window of consecutive items; item ids hide the order
         ns, ni, per = case.extra["subjects"], case.extra["items"], case.extra["per"]
@@ -527,11 +530,39 @@ SHAPE_CASES = [
             notes="crossed Bernoulli, each row's a and b drawn independently (sparse, unbalanced cells)",
         )
         for tag, n, na, nb in (
+            ("2e3", 2_000, 60, 40),  # 100 random effects: the all-dense plan (sparsity.small_model)
             ("6e4", 60_000, 1_000, 500),
             ("2e5", 200_000, 3_000, 1_500),
             ("1e6", 1_000_000, 10_000, 5_000),
         )
     ],
+    Case(
+        "crossed_lmm_2e3",
+        "crossed_binary",
+        2_000,
+        100,
+        "y ~ x1 + x2 + (1|a) + (1|b)",
+        tools=PEERS,
+        group="shapes",
+        factors=("a", "b"),
+        levels="60 a x 40 b",
+        extra={"a": 60, "b": 40},
+        notes="crossed_binary_2e3's rows with a Gaussian response: a small crossed LMM (100 random effects, "
+        "the all-dense plan)",
+    ),
+    Case(
+        "nested_lmm_2e3",
+        "nested",
+        2_000,
+        70,
+        "y ~ x1 + x2 + (1|region/district)",
+        tools=PEERS,
+        group="shapes",
+        factors=("region", "district"),
+        levels="10 regions > 60 districts",
+        extra={"regions": 10, "districts": 6, "schools": 3},
+        notes="a small two-level nested LMM (70 random effects, the all-dense plan); schools unused",
+    ),
     *[
         Case(
             name,

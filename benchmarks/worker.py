@@ -52,10 +52,10 @@ def warm_up(tool: str) -> None:
 
         # one small fit per engine path, so that every compiled kernel is loaded from numba's
         # cache before the clock starts (R has loaded all of lme4 with library(lme4)). g has 120
-        # levels: past the 40 random effects (engine.sparsity.SMALL_Q) a model is not factored
-        # densely; the first fit is a dense one. One term takes its own factor (a diagonal one,
-        # or the level kernels for slopes: FactorPlan.diagonal / blockdiag), several the
-        # general block-sparse kernels.
+        # levels: past the 40 random effects of one term (engine.sparsity.SMALL_Q) and the 100 of
+        # several (SMALL_Q_TERMS) a model is not factored densely; the first fit is a dense one.
+        # One term takes its own factor (a diagonal one, or the level kernels for slopes:
+        # FactorPlan.diagonal / blockdiag), several the general block-sparse kernels.
         MixedModel.from_formula("y ~ x1 + (1|g)", df.assign(g=df.g // 20)).fit()
         MixedModel.from_formula("y ~ x1 + (x1|g)", df).fit()
         df["h"], df["k"] = np.tile(np.arange(5), n // 5), np.arange(n) // 40

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, FitError, FormulaError, did_you_mean
-from ..linalg.orderings import fill_reducing_levels
+from ..linalg.orderings import SMALL_Q_TERMS, fill_reducing_levels
 from .columns import (
     INTERCEPT,
     check_columns,
@@ -369,9 +369,12 @@ def ordered_terms(terms: list[ReTerm]) -> list[ReTerm]:
     (:func:`~midas_glmm.linalg.orderings.fill_reducing_levels`; reported in the original order).
     Not when the crossed block is as large as the iterative solver takes by default
     (:data:`~.reterms.ITERATIVE_TAIL`): ordering its graph costs a pass of the size of the rows'
-    pairs of levels (gigabytes at MovieLens' size) for a factor that is not formed."""
+    pairs of levels (gigabytes at MovieLens' size) for a factor that is not formed; nor when
+    the factor is one dense block (:data:`~midas_glmm.linalg.orderings.SMALL_Q_TERMS`)."""
     terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
     if tail_bound(terms) >= ITERATIVE_TAIL and dense_tail(terms) >= ITERATIVE_TAIL:
+        return terms
+    if sum(t.q for t in terms) <= SMALL_Q_TERMS:
         return terms
     orders = fill_reducing_levels([t.codes for t in terms], [t.nlevels for t in terms])
     return [t if perm is None else t.reordered(perm) for t, perm in zip(terms, orders)]

@@ -337,11 +337,12 @@ class Factor:
         self.L = np.empty(0)
         self._panel = None
         T0 = self.dense_data(blocks.A)
-        Lam = self.dense_lam()
         K = np.empty((q + m, q + m))
-        K[:q, :q] = Lam.T @ T0 @ Lam  # only the lower triangle is read
+        # Λ'T0Λ block by block (Λ is block diagonal): each term's λ on its columns, then on its
+        # rows, O(q² p) rather than two dense q × q products; only the lower triangle is read
+        K[:q, :q] = self.lam_t(self.lam_t(T0.T).T)
         K.ravel()[: q * (q + m) : q + m + 1] += 1.0
-        K[q:, :q] = blocks.XZ.T @ Lam
+        K[q:, :q] = self.lam_t(blocks.XZ).T
         K[q:, q:] = blocks.XX
         # a C-ordered K is an F-ordered K' whose upper triangle is K's lower one (dense_cholesky)
         U, info = lapack.dpotrf(K.T, lower=0, clean=1, overwrite_a=1)
@@ -410,18 +411,6 @@ class Factor:
             T0[r, c] = A
             P.dense_data = cached = (A, T0)
         return cached[1]
-
-    def dense_lam(self) -> np.ndarray:
-        """Λ as a dense q × q array (the all-dense plan: q is small)."""
-        P = self.plan
-        cached = P.dense_lam
-        if cached is not None and cached[0] is self.lams:  # the same θ: every step of a PIRLS run
-            return cached[1]
-        lr, lc = P.lam_entries()
-        Lam = np.zeros((P.q, P.q))
-        Lam[lr, lc] = np.concatenate([np.tile(lam.ravel(), t.nlevels) for lam, t in zip(self.lams, P.terms)])
-        P.dense_lam = (self.lams, Lam)
-        return Lam
 
     def _strip(self, blocks: PlanBlocks) -> None:
         """The [X y] strip: L_X = L_Z⁻¹ Λ'Z'W[X y], and the factor of its Schur complement."""

@@ -31,8 +31,8 @@ def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray
     doff = np.concatenate([[0], np.cumsum(P.nsize**2)]).astype(np.int64)
     if P.Ns == 0:  # the all-dense plan of a small model: G, Λ and S as q × q arrays
         lr, lc = P.lam_entries()
-        M = _dense_G(L) @ L.dense_lam() @ Zt
-        return np.ascontiguousarray(M[lr, lc]), doff
+        GL = L.lam_t(_dense_G(L)).T  # GΛ = (Λ'G)' for a symmetric G
+        return np.einsum("ek,ke->e", GL[lr], Zt[:, lc]), doff  # (GΛS)[lr, lc] alone: O(q² p)
     if P.diagonal:  # one scalar term: D_l = G_ll λ S_ll
         return blocks.A[: P.nsparse] * L.lams[0][0, 0] * Z, doff
     if P.blockdiag:  # one vector term: D_l = G_l λ S_l per level

@@ -39,7 +39,7 @@ from .optimize import (
     newton_step,
     restart_if_unconverged,
 )
-from .sparsity import SMALL_Q, FactorPlan, PlanBlocks
+from .sparsity import FactorPlan, PlanBlocks, small_model
 
 __all__ = ["LMMCriterion", "LMMSolution", "lmm_criterion", "fit_lmm", "optimize_lmm", "lmm_estimates"]
 
@@ -69,7 +69,7 @@ class LMMCriterion:
     log_weights_sum : float
         Σ log wᵢ of the prior weights (0 without weights).
     dense : bool or None
-        Factor as one dense block (None: when q ≤ :data:`~.sparsity.SMALL_Q` and θ is fitted by
+        Factor as one dense block (None: when :func:`~.sparsity.small_model` and θ is fitted by
         BOBYQA, :func:`uses_gradient`).
 
     An evaluation takes a shortcut past the factor object where one exists: the all-dense
@@ -99,12 +99,13 @@ class LMMCriterion:
         # sum of squares is not a small difference of large numbers); β̂ = β̂(y − Xb) + b.
         self.beta_removed = np.zeros(self.p) if beta_removed is None else beta_removed
         self.response_ss = float(cp.XytXy[-1, -1]) if response_ss is None else response_ss
+        small = small_model(terms)
         if dense is None:  # small, and fitted by BOBYQA (the analytic gradient reads the sparse layout)
-            dense = sum(t.q for t in terms) <= SMALL_Q and self.tmap.linear and len(self.tmap) < GRADIENT_MIN_THETA
+            dense = small and self.tmap.linear and len(self.tmap) < GRADIENT_MIN_THETA
         self.plan = FactorPlan(terms, cp, dense=dense, closed_pairs=True)  # structure: once per model
         self.blocks = self.plan.load(cp)
         # the optimizer's shortcut on a small all-dense plan with λ linear in θ (built on first use)
-        self._takes_system = not self.plan.Ns and self.plan.q <= SMALL_Q and self.tmap.linear and len(self.tmap) > 0
+        self._takes_system = not self.plan.Ns and small and self.tmap.linear and len(self.tmap) > 0
         # ... and on a one-term plan of one or two columns per level (LevelSystem)
         one_term = self.plan.Ns > 0 and (self.plan.diagonal or self.plan.blockdiag)
         self._takes_levels = one_term and int(self.plan.p_term[0]) <= 2

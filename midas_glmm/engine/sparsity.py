@@ -28,9 +28,9 @@ import numpy as np
 from ..design.blocks import CrossProducts
 from ..design.reterms import ReTerm
 from ..linalg import codes, lazy
-from ..linalg.orderings import DENSE_TAIL_DENSITY, sorted_unique
+from ..linalg.orderings import DENSE_TAIL_DENSITY, SMALL_Q_TERMS, sorted_unique
 
-__all__ = ["FactorPlan", "PlanBlocks", "RowMap", "DENSE_TAIL_DENSITY", "SMALL_Q"]
+__all__ = ["FactorPlan", "PlanBlocks", "RowMap", "DENSE_TAIL_DENSITY", "SMALL_Q", "SMALL_Q_TERMS", "small_model"]
 
 kernels = lazy.load("kernels")  # compiled: loaded on first use
 rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
@@ -42,10 +42,22 @@ MAX_TAIL_BYTES = 4 * 2**30
 #: entries of one dense panel of the sparse columns' tail rows (32 MB), and its fewest rows
 PANEL_ENTRIES = 1 << 22
 PANEL_MIN_ROWS = 64
-#: at most this many random effects: the factor is one dense block (LAPACK only, none of the sparse
-#: factor's compiled kernels to load or compile; as fast per θ as they are up to about this size,
-#: slower above). An LMM's passes over the rows are then numpy's; a GLMM's stay compiled.
+#: at most this many random effects in a one-term model: the factor is one dense block (LAPACK
+#: only, none of the compiled kernels to load or compile; as fast per θ as the level-by-level
+#: factor up to about this size, slower above). An LMM's passes over the rows are then numpy's;
+#: a GLMM's stay compiled. Several terms: :data:`~midas_glmm.linalg.orderings.SMALL_Q_TERMS`.
 SMALL_Q = 40
+
+
+def small_model(terms: list[ReTerm]) -> bool:
+    """Whether the random effects are few enough for one dense factor: q ≤ :data:`SMALL_Q` for
+    one term, q ≤ :data:`SMALL_Q_TERMS` for several. A sparse factor of several terms needs the
+    general block kernels (8–10 s to compile on a first fit); up to about 100 random effects,
+    crossed or nested, one LAPACK Cholesky of the dense block (with Λ applied level by level)
+    costs no more per θ, and above it costs more (crossed Bernoulli of 200: 1.1x, nested of 117:
+    1.4x)."""
+    q = sum(t.q for t in terms)
+    return q <= (SMALL_Q if len(terms) == 1 else SMALL_Q_TERMS)
 
 
 @dataclass
@@ -119,9 +131,8 @@ class FactorPlan:
         self._lam_entries = None
         #: (A, its blocks as a dense q × q array) of the all-dense factor's last data blocks
         self.dense_data = None
-        #: (lams, Λ as a dense q × q array) of the all-dense factor's last θ, and (A, G = Z'WZ in
-        #: full) of its last data blocks
-        self.dense_lam = self.dense_G = None
+        #: (A, G = Z'WZ in full) of the all-dense factor's last data blocks
+        self.dense_G = None
 
     # ------------------------------------------------------------ structure
     def _coupled_nodes(self, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:

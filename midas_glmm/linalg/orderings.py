@@ -13,12 +13,17 @@ from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 
 from . import lazy
 
-__all__ = ["fill_reducing_levels", "sorted_unique", "DENSE_TAIL_DENSITY", "MAX_ORDER_EDGES"]
+__all__ = ["fill_reducing_levels", "sorted_unique", "DENSE_TAIL_DENSITY", "MAX_ORDER_EDGES", "SMALL_Q_TERMS"]
 
 kernels = lazy.load("kernels")  # compiled: loaded on first use
 
 #: the factor's dense tail starts at the first term after which the factor is at least this dense
 DENSE_TAIL_DENSITY = 0.2
+
+#: at most this many random effects in a model of several terms: its factor is one dense block
+#: (:func:`~midas_glmm.engine.sparsity.small_model`), so the order of the levels does not matter
+#: and is not sought (nor compiled)
+SMALL_Q_TERMS = 100
 
 #: the ordering of a term's levels is skipped when the graph it orders would have more edges
 #: (such a term is coupled densely: it goes to the dense tail, where order does not matter)

@@ -291,6 +291,67 @@ def test_which_models_take_the_level_system(formula):
     assert not crit._takes_levels
 
 
+def _small_terms_data(a_levels: int) -> pd.DataFrame:
+    """_data with a crossed factor ``a2`` of ``a_levels`` levels (each in ~7 rows) and classes
+    ``cls`` nested in the 20 districts (60 levels)."""
+    df = _data(n=600)
+    rng = np.random.default_rng(7)
+    df["a2"] = np.arange(len(df)) % a_levels
+    df["cls"] = df.district * 3 + rng.integers(0, 3, len(df))
+    df["y"] += rng.normal(0, 0.8, a_levels)[df.a2] + rng.normal(0, 0.6, 60)[df.cls]
+    df["yb"] = (df.y > df.y.median()).astype(float)
+    return df
+
+
+@pytest.mark.filterwarnings("ignore::midas_glmm.errors.LaplaceAccuracyWarning")  # ~7 rows a level
+@pytest.mark.parametrize("family", [None, "binomial"])
+@pytest.mark.parametrize(
+    "formula,q,dense",
+    [
+        ("~ x + (1|a2) + (1|b)", 85 + 15, True),  # crossed, 100 random effects
+        ("~ x + (1|district/cls)", 20 + 60, True),  # nested, 80
+        ("~ x + (1|a2) + (1|b)", 86 + 15, False),  # crossed, 101
+    ],
+)
+def test_several_terms_of_at_most_100_random_effects_are_factored_densely(formula, q, dense, family, monkeypatch):
+    """A model of several terms with at most SMALL_Q_TERMS random effects takes the all-dense
+    plan (no block kernels to compile; its levels are not reordered, order does not matter to
+    a dense factor), LMM and GLMM alike; one more random effect takes the sparse plan. The fit
+    is the sparse plan's: log-likelihood, θ, β, their standard errors and the conditional
+    variances of the random effects."""
+    from midas_glmm import MixedModel
+    from midas_glmm.engine import lmm, pirls
+
+    df = _small_terms_data(86 if q == 101 else 85)
+    response = "yb" if family else "y"
+    kw = {"family": family} if family else {}
+    sought = []
+    order = design_module.fill_reducing_levels
+    monkeypatch.setattr(design_module, "fill_reducing_levels", lambda *a: sought.append(1) or order(*a))
+    model = MixedModel.from_formula(response + formula, df, **kw)
+    monkeypatch.undo()
+    assert sum(t.q for t in model.design.terms) == q
+    assert bool(sought) != dense  # an order of the levels is sought only for the sparse factor
+    d = model.design
+    if family:
+        plan = pirls.GLMMProblem(d, model.family).plan
+    else:
+        plan = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True).plan
+    assert (plan.Ns == 0) == dense
+    fit = model.fit()
+    monkeypatch.setattr(lmm, "small_model", lambda terms: False)
+    monkeypatch.setattr(pirls, "small_model", lambda terms: False)
+    sparse = MixedModel.from_formula(response + formula, df, **kw).fit()
+    assert fit.llf == pytest.approx(sparse.llf, abs=1e-7)
+    assert np.allclose(fit.theta, sparse.theta, rtol=1e-4, atol=1e-5)
+    assert np.allclose(fit.params, sparse.params, rtol=1e-5, atol=1e-6)
+    assert np.allclose(fit.bse, sparse.bse, rtol=1e-4)
+    a, b = fit.ranef(condvar=True), sparse.ranef(condvar=True)
+    assert list(a.grp) == list(b.grp)
+    assert np.allclose(a.condval, b.condval, rtol=1e-4, atol=1e-5)
+    assert np.allclose(a.condsd, b.condsd, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["nested", "nested_slopes", "crossed", "crossed_vector_tail", "obs_level"])
 @pytest.mark.parametrize("density", [0.0, 2.0])  # all dense after the first term / no dense tail
 def test_sparse_and_dense_paths_agree(name, density, monkeypatch):

@@ -202,7 +202,7 @@ def test_dense_plan_fits_as_the_sparse_one(family, monkeypatch):
     monkeypatch.setattr(pirls.GLMMProblem, "__init__", spy)
     fits = {}
     for dense in (True, False):
-        monkeypatch.setattr(pirls, "SMALL_Q", 10_000 if dense else 0)
+        monkeypatch.setattr(pirls, "small_model", lambda terms, dense=dense: dense)
         seen.clear()
         fits[dense] = MixedModel.from_formula(formula, df, family=family, **kw).fit()
         assert seen and all(s == dense for s in seen)
