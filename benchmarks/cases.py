@@ -430,6 +430,19 @@ SHAPE_CASES = [
         "two-level condition (±0.5), correlated random intercepts and condition slopes for subjects and for items",
     ),
     Case(
+        "crossed_slopes_lmm_600",
+        "crossed_slopes",
+        600,
+        30,
+        "y ~ x1 + (1 + x1|subj) + (1 + x1|item)",
+        tools=PEERS,
+        group="shapes",
+        factors=("subj", "item"),
+        levels="30 subj x 20 item",
+        notes="crossed_slopes_lmm's maximal model at a small experiment's size: 100 random effects, six θ "
+        "(the all-dense plan)",
+    ),
+    Case(
         "obslevel_poisson",
         "obslevel",
         403,

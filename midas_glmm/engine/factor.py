@@ -25,6 +25,12 @@ __all__ = ["Factor", "DenseSystem", "LevelSystem", "dense_cholesky", "pair_chole
 kernels = lazy.load("kernels")  # compiled: loaded on first use
 
 
+#: the all-dense plan applies Λ as a dense q × q array (two BLAS products) up to this many random
+#: effects, and level by level (O(q²p)) above: sleepstudy's factor 58 µs against 70 by the levels,
+#: 100 random effects 2.1x faster by the levels
+DENSE_LAM_Q = 40
+
+
 def dense_cholesky(A: np.ndarray) -> np.ndarray:
     """Lower Cholesky factor of a symmetric matrix whose lower triangle is given (LAPACK dpotrf)."""
     if A.shape[0] == 0:
@@ -338,11 +344,14 @@ class Factor:
         self._panel = None
         T0 = self.dense_data(blocks.A)
         K = np.empty((q + m, q + m))
-        # Λ'T0Λ block by block (Λ is block diagonal): each term's λ on its columns, then on its
-        # rows, O(q² p) rather than two dense q × q products; only the lower triangle is read
-        K[:q, :q] = self.lam_t(self.lam_t(T0.T).T)
+        if q <= DENSE_LAM_Q:  # Λ'T0Λ by two BLAS products with Λ as a q × q array
+            Lam = self.dense_lam()
+            K[:q, :q] = Lam.T @ T0 @ Lam  # only the lower triangle is read
+            K[q:, :q] = blocks.XZ.T @ Lam
+        else:  # block by block (Λ is block diagonal): each term's λ on its columns, then its rows
+            K[:q, :q] = self.lam_t(self.lam_t(T0.T).T)
+            K[q:, :q] = self.lam_t(blocks.XZ).T
         K.ravel()[: q * (q + m) : q + m + 1] += 1.0
-        K[q:, :q] = self.lam_t(blocks.XZ).T
         K[q:, q:] = blocks.XX
         # a C-ordered K is an F-ordered K' whose upper triangle is K's lower one (dense_cholesky)
         U, info = lapack.dpotrf(K.T, lower=0, clean=1, overwrite_a=1)
@@ -411,6 +420,19 @@ class Factor:
             T0[r, c] = A
             P.dense_data = cached = (A, T0)
         return cached[1]
+
+    def dense_lam(self) -> np.ndarray:
+        """Λ as a dense q × q array (the all-dense plan, at most :data:`DENSE_LAM_Q` random
+        effects), kept for the next factor at the same θ (every step of a PIRLS run)."""
+        P = self.plan
+        cached = P.dense_lam
+        if cached is not None and cached[0] is self.lams:
+            return cached[1]
+        lr, lc = P.lam_entries()
+        Lam = np.zeros((P.q, P.q))
+        Lam[lr, lc] = np.concatenate([np.tile(lam.ravel(), t.nlevels) for lam, t in zip(self.lams, P.terms)])
+        P.dense_lam = (self.lams, Lam)
+        return Lam
 
     def _strip(self, blocks: PlanBlocks) -> None:
         """The [X y] strip: L_X = L_Z⁻¹ Λ'Z'W[X y], and the factor of its Schur complement."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..linalg import lazy
-from .factor import Factor, lam_flat
+from .factor import DENSE_LAM_Q, Factor, lam_flat
 
 __all__ = ["profiled_gradient", "laplace_gradient"]
 
@@ -31,6 +31,9 @@ def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray
     doff = np.concatenate([[0], np.cumsum(P.nsize**2)]).astype(np.int64)
     if P.Ns == 0:  # the all-dense plan of a small model: G, Λ and S as q × q arrays
         lr, lc = P.lam_entries()
+        if P.q <= DENSE_LAM_Q:  # two BLAS products with Λ as a q × q array
+            M = _dense_G(L) @ L.dense_lam() @ Zt
+            return np.ascontiguousarray(M[lr, lc]), doff
         GL = L.lam_t(_dense_G(L)).T  # GΛ = (Λ'G)' for a symmetric G
         return np.einsum("ek,ke->e", GL[lr], Zt[:, lc]), doff  # (GΛS)[lr, lc] alone: O(q² p)
     if P.diagonal:  # one scalar term: D_l = G_ll λ S_ll

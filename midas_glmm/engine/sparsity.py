@@ -30,7 +30,16 @@ from ..design.reterms import ReTerm
 from ..linalg import codes, lazy
 from ..linalg.orderings import DENSE_TAIL_DENSITY, SMALL_Q_TERMS, sorted_unique
 
-__all__ = ["FactorPlan", "PlanBlocks", "RowMap", "DENSE_TAIL_DENSITY", "SMALL_Q", "SMALL_Q_TERMS", "small_model"]
+__all__ = [
+    "FactorPlan",
+    "PlanBlocks",
+    "RowMap",
+    "DENSE_TAIL_DENSITY",
+    "SMALL_Q",
+    "SMALL_Q_TERMS",
+    "nested_in_first",
+    "small_model",
+]
 
 kernels = lazy.load("kernels")  # compiled: loaded on first use
 rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
@@ -58,6 +67,18 @@ def small_model(terms: list[ReTerm]) -> bool:
     1.4x)."""
     q = sum(t.q for t in terms)
     return q <= (SMALL_Q if len(terms) == 1 else SMALL_Q_TERMS)
+
+
+def nested_in_first(terms: list[ReTerm]) -> bool:
+    """Whether each level of the first term lies in one level of every later term (schools in
+    districts in regions; one term trivially): the sparse factor then has no fill and no dense
+    tail, where crossed terms couple most levels of the later terms to each other."""
+    first = terms[0].codes.astype(np.int64)
+    for t in terms[1:]:
+        pairs = first * t.nlevels + t.codes
+        if len(sorted_unique(pairs)) != terms[0].nlevels:
+            return False
+    return True
 
 
 @dataclass
@@ -131,8 +152,9 @@ class FactorPlan:
         self._lam_entries = None
         #: (A, its blocks as a dense q × q array) of the all-dense factor's last data blocks
         self.dense_data = None
-        #: (A, G = Z'WZ in full) of the all-dense factor's last data blocks
-        self.dense_G = None
+        #: (lams, Λ as a dense q × q array) of the all-dense factor's last θ, and (A, G = Z'WZ in
+        #: full) of its last data blocks
+        self.dense_lam = self.dense_G = None
 
     # ------------------------------------------------------------ structure
     def _coupled_nodes(self, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,8 @@ observation-level term. The block-sparse path and the dense path must give the s
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +21,7 @@ from midas_glmm.engine import sparsity
 from midas_glmm.engine.factor import DenseSystem, Factor, LevelSystem
 from midas_glmm.engine.lmm import LMMCriterion
 from midas_glmm.engine.sparsity import FactorPlan, PlanBlocks, RowMap
+from midas_glmm.errors import FewGroupsWarning
 
 
 def _data(seed=0, n=600):
@@ -350,6 +353,53 @@ def test_several_terms_of_at_most_100_random_effects_are_factored_densely(formul
     assert list(a.grp) == list(b.grp)
     assert np.allclose(a.condval, b.condval, rtol=1e-4, atol=1e-5)
     assert np.allclose(a.condsd, b.condsd, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "formula,dense",
+    [
+        ("y ~ x + (x|a3) + (x|b)", True),  # crossed slopes, 6 θ, 2 × 10 + 2 × 15 random effects
+        ("y ~ x + (x|district) + (x|region)", False),  # nested slopes, 6 θ, 2 × 20 + 2 × 4
+        ("y ~ x + (x|region) + (1|district)", False),  # 4 θ: district first (lme4's order), in regions
+        ("y ~ x + (x|a3) + (1|region)", True),  # crossed, 4 θ
+    ],
+)
+def test_an_lmm_of_four_theta_or_more_is_dense_when_crossed(formula, dense):
+    """With four θ or more, a small LMM takes the dense plan (BOBYQA on the DenseSystem) when its
+    later terms do not nest in the first; nested in it, the sparse plan has no fill and keeps
+    its analytic gradient. The fit is the same either way."""
+    from midas_glmm import MixedModel
+    from midas_glmm.engine.lmm import uses_gradient
+    from midas_glmm.engine.sparsity import nested_in_first
+
+    df = _data(n=600)
+    df["a3"] = df.a % 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewGroupsWarning)  # region's 4 levels
+        model = MixedModel.from_formula(formula, df)
+    d = model.design
+    assert nested_in_first(d.terms) != dense
+    crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True)
+    assert (crit.plan.Ns == 0) == dense and crit._takes_system == dense
+    assert uses_gradient(crit, None) != dense
+    other = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True, dense=not dense)
+    theta = _theta(crit.tmap)
+    assert crit(theta) == pytest.approx(other(theta), rel=1e-11)
+
+
+def test_nested_in_first_reads_the_levels_not_the_labels():
+    """Nesting is a property of the rows: districts nest in regions whatever their labels (here
+    restarting in each region), crossed factors do not, and one term trivially does."""
+    df = _data(n=600)
+    df["dlabel"] = df.district % 5  # 0..4 in every region: only region:dlabel is the district
+    from midas_glmm.engine.sparsity import nested_in_first
+
+    assert nested_in_first(build_design("y ~ x + (1|region/dlabel)", df).terms)
+    assert nested_in_first(build_design("y ~ x + (1|school) + (1|district) + (1|region)", df).terms)
+    assert not nested_in_first(build_design("y ~ x + (1|a) + (1|b)", df).terms)
+    assert not nested_in_first(build_design("y ~ x + (1|a) + (1|dlabel)", df).terms)
+    assert nested_in_first(build_design("y ~ x + (1|school) + (1|dlabel)", df).terms)  # a school's district
+    assert nested_in_first(build_design("y ~ x + (x|school)", df).terms)
 
 
 @pytest.mark.parametrize("name", ["nested", "nested_slopes", "crossed", "crossed_vector_tail", "obs_level"])
