@@ -416,32 +416,23 @@ CASES = [
 ]
 PEERS = ("midas", "lme4", "glmmTMB")
 SHAPE_CASES = [
-    Case(
-        "crossed_slopes_lmm",
-        "crossed_slopes",
-        20_000,
-        200,
-        "y ~ x1 + (1 + x1|subj) + (1 + x1|item)",
-        tools=PEERS,
-        group="shapes",
-        factors=("subj", "item"),
-        levels="200 subj x 100 item",
-        notes="the maximal model of a psycholinguistic experiment: every subject sees every item once, x1 a "
-        "two-level condition (±0.5), correlated random intercepts and condition slopes for subjects and for items",
-    ),
-    Case(
-        "crossed_slopes_lmm_600",
-        "crossed_slopes",
-        600,
-        30,
-        "y ~ x1 + (1 + x1|subj) + (1 + x1|item)",
-        tools=PEERS,
-        group="shapes",
-        factors=("subj", "item"),
-        levels="30 subj x 20 item",
-        notes="crossed_slopes_lmm's maximal model at a small experiment's size: 100 random effects, six θ "
-        "(the all-dense plan)",
-    ),
+    *[
+        Case(
+            name,
+            "crossed_slopes",
+            n,
+            subjects,
+            "y ~ x1 + (1 + x1|subj) + (1 + x1|item)",
+            tools=PEERS,
+            group="shapes",
+            factors=("subj", "item"),
+            levels=f"{subjects} subj x {n // subjects} item",
+            notes="the maximal model of a psycholinguistic experiment: every subject sees every item once, x1 a "
+            "two-level condition (±0.5), correlated random intercepts and condition slopes for subjects and for "
+            "items" + (" (100 random effects, six θ: the all-dense plan)" if n == 600 else ""),
+        )
+        for name, n, subjects in (("crossed_slopes_lmm", 20_000, 200), ("crossed_slopes_lmm_600", 600, 30))
+    ],
     Case(
         "obslevel_poisson",
         "obslevel",
@@ -529,40 +520,29 @@ SHAPE_CASES = [
     ),
     *[
         Case(
-            f"crossed_binary_{tag}",
+            name,
             "crossed_binary",
             n,
             na,
             "y ~ x1 + x2 + (1|a) + (1|b)",
-            family="binomial",
+            family=fam,
             tools=PEERS,
             group="shapes",
             factors=("a", "b"),
             levels=f"{na} a x {nb} b",
             extra={"a": na, "b": nb},
-            notes="crossed Bernoulli, each row's a and b drawn independently (sparse, unbalanced cells)",
+            notes=("crossed Bernoulli" if fam else "a crossed LMM")
+            + ", each row's a and b drawn independently (sparse, unbalanced cells)"
+            + (": 100 random effects, the all-dense plan (sparsity.small_model)" if n == 2_000 else ""),
         )
-        for tag, n, na, nb in (
-            ("2e3", 2_000, 60, 40),  # 100 random effects: the all-dense plan (sparsity.small_model)
-            ("6e4", 60_000, 1_000, 500),
-            ("2e5", 200_000, 3_000, 1_500),
-            ("1e6", 1_000_000, 10_000, 5_000),
+        for name, n, na, nb, fam in (
+            ("crossed_binary_2e3", 2_000, 60, 40, "binomial"),
+            ("crossed_lmm_2e3", 2_000, 60, 40, None),  # crossed_binary_2e3's rows, a Gaussian response
+            ("crossed_binary_6e4", 60_000, 1_000, 500, "binomial"),
+            ("crossed_binary_2e5", 200_000, 3_000, 1_500, "binomial"),
+            ("crossed_binary_1e6", 1_000_000, 10_000, 5_000, "binomial"),
         )
     ],
-    Case(
-        "crossed_lmm_2e3",
-        "crossed_binary",
-        2_000,
-        100,
-        "y ~ x1 + x2 + (1|a) + (1|b)",
-        tools=PEERS,
-        group="shapes",
-        factors=("a", "b"),
-        levels="60 a x 40 b",
-        extra={"a": 60, "b": 40},
-        notes="crossed_binary_2e3's rows with a Gaussian response: a small crossed LMM (100 random effects, "
-        "the all-dense plan)",
-    ),
     Case(
         "nested_lmm_2e3",
         "nested",
