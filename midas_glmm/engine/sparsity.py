@@ -37,7 +37,6 @@ __all__ = [
     "DENSE_TAIL_DENSITY",
     "SMALL_Q",
     "SMALL_Q_TERMS",
-    "nested_in_first",
     "small_model",
 ]
 
@@ -67,18 +66,6 @@ def small_model(terms: list[ReTerm]) -> bool:
     1.4x)."""
     q = sum(t.q for t in terms)
     return q <= (SMALL_Q if len(terms) == 1 else SMALL_Q_TERMS)
-
-
-def nested_in_first(terms: list[ReTerm]) -> bool:
-    """Whether each level of the first term lies in one level of every later term (schools in
-    districts in regions; one term trivially): the sparse factor then has no fill and no dense
-    tail, where crossed terms couple most levels of the later terms to each other."""
-    first = terms[0].codes.astype(np.int64)
-    for t in terms[1:]:
-        pairs = first * t.nlevels + t.codes
-        if len(sorted_unique(pairs)) != terms[0].nlevels:
-            return False
-    return True
 
 
 @dataclass

@@ -366,11 +366,11 @@ def test_several_terms_of_at_most_100_random_effects_are_factored_densely(formul
 )
 def test_an_lmm_of_four_theta_or_more_is_dense_when_crossed(formula, dense):
     """With four θ or more, a small LMM takes the dense plan (BOBYQA on the DenseSystem) when its
-    later terms do not nest in the first; nested in it, the sparse plan has no fill and keeps
-    its analytic gradient. The fit is the same either way."""
+    terms are crossed; nested, the sparse plan has no fill and keeps its analytic gradient. The
+    criterion is the same either way."""
     from midas_glmm import MixedModel
+    from midas_glmm.design.reterms import dense_tail
     from midas_glmm.engine.lmm import uses_gradient
-    from midas_glmm.engine.sparsity import nested_in_first
 
     df = _data(n=600)
     df["a3"] = df.a % 10
@@ -378,28 +378,13 @@ def test_an_lmm_of_four_theta_or_more_is_dense_when_crossed(formula, dense):
         warnings.simplefilter("ignore", FewGroupsWarning)  # region's 4 levels
         model = MixedModel.from_formula(formula, df)
     d = model.design
-    assert nested_in_first(d.terms) != dense
+    assert (dense_tail(d.terms) > 0) == dense  # crossed: the sparse factor would have a dense tail
     crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True)
     assert (crit.plan.Ns == 0) == dense and crit._takes_system == dense
     assert uses_gradient(crit, None) != dense
     other = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True, dense=not dense)
     theta = _theta(crit.tmap)
     assert crit(theta) == pytest.approx(other(theta), rel=1e-11)
-
-
-def test_nested_in_first_reads_the_levels_not_the_labels():
-    """Nesting is a property of the rows: districts nest in regions whatever their labels (here
-    restarting in each region), crossed factors do not, and one term trivially does."""
-    df = _data(n=600)
-    df["dlabel"] = df.district % 5  # 0..4 in every region: only region:dlabel is the district
-    from midas_glmm.engine.sparsity import nested_in_first
-
-    assert nested_in_first(build_design("y ~ x + (1|region/dlabel)", df).terms)
-    assert nested_in_first(build_design("y ~ x + (1|school) + (1|district) + (1|region)", df).terms)
-    assert not nested_in_first(build_design("y ~ x + (1|a) + (1|b)", df).terms)
-    assert not nested_in_first(build_design("y ~ x + (1|a) + (1|dlabel)", df).terms)
-    assert nested_in_first(build_design("y ~ x + (1|school) + (1|dlabel)", df).terms)  # a school's district
-    assert nested_in_first(build_design("y ~ x + (x|school)", df).terms)
 
 
 @pytest.mark.parametrize("name", ["nested", "nested_slopes", "crossed", "crossed_vector_tail", "obs_level"])
