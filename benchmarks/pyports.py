@@ -281,6 +281,23 @@ FIT_SLOPE = _SIM + (
     "d['y'] = d.x * (1 + r.normal(0, .5, 100)[d.g]) + r.normal(0, 1, 100)[d.g] + r.normal(size=n); "
     "MixedModel.from_formula('y ~ x + (x|g)', d).fit()"
 )
+FIT_CROSSED = _SIM + (
+    "n = 2000; d = pd.DataFrame({'x': r.normal(size=n), 'a': r.integers(0, 60, n), 'b': r.integers(0, 40, n)}); "
+    "d['y'] = d.x + r.normal(0, 1, 60)[d.a] + r.normal(0, 1, 40)[d.b] + r.normal(size=n); "
+    "MixedModel.from_formula('y ~ x + (1|a) + (1|b)', d).fit()"
+)
+FIT_MAXIMAL = _SIM + (
+    "s, i = np.repeat(np.arange(30), 20), np.tile(np.arange(20), 30); x = r.choice([-.5, .5], 600); "
+    "d = pd.DataFrame({'x': x, 's': s, 'i': i, 'y': x * (.3 + r.normal(0, .3, 30)[s] + r.normal(0, .2, 20)[i]) "
+    "+ r.normal(0, .6, 30)[s] + r.normal(0, .4, 20)[i] + r.normal(0, .7, 600)}); "
+    "MixedModel.from_formula('y ~ x + (1 + x|s) + (1 + x|i)', d).fit()"
+)
+FIT_CROSSED_BERN = _SIM + (
+    "n = 2000; d = pd.DataFrame({'x': r.normal(size=n), 'a': r.integers(0, 60, n), 'b': r.integers(0, 40, n)}); "
+    "e = 0.3 * d.x + r.normal(0, 1, 60)[d.a] + r.normal(0, .7, 40)[d.b]; "
+    "d['y'] = (r.random(n) < 1 / (1 + np.exp(-e))).astype(float); "
+    "MixedModel.from_formula('y ~ x + (1|a) + (1|b)', d, family='binomial').fit()"
+)
 #: (label, code) of the first fits after install, each from its own fresh copy and empty cache
 FIRST_FITS = (
     ("sleepstudy LMM (36 random effects: dense LAPACK)", FIT_B),
@@ -288,6 +305,15 @@ FIRST_FITS = (
     ("cbpp binomial GLMM (one random intercept, 56 rows: group by group in numpy, nothing compiled)", FIT_CBPP),
     ("random-intercept Bernoulli GLMM, 1e4 rows x 200 groups (group by group in numpy, nothing compiled)", FIT_RI_BERN),
     ("random-slope LMM, 5,000 rows x 100 groups (closed-form 2 x 2 blocks in numpy, nothing compiled)", FIT_SLOPE),
+    ("crossed LMM, intercepts for a and b, 2,000 rows x 60 x 40 (100 random effects: dense LAPACK)", FIT_CROSSED),
+    (
+        "maximal model, intercepts and x slopes for 30 subjects x 20 items (100 random effects, 6 theta: dense)",
+        FIT_MAXIMAL,
+    ),
+    (
+        "crossed Bernoulli GLMM, intercepts for a and b, 2,000 rows x 60 x 40 (dense LAPACK; row passes compiled)",
+        FIT_CROSSED_BERN,
+    ),
     ("grouseticks Poisson GLMM (584 random effects: block-sparse kernels and row passes)", FIT_GT),
 )
 
