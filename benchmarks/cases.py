@@ -533,11 +533,12 @@ SHAPE_CASES = [
             extra={"a": na, "b": nb},
             notes=("crossed Bernoulli" if fam else "a crossed LMM")
             + ", each row's a and b drawn independently (sparse, unbalanced cells)"
-            + (": 100 random effects, the all-dense plan (sparsity.small_model)" if n == 2_000 else ""),
+            + (": the all-dense plan (sparsity.small_model, lmm.SMALL_Q_CROSSED)" if na + nb <= 250 else ""),
         )
         for name, n, na, nb, fam in (
             ("crossed_binary_2e3", 2_000, 60, 40, "binomial"),
             ("crossed_lmm_2e3", 2_000, 60, 40, None),  # crossed_binary_2e3's rows, a Gaussian response
+            ("crossed_lmm_1e4", 10_000, 150, 100, None),  # 250: an LMM's dense plan (lmm.SMALL_Q_CROSSED)
             ("crossed_binary_6e4", 60_000, 1_000, 500, "binomial"),
             ("crossed_binary_2e5", 200_000, 3_000, 1_500, "binomial"),
             ("crossed_binary_1e6", 1_000_000, 10_000, 5_000, "binomial"),

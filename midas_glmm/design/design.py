@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, FitError, FormulaError, did_you_mean
-from ..linalg.orderings import SMALL_Q_TERMS, fill_reducing_levels
+from ..linalg.orderings import SMALL_Q_CROSSED, SMALL_Q_TERMS, fill_reducing_levels
 from .columns import (
     INTERCEPT,
     check_columns,
@@ -331,7 +331,7 @@ def build_design(
     check_weighted_rank(X, names, w)
     off = offset_of(parsed, df, extra.get("offset"))
     terms = [_build_term(t, df) for t in parsed.random]
-    terms = ordered_terms(terms)
+    terms = ordered_terms(terms, lmm=family is None or family.is_lmm)
 
     design = Design(
         grid=reference_grid_info(parsed, df),
@@ -364,17 +364,19 @@ def build_design(
     return design
 
 
-def ordered_terms(terms: list[ReTerm]) -> list[ReTerm]:
+def ordered_terms(terms: list[ReTerm], lmm: bool = False) -> list[ReTerm]:
     """lme4's order of the terms, then a fill-reducing order of each later term's levels
     (:func:`~midas_glmm.linalg.orderings.fill_reducing_levels`; reported in the original order).
     Not when the crossed block is as large as the iterative solver takes by default
     (:data:`~.reterms.ITERATIVE_TAIL`): ordering its graph costs a pass of the size of the rows'
     pairs of levels (gigabytes at MovieLens' size) for a factor that is not formed; nor when
-    the factor is one dense block (:data:`~midas_glmm.linalg.orderings.SMALL_Q_TERMS`)."""
+    the factor is one dense block (:data:`~midas_glmm.linalg.orderings.SMALL_Q_TERMS`; for an
+    ``lmm`` of crossed terms :data:`~midas_glmm.linalg.orderings.SMALL_Q_CROSSED`)."""
     terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
     if tail_bound(terms) >= ITERATIVE_TAIL and dense_tail(terms) >= ITERATIVE_TAIL:
         return terms
-    if sum(t.q for t in terms) <= SMALL_Q_TERMS:
+    q = sum(t.q for t in terms)
+    if q <= SMALL_Q_TERMS or (lmm and q <= SMALL_Q_CROSSED and dense_tail(terms) > 0):
         return terms
     orders = fill_reducing_levels([t.codes for t in terms], [t.nlevels for t in terms])
     return [t if perm is None else t.reordered(perm) for t, perm in zip(terms, orders)]

@@ -13,7 +13,14 @@ from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 
 from . import lazy
 
-__all__ = ["fill_reducing_levels", "sorted_unique", "DENSE_TAIL_DENSITY", "MAX_ORDER_EDGES", "SMALL_Q_TERMS"]
+__all__ = [
+    "fill_reducing_levels",
+    "sorted_unique",
+    "DENSE_TAIL_DENSITY",
+    "MAX_ORDER_EDGES",
+    "SMALL_Q_TERMS",
+    "SMALL_Q_CROSSED",
+]
 
 kernels = lazy.load("kernels")  # compiled: loaded on first use
 
@@ -24,6 +31,13 @@ DENSE_TAIL_DENSITY = 0.2
 #: (:func:`~midas_glmm.engine.sparsity.small_model`), so the order of the levels does not matter
 #: and is not sought (nor compiled)
 SMALL_Q_TERMS = 100
+
+#: an LMM whose terms are crossed is factored as one dense block up to this many random effects
+#: (above SMALL_Q_TERMS, where nested models and GLMMs lose): its sparse factor would have a dense
+#: tail anyway, and the dense one costs no more per θ (alternated in one process, dense / sparse:
+#: intercepts 150 1.01, 250 0.90; intercepts and slopes 150 0.68, 200 0.80) and compiles none of
+#: the block kernels on a first fit (engine.lmm.LMMCriterion); nor is an order of its levels sought
+SMALL_Q_CROSSED = 250
 
 #: the ordering of a term's levels is skipped when the graph it orders would have more edges
 #: (such a term is coupled densely: it goes to the dense tail, where order does not matter)

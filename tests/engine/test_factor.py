@@ -309,23 +309,30 @@ def _small_terms_data(a_levels: int) -> pd.DataFrame:
 @pytest.mark.filterwarnings("ignore::midas_glmm.errors.LaplaceAccuracyWarning")  # ~7 rows a level
 @pytest.mark.parametrize("family", [None, "binomial"])
 @pytest.mark.parametrize(
-    "formula,q,dense",
+    "formula,a_levels,q,dense_lmm,dense_glmm",
     [
-        ("~ x + (1|a2) + (1|b)", 85 + 15, True),  # crossed, 100 random effects
-        ("~ x + (1|district/cls)", 20 + 60, True),  # nested, 80
-        ("~ x + (1|a2) + (1|b)", 86 + 15, False),  # crossed, 101
+        ("~ x + (1|a2) + (1|b)", 85, 85 + 15, True, True),  # crossed, 100 random effects
+        ("~ x + (1|district/cls)", 85, 20 + 60, True, True),  # nested, 80
+        ("~ x + (1|a2) + (1|b)", 86, 86 + 15, True, False),  # crossed, 101: an LMM up to 250
+        ("~ x + (1|a2) + (1|b)", 235, 235 + 15, True, False),  # crossed, 250
+        ("~ x + (1|a2) + (1|b)", 236, 236 + 15, False, False),  # crossed, 251
+        ("~ x + (1|district/school)", 85, 20 + 120, False, False),  # nested, 140
     ],
 )
-def test_several_terms_of_at_most_100_random_effects_are_factored_densely(formula, q, dense, family, monkeypatch):
-    """A model of several terms with at most SMALL_Q_TERMS random effects takes the all-dense
-    plan (no block kernels to compile; its levels are not reordered, order does not matter to
-    a dense factor), LMM and GLMM alike; one more random effect takes the sparse plan. The fit
-    is the sparse plan's: log-likelihood, θ, β, their standard errors and the conditional
-    variances of the random effects."""
+def test_several_terms_of_few_random_effects_are_factored_densely(
+    formula, a_levels, q, dense_lmm, dense_glmm, family, monkeypatch
+):
+    """A model of several terms with at most SMALL_Q_TERMS (100) random effects takes the all-
+    dense plan (no block kernels to compile; its levels are not reordered, order does not matter
+    to a dense factor), LMM and GLMM alike; an LMM of crossed terms up to SMALL_Q_CROSSED (250)
+    too, where its sparse factor would have a dense tail; above, and nested, the sparse plan.
+    The fit is the sparse plan's: log-likelihood, θ, β, their standard errors and the
+    conditional variances of the random effects."""
     from midas_glmm import MixedModel
     from midas_glmm.engine import lmm, pirls
 
-    df = _small_terms_data(86 if q == 101 else 85)
+    dense = dense_glmm if family else dense_lmm
+    df = _small_terms_data(a_levels)
     response = "yb" if family else "y"
     kw = {"family": family} if family else {}
     sought = []
@@ -334,7 +341,7 @@ def test_several_terms_of_at_most_100_random_effects_are_factored_densely(formul
     model = MixedModel.from_formula(response + formula, df, **kw)
     monkeypatch.undo()
     assert sum(t.q for t in model.design.terms) == q
-    assert bool(sought) != dense  # an order of the levels is sought only for the sparse factor
+    assert bool(sought) == (q > 100 if family else not dense_lmm)  # an order is sought for sparse factors
     d = model.design
     if family:
         plan = pirls.GLMMProblem(d, model.family).plan
@@ -343,6 +350,7 @@ def test_several_terms_of_at_most_100_random_effects_are_factored_densely(formul
     assert (plan.Ns == 0) == dense
     fit = model.fit()
     monkeypatch.setattr(lmm, "small_model", lambda terms: False)
+    monkeypatch.setattr(lmm, "SMALL_Q_CROSSED", 0)  # (the levels stay in their order: the same model)
     monkeypatch.setattr(pirls, "small_model", lambda terms: False)
     sparse = MixedModel.from_formula(response + formula, df, **kw).fit()
     assert fit.llf == pytest.approx(sparse.llf, abs=1e-7)
@@ -565,7 +573,7 @@ def test_a_singular_working_system_raises_linalg_error():
 def test_reordered_levels_give_the_same_fit_reported_in_label_order(family, response, monkeypatch):
     from midas_glmm import MixedModel
 
-    df = _banded(nsub=150, nitem=60, per=6, seed=3)
+    df = _banded(nsub=200, nitem=60, per=6, seed=3)  # 260 random effects: an LMM's sparse factor too
     formula = f"{response} ~ x + (1|sub) + (1|item)"
     ordered = MixedModel.from_formula(formula, df, family=family)
     assert ordered.design.terms[1].display is not None
