@@ -71,7 +71,8 @@ class LMMCriterion:
         Σ log wᵢ of the prior weights (0 without weights).
     dense : bool or None
         Factor as one dense block (None: when :func:`~.sparsity.small_model` and θ is fitted by
-        BOBYQA, :func:`uses_gradient`).
+        BOBYQA, :func:`uses_gradient`, and for crossed terms up to
+        :data:`~midas_glmm.linalg.orderings.SMALL_Q_CROSSED` random effects).
 
     An evaluation takes a shortcut past the factor object where one exists: the all-dense
     plan's :class:`~.factor.DenseSystem` (one LAPACK Cholesky), a one-term plan's
@@ -107,10 +108,9 @@ class LMMCriterion:
         if dense is None:  # small, and fitted by BOBYQA (uses_gradient: not on the dense plan)
             few_theta = len(self.tmap) < GRADIENT_MIN_THETA
             # four θ or more: nested terms keep the sparse factor (no fill) and its analytic
-            # gradient (1.2x faster there); crossed ones, whose sparse factor has a dense tail and
-            # takes BOBYQA too, are cheaper dense (the maximal model of 30 subjects × 20 items, 100
-            # random effects: 1.6x); crossed ones are dense up to
-            # linalg.orderings.SMALL_Q_CROSSED
+            # gradient (1.2x faster there); crossed terms, whose sparse factor has a dense tail and
+            # takes BOBYQA too, are cheaper dense, of any number of θ (the maximal model of 30
+            # subjects × 20 items, 100 random effects: 1.6x), up to SMALL_Q_CROSSED
             dense = self.tmap.linear and ((small and few_theta) or crossed)
         self.plan = FactorPlan(terms, cp, dense=dense, closed_pairs=True)  # structure: once per model
         self.blocks = self.plan.load(cp)
