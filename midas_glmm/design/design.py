@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, FitError, FormulaError, did_you_mean
-from ..linalg.orderings import SMALL_Q_CROSSED, SMALL_Q_TERMS, fill_reducing_levels
+from ..linalg.orderings import SMALL_Q_TERMS, fill_reducing_levels
 from .columns import (
     INTERCEPT,
     check_columns,
@@ -42,7 +42,15 @@ from .formula import ParsedFormula, RandomTermSpec, parse_formula
 from .grid import reference_grid, reference_grid_info
 from .replay import NewRows, dispersion_on, fixed_on, population_columns, replay_on, zero_inflation_on
 from .response import argument_values, check_finite, check_weights, label_of, offset_of, response_of
-from .reterms import ITERATIVE_TAIL, ReTerm, dense_tail, lme4_term_order, tail_bound, with_structure
+from .reterms import (
+    ITERATIVE_TAIL,
+    ReTerm,
+    dense_tail,
+    lme4_term_order,
+    small_crossed,
+    tail_bound,
+    with_structure,
+)
 from .type3 import type3_basis
 from .zeroinfl import build_zero_inflation
 
@@ -375,8 +383,7 @@ def ordered_terms(terms: list[ReTerm], lmm: bool = False) -> list[ReTerm]:
     terms = [terms[i] for i in lme4_term_order([t.nlevels for t in terms])]
     if tail_bound(terms) >= ITERATIVE_TAIL and dense_tail(terms) >= ITERATIVE_TAIL:
         return terms
-    q = sum(t.q for t in terms)
-    if q <= SMALL_Q_TERMS or (lmm and q <= SMALL_Q_CROSSED and dense_tail(terms) > 0):
+    if sum(t.q for t in terms) <= SMALL_Q_TERMS or (lmm and small_crossed(terms)):
         return terms
     orders = fill_reducing_levels([t.codes for t in terms], [t.nlevels for t in terms])
     return [t if perm is None else t.reordered(perm) for t, perm in zip(terms, orders)]

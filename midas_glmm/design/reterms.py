@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import DataError, FormulaError
+from ..linalg.orderings import SMALL_Q_CROSSED
 from .covariance import CarriesResidual, Diagonal, Structure, Unstructured, structure
 
 __all__ = ["ITERATIVE_TAIL", "ReTerm", "ThetaMap", "dense_tail", "lme4_term_order", "tail_bound", "with_structure"]
@@ -418,3 +419,10 @@ def dense_tail(terms: list[ReTerm]) -> int:
         if not np.array_equal(first[ce], t.codes):  # not nested: crossed with e
             tail += t.q
     return tail
+
+
+def small_crossed(terms: list[ReTerm]) -> bool:
+    """Several crossed terms (:func:`dense_tail` > 0) of at most
+    :data:`~midas_glmm.linalg.orderings.SMALL_Q_CROSSED` random effects: an LMM of them is
+    factored as one dense block (engine.lmm.LMMCriterion), so its levels need no order."""
+    return len(terms) > 1 and sum(t.q for t in terms) <= SMALL_Q_CROSSED and dense_tail(terms) > 0

@@ -23,9 +23,8 @@ import numpy as np
 
 from ..design.blocks import CrossProducts
 from ..design.fixed import column_sums, standardize
-from ..design.reterms import ReTerm, ThetaMap, dense_tail
+from ..design.reterms import ReTerm, ThetaMap, small_crossed
 from ..errors import ConvergenceWarning, FitError
-from ..linalg.orderings import SMALL_Q_CROSSED
 from ..linalg.threads import fit_threads
 from .controls import current_control
 from .estimates import Estimates
@@ -101,21 +100,17 @@ class LMMCriterion:
         # sum of squares is not a small difference of large numbers); β̂ = β̂(y − Xb) + b.
         self.beta_removed = np.zeros(self.p) if beta_removed is None else beta_removed
         self.response_ss = float(cp.XytXy[-1, -1]) if response_ss is None else response_ss
-        q = sum(t.q for t in terms)
-        small = small_model(terms)
-        # crossed terms (reterms.dense_tail: the sparse factor would have a dense tail)
-        crossed = q <= SMALL_Q_CROSSED and len(terms) > 1 and dense_tail(terms) > 0
         if dense is None:  # small, and fitted by BOBYQA (uses_gradient: not on the dense plan)
             few_theta = len(self.tmap) < GRADIENT_MIN_THETA
             # four θ or more: nested terms keep the sparse factor (no fill) and its analytic
             # gradient (1.2x faster there); crossed terms, whose sparse factor has a dense tail and
             # takes BOBYQA too, are cheaper dense, of any number of θ (the maximal model of 30
-            # subjects × 20 items, 100 random effects: 1.6x), up to SMALL_Q_CROSSED
-            dense = self.tmap.linear and ((small and few_theta) or crossed)
+            # subjects × 20 items, 100 random effects: 1.6x), up to SMALL_Q_CROSSED (reterms.small_crossed)
+            dense = self.tmap.linear and ((small_model(terms) and few_theta) or small_crossed(terms))
         self.plan = FactorPlan(terms, cp, dense=dense, closed_pairs=True)  # structure: once per model
         self.blocks = self.plan.load(cp)
-        # the optimizer's shortcut on a small all-dense plan with λ linear in θ (built on first use)
-        self._takes_system = not self.plan.Ns and (small or crossed) and self.tmap.linear and len(self.tmap) > 0
+        # the optimizer's shortcut on the all-dense plan with λ linear in θ (built on first use)
+        self._takes_system = not self.plan.Ns and self.tmap.linear and len(self.tmap) > 0
         # ... and on a one-term plan of one or two columns per level (LevelSystem)
         one_term = self.plan.Ns > 0 and (self.plan.diagonal or self.plan.blockdiag)
         self._takes_levels = one_term and int(self.plan.p_term[0]) <= 2

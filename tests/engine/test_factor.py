@@ -350,7 +350,7 @@ def test_several_terms_of_few_random_effects_are_factored_densely(
     assert (plan.Ns == 0) == dense
     fit = model.fit()
     monkeypatch.setattr(lmm, "small_model", lambda terms: False)
-    monkeypatch.setattr(lmm, "SMALL_Q_CROSSED", 0)  # (the levels stay in their order: the same model)
+    monkeypatch.setattr(lmm, "small_crossed", lambda terms: False)  # (the same levels' order: the same model)
     monkeypatch.setattr(pirls, "small_model", lambda terms: False)
     sparse = MixedModel.from_formula(response + formula, df, **kw).fit()
     assert fit.llf == pytest.approx(sparse.llf, abs=1e-7)
