@@ -1,11 +1,12 @@
 """Many responses on one Gaussian design: the profiled criterion at many (response, θ) points in
-one compiled pass, and the lock-step Newton iteration :func:`~midas_glmm.many.fit_many` runs
-on it.
+one call, and the lock-step Newton iteration :func:`~midas_glmm.many.fit_many` runs on it.
 
 A single fit spends its time in ~35 evaluations of the criterion, each a factorisation called
 from Python. Here every response is moved at once: each Newton step evaluates, for all responses
 together, the central-difference stencil of :func:`~midas_glmm.engine.optimize.fd_derivatives` around
-each response's own θ, in one call of a compiled kernel.
+each response's own θ, in one call: of a compiled kernel (:class:`BatchCriterion`,
+:func:`~midas_glmm.linalg.batchkernels.evaluate_points`), or for one term of one or two columns
+per level of numpy's closed form (:class:`LevelBatch`), which compiles nothing.
 
 The kernel saves most of the factorisations of a stencil. Write θ = (θ_s, θ_t) for the terms of
 the factor's block-sparse part and of its dense tail. With the tail's λ_t set to I, eliminating
@@ -32,12 +33,13 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-from numba import njit
 
-from ..linalg import kernels
+from ..linalg import lazy
 from .factor import lam_flat
 
-__all__ = ["BatchCriterion", "newton_many"]
+__all__ = ["BatchCriterion", "LevelBatch", "newton_many"]
+
+batchkernels = lazy.load("batchkernels")  # compiled: loaded on first use
 
 #: central-difference step, relative to max(1, |θ_i|), as fd_derivatives
 FD_STEP = 1e-4
@@ -57,340 +59,38 @@ STEP_TOL = 1e-7
 MAX_TAIL = 400
 
 
-# ----------------------------------------------------------------------------- compiled kernel
-@njit(cache=True)
-def _cholesky_lower(T, n):
-    """T[:n, :n] ← its lower Cholesky factor (the lower triangle is read); False if not PD."""
-    for j in range(n):
-        s = T[j, j]
-        for k in range(j):
-            s -= T[j, k] * T[j, k]
-        if not s > 0.0:
-            return False
-        d = np.sqrt(s)
-        T[j, j] = d
-        for i in range(j + 1, n):
-            s = T[i, j]
-            for k in range(j):
-                s -= T[i, k] * T[j, k]
-            T[i, j] = s / d
-    return True
-
-
-@njit(cache=True)
-def _lam_t_rows(M, lam, lamoff, nsize, nterm, nodeoff, node_lo, node_hi, row0, out):
-    """out[rows of nodes lo..hi] = λ' M[those rows] node by node (rows shifted by ``row0``)."""
-    m = M.shape[1]
-    for a in range(node_lo, node_hi):
-        pa = nsize[a]
-        o = nodeoff[a] - row0
-        lo = lamoff[nterm[a]]
-        for c in range(pa):
-            for h in range(m):
-                s = 0.0
-                for d in range(c, pa):  # λ lower triangular
-                    s += lam[lo + d * pa + c] * M[o + d, h]
-                out[o + c, h] = s
-
-
-@njit(cache=True)
-def _scale_tail(M, Tw, lam, lamoff, nsize, nterm, tailoff, Ns, N, scalar):
-    """Tw (lower blocks) = λ_a' M_ab λ_b for tail nodes a ≥ b, from M's lower blocks."""
-    if scalar:
-        qt = N - Ns
-        s = np.empty(qt)
-        for a in range(qt):
-            s[a] = lam[lamoff[nterm[Ns + a]]]
-        for a in range(qt):
-            sa = s[a]
-            for b in range(a + 1):
-                Tw[a, b] = sa * M[a, b] * s[b]
-        return
-    for a in range(Ns, N):
-        pa, oa, la = nsize[a], tailoff[a], lamoff[nterm[a]]
-        for b in range(Ns, a + 1):
-            pb, ob, lb = nsize[b], tailoff[b], lamoff[nterm[b]]
-            for r in range(pa):
-                for c in range(pb):
-                    s = 0.0
-                    for d in range(r, pa):
-                        for e in range(c, pb):
-                            s += lam[la + d * pa + r] * M[oa + d, ob + e] * lam[lb + e * pb + c]
-                    Tw[oa + r, ob + c] = s
-
-
-@njit(cache=True)
-def _tail_rows(A, colptr, rowidx, blkoff, nsize, tailoff, Ns, B1):
-    """B1[j] = a_tj, the data's tail rows of the scalar sparse node j, dense (Ns × qt)."""
-    B1[:, :] = 0.0
-    for j in range(Ns):
-        for e in range(colptr[j] + 1, colptr[j + 1]):
-            node = rowidx[e]
-            for r in range(nsize[node]):
-                B1[j, tailoff[node] + r] = A[blkoff[e] + r]
-
-
-@njit(cache=True)
-def _eliminate_general(
-    A, L, T, B, R, R2, XZx, zy, k, lam, colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff,
-    diagpos, Ns, qs, tailoff, brow, bcol, boff, nsparse, pan_n, pan_ptr, pan_dest, pan_src,
-):  # fmt: skip
-    """The sparse part's elimination by the block-sparse kernels (any nodes, any fill): fills
-    T = M, the [X y] strip R (sparse rows solved, tail rows = c) and returns log|L_ss|² (∞ if a
-    pivot block is not positive definite)."""
-    q, p = XZx.shape
-    m = p + 1
-    qt = q - qs
-    kernels.scale_blocks(A, L, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns)
-    T[:, :] = 0.0
-    if qt:
-        kernels.scatter_tail(A[nsparse:], brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T)
-    bad = kernels.factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, len(pan_n) > 0)
-    if bad:
-        return np.inf
-    for pi in range(len(pan_n)):
-        nb = pan_n[pi]
-        Bp = B[: nb * qt]
-        Bp[:] = 0.0
-        for e in range(pan_ptr[pi], pan_ptr[pi + 1]):
-            Bp[pan_dest[e]] = L[pan_src[e]]
-        Bm = Bp.reshape(nb, qt)
-        T -= Bm.T @ Bm
-    logdet_s = 0.0
-    for e in range(len(diagpos)):
-        logdet_s += 2.0 * np.log(L[diagpos[e]])
-    # the [X y] strip: Λ_s' on the sparse rows, the tail rows as they are (λ_t = I)
-    for r in range(q):
-        for h in range(p):
-            R2[r, h] = XZx[r, h]
-        R2[r, p] = zy[k, r]
-    _lam_t_rows(R2, lam, lamoff, nsize, nterm, nodeoff, 0, Ns, 0, R)
-    for r in range(qs, q):
-        for h in range(m):
-            R[r, h] = R2[r, h]
-    kernels.forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, False)
-    return logdet_s
-
-
-@njit(cache=True)
-def evaluate_points(
-    g_resp, g_lam, p_group, p_lam,
-    A, XZx, XXx, zy, xy, rr,
-    colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff, diagpos, Ns, N, qs, tailoff,
-    brow, bcol, boff, nsparse, pan_n, pan_ptr, pan_dest, pan_src, tail_scalar, diagonal, B1, C, C_term, C_n,
-    reml, n, ldW, out_val, out_S,
-):  # fmt: skip
-    """The criterion at points sorted by group; a group is one response and one θ_s (``g_lam``:
-    λ with the tail's λ = I), a point adds its λ_t (``p_lam``). ``out_S[i]``: the lower Cholesky
-    factor of the [X y] Schur complement at point i (R_X, c_β and r on its last row)."""
-    q, p = XZx.shape
-    m = p + 1
-    qt = q - qs
-    L = np.empty(max(nsparse, 1))
-    T = np.zeros((qt, qt))
-    Tw = np.zeros((qt, qt))
-    R = np.empty((q, m))
-    R2 = np.empty((q, m))
-    ct = np.empty((qt, m))
-    S = np.empty((m, m))
-    G = np.empty((m, m))
-    maxpan = 0
-    for i in range(len(pan_n)):
-        maxpan = max(maxpan, pan_n[i])
-    B = np.empty(maxpan * qt)
-    nd = Ns if diagonal else 0
-    W = np.empty(nd)
-    Zw = np.empty((nd, m))
-    Bw = np.empty((nd if not len(C_n) else 0, qt))
-    wu = np.empty(len(C_n))
-    nmp = n - p if reml else n
-    i = 0
-    npts = len(p_group)
-    for g in range(len(g_resp)):
-        k = g_resp[g]
-        lam = g_lam[g]
-        if diagonal:  # Λ'Z'ZΛ + I diagonal on the sparse part: dense products only
-            T[:, :] = 0.0
-            kernels.scatter_tail(A[nsparse:], brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T)
-            logdet_s = 0.0
-            for j in range(Ns):
-                lj = lam[lamoff[nterm[j]]]
-                d2 = lj * lj * A[blkoff[colptr[j]]] + 1.0
-                logdet_s += np.log(d2)
-                wj = lj * lj / d2  # (λ_j / d_j)²
-                W[j] = wj
-                f = lj / np.sqrt(d2)
-                for h in range(p):
-                    R[j, h] = XZx[j, h] * f
-                    Zw[j, h] = XZx[j, h] * wj
-                R[j, p] = zy[k, j] * f
-                Zw[j, p] = zy[k, j] * wj
-            if qt:
-                # M = A_tt − Σ_j w_j a_j a_j' (grouped by (term, a_jj) when that is shorter)
-                if len(C_n):
-                    for u in range(len(C_n)):
-                        lu = lam[lamoff[C_term[u]]]
-                        wu[u] = lu * lu / (lu * lu * C_n[u] + 1.0)
-                    if tail_scalar:  # C packed by rows of its lower triangle: half the reads
-                        Tp = wu @ C.reshape(len(C_n), -1)
-                        e = 0
-                        for a in range(qt):
-                            for b in range(a + 1):
-                                T[a, b] -= Tp[e]
-                                e += 1
-                    else:  # whole: a vector node's diagonal block is read whole
-                        T -= (wu @ C.reshape(len(C_n), qt * qt)).reshape(qt, qt)
-                else:
-                    for j in range(Ns):
-                        for a in range(qt):
-                            Bw[j, a] = B1[j, a] * W[j]
-                    T -= B1.T @ Bw
-                # c = Z_t'[X y] − Σ_j w_j a_j z_j'
-                for r in range(qs, q):
-                    for h in range(p):
-                        R[r, h] = XZx[r, h]
-                    R[r, p] = zy[k, r]
-                R[qs:] -= B1.T @ Zw
-        else:
-            logdet_s = _eliminate_general(
-                A,
-                L,
-                T,
-                B,
-                R,
-                R2,
-                XZx,
-                zy,
-                k,
-                lam,
-                colptr,
-                rowidx,
-                blkoff,
-                nsize,
-                nterm,
-                nodeoff,
-                lamoff,
-                diagpos,
-                Ns,
-                qs,
-                tailoff,
-                brow,
-                bcol,
-                boff,
-                nsparse,
-                pan_n,
-                pan_ptr,
-                pan_dest,
-                pan_src,
-            )
-            if not logdet_s < np.inf:
-                while i < npts and p_group[i] == g:
-                    out_val[i] = np.inf
-                    i += 1
-                continue
-        for a in range(m):
-            for b in range(m):
-                if a < p and b < p:
-                    v = XXx[a, b]
-                elif a < p:
-                    v = xy[k, a]
-                elif b < p:
-                    v = xy[k, b]
-                else:
-                    v = rr[k]
-                for r in range(qs):
-                    v -= R[r, a] * R[r, b]
-                G[a, b] = v
-        while i < npts and p_group[i] == g:
-            lt = p_lam[i]
-            logdet_t = 0.0
-            ok = True
-            if qt:
-                _scale_tail(T, Tw, lt, lamoff, nsize, nterm, tailoff, Ns, N, tail_scalar)
-                for a in range(qt):
-                    Tw[a, a] += 1.0
-                ok = _cholesky_lower(Tw, qt)
-                if ok:
-                    for a in range(qt):
-                        logdet_t += 2.0 * np.log(Tw[a, a])
-                    # R_t = L_tt⁻¹ Λ_t' c
-                    _lam_t_rows(R[qs:], lt, lamoff, nsize, nterm, nodeoff, Ns, N, qs, ct)
-                    for a in range(qt):
-                        for h in range(m):
-                            s = ct[a, h]
-                            for b in range(a):
-                                s -= Tw[a, b] * ct[b, h]
-                            ct[a, h] = s / Tw[a, a]
-            if ok:
-                for a in range(m):
-                    for b in range(a + 1):
-                        v = G[a, b]
-                        for r in range(qt):
-                            v -= ct[r, a] * ct[r, b]
-                        S[a, b] = v
-                ok = _cholesky_lower(S, m)
-            if not ok:
-                out_val[i] = np.inf
-                i += 1
-                continue
-            logdet_x = 0.0
-            if reml:
-                for a in range(p):
-                    logdet_x += 2.0 * np.log(S[a, a])
-            r2 = S[p, p] * S[p, p]
-            if not r2 > 0.0:
-                out_val[i] = np.inf
-            else:
-                out_val[i] = logdet_s + logdet_t + logdet_x + nmp * (1.0 + np.log(2.0 * np.pi * r2 / nmp)) - ldW
-            for a in range(m):
-                for b in range(m):
-                    out_S[i, a, b] = S[a, b] if b <= a else 0.0
-            i += 1
-
-
-# ----------------------------------------------------------------------------- the data pass
-@njit(cache=True)
-def ols_sums(Y, off, X, Xty, sy):
-    """Xty[j, k] += Σ_r X[r, j] y_rk and sy[k] += Σ_r y_rk, with y = Y − off, row by row: every
-    sum runs over the rows in order, whatever the number of responses K (Y: n × K, any strides)."""
-    n, K = Y.shape
-    p = X.shape[1]
-    for r in range(n):
-        o = off[r]
-        for k in range(K):
-            y = Y[r, k] - o
-            sy[k] += y
-            for j in range(p):
-                Xty[j, k] += X[r, j] * y
-
-
-@njit(cache=True)
-def residual_sums(Y, off, Xs, B, w, zidx, zval, zy, xy, rr, yss):
-    """With r = y − X_s b (y = Y − off, b = B[:, k]) and prior weights w, row by row (each sum in
-    row order, whatever K): Z'Wr (zy, q × K; row r of Z has its non-zeros zval[r] in the columns
-    zidx[r]), X_s'Wr (xy, p × K), r'Wr (rr) and y'Wy (yss)."""
-    n, K = Y.shape
-    p = Xs.shape[1]
-    s = zidx.shape[1]
-    for r in range(n):
-        o = off[r]
-        wr = w[r]
-        for k in range(K):
-            y = Y[r, k] - o
-            e = y
-            for j in range(p):
-                e -= Xs[r, j] * B[j, k]
-            we = wr * e
-            rr[k] += e * we
-            yss[k] += y * y * wr
-            for j in range(p):
-                xy[j, k] += Xs[r, j] * we
-            for a in range(s):
-                zy[zidx[r, a], k] += zval[r, a] * we
-
-
 # ----------------------------------------------------------------------------- the criterion
-class BatchCriterion:
+class _PointCriterion:
+    """What the batch criteria share: the design's criterion, a batch's own blocks and where
+    each θ element sits in the flat λ (λ linear in θ, one entry per element)."""
+
+    def __init__(self, crit, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray):
+        self.crit, self.P, self.tmap = crit, crit.plan, crit.tmap
+        tm = self.tmap
+        self.zy, self.xy, self.rr = (np.ascontiguousarray(a, dtype=float) for a in (zy, xy, rr))
+        self.m = len(tm)
+        self.base, self.lamoff = lam_flat(tm.lams(tm.start))  # λ = I
+        self.lampos = np.array([int(np.flatnonzero(lam_flat(tm.lams(e))[0] != 0.0)[0]) for e in np.eye(self.m)])
+        self.term_of = np.repeat(np.arange(len(tm.terms)), np.diff(tm.offsets))
+        # θ of one-column terms: the criterion is even in each (it enters as θ²), so at 0 its
+        # gradient vanishes and it does not couple to the others; not so in a term with columns
+        # below a diagonal element (flipping a column of λ leaves ΛΛ' as it is)
+        self.scalar_theta = np.array([tm.terms[t].p == 1 for t in self.term_of], dtype=bool)
+
+    def with_responses(self, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray):
+        """The same design's criterion for another batch of responses (nothing analysed again)."""
+        other = copy.copy(self)
+        other.zy, other.xy, other.rr = (np.ascontiguousarray(a, dtype=float) for a in (zy, xy, rr))
+        return other
+
+    def point_lams(self, theta: np.ndarray) -> np.ndarray:
+        """The flat λ of every point (points × entries) from its θ (points × len θ)."""
+        lam = np.tile(self.base, (len(theta), 1))
+        lam[:, self.lampos] = theta
+        return lam
+
+
+class BatchCriterion(_PointCriterion):
     """The profiled REML/ML criterion of many responses on one design.
 
     Parameters
@@ -406,24 +106,11 @@ class BatchCriterion:
     """
 
     def __init__(self, crit, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray):
-        P = crit.plan
-        tm = crit.tmap
-        self.crit, self.P, self.tmap = crit, P, tm
-        self.zy, self.xy, self.rr = (np.ascontiguousarray(a, dtype=float) for a in (zy, xy, rr))
-        p = crit.p
+        super().__init__(crit, zy, xy, rr)
+        P, p = self.P, crit.p
         self.XZx = np.ascontiguousarray(crit.blocks.XZ[:, :p])
         self.XXx = np.ascontiguousarray(crit.blocks.XX[:p, :p])
-        self.m = len(tm)
-        base, self.lamoff = lam_flat(tm.lams(tm.start))  # λ = I
-        self.base = base
-        # where each θ element sits in the flat λ, and which belong to the tail's terms
-        self.lampos = np.array([int(np.flatnonzero(lam_flat(tm.lams(e))[0] != 0.0)[0]) for e in np.eye(self.m)])
-        term_of = np.repeat(np.arange(len(tm.terms)), np.diff(tm.offsets))
-        self.tail = term_of >= P.split
-        # θ of one-column terms: the criterion is even in each (it enters as θ²), so at 0 its
-        # gradient vanishes and it does not couple to the others; not so in a term with columns
-        # below a diagonal element (flipping a column of λ leaves ΛΛ' as it is)
-        self.scalar_theta = np.array([tm.terms[t].p == 1 for t in term_of], dtype=bool)
+        self.tail = self.term_of >= P.split
         panels = P.panels or []
         self.pan_n = np.array([nb for nb, _, _ in panels], dtype=np.int64)
         self.pan_ptr = np.concatenate([[0], np.cumsum([len(d) for _, d, _ in panels])]).astype(np.int64)
@@ -457,7 +144,7 @@ class BatchCriterion:
         if not self.diagonal or P.qt == 0:
             return none
         A = self.crit.blocks.A
-        _tail_rows(A, P.colptr, P.rowidx, P.blkoff, P.nsize, P.tailoff, P.Ns, self.B1)
+        batchkernels._tail_rows(A, P.colptr, P.rowidx, P.blkoff, P.nsize, P.tailoff, P.Ns, self.B1)
         diag = A[P.blkoff[P.colptr[:-1]]]
         keys = np.column_stack([P.nterm[: P.Ns].astype(float), diag])
         uniq, inv = np.unique(keys, axis=0, return_inverse=True)
@@ -473,12 +160,6 @@ class BatchCriterion:
             C[u] = Cu[lower] if self.tail_scalar else Cu.ravel()  # packed lower triangle by rows
         return C, uniq[:, 0].astype(np.int64), uniq[:, 1].copy()
 
-    def with_responses(self, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray) -> BatchCriterion:
-        """The same design's criterion for another batch of responses (nothing analysed again)."""
-        other = copy.copy(self)
-        other.zy, other.xy, other.rr = (np.ascontiguousarray(a, dtype=float) for a in (zy, xy, rr))
-        return other
-
     @property
     def usable(self) -> bool:
         """Whether the compiled path takes this design (a tail LAPACK-sized is left to Factor)."""
@@ -490,8 +171,7 @@ class BatchCriterion:
         resp = np.asarray(resp, dtype=np.int64)
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         npts = len(resp)
-        lam = np.tile(self.base, (npts, 1))
-        lam[:, self.lampos] = theta
+        lam = self.point_lams(theta)
         sparse_lam = lam.copy()
         sparse_lam[:, self.lampos[self.tail]] = self.base[self.lampos[self.tail]]
         # group the points by (response, θ_s): one sparse elimination per group
@@ -502,7 +182,7 @@ class BatchCriterion:
         P, c = self.P, self.crit
         vals = np.empty(npts)
         S = np.empty((npts, c.p + 1, c.p + 1))
-        evaluate_points(
+        batchkernels.evaluate_points(
             resp[first], np.ascontiguousarray(sparse_lam[first]), group[order].astype(np.int64),
             np.ascontiguousarray(lam[order]),
             c.blocks.A, self.XZx, self.XXx, self.zy, self.xy, self.rr,
@@ -515,6 +195,113 @@ class BatchCriterion:
         out, out_S = np.empty(npts), np.empty_like(S)
         out[order], out_S[order] = vals, S
         return out, out_S
+
+
+class LevelBatch(_PointCriterion):
+    """:class:`BatchCriterion` of a one-term design of one or two columns per level (``(1 | g)``,
+    ``(x | g)``), in numpy: the closed form of :class:`~midas_glmm.engine.factor.LevelSystem`
+    at every (response, θ) point of a call at once, no compiled kernel.
+
+    Per point, with M_l = λ'A_lλ + I and W's level rows L_l⁻¹λ'c_l (c_l the level's rows of
+    Z'[X r_k], L_l the closed-form Cholesky factor of M_l): log|L_Z|² = Σ_l log det M_l and the
+    [X r] Schur complement XX_k − Σ_l W_l'W_l, whose Cholesky factor holds log|R_X|² and r.
+    Every sum runs over one point's levels alone, so a point's value does not depend on the
+    other points of the call (nor a response's fit on its batch)."""
+
+    #: most points × levels in the arrays of one pass (a call's points go in chunks of this)
+    CHUNK = 1 << 19
+
+    def __init__(self, crit, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray):
+        super().__init__(crit, zy, xy, rr)
+        P, p = self.P, crit.p
+        self.pz, self.levels = int(P.p_term[0]), P.terms[0].nlevels
+        A = crit.blocks.A[: P.nsparse].reshape(self.levels, self.pz * self.pz)
+        self.A = np.ascontiguousarray(A[:, 0] if self.pz == 1 else A[:, [0, 2, 3]].T)  # (a, b, c) rows
+        # Z'X by column of the term: pz × p × levels
+        self.C = np.ascontiguousarray(crit.blocks.XZ[:, :p].reshape(self.levels, self.pz, p).transpose(1, 2, 0))
+        XX = crit.blocks.XX
+        self.XXx = (np.tril(XX) + np.tril(XX, -1).T)[:p, :p]
+
+    @staticmethod
+    def applies(crit) -> bool:
+        """Whether the design is one term of one or two columns per level."""
+        P = crit.plan
+        return P.k == 1 and P.Ns > 0 and (P.diagonal or P.blockdiag) and int(P.p_term[0]) <= 2
+
+    @property
+    def usable(self) -> bool:
+        return True
+
+    def __call__(self, resp: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(criteria, S) at the points (resp[i], theta[i]), as :meth:`BatchCriterion.__call__`."""
+        resp = np.asarray(resp, dtype=np.int64)
+        lam = self.point_lams(np.atleast_2d(np.asarray(theta, dtype=float)))
+        npts, m = len(resp), self.crit.p + 1
+        vals, S = np.empty(npts), np.zeros((npts, m, m))
+        step = max(1, self.CHUNK // max(self.levels, 1))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a bad point: ∞ below
+            for a in range(0, npts, step):
+                self._points(resp[a : a + step], lam[a : a + step], vals[a : a + step], S[a : a + step])
+        return vals, S
+
+    def _points(self, resp, lam, vals, S) -> None:
+        p, levels = self.crit.p, self.levels
+        m = p + 1
+        zy = self.zy[resp].reshape(len(resp), levels, self.pz)
+        if self.pz == 1:
+            s = (lam[:, 0] ** 2)[:, None]
+            M = s * self.A + 1.0
+            ok = np.all(M > 0.0, axis=1)
+            logdet = np.log(M).sum(axis=1)
+            f = np.sqrt(s / M)  # λ / L_l
+            W = np.empty((m, len(resp), levels))
+            np.multiply(self.C[0][:, None, :], f, out=W[:p])
+            np.multiply(zy[:, :, 0], f, out=W[p])
+            Ws = [W]
+        else:  # L_l = [L00 0; L10 √d11] from M_l = [m00 m10; m10 m11] (factor.pair_cholesky)
+            l00, l10, l11 = (lam[:, j, None] for j in (0, 2, 3))
+            a, b, c = self.A
+            m00 = l00 * l00 * a + 2.0 * l00 * l10 * b + l10 * l10 * c + 1.0
+            L00 = np.sqrt(m00)
+            L10 = (l11 * l00 * b + l11 * l10 * c) / L00
+            d11 = l11 * l11 * c + 1.0 - L10 * L10
+            ok = np.all(m00 > 0.0, axis=1) & np.all(d11 > 0.0, axis=1)
+            logdet = np.log(m00 * d11).sum(axis=1)
+            c0 = np.empty((m, len(resp), levels))  # each level's two rows of Z'[X r]
+            c1 = np.empty((m, len(resp), levels))
+            c0[:p], c0[p] = self.C[0][:, None, :], zy[:, :, 0]
+            c1[:p], c1[p] = self.C[1][:, None, :], zy[:, :, 1]
+            W0 = (l00 * c0 + l10 * c1) / L00  # L_l⁻¹ λ'c_l, first row
+            W1 = (l11 * c1 - L10 * W0) / np.sqrt(d11)
+            Ws = [W0, W1]
+        XX = np.empty((len(resp), m, m))
+        XX[:, :p, :p] = self.XXx
+        XX[:, p, :p] = XX[:, :p, p] = self.xy[resp]
+        XX[:, p, p] = self.rr[resp]
+        for i in range(m):
+            for j in range(i + 1):
+                acc = XX[:, i, j].copy()
+                for W in Ws:
+                    acc -= (W[i] * W[j]).sum(axis=1)
+                XX[:, i, j] = XX[:, j, i] = acc
+        L = np.zeros_like(XX)
+        try:
+            L[ok] = np.linalg.cholesky(XX[ok])
+        except np.linalg.LinAlgError:  # some point's Schur complement is not positive definite
+            for i in np.flatnonzero(ok):
+                try:
+                    L[i] = np.linalg.cholesky(XX[i])
+                except np.linalg.LinAlgError:
+                    ok[i] = False
+        d = np.diagonal(L, axis1=1, axis2=2)
+        r2 = d[:, p] ** 2
+        ok &= r2 > 0.0
+        crit = self.crit
+        nmp = crit.n - p if crit.REML else crit.n
+        logdet_x = 2.0 * np.log(d[:, :p]).sum(axis=1) if crit.REML else 0.0
+        value = logdet + logdet_x + nmp * (1.0 + np.log(2.0 * np.pi * r2 / nmp)) - crit.ldW
+        vals[:] = np.where(ok, value, np.inf)
+        S[:] = L
 
 
 # ----------------------------------------------------------------------------- lock-step Newton

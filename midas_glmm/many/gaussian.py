@@ -17,12 +17,20 @@ import numpy as np
 from ..design.blocks import CrossProducts
 from ..design.fixed import standardize
 from ..engine.lmm import lmm_criterion, lmm_estimates, moment_starts, ols_from_sums, ols_rss
-from ..engine.lmmbatch import BatchCriterion, newton_many, ols_sums, residual_sums
+from ..engine.lmmbatch import BatchCriterion, LevelBatch, newton_many
 from ..engine.optimize import OptResult, is_singular
+from ..linalg import lazy
 from ..results import MixedModelResults
 from .records import record
 
 __all__ = ["GaussianShared", "shared_for", "full_gaussian"]
+
+batchkernels = lazy.load("batchkernels")  # compiled: loaded on first use
+
+#: most rows of a one-term design whose batches' blocks are summed by numpy (response by
+#: response: 1.0x the compiled passes' time at 20,000 rows, 1.1x at 1e5, where the ~1.5 s of
+#: compiling them, or ~0.7 s of loading them in a new process, is a small part of a batch's fit)
+NUMPY_ROWS = 50_000
 
 
 # ----------------------------------------------------------------------------- shared Gaussian work
@@ -41,7 +49,7 @@ class GaussianShared:
         self.Xs = np.ascontiguousarray((X - self.shift) / self.scale)
         self.w = d.weights if d.has_prior_weights else None
         self.X = X
-        self.Xc = np.ascontiguousarray(X, dtype=float)  # for the compiled data pass
+        self.Xc = np.ascontiguousarray(X, dtype=float)
         self.G, self.Xsum = (X.T @ X if d.gram is None else d.gram), X.sum(axis=0)  # X'X, X'1
         self.nobs = d.nobs
         # Z by rows: row r's non-zeros zval[r] sit in the columns zidx[r] (node order), one per
@@ -57,27 +65,64 @@ class GaussianShared:
         self.q = off
         self.zidx = np.ascontiguousarray(np.column_stack(idx)) if idx else np.zeros((n, 0), np.int64)
         self.zval = np.ascontiguousarray(np.column_stack(val)) if val else np.zeros((n, 0))
+        # by column for the bincounts (a column of ones: None, no product)
+        self.zidx_cols = [np.ascontiguousarray(c) for c in self.zidx.T]
+        self.zval_cols = [None if np.all(v == 1.0) else np.ascontiguousarray(v) for v in self.zval.T]
         self.off = np.ascontiguousarray(d.offset, dtype=float)  # zeros without an offset
         self.w_rows = np.asarray(self.w, dtype=float) if self.w is not None else np.ones(n)
+        #: a one-term design's criterion is numpy's (LevelBatch), and up to NUMPY_ROWS rows its
+        #: data pass too: then nothing is compiled
+        self.level_batch = LevelBatch.applies(self.crit)
+        self.numpy_rows = self.level_batch and n <= NUMPY_ROWS
 
     def response_blocks(self, values: np.ndarray) -> SimpleNamespace:
         """A batch's own blocks (complete responses, n × K), as a single fit's data pass makes
         them: b (p × K, the rough OLS fit taken out), Z'Wr (K × q), X'Wr (K × p), r'Wr and y'Wy.
 
-        Two compiled passes over the rows (:func:`~midas_glmm.engine.lmmbatch.ols_sums` for b, then
-        :func:`~midas_glmm.engine.lmmbatch.residual_sums`), each sum taken row by row: a response's
-        numbers do not depend on the other responses of its batch, so its fit is the same
-        whichever batch or process it is in."""
-
+        Each sum is taken response by response: a response's numbers do not depend on the other
+        responses of its batch, so its fit is the same whichever batch or process it is in. A
+        one-term design of at most :data:`NUMPY_ROWS` rows (whose criterion is numpy's,
+        :class:`~midas_glmm.engine.lmmbatch.LevelBatch`) sums in numpy, compiling nothing; the
+        others by two compiled passes over the rows (:func:`~midas_glmm.linalg.batchkernels.ols_sums`
+        for b, then :func:`~midas_glmm.linalg.batchkernels.residual_sums`)."""
+        if self.numpy_rows:
+            return self._numpy_blocks(values)
         K = values.shape[1]
         Y = values if values.dtype == np.float64 else values.astype(float)
         Xty, sy = np.zeros((self.p, K)), np.zeros(K)
-        ols_sums(Y, self.off, self.Xc, Xty, sy)
+        batchkernels.ols_sums(Y, self.off, self.Xc, Xty, sy)
         B = ols_from_sums(self.G, self.Xsum, self.X.shape[0], Xty, sy, self.shift, self.scale)
         zy, xy = np.zeros((self.q, K)), np.zeros((self.p, K))
         rr, yss = np.zeros(K), np.zeros(K)
-        residual_sums(Y, self.off, self.Xs, np.ascontiguousarray(B), self.w_rows, self.zidx, self.zval, zy, xy, rr, yss)
+        B = np.ascontiguousarray(B)
+        batchkernels.residual_sums(Y, self.off, self.Xs, B, self.w_rows, self.zidx, self.zval, zy, xy, rr, yss)
         return SimpleNamespace(B=B, zy=np.ascontiguousarray(zy.T), xy=np.ascontiguousarray(xy.T), rr=rr, yss=yss)
+
+    def _numpy_blocks(self, values: np.ndarray) -> SimpleNamespace:
+        """:meth:`response_blocks` by numpy, one response at a time (BLAS products, bincounts)."""
+        K = values.shape[1]
+        Y = np.ascontiguousarray(values.T, dtype=float)  # one response per row
+        if self.off.any():
+            Y = Y - self.off  # y = response − offset
+        Xty = np.empty((self.p, K))
+        for k in range(K):
+            Xty[:, k] = self.Xc.T @ Y[k]
+        B = ols_from_sums(self.G, self.Xsum, self.X.shape[0], Xty, Y.sum(axis=1), self.shift, self.scale)
+        zy, xy = np.empty((K, self.q)), np.empty((K, self.p))
+        rr, yss = np.empty(K), np.empty(K)
+        w = self.w_rows if self.w is not None else None
+        for k in range(K):
+            y = Y[k]
+            e = y - self.Xs @ B[:, k] if self.p else y
+            we = e if w is None else w * e
+            rr[k] = e @ we
+            yss[k] = y @ (y if w is None else w * y)
+            xy[k] = self.Xs.T @ we
+            zk = zy[k]
+            zk[:] = 0.0
+            for idx, val in zip(self.zidx_cols, self.zval_cols):
+                zk += np.bincount(idx, weights=we if val is None else val * we, minlength=self.q)
+        return SimpleNamespace(B=B, zy=zy, xy=xy, rr=rr, yss=yss)
 
     def criteria(self, values: np.ndarray, blocks: SimpleNamespace | None = None, which=None):
         """One criterion per column of ``values`` (complete responses, n × K), or per column
@@ -106,7 +151,8 @@ class GaussianShared:
         crit, S = self.crit, self.S
         K = len(blocks.rr)
         if self.__dict__.get("batch_criterion") is None:  # the design's part: once per model
-            self.batch_criterion = BatchCriterion(crit, blocks.zy, blocks.xy, blocks.rr)
+            kind = LevelBatch if self.level_batch else BatchCriterion
+            self.batch_criterion = kind(crit, blocks.zy, blocks.xy, blocks.rr)
         bc = self.batch_criterion.with_responses(blocks.zy, blocks.xy, blocks.rr)
         if not bc.usable or len(crit.tmap) == 0:
             return [None] * K

@@ -13,7 +13,7 @@ import pytest
 
 from midas_glmm import MixedModel
 from midas_glmm.engine.lmm import moment_start, moment_starts
-from midas_glmm.engine.lmmbatch import BatchCriterion, newton_many
+from midas_glmm.engine.lmmbatch import BatchCriterion, LevelBatch, newton_many
 from midas_glmm.many.gaussian import GaussianShared
 
 SHAPES = {
@@ -273,3 +273,93 @@ def _slope_responses():
         u1 = rho * u0 + np.sqrt(1 - rho**2) * rng.normal(size=8)
         Y[f"y{k}"] = 1 + 0.5 * x + s0 * u0[b] + s1 * u1[b] * x + sa * rng.normal(size=30)[a] + rng.normal(size=n)
     return df, Y
+
+
+@pytest.mark.parametrize("REML", [True, False])
+@pytest.mark.parametrize(
+    "formula, kw",
+    [
+        ("~ x + (1|a)", {}),
+        ("~ x + (x|a)", {}),
+        ("~ x + (0 + x|a)", {}),
+        ("~ x + diag(1 + x|a)", {}),
+        ("~ 1 + (x|a)", {}),
+        ("~ x + (1|a)", {"weights": "w"}),
+        ("~ x + (x|a)", {"offset": "x"}),
+    ],
+    ids=["intercept", "slope", "slope_only", "diag", "no_covariate", "weights", "offset"],
+)
+def test_level_batch_equals_the_compiled_batch(data, formula, kw, REML):
+    """The numpy criterion of a one-term design (LevelBatch) against the compiled one
+    (BatchCriterion, the block kernels) at random θ, bounds and zero λ included: values and
+    [X y] Schur factors; a point whose Schur complement fails is ∞ in both."""
+    df, Y = data
+    model = MixedModel.from_formula(formula, df, **{k: df[v].to_numpy() for k, v in kw.items()})
+    shared = GaussianShared(model, REML)
+    blocks = shared.response_blocks(Y.to_numpy())
+    lb = LevelBatch(shared.crit, blocks.zy, blocks.xy, blocks.rr)
+    bc = BatchCriterion(shared.crit, blocks.zy, blocks.xy, blocks.rr)
+    assert LevelBatch.applies(shared.crit) and shared.level_batch and shared.numpy_rows
+    rng = np.random.default_rng(4)
+    m = len(lb.tmap)
+    theta = np.where(np.isfinite(lb.tmap.lower), rng.uniform(0.0, 2.5, (40, m)), rng.normal(0, 0.8, (40, m)))
+    theta[0] = 0.0
+    theta[1, 0] = 0.0
+    resp = rng.integers(0, Y.shape[1], 40)
+    v1, S1 = lb(resp, theta)
+    v2, S2 = bc(resp, theta)
+    assert np.array_equal(np.isfinite(v1), np.isfinite(v2)) and np.isfinite(v2).sum() >= 38
+    ok = np.isfinite(v2)
+    assert np.allclose(v1[ok], v2[ok], rtol=1e-12, atol=1e-9)
+    assert np.allclose(S1[ok], S2[ok], rtol=1e-9, atol=1e-9)
+
+
+def test_level_batch_point_does_not_depend_on_the_call(data, monkeypatch):
+    """A point's value and Schur factor are the same bits alone, among other points, and in
+    chunks of another size: every sum runs over one point's levels."""
+    df, Y = data
+    model = MixedModel.from_formula("~ x + (x|a)", df)
+    shared = GaussianShared(model, True)
+    blocks = shared.response_blocks(Y.to_numpy())
+    lb = LevelBatch(shared.crit, blocks.zy, blocks.xy, blocks.rr)
+    rng = np.random.default_rng(8)
+    theta = rng.uniform(0.1, 1.5, (25, 3))
+    resp = rng.integers(0, Y.shape[1], 25)
+    together, S = lb(resp, theta)
+    monkeypatch.setattr(LevelBatch, "CHUNK", 7 * lb.levels)  # chunks of 7 points
+    chunked, S7 = lb(resp, theta)
+    assert np.array_equal(together, chunked) and np.array_equal(S, S7)
+    for i in (0, 11, 24):
+        alone, Si = lb(resp[i : i + 1], theta[i : i + 1])
+        assert alone[0] == together[i] and np.array_equal(Si[0], S[i])
+
+
+def test_one_term_data_pass_numpy_and_compiled_agree(data, monkeypatch):
+    """A one-term design's data pass is numpy's up to NUMPY_ROWS rows and the compiled passes'
+    above: the same blocks to rounding, and the same fits."""
+    import midas_glmm.many.gaussian as gaussian
+
+    df, Y = data
+    model = MixedModel.from_formula("~ x + (x|a)", df, weights=df.w.to_numpy(), offset=df.x.to_numpy())
+    numpy_side = GaussianShared(model, True)
+    monkeypatch.setattr(gaussian, "NUMPY_ROWS", 10)
+    compiled_side = GaussianShared(model, True)
+    assert numpy_side.numpy_rows and not compiled_side.numpy_rows and compiled_side.level_batch
+    a = numpy_side.response_blocks(Y.to_numpy())
+    b = compiled_side.response_blocks(Y.to_numpy())
+    for name in ("B", "zy", "xy", "rr", "yss"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert np.allclose(x, y, rtol=1e-12, atol=1e-12 * np.abs(y).max()), name
+
+
+def test_a_one_term_response_is_fitted_the_same_in_any_batch(data):
+    """The numpy path (data pass and LevelBatch) gives a response the same bits alone or in a batch."""
+    df, Y = data
+    model = MixedModel.from_formula("~ x + (x|a)", df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        together = model.fit_many(Y)
+        alone = model.fit_many(Y[["y3"]])
+    assert together.records[3]["opt"][5] == "newton"
+    assert together.llf["y3"] == alone.llf["y3"]
+    assert np.array_equal(together.params.loc["y3"].to_numpy(), alone.params.loc["y3"].to_numpy())
