@@ -284,24 +284,37 @@ class LevelBatch(_PointCriterion):
                 for W in Ws:
                     acc -= (W[i] * W[j]).sum(axis=1)
                 XX[:, i, j] = XX[:, j, i] = acc
-        L = np.zeros_like(XX)
-        try:
-            L[ok] = np.linalg.cholesky(XX[ok])
-        except np.linalg.LinAlgError:  # some point's Schur complement is not positive definite
-            for i in np.flatnonzero(ok):
-                try:
-                    L[i] = np.linalg.cholesky(XX[i])
-                except np.linalg.LinAlgError:
-                    ok[i] = False
-        d = np.diagonal(L, axis1=1, axis2=2)
-        r2 = d[:, p] ** 2
-        ok &= r2 > 0.0
-        crit = self.crit
-        nmp = crit.n - p if crit.REML else crit.n
-        logdet_x = 2.0 * np.log(d[:, :p]).sum(axis=1) if crit.REML else 0.0
-        value = logdet + logdet_x + nmp * (1.0 + np.log(2.0 * np.pi * r2 / nmp)) - crit.ldW
-        vals[:] = np.where(ok, value, np.inf)
+        L = _cholesky_points(XX, ok)
+        vals[:] = _criterion_values(self.crit, logdet, L, ok)
         S[:] = L
+
+
+def _cholesky_points(A: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factors of the points' matrices A[i] where ``ok`` (cleared in place where a
+    matrix is not positive definite; zeros there)."""
+    L = np.zeros_like(A)
+    try:
+        L[ok] = np.linalg.cholesky(A[ok])
+    except np.linalg.LinAlgError:  # some point's matrix is not positive definite
+        for i in np.flatnonzero(ok):
+            try:
+                L[i] = np.linalg.cholesky(A[i])
+            except np.linalg.LinAlgError:
+                ok[i] = False
+    return L
+
+
+def _criterion_values(crit, logdet_z: np.ndarray, L: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """The profiled criterion from log|L_Z|² and the Cholesky factor L of the [X y] Schur
+    complement (its diagonal: R_X, then r), ∞ where not ``ok`` or r² = 0."""
+    p = crit.p
+    dg = np.diagonal(L, axis1=1, axis2=2)
+    r2 = dg[:, p] ** 2
+    ok = ok & (r2 > 0.0)
+    nmp = crit.n - p if crit.REML else crit.n
+    logdet_x = 2.0 * np.log(dg[:, :p]).sum(axis=1) if crit.REML else 0.0
+    value = logdet_z + logdet_x + nmp * (1.0 + np.log(2.0 * np.pi * r2 / nmp)) - crit.ldW
+    return np.where(ok, value, np.inf)
 
 
 # ----------------------------------------------------------------------------- lock-step Newton

@@ -42,7 +42,7 @@ class GaussianShared:
 
         d = model.design
         self.REML = REML
-        self.crit, self.S = lmm_criterion(d, REML, dense=False)  # the batch engine reads the sparse layout
+        self.crit, self.S = lmm_criterion(d, REML, dense=False)  # the batch engines read the sparse layout
         X = d.X
         self.p = X.shape[1]
         self.shift, self.scale, _ = standardize(X, list(d.fixed_names), d.gram)
@@ -70,10 +70,10 @@ class GaussianShared:
         self.zval_cols = [None if np.all(v == 1.0) else np.ascontiguousarray(v) for v in self.zval.T]
         self.off = np.ascontiguousarray(d.offset, dtype=float)  # zeros without an offset
         self.w_rows = np.asarray(self.w, dtype=float) if self.w is not None else np.ones(n)
-        #: a one-term design's criterion is numpy's (LevelBatch), and up to NUMPY_ROWS rows its
-        #: data pass too: then nothing is compiled
-        self.level_batch = LevelBatch.applies(self.crit)
-        self.numpy_rows = self.level_batch and n <= NUMPY_ROWS
+        #: one term of one or two columns: the criterion is numpy's (LevelBatch), and up to
+        #: NUMPY_ROWS rows the data pass too: then nothing is compiled
+        self.batch_kind = LevelBatch if LevelBatch.applies(self.crit) else BatchCriterion
+        self.numpy_rows = self.batch_kind is not BatchCriterion and n <= NUMPY_ROWS
 
     def response_blocks(self, values: np.ndarray) -> SimpleNamespace:
         """A batch's own blocks (complete responses, n × K), as a single fit's data pass makes
@@ -81,8 +81,8 @@ class GaussianShared:
 
         Each sum is taken response by response: a response's numbers do not depend on the other
         responses of its batch, so its fit is the same whichever batch or process it is in. A
-        one-term design of at most :data:`NUMPY_ROWS` rows (whose criterion is numpy's,
-        :class:`~midas_glmm.engine.lmmbatch.LevelBatch`) sums in numpy, compiling nothing; the
+        design of at most :data:`NUMPY_ROWS` rows whose criterion is numpy's
+        (:class:`~midas_glmm.engine.lmmbatch.LevelBatch`) sums in numpy, compiling nothing; the
         others by two compiled passes over the rows (:func:`~midas_glmm.linalg.batchkernels.ols_sums`
         for b, then :func:`~midas_glmm.linalg.batchkernels.residual_sums`)."""
         if self.numpy_rows:
@@ -151,8 +151,7 @@ class GaussianShared:
         crit, S = self.crit, self.S
         K = len(blocks.rr)
         if self.__dict__.get("batch_criterion") is None:  # the design's part: once per model
-            kind = LevelBatch if self.level_batch else BatchCriterion
-            self.batch_criterion = kind(crit, blocks.zy, blocks.xy, blocks.rr)
+            self.batch_criterion = self.batch_kind(crit, blocks.zy, blocks.xy, blocks.rr)
         bc = self.batch_criterion.with_responses(blocks.zy, blocks.xy, blocks.rr)
         if not bc.usable or len(crit.tmap) == 0:
             return [None] * K

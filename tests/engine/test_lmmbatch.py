@@ -299,7 +299,7 @@ def test_level_batch_equals_the_compiled_batch(data, formula, kw, REML):
     blocks = shared.response_blocks(Y.to_numpy())
     lb = LevelBatch(shared.crit, blocks.zy, blocks.xy, blocks.rr)
     bc = BatchCriterion(shared.crit, blocks.zy, blocks.xy, blocks.rr)
-    assert LevelBatch.applies(shared.crit) and shared.level_batch and shared.numpy_rows
+    assert LevelBatch.applies(shared.crit) and shared.batch_kind is LevelBatch and shared.numpy_rows
     rng = np.random.default_rng(4)
     m = len(lb.tmap)
     theta = np.where(np.isfinite(lb.tmap.lower), rng.uniform(0.0, 2.5, (40, m)), rng.normal(0, 0.8, (40, m)))
@@ -344,7 +344,7 @@ def test_one_term_data_pass_numpy_and_compiled_agree(data, monkeypatch):
     numpy_side = GaussianShared(model, True)
     monkeypatch.setattr(gaussian, "NUMPY_ROWS", 10)
     compiled_side = GaussianShared(model, True)
-    assert numpy_side.numpy_rows and not compiled_side.numpy_rows and compiled_side.level_batch
+    assert numpy_side.numpy_rows and not compiled_side.numpy_rows and compiled_side.batch_kind is LevelBatch
     a = numpy_side.response_blocks(Y.to_numpy())
     b = compiled_side.response_blocks(Y.to_numpy())
     for name in ("B", "zy", "xy", "rr", "yss"):
