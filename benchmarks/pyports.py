@@ -18,9 +18,10 @@ numba cache directory.
 
 Cold starts (--cold: only these; --no-cold: none): fresh processes timed from outside, best of 5
 after one untimed run: import midas_glmm; import + sleepstudy fit with midas_glmm, lme4 (Rscript),
-mixedlm and glmm; then each of six models' first fit after install (its own fresh copy, empty numba
+mixedlm and glmm; then each model's first fit after install (its own fresh copy, empty numba
 cache: sleepstudy, a 1e5-row random intercept, cbpp, a random-intercept Bernoulli GLMM, a slope LMM,
-grouseticks), then again. Every
+crossed and maximal LMMs, a crossed Bernoulli GLMM, grouseticks, and fit_many of 200 responses on
+three designs; FIRST_FITS), then again. Every
 timed process runs without PYTHONDONTWRITEBYTECODE (set in this machine's shell; a user's Python
 caches bytecode).
 """
@@ -298,6 +299,20 @@ FIT_CROSSED_BERN = _SIM + (
     "d['y'] = (r.random(n) < 1 / (1 + np.exp(-e))).astype(float); "
     "MixedModel.from_formula('y ~ x + (1|a) + (1|b)', d, family='binomial').fit()"
 )
+#: fit_many of 200 simulated responses on one design (a simulation study's first call)
+_MANY = _SIM + (
+    "n = 2000; d = pd.DataFrame({'x': r.normal(size=n), 'g': r.integers(0, 100, n), 'a': r.integers(0, 60, n), "
+    "'b': r.integers(0, 40, n)}); Y = d.x.to_numpy()[:, None] + r.normal(size=(n, 200)); "
+)
+FIT_MANY_RI = _MANY + "Y += r.normal(size=(100, 200))[d.g]; MixedModel.from_formula('~ x + (1|g)', d).fit_many(Y)"
+FIT_MANY_SLOPE = _MANY + (
+    "Y += r.normal(size=(100, 200))[d.g] * (1 + d.x.to_numpy()[:, None]); "
+    "MixedModel.from_formula('~ x + (x|g)', d).fit_many(Y)"
+)
+FIT_MANY_CROSSED = _MANY + (
+    "Y += r.normal(size=(60, 200))[d.a] + r.normal(size=(40, 200))[d.b]; "
+    "MixedModel.from_formula('~ x + (1|a) + (1|b)', d).fit_many(Y)"
+)
 #: (label, code) of the first fits after install, each from its own fresh copy and empty cache
 FIRST_FITS = (
     ("sleepstudy LMM (36 random effects: dense LAPACK)", FIT_B),
@@ -315,6 +330,15 @@ FIRST_FITS = (
         FIT_CROSSED_BERN,
     ),
     ("grouseticks Poisson GLMM (584 random effects: block-sparse kernels and row passes)", FIT_GT),
+    ("fit_many, 200 responses of y ~ x + (1|g), 2,000 rows x 100 groups (numpy batch: nothing compiled)", FIT_MANY_RI),
+    (
+        "fit_many, 200 responses of y ~ x + (x|g), 2,000 rows x 100 groups (numpy batch: nothing compiled)",
+        FIT_MANY_SLOPE,
+    ),
+    (
+        "fit_many, 200 responses of y ~ x + (1|a) + (1|b), 2,000 rows x 60 x 40 (compiled batch kernels)",
+        FIT_MANY_CROSSED,
+    ),
 )
 
 
