@@ -209,7 +209,7 @@ class LevelBatch(_PointCriterion):
     other points of the call (nor a response's fit on its batch)."""
 
     #: most points × levels in the arrays of one pass (a call's points go in chunks of this)
-    CHUNK = 1 << 19
+    CHUNK = 1 << 16
 
     def __init__(self, crit, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray):
         super().__init__(crit, zy, xy, rr)

@@ -27,10 +27,10 @@ __all__ = ["GaussianShared", "shared_for", "full_gaussian"]
 
 batchkernels = lazy.load("batchkernels")  # compiled: loaded on first use
 
-#: most rows of a one-term design whose batches' blocks are summed by numpy (response by
-#: response: 1.0x the compiled passes' time at 20,000 rows, 1.1x at 1e5, where the ~1.5 s of
-#: compiling them, or ~0.7 s of loading them in a new process, is a small part of a batch's fit)
-NUMPY_ROWS = 50_000
+#: most rows of a one-term design whose batches' blocks are summed by numpy, response by response:
+#: fit_many's time level with the compiled passes' at 2,000-10,000 rows, 1.04-1.07x at 20,000; above,
+#: the compiled passes (~1.5 s to compile once, ~0.7 s to load in a new process)
+NUMPY_ROWS = 10_000
 
 
 # ----------------------------------------------------------------------------- shared Gaussian work
@@ -99,11 +99,12 @@ class GaussianShared:
         return SimpleNamespace(B=B, zy=np.ascontiguousarray(zy.T), xy=np.ascontiguousarray(xy.T), rr=rr, yss=yss)
 
     def _numpy_blocks(self, values: np.ndarray) -> SimpleNamespace:
-        """:meth:`response_blocks` by numpy, one response at a time (BLAS products, bincounts)."""
+        """:meth:`response_blocks` by numpy, one response at a time (BLAS products, bincounts;
+        over chunks of responses at once it cost 1.1-1.3x more at 2,000-10,000 rows)."""
         K = values.shape[1]
         Y = np.ascontiguousarray(values.T, dtype=float)  # one response per row
         if self.off.any():
-            Y = Y - self.off  # y = response − offset
+            Y = Y - self.off  # y = response − offset (a new array: values may be the caller's)
         Xty = np.empty((self.p, K))
         for k in range(K):
             Xty[:, k] = self.Xc.T @ Y[k]
