@@ -11,7 +11,8 @@ two trees' log-likelihoods.
 
 Shapes (seeded): ri / ri_2e4 / ri_1e5 ``~ x + (1|g)`` on 2,000 rows x 100 groups, 20,000 x 200 and
 100,000 x 1,000; slope / slope_2e4 ``~ x + (x|g)`` on the first two; crossed
-``~ age + (1|donor) + (1|batch)`` on 20,000 rows x 200 x 40 (benchmarks/fit_many.py's design).
+``~ age + (1|donor) + (1|batch)`` on 20,000 rows x 200 x 40 (benchmarks/fit_many.py's design);
+nested ``~ x + (1|a/c)`` on 2,000 rows, 100 levels of a with 3 of c in each.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def load_tree(path: str) -> dict:
 
 
 def shape(name: str, rng: np.random.Generator, K: int = 256):
+    if name == "nested":  # a general sparse part: the block-sparse elimination
+        n = 2000
+        a, c, x = rng.integers(0, 100, n), rng.integers(0, 3, n), rng.standard_normal(n)
+        df = pd.DataFrame({"x": x, "a": a.astype(str), "c": c.astype(str)})
+        Y = x[:, None] + rng.standard_normal((100, K))[a] + 0.5 * rng.standard_normal((300, K))[a * 3 + c]
+        return df, "~ x + (1|a/c)", Y + rng.standard_normal((n, K))
     if name == "crossed":
         n = 20_000
         d, b, age = rng.integers(0, 200, n), rng.integers(0, 40, n), rng.uniform(20, 80, n)
@@ -70,7 +77,7 @@ def main() -> None:
     ap.add_argument("--base", required=True)
     ap.add_argument("--new", required=True)
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("shapes", nargs="+", choices=[*SIZES, "crossed"])
+    ap.add_argument("shapes", nargs="+", choices=[*SIZES, "crossed", "nested"])
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     trees = {"base": load_tree(args.base), "new": load_tree(args.new)}

@@ -5,7 +5,7 @@ A single fit spends its time in ~35 evaluations of the criterion, each a factori
 from Python. Here every response is moved at once: each Newton step evaluates, for all responses
 together, the central-difference stencil of :func:`~midas_glmm.engine.optimize.fd_derivatives` around
 each response's own θ, in one call: of a compiled kernel (:class:`BatchCriterion`,
-:func:`~midas_glmm.linalg.batchkernels.evaluate_points`), or for one term of one or two columns
+:func:`~midas_glmm.linalg.batchkernels.evaluate_diagonal`, ``evaluate_general``), or for one term of one or two columns
 per level of numpy's closed form (:class:`LevelBatch`), which compiles nothing.
 
 The kernel saves most of the factorisations of a stencil. Write θ = (θ_s, θ_t) for the terms of
@@ -182,16 +182,21 @@ class BatchCriterion(_PointCriterion):
         P, c = self.P, self.crit
         vals = np.empty(npts)
         S = np.empty((npts, c.p + 1, c.p + 1))
-        batchkernels.evaluate_points(
-            resp[first], np.ascontiguousarray(sparse_lam[first]), group[order].astype(np.int64),
-            np.ascontiguousarray(lam[order]),
-            c.blocks.A, self.XZx, self.XXx, self.zy, self.xy, self.rr,
-            P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, P.nodeoff, self.lamoff, self.diagpos,
-            P.Ns, P.N, P.qs, P.tailoff, P.brow, P.bcol, P.boff, P.nsparse,
-            self.pan_n, self.pan_ptr, self.pan_dest, self.pan_src, self.tail_scalar, self.diagonal,
-            self.B1, self.C, self.C_term, self.C_n,
-            c.REML, float(c.n), float(c.ldW), vals, S,
-        )  # fmt: skip
+        groups = (resp[first], np.ascontiguousarray(sparse_lam[first]), group[order].astype(np.int64))
+        data = (np.ascontiguousarray(lam[order]), c.blocks.A, self.XZx, self.XXx, self.zy, self.xy, self.rr)
+        tail = (P.brow, P.bcol, P.boff, P.nsparse)
+        out = (c.REML, float(c.n), float(c.ldW), vals, S)
+        if self.diagonal:  # each its own kernel: a design compiles only the one it takes
+            batchkernels.evaluate_diagonal(
+                *groups, *data, P.colptr, P.blkoff, P.nsize, P.nterm, P.nodeoff, self.lamoff, P.Ns, P.N, P.qs,
+                P.tailoff, *tail, self.tail_scalar, self.B1, self.C, self.C_term, self.C_n, *out,
+            )  # fmt: skip
+        else:
+            batchkernels.evaluate_general(
+                *groups, *data, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, P.nodeoff, self.lamoff,
+                self.diagpos, P.Ns, P.N, P.qs, P.tailoff, *tail, self.pan_n, self.pan_ptr, self.pan_dest,
+                self.pan_src, self.tail_scalar, *out,
+            )  # fmt: skip
         out, out_S = np.empty(npts), np.empty_like(S)
         out[order], out_S[order] = vals, S
         return out, out_S

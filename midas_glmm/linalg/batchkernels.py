@@ -1,5 +1,5 @@
 """Compiled kernels of fit_many's Gaussian batch (numba, cached on disk): the profiled criterion
-at many (response, θ) points in one pass (:func:`evaluate_points`, read by
+at many (response, θ) points in one pass (:func:`evaluate_diagonal`, :func:`evaluate_general`, read by
 :class:`~midas_glmm.engine.lmmbatch.BatchCriterion`), and the per-batch passes over the rows
 (:func:`ols_sums`, :func:`residual_sums`), each sum taken row by row so that a response's numbers do
 not depend on the other responses of its batch.
@@ -12,7 +12,7 @@ from numba import njit
 
 from . import kernels  # called from compiled code: the module itself, not the lazy proxy
 
-__all__ = ["evaluate_points", "ols_sums", "residual_sums"]
+__all__ = ["evaluate_diagonal", "evaluate_general", "ols_sums", "residual_sums"]
 
 
 @njit(cache=True)
@@ -130,179 +130,201 @@ def _eliminate_general(
 
 
 @njit(cache=True)
-def evaluate_points(
-    g_resp, g_lam, p_group, p_lam,
-    A, XZx, XXx, zy, xy, rr,
-    colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff, diagpos, Ns, N, qs, tailoff,
-    brow, bcol, boff, nsparse, pan_n, pan_ptr, pan_dest, pan_src, tail_scalar, diagonal, B1, C, C_term, C_n,
+def _eliminate_diagonal(
+    A, T, R, W, Zw, Bw, wu, XZx, zy, k, lam, colptr, blkoff, nterm, nsize, lamoff, Ns, qs,
+    tailoff, brow, bcol, boff, nsparse, tail_scalar, B1, C, C_term, C_n,
+):  # fmt: skip
+    """The elimination of a diagonal sparse part (scalar nodes coupled to tail nodes only) by dense
+    products: fills T = M (lower triangle), the [X y] strip R (sparse rows Λ_s'c / d_j, tail rows
+    c) and returns log|L_ss|² = Σ_j log d_j."""
+    q, p = XZx.shape
+    qt = q - qs
+    T[:, :] = 0.0
+    kernels.scatter_tail(A[nsparse:], brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T)
+    logdet_s = 0.0
+    for j in range(Ns):
+        lj = lam[lamoff[nterm[j]]]
+        d2 = lj * lj * A[blkoff[colptr[j]]] + 1.0
+        logdet_s += np.log(d2)
+        wj = lj * lj / d2  # (λ_j / d_j)²
+        W[j] = wj
+        f = lj / np.sqrt(d2)
+        for h in range(p):
+            R[j, h] = XZx[j, h] * f
+            Zw[j, h] = XZx[j, h] * wj
+        R[j, p] = zy[k, j] * f
+        Zw[j, p] = zy[k, j] * wj
+    if qt:
+        # M = A_tt − Σ_j w_j a_j a_j' (grouped by (term, a_jj) when that is shorter)
+        if len(C_n):
+            for u in range(len(C_n)):
+                lu = lam[lamoff[C_term[u]]]
+                wu[u] = lu * lu / (lu * lu * C_n[u] + 1.0)
+            if tail_scalar:  # C packed by rows of its lower triangle: half the reads
+                Tp = wu @ C.reshape(len(C_n), -1)
+                e = 0
+                for a in range(qt):
+                    for b in range(a + 1):
+                        T[a, b] -= Tp[e]
+                        e += 1
+            else:  # whole: a vector node's diagonal block is read whole
+                T -= (wu @ C.reshape(len(C_n), qt * qt)).reshape(qt, qt)
+        else:
+            for j in range(Ns):
+                for a in range(qt):
+                    Bw[j, a] = B1[j, a] * W[j]
+            T -= B1.T @ Bw
+        # c = Z_t'[X y] − Σ_j w_j a_j z_j', written row by row: an update of a slice of R by an
+        # array (R[qs:] -= ...) compiles numba's shape-error messages, ~4 s on a first call
+        BZ = B1.T @ Zw
+        for r in range(qs, q):
+            for h in range(p):
+                R[r, h] = XZx[r, h] - BZ[r - qs, h]
+            R[r, p] = zy[k, r] - BZ[r - qs, p]
+    return logdet_s
+
+
+@njit(cache=True)
+def _group_points(
+    g, i, k, logdet_s, T, Tw, R, ct, S, G, XXx, xy, rr, p_group, p_lam, lamoff, nsize, nterm,
+    nodeoff, tailoff, Ns, N, qs, tail_scalar, reml, n, ldW, out_val, out_S,
+):  # fmt: skip
+    """The criterion at the points of group g (from i on) after its sparse elimination (T = M,
+    the strip R, log|L_ss|²): each point's tail factor, R_t and [X y] Schur factor. Returns the
+    first point of the next group."""
+    q, m = R.shape
+    p = m - 1
+    qt = q - qs
+    nmp = n - p if reml else n
+    for a in range(m):
+        for b in range(m):
+            if a < p and b < p:
+                v = XXx[a, b]
+            elif a < p:
+                v = xy[k, a]
+            elif b < p:
+                v = xy[k, b]
+            else:
+                v = rr[k]
+            for r in range(qs):
+                v -= R[r, a] * R[r, b]
+            G[a, b] = v
+    npts = len(p_group)
+    while i < npts and p_group[i] == g:
+        lt = p_lam[i]
+        logdet_t = 0.0
+        ok = True
+        if qt:
+            _scale_tail(T, Tw, lt, lamoff, nsize, nterm, tailoff, Ns, N, tail_scalar)
+            for a in range(qt):
+                Tw[a, a] += 1.0
+            ok = _cholesky_lower(Tw, qt)
+            if ok:
+                for a in range(qt):
+                    logdet_t += 2.0 * np.log(Tw[a, a])
+                # R_t = L_tt⁻¹ Λ_t' c
+                _lam_t_rows(R[qs:], lt, lamoff, nsize, nterm, nodeoff, Ns, N, qs, ct)
+                for a in range(qt):
+                    for h in range(m):
+                        s = ct[a, h]
+                        for b in range(a):
+                            s -= Tw[a, b] * ct[b, h]
+                        ct[a, h] = s / Tw[a, a]
+        if ok:
+            for a in range(m):
+                for b in range(a + 1):
+                    v = G[a, b]
+                    for r in range(qt):
+                        v -= ct[r, a] * ct[r, b]
+                    S[a, b] = v
+            ok = _cholesky_lower(S, m)
+        if not ok:
+            out_val[i] = np.inf
+            i += 1
+            continue
+        logdet_x = 0.0
+        if reml:
+            for a in range(p):
+                logdet_x += 2.0 * np.log(S[a, a])
+        r2 = S[p, p] * S[p, p]
+        if not r2 > 0.0:
+            out_val[i] = np.inf
+        else:
+            out_val[i] = logdet_s + logdet_t + logdet_x + nmp * (1.0 + np.log(2.0 * np.pi * r2 / nmp)) - ldW
+        for a in range(m):
+            for b in range(m):
+                out_S[i, a, b] = S[a, b] if b <= a else 0.0
+        i += 1
+    return i
+
+
+@njit(cache=True)
+def evaluate_diagonal(
+    g_resp, g_lam, p_group, p_lam, A, XZx, XXx, zy, xy, rr, colptr, blkoff, nsize, nterm, nodeoff,
+    lamoff, Ns, N, qs, tailoff, brow, bcol, boff, nsparse, tail_scalar, B1, C, C_term, C_n,
     reml, n, ldW, out_val, out_S,
 ):  # fmt: skip
-    """The criterion at points sorted by group; a group is one response and one θ_s (``g_lam``:
-    λ with the tail's λ = I), a point adds its λ_t (``p_lam``). ``out_S[i]``: the lower Cholesky
-    factor of the [X y] Schur complement at point i (R_X, c_β and r on its last row)."""
+    """The criterion at points sorted by group, for a diagonal sparse part (crossed or single
+    intercepts: :func:`_eliminate_diagonal`); a group is one response and one θ_s (``g_lam``: λ
+    with the tail's λ = I), a point adds its λ_t (``p_lam``). ``out_S[i]``: the lower Cholesky
+    factor of the [X y] Schur complement at point i (R_X, c_β and r on its last row). A kernel of
+    its own: it compiles none of the block-sparse kernels :func:`evaluate_general` calls."""
     q, p = XZx.shape
-    m = p + 1
-    qt = q - qs
-    L = np.empty(max(nsparse, 1))
-    T = np.zeros((qt, qt))
-    Tw = np.zeros((qt, qt))
-    R = np.empty((q, m))
-    R2 = np.empty((q, m))
-    ct = np.empty((qt, m))
-    S = np.empty((m, m))
-    G = np.empty((m, m))
-    maxpan = 0
-    for i in range(len(pan_n)):
-        maxpan = max(maxpan, pan_n[i])
-    B = np.empty(maxpan * qt)
-    nd = Ns if diagonal else 0
-    W = np.empty(nd)
-    Zw = np.empty((nd, m))
-    Bw = np.empty((nd if not len(C_n) else 0, qt))
+    m, qt = p + 1, q - qs
+    T, Tw, R, ct = np.zeros((qt, qt)), np.zeros((qt, qt)), np.empty((q, m)), np.empty((qt, m))
+    S, G = np.empty((m, m)), np.empty((m, m))
+    W, Zw = np.empty(Ns), np.empty((Ns, m))
+    Bw = np.empty((Ns if not len(C_n) else 0, qt))
     wu = np.empty(len(C_n))
-    nmp = n - p if reml else n
-    i = 0
+    i = np.int64(0)  # not a literal 0: _group_points is compiled for one type of i
+    for g in range(len(g_resp)):
+        k = g_resp[g]
+        lam = g_lam[g]
+        logdet_s = _eliminate_diagonal(
+            A, T, R, W, Zw, Bw, wu, XZx, zy, k, lam, colptr, blkoff, nterm, nsize, lamoff, Ns, qs,
+            tailoff, brow, bcol, boff, nsparse, tail_scalar, B1, C, C_term, C_n,
+        )  # fmt: skip
+        i = _group_points(
+            g, i, k, logdet_s, T, Tw, R, ct, S, G, XXx, xy, rr, p_group, p_lam, lamoff, nsize, nterm,
+            nodeoff, tailoff, Ns, N, qs, tail_scalar, reml, n, ldW, out_val, out_S,
+        )  # fmt: skip
+
+
+@njit(cache=True)
+def evaluate_general(
+    g_resp, g_lam, p_group, p_lam, A, XZx, XXx, zy, xy, rr, colptr, rowidx, blkoff, nsize, nterm,
+    nodeoff, lamoff, diagpos, Ns, N, qs, tailoff, brow, bcol, boff, nsparse, pan_n, pan_ptr,
+    pan_dest, pan_src, tail_scalar, reml, n, ldW, out_val, out_S,
+):  # fmt: skip
+    """:func:`evaluate_diagonal` for any sparse part (nested factors, random slopes), eliminated
+    by the block-sparse kernels (:func:`_eliminate_general`)."""
+    q, p = XZx.shape
+    m, qt = p + 1, q - qs
+    T, Tw, R, ct = np.zeros((qt, qt)), np.zeros((qt, qt)), np.empty((q, m)), np.empty((qt, m))
+    S, G = np.empty((m, m)), np.empty((m, m))
+    L, R2 = np.empty(max(nsparse, 1)), np.empty((q, m))
+    maxpan = 0
+    for j in range(len(pan_n)):
+        maxpan = max(maxpan, pan_n[j])
+    B = np.empty(maxpan * qt)
+    i = np.int64(0)  # not a literal 0: _group_points is compiled for one type of i
     npts = len(p_group)
     for g in range(len(g_resp)):
         k = g_resp[g]
         lam = g_lam[g]
-        if diagonal:  # Λ'Z'ZΛ + I diagonal on the sparse part: dense products only
-            T[:, :] = 0.0
-            kernels.scatter_tail(A[nsparse:], brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T)
-            logdet_s = 0.0
-            for j in range(Ns):
-                lj = lam[lamoff[nterm[j]]]
-                d2 = lj * lj * A[blkoff[colptr[j]]] + 1.0
-                logdet_s += np.log(d2)
-                wj = lj * lj / d2  # (λ_j / d_j)²
-                W[j] = wj
-                f = lj / np.sqrt(d2)
-                for h in range(p):
-                    R[j, h] = XZx[j, h] * f
-                    Zw[j, h] = XZx[j, h] * wj
-                R[j, p] = zy[k, j] * f
-                Zw[j, p] = zy[k, j] * wj
-            if qt:
-                # M = A_tt − Σ_j w_j a_j a_j' (grouped by (term, a_jj) when that is shorter)
-                if len(C_n):
-                    for u in range(len(C_n)):
-                        lu = lam[lamoff[C_term[u]]]
-                        wu[u] = lu * lu / (lu * lu * C_n[u] + 1.0)
-                    if tail_scalar:  # C packed by rows of its lower triangle: half the reads
-                        Tp = wu @ C.reshape(len(C_n), -1)
-                        e = 0
-                        for a in range(qt):
-                            for b in range(a + 1):
-                                T[a, b] -= Tp[e]
-                                e += 1
-                    else:  # whole: a vector node's diagonal block is read whole
-                        T -= (wu @ C.reshape(len(C_n), qt * qt)).reshape(qt, qt)
-                else:
-                    for j in range(Ns):
-                        for a in range(qt):
-                            Bw[j, a] = B1[j, a] * W[j]
-                    T -= B1.T @ Bw
-                # c = Z_t'[X y] − Σ_j w_j a_j z_j'
-                for r in range(qs, q):
-                    for h in range(p):
-                        R[r, h] = XZx[r, h]
-                    R[r, p] = zy[k, r]
-                R[qs:] -= B1.T @ Zw
-        else:
-            logdet_s = _eliminate_general(
-                A,
-                L,
-                T,
-                B,
-                R,
-                R2,
-                XZx,
-                zy,
-                k,
-                lam,
-                colptr,
-                rowidx,
-                blkoff,
-                nsize,
-                nterm,
-                nodeoff,
-                lamoff,
-                diagpos,
-                Ns,
-                qs,
-                tailoff,
-                brow,
-                bcol,
-                boff,
-                nsparse,
-                pan_n,
-                pan_ptr,
-                pan_dest,
-                pan_src,
-            )
-            if not logdet_s < np.inf:
-                while i < npts and p_group[i] == g:
-                    out_val[i] = np.inf
-                    i += 1
-                continue
-        for a in range(m):
-            for b in range(m):
-                if a < p and b < p:
-                    v = XXx[a, b]
-                elif a < p:
-                    v = xy[k, a]
-                elif b < p:
-                    v = xy[k, b]
-                else:
-                    v = rr[k]
-                for r in range(qs):
-                    v -= R[r, a] * R[r, b]
-                G[a, b] = v
-        while i < npts and p_group[i] == g:
-            lt = p_lam[i]
-            logdet_t = 0.0
-            ok = True
-            if qt:
-                _scale_tail(T, Tw, lt, lamoff, nsize, nterm, tailoff, Ns, N, tail_scalar)
-                for a in range(qt):
-                    Tw[a, a] += 1.0
-                ok = _cholesky_lower(Tw, qt)
-                if ok:
-                    for a in range(qt):
-                        logdet_t += 2.0 * np.log(Tw[a, a])
-                    # R_t = L_tt⁻¹ Λ_t' c
-                    _lam_t_rows(R[qs:], lt, lamoff, nsize, nterm, nodeoff, Ns, N, qs, ct)
-                    for a in range(qt):
-                        for h in range(m):
-                            s = ct[a, h]
-                            for b in range(a):
-                                s -= Tw[a, b] * ct[b, h]
-                            ct[a, h] = s / Tw[a, a]
-            if ok:
-                for a in range(m):
-                    for b in range(a + 1):
-                        v = G[a, b]
-                        for r in range(qt):
-                            v -= ct[r, a] * ct[r, b]
-                        S[a, b] = v
-                ok = _cholesky_lower(S, m)
-            if not ok:
+        logdet_s = _eliminate_general(
+            A, L, T, B, R, R2, XZx, zy, k, lam, colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff,
+            diagpos, Ns, qs, tailoff, brow, bcol, boff, nsparse, pan_n, pan_ptr, pan_dest, pan_src,
+        )  # fmt: skip
+        if not logdet_s < np.inf:
+            while i < npts and p_group[i] == g:
                 out_val[i] = np.inf
                 i += 1
-                continue
-            logdet_x = 0.0
-            if reml:
-                for a in range(p):
-                    logdet_x += 2.0 * np.log(S[a, a])
-            r2 = S[p, p] * S[p, p]
-            if not r2 > 0.0:
-                out_val[i] = np.inf
-            else:
-                out_val[i] = logdet_s + logdet_t + logdet_x + nmp * (1.0 + np.log(2.0 * np.pi * r2 / nmp)) - ldW
-            for a in range(m):
-                for b in range(m):
-                    out_S[i, a, b] = S[a, b] if b <= a else 0.0
-            i += 1
+            continue
+        i = _group_points(
+            g, i, k, logdet_s, T, Tw, R, ct, S, G, XXx, xy, rr, p_group, p_lam, lamoff, nsize, nterm,
+            nodeoff, tailoff, Ns, N, qs, tail_scalar, reml, n, ldW, out_val, out_S,
+        )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the data pass

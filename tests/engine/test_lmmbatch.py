@@ -363,3 +363,22 @@ def test_a_one_term_response_is_fitted_the_same_in_any_batch(data):
     assert together.records[3]["opt"][5] == "newton"
     assert together.llf["y3"] == alone.llf["y3"]
     assert np.array_equal(together.params.loc["y3"].to_numpy(), alone.params.loc["y3"].to_numpy())
+
+
+@pytest.mark.parametrize("shape", ["crossed", "nested"])
+def test_a_design_calls_only_its_kernel(data, shape, monkeypatch):
+    """A diagonal sparse part (crossed intercepts) takes evaluate_diagonal and never the general
+    kernel (so a first call compiles none of the block-sparse kernels); nested factors the general."""
+    from midas_glmm.engine import lmmbatch
+
+    df, Y = data
+    model = MixedModel.from_formula(SHAPES[shape][0], df)
+    shared, blocks, bc = _blocks(model, Y)
+    unused = "evaluate_general" if bc.diagonal else "evaluate_diagonal"
+
+    def refuse(*args):
+        raise AssertionError(f"{unused} called")
+
+    monkeypatch.setattr(lmmbatch.batchkernels, unused, refuse)  # the module's (lazy) handle
+    vals, _ = bc(np.arange(3), np.full((3, len(bc.tmap)), 0.7))
+    assert bc.diagonal == SHAPES[shape][1] and np.all(np.isfinite(vals))
