@@ -235,6 +235,7 @@ class LevelBatch(_PointCriterion):
 
     @property
     def usable(self) -> bool:
+        """Always: no tail to factor."""
         return True
 
     def __call__(self, resp: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -250,6 +251,7 @@ class LevelBatch(_PointCriterion):
         return vals, S
 
     def _points(self, resp, lam, vals, S) -> None:
+        """One chunk of points: their values and Schur factors into ``vals`` and ``S``."""
         p, levels = self.crit.p, self.levels
         m = p + 1
         zy = self.zy[resp].reshape(len(resp), levels, self.pz)
