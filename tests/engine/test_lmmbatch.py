@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from midas_glmm import MixedModel
 from midas_glmm.engine.lmm import moment_start, moment_starts
@@ -382,3 +384,39 @@ def test_a_design_calls_only_its_kernel(data, shape, monkeypatch):
     monkeypatch.setattr(lmmbatch.batchkernels, unused, refuse)  # the module's (lazy) handle
     vals, _ = bc(np.arange(3), np.full((3, len(bc.tmap)), 0.7))
     assert bc.diagonal == SHAPES[shape][1] and np.all(np.isfinite(vals))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    per=st.integers(3, 12),
+    extra=st.integers(0, 20),
+    levels=st.integers(2, 12),
+    slope=st.booleans(),
+    fixed=st.sampled_from(["1", "x", "x + z", "0"]),
+    weighted=st.booleans(),
+    REML=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_level_batch_equals_the_compiled_batch_on_any_design(per, extra, levels, slope, fixed, weighted, REML, seed):
+    """Designs not seen before (unbalanced levels, a level of one row, no fixed effects, weights):
+    the numpy criterion equals the compiled one wherever either is finite."""
+    rng = np.random.default_rng(seed)
+    n = levels * per + extra  # enough rows per random effect for the design's identifiability check
+    g = np.concatenate([np.arange(levels), rng.integers(0, levels, n - levels)])  # every level used
+    df = pd.DataFrame({"g": g.astype(str), "x": rng.normal(size=n), "z": rng.normal(size=n)})
+    formula = f"~ {fixed} + ({'x' if slope else '1'} | g)"
+    kw = {"weights": rng.uniform(0.2, 3.0, n)} if weighted else {}
+    model = MixedModel.from_formula(formula, df, **kw)
+    shared = GaussianShared(model, REML)
+    Y = rng.normal(size=(n, 3)) + rng.normal(size=(levels, 3))[g]
+    blocks = shared.response_blocks(Y)
+    lb = LevelBatch(shared.crit, blocks.zy, blocks.xy, blocks.rr)
+    bc = BatchCriterion(shared.crit, blocks.zy, blocks.xy, blocks.rr)
+    m = len(lb.tmap)
+    theta = np.where(np.isfinite(lb.tmap.lower), rng.uniform(0.0, 3.0, (8, m)), rng.normal(0, 1.0, (8, m)))
+    resp = rng.integers(0, 3, 8)
+    v1, _ = lb(resp, theta)
+    v2, _ = bc(resp, theta)
+    both = np.isfinite(v1) & np.isfinite(v2)
+    assert np.array_equal(np.isfinite(v1), np.isfinite(v2))
+    assert np.allclose(v1[both], v2[both], rtol=1e-10, atol=1e-8)
