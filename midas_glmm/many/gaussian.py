@@ -52,8 +52,8 @@ class GaussianShared:
         self.Xc = np.ascontiguousarray(X, dtype=float)
         self.G, self.Xsum = (X.T @ X if d.gram is None else d.gram), X.sum(axis=0)  # X'X, X'1
         self.nobs = d.nobs
-        # Z by rows: row r's non-zeros zval[r] sit in the columns zidx[r] (node order), one per
-        # column of each term
+        # Z's non-zeros, one per column of each term: row r's value val[a][r] sits in the column
+        # idx[a][r] (node order)
         n = X.shape[0]
         idx, val, off = [], [], 0
         for t in d.terms:
@@ -63,17 +63,18 @@ class GaussianShared:
                 val.append(np.asarray(t.Zcols[:, a], dtype=float))
             off += t.nlevels * t.p
         self.q = off
-        self.zidx = np.ascontiguousarray(np.column_stack(idx)) if idx else np.zeros((n, 0), np.int64)
-        self.zval = np.ascontiguousarray(np.column_stack(val)) if val else np.zeros((n, 0))
-        # by column for the bincounts (a column of ones: None, no product)
-        self.zidx_cols = [np.ascontiguousarray(c) for c in self.zidx.T]
-        self.zval_cols = [None if np.all(v == 1.0) else np.ascontiguousarray(v) for v in self.zval.T]
         self.off = np.ascontiguousarray(d.offset, dtype=float)  # zeros without an offset
         self.w_rows = np.asarray(self.w, dtype=float) if self.w is not None else np.ones(n)
         #: one term of one or two columns: the criterion is numpy's (LevelBatch), and up to
         #: NUMPY_ROWS rows the data pass too: then nothing is compiled
         self.batch_kind = LevelBatch if LevelBatch.applies(self.crit) else BatchCriterion
         self.numpy_rows = self.batch_kind is not BatchCriterion and n <= NUMPY_ROWS
+        if self.numpy_rows:  # Z by column for the bincounts (a column of ones: None, no product)
+            self.zidx_cols = idx
+            self.zval_cols = [None if np.all(v == 1.0) else np.ascontiguousarray(v) for v in val]
+        else:  # Z by rows for the compiled pass
+            self.zidx = np.ascontiguousarray(np.column_stack(idx)) if idx else np.zeros((n, 0), np.int64)
+            self.zval = np.ascontiguousarray(np.column_stack(val)) if val else np.zeros((n, 0))
 
     def response_blocks(self, values: np.ndarray) -> SimpleNamespace:
         """A batch's own blocks (complete responses, n × K), as a single fit's data pass makes
