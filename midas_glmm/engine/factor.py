@@ -144,27 +144,38 @@ class DenseSystem:
 
     def _polynomial(self) -> np.ndarray:
         """K's coefficients as the rows of a (1 + k + k(k + 1)/2, (q + m)²) array, in the order
-        of [1, θ, θ_k θ_l (k ≤ l)] (row-major: w @ coefficients is numpy's fastest product here)."""
+        of [1, θ, θ_k θ_l (k ≤ l)] (row-major: w @ coefficients is numpy's fastest product here).
+
+        D_k = ∂D/∂θ_k is its term's ∂λ_t/∂θ_k repeated over the term's levels, zero elsewhere, so
+        AD_k is A's columns of that term with J_k applied level by level, and D_k'(AD_l) the
+        rows of that term of AD_l with J_k' applied: no product of whole n × n arrays."""
         A, q = self.A, self.q
         n, nt = A.shape[0], self.J.shape[1]
-        D = np.zeros((nt, n, n))  # ∂D/∂θ_k: each term's ∂λ_t/∂θ_k repeated over its levels
-        for start, levels, p, at in self.terms:
-            sl = slice(start, start + levels * p)
-            for k in range(nt):
-                D[k, sl, sl] = np.kron(np.eye(levels), self.J[at : at + p * p, k].reshape(p, p))
-        AD = A @ D  # (nt, n, n)
-        C = np.zeros((n, n))
-        C[q:, q:] = A[q:, q:]
-        C.flat[self.diag_q] += 1.0
-        cols = [C]
-        for k in range(nt):  # D_k'A D₀ + D₀'A D_k: D₀ keeps the last m columns
-            Lk = np.zeros((n, n))
-            Lk[:, q:] = D[k].T @ A[:, q:]
-            Lk[q:, :] += AD[k][q:, :]
-            cols.append(Lk)
-        for k, l in zip(*self.pairs):
-            cols.append(D[k].T @ AD[l] + (D[l].T @ AD[k] if k != l else 0.0))
-        return np.stack([c.ravel() for c in cols])
+        out = np.zeros((1 + nt + len(self.pairs[0]), n, n))
+        out[0, q:, q:] = A[q:, q:]
+        out[0].flat[self.diag_q] += 1.0
+        owner = []  # (slice, levels, p, J_k) of θ_k's term
+        for k in range(nt):
+            for start, levels, p, at in self.terms:
+                Jk = self.J[at : at + p * p, k].reshape(p, p)
+                if Jk.any():
+                    owner.append((slice(start, start + levels * p), levels, p, Jk))
+                    break
+            else:  # a θ that moves nothing (not made by ThetaMap): a zero coefficient
+                owner.append((slice(0, 0), 0, 1, np.zeros((1, 1))))
+        AD = [(A[:, sl].reshape(n, levels, p) @ Jk).reshape(n, levels * p) for sl, levels, p, Jk in owner]
+        for k, (sl, _, _, _) in enumerate(owner):  # D_k'A D₀ + D₀'A D_k: D₀ keeps the last m columns
+            out[1 + k, q:, sl] = AD[k][q:]
+            out[1 + k, sl, q:] = AD[k][q:].T
+        for r, (k, l) in enumerate(zip(*self.pairs)):
+            slk, levels, p, Jk = owner[k]
+            sll = owner[l][0]
+            block = (Jk.T @ AD[l][slk].reshape(levels, p, -1)).reshape(levels * p, -1)  # (D_k'AD_l)[sl_k, sl_l]
+            Q = out[1 + nt + r]
+            Q[slk, sll] += block
+            if k != l:
+                Q[sll, slk] += block.T
+        return out.reshape(len(out), n * n)
 
     def system(self, theta: np.ndarray) -> np.ndarray:
         """K = D'AD + diag(1_q, 0) at θ."""
