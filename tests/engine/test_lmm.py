@@ -245,3 +245,88 @@ def test_a_response_constant_within_groups_says_so():
     with pytest.warns(Warning, match="residual variance is \\(near\\) zero"):
         res = MixedModel.from_formula("y ~ 1 + (1|g)", df).fit()
     assert not res.converged
+
+
+def _balanced(seed=2, levels=24, times=6, slope_sd=0.4):
+    """A balanced repeated-measures design: every level the same times, a group covariate."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(levels), times)
+    t = np.tile(np.arange(times, dtype=float), levels)
+    trt = (g % 2).astype(float)
+    y = 1 + 0.5 * t + 0.8 * trt + rng.normal(0, 1, levels)[g] + rng.normal(0, slope_sd, levels)[g] * t
+    y += rng.normal(0, 0.7, levels * times)
+    return pd.DataFrame({"y": y, "t": t, "trt": trt, "g": [f"s{i}" for i in g]})
+
+
+@pytest.mark.parametrize(
+    "name,formula",
+    [
+        ("sleepstudy", "Reaction ~ Days + (Days|Subject)"),
+        ("dyestuff", "Yield ~ 1 + (1|Batch)"),
+        (None, "y ~ t + (t|g)"),
+    ],
+)
+def test_a_balanced_designs_moment_start_is_the_reml_optimum(name, formula):
+    """On a balanced design whose fixed effects lie in the term's columns, the levels' own
+    regressions (the balanced ANOVA) give REML's optimum: the start equals BOBYQA's end, and the
+    fit takes it after the convergence check's derivatives confirm it, with BOBYQA's answer."""
+    from midas_glmm.engine.lmm import balanced_span, moment_start
+
+    data = datasets.load(name) if name else _balanced()
+    model = MixedModel.from_formula(formula, data)
+    crit = LMMCriterion(
+        model.design.terms, CrossProducts.from_rows(model.design.terms, model.design.X, model.design.y), True
+    )
+    searched = model.fit(optimizer="bobyqa")
+    assert balanced_span(crit)
+    assert moment_start(crit.cp, crit.tmap) == pytest.approx(searched.theta, rel=1e-6, abs=1e-8)
+    fit = model.fit()
+    assert fit.estimates.opt.optimizer == "moments"
+    assert fit.llf == pytest.approx(searched.llf, abs=1e-9)
+    assert fit.theta == pytest.approx(searched.theta, rel=1e-6, abs=1e-8)
+    assert fit.bse.to_numpy() == pytest.approx(searched.bse.to_numpy(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "formula,method,kwargs",
+    [
+        ("y ~ t * trt + (t|g)", "REML", {}),  # a group covariate: not in the span of (1, t)
+        ("y ~ t + (1|g)", "REML", {}),  # a within covariate the term does not have
+        ("y ~ t + (t|g)", "ML", {}),  # ML's optimum is not the balanced ANOVA's
+        ("y ~ t + (t|g)", "REML", {"slope_sd": 0.0}),  # the slope's variance on its bound
+    ],
+)
+def test_a_start_that_is_not_the_optimum_is_searched(formula, method, kwargs):
+    """Where the moment start is not REML's optimum (or is on the boundary) the fit searches from
+    it as before, and ends where BOBYQA asked for by name ends."""
+    model = MixedModel.from_formula(formula, _balanced(**kwargs))
+    fit, searched = model.fit(method=method), model.fit(method=method, optimizer="bobyqa")
+    assert fit.estimates.opt.optimizer != "moments"
+    assert fit.llf == pytest.approx(searched.llf, abs=1e-8)
+
+
+def test_level_regressions_equal_the_two_stage_estimate():
+    """cov(b_l) − s² mean((Z_l'Z_l)⁻¹) from each level's own least squares (numpy's lstsq), on an
+    unbalanced design with a level too small to have its own regression; responses in a batch
+    get the same numbers, bit for bit, as alone."""
+    from midas_glmm.engine.lmm import level_regressions
+
+    rng = np.random.default_rng(4)
+    sizes = [1, *rng.integers(3, 12, 30)]
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    n = len(g)
+    Z = np.column_stack([np.ones(n), rng.normal(size=n)])
+    R = rng.normal(size=(3, n))  # three residual vectors
+    ZtZ = np.stack([Z[g == i].T @ Z[g == i] for i in range(len(sizes))])
+    Zr = np.stack([np.stack([Z[g == i].T @ r[g == i] for i in range(len(sizes))]) for r in R])
+    rss = np.einsum("kn,kn->k", R, R)
+    cov, within = level_regressions(ZtZ, Zr, rss, n)
+    for k, r in enumerate(R):
+        b = np.array([np.linalg.lstsq(Z[g == i], r[g == i], rcond=None)[0] for i in range(1, len(sizes))])
+        resid = sum(np.sum((r[g == i] - Z[g == i] @ b[i - 1]) ** 2) for i in range(1, len(sizes)))
+        s2 = (resid + r[g == 0] @ r[g == 0]) / (n - 2 * (len(sizes) - 1))
+        expected = np.cov(b.T) - s2 * np.mean([np.linalg.inv(ZtZ[i]) for i in range(1, len(sizes))], axis=0)
+        assert within[k] == pytest.approx(s2, rel=1e-10)
+        assert cov[k] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        alone = level_regressions(ZtZ, Zr[k : k + 1], rss[k : k + 1], n)
+        assert np.array_equal(alone[0][0], cov[k]) and alone[1][0] == within[k]
