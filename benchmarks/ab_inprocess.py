@@ -1,0 +1,98 @@
+"""Single-fit A/B of two source trees of midas_glmm in one process, their fits alternated.
+
+    git worktree add --detach /tmp/w/base HEAD~1
+    python benchmarks/ab_inprocess.py --base /tmp/w/base --new . --reps 100 sleepstudy dyestuff slope_lmm_1e5
+
+For fits of milliseconds, where a fresh process per fit (benchmarks/ab.py) swings by 10-40%: both
+trees are imported whole into one process (ab_fit_many.load_tree) and swapped into ``sys.modules``
+before each of their calls, and the user's whole call, ``MixedModel.from_formula(...).fit()``, is
+timed alternately, after two untimed fits per tree (compiling where the path compiles). A case is
+a name of cases.py (its data made by cases.make) or a bundled dataset's model (DATASETS). Prints,
+and with --out writes as Markdown, the best and median milliseconds per tree, new / base of the
+medians and of the bests, the optimizer's evaluations in each tree and the log-likelihoods'
+difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import cases  # noqa: E402
+from ab_fit_many import load_tree  # noqa: E402
+
+#: the bundled datasets' models: (dataset, formula, family)
+DATASETS = {
+    "sleepstudy": ("sleepstudy", "Reaction ~ Days + (Days|Subject)", None),
+    "sleepstudy_ml": ("sleepstudy", "Reaction ~ Days + (Days|Subject)", None),
+    "dyestuff": ("dyestuff", "Yield ~ 1 + (1|Batch)", None),
+    "penicillin": ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)", None),
+    "cbpp": ("cbpp", "cbind(incidence, size - incidence) ~ period + (1|herd)", "binomial"),
+}
+
+
+def case_of(name: str, mods: dict):
+    """(data, formula, family, fit keywords) of a case name."""
+    if name in DATASETS:
+        data, formula, family = DATASETS[name]
+        return mods["midas_glmm"].datasets.load(data), formula, family, {"method": "ML"} if name.endswith("_ml") else {}
+    case = {c.name: c for c in cases.CASES}[name]
+    return cases.make(case), case.formula, case.family, {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--base", required=True, help="a source tree (a git worktree) holding midas_glmm/")
+    ap.add_argument("--new", required=True)
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--out", help="a Markdown file for the table")
+    ap.add_argument("cases", nargs="+", choices=[*DATASETS, *(c.name for c in cases.CASES)])
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    trees = {"base": load_tree(args.base), "new": load_tree(args.new)}
+    rows = []
+    for name in args.cases:
+        data, formula, family, kw = case_of(name, trees["new"])
+        times, llf, nfev = {"base": [], "new": []}, {}, {}
+        for side, mods in trees.items():  # untimed: compiles where the path compiles
+            sys.modules.update(mods)
+            for _ in range(2):
+                res = mods["midas_glmm"].MixedModel.from_formula(formula, data, family=family).fit(**kw)
+            llf[side], nfev[side] = res.llf, res.estimates.opt.nfev
+        for _ in range(args.reps):
+            for side, mods in trees.items():
+                sys.modules.update(mods)
+                t = time.perf_counter()
+                mods["midas_glmm"].MixedModel.from_formula(formula, data, family=family).fit(**kw)
+                times[side].append(time.perf_counter() - t)
+        tb, tn = 1e3 * np.array(times["base"]), 1e3 * np.array(times["new"])
+        row = (
+            name,
+            f"{tb.min():.2f}",
+            f"{np.median(tb):.2f}",
+            f"{tn.min():.2f}",
+            f"{np.median(tn):.2f}",
+            f"{np.median(tn) / np.median(tb):.3f}",
+            f"{tn.min() / tb.min():.3f}",
+            f"{nfev['base']} / {nfev['new']}",
+            f"{llf['new'] - llf['base']:+.1e}",
+        )
+        rows.append(row)
+        print(" | ".join(row), flush=True)
+    if args.out:
+        head = "| case | base best ms | base median ms | new best ms | new median ms | new/base median | new/base best "
+        head += "| evaluations base / new | llf new - base |"
+        lines = [head, "|" + "---|" * 9] + ["| " + " | ".join(r) + " |" for r in rows]
+        Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
