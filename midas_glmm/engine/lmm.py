@@ -301,6 +301,7 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
     beta, rss = ols_rss(A[:k, :k], xy, rr)
     comps, msw, totals = [], [], []
     covs = {}  # term → (K, p, p) covariance of a vector term's coefficients (level_regressions)
+    anova = []  # a random intercept's (between sum of squares, its df, n*)
     col = 0
     for i, (t, ZtZ, XZ) in enumerate(zip(tmap.terms, cp.ZtZ, cp.XytZ)):
         width = t.nlevels * t.p
@@ -330,6 +331,7 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
             s2[:, a] = np.maximum(ssb - (ok.sum() - 1) * mw, 0.0) / nstar if nstar > 0 else 0.0
             msw.append(mw)
             share[a] = tot / n
+            anova.append((ssb, int(ok.sum()) - 1, nstar))
         comps.append(s2)
         totals.append(share)
     # A factor nested in another (each of its levels inside one level of the other) carries the
@@ -344,6 +346,13 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
     sigma2 = np.clip(rss / max(n - k, 1) - explained, 0.5 * smallest, smallest)
     if len(comps) == 1 and covs:  # one term by its levels' regressions: σ² is the variance within them
         sigma2 = msw[0]
+    dfe = n - k - sum(df for _, df, _ in anova)
+    if len(anova) == len(comps) > 1 and dfe > 0 and balanced_crossed(cp, tmap):
+        # crossed random intercepts, balanced: the between sums of squares are orthogonal, so the
+        # residual mean square of the main-effects ANOVA is σ²'s (each MSW holds the other terms)
+        # and σ_t² = (SSB_t / df_t − MSE) / (n / ℓ_t): the balanced ANOVA's estimates, REML's
+        sigma2 = np.maximum(rss - sum(ssb for ssb, _, _ in anova), 0.0) / dfe
+        comps = [np.maximum(ssb - df * sigma2, 0.0)[:, None] / nstar for ssb, df, nstar in anova]
     out = np.tile(tmap.start, (K, 1))
     good = np.isfinite(smallest) & (smallest > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -366,6 +375,21 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
                 for i in np.flatnonzero(good):
                     out[i, sl] = t.structure.start(np.maximum(lam_diag[i], floor_sd))
     return out
+
+
+def balanced_crossed(cp: CrossProducts, tmap: ThetaMap) -> bool:
+    """Whether the terms are random intercepts crossed in a balanced design: every level of a
+    term the same number of rows, and every pair of terms' levels meeting in the same number of
+    rows (each cell of their cross-tabulation full and equal), as Penicillin's plates and samples."""
+    if len(tmap.terms) < 2 or any(t.p != 1 or t.structured for t in tmap.terms):
+        return False
+    if not all(same_blocks(Z) for Z in cp.ZtZ):
+        return False
+    for (j, i), M in cp.ZjtZi.items():
+        cells = tmap.terms[j].nlevels * tmap.terms[i].nlevels
+        if M.nnz != cells or not np.all(np.abs(M.data - M.data[0]) <= 1e-12 * abs(M.data[0])):
+            return False
+    return len(cp.ZjtZi) == len(tmap.terms) * (len(tmap.terms) - 1) // 2
 
 
 def same_blocks(ZtZ: np.ndarray) -> bool:
@@ -537,26 +561,33 @@ def optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimize
 
 
 def balanced_span(crit: LMMCriterion) -> bool:
-    """Whether the moment start is REML's optimum when it is inside the parameter space: one
-    unstructured term whose levels all have the same block Z_l'Z_l (a balanced design), the
-    fixed effects' columns in the span of the term's (X = ZA for one A, as in ``y ~ x + (x|g)``
-    and ``y ~ 1 + (1|g)``), REML. The levels' own regressions (:func:`level_regressions`) then
-    give the variance components of the balanced ANOVA, which are REML's."""
-    if not crit.REML or len(crit.tmap.terms) != 1 or crit.tmap.terms[0].structured:
+    """Whether the moment start is REML's optimum when it is inside the parameter space: REML,
+    a balanced design (one unstructured term whose levels all have the same block Z_l'Z_l, or
+    random intercepts crossed in balance, :func:`balanced_crossed`) and the fixed effects'
+    columns in the span of each term's (X = ZA for one A, as in ``y ~ x + (x|g)`` and
+    ``y ~ 1 + (1|g)``). The moments (:func:`level_regressions`, or the main-effects ANOVA of
+    crossed terms) are then the balanced ANOVA's estimates, which are REML's."""
+    tm, cp = crit.tmap, crit.cp
+    if not crit.REML or any(t.structured for t in tm.terms):
         return False
-    t, ZtZ = crit.tmap.terms[0], crit.cp.ZtZ[0]
-    if not same_blocks(ZtZ):
+    if len(tm.terms) == 1:
+        if not same_blocks(cp.ZtZ[0]):
+            return False
+    elif not balanced_crossed(cp, tm):
         return False
     k = crit.p
-    if k == 0:
-        return True
-    ZX = crit.cp.XytZ[0][:k].reshape(k, t.nlevels, t.p).sum(axis=1)  # X'Z summed over the levels
-    XX = np.diag(crit.cp.XytXy)[:k]
-    try:  # X's residual sums of squares on Z's columns, all of them ~0
-        resid = XX - np.einsum("ka,ka->k", ZX, np.linalg.solve(ZtZ.sum(axis=0), ZX.T).T)
-    except np.linalg.LinAlgError:
-        return False
-    return bool(np.all(np.abs(resid) <= 1e-9 * np.maximum(XX, 1e-300)))
+    XX = np.diag(cp.XytXy)[:k]
+    for t, ZtZ, XZ in zip(tm.terms, cp.ZtZ, cp.XytZ):
+        if not k:
+            break
+        ZX = XZ[:k].reshape(k, t.nlevels, t.p).sum(axis=1)  # X'Z summed over the levels
+        try:  # X's residual sums of squares on Z's columns, all of them ~0
+            resid = XX - np.einsum("ka,ka->k", ZX, np.linalg.solve(ZtZ.sum(axis=0), ZX.T).T)
+        except np.linalg.LinAlgError:
+            return False
+        if not np.all(np.abs(resid) <= 1e-9 * np.maximum(XX, 1e-300)):
+            return False
+    return True
 
 
 #: the largest scaled gradient (lme4's measure, :func:`~.optimize.gradient_size`) at which a

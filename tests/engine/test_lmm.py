@@ -264,12 +264,14 @@ def _balanced(seed=2, levels=24, times=6, slope_sd=0.4):
         ("sleepstudy", "Reaction ~ Days + (Days|Subject)"),
         ("dyestuff", "Yield ~ 1 + (1|Batch)"),
         (None, "y ~ t + (t|g)"),
+        ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),  # crossed in balance
     ],
 )
 def test_a_balanced_designs_moment_start_is_the_reml_optimum(name, formula):
-    """On a balanced design whose fixed effects lie in the term's columns, the levels' own
-    regressions (the balanced ANOVA) give REML's optimum: the start equals BOBYQA's end, and the
-    fit takes it after the convergence check's derivatives confirm it, with BOBYQA's answer."""
+    """On a balanced design whose fixed effects lie in the terms' columns, the moments (the levels'
+    own regressions, or the main-effects ANOVA of crossed intercepts: the balanced ANOVA) give
+    REML's optimum: the start equals BOBYQA's end, and the fit takes it after the convergence
+    check's derivatives confirm it, with BOBYQA's answer."""
     from midas_glmm.engine.lmm import balanced_span, moment_start
 
     data = datasets.load(name) if name else _balanced()
@@ -330,3 +332,27 @@ def test_level_regressions_equal_the_two_stage_estimate():
         assert cov[k] == pytest.approx(expected, rel=1e-9, abs=1e-12)
         alone = level_regressions(ZtZ, Zr[k : k + 1], rss[k : k + 1], n)
         assert np.array_equal(alone[0][0], cov[k]) and alone[1][0] == within[k]
+
+
+def test_which_crossed_designs_count_as_balanced():
+    """Penicillin's plates and samples (every cell once) are crossed in balance; a cell missing,
+    a cell twice, or nested levels are not, and such fits search as before."""
+    from midas_glmm.engine.lmm import balanced_crossed
+
+    pen = datasets.load("penicillin")
+    formula = "diameter ~ 1 + (1|plate) + (1|sample)"
+
+    def crossed_balance(data):
+        d = build_design(formula, data)
+        crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True)
+        return balanced_crossed(crit.cp, crit.tmap)
+
+    assert crossed_balance(pen)
+    assert not crossed_balance(pen.iloc[1:])  # a cell missing
+    assert not crossed_balance(pd.concat([pen, pen.iloc[:1]]))  # a cell twice
+    assert not crossed_balance(pen.assign(sample=(pen.plate.map(ord) // 4).astype(str)))  # plates nested in six groups
+    for data, f in ((pen.iloc[1:], formula), (pen.assign(x=np.arange(len(pen)) % 3), formula.replace("1 +", "x +", 1))):
+        model = MixedModel.from_formula(f, data)
+        fit, searched = model.fit(), model.fit(optimizer="bobyqa")
+        assert fit.estimates.opt.optimizer != "moments"
+        assert fit.llf == pytest.approx(searched.llf, abs=1e-8)
