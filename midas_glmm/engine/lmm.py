@@ -514,17 +514,19 @@ def optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimize
     # Start from the ANOVA moments unless lme4's λ = I is better there; the moments are usually
     # close, so the first trust region is narrow.
     ctl = current_control()
+    moments = False  # whether θ starts at the moments
     if ctl is not None and ctl.start is not None:  # the user's start (fit(start=)), checked by fit()
         x0, step = np.asarray(ctl.start, dtype=float), START_STEP
         f0 = crit(x0)
     else:
         x0, step = moment_start(crit.cp, tm), START_STEP
         f0, f_lme4 = crit(x0), crit(tm.start)
-        if f_lme4 < f0:
+        moments = f_lme4 >= f0
+        if not moments:
             x0, f0, step = tm.start, f_lme4, 0.75
     exact = None
     plain = ctl is None or (ctl.start is None and ctl.maxiter is None and not ctl.verbose)  # the user's controls
-    if optimizer is None and plain and x0 is not tm.start and balanced_span(crit):
+    if optimizer is None and plain and moments and balanced_span(crit):
         exact = _verified_start(crit, x0, f0)
     if exact is not None:
         opt, g, H = exact
@@ -604,9 +606,8 @@ def _verified_start(crit: LMMCriterion, x0: np.ndarray, f0: float):
     if gradient_size(crit, x0, crit.tmap.lower, H, g)[0] > EXACT_START_TOL:
         return None
     k = len(x0)
-    opt = OptResult(np.array(x0, dtype=float), float(f0), 1 + 2 * k + k * (k - 1), True, "", "moments")
-    opt.message = "the moment start, REML's optimum on a balanced design (checked by its derivatives)"
-    return opt, g, H
+    said = "the moment start, REML's optimum on a balanced design (checked by its derivatives)"
+    return OptResult(np.array(x0, dtype=float), float(f0), 1 + 2 * k + k * (k - 1), True, said, "moments"), g, H
 
 
 def _other_start(crit, opt, x0, optimizer):
