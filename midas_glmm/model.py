@@ -278,8 +278,10 @@ class MixedModel:
         optimizer : {"bobyqa", "lbfgsb", "nelder-mead", "powell"}, optional
             Default: BOBYQA (NLopt, as lme4), except for Gaussian models with three or more θ
             parameters whose factor has no dense crossed block, where L-BFGS-B with the analytic
-            gradient of the profiled criterion converges in fewer, exact steps. ``"lbfgsb"``
-            uses that gradient for every Gaussian model (finite differences for GLMMs).
+            gradient of the profiled criterion converges in fewer, exact steps, and balanced
+            designs whose moment start is REML's optimum, taken with no search once the
+            convergence check confirms it. ``"lbfgsb"`` uses that gradient for every Gaussian
+            model (finite differences for GLMMs); a named optimizer always searches.
         standardize : bool
             Centre and scale predictors internally (results are on the original scale).
         start : array-like, dict or MixedModelResults, optional
