@@ -361,9 +361,12 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
             if i in covs:  # λ from the coefficients' covariance, its eigenvalues at least floor² σ²
                 rows, cols = t.theta_index
                 ok = good & np.all(np.isfinite(covs[i]), axis=(1, 2))
-                vals, vecs = np.linalg.eigh(covs[i][ok] / sigma2[ok, None, None])
-                lam = np.linalg.cholesky((vecs * np.maximum(vals, floor * floor)[:, None, :]) @ vecs.transpose(0, 2, 1))
-                out[ok, sl] = lam[:, rows, cols]
+                if t.p == 1:
+                    out[ok, sl] = np.sqrt(np.maximum(covs[i][ok, 0] / sigma2[ok, None], floor * floor))
+                else:
+                    vals, vecs = np.linalg.eigh(covs[i][ok] / sigma2[ok, None, None])
+                    floored = (vecs * np.maximum(vals, floor * floor)[:, None, :]) @ vecs.transpose(0, 2, 1)
+                    out[ok, sl] = np.linalg.cholesky(floored)[:, rows, cols]
             elif not t.structured:
                 rows, cols = t.theta_index
                 out[good, sl] = np.where(rows == cols, lam_diag[good][:, rows], 0.0)
@@ -417,13 +420,16 @@ def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int):
     elsewhere it starts the search closer than each column's ANOVA, which sees a slope's
     variance in the intercept's."""
     L, p, _ = ZtZ.shape
-    ev = np.linalg.eigvalsh(ZtZ)
-    det = ev[:, 0] > LEVEL_CONDITION * np.maximum(ev[:, -1], 1e-300)
+    if p == 1:  # a random intercept: a level is determined when it has a row
+        det = ZtZ[:, 0, 0] > 0
+    else:
+        ev = np.linalg.eigvalsh(ZtZ)
+        det = ev[:, 0] > LEVEL_CONDITION * np.maximum(ev[:, -1], 1e-300)
     Lg = int(det.sum())
     dfw = n - Lg * p
     if Lg < p + 2 or dfw < 1:
         return None
-    Ginv = np.linalg.inv(ZtZ[det])  # ℓ × p × p, shared by the responses
+    Ginv = 1.0 / ZtZ[det] if p == 1 else np.linalg.inv(ZtZ[det])  # ℓ × p × p, shared by the responses
     r = Zr[:, det]  # K × ℓ × p
     b = np.einsum("lac,klc->kla", Ginv, r)  # each (response, level) its own small product
     K = len(rss)
