@@ -192,3 +192,29 @@ def test_degenerate_groups_and_text_weights_are_named(df, kind):
     else:
         got = outcome(lmm("y ~ x + (1|g)", df.assign(g=np.arange(len(df)))))
         assert got[0] == "error" and f"has {len(df)} levels for {len(df)} observations" in str(got[1])
+
+
+@PROPERTY
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    levels=st.integers(4, 20),
+    balanced=st.booleans(),
+    formula=st.sampled_from(["y ~ x + (x|g)", "y ~ 1 + (1|g)", "y ~ x + (1|g)", "y ~ x + (x|g) + (1|h)"]),
+    method=st.sampled_from(["REML", "ML"]),
+    sds=st.tuples(st.sampled_from([0.0, 0.3, 1.0]), st.sampled_from([0.0, 0.2, 0.8])),
+)
+def test_the_default_start_ends_where_bobyqa_does(seed, levels, balanced, formula, method, sds):
+    """The default fit (moment start from the levels' own regressions, a balanced design's start
+    taken once the check confirms it) never ends below BOBYQA's (asked for by name), on balanced
+    and unbalanced designs, variances zero or not."""
+    rng = np.random.default_rng(seed)
+    sizes = np.full(levels, 5) if balanced else rng.integers(3, 9, levels)  # more rows than random effects
+    g = np.repeat(np.arange(levels), sizes)
+    x = np.tile(np.arange(5.0), levels) if balanced else rng.normal(size=len(g))
+    y = 1 + 0.5 * x + rng.normal(0, sds[0], levels)[g] + rng.normal(0, sds[1], levels)[g] * x + rng.normal(size=len(g))
+    data = pd.DataFrame({"y": y, "x": x, "g": g.astype(str), "h": rng.integers(0, 4, len(g)).astype(str)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MixedModel.from_formula(formula, data)
+        default, searched = model.fit(method=method), model.fit(method=method, optimizer="bobyqa")
+    assert default.llf >= searched.llf - 1e-6
