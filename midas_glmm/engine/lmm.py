@@ -311,7 +311,10 @@ def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndar
         # a vector term by its levels' regressions; a random intercept too when it is the only term
         # and balanced (the balanced ANOVA's estimate, REML's: balanced_span)
         by_levels = not t.structured and (t.p > 1 or (len(tmap.terms) == 1 and same_blocks(ZtZ)))
-        vec = level_regressions(ZtZ, r, rss, n) if by_levels else None
+        # the coefficients' spread about the fixed effects' fit: ℓ − q degrees of freedom when X is
+        # the term's columns times q level covariates (level_span), else ℓ − 1
+        q = (level_span(cp, 0) or 1) if by_levels and len(tmap.terms) == 1 else 1
+        vec = level_regressions(ZtZ, r, rss, n, q) if by_levels else None
         if vec is not None:
             covs[i], within = vec
             comps.append(np.maximum(np.diagonal(covs[i], axis1=1, axis2=2), 0.0))
@@ -395,6 +398,31 @@ def balanced_crossed(cp: CrossProducts, tmap: ThetaMap) -> bool:
     return len(cp.ZjtZi) == len(tmap.terms) * (len(tmap.terms) - 1) // 2
 
 
+def level_span(cp: CrossProducts, i: int) -> int | None:
+    """q when every level's fixed-effects rows lie in the span of term ``i``'s columns, X_l =
+    Z_l A_l, and the A_l span q dimensions with p q = the number of fixed effects (X is the
+    term's columns times q level covariates: ``y ~ t * trt + (t|g)`` with trt constant within
+    each g, q = 2; ``y ~ x + (x|g)``, q = 1); else None. From the blocks alone: A_l =
+    (Z_l'Z_l)⁻¹Z_l'X_l, and X'X = Σ_l A_l'Z_l'Z_l A_l exactly when every X_l lies in Z_l's span."""
+    ZtZ = cp.ZtZ[i]
+    L, p, _ = ZtZ.shape
+    k = cp.XytXy.shape[0] - 1
+    if k == 0 or k % p:
+        return None
+    XZ = cp.XytZ[i][:k].reshape(k, L, p).transpose(1, 2, 0)  # Z_l'X_l, ℓ × p × k
+    try:
+        A = np.linalg.solve(ZtZ, XZ)  # ℓ × p × k
+    except np.linalg.LinAlgError:
+        return None
+    XX = np.tril(cp.XytXy[:k, :k]) + np.tril(cp.XytXy[:k, :k], -1).T
+    spanned = np.einsum("lak,lab->kb", A, XZ)  # Σ_l A_l'Z_l'X_l
+    if not np.allclose(spanned, XX, rtol=1e-9, atol=1e-9 * np.max(np.abs(np.diag(XX)), initial=1.0)):
+        return None
+    sv = np.linalg.svd(A.reshape(L, p * k), compute_uv=False)
+    q = int(np.sum(sv > 1e-9 * sv[0]))
+    return q if p * q == k else None
+
+
 def same_blocks(ZtZ: np.ndarray) -> bool:
     """Whether every level's block Z_l'Z_l is the same (a balanced design: each level the same
     rows of the term's columns), to rounding."""
@@ -407,15 +435,18 @@ def same_blocks(ZtZ: np.ndarray) -> bool:
 LEVEL_CONDITION = 1e-8
 
 
-def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int):
+def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int, between: int = 1):
     """The covariance of a vector term's coefficients by the levels' own regressions (the
     two-stage moment estimator): b_l = (Z_l'Z_l)⁻¹Z_l'r over the levels whose block is determined,
     s² = (r'r − Σ_l b_l'Z_l'r) / (n − ℓp) within them (the levels' own columns span the fixed
     effects' in the usual random-slope model), and Σ = cov(b_l) − s² mean((Z_l'Z_l)⁻¹), the
     spread of the b_l less their sampling variance. For K responses at once: ``ZtZ`` the levels'
     blocks (ℓ × p × p), ``Zr`` their Z_l'r (K × ℓ × p) with r the OLS residuals, ``rss`` r'r
-    (K,) and ``n`` the rows. Returns (Σ (K × p × p), s² (K,)), or None when fewer than
-    p + 2 levels are determined or no degree of freedom is left within them. On a balanced
+    (K,) and ``n`` the rows; ``between`` the degrees of freedom the fixed effects take from the
+    levels' coefficients (1, the mean; q when X is the term's columns times q level covariates,
+    :func:`level_span`), the divisor of their spread ℓ − ``between``. Returns (Σ (K × p × p),
+    s² (K,)), or None when fewer than p + 1 + ``between`` levels are determined or no degree of
+    freedom is left within them. On a balanced
     design (every level the same Z_l) Σ/s² is REML's optimum when it is inside (sleepstudy's);
     elsewhere it starts the search closer than each column's ANOVA, which sees a slope's
     variance in the intercept's."""
@@ -427,7 +458,7 @@ def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int):
         det = ev[:, 0] > LEVEL_CONDITION * np.maximum(ev[:, -1], 1e-300)
     Lg = int(det.sum())
     dfw = n - Lg * p
-    if Lg < p + 2 or dfw < 1:
+    if Lg < p + 1 + between or dfw < 1:
         return None
     Ginv = 1.0 / ZtZ[det] if p == 1 else np.linalg.inv(ZtZ[det])  # ℓ × p × p, shared by the responses
     r = Zr[:, det]  # K × ℓ × p
@@ -440,7 +471,7 @@ def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int):
     cov = np.empty((K, p, p))
     for a in range(p):
         for c in range(a + 1):
-            cov[:, a, c] = cov[:, c, a] = np.sum(dev[:, a] * dev[:, c], axis=1) / (Lg - 1)
+            cov[:, a, c] = cov[:, c, a] = np.sum(dev[:, a] * dev[:, c], axis=1) / (Lg - between)
     return cov - within[:, None, None] * Ginv.mean(axis=0), within
 
 
@@ -569,19 +600,19 @@ def optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimize
 
 
 def balanced_span(crit: LMMCriterion) -> bool:
-    """Whether the moment start is REML's optimum when it is inside the parameter space: REML,
-    a balanced design (one unstructured term whose levels all have the same block Z_l'Z_l, or
-    random intercepts crossed in balance, :func:`balanced_crossed`) and the fixed effects'
-    columns in the span of each term's (X = ZA for one A, as in ``y ~ x + (x|g)`` and
-    ``y ~ 1 + (1|g)``). The moments (:func:`level_regressions`, or the main-effects ANOVA of
-    crossed terms) are then the balanced ANOVA's estimates, which are REML's."""
+    """Whether the moment start is REML's optimum when it is inside the parameter space: REML and
+    a balanced design, either one unstructured term whose levels all have the same block Z_l'Z_l
+    with X its columns times level covariates (:func:`level_span`: ``y ~ x + (x|g)``,
+    ``y ~ t * trt + (t|g)`` with trt constant within g, ``y ~ 1 + (1|g)``), or random intercepts
+    crossed in balance (:func:`balanced_crossed`) with X in every term's columns (the intercept).
+    The moments (:func:`level_regressions`, or the main-effects ANOVA of crossed terms) are then
+    the balanced ANOVA's estimates, which are REML's."""
     tm, cp = crit.tmap, crit.cp
     if not crit.REML or any(t.structured for t in tm.terms):
         return False
-    if len(tm.terms) == 1:
-        if not same_blocks(cp.ZtZ[0]):
-            return False
-    elif not balanced_crossed(cp, tm):
+    if len(tm.terms) == 1:  # X the term's columns times level covariates (level_span)
+        return crit.p == 0 or (same_blocks(cp.ZtZ[0]) and level_span(cp, 0) is not None)
+    if not balanced_crossed(cp, tm):
         return False
     k = crit.p
     XX = np.diag(cp.XytXy)[:k]

@@ -264,6 +264,8 @@ def _balanced(seed=2, levels=24, times=6, slope_sd=0.4):
         ("sleepstudy", "Reaction ~ Days + (Days|Subject)"),
         ("dyestuff", "Yield ~ 1 + (1|Batch)"),
         (None, "y ~ t + (t|g)"),
+        (None, "y ~ t * trt + (t|g)"),  # (1, t) times a group covariate: 2 of the levels' df
+        (None, "y ~ trt + (1|g)"),
         ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),  # crossed in balance
     ],
 )
@@ -292,7 +294,7 @@ def test_a_balanced_designs_moment_start_is_the_reml_optimum(name, formula):
 @pytest.mark.parametrize(
     "formula,method,kwargs",
     [
-        ("y ~ t * trt + (t|g)", "REML", {}),  # a group covariate: not in the span of (1, t)
+        ("y ~ t + trt + (t|g)", "REML", {}),  # a group covariate on the intercept, not the slope
         ("y ~ t + (1|g)", "REML", {}),  # a within covariate the term does not have
         ("y ~ t + (t|g)", "ML", {}),  # ML's optimum is not the balanced ANOVA's
         ("y ~ t + (t|g)", "REML", {"slope_sd": 0.0}),  # the slope's variance on its bound
@@ -356,3 +358,22 @@ def test_which_crossed_designs_count_as_balanced():
         fit, searched = model.fit(), model.fit(optimizer="bobyqa")
         assert fit.estimates.opt.optimizer != "moments"
         assert fit.llf == pytest.approx(searched.llf, abs=1e-8)
+
+
+@pytest.mark.parametrize(
+    "formula,q",
+    [
+        ("y ~ t + (t|g)", 1),
+        ("y ~ t * trt + (t|g)", 2),
+        ("y ~ trt + (1|g)", 2),
+        ("y ~ t + trt + (t|g)", None),  # trt moves the intercept only: not (1, t) times covariates
+        ("y ~ t + (1|g)", None),  # t varies within the levels, outside (1)'s span
+    ],
+)
+def test_level_span_finds_the_fixed_effects_as_the_terms_columns_times_level_covariates(formula, q):
+    """X_l = Z_l A_l in every level, the A_l spanning q dimensions with p q fixed effects: the
+    fixed effects then take q of the levels' degrees of freedom (the divisor ℓ − q)."""
+    from midas_glmm.engine.lmm import level_span
+
+    d = build_design(formula, _balanced())
+    assert level_span(CrossProducts.from_rows(d.terms, d.X, d.y), 0) == q
