@@ -403,7 +403,16 @@ def level_span(cp: CrossProducts, i: int) -> int | None:
     Z_l A_l, and the A_l span q dimensions with p q = the number of fixed effects (X is the
     term's columns times q level covariates: ``y ~ t * trt + (t|g)`` with trt constant within
     each g, q = 2; ``y ~ x + (x|g)``, q = 1); else None. From the blocks alone: A_l =
-    (Z_l'Z_l)⁻¹Z_l'X_l, and X'X = Σ_l A_l'Z_l'Z_l A_l exactly when every X_l lies in Z_l's span."""
+    (Z_l'Z_l)⁻¹Z_l'X_l, and X'X − Σ_l A_l'Z_l'X_l (positive semi-definite) is zero, its trace
+    zero, exactly when every X_l lies in Z_l's span. Kept on ``cp`` (the start and the check
+    both ask)."""
+    spans = cp.__dict__.setdefault("_level_spans", {})
+    if i not in spans:
+        spans[i] = _level_span(cp, i)
+    return spans[i]
+
+
+def _level_span(cp: CrossProducts, i: int) -> int | None:
     ZtZ = cp.ZtZ[i]
     L, p, _ = ZtZ.shape
     k = cp.XytXy.shape[0] - 1
@@ -414,9 +423,8 @@ def level_span(cp: CrossProducts, i: int) -> int | None:
         A = np.linalg.solve(ZtZ, XZ)  # ℓ × p × k
     except np.linalg.LinAlgError:
         return None
-    XX = np.tril(cp.XytXy[:k, :k]) + np.tril(cp.XytXy[:k, :k], -1).T
-    spanned = np.einsum("lak,lab->kb", A, XZ)  # Σ_l A_l'Z_l'X_l
-    if not np.allclose(spanned, XX, rtol=1e-9, atol=1e-9 * np.max(np.abs(np.diag(XX)), initial=1.0)):
+    xx = np.diagonal(cp.XytXy)[:k]
+    if not np.all(np.abs(xx - np.einsum("lak,lak->k", A, XZ)) <= 1e-9 * np.maximum(xx, 1e-300)):
         return None
     sv = np.linalg.svd(A.reshape(L, p * k), compute_uv=False)
     q = int(np.sum(sv > 1e-9 * sv[0]))
