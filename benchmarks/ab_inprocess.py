@@ -40,12 +40,22 @@ DATASETS = {
 
 
 def case_of(name: str, mods: dict):
-    """(data, formula, family, fit keywords) of a case name."""
+    """(data, formula, model keywords, fit keywords) of a case name: a case of cases.py as
+    worker.py fits it (its family, ziformula, dispformula, nAGQ and REML/ML)."""
     if name in DATASETS:
         data, formula, family = DATASETS[name]
-        return mods["midas_glmm"].datasets.load(data), formula, family, {"method": "ML"} if name.endswith("_ml") else {}
+        fit_kw = {"method": "ML"} if name.endswith("_ml") else {}
+        return mods["midas_glmm"].datasets.load(data), formula, {"family": family}, fit_kw
     case = {c.name: c for c in cases.CASES}[name]
-    return cases.make(case), case.formula, case.family, {}
+    model_kw = {"family": case.family}
+    if case.ziformula:
+        model_kw["ziformula"] = case.ziformula
+    if case.dispformula:
+        model_kw["dispformula"] = case.dispformula
+    fit_kw = {"nAGQ": case.nAGQ} if case.nAGQ != 1 else {}
+    if case.method and case.is_lmm:
+        fit_kw["method"] = case.method
+    return cases.make(case), case.formula, model_kw, fit_kw
 
 
 def main() -> None:
@@ -60,18 +70,18 @@ def main() -> None:
     trees = {"base": load_tree(args.base), "new": load_tree(args.new)}
     rows = []
     for name in args.cases:
-        data, formula, family, kw = case_of(name, trees["new"])
+        data, formula, model_kw, kw = case_of(name, trees["new"])
         times, llf, nfev = {"base": [], "new": []}, {}, {}
         for side, mods in trees.items():  # untimed: compiles where the path compiles
             sys.modules.update(mods)
             for _ in range(2):
-                res = mods["midas_glmm"].MixedModel.from_formula(formula, data, family=family).fit(**kw)
+                res = mods["midas_glmm"].MixedModel.from_formula(formula, data, **model_kw).fit(**kw)
             llf[side], nfev[side] = res.llf, res.estimates.opt.nfev
         for _ in range(args.reps):
             for side, mods in trees.items():
                 sys.modules.update(mods)
                 t = time.perf_counter()
-                mods["midas_glmm"].MixedModel.from_formula(formula, data, family=family).fit(**kw)
+                mods["midas_glmm"].MixedModel.from_formula(formula, data, **model_kw).fit(**kw)
                 times[side].append(time.perf_counter() - t)
         tb, tn = 1e3 * np.array(times["base"]), 1e3 * np.array(times["new"])
         row = (
