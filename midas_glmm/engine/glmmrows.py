@@ -33,7 +33,14 @@ rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
 #: exp_terms): below, numpy's exp and log cost less than loading a kernel in a new process (~5 ms)
 LINK_KERNEL_ROWS = 20_000
 
-#: most rows of a one-scalar-column canonical model whose passes run in numpy (RowMap.numpy_rows)
+#: most rows of a model whose passes run in numpy (RowMap.numpy_rows), a first fit then compiling
+#: no row pass: one scalar column (a canonical model's PIRLS runs group by group, scalarterm,
+#: and passes the rows only a few times a fit), or a family whose weights and working response
+#: are numpy's already (not a canonical binomial or Poisson) with at most four products of
+#: random-effects columns (one term of one or two columns, or two scalar terms). There the
+#: bincounts cost about what the compiled pass does; a canonical model's one compiled loop does
+#: what numpy does in 1.2-1.7x the time at 400-2,000 rows of two or three terms, and wider terms
+#: (ar1 of ten columns: 55 products, most of them zero) several times
 NUMPY_ROWS = 20_000
 
 #: step of the central differences row by row in the Laplace gradient (η, log φ, the zero-inflation's ζ)
@@ -69,14 +76,15 @@ def link_terms(link: int, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t, t
 
 
-def canonical_terms(link: int, eta: np.ndarray, a: np.ndarray, b: np.ndarray, m: np.ndarray | None = None):
+def canonical_terms(link: int, eta: np.ndarray, a: np.ndarray, b: np.ndarray, m: np.ndarray | None = None, terms=None):
     """(Σ log f − const, μ, dμ/dη) of a canonical model at η in numpy, after
-    :func:`link_terms`: binomial (logit) a log μ + b log(1 − μ) = aη − m log(1 + e^η) with m = a + b
+    :func:`link_terms` (or from its ``terms`` = (t, lt) computed beforehand): binomial (logit)
+    a log μ + b log(1 − μ) = aη − m log(1 + e^η) with m = a + b
     (given or formed here), μ = 1/(1 + e^−η); Poisson (log) a log μ − bμ, μ = e^η. μ is held inside
     the family's range as :meth:`Family.linkinv` and the compiled pass
     (:func:`rowkernels.working_system`) hold it. The sum is not finite where a row's is not (a step
     to reject)."""
-    t, lt = link_terms(link, eta)
+    t, lt = link_terms(link, eta) if terms is None else terms
     if link == codes.LOGIT:
         if t.min(initial=1.0) < 2 * _MU_MIN:  # some μ within 1e-15 of 0 or 1: held inside (0, 1)
             mu = np.clip(np.where(eta >= 0, 1.0, t) / (1.0 + t), _MU_MIN, _MU_MAX)
@@ -145,10 +153,11 @@ class RowBlock:
                 np.require(np.broadcast_to(v, self.y.shape), dtype=float, requirements=["C", "W"])
                 for v in (self.y, self.w, self.off, *fam.kernel_rows(resp))
             )
-            # one scalar column and not many rows: PIRLS runs group by group (scalarterm), and
-            # the few passes left take numpy's bincounts: no compiled pass to load or compile
-            one = len(self.terms) == 1 and self.terms[0].p == 1
-            self.rowmap.numpy_rows = one and len(self.y) <= NUMPY_ROWS
+        # not many rows, and a pass numpy does in about the compiled pass's time: the passes take
+        # numpy's bincounts, with no compiled pass to load or compile (see NUMPY_ROWS)
+        self.rowmap.numpy_rows = len(self.y) <= NUMPY_ROWS and (
+            (len(self.terms) == 1 and self.terms[0].p == 1) or (self._link is None and self.rowmap.dest.shape[1] <= 4)
+        )
 
     @property
     def canonical_rows(self) -> tuple[np.ndarray, ...]:
@@ -170,8 +179,8 @@ class RowBlock:
                 return CrossProducts.from_rows(self.terms, self.X, z, W, shift, scale)
             return CrossProducts.from_rows(self.terms, self.X[:, :0], z - self.X @ beta_raw, W)
         if joint:
-            return self.rowmap.blocks(W, self._Xc, z, shift, scale)
-        return self.rowmap.blocks(W, self._Xc[:, :0], z - self._Xc @ beta_raw)
+            return self.rowmap.blocks(W, self._Xc, z, shift, scale, checked=True)
+        return self.rowmap.blocks(W, self._Xc[:, :0], z - self._Xc @ beta_raw, checked=True)
 
     def eta(self, beta_raw: np.ndarray, lams, us) -> np.ndarray:
         """η = offset + Xβ + ZΛu, row by row, without forming Z."""
@@ -291,20 +300,19 @@ class RowBlock:
         return ll, PlanBlocks(A, XZ, XX, len(eta))
 
     def _canonical_numpy(self, beta_raw, b, joint, shift, scale):
-        """:meth:`_canonical` in numpy (:attr:`RowMap.numpy_rows`: one scalar column, whose PIRLS
-        runs group by group and passes the rows here only a few times a fit)."""
+        """:meth:`_canonical` in numpy (:attr:`RowMap.numpy_rows`: not many rows)."""
         y, prior, off, const, ya, yb = self._rows
-        xb = self.X @ beta_raw
-        eta = self.rowmap.eta(self.off + xb, b)
-        ll, mu, d = canonical_terms(self._link, eta, ya, yb)
+        xb, eta, t, lt = self._linear_predictor_and_t(beta_raw, b)
+        if self.keep_last_pass:
+            self._last_pass = (np.array(beta_raw, dtype=float), b, eta, t)
+        ll, mu, d = canonical_terms(self._link, eta, ya, yb, terms=(t, lt))
         ll += float(np.sum(const))
-        self._last_pass = None
         W, z = prior * d, eta - off + (y - mu) / d
         if not (np.isfinite(ll) and np.all(np.isfinite(W)) and np.all(np.isfinite(z))):
             return -np.inf, None  # outside the link's domain or overflowing: a step to reject
         if joint:
-            return ll, self.rowmap.blocks(W, self._Xc, z, shift, scale)
-        return ll, self.rowmap.blocks(W, self._Xc[:, :0], z - xb)  # the column z − Xβ, Xβ formed above
+            return ll, self.rowmap.blocks(W, self._Xc, z, shift, scale, checked=True)
+        return ll, self.rowmap.blocks(W, self._Xc[:, :0], z - xb, checked=True)  # z − Xβ, Xβ formed above
 
     def _linear_predictor_and_t(self, beta_raw, b) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(Xβ, η = offset + Xβ + Zb, t, lt) with :func:`link_terms`' t and lt."""
@@ -357,7 +365,6 @@ class RowBlock:
         returned as X_zi'g). Their gradient is Σᵢ [−2 ∂ℓᵢ + hᵢ ∂wᵢ + (ZΛq)ᵢ ∂ℓ'ᵢ], the
         derivatives by central differences row by row (no PIRLS run); w' likewise in η for a
         non-canonical family."""
-        rm = self.rowmap
         if self._link is not None:  # canonical binomial / Poisson (no other channels): compiled passes
             return self._canonical_gradient_sums(*self._eta_and_t(beta_raw, lams, us), lams, factor, S_data)
         eta = self.eta(beta_raw, lams, us)
@@ -365,17 +372,7 @@ class RowBlock:
         dw = (self._information_rows(eta + GRAD_STEP, phi) - self._information_rows(eta - GRAD_STEP, phi)) / (
             2 * GRAD_STEP
         )
-        cb = rm.col_base
-        zeta = np.empty_like(rm.Zall)
-        for t, lam in enumerate(lams):
-            zeta[:, cb[t] : cb[t + 1]] = rm.Zall[:, cb[t] : cb[t + 1]] @ lam
-        h = rm.leverages(zeta, S_data)
-        v = h * dw
-        Zlv = rm.zt_product(np.column_stack([dl, v]))
-        qv = factor.solve(factor.lam_t(Zlv[:, 1]))
-        Zq = rm.eta(np.zeros(len(eta)), factor.lam(qv))
-        r = v - w * Zq
-        Zr = rm.zt_product(r[:, None])
+        Zl, Zr, Xr, qv, h, Zq = self._gradient_from_rows(dl, w, dw, lams, factor, S_data)
         extra = []
         for channel in channels:
             if channel == "thresholds":  # per coordinate a_k of the thresholds
@@ -392,7 +389,24 @@ class RowBlock:
                 extra.append(np.atleast_1d(g.sum()) if self.disp_X is None else self.disp_X.T @ g)
             else:
                 extra.append(self.zi.X.T @ g)
-        return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv, extra
+        return Zl, Zr, Xr, qv, extra
+
+    def _gradient_from_rows(self, dl, w, dw, lams, factor, S_data):
+        """The Laplace gradient's row sums from ℓ', w = −ℓ'' and w' per row, by the map's passes
+        (numpy's or the compiled ones): (Z'ℓ', Z'r, X'(r − 2ℓ'), q, the leverages h, ZΛq)."""
+        rm = self.rowmap
+        cb = rm.col_base
+        zeta = np.empty_like(rm.Zall)
+        for t, lam in enumerate(lams):
+            zeta[:, cb[t] : cb[t + 1]] = rm.Zall[:, cb[t] : cb[t + 1]] @ lam
+        h = rm.leverages(zeta, S_data)
+        v = h * dw
+        Zlv = rm.zt_product(np.column_stack([dl, v]))
+        qv = factor.solve(factor.lam_t(Zlv[:, 1]))
+        Zq = rm.eta(np.zeros(len(dl)), factor.lam(qv))
+        r = v - w * Zq
+        Zr = rm.zt_product(r[:, None])
+        return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv, h, Zq
 
     def _canonical_gradient_sums(self, eta, t, lams, factor, S_data):
         """:meth:`laplace_gradient_sums` of a canonical binomial or Poisson model (no extra
@@ -412,6 +426,14 @@ class RowBlock:
             np.clip(mu, 1e-15, 1 - 1e-15, out=mu)
         else:
             mu = np.maximum(t, 1e-300)
+        if rm.numpy_rows:  # ℓ', w = −ℓ'' and w' of the canonical model, as the compiled pass forms them
+            if self._link == codes.LOGIT:
+                dl, w = a - (a + b) * mu, (a + b) * mu * (1.0 - mu)
+                dw = w * (1.0 - 2.0 * mu)
+            else:
+                dl, w = a - b * mu, b * mu
+                dw = w
+            return (*self._gradient_from_rows(dl, w, dw, lams, factor, S_data)[:4], [])
         dl, w, v = np.empty(n), np.empty(n), np.empty(n)
         Zlv = np.zeros((rm.plan.q, 2))
         rowkernels.canonical_gradient_rows(

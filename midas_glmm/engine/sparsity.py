@@ -338,34 +338,71 @@ class RowMap:
             np.stack([plan.term_off[j] + t.codes * t.p + a for j, t in enumerate(terms) for a in range(t.p)], axis=1),
             dtype=np.int64,
         ).reshape(n, -1)
-        # the passes in numpy (bincounts) rather than compiled: set by a model of one scalar
-        # column whose PIRLS runs group by group (scalarterm) and passes the rows only a few times
+        # the passes in numpy (bincounts, one per product of columns and one per column of
+        # [X_s c] and of Z) rather than compiled: set for models of not many rows
+        # (glmmrows.NUMPY_ROWS), whose first fit then compiles no row pass
         self.numpy_rows = False
         self.unit_z = bool(np.all(self.Zall == 1.0))  # every column a random intercept's
-        self._xs = None  # the last (X, shift, rscale, X_s') of the numpy passes
+        self._xs = None  # the last (X, shift and rscale's bytes, X_s') of the numpy passes
+        self._cols = None  # contiguous columns of dest, zidx, Z and the products z_za z_zb (numpy passes)
+
+    def _columns(self):
+        """(dest's columns, zidx's columns, Z's columns or None, the products z_za z_zb per pair
+        or None), each contiguous: what the numpy passes index by (None: every column is 1)."""
+        if self._cols is None:
+            dest = [np.ascontiguousarray(self.dest[:, k]) for k in range(self.dest.shape[1])]
+            zidx = [np.ascontiguousarray(self.zidx[:, c]) for c in range(self.zidx.shape[1])]
+            if self.unit_z:
+                self._cols = (dest, zidx, None, None)
+            else:
+                Z = [np.ascontiguousarray(self.Zall[:, c]) for c in range(self.Zall.shape[1])]
+                prods = [Z[a] * Z[b] for a, b in zip(self.za, self.zb)]
+                self._cols = (dest, zidx, Z, prods)
+        return self._cols
+
+    def _zt_column(self, v: np.ndarray) -> np.ndarray:
+        """Z'v for one row-sized v, by one bincount per column of Z (numpy passes)."""
+        _, zidx, Z, _ = self._columns()
+        q = self.plan.q
+        out = np.bincount(zidx[0], weights=v if Z is None else Z[0] * v, minlength=q)
+        for c in range(1, len(zidx)):
+            out += np.bincount(zidx[c], weights=v if Z is None else Z[c] * v, minlength=q)
+        return out
 
     def zt_product(self, V: np.ndarray) -> np.ndarray:
         """Z'V for V with one row per data row (n × m): q × m."""
+        if self.numpy_rows:
+            return np.column_stack([self._zt_column(np.ascontiguousarray(V[:, h])) for h in range(V.shape[1])])
         out = np.zeros((self.plan.q, V.shape[1]))
         rowkernels.zt_product(self.Zall, self.zidx, np.ascontiguousarray(V, dtype=float), out)
         return out
 
     def leverages(self, zeta: np.ndarray, S_data: np.ndarray) -> np.ndarray:
         """ζ_i'Sζ_i per row (S at the data blocks' positions, ``dest``)."""
+        if self.numpy_rows:
+            dest = self._columns()[0]
+            h = np.zeros(zeta.shape[0])
+            for k, (a, b) in enumerate(zip(self.za, self.zb)):
+                h += (self.mult[k] * S_data[dest[k]]) * zeta[:, a] * zeta[:, b]
+            return h
         h = np.empty(zeta.shape[0])
         rowkernels.leverages(zeta, self.dest, self.za, self.zb, self.mult, S_data, h)
         return h
 
-    def blocks(self, w: np.ndarray, X: np.ndarray, c: np.ndarray, shift=None, scale=None) -> PlanBlocks:
+    def blocks(
+        self, w: np.ndarray, X: np.ndarray, c: np.ndarray, shift=None, scale=None, checked: bool = False
+    ) -> PlanBlocks:
         """The blocks of ``[Z X_s c]' diag(w) [Z X_s c]`` in the plan's layout, X_s = (X −
-        shift)/scale (X may have no columns), in one compiled pass over the rows."""
+        shift)/scale (X may have no columns), in one compiled pass over the rows (or numpy's,
+        :attr:`numpy_rows`). ``checked``: w and c are known to be finite (else a
+        FloatingPointError where one is not)."""
         X = np.require(X, dtype=float, requirements=["C"])
         w, c = np.ascontiguousarray(w, dtype=float), np.ascontiguousarray(c, dtype=float)
         p = X.shape[1]
         shift = np.zeros(p) if shift is None else np.asarray(shift, dtype=float)
         rscale = np.ones(p) if scale is None else 1.0 / np.asarray(scale, dtype=float)
         if self.numpy_rows:
-            return self._numpy_blocks(w, X, c, shift, rscale)
+            return self._numpy_blocks(w, X, c, shift, rscale, checked)
         A, XZ, XX = np.zeros(self.plan.nA), np.zeros((self.plan.q, p + 1)), np.zeros((p + 1, p + 1))
         done = rowkernels.working_system(
             codes.GIVEN, c, w, c, c, c, c, c, c, c, c, X, shift, rscale, True,
@@ -375,21 +412,25 @@ class RowMap:
             raise FloatingPointError("a working weight or response is not finite")
         return PlanBlocks(A, XZ, XX, len(c))
 
-    def _numpy_blocks(self, w, X, c, shift, rscale) -> PlanBlocks:
-        """:meth:`blocks` of one scalar random-effects column by bincounts (:attr:`numpy_rows`),
-        column by column of [X_s c]' (X_s' formed once per X and scaling)."""
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(c))):
+    def _numpy_blocks(self, w, X, c, shift, rscale, checked: bool) -> PlanBlocks:
+        """:meth:`blocks` by bincounts (:attr:`numpy_rows`): Z'WZ one product of columns
+        z_za z_zb at a time (into its places ``dest``), Z'W[X_s c] one column of each at a time,
+        [X_s c]'W[X_s c] as one product (X_s' formed once per X and scaling)."""
+        if not checked and not (np.all(np.isfinite(w)) and np.all(np.isfinite(c))):
             raise FloatingPointError("a working weight or response is not finite")
-        z, dest, zidx = self.Zall[:, 0], self.dest[:, 0], self.zidx[:, 0]
+        dest, _, _, prods = self._columns()
         p = X.shape[1]
         cols = np.empty((p + 1, len(c)))  # [X_s c]', one row per column
         cols[:p] = self._scaled_columns(X, shift, rscale)
         cols[p] = c
         wcols = cols * w
-        A = np.bincount(dest, weights=w if self.unit_z else w * z * z, minlength=self.plan.nA)
+        nA = self.plan.nA
+        A = np.bincount(dest[0], weights=w if prods is None else w * prods[0], minlength=nA)
+        for k in range(1, len(dest)):
+            A += np.bincount(dest[k], weights=w if prods is None else w * prods[k], minlength=nA)
         XZ = np.empty((self.plan.q, p + 1))
         for h in range(p + 1):
-            XZ[:, h] = np.bincount(zidx, weights=wcols[h] if self.unit_z else z * wcols[h], minlength=self.plan.q)
+            XZ[:, h] = self._zt_column(wcols[h])
         return PlanBlocks(A, XZ, wcols @ cols.T, len(c))
 
     def _scaled_columns(self, X, shift, rscale) -> np.ndarray:
@@ -397,16 +438,21 @@ class RowMap:
         if X.shape[1] == 0:
             return np.empty((0, X.shape[0]))
         kept = self._xs
-        if kept is not None and kept[0] is X and np.array_equal(kept[1], shift) and np.array_equal(kept[2], rscale):
-            return kept[3]
+        key = shift.tobytes() + rscale.tobytes()  # a few bytes: cheaper to compare than two arrays
+        if kept is not None and kept[0] is X and kept[1] == key:
+            return kept[2]
         Xs = np.ascontiguousarray(((X - shift) * rscale).T)
-        self._xs = (X, shift.copy(), rscale.copy(), Xs)
+        self._xs = (X, key, Xs)
         return Xs
 
     def eta(self, base: np.ndarray, b_flat: np.ndarray) -> np.ndarray:
         """η = base + ZΛu for the flat vector b = Λu of all random effects (node order)."""
         if self.numpy_rows:
-            return base + self.Zall[:, 0] * b_flat[self.zidx[:, 0]]
+            _, zidx, Z, _ = self._columns()
+            out = np.array(base, dtype=float)
+            for c in range(len(zidx)):
+                out += b_flat[zidx[c]] if Z is None else Z[c] * b_flat[zidx[c]]
+            return out
         out = np.empty(len(base))
         rowkernels.linear_predictor(np.ascontiguousarray(base, dtype=float), self.Zall, self.zidx, b_flat, out)
         return out

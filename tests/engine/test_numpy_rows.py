@@ -1,0 +1,167 @@
+"""The GLMM's passes over the rows in numpy (RowMap.numpy_rows) against the compiled passes: each
+pass (the blocks of the working system, η, Z'V, the leverages), PIRLS' evaluation and the Laplace
+gradient's row sums, on one- and two-term designs of every kind of column, canonical families and
+others; the models that take them; and whole fits, which then call no compiled row pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_glmmrows import rows
+
+from midas_glmm import MixedModel
+from midas_glmm.engine import glmmrows, sparsity
+from midas_glmm.engine.factor import Factor
+from midas_glmm.engine.pirls import GLMMProblem
+
+FAMILIES = {
+    "binomial": "cbind(k, n - k)",
+    "poisson": "c",
+    "nbinom2": "c",
+    "gamma": "g2",
+}
+
+TERMS = {
+    "scalar": "(1|g)",  # one column of ones
+    "slope": "(x|g)",  # two columns, four products
+    "crossed": "(1|g) + (1|h)",  # two scalar terms
+    "wide": "(x|g) + (1|h)",  # seven products
+    "column": "(0 + x2|g) + (1|h)",  # a column other than ones, beside one
+}
+
+
+def _data(seed=3, n=700):
+    df = rows(seed=seed, n=n)
+    return df.assign(g2=lambda d: np.exp(0.3 * d.x) * np.random.default_rng(2).gamma(2.0, 0.5, len(d)))
+
+
+def _close(a, b, rtol=1e-12):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape
+    assert np.allclose(a, b, rtol=rtol, atol=rtol * max(np.abs(b).max(), 1e-300))
+
+
+def _problem(family, terms, df=None, dense=False):
+    df = _data() if df is None else df
+    m = MixedModel.from_formula(f"{FAMILIES[family]} ~ x + x2 + {TERMS[terms]}", df, family=family, offset="o")
+    return m, GLMMProblem(m.design, m.family, standardize_X=True, dense=dense)
+
+
+@pytest.mark.parametrize("terms", sorted(TERMS))
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_each_numpy_pass_equals_the_compiled_one(family, terms):
+    """blocks (joint and in u alone, with the finiteness check or without), η, Z'V and the
+    leverages of random inputs, the two ways."""
+    m, prob = _problem(family, terms)
+    rm = prob.rows.block.rowmap
+    X = prob.rows.block._Xc
+    n, q = X.shape[0], rm.plan.q
+    rng = np.random.default_rng(5)
+    W, c = rng.uniform(0.1, 2.0, n), rng.normal(size=n)
+    base, b = rng.normal(size=n), rng.normal(size=q)
+    V = rng.normal(size=(n, 2))
+    zeta = rm.Zall * rng.uniform(0.5, 1.5, rm.Zall.shape[1])
+    S = rng.normal(size=rm.plan.nA)
+
+    def passes(numpy: bool):
+        rm.numpy_rows = numpy
+        return [
+            rm.blocks(W, X, c, prob.shift, prob.scale),
+            rm.blocks(W, X[:, :0], c, checked=True),
+            rm.eta(base, b),
+            rm.zt_product(V),
+            rm.leverages(zeta, S),
+        ]
+
+    got, want = passes(True), passes(False)
+    for g, w in zip(got[:2], want[:2]):
+        for part in ("A", "XZ", "XX"):
+            _close(getattr(g, part), getattr(w, part))
+        assert g.n == w.n
+    for g, w in zip(got[2:], want[2:]):
+        _close(g, w)
+    rm.numpy_rows = True  # a weight that is not finite is an error, as in the compiled pass
+    W[3] = np.nan
+    with pytest.raises(FloatingPointError):
+        rm.blocks(W, X, c, prob.shift, prob.scale)
+
+
+@pytest.mark.parametrize("terms", ["scalar", "crossed", "wide", "column"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_evaluation_and_gradient_sums_equal_the_compiled_ones(family, terms):
+    """PIRLS' evaluation at (β, u) and the Laplace gradient's row sums at the factor there, with
+    numpy's passes and the compiled ones (a canonical family's own first pass included)."""
+    m, prob = _problem(family, terms)
+    block, rm = prob.rows.block, prob.rows.block.rowmap
+    rng = np.random.default_rng(2)
+    lams = prob.tmap.lams(prob.tmap.start * 0.7)
+    # gamma's inverse link: η kept positive
+    us = [rng.normal(0, 0.1 if family == "gamma" else 0.4, t.q) for t in m.design.terms]
+    beta_raw = np.array([2.0, 0.1, -0.1]) if family == "gamma" else np.array([0.2, 0.5, -0.1])
+    phi = 1.3 if m.family.has_dispersion else 1.0
+
+    def both(numpy: bool):
+        rm.numpy_rows = numpy
+        block._last_pass = None
+        out = [block.evaluate(beta_raw, lams, us, phi, joint, prob.shift, prob.scale) for joint in (True, False)]
+        L = Factor(prob.plan, out[1][1], lams)
+        Z, Zt = L.selected_inverse()
+        S_data = Z if not prob.plan.qt else np.concatenate([Z, Zt[prob.plan.tail_entries()]])
+        return out, block.laplace_gradient_sums(beta_raw, lams, us, L, S_data, phi)[:4]
+
+    (evals, sums), (evals_c, sums_c) = both(True), both(False)
+    for (ll, cp), (ll_c, cp_c) in zip(evals, evals_c):
+        assert np.isfinite(ll) and ll == pytest.approx(ll_c, rel=1e-12)
+        for part in ("A", "XZ", "XX"):
+            _close(getattr(cp, part), getattr(cp_c, part), rtol=1e-11)
+    for got, want in zip(sums, sums_c):
+        _close(got, want, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "family, terms, numpy",
+    [
+        ("binomial", "scalar", True),  # one scalar column (its PIRLS group by group)
+        ("poisson", "scalar", True),
+        ("binomial", "slope", False),  # a canonical family's compiled pass is faster
+        ("binomial", "crossed", False),
+        ("nbinom2", "scalar", True),  # other families: weights and working response in numpy already
+        ("gamma", "slope", True),
+        ("nbinom2", "crossed", True),
+        ("gamma", "column", True),
+        ("nbinom2", "wide", False),  # seven products of columns: the compiled pass skips the zero ones
+    ],
+)
+def test_which_models_take_the_numpy_passes(family, terms, numpy, monkeypatch):
+    df = _data(n=400)
+    assert _problem(family, terms, df)[1].rows.block.rowmap.numpy_rows == numpy
+    monkeypatch.setattr(glmmrows, "NUMPY_ROWS", len(df) - 1)  # more rows than numpy's passes take
+    assert not _problem(family, terms, df)[1].rows.block.rowmap.numpy_rows
+
+
+class _NoKernels:
+    """Stands for the compiled row passes' module: any use of it is an error."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"a compiled row pass was called: rowkernels.{name}")
+
+
+@pytest.mark.parametrize("family, terms", [("nbinom2", "slope"), ("gamma", "crossed"), ("nbinom2", "scalar")])
+def test_fits_on_numpys_passes_call_no_kernel_and_equal_the_compiled_fits(family, terms, monkeypatch):
+    """A small model of a family other than the canonical binomial and Poisson fits without a
+    compiled row pass (nothing to load or compile on a first fit), to the optimum, standard
+    errors and modes of the fit on the compiled passes."""
+    df = _data(seed=6, n=500)
+    formula = f"{FAMILIES[family]} ~ x + x2 + {TERMS[terms]}"
+    with monkeypatch.context() as mp:
+        mp.setattr(glmmrows, "rowkernels", _NoKernels())
+        mp.setattr(sparsity, "rowkernels", _NoKernels())
+        fast = MixedModel.from_formula(formula, df, family=family).fit()
+    monkeypatch.setattr(glmmrows, "NUMPY_ROWS", 0)
+    slow = MixedModel.from_formula(formula, df, family=family).fit()
+    assert fast.llf == pytest.approx(slow.llf, rel=1e-10, abs=1e-8)
+    assert np.allclose(fast.theta, slow.theta, rtol=1e-5, atol=1e-6)
+    assert np.allclose(fast.params, slow.params, rtol=1e-6, atol=1e-6 * slow.bse.min())
+    assert np.allclose(fast.bse, slow.bse, rtol=1e-5)
+    for name, re in fast.ranef().items():
+        assert np.allclose(re.to_numpy(), slow.ranef()[name].to_numpy(), atol=1e-5)
