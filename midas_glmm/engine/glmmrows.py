@@ -363,7 +363,8 @@ class RowBlock:
         ``channels``: parameters that act on each row's log f other than through η —
         ``"log_phi"`` (the dispersion) and ``"zeta"`` (the zero-inflation's linear predictor,
         returned as X_zi'g). Their gradient is Σᵢ [−2 ∂ℓᵢ + hᵢ ∂wᵢ + (ZΛq)ᵢ ∂ℓ'ᵢ], the
-        derivatives by central differences row by row (no PIRLS run); w' likewise in η for a
+        derivatives by central differences row by row (no PIRLS run), or the family's own in log φ
+        where it has them (:meth:`Family.log_phi_rows`); w' by central differences in η for a
         non-canonical family."""
         if self._link is not None:  # canonical binomial / Poisson (no other channels): compiled passes
             return self._canonical_gradient_sums(*self._eta_and_t(beta_raw, lams, us), lams, factor, S_data)
@@ -378,12 +379,18 @@ class RowBlock:
             if channel == "thresholds":  # per coordinate a_k of the thresholds
                 extra.append(self._threshold_gradient(eta, phi, h, Zq))
                 continue
-            if channel == "log_phi":
-                e = np.exp(GRAD_STEP)
-                plus, minus = self.laplace_rows(eta, phi * e), self.laplace_rows(eta, phi / e)
+            exact = None
+            if channel == "log_phi" and self.zi is None:  # the family's own derivatives in log φ
+                exact = self.fam.log_phi_rows(self.y, self.fam.linkinv(eta), eta, self.w, phi)
+            if exact is not None:
+                dll, ddl, dww = exact
             else:
-                plus, minus = self.laplace_rows(eta, phi, GRAD_STEP), self.laplace_rows(eta, phi, -GRAD_STEP)
-            dll, ddl, dww = ((p_ - m_) / (2 * GRAD_STEP) for p_, m_ in zip(plus, minus))
+                if channel == "log_phi":
+                    e = np.exp(GRAD_STEP)
+                    plus, minus = self.laplace_rows(eta, phi * e), self.laplace_rows(eta, phi / e)
+                else:
+                    plus, minus = self.laplace_rows(eta, phi, GRAD_STEP), self.laplace_rows(eta, phi, -GRAD_STEP)
+                dll, ddl, dww = ((p_ - m_) / (2 * GRAD_STEP) for p_, m_ in zip(plus, minus))
             g = -2.0 * dll + h * dww + Zq * ddl
             if channel == "log_phi":  # ∂/∂ log φ, or through log φᵢ = (X_d γ)ᵢ for a dispersion model
                 extra.append(np.atleast_1d(g.sum()) if self.disp_X is None else self.disp_X.T @ g)

@@ -246,6 +246,12 @@ class Family:
         """(ℓ_μ, ℓ_μμ, expected information of η) of an ``exact`` family; ``d`` is μ'."""
         raise NotImplementedError(f"the {self.name} family takes its score from the exponential-family form")
 
+    def log_phi_rows(self, y, mu, eta, prior, phi):
+        """(∂ log f, ∂ℓ', ∂w)/∂ log φ per row (prior-weighted; ℓ' the score in η, w the observed
+        information), for the Laplace gradient's dispersion channel, where the family has them in
+        closed form; None: the gradient takes central differences of :meth:`eta_derivatives`."""
+        return None
+
     def eta_derivatives(self, y, mu, eta, phi):
         """(score, observed information, expected information) of one row's log f in η, without
         prior weights: :meth:`derivatives` for an ``exact`` family; μ'(y − μ)/(φV), the observed

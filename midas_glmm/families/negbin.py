@@ -66,6 +66,19 @@ class NegativeBinomial2(NegativeBinomial):
         core = ratio - th * np.log1p(mu / th)
         return terms.prior * (core + y * (np.log(mu) - np.log(th + mu))) + terms.const
 
+    def log_phi_rows(self, y, mu, eta, prior, phi):
+        """(∂ℓ, ∂ℓ', ∂w)/∂ log θ per row (prior-weighted), analytic: with t = θ + μ,
+        ∂ℓ/∂θ = ψ(y + θ) − ψ(θ) − log1p(μ/θ) + (μ − y)/t, ℓ' = μ'ℓ_μ with ℓ_μ = (y − μ)/V and
+        ∂ℓ_μ/∂θ = (y − μ)/t², w = −(μ''ℓ_μ + μ'²ℓ_μμ) with ∂ℓ_μμ/∂θ = (μ − θ − 2y)/t³."""
+        th = phi
+        t = th + mu
+        d, d2 = self.mu_eta(eta, mu), self.link.inverse_deriv2(eta)
+        dll = prior * th * (digamma_difference(y, th) - np.log1p(mu / th) + (mu - y) / t)
+        dlmu = prior * (y - mu) / (t * t)
+        ddl = th * d * dlmu
+        dw = -th * (d2 * dlmu + d * d * prior * (mu - th - 2.0 * y) / (t * t * t))
+        return dll, ddl, dw
+
     def unit_deviance(self, y, mu, phi=1.0):
         # 2[y log(y/μ) − (y + θ) log((y + θ)/(μ + θ))]
         th = phi
@@ -129,6 +142,9 @@ class _FixedSize(NegativeBinomial2):
 
     def variance(self, mu, phi=1.0):
         return super().variance(mu, 1.0)
+
+    def log_phi_rows(self, y, mu, eta, prior, phi):
+        return None  # the size is fixed
 
     def unit_deviance(self, y, mu, phi=1.0):
         return super().unit_deviance(y, mu, 1.0)
