@@ -185,6 +185,14 @@ class Family:
             return mu
         return self.link.inverse_deriv(eta)
 
+    def mu_eta2(self, eta: np.ndarray, mu: np.ndarray | None = None) -> np.ndarray:
+        """d²μ/dη²; from μ = g⁻¹(η) when given and the link is logit (μ(1−μ)(1−2μ)) or log (μ)."""
+        if mu is not None and self.link_name == "logit":
+            return mu * (1.0 - mu) * (1.0 - 2.0 * mu)
+        if mu is not None and self.link_name == "log":
+            return mu
+        return self.link.inverse_deriv2(eta)
+
     def variance(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
         """V(μ), the variance function (φ scales it outside for a residual scale)."""
         raise NotImplementedError
@@ -219,7 +227,7 @@ class Family:
         scale = self._scale(phi)
         w = prior * d * d / (V * scale)
         if observed and not self.canonical:
-            d2 = self.link.inverse_deriv2(eta)
+            d2 = self.mu_eta2(eta, mu)
             dV = self.variance_deriv(mu, phi)
             # −∂²/∂η² of log f = w μ'²/(φV) − w (y−μ)(μ''/V − μ'² V'/V²)/φ
             w = w - prior * (y - mu) * (d2 / V - d * d * dV / V**2) / scale
@@ -230,7 +238,7 @@ class Family:
         the log-likelihood itself: ∂ℓ/∂η = μ'ℓ_μ, −∂²ℓ/∂η² = −(μ''ℓ_μ + μ'²ℓ_μμ), with
         (ℓ_μ, ℓ_μμ, expected) from :meth:`mean_derivatives` (the families that are ``exact``)."""
         d = self.mu_eta(eta, mu)
-        d2 = self.link.inverse_deriv2(eta)
+        d2 = self.mu_eta2(eta, mu)
         l1, l2, expected = self.mean_derivatives(y, mu, prior, phi, d)
         score = prior * d * l1
         observed = -prior * (d2 * l1 + d * d * l2)

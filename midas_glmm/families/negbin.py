@@ -63,8 +63,9 @@ class NegativeBinomial2(NegativeBinomial):
             ratio = terms.kept(("lgamma_ratio", float(th)), lambda: lgamma_ratio(y, th))
         else:
             ratio = lgamma_ratio(y, th)
-        core = ratio - th * np.log1p(mu / th)
-        return terms.prior * (core + y * (np.log(mu) - np.log(th + mu))) + terms.const
+        l1 = np.log1p(mu / th)  # log((θ + μ)/θ), in both terms: log(μ/(θ + μ)) = log μ − log θ − l1
+        core = ratio - th * l1
+        return terms.prior * (core + y * (np.log(mu) - np.log(th) - l1)) + terms.const
 
     def log_phi_rows(self, y, mu, eta, prior, phi):
         """(∂ℓ, ∂ℓ', ∂w)/∂ log θ per row (prior-weighted), analytic: with t = θ + μ,
@@ -72,7 +73,7 @@ class NegativeBinomial2(NegativeBinomial):
         ∂ℓ_μ/∂θ = (y − μ)/t², w = −(μ''ℓ_μ + μ'²ℓ_μμ) with ∂ℓ_μμ/∂θ = (μ − θ − 2y)/t³."""
         th = phi
         t = th + mu
-        d, d2 = self.mu_eta(eta, mu), self.link.inverse_deriv2(eta)
+        d, d2 = self.mu_eta(eta, mu), self.mu_eta2(eta, mu)
         dll = prior * th * (digamma_difference(y, th) - np.log1p(mu / th) + (mu - y) / t)
         dlmu = prior * (y - mu) / (t * t)
         ddl = th * d * dlmu
