@@ -329,17 +329,18 @@ class RowBlock:
             return last[2], last[3]
         return self._linear_predictor_and_t(beta_raw, b)[1:3]
 
-    def laplace_rows(self, eta, phi: float, dzeta: float = 0.0):
+    def laplace_rows(self, eta, phi: float, dzeta: float = 0.0, rows: bool = True):
         """(log f, its score and its observed information in η) per row, prior-weighted, at
         dispersion φ and with the zero-inflation's linear predictor shifted by ``dzeta``: the
-        quantities whose derivatives make the Laplace gradient of a non-canonical family."""
+        quantities whose derivatives make the Laplace gradient of a non-canonical family.
+        ``rows=False``: log f may be left out (None) where it costs a pass of its own."""
         mu = self.fam.linkinv(eta)
         if self.zi is None and self.fam.exact:
-            rows, score, obs, _ = self.fam.loglik_and_derivatives(self.resp, mu, eta, self.w, phi)
-            return rows, score, obs
-        score, obs, _ = self.fam.eta_derivatives(self.y, mu, eta, phi)
+            ll, score, obs, _ = self.fam.loglik_and_derivatives(self.resp, mu, eta, self.w, phi)
+            return ll, score, obs
+        score, obs, _ = self.fam.eta_derivatives(self.y, mu, eta, phi, expected=False)
         if self.zi is None:
-            return self.resp.rows(mu, phi), self.w * score, self.w * obs
+            return self.resp.rows(mu, phi) if rows else None, self.w * score, self.w * obs
         ll, r = self.zi.loglik_rows(self._resp1.rows(mu, phi), dzeta)
         score, obs, _ = self.zi.derivatives(r, score, obs, obs)
         return self.w * ll, self.w * score, self.w * obs
@@ -369,7 +370,7 @@ class RowBlock:
         if self._link is not None:  # canonical binomial / Poisson (no other channels): compiled passes
             return self._canonical_gradient_sums(*self._eta_and_t(beta_raw, lams, us), lams, factor, S_data)
         eta = self.eta(beta_raw, lams, us)
-        _, dl, w = self.laplace_rows(eta, phi)
+        _, dl, w = self.laplace_rows(eta, phi, rows=False)
         dw = (self._information_rows(eta + GRAD_STEP, phi) - self._information_rows(eta - GRAD_STEP, phi)) / (
             2 * GRAD_STEP
         )

@@ -260,14 +260,15 @@ class Family:
         closed form; None: the gradient takes central differences of :meth:`eta_derivatives`."""
         return None
 
-    def eta_derivatives(self, y, mu, eta, phi):
+    def eta_derivatives(self, y, mu, eta, phi, expected: bool = True):
         """(score, observed information, expected information) of one row's log f in η, without
         prior weights: :meth:`derivatives` for an ``exact`` family; μ'(y − μ)/(φV), the observed
-        and the Fisher weight for the others."""
+        and the Fisher weight for the others (None for the last unless ``expected``)."""
         if self.exact:
             return self.derivatives(y, mu, eta, 1.0, phi)
         score = self.mu_eta(eta, mu) * (y - mu) / (self.variance(mu, phi) * self._scale(phi))
-        return score, self.weights(y, mu, eta, 1.0, phi, observed=True), self.weights(y, mu, eta, 1.0, phi)
+        fisher = self.weights(y, mu, eta, 1.0, phi) if expected else None
+        return score, self.weights(y, mu, eta, 1.0, phi, observed=True), fisher
 
     # --- likelihood
     def loglik(self, y, mu, prior, phi=1.0, trials=None) -> float:
