@@ -293,6 +293,11 @@ FIT_MAXIMAL = _SIM + (
     "+ r.normal(0, .6, 30)[s] + r.normal(0, .4, 20)[i] + r.normal(0, .7, 600)}); "
     "MixedModel.from_formula('y ~ x + (1 + x|s) + (1 + x|i)', d).fit()"
 )
+FIT_NB2 = _SIM + (
+    "n = 644; d = pd.DataFrame({'x': r.normal(size=n), 'g': r.integers(0, 23, n)}); "
+    "mu = np.exp(0.5 + 0.4 * d.x + r.normal(0, 0.8, 23)[d.g]); d['y'] = r.negative_binomial(1.5, 1.5 / (1.5 + mu)); "
+    "MixedModel.from_formula('y ~ x + (1|g)', d, family='nbinom2').fit()"
+)
 FIT_CROSSED_BERN = _SIM + (
     "n = 2000; d = pd.DataFrame({'x': r.normal(size=n), 'a': r.integers(0, 60, n), 'b': r.integers(0, 40, n)}); "
     "e = 0.3 * d.x + r.normal(0, 1, 60)[d.a] + r.normal(0, .7, 40)[d.b]; "
@@ -320,6 +325,7 @@ FIRST_FITS = (
     ("cbpp binomial GLMM (one random intercept, 56 rows: group by group in numpy, nothing compiled)", FIT_CBPP),
     ("random-intercept Bernoulli GLMM, 1e4 rows x 200 groups (group by group in numpy, nothing compiled)", FIT_RI_BERN),
     ("random-slope LMM, 5,000 rows x 100 groups (closed-form 2 x 2 blocks in numpy, nothing compiled)", FIT_SLOPE),
+    ("NB2 GLMM, one random intercept, 644 rows x 23 groups (passes over the rows in numpy, nothing compiled)", FIT_NB2),
     ("crossed LMM, intercepts for a and b, 2,000 rows x 60 x 40 (100 random effects: dense LAPACK)", FIT_CROSSED),
     (
         "maximal model, intercepts and x slopes for 30 subjects x 20 items (100 random effects, 6 theta: dense)",
