@@ -336,6 +336,9 @@ class RowBlock:
         ``rows=False``: log f may be left out (None) where it costs a pass of its own."""
         mu = self.fam.linkinv(eta)
         if self.zi is None and self.fam.exact:
+            if not rows:  # the derivatives alone: no log Γ terms of log f (NB1, beta)
+                score, obs, _ = self.fam.derivatives(self.y, mu, eta, self.w, phi)
+                return None, score, obs
             ll, score, obs, _ = self.fam.loglik_and_derivatives(self.resp, mu, eta, self.w, phi)
             return ll, score, obs
         score, obs, _ = self.fam.eta_derivatives(self.y, mu, eta, phi, expected=False)
@@ -346,11 +349,11 @@ class RowBlock:
         return self.w * ll, self.w * score, self.w * obs
 
     def _information_rows(self, eta, phi: float) -> np.ndarray:
-        """The observed information of :meth:`laplace_rows` alone: without the log-likelihood's
-        rows (w′'s central differences need nothing else) for a family that takes its score from
-        the exponential-family form; the whole of :meth:`laplace_rows` otherwise."""
+        """The observed information of :meth:`laplace_rows` alone (w′'s central differences need
+        nothing else): the family's observed weight, or its derivatives without log f for an
+        ``exact`` family; the whole of :meth:`laplace_rows` with zero-inflation."""
         if self.zi is not None or self.fam.exact:
-            return self.laplace_rows(eta, phi)[2]
+            return self.laplace_rows(eta, phi, rows=False)[2]
         mu = self.fam.linkinv(eta)
         return self.w * self.fam.weights(self.y, mu, eta, 1.0, phi, observed=True)
 
