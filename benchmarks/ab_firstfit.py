@@ -13,7 +13,6 @@ Prints, and with --out writes as Markdown, the seconds and the numba cache files
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -51,13 +50,11 @@ def run(pkg_parent: Path, cache: Path, name: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--base", required=True, help="a source tree (a git worktree) holding midas_glmm/")
-    ap.add_argument("--new", required=True)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--out", help="a Markdown file for the table")
-    ap.add_argument("cases", nargs="+")
-    args = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    import cases
+    from ab_inprocess import DATASETS, ab_arguments
+
+    args = ab_arguments(__doc__, 3, [*DATASETS, *(c.name for c in cases.CASES)])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -58,14 +58,19 @@ def case_of(name: str, mods: dict):
     return cases.make(case), case.formula, model_kw, fit_kw
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def ab_arguments(doc: str, reps: int, case_names) -> argparse.Namespace:
+    """The command line of an A/B of two trees: --base, --new, --reps, --out and the cases."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--base", required=True, help="a source tree (a git worktree) holding midas_glmm/")
     ap.add_argument("--new", required=True)
-    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--reps", type=int, default=reps)
     ap.add_argument("--out", help="a Markdown file for the table")
-    ap.add_argument("cases", nargs="+", choices=[*DATASETS, *(c.name for c in cases.CASES)])
-    args = ap.parse_args()
+    ap.add_argument("cases", nargs="+", choices=list(case_names))
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = ab_arguments(__doc__, 50, [*DATASETS, *(c.name for c in cases.CASES)])
     warnings.simplefilter("ignore")
     trees = {"base": load_tree(args.base), "new": load_tree(args.new)}
     rows = []
