@@ -43,13 +43,24 @@ class Gamma(PositiveMean):
         return -logy, {"logy": logy}
 
     def loglik_rows(self, terms: ResponseTerms, mu, phi):
-        shape = terms.prior / phi
-        return (
-            shape * (np.log(shape) + terms.parts["logy"] - np.log(mu))
-            - shape * terms.y / mu
-            + terms.const
-            - special.gammaln(shape)
-        )
+        # ν log ν − log Γ(ν) + ν(log y − log μ − y/μ) − log y, ν = w/φ the shape; the first two
+        # terms do not involve μ: with one φ for every row, kept for the next PIRLS steps
+        if np.ndim(phi) == 0:
+            shape = terms.kept(("shape", float(phi)), lambda: terms.prior / phi)
+            part = terms.kept(("shape_terms", float(phi)), lambda: _shape_terms(shape))
+        else:
+            shape = terms.prior / phi
+            part = _shape_terms(shape)
+        return part + shape * (terms.parts["logy"] - np.log(mu) - terms.y / mu) + terms.const
+
+    def log_phi_rows(self, y, mu, eta, prior, phi):
+        """(∂ℓ, ∂ℓ', ∂w)/∂ log φ per row, analytic: with the shape ν = w/φ, ∂ℓ/∂ log φ =
+        −ν(log ν + 1 + log(y/μ) − y/μ − ψ(ν)); ℓ' and w are proportional to 1/φ, so their
+        derivatives are −ℓ' and −w."""
+        shape = prior / phi
+        dll = -shape * (np.log(shape) + 1.0 + np.log(y / mu) - y / mu - special.digamma(shape))
+        score, obs, _ = self.eta_derivatives(y, mu, eta, phi, expected=False)
+        return dll, -prior * score, -prior * obs
 
     def simulate(self, mu, rng, prior, trials, phi):
         shape = prior / phi
@@ -63,3 +74,8 @@ class Gamma(PositiveMean):
             raise DataError(
                 f"Gamma response '{name}' has non-positive values (e.g. {y[y <= 0][0]:g}); Gamma needs y > 0"
             )
+
+
+def _shape_terms(shape):
+    """ν log ν − log Γ(ν), the part of a Gamma log-density that only the shape ν = w/φ sets."""
+    return shape * np.log(shape) - special.gammaln(shape)

@@ -31,8 +31,13 @@ TERMS = {
 
 
 def _data(seed=3, n=700):
+    """test_glmmrows' rows, with a Gamma response whose mean has both grouping factors' effects."""
     df = rows(seed=seed, n=n)
-    return df.assign(g2=lambda d: np.exp(0.3 * d.x) * np.random.default_rng(2).gamma(2.0, 0.5, len(d)))
+    rng = np.random.default_rng(seed + 100)
+    level_g = dict(zip(sorted(set(df.g)), rng.normal(0, 0.5, df.g.nunique())))
+    level_h = dict(zip(sorted(set(df.h)), rng.normal(0, 0.3, df.h.nunique())))
+    mean = np.exp(0.3 * df.x + df.g.map(level_g) + df.h.map(level_h))
+    return df.assign(g2=mean * rng.gamma(4.0, 0.25, len(df)))
 
 
 def _close(a, b, rtol=1e-12):

@@ -301,19 +301,25 @@ def test_nb2_log_density_kept_per_size_equals_a_fresh_one():
         assert np.allclose(terms.rows(mu, size), want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("link", ["log", "sqrt", "identity"])
+@pytest.mark.parametrize(
+    "family, link",
+    [("nbinom2", "log"), ("nbinom2", "sqrt"), ("nbinom2", "identity"), ("gamma", "log"), ("gamma", "inverse")],
+)
 @pytest.mark.parametrize("theta", [0.7, 40.0, "rows"])
-def test_nb2_log_size_derivatives_equal_central_differences(link, theta):
-    """NB2's (∂ℓ, ∂ℓ', ∂w)/∂ log θ in closed form (the Laplace gradient's dispersion channel)
-    against central differences of its own log f, score and observed information, with one size
-    or one per row (a dispersion model), prior weights, and counts of 0 among them."""
+def test_log_dispersion_derivatives_equal_central_differences(family, link, theta):
+    """NB2's and Gamma's (∂ℓ, ∂ℓ', ∂w)/∂ log φ in closed form (the Laplace gradient's dispersion
+    channel) against central differences of their own log f, score and observed information,
+    with one φ or one per row (a dispersion model), prior weights, and counts of 0 among NB2's."""
     from midas_glmm.families import ResponseTerms
 
-    fam = mg.family("nbinom2", link=link)
+    fam = mg.family(family, link=link)
     rng = np.random.default_rng(3)
     n = 200
     mu = rng.uniform(0.2, 9.0, n)
-    y = rng.negative_binomial(2.0, 2.0 / (2.0 + mu)).astype(float)
+    if family == "nbinom2":
+        y = rng.negative_binomial(2.0, 2.0 / (2.0 + mu)).astype(float)
+    else:
+        y = rng.gamma(3.0, mu / 3.0)
     prior = rng.uniform(0.5, 2.0, n)
     eta = fam.link(mu)
     th = rng.uniform(0.5, 30.0, n) if theta == "rows" else theta
