@@ -724,13 +724,15 @@ def lmm_estimates(design, crit: LMMCriterion, S: np.ndarray, REML: bool, opt, ms
     criterion = sol.criterion - (2.0 * np.log(abs(np.linalg.det(S))) if REML else 0.0)
     s2 = sol.sigma**2
     if s2 <= 1e-10 * ols_fit(crit.cp)[1] / max(crit.n - crit.p, 1):
-        msgs.append(
+        zero = (
             f"the residual variance is (near) zero (sigma = {sol.sigma:.3g}): the response '{design.response_name}' "
             "is (nearly) constant within the levels of the grouping factors, or the fixed and random effects "
             "fit it exactly, so sigma and the variance components cannot be estimated. Check the response "
             "(is it a group-level variable?) and simplify the random effects"
         )
-        warnings.warn(msgs[-1], ConvergenceWarning, stacklevel=4)
+        if zero not in msgs:  # a fit_many response's full result rebuilt at θ̂ has it already
+            msgs.append(zero)
+        warnings.warn(zero, ConvergenceWarning, stacklevel=4)
     V = S @ (s2 * sol.factor.vcov_beta_unscaled()) @ S.T
     factor = sol.factor
     return Estimates(

@@ -206,7 +206,7 @@ def full_gaussian(model, shared: GaussianShared, rec: dict, y: np.ndarray, crit=
     """The full result of a complete Gaussian response fitted on the shared design, at its θ̂
     (no second optimisation: the same numbers as the record)."""
 
-    m = model.with_response(y)
+    m = model.with_response(y, name=rec["name"])
     crit = shared.criteria(y[:, None])[0] if crit is None else crit
     x, fun, nfev, conv, message, used = rec["opt"]  # used: the optimizer that found θ̂
     with warnings.catch_warnings():

@@ -376,3 +376,21 @@ def test_messages_hold_each_fits_warnings(crossed, many):
         said = {str(w.message) for w in caught if w.category is SingularFitWarning}
         assert said and all(m in res.messages[name] for m in said)
     assert not any("boundary" in res.messages[n] for n in res.singular[~res.singular].index)
+
+
+def test_a_response_constant_within_groups_is_named_once():
+    """A response constant within the groups (a group-level variable given as a response): its
+    message and its full result's say what a single fit() says — the residual variance is (near)
+    zero — once, naming the response as fit_many names it."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.normal(size=200), "g": np.repeat(np.arange(20), 10)})
+    Y = pd.DataFrame({"ok": rng.normal(size=200), "level": np.repeat(rng.normal(size=20), 10)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedModel.from_formula("~ x + (1|g)", df).fit_many(Y)
+        full = res["level"].convergence_messages
+    said = [m for m in full if "residual variance is (near) zero" in m]
+    assert len(said) == 1 and "'level'" in said[0]
+    assert res.messages["level"].count("residual variance is (near) zero") == 1
+    assert "'level'" in res.messages["level"] and not res.converged["level"]
+    assert "residual variance" not in res.messages["ok"]
