@@ -16,6 +16,8 @@ level-sized objects travel.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..design.blocks import CrossProducts
@@ -167,8 +169,12 @@ class RowBlock:
         return self._rows
 
     def pattern(self) -> CrossProducts:
-        """Unit-weight blocks of the random-effects columns: the coupling pattern of the levels."""
-        return CrossProducts.from_rows(self.terms, self.X[:, :0], np.zeros(len(self.y)))
+        """Unit-weight blocks of the random-effects columns, each column taken as 1: the coupling
+        pattern of the levels by the rows they share. (By the columns' values, two levels met only
+        in rows where a column is 0, as a dummy's slope, would be left out, and the passes, which
+        place every row's products, zeros too, would find no place for them.)"""
+        ones = [replace(t, Zcols=np.broadcast_to(1.0, t.Zcols.shape)) for t in self.terms]
+        return CrossProducts.from_rows(ones, self.X[:, :0], np.zeros(len(self.y)))
 
     def system(self, W, z, beta_raw, joint, shift, scale):
         """Blocks of the weighted working system: in (β, u) with columns [X_s z], or in u alone
