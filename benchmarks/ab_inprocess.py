@@ -7,7 +7,8 @@ For fits of milliseconds, where a fresh process per fit (benchmarks/ab.py) swing
 trees are imported whole into one process (ab_fit_many.load_tree) and swapped into ``sys.modules``
 before each of their calls, and the user's whole call, ``MixedModel.from_formula(...).fit()``, is
 timed alternately, after two untimed fits per tree (compiling where the path compiles). A case is
-a name of cases.py (its data made by cases.make) or a bundled dataset's model (DATASETS). Prints,
+a name of cases.py (its data made by cases.make), a bundled dataset's model (DATASETS) or a
+simulated Gamma model (GAMMA). Prints,
 and with --out writes as Markdown, the best and median milliseconds per tree, new / base of the
 medians and of the bests, the optimizer's evaluations in each tree and the log-likelihoods'
 difference.
@@ -39,9 +40,31 @@ DATASETS = {
 }
 
 
+#: simulated Gamma GLMMs (cases.py has none: its R scripts map no Gamma family): rows and groups
+#: of y ~ Gamma(shape 4, mean exp(0.5 + 0.3 x + u_g)), u_g ~ N(0, 0.5²), fitted with the log link
+GAMMA = {"gamma_log_1e3": (1_000, 50), "gamma_log_1e4": (10_000, 200), "gamma_log_1e5": (100_000, 2_000)}
+
+
+def gamma_data(n: int, groups: int, seed: int = 1):
+    """The rows of a :data:`GAMMA` case."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    d = pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, groups, n)})
+    mu = np.exp(0.5 + 0.3 * d.x + rng.normal(0, 0.5, groups)[d.g])
+    d["y"] = rng.gamma(4.0, mu / 4.0)
+    return d
+
+
 def case_of(name: str, mods: dict):
     """(data, formula, model keywords, fit keywords) of a case name: a case of cases.py as
-    worker.py fits it (its family, ziformula, dispformula, nAGQ and REML/ML)."""
+    worker.py fits it (its family, ziformula, dispformula, nAGQ and REML/ML), a bundled dataset's
+    model (:data:`DATASETS`) or a simulated Gamma model (:data:`GAMMA`)."""
+    if name in GAMMA:  # statsmodels' family object: both trees take it (each tree's own would not)
+        from statsmodels.genmod import families
+
+        family = families.Gamma(families.links.Log())
+        return gamma_data(*GAMMA[name]), "y ~ x + (1|g)", {"family": family}, {}
     if name in DATASETS:
         data, formula, family = DATASETS[name]
         fit_kw = {"method": "ML"} if name.endswith("_ml") else {}
@@ -70,7 +93,7 @@ def ab_arguments(doc: str, reps: int, case_names) -> argparse.Namespace:
 
 
 def main() -> None:
-    args = ab_arguments(__doc__, 50, [*DATASETS, *(c.name for c in cases.CASES)])
+    args = ab_arguments(__doc__, 50, [*DATASETS, *GAMMA, *(c.name for c in cases.CASES)])
     warnings.simplefilter("ignore")
     trees = {"base": load_tree(args.base), "new": load_tree(args.new)}
     rows = []
