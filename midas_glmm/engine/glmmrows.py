@@ -335,12 +335,13 @@ class RowBlock:
             return last[2], last[3]
         return self._linear_predictor_and_t(beta_raw, b)[1:3]
 
-    def laplace_rows(self, eta, phi: float, dzeta: float = 0.0, rows: bool = True):
+    def laplace_rows(self, eta, phi: float, dzeta: float = 0.0, rows: bool = True, mu=None):
         """(log f, its score and its observed information in η) per row, prior-weighted, at
         dispersion φ and with the zero-inflation's linear predictor shifted by ``dzeta``: the
         quantities whose derivatives make the Laplace gradient of a non-canonical family.
-        ``rows=False``: log f may be left out (None) where it costs a pass of its own."""
-        mu = self.fam.linkinv(eta)
+        ``rows=False``: log f may be left out (None) where it costs a pass of its own; ``mu``:
+        g⁻¹(η), when the caller has it."""
+        mu = self.fam.linkinv(eta) if mu is None else mu
         if self.zi is None and self.fam.exact:
             if not rows:  # the derivatives alone: no log Γ terms of log f (NB1, beta)
                 score, obs, _ = self.fam.derivatives(self.y, mu, eta, self.w, phi)
@@ -379,7 +380,8 @@ class RowBlock:
         if self._link is not None:  # canonical binomial / Poisson (no other channels): compiled passes
             return self._canonical_gradient_sums(*self._eta_and_t(beta_raw, lams, us), lams, factor, S_data)
         eta = self.eta(beta_raw, lams, us)
-        _, dl, w = self.laplace_rows(eta, phi, rows=False)
+        mu = self.fam.linkinv(eta)
+        _, dl, w = self.laplace_rows(eta, phi, rows=False, mu=mu)
         dw = (self._information_rows(eta + GRAD_STEP, phi) - self._information_rows(eta - GRAD_STEP, phi)) / (
             2 * GRAD_STEP
         )
@@ -391,7 +393,7 @@ class RowBlock:
                 continue
             exact = None
             if channel == "log_phi" and self.zi is None:  # the family's own derivatives in log φ
-                exact = self.fam.log_phi_rows(self.y, self.fam.linkinv(eta), eta, self.w, phi)
+                exact = self.fam.log_phi_rows(self.y, mu, eta, self.w, phi)
             if exact is not None:
                 dll, ddl, dww = exact
             else:

@@ -46,11 +46,9 @@ class Gamma(PositiveMean):
         # ν log ν − log Γ(ν) + ν(log y − log μ − y/μ) − log y, ν = w/φ the shape; the first two
         # terms do not involve μ: with one φ for every row, kept for the next PIRLS steps
         if np.ndim(phi) == 0:
-            shape = terms.kept(("shape", float(phi)), lambda: terms.prior / phi)
-            part = terms.kept(("shape_terms", float(phi)), lambda: _shape_terms(shape))
+            shape, part = terms.kept(("shape", float(phi)), lambda: _shape_terms(terms.prior / phi))
         else:
-            shape = terms.prior / phi
-            part = _shape_terms(shape)
+            shape, part = _shape_terms(terms.prior / phi)
         return part + shape * (terms.parts["logy"] - np.log(mu) - terms.y / mu) + terms.const
 
     def log_phi_rows(self, y, mu, eta, prior, phi):
@@ -77,5 +75,5 @@ class Gamma(PositiveMean):
 
 
 def _shape_terms(shape):
-    """ν log ν − log Γ(ν), the part of a Gamma log-density that only the shape ν = w/φ sets."""
-    return shape * np.log(shape) - special.gammaln(shape)
+    """(ν, ν log ν − log Γ(ν)): the shape ν = w/φ and the part of a Gamma log-density it alone sets."""
+    return shape, shape * np.log(shape) - special.gammaln(shape)
