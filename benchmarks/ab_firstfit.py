@@ -52,9 +52,9 @@ def run(pkg_parent: Path, cache: Path, name: str) -> tuple[float, float]:
 def main() -> None:
     sys.path.insert(0, str(HERE))
     import cases
-    from ab_inprocess import DATASETS, GAMMA, ab_arguments
+    from ab_inprocess import DATASETS, GAMMA, NESTED, ab_arguments
 
-    args = ab_arguments(__doc__, 3, [*DATASETS, *GAMMA, *(c.name for c in cases.CASES)])
+    args = ab_arguments(__doc__, 3, [*DATASETS, *GAMMA, *NESTED, *(c.name for c in cases.CASES)])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

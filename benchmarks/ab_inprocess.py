@@ -7,8 +7,8 @@ For fits of milliseconds, where a fresh process per fit (benchmarks/ab.py) swing
 trees are imported whole into one process (ab_fit_many.load_tree) and swapped into ``sys.modules``
 before each of their calls, and the user's whole call, ``MixedModel.from_formula(...).fit()``, is
 timed alternately, after two untimed fits per tree (compiling where the path compiles). A case is
-a name of cases.py (its data made by cases.make), a bundled dataset's model (DATASETS) or a
-simulated Gamma model (GAMMA). Prints,
+a name of cases.py (its data made by cases.make), a bundled dataset's model (DATASETS), a
+simulated Gamma model (GAMMA) or a nested model of random intercepts (NESTED). Prints,
 and with --out writes as Markdown, the best and median milliseconds per tree, new / base of the
 medians and of the bests, the optimizer's evaluations in each tree and the log-likelihoods'
 difference.
@@ -56,15 +56,59 @@ def gamma_data(n: int, groups: int, seed: int = 1):
     return d
 
 
+def schools_data(schools: int = 60, classes: int = 4, pupils: int = 8, seed: int = 1):
+    """Pupils in classes in schools: y (Gaussian) and count (Poisson), each with both levels' effects."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    school = np.repeat(np.arange(schools), classes * pupils)
+    cls = np.repeat(np.arange(schools * classes), pupils)
+    x = rng.normal(size=len(school))
+    eta = 0.3 * x + rng.normal(0, 0.8, schools)[school] + rng.normal(0, 0.5, schools * classes)[cls]
+    return pd.DataFrame(
+        {
+            "x": x,
+            "school": school.astype(str),
+            "cls": cls.astype(str),
+            "y": eta + rng.normal(size=len(x)),
+            "count": rng.poisson(np.exp(0.5 + 0.6 * eta)),
+        }
+    )
+
+
+def grouseticks_data():
+    """grouseticks (lme4's data, benchmarks/data), the factors as strings."""
+    import pandas as pd
+
+    return pd.read_csv(
+        HERE / "data" / "grouseticks.csv", dtype={c: str for c in ("YEAR", "BROOD", "INDEX", "LOCATION")}
+    )
+
+
+#: nested models of random intercepts (several terms above the all-dense plan's 100 random
+#: effects): (rows, formula, family)
+NESTED = {
+    "grouseticks": (grouseticks_data, "TICKS ~ YEAR + sHEIGHT + (1|BROOD) + (1|INDEX) + (1|LOCATION)", "poisson"),
+    "schools_lmm": (schools_data, "y ~ x + (1|school/cls)", None),
+    "schools_poisson": (schools_data, "count ~ x + (1|school/cls)", "poisson"),
+    "schools_lmm_big": (lambda: schools_data(2_000, 5, 10), "y ~ x + (1|school/cls)", None),
+    "schools_poisson_big": (lambda: schools_data(2_000, 5, 10), "count ~ x + (1|school/cls)", "poisson"),
+    "schools_lmm_1e6": (lambda: schools_data(20_000, 5, 10), "y ~ x + (1|school/cls)", None),
+}
+
+
 def case_of(name: str, mods: dict):
     """(data, formula, model keywords, fit keywords) of a case name: a case of cases.py as
     worker.py fits it (its family, ziformula, dispformula, nAGQ and REML/ML), a bundled dataset's
-    model (:data:`DATASETS`) or a simulated Gamma model (:data:`GAMMA`)."""
+    model (:data:`DATASETS`), a simulated Gamma model (:data:`GAMMA`) or a nested model (:data:`NESTED`)."""
     if name in GAMMA:  # statsmodels' family object: both trees take it (each tree's own would not)
         from statsmodels.genmod import families
 
         family = families.Gamma(families.links.Log())
         return gamma_data(*GAMMA[name]), "y ~ x + (1|g)", {"family": family}, {}
+    if name in NESTED:
+        rows, formula, family = NESTED[name]
+        return rows(), formula, {"family": family}, {}
     if name in DATASETS:
         data, formula, family = DATASETS[name]
         fit_kw = {"method": "ML"} if name.endswith("_ml") else {}
@@ -93,7 +137,7 @@ def ab_arguments(doc: str, reps: int, case_names) -> argparse.Namespace:
 
 
 def main() -> None:
-    args = ab_arguments(__doc__, 50, [*DATASETS, *GAMMA, *(c.name for c in cases.CASES)])
+    args = ab_arguments(__doc__, 50, [*DATASETS, *GAMMA, *NESTED, *(c.name for c in cases.CASES)])
     warnings.simplefilter("ignore")
     trees = {"base": load_tree(args.base), "new": load_tree(args.new)}
     rows = []

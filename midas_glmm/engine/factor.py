@@ -325,6 +325,14 @@ class Factor:
             self.Ltail = np.zeros((0, 0))
             self._strip(blocks)
             return
+        if P.stages is not None:  # random intercepts eliminated term by term in numpy
+            self.L, T, bad = P.stages.factor(blocks.A, np.array([lam[0, 0] for lam in lams]))
+            if bad:
+                raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
+            self._panel = None
+            self.Ltail = dense_cholesky(T) if P.qt else T
+            self._strip(blocks)
+            return
         lam, lamoff = _flat_of(lams)
         self.L = np.empty(P.nsparse)
         kernels.scale_blocks(blocks.A, self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns)
@@ -477,6 +485,9 @@ class Factor:
         if P.diagonal or P.blockdiag:
             self._one_term_solve(R, transpose=False)
             return
+        if P.stages is not None:
+            P.stages.forward(self.L, R)
+            return
         dense = self._panel is not None
         kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R, dense)
         if dense:
@@ -565,6 +576,9 @@ class Factor:
         if P.diagonal or P.blockdiag:
             self._one_term_solve(x, transpose=True)
             return x.reshape(np.shape(rhs))
+        if P.stages is not None:
+            P.stages.backward(self.L, x)
+            return x.reshape(np.shape(rhs))
         kernels.backward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
         return x.reshape(np.shape(rhs))
 
@@ -613,10 +627,14 @@ class Factor:
         Zt = np.zeros((P.qt, P.qt))
         if P.qt:
             Zt = np.ascontiguousarray(lapack.dpotri(self.Ltail, lower=1)[0])  # (L L')⁻¹, lower triangle
-            if P.Ns == 0:
+            if P.Ns == 0 or P.stages is not None:
                 Zt = np.tril(Zt) + np.tril(Zt, -1).T
-                return np.zeros(0), Zt
-            kernels.mirror_lower(Zt)
+                if P.Ns == 0:
+                    return np.zeros(0), Zt
+            else:
+                kernels.mirror_lower(Zt)
+        if P.stages is not None:
+            return P.stages.selected_inverse(self.L, Zt), Zt
         if P.diagonal:  # (L L')⁻¹ = 1/L²
             return 1.0 / (self.L * self.L), Zt
         if P.closed_pairs:  # (L_l L_l')⁻¹ of L_l = [a 0; b c]: [1/a² + b²/(ac)², −b/(ac²); ., 1/c²]

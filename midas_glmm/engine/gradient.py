@@ -43,6 +43,9 @@ def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray
         lam = np.ascontiguousarray(L.lams[0], dtype=float)
         kernels.level_products(blocks.A[: P.nsparse], lam, Z, int(P.p_term[0]), D)
         return D, doff
+    if P.stages is not None:  # random intercepts: D_i = Σ_j G_ij λ_j S_ji over the stored entries
+        S = Z if not P.qt else np.concatenate([Z, Zt[P.tail_entries()]])
+        return P.stages.logdet_blocks(blocks.A, S, np.array([lam[0, 0] for lam in L.lams])), doff
     lam, lamoff = lam_flat(L.lams)
     D = np.zeros(int(doff[-1]))
     args = (P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns, P.nsparse, P.brow, P.bcol, P.boff)
@@ -95,6 +98,8 @@ def profiled_gradient(crit, theta: np.ndarray) -> tuple[float, np.ndarray]:
         pt = int(P.p_term[0])
         GV = np.empty(V.shape)  # C-ordered: its flat view is written
         kernels.level_products(blocks.A[: P.nsparse], np.eye(pt), np.ascontiguousarray(V).ravel(), pt, GV.reshape(-1))
+    elif P.stages is not None:
+        GV = P.stages.symmetric_product(blocks.A, V)
     else:
         GV = np.zeros_like(V)
         kernels.symmetric_product(

@@ -13,6 +13,10 @@ The factor has two parts, chosen here from that pattern:
 * a **dense tail** — the last terms, once the fill-in among them is dense (crossed factors):
   one full matrix factored by LAPACK.
 
+A model whose terms are all random intercepts, coupled sparsely (nested factors, an
+observation-level term), has its pattern found by numpy and its sparse part eliminated term by
+term in numpy (:mod:`~midas_glmm.linalg.stages`, :attr:`FactorPlan.stages`): no kernel to compile.
+
 :class:`FactorPlan` holds both layouts and the maps that put the cross-product blocks into them:
 :meth:`FactorPlan.load` from a :class:`~midas_glmm.design.blocks.CrossProducts` (the LMM's one data
 pass, Dask partitions), :class:`RowMap` straight from the rows (each PIRLS step of an in-memory
@@ -29,6 +33,7 @@ from ..design.blocks import CrossProducts
 from ..design.reterms import ReTerm
 from ..linalg import codes, lazy
 from ..linalg.orderings import DENSE_TAIL_DENSITY, SMALL_Q_TERMS, sorted_unique
+from ..linalg.stages import StageElimination, staged_pattern
 
 __all__ = [
     "FactorPlan",
@@ -55,6 +60,18 @@ PANEL_MIN_ROWS = 64
 #: factor up to about this size, slower above). An LMM's passes over the rows are then numpy's;
 #: a GLMM's stay compiled. Several terms: :data:`~midas_glmm.linalg.orderings.SMALL_Q_TERMS`.
 SMALL_Q = 40
+
+
+#: a model of random intercepts only is factored term by term in numpy (no compiled kernel to
+#: compile on a first fit: 9-20 s) while its eliminations form at most this many products a_jk −=
+#: L_ji L_ki in all ...
+STAGE_PAIRS = 200_000
+#: ... at most this many per level eliminated (nested factors form 1-3, an observation-level term
+#: beside crossed ones 4; crossed factors 20-1,600, where numpy's scattered updates cost 1.5-4x the
+#: compiled kernels' per factor: VerbAgg's fit 1.55x) ...
+STAGE_LEVEL_PAIRS = 8
+#: ... and the terms left to the dense tail have at most this many levels in all
+STAGE_TAIL = 200
 
 
 def small_model(terms: list[ReTerm]) -> bool:
@@ -122,13 +139,15 @@ class FactorPlan:
         self.q = int(self.nodeoff[-1])
         self.term_off = self.nodeoff[self.node_base]  # first random effect of each term
         rows, cols = self._coupled_nodes(cp)
+        #: the term-by-term elimination in numpy (:mod:`~midas_glmm.linalg.stages`), or None
+        self.stages = None
         if dense:  # no sparse part: no symbolic analysis
             self.split = 0
             self._layout(np.zeros(1, np.int64), np.zeros(0, np.int64), rows, cols)
         elif self.k == 1:  # one term: its levels share no rows, the factor is block diagonal
             self.split = 1
             self._layout(np.arange(self.N + 1, dtype=np.int64), np.arange(self.N, dtype=np.int64), rows, cols)
-        else:
+        elif not self._staged(rows, cols):
             order = np.lexsort((rows, cols))
             adjptr = np.searchsorted(cols[order], np.arange(self.N + 1)).astype(np.int64)
             colptr, rowidx = kernels.symbolic(adjptr, rows[order].astype(np.int64), self.N)
@@ -154,6 +173,21 @@ class FactorPlan:
         r, c = np.concatenate(rows), np.concatenate(cols)
         key = sorted_unique(c * self.N + r)
         return key % self.N, key // self.N
+
+    def _staged(self, rows: np.ndarray, cols: np.ndarray) -> bool:
+        """Lay the plan out for the term-by-term elimination in numpy, if every term is a random
+        intercept, the stages' products number at most :data:`STAGE_PAIRS` and
+        :data:`STAGE_LEVEL_PAIRS` per level, and the terms after them at most :data:`STAGE_TAIL`
+        levels; False (nothing set) otherwise."""
+        if not np.all(self.p_term == 1):
+            return False
+        found = staged_pattern(rows, cols, self.node_base, STAGE_PAIRS, STAGE_LEVEL_PAIRS)
+        if found is None or self.q - int(self.node_base[found[0]]) > STAGE_TAIL:
+            return False
+        self.split, colptr, rowidx = found
+        self._layout(colptr, rowidx, rows, cols)  # its panels serve fit_many's kernels; the stages update the tail
+        self.stages = StageElimination(self)
+        return True
 
     def _choose_split(self, colptr: np.ndarray) -> int:
         """First term of the dense tail (``k``: none): the first term t ≥ 1 after which at least

@@ -15,6 +15,7 @@ from . import lazy
 
 __all__ = [
     "fill_reducing_levels",
+    "group_pairs",
     "sorted_unique",
     "DENSE_TAIL_DENSITY",
     "MAX_ORDER_EDGES",
@@ -43,12 +44,36 @@ SMALL_Q_CROSSED = 250
 #: (such a term is coupled densely: it goes to the dense tail, where order does not matter)
 MAX_ORDER_EDGES = 20_000_000
 
+#: up to this many pairs of levels within the earlier terms' components, their cliques are
+#: formed by numpy (sorting the pairs) rather than by the compiled kernel: nested terms form
+#: none, and a first fit then compiles nothing here
+NUMPY_CLIQUE_PAIRS = 200_000
+
 
 def sorted_unique(a: np.ndarray) -> np.ndarray:
     """The distinct values of an integer array, sorted (a sort; numpy's hash-based unique is slow
     on millions of mostly distinct keys)."""
     a = np.sort(a)
     return a[np.concatenate([[True], a[1:] != a[:-1]])] if len(a) else a
+
+
+def group_pairs(counts: np.ndarray, diagonal: bool = False, ordered: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(first, second): the pairs of entries within each group of consecutive entries of sizes
+    ``counts``, as indices into the entries. By default every pair first < second once;
+    ``diagonal`` adds first == second; ``ordered`` gives every ordered pair (diagonal included)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    n = int(counts.sum())
+    group = np.repeat(np.arange(len(counts)), counts)
+    if ordered:
+        reps = counts[group]  # each entry with every entry of its group
+        first = np.repeat(np.arange(n), reps)
+        within = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+        return first, starts[group[first]] + within
+    reps = np.arange(n) - starts[group] + (1 if diagonal else 0)  # each entry with those before it
+    second = np.repeat(np.arange(n), reps)
+    within = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+    return starts[group[second]] + within, second
 
 
 def _envelope(rows: np.ndarray, cols: np.ndarray, pos: np.ndarray) -> int:
@@ -95,20 +120,26 @@ def fill_reducing_levels(codes: list[np.ndarray], nlevels: list[int]) -> list[np
         CET = C[E, T].tocoo()
         M = sp.csr_matrix((np.ones(CET.nnz), (label[CET.row], CET.col)), shape=(ncomp, nl[t]))
         M.sum_duplicates()
-        Mt = M.T.tocsr()
-        Mt.sort_indices()
         M.sort_indices()
         pairs = nl[t] * (nl[t] - 1) / 2
         # stop counting once the term is dense enough for the dense tail, where order does not matter
         limit = int(min(DENSE_TAIL_DENSITY * pairs, MAX_ORDER_EDGES))
-        br, bc, sparse_enough = kernels.clique_union(
-            M.indptr.astype(np.int64),
-            M.indices.astype(np.int64),
-            Mt.indptr.astype(np.int64),
-            Mt.indices.astype(np.int64),
-            int(nl[t]),
-            limit,
-        )
+        sizes = np.diff(M.indptr)
+        if int(np.sum(sizes * (sizes - 1) // 2)) <= NUMPY_CLIQUE_PAIRS:  # few: numpy (nested: none)
+            first, second = group_pairs(sizes)
+            key = sorted_unique(M.indices[second].astype(np.int64) * nl[t] + M.indices[first])
+            br, bc, sparse_enough = key // nl[t], key % nl[t], len(key) <= limit
+        else:
+            Mt = M.T.tocsr()
+            Mt.sort_indices()
+            br, bc, sparse_enough = kernels.clique_union(
+                M.indptr.astype(np.int64),
+                M.indices.astype(np.int64),
+                Mt.indptr.astype(np.int64),
+                Mt.indices.astype(np.int64),
+                int(nl[t]),
+                limit,
+            )
         if not sparse_enough or not len(br):
             continue  # dense (a dense tail), or no coupling within the term: nothing to order
         B = sp.csr_matrix(

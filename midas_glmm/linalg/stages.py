@@ -1,0 +1,255 @@
+"""The factor of Λ'Z'WZΛ + I eliminated term by term in numpy, for models of random intercepts.
+
+The levels of one term share no rows, so a term's block of Z'WZ is diagonal. When the earlier
+terms' elimination fills none of it (nested factors, an observation-level effect beside its
+groups, a term crossed with a later one only), the whole term is one *stage*: its pivots are
+independent, and
+
+    L_ii = √a_ii,   L_ji = a_ji / L_ii,   a_jk −= L_ji L_ki   (j ≥ k among the rows of column i)
+
+run for all its levels at once as a few vector operations. The terms after the last stage form
+the dense tail (LAPACK). Forward and backward solves and Takahashi's selected inverse go stage by
+stage the same way:
+
+    Σ_ji = −(1/L_ii) Σ_k Σ_jk L_ki,   Σ_ii = (1/L_ii) (1/L_ii − Σ_k L_ki Σ_ki)   (k among rows of i).
+
+The layout is the block-sparse one of :mod:`.kernels` with every node a scalar (so a node is a
+random effect), and the pattern is the same fill as :func:`.kernels.symbolic` finds: a plan so
+built is a valid input to the compiled kernels too. Nothing here is compiled; every index the
+stages need is computed once per plan (:class:`StageElimination`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .orderings import group_pairs, sorted_unique
+
+__all__ = ["staged_pattern", "StageElimination"]
+
+
+def staged_pattern(rows: np.ndarray, cols: np.ndarray, node_base: np.ndarray, max_pairs: int, per_level: float):
+    """The factor's pattern over the leading terms that are stages, for scalar nodes coupled at
+    (``rows`` > ``cols``) in the data, the terms' first nodes ``node_base``: (stages, colptr,
+    rowidx) for the columns of those terms (each column's rows sorted, its own first; rows of
+    later terms included), or None when the eliminations would form more than ``max_pairs``
+    products, or more than ``per_level`` per level eliminated (crossed terms coupled densely: the
+    compiled kernels' case)."""
+    N = int(node_base[-1])
+    k = len(node_base) - 1
+    pending = cols.astype(np.int64) * N + rows  # column-major keys, rows sorted
+    if len(pending) > 1 and not np.all(pending[1:] > pending[:-1]):
+        pending = sorted_unique(pending)
+    kept, pairs, stages = [], 0, k
+    for t in range(k):
+        a, b = int(node_base[t]), int(node_base[t + 1])
+        col = pending // N
+        lo, hi = np.searchsorted(col, [a, b])  # this term's columns (keys sorted by column)
+        mine = pending[lo:hi]
+        if len(mine) and np.any(mine % N < b):  # two levels of this term coupled by the fill
+            stages = t
+            break
+        counts = np.bincount(mine // N - a, minlength=b - a)
+        pairs += int(np.sum(counts * (counts + 1) // 2))
+        if pairs > min(max_pairs, per_level * b):
+            return None
+        first, second = group_pairs(counts)
+        r = mine % N
+        fill = r[first] * N + r[second]  # (row r[second] > column r[first]) for every pair
+        kept.append(mine)
+        pending = sorted_unique(np.concatenate([pending[:lo], pending[hi:], fill]))
+    Ns = int(node_base[stages])
+    keys = np.concatenate([np.arange(Ns, dtype=np.int64) * (N + 1), *kept]) if kept else np.zeros(0, np.int64)
+    keys = np.sort(keys)
+    colptr = np.searchsorted(keys // N, np.arange(Ns + 1)).astype(np.int64)
+    return stages, colptr, (keys % N).astype(np.int64)
+
+
+class _Stage:
+    """The index arrays of one stage: its columns ``c0:c1`` (one term's levels)."""
+
+    def __init__(self, c0, c1, colptr, rowidx, col_of, lookup, tail_index):
+        self.c0, self.c1 = c0, c1
+        p0, p1 = int(colptr[c0]), int(colptr[c1])
+        n = c1 - c0
+        self.diag = colptr[c0:c1].copy()  # the pivots' positions
+        pos = np.arange(p0, p1)
+        is_off = np.ones(len(pos), bool)
+        is_off[self.diag - p0] = False
+        self.off = pos[is_off]  # the entries below the pivots
+        self.off_col = col_of[self.off] - c0  # their column within the stage
+        self.off_row = rowidx[self.off]
+        counts = np.bincount(self.off_col, minlength=n)
+        # the Schur complement's updates a_jk −= L_ji L_ki, j ≥ k, and where a_jk is held
+        first, second = group_pairs(counts, diagonal=True)
+        self.fa, self.fb = second, first  # indices into off: the row of fa ≥ the row of fb
+        ja, kb = self.off_row[second], self.off_row[first]
+        sparse = kb < lookup.Ns
+        self.f_sparse = sparse
+        dest_sp = lookup(kb[sparse], ja[sparse])
+        dest_tl = tail_index(ja[~sparse], kb[~sparse])
+        self.dsp, self.dsp_inv = np.unique(dest_sp, return_inverse=True)
+        self.dtl, self.dtl_inv = np.unique(dest_tl, return_inverse=True)
+        self.all_sparse = bool(sparse.all())
+        self._flat = {}  # m → the flat places of the solves' sums for right-hand sides of m columns
+        # selected inverse: every ordered pair (a, b) of a column's entries below the pivot, Σ at
+        # (row a, row b) read from the sparse part or the tail
+        first, second = group_pairs(counts, diagonal=True, ordered=True)
+        self.sa, self.sb = first, second  # indices into off
+        ra, rb = self.off_row[first], self.off_row[second]
+        lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+        held = lo < lookup.Ns  # in the sparse part (else both rows are the tail's)
+        self.s_sparse = held
+        self.s_src_sp = lookup(lo[held], hi[held])
+        self.s_src_tl = tail_index(hi[~held], lo[~held])
+        self.n = n
+
+    def flat(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """(forward, backward): for each entry below the pivots and each of m columns, its place in
+        the flattened rows after the stage (row − c1, forward: where it is subtracted) and in the
+        flattened stage rows (column − c0, backward)."""
+        if m not in self._flat:
+            h = np.arange(m)
+            self._flat[m] = (
+                ((self.off_row - self.c1)[:, None] * m + h).ravel(),
+                (self.off_col[:, None] * m + h).ravel(),
+            )
+        return self._flat[m]
+
+
+class StageElimination:
+    """Term-by-term elimination of a staged plan (every node a scalar): the factor, its solves,
+    its selected inverse, and the products with Z'WZ an LMM's gradient takes.
+
+    Parameters
+    ----------
+    plan : FactorPlan
+        Built with ``stages``: the first ``plan.split`` terms are stages, the rest the tail.
+    """
+
+    def __init__(self, plan):
+        self.Ns, self.qt, self.nsparse = plan.Ns, plan.qt, plan.nsparse
+        colptr, rowidx = plan.colptr, plan.rowidx
+        col_of = np.repeat(np.arange(plan.Ns), np.diff(colptr))
+        N, keys = plan.N, plan.keys
+
+        def lookup(col, row):
+            pos = np.searchsorted(keys, col * N + row)
+            if len(pos) and (pos.max() >= len(keys) or np.any(keys[pos] != col * N + row)):
+                raise np.linalg.LinAlgError("a coupling outside the staged pattern")
+            return pos
+
+        lookup.Ns = plan.Ns
+        tailoff, qt = plan.tailoff, plan.qt
+
+        def tail_index(row, col):
+            return tailoff[row] * qt + tailoff[col]
+
+        base = plan.node_base
+        self.stages = [
+            _Stage(int(base[t]), int(base[t + 1]), colptr, rowidx, col_of, lookup, tail_index)
+            for t in range(plan.split)
+        ]
+        # every stored entry of the data blocks A (sparse part, then the tail's): its two random
+        # effects and the terms whose λ scale it
+        tr, tc = plan.tail_entries()
+        self.e_row = np.concatenate([rowidx, plan.Ns + tr]).astype(np.int64)
+        self.e_col = np.concatenate([col_of, plan.Ns + tc]).astype(np.int64)
+        self.t_row, self.t_col = plan.nterm[self.e_row], plan.nterm[self.e_col]
+        self.t_pair = self.t_row * plan.k + self.t_col  # λ_row λ_col is entry t_pair of λλ'
+        self.offdiag = self.e_row != self.e_col
+        self.tail_flat = (tr * qt + tc).astype(np.int64)
+        self.tail_diag = np.arange(qt) * (qt + 1)
+        self.q = plan.q
+        self.pivots = plan.colptr[:-1].copy()  # every column's pivot
+        self._G = None  # (A, Z'WZ as a scipy matrix) of an LMM's constant blocks
+
+    # ----------------------------------------------------------------- factor
+    def factor(self, A: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(L's sparse part, the tail's Schur complement T (lower triangle), 0) for the data
+        blocks A and λ_t per term (``lam``, scalars); the third item is 1 + the node whose pivot
+        is not positive, if one is (the factor is then not to be used)."""
+        scaled = A * np.outer(lam, lam).ravel()[self.t_pair]
+        L = scaled[: self.nsparse]  # a view: scaled is this call's own array
+        qt = self.qt
+        Tf = np.zeros(qt * qt)
+        if qt:
+            Tf[self.tail_flat] = scaled[self.nsparse :]
+            Tf[self.tail_diag] += 1.0
+        L[self.pivots] += 1.0
+        for st in self.stages:
+            d = L[st.diag]
+            if not d.min() > 0.0:  # also NaN
+                return L, Tf.reshape(qt, qt), 1 + st.c0 + int(np.argmin(d > 0.0))
+            np.sqrt(d, out=d)
+            L[st.diag] = d
+            if not len(st.off):
+                continue
+            Loff = L[st.off] / d[st.off_col]
+            L[st.off] = Loff
+            prod = Loff[st.fa] * Loff[st.fb]
+            if st.all_sparse:
+                L[st.dsp] -= np.bincount(st.dsp_inv, prod, minlength=len(st.dsp))
+            else:
+                L[st.dsp] -= np.bincount(st.dsp_inv, prod[st.f_sparse], minlength=len(st.dsp))
+                Tf[st.dtl] -= np.bincount(st.dtl_inv, prod[~st.f_sparse], minlength=len(st.dtl))
+        return L, Tf.reshape(qt, qt), 0
+
+    def forward(self, L: np.ndarray, R: np.ndarray) -> None:
+        """R ← L_sparse⁻¹R in place (q × m), the tail's rows updated but not solved."""
+        q, m = R.shape
+        for st in self.stages:
+            R[st.c0 : st.c1] /= np.take(L, st.diag)[:, None]
+            if len(st.off):  # R_j −= L_ji R_i for the entries below the pivots
+                part = np.take(R, st.off_col + st.c0, axis=0)
+                part *= np.take(L, st.off)[:, None]
+                R[st.c1 :] -= np.bincount(st.flat(m)[0], part.ravel(), minlength=(q - st.c1) * m).reshape(-1, m)
+
+    def backward(self, L: np.ndarray, X: np.ndarray) -> None:
+        """X ← L_sparse'⁻¹X in place (q × m), the tail's rows already solved."""
+        q, m = X.shape
+        for st in reversed(self.stages):
+            if len(st.off):  # X_i −= Σ_j L_ji X_j
+                part = np.take(X, st.off_row, axis=0)
+                part *= np.take(L, st.off)[:, None]
+                X[st.c0 : st.c1] -= np.bincount(st.flat(m)[1], part.ravel(), minlength=st.n * m).reshape(-1, m)
+            X[st.c0 : st.c1] /= np.take(L, st.diag)[:, None]
+
+    def selected_inverse(self, L: np.ndarray, Zt: np.ndarray) -> np.ndarray:
+        """(Λ'Z'WZΛ + I)⁻¹ on the sparse part's pattern, given its tail block Zt (full)."""
+        Z = np.zeros(self.nsparse)
+        Ztf = Zt.ravel()
+        for st in reversed(self.stages):
+            dinv = 1.0 / L[st.diag]
+            if not len(st.off):
+                Z[st.diag] = dinv * dinv
+                continue
+            sig = np.empty(len(st.sa))
+            sig[st.s_sparse] = Z[st.s_src_sp]
+            sig[~st.s_sparse] = Ztf[st.s_src_tl]
+            Loff = L[st.off]
+            z = np.bincount(st.sa, Loff[st.sb] * sig, minlength=len(st.off))
+            z *= -dinv[st.off_col]
+            Z[st.off] = z
+            Z[st.diag] = (dinv - np.bincount(st.off_col, Loff * z, minlength=st.n)) * dinv
+        return Z
+
+    # ----------------------------------------------------------------- products with Z'WZ
+    def logdet_blocks(self, A: np.ndarray, S: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """(GΛS)_ii for every random effect, G = Z'WZ held as the data blocks ``A`` and S the
+        selected inverse at the same positions."""
+        g = A * S
+        out = np.bincount(self.e_col, g * lam[self.t_row], minlength=self.q)
+        off = self.offdiag
+        out += np.bincount(self.e_row[off], (g * lam[self.t_col])[off], minlength=self.q)
+        return out
+
+    def symmetric_product(self, A: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """G V for G = Z'WZ held as the data blocks ``A`` (lower entries), V q × m."""
+        if self._G is None or self._G[0] is not A:
+            off = self.offdiag
+            r = np.concatenate([self.e_row, self.e_col[off]])
+            c = np.concatenate([self.e_col, self.e_row[off]])
+            self._G = (A, sp.csr_matrix((np.concatenate([A, A[off]]), (r, c)), shape=(self.q, self.q)))
+        return np.asarray(self._G[1] @ V)
