@@ -304,6 +304,12 @@ FIT_CROSSED_BERN = _SIM + (
     "d['y'] = (r.random(n) < 1 / (1 + np.exp(-e))).astype(float); "
     "MixedModel.from_formula('y ~ x + (1|a) + (1|b)', d, family='binomial').fit()"
 )
+FIT_NESTED = _SIM + (
+    "school = np.repeat(np.arange(60), 32); cls = np.repeat(np.arange(240), 8); n = len(school); "
+    "d = pd.DataFrame({'x': r.normal(size=n), 'school': school, 'cls': cls}); "
+    "d['y'] = d.x + r.normal(0, 1, 60)[school] + r.normal(0, .6, 240)[cls] + r.normal(size=n); "
+    "MixedModel.from_formula('y ~ x + (1|school/cls)', d).fit()"
+)
 #: fit_many of 200 simulated responses on one design (a simulation study's first call)
 _MANY = _SIM + (
     "n = 2000; d = pd.DataFrame({'x': r.normal(size=n), 'g': r.integers(0, 100, n), 'a': r.integers(0, 60, n), "
@@ -334,6 +340,11 @@ FIRST_FITS = (
     (
         "crossed Bernoulli GLMM, intercepts for a and b, 2,000 rows x 60 x 40 (dense LAPACK; row passes compiled)",
         FIT_CROSSED_BERN,
+    ),
+    (
+        "nested LMM, pupils in 240 classes in 60 schools, 1,920 rows (300 random effects: eliminated term by term "
+        "in numpy, nothing compiled)",
+        FIT_NESTED,
     ),
     ("grouseticks Poisson GLMM (584 random effects: block-sparse kernels and row passes)", FIT_GT),
     ("fit_many, 200 responses of y ~ x + (1|g), 2,000 rows x 100 groups (numpy batch: nothing compiled)", FIT_MANY_RI),

@@ -72,6 +72,13 @@ STAGE_PAIRS = 200_000
 STAGE_LEVEL_PAIRS = 8
 #: ... and the terms left to the dense tail have at most this many levels in all
 STAGE_TAIL = 200
+#: a GLMM's plan is staged from this many random effects: it factors and solves hundreds of times
+#: a fit, where below this numpy's cost per call loses to the compiled kernels (in one process,
+#: staged / compiled: grouseticks' 584 1.08-1.23x, pupils in 300 classes and schools 1.09-1.2x;
+#: 1,800 0.89-0.95x, 12,000 0.75-0.87x). An LMM's is staged at any size (a few dozen factors a
+#: fit: 300 random effects 1.05-1.18x, 12,000 0.83-0.96x), which spares its first fit the kernels'
+#: compilation (13 s) and every new process their loading (1 s)
+STAGE_GLMM_Q = 1_000
 
 
 def small_model(terms: list[ReTerm]) -> bool:
@@ -124,9 +131,19 @@ class FactorPlan:
         times after its search on the :class:`~midas_glmm.engine.factor.LevelSystem` and so
         compiles nothing; a GLMM factors and solves hundreds of times, where the kernels are
         faster below some hundreds of levels and for solves of several columns.
+    stage_from : int
+        Eliminate a model of random intercepts term by term in numpy (:attr:`stages`) only from
+        this many random effects (a GLMM's plan: :data:`STAGE_GLMM_Q`).
     """
 
-    def __init__(self, terms: list[ReTerm], cp: CrossProducts, dense: bool = False, closed_pairs: bool = False):
+    def __init__(
+        self,
+        terms: list[ReTerm],
+        cp: CrossProducts,
+        dense: bool = False,
+        closed_pairs: bool = False,
+        stage_from: int = 0,
+    ):
         self.terms = terms
         self.k = len(terms)
         lev = np.array([t.nlevels for t in terms], dtype=np.int64)
@@ -147,7 +164,7 @@ class FactorPlan:
         elif self.k == 1:  # one term: its levels share no rows, the factor is block diagonal
             self.split = 1
             self._layout(np.arange(self.N + 1, dtype=np.int64), np.arange(self.N, dtype=np.int64), rows, cols)
-        elif not self._staged(rows, cols):
+        elif self.q < stage_from or not self._staged(rows, cols):
             order = np.lexsort((rows, cols))
             adjptr = np.searchsorted(cols[order], np.arange(self.N + 1)).astype(np.int64)
             colptr, rowidx = kernels.symbolic(adjptr, rows[order].astype(np.int64), self.N)
