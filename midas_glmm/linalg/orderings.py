@@ -46,8 +46,9 @@ MAX_ORDER_EDGES = 20_000_000
 
 #: up to this many pairs of levels within the earlier terms' components, their cliques are
 #: formed by numpy (sorting the pairs) rather than by the compiled kernel: nested terms form
-#: none, and a first fit then compiles nothing here
-NUMPY_CLIQUE_PAIRS = 200_000
+#: none, and a first fit then compiles nothing here; crossed terms form more, where the kernel is
+#: faster (VerbAgg's 87,000: 5.5 ms against 3.8; 2 ms against 1.5 at 20,000)
+NUMPY_CLIQUE_PAIRS = 20_000
 
 
 def sorted_unique(a: np.ndarray) -> np.ndarray:
