@@ -92,6 +92,8 @@ NESTED = {
     "schools_lmm": (schools_data, "y ~ x + (1|school/cls)", None),
     "schools_poisson": (schools_data, "count ~ x + (1|school/cls)", "poisson"),
     "schools_lmm_big": (lambda: schools_data(2_000, 5, 10), "y ~ x + (1|school/cls)", None),
+    "schools_slope_lmm": (schools_data, "y ~ x + (x|school) + (1|school:cls)", None),
+    "schools_slope_lmm_mid": (lambda: schools_data(90, 5, 10), "y ~ x + (x|school) + (1|school:cls)", None),
     "schools_poisson_mid": (lambda: schools_data(300, 5, 10), "count ~ x + (1|school/cls)", "poisson"),
     "schools_poisson_big": (lambda: schools_data(2_000, 5, 10), "count ~ x + (1|school/cls)", "poisson"),
     "schools_lmm_1e6": (lambda: schools_data(20_000, 5, 10), "y ~ x + (1|school/cls)", None),

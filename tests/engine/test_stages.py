@@ -183,14 +183,14 @@ def test_staged_and_compiled_plans_give_the_same_numbers(name, monkeypatch, any_
 @given(
     n=st.integers(20, 300),
     levels=st.tuples(st.integers(2, 80), st.integers(2, 30), st.integers(2, 8)),
-    shape=st.sampled_from(["nested", "crossed", "mixed", "obs"]),
+    shape=st.sampled_from(["nested", "crossed", "mixed", "obs", "slope"]),
     seed=st.integers(0, 10_000),
 )
 def test_staged_factor_on_random_designs(n, levels, shape, seed):
-    """Hypothesis: any rows, level counts and nesting or crossing of up to three intercepts (a
-    level may hold one row, a term may meet another in one row): whatever plan the model gets
-    (staged for any coupling here), its factor, and a staged one's selected inverse, are the
-    dense algebra's."""
+    """Hypothesis: any rows, level counts and nesting or crossing of up to three intercepts, or two
+    and a term with slopes (a level may hold one row, a term may meet another in one row):
+    whatever plan the model gets (staged for any coupling here), its factor, and a staged one's
+    selected inverse, are the dense algebra's."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sparsity, "STAGE_LEVEL_PAIRS", 10**9)
         _random_design(n, levels, shape, seed)
@@ -199,11 +199,14 @@ def test_staged_factor_on_random_designs(n, levels, shape, seed):
 def _random_design(n, levels, shape, seed):
     rng = np.random.default_rng(seed)
     g = rng.integers(0, levels[0], n)
-    h = g % levels[1] if shape in ("nested", "mixed") else rng.integers(0, levels[1], n)
-    k = h % levels[2] if shape == "nested" else rng.integers(0, levels[2], n)
+    h = g % levels[1] if shape in ("nested", "mixed", "slope") else rng.integers(0, levels[1], n)
+    k = h % levels[2] if shape in ("nested", "slope") else rng.integers(0, levels[2], n)
     df = pd.DataFrame({"x": rng.normal(size=n), "g": g, "h": h, "k": k, "obs": np.arange(n)})
     df["y"] = df.x + rng.normal(size=n)
-    formula = "y ~ x + (1|obs) + (1|g) + (1|h)" if shape == "obs" else "y ~ x + (1|g) + (1|h) + (1|k)"
+    formula = {
+        "obs": "y ~ x + (1|obs) + (1|g) + (1|h)",
+        "slope": "y ~ x + (1|g) + (1|h) + (x|k)",  # not staged: the compiled plan against the same algebra
+    }.get(shape, "y ~ x + (1|g) + (1|h) + (1|k)")
     d = build_design(formula, df)
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
     plan = FactorPlan(d.terms, cp)
