@@ -25,6 +25,9 @@ SHAPES = {
     "slopes": ("~ x + (x|a)", False),
     "vector_tail": ("~ x + (1|a) + (x|b)", True),
     "three_crossed": ("~ x + (1|a) + (1|b) + (1|d)", True),
+    # four rows per level of o: its plan is staged (linalg.stages) with b as the dense tail, a
+    # layout the batch kernels read as they read the compiled plan's
+    "staged_tail": ("~ x + (1|o) + (1|b)", True),
 }
 
 
@@ -43,6 +46,7 @@ def data():
             "d": rng.integers(0, 5, n).astype(str),
             "x": rng.normal(size=n),
             "w": rng.uniform(0.5, 2.0, n),
+            "o": (np.arange(n) // 4).astype(str),
         }
     )
     b, c, d = (df[k].astype(int).to_numpy() for k in "bcd")
@@ -420,3 +424,11 @@ def test_level_batch_equals_the_compiled_batch_on_any_design(per, extra, levels,
     both = np.isfinite(v1) & np.isfinite(v2)
     assert np.array_equal(np.isfinite(v1), np.isfinite(v2))
     assert np.allclose(v1[both], v2[both], rtol=1e-10, atol=1e-8)
+
+
+def test_the_staged_shape_is_staged(data):
+    """The "staged_tail" shape above does reach the batch kernels with a staged plan (its
+    criterion, test_batch_criterion_equals_single_criterion, is the staged Factor's)."""
+    df, Y = data
+    shared, _, bc = _blocks(MixedModel.from_formula(SHAPES["staged_tail"][0], df), Y)
+    assert shared.crit.plan.stages is not None and shared.crit.plan.qt > 0 and bc.diagonal
