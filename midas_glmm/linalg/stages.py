@@ -93,17 +93,23 @@ class _Stage:
         self.dtl, self.dtl_inv = np.unique(dest_tl, return_inverse=True)
         self.all_sparse = bool(sparse.all())
         self._flat = {}  # m → the flat places of the solves' sums for right-hand sides of m columns
-        # selected inverse: every ordered pair (a, b) of a column's entries below the pivot, Σ at
-        # (row a, row b) read from the sparse part or the tail
-        first, second = group_pairs(counts, diagonal=True, ordered=True)
-        self.sa, self.sb = first, second  # indices into off
+        self.counts = counts
+        self.sa = None  # the selected inverse's indices, made on its first use (selection)
+        self.n = n
+
+    def selection(self, lookup, tail_index) -> None:
+        """The selected inverse's indices: every ordered pair (a, b) of a column's entries below
+        the pivot (``sa``, ``sb``: indices into ``off``), and where Σ at (row a, row b) is read,
+        in the sparse part (``s_src_sp``) or the tail (``s_src_tl``). Made when first needed:
+        an LMM optimised by BOBYQA inverts only for its results."""
+        first, second = group_pairs(self.counts, diagonal=True, ordered=True)
         ra, rb = self.off_row[first], self.off_row[second]
         lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
         held = lo < lookup.Ns  # in the sparse part (else both rows are the tail's)
         self.s_sparse = held
         self.s_src_sp = lookup(lo[held], hi[held])
         self.s_src_tl = tail_index(hi[~held], lo[~held])
-        self.n = n
+        self.sa, self.sb = first, second
 
     def flat(self, m: int) -> tuple[np.ndarray, np.ndarray]:
         """(forward, backward): for each entry below the pivots and each of m columns, its place in
@@ -146,6 +152,7 @@ class StageElimination:
         def tail_index(row, col):
             return tailoff[row] * qt + tailoff[col]
 
+        self._index = (lookup, tail_index)
         base = plan.node_base
         self.stages = [
             _Stage(int(base[t]), int(base[t + 1]), colptr, rowidx, col_of, lookup, tail_index)
@@ -225,6 +232,8 @@ class StageElimination:
             if not len(st.off):
                 Z[st.diag] = dinv * dinv
                 continue
+            if st.sa is None:
+                st.selection(*self._index)
             sig = np.empty(len(st.sa))
             sig[st.s_sparse] = Z[st.s_src_sp]
             sig[~st.s_sparse] = Ztf[st.s_src_tl]
