@@ -326,7 +326,7 @@ class Factor:
             self._strip(blocks)
             return
         if P.stages is not None:  # random intercepts eliminated term by term in numpy
-            self.L, T, bad = P.stages.factor(blocks.A, np.array([lam[0, 0] for lam in lams]))
+            self.L, T, bad, self._stage_vals = P.stages.factor(blocks.A, np.array([lam[0, 0] for lam in lams]))
             if bad:
                 raise np.linalg.LinAlgError(f"the block of random effect node {bad - 1} is not positive definite")
             self._panel = None
@@ -486,7 +486,7 @@ class Factor:
             self._one_term_solve(R, transpose=False)
             return
         if P.stages is not None:
-            P.stages.forward(self.L, R)
+            P.stages.forward(self.L, R, self._stage_vals)
             return
         dense = self._panel is not None
         kernels.forward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, R, dense)
@@ -577,7 +577,7 @@ class Factor:
             self._one_term_solve(x, transpose=True)
             return x.reshape(np.shape(rhs))
         if P.stages is not None:
-            P.stages.backward(self.L, x)
+            P.stages.backward(self.L, x, self._stage_vals)
             return x.reshape(np.shape(rhs))
         kernels.backward_solve(self.L, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nodeoff, P.Ns, x)
         return x.reshape(np.shape(rhs))

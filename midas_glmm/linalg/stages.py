@@ -79,7 +79,9 @@ class _Stage:
         is_off[self.diag - p0] = False
         self.off = pos[is_off]  # the entries below the pivots
         self.off_col = col_of[self.off] - c0  # their column within the stage
+        self.off_at = self.off_col + c0  # and that column's random effect
         self.off_row = rowidx[self.off]
+        self.fw_row = self.off_row - c1  # their row among the rows after the stage
         counts = np.bincount(self.off_col, minlength=n)
         # the Schur complement's updates a_jk −= L_ji L_ki, j ≥ k, and where a_jk is held
         first, second = group_pairs(counts, diagonal=True)
@@ -173,10 +175,11 @@ class StageElimination:
         self._G = None  # (A, Z'WZ as a scipy matrix) of an LMM's constant blocks
 
     # ----------------------------------------------------------------- factor
-    def factor(self, A: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """(L's sparse part, the tail's Schur complement T (lower triangle), 0) for the data
-        blocks A and λ_t per term (``lam``, scalars); the third item is 1 + the node whose pivot
-        is not positive, if one is (the factor is then not to be used)."""
+    def factor(self, A: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, list]:
+        """(L's sparse part, the tail's Schur complement T (lower triangle), 0, each stage's
+        (pivots, entries below them)) for the data blocks A and λ_t per term (``lam``, scalars);
+        the third item is 1 + the node whose pivot is not positive, if one is (the factor is then
+        not to be used). The fourth spares the solves reading L again (``vals``)."""
         scaled = A * np.outer(lam, lam).ravel()[self.t_pair]
         L = scaled[: self.nsparse]  # a view: scaled is this call's own array
         qt = self.qt
@@ -185,43 +188,64 @@ class StageElimination:
             Tf[self.tail_flat] = scaled[self.nsparse :]
             Tf[self.tail_diag] += 1.0
         L[self.pivots] += 1.0
+        vals = []
         for st in self.stages:
             d = L[st.diag]
             if not d.min() > 0.0:  # also NaN
-                return L, Tf.reshape(qt, qt), 1 + st.c0 + int(np.argmin(d > 0.0))
+                return L, Tf.reshape(qt, qt), 1 + st.c0 + int(np.argmin(d > 0.0)), vals
             np.sqrt(d, out=d)
             L[st.diag] = d
             if not len(st.off):
+                vals.append((d, None))
                 continue
             Loff = L[st.off] / d[st.off_col]
             L[st.off] = Loff
+            vals.append((d, Loff))
             prod = Loff[st.fa] * Loff[st.fb]
             if st.all_sparse:
                 L[st.dsp] -= np.bincount(st.dsp_inv, prod, minlength=len(st.dsp))
             else:
                 L[st.dsp] -= np.bincount(st.dsp_inv, prod[st.f_sparse], minlength=len(st.dsp))
                 Tf[st.dtl] -= np.bincount(st.dtl_inv, prod[~st.f_sparse], minlength=len(st.dtl))
-        return L, Tf.reshape(qt, qt), 0
+        return L, Tf.reshape(qt, qt), 0, vals
 
-    def forward(self, L: np.ndarray, R: np.ndarray) -> None:
+    def _values(self, L: np.ndarray, vals) -> list:
+        """Each stage's (pivots, entries below them): ``vals`` from :meth:`factor`, or read from L."""
+        if vals is not None:
+            return vals
+        return [(np.take(L, st.diag), np.take(L, st.off) if len(st.off) else None) for st in self.stages]
+
+    def forward(self, L: np.ndarray, R: np.ndarray, vals=None) -> None:
         """R ← L_sparse⁻¹R in place (q × m), the tail's rows updated but not solved."""
         q, m = R.shape
-        for st in self.stages:
-            R[st.c0 : st.c1] /= np.take(L, st.diag)[:, None]
-            if len(st.off):  # R_j −= L_ji R_i for the entries below the pivots
-                part = np.take(R, st.off_col + st.c0, axis=0)
-                part *= np.take(L, st.off)[:, None]
+        one = R[:, 0] if m == 1 else None  # a vector: its own bincounts, no flat places
+        for st, (d, Loff) in zip(self.stages, self._values(L, vals)):
+            if one is not None:
+                one[st.c0 : st.c1] /= d
+                if Loff is not None:  # R_j −= L_ji R_i for the entries below the pivots
+                    one[st.c1 :] -= np.bincount(st.fw_row, np.take(one, st.off_at) * Loff, minlength=q - st.c1)
+                continue
+            R[st.c0 : st.c1] /= d[:, None]
+            if Loff is not None:
+                part = np.take(R, st.off_at, axis=0)
+                part *= Loff[:, None]
                 R[st.c1 :] -= np.bincount(st.flat(m)[0], part.ravel(), minlength=(q - st.c1) * m).reshape(-1, m)
 
-    def backward(self, L: np.ndarray, X: np.ndarray) -> None:
+    def backward(self, L: np.ndarray, X: np.ndarray, vals=None) -> None:
         """X ← L_sparse'⁻¹X in place (q × m), the tail's rows already solved."""
         q, m = X.shape
-        for st in reversed(self.stages):
-            if len(st.off):  # X_i −= Σ_j L_ji X_j
+        one = X[:, 0] if m == 1 else None
+        for st, (d, Loff) in zip(reversed(self.stages), reversed(self._values(L, vals))):
+            if one is not None:
+                if Loff is not None:  # X_i −= Σ_j L_ji X_j
+                    one[st.c0 : st.c1] -= np.bincount(st.off_col, np.take(one, st.off_row) * Loff, minlength=st.n)
+                one[st.c0 : st.c1] /= d
+                continue
+            if Loff is not None:
                 part = np.take(X, st.off_row, axis=0)
-                part *= np.take(L, st.off)[:, None]
+                part *= Loff[:, None]
                 X[st.c0 : st.c1] -= np.bincount(st.flat(m)[1], part.ravel(), minlength=st.n * m).reshape(-1, m)
-            X[st.c0 : st.c1] /= np.take(L, st.diag)[:, None]
+            X[st.c0 : st.c1] /= d[:, None]
 
     def selected_inverse(self, L: np.ndarray, Zt: np.ndarray) -> np.ndarray:
         """(Λ'Z'WZΛ + I)⁻¹ on the sparse part's pattern, given its tail block Zt (full)."""
