@@ -76,7 +76,7 @@ STAGE_TAIL = 200
 #: a fit, where below this numpy's cost per call loses to the compiled kernels (in one process,
 #: staged / compiled: grouseticks' 584 1.08-1.23x, pupils in 300 classes and schools 1.09-1.2x;
 #: 1,800 0.89-0.95x, 12,000 0.75-0.87x). An LMM's is staged at any size (a few dozen factors a
-#: fit: 300 random effects 1.05-1.18x, 12,000 0.83-0.96x), which spares its first fit the kernels'
+#: fit: 300 random effects 1.04-1.09x, 12,000 0.83-0.96x), which spares its first fit the kernels'
 #: compilation (13 s) and every new process their loading (1 s)
 STAGE_GLMM_Q = 1_000
 
