@@ -75,9 +75,10 @@ STAGE_TAIL = 200
 #: a GLMM's plan is staged from this many random effects: it factors and solves hundreds of times
 #: a fit, where below this numpy's cost per call loses to the compiled kernels (in one process,
 #: staged / compiled: grouseticks' 584 1.01-1.08x, pupils in 300 classes and schools 1.07-1.09x,
-#: an observation-level model 0.98-1.15x; 1,800 0.89-0.98x, 12,000 0.75-0.87x). An LMM's is staged at any size (a few dozen factors a
-#: fit: 300 random effects 1.04-1.09x, 12,000 0.83-0.96x), which spares its first fit the kernels'
-#: compilation (13 s) and every new process their loading (1 s)
+#: an observation-level model 0.98-1.15x; 1,800 0.89-0.98x, 12,000 0.75-0.87x). An LMM's is
+#: staged at any size (a few dozen factors a fit: 300 random effects 1.04-1.09x, 12,000
+#: 0.83-0.96x), which spares its first fit the kernels' compilation (13 s) and every new process
+#: their loading (1 s)
 STAGE_GLMM_Q = 1_000
 
 
