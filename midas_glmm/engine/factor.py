@@ -591,11 +591,12 @@ class Factor:
             x[P.qs :] = tail_solve(self.Ltail, x[P.qs :])
         return self.solve_Zt(x).reshape(np.shape(rhs))
 
-    def selected_inverse_data(self) -> np.ndarray:
+    def selected_inverse_data(self, inverse: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """(Λ'Z'WZΛ + I)⁻¹ at the stored positions of the data blocks (the layout of
-        ``blocks.A``: the sparse part, then the tail's data blocks)."""
+        ``blocks.A``: the sparse part, then the tail's data blocks), from :meth:`selected_inverse`'s
+        (Z, Zt) when the caller has them (``inverse``)."""
         P = self.plan
-        Z, Zt = self.selected_inverse()
+        Z, Zt = self.selected_inverse() if inverse is None else inverse
         if not P.qt:
             return Z
         r, c = P.tail_entries()
@@ -627,12 +628,12 @@ class Factor:
         Zt = np.zeros((P.qt, P.qt))
         if P.qt:
             Zt = np.ascontiguousarray(lapack.dpotri(self.Ltail, lower=1)[0])  # (L L')⁻¹, lower triangle
-            if P.Ns == 0 or P.stages is not None:
+            if P.Ns == 0 or P.stages is not None:  # no compiled kernel on these plans' paths
                 Zt = np.tril(Zt) + np.tril(Zt, -1).T
-                if P.Ns == 0:
-                    return np.zeros(0), Zt
             else:
                 kernels.mirror_lower(Zt)
+        if P.Ns == 0:  # the all-dense plan: the tail is the whole
+            return np.zeros(0), Zt
         if P.stages is not None:
             return P.stages.selected_inverse(self.L, Zt), Zt
         if P.diagonal:  # (L L')⁻¹ = 1/L²

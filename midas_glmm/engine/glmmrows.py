@@ -391,24 +391,28 @@ class RowBlock:
             if channel == "thresholds":  # per coordinate a_k of the thresholds
                 extra.append(self._threshold_gradient(eta, phi, h, Zq))
                 continue
-            exact = None
-            if channel == "log_phi" and self.zi is None:  # the family's own derivatives in log φ
-                exact = self.fam.log_phi_rows(self.y, mu, eta, self.w, phi)
-            if exact is not None:
-                dll, ddl, dww = exact
-            else:
-                if channel == "log_phi":
-                    e = np.exp(GRAD_STEP)
-                    plus, minus = self.laplace_rows(eta, phi * e), self.laplace_rows(eta, phi / e)
-                else:
-                    plus, minus = self.laplace_rows(eta, phi, GRAD_STEP), self.laplace_rows(eta, phi, -GRAD_STEP)
-                dll, ddl, dww = ((p_ - m_) / (2 * GRAD_STEP) for p_, m_ in zip(plus, minus))
+            dll, ddl, dww = self._channel_rows(channel, eta, mu, phi, dl, w)
             g = -2.0 * dll + h * dww + Zq * ddl
             if channel == "log_phi":  # ∂/∂ log φ, or through log φᵢ = (X_d γ)ᵢ for a dispersion model
                 extra.append(np.atleast_1d(g.sum()) if self.disp_X is None else self.disp_X.T @ g)
             else:
                 extra.append(self.zi.X.T @ g)
         return Zl, Zr, Xr, qv, extra
+
+    def _channel_rows(self, channel, eta, mu, phi, dl, w):
+        """(∂ log f, ∂ℓ', ∂w) per row in a channel's parameter ("log_phi" or "zeta"): the family's
+        own in log φ where it has them (:meth:`Family.log_phi_rows`, given the rows' ℓ' and w),
+        else central differences of :meth:`laplace_rows`."""
+        if channel == "log_phi":
+            if self.zi is None:
+                exact = self.fam.log_phi_rows(self.y, mu, eta, self.w, phi, derivs=(dl, w))
+                if exact is not None:
+                    return exact
+            e = np.exp(GRAD_STEP)
+            plus, minus = self.laplace_rows(eta, phi * e), self.laplace_rows(eta, phi / e)
+        else:
+            plus, minus = self.laplace_rows(eta, phi, GRAD_STEP), self.laplace_rows(eta, phi, -GRAD_STEP)
+        return tuple((p_ - m_) / (2 * GRAD_STEP) for p_, m_ in zip(plus, minus))
 
     def _gradient_from_rows(self, dl, w, dw, lams, factor, S_data):
         """The Laplace gradient's row sums from ℓ', w = −ℓ'' and w' per row, by the map's passes

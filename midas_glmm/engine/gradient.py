@@ -24,9 +24,10 @@ __all__ = ["profiled_gradient", "laplace_gradient"]
 kernels = lazy.load("kernels")  # compiled: loaded on first use
 
 
-def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray, S_data=None) -> tuple[np.ndarray, np.ndarray]:
     """(D, offsets): the diagonal blocks D_l = (GΛS)_ll of every node, flat, from the factor's
-    data blocks G and the selected inverse (Z, Zt)."""
+    data blocks G and the selected inverse (Z, Zt; ``S_data``: it at the data blocks' places,
+    when the caller has it)."""
     P, blocks = L.plan, L.blocks
     doff = np.concatenate([[0], np.cumsum(P.nsize**2)]).astype(np.int64)
     if P.Ns == 0:  # the all-dense plan of a small model: G, Λ and S as q × q arrays
@@ -44,7 +45,7 @@ def _logdet_blocks(L: Factor, Z: np.ndarray, Zt: np.ndarray) -> tuple[np.ndarray
         kernels.level_products(blocks.A[: P.nsparse], lam, Z, int(P.p_term[0]), D)
         return D, doff
     if P.stages is not None:  # random intercepts: D_i = Σ_j G_ij λ_j S_ji over the stored entries
-        S = Z if not P.qt else np.concatenate([Z, Zt[P.tail_entries()]])
+        S = L.selected_inverse_data((Z, Zt)) if S_data is None else S_data
         return P.stages.logdet_blocks(blocks.A, S, np.array([lam[0, 0] for lam in L.lams])), doff
     lam, lamoff = lam_flat(L.lams)
     D = np.zeros(int(doff[-1]))
@@ -148,10 +149,10 @@ def laplace_gradient(
     L = st.factor
     P, lams = L.plan, L.lams
     Z, Zt = L.selected_inverse()
-    S_data = Z if not P.qt else np.concatenate([Z, Zt[P.tail_entries()]])
+    S_data = L.selected_inverse_data((Z, Zt))
     block = prob.rows.block
     Zl, Zr, g_beta_raw, qv, extra = block.laplace_gradient_sums(prob.S @ st.beta, lams, st.u, L, S_data, phi, channels)
-    D, doff = _logdet_blocks(L, Z, Zt)
+    D, doff = _logdet_blocks(L, Z, Zt, S_data)
     u = np.concatenate(st.u)
     Ru = _per_term(P, np.column_stack([Zr - 2.0 * Zl, u, Zl, qv]), 4)
     grads = []

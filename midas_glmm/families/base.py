@@ -254,10 +254,11 @@ class Family:
         """(ℓ_μ, ℓ_μμ, expected information of η) of an ``exact`` family; ``d`` is μ'."""
         raise NotImplementedError(f"the {self.name} family takes its score from the exponential-family form")
 
-    def log_phi_rows(self, y, mu, eta, prior, phi):
+    def log_phi_rows(self, y, mu, eta, prior, phi, derivs=None):
         """(∂ log f, ∂ℓ', ∂w)/∂ log φ per row (prior-weighted; ℓ' the score in η, w the observed
         information), for the Laplace gradient's dispersion channel, where the family has them in
-        closed form; None: the gradient takes central differences of :meth:`eta_derivatives`."""
+        closed form; None: the gradient takes central differences of :meth:`eta_derivatives`.
+        ``derivs``: the rows' prior-weighted (ℓ', w) at φ, when the caller has them."""
         return None
 
     def eta_derivatives(self, y, mu, eta, phi, expected: bool = True):

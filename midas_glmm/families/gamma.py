@@ -51,14 +51,16 @@ class Gamma(PositiveMean):
             shape, part = _shape_terms(terms.prior / phi)
         return part + shape * (terms.parts["logy"] - np.log(mu) - terms.y / mu) + terms.const
 
-    def log_phi_rows(self, y, mu, eta, prior, phi):
+    def log_phi_rows(self, y, mu, eta, prior, phi, derivs=None):
         """(∂ℓ, ∂ℓ', ∂w)/∂ log φ per row, analytic: with the shape ν = w/φ, ∂ℓ/∂ log φ =
         −ν(log ν + 1 + log(y/μ) − y/μ − ψ(ν)); ℓ' and w are proportional to 1/φ, so their
-        derivatives are −ℓ' and −w."""
+        derivatives are −ℓ' and −w (the caller's ``derivs``, else computed here)."""
         shape = prior / phi
         dll = -shape * (np.log(shape) + 1.0 + np.log(y / mu) - y / mu - special.digamma(shape))
-        score, obs, _ = self.eta_derivatives(y, mu, eta, phi, expected=False)
-        return dll, -prior * score, -prior * obs
+        if derivs is None:
+            score, obs, _ = self.eta_derivatives(y, mu, eta, phi, expected=False)
+            derivs = (prior * score, prior * obs)
+        return dll, -derivs[0], -derivs[1]
 
     def simulate(self, mu, rng, prior, trials, phi):
         shape = prior / phi

@@ -67,7 +67,7 @@ class NegativeBinomial2(NegativeBinomial):
         core = ratio - th * l1
         return terms.prior * (core + y * (np.log(mu) - np.log(th) - l1)) + terms.const
 
-    def log_phi_rows(self, y, mu, eta, prior, phi):
+    def log_phi_rows(self, y, mu, eta, prior, phi, derivs=None):
         """(∂ℓ, ∂ℓ', ∂w)/∂ log θ per row (prior-weighted), analytic: with t = θ + μ,
         ∂ℓ/∂θ = ψ(y + θ) − ψ(θ) − log1p(μ/θ) + (μ − y)/t, ℓ' = μ'ℓ_μ with ℓ_μ = (y − μ)/V and
         ∂ℓ_μ/∂θ = (y − μ)/t², w = −(μ''ℓ_μ + μ'²ℓ_μμ) with ∂ℓ_μμ/∂θ = (μ − θ − 2y)/t³."""
@@ -144,7 +144,7 @@ class _FixedSize(NegativeBinomial2):
     def variance(self, mu, phi=1.0):
         return super().variance(mu, 1.0)
 
-    def log_phi_rows(self, y, mu, eta, prior, phi):
+    def log_phi_rows(self, y, mu, eta, prior, phi, derivs=None):
         return None  # the size is fixed
 
     def unit_deviance(self, y, mu, phi=1.0):

@@ -69,7 +69,7 @@ def staged_pattern(rows: np.ndarray, cols: np.ndarray, node_base: np.ndarray, ma
 class _Stage:
     """The index arrays of one stage: its columns ``c0:c1`` (one term's levels)."""
 
-    def __init__(self, c0, c1, colptr, rowidx, col_of, lookup, tail_index):
+    def __init__(self, c0, c1, colptr, rowidx, col_of, Ns, lookup, tail_index):
         self.c0, self.c1 = c0, c1
         p0, p1 = int(colptr[c0]), int(colptr[c1])
         n = c1 - c0
@@ -87,7 +87,7 @@ class _Stage:
         first, second = group_pairs(counts, diagonal=True)
         self.fa, self.fb = second, first  # indices into off: the row of fa ≥ the row of fb
         ja, kb = self.off_row[second], self.off_row[first]
-        sparse = kb < lookup.Ns
+        sparse = kb < Ns  # a_jk in the sparse part (else both rows are the tail's)
         self.f_sparse = sparse
         dest_sp = lookup(kb[sparse], ja[sparse])
         dest_tl = tail_index(ja[~sparse], kb[~sparse])
@@ -95,7 +95,7 @@ class _Stage:
         self.dtl, self.dtl_inv = np.unique(dest_tl, return_inverse=True)
         self.all_sparse = bool(sparse.all())
         self._flat = {}  # m → the flat places of the solves' sums for right-hand sides of m columns
-        self.counts = counts
+        self.counts, self.Ns = counts, Ns
         self.sa = None  # the selected inverse's indices, made on its first use (selection)
         self.n = n
 
@@ -107,7 +107,7 @@ class _Stage:
         first, second = group_pairs(self.counts, diagonal=True, ordered=True)
         ra, rb = self.off_row[first], self.off_row[second]
         lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
-        held = lo < lookup.Ns  # in the sparse part (else both rows are the tail's)
+        held = lo < self.Ns  # in the sparse part (else both rows are the tail's)
         self.s_sparse = held
         self.s_src_sp = lookup(lo[held], hi[held])
         self.s_src_tl = tail_index(hi[~held], lo[~held])
@@ -148,7 +148,6 @@ class StageElimination:
                 raise np.linalg.LinAlgError("a coupling outside the staged pattern")
             return pos
 
-        lookup.Ns = plan.Ns
         tailoff, qt = plan.tailoff, plan.qt
 
         def tail_index(row, col):
@@ -157,7 +156,7 @@ class StageElimination:
         self._index = (lookup, tail_index)
         base = plan.node_base
         self.stages = [
-            _Stage(int(base[t]), int(base[t + 1]), colptr, rowidx, col_of, lookup, tail_index)
+            _Stage(int(base[t]), int(base[t + 1]), colptr, rowidx, col_of, plan.Ns, lookup, tail_index)
             for t in range(plan.split)
         ]
         # every stored entry of the data blocks A (sparse part, then the tail's): its two random

@@ -335,3 +335,7 @@ def test_log_dispersion_derivatives_equal_central_differences(family, link, thet
     for g, p, m in zip(got, plus, minus):
         want = (p - m) / (2 * h)
         assert np.allclose(g, want, rtol=1e-6, atol=1e-8 * np.abs(want).max())
+    # the caller's prior-weighted ℓ' and w at φ (the Laplace gradient has them) give the same rows
+    given = fam.log_phi_rows(y, mu, eta, prior, th, derivs=rows(th)[1:])
+    for g, d in zip(got, given):
+        assert np.allclose(g, d, rtol=1e-13, atol=0)
