@@ -45,6 +45,15 @@ LINK_KERNEL_ROWS = 20_000
 #: (ar1 of ten columns: 55 products, most of them zero) several times
 NUMPY_ROWS = 20_000
 
+#: most products of random-effects columns (three scalar terms) of a canonical binomial or Poisson
+#: model of scalar terms whose passes other than the working system's (η, the Laplace gradient's
+#: row sums) run in numpy below NUMPY_ROWS, the working system keeping its compiled pass: a first
+#: fit then compiles one pass, not three (crossed Bernoulli, 2,000 rows: 5.8 → 3.0 s), for 2-4%
+#: on a fit in a loop (η costs numpy what it costs compiled; the gradient's sums more). A term
+#: with slopes keeps every compiled pass: its gradient's sums in numpy cost 10-13% a fit
+#: (binomial (x|g), 2,000 rows)
+CANONICAL_NUMPY_PRODUCTS = 6
+
 #: step of the central differences row by row in the Laplace gradient (η, log φ, the zero-inflation's ζ)
 GRAD_STEP = 1e-4
 
@@ -125,6 +134,7 @@ class RowBlock:
         self._resp1 = None if zi is None else ResponseTerms(family, y, np.ones_like(y))
         self.rowmap: RowMap | None = None
         self._link: int | None = None
+        self._system_in_numpy = False  # the working system's pass in numpy (attach_plan)
         self._agq_rows = None  # (nodes, the response repeated per node, group-by-node codes)
         # the last compiled pass's (β, Λu, η, t): the Laplace gradient at PIRLS' modes reads η and
         # t = e^(−|η|) or e^η there instead of computing them again. Kept only for the rows in
@@ -157,9 +167,15 @@ class RowBlock:
             )
         # not many rows, and a pass numpy does in about the compiled pass's time: the passes take
         # numpy's bincounts, with no compiled pass to load or compile (see NUMPY_ROWS)
-        self.rowmap.numpy_rows = len(self.y) <= NUMPY_ROWS and (
-            (len(self.terms) == 1 and self.terms[0].p == 1) or (self._link is None and self.rowmap.dest.shape[1] <= 4)
-        )
+        one_scalar = len(self.terms) == 1 and self.terms[0].p == 1
+        products = self.rowmap.dest.shape[1]
+        if self._link is None:
+            small = products <= 4
+        else:  # a canonical model: scalar terms only (see CANONICAL_NUMPY_PRODUCTS)
+            small = all(t.p == 1 for t in self.terms) and products <= CANONICAL_NUMPY_PRODUCTS
+        self.rowmap.numpy_rows = len(self.y) <= NUMPY_ROWS and (one_scalar or small)
+        # a canonical model of several terms keeps the compiled working system (see NUMPY_ROWS)
+        self._system_in_numpy = self.rowmap.numpy_rows and (one_scalar or self._link is None)
 
     @property
     def canonical_rows(self) -> tuple[np.ndarray, ...]:
@@ -289,7 +305,7 @@ class RowBlock:
         pass (:func:`rowkernels.working_system`) to the blocks of the working system."""
         rm = self.rowmap
         b = _flat_effects(lams, us)
-        if rm.numpy_rows:
+        if self._system_in_numpy:
             return self._canonical_numpy(beta_raw, b, joint, shift, scale)
         xb, eta, t, lt = self._linear_predictor_and_t(beta_raw, b)  # xb kept: the pass in u alone takes z − Xβ
         if self.keep_last_pass:
@@ -299,7 +315,7 @@ class RowBlock:
         rscale = 1.0 / np.asarray(scale, dtype=float)
         ll = rowkernels.working_system(
             self._link, eta, t, lt, xb, *self._rows, self._Xc, np.asarray(shift, dtype=float), rscale, joint,
-            rm.Zall, rm.dest, rm.za, rm.zb, rm.zidx, A, XZ, XX,
+            rm.Zall, rm.dest, rm.za, rm.zb, rm.zidx, rm.pair, A, XZ, XX, *rowkernels.working_buffers(m, rm.ncol),
         )  # fmt: skip
         if not np.isfinite(ll):
             return ll, None
@@ -418,11 +434,7 @@ class RowBlock:
         """The Laplace gradient's row sums from ℓ', w = −ℓ'' and w' per row, by the map's passes
         (numpy's or the compiled ones): (Z'ℓ', Z'r, X'(r − 2ℓ'), q, the leverages h, ZΛq)."""
         rm = self.rowmap
-        cb = rm.col_base
-        zeta = np.empty_like(rm.Zall)
-        for t, lam in enumerate(lams):
-            zeta[:, cb[t] : cb[t + 1]] = rm.Zall[:, cb[t] : cb[t + 1]] @ lam
-        h = rm.leverages(zeta, S_data)
+        h = rm.leverages(lams, S_data)
         v = h * dw
         Zlv = rm.zt_product(np.column_stack([dl, v]))
         qv = factor.solve(factor.lam_t(Zlv[:, 1]))

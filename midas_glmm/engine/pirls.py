@@ -50,7 +50,7 @@ from .optimize import (
     restart_if_unconverged,
 )
 from .scalarterm import SCALAR_TERM_ROWS, ScalarTerm
-from .sparsity import STAGE_GLMM_Q, FactorPlan, small_model
+from .sparsity import FactorPlan, small_model
 
 __all__ = ["GLMMProblem", "PirlsState", "fit_glmm"]
 
@@ -115,7 +115,7 @@ class GLMMProblem:
             if dense is None:  # a small model: one LAPACK factor, only the row passes compiled
                 one_intercept = len(design.terms) == 1 and design.terms[0].p == 1
                 dense = small_model(design.terms) and not one_intercept
-            self.plan = FactorPlan(design.terms, block.pattern(), dense=dense, stage_from=STAGE_GLMM_Q)
+            self.plan = FactorPlan(design.terms, block.pattern(), dense=dense)
             block.attach_plan(self.plan)
             self.rows = LocalRows(block)
             self.shift, self.scale, self.S = (
@@ -188,7 +188,7 @@ class GLMMProblem:
         def factor(blocks):
             if isinstance(blocks, CrossProducts):  # Dask: summed on the workers
                 if self.plan is None:
-                    self.plan = FactorPlan(self.d.terms, blocks, stage_from=STAGE_GLMM_Q)
+                    self.plan = FactorPlan(self.d.terms, blocks)
                 blocks = self.plan.load(blocks)
             return Factor(self.plan, blocks, lams)
 

@@ -70,16 +70,12 @@ STAGE_PAIRS = 200_000
 #: beside crossed ones 4; crossed factors 20-1,600, where numpy's scattered updates cost 1.5-4x the
 #: compiled kernels' per factor: VerbAgg's fit 1.55x) ...
 STAGE_LEVEL_PAIRS = 8
-#: ... and the terms left to the dense tail have at most this many levels in all
+#: ... and the terms left to the dense tail have at most this many levels in all. LMMs and GLMMs
+#: alike: a GLMM factors and solves hundreds of times a fit, and below about 1,000 random effects
+#: numpy's cost per call makes its fit 4-5% slower than the compiled kernels' (grouseticks' 584,
+#: pupils in 300 classes and schools; 1,800 0.89-0.98x, 12,000 0.75-0.87x), for a first fit that
+#: compiles none of them (grouseticks 20 → 3.5 s) and a new process that loads none (52 kernels)
 STAGE_TAIL = 200
-#: a GLMM's plan is staged from this many random effects: it factors and solves hundreds of times
-#: a fit, where below this numpy's cost per call loses to the compiled kernels (in one process,
-#: staged / compiled: grouseticks' 584 1.01-1.08x, pupils in 300 classes and schools 1.07-1.09x,
-#: an observation-level model 0.98-1.15x; 1,800 0.89-0.98x, 12,000 0.75-0.87x). An LMM's is
-#: staged at any size (a few dozen factors a fit: 300 random effects 1.04-1.09x, 12,000
-#: 0.83-0.96x), which spares its first fit the kernels' compilation (13 s) and every new process
-#: their loading (1 s)
-STAGE_GLMM_Q = 1_000
 
 
 def small_model(terms: list[ReTerm]) -> bool:
@@ -132,9 +128,6 @@ class FactorPlan:
         times after its search on the :class:`~midas_glmm.engine.factor.LevelSystem` and so
         compiles nothing; a GLMM factors and solves hundreds of times, where the kernels are
         faster below some hundreds of levels and for solves of several columns.
-    stage_from : int
-        Eliminate a model of random intercepts term by term in numpy (:attr:`stages`) only from
-        this many random effects (a GLMM's plan: :data:`STAGE_GLMM_Q`).
     """
 
     def __init__(
@@ -143,7 +136,6 @@ class FactorPlan:
         cp: CrossProducts,
         dense: bool = False,
         closed_pairs: bool = False,
-        stage_from: int = 0,
     ):
         self.terms = terms
         self.k = len(terms)
@@ -165,7 +157,7 @@ class FactorPlan:
         elif self.k == 1:  # one term: its levels share no rows, the factor is block diagonal
             self.split = 1
             self._layout(np.arange(self.N + 1, dtype=np.int64), np.arange(self.N, dtype=np.int64), rows, cols)
-        elif self.q < stage_from or not self._staged(rows, cols):
+        elif not self._staged(rows, cols):
             order = np.lexsort((rows, cols))
             adjptr = np.searchsorted(cols[order], np.arange(self.N + 1)).astype(np.int64)
             colptr, rowidx = kernels.symbolic(adjptr, rows[order].astype(np.int64), self.N)
@@ -384,8 +376,13 @@ class RowMap:
                         mult.append(1.0 if i == j else 2.0)  # a pair of terms stands for both orders
         self.mult = np.array(mult)
         self.col_base = col_base
+        self.term_of_col = np.repeat(np.arange(len(terms)), [t.p for t in terms])
         self.dest = np.ascontiguousarray(np.stack(dests, axis=1))
         self.za, self.zb = np.array(za, dtype=np.int64), np.array(zb, dtype=np.int64)
+        self.ncol = int(col_base[-1])
+        # pair[a, b]: the product k of columns (a, b), −1 for none (the compiled pass skips zeros by it)
+        self.pair = np.full((self.ncol, self.ncol), -1, np.int64)
+        self.pair[self.za, self.zb] = np.arange(len(self.za))
         self.zidx = np.ascontiguousarray(
             np.stack([plan.term_off[j] + t.codes * t.p + a for j, t in enumerate(terms) for a in range(t.p)], axis=1),
             dtype=np.int64,
@@ -429,14 +426,23 @@ class RowMap:
         rowkernels.zt_product(self.Zall, self.zidx, np.ascontiguousarray(V, dtype=float), out)
         return out
 
-    def leverages(self, zeta: np.ndarray, S_data: np.ndarray) -> np.ndarray:
-        """ζ_i'Sζ_i per row (S at the data blocks' positions, ``dest``)."""
+    def leverages(self, lams, S_data: np.ndarray) -> np.ndarray:
+        """h_i = ζ_i'Sζ_i per row, ζ_i = Λ'z_i the row's random-effects columns scaled by each
+        term's λ (``lams``) and S at the data blocks' positions (``dest``)."""
+        cb = self.col_base
+        if self.numpy_rows and self.unit_z and len(lams) == len(cb) - 1 == self.Zall.shape[1]:
+            # scalar random intercepts: ζ_i is λ per term, the same in every row
+            lam = np.array([float(lam[0, 0]) for lam in lams])
+            return S_data[self.dest] @ (self.mult * lam[self.term_of_col[self.za]] * lam[self.term_of_col[self.zb]])
+        zeta = np.empty_like(self.Zall)
+        for t, lam in enumerate(lams):
+            zeta[:, cb[t] : cb[t + 1]] = self.Zall[:, cb[t] : cb[t + 1]] @ lam
         if self.numpy_rows:
-            dest = self._columns()[0]
-            h = np.zeros(zeta.shape[0])
-            for k, (a, b) in enumerate(zip(self.za, self.zb)):
-                h += (self.mult[k] * S_data[dest[k]]) * zeta[:, a] * zeta[:, b]
-            return h
+            g = S_data[self.dest]  # n × products: every product's S entry per row, at once
+            g *= self.mult
+            g *= zeta[:, self.za]
+            g *= zeta[:, self.zb]
+            return g.sum(axis=1)
         h = np.empty(zeta.shape[0])
         rowkernels.leverages(zeta, self.dest, self.za, self.zb, self.mult, S_data, h)
         return h
@@ -458,7 +464,8 @@ class RowMap:
         A, XZ, XX = np.zeros(self.plan.nA), np.zeros((self.plan.q, p + 1)), np.zeros((p + 1, p + 1))
         done = rowkernels.working_system(
             codes.GIVEN, c, w, c, c, c, c, c, c, c, c, X, shift, rscale, True,
-            self.Zall, self.dest, self.za, self.zb, self.zidx, A, XZ, XX,
+            self.Zall, self.dest, self.za, self.zb, self.zidx, self.pair, A, XZ, XX,
+            *rowkernels.working_buffers(p + 1, self.ncol),
         )  # fmt: skip
         if not np.isfinite(done):  # the pass stops at the first row with a non-finite weight or value
             raise FloatingPointError("a working weight or response is not finite")

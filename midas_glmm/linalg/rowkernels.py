@@ -19,6 +19,7 @@ __all__ = [
     "exp_terms",
     "canonical_working",
     "working_system",
+    "working_buffers",
     "canonical_gradient_rows",
     "gradient_residual_rows",
     "agq_loglik",
@@ -190,6 +191,13 @@ def canonical_working(link, eta, y, prior, off, const, ya, yb, W, z):
 _CHUNK = 128
 
 
+def working_buffers(m: int, ncol: int) -> tuple[np.ndarray, ...]:
+    """Scratch of one :func:`working_system` pass for m columns of [X_s c] and ``ncol``
+    random-effects columns: the chunk's [X_s c] and W times it (m × chunk), its W, and the row's
+    nonzero columns."""
+    return np.empty((m, _CHUNK)), np.empty((m, _CHUNK)), np.empty(_CHUNK), np.empty(ncol, np.int64)
+
+
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def working_system(
     link,
@@ -212,9 +220,14 @@ def working_system(
     rm_za,
     rm_zb,
     rm_zidx,
+    pair,
     A,
     XZ,
     XX,
+    buf,
+    wbuf,
+    wv,
+    nonzero,
 ):
     """One PIRLS step's pass over the rows, here of a canonical binomial (logit) or Poisson (log)
     model: Σ log f(y | μ) at η, and the weighted working system there written straight into its
@@ -228,19 +241,16 @@ def working_system(
     chunk's columns summed as dot products. Returns −∞ where the
     pass leaves the domain (a step to reject). ``link`` = GIVEN: any family, t = W and lt = z
     computed beforehand; only the blocks are summed (y, prior, off, const, ya, yb unused; 0 returned,
-    −∞ at a non-finite W or z)."""
+    −∞ at a non-finite W or z).
+
+    The caller gives the work arrays (:func:`working_buffers`): ``pair[a, b]``, the pair k with
+    (za, zb) = (a, b) or −1, and scratch for a chunk. An array made in here costs the first
+    compilation numba's array constructors (about half a second) on top of the pass's own."""
     n = eta.shape[0]
     p = X.shape[1] if joint else 0
     m = p + 1
-    buf = np.empty((m, _CHUNK))  # the chunk's [X_s c], and W times it
-    wbuf = np.empty((m, _CHUNK))
-    wv = np.empty(_CHUNK)
     npair = rm_dest.shape[1]
     ncol = rm_zidx.shape[1]
-    pair = np.full((ncol, ncol), -1, np.int64)
-    for k in range(npair):
-        pair[rm_za[k], rm_zb[k]] = k
-    nonzero = np.empty(ncol, np.int64)
     ll = 0.0
     for s in range(0, n, _CHUNK):
         size = min(_CHUNK, n - s)

@@ -57,6 +57,11 @@ def _problem(family, terms, df=None, dense=False):
     return m, GLMMProblem(m.design, m.family, standardize_X=True, dense=dense)
 
 
+def _random_lams(rm, rng) -> list[np.ndarray]:
+    """A random lower-triangular λ per term of the map (its columns' counts from col_base)."""
+    return [np.tril(rng.uniform(0.5, 1.5, (p, p))) for p in np.diff(rm.col_base)]
+
+
 @pytest.mark.parametrize("terms", sorted(TERMS))
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_each_numpy_pass_equals_the_compiled_one(family, terms):
@@ -70,7 +75,7 @@ def test_each_numpy_pass_equals_the_compiled_one(family, terms):
     W, c = rng.uniform(0.1, 2.0, n), rng.normal(size=n)
     base, b = rng.normal(size=n), rng.normal(size=q)
     V = rng.normal(size=(n, 2))
-    zeta = rm.Zall * rng.uniform(0.5, 1.5, rm.Zall.shape[1])
+    lams = _random_lams(rm, rng)
     S = rng.normal(size=rm.plan.nA)
 
     def passes(numpy: bool):
@@ -80,7 +85,7 @@ def test_each_numpy_pass_equals_the_compiled_one(family, terms):
             rm.blocks(W, X[:, :0], c, checked=True),
             rm.eta(base, b),
             rm.zt_product(V),
-            rm.leverages(zeta, S),
+            rm.leverages(lams, S),
         ]
 
     got, want = passes(True), passes(False)
@@ -129,24 +134,29 @@ def test_evaluation_and_gradient_sums_equal_the_compiled_ones(family, terms):
 
 
 @pytest.mark.parametrize(
-    "family, terms, numpy",
+    "family, terms, numpy, system",
     [
-        ("binomial", "scalar", True),  # one scalar column (its PIRLS group by group)
-        ("poisson", "scalar", True),
-        ("binomial", "slope", False),  # a canonical family's compiled pass is faster
-        ("binomial", "crossed", False),
-        ("nbinom2", "scalar", True),  # other families: weights and working response in numpy already
-        ("gamma", "slope", True),
-        ("nbinom2", "crossed", True),
-        ("gamma", "column", True),
-        ("nbinom2", "wide", False),  # seven products of columns: the compiled pass skips the zero ones
+        ("binomial", "scalar", True, True),  # one scalar column (its PIRLS group by group)
+        ("poisson", "scalar", True, True),
+        # a canonical family's scalar terms: the compiled working system (faster), the rest numpy
+        ("binomial", "crossed", True, False),
+        ("poisson", "column", True, False),
+        ("binomial", "slope", False, False),  # a term of two columns: compiled throughout
+        ("binomial", "wide", False, False),
+        ("nbinom2", "scalar", True, True),  # other families: weights and working response in numpy already
+        ("gamma", "slope", True, True),
+        ("nbinom2", "crossed", True, True),
+        ("gamma", "column", True, True),
+        ("nbinom2", "wide", False, False),  # seven products of columns: the compiled pass skips the zero ones
     ],
 )
-def test_which_models_take_the_numpy_passes(family, terms, numpy, monkeypatch):
+def test_which_models_take_the_numpy_passes(family, terms, numpy, system, monkeypatch):
     df = _data(n=400)
-    assert _problem(family, terms, df)[1].rows.block.rowmap.numpy_rows == numpy
+    block = _problem(family, terms, df)[1].rows.block
+    assert (block.rowmap.numpy_rows, block._system_in_numpy) == (numpy, system)
     monkeypatch.setattr(glmmrows, "NUMPY_ROWS", len(df) - 1)  # more rows than numpy's passes take
-    assert not _problem(family, terms, df)[1].rows.block.rowmap.numpy_rows
+    block = _problem(family, terms, df)[1].rows.block
+    assert not block.rowmap.numpy_rows and not block._system_in_numpy
 
 
 class _NoKernels:
@@ -177,6 +187,38 @@ def test_fits_on_numpys_passes_call_no_kernel_and_equal_the_compiled_fits(family
         assert np.allclose(re.to_numpy(), slow.ranef()[name].to_numpy(), atol=1e-5)
 
 
+class _SystemOnly:
+    """Stands for the compiled row passes' module with only the working system's pass."""
+
+    def __getattr__(self, name):
+        from midas_glmm.linalg import rowkernels
+
+        if name in ("working_system", "working_buffers"):
+            return getattr(rowkernels, name)
+        raise AssertionError(f"a compiled row pass other than the working system was called: rowkernels.{name}")
+
+
+@pytest.mark.parametrize("family, terms", [("binomial", "crossed"), ("poisson", "crossed"), ("poisson", "column")])
+def test_canonical_fits_of_several_scalar_terms_compile_only_the_working_system(family, terms, monkeypatch):
+    """A canonical binomial or Poisson model of two or three scalar random-effects terms takes the
+    compiled working system alone (η and the Laplace gradient's row sums in numpy: a first fit
+    compiles one pass), to the optimum, standard errors and modes of the fit compiled throughout."""
+    df = _data(seed=7, n=500)
+    formula = f"{FAMILIES[family]} ~ x + x2 + {TERMS[terms]}"
+    with monkeypatch.context() as mp:
+        mp.setattr(glmmrows, "rowkernels", _SystemOnly())
+        mp.setattr(sparsity, "rowkernels", _SystemOnly())
+        mixed = MixedModel.from_formula(formula, df, family=family).fit()
+    monkeypatch.setattr(glmmrows, "NUMPY_ROWS", 0)
+    compiled = MixedModel.from_formula(formula, df, family=family).fit()
+    assert mixed.llf == pytest.approx(compiled.llf, rel=1e-10, abs=1e-8)
+    assert np.allclose(mixed.theta, compiled.theta, rtol=1e-5, atol=1e-6)
+    assert np.allclose(mixed.params, compiled.params, rtol=1e-6, atol=1e-6 * compiled.bse.min())
+    assert np.allclose(mixed.bse, compiled.bse, rtol=1e-5)
+    for name, re in mixed.ranef().items():
+        assert np.allclose(re.to_numpy(), compiled.ranef()[name].to_numpy(), atol=1e-5)
+
+
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(
     n=st.integers(30, 400),
@@ -202,12 +244,12 @@ def test_numpy_passes_equal_the_compiled_ones_on_random_designs(n, groups, terms
     rm, X = prob.rows.block.rowmap, prob.rows.block._Xc
     W, c = rng.uniform(0.0, 3.0, n), rng.normal(size=n)
     b, V = rng.normal(size=rm.plan.q), rng.normal(size=(n, 2))
-    zeta, S = rm.Zall * rng.uniform(0.5, 1.5, rm.Zall.shape[1]), rng.normal(size=rm.plan.nA)
+    lams, S = _random_lams(rm, rng), rng.normal(size=rm.plan.nA)
 
     def passes(numpy: bool):
         rm.numpy_rows = numpy
         cp = rm.blocks(W, X, c, prob.shift, prob.scale)
-        return [cp.A, cp.XZ, cp.XX, rm.eta(c, b), rm.zt_product(V), rm.leverages(zeta, S)]
+        return [cp.A, cp.XZ, cp.XX, rm.eta(c, b), rm.zt_product(V), rm.leverages(lams, S)]
 
     for got, want in zip(passes(True), passes(False)):
         _close(got, want, rtol=1e-11)

@@ -18,7 +18,6 @@ from midas_glmm.design.design import build_design
 from midas_glmm.design.reterms import ThetaMap
 from midas_glmm.engine import factor as factor_module
 from midas_glmm.engine import gradient as gradient_module
-from midas_glmm.engine import pirls as pirls_module
 from midas_glmm.engine import sparsity
 from midas_glmm.engine.factor import Factor
 from midas_glmm.engine.gradient import _logdet_blocks, profiled_gradient
@@ -250,11 +249,9 @@ def _nested_data(seed=7):
 def test_nested_fits_call_no_factor_kernel_and_equal_the_compiled_fits(family, response, monkeypatch):
     """Schools and classes (150 random effects: above the all-dense plan) fit, report and
     predict without a compiled factor kernel or ordering, to the compiled plan's optimum,
-    standard errors and conditional modes and variances (the GLMM staged at this size here: by
-    default from 1,000 random effects)."""
+    standard errors and conditional modes and variances."""
     df = _nested_data()
     formula = f"{response} ~ x + (1|school/cls)"
-    monkeypatch.setattr(pirls_module, "STAGE_GLMM_Q", 0)
     with monkeypatch.context() as mp:
         for module in (factor_module, gradient_module, sparsity, orderings):
             mp.setattr(module, "kernels", _NoKernels())
@@ -273,17 +270,17 @@ def test_nested_fits_call_no_factor_kernel_and_equal_the_compiled_fits(family, r
     assert np.allclose(fast_re[["condval", "condsd"]].to_numpy(), slow_re[["condval", "condsd"]].to_numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("schools, staged", [(30, False), (200, True)])
-def test_a_glmm_is_staged_from_a_thousand_random_effects(schools, staged):
-    """A GLMM factors hundreds of times a fit: below 1,000 random effects the compiled kernels
-    cost less (150 here), above it numpy's stages (1,000 here); an LMM is staged at both."""
+@pytest.mark.parametrize("schools", [30, 200])
+def test_a_glmm_is_staged_as_an_lmm_is(schools):
+    """Schools and classes of 150 and 1,000 random effects: the Poisson GLMM's plan and the LMM's
+    are staged at both sizes (no compiled factor kernel on a first fit)."""
     rng = np.random.default_rng(8)
     school = np.repeat(np.arange(schools), 24)
     cls = np.repeat(np.arange(4 * schools), 6)
     df = pd.DataFrame({"x": rng.normal(size=len(school)), "school": school, "cls": cls})
     df["count"] = rng.poisson(np.exp(0.3 + rng.normal(0, 0.5, schools)[school] + rng.normal(0, 0.4, 4 * schools)[cls]))
     m = MixedModel.from_formula("count ~ x + (1|school/cls)", df, family="poisson")
-    assert (GLMMProblem(m.design, m.family).plan.stages is not None) == staged
+    assert GLMMProblem(m.design, m.family).plan.stages is not None
     lmm, _ = lmm_criterion(build_design("count ~ x + (1|school/cls)", df), True)
     assert lmm.plan.stages is not None
 
