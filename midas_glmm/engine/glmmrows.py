@@ -48,7 +48,7 @@ NUMPY_ROWS = 20_000
 #: most products of random-effects columns (three scalar terms) of a canonical binomial or Poisson
 #: model of scalar terms whose passes other than the working system's (η, the Laplace gradient's
 #: row sums) run in numpy below NUMPY_ROWS, the working system keeping its compiled pass: a first
-#: fit then compiles one pass, not three (crossed Bernoulli, 2,000 rows: 5.8 → 3.0 s), for 2-4%
+#: fit then compiles one pass, not four (crossed Bernoulli, 2,000 rows: 7.3 → 5.2 s), for 2-4%
 #: on a fit in a loop (η costs numpy what it costs compiled; the gradient's sums more). A term
 #: with slopes keeps every compiled pass: its gradient's sums in numpy cost 10-13% a fit
 #: (binomial (x|g), 2,000 rows)
