@@ -338,7 +338,8 @@ FIRST_FITS = (
         FIT_MAXIMAL,
     ),
     (
-        "crossed Bernoulli GLMM, intercepts for a and b, 2,000 rows x 60 x 40 (dense LAPACK; the working system's pass compiled)",
+        "crossed Bernoulli GLMM, intercepts for a and b, 2,000 rows x 60 x 40 (dense LAPACK; the working "
+        "system's pass compiled)",
         FIT_CROSSED_BERN,
     ),
     (
@@ -347,7 +348,8 @@ FIRST_FITS = (
         FIT_NESTED,
     ),
     (
-        "grouseticks Poisson GLMM (584 random effects: eliminated term by term in numpy; the working system's pass compiled)",
+        "grouseticks Poisson GLMM (584 random effects: eliminated term by term in numpy; the working system's "
+        "pass compiled)",
         FIT_GT,
     ),
     ("fit_many, 200 responses of y ~ x + (1|g), 2,000 rows x 100 groups (numpy batch: nothing compiled)", FIT_MANY_RI),

@@ -9,25 +9,44 @@ exponential family with their link.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from ..families import Family
+from .glmmrows import canonical_terms
 
 __all__ = ["GLMFit", "fit_glm"]
 
 
 class GLMFit:
-    """β̂, the fitted means and the deviance of a GLM fit."""
+    """β̂, the fitted means and the deviance of a GLM fit (the deviance computed when read)."""
 
-    def __init__(self, beta: np.ndarray, mu: np.ndarray, deviance: float, converged: bool):
-        self.beta, self.mu, self.deviance, self.converged = beta, mu, deviance, converged
+    def __init__(self, beta: np.ndarray, mu: np.ndarray, converged: bool, family: Family, y, w):
+        self.beta, self.mu, self.converged = beta, mu, converged
+        self._dev = (family, y, w)
+
+    @cached_property
+    def deviance(self) -> float:
+        family, y, w = self._dev
+        return float(family.deviance(y, self.mu, w, 1.0))
 
 
-def fit_glm(y, X, family: Family, offset=None, weights=None, tol: float = 1e-8, maxiter: int = 100) -> GLMFit:
-    """IRLS for the GLM y ~ X (+ offset) of ``family`` with prior weights ``weights``."""
+def fit_glm(
+    y, X, family: Family, offset=None, weights=None, tol: float = 1e-8, maxiter: int = 100, canonical=None
+) -> GLMFit:
+    """IRLS for the GLM y ~ X (+ offset) of ``family`` with prior weights ``weights``.
+
+    ``canonical`` = (link code, a, b): the family is a canonical binomial (logit) or Poisson (log),
+    whose log-likelihood is const + Σ a log μ + b log(1 − μ) or const + Σ a log μ − bμ
+    (:attr:`~midas_glmm.engine.glmmrows.RowBlock.canonical_rows`). Its steps then take μ, μ' and
+    the log-likelihood from one exp and one log1p per row (:func:`~.glmmrows.canonical_terms`),
+    and stop on the change of −2 log-likelihood, which is the deviance's change."""
     n = len(y)
     offset = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    if canonical is not None:
+        return _fit_canonical(y, X, family, offset, w, tol, maxiter, *canonical)
     mu = family.start_mean(y)
     eta = family.linkfun(mu)
     beta = np.zeros(X.shape[1])
@@ -45,7 +64,29 @@ def fit_glm(y, X, family: Family, offset=None, weights=None, tol: float = 1e-8, 
             dev, converged = dev_new, True
             break
         dev = dev_new
-    return GLMFit(beta, mu, float(dev), converged)
+    return GLMFit(beta, mu, converged, family, y, w)
+
+
+def _fit_canonical(y, X, family, offset, w, tol, maxiter, link, a, b) -> GLMFit:
+    """:func:`fit_glm` of a canonical binomial or Poisson family: μ' = V(μ), so the weights are
+    w·μ' and μ, μ' and Σ log f come from :func:`~.glmmrows.canonical_terms` at η."""
+    eta = family.linkfun(family.start_mean(y))
+    ll, mu, d = canonical_terms(link, eta, a, b)
+    beta = np.zeros(X.shape[1])
+    dev = np.inf
+    converged = False
+    for _ in range(maxiter):
+        z = eta - offset + (y - mu) / d
+        root = np.sqrt(w * d)
+        beta = _weighted_least_squares(X * root[:, None], z * root)
+        eta = X @ beta + offset
+        ll, mu, d = canonical_terms(link, eta, a, b)
+        dev_new = -2.0 * ll  # the deviance less a constant
+        if abs(dev_new - dev) <= tol:
+            converged = True
+            break
+        dev = dev_new
+    return GLMFit(beta, mu, converged, family, y, w)
 
 
 def _weighted_least_squares(Xr: np.ndarray, zr: np.ndarray) -> np.ndarray:

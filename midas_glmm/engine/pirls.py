@@ -429,8 +429,13 @@ def _glm_start(design: Design, family: Family, prob: GLMMProblem):
     beta, phi = None, 1.0
     start = family.start_family()
     try:
+        block = getattr(prob.rows, "block", None)
+        canonical = None
+        if start is family and block is not None and block.compiled:  # its log-likelihood's pieces
+            _, _, _, _, a, b = block.canonical_rows
+            canonical = (family.kernel_link, a, b)
         with np.errstate(all="ignore"):  # a separated response runs μ to 0 or 1: the fit says so in its words
-            glm = fit_glm(design.y, X, start, design.offset, design.weights)
+            glm = fit_glm(design.y, X, start, design.offset, design.weights, canonical=canonical)
         beta = glm.beta
         phi = family.dispersion_start(design.y, glm.mu, design.weights, glm.deviance / design.nobs)
     except (np.linalg.LinAlgError, FloatingPointError):

@@ -301,7 +301,10 @@ class FactorPlan:
         col_node = np.asarray(col_node, np.int64)
         out = np.empty(len(row_node), np.int64)
         sparse = col_node < self.Ns
-        out[sparse] = self.blkoff[_lookup(self.keys, col_node[sparse] * self.N + row_node[sparse])]
+        if sparse.any() and np.array_equal(row_node, col_node):  # diagonal blocks: each column's first entry
+            out[sparse] = self.blkoff[self.colptr[col_node[sparse]]]
+        else:
+            out[sparse] = self.blkoff[_lookup(self.keys, col_node[sparse] * self.N + row_node[sparse])]
         key = col_node[~sparse] * self.N + row_node[~sparse]
         out[~sparse] = self.nsparse + self.boff[_lookup(self.tkeys, key)]
         return out

@@ -77,7 +77,10 @@ class Binomial(UnitMean):
         n = prior if trials is None else trials
         k = y * n
         pw = np.ones_like(y) if trials is None else prior / np.where(trials > 0, trials, 1)
-        const = pw * (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1))
+        if np.all(n == 1.0) and np.all((k == 0.0) | (k == 1.0)):  # 0/1 outcomes: log C(1, k) = 0
+            const = np.zeros_like(y, dtype=float)
+        else:
+            const = pw * (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1))
         return const, {"a": pw * k, "b": pw * (n - k)}
 
     def loglik_rows(self, terms: ResponseTerms, mu, phi):

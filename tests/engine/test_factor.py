@@ -111,6 +111,21 @@ def test_factor_equals_dense_algebra(name):
 
 
 @pytest.mark.parametrize("name", list(FORMULAS))
+def test_diagonal_blocks_are_found_at_each_columns_first_entry(name):
+    """plan.positions of a node with itself (each term's own rows: RowMap's first products) is
+    the first entry of its column, as the general search of the sorted keys finds it."""
+    d = build_design(FORMULAS[name], _data())
+    plan = FactorPlan(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y))
+    nodes = np.random.default_rng(3).integers(0, plan.N, 500)
+    sparse = nodes < plan.Ns
+    want = np.empty(len(nodes), np.int64)
+    want[sparse] = plan.blkoff[sparsity._lookup(plan.keys, nodes[sparse] * (plan.N + 1))]
+    want[~sparse] = plan.nsparse + plan.boff[sparsity._lookup(plan.tkeys, nodes[~sparse] * (plan.N + 1))]
+    assert sparse.any()
+    assert np.array_equal(plan.positions(nodes, nodes), want)
+
+
+@pytest.mark.parametrize("name", list(FORMULAS))
 def test_the_all_dense_plan_equals_dense_algebra(name):
     """A small model's plan (every random effect in the dense tail, no compiled kernels): the
     same numbers, the first term's diagonal blocks of L and the selected inverse included."""

@@ -10,6 +10,7 @@ import statsmodels.api as sm
 from midas_glmm import FamilyError, MixedModel, family
 from midas_glmm.engine.glm import fit_glm
 from midas_glmm.families import LINKS, resolve_family
+from midas_glmm.linalg import codes
 
 SM_LINKS = {
     "log": sm.families.links.Log,
@@ -61,15 +62,18 @@ def test_variance_and_deviance_equal_statsmodels(name, smfam, draw, phi):
 
 
 @pytest.mark.parametrize(
-    "name,smfam",
+    "name,smfam,canonical",
     [
-        ("binomial", sm.families.Binomial()),
-        ("poisson", sm.families.Poisson()),
-        ("gamma", sm.families.Gamma(sm.families.links.Log())),
+        ("binomial", sm.families.Binomial(), False),
+        ("binomial", sm.families.Binomial(), True),
+        ("poisson", sm.families.Poisson(), False),
+        ("poisson", sm.families.Poisson(), True),
+        ("gamma", sm.families.Gamma(sm.families.links.Log()), False),
     ],
 )
-def test_glm_start_equals_statsmodels_glm(name, smfam):
-    """The IRLS that starts a GLMM reaches statsmodels' GLM estimates and deviance."""
+def test_glm_start_equals_statsmodels_glm(name, smfam, canonical):
+    """The IRLS that starts a GLMM reaches statsmodels' GLM estimates and deviance, the canonical
+    binomial and Poisson also from their log-likelihood's pieces a, b (its steps by canonical_terms)."""
     rng = np.random.default_rng(7)
     X = np.column_stack([np.ones(200), rng.normal(size=(200, 2))])
     eta = X @ [0.3, 0.5, -0.4]
@@ -80,7 +84,10 @@ def test_glm_start_equals_statsmodels_glm(name, smfam):
     }[name]()
     w = rng.uniform(0.5, 2.0, 200)
     fam = family(name, link="log" if name == "gamma" else None)
-    ours = fit_glm(y, X, fam, weights=w)
+    pieces = None
+    if canonical:  # log f = const + a log μ + b log(1 − μ) (logit), const + a log μ − bμ (log)
+        pieces = (codes.LOGIT, w * y, w * (1.0 - y)) if name == "binomial" else (codes.LOG, w * y, w)
+    ours = fit_glm(y, X, fam, weights=w, canonical=pieces)
     ref = sm.GLM(y, X, family=smfam, var_weights=w).fit(tol=1e-13)
     assert ours.converged  # both stop on a change of deviance below 1e-8: β to ~1e-6
     assert np.allclose(ours.beta, ref.params, rtol=1e-5, atol=1e-8)
