@@ -74,7 +74,8 @@ STAGE_LEVEL_PAIRS = 8
 #: alike: a GLMM factors and solves hundreds of times a fit, and below about 1,000 random effects
 #: numpy's cost per call makes its fit 4-5% slower than the compiled kernels' (grouseticks' 584,
 #: pupils in 300 classes and schools; 1,800 0.89-0.98x, 12,000 0.75-0.87x), for a first fit that
-#: compiles none of them (grouseticks 20 → 3.5 s) and a new process that loads none (52 kernels)
+#: compiles none of them (grouseticks 17.4 → 4.6 s with the import) and a new process that loads
+#: none (24 cache files)
 STAGE_TAIL = 200
 
 
@@ -433,7 +434,7 @@ class RowMap:
         """h_i = ζ_i'Sζ_i per row, ζ_i = Λ'z_i the row's random-effects columns scaled by each
         term's λ (``lams``) and S at the data blocks' positions (``dest``)."""
         cb = self.col_base
-        if self.numpy_rows and self.unit_z and len(lams) == len(cb) - 1 == self.Zall.shape[1]:
+        if self.numpy_rows and self.unit_z and self.ncol == len(lams):
             # scalar random intercepts: ζ_i is λ per term, the same in every row
             lam = np.array([float(lam[0, 0]) for lam in lams])
             return S_data[self.dest] @ (self.mult * lam[self.term_of_col[self.za]] * lam[self.term_of_col[self.zb]])

@@ -166,27 +166,6 @@ class _NoKernels:
         raise AssertionError(f"a compiled row pass was called: rowkernels.{name}")
 
 
-@pytest.mark.parametrize("family, terms", [("nbinom2", "slope"), ("gamma", "crossed"), ("nbinom2", "scalar")])
-def test_fits_on_numpys_passes_call_no_kernel_and_equal_the_compiled_fits(family, terms, monkeypatch):
-    """A small model of a family other than the canonical binomial and Poisson fits without a
-    compiled row pass (nothing to load or compile on a first fit), to the optimum, standard
-    errors and modes of the fit on the compiled passes."""
-    df = _data(seed=6, n=500)
-    formula = f"{FAMILIES[family]} ~ x + x2 + {TERMS[terms]}"
-    with monkeypatch.context() as mp:
-        mp.setattr(glmmrows, "rowkernels", _NoKernels())
-        mp.setattr(sparsity, "rowkernels", _NoKernels())
-        fast = MixedModel.from_formula(formula, df, family=family).fit()
-    monkeypatch.setattr(glmmrows, "NUMPY_ROWS", 0)
-    slow = MixedModel.from_formula(formula, df, family=family).fit()
-    assert fast.llf == pytest.approx(slow.llf, rel=1e-10, abs=1e-8)
-    assert np.allclose(fast.theta, slow.theta, rtol=1e-5, atol=1e-6)
-    assert np.allclose(fast.params, slow.params, rtol=1e-6, atol=1e-6 * slow.bse.min())
-    assert np.allclose(fast.bse, slow.bse, rtol=1e-5)
-    for name, re in fast.ranef().items():
-        assert np.allclose(re.to_numpy(), slow.ranef()[name].to_numpy(), atol=1e-5)
-
-
 class _SystemOnly:
     """Stands for the compiled row passes' module with only the working system's pass."""
 
@@ -198,25 +177,42 @@ class _SystemOnly:
         raise AssertionError(f"a compiled row pass other than the working system was called: rowkernels.{name}")
 
 
+def _fit_with(stand_in, family, terms, seed, monkeypatch):
+    """(the fit with ``stand_in`` as the compiled row passes' module, the fit compiled throughout)."""
+    df = _data(seed=seed, n=500)
+    formula = f"{FAMILIES[family]} ~ x + x2 + {TERMS[terms]}"
+    with monkeypatch.context() as mp:
+        mp.setattr(glmmrows, "rowkernels", stand_in)
+        mp.setattr(sparsity, "rowkernels", stand_in)
+        fast = MixedModel.from_formula(formula, df, family=family).fit()
+    monkeypatch.setattr(glmmrows, "NUMPY_ROWS", 0)
+    return fast, MixedModel.from_formula(formula, df, family=family).fit()
+
+
+def _assert_same_fit(fast, slow):
+    """The optimum, standard errors and modes of two fits agree."""
+    assert fast.llf == pytest.approx(slow.llf, rel=1e-10, abs=1e-8)
+    assert np.allclose(fast.theta, slow.theta, rtol=1e-5, atol=1e-6)
+    assert np.allclose(fast.params, slow.params, rtol=1e-6, atol=1e-6 * slow.bse.min())
+    assert np.allclose(fast.bse, slow.bse, rtol=1e-5)
+    for name, re in fast.ranef().items():
+        assert np.allclose(re.to_numpy(), slow.ranef()[name].to_numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("family, terms", [("nbinom2", "slope"), ("gamma", "crossed"), ("nbinom2", "scalar")])
+def test_fits_on_numpys_passes_call_no_kernel_and_equal_the_compiled_fits(family, terms, monkeypatch):
+    """A small model of a family other than the canonical binomial and Poisson fits without a
+    compiled row pass (nothing to load or compile on a first fit), to the optimum, standard
+    errors and modes of the fit on the compiled passes."""
+    _assert_same_fit(*_fit_with(_NoKernels(), family, terms, 6, monkeypatch))
+
+
 @pytest.mark.parametrize("family, terms", [("binomial", "crossed"), ("poisson", "crossed"), ("poisson", "column")])
 def test_canonical_fits_of_several_scalar_terms_compile_only_the_working_system(family, terms, monkeypatch):
     """A canonical binomial or Poisson model of two or three scalar random-effects terms takes the
     compiled working system alone (η and the Laplace gradient's row sums in numpy: a first fit
     compiles one pass), to the optimum, standard errors and modes of the fit compiled throughout."""
-    df = _data(seed=7, n=500)
-    formula = f"{FAMILIES[family]} ~ x + x2 + {TERMS[terms]}"
-    with monkeypatch.context() as mp:
-        mp.setattr(glmmrows, "rowkernels", _SystemOnly())
-        mp.setattr(sparsity, "rowkernels", _SystemOnly())
-        mixed = MixedModel.from_formula(formula, df, family=family).fit()
-    monkeypatch.setattr(glmmrows, "NUMPY_ROWS", 0)
-    compiled = MixedModel.from_formula(formula, df, family=family).fit()
-    assert mixed.llf == pytest.approx(compiled.llf, rel=1e-10, abs=1e-8)
-    assert np.allclose(mixed.theta, compiled.theta, rtol=1e-5, atol=1e-6)
-    assert np.allclose(mixed.params, compiled.params, rtol=1e-6, atol=1e-6 * compiled.bse.min())
-    assert np.allclose(mixed.bse, compiled.bse, rtol=1e-5)
-    for name, re in mixed.ranef().items():
-        assert np.allclose(re.to_numpy(), compiled.ranef()[name].to_numpy(), atol=1e-5)
+    _assert_same_fit(*_fit_with(_SystemOnly(), family, terms, 7, monkeypatch))
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
