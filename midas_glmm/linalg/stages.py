@@ -170,7 +170,10 @@ class StageElimination:
         self.tail_flat = (tr * qt + tc).astype(np.int64)
         self.tail_diag = np.arange(qt) * (qt + 1)
         self.q = plan.q
-        self.pivots = plan.colptr[:-1].copy()  # every column's pivot
+        # I's entries in the layout of A: 1 at every column's pivot of the sparse part (the tail's
+        # diagonal is added to its dense block)
+        self.identity = np.zeros(len(self.e_row))
+        self.identity[plan.colptr[:-1]] = 1.0
         self._G = None  # (A, Z'WZ as a scipy matrix) of an LMM's constant blocks
 
     # ----------------------------------------------------------------- factor
@@ -179,14 +182,15 @@ class StageElimination:
         (pivots, entries below them)) for the data blocks A and λ_t per term (``lam``, scalars);
         the third item is 1 + the node whose pivot is not positive, if one is (the factor is then
         not to be used). The fourth spares the solves reading L again (``vals``)."""
-        scaled = A * np.outer(lam, lam).ravel()[self.t_pair]
+        scaled = np.outer(lam, lam).ravel()[self.t_pair]  # λ_row λ_col of every entry
+        scaled *= A
+        scaled += self.identity  # Λ'AΛ + I, its sparse part
         L = scaled[: self.nsparse]  # a view: scaled is this call's own array
         qt = self.qt
         Tf = np.zeros(qt * qt)
         if qt:
             Tf[self.tail_flat] = scaled[self.nsparse :]
             Tf[self.tail_diag] += 1.0
-        L[self.pivots] += 1.0
         vals = []
         for st in self.stages:
             d = L[st.diag]
