@@ -265,10 +265,29 @@ def factorize_sorted(col: pd.Series) -> tuple[np.ndarray, np.ndarray | pd.Index]
     """pandas' ``factorize(col, sort=True)``. Short columns of pandas' text (pyarrow's by
     default) are read as Python strings, which sort alike (by code point, as UTF-8's bytes do)
     and whose factorize costs a third of pyarrow's on 180 rows; from some thousands of rows the
-    Python strings cost more than pyarrow's own pass (1e5 rows: 8 ms against 3)."""
+    Python strings cost more than pyarrow's own pass (1e5 rows: 8 ms against 3). Integers whose
+    range is not much wider than the column (group ids) are counted instead of hashed and sorted:
+    the levels are the values present, the codes their ranks (1e5 rows of 2,000 ids: 0.36 ms
+    against pandas' 2.2; 1e6 of 20,000: 4.5 against 32)."""
     if isinstance(col.dtype, pd.StringDtype) and len(col) <= TEXT_OBJECT_ROWS:
         return pd.factorize(col.to_numpy(dtype=object), sort=True)
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu" and len(col):
+        found = _counted_levels(col.to_numpy())
+        if found is not None:
+            return found
     return pd.factorize(col, sort=True)
+
+
+def _counted_levels(v: np.ndarray) -> tuple[np.ndarray, pd.Index] | None:
+    """(codes, sorted levels) of the integers ``v`` by one count over their range, or None where
+    the range is more than twice the rows (and 1,024): a count there would cost more than a sort."""
+    lo, hi = int(v.min()), int(v.max())
+    if hi - lo >= max(2 * len(v), 1024) or lo < -(2**62) or hi > 2**62:
+        return None
+    offset = v.astype(np.int64, copy=False) - lo
+    present = np.bincount(offset, minlength=hi - lo + 1) > 0
+    codes = (np.cumsum(present) - 1)[offset]
+    return codes, pd.Index((np.flatnonzero(present) + lo).astype(v.dtype))
 
 
 def _plain_design(intercept: bool, cols: list[str], data: pd.DataFrame):

@@ -5,6 +5,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from midas_glmm import MixedModel, datasets
 from midas_glmm.design.fixed import column_moments, column_sums, independent_columns
@@ -368,6 +370,33 @@ def test_text_factorized_as_python_strings_keeps_pandas_codes_and_sorted_levels(
         want_codes, want_levels = pd.factorize(col, sort=True)
         assert np.array_equal(codes, want_codes)
         assert list(levels) == list(want_levels)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    dtype=st.sampled_from(["int8", "int16", "int32", "int64", "uint8", "uint32", "uint64"]),
+    n=st.integers(1, 300),
+    spread=st.sampled_from([1, 5, 100, 10_000, 2**40]),
+    seed=st.integers(0, 10_000),
+)
+def test_integers_counted_keep_pandas_codes_and_sorted_levels(dtype, n, spread, seed):
+    """Hypothesis: integer columns (group ids) are factorized by one count over their range where
+    it is narrow, else by pandas; either way the codes and the sorted levels (their dtype too) are
+    pandas' factorize(sort=True)'s, at the dtype's extremes as well."""
+    from midas_glmm.design.columns import factorize_sorted
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    low, high = max(info.min, -(2**50)), min(info.max, 2**50)
+    lo = int(rng.integers(low, max(low, high - spread) + 1))  # the values lie in [lo, lo + spread]
+    values = (lo + rng.integers(0, min(spread, high - lo) + 1, n)).astype(dtype)
+    if seed % 7 == 0:  # the dtype's own extremes
+        values[: min(2, n)] = np.array([info.min, info.max], dtype=dtype)[: min(2, n)]
+    col = pd.Series(values)
+    codes, levels = factorize_sorted(col)
+    want_codes, want_levels = pd.factorize(col, sort=True)
+    assert np.array_equal(codes, want_codes) and codes.dtype == want_codes.dtype
+    assert levels.equals(want_levels) and levels.dtype == want_levels.dtype
 
 
 def test_a_cbind_response_with_an_expression_is_parsed_once_and_evaluated_per_data():
