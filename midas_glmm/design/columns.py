@@ -29,6 +29,7 @@ __all__ = [
     "quote_parsed",
     "eval_expression",
     "factorize_sorted",
+    "counted_ranks",
     "single_column",
     "column_or_values",
     "formula_variables",
@@ -281,13 +282,20 @@ def factorize_sorted(col: pd.Series) -> tuple[np.ndarray, np.ndarray | pd.Index]
 def _counted_levels(v: np.ndarray) -> tuple[np.ndarray, pd.Index] | None:
     """(codes, sorted levels) of the integers ``v`` by one count over their range, or None where
     the range is more than twice the rows (and 1,024): a count there would cost more than a sort."""
+    found = counted_ranks(v)
+    return None if found is None else (found[0], pd.Index(found[1].astype(v.dtype)))
+
+
+def counted_ranks(v: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the rank of each value among the distinct values, the distinct values sorted, int64) of the
+    integers ``v`` by one count over their range; None where that range is more than twice the rows
+    (and 1,024), or beyond ±2⁶²."""
     lo, hi = int(v.min()), int(v.max())
     if hi - lo >= max(2 * len(v), 1024) or lo < -(2**62) or hi > 2**62:
         return None
     offset = v.astype(np.int64, copy=False) - lo
     present = np.bincount(offset, minlength=hi - lo + 1) > 0
-    codes = (np.cumsum(present) - 1)[offset]
-    return codes, pd.Index((np.flatnonzero(present) + lo).astype(v.dtype))
+    return (np.cumsum(present) - 1)[offset], np.flatnonzero(present) + lo
 
 
 def _plain_design(intercept: bool, cols: list[str], data: pd.DataFrame):

@@ -399,6 +399,43 @@ def test_integers_counted_keep_pandas_codes_and_sorted_levels(dtype, n, spread, 
     assert levels.equals(want_levels) and levels.dtype == want_levels.dtype
 
 
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    sizes=st.lists(st.sampled_from([1, 2, 3, 7, 50, 2**31]), min_size=2, max_size=4),
+    n=st.integers(1, 300),
+    seed=st.integers(0, 10_000),
+)
+def test_interaction_codes_order_the_combinations_as_unique_rows(sizes, n, seed):
+    """Hypothesis: the interaction of factors by one mixed-radix integer per row (counted, sorted,
+    or by rows where the radix would pass 2⁶²) gives np.unique(rows, axis=0)'s codes and
+    combinations in the same order."""
+    from midas_glmm.design.design import interaction_codes
+
+    rng = np.random.default_rng(seed)
+    parts = [rng.integers(0, min(s, 40 if seed % 2 else s), n).astype(np.int64) for s in sizes]
+    codes, combos = interaction_codes(parts, sizes)
+    uniq, want = np.unique(np.column_stack(parts), axis=0, return_inverse=True)
+    assert np.array_equal(codes, want.ravel())
+    assert np.array_equal(np.column_stack(combos), uniq)
+
+
+def test_nested_group_labels_join_their_parts_levels():
+    """(1|school/cls)'s interaction term (lme4's cls:school): codes in the order of the (cls,
+    school) level pairs, cls's levels sorted as numbers, and labels "cls:school" from each part's
+    levels, text and integer parts alike."""
+    df = pd.DataFrame(
+        {
+            "school": ["b", "a", "b", "a", "c", "b", "a"],
+            "cls": [2, 10, 2, 1, 1, 10, 10],
+            "y": np.arange(7.0),
+        }
+    )
+    d = MixedModel.from_formula("y ~ 1 + (1|school/cls)", df).design
+    term = next(t for t in d.terms if t.group_name == "cls:school")
+    assert list(term.levels) == ["1:a", "1:c", "2:b", "10:a", "10:b"]
+    assert term.codes.tolist() == [2, 3, 2, 0, 1, 4, 3]
+
+
 def test_a_cbind_response_with_an_expression_is_parsed_once_and_evaluated_per_data():
     """The compiled cbind/offset expression is cached by its text: a second data frame with
     other counts gets its own values."""
