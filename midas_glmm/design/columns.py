@@ -30,6 +30,7 @@ __all__ = [
     "eval_expression",
     "factorize_sorted",
     "counted_ranks",
+    "interaction_codes",
     "single_column",
     "column_or_values",
     "formula_variables",
@@ -296,6 +297,32 @@ def counted_ranks(v: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     offset = v.astype(np.int64, copy=False) - lo
     present = np.bincount(offset, minlength=hi - lo + 1) > 0
     return (np.cumsum(present) - 1)[offset], np.flatnonzero(present) + lo
+
+
+def interaction_codes(parts: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(codes, each part's codes of the distinct combinations) of the interaction of factors whose
+    codes ``parts[i]`` lie in [0, sizes[i]): the combinations in lexicographic order of the parts'
+    codes, as ``np.unique(column_stack(parts), axis=0)`` orders them. Each row's combination is one
+    mixed-radix integer k = (c₀·n₁ + c₁)·n₂ + c₂ …, whose order is that one, ranked by a count over
+    its range (:func:`counted_ranks`) or a sort of the integers (1e5 rows of three nested
+    factors: 230 ms by rows as void values against a few ms)."""
+    if float(np.prod(np.asarray(sizes, dtype=float))) >= 2.0**62:  # the key would overflow: rows
+        uniq, codes = np.unique(np.column_stack(parts), axis=0, return_inverse=True)
+        return codes.ravel().astype(np.int64), [uniq[:, i] for i in range(len(parts))]
+    key = parts[0].astype(np.int64)
+    for part, size in zip(parts[1:], sizes[1:]):
+        key = key * size + part
+    found = counted_ranks(key) if len(key) else None
+    if found is None:
+        keys, codes = np.unique(key, return_inverse=True)
+    else:
+        codes, keys = found
+    combos = []
+    for size in reversed(sizes[1:]):
+        combos.append(keys % size)
+        keys = keys // size
+    combos.append(keys)
+    return codes.ravel().astype(np.int64), combos[::-1]
 
 
 def _plain_design(intercept: bool, cols: list[str], data: pd.DataFrame):

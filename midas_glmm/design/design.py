@@ -26,11 +26,11 @@ from .columns import (
     check_columns,
     coefficient_names,
     column_or_values,
-    counted_ranks,
     factorize_sorted,
     formula_variables,
     formulaic_error,
     formulaic_types,
+    interaction_codes,
     model_matrix,
     predictor_names,
     quote_parsed,
@@ -174,32 +174,6 @@ def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray
     for levels, part in zip(parts_levels[1:], combos[1:]):  # "a:b:c", one Python + per level and part
         labels = labels + ":" + np.array(levels, dtype=object)[part]
     return codes, pd.Index(labels.tolist(), name=":".join(group))
-
-
-def interaction_codes(parts: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(codes, each part's codes of the distinct combinations) of the interaction of factors whose
-    codes ``parts[i]`` lie in [0, sizes[i]): the combinations in lexicographic order of the parts'
-    codes, as ``np.unique(column_stack(parts), axis=0)`` orders them. Each row's combination is one
-    mixed-radix integer k = (c₀·n₁ + c₁)·n₂ + c₂ …, whose order is that one, ranked by a count over
-    its range (:func:`~.columns.counted_ranks`) or a sort of the integers (1e5 rows of three nested
-    factors: 230 ms by rows as void values against a few ms)."""
-    if float(np.prod(np.asarray(sizes, dtype=float))) >= 2.0**62:  # the key would overflow: rows
-        uniq, codes = np.unique(np.column_stack(parts), axis=0, return_inverse=True)
-        return codes.ravel().astype(np.int64), [uniq[:, i] for i in range(len(parts))]
-    key = parts[0].astype(np.int64)
-    for part, size in zip(parts[1:], sizes[1:]):
-        key = key * size + part
-    found = counted_ranks(key) if len(key) else None
-    if found is None:
-        keys, codes = np.unique(key, return_inverse=True)
-    else:
-        codes, keys = found
-    combos = []
-    for size in reversed(sizes[1:]):
-        combos.append(keys % size)
-        keys = keys // size
-    combos.append(keys)
-    return codes.ravel().astype(np.int64), combos[::-1]
 
 
 def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:

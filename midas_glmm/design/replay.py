@@ -24,7 +24,7 @@ import pandas as pd
 from formulaic.errors import DataMismatchWarning, FormulaicError
 
 from ..errors import DataError, FitError, did_you_mean
-from .columns import eval_expression, formula_variables, formulaic_types, string_columns
+from .columns import eval_expression, formula_variables, formulaic_types, interaction_codes, string_columns
 from .reterms import ReTerm
 
 __all__ = [
@@ -230,15 +230,16 @@ def level_positions(term, data: pd.DataFrame) -> np.ndarray:
     codes, texts = [], []
     for g in term.group:
         c, uniques = pd.factorize(data[g])
-        codes.append(c)
+        codes.append(c.astype(np.int64) + 1)  # a missing value (−1) as 0
         texts.append([level_text(u) for u in uniques])
     lookup = level_lookup(term.levels, len(term.group))
-    combos, inverse = np.unique(np.column_stack(codes), axis=0, return_inverse=True)
+    inverse, parts = interaction_codes(codes, [len(t) + 1 for t in texts])
+    combos = np.column_stack(parts) - 1
     pos = np.array(
         [-1 if (row < 0).any() else lookup(":".join(texts[i][c] for i, c in enumerate(row))) for row in combos],
         dtype=np.int64,
     )
-    return pos[inverse.ravel()]
+    return pos[inverse]
 
 
 def term_columns_on(term, rows: pd.DataFrame) -> np.ndarray:

@@ -409,7 +409,7 @@ def test_interaction_codes_order_the_combinations_as_unique_rows(sizes, n, seed)
     """Hypothesis: the interaction of factors by one mixed-radix integer per row (counted, sorted,
     or by rows where the radix would pass 2⁶²) gives np.unique(rows, axis=0)'s codes and
     combinations in the same order."""
-    from midas_glmm.design.design import interaction_codes
+    from midas_glmm.design.columns import interaction_codes
 
     rng = np.random.default_rng(seed)
     parts = [rng.integers(0, min(s, 40 if seed % 2 else s), n).astype(np.int64) for s in sizes]

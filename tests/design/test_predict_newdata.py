@@ -168,3 +168,25 @@ def test_predict_reads_dotted_and_backticked_columns(formula):
     df = pd.DataFrame({"my.y": rng.normal(size=n), "my.x": rng.normal(size=n) + 3, "g": rng.integers(0, 10, n)})
     res = MixedModel.from_formula(formula, df).fit()
     assert np.asarray(res.predict(df.head(5))) == pytest.approx(np.asarray(res.fittedvalues)[:5], rel=1e-12)
+
+
+def test_nested_groups_on_new_rows_find_their_levels():
+    """(1|school/cls) on new rows: a (cls, school) pair the fit saw takes its effect, an unseen
+    pair, an unseen class or a missing school none (lme4's allow.new.levels), each row's
+    prediction the fixed part plus the effects it has."""
+    rng = np.random.default_rng(4)
+    school = np.repeat(np.array(["s1", "s2", "s3", "s4"]), 30)
+    cls = np.tile(np.repeat([1, 2, 3], 10), 4)
+    y = rng.normal(size=120) + np.repeat(rng.normal(0, 1.0, 4), 30) + np.repeat(rng.normal(0, 0.7, 12), 10)
+    res = MixedModel.from_formula("y ~ 1 + (1|school/cls)", pd.DataFrame({"school": school, "cls": cls, "y": y})).fit()
+    new = pd.DataFrame({"school": ["s2", "s4", "s1", "s3", None, "s2"], "cls": [3, 1, 9, 2, 1, 3]})
+    re_school = res.ranef()["school"]["(Intercept)"]
+    re_cls = res.ranef()["cls:school"]["(Intercept)"]
+    want = [
+        res.params.iloc[0] + re_school.get(s, 0.0) + re_cls.get(f"{c}:{s}", 0.0)
+        if s is not None
+        else res.params.iloc[0]
+        for s, c in zip(new.school, new.cls)
+    ]
+    assert np.allclose(res.predict(new), want, atol=1e-10)
+    assert res.predict(new)[0] == res.predict(new)[5]  # the same pair, the same level
