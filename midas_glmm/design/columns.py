@@ -274,17 +274,10 @@ def factorize_sorted(col: pd.Series) -> tuple[np.ndarray, np.ndarray | pd.Index]
     if isinstance(col.dtype, pd.StringDtype) and len(col) <= TEXT_OBJECT_ROWS:
         return pd.factorize(col.to_numpy(dtype=object), sort=True)
     if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu" and len(col):
-        found = _counted_levels(col.to_numpy())
+        found = counted_ranks(col.to_numpy())
         if found is not None:
-            return found
+            return found[0], pd.Index(found[1].astype(col.dtype))
     return pd.factorize(col, sort=True)
-
-
-def _counted_levels(v: np.ndarray) -> tuple[np.ndarray, pd.Index] | None:
-    """(codes, sorted levels) of the integers ``v`` by one count over their range, or None where
-    the range is more than twice the rows (and 1,024): a count there would cost more than a sort."""
-    found = counted_ranks(v)
-    return None if found is None else (found[0], pd.Index(found[1].astype(v.dtype)))
 
 
 def counted_ranks(v: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

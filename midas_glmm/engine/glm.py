@@ -45,48 +45,50 @@ def fit_glm(
     n = len(y)
     offset = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    if canonical is not None:
-        return _fit_canonical(y, X, family, offset, w, tol, maxiter, *canonical)
-    mu = family.start_mean(y)
-    eta = family.linkfun(mu)
-    beta = np.zeros(X.shape[1])
-    dev = np.inf
-    converged = False
-    for _ in range(maxiter):
-        d = family.mu_eta(eta, mu)
-        z = eta - offset + (y - mu) / d
-        root = np.sqrt(w * d * d / family.variance(mu, 1.0))
-        beta = _weighted_least_squares(X * root[:, None], z * root)
-        eta = X @ beta + offset
-        mu = family.linkinv(eta)
-        dev_new = family.deviance(y, mu, w, 1.0)
-        if abs(dev_new - dev) <= tol:
-            dev, converged = dev_new, True
-            break
-        dev = dev_new
-    return GLMFit(beta, mu, converged, family, y, w)
-
-
-def _fit_canonical(y, X, family, offset, w, tol, maxiter, link, a, b) -> GLMFit:
-    """:func:`fit_glm` of a canonical binomial or Poisson family: μ' = V(μ), so the weights are
-    w·μ' and μ, μ' and Σ log f come from :func:`~.glmmrows.canonical_terms` at η."""
-    eta = family.linkfun(family.start_mean(y))
-    ll, mu, d = canonical_terms(link, eta, a, b)
+    at = _canonical_state(w, *canonical) if canonical is not None else _family_state(family, y, w)
+    start = family.start_mean(y)
+    eta = family.linkfun(start)
+    mu, d, W, _ = at(eta, start)
     beta = np.zeros(X.shape[1])
     dev = np.inf
     converged = False
     for _ in range(maxiter):
         z = eta - offset + (y - mu) / d
-        root = np.sqrt(w * d)
+        root = np.sqrt(W)
         beta = _weighted_least_squares(X * root[:, None], z * root)
         eta = X @ beta + offset
-        ll, mu, d = canonical_terms(link, eta, a, b)
-        dev_new = -2.0 * ll  # the deviance less a constant
+        mu, d, W, dev_new = at(eta)
         if abs(dev_new - dev) <= tol:
             converged = True
             break
         dev = dev_new
     return GLMFit(beta, mu, converged, family, y, w)
+
+
+def _family_state(family: Family, y, w):
+    """The IRLS state at η from the family's own functions: (μ, μ', the weight w·μ'²/V(μ), the
+    deviance; ∞ at the start, μ given, where no step has been taken)."""
+
+    def at(eta, mu=None):
+        start = mu is not None
+        mu = family.linkinv(eta) if mu is None else mu
+        d = family.mu_eta(eta, mu)
+        dev = np.inf if start else family.deviance(y, mu, w, 1.0)
+        return mu, d, w * d * d / family.variance(mu, 1.0), dev
+
+    return at
+
+
+def _canonical_state(w, link, a, b):
+    """The IRLS state at η of a canonical binomial or Poisson family, where μ' = V(μ): (μ, μ', the
+    weight w·μ', −2 log-likelihood: the deviance less a constant), by one exp and one log1p per
+    row (:func:`~.glmmrows.canonical_terms`); a start's μ is the one at η."""
+
+    def at(eta, mu=None):
+        ll, mu, d = canonical_terms(link, eta, a, b)
+        return mu, d, w * d, -2.0 * ll
+
+    return at
 
 
 def _weighted_least_squares(Xr: np.ndarray, zr: np.ndarray) -> np.ndarray:

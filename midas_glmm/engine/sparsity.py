@@ -131,13 +131,7 @@ class FactorPlan:
         faster below some hundreds of levels and for solves of several columns.
     """
 
-    def __init__(
-        self,
-        terms: list[ReTerm],
-        cp: CrossProducts,
-        dense: bool = False,
-        closed_pairs: bool = False,
-    ):
+    def __init__(self, terms: list[ReTerm], cp: CrossProducts, dense: bool = False, closed_pairs: bool = False):
         self.terms = terms
         self.k = len(terms)
         lev = np.array([t.nlevels for t in terms], dtype=np.int64)
@@ -302,12 +296,19 @@ class FactorPlan:
         col_node = np.asarray(col_node, np.int64)
         out = np.empty(len(row_node), np.int64)
         sparse = col_node < self.Ns
-        if sparse.any() and np.array_equal(row_node, col_node):  # diagonal blocks: each column's first entry
-            out[sparse] = self.blkoff[self.colptr[col_node[sparse]]]
-        else:
-            out[sparse] = self.blkoff[_lookup(self.keys, col_node[sparse] * self.N + row_node[sparse])]
+        out[sparse] = self.blkoff[_lookup(self.keys, col_node[sparse] * self.N + row_node[sparse])]
         key = col_node[~sparse] * self.N + row_node[~sparse]
         out[~sparse] = self.nsparse + self.boff[_lookup(self.tkeys, key)]
+        return out
+
+    def diagonal_positions(self, node: np.ndarray) -> np.ndarray:
+        """:meth:`positions` of each node's own block: in the sparse part its column's first
+        entry, read off ``colptr`` (no search of the keys: a row's own term, per row)."""
+        node = np.asarray(node, np.int64)
+        out = np.empty(len(node), np.int64)
+        sparse = node < self.Ns
+        out[sparse] = self.blkoff[self.colptr[node[sparse]]]
+        out[~sparse] = self.positions(node[~sparse], node[~sparse])
         return out
 
     def lam_entries(self) -> tuple[np.ndarray, np.ndarray]:
@@ -342,7 +343,7 @@ class FactorPlan:
         for t, blocks in enumerate(cp.ZtZ):
             p = self.p_term[t]
             nodes = self.node_base[t] + np.arange(len(blocks))
-            start = self.positions(nodes, nodes)
+            start = self.diagonal_positions(nodes)
             A[start[:, None] + np.arange(p * p)] = blocks.reshape(len(blocks), p * p)
         for (j, i), M in cp.ZjtZi.items():
             M = M.tocoo()
@@ -371,7 +372,10 @@ class RowMap:
             node_j = plan.node_base[j] + tj.codes
             for i in range(j + 1):
                 ti = terms[i]
-                start = plan.positions(node_j, plan.node_base[i] + ti.codes)
+                if i == j:
+                    start = plan.diagonal_positions(node_j)
+                else:
+                    start = plan.positions(node_j, plan.node_base[i] + ti.codes)
                 for a in range(tj.p):
                     for b in range(ti.p):
                         dests.append(start + a * ti.p + b)

@@ -112,17 +112,14 @@ def test_factor_equals_dense_algebra(name):
 
 @pytest.mark.parametrize("name", list(FORMULAS))
 def test_diagonal_blocks_are_found_at_each_columns_first_entry(name):
-    """plan.positions of a node with itself (each term's own rows: RowMap's first products) is
-    the first entry of its column, as the general search of the sorted keys finds it."""
+    """plan.diagonal_positions (each term's own rows: RowMap's first products, load's diagonal
+    blocks) reads a node's own block at its column's first entry: where the general search of the
+    sorted keys (plan.positions) finds it, sparse part and tail."""
     d = build_design(FORMULAS[name], _data())
     plan = FactorPlan(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y))
     nodes = np.random.default_rng(3).integers(0, plan.N, 500)
-    sparse = nodes < plan.Ns
-    want = np.empty(len(nodes), np.int64)
-    want[sparse] = plan.blkoff[sparsity._lookup(plan.keys, nodes[sparse] * (plan.N + 1))]
-    want[~sparse] = plan.nsparse + plan.boff[sparsity._lookup(plan.tkeys, nodes[~sparse] * (plan.N + 1))]
-    assert sparse.any()
-    assert np.array_equal(plan.positions(nodes, nodes), want)
+    assert (nodes < plan.Ns).any()
+    assert np.array_equal(plan.diagonal_positions(nodes), plan.positions(nodes, nodes))
 
 
 @pytest.mark.parametrize("name", list(FORMULAS))
