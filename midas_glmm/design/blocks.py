@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ..linalg.gram import gram
 from .reterms import ReTerm
 
 __all__ = ["CrossProducts"]
@@ -72,10 +73,12 @@ class CrossProducts:
         for a in range(0, max(n, 1), chunk_rows):
             rows = slice(a, min(n, a + chunk_rows))
             Xy = buf[: rows.stop - rows.start]
-            Xy[:, :-1] = X[rows]
-            if shift is not None:
-                Xy[:, :-1] -= shift
-                Xy[:, :-1] /= scale
+            for j in range(X.shape[1]):  # column by column: the buffer's columns are runs
+                if shift is None:
+                    Xy[:, j] = X[rows, j]
+                else:
+                    np.subtract(X[rows, j], shift[j], out=Xy[:, j])
+                    Xy[:, j] /= scale[j]
             Xy[:, -1] = y[rows]
             if beta_removed is not None:
                 Xy[:, -1] -= Xy[:, :-1] @ beta_removed
@@ -110,7 +113,7 @@ class CrossProducts:
             Zj = terms[j].sparse_Z(w, rows)
             for i in range(j):
                 ZjtZi[(j, i)] = (Zj.T @ terms[i].sparse_Z(None, rows)).tocsr()
-        return cls(ZtZ, ZjtZi, XytZ, Xy.T @ Xyw, Xy.shape[0])
+        return cls(ZtZ, ZjtZi, XytZ, gram(Xy, Xyw), Xy.shape[0])
 
     def scaled(self, c: float) -> CrossProducts:
         """The blocks of the same rows with their weights multiplied by ``c`` (the row count stays)."""

@@ -220,31 +220,33 @@ PLAIN_SPECS_KEPT = 64
 PLAIN_CHECK_ROWS = 2048
 
 
-def plain_terms(rhs: str, data: pd.DataFrame) -> tuple[bool, list[str]] | None:
-    """(intercept, columns) of a right-hand side that is a sum of columns of ``data`` (numbers,
+def plain_terms(rhs: str, data: pd.DataFrame) -> tuple[bool, dict[str, pd.Series]] | None:
+    """(intercept, {column: its values}) of a right-hand side that is a sum of columns of ``data`` (numbers,
     or a factor: categorical, or pandas' ``str``) with 1, 0 or a trailing −1 (``x + f``, ``0 + x``,
     ``x - 1``); None for anything else.
 
-    >>> plain_terms("Days - 1", pd.DataFrame({"Days": [0, 1]}))
+    >>> intercept, cols = plain_terms("Days - 1", pd.DataFrame({"Days": [0, 1]}))
+    >>> intercept, list(cols)
     (False, ['Days'])
     """
     text = rhs.replace(" ", "")
     intercept = None
     if text.endswith("-1"):
         text, intercept = text[:-2], False
-    cols: list[str] = []
+    cols: dict[str, pd.Series] = {}
     for tok in text.split("+") if text else []:
         if tok in ("0", "1"):
             if intercept is not None:  # 0 and 1 together, or 1 with −1: formulaic's reading
                 return None
             intercept = tok == "1"
         elif tok.isidentifier() and not keyword.iskeyword(tok) and tok not in cols and tok in data.columns:
-            dtype = data[tok].dtype
+            col = data[tok]
+            dtype = col.dtype
             is_text = isinstance(dtype, pd.StringDtype) and dtype == "str"  # pandas' text: a factor to formulaic
             is_number = isinstance(dtype, np.dtype) and dtype.kind in "fiu"  # not pandas' nullable numbers
             if not (is_number or is_text or isinstance(dtype, pd.CategoricalDtype)):
                 return None
-            cols.append(tok)
+            cols[tok] = col
         else:
             return None
     return intercept is not False, cols
@@ -318,15 +320,14 @@ def interaction_codes(parts: list[np.ndarray], sizes: list[int]) -> tuple[np.nda
     return codes.ravel().astype(np.int64), combos[::-1]
 
 
-def _plain_design(intercept: bool, cols: list[str], data: pd.DataFrame):
+def _plain_design(intercept: bool, cols: dict[str, pd.Series]):
     """The columns of a plain right-hand side: (key part, names, a function that writes X) with
     formulaic's treatment coding: a factor's first level left out where the intercept (or an
     earlier factor without one) spans it, its columns named ``f[T.b]``, else ``f[a]``, ``f[b]``;
     None when a factor has a missing value (formulaic's error is the one to give)."""
     key, names, parts = [], ["Intercept"] if intercept else [], []
     spanned = intercept
-    for c in cols:
-        col = data[c]
+    for c, col in cols.items():
         if isinstance(col.dtype, np.dtype):  # a number (plain_terms)
             key.append(col.dtype.str)
             names.append(c)
@@ -368,14 +369,14 @@ def model_matrix(rhs: str, data: pd.DataFrame, output: str = "numpy") -> tuple[n
     errors propagate. The design calls it on complete rows (a missing number is not looked for)."""
     plain = plain_terms(rhs, data)
     if plain is not None:  # a one-off fit pays nothing: the bookkeeping starts at the second
-        first = (rhs, output, tuple(str(data[c].dtype) for c in plain[1]))
+        first = (rhs, output, tuple(str(col.dtype) for col in plain[1].values()))
         with _PLAIN_LOCK:
             if first not in _PLAIN_SEEN:
                 if len(_PLAIN_SEEN) >= 4 * PLAIN_SPECS_KEPT:
                     _PLAIN_SEEN.clear()
                 _PLAIN_SEEN.add(first)
                 plain = None
-    built = None if plain is None else _plain_design(*plain, data)
+    built = None if plain is None else _plain_design(*plain)
     if built is None:
         mm = formulaic.model_matrix(rhs, data, na_action="raise", output=output)
         return np.asarray(mm, dtype=float), list(mm.model_spec.column_names), mm.model_spec

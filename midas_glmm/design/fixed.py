@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 
 from ..errors import DataError, RankDeficiencyWarning
+from ..linalg.gram import DOT_ROWS, gram
 from .columns import INTERCEPT
 
 __all__ = [
@@ -49,16 +50,25 @@ def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column means ``m`` and the cross-product of the centred columns ``(X − 1m')'(X − 1m)``.
 
     One pass over the rows in chunks, around the first chunk's means (so that neither a copy of
-    X nor a large common shift such as ``x + 1e7`` costs precision). ``X'X = C + n m m'``."""
+    X nor a large common shift such as ``x + 1e7`` costs precision). ``X'X = C + n m m'``.
+    From :data:`~midas_glmm.linalg.gram.DOT_ROWS` rows a chunk is shifted column by column into a
+    column-ordered buffer, whose Gram matrix :func:`~midas_glmm.linalg.gram.gram` sums by dot
+    products (numpy's broadcast over rows of a few columns and BLAS' product of a tall, narrow
+    array cost 2-3x that: 1e5 × 2, 1.4 ms against 0.5)."""
     n, p = X.shape
     shift = column_sums(X[:_CHUNK_ROWS]) / min(n, _CHUNK_ROWS) if n else np.zeros(p)
     total, C = np.zeros(p), np.zeros((p, p))
-    buf = np.empty((min(n, _CHUNK_ROWS), p))  # one buffer for every chunk: its page faults once
+    by_column = n >= DOT_ROWS
+    buf = np.empty((min(n, _CHUNK_ROWS), p), order="F" if by_column else "C")  # page faults once
     for start in range(0, n, _CHUNK_ROWS):
         D = buf[: min(_CHUNK_ROWS, n - start)]
-        np.subtract(X[start : start + _CHUNK_ROWS], shift, out=D)
+        if by_column:
+            for j in range(p):
+                np.subtract(X[start : start + len(D), j], shift[j], out=D[:, j])
+        else:
+            np.subtract(X[start : start + _CHUNK_ROWS], shift, out=D)
         total += column_sums(D)
-        C += D.T @ D
+        C += gram(D)
     dm = total / max(n, 1)
     return shift + dm, C - n * np.outer(dm, dm)
 

@@ -34,7 +34,10 @@ def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:
         col = df[name]
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
         if numeric and name not in categorical_calls:
-            a = col.to_numpy(dtype=float, na_value=np.nan)
+            if col.dtype == np.float64:  # numpy's floats as they are (na_value= would copy them)
+                a = col.to_numpy()
+            else:
+                a = col.to_numpy(dtype=float, na_value=np.nan)
             values = _few_values(a, COV_KEEP)
             if values is not None:
                 out[name] = ("kept", values)

@@ -22,6 +22,7 @@ __all__ = [
     "is_factor_response",
     "check_weights",
     "check_finite",
+    "infinite_message",
     "offset_of",
     "argument_values",
     "align_to_rows",
@@ -44,9 +45,12 @@ def check_finite(df: pd.DataFrame, cols) -> None:
         else:
             continue
         if np.isinf(vals).any():
-            raise DataError(
-                f"column '{c}' holds infinite values (row {df.index[np.isinf(vals)][0]!r}); remove or recode them"
-            )
+            raise DataError(infinite_message(c, df.index[np.isinf(vals)][0]))
+
+
+def infinite_message(column: str, row) -> str:
+    """The error for an infinite value in ``column``, the first at the row labelled ``row``."""
+    return f"column '{column}' holds infinite values (row {row!r}); remove or recode them"
 
 
 def response_of(parsed: ParsedFormula, df: pd.DataFrame, weights=None, family=None, levels=None):
