@@ -446,3 +446,35 @@ def test_a_cbind_response_with_an_expression_is_parsed_once_and_evaluated_per_da
     y2 = MixedModel.from_formula(f, d2, family="binomial").design.y
     assert np.allclose(y1, d1["incidence"] / d1["size"])
     assert np.allclose(y2, (d1["incidence"] // 2) / d1["size"])
+
+
+@pytest.mark.parametrize("shape", [(20_000, 3), (20_000, 8), (20_000, 9), (500, 4)])
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gram_equals_the_long_double_sums_on_every_path(shape, order, weighted):
+    """A'WA of linalg.gram, by dot products (column-ordered, tall, ≤ 8 columns) or BLAS' product
+    (the rest): each entry its exact sum (long double) to double precision, and symmetric."""
+    from midas_glmm.linalg.gram import gram
+
+    rng = np.random.default_rng(shape[1] * 10 + weighted)
+    A = np.asarray(rng.normal(size=shape) + 3.0, order=order)
+    w = rng.uniform(0.5, 2.0, shape[0]) if weighted else np.ones(shape[0])
+    Aw = np.asarray(A * w[:, None], order=order)
+    G = gram(A, Aw if weighted else None)
+    L = A.astype(np.longdouble)
+    exact = np.asarray((L * w.astype(np.longdouble)[:, None]).T @ L, dtype=float)
+    assert G == pytest.approx(exact, rel=1e-13)
+    assert np.array_equal(G, G.T) or order == "C" or shape[1] > 8 or shape[0] < 10_000
+
+
+def test_an_infinite_value_in_a_row_dropped_for_a_missing_one_is_no_error():
+    """The complete-case filter and the finite check read a float column once: ±inf in a row that
+    is dropped anyway (a NaN in another column) is not reported, in a kept row it is, by its label."""
+    d = datasets.load("sleepstudy").astype({"Days": float})
+    d.loc[3, "Days"], d.loc[3, "Reaction"] = np.inf, np.nan
+    d.loc[7, "Reaction"] = -np.inf
+    with pytest.raises(DataError, match=r"column 'Reaction' holds infinite values \(row 7\)"):
+        MixedModel.from_formula("Reaction ~ Days + (1|Subject)", d)
+    d.loc[7, "Reaction"] = 250.0
+    m = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", d)
+    assert m.design.nobs == 179 and m.design.n_dropped == 1
