@@ -419,12 +419,18 @@ def _level_span(cp: CrossProducts, i: int) -> int | None:
     if k == 0 or k % p:
         return None
     XZ = cp.XytZ[i][:k].reshape(k, L, p).transpose(1, 2, 0)  # Z_l'X_l, ℓ × p × k
-    try:
-        A = np.linalg.solve(ZtZ, XZ)  # ℓ × p × k
-    except np.linalg.LinAlgError:
-        return None
+    if p == 2:  # (Z_l'Z_l)⁻¹ in closed form (NaN where singular: the check below then fails)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            A = pair_inverse(ZtZ) @ XZ
+    else:
+        try:
+            A = np.linalg.solve(ZtZ, XZ)  # ℓ × p × k
+        except np.linalg.LinAlgError:
+            return None
     xx = np.diagonal(cp.XytXy)[:k]
-    if not np.all(np.abs(xx - np.einsum("lak,lak->k", A, XZ)) <= 1e-9 * np.maximum(xx, 1e-300)):
+    with np.errstate(invalid="ignore"):
+        fits = np.abs(xx - np.einsum("lak,lak->k", A, XZ)) <= 1e-9 * np.maximum(xx, 1e-300)
+    if not np.all(fits):
         return None
     sv = np.linalg.svd(A.reshape(L, p * k), compute_uv=False)
     q = int(np.sum(sv > 1e-9 * sv[0]))
@@ -462,13 +468,14 @@ def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int, 
     if p == 1:  # a random intercept: a level is determined when it has a row
         det = ZtZ[:, 0, 0] > 0
     else:
-        ev = np.linalg.eigvalsh(ZtZ)
-        det = ev[:, 0] > LEVEL_CONDITION * np.maximum(ev[:, -1], 1e-300)
+        ev = pair_eigenvalues(ZtZ) if p == 2 else np.linalg.eigvalsh(ZtZ)[:, [0, -1]]
+        det = ev[:, 0] > LEVEL_CONDITION * np.maximum(ev[:, 1], 1e-300)
     Lg = int(det.sum())
     dfw = n - Lg * p
     if Lg < p + 1 + between or dfw < 1:
         return None
-    Ginv = 1.0 / ZtZ[det] if p == 1 else np.linalg.inv(ZtZ[det])  # ℓ × p × p, shared by the responses
+    # ℓ × p × p, shared by the responses
+    Ginv = 1.0 / ZtZ[det] if p == 1 else pair_inverse(ZtZ[det]) if p == 2 else np.linalg.inv(ZtZ[det])
     r = Zr[:, det]  # K × ℓ × p
     b = np.einsum("lac,klc->kla", Ginv, r)  # each (response, level) its own small product
     K = len(rss)
@@ -481,6 +488,28 @@ def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int, 
         for c in range(a + 1):
             cov[:, a, c] = cov[:, c, a] = np.sum(dev[:, a] * dev[:, c], axis=1) / (Lg - between)
     return cov - within[:, None, None] * Ginv.mean(axis=0), within
+
+
+def pair_eigenvalues(G: np.ndarray) -> np.ndarray:
+    """(smallest, largest) eigenvalue of each symmetric 2 × 2 block of ``G`` (ℓ × 2 × 2), in
+    closed form: half the trace ∓ the radius √(((a − c)/2)² + b²), the smallest as det / largest
+    (no cancellation when it is small); LAPACK's call per block costs ~0.5 µs each."""
+    a, b, c = G[:, 0, 0], G[:, 1, 0], G[:, 1, 1]
+    big = 0.5 * (a + c) + np.hypot(0.5 * (a - c), b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        small = np.where(big > 0, (a * c - b * b) / big, 0.0)
+    return np.column_stack([small, big])
+
+
+def pair_inverse(G: np.ndarray) -> np.ndarray:
+    """The inverse of each 2 × 2 block of ``G`` (ℓ × 2 × 2): [d −b; −c a] / (ad − bc)."""
+    out = np.empty_like(G)
+    det = G[:, 0, 0] * G[:, 1, 1] - G[:, 0, 1] * G[:, 1, 0]
+    out[:, 0, 0] = G[:, 1, 1] / det
+    out[:, 1, 1] = G[:, 0, 0] / det
+    out[:, 0, 1] = -G[:, 0, 1] / det
+    out[:, 1, 0] = -G[:, 1, 0] / det
+    return out
 
 
 def ols_rss(XX: np.ndarray, xy: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from midas_glmm import MixedModel, datasets
@@ -377,3 +379,28 @@ def test_level_span_finds_the_fixed_effects_as_the_terms_columns_times_level_cov
 
     d = build_design(formula, _balanced())
     assert level_span(CrossProducts.from_rows(d.terms, d.X, d.y), 0) == q
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(*[st.floats(-1e3, 1e3, allow_nan=False) for _ in range(4)]),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_two_by_two_blocks_in_closed_form_equal_lapack(rows):
+    """The moment start's 2 × 2 eigenvalues and inverses in closed form against LAPACK's, on
+    Gram blocks of random pairs of rows, rank one and zero blocks among them."""
+    from midas_glmm.engine.lmm import pair_eigenvalues, pair_inverse
+
+    Z = np.array(rows, dtype=float).reshape(-1, 2, 2)  # each level: two rows of two columns
+    G = np.einsum("lia,lib->lab", Z, Z)
+    G = np.concatenate([G, G[:1] * 0.0, np.ones((1, 2, 2))])  # a zero block, a rank-one block
+    ev = np.linalg.eigvalsh(G)
+    scale = np.maximum(np.abs(ev).max(axis=1), 1e-300)
+    assert np.all(np.abs(pair_eigenvalues(G) - ev) <= 1e-12 * scale[:, None])
+    cond = ev[:, 0] > 1e-6 * scale
+    if cond.any():
+        inv = np.linalg.inv(G[cond])
+        assert pair_inverse(G[cond]) == pytest.approx(inv, rel=1e-8, abs=1e-8 * np.abs(inv).max())
