@@ -54,6 +54,14 @@ NUMPY_ROWS = 20_000
 #: (binomial (x|g), 2,000 rows)
 CANONICAL_NUMPY_PRODUCTS = 6
 
+#: most rows of such a canonical model of scalar terms whose working system's pass runs in numpy
+#: too (RowMap.blocks as two sparse products): its first fit then compiles nothing (grouseticks,
+#: 403 rows: 5.5 → ~2 s with the import; every new process loads no kernel). Measured in one
+#: process against the compiled pass: level at 403 rows (grouseticks 0.94-1.02x a fit, an
+#: observation-level Poisson 1.02-1.06x), 1.08-1.11x at 2,000 (the rows' exp, log1p and
+#: temporaries outgrow the call overheads the compiled pass pays)
+CANONICAL_NUMPY_SYSTEM_ROWS = 1_000
+
 #: step of the central differences row by row in the Laplace gradient (η, log φ, the zero-inflation's ζ)
 GRAD_STEP = 1e-4
 
@@ -175,7 +183,9 @@ class RowBlock:
             small = all(t.p == 1 for t in self.terms) and products <= CANONICAL_NUMPY_PRODUCTS
         self.rowmap.numpy_rows = len(self.y) <= NUMPY_ROWS and (one_scalar or small)
         # a canonical model of several terms keeps the compiled working system (see NUMPY_ROWS)
-        self._system_in_numpy = self.rowmap.numpy_rows and (one_scalar or self._link is None)
+        # unless it has few rows (CANONICAL_NUMPY_SYSTEM_ROWS)
+        few = len(self.y) <= CANONICAL_NUMPY_SYSTEM_ROWS
+        self._system_in_numpy = self.rowmap.numpy_rows and (one_scalar or self._link is None or few)
 
     @property
     def canonical_rows(self) -> tuple[np.ndarray, ...]:

@@ -134,24 +134,27 @@ def test_evaluation_and_gradient_sums_equal_the_compiled_ones(family, terms):
 
 
 @pytest.mark.parametrize(
-    "family, terms, numpy, system",
+    "family, terms, n, numpy, system",
     [
-        ("binomial", "scalar", True, True),  # one scalar column (its PIRLS group by group)
-        ("poisson", "scalar", True, True),
-        # a canonical family's scalar terms: the compiled working system (faster), the rest numpy
-        ("binomial", "crossed", True, False),
-        ("poisson", "column", True, False),
-        ("binomial", "slope", False, False),  # a term of two columns: compiled throughout
-        ("binomial", "wide", False, False),
-        ("nbinom2", "scalar", True, True),  # other families: weights and working response in numpy already
-        ("gamma", "slope", True, True),
-        ("nbinom2", "crossed", True, True),
-        ("gamma", "column", True, True),
-        ("nbinom2", "wide", False, False),  # seven products of columns: the compiled pass skips the zero ones
+        ("binomial", "scalar", 400, True, True),  # one scalar column (its PIRLS group by group)
+        ("poisson", "scalar", 400, True, True),
+        # a canonical family's scalar terms: numpy's working system on few rows, else the compiled
+        # one (faster there), the rest numpy
+        ("binomial", "crossed", 400, True, True),
+        ("poisson", "column", 400, True, True),
+        ("binomial", "crossed", 1200, True, False),
+        ("poisson", "column", 1200, True, False),
+        ("binomial", "slope", 400, False, False),  # a term of two columns: compiled throughout
+        ("binomial", "wide", 400, False, False),
+        ("nbinom2", "scalar", 400, True, True),  # other families: weights and working response in numpy already
+        ("gamma", "slope", 400, True, True),
+        ("nbinom2", "crossed", 1200, True, True),
+        ("gamma", "column", 400, True, True),
+        ("nbinom2", "wide", 400, False, False),  # seven products of columns: the compiled pass skips the zero ones
     ],
 )
-def test_which_models_take_the_numpy_passes(family, terms, numpy, system, monkeypatch):
-    df = _data(n=400)
+def test_which_models_take_the_numpy_passes(family, terms, n, numpy, system, monkeypatch):
+    df = _data(n=n)
     block = _problem(family, terms, df)[1].rows.block
     assert (block.rowmap.numpy_rows, block._system_in_numpy) == (numpy, system)
     monkeypatch.setattr(glmmrows, "NUMPY_ROWS", len(df) - 1)  # more rows than numpy's passes take
@@ -177,9 +180,9 @@ class _SystemOnly:
         raise AssertionError(f"a compiled row pass other than the working system was called: rowkernels.{name}")
 
 
-def _fit_with(stand_in, family, terms, seed, monkeypatch):
+def _fit_with(stand_in, family, terms, seed, monkeypatch, n=500):
     """(the fit with ``stand_in`` as the compiled row passes' module, the fit compiled throughout)."""
-    df = _data(seed=seed, n=500)
+    df = _data(seed=seed, n=n)
     formula = f"{FAMILIES[family]} ~ x + x2 + {TERMS[terms]}"
     with monkeypatch.context() as mp:
         mp.setattr(glmmrows, "rowkernels", stand_in)
@@ -199,20 +202,24 @@ def _assert_same_fit(fast, slow):
         assert np.allclose(re.to_numpy(), slow.ranef()[name].to_numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("family, terms", [("nbinom2", "slope"), ("gamma", "crossed"), ("nbinom2", "scalar")])
+@pytest.mark.parametrize(
+    "family, terms",
+    [("nbinom2", "slope"), ("gamma", "crossed"), ("nbinom2", "scalar"), ("binomial", "crossed"), ("poisson", "column")],
+)
 def test_fits_on_numpys_passes_call_no_kernel_and_equal_the_compiled_fits(family, terms, monkeypatch):
-    """A small model of a family other than the canonical binomial and Poisson fits without a
-    compiled row pass (nothing to load or compile on a first fit), to the optimum, standard
-    errors and modes of the fit on the compiled passes."""
+    """A small model of a family other than the canonical binomial and Poisson, or a canonical one
+    of scalar terms on few rows, fits without a compiled row pass (nothing to load or compile on
+    a first fit), to the optimum, standard errors and modes of the fit on the compiled passes."""
     _assert_same_fit(*_fit_with(_NoKernels(), family, terms, 6, monkeypatch))
 
 
 @pytest.mark.parametrize("family, terms", [("binomial", "crossed"), ("poisson", "crossed"), ("poisson", "column")])
 def test_canonical_fits_of_several_scalar_terms_compile_only_the_working_system(family, terms, monkeypatch):
-    """A canonical binomial or Poisson model of two or three scalar random-effects terms takes the
-    compiled working system alone (η and the Laplace gradient's row sums in numpy: a first fit
-    compiles one pass), to the optimum, standard errors and modes of the fit compiled throughout."""
-    _assert_same_fit(*_fit_with(_SystemOnly(), family, terms, 7, monkeypatch))
+    """A canonical binomial or Poisson model of two or three scalar random-effects terms on more
+    rows than CANONICAL_NUMPY_SYSTEM_ROWS takes the compiled working system alone (η and the
+    Laplace gradient's row sums in numpy: a first fit compiles one pass), to the optimum, standard
+    errors and modes of the fit compiled throughout."""
+    _assert_same_fit(*_fit_with(_SystemOnly(), family, terms, 7, monkeypatch, n=1200))
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
