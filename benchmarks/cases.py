@@ -105,15 +105,15 @@ def make(case: Case) -> pd.DataFrame:
             mu = 1 / (1 + np.exp(-(eta - 0.5)))
             df["y"] = np.clip(np.round(rng.beta(mu * 10, (1 - mu) * 10), 6), 1e-6, 1 - 1e-6)
         return df
-    if case.kind in ("ri", "slope", "binary", "poisson"):
+    if case.kind in ("ri", "slope", "binary", "poisson", "slope_binary"):
         df, eta, rng = _base(n, G, seed=n + G)
         u = rng.normal(0, 1.0 if case.kind != "poisson" else 0.5, G)[df["g"]]
-        if case.kind == "slope":
+        if case.kind in ("slope", "slope_binary"):
             eta = eta + rng.normal(0, 0.5, G)[df["g"]] * df["x1"].to_numpy()
         eta = eta + u
         if case.kind in ("ri", "slope"):
             df["y"] = 2.0 + eta + rng.normal(size=n)
-        elif case.kind == "binary":
+        elif case.kind in ("binary", "slope_binary"):
             df["y"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-(eta - 0.5)))).astype(float)
         else:
             df["y"] = rng.poisson(np.exp(0.5 + eta)).astype(float)
@@ -403,6 +403,20 @@ CASES = [
     Case(
         "poisson_glmm_1e5", "poisson", 100_000, 2_000, f"y ~ {FIXED} + (1|g)", family="poisson", tools=("midas", "lme4")
     ),
+    *[
+        Case(
+            name,
+            "slope_binary",
+            n,
+            groups,
+            f"y ~ {FIXED} + (x1|g)",
+            family="binomial",
+            tools=("midas", "lme4"),
+            notes="a binary response with a correlated random intercept and x1 slope per group (longitudinal "
+            "binary outcomes' `(time|subject)`)",
+        )
+        for name, n, groups in (("slope_binary_2e3", 2_000, 100), ("slope_binary_2e4", 20_000, 500))
+    ],
     Case(
         "binary_agq10_1e4",
         "binary",

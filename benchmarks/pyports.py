@@ -103,6 +103,7 @@ CASES = [
     PCase("grouseticks", _grouse, GROUSE, "poisson", ("YEAR", "BROOD", "INDEX", "LOCATION")),
     PCase("nb2_glmm_1e4", _gen("nb2_glmm_1e4"), FIXED, "nbinom2", peer=(("mixedlm", None),)),
     PCase("binary_1e5_g1000", _gen("binary_glmm_1e5", groups=1000), FIXED, "binomial"),
+    PCase("slope_binary_2e3", _gen("slope_binary_2e3"), BY_NAME["slope_binary_2e3"].formula, "binomial"),
     PCase("crossed_binary_6e4", _gen("crossed_binary_6e4"), BY_NAME["crossed_binary_6e4"].formula, "binomial"),
     PCase("ri_lmm_1e5_g1000", _gen("ri_lmm_1e5", groups=1000), FIXED),
     PCase("ri_lmm_1e6", _gen("ri_lmm_1e6"), FIXED),
