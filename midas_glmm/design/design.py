@@ -173,7 +173,7 @@ def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray
             codes, levels = col.cat.codes.to_numpy(), col.cat.categories
         else:
             codes, levels = factorize_sorted(col)
-        parts_codes.append(codes.astype(np.int64))
+        parts_codes.append(codes.astype(np.int64, copy=False))  # factorize's are int64 already
         parts_levels.append(list(map(str, levels.tolist())))  # an Index's own loop costs 2x
     if len(group) == 1:
         return parts_codes[0], pd.Index(parts_levels[0], name=group[0])

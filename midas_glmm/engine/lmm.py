@@ -492,8 +492,9 @@ def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int, 
 
 def pair_eigenvalues(G: np.ndarray) -> np.ndarray:
     """(smallest, largest) eigenvalue of each symmetric 2 × 2 block of ``G`` (ℓ × 2 × 2), in
-    closed form: half the trace ∓ the radius √(((a − c)/2)² + b²), the smallest as det / largest
-    (no cancellation when it is small); LAPACK's call per block costs ~0.5 µs each."""
+    closed form: the largest half the trace + the radius √(((a − c)/2)² + b²), the smallest
+    det / largest (not half the trace − the radius, which cancels when it is small; either way its
+    error is a rounding of the largest, as LAPACK's); LAPACK's call costs ~0.5 µs a block."""
     a, b, c = G[:, 0, 0], G[:, 1, 0], G[:, 1, 1]
     big = 0.5 * (a + c) + np.hypot(0.5 * (a - c), b)
     with np.errstate(divide="ignore", invalid="ignore"):
