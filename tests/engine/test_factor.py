@@ -656,3 +656,26 @@ def test_heapsort_sorts_the_slice_only():
         kernels._heapsort(got, 2, n + 2)
         want[2 : n + 2].sort()
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["vector", "nested_slopes", "crossed_vector_tail"])
+def test_lambda_products_equal_the_dense_block_diagonal_lambda(name):
+    """Λ'M and ΛM by the factor's per-term products (two-column terms by λ's entries, the others
+    by scaling or einsum) against Λ as a dense block-diagonal array, on matrices and vectors."""
+    d = build_design(FORMULAS[name], _data(seed=3))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    plan = FactorPlan(d.terms, cp)
+    rng = np.random.default_rng(7)
+    lams = [np.tril(rng.uniform(0.3, 1.5, (t.p, t.p))) for t in d.terms]
+    L = Factor(plan, plan.load(cp), lams)
+    dense = np.zeros((plan.q, plan.q))
+    for t, lam in enumerate(lams):
+        a = plan.term_off[t]
+        for level in range(d.terms[t].nlevels):
+            o = a + level * lam.shape[0]
+            dense[o : o + lam.shape[0], o : o + lam.shape[0]] = lam
+    M, v = rng.normal(size=(plan.q, 5)), rng.normal(size=plan.q)
+    assert np.allclose(L.lam_t(M), dense.T @ M, rtol=1e-14, atol=1e-14)
+    assert np.allclose(L.lam(M), dense @ M, rtol=1e-14, atol=1e-14)
+    assert np.allclose(L.lam_t(v), dense.T @ v, rtol=1e-14, atol=1e-14)
+    assert np.allclose(L.lam(v), dense @ v, rtol=1e-14, atol=1e-14)
