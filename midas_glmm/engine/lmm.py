@@ -495,21 +495,33 @@ def pair_eigenvalues(G: np.ndarray) -> np.ndarray:
     closed form: the largest half the trace + the radius √(((a − c)/2)² + b²), the smallest
     det / largest (not half the trace − the radius, which cancels when it is small; either way its
     error is a rounding of the largest, as LAPACK's); LAPACK's call costs ~0.5 µs a block."""
-    a, b, c = G[:, 0, 0], G[:, 1, 0], G[:, 1, 1]
+    s = _extreme_scale(G)
+    a, b, c = G[:, 0, 0] / s, G[:, 1, 0] / s, G[:, 1, 1] / s
     big = 0.5 * (a + c) + np.hypot(0.5 * (a - c), b)
     with np.errstate(divide="ignore", invalid="ignore"):
         small = np.where(big > 0, (a * c - b * b) / big, 0.0)
-    return np.column_stack([small, big])
+    return np.column_stack([small * s, big * s])
+
+
+def _extreme_scale(G: np.ndarray) -> np.ndarray:
+    """Per 2 × 2 block of ``G``, its largest |entry| where that lies outside [1e-100, 1e100] (the
+    determinant, a product of two entries, would under- or overflow: entries of 1e-150), else 1
+    (a division by 1 keeps the bits)."""
+    s = np.abs(G.reshape(len(G), 4)).max(axis=1, initial=0.0)
+    return np.where((s > 0) & ((s < 1e-100) | (s > 1e100)), s, 1.0)
 
 
 def pair_inverse(G: np.ndarray) -> np.ndarray:
-    """The inverse of each 2 × 2 block of ``G`` (ℓ × 2 × 2): [d −b; −c a] / (ad − bc)."""
+    """The inverse of each 2 × 2 block of ``G`` (ℓ × 2 × 2): [d −b; −c a] / (ad − bc), a block of
+    extreme scale taken to a largest entry of 1 first (:func:`_extreme_scale`)."""
+    s = _extreme_scale(G)
+    H = G / s[:, None, None]
+    det = (H[:, 0, 0] * H[:, 1, 1] - H[:, 0, 1] * H[:, 1, 0]) * s  # the inverse's own scale: 1/(det' s)
     out = np.empty_like(G)
-    det = G[:, 0, 0] * G[:, 1, 1] - G[:, 0, 1] * G[:, 1, 0]
-    out[:, 0, 0] = G[:, 1, 1] / det
-    out[:, 1, 1] = G[:, 0, 0] / det
-    out[:, 0, 1] = -G[:, 0, 1] / det
-    out[:, 1, 0] = -G[:, 1, 0] / det
+    out[:, 0, 0] = H[:, 1, 1] / det
+    out[:, 1, 1] = H[:, 0, 0] / det
+    out[:, 0, 1] = -H[:, 0, 1] / det
+    out[:, 1, 0] = -H[:, 1, 0] / det
     return out
 
 

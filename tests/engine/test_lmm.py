@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -384,14 +384,16 @@ def test_level_span_finds_the_fixed_effects_as_the_terms_columns_times_level_cov
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(*[st.floats(-1e3, 1e3, allow_nan=False) for _ in range(4)]),
+        st.tuples(*[st.floats(-1e150, 1e150, allow_nan=False) for _ in range(4)]),
         min_size=1,
         max_size=8,
     )
 )
+@example([(6.0e-145, 0.0, 0.0, 6.0e-145)])  # Hypothesis' find: a determinant of 1e-577 underflowed
+@example([(3.0e150, 1.0e150, -2.0e150, 5.0e149)])  # ... and one of 1e600 would overflow
 def test_two_by_two_blocks_in_closed_form_equal_lapack(rows):
     """The moment start's 2 × 2 eigenvalues and inverses in closed form against LAPACK's, on
-    Gram blocks of random pairs of rows, rank one and zero blocks among them."""
+    Gram blocks of random pairs of rows, rank one and zero blocks among them, at any scale."""
     from midas_glmm.engine.lmm import pair_eigenvalues, pair_inverse
 
     Z = np.array(rows, dtype=float).reshape(-1, 2, 2)  # each level: two rows of two columns
