@@ -34,8 +34,8 @@ def reference_grid_info(parsed: ParsedFormula, df: pd.DataFrame) -> dict:
         col = df[name]
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
         if numeric and name not in categorical_calls:
-            if col.dtype == np.float64:  # numpy's floats as they are (na_value= would copy them)
-                a = col.to_numpy()
+            if isinstance(col.dtype, np.dtype):  # numpy's numbers: no NA to map (na_value= would copy
+                a = col.to_numpy(dtype=float)  # floats and take pandas' slow path for integers)
             else:
                 a = col.to_numpy(dtype=float, na_value=np.nan)
             values = _few_values(a, COV_KEEP)

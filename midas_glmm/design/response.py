@@ -103,6 +103,8 @@ def as_numbers(values: pd.Series) -> np.ndarray | None:
     are not numbers (text, a pandas Categorical)."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         return None
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "fiub":  # numpy's: no NA to map
+        return values.to_numpy(dtype=float)  # as below, without the na_value= path (~35 µs)
     if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
         return values.to_numpy(dtype=float, na_value=np.nan)
     if values.map(lambda v: isinstance(v, (bool, np.bool_))).all():
