@@ -117,6 +117,12 @@ def placeholders(expr: str) -> tuple[str, dict[str, str]]:
 def names_in(expr: str) -> set[str]:
     """Free variable names of a Python expression (``np.log(a + b)`` → {a, b}; backticked
     names such as ```my y``` as they are written)."""
+    return set(_names_in_cached(expr))
+
+
+@functools.lru_cache(maxsize=512)
+def _names_in_cached(expr: str) -> frozenset[str]:
+    """:func:`names_in`, each expression parsed once (Python's parser: ~20 µs a call)."""
     code, quoted = placeholders(expr)
     try:
         tree = ast.parse(code, mode="eval")
@@ -128,7 +134,7 @@ def names_in(expr: str) -> set[str]:
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     attrs_base = {n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    return {quoted.get(n, n) for n in names - called - attrs_base}
+    return frozenset(quoted.get(n, n) for n in names - called - attrs_base)
 
 
 @functools.lru_cache(maxsize=256)

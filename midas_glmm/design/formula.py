@@ -19,8 +19,9 @@ This module only handles text: it knows nothing about data columns.
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import FormulaError
 
@@ -320,6 +321,13 @@ def parse_formula(formula: str) -> ParsedFormula:
     """
     if not isinstance(formula, str) or not formula.strip():
         raise FormulaError("the formula must be a non-empty string such as 'y ~ x + (1 | g)'")
+    parsed = _parse_cached(formula)  # a refitted formula (a simulation, a bootstrap) is read once
+    return replace(parsed, offsets=list(parsed.offsets), random=list(parsed.random))  # lists of its own
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(formula: str) -> ParsedFormula:
+    """:func:`parse_formula`'s work (errors are raised, not cached)."""
     _check_parentheses(formula, "the formula")
     sides = split_top_level(formula, "~")
     if len(sides) != 2:

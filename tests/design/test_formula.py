@@ -203,3 +203,27 @@ def test_a_factor_with_a_missing_value_gets_formulaics_error():
     holed = data.assign(g=data["g"].where(np.arange(30) != 3))
     with pytest.raises(Exception, match="(?i)missing|null|nan"):
         columns.model_matrix("a + g", holed)
+
+
+def test_a_formula_read_again_is_read_once_and_handed_out_afresh():
+    """parse_formula and names_in keep what they read of a formula (a simulation refits one
+    formula many times) but hand each caller its own lists and sets: one caller's change does not
+    reach the next, and a bad formula raises each time (errors are not kept)."""
+    from midas_glmm.design.columns import names_in
+    from midas_glmm.design.formula import _parse_cached, parse_formula
+
+    text = "y ~ x + offset(log(t)) + (x | g) + (1 | a/b)"
+    first = parse_formula(text)
+    hits = _parse_cached.cache_info().hits
+    first.random.clear()
+    first.offsets.append("z")
+    second = parse_formula(text)
+    assert _parse_cached.cache_info().hits == hits + 1
+    assert [str(t) for t in second.random] == ["(x | g)", "(1 | b:a)", "(1 | a)"]
+    assert second.offsets == ["log(t)"] and second.fixed == "x"
+    found = names_in("np.log(a + b)")
+    found.add("c")
+    assert names_in("np.log(a + b)") == {"a", "b"}
+    for _ in range(2):
+        with pytest.raises(FormulaError, match="exactly one '~'"):
+            parse_formula("y ~ x ~ z + (1|g)")
