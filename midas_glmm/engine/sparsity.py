@@ -424,11 +424,7 @@ class RowMap:
         if self.numpy_rows and self.ncol > 1:
             return self._sparse()[1] @ np.ascontiguousarray(V, dtype=float)
         if self.numpy_rows:  # one column of Z: a bincount per column of V
-            _, zidx, Z, _ = self._columns()
-            z = 1.0 if Z is None else Z[0]
-            return np.column_stack(
-                [np.bincount(zidx[0], weights=z * V[:, h], minlength=self.plan.q) for h in range(V.shape[1])]
-            )
+            return np.column_stack([self._zt_one_column(V[:, h]) for h in range(V.shape[1])])
         out = np.zeros((self.plan.q, V.shape[1]))
         rowkernels.zt_product(self.Zall, self.zidx, np.ascontiguousarray(V, dtype=float), out)
         return out
@@ -495,12 +491,15 @@ class RowMap:
         if self.ncol > 1:  # several columns of Z: two sparse products
             SA, Zt = self._sparse()
             return PlanBlocks(SA @ w, Zt @ wcols.T, wcols @ cols.T, len(c))
-        dest, zidx, Z, prods = self._columns()  # one column: a bincount each (a sparse product costs more)
+        dest, _, _, prods = self._columns()  # one column: a bincount each (a sparse product costs more)
         A = np.bincount(dest[0], weights=w if prods is None else w * prods[0], minlength=self.plan.nA)
-        XZ = np.empty((self.plan.q, p + 1))
-        for h in range(p + 1):
-            XZ[:, h] = np.bincount(zidx[0], weights=wcols[h] if Z is None else Z[0] * wcols[h], minlength=self.plan.q)
+        XZ = np.column_stack([self._zt_one_column(wcols[h]) for h in range(p + 1)])
         return PlanBlocks(A, XZ, wcols @ cols.T, len(c))
+
+    def _zt_one_column(self, v: np.ndarray) -> np.ndarray:
+        """Z'v for one row-sized v when Z has one column (numpy passes): one bincount."""
+        _, zidx, Z, _ = self._columns()
+        return np.bincount(zidx[0], weights=v if Z is None else Z[0] * v, minlength=self.plan.q)
 
     def _sparse(self):
         """(S_A, Z') as sparse matrices, column i holding data row i's entries: S_A (entries of A ×
