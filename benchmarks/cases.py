@@ -236,7 +236,10 @@ def _make_shape(case: Case) -> pd.DataFrame:
             + rng.normal(0, 1.3, nid)[idx]
             + rng.normal(0, 0.45, nitem)[item]
         )
-        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
+        if case.family is None:  # an LMM of the same shape: a Gaussian response on η
+            y = eta + rng.normal(size=n)
+        else:
+            y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
         return pd.DataFrame(
             {
                 "y": y,
@@ -532,6 +535,30 @@ SHAPE_CASES = [
         notes="VerbAgg's shape: every one of 316 people answers each of 24 items (fully crossed); person "
         "covariates anger, male; item covariates scold, shout (vs curse) and self (vs other)",
     ),
+    *[
+        Case(
+            name,
+            "verbagg",
+            ids * items,
+            ids,
+            "y ~ anger + male + scold + shout + self + (1|id) + (1|item)",
+            family=fam,
+            tools=PEERS,
+            group="shapes",
+            factors=("id", "item"),
+            levels=f"{ids} id x {items} item",
+            extra={"ids": ids, "items": items},
+            notes=f"as crossed_binary_verbagg with {ids} people and {items} items"
+            + ("" if fam else ", a Gaussian response on its linear predictor")
+            + " (the staged factor's dense last stage: linalg.stages)",
+        )
+        for name, ids, items, fam in (
+            ("crossed_lmm_verbagg", 316, 24, None),
+            ("crossed_binary_500x20", 500, 20, "binomial"),
+            ("crossed_lmm_500x20", 500, 20, None),
+            ("crossed_binary_200x100", 200, 100, "binomial"),  # 1,010,000 products: beyond STAGE_PAIRS
+        )
+    ],
     *[
         Case(
             name,

@@ -67,9 +67,11 @@ SMALL_Q = 40
 #: compile on a first fit: 9-20 s) while its eliminations form at most this many products a_jk −=
 #: L_ji L_ki in all ...
 STAGE_PAIRS = 200_000
-#: ... at most this many per level eliminated (nested factors form 1-3, an observation-level term
-#: beside crossed ones 4; crossed factors 20-1,600, where numpy's scattered updates cost 1.5-4x the
-#: compiled kernels' per factor: VerbAgg's fit 1.55x) ...
+#: ... at most this many per level eliminated by scattered sums (nested factors form 1-3, an
+#: observation-level term beside crossed ones 4; crossed factors 20-1,600, where numpy's scattered
+#: updates cost 1.5-4x the compiled kernels' per factor: VerbAgg's fit 1.55x; a last stage whose
+#: block of tail rows is dense enough takes one BLAS product instead and is not counted:
+#: :func:`~midas_glmm.linalg.stages.dense_last_stage`) ...
 STAGE_LEVEL_PAIRS = 8
 #: ... and the terms left to the dense tail have at most this many levels in all. LMMs and GLMMs
 #: alike: a GLMM factors and solves hundreds of times a fit, and below about 1,000 random effects
@@ -182,17 +184,17 @@ class FactorPlan:
 
     def _staged(self, rows: np.ndarray, cols: np.ndarray) -> bool:
         """Lay the plan out for the term-by-term elimination in numpy, if every term is a random
-        intercept, the stages' products number at most :data:`STAGE_PAIRS` and
-        :data:`STAGE_LEVEL_PAIRS` per level, and the terms after them at most :data:`STAGE_TAIL`
-        levels; False (nothing set) otherwise."""
+        intercept, the stages' products number at most :data:`STAGE_PAIRS` and, by scattered
+        sums, :data:`STAGE_LEVEL_PAIRS` per level, and the terms after them at most
+        :data:`STAGE_TAIL` levels; False (nothing set) otherwise."""
         if not np.all(self.p_term == 1):
             return False
         found = staged_pattern(rows, cols, self.node_base, STAGE_PAIRS, STAGE_LEVEL_PAIRS)
         if found is None or self.q - int(self.node_base[found[0]]) > STAGE_TAIL:
             return False
-        self.split, colptr, rowidx = found
+        self.split, colptr, rowidx, dense = found
         self._layout(colptr, rowidx, rows, cols)  # its panels serve fit_many's kernels; the stages update the tail
-        self.stages = StageElimination(self)
+        self.stages = StageElimination(self, dense)
         return True
 
     def _choose_split(self, colptr: np.ndarray) -> int:

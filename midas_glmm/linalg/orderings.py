@@ -126,6 +126,9 @@ def fill_reducing_levels(codes: list[np.ndarray], nlevels: list[int]) -> list[np
         # stop counting once the term is dense enough for the dense tail, where order does not matter
         limit = int(min(DENSE_TAIL_DENSITY * pairs, MAX_ORDER_EDGES))
         sizes = np.diff(M.indptr)
+        largest = int(sizes.max(initial=0))
+        if largest * (largest - 1) // 2 > limit:  # the union holds at least its largest clique: dense
+            continue
         if int(np.sum(sizes * (sizes - 1) // 2)) <= NUMPY_CLIQUE_PAIRS:  # few: numpy (nested: none)
             first, second = group_pairs(sizes)
             key = sorted_unique(M.indices[second].astype(np.int64) * nl[t] + M.indices[first])

@@ -13,6 +13,12 @@ stage the same way:
 
     Σ_ji = −(1/L_ii) Σ_k Σ_jk L_ki,   Σ_ii = (1/L_ii) (1/L_ii − Σ_k L_ki Σ_ki)   (k among rows of i).
 
+The last stage's entries below its pivots all lie in the tail's rows. When they fill much of that
+n × q_t block B (crossed factors: every person meets most items) B is laid out dense: the stage's
+update of the tail is one BLAS product T −= B'B, its solves and selected inverse products with B,
+rather than scattered sums over every pair of a column's entries (300 a level for 24 items, where
+nested factors form 1-3).
+
 The layout is the block-sparse one of :mod:`.kernels` with every node a scalar (so a node is a
 random effect), and the pattern is the same fill as :func:`.kernels.symbolic` finds: a plan so
 built is a valid input to the compiled kernels too. Nothing here is compiled; every index the
@@ -23,25 +29,46 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import blas
 
 from .orderings import group_pairs, sorted_unique
 
 __all__ = ["staged_pattern", "StageElimination"]
 
 
+#: the last stage's block of tail rows is laid out dense (:func:`dense_last_stage`) when its
+#: stored entries fill at least this share of it: the scattered sums cost about n c²/2 indirect
+#: updates for c entries a column, the dense product n q_t²/2 multiply-adds at a twentieth of
+#: the cost each (BLAS against numpy's bincount), level at c ≈ q_t/4 ...
+DENSE_STAGE_SHARE = 0.25
+#: ... and it has at most this many entries (8 MB)
+DENSE_STAGE_ENTRIES = 1 << 20
+
+
+def dense_last_stage(levels: int, tail: int, entries: int) -> bool:
+    """Whether the last stage's ``entries`` below its pivots, in ``levels`` columns and ``tail``
+    rows of the tail, are laid out as a dense levels × tail block (:data:`DENSE_STAGE_SHARE`)."""
+    size = levels * tail
+    return 0 < size <= DENSE_STAGE_ENTRIES and entries >= DENSE_STAGE_SHARE * size
+
+
 def staged_pattern(rows: np.ndarray, cols: np.ndarray, node_base: np.ndarray, max_pairs: int, per_level: float):
     """The factor's pattern over the leading terms that are stages, for scalar nodes coupled at
     (``rows`` > ``cols``) in the data, the terms' first nodes ``node_base``: (stages, colptr,
-    rowidx) for the columns of those terms (each column's rows sorted, its own first; rows of
-    later terms included), or None when the eliminations would form more than ``max_pairs``
-    products, or more than ``per_level`` per level eliminated (crossed terms coupled densely: the
-    compiled kernels' case)."""
+    rowidx, dense) for the columns of those terms (each column's rows sorted, its own first; rows
+    of later terms included; ``dense``: the last stage's tail block is laid out dense,
+    :func:`dense_last_stage`), or None when the eliminations would form by scattered sums more
+    than ``max_pairs`` products a_jk −= L_ji L_ki, or more than ``per_level`` per level eliminated
+    (crossed terms coupled densely whose block of the tail is not dense enough: the compiled
+    kernels' case). A dense last stage forms none (one BLAS product), and its fill, all of it
+    inside the tail, is not enumerated."""
     N = int(node_base[-1])
     k = len(node_base) - 1
     pending = cols.astype(np.int64) * N + rows  # column-major keys, rows sorted
     if len(pending) > 1 and not np.all(pending[1:] > pending[:-1]):
         pending = sorted_unique(pending)
     kept, pairs, stages = [], 0, k
+    within = []  # the products formed up to each stage, and the levels eliminated by then
     for t in range(k):
         a, b = int(node_base[t]), int(node_base[t + 1])
         col = pending // N
@@ -52,24 +79,39 @@ def staged_pattern(rows: np.ndarray, cols: np.ndarray, node_base: np.ndarray, ma
             break
         counts = np.bincount(mine // N - a, minlength=b - a)
         pairs += int(np.sum(counts * (counts + 1) // 2))
-        if pairs > min(max_pairs, per_level * b):
+        kept.append(mine)
+        within.append((pairs, b))
+        r = mine % N
+        if t + 1 < k:
+            nxt = (r >= b) & (r < node_base[t + 2])
+            if np.bincount(mine[nxt] // N - a, minlength=b - a).max(initial=0) > 1:
+                # eliminating this term couples two levels of the next: the tail starts there, and
+                # this term's fill, all of it inside the tail, is not needed
+                stages = t + 1
+                break
+        if pairs > max_pairs:
             return None
         first, second = group_pairs(counts)
-        r = mine % N
         fill = r[first] * N + r[second]  # (row r[second] > column r[first]) for every pair
-        kept.append(mine)
         pending = sorted_unique(np.concatenate([pending[:lo], pending[hi:], fill]))
     Ns = int(node_base[stages])
+    dense = bool(kept) and dense_last_stage(Ns - int(node_base[stages - 1]), N - Ns, len(kept[-1]))
+    # the scattered sums, in all and per level eliminated so far (the dense last stage's are none)
+    scattered = within[: len(within) - int(dense)]
+    if scattered and (scattered[-1][0] > max_pairs or any(formed > per_level * b for formed, b in scattered)):
+        return None
     keys = np.concatenate([np.arange(Ns, dtype=np.int64) * (N + 1), *kept]) if kept else np.zeros(0, np.int64)
     keys = np.sort(keys)
     colptr = np.searchsorted(keys // N, np.arange(Ns + 1)).astype(np.int64)
-    return stages, colptr, (keys % N).astype(np.int64)
+    return stages, colptr, (keys % N).astype(np.int64), dense
 
 
 class _Stage:
-    """The index arrays of one stage: its columns ``c0:c1`` (one term's levels)."""
+    """The index arrays of one stage: its columns ``c0:c1`` (one term's levels). ``qt``: the
+    last stage's block of tail rows is laid out dense, n × qt (its entries at ``dense``), rather
+    than every pair of a column's entries indexed."""
 
-    def __init__(self, c0, c1, colptr, rowidx, col_of, Ns, lookup, tail_index):
+    def __init__(self, c0, c1, colptr, rowidx, col_of, Ns, lookup, tail_index, qt=0):
         self.c0, self.c1 = c0, c1
         p0, p1 = int(colptr[c0]), int(colptr[c1])
         n = c1 - c0
@@ -82,6 +124,12 @@ class _Stage:
         self.off_at = self.off_col + c0  # and that column's random effect
         self.off_row = rowidx[self.off]
         self.fw_row = self.off_row - c1  # their row among the rows after the stage
+        self.n, self.Ns, self.qt = n, Ns, qt
+        self.sa = None  # the selected inverse's indices, made on its first use (selection)
+        #: the dense block's places of the entries below the pivots (row-major n × qt), or None
+        self.dense = (self.off_col * qt + self.fw_row).astype(np.int64) if qt else None
+        if qt:
+            return
         counts = np.bincount(self.off_col, minlength=n)
         # the Schur complement's updates a_jk −= L_ji L_ki, j ≥ k, and where a_jk is held
         first, second = group_pairs(counts, diagonal=True)
@@ -95,9 +143,7 @@ class _Stage:
         self.dtl, self.dtl_inv = np.unique(dest_tl, return_inverse=True)
         self.all_sparse = bool(sparse.all())
         self._flat = {}  # m → the flat places of the solves' sums for right-hand sides of m columns
-        self.counts, self.Ns = counts, Ns
-        self.sa = None  # the selected inverse's indices, made on its first use (selection)
-        self.n = n
+        self.counts = counts
 
     def selection(self, lookup, tail_index) -> None:
         """The selected inverse's indices: every ordered pair (a, b) of a column's entries below
@@ -126,6 +172,13 @@ class _Stage:
         return self._flat[m]
 
 
+def _block(st: _Stage, Loff: np.ndarray) -> np.ndarray:
+    """A dense stage's entries below its pivots as its n × qt block B of tail rows."""
+    B = np.zeros(st.n * st.qt)
+    B[st.dense] = Loff
+    return B.reshape(st.n, st.qt)
+
+
 class StageElimination:
     """Term-by-term elimination of a staged plan (every node a scalar): the factor, its solves,
     its selected inverse, and the products with Z'WZ an LMM's gradient takes.
@@ -134,9 +187,11 @@ class StageElimination:
     ----------
     plan : FactorPlan
         Built with ``stages``: the first ``plan.split`` terms are stages, the rest the tail.
+    dense : bool
+        The last stage's block of tail rows is laid out dense (:func:`staged_pattern`'s answer).
     """
 
-    def __init__(self, plan):
+    def __init__(self, plan, dense: bool = False):
         self.Ns, self.qt, self.nsparse = plan.Ns, plan.qt, plan.nsparse
         colptr, rowidx = plan.colptr, plan.rowidx
         col_of = np.repeat(np.arange(plan.Ns), np.diff(colptr))
@@ -156,8 +211,8 @@ class StageElimination:
         self._index = (lookup, tail_index)
         base = plan.node_base
         self.stages = [
-            _Stage(int(base[t]), int(base[t + 1]), colptr, rowidx, col_of, plan.Ns, lookup, tail_index)
-            for t in range(plan.split)
+            _Stage(int(base[t]), int(base[t + 1]), colptr, rowidx, col_of, plan.Ns, lookup, tail_index, qt * last)
+            for t, last in ((t, dense and t == plan.split - 1) for t in range(plan.split))
         ]
         # every stored entry of the data blocks A (sparse part, then the tail's): its two random
         # effects and the terms whose λ scale it
@@ -199,11 +254,17 @@ class StageElimination:
             np.sqrt(d, out=d)
             L[st.diag] = d
             if not len(st.off):
-                vals.append((d, None))
+                vals.append((d, None, None))
                 continue
             Loff = L[st.off] / d[st.off_col]
             L[st.off] = Loff
-            vals.append((d, Loff))
+            if st.dense is not None:  # T −= B'B on T's lower triangle (BLAS dsyrk; see _panel_updates)
+                B = _block(st, Loff)
+                Tt = blas.dsyrk(-1.0, B.T, beta=1.0, c=Tf.reshape(qt, qt).T, trans=0, lower=0, overwrite_c=1)
+                Tf = Tt.T.reshape(-1)
+                vals.append((d, Loff, B))
+                continue
+            vals.append((d, Loff, None))
             prod = Loff[st.fa] * Loff[st.fb]
             if st.all_sparse:
                 L[st.dsp] -= np.bincount(st.dsp_inv, prod, minlength=len(st.dsp))
@@ -213,16 +274,25 @@ class StageElimination:
         return L, Tf.reshape(qt, qt), 0, vals
 
     def _values(self, L: np.ndarray, vals) -> list:
-        """Each stage's (pivots, entries below them): ``vals`` from :meth:`factor`, or read from L."""
+        """Each stage's (pivots, entries below them, a dense stage's block B of them or None):
+        ``vals`` from :meth:`factor`, or read from L."""
         if vals is not None:
             return vals
-        return [(np.take(L, st.diag), np.take(L, st.off) if len(st.off) else None) for st in self.stages]
+        out = []
+        for st in self.stages:
+            Loff = np.take(L, st.off) if len(st.off) else None
+            out.append((np.take(L, st.diag), Loff, None if st.dense is None else _block(st, Loff)))
+        return out
 
     def forward(self, L: np.ndarray, R: np.ndarray, vals=None) -> None:
         """R ← L_sparse⁻¹R in place (q × m), the tail's rows updated but not solved."""
         q, m = R.shape
         one = R[:, 0] if m == 1 else None  # a vector: its own bincounts, no flat places
-        for st, (d, Loff) in zip(self.stages, self._values(L, vals)):
+        for st, (d, Loff, B) in zip(self.stages, self._values(L, vals)):
+            if B is not None:  # the last stage: the rows after it are the tail's, R_tail −= B'R_stage
+                R[st.c0 : st.c1] /= d[:, None]
+                R[st.c1 :] -= B.T @ R[st.c0 : st.c1]
+                continue
             if one is not None:
                 one[st.c0 : st.c1] /= d
                 if Loff is not None:  # R_j −= L_ji R_i for the entries below the pivots
@@ -238,7 +308,11 @@ class StageElimination:
         """X ← L_sparse'⁻¹X in place (q × m), the tail's rows already solved."""
         q, m = X.shape
         one = X[:, 0] if m == 1 else None
-        for st, (d, Loff) in zip(reversed(self.stages), reversed(self._values(L, vals))):
+        for st, (d, Loff, B) in zip(reversed(self.stages), reversed(self._values(L, vals))):
+            if B is not None:  # X_stage −= B X_tail
+                X[st.c0 : st.c1] -= B @ X[st.c1 :]
+                X[st.c0 : st.c1] /= d[:, None]
+                continue
             if one is not None:
                 if Loff is not None:  # X_i −= Σ_j L_ji X_j
                     one[st.c0 : st.c1] -= np.bincount(st.off_col, np.take(one, st.off_row) * Loff, minlength=st.n)
@@ -258,6 +332,13 @@ class StageElimination:
             dinv = 1.0 / L[st.diag]
             if not len(st.off):
                 Z[st.diag] = dinv * dinv
+                continue
+            if st.dense is not None:  # Σ_ji = −(B Σ_tail)_ij / L_ii, Σ_ii = (1/L_ii − Σ_j B_ij Σ_ji) / L_ii
+                B = _block(st, L[st.off])
+                S = B @ Zt
+                S *= -dinv[:, None]
+                Z[st.off] = S.ravel()[st.dense]
+                Z[st.diag] = (dinv - np.einsum("ij,ij->i", B, S)) * dinv
                 continue
             if st.sa is None:
                 st.selection(*self._index)

@@ -415,7 +415,7 @@ def test_sparse_and_dense_paths_agree(name, density, monkeypatch):
     tm = ThetaMap(d.terms)
     lams = tm.lams(_theta(tm))
     auto = Factor(plan := FactorPlan(d.terms, cp), plan.load(cp), lams)  # staged where it can be
-    monkeypatch.setattr(sparsity, "STAGE_PAIRS", -1)  # the compiled kernels' layouts
+    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)  # the compiled kernels' layouts
     monkeypatch.setattr(sparsity, "DENSE_TAIL_DENSITY", density)
     forced_plan = FactorPlan(d.terms, cp)
     assert forced_plan.split == (1 if density == 0.0 else len(d.terms))
@@ -437,7 +437,7 @@ def test_a_tail_after_two_sparse_terms_equals_dense_algebra(formula, monkeypatch
     second term): every update kind of the block-sparse elimination."""
     d = build_design(formula, _data(seed=4))
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
-    monkeypatch.setattr(sparsity, "STAGE_PAIRS", -1)  # the compiled kernels' layout
+    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)  # the compiled kernels' layout
     monkeypatch.setattr(FactorPlan, "_choose_split", lambda self, colptr: 2)
     plan = FactorPlan(d.terms, cp)
     assert plan.split == 2 and plan.qt > 0 and plan.Ns > d.terms[0].nlevels
@@ -463,7 +463,7 @@ def test_banded_coupling_hidden_by_labels_is_ordered_into_a_band(monkeypatch):
     """In label order the items' factor fills in (a dense tail); in the fill-reducing order it
     is a band (the compiled kernels' layout: the staged one would put the filled items in its
     dense tail)."""
-    monkeypatch.setattr(sparsity, "STAGE_PAIRS", -1)
+    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)
     nsub, nitem = 400, 150
     df = _banded(nsub, nitem)
     d = build_design("y ~ x + (1|sub) + (1|item)", df)
@@ -619,7 +619,7 @@ def test_dense_panel_updates_of_the_tail_equal_dense_algebra(name, panel_rows, m
         "crossed_slopes": "y ~ x + (1 + x|a) + (1 + x|b)",
         "vector_tail": "y ~ x + (1|a) + (x|b)",
     }.get(name, FORMULAS.get(name))
-    monkeypatch.setattr(sparsity, "STAGE_PAIRS", -1)  # the compiled kernels' updates of the tail
+    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)  # the compiled kernels' updates of the tail
     if panel_rows is not None:
         monkeypatch.setattr(sparsity, "PANEL_ENTRIES", panel_rows)
         monkeypatch.setattr(sparsity, "PANEL_MIN_ROWS", panel_rows)

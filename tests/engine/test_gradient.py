@@ -58,7 +58,7 @@ def test_gradient_with_prior_weights_and_a_forced_sparse_path(name, monkeypatch)
     data = _data(seed=5)
     data["w"] = np.random.default_rng(5).uniform(0.3, 3.0, len(data))
     monkeypatch.setattr(sparsity, "DENSE_TAIL_DENSITY", 2.0)  # no dense tail: all block-sparse
-    monkeypatch.setattr(sparsity, "STAGE_PAIRS", -1)  # by the compiled kernels
+    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)  # by the compiled kernels
     d = build_design(FORMULAS[name], data, weights="w")
     crit, _ = lmm_criterion(d, True, dense=False)
     assert crit.plan.qt == 0

@@ -24,7 +24,7 @@ from midas_glmm.engine.gradient import _logdet_blocks, profiled_gradient
 from midas_glmm.engine.lmm import lmm_criterion
 from midas_glmm.engine.pirls import GLMMProblem
 from midas_glmm.engine.sparsity import FactorPlan
-from midas_glmm.linalg import orderings
+from midas_glmm.linalg import orderings, stages
 from midas_glmm.linalg.orderings import fill_reducing_levels, group_pairs
 
 STAGED = {
@@ -35,11 +35,15 @@ STAGED = {
 }
 
 
-@pytest.fixture
-def any_coupling(monkeypatch):
-    """Stages for crossed terms too (by default their dense coupling keeps the compiled kernels,
-    which are faster there): the staged numbers must hold for every layout, a tail included."""
+@pytest.fixture(params=["dense", "scattered"])
+def any_coupling(request, monkeypatch):
+    """Stages for crossed terms of any coupling (by default a sparse one keeps the compiled
+    kernels, faster there), the last stage's tail block laid out dense where it is dense enough
+    (the default) or never: the staged numbers must hold for every layout, a tail included."""
     monkeypatch.setattr(sparsity, "STAGE_LEVEL_PAIRS", 10**9)
+    if request.param == "scattered":
+        monkeypatch.setattr(stages, "DENSE_STAGE_SHARE", np.inf)
+    return request.param
 
 
 def _plans(formula, data=None, weights=None, monkeypatch=None):
@@ -48,7 +52,7 @@ def _plans(formula, data=None, weights=None, monkeypatch=None):
     cp = CrossProducts.from_rows(d.terms, d.X, d.y, d.weights)
     staged = FactorPlan(d.terms, cp)
     with monkeypatch.context() as mp:
-        mp.setattr(sparsity, "STAGE_PAIRS", -1)
+        mp.setattr(sparsity, "STAGE_TAIL", -1)
         compiled = FactorPlan(d.terms, cp)
     return d, staged, compiled, staged.load(cp), compiled.load(cp)
 
@@ -72,20 +76,45 @@ def test_group_pairs_against_every_pair():
         assert len(got) == len(set(got)) and set(got) == want[kind]
 
 
-def test_nested_and_observation_level_terms_are_staged_and_crossed_ones_not(monkeypatch):
+def test_nested_observation_level_and_densely_crossed_terms_are_staged(monkeypatch):
     """By default: nested terms and an observation-level term beside its groups, nested or
-    crossed, are staged (1-4 products per level eliminated); crossed terms alone are not (each
-    level of a meets most levels of b)."""
-    for formula, layout in [
-        (STAGED["nested"], (3, 0)),
-        ("y ~ x + (1|obs) + (1|school) + (1|district)", (3, 0)),
-        (STAGED["obs_level"], (2, 15)),
-        (STAGED["crossed"], None),
-        (STAGED["crossed_two"], None),
+    crossed, are staged (1-4 products per level eliminated, scattered); crossed terms too when
+    each level of the first meets many levels of the tail (the last stage's block of tail rows
+    dense, one BLAS product); a sparse crossing of many products per level keeps the compiled
+    kernels."""
+    for formula, layout, dense in [
+        (STAGED["nested"], (3, 0), False),
+        ("y ~ x + (1|obs) + (1|school) + (1|district)", (3, 0), False),
+        (STAGED["obs_level"], (2, 15), True),  # obs scattered; a (crossed with b) dense
+        (STAGED["crossed"], (1, 19), True),
+        (STAGED["crossed_two"], (1, 15), True),
     ]:
         d = build_design(formula, _data())
         plan = FactorPlan(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y))
         assert (None if plan.stages is None else (plan.split, plan.qt)) == layout, formula
+        assert (plan.stages.stages[-1].dense is not None) == dense, formula
+    # 400 × 150 levels met in 6,000 rows: ~14 items a subject (105 products a level, a tenth of
+    # the dense block); and the same rows with the dense layout never chosen
+    rng = np.random.default_rng(1)
+    sparse = pd.DataFrame(
+        {"x": rng.normal(size=6000), "a": rng.integers(0, 400, 6000), "b": rng.integers(0, 150, 6000)}
+    )
+    sparse["y"] = rng.normal(size=6000)
+    d = build_design("y ~ x + (1|a) + (1|b)", sparse)
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    assert FactorPlan(d.terms, cp).stages is None
+    monkeypatch.setattr(stages, "DENSE_STAGE_SHARE", np.inf)
+    d = build_design(STAGED["crossed_two"], _data())
+    assert FactorPlan(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y)).stages is None
+
+
+def test_dense_last_stage_rule():
+    """A quarter of the levels × tail block stored, and at most DENSE_STAGE_ENTRIES entries."""
+    assert stages.dense_last_stage(316, 24, 316 * 24)  # VerbAgg: every person meets every item
+    assert stages.dense_last_stage(100, 40, 1000) and not stages.dense_last_stage(100, 40, 999)
+    assert not stages.dense_last_stage(0, 40, 0) and not stages.dense_last_stage(100, 0, 0)
+    big = stages.DENSE_STAGE_ENTRIES // 100 + 1
+    assert not stages.dense_last_stage(big, 100, big * 100)
 
 
 @pytest.mark.parametrize(
@@ -109,13 +138,17 @@ def test_terms_of_several_columns_keep_the_compiled_plan(name):
 
 
 def test_a_large_tail_or_many_products_keep_the_compiled_plan(monkeypatch, any_coupling):
+    """A tail over STAGE_TAIL levels, or more than STAGE_PAIRS products by scattered sums: the
+    compiled plan; a dense last stage forms none of its products (its block, one BLAS product),
+    so only the tail's size bounds it."""
     d = build_design(STAGED["crossed"], _data())
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
     monkeypatch.setattr(sparsity, "STAGE_TAIL", 18)  # the tail holds 19
     assert FactorPlan(d.terms, cp).stages is None
     monkeypatch.setattr(sparsity, "STAGE_TAIL", 200)
-    monkeypatch.setattr(sparsity, "STAGE_PAIRS", 100)
-    assert FactorPlan(d.terms, cp).stages is None
+    monkeypatch.setattr(sparsity, "STAGE_PAIRS", 100)  # a's 40 levels form ~2,000 products
+    plan = FactorPlan(d.terms, cp)
+    assert (plan.stages is not None) == (any_coupling == "dense")
 
 
 @pytest.mark.parametrize("name", list(STAGED))
@@ -170,7 +203,7 @@ def test_staged_and_compiled_plans_give_the_same_numbers(name, monkeypatch, any_
     assert crit_s.plan.stages is not None
     theta = _theta(crit_s.tmap, 6)
     with monkeypatch.context() as mp:
-        mp.setattr(sparsity, "STAGE_PAIRS", -1)
+        mp.setattr(sparsity, "STAGE_TAIL", -1)
         crit_c, _ = lmm_criterion(d, True, dense=False)
         assert crit_c.plan.stages is None
         vc, gc = profiled_gradient(crit_c, theta)
@@ -184,14 +217,17 @@ def test_staged_and_compiled_plans_give_the_same_numbers(name, monkeypatch, any_
     levels=st.tuples(st.integers(2, 80), st.integers(2, 30), st.integers(2, 8)),
     shape=st.sampled_from(["nested", "crossed", "mixed", "obs", "slope"]),
     seed=st.integers(0, 10_000),
+    dense=st.booleans(),
 )
-def test_staged_factor_on_random_designs(n, levels, shape, seed):
+def test_staged_factor_on_random_designs(n, levels, shape, seed, dense):
     """Hypothesis: any rows, level counts and nesting or crossing of up to three intercepts, or two
     and a term with slopes (a level may hold one row, a term may meet another in one row):
     whatever plan the model gets (staged for any coupling here), its factor, and a staged one's
     selected inverse, are the dense algebra's."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sparsity, "STAGE_LEVEL_PAIRS", 10**9)
+        if not dense:  # the last stage's tail block never dense (else where dense enough)
+            mp.setattr(stages, "DENSE_STAGE_SHARE", np.inf)
         _random_design(n, levels, shape, seed)
 
 
@@ -245,13 +281,45 @@ def _nested_data(seed=7):
     )
 
 
-@pytest.mark.parametrize("family, response", [("gaussian", "y"), ("poisson", "count")])
-def test_nested_fits_call_no_factor_kernel_and_equal_the_compiled_fits(family, response, monkeypatch):
-    """Schools and classes (150 random effects: above the all-dense plan) fit, report and
+def _crossed_data(seed=9, people=260, items=18):
+    """VerbAgg's shape, smaller: every person answers every item (a binary response)."""
+    rng = np.random.default_rng(seed)
+    person, item = np.repeat(np.arange(people), items), np.tile(np.arange(items), people)
+    x = rng.normal(size=len(person))
+    eta = -0.3 + 0.5 * x + rng.normal(0, 1.2, people)[person] + rng.normal(0, 0.5, items)[item]
+    y = eta + rng.normal(size=len(x))
+    return pd.DataFrame(
+        {
+            "x": x,
+            "person": person,
+            "item": item,
+            "y": y,
+            "r": (rng.uniform(size=len(x)) < 1 / (1 + np.exp(-eta))).astype(float),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "data, formula, family",
+    [
+        (_nested_data, "y ~ x + (1|school/cls)", "gaussian"),
+        (_nested_data, "count ~ x + (1|school/cls)", "poisson"),
+        (_crossed_data, "r ~ x + (1|person) + (1|item)", "binomial"),  # the dense last stage
+        (_crossed_data, "y ~ x + (1|person) + (1|item)", "gaussian"),
+    ],
+)
+def test_staged_fits_call_no_factor_kernel_and_equal_the_compiled_fits(data, formula, family, monkeypatch):
+    """Schools and classes (150 random effects: above the all-dense plan), and 260 people who
+    each answer 18 items (278: above the crossed LMM's all-dense plan too), fit, report and
     predict without a compiled factor kernel or ordering, to the compiled plan's optimum,
     standard errors and conditional modes and variances."""
-    df = _nested_data()
-    formula = f"{response} ~ x + (1|school/cls)"
+    df = data()
+    if family == "gaussian":
+        plan = lmm_criterion(build_design(formula, df), True)[0].plan
+    else:
+        m = MixedModel.from_formula(formula, df, family=family)
+        plan = GLMMProblem(m.design, m.family).plan
+    assert plan.stages is not None
     with monkeypatch.context() as mp:
         for module in (factor_module, gradient_module, sparsity, orderings):
             mp.setattr(module, "kernels", _NoKernels())
@@ -259,7 +327,7 @@ def test_nested_fits_call_no_factor_kernel_and_equal_the_compiled_fits(family, r
         fast_re = fast.ranef(condvar=True)
         fast.summary()
         fast.predict(df)
-    monkeypatch.setattr(sparsity, "STAGE_PAIRS", -1)
+    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)
     slow = MixedModel.from_formula(formula, df, family=family).fit()
     assert fast.llf == pytest.approx(slow.llf, rel=1e-10, abs=1e-8)
     assert np.allclose(fast.theta, slow.theta, rtol=1e-5, atol=1e-6)
