@@ -87,7 +87,9 @@ def _envelope(rows: np.ndarray, cols: np.ndarray, pos: np.ndarray) -> int:
     return int(span.sum())
 
 
-def fill_reducing_levels(codes: list[np.ndarray], nlevels: list[int]) -> list[np.ndarray | None]:
+def fill_reducing_levels(
+    codes: list[np.ndarray], nlevels: list[int], shortcuts: bool = True
+) -> list[np.ndarray | None]:
     """A fill-reducing order of the levels of each random-effects term after the first (None:
     keep the order); ``codes[t]`` holds the level of each row in term t, of ``nlevels[t]``.
 
@@ -99,7 +101,11 @@ def fill_reducing_levels(codes: list[np.ndarray], nlevels: list[int]) -> list[np
     or a dense tail), and keep their order; crossed factors whose coupling has structure that the
     level labels hide (a band of items seen by overlapping windows of subjects, neighbouring
     areas) go from a dense to a banded factor. Level labels only move: the results report levels
-    in their original order."""
+    in their original order.
+
+    Three exact shortcuts (``shortcuts=False``: none, for tests): a term in which every earlier
+    term is nested has no clique to order; the first term's levels are each their own component;
+    a term one of whose cliques alone passes the dense threshold is dense."""
     k = len(codes)
     orders: list[np.ndarray | None] = [None] * k
     if k < 2:
@@ -107,27 +113,39 @@ def fill_reducing_levels(codes: list[np.ndarray], nlevels: list[int]) -> list[np
     nl = np.array(nlevels, dtype=np.int64)
     base = np.concatenate([[0], np.cumsum(nl)])
     N = int(base[-1])
-    rows, cols = [], []
+    keys = {}  # (j, i), i < j: the pairs of levels that share rows, as code_j · n_i + code_i
     for j in range(1, k):
         for i in range(j):
-            key = sorted_unique(codes[j].astype(np.int64) * nl[i] + codes[i])
-            rows.append(base[j] + key // nl[i])
-            cols.append(base[i] + key % nl[i])
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    C = sp.csr_matrix((np.ones(2 * len(r)), (np.concatenate([r, c]), np.concatenate([c, r]))), shape=(N, N))
+            keys[j, i] = sorted_unique(codes[j].astype(np.int64) * nl[i] + codes[i])
+    # an earlier term nested in term t (each of its levels meets one level of t) couples no two
+    # levels of t; when all are, nor do their components (a row's levels share its level of t)
+    nested = [
+        all(np.bincount(keys[t, i] % nl[i], minlength=nl[i]).max(initial=0) <= 1 for i in range(t)) for t in range(k)
+    ]
+    C = None
     for t in range(1, k):
-        E, T = slice(0, int(base[t])), slice(int(base[t]), int(base[t + 1]))
-        ncomp, label = connected_components(C[E, E], directed=False)
-        CET = C[E, T].tocoo()
-        M = sp.csr_matrix((np.ones(CET.nnz), (label[CET.row], CET.col)), shape=(ncomp, nl[t]))
-        M.sum_duplicates()
+        if nested[t] and shortcuts:
+            continue
+        if t == 1 and shortcuts:  # the first term's levels share no rows: each its own component
+            key = keys[1, 0]
+            M = sp.csr_matrix((np.ones(len(key)), (key % nl[0], key // nl[0])), shape=(int(nl[0]), int(nl[1])))
+        else:
+            if C is None:
+                r = np.concatenate([base[j] + key // nl[i] for (j, i), key in keys.items()])
+                c = np.concatenate([base[i] + key % nl[i] for (j, i), key in keys.items()])
+                C = sp.csr_matrix((np.ones(2 * len(r)), (np.concatenate([r, c]), np.concatenate([c, r]))), shape=(N, N))
+            E, T = slice(0, int(base[t])), slice(int(base[t]), int(base[t + 1]))
+            ncomp, label = connected_components(C[E, E], directed=False)
+            CET = C[E, T].tocoo()
+            M = sp.csr_matrix((np.ones(CET.nnz), (label[CET.row], CET.col)), shape=(ncomp, nl[t]))
+            M.sum_duplicates()
         M.sort_indices()
         pairs = nl[t] * (nl[t] - 1) / 2
         # stop counting once the term is dense enough for the dense tail, where order does not matter
         limit = int(min(DENSE_TAIL_DENSITY * pairs, MAX_ORDER_EDGES))
         sizes = np.diff(M.indptr)
         largest = int(sizes.max(initial=0))
-        if largest * (largest - 1) // 2 > limit:  # the union holds at least its largest clique: dense
+        if largest * (largest - 1) // 2 > limit and shortcuts:  # the union holds at least its largest clique
             continue
         if int(np.sum(sizes * (sizes - 1) // 2)) <= NUMPY_CLIQUE_PAIRS:  # few: numpy (nested: none)
             first, second = group_pairs(sizes)

@@ -353,6 +353,49 @@ def test_a_glmm_is_staged_as_an_lmm_is(schools):
     assert lmm.plan.stages is not None
 
 
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(
+    n=st.integers(5, 400),
+    levels=st.tuples(st.integers(1, 60), st.integers(1, 25), st.integers(1, 6)),
+    shape=st.sampled_from(["nested", "crossed", "mixed", "obs", "band"]),
+    seed=st.integers(0, 10_000),
+)
+def test_ordering_shortcuts_give_the_general_orders(n, levels, shape, seed):
+    """Hypothesis: the fill-reducing orders with the exact shortcuts (every earlier term nested,
+    the first term's singleton components, a clique past the dense threshold) equal the general
+    path's, on nested, crossed, partly nested, observation-level and banded designs of 2-3 terms
+    (a level may be missing from a term's codes)."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, levels[0], n)
+    if shape == "band":  # each level of g meets a window of consecutive h levels
+        h = (g + rng.integers(0, 3, n)) % max(levels[1], 1)
+    else:
+        h = g % levels[1] if shape in ("nested", "mixed") else rng.integers(0, levels[1], n)
+    k = h % levels[2] if shape == "nested" else rng.integers(0, levels[2], n)
+    sets = {"obs": [np.arange(n), g, h]}.get(shape, [g, h, k])
+    for codes in (sets, sets[:2]):
+        nlevels = [int(c.max()) + 1 + int(rng.integers(0, 2)) for c in codes]  # maybe an unused level
+        codes = [c.astype(np.int64) for c in codes]
+        fast = fill_reducing_levels(codes, nlevels)
+        slow = fill_reducing_levels(codes, nlevels, shortcuts=False)
+        assert [None if o is None else o.tolist() for o in fast] == [None if o is None else o.tolist() for o in slow]
+
+
+def test_ordering_shortcuts_skip_nested_and_dense_terms(monkeypatch):
+    """Nested terms and a fully crossed one (VerbAgg's shape) build no clique and call no kernel;
+    the banded design is still ordered."""
+    monkeypatch.setattr(orderings, "kernels", _NoKernels())
+    df = _nested_data()
+    codes = [pd.factorize(df[c], sort=True)[0].astype(np.int64) for c in ("cls", "school")]
+    assert fill_reducing_levels(codes, [120, 30]) == [None, None]
+    people, items = np.repeat(np.arange(300), 24), np.tile(np.arange(24), 300)
+    assert fill_reducing_levels([people, items], [300, 24]) == [None, None]
+    monkeypatch.setattr(orderings, "NUMPY_CLIQUE_PAIRS", 10**9)  # the banded design's cliques by numpy
+    df = _banded(300, 120)
+    orders = fill_reducing_levels([df["sub"].to_numpy(), df["item"].to_numpy()], [300, 120])
+    assert orders[0] is None and orders[1] is not None
+
+
 def test_numpy_cliques_order_the_levels_as_the_compiled_kernel(monkeypatch):
     """The fill-reducing order's cliques by numpy (few pairs) and by the compiled kernel: the same
     orders on a banded design and on a crossed one."""
