@@ -121,7 +121,7 @@ def _eliminate_general(
         for h in range(p):
             R2[r, h] = XZx[r, h]
         R2[r, p] = zy[k, r]
-    _lam_t_rows(R2, lam, lamoff, nsize, nterm, nodeoff, 0, Ns, 0, R)
+    _lam_t_rows(R2, lam, lamoff, nsize, nterm, nodeoff, np.int64(0), Ns, np.int64(0), R)
     for r in range(qs, q):
         for h in range(m):
             R[r, h] = R2[r, h]

@@ -43,6 +43,11 @@ def _grown(a, used, cap):
     return out
 
 
+# Constants passed to another kernel go as np.int64(...) / np.bool_(...): a bare 1 or True is typed
+# Literal[int](1) / Literal[bool](True) and compiles a specialisation of the callee of its own
+# (0.2-0.7 s each on a first fit), beside the one its other callers' int64 or bool compile.
+
+
 @njit(cache=True)
 def _heapsort(a, lo, hi):
     """Sort a[lo:hi] in place (heapsort: O(k log k), and far less to compile than numba's sort)."""
@@ -51,7 +56,7 @@ def _heapsort(a, lo, hi):
         _sift(a, lo, start, k)
     for end in range(k - 1, 0, -1):
         a[lo], a[lo + end] = a[lo + end], a[lo]
-        _sift(a, lo, 0, end)
+        _sift(a, lo, np.int64(0), end)
 
 
 @njit(cache=True)
@@ -83,9 +88,9 @@ def symbolic(adjptr, adjidx, N):
     colptr = np.zeros(N + 1, np.int64)
     cap = max(16, 2 * (len(adjidx) + N))
     rowidx = np.empty(cap, np.int64)
-    nnz = 0
+    nnz = np.int64(0)
     for j in range(N):
-        cnt = 1
+        cnt = np.int64(1)
         ws[0] = j
         mark[j] = j
         for e in range(adjptr[j], adjptr[j + 1]):
@@ -103,7 +108,7 @@ def symbolic(adjptr, adjidx, N):
                     ws[cnt] = i
                     cnt += 1
             c = nxt[c]
-        _heapsort(ws, 1, cnt)
+        _heapsort(ws, np.int64(1), cnt)
         if nnz + cnt > cap:
             cap = max(2 * cap, nnz + cnt)
             rowidx = _grown(rowidx, nnz, cap)
@@ -190,7 +195,7 @@ def scatter_tail(A, brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T):
         if pi == 1 and pj == 1:
             flat[oo] = lam[lamoff[nterm[i]]] * A[o] * lam[lamoff[nterm[j]]]
         else:
-            _lam_product(A, o, pi, pj, lam, lamoff[nterm[i]], lamoff[nterm[j]], flat, oo, qt, scratch)
+            _lam_product(A, o, pi, pj, lam, lamoff[nterm[i]], lamoff[nterm[j]], flat, oo, qt, scratch, np.bool_(False))
 
 
 @njit(cache=True)
@@ -362,7 +367,7 @@ def forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, tail_by_call
     for j in range(Ns):
         pj = nsize[j]
         oj = nodeoff[j]
-        _solve_block(L, blkoff[colptr[j]], pj, R, oj, False)
+        _solve_block(L, blkoff[colptr[j]], pj, R, oj, np.bool_(False))
         for e in range(colptr[j] + 1, colptr[j + 1]):
             i = rowidx[e]
             if tail_by_caller and i >= Ns:
@@ -395,7 +400,7 @@ def backward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, X):
                     lrk = L[o + r * pj + k]
                     for h in range(m):
                         X[oj + k, h] -= lrk * X[oi + r, h]
-        _solve_block(L, od, pj, X, oj, True)
+        _solve_block(L, od, pj, X, oj, np.bool_(True))
 
 
 @njit(cache=True)
@@ -648,10 +653,10 @@ def clique_union(mptr, midx, tptr, tidx, n, limit):
     (sorted) pairwise adjacent; ``tidx[tptr[j]:tptr[j+1]]`` are the components at node j.
     Returns (rows, cols), or empty arrays and False once more than ``limit`` edges are found."""
     mark = np.full(n, -1, np.int64)
-    cap = 1024
+    cap = np.int64(1024)
     rows = np.empty(cap, np.int64)
     cols = np.empty(cap, np.int64)
-    m = 0
+    m = np.int64(0)
     for j in range(n):
         for e in range(tptr[j], tptr[j + 1]):
             c = tidx[e]

@@ -156,7 +156,7 @@ def _schur_diagonal(codes, Z, zoff, qoff, w, lam, Aee_inv, out):
     zr = np.empty(8)
     for i in range(n):
         je = codes[i, 0]
-        _zeta(lam, Z, i, zoff[0], 0, pe, ze)
+        _zeta(lam, Z, i, zoff[0], np.int64(0), pe, ze)
         c = 0.0
         for a in range(pe):
             for b in range(pe):
@@ -202,7 +202,7 @@ def _schur_apply(starts, codes, Z, zoff, qoff, w, lam, Aee_inv, V, nthreads, max
             for i in range(lo, hi):  # Λ_e'Z_e'W Z_RΛ_R V over this level's rows, rows kept
                 row = seg[i - lo]
                 _gather_row(codes, Z, zoff, qoff, lam, rest, i, V, zeta, row)
-                _zeta(lam, Z, i, zoff[0], 0, pe, zeta)
+                _zeta(lam, Z, i, zoff[0], np.int64(0), pe, zeta)
                 for a in range(pe):
                     s = zeta[a] * w[i]
                     for c in range(m):
@@ -210,7 +210,7 @@ def _schur_apply(starts, codes, Z, zoff, qoff, w, lam, Aee_inv, V, nthreads, max
             a_e = Aee_inv[lev] @ acc  # A_ee⁻¹ for this level
             for i in range(lo, hi):  # Λ_R'Z_R'W(Z_RΛ_R V − Z_eΛ_e a_e)
                 row = seg[i - lo]
-                _zeta(lam, Z, i, zoff[0], 0, pe, zeta)
+                _zeta(lam, Z, i, zoff[0], np.int64(0), pe, zeta)
                 for a in range(pe):
                     for c in range(m):
                         row[c] -= zeta[a] * a_e[a, c]
@@ -267,7 +267,7 @@ def _probe_leverage(codes, Z, zoff, qoff, lam, eye, Aee_inv, Ks, Kz, rw, X, nthr
         for i in range(th * chunk, min(n, (th + 1) * chunk)):
             _gather_row(codes, Z, zoff, qoff, lam, ones, i, Ks, ze, gs)
             _gather_row(codes, Z, zoff, qoff, lam, ones, i, Kz, ze, gz)
-            _zeta(lam, Z, i, zoff[0], 0, pe, ze)
+            _zeta(lam, Z, i, zoff[0], np.int64(0), pe, ze)
             he = 0.0  # ζ_e'A_ee⁻¹ζ_e: the eliminated block's exact share of the leverage
             je = codes[i, 0]
             for a in range(pe):
@@ -276,7 +276,7 @@ def _probe_leverage(codes, Z, zoff, qoff, lam, eye, Aee_inv, Ks, Kz, rw, X, nthr
             wi = rw[i]
             for c in range(m):
                 gs[c] = wi * (he + gs[c] * gz[c])  # c_i for probe c
-            _scatter_row(codes, Z, zoff, qoff, eye, ones, i, 1.0, gs, ze, aq)  # Z'c: unscaled
+            _scatter_row(codes, Z, zoff, qoff, eye, ones, i, np.float64(1.0), gs, ze, aq)  # Z'c: unscaled
             for l in range(k):
                 xl = X[i, l]
                 for c in range(m):

@@ -100,7 +100,7 @@ def logit_terms(eta, t, lt):
     n = eta.shape[0]
     for i in range(n):
         t[i] = max(-abs(eta[i]), -_EXP_FLOOR)
-    _exp_parts(t, lt, 0)
+    _exp_parts(t, lt, np.int64(0))
     for i in range(n):
         t[i] = 0.0 if abs(eta[i]) >= _EXP_FLOOR else lt[i] * t[i]
     for i in range(n):  # log(1 + t), for t ≤ √2 − 1 by s = t/(2 + t), above by s = (t − 1)/(t + 3)
@@ -122,7 +122,7 @@ def exp_terms(eta, t, scratch):
     n = eta.shape[0]
     for i in range(n):
         t[i] = min(max(eta[i], -_EXP_FLOOR), _EXP_CEIL)
-    _exp_parts(t, scratch, -1)  # 2^(k−1), doubled below: k reaches 1024, one past the largest exponent
+    _exp_parts(t, scratch, np.int64(-1))  # 2^(k−1), doubled below: k reaches 1024, one past the largest exponent
     for i in range(n):
         e = eta[i]
         v = 2.0 * scratch[i] * t[i]
