@@ -75,8 +75,9 @@ def test_a_random_slope_lmm_fit_loads_no_kernels():
 
 def test_a_small_crossed_or_nested_lmm_fit_loads_no_kernels():
     """Several terms, at most 100 random effects (engine.sparsity.small_model), crossed with
-    random slopes too (six θ): the all-dense plan, its levels not reordered, so nothing is
-    compiled, conditional variances included (the sparse block kernels took 9-13 s to compile
+    random slopes too (six θ), and crossed with a compound-symmetry term of 220 (λ not linear in
+    θ; up to SMALL_Q_CROSSED): the all-dense plan, its levels not reordered, so nothing is
+    compiled, conditional variances included (the sparse block kernels took 9-17 s to compile
     on a first fit)."""
     code = (
         "import numpy as np, pandas as pd\n"
@@ -85,7 +86,8 @@ def test_a_small_crossed_or_nested_lmm_fit_loads_no_kernels():
         "d = pd.DataFrame({'x': r.normal(size=n), 'a': r.integers(0, 60, n), 'b': r.integers(0, 40, n)})\n"
         "d['c'] = d.a // 6\n"
         "d['y'] = d.x + r.normal(size=60)[d.a] + r.normal(size=40)[d.b] + r.normal(size=n)\n"
-        "for f in ('y ~ x + (1|a) + (1|b)', 'y ~ x + (1|c/a)', 'y ~ x + (x|c) + (x|b)'):\n"
+        "d['f'] = np.array(list('ABC'))[d.b % 3]\n"
+        "for f in ('y ~ x + (1|a) + (1|b)', 'y ~ x + (1|c/a)', 'y ~ x + (x|c) + (x|b)', 'y ~ f + cs(0 + f|a) + (1|b)'):\n"
         "    res = MixedModel.from_formula(f, d).fit()\n"
         "    res.summary(); res.ranef(condvar=True); res.predict(d)\n"
         "    assert res.converged and res.llf < 0\n"

@@ -71,9 +71,10 @@ class LMMCriterion:
     log_weights_sum : float
         Σ log wᵢ of the prior weights (0 without weights).
     dense : bool or None
-        Factor as one dense block (None: when :func:`~.sparsity.small_model` and θ is fitted by
-        BOBYQA, :func:`uses_gradient`, and for crossed terms up to
-        :data:`~midas_glmm.linalg.orderings.SMALL_Q_CROSSED` random effects).
+        Factor as one dense block (None: when :func:`~.sparsity.small_model` with fewer than
+        :data:`GRADIENT_MIN_THETA` θ, and for crossed terms up to
+        :data:`~midas_glmm.linalg.orderings.SMALL_Q_CROSSED` random effects, λ linear in θ or
+        not).
 
     An evaluation takes a shortcut past the factor object where one exists: the all-dense
     plan's :class:`~.factor.DenseSystem` (one LAPACK Cholesky), a one-term plan's
@@ -107,8 +108,10 @@ class LMMCriterion:
             # four θ or more: nested terms keep the sparse factor (no fill) and its analytic
             # gradient (1.2x faster there); crossed terms, whose sparse factor has a dense tail and
             # takes BOBYQA too, are cheaper dense, of any number of θ (the maximal model of 30
-            # subjects × 20 items, 100 random effects: 1.6x), up to SMALL_Q_CROSSED (reterms.small_crossed)
-            dense = self.tmap.linear and ((small_model(terms) and few_theta) or small_crossed(terms))
+            # subjects × 20 items, 100 random effects: 1.6x), up to SMALL_Q_CROSSED (reterms.small_crossed);
+            # a structure whose λ is not linear in θ (cs, ar1, toep) alike, on its analytic gradient
+            # (crossed cs of 115 random effects: 0.89x, and its first fit compiles nothing)
+            dense = (small_model(terms) and few_theta) or small_crossed(terms)
         self.plan = FactorPlan(terms, cp, dense=dense, closed_pairs=True)  # structure: once per model
         self.blocks = self.plan.load(cp)
         # the optimizer's shortcut on the all-dense plan with λ linear in θ (built on first use)
