@@ -520,21 +520,6 @@ SHAPE_CASES = [
         notes="as nested_lmm_1e5 with a correlated x1 slope on districts; statsmodels skipped: its variance "
         "components cannot be correlated below the top grouping level",
     ),
-    Case(
-        "crossed_binary_verbagg",
-        "verbagg",
-        7_584,
-        316,
-        "y ~ anger + male + scold + shout + self + (1|id) + (1|item)",
-        family="binomial",
-        tools=PEERS,
-        group="shapes",
-        factors=("id", "item"),
-        levels="316 id x 24 item",
-        extra={"ids": 316, "items": 24},
-        notes="VerbAgg's shape: every one of 316 people answers each of 24 items (fully crossed); person "
-        "covariates anger, male; item covariates scold, shout (vs curse) and self (vs other)",
-    ),
     *[
         Case(
             name,
@@ -548,11 +533,17 @@ SHAPE_CASES = [
             factors=("id", "item"),
             levels=f"{ids} id x {items} item",
             extra={"ids": ids, "items": items},
-            notes=f"as crossed_binary_verbagg with {ids} people and {items} items"
-            + ("" if fam else ", a Gaussian response on its linear predictor")
-            + " (the staged factor's dense last stage: linalg.stages)",
+            notes=(
+                "VerbAgg's shape: every one of 316 people answers each of 24 items (fully crossed); person "
+                "covariates anger, male; item covariates scold, shout (vs curse) and self (vs other)"
+                if name == "crossed_binary_verbagg"
+                else f"as crossed_binary_verbagg with {ids} people and {items} items"
+                + ("" if fam else ", a Gaussian response on its linear predictor")
+                + " (the staged factor's dense last stage: linalg.stages)"
+            ),
         )
         for name, ids, items, fam in (
+            ("crossed_binary_verbagg", 316, 24, "binomial"),
             ("crossed_lmm_verbagg", 316, 24, None),
             ("crossed_binary_500x20", 500, 20, "binomial"),
             ("crossed_lmm_500x20", 500, 20, None),
