@@ -548,6 +548,8 @@ SHAPE_CASES = [
             ("crossed_binary_500x20", 500, 20, "binomial"),
             ("crossed_lmm_500x20", 500, 20, None),
             ("crossed_binary_200x100", 200, 100, "binomial"),  # 1,010,000 products: beyond STAGE_PAIRS
+            ("crossed_binary_400x250", 400, 250, "binomial"),  # a tail of 250: beyond STAGE_TAIL
+            ("crossed_lmm_400x250", 400, 250, None),
         )
     ],
     *[

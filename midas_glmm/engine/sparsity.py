@@ -80,6 +80,10 @@ STAGE_LEVEL_PAIRS = 8
 #: compiles none of them (grouseticks 17.4 → 4.6 s with the import) and a new process that loads
 #: none (24 cache files)
 STAGE_TAIL = 200
+#: ... or this many where the last stage's block of tail rows is dense (its update of the tail one
+#: BLAS product; the compiled plan's tail would be as dense): crossed factors of 250-800 levels
+#: after the first, 0.46-0.79x the compiled kernels' fit (RESULTS_AB_DENSESTAGE.md)
+STAGE_TAIL_DENSE = 2000
 
 
 def small_model(terms: list[ReTerm]) -> bool:
@@ -186,11 +190,12 @@ class FactorPlan:
         """Lay the plan out for the term-by-term elimination in numpy, if every term is a random
         intercept, the stages' products number at most :data:`STAGE_PAIRS` and, by scattered
         sums, :data:`STAGE_LEVEL_PAIRS` per level, and the terms after them at most
-        :data:`STAGE_TAIL` levels; False (nothing set) otherwise."""
+        :data:`STAGE_TAIL` levels (:data:`STAGE_TAIL_DENSE` after a dense last stage); False
+        (nothing set) otherwise."""
         if not np.all(self.p_term == 1):
             return False
         found = staged_pattern(rows, cols, self.node_base, STAGE_PAIRS, STAGE_LEVEL_PAIRS)
-        if found is None or self.q - int(self.node_base[found[0]]) > STAGE_TAIL:
+        if found is None or self.q - int(self.node_base[found[0]]) > (STAGE_TAIL_DENSE if found[3] else STAGE_TAIL):
             return False
         self.split, colptr, rowidx, dense = found
         self._layout(colptr, rowidx, rows, cols)  # its panels serve fit_many's kernels; the stages update the tail

@@ -306,6 +306,12 @@ def test_which_models_take_the_level_system(formula):
     assert not crit._takes_levels
 
 
+def compiled_plans(mp) -> None:
+    """Every plan the compiled kernels' (no staged elimination, dense last stage or not)."""
+    mp.setattr(sparsity, "STAGE_TAIL", -1)
+    mp.setattr(sparsity, "STAGE_TAIL_DENSE", -1)
+
+
 def _small_terms_data(a_levels: int) -> pd.DataFrame:
     """_data with a crossed factor ``a2`` of ``a_levels`` levels (each in ~7 rows) and classes
     ``cls`` nested in the 20 districts (60 levels)."""
@@ -449,7 +455,7 @@ def test_sparse_and_dense_paths_agree(name, density, monkeypatch):
     tm = ThetaMap(d.terms)
     lams = tm.lams(_theta(tm))
     auto = Factor(plan := FactorPlan(d.terms, cp), plan.load(cp), lams)  # staged where it can be
-    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)  # the compiled kernels' layouts
+    compiled_plans(monkeypatch)  # the compiled kernels' layouts
     monkeypatch.setattr(sparsity, "DENSE_TAIL_DENSITY", density)
     forced_plan = FactorPlan(d.terms, cp)
     assert forced_plan.split == (1 if density == 0.0 else len(d.terms))
@@ -471,7 +477,7 @@ def test_a_tail_after_two_sparse_terms_equals_dense_algebra(formula, monkeypatch
     second term): every update kind of the block-sparse elimination."""
     d = build_design(formula, _data(seed=4))
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
-    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)  # the compiled kernels' layout
+    compiled_plans(monkeypatch)  # the compiled kernels' layout
     monkeypatch.setattr(FactorPlan, "_choose_split", lambda self, colptr: 2)
     plan = FactorPlan(d.terms, cp)
     assert plan.split == 2 and plan.qt > 0 and plan.Ns > d.terms[0].nlevels
@@ -497,7 +503,7 @@ def test_banded_coupling_hidden_by_labels_is_ordered_into_a_band(monkeypatch):
     """In label order the items' factor fills in (a dense tail); in the fill-reducing order it
     is a band (the compiled kernels' layout: the staged one would put the filled items in its
     dense tail)."""
-    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)
+    compiled_plans(monkeypatch)
     nsub, nitem = 400, 150
     df = _banded(nsub, nitem)
     d = build_design("y ~ x + (1|sub) + (1|item)", df)
@@ -653,7 +659,7 @@ def test_dense_panel_updates_of_the_tail_equal_dense_algebra(name, panel_rows, m
         "crossed_slopes": "y ~ x + (1 + x|a) + (1 + x|b)",
         "vector_tail": "y ~ x + (1|a) + (x|b)",
     }.get(name, FORMULAS.get(name))
-    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)  # the compiled kernels' updates of the tail
+    compiled_plans(monkeypatch)  # the compiled kernels' updates of the tail
     if panel_rows is not None:
         monkeypatch.setattr(sparsity, "PANEL_ENTRIES", panel_rows)
         monkeypatch.setattr(sparsity, "PANEL_MIN_ROWS", panel_rows)

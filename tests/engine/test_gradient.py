@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from test_factor import FORMULAS, _data
+from test_factor import FORMULAS, _data, compiled_plans
 
 from midas_glmm import MixedModel
 from midas_glmm.design.design import build_design
@@ -58,7 +58,7 @@ def test_gradient_with_prior_weights_and_a_forced_sparse_path(name, monkeypatch)
     data = _data(seed=5)
     data["w"] = np.random.default_rng(5).uniform(0.3, 3.0, len(data))
     monkeypatch.setattr(sparsity, "DENSE_TAIL_DENSITY", 2.0)  # no dense tail: all block-sparse
-    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)  # by the compiled kernels
+    compiled_plans(monkeypatch)  # by the compiled kernels
     d = build_design(FORMULAS[name], data, weights="w")
     crit, _ = lmm_criterion(d, True, dense=False)
     assert crit.plan.qt == 0

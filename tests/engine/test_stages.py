@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_factor import FORMULAS, _banded, _check_against_dense, _data, _dense, _theta
+from test_factor import FORMULAS, _banded, _check_against_dense, _data, _dense, _theta, compiled_plans
 
 from midas_glmm import MixedModel
 from midas_glmm.design.blocks import CrossProducts
@@ -52,7 +52,7 @@ def _plans(formula, data=None, weights=None, monkeypatch=None):
     cp = CrossProducts.from_rows(d.terms, d.X, d.y, d.weights)
     staged = FactorPlan(d.terms, cp)
     with monkeypatch.context() as mp:
-        mp.setattr(sparsity, "STAGE_TAIL", -1)
+        compiled_plans(mp)
         compiled = FactorPlan(d.terms, cp)
     return d, staged, compiled, staged.load(cp), compiled.load(cp)
 
@@ -138,14 +138,17 @@ def test_terms_of_several_columns_keep_the_compiled_plan(name):
 
 
 def test_a_large_tail_or_many_products_keep_the_compiled_plan(monkeypatch, any_coupling):
-    """A tail over STAGE_TAIL levels, or more than STAGE_PAIRS products by scattered sums: the
-    compiled plan; a dense last stage forms none of its products (its block, one BLAS product),
-    so only the tail's size bounds it."""
+    """A tail over STAGE_TAIL levels (STAGE_TAIL_DENSE after a dense last stage), or more than
+    STAGE_PAIRS products by scattered sums: the compiled plan; a dense last stage forms none of
+    its products (its block, one BLAS product), so only the tail's size bounds it."""
     d = build_design(STAGED["crossed"], _data())
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
     monkeypatch.setattr(sparsity, "STAGE_TAIL", 18)  # the tail holds 19
+    assert (FactorPlan(d.terms, cp).stages is not None) == (any_coupling == "dense")
+    monkeypatch.setattr(sparsity, "STAGE_TAIL_DENSE", 18)
     assert FactorPlan(d.terms, cp).stages is None
     monkeypatch.setattr(sparsity, "STAGE_TAIL", 200)
+    monkeypatch.setattr(sparsity, "STAGE_TAIL_DENSE", 2000)
     monkeypatch.setattr(sparsity, "STAGE_PAIRS", 100)  # a's 40 levels form ~2,000 products
     plan = FactorPlan(d.terms, cp)
     assert (plan.stages is not None) == (any_coupling == "dense")
@@ -203,7 +206,7 @@ def test_staged_and_compiled_plans_give_the_same_numbers(name, monkeypatch, any_
     assert crit_s.plan.stages is not None
     theta = _theta(crit_s.tmap, 6)
     with monkeypatch.context() as mp:
-        mp.setattr(sparsity, "STAGE_TAIL", -1)
+        compiled_plans(mp)
         crit_c, _ = lmm_criterion(d, True, dense=False)
         assert crit_c.plan.stages is None
         vc, gc = profiled_gradient(crit_c, theta)
@@ -327,7 +330,7 @@ def test_staged_fits_call_no_factor_kernel_and_equal_the_compiled_fits(data, for
         fast_re = fast.ranef(condvar=True)
         fast.summary()
         fast.predict(df)
-    monkeypatch.setattr(sparsity, "STAGE_TAIL", -1)
+    compiled_plans(monkeypatch)
     slow = MixedModel.from_formula(formula, df, family=family).fit()
     assert fast.llf == pytest.approx(slow.llf, rel=1e-10, abs=1e-8)
     assert np.allclose(fast.theta, slow.theta, rtol=1e-5, atol=1e-6)
