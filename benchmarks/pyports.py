@@ -105,6 +105,13 @@ CASES = [
     PCase("binary_1e5_g1000", _gen("binary_glmm_1e5", groups=1000), FIXED, "binomial"),
     PCase("slope_binary_2e3", _gen("slope_binary_2e3"), BY_NAME["slope_binary_2e3"].formula, "binomial"),
     PCase("crossed_binary_6e4", _gen("crossed_binary_6e4"), BY_NAME["crossed_binary_6e4"].formula, "binomial"),
+    PCase(
+        "crossed_binary_verbagg", _gen("crossed_binary_verbagg"), BY_NAME["crossed_binary_verbagg"].formula, "binomial"
+    ),
+    PCase(
+        "crossed_binary_400x250", _gen("crossed_binary_400x250"), BY_NAME["crossed_binary_400x250"].formula, "binomial"
+    ),
+    PCase("crossed_lmm_verbagg", _gen("crossed_lmm_verbagg"), BY_NAME["crossed_lmm_verbagg"].formula),
     PCase("ri_lmm_1e5_g1000", _gen("ri_lmm_1e5", groups=1000), FIXED),
     PCase("ri_lmm_1e6", _gen("ri_lmm_1e6"), FIXED),
     PCase("slope_lmm_1e5", _gen("slope_lmm_1e5"), BY_NAME["slope_lmm_1e5"].formula),
