@@ -20,7 +20,7 @@ from scipy.linalg import blas, lapack
 from ..linalg import lazy
 from .sparsity import FactorPlan, PlanBlocks
 
-__all__ = ["Factor", "DenseSystem", "LevelSystem", "dense_cholesky", "pair_cholesky"]
+__all__ = ["Factor", "DenseSystem", "LevelSystem", "StagedSystem", "dense_cholesky", "pair_cholesky"]
 
 kernels = lazy.load("kernels")  # compiled: loaded on first use
 
@@ -293,6 +293,76 @@ class LevelSystem:
             return None
         d = U.diagonal()
         logdet_X = 2.0 * float(np.log(d[:-1]).sum()) if len(d) > 1 else 0.0
+        return logdet_Z, logdet_X, float(d[-1]) ** 2
+
+
+class StagedSystem:
+    """The LMM criterion's log-determinants of crossed random intercepts whose staged plan is one
+    dense stage and its tail (``(1 | subject) + (1 | item)`` with every subject meeting many items:
+    :mod:`~midas_glmm.linalg.stages`), for the optimizer's evaluations.
+
+    With the stage's data blocks D (diagonal, n levels), B (n × q_t, dense) and the tail's T₀, and
+    Λ = diag(λ_s, Λ_t): L_s = √(λ_s² D + 1), B_s = λ_s B Λ_t / L_s (rows), the tail's Schur
+    complement Λ_t T₀ Λ_t + I − B_s'B_s = L_t L_t', W_s = λ_s C_s / L_s and
+    W_t = L_t⁻¹(Λ_t C_t − B_s'W_s) for C = Z'W[X y], and the [X y] Schur complement
+    [X y]'W[X y] − W_s'W_s − W_t'W_t; log|L_Z|² = Σ log L_s² + 2 Σ log diag L_t. Each θ is a few
+    products on the n × q_t block and two small Choleskys: no factor object, none of the stage's
+    scatters and gathers (VerbAgg's 316 × 24: ~0.15 ms a factor before).
+
+    Parameters
+    ----------
+    plan : FactorPlan
+        A staged plan (:attr:`FactorPlan.stages`) of one stage, laid out dense.
+    blocks : PlanBlocks
+    """
+
+    def __init__(self, plan: FactorPlan, blocks: PlanBlocks):
+        st = plan.stages.stages[0]
+        n, qt = st.n, plan.qt
+        A = blocks.A
+        self.blocks = blocks
+        self.D = A[st.diag]
+        B = np.zeros(n * qt)
+        B[st.dense] = A[st.off]
+        self.B = B.reshape(n, qt)
+        tr, tc = plan.tail_entries()
+        T0 = np.zeros((qt, qt))
+        T0[tr, tc] = A[plan.nsparse :]
+        self.T0 = np.tril(T0) + np.tril(T0, -1).T
+        self.C_s, self.C_t = blocks.XZ[:n], blocks.XZ[n:]
+        self.XX = np.tril(blocks.XX) + np.tril(blocks.XX, -1).T
+        self.tail_term = plan.nterm[plan.Ns :]  # the term of each tail random effect
+
+    def logdets(self, lams: list[np.ndarray]) -> tuple[float, float, float] | None:
+        """(log|L_Z|², log|R_X|², r²) at the terms' λ (1 × 1 each); None where a block is not
+        positive definite (the caller takes the factor's path, which reports it)."""
+        lam_s = float(lams[0][0, 0])
+        lam_t = np.array([lam[0, 0] for lam in lams])[self.tail_term]
+        Ls2 = lam_s * lam_s * self.D + 1.0
+        if not Ls2.min() > 0.0:
+            return None
+        Ls = np.sqrt(Ls2)
+        scale = lam_s / Ls
+        Bs = self.B * scale[:, None]
+        Bs *= lam_t
+        T = self.T0 * np.outer(lam_t, lam_t)
+        T.ravel()[:: len(lam_t) + 1] += 1.0
+        T -= Bs.T @ Bs
+        Lt, info = lapack.dpotrf(T, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            return None
+        Ws = self.C_s * scale[:, None]
+        Wt = self.C_t * lam_t[:, None] - Bs.T @ Ws
+        Wt, info = lapack.dtrtrs(Lt, Wt, lower=1)
+        if info != 0:
+            return None
+        S = self.XX - Ws.T @ Ws - Wt.T @ Wt
+        U, info = lapack.dpotrf(S, lower=0, clean=0, overwrite_a=1)  # symmetric: either triangle
+        if info != 0:
+            return None
+        d = U.diagonal()
+        logdet_X = 2.0 * float(np.log(d[:-1]).sum()) if len(d) > 1 else 0.0
+        logdet_Z = float(np.log(Ls2).sum()) + 2.0 * float(np.log(Lt.diagonal()).sum())
         return logdet_Z, logdet_X, float(d[-1]) ** 2
 
 

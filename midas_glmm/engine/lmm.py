@@ -28,7 +28,7 @@ from ..errors import ConvergenceWarning, FitError
 from ..linalg.threads import fit_threads
 from .controls import current_control
 from .estimates import Estimates
-from .factor import DenseSystem, Factor, LevelSystem
+from .factor import DenseSystem, Factor, LevelSystem, StagedSystem
 from .gradient import profiled_gradient
 from .optimize import (
     SINGULAR_TOL,
@@ -78,8 +78,9 @@ class LMMCriterion:
 
     An evaluation takes a shortcut past the factor object where one exists: the all-dense
     plan's :class:`~.factor.DenseSystem` (one LAPACK Cholesky), a one-term plan's
-    :class:`~.factor.LevelSystem` (one or two columns per level, vectorised over the levels);
-    other plans, and a shortcut that meets a block that is not positive definite, take the
+    :class:`~.factor.LevelSystem` (one or two columns per level, vectorised over the levels), a
+    staged plan of one dense stage's :class:`~.factor.StagedSystem` (crossed intercepts); other
+    plans, and a shortcut that meets a block that is not positive definite, take the
     :class:`~.factor.Factor`.
     """
 
@@ -119,7 +120,10 @@ class LMMCriterion:
         # ... and on a one-term plan of one or two columns per level (LevelSystem)
         one_term = self.plan.Ns > 0 and (self.plan.diagonal or self.plan.blockdiag)
         self._takes_levels = one_term and int(self.plan.p_term[0]) <= 2
-        self._system: DenseSystem | LevelSystem | None = None
+        # ... and on a staged plan of one dense stage and its tail (crossed intercepts: StagedSystem)
+        stages = self.plan.stages
+        self._takes_stages = stages is not None and len(stages.stages) == 1 and stages.stages[0].dense is not None
+        self._system: DenseSystem | LevelSystem | StagedSystem | None = None
 
     def for_response(self, cp: CrossProducts, beta_removed: np.ndarray, response_ss: float) -> LMMCriterion:
         """The same criterion for another response on the same rows: ``cp`` differs from this
@@ -166,6 +170,8 @@ class LMMCriterion:
             parts = self._dense_system().logdets(theta)
         elif self._takes_levels:
             parts = self._level_system().logdets(self.tmap.lams(theta)[0])
+        elif self._takes_stages:
+            parts = self._staged_system().logdets(self.tmap.lams(theta))
         if parts is not None:
             return self._criterion(*parts)
         try:
@@ -185,6 +191,13 @@ class LMMCriterion:
         system = self._system
         if system is None or system.blocks is not self.blocks:
             system = self._system = LevelSystem(self.plan, self.blocks)
+        return system
+
+    def _staged_system(self) -> StagedSystem:
+        """The staged plan's :class:`StagedSystem` for these blocks (built on first use)."""
+        system = self._system
+        if system is None or system.blocks is not self.blocks:
+            system = self._system = StagedSystem(self.plan, self.blocks)
         return system
 
     def _criterion(self, logdet_Z: float, logdet_X: float, r2: float) -> float:

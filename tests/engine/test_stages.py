@@ -341,6 +341,26 @@ def test_staged_fits_call_no_factor_kernel_and_equal_the_compiled_fits(data, for
     assert np.allclose(fast_re[["condval", "condsd"]].to_numpy(), slow_re[["condval", "condsd"]].to_numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("formula", [STAGED["crossed_two"], STAGED["crossed"]])
+@pytest.mark.parametrize("REML", [True, False])
+def test_staged_system_equals_the_factor(formula, REML):
+    """An LMM of crossed intercepts on one dense stage and its tail (one or two tail terms,
+    weighted rows) evaluates θ by the StagedSystem: its log-determinants and r² are the factor's
+    at any θ, a variance at zero included."""
+    df = _data(seed=5)
+    df["w"] = np.random.default_rng(5).uniform(0.2, 3.0, len(df))
+    crit, _ = lmm_criterion(build_design(formula, df, weights="w"), REML, dense=False)
+    assert crit._takes_stages
+    rng = np.random.default_rng(6)
+    thetas = [rng.uniform(0.05, 3.0, len(crit.tmap)) for _ in range(4)]
+    thetas += [np.r_[0.0, thetas[0][1:]], np.r_[thetas[0][:-1], 0.0]]
+    for theta in thetas:
+        got = crit._staged_system().logdets(crit.tmap.lams(theta))
+        L = crit.factor(theta)
+        assert got == pytest.approx((L.logdet_Z, L.logdet_X, L.pwrss), rel=1e-12, abs=1e-12)
+        assert crit(theta) == pytest.approx(crit.from_factor(L), rel=1e-13)
+
+
 @pytest.mark.parametrize("schools", [30, 200])
 def test_a_glmm_is_staged_as_an_lmm_is(schools):
     """Schools and classes of 150 and 1,000 random effects: the Poisson GLMM's plan and the LMM's
