@@ -237,6 +237,17 @@ def pair_cholesky(P: np.ndarray, lam: np.ndarray):
     return L00, L10, d11, bad
 
 
+def _schur_logdet(S: np.ndarray) -> tuple[float, float] | None:
+    """(log|R_X|², r²) of the [X y] Schur complement S (symmetric, m × m): R'R = S by LAPACK,
+    log|R_X|² over its first m − 1 pivots, r² the last one squared; None if S is not positive
+    definite."""
+    U, info = lapack.dpotrf(S, lower=0, clean=0, overwrite_a=1)  # symmetric: either triangle
+    if info != 0:
+        return None
+    d = U.diagonal()
+    return (2.0 * float(np.log(d[:-1]).sum()) if len(d) > 1 else 0.0), float(d[-1]) ** 2
+
+
 class LevelSystem:
     """The LMM criterion's log-determinants of a one-term model with one or two columns per
     level (``(1 | g)``, ``(x | g)``), vectorised over the levels, for the optimizer's evaluations.
@@ -288,12 +299,8 @@ class LevelSystem:
             W1 -= L10 * W0
             W1 /= np.sqrt(d11)
             S = self.XX - W0 @ W0.T - W1 @ W1.T
-        U, info = lapack.dpotrf(S, lower=0, clean=0, overwrite_a=1)  # symmetric: either triangle
-        if info != 0:
-            return None
-        d = U.diagonal()
-        logdet_X = 2.0 * float(np.log(d[:-1]).sum()) if len(d) > 1 else 0.0
-        return logdet_Z, logdet_X, float(d[-1]) ** 2
+        found = _schur_logdet(S)
+        return None if found is None else (logdet_Z, *found)
 
 
 class StagedSystem:
@@ -356,14 +363,10 @@ class StagedSystem:
         Wt, info = lapack.dtrtrs(Lt, Wt, lower=1)
         if info != 0:
             return None
-        S = self.XX - Ws.T @ Ws - Wt.T @ Wt
-        U, info = lapack.dpotrf(S, lower=0, clean=0, overwrite_a=1)  # symmetric: either triangle
-        if info != 0:
+        found = _schur_logdet(self.XX - Ws.T @ Ws - Wt.T @ Wt)
+        if found is None:
             return None
-        d = U.diagonal()
-        logdet_X = 2.0 * float(np.log(d[:-1]).sum()) if len(d) > 1 else 0.0
-        logdet_Z = float(np.log(Ls2).sum()) + 2.0 * float(np.log(Lt.diagonal()).sum())
-        return logdet_Z, logdet_X, float(d[-1]) ** 2
+        return float(np.log(Ls2).sum()) + 2.0 * float(np.log(Lt.diagonal()).sum()), *found
 
 
 class Factor:
