@@ -72,7 +72,8 @@ class LMMCriterion:
         Σ log wᵢ of the prior weights (0 without weights).
     dense : bool or None
         Factor as one dense block (None: when :func:`~.sparsity.small_model` with fewer than
-        :data:`GRADIENT_MIN_THETA` θ, and for crossed terms up to
+        :data:`GRADIENT_MIN_THETA` θ or at most :data:`DENSE_MANY_THETA_Q` random effects, and
+        for crossed terms up to
         :data:`~midas_glmm.linalg.orderings.SMALL_Q_CROSSED` random effects, λ linear in θ or
         not).
 
@@ -105,14 +106,15 @@ class LMMCriterion:
         self.beta_removed = np.zeros(self.p) if beta_removed is None else beta_removed
         self.response_ss = float(cp.XytXy[-1, -1]) if response_ss is None else response_ss
         if dense is None:  # small, and fitted by BOBYQA (uses_gradient: not on the dense plan)
-            few_theta = len(self.tmap) < GRADIENT_MIN_THETA
-            # four θ or more: nested terms keep the sparse factor (no fill) and its analytic
-            # gradient (1.2x faster there); crossed terms, whose sparse factor has a dense tail and
-            # takes BOBYQA too, are cheaper dense, of any number of θ (the maximal model of 30
-            # subjects × 20 items, 100 random effects: 1.6x), up to SMALL_Q_CROSSED (reterms.small_crossed);
-            # a structure whose λ is not linear in θ (cs, ar1, toep) alike, on its analytic gradient
-            # (crossed cs of 115 random effects: 0.89x, and its first fit compiles nothing)
-            dense = (small_model(terms) and few_theta) or small_crossed(terms)
+            cheaper_dense = len(self.tmap) < GRADIENT_MIN_THETA or sum(t.q for t in terms) <= DENSE_MANY_THETA_Q
+            # four θ or more: nested terms of more than DENSE_MANY_THETA_Q random effects keep the
+            # sparse factor (no fill) and its analytic gradient (1.2x faster there); crossed terms,
+            # whose sparse factor has a dense tail and takes BOBYQA too, are cheaper dense, of any
+            # number of θ (the maximal model of 30 subjects × 20 items, 100 random effects: 1.6x),
+            # up to SMALL_Q_CROSSED (reterms.small_crossed); a structure whose λ is not linear in θ
+            # (cs, ar1, toep) alike, on its analytic gradient (crossed cs of 115 random effects:
+            # 0.89x, and its first fit compiles nothing)
+            dense = (small_model(terms) and cheaper_dense) or small_crossed(terms)
         self.plan = FactorPlan(terms, cp, dense=dense, closed_pairs=True)  # structure: once per model
         self.blocks = self.plan.load(cp)
         # the optimizer's shortcut on the all-dense plan with λ linear in θ (built on first use)
@@ -587,6 +589,13 @@ def fit_lmm(design, REML: bool = True, optimizer: str | None = None, standardize
 #: for three θ the two cost the same, and BOBYQA (lme4's optimizer) stays. With a dense tail
 #: the selected inversion costs ~8 evaluations (InstEval: 0.32 s against 0.04 s): BOBYQA too.
 GRADIENT_MIN_THETA = 4
+
+#: ... but a small model (sparsity.small_model) of at most this many random effects takes the
+#: all-dense plan and BOBYQA whatever its θ: nested slopes `(x | school/class)` of 30-60 random
+#: effects 0.68-0.91x, one term of three columns `(x1 + x2 | g)` of 30-39 0.77-0.78x, and their
+#: first fits compile nothing (12-13 s on the sparse kernels, ~2.4 s on the level kernels); at 70
+#: and 96-100 the sparse plan's gradient was 1.12-1.32x faster (9 alternations in one process)
+DENSE_MANY_THETA_Q = 60
 
 
 def uses_gradient(crit: LMMCriterion, optimizer: str | None) -> bool:

@@ -416,35 +416,59 @@ def test_crossed_lmm_of_a_structured_term_is_factored_densely(struct, monkeypatc
 
 
 @pytest.mark.parametrize(
-    "formula,dense",
+    "formula,crossed,dense",
     [
-        ("y ~ x + (x|a3) + (x|b)", True),  # crossed slopes, 6 θ, 2 × 10 + 2 × 15 random effects
-        ("y ~ x + (x|district) + (x|region)", False),  # nested slopes, 6 θ, 2 × 20 + 2 × 4
-        ("y ~ x + (x|region) + (1|district)", False),  # 4 θ: district first (lme4's order), in regions
-        ("y ~ x + (x|a3) + (1|region)", True),  # crossed, 4 θ
+        ("y ~ x + (x|a3) + (x|b)", True, True),  # crossed slopes, 6 θ, 2 × 10 + 2 × 15 random effects
+        ("y ~ x + (x|district) + (x|region)", False, True),  # nested slopes, 6 θ, 2 × 20 + 2 × 4: ≤ 60
+        ("y ~ x + (x|region) + (1|district)", False, True),  # 4 θ: district first (lme4's order), 28
+        ("y ~ x + (x|a3) + (1|region)", True, True),  # crossed, 4 θ
+        ("y ~ x + (x|district) + (1|cls)", False, False),  # nested, 4 θ, 60 + 2 × 20 = 100: above 60
     ],
 )
-def test_an_lmm_of_four_theta_or_more_is_dense_when_crossed(formula, dense):
+def test_an_lmm_of_four_theta_or_more_is_dense_when_crossed_or_small(formula, crossed, dense):
     """With four θ or more, a small LMM takes the dense plan (BOBYQA on the DenseSystem) when its
-    terms are crossed; nested, the sparse plan has no fill and keeps its analytic gradient. The
-    criterion is the same either way."""
+    terms are crossed or hold at most DENSE_MANY_THETA_Q (60) random effects; nested and larger,
+    the sparse plan has no fill and keeps its analytic gradient. The criterion is the same either
+    way."""
     from midas_glmm import MixedModel
     from midas_glmm.design.reterms import dense_tail
     from midas_glmm.engine.lmm import uses_gradient
 
     df = _data(n=600)
     df["a3"] = df.a % 10
+    df["cls"] = df.district * 3 + np.random.default_rng(8).integers(0, 3, len(df))  # 60, nested in districts
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FewGroupsWarning)  # region's 4 levels
         model = MixedModel.from_formula(formula, df)
     d = model.design
-    assert (dense_tail(d.terms) > 0) == dense  # crossed: the sparse factor would have a dense tail
+    assert (dense_tail(d.terms) > 0) == crossed  # crossed: the sparse factor would have a dense tail
+    assert len(ThetaMap(d.terms)) >= 4
     crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True)
     assert (crit.plan.Ns == 0) == dense and crit._takes_system == dense
     assert uses_gradient(crit, None) != dense
     other = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True, dense=not dense)
     theta = _theta(crit.tmap)
     assert crit(theta) == pytest.approx(other(theta), rel=1e-11)
+
+
+def test_a_one_term_lmm_of_many_theta_is_dense_when_small():
+    """One term of three columns (six θ): up to SMALL_Q (40) random effects the dense plan
+    (nothing to compile: the level kernels otherwise), to the same optimum as the level plan."""
+    from midas_glmm import MixedModel
+
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(12), 25)
+    df = pd.DataFrame({"g": g, "x1": rng.normal(size=300), "x2": rng.normal(size=300)})
+    U = rng.normal(size=(12, 3))
+    df["y"] = U[g, 0] + U[g, 1] * df.x1 + U[g, 2] * df.x2 + df.x1 + rng.normal(size=300)
+    model = MixedModel.from_formula("y ~ x1 + x2 + (x1 + x2|g)", df)
+    d = model.design
+    crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True)
+    assert crit.plan.Ns == 0
+    fit = model.fit()
+    level = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True, dense=False)
+    assert level.plan.blockdiag
+    assert fit.llf == pytest.approx(-0.5 * level(np.asarray(fit.theta)), rel=1e-10)
 
 
 @pytest.mark.parametrize("name", ["nested", "nested_slopes", "crossed", "crossed_vector_tail", "obs_level"])
