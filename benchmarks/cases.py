@@ -591,6 +591,20 @@ SHAPE_CASES = [
         extra={"regions": 10, "districts": 6, "schools": 3},
         notes="a small two-level nested LMM (70 random effects, the all-dense plan); schools unused",
     ),
+    Case(
+        "nested_slopes_lmm_small",
+        "nested_slope",
+        400,
+        25,
+        "y ~ x1 + x2 + (x1|region/district)",
+        tools=PEERS,
+        group="shapes",
+        factors=("region", "district"),
+        levels="5 regions > 20 districts",
+        extra={"regions": 5, "districts": 4, "schools": 2},
+        notes="small nested random slopes: six θ, 50 random effects (the all-dense plan up to "
+        "lmm.DENSE_MANY_THETA_Q); schools unused",
+    ),
     *[
         Case(
             name,
