@@ -18,6 +18,7 @@ import scipy.linalg as sla
 from scipy.linalg import blas, lapack
 
 from ..linalg import lazy
+from ..linalg.stages import dense_block
 from .sparsity import FactorPlan, PlanBlocks
 
 __all__ = ["Factor", "DenseSystem", "LevelSystem", "StagedSystem", "dense_cholesky", "pair_cholesky"]
@@ -329,9 +330,7 @@ class StagedSystem:
         A = blocks.A
         self.blocks = blocks
         self.D = A[st.diag]
-        B = np.zeros(n * qt)
-        B[st.dense] = A[st.off]
-        self.B = B.reshape(n, qt)
+        self.B = dense_block(st, A[st.off])
         tr, tc = plan.tail_entries()
         T0 = np.zeros((qt, qt))
         T0[tr, tc] = A[plan.nsparse :]
@@ -721,7 +720,7 @@ class Factor:
         if P.Ns == 0:  # the all-dense plan: the tail is the whole
             return np.zeros(0), Zt
         if P.stages is not None:
-            return P.stages.selected_inverse(self.L, Zt), Zt
+            return P.stages.selected_inverse(self.L, Zt, self._stage_vals), Zt
         if P.diagonal:  # (L L')⁻¹ = 1/L²
             return 1.0 / (self.L * self.L), Zt
         if P.closed_pairs:  # (L_l L_l')⁻¹ of L_l = [a 0; b c]: [1/a² + b²/(ac)², −b/(ac²); ., 1/c²]

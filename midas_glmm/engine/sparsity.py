@@ -199,9 +199,7 @@ class FactorPlan:
         if found is None or self.q - int(self.node_base[found[0]]) > (STAGE_TAIL_DENSE if found[3] else STAGE_TAIL):
             return False
         self.split, colptr, rowidx, dense = found
-        self._layout(
-            colptr, rowidx, rows, cols
-        )  # its panels (on use) serve fit_many's kernels; the stages update the tail
+        self._layout(colptr, rowidx, rows, cols)  # its panels (on first use) serve fit_many's kernels
         self.stages = StageElimination(self, dense)
         return True
 

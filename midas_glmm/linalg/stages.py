@@ -33,7 +33,7 @@ from scipy.linalg import blas
 
 from .orderings import group_pairs, sorted_unique
 
-__all__ = ["staged_pattern", "StageElimination"]
+__all__ = ["staged_pattern", "StageElimination", "dense_last_stage", "dense_block"]
 
 
 #: the last stage's block of tail rows is laid out dense (:func:`dense_last_stage`) when its
@@ -172,7 +172,7 @@ class _Stage:
         return self._flat[m]
 
 
-def _block(st: _Stage, Loff: np.ndarray) -> np.ndarray:
+def dense_block(st: _Stage, Loff: np.ndarray) -> np.ndarray:
     """A dense stage's entries below its pivots as its n × qt block B of tail rows."""
     B = np.zeros(st.n * st.qt)
     B[st.dense] = Loff
@@ -259,7 +259,7 @@ class StageElimination:
             Loff = L[st.off] / d[st.off_col]
             L[st.off] = Loff
             if st.dense is not None:  # T −= B'B on T's lower triangle (BLAS dsyrk; see _panel_updates)
-                B = _block(st, Loff)
+                B = dense_block(st, Loff)
                 Tt = blas.dsyrk(-1.0, B.T, beta=1.0, c=Tf.reshape(qt, qt).T, trans=0, lower=0, overwrite_c=1)
                 Tf = Tt.T.reshape(-1)
                 vals.append((d, Loff, B))
@@ -281,7 +281,7 @@ class StageElimination:
         out = []
         for st in self.stages:
             Loff = np.take(L, st.off) if len(st.off) else None
-            out.append((np.take(L, st.diag), Loff, None if st.dense is None else _block(st, Loff)))
+            out.append((np.take(L, st.diag), Loff, None if st.dense is None else dense_block(st, Loff)))
         return out
 
     def forward(self, L: np.ndarray, R: np.ndarray, vals=None) -> None:
@@ -324,17 +324,17 @@ class StageElimination:
                 X[st.c0 : st.c1] -= np.bincount(st.flat(m)[1], part.ravel(), minlength=st.n * m).reshape(-1, m)
             X[st.c0 : st.c1] /= d[:, None]
 
-    def selected_inverse(self, L: np.ndarray, Zt: np.ndarray) -> np.ndarray:
-        """(Λ'Z'WZΛ + I)⁻¹ on the sparse part's pattern, given its tail block Zt (full)."""
+    def selected_inverse(self, L: np.ndarray, Zt: np.ndarray, vals=None) -> np.ndarray:
+        """(Λ'Z'WZΛ + I)⁻¹ on the sparse part's pattern, given its tail block Zt (full); ``vals``
+        as for the solves."""
         Z = np.zeros(self.nsparse)
         Ztf = Zt.ravel()
-        for st in reversed(self.stages):
-            dinv = 1.0 / L[st.diag]
-            if not len(st.off):
+        for st, (d, Loff, B) in zip(reversed(self.stages), reversed(self._values(L, vals))):
+            dinv = 1.0 / d
+            if Loff is None:
                 Z[st.diag] = dinv * dinv
                 continue
-            if st.dense is not None:  # Σ_ji = −(B Σ_tail)_ij / L_ii, Σ_ii = (1/L_ii − Σ_j B_ij Σ_ji) / L_ii
-                B = _block(st, L[st.off])
+            if B is not None:  # Σ_ji = −(B Σ_tail)_ij / L_ii, Σ_ii = (1/L_ii − Σ_j B_ij Σ_ji) / L_ii
                 S = B @ Zt
                 S *= -dinv[:, None]
                 Z[st.off] = S.ravel()[st.dense]
@@ -345,7 +345,6 @@ class StageElimination:
             sig = np.empty(len(st.sa))
             sig[st.s_sparse] = Z[st.s_src_sp]
             sig[~st.s_sparse] = Ztf[st.s_src_tl]
-            Loff = L[st.off]
             z = np.bincount(st.sa, Loff[st.sb] * sig, minlength=len(st.off))
             z *= -dinv[st.off_col]
             Z[st.off] = z
