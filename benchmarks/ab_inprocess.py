@@ -7,8 +7,9 @@ For fits of milliseconds, where a fresh process per fit (benchmarks/ab.py) swing
 trees are imported whole into one process (ab_fit_many.load_tree) and swapped into ``sys.modules``
 before each of their calls, and the user's whole call, ``MixedModel.from_formula(...).fit()``, is
 timed alternately, after two untimed fits per tree (compiling where the path compiles). A case is
-a name of cases.py (its data made by cases.make), a bundled dataset's model (DATASETS), a
-simulated Gamma model (GAMMA) or a nested model of random intercepts (NESTED). Prints,
+a name of cases.py (its data made by cases.make), a bundled dataset's model (DATASETS), sleepstudy's
+model on a wider frame (FRAMES), a simulated Gamma model (GAMMA) or a nested model of random
+intercepts (NESTED). Prints,
 and with --out writes as Markdown, the best and median milliseconds per tree, new / base of the
 medians and of the bests, the optimizer's evaluations in each tree and the log-likelihoods'
 difference.
@@ -100,6 +101,22 @@ NESTED = {
 }
 
 
+def sleepstudy_frame(mods: dict, extra: int = 12, missing: int = 0):
+    """sleepstudy as users' frames hold it: ``extra`` columns the model does not read (numbers and
+    text), and ``missing`` reactions left out (rows lme4 drops)."""
+    d = mods["midas_glmm"].datasets.load("sleepstudy")
+    rng = np.random.default_rng(5)
+    for i in range(extra):
+        d[f"u{i}"] = rng.normal(size=len(d)) if i % 3 else rng.choice(["a", "b", "c"], len(d))
+    if missing:
+        d.loc[rng.choice(len(d), missing, replace=False), "Reaction"] = np.nan
+    return d
+
+
+#: sleepstudy's model on frames with more columns than it reads, and with missing responses
+FRAMES = {"sleepstudy_wide": {}, "sleepstudy_wide_na": {"missing": 3}}
+
+
 def case_of(name: str, mods: dict):
     """(data, formula, model keywords, fit keywords) of a case name: a case of cases.py as
     worker.py fits it (its family, ziformula, dispformula, nAGQ and REML/ML), a bundled dataset's
@@ -112,6 +129,8 @@ def case_of(name: str, mods: dict):
     if name in NESTED:
         rows, formula, family = NESTED[name]
         return rows(), formula, {"family": family}, {}
+    if name in FRAMES:
+        return sleepstudy_frame(mods, **FRAMES[name]), DATASETS["sleepstudy"][1], {"family": None}, {}
     if name in DATASETS:
         data, formula, family = DATASETS[name]
         fit_kw = {"method": "ML"} if name.endswith("_ml") else {}
@@ -140,7 +159,7 @@ def ab_arguments(doc: str, reps: int, case_names) -> argparse.Namespace:
 
 
 def main() -> None:
-    args = ab_arguments(__doc__, 50, [*DATASETS, *GAMMA, *NESTED, *(c.name for c in cases.CASES)])
+    args = ab_arguments(__doc__, 50, [*DATASETS, *FRAMES, *GAMMA, *NESTED, *(c.name for c in cases.CASES)])
     warnings.simplefilter("ignore")
     trees = {"base": load_tree(args.base), "new": load_tree(args.new)}
     rows = []

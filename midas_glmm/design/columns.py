@@ -269,6 +269,9 @@ def _factor_codes(col: pd.Series) -> tuple[np.ndarray, list]:
 
 #: up to this many rows pandas' text is factorized as Python strings (:func:`factorize_sorted`)
 TEXT_OBJECT_ROWS = 4096
+#: and up to this many by a Python set, sort and dict (30 rows: 12 µs against pandas' 44 on the
+#: strings; 180: 34 against 54; 1,000: 139 against 106)
+TEXT_SET_ROWS = 500
 
 
 def factorize_sorted(col: pd.Series) -> tuple[np.ndarray, np.ndarray | pd.Index]:
@@ -278,9 +281,16 @@ def factorize_sorted(col: pd.Series) -> tuple[np.ndarray, np.ndarray | pd.Index]
     Python strings cost more than pyarrow's own pass (1e5 rows: 8 ms against 3). Integers whose
     range is not much wider than the column (group ids) are counted instead of hashed and sorted:
     the levels are the values present, the codes their ranks (1e5 rows of 2,000 ids: 0.36 ms
-    against pandas' 2.2; 1e6 of 20,000: 4.5 against 32)."""
+    against pandas' 2.2; 1e6 of 20,000: 4.5 against 32). The levels are an array or an Index."""
     if isinstance(col.dtype, pd.StringDtype) and len(col) <= TEXT_OBJECT_ROWS:
-        return pd.factorize(col.to_numpy(dtype=object), sort=True)
+        values = np.asarray(col.array, dtype=object)
+        if len(values) <= TEXT_SET_ROWS:
+            distinct = set(values.tolist())
+            if all(type(v) is str for v in distinct):  # no NA: each row's rank among the sorted levels
+                levels = sorted(distinct)
+                rank = {v: i for i, v in enumerate(levels)}
+                return np.array([rank[v] for v in values.tolist()], dtype=np.int64), np.array(levels, dtype=object)
+        return pd.factorize(values, sort=True)
     if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu" and len(col):
         found = counted_ranks(col.to_numpy())
         if found is not None:

@@ -221,23 +221,26 @@ def _term_columns(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
 
 def _missing(col: pd.Series) -> np.ndarray:
     """Where ``col`` has no value: NaN in a numpy float column, nowhere in a numpy integer or
-    boolean one (they cannot hold a missing value), pandas' isna() for every other type."""
+    boolean one (they cannot hold a missing value), its array's isna() for every other type
+    (pandas' own test, without the Series around it: 0.6 µs against 29 for a column of text)."""
     kind = col.dtype.kind if isinstance(col.dtype, np.dtype) else None
     if kind == "f":
         return np.isnan(col.to_numpy())
     if kind in ("i", "u", "b"):
         return np.zeros(len(col), dtype=bool)
-    return col.isna().to_numpy()
+    return np.asarray(col.array.isna(), dtype=bool)
 
 
 def _complete_rows(data: pd.DataFrame, cols: list[str], extra: dict[str, np.ndarray]) -> tuple[np.ndarray, set]:
-    """(rows with a value in every used column and argument (lme4's na.omit), the columns whose
-    infinite values were looked for too). A numpy float column is read once for both: where it
-    is not finite, NaN is missing and ±inf, in a complete row, an error (:func:`check_finite`'s)."""
+    """(rows with a value in every used column and argument (lme4's na.omit), the columns known
+    to hold no infinite value: looked for, or of a type that cannot hold one). A numpy float
+    column is read once for both: where it is not finite, NaN is missing and ±inf, in a complete
+    row, an error (:func:`check_finite`'s)."""
     missing, infinite, checked = {}, {}, set()
     for c in cols:
         col = data[c]
-        if isinstance(col.dtype, np.dtype) and col.dtype.kind == "f":
+        dtype = col.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind == "f":
             checked.add(c)
             v = col.to_numpy()
             finite = np.isfinite(v)
@@ -245,7 +248,11 @@ def _complete_rows(data: pd.DataFrame, cols: list[str], extra: dict[str, np.ndar
                 continue
             missing[c] = np.isnan(v)
             infinite[c] = ~finite & ~missing[c]
-        elif not (isinstance(col.dtype, np.dtype) and col.dtype.kind in "iub"):  # those hold no NA
+        elif isinstance(dtype, np.dtype) and dtype.kind in "iub":  # no NA, no infinity
+            checked.add(c)
+        else:
+            if isinstance(dtype, (pd.StringDtype, pd.CategoricalDtype)):
+                checked.add(c)  # text and factors: no number to be infinite (check_finite's rule)
             missing[c] = _missing(col)
     complete = np.ones(len(data), dtype=bool)
     for m in [*missing.values(), *(np.isnan(a) for a in extra.values())]:
@@ -293,6 +300,24 @@ def parse_for(formula: str, columns, require_random: bool = True) -> ParsedFormu
     if not parsed.response:
         raise FormulaError(f"formula '{formula}' has no response on the left of '~'")
     return quote_parsed(parsed, columns)
+
+
+def _used_rows_and_columns(data: pd.DataFrame, cols: list[str], complete: np.ndarray, n_dropped: int) -> pd.DataFrame:
+    """The used columns of the complete rows (pandas' copy-on-write shares the caller's memory): the
+    frame itself (read only) when it is all used and complete; else taken by the columns' positions
+    (a selection by names, ``data[cols]``, costs ~0.5 ms on pandas 3 whatever the frame's size,
+    by positions ~0.14 ms), and by the rows' when some are dropped. Only the used columns: a formula
+    reads its functions (``scale``, ``C``) from the frame's namespace, where an unused column of
+    that name would stand in their way."""
+    names = data.columns.tolist()
+    if not n_dropped and len(names) == len(cols) and set(names) == set(cols):
+        return data
+    wanted = set(cols)
+    pos = [i for i, c in enumerate(names) if c in wanted]
+    if len(pos) != len(cols):  # a used name is repeated: pandas' selection (checked before)
+        return data.loc[complete, cols] if n_dropped else data[cols]
+    df = data.take(pos, axis=1)
+    return df.take(np.flatnonzero(complete)) if n_dropped else df
 
 
 def build_design(
@@ -347,11 +372,7 @@ def build_design(
     cols = sorted(needed)
     complete, finite_checked = _complete_rows(data, cols, extra)
     n_dropped = int((~complete).sum())
-    # the used columns of the complete rows: pandas' copy-on-write shares the caller's memory
-    if n_dropped:
-        df = data.loc[complete, cols]
-    else:  # every column used: the frame itself (read only), else a selection (pandas copies it)
-        df = data if len(data.columns) == len(cols) and set(data.columns) == set(cols) else data[cols]
+    df = _used_rows_and_columns(data, cols, complete, n_dropped)
     df = formulaic_types(df, predictor_names(parsed))
     extra = {k: v[complete] for k, v in extra.items()}
 

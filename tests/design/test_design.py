@@ -364,12 +364,54 @@ def test_text_factorized_as_python_strings_keeps_pandas_codes_and_sorted_levels(
     from midas_glmm.design.columns import factorize_sorted
 
     values = ["b", "B", "é", "a10", "a2", "", "z", "Ä", "b", "ß", "a2", "日本"]
-    for reps in (3, 400):  # below and above TEXT_OBJECT_ROWS
+    for reps in (3, 30, 60, 400):  # by a set (up to TEXT_SET_ROWS), as strings, pyarrow's (TEXT_OBJECT_ROWS)
         col = pd.Series(values * reps, dtype=dtype)
         codes, levels = factorize_sorted(col)
         want_codes, want_levels = pd.factorize(col, sort=True)
-        assert np.array_equal(codes, want_codes)
+        assert np.array_equal(codes, want_codes) and codes.dtype == want_codes.dtype
         assert list(levels) == list(want_levels)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    words=st.lists(st.text(alphabet="aAbé日 0", max_size=3), min_size=1, max_size=12),
+    n=st.integers(1, 700),
+    missing=st.booleans(),
+    dtype=st.sampled_from(["str", "string"]),
+    seed=st.integers(0, 10_000),
+)
+def test_text_factorized_keeps_pandas_codes_on_random_columns(words, n, missing, dtype, seed):
+    """Hypothesis: any short text column (repeated words, case, accents, spaces, empty text, a
+    missing value) is factorized as pandas' factorize(sort=True) does it, by each path."""
+    from midas_glmm.design.columns import factorize_sorted
+
+    rng = np.random.default_rng(seed)
+    values = [words[i] for i in rng.integers(0, len(words), n)]
+    if missing:
+        values[int(rng.integers(0, n))] = None
+    col = pd.Series(values, dtype=dtype)
+    codes, levels = factorize_sorted(col)
+    want_codes, want_levels = pd.factorize(col, sort=True)
+    assert np.array_equal(codes, want_codes)
+    assert list(levels) == list(want_levels)
+
+
+def test_unused_columns_stay_out_of_the_formulas_namespace():
+    """Only the used columns reach formulaic (taken by position): unused columns named after its
+    functions (scale, C) do not shadow them, with or without dropped rows, and the caller's frame
+    is left as it was; the fit equals the one on the used columns alone."""
+    base = datasets.load("sleepstudy")
+    wide = base.assign(scale="x", C=1.0, other=np.arange(len(base)) % 3, text="t")
+    formula = "Reaction ~ scale(Days) + (1|Subject)"
+    for frame in (wide, wide.assign(Reaction=wide["Reaction"].where(wide.index % 17 != 0))):
+        before = frame.copy(deep=True)
+        got = MixedModel.from_formula(formula, frame).fit()
+        used = frame[["Reaction", "Days", "Subject"]].dropna()
+        want = MixedModel.from_formula(formula, used).fit()
+        pd.testing.assert_frame_equal(frame, before)
+        assert got.nobs == len(used) and got.llf == pytest.approx(want.llf, rel=1e-12)
+        assert got.params.to_numpy() == pytest.approx(want.params.to_numpy(), rel=1e-10)
+        assert list(got.ranef()["Subject"].index) == list(want.ranef()["Subject"].index)
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
