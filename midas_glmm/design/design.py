@@ -35,6 +35,7 @@ from .columns import (
     predictor_names,
     quote_parsed,
     string_columns,
+    text_index,
     used_columns,
 )
 from .dispersion import build_dispersion
@@ -176,12 +177,12 @@ def _group_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray
         parts_codes.append(codes.astype(np.int64, copy=False))  # factorize's are int64 already
         parts_levels.append(list(map(str, levels.tolist())))  # an Index's own loop costs 2x
     if len(group) == 1:
-        return parts_codes[0], pd.Index(parts_levels[0], name=group[0])
+        return parts_codes[0], text_index(parts_levels[0], name=group[0])
     codes, combos = interaction_codes(parts_codes, [len(levels) for levels in parts_levels])
     labels = np.array(parts_levels[0], dtype=object)[combos[0]]
     for levels, part in zip(parts_levels[1:], combos[1:]):  # "a:b:c", one Python + per level and part
         labels = labels + ":" + np.array(levels, dtype=object)[part]
-    return codes, pd.Index(labels.tolist(), name=":".join(group))
+    return codes, text_index(labels.tolist(), name=":".join(group))
 
 
 def _build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
@@ -196,7 +197,7 @@ def _term_columns(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
             spec.group,
             spec.expr,
             [INTERCEPT],
-            levels.rename(spec.group_name),
+            levels if levels.name == spec.group_name else levels.rename(spec.group_name),
             codes,
             np.broadcast_to(1.0, (len(data), 1)),  # a random intercept's column: no memory
             None,
@@ -212,7 +213,7 @@ def _term_columns(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
         group=spec.group,
         expr=spec.expr,
         columns=coefficient_names(names),
-        levels=levels.rename(spec.group_name),
+        levels=levels if levels.name == spec.group_name else levels.rename(spec.group_name),
         codes=codes,
         Zcols=Zcols,
         spec=term_spec,
@@ -475,7 +476,7 @@ def _array_term(name: str, g, Z: np.ndarray, n: int) -> ReTerm:
         )
     codes, levels = pd.factorize(g, sort=True)
     cols = [INTERCEPT if np.all(Z[:, j] == 1) else f"z{j}" for j in range(Z.shape[1])]
-    labels = pd.Index([str(v) for v in levels], name=name)
+    labels = text_index([str(v) for v in levels], name=name)
     return ReTerm(name, (name,), "+".join(cols), cols, labels, codes.astype(np.int64), Z, None)
 
 

@@ -520,3 +520,14 @@ def test_an_infinite_value_in_a_row_dropped_for_a_missing_one_is_no_error():
     d.loc[7, "Reaction"] = 250.0
     m = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", d)
     assert m.design.nobs == 179 and m.design.n_dropped == 1
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
+@given(labels=st.lists(st.text(max_size=4), max_size=20), name=st.sampled_from([None, "g", "a:b"]))
+def test_text_index_is_pandas_own_index_of_the_labels(labels, name):
+    """text_index gives the dtype pandas would infer: the same Index (dtype and name) as
+    pd.Index(labels, name=name), empty, repeated and non-ASCII labels included."""
+    from midas_glmm.design.columns import text_index
+
+    got, want = text_index(labels, name=name), pd.Index(labels, name=name)
+    assert got.identical(want) or (not labels and got.equals(want) and got.name == want.name)
