@@ -338,12 +338,36 @@ class StagedSystem:
         self.C_s, self.C_t = blocks.XZ[:n], blocks.XZ[n:]
         self.XX = np.tril(blocks.XX) + np.tril(blocks.XX, -1).T
         self.tail_term = plan.nterm[plan.Ns :]  # the term of each tail random effect
+        self.grouped = self._grouped_sums()
+
+    def _grouped_sums(self):
+        """(the distinct d_u, their counts, Σ_{j∈u} b_j b_j', Σ_{j∈u} b_j c_j', Σ_{j∈u} c_j c_j' by
+        u, flattened) over the stage's levels grouped by their D, or None when there are more than
+        half as many distinct D as levels (weighted rows) or the sums would pass 32 MB. A level
+        enters each θ's products only through w_j = λ_s²/(λ_s²D_j + 1), the same across a group:
+        B_s'B_s = Λ_t (Σ_u w_u Σ_{j∈u} b_j b_j') Λ_t, and so B_s'W_s and W_s'W_s."""
+        n, qt = self.B.shape
+        m = self.C_s.shape[1]
+        d, inv = np.unique(self.D, return_inverse=True)
+        U = len(d)
+        if U > n // 2 or U * (qt + m) * (qt + m) > 1 << 22:
+            return None
+        inv = inv.ravel()
+        BB, BC, CC = np.empty((U, qt, qt)), np.empty((U, qt, m)), np.empty((U, m, m))
+        for u in range(U):
+            rows = slice(None) if U == 1 else inv == u
+            Bu, Cu = self.B[rows], self.C_s[rows]
+            BB[u], BC[u], CC[u] = Bu.T @ Bu, Bu.T @ Cu, Cu.T @ Cu
+        counts = np.bincount(inv, minlength=U).astype(float)
+        return d, counts, BB.reshape(U, -1), BC.reshape(U, -1), CC.reshape(U, -1)
 
     def logdets(self, lams: list[np.ndarray]) -> tuple[float, float, float] | None:
         """(log|L_Z|², log|R_X|², r²) at the terms' λ (1 × 1 each); None where a block is not
         positive definite (the caller takes the factor's path, which reports it)."""
         lam_s = float(lams[0][0, 0])
         lam_t = np.array([lam[0, 0] for lam in lams])[self.tail_term]
+        if self.grouped is not None:
+            return self._grouped_logdets(lam_s, lam_t)
         Ls2 = lam_s * lam_s * self.D + 1.0
         if not Ls2.min() > 0.0:
             return None
@@ -366,6 +390,31 @@ class StagedSystem:
         if found is None:
             return None
         return float(np.log(Ls2).sum()) + 2.0 * float(np.log(Lt.diagonal()).sum()), *found
+
+    def _grouped_logdets(self, lam_s: float, lam_t: np.ndarray):
+        """:meth:`logdets` from the grouped sums (:meth:`_grouped_sums`): with w_u = λ_s²/(λ_s²d_u + 1),
+        the tail's Schur complement Λ_t(T₀ − Σ_u w_u B_u'B_u)Λ_t + I, W_t = L_t⁻¹Λ_t(C_t − Σ_u w_u
+        B_u'C_u) and W_s'W_s = Σ_u w_u C_u'C_u: the work of a θ no longer grows with the levels
+        (VerbAgg's 316 subjects, one group: ~0.13 → ~0.04 ms)."""
+        d, counts, BB, BC, CC = self.grouped
+        qt, m = len(lam_t), self.C_s.shape[1]
+        s2 = lam_s * lam_s
+        Ls2 = s2 * d + 1.0
+        if not Ls2.min() > 0.0:
+            return None
+        w = s2 / Ls2
+        T = (self.T0 - (w @ BB).reshape(qt, qt)) * np.outer(lam_t, lam_t)
+        T.ravel()[:: qt + 1] += 1.0
+        Lt, info = lapack.dpotrf(T, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            return None
+        Wt, info = lapack.dtrtrs(Lt, (self.C_t - (w @ BC).reshape(qt, m)) * lam_t[:, None], lower=1)
+        if info != 0:
+            return None
+        found = _schur_logdet(self.XX - (w @ CC).reshape(m, m) - Wt.T @ Wt)
+        if found is None:
+            return None
+        return float(counts @ np.log(Ls2)) + 2.0 * float(np.log(Lt.diagonal()).sum()), *found
 
 
 class Factor:

@@ -343,14 +343,25 @@ def test_staged_fits_call_no_factor_kernel_and_equal_the_compiled_fits(data, for
 
 @pytest.mark.parametrize("formula", [STAGED["crossed_two"], STAGED["crossed"]])
 @pytest.mark.parametrize("REML", [True, False])
-def test_staged_system_equals_the_factor(formula, REML):
-    """An LMM of crossed intercepts on one dense stage and its tail (one or two tail terms,
-    weighted rows) evaluates θ by the StagedSystem: its log-determinants and r² are the factor's
-    at any θ, a variance at zero included."""
+@pytest.mark.parametrize("rows", ["weighted", "counted", "balanced"])
+def test_staged_system_equals_the_factor(formula, REML, rows):
+    """An LMM of crossed intercepts on one dense stage and its tail (one or two tail terms)
+    evaluates θ by the StagedSystem: its log-determinants and r² are the factor's at any θ, a
+    variance at zero included, with each level's products (weighted rows) or grouped by the
+    levels' row counts (a few distinct counts; one, balanced)."""
     df = _data(seed=5)
-    df["w"] = np.random.default_rng(5).uniform(0.2, 3.0, len(df))
-    crit, _ = lmm_criterion(build_design(formula, df, weights="w"), REML, dense=False)
+    weights = None
+    if rows == "weighted":
+        df["w"] = np.random.default_rng(5).uniform(0.2, 3.0, len(df))
+        weights = "w"
+    elif rows == "balanced":  # every level of the stage's term the same number of rows
+        first = formula.split("(1|")[1].split(")")[0]
+        df = df.groupby(first).head(int(df.groupby(first).size().min()))
+    crit, _ = lmm_criterion(build_design(formula, df, weights=weights), REML, dense=False)
     assert crit._takes_stages
+    grouped = crit._staged_system().grouped
+    assert (grouped is None) == (rows == "weighted")
+    assert rows != "balanced" or len(grouped[0]) == 1
     rng = np.random.default_rng(6)
     thetas = [rng.uniform(0.05, 3.0, len(crit.tmap)) for _ in range(4)]
     thetas += [np.r_[0.0, thetas[0][1:]], np.r_[thetas[0][:-1], 0.0]]
