@@ -130,6 +130,11 @@ class BatchCriterion(_PointCriterion):
         )
         self.diagpos = np.asarray(P.diagpos, dtype=np.int64)
         self.C, self.C_term, self.C_n = self._grouped_gram()
+        # the tail's data blocks dense (I ≥ J blocks, as the factor's scatter lays them with λ = I)
+        self.T0 = np.zeros((P.qt, P.qt))
+        if P.qt:
+            rows, cols = P.tail_entries()
+            self.T0[rows, cols] = crit.blocks.A[P.nsparse :]
 
     def _grouped_gram(self):
         """For a diagonal sparse part: B1 (Ns × qt), the data's tail rows a_tj of each node; and,
@@ -184,7 +189,7 @@ class BatchCriterion(_PointCriterion):
         S = np.empty((npts, c.p + 1, c.p + 1))
         groups = (resp[first], np.ascontiguousarray(sparse_lam[first]), group[order].astype(np.int64))
         data = (np.ascontiguousarray(lam[order]), c.blocks.A, self.XZx, self.XXx, self.zy, self.xy, self.rr)
-        tail = (P.brow, P.bcol, P.boff, P.nsparse)
+        tail = (self.T0, P.nsparse)
         out = (c.REML, float(c.n), float(c.ldW), vals, S)
         if self.diagonal:  # each its own kernel: a design compiles only the one it takes
             batchkernels.evaluate_diagonal(

@@ -35,6 +35,16 @@ def _cholesky_lower(T, n):
 
 
 @njit(cache=True)
+def _copy_tail(T0, T):
+    """T = T₀, the tail's data blocks laid out dense (with the tail's λ = I, as every group takes
+    them: formed once by the caller, where a scatter per group had compiled the factor's scatter)."""
+    qt = T.shape[0]
+    for a in range(qt):
+        for b in range(qt):
+            T[a, b] = T0[a, b]
+
+
+@njit(cache=True)
 def _lam_t_rows(M, lam, lamoff, nsize, nterm, nodeoff, node_lo, node_hi, row0, out):
     """out[rows of nodes lo..hi] = λ' M[those rows] node by node (rows shifted by ``row0``)."""
     m = M.shape[1]
@@ -90,7 +100,7 @@ def _tail_rows(A, colptr, rowidx, blkoff, nsize, tailoff, Ns, B1):
 @njit(cache=True)
 def _eliminate_general(
     A, L, T, B, R, R2, XZx, zy, k, lam, colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff,
-    diagpos, Ns, qs, tailoff, brow, bcol, boff, nsparse, pan_n, pan_ptr, pan_dest, pan_src,
+    diagpos, Ns, qs, tailoff, T0, nsparse, pan_n, pan_ptr, pan_dest, pan_src,
 ):  # fmt: skip
     """The sparse part's elimination by the block-sparse kernels (any nodes, any fill): fills
     T = M, the [X y] strip R (sparse rows solved, tail rows = c) and returns log|L_ss|² (∞ if a
@@ -99,9 +109,7 @@ def _eliminate_general(
     m = p + 1
     qt = q - qs
     kernels.scale_blocks(A, L, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns)
-    T[:, :] = 0.0
-    if qt:
-        kernels.scatter_tail(A[nsparse:], brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T)
+    _copy_tail(T0, T)
     bad = kernels.factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, len(pan_n) > 0)
     if bad:
         return np.inf
@@ -132,15 +140,14 @@ def _eliminate_general(
 @njit(cache=True)
 def _eliminate_diagonal(
     A, T, R, W, Zw, Bw, wu, XZx, zy, k, lam, colptr, blkoff, nterm, nsize, lamoff, Ns, qs,
-    tailoff, brow, bcol, boff, nsparse, tail_scalar, B1, C, C_term, C_n,
+    tailoff, T0, nsparse, tail_scalar, B1, C, C_term, C_n,
 ):  # fmt: skip
     """The elimination of a diagonal sparse part (scalar nodes coupled to tail nodes only) by dense
     products: fills T = M (lower triangle), the [X y] strip R (sparse rows Λ_s'c / d_j, tail rows
     c) and returns log|L_ss|² = Σ_j log d_j."""
     q, p = XZx.shape
     qt = q - qs
-    T[:, :] = 0.0
-    kernels.scatter_tail(A[nsparse:], brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T)
+    _copy_tail(T0, T)
     logdet_s = 0.0
     for j in range(Ns):
         lj = lam[lamoff[nterm[j]]]
@@ -261,7 +268,7 @@ def _group_points(
 @njit(cache=True)
 def evaluate_diagonal(
     g_resp, g_lam, p_group, p_lam, A, XZx, XXx, zy, xy, rr, colptr, blkoff, nsize, nterm, nodeoff,
-    lamoff, Ns, N, qs, tailoff, brow, bcol, boff, nsparse, tail_scalar, B1, C, C_term, C_n,
+    lamoff, Ns, N, qs, tailoff, T0, nsparse, tail_scalar, B1, C, C_term, C_n,
     reml, n, ldW, out_val, out_S,
 ):  # fmt: skip
     """The criterion at points sorted by group, for a diagonal sparse part (crossed or single
@@ -282,7 +289,7 @@ def evaluate_diagonal(
         lam = g_lam[g]
         logdet_s = _eliminate_diagonal(
             A, T, R, W, Zw, Bw, wu, XZx, zy, k, lam, colptr, blkoff, nterm, nsize, lamoff, Ns, qs,
-            tailoff, brow, bcol, boff, nsparse, tail_scalar, B1, C, C_term, C_n,
+            tailoff, T0, nsparse, tail_scalar, B1, C, C_term, C_n,
         )  # fmt: skip
         i = _group_points(
             g, i, k, logdet_s, T, Tw, R, ct, S, G, XXx, xy, rr, p_group, p_lam, lamoff, nsize, nterm,
@@ -293,7 +300,7 @@ def evaluate_diagonal(
 @njit(cache=True)
 def evaluate_general(
     g_resp, g_lam, p_group, p_lam, A, XZx, XXx, zy, xy, rr, colptr, rowidx, blkoff, nsize, nterm,
-    nodeoff, lamoff, diagpos, Ns, N, qs, tailoff, brow, bcol, boff, nsparse, pan_n, pan_ptr,
+    nodeoff, lamoff, diagpos, Ns, N, qs, tailoff, T0, nsparse, pan_n, pan_ptr,
     pan_dest, pan_src, tail_scalar, reml, n, ldW, out_val, out_S,
 ):  # fmt: skip
     """:func:`evaluate_diagonal` for any sparse part (nested factors, random slopes), eliminated
@@ -314,7 +321,7 @@ def evaluate_general(
         lam = g_lam[g]
         logdet_s = _eliminate_general(
             A, L, T, B, R, R2, XZx, zy, k, lam, colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff,
-            diagpos, Ns, qs, tailoff, brow, bcol, boff, nsparse, pan_n, pan_ptr, pan_dest, pan_src,
+            diagpos, Ns, qs, tailoff, T0, nsparse, pan_n, pan_ptr, pan_dest, pan_src,
         )  # fmt: skip
         if not logdet_s < np.inf:
             while i < npts and p_group[i] == g:
