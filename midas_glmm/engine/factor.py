@@ -366,36 +366,29 @@ class StagedSystem:
         positive definite (the caller takes the factor's path, which reports it)."""
         lam_s = float(lams[0][0, 0])
         lam_t = np.array([lam[0, 0] for lam in lams])[self.tail_term]
-        if self.grouped is not None:
-            return self._grouped_logdets(lam_s, lam_t)
+        parts = self._grouped_parts(lam_s, lam_t) if self.grouped is not None else self._level_parts(lam_s, lam_t)
+        return None if parts is None else self._tail_logdets(*parts)
+
+    def _level_parts(self, lam_s: float, lam_t: np.ndarray):
+        """(Σ log L_s², the tail's Schur complement, Λ_t C_t − B_s'W_s, W_s'W_s) level by level,
+        or None where a level's block is not positive definite."""
         Ls2 = lam_s * lam_s * self.D + 1.0
         if not Ls2.min() > 0.0:
             return None
-        Ls = np.sqrt(Ls2)
-        scale = lam_s / Ls
+        scale = lam_s / np.sqrt(Ls2)
         Bs = self.B * scale[:, None]
         Bs *= lam_t
         T = self.T0 * np.outer(lam_t, lam_t)
         T.ravel()[:: len(lam_t) + 1] += 1.0
         T -= Bs.T @ Bs
-        Lt, info = lapack.dpotrf(T, lower=1, clean=1, overwrite_a=1)
-        if info != 0:
-            return None
         Ws = self.C_s * scale[:, None]
-        Wt = self.C_t * lam_t[:, None] - Bs.T @ Ws
-        Wt, info = lapack.dtrtrs(Lt, Wt, lower=1)
-        if info != 0:
-            return None
-        found = _schur_logdet(self.XX - Ws.T @ Ws - Wt.T @ Wt)
-        if found is None:
-            return None
-        return float(np.log(Ls2).sum()) + 2.0 * float(np.log(Lt.diagonal()).sum()), *found
+        return float(np.log(Ls2).sum()), T, self.C_t * lam_t[:, None] - Bs.T @ Ws, Ws.T @ Ws
 
-    def _grouped_logdets(self, lam_s: float, lam_t: np.ndarray):
-        """:meth:`logdets` from the grouped sums (:meth:`_grouped_sums`): with w_u = λ_s²/(λ_s²d_u + 1),
-        the tail's Schur complement Λ_t(T₀ − Σ_u w_u B_u'B_u)Λ_t + I, W_t = L_t⁻¹Λ_t(C_t − Σ_u w_u
-        B_u'C_u) and W_s'W_s = Σ_u w_u C_u'C_u: the work of a θ no longer grows with the levels
-        (VerbAgg's 316 subjects, one group: ~0.13 → ~0.04 ms)."""
+    def _grouped_parts(self, lam_s: float, lam_t: np.ndarray):
+        """:meth:`_level_parts` from the grouped sums (:meth:`_grouped_sums`): with w_u =
+        λ_s²/(λ_s²d_u + 1), the tail's Schur complement Λ_t(T₀ − Σ_u w_u B_u'B_u)Λ_t + I,
+        Λ_t(C_t − Σ_u w_u B_u'C_u) and W_s'W_s = Σ_u w_u C_u'C_u: the work of a θ no longer grows
+        with the levels (VerbAgg's 316 subjects, one group: ~0.13 → ~0.04 ms)."""
         d, counts, BB, BC, CC = self.grouped
         qt, m = len(lam_t), self.C_s.shape[1]
         s2 = lam_s * lam_s
@@ -405,16 +398,22 @@ class StagedSystem:
         w = s2 / Ls2
         T = (self.T0 - (w @ BB).reshape(qt, qt)) * np.outer(lam_t, lam_t)
         T.ravel()[:: qt + 1] += 1.0
+        rhs = (self.C_t - (w @ BC).reshape(qt, m)) * lam_t[:, None]
+        return float(counts @ np.log(Ls2)), T, rhs, (w @ CC).reshape(m, m)
+
+    def _tail_logdets(self, logdet_s: float, T: np.ndarray, rhs: np.ndarray, WsWs: np.ndarray):
+        """From the stage's parts: L_t L_t' = T, W_t = L_t⁻¹ rhs and the [X y] Schur complement
+        XX − W_s'W_s − W_t'W_t; (log|L_Z|², log|R_X|², r²), or None where one is not positive definite."""
         Lt, info = lapack.dpotrf(T, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             return None
-        Wt, info = lapack.dtrtrs(Lt, (self.C_t - (w @ BC).reshape(qt, m)) * lam_t[:, None], lower=1)
+        Wt, info = lapack.dtrtrs(Lt, rhs, lower=1)
         if info != 0:
             return None
-        found = _schur_logdet(self.XX - (w @ CC).reshape(m, m) - Wt.T @ Wt)
+        found = _schur_logdet(self.XX - WsWs - Wt.T @ Wt)
         if found is None:
             return None
-        return float(counts @ np.log(Ls2)) + 2.0 * float(np.log(Lt.diagonal()).sum()), *found
+        return logdet_s + 2.0 * float(np.log(Lt.diagonal()).sum()), *found
 
 
 class Factor:
