@@ -326,14 +326,12 @@ class StagedSystem:
 
     def __init__(self, plan: FactorPlan, blocks: PlanBlocks):
         st = plan.stages.stages[0]
-        n, qt = st.n, plan.qt
+        n = st.n
         A = blocks.A
         self.blocks = blocks
         self.D = A[st.diag]
         self.B = dense_block(st, A[st.off])
-        tr, tc = plan.tail_entries()
-        T0 = np.zeros((qt, qt))
-        T0[tr, tc] = A[plan.nsparse :]
+        T0 = plan.tail_data(A)
         self.T0 = np.tril(T0) + np.tril(T0, -1).T
         self.C_s, self.C_t = blocks.XZ[:n], blocks.XZ[n:]
         self.XX = np.tril(blocks.XX) + np.tril(blocks.XX, -1).T
@@ -554,10 +552,7 @@ class Factor:
         P = self.plan
         cached = P.dense_data
         if cached is None or cached[0] is not A:
-            r, c = P.tail_entries()
-            T0 = np.zeros((P.q, P.q))
-            T0[r, c] = A
-            P.dense_data = cached = (A, T0)
+            P.dense_data = cached = (A, P.tail_data(A))  # the all-dense plan: its tail is every node
         return cached[1]
 
     def dense_lam(self) -> np.ndarray:

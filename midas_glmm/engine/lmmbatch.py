@@ -131,10 +131,7 @@ class BatchCriterion(_PointCriterion):
         self.diagpos = np.asarray(P.diagpos, dtype=np.int64)
         self.C, self.C_term, self.C_n = self._grouped_gram()
         # the tail's data blocks dense (I ≥ J blocks, as the factor's scatter lays them with λ = I)
-        self.T0 = np.zeros((P.qt, P.qt))
-        if P.qt:
-            rows, cols = P.tail_entries()
-            self.T0[rows, cols] = crit.blocks.A[P.nsparse :]
+        self.T0 = P.tail_data(crit.blocks.A)
 
     def _grouped_gram(self):
         """For a diagonal sparse part: B1 (Ns × qt), the data's tail rows a_tj of each node; and,

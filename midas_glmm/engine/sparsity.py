@@ -352,6 +352,16 @@ class FactorPlan:
             self._tail_entries = (rows, cols)
         return self._tail_entries
 
+    def tail_data(self, A: np.ndarray) -> np.ndarray:
+        """The tail's data blocks of ``A`` (this plan's layout) as a dense q_t × q_t array: each
+        stored entry where :meth:`tail_entries` puts it (the lower blocks, each diagonal block
+        whole), zeros elsewhere."""
+        T0 = np.zeros((self.qt, self.qt))
+        if self.qt:
+            r, c = self.tail_entries()
+            T0[r, c] = A[self.nsparse :]
+        return T0
+
     def load(self, cp: CrossProducts) -> PlanBlocks:
         """Put the cross-product blocks into the factor's layout (O(non-zeros))."""
         A = np.zeros(self.nA)
