@@ -5,7 +5,7 @@ A single fit spends its time in ~35 evaluations of the criterion, each a factori
 from Python. Here every response is moved at once: each Newton step evaluates, for all responses
 together, the central-difference stencil of :func:`~midas_glmm.engine.optimize.fd_derivatives` around
 each response's own θ, in one call: of a compiled kernel (:class:`BatchCriterion`,
-:func:`~midas_glmm.linalg.batchkernels.evaluate_diagonal`, ``evaluate_general``), or for one term of one or two columns
+:mod:`~midas_glmm.linalg.batchkernels`), or for one term of one or two columns
 per level of numpy's closed form (:class:`LevelBatch`), which compiles nothing.
 
 The kernel saves most of the factorisations of a stencil. Write θ = (θ_s, θ_t) for the terms of
@@ -57,6 +57,9 @@ MAX_GAIN = 1e-3
 STEP_TOL = 1e-7
 #: tails larger than this are factored by LAPACK in the single-fit path instead
 MAX_TAIL = 400
+#: the groups of a criterion call are eliminated and evaluated in chunks whose tails and strips
+#: take about this many bytes (a chunk's are written by one kernel and read by the next)
+CHUNK_BYTES = 1 << 20
 
 
 # ----------------------------------------------------------------------------- the criterion
@@ -184,20 +187,41 @@ class BatchCriterion(_PointCriterion):
         P, c = self.P, self.crit
         vals = np.empty(npts)
         S = np.empty((npts, c.p + 1, c.p + 1))
-        groups = (resp[first], np.ascontiguousarray(sparse_lam[first]), group[order].astype(np.int64))
-        data = (np.ascontiguousarray(lam[order]), c.blocks.A, self.XZx, self.XXx, self.zy, self.xy, self.rr)
-        tail = (self.T0, P.nsparse)
-        out = (c.REML, float(c.n), float(c.ldW), vals, S)
-        if self.diagonal:  # each its own kernel: a design compiles only the one it takes
-            batchkernels.evaluate_diagonal(
-                *groups, *data, P.colptr, P.blkoff, P.nsize, P.nterm, P.nodeoff, self.lamoff, P.Ns, P.N, P.qs,
-                P.tailoff, *tail, self.tail_scalar, self.B1, self.C, self.C_term, self.C_n, *out,
-            )  # fmt: skip
+        g_resp, g_lam = resp[first], np.ascontiguousarray(sparse_lam[first])
+        p_group, p_lam = group[order].astype(np.int64), np.ascontiguousarray(lam[order])
+        A, m, qt = c.blocks.A, c.p + 1, P.qt
+        ngroups = len(first)
+        chunk = max(1, min(ngroups, CHUNK_BYTES // (8 * (qt * qt + P.q * m))))
+        Ts, Rs, logdets = np.empty((chunk, qt, qt)), np.empty((chunk, P.q, m)), np.empty(chunk)
+        # every kernel's scratch made here: one made in a kernel compiles numba's array constructors
+        points = batchkernels.points_kernel(self.tail_scalar)
+        point_work = (np.zeros((qt, qt)), np.empty((qt, m)), np.empty(qt), np.empty((m, m)), np.empty((m, m)))
+        if self.diagonal:  # a design compiles only the elimination it takes
+            grouped = len(self.C_n) > 0
+            eliminate = batchkernels.diagonal_eliminator(grouped, self.tail_scalar)
+            work = (np.empty(P.Ns), np.empty((P.Ns, m)), np.empty(len(self.C_n)), np.empty(self.C.shape[1]))
+            work += (np.empty((0 if grouped else P.Ns, qt)), np.empty((m, qt)))
         else:
-            batchkernels.evaluate_general(
-                *groups, *data, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, P.nodeoff, self.lamoff,
-                self.diagpos, P.Ns, P.N, P.qs, P.tailoff, *tail, self.pan_n, self.pan_ptr, self.pan_dest,
-                self.pan_src, self.tail_scalar, *out,
+            maxpan = int(self.pan_n.max(initial=0))
+            work = (np.empty(max(P.nsparse, 1)), np.empty((P.q, m)), np.empty(maxpan * qt))
+        i = np.int64(0)  # not a literal 0: the points kernel is compiled for one type of i
+        for lo in range(0, ngroups, chunk):
+            hi = min(lo + chunk, ngroups)
+            if self.diagonal:
+                eliminate(
+                    lo, hi, g_resp, g_lam, A, self.XZx, self.zy, P.colptr, P.blkoff, P.nterm, self.lamoff, P.Ns,
+                    P.qs, self.T0, self.B1, self.C, self.C_term, self.C_n, *work, Ts, Rs, logdets,
+                )  # fmt: skip
+            else:
+                batchkernels.eliminate_general(
+                    lo, hi, g_resp, g_lam, A, self.XZx, self.zy, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm,
+                    P.nodeoff, self.lamoff, self.diagpos, P.Ns, P.qs, P.tailoff, self.T0, self.pan_n, self.pan_ptr,
+                    self.pan_dest, self.pan_src, *work, Ts, Rs, logdets,
+                )  # fmt: skip
+            i = points(
+                lo, hi, i, g_resp, logdets, Ts, Rs, self.XXx, self.xy, self.rr, p_group, p_lam, self.lamoff,
+                P.nsize, P.nterm, P.nodeoff, P.tailoff, P.Ns, P.N, P.qs, c.REML, float(c.n), float(c.ldW),
+                *point_work, vals, S,
             )  # fmt: skip
         out, out_S = np.empty(npts), np.empty_like(S)
         out[order], out_S[order] = vals, S

@@ -1,6 +1,9 @@
 """Compiled kernels of fit_many's Gaussian batch (numba, cached on disk): the profiled criterion
-at many (response, θ) points in one pass (:func:`evaluate_diagonal`, :func:`evaluate_general`, read by
-:class:`~midas_glmm.engine.lmmbatch.BatchCriterion`), and the per-batch passes over the rows
+at many (response, θ) points, read by :class:`~midas_glmm.engine.lmmbatch.BatchCriterion` — for a
+chunk of groups (a response at one θ_s) the sparse part's elimination (:func:`eliminate_general`,
+or a :func:`diagonal_eliminator` for crossed or single intercepts), then the points of those groups
+(:func:`points_kernel`), each kernel called from Python: no kernel links another of them, whose
+code numba would optimise again inside it — and the per-batch passes over the rows
 (:func:`ols_sums`, :func:`residual_sums`), each sum taken row by row so that a response's numbers do
 not depend on the other responses of its batch.
 """
@@ -12,7 +15,7 @@ from numba import njit
 
 from . import kernels  # called from compiled code: the module itself, not the lazy proxy
 
-__all__ = ["evaluate_diagonal", "evaluate_general", "ols_sums", "residual_sums"]
+__all__ = ["diagonal_eliminator", "eliminate_general", "points_kernel", "ols_sums", "residual_sums"]
 
 
 @njit(cache=True)
@@ -61,18 +64,8 @@ def _lam_t_rows(M, lam, lamoff, nsize, nterm, nodeoff, node_lo, node_hi, row0, o
 
 
 @njit(cache=True)
-def _scale_tail(M, Tw, lam, lamoff, nsize, nterm, tailoff, Ns, N, scalar):
+def _scale_tail(M, Tw, lam, lamoff, nsize, nterm, tailoff, Ns, N):
     """Tw (lower blocks) = λ_a' M_ab λ_b for tail nodes a ≥ b, from M's lower blocks."""
-    if scalar:
-        qt = N - Ns
-        s = np.empty(qt)
-        for a in range(qt):
-            s[a] = lam[lamoff[nterm[Ns + a]]]
-        for a in range(qt):
-            sa = s[a]
-            for b in range(a + 1):
-                Tw[a, b] = sa * M[a, b] * s[b]
-        return
     for a in range(Ns, N):
         pa, oa, la = nsize[a], tailoff[a], lamoff[nterm[a]]
         for b in range(Ns, a + 1):
@@ -98,240 +91,254 @@ def _tail_rows(A, colptr, rowidx, blkoff, nsize, tailoff, Ns, B1):
 
 
 @njit(cache=True)
-def _eliminate_general(
-    A, L, T, B, R, R2, XZx, zy, k, lam, colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff,
-    diagpos, Ns, qs, tailoff, T0, nsparse, pan_n, pan_ptr, pan_dest, pan_src,
+def eliminate_general(
+    g_lo, g_hi, g_resp, g_lam, A, XZx, zy, colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff, diagpos,
+    Ns, qs, tailoff, T0, pan_n, pan_ptr, pan_dest, pan_src, L, R2, B, Ts, Rs, logdets,
 ):  # fmt: skip
-    """The sparse part's elimination by the block-sparse kernels (any nodes, any fill): fills
-    T = M, the [X y] strip R (sparse rows solved, tail rows = c) and returns log|L_ss|² (∞ if a
-    pivot block is not positive definite)."""
+    """The sparse part's elimination by the block-sparse kernels (any nodes, any fill) for the
+    groups g_lo..g_hi − 1 (a group: response ``g_resp[g]`` at λ ``g_lam[g]``, the tail's λ = I):
+    Ts[g − g_lo] = M, Rs[g − g_lo] the [X y] strip (sparse rows solved, tail rows = c) and
+    logdets[g − g_lo] = log|L_ss|² (∞ where a pivot block is not positive definite). Scratch (L,
+    R2, B) from the caller, as for every kernel here: an array made in a kernel compiles numba's
+    array constructors on a first call."""
     q, p = XZx.shape
     m = p + 1
     qt = q - qs
-    kernels.scale_blocks(A, L, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns)
-    _copy_tail(T0, T)
-    bad = kernels.factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, len(pan_n) > 0)
-    if bad:
-        return np.inf
-    for pi in range(len(pan_n)):
-        nb = pan_n[pi]
-        Bp = B[: nb * qt]
-        Bp[:] = 0.0
-        for e in range(pan_ptr[pi], pan_ptr[pi + 1]):
-            Bp[pan_dest[e]] = L[pan_src[e]]
-        Bm = Bp.reshape(nb, qt)
-        T -= Bm.T @ Bm
-    logdet_s = 0.0
-    for e in range(len(diagpos)):
-        logdet_s += 2.0 * np.log(L[diagpos[e]])
-    # the [X y] strip: Λ_s' on the sparse rows, the tail rows as they are (λ_t = I)
-    for r in range(q):
-        for h in range(p):
-            R2[r, h] = XZx[r, h]
-        R2[r, p] = zy[k, r]
-    _lam_t_rows(R2, lam, lamoff, nsize, nterm, nodeoff, np.int64(0), Ns, np.int64(0), R)
-    for r in range(qs, q):
-        for h in range(m):
-            R[r, h] = R2[r, h]
-    kernels.forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, False)
-    return logdet_s
+    for g in range(g_lo, g_hi):
+        k, lam = g_resp[g], g_lam[g]
+        T, R = Ts[g - g_lo], Rs[g - g_lo]
+        kernels.scale_blocks(A, L, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns)
+        _copy_tail(T0, T)
+        bad = kernels.factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, len(pan_n) > 0)
+        if bad:
+            logdets[g - g_lo] = np.inf
+            continue
+        for pi in range(len(pan_n)):
+            nb = pan_n[pi]
+            Bp = B[: nb * qt]
+            Bp[:] = 0.0
+            for e in range(pan_ptr[pi], pan_ptr[pi + 1]):
+                Bp[pan_dest[e]] = L[pan_src[e]]
+            Bm = Bp.reshape(nb, qt)
+            T -= Bm.T @ Bm
+        logdet_s = 0.0
+        for e in range(len(diagpos)):
+            logdet_s += 2.0 * np.log(L[diagpos[e]])
+        logdets[g - g_lo] = logdet_s
+        # the [X y] strip: Λ_s' on the sparse rows, the tail rows as they are (λ_t = I)
+        for r in range(q):
+            for h in range(p):
+                R2[r, h] = XZx[r, h]
+            R2[r, p] = zy[k, r]
+        _lam_t_rows(R2, lam, lamoff, nsize, nterm, nodeoff, np.int64(0), Ns, np.int64(0), R)
+        for r in range(qs, q):
+            for h in range(m):
+                R[r, h] = R2[r, h]
+        kernels.forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, False)
 
 
-@njit(cache=True)
-def _eliminate_diagonal(
-    A, T, R, W, Zw, Bw, wu, XZx, zy, k, lam, colptr, blkoff, nterm, nsize, lamoff, Ns, qs,
-    tailoff, T0, nsparse, tail_scalar, B1, C, C_term, C_n,
-):  # fmt: skip
-    """The elimination of a diagonal sparse part (scalar nodes coupled to tail nodes only) by dense
-    products: fills T = M (lower triangle), the [X y] strip R (sparse rows Λ_s'c / d_j, tail rows
-    c) and returns log|L_ss|² = Σ_j log d_j."""
-    q, p = XZx.shape
-    qt = q - qs
-    _copy_tail(T0, T)
-    logdet_s = 0.0
-    for j in range(Ns):
-        lj = lam[lamoff[nterm[j]]]
-        d2 = lj * lj * A[blkoff[colptr[j]]] + 1.0
-        logdet_s += np.log(d2)
-        wj = lj * lj / d2  # (λ_j / d_j)²
-        W[j] = wj
-        f = lj / np.sqrt(d2)
-        for h in range(p):
-            R[j, h] = XZx[j, h] * f
-            Zw[j, h] = XZx[j, h] * wj
-        R[j, p] = zy[k, j] * f
-        Zw[j, p] = zy[k, j] * wj
-    if qt:
-        # M = A_tt − Σ_j w_j a_j a_j' (grouped by (term, a_jj) when that is shorter)
-        if len(C_n):
-            for u in range(len(C_n)):
-                lu = lam[lamoff[C_term[u]]]
-                wu[u] = lu * lu / (lu * lu * C_n[u] + 1.0)
-            if tail_scalar:  # C packed by rows of its lower triangle: half the reads
-                Tp = wu @ C.reshape(len(C_n), -1)
+#: (grouped, tail_scalar) -> the compiled elimination of a diagonal sparse part, made on first use
+_DIAGONAL_ELIMINATORS: dict = {}
+
+
+def diagonal_eliminator(grouped: bool, tail_scalar: bool):
+    """:func:`eliminate_general` for a diagonal sparse part (scalar nodes coupled to tail nodes
+    only: crossed or single intercepts), by dense products, compiled for one case (constants of
+    the closure, each cached on disk under them): the tail's update M = A_tt − Σ_j w_j a_j a_j'
+    from the sums C_u grouped by (term, a_jj) (``grouped``; for a scalar tail, C packed by rows of
+    its lower triangle), else from the tail rows B1 by BLAS. The grouped case is written in
+    loops: its products are matrix-vector sized, and it compiles none of numba's BLAS bindings
+    (~1.5 s of a first fit_many). Scratch from the caller: W (Ns), Zw (Ns × m), w_u, the packed
+    Σ_u w_u C_u, B1 scaled by W (ungrouped) and (B1'Zw)' (m × qt)."""
+    key = (bool(grouped), bool(tail_scalar))
+    kernel = _DIAGONAL_ELIMINATORS.get(key)
+    if kernel is None:
+        kernel = _DIAGONAL_ELIMINATORS[key] = _diagonal_eliminator(*key)
+    return kernel
+
+
+def _diagonal_eliminator(grouped: bool, tail_scalar: bool):
+    @njit(cache=True)
+    def eliminate(
+        g_lo, g_hi, g_resp, g_lam, A, XZx, zy, colptr, blkoff, nterm, lamoff, Ns, qs, T0, B1, C, C_term, C_n,
+        W, Zw, wu, Tp, Bw, BZt, Ts, Rs, logdets,
+    ):  # fmt: skip
+        q, p = XZx.shape
+        m = p + 1
+        qt = q - qs
+        nu = len(C_n)
+        for g in range(g_lo, g_hi):
+            k, lam = g_resp[g], g_lam[g]
+            T, R = Ts[g - g_lo], Rs[g - g_lo]
+            _copy_tail(T0, T)
+            logdet_s = 0.0
+            for j in range(Ns):  # L_jj² = d_j = λ_j² a_jj + 1; the strip's row Λ_s'c_j / L_jj
+                lj = lam[lamoff[nterm[j]]]
+                d2 = lj * lj * A[blkoff[colptr[j]]] + 1.0
+                logdet_s += np.log(d2)
+                wj = lj * lj / d2  # (λ_j / L_jj)²
+                W[j] = wj
+                f = lj / np.sqrt(d2)
+                for h in range(p):
+                    R[j, h] = XZx[j, h] * f
+                    Zw[j, h] = XZx[j, h] * wj
+                R[j, p] = zy[k, j] * f
+                Zw[j, p] = zy[k, j] * wj
+            logdets[g - g_lo] = logdet_s
+            if qt == 0:
+                continue
+            # M = A_tt − Σ_j w_j a_j a_j'
+            if grouped:  # Σ_u w_u C_u, u over the distinct (term, a_jj)
+                for u in range(nu):
+                    lu = lam[lamoff[C_term[u]]]
+                    wu[u] = lu * lu / (lu * lu * C_n[u] + 1.0)
+                Tp[:] = 0.0
+                for u in range(nu):
+                    w = wu[u]
+                    for e in range(len(Tp)):
+                        Tp[e] += w * C[u, e]
                 e = 0
                 for a in range(qt):
-                    for b in range(a + 1):
+                    for b in range(a + 1 if tail_scalar else qt):  # packed lower triangle, or whole
                         T[a, b] -= Tp[e]
                         e += 1
-            else:  # whole: a vector node's diagonal block is read whole
-                T -= (wu @ C.reshape(len(C_n), qt * qt)).reshape(qt, qt)
-        else:
-            for j in range(Ns):
-                for a in range(qt):
-                    Bw[j, a] = B1[j, a] * W[j]
-            T -= B1.T @ Bw
-        # c = Z_t'[X y] − Σ_j w_j a_j z_j', written row by row: an update of a slice of R by an
-        # array (R[qs:] -= ...) compiles numba's shape-error messages, ~4 s on a first call
-        BZ = B1.T @ Zw
-        for r in range(qs, q):
-            for h in range(p):
-                R[r, h] = XZx[r, h] - BZ[r - qs, h]
-            R[r, p] = zy[k, r] - BZ[r - qs, p]
-    return logdet_s
-
-
-@njit(cache=True)
-def _group_points(
-    g, i, k, logdet_s, T, Tw, R, ct, S, G, XXx, xy, rr, p_group, p_lam, lamoff, nsize, nterm,
-    nodeoff, tailoff, Ns, N, qs, tail_scalar, reml, n, ldW, out_val, out_S,
-):  # fmt: skip
-    """The criterion at the points of group g (from i on) after its sparse elimination (T = M,
-    the strip R, log|L_ss|²): each point's tail factor, R_t and [X y] Schur factor. Returns the
-    first point of the next group."""
-    q, m = R.shape
-    p = m - 1
-    qt = q - qs
-    nmp = n - p if reml else n
-    for a in range(m):
-        for b in range(m):
-            if a < p and b < p:
-                v = XXx[a, b]
-            elif a < p:
-                v = xy[k, a]
-            elif b < p:
-                v = xy[k, b]
-            else:
-                v = rr[k]
-            for r in range(qs):
-                v -= R[r, a] * R[r, b]
-            G[a, b] = v
-    npts = len(p_group)
-    while i < npts and p_group[i] == g:
-        lt = p_lam[i]
-        logdet_t = 0.0
-        ok = True
-        if qt:
-            _scale_tail(T, Tw, lt, lamoff, nsize, nterm, tailoff, Ns, N, tail_scalar)
-            for a in range(qt):
-                Tw[a, a] += 1.0
-            ok = _cholesky_lower(Tw, qt)
-            if ok:
-                for a in range(qt):
-                    logdet_t += 2.0 * np.log(Tw[a, a])
-                # R_t = L_tt⁻¹ Λ_t' c
-                _lam_t_rows(R[qs:], lt, lamoff, nsize, nterm, nodeoff, Ns, N, qs, ct)
-                for a in range(qt):
+                # c = Z_t'[X y] − Σ_j w_j a_j z_j': (B1'Zw)' as a sum of B1's rows (runs along a
+                # row, which the compiler vectorises; a dot product down B1's columns it would not)
+                BZt[:, :] = 0.0
+                for j in range(Ns):
                     for h in range(m):
-                        s = ct[a, h]
-                        for b in range(a):
-                            s -= Tw[a, b] * ct[b, h]
-                        ct[a, h] = s / Tw[a, a]
-        if ok:
+                        zjh = Zw[j, h]
+                        for a in range(qt):
+                            BZt[h, a] += B1[j, a] * zjh
+            else:
+                for j in range(Ns):
+                    for a in range(qt):
+                        Bw[j, a] = B1[j, a] * W[j]
+                T -= B1.T @ Bw
+                BZt[:, :] = Zw.T @ B1
+            # written row by row: an update of a slice of R by an array (R[qs:] -= ...) compiles
+            # numba's shape-error messages, ~4 s on a first call
+            for r in range(qs, q):
+                for h in range(p):
+                    R[r, h] = XZx[r, h] - BZt[h, r - qs]
+                R[r, p] = zy[k, r] - BZt[p, r - qs]
+
+    return eliminate
+
+
+#: tail_scalar -> the compiled points kernel, made on first use
+_POINT_KERNELS: dict = {}
+
+
+def points_kernel(tail_scalar: bool):
+    """The criterion at the points of a chunk of groups after their sparse elimination
+    (:func:`eliminate_general` or a :func:`diagonal_eliminator`: M, the strip R and log|L_ss|² of
+    each group): each point's tail factor L_tt L_tt' = Λ_t'MΛ_t + I, R_t = L_tt⁻¹Λ_t'c and the
+    Cholesky factor of the [X y] Schur complement G − R_t'R_t. Compiled for a scalar tail (λ_t
+    one number a node: Λ_t'MΛ_t by the nodes' scales, written in) or for any tail."""
+    key = bool(tail_scalar)
+    kernel = _POINT_KERNELS.get(key)
+    if kernel is None:
+        kernel = _POINT_KERNELS[key] = _points_kernel(key)
+    return kernel
+
+
+def _points_kernel(tail_scalar: bool):
+    @njit(cache=True)
+    def group_points(
+        g_lo, g_hi, i, g_resp, logdets, Ts, Rs, XXx, xy, rr, p_group, p_lam, lamoff, nsize, nterm, nodeoff,
+        tailoff, Ns, N, qs, reml, n, ldW, Tw, ct, sl, S, G, out_val, out_S,
+    ):  # fmt: skip
+        """Points sorted by group, the first of group g_lo at ``i``; ``out_S[i]``: the lower
+        Cholesky factor of the [X y] Schur complement at point i (R_X, c_β and r on its last
+        row). Returns the first point after the chunk."""
+        q, m = Rs.shape[1], Rs.shape[2]
+        p = m - 1
+        qt = q - qs
+        nmp = n - p if reml else n
+        npts = len(p_group)
+        for g in range(g_lo, g_hi):
+            k, logdet_s = g_resp[g], logdets[g - g_lo]
+            if not logdet_s < np.inf:  # the sparse part not positive definite
+                while i < npts and p_group[i] == g:
+                    out_val[i] = np.inf
+                    i += 1
+                continue
+            T, R = Ts[g - g_lo], Rs[g - g_lo]
             for a in range(m):
-                for b in range(a + 1):
-                    v = G[a, b]
-                    for r in range(qt):
-                        v -= ct[r, a] * ct[r, b]
-                    S[a, b] = v
-            ok = _cholesky_lower(S, m)
-        if not ok:
-            out_val[i] = np.inf
-            i += 1
-            continue
-        logdet_x = 0.0
-        if reml:
-            for a in range(p):
-                logdet_x += 2.0 * np.log(S[a, a])
-        r2 = S[p, p] * S[p, p]
-        if not r2 > 0.0:
-            out_val[i] = np.inf
-        else:
-            out_val[i] = logdet_s + logdet_t + logdet_x + nmp * (1.0 + np.log(2.0 * np.pi * r2 / nmp)) - ldW
-        for a in range(m):
-            for b in range(m):
-                out_S[i, a, b] = S[a, b] if b <= a else 0.0
-        i += 1
-    return i
-
-
-@njit(cache=True)
-def evaluate_diagonal(
-    g_resp, g_lam, p_group, p_lam, A, XZx, XXx, zy, xy, rr, colptr, blkoff, nsize, nterm, nodeoff,
-    lamoff, Ns, N, qs, tailoff, T0, nsparse, tail_scalar, B1, C, C_term, C_n,
-    reml, n, ldW, out_val, out_S,
-):  # fmt: skip
-    """The criterion at points sorted by group, for a diagonal sparse part (crossed or single
-    intercepts: :func:`_eliminate_diagonal`); a group is one response and one θ_s (``g_lam``: λ
-    with the tail's λ = I), a point adds its λ_t (``p_lam``). ``out_S[i]``: the lower Cholesky
-    factor of the [X y] Schur complement at point i (R_X, c_β and r on its last row). A kernel of
-    its own: it compiles none of the block-sparse kernels :func:`evaluate_general` calls."""
-    q, p = XZx.shape
-    m, qt = p + 1, q - qs
-    T, Tw, R, ct = np.zeros((qt, qt)), np.zeros((qt, qt)), np.empty((q, m)), np.empty((qt, m))
-    S, G = np.empty((m, m)), np.empty((m, m))
-    W, Zw = np.empty(Ns), np.empty((Ns, m))
-    Bw = np.empty((Ns if not len(C_n) else 0, qt))
-    wu = np.empty(len(C_n))
-    i = np.int64(0)  # not a literal 0: _group_points is compiled for one type of i
-    for g in range(len(g_resp)):
-        k = g_resp[g]
-        lam = g_lam[g]
-        logdet_s = _eliminate_diagonal(
-            A, T, R, W, Zw, Bw, wu, XZx, zy, k, lam, colptr, blkoff, nterm, nsize, lamoff, Ns, qs,
-            tailoff, T0, nsparse, tail_scalar, B1, C, C_term, C_n,
-        )  # fmt: skip
-        i = _group_points(
-            g, i, k, logdet_s, T, Tw, R, ct, S, G, XXx, xy, rr, p_group, p_lam, lamoff, nsize, nterm,
-            nodeoff, tailoff, Ns, N, qs, tail_scalar, reml, n, ldW, out_val, out_S,
-        )  # fmt: skip
-
-
-@njit(cache=True)
-def evaluate_general(
-    g_resp, g_lam, p_group, p_lam, A, XZx, XXx, zy, xy, rr, colptr, rowidx, blkoff, nsize, nterm,
-    nodeoff, lamoff, diagpos, Ns, N, qs, tailoff, T0, nsparse, pan_n, pan_ptr,
-    pan_dest, pan_src, tail_scalar, reml, n, ldW, out_val, out_S,
-):  # fmt: skip
-    """:func:`evaluate_diagonal` for any sparse part (nested factors, random slopes), eliminated
-    by the block-sparse kernels (:func:`_eliminate_general`)."""
-    q, p = XZx.shape
-    m, qt = p + 1, q - qs
-    T, Tw, R, ct = np.zeros((qt, qt)), np.zeros((qt, qt)), np.empty((q, m)), np.empty((qt, m))
-    S, G = np.empty((m, m)), np.empty((m, m))
-    L, R2 = np.empty(max(nsparse, 1)), np.empty((q, m))
-    maxpan = 0
-    for j in range(len(pan_n)):
-        maxpan = max(maxpan, pan_n[j])
-    B = np.empty(maxpan * qt)
-    i = np.int64(0)  # not a literal 0: _group_points is compiled for one type of i
-    npts = len(p_group)
-    for g in range(len(g_resp)):
-        k = g_resp[g]
-        lam = g_lam[g]
-        logdet_s = _eliminate_general(
-            A, L, T, B, R, R2, XZx, zy, k, lam, colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff,
-            diagpos, Ns, qs, tailoff, T0, nsparse, pan_n, pan_ptr, pan_dest, pan_src,
-        )  # fmt: skip
-        if not logdet_s < np.inf:
+                for b in range(m):
+                    if a < p and b < p:
+                        v = XXx[a, b]
+                    elif a < p:
+                        v = xy[k, a]
+                    elif b < p:
+                        v = xy[k, b]
+                    else:
+                        v = rr[k]
+                    for r in range(qs):
+                        v -= R[r, a] * R[r, b]
+                    G[a, b] = v
             while i < npts and p_group[i] == g:
-                out_val[i] = np.inf
+                lt = p_lam[i]
+                logdet_t = 0.0
+                ok = True
+                if qt:
+                    if tail_scalar:  # Tw = Λ_t'MΛ_t (lower triangle), λ_t a scale a node
+                        for a in range(qt):
+                            sl[a] = lt[lamoff[nterm[Ns + a]]]
+                        for a in range(qt):
+                            sa = sl[a]
+                            for b in range(a + 1):
+                                Tw[a, b] = sa * T[a, b] * sl[b]
+                    else:
+                        _scale_tail(T, Tw, lt, lamoff, nsize, nterm, tailoff, Ns, N)
+                    for a in range(qt):
+                        Tw[a, a] += 1.0
+                    ok = _cholesky_lower(Tw, qt)
+                    if ok:
+                        for a in range(qt):
+                            logdet_t += 2.0 * np.log(Tw[a, a])
+                        # R_t = L_tt⁻¹ Λ_t' c
+                        if tail_scalar:
+                            for a in range(qt):
+                                for h in range(m):
+                                    ct[a, h] = sl[a] * R[qs + a, h]
+                        else:
+                            _lam_t_rows(R[qs:], lt, lamoff, nsize, nterm, nodeoff, Ns, N, qs, ct)
+                        for a in range(qt):
+                            for h in range(m):
+                                s = ct[a, h]
+                                for b in range(a):
+                                    s -= Tw[a, b] * ct[b, h]
+                                ct[a, h] = s / Tw[a, a]
+                if ok:
+                    for a in range(m):
+                        for b in range(a + 1):
+                            v = G[a, b]
+                            for r in range(qt):
+                                v -= ct[r, a] * ct[r, b]
+                            S[a, b] = v
+                    ok = _cholesky_lower(S, m)
+                if not ok:
+                    out_val[i] = np.inf
+                    i += 1
+                    continue
+                logdet_x = 0.0
+                if reml:
+                    for a in range(p):
+                        logdet_x += 2.0 * np.log(S[a, a])
+                r2 = S[p, p] * S[p, p]
+                if not r2 > 0.0:
+                    out_val[i] = np.inf
+                else:
+                    out_val[i] = logdet_s + logdet_t + logdet_x + nmp * (1.0 + np.log(2.0 * np.pi * r2 / nmp)) - ldW
+                for a in range(m):
+                    for b in range(m):
+                        out_S[i, a, b] = S[a, b] if b <= a else 0.0
                 i += 1
-            continue
-        i = _group_points(
-            g, i, k, logdet_s, T, Tw, R, ct, S, G, XXx, xy, rr, p_group, p_lam, lamoff, nsize, nterm,
-            nodeoff, tailoff, Ns, N, qs, tail_scalar, reml, n, ldW, out_val, out_S,
-        )  # fmt: skip
+        return i
+
+    return group_points
 
 
 # ----------------------------------------------------------------------------- the data pass

@@ -107,6 +107,51 @@ def test_batch_criterion_with_prior_weights(data):
     assert vals[1] == pytest.approx(crits[3](theta[1]), rel=1e-12)
 
 
+@pytest.mark.parametrize("shape", ["crossed", "vector_tail", "three_crossed", "staged_tail"])
+def test_diagonal_elimination_grouped_and_by_level_agree(data, shape):
+    """A diagonal sparse part's tail update from the sums grouped by (term, a_jj) (loops) and
+    level by level (BLAS) give the same criterion and Schur factors, each the single criterion's;
+    the grouped case is the one these designs take."""
+    df, Y = data
+    model = MixedModel.from_formula(SHAPES[shape][0], df)
+    shared, blocks, bc = _blocks(model, Y)
+    assert bc.diagonal and len(bc.C_n) > 0  # grouped
+    crits = shared.criteria(None, blocks)
+    rng = np.random.default_rng(8)
+    m = len(bc.tmap)
+    theta = np.where(np.isfinite(bc.tmap.lower), rng.uniform(0.0, 2.0, (10, m)), rng.normal(0, 0.5, (10, m)))
+    resp = rng.integers(0, Y.shape[1], 10)
+    grouped, S_grouped = bc(resp, theta)
+    bc.C, bc.C_term, bc.C_n = np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros(0)  # level by level
+    by_level, S_level = bc(resp, theta)
+    assert np.allclose(grouped, by_level, rtol=1e-12, atol=1e-9)
+    assert np.allclose(S_grouped, S_level, rtol=1e-10, atol=1e-10)
+    for i, (k, th) in enumerate(zip(resp, theta)):
+        assert grouped[i] == pytest.approx(crits[k](th), rel=1e-12, abs=1e-9)
+
+
+@pytest.mark.parametrize("shape", ["crossed", "nested", "vector_tail"])
+def test_criterion_does_not_depend_on_the_chunks(data, shape, monkeypatch):
+    """The groups of a call are eliminated and evaluated chunk by chunk: a chunk of one group
+    gives every point the same bits as the whole call in one chunk."""
+    from midas_glmm.engine import lmmbatch
+
+    df, Y = data
+    model = MixedModel.from_formula(SHAPES[shape][0], df)
+    _, _, bc = _blocks(model, Y)
+    rng = np.random.default_rng(4)
+    m = len(bc.tmap)
+    theta = np.where(np.isfinite(bc.tmap.lower), rng.uniform(0.0, 2.0, (9, m)), rng.normal(0, 0.5, (9, m)))
+    theta[3:6] = theta[0]  # three points on each of three groups, and more alone
+    theta[3:6, -1] += [0.1, 0.2, 0.3]
+    resp = np.array([0, 1, 2, 0, 0, 0, 3, 4, 1])
+    whole, S_whole = bc(resp, theta)
+    monkeypatch.setattr(lmmbatch, "CHUNK_BYTES", 1)  # one group a chunk
+    single, S_single = bc(resp, theta)
+    assert np.array_equal(whole, single) and np.array_equal(S_whole, S_single)
+    assert np.all(np.isfinite(whole))
+
+
 def test_moment_starts_equal_single_starts(data):
     df, Y = data
     for formula, _ in SHAPES.values():
@@ -373,14 +418,14 @@ def test_a_one_term_response_is_fitted_the_same_in_any_batch(data):
 
 @pytest.mark.parametrize("shape", ["crossed", "nested"])
 def test_a_design_calls_only_its_kernel(data, shape, monkeypatch):
-    """A diagonal sparse part (crossed intercepts) takes evaluate_diagonal and never the general
+    """A diagonal sparse part (crossed intercepts) takes a diagonal eliminator and never the general
     kernel (so a first call compiles none of the block-sparse kernels); nested factors the general."""
     from midas_glmm.engine import lmmbatch
 
     df, Y = data
     model = MixedModel.from_formula(SHAPES[shape][0], df)
     shared, blocks, bc = _blocks(model, Y)
-    unused = "evaluate_general" if bc.diagonal else "evaluate_diagonal"
+    unused = "eliminate_general" if bc.diagonal else "diagonal_eliminator"
 
     def refuse(*args):
         raise AssertionError(f"{unused} called")
