@@ -149,7 +149,7 @@ class BatchCriterion(_PointCriterion):
         if not self.diagonal or P.qt == 0:
             return none
         A = self.crit.blocks.A
-        batchkernels._tail_rows(A, P.colptr, P.rowidx, P.blkoff, P.nsize, P.tailoff, P.Ns, self.B1)
+        _tail_rows(P, A, self.B1)
         diag = A[P.blkoff[P.colptr[:-1]]]
         keys = np.column_stack([P.nterm[: P.Ns].astype(float), diag])
         uniq, inv = np.unique(keys, axis=0, return_inverse=True)
@@ -320,6 +320,22 @@ class LevelBatch(_PointCriterion):
         L = _cholesky_points(XX, ok)
         vals[:] = _criterion_values(self.crit, logdet, L, ok)
         S[:] = L
+
+
+def _tail_rows(P, A: np.ndarray, B1: np.ndarray) -> None:
+    """B1[j] = a_tj, the data's tail rows of each scalar sparse node j of a diagonal sparse part,
+    laid out dense (Ns × qt): every entry of column j below its pivot lies in a tail node (of
+    ``nsize`` rows, at ``tailoff`` in the tail), its block at ``blkoff`` in A."""
+    cp = np.asarray(P.colptr[: P.Ns + 1], dtype=np.int64)
+    below = np.ones(cp[-1] - cp[0], dtype=bool)
+    below[cp[:-1] - cp[0]] = False  # each column's pivot
+    e = np.arange(cp[0], cp[-1])[below]
+    j = np.repeat(np.arange(P.Ns), np.diff(cp) - 1)
+    node = P.rowidx[e]
+    size = P.nsize[node]
+    which = np.repeat(np.arange(len(e)), size)  # an entry per row of its node
+    r = np.arange(len(which)) - np.repeat(np.cumsum(size) - size, size)
+    B1[j[which], P.tailoff[node][which] + r] = A[P.blkoff[e][which] + r]
 
 
 def _cholesky_points(A: np.ndarray, ok: np.ndarray) -> np.ndarray:

@@ -80,17 +80,6 @@ def _scale_tail(M, Tw, lam, lamoff, nsize, nterm, tailoff, Ns, N):
 
 
 @njit(cache=True)
-def _tail_rows(A, colptr, rowidx, blkoff, nsize, tailoff, Ns, B1):
-    """B1[j] = a_tj, the data's tail rows of the scalar sparse node j, dense (Ns × qt)."""
-    B1[:, :] = 0.0
-    for j in range(Ns):
-        for e in range(colptr[j] + 1, colptr[j + 1]):
-            node = rowidx[e]
-            for r in range(nsize[node]):
-                B1[j, tailoff[node] + r] = A[blkoff[e] + r]
-
-
-@njit(cache=True)
 def eliminate_general(
     g_lo, g_hi, g_resp, g_lam, A, XZx, zy, colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff, diagpos,
     Ns, qs, tailoff, T0, pan_n, pan_ptr, pan_dest, pan_src, L, R2, B, Ts, Rs, logdets,

@@ -27,7 +27,7 @@ __all__ = ["GaussianShared", "shared_for", "full_gaussian"]
 
 batchkernels = lazy.load("batchkernels")  # compiled: loaded on first use
 
-#: most rows of a one-term design whose batches' blocks are summed by numpy, response by response:
+#: most rows of a design whose batches' blocks are summed by numpy, response by response:
 #: fit_many's time level with the compiled passes' at 2,000-10,000 rows, 1.04-1.07x at 20,000; above,
 #: the compiled passes (~1.5 s to compile once, ~0.7 s to load in a new process)
 NUMPY_ROWS = 10_000
@@ -66,9 +66,9 @@ class GaussianShared:
         self.off = np.ascontiguousarray(d.offset, dtype=float)  # zeros without an offset
         self.w_rows = np.asarray(self.w, dtype=float) if self.w is not None else np.ones(n)
         #: one term of one or two columns: the criterion is numpy's (LevelBatch), and up to
-        #: NUMPY_ROWS rows the data pass too: then nothing is compiled
+        #: NUMPY_ROWS rows the data pass of any design: then such a design compiles nothing
         self.batch_kind = LevelBatch if LevelBatch.applies(self.crit) else BatchCriterion
-        self.numpy_rows = self.batch_kind is not BatchCriterion and n <= NUMPY_ROWS
+        self.numpy_rows = n <= NUMPY_ROWS
         if self.numpy_rows:  # Z by column for the bincounts (a column of ones: None, no product)
             self.zidx_cols = idx
             self.zval_cols = [None if np.all(v == 1.0) else np.ascontiguousarray(v) for v in val]
@@ -82,9 +82,8 @@ class GaussianShared:
 
         Each sum is taken response by response: a response's numbers do not depend on the other
         responses of its batch, so its fit is the same whichever batch or process it is in. A
-        design of at most :data:`NUMPY_ROWS` rows whose criterion is numpy's
-        (:class:`~midas_glmm.engine.lmmbatch.LevelBatch`) sums in numpy, compiling nothing; the
-        others by two compiled passes over the rows (:func:`~midas_glmm.linalg.batchkernels.ols_sums`
+        design of at most :data:`NUMPY_ROWS` rows sums in numpy, compiling nothing; larger ones
+        by two compiled passes over the rows (:func:`~midas_glmm.linalg.batchkernels.ols_sums`
         for b, then :func:`~midas_glmm.linalg.batchkernels.residual_sums`)."""
         if self.numpy_rows:
             return self._numpy_blocks(values)

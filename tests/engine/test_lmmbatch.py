@@ -385,17 +385,21 @@ def test_level_batch_point_does_not_depend_on_the_call(data, monkeypatch):
         assert alone[0] == together[i] and np.array_equal(Si[0], S[i])
 
 
-def test_one_term_data_pass_numpy_and_compiled_agree(data, monkeypatch):
-    """A one-term design's data pass is numpy's up to NUMPY_ROWS rows and the compiled passes'
-    above: the same blocks to rounding, and the same fits."""
+@pytest.mark.parametrize(
+    "formula, kind",
+    [("~ x + (x|a)", LevelBatch), ("~ x + (1|a) + (x|b)", BatchCriterion), ("~ x + (1|a/c)", BatchCriterion)],
+)
+def test_data_pass_numpy_and_compiled_agree(data, monkeypatch, formula, kind):
+    """A design's data pass is numpy's up to NUMPY_ROWS rows (one bincount per column of Z) and
+    the compiled passes' above (Z row by row): the same blocks to rounding, whatever the design."""
     import midas_glmm.many.gaussian as gaussian
 
     df, Y = data
-    model = MixedModel.from_formula("~ x + (x|a)", df, weights=df.w.to_numpy(), offset=df.x.to_numpy())
+    model = MixedModel.from_formula(formula, df, weights=df.w.to_numpy(), offset=df.x.to_numpy())
     numpy_side = GaussianShared(model, True)
     monkeypatch.setattr(gaussian, "NUMPY_ROWS", 10)
     compiled_side = GaussianShared(model, True)
-    assert numpy_side.numpy_rows and not compiled_side.numpy_rows and compiled_side.batch_kind is LevelBatch
+    assert numpy_side.numpy_rows and not compiled_side.numpy_rows and compiled_side.batch_kind is kind
     a = numpy_side.response_blocks(Y.to_numpy())
     b = compiled_side.response_blocks(Y.to_numpy())
     for name in ("B", "zy", "xy", "rr", "yss"):
