@@ -131,6 +131,15 @@ class BatchCriterion(_PointCriterion):
             and not sparse_rows.any()
             and (P.qt == 0 or (P.panels is not None and P.Ns * P.qt <= 1 << 22))
         )
+        # a forest: scalar nodes each coupled to at most one later node (two levels of nested
+        # intercepts), no tail: eliminated node by node without fill, no block-sparse kernel
+        self.forest = bool(
+            not self.diagonal
+            and P.Ns > 0
+            and P.qt == 0
+            and np.all(P.nsize[: P.Ns] == 1)
+            and np.all(np.diff(P.colptr[: P.Ns + 1]) <= 2)
+        )
         self.diagpos = np.asarray(P.diagpos, dtype=np.int64)
         self.C, self.C_term, self.C_n = self._grouped_gram()
         # the tail's data blocks dense (I ≥ J blocks, as the factor's scatter lays them with λ = I)
@@ -201,6 +210,8 @@ class BatchCriterion(_PointCriterion):
             eliminate = batchkernels.diagonal_eliminator(grouped, self.tail_scalar)
             work = (np.empty(P.Ns), np.empty((P.Ns, m)), np.empty(len(self.C_n)), np.empty(self.C.shape[1]))
             work += (np.empty((0 if grouped else P.Ns, qt)), np.empty((m, qt)))
+        elif self.forest:
+            work = (np.empty(P.Ns),)
         else:
             maxpan = int(self.pan_n.max(initial=0))
             work = (np.empty(max(P.nsparse, 1)), np.empty((P.q, m)), np.empty(maxpan * qt))
@@ -211,6 +222,11 @@ class BatchCriterion(_PointCriterion):
                 eliminate(
                     lo, hi, g_resp, g_lam, A, self.XZx, self.zy, P.colptr, P.blkoff, P.nterm, self.lamoff, P.Ns,
                     P.qs, self.T0, self.B1, self.C, self.C_term, self.C_n, *work, Ts, Rs, logdets,
+                )  # fmt: skip
+            elif self.forest:
+                batchkernels.eliminate_forest(
+                    lo, hi, g_resp, g_lam, A, self.XZx, self.zy, P.colptr, P.rowidx, P.blkoff, P.nterm, self.lamoff,
+                    P.Ns, *work, Rs, logdets,
                 )  # fmt: skip
             else:
                 batchkernels.eliminate_general(

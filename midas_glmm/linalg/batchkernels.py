@@ -1,7 +1,8 @@
 """Compiled kernels of fit_many's Gaussian batch (numba, cached on disk): the profiled criterion
 at many (response, θ) points, read by :class:`~midas_glmm.engine.lmmbatch.BatchCriterion` — for a
 chunk of groups (a response at one θ_s) the sparse part's elimination (:func:`eliminate_general`,
-or a :func:`diagonal_eliminator` for crossed or single intercepts), then the points of those groups
+a :func:`diagonal_eliminator` for crossed or single intercepts, :func:`eliminate_forest` for nested
+ones), then the points of those groups
 (:func:`points_kernel`), each kernel called from Python: no kernel links another of them, whose
 code numba would optimise again inside it — and the per-batch passes over the rows
 (:func:`ols_sums`, :func:`residual_sums`), each sum taken row by row so that a response's numbers do
@@ -15,7 +16,7 @@ from numba import njit
 
 from . import kernels  # called from compiled code: the module itself, not the lazy proxy
 
-__all__ = ["diagonal_eliminator", "eliminate_general", "points_kernel", "ols_sums", "residual_sums"]
+__all__ = ["diagonal_eliminator", "eliminate_forest", "eliminate_general", "points_kernel", "ols_sums", "residual_sums"]
 
 
 @njit(cache=True)
@@ -124,6 +125,44 @@ def eliminate_general(
             for h in range(m):
                 R[r, h] = R2[r, h]
         kernels.forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, False)
+
+
+@njit(cache=True)
+def eliminate_forest(g_lo, g_hi, g_resp, g_lam, A, XZx, zy, colptr, rowidx, blkoff, nterm, lamoff, Ns, D, Rs, logdets):
+    """:func:`eliminate_general` for a sparse part that is a forest of scalar nodes, each coupled
+    to at most one later node, its parent (two levels of nested random intercepts,
+    ``(1|school/class)``), and no tail: no fill, so node by node in order, with K = Λ'AΛ + I,
+    L_jj² = D_j (K_jj less its children's L_jc²) and L_πj = K_πj / L_jj taken from the parent's
+    D_π; the strip's row j is solved and L_πj times it taken from its parent's. Scratch D (Ns)."""
+    p = XZx.shape[1]
+    m = p + 1
+    for g in range(g_lo, g_hi):
+        k, lam = g_resp[g], g_lam[g]
+        R = Rs[g - g_lo]
+        for j in range(Ns):
+            lj = lam[lamoff[nterm[j]]]
+            D[j] = lj * lj * A[blkoff[colptr[j]]] + 1.0
+            for h in range(p):
+                R[j, h] = XZx[j, h] * lj
+            R[j, p] = zy[k, j] * lj
+        logdet_s = 0.0
+        for j in range(Ns):
+            dj = D[j]
+            if not dj > 0.0:
+                logdet_s = np.inf
+                break
+            logdet_s += np.log(dj)
+            ljj = np.sqrt(dj)
+            for h in range(m):
+                R[j, h] /= ljj
+            e = colptr[j] + 1
+            if e < colptr[j + 1]:  # its parent π: L_πj = λ_π λ_j a_πj / L_jj
+                par = rowidx[e]
+                l = lam[lamoff[nterm[par]]] * lam[lamoff[nterm[j]]] * A[blkoff[e]] / ljj
+                D[par] -= l * l
+                for h in range(m):
+                    R[par, h] -= l * R[j, h]
+        logdets[g - g_lo] = logdet_s
 
 
 #: (grouped, tail_scalar) -> the compiled elimination of a diagonal sparse part, made on first use

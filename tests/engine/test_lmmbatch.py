@@ -28,7 +28,12 @@ SHAPES = {
     # four rows per level of o: its plan is staged (linalg.stages) with b as the dense tail, a
     # layout the batch kernels read as they read the compiled plan's
     "staged_tail": ("~ x + (1|o) + (1|b)", True),
+    # nested in nested (a node coupled to two ancestors) and nested next to crossed: general
+    "deep_nested": ("~ x + (1|d/a/c)", False),
+    "nested_crossed": ("~ x + (1|a/c) + (1|b)", False),
 }
+#: the elimination each shape's design takes
+KINDS = {"nested": "forest", "slopes": "general", "deep_nested": "general", "nested_crossed": "general"}
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +101,13 @@ def test_batch_criterion_equals_single_criterion(data, shape, REML):
         assert np.allclose(np.tril(S[i]), L.LXX, rtol=1e-9, atol=1e-9)
 
 
-def test_batch_criterion_with_prior_weights(data):
+@pytest.mark.parametrize("formula", ["~ x + (1|a) + (1|b)", "~ x + (1|a/c)", "~ x + (1|a/c) + (1|b)"])
+def test_batch_criterion_with_prior_weights(data, formula):
     df, Y = data
-    model = MixedModel.from_formula("~ x + (1|a) + (1|b)", df, weights=df.w.to_numpy())
+    model = MixedModel.from_formula(formula, df, weights=df.w.to_numpy())
     shared, blocks, bc = _blocks(model, Y)
     crits = shared.criteria(None, blocks)
-    theta = np.array([[0.7, 0.3], [0.2, 1.4]])
+    theta = np.array([[0.7, 0.3, 0.5], [0.2, 1.4, 0.9]])[:, : len(bc.tmap)]
     vals, _ = bc(np.array([1, 3]), theta)
     assert vals[0] == pytest.approx(crits[1](theta[0]), rel=1e-12)
     assert vals[1] == pytest.approx(crits[3](theta[1]), rel=1e-12)
@@ -130,7 +136,7 @@ def test_diagonal_elimination_grouped_and_by_level_agree(data, shape):
         assert grouped[i] == pytest.approx(crits[k](th), rel=1e-12, abs=1e-9)
 
 
-@pytest.mark.parametrize("shape", ["crossed", "nested", "vector_tail"])
+@pytest.mark.parametrize("shape", ["crossed", "nested", "vector_tail", "nested_crossed"])
 def test_criterion_does_not_depend_on_the_chunks(data, shape, monkeypatch):
     """The groups of a call are eliminated and evaluated chunk by chunk: a chunk of one group
     gives every point the same bits as the whole call in one chunk."""
@@ -420,23 +426,28 @@ def test_a_one_term_response_is_fitted_the_same_in_any_batch(data):
     assert np.array_equal(together.params.loc["y3"].to_numpy(), alone.params.loc["y3"].to_numpy())
 
 
-@pytest.mark.parametrize("shape", ["crossed", "nested"])
+@pytest.mark.parametrize("shape", list(SHAPES))
 def test_a_design_calls_only_its_kernel(data, shape, monkeypatch):
-    """A diagonal sparse part (crossed intercepts) takes a diagonal eliminator and never the general
-    kernel (so a first call compiles none of the block-sparse kernels); nested factors the general."""
+    """A diagonal sparse part (crossed intercepts) takes a diagonal eliminator, a forest (two
+    levels of nested intercepts) the forest's, the others the general kernel: a design compiles
+    none of the others (the diagonal and the forest none of the block-sparse kernels)."""
     from midas_glmm.engine import lmmbatch
 
     df, Y = data
     model = MixedModel.from_formula(SHAPES[shape][0], df)
     shared, blocks, bc = _blocks(model, Y)
-    unused = "eliminate_general" if bc.diagonal else "diagonal_eliminator"
+    kind = KINDS.get(shape, "diagonal")
+    assert (bc.diagonal, bc.forest) == (kind == "diagonal", kind == "forest")
+    names = {"diagonal": "diagonal_eliminator", "forest": "eliminate_forest", "general": "eliminate_general"}
 
     def refuse(*args):
-        raise AssertionError(f"{unused} called")
+        raise AssertionError("another design's elimination called")
 
-    monkeypatch.setattr(lmmbatch.batchkernels, unused, refuse)  # the module's (lazy) handle
+    for other, name in names.items():
+        if other != kind:
+            monkeypatch.setattr(lmmbatch.batchkernels, name, refuse)  # the module's (lazy) handle
     vals, _ = bc(np.arange(3), np.full((3, len(bc.tmap)), 0.7))
-    assert bc.diagonal == SHAPES[shape][1] and np.all(np.isfinite(vals))
+    assert np.all(np.isfinite(vals))
 
 
 @settings(max_examples=40, deadline=None)
