@@ -332,6 +332,10 @@ FIT_MANY_CROSSED = _MANY + (
     "Y += r.normal(size=(60, 200))[d.a] + r.normal(size=(40, 200))[d.b]; "
     "MixedModel.from_formula('~ x + (1|a) + (1|b)', d).fit_many(Y)"
 )
+FIT_MANY_NESTED = _MANY + (
+    "Y += r.normal(size=(60, 200))[d.a] + r.normal(size=(2400, 200))[d.a * 40 + d.b]; "
+    "MixedModel.from_formula('~ x + (1|a/b)', d).fit_many(Y)"
+)
 #: (label, code) of the first fits after install, each from its own fresh copy and empty cache
 FIRST_FITS = (
     ("sleepstudy LMM (36 random effects: dense LAPACK)", FIT_B),
@@ -368,6 +372,10 @@ FIRST_FITS = (
     (
         "fit_many, 200 responses of y ~ x + (1|a) + (1|b), 2,000 rows x 60 x 40 (compiled batch kernels)",
         FIT_MANY_CROSSED,
+    ),
+    (
+        "fit_many, 200 responses of y ~ x + (1|a/b), 2,000 rows, 60 > 2,400 cells (compiled forest elimination)",
+        FIT_MANY_NESTED,
     ),
 )
 
