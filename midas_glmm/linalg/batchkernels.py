@@ -371,40 +371,54 @@ def _points_kernel(tail_scalar: bool):
 
 # ----------------------------------------------------------------------------- the data pass
 @njit(cache=True)
-def ols_sums(Y, off, X, Xty, sy):
+def ols_sums(Y, off, X, Xty, sy, buf):
     """Xty[j, k] += Σ_r X[r, j] y_rk and sy[k] += Σ_r y_rk, with y = Y − off, row by row: every
-    sum runs over the rows in order, whatever the number of responses K (Y: n × K, any strides)."""
+    sum runs over the rows in order, whatever the number of responses K (Y: n × K, any strides).
+    A row's responses are taken together (the loops over k, innermost, vectorise); ``buf``: K
+    scratch."""
     n, K = Y.shape
     p = X.shape[1]
     for r in range(n):
         o = off[r]
         for k in range(K):
             y = Y[r, k] - o
+            buf[k] = y
             sy[k] += y
-            for j in range(p):
-                Xty[j, k] += X[r, j] * y
+        for j in range(p):
+            x = X[r, j]
+            for k in range(K):
+                Xty[j, k] += x * buf[k]
 
 
 @njit(cache=True)
-def residual_sums(Y, off, Xs, B, w, zidx, zval, zy, xy, rr, yss):
+def residual_sums(Y, off, Xs, B, w, zidx, zval, zy, xy, rr, yss, buf):
     """With r = y − X_s b (y = Y − off, b = B[:, k]) and prior weights w, row by row (each sum in
     row order, whatever K): Z'Wr (zy, q × K; row r of Z has its non-zeros zval[r] in the columns
-    zidx[r]), X_s'Wr (xy, p × K), r'Wr (rr) and y'Wy (yss)."""
+    zidx[r]), X_s'Wr (xy, p × K), r'Wr (rr) and y'Wy (yss). A row's responses are taken
+    together, as in :func:`ols_sums` (``buf``: 2 × K scratch): the same sums in the same order."""
     n, K = Y.shape
     p = Xs.shape[1]
     s = zidx.shape[1]
+    e, we = buf[0], buf[1]
     for r in range(n):
         o = off[r]
         wr = w[r]
         for k in range(K):
             y = Y[r, k] - o
-            e = y
-            for j in range(p):
-                e -= Xs[r, j] * B[j, k]
-            we = wr * e
-            rr[k] += e * we
+            e[k] = y
             yss[k] += y * y * wr
-            for j in range(p):
-                xy[j, k] += Xs[r, j] * we
-            for a in range(s):
-                zy[zidx[r, a], k] += zval[r, a] * we
+        for j in range(p):
+            x = Xs[r, j]
+            for k in range(K):
+                e[k] -= x * B[j, k]
+        for k in range(K):
+            we[k] = wr * e[k]
+            rr[k] += e[k] * we[k]
+        for j in range(p):
+            x = Xs[r, j]
+            for k in range(K):
+                xy[j, k] += x * we[k]
+        for a in range(s):
+            row, v = zidx[r, a], zval[r, a]
+            for k in range(K):
+                zy[row, k] += v * we[k]

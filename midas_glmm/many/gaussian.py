@@ -90,12 +90,14 @@ class GaussianShared:
         K = values.shape[1]
         Y = values if values.dtype == np.float64 else values.astype(float)
         Xty, sy = np.zeros((self.p, K)), np.zeros(K)
-        batchkernels.ols_sums(Y, self.off, self.Xc, Xty, sy)
+        batchkernels.ols_sums(Y, self.off, self.Xc, Xty, sy, np.empty(K))
         B = ols_from_sums(self.G, self.Xsum, self.X.shape[0], Xty, sy, self.shift, self.scale)
         zy, xy = np.zeros((self.q, K)), np.zeros((self.p, K))
         rr, yss = np.zeros(K), np.zeros(K)
         B = np.ascontiguousarray(B)
-        batchkernels.residual_sums(Y, self.off, self.Xs, B, self.w_rows, self.zidx, self.zval, zy, xy, rr, yss)
+        batchkernels.residual_sums(
+            Y, self.off, self.Xs, B, self.w_rows, self.zidx, self.zval, zy, xy, rr, yss, np.empty((2, K))
+        )
         return SimpleNamespace(B=B, zy=np.ascontiguousarray(zy.T), xy=np.ascontiguousarray(xy.T), rr=rr, yss=yss)
 
     def _numpy_blocks(self, values: np.ndarray) -> SimpleNamespace:
