@@ -309,14 +309,17 @@ def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.nd
     return moment_starts(cp, tmap, zy, cp.XytXy[None, :k, k], cp.XytXy[None, k, k], floor)[0]
 
 
-def moment_starts(cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray, floor=0.1):
+def moment_starts(
+    cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray, floor=0.1, ols=None
+):
     """:func:`moment_start` for K responses on the design of ``cp`` at once, each given by its
-    own blocks: Z'y (K × q, the terms' columns in order), X'y (K × p) and y'y (K,)."""
+    own blocks: Z'y (K × q, the terms' columns in order), X'y (K × p) and y'y (K,); ``ols``:
+    their :func:`ols_rss` on cp's X'X where the caller has it."""
     A = cp.XytXy
     k = A.shape[0] - 1
     n = cp.n
     K = len(rr)
-    beta, rss = ols_rss(A[:k, :k], xy, rr)
+    beta, rss = ols_rss(A[:k, :k], xy, rr) if ols is None else ols
     comps, msw, totals = [], [], []
     covs = {}  # term → (K, p, p) covariance of a vector term's coefficients (level_regressions)
     anova = []  # a random intercept's (between sum of squares, its df, n*)

@@ -158,10 +158,11 @@ class GaussianShared:
         bc = self.batch_criterion.with_responses(blocks.zy, blocks.xy, blocks.rr)
         if not bc.usable or len(crit.tmap) == 0:
             return [None] * K
-        start = moment_starts(crit.cp, crit.tmap, blocks.zy, blocks.xy, blocks.rr)
-        out = newton_many(bc, start, crit.tmap.start)  # and λ = I where it is better, as fit()
         p, n = crit.p, crit.n
-        rss = ols_rss(crit.blocks.XX[:p, :p], blocks.xy, blocks.rr)[1]
+        ols = ols_rss(crit.cp.XytXy[:p, :p], blocks.xy, blocks.rr)  # the starts' OLS fits, and their RSS
+        start = moment_starts(crit.cp, crit.tmap, blocks.zy, blocks.xy, blocks.rr, ols=ols)
+        out = newton_many(bc, start, crit.tmap.start)  # and λ = I where it is better, as fit()
+        rss = ols[1]
         Sf = out["S"]
         RX, c_beta, r = Sf[:, :p, :p], Sf[:, p, :p], Sf[:, p, p]
         denom = n - p if self.REML else n
