@@ -160,7 +160,7 @@ class FactorPlan:
         elif self.k == 1:  # one term: its levels share no rows, the factor is block diagonal
             self.split = 1
             self._layout(np.arange(self.N + 1, dtype=np.int64), np.arange(self.N, dtype=np.int64), rows, cols)
-        elif not self._staged(rows, cols):
+        elif not self._staged(rows, cols) and not self._crossed_pair(rows, cols):
             order = np.lexsort((rows, cols))
             adjptr = np.searchsorted(cols[order], np.arange(self.N + 1)).astype(np.int64)
             colptr, rowidx = kernels.symbolic(adjptr, rows[order].astype(np.int64), self.N)
@@ -201,6 +201,37 @@ class FactorPlan:
         self.split, colptr, rowidx, dense = found
         self._layout(colptr, rowidx, rows, cols)  # its panels (on first use) serve fit_many's kernels
         self.stages = StageElimination(self, dense)
+        return True
+
+    def _crossed_pair(self, rows: np.ndarray, cols: np.ndarray) -> bool:
+        """Lay out a plan of two terms whose second is the dense tail without the symbolic
+        analysis (its kernel compiles ~2 s on a first fit), if at least
+        :data:`DENSE_TAIL_DENSITY` of the pairs of the second term's nodes share a node of the
+        first (already in the data's pattern, before any fill) and the tail fits
+        :data:`MAX_TAIL_BYTES`: then :meth:`_choose_split` takes the second term as the tail, and
+        the sparse part, the first term, has no fill (its nodes couple to none of each other: a
+        column's pattern is the node and its coupled nodes of the second term). Crossed terms with
+        slopes, ``(x|subject) + (1|item)``; False (nothing set) otherwise."""
+        if self.k != 2:
+            return False
+        N0 = int(self.node_base[1])
+        N1 = self.N - N0
+        qt = self.q - int(self.term_off[1])
+        if N1 < 2 or 8 * qt * qt > MAX_TAIL_BYTES:
+            return False
+        B = sp.csr_matrix((np.ones(len(rows)), (cols, rows - N0)), shape=(N0, N1))  # nodes coupled
+        G = (B.T @ B).tocoo()  # second-term pairs sharing a first-term node (both orders, diagonal)
+        if np.count_nonzero(G.row > G.col) < DENSE_TAIL_DENSITY * N1 * (N1 - 1) / 2:
+            return False
+        counts = np.bincount(cols, minlength=N0)  # rows, cols: by column, then row (_coupled_nodes)
+        colptr = np.concatenate([[0], np.cumsum(counts + 1)]).astype(np.int64)
+        rowidx = np.empty(int(colptr[-1]), dtype=np.int64)
+        rowidx[colptr[:-1]] = np.arange(N0)  # each column's pivot first
+        below = np.ones(len(rowidx), dtype=bool)
+        below[colptr[:-1]] = False
+        rowidx[below] = rows
+        self.split = 1
+        self._layout(colptr, rowidx, rows, cols)
         return True
 
     def _choose_split(self, colptr: np.ndarray) -> int:
