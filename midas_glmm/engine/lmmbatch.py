@@ -179,6 +179,31 @@ class BatchCriterion(_PointCriterion):
         """Whether the compiled path takes this design (a tail LAPACK-sized is left to Factor)."""
         return self.P.qt <= MAX_TAIL
 
+    def _elimination(self, g_resp: np.ndarray, g_lam: np.ndarray, m: int):
+        """The sparse part's elimination of groups lo..hi − 1 (responses ``g_resp`` at λ
+        ``g_lam``) into a chunk's tails, strips and log-determinants, ``f(lo, hi, Ts, Rs,
+        logdets)``: a diagonal part's (compiled for its case), a forest's, or the block-sparse
+        kernels'; a design compiles only the one it takes. Its scratch is made here."""
+        P, A = self.P, self.crit.blocks.A
+        qt = P.qt
+        common = (g_resp, g_lam, A, self.XZx, self.zy, P.colptr)
+        if self.diagonal:
+            grouped = len(self.C_n) > 0
+            kernel = batchkernels.diagonal_eliminator(grouped, self.tail_scalar)
+            work = (np.empty(P.Ns), np.empty((P.Ns, m)), np.empty(len(self.C_n)), np.empty(self.C.shape[1]))
+            work += (np.empty((0 if grouped else P.Ns, qt)), np.empty((m, qt)))
+            args = (*common, P.blkoff, P.nterm, self.lamoff, P.Ns, P.qs, self.T0, self.B1, self.C, self.C_term)
+            return lambda lo, hi, Ts, Rs, logdets: kernel(lo, hi, *args, self.C_n, *work, Ts, Rs, logdets)
+        if self.forest:
+            D = np.empty(P.Ns)
+            args = (*common, P.rowidx, P.blkoff, P.nterm, self.lamoff, P.Ns, D)
+            return lambda lo, hi, Ts, Rs, logdets: batchkernels.eliminate_forest(lo, hi, *args, Rs, logdets)
+        maxpan = int(self.pan_n.max(initial=0))
+        work = (np.empty(max(P.nsparse, 1)), np.empty((P.q, m)), np.empty(maxpan * qt))
+        args = (*common, P.rowidx, P.blkoff, P.nsize, P.nterm, P.nodeoff, self.lamoff, self.diagpos, P.Ns, P.qs)
+        args += (P.tailoff, self.T0, self.pan_n, self.pan_ptr, self.pan_dest, self.pan_src, *work)
+        return lambda lo, hi, Ts, Rs, logdets: batchkernels.eliminate_general(lo, hi, *args, Ts, Rs, logdets)
+
     def __call__(self, resp: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(criteria, S) at the points (resp[i], theta[i]); S[i] is the lower Cholesky factor of
         the [X y] Schur complement there."""
@@ -198,42 +223,18 @@ class BatchCriterion(_PointCriterion):
         S = np.empty((npts, c.p + 1, c.p + 1))
         g_resp, g_lam = resp[first], np.ascontiguousarray(sparse_lam[first])
         p_group, p_lam = group[order].astype(np.int64), np.ascontiguousarray(lam[order])
-        A, m, qt = c.blocks.A, c.p + 1, P.qt
+        m, qt = c.p + 1, P.qt
         ngroups = len(first)
         chunk = max(1, min(ngroups, CHUNK_BYTES // (8 * (qt * qt + P.q * m))))
         Ts, Rs, logdets = np.empty((chunk, qt, qt)), np.empty((chunk, P.q, m)), np.empty(chunk)
         # every kernel's scratch made here: one made in a kernel compiles numba's array constructors
         points = batchkernels.points_kernel(self.tail_scalar)
         point_work = (np.zeros((qt, qt)), np.empty((qt, m)), np.empty(qt), np.empty((m, m)), np.empty((m, m)))
-        if self.diagonal:  # a design compiles only the elimination it takes
-            grouped = len(self.C_n) > 0
-            eliminate = batchkernels.diagonal_eliminator(grouped, self.tail_scalar)
-            work = (np.empty(P.Ns), np.empty((P.Ns, m)), np.empty(len(self.C_n)), np.empty(self.C.shape[1]))
-            work += (np.empty((0 if grouped else P.Ns, qt)), np.empty((m, qt)))
-        elif self.forest:
-            work = (np.empty(P.Ns),)
-        else:
-            maxpan = int(self.pan_n.max(initial=0))
-            work = (np.empty(max(P.nsparse, 1)), np.empty((P.q, m)), np.empty(maxpan * qt))
+        eliminate = self._elimination(g_resp, g_lam, m)
         i = np.int64(0)  # not a literal 0: the points kernel is compiled for one type of i
         for lo in range(0, ngroups, chunk):
             hi = min(lo + chunk, ngroups)
-            if self.diagonal:
-                eliminate(
-                    lo, hi, g_resp, g_lam, A, self.XZx, self.zy, P.colptr, P.blkoff, P.nterm, self.lamoff, P.Ns,
-                    P.qs, self.T0, self.B1, self.C, self.C_term, self.C_n, *work, Ts, Rs, logdets,
-                )  # fmt: skip
-            elif self.forest:
-                batchkernels.eliminate_forest(
-                    lo, hi, g_resp, g_lam, A, self.XZx, self.zy, P.colptr, P.rowidx, P.blkoff, P.nterm, self.lamoff,
-                    P.Ns, *work, Rs, logdets,
-                )  # fmt: skip
-            else:
-                batchkernels.eliminate_general(
-                    lo, hi, g_resp, g_lam, A, self.XZx, self.zy, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm,
-                    P.nodeoff, self.lamoff, self.diagpos, P.Ns, P.qs, P.tailoff, self.T0, self.pan_n, self.pan_ptr,
-                    self.pan_dest, self.pan_src, *work, Ts, Rs, logdets,
-                )  # fmt: skip
+            eliminate(lo, hi, Ts, Rs, logdets)
             i = points(
                 lo, hi, i, g_resp, logdets, Ts, Rs, self.XXx, self.xy, self.rr, p_group, p_lam, self.lamoff,
                 P.nsize, P.nterm, P.nodeoff, P.tailoff, P.Ns, P.N, P.qs, c.REML, float(c.n), float(c.ldW),
