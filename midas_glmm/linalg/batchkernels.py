@@ -1,12 +1,12 @@
 """Compiled kernels of fit_many's Gaussian batch (numba, cached on disk): the profiled criterion
-at many (response, θ) points, read by :class:`~midas_glmm.engine.lmmbatch.BatchCriterion` — for a
-chunk of groups (a response at one θ_s) the sparse part's elimination (:func:`eliminate_general`,
-a :func:`diagonal_eliminator` for crossed or single intercepts, :func:`eliminate_forest` for nested
-ones), then the points of those groups
-(:func:`points_kernel`), each kernel called from Python: no kernel links another of them, whose
-code numba would optimise again inside it — and the per-batch passes over the rows
-(:func:`ols_sums`, :func:`residual_sums`), each sum taken row by row so that a response's numbers do
-not depend on the other responses of its batch.
+at many (response, θ) points, read by :class:`~midas_glmm.engine.lmmbatch.BatchCriterion`, chunk
+by chunk of its groups (a group: one response at one θ_s) — the sparse part's elimination
+(:func:`eliminate_general`; a :func:`diagonal_eliminator` for crossed or single intercepts;
+:func:`eliminate_forest` for two levels of nested ones), then the points of those groups
+(:func:`points_kernel`), each kernel called from Python (none links another of them, whose code
+numba would optimise again inside it) — and the per-batch passes over the rows
+(:func:`ols_sums`, :func:`residual_sums`), each sum taken row by row so that a response's numbers
+do not depend on the other responses of its batch.
 """
 
 from __future__ import annotations
