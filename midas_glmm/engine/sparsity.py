@@ -52,6 +52,11 @@ rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
 
 #: largest dense tail (bytes) the plan will allocate; beyond it the factor stays sparse
 MAX_TAIL_BYTES = 4 * 2**30
+#: FactorPlan._crossed_pair: the largest tail it checks (a boolean matrix of its node pairs), and
+#: how many of the first term's nodes (largest first) it unites the cliques of before leaving the
+#: plan to the symbolic analysis
+CLIQUE_TAIL = 4000
+CLIQUE_NODES = 256
 
 
 #: entries of one dense panel of the sparse columns' tail rows (32 MB), and its fewest rows
@@ -204,32 +209,50 @@ class FactorPlan:
         return True
 
     def _crossed_pair(self, rows: np.ndarray, cols: np.ndarray) -> bool:
-        """Lay out a plan of two terms whose second is the dense tail without the symbolic
-        analysis (its kernel compiles ~2 s on a first fit), if at least
-        :data:`DENSE_TAIL_DENSITY` of the pairs of the second term's nodes share a node of the
-        first (already in the data's pattern, before any fill) and the tail fits
-        :data:`MAX_TAIL_BYTES`: then :meth:`_choose_split` takes the second term as the tail, and
-        the sparse part, the first term, has no fill (its nodes couple to none of each other: a
-        column's pattern is the node and its coupled nodes of the second term). Crossed terms with
-        slopes, ``(x|subject) + (1|item)``; False (nothing set) otherwise."""
-        if self.k != 2:
+        """Lay out a plan whose terms after the first form the dense tail without the symbolic
+        analysis (its kernel compiles ~2 s on a first fit), where that is quickly seen to hold:
+        the later terms' nodes fit :data:`MAX_TAIL_BYTES` as a tail, and at least
+        :data:`DENSE_TAIL_DENSITY` of their pairs are coupled already in the data's pattern —
+        directly, or by sharing a node of the first term (each such node's later neighbours are
+        a clique; :data:`CLIQUE_NODES` of the largest cliques tried). Then
+        :meth:`_choose_split` takes them as the tail whatever the further fill, and the sparse
+        part, the first term, has no fill (its nodes couple to none of each other: a column's
+        pattern is the node and its coupled later nodes). Crossed terms with slopes,
+        ``(x|subject) + (1|item)``; False (nothing set) otherwise."""
+        if self.k < 2:
             return False
         N0 = int(self.node_base[1])
-        N1 = self.N - N0
+        Nt = self.N - N0
         qt = self.q - int(self.term_off[1])
-        if N1 < 2 or 8 * qt * qt > MAX_TAIL_BYTES:
+        if Nt < 2 or Nt > CLIQUE_TAIL or 8 * qt * qt > MAX_TAIL_BYTES:
             return False
-        B = sp.csr_matrix((np.ones(len(rows)), (cols, rows - N0)), shape=(N0, N1))  # nodes coupled
-        G = (B.T @ B).tocoo()  # second-term pairs sharing a first-term node (both orders, diagonal)
-        if np.count_nonzero(G.row > G.col) < DENSE_TAIL_DENSITY * N1 * (N1 - 1) / 2:
+        first = cols < N0  # pairs (later node, first-term node), by column then row; the others within the tail
+        need = DENSE_TAIL_DENSITY * Nt * (Nt - 1) / 2
+        degree = np.bincount(cols[first], minlength=N0)
+        tried = np.argsort(-degree, kind="stable")[:CLIQUE_NODES]
+        if (degree[tried] * (degree[tried] - 1) // 2).sum() + (~first).sum() < need:  # not even if no pair came twice
             return False
-        counts = np.bincount(cols, minlength=N0)  # rows, cols: by column, then row (_coupled_nodes)
-        colptr = np.concatenate([[0], np.cumsum(counts + 1)]).astype(np.int64)
+        coupled = np.zeros((Nt, Nt), dtype=bool)
+        coupled[rows[~first] - N0, cols[~first] - N0] = True
+        found = int(np.count_nonzero(coupled))
+        start = np.concatenate([[0], np.cumsum(degree)])
+        later = rows[first] - N0
+        for j in tried:
+            if found >= need or degree[j] < 2:
+                break
+            nb = later[start[j] : start[j + 1]]  # sorted: its pairs (a > b) are the lower triangle
+            block = coupled[np.ix_(nb, nb)]
+            lower = np.tril(~block, -1)
+            found += int(np.count_nonzero(lower))
+            coupled[np.ix_(nb, nb)] = block | lower
+        if found < need:
+            return False
+        colptr = np.concatenate([[0], np.cumsum(degree + 1)]).astype(np.int64)
         rowidx = np.empty(int(colptr[-1]), dtype=np.int64)
         rowidx[colptr[:-1]] = np.arange(N0)  # each column's pivot first
         below = np.ones(len(rowidx), dtype=bool)
         below[colptr[:-1]] = False
-        rowidx[below] = rows
+        rowidx[below] = rows[first]
         self.split = 1
         self._layout(colptr, rowidx, rows, cols)
         return True

@@ -1,4 +1,4 @@
-"""The factor plan's layout of two crossed terms whose second is the dense tail, laid out without
+"""The factor plan's layout where the terms after the first are the dense tail, laid out without
 the symbolic analysis (FactorPlan._crossed_pair), against the symbolic analysis itself: the same
 layout on designs of any coupling, and the kernel not called where the shortcut applies."""
 
@@ -30,7 +30,7 @@ def _crossed(rng, n, n_s, n_i, share, formula):
     n = len(s)
     x = rng.normal(size=n)
     y = x + rng.normal(size=n_s)[s] + rng.normal(size=n_i)[i] + 0.5 * x * rng.normal(size=n_s)[s] + rng.normal(size=n)
-    df = pd.DataFrame({"s": s.astype(str), "i": i.astype(str), "x": x, "y": y})
+    df = pd.DataFrame({"s": s.astype(str), "i": i.astype(str), "g": (i % 3).astype(str), "x": x, "y": y})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return MixedModel.from_formula(formula, df)
@@ -50,7 +50,9 @@ def _plans(model, monkeypatch):
     n_s=st.integers(3, 60),
     n_i=st.integers(2, 60),
     share=st.sampled_from([0.02, 0.05, 0.1, 0.2, 0.4, 1.0]),
-    formula=st.sampled_from(["y ~ x + (x|s) + (1|i)", "y ~ x + (1|s) + (x|i)", "y ~ x + (x|s) + (x|i)"]),
+    formula=st.sampled_from(
+        ["y ~ x + (x|s) + (1|i)", "y ~ x + (1|s) + (x|i)", "y ~ x + (x|s) + (x|i)", "y ~ x + (x|s) + (1|i) + (1|g)"]
+    ),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_crossed_pair_layout_equals_the_symbolic_analysis(n_s, n_i, share, formula, seed):
