@@ -110,8 +110,14 @@ class CrossProducts:
             XytZ.append(xz.reshape(Xy.shape[1], nl * p))
         ZjtZi = {}
         for j in range(1, len(terms)):
-            Zj = terms[j].sparse_Z(w, rows)
+            Zj = None
             for i in range(j):
+                if w is None and terms[j].is_intercept and terms[i].is_intercept:
+                    ZjtZi[(j, i)] = _cell_counts(
+                        terms[j].codes[rows], terms[i].codes[rows], terms[j].nlevels, terms[i].nlevels
+                    )
+                    continue
+                Zj = terms[j].sparse_Z(w, rows) if Zj is None else Zj
                 ZjtZi[(j, i)] = (Zj.T @ terms[i].sparse_Z(None, rows)).tocsr()
         return cls(ZtZ, ZjtZi, XytZ, gram(Xy, Xyw), Xy.shape[0])
 
@@ -134,3 +140,19 @@ class CrossProducts:
             self.XytXy + other.XytXy,
             self.n + other.n,
         )
+
+
+def _cell_counts(cj: np.ndarray, ci: np.ndarray, nj: int, ni: int) -> sp.csr_matrix:
+    """Z_j'Z_i of two random intercepts without weights: the rows in each cell of their levels'
+    cross-tabulation (nj × ni, the empty cells not stored), counted directly rather than by a
+    sparse product (0.4-0.9 ms a crossed model's build): the same integers."""
+    key = np.asarray(cj, dtype=np.int64) * ni + np.asarray(ci, dtype=np.int64)
+    if nj * ni <= max(4 * len(key), 1 << 16):  # a dense count of every cell is cheap
+        counts = np.bincount(key, minlength=nj * ni)
+        cells = np.flatnonzero(counts)
+        counts = counts[cells]
+    else:
+        cells, counts = np.unique(key, return_counts=True)
+    index = np.int32 if nj * ni < 2**31 else np.int64
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(cells // ni, minlength=nj))]).astype(index)
+    return sp.csr_matrix((counts.astype(float), (cells % ni).astype(index), indptr), shape=(nj, ni))

@@ -95,3 +95,28 @@ def test_densely_crossed_slopes_call_no_symbolic_kernel(monkeypatch):
     with pytest.raises(AssertionError, match="symbolic analysis called"):
         lmm_criterion(sparse.design, True, dense=False)
     assert calls
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(
+    n=st.integers(1, 400),
+    nj=st.integers(1, 400),
+    ni=st.integers(1, 400),  # beyond 65,536 cells and 4 n: counted by unique keys
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_cell_counts_equal_the_sparse_product(n, nj, ni, seed):
+    """Z_j'Z_i of two random intercepts counted cell by cell (blocks._cell_counts, dense counts
+    or unique keys) equals the sparse product it replaces, entry by entry, with no empty cell
+    stored and its columns sorted."""
+    import scipy.sparse as sp
+
+    from midas_glmm.design.blocks import _cell_counts
+
+    rng = np.random.default_rng(seed)
+    cj, ci = rng.integers(0, nj, n), rng.integers(0, ni, n)
+    Zj = sp.csr_matrix((np.ones(n), (np.arange(n), cj)), shape=(n, nj))
+    Zi = sp.csr_matrix((np.ones(n), (np.arange(n), ci)), shape=(n, ni))
+    expected = (Zj.T @ Zi).toarray()
+    got = _cell_counts(cj, ci, nj, ni)
+    assert got.shape == (nj, ni) and np.array_equal(got.toarray(), expected)
+    assert got.nnz == np.count_nonzero(expected) and got.has_sorted_indices
