@@ -112,10 +112,9 @@ class CrossProducts:
         for j in range(1, len(terms)):
             Zj = None
             for i in range(j):
-                if w is None and terms[j].is_intercept and terms[i].is_intercept:
-                    ZjtZi[(j, i)] = _cell_counts(
-                        terms[j].codes[rows], terms[i].codes[rows], terms[j].nlevels, terms[i].nlevels
-                    )
+                if terms[j].is_intercept and terms[i].is_intercept:
+                    codes = (terms[j].codes[rows], terms[i].codes[rows])
+                    ZjtZi[(j, i)] = _cell_counts(*codes, terms[j].nlevels, terms[i].nlevels, w)
                     continue
                 Zj = terms[j].sparse_Z(w, rows) if Zj is None else Zj
                 ZjtZi[(j, i)] = (Zj.T @ terms[i].sparse_Z(None, rows)).tocsr()
@@ -142,17 +141,21 @@ class CrossProducts:
         )
 
 
-def _cell_counts(cj: np.ndarray, ci: np.ndarray, nj: int, ni: int) -> sp.csr_matrix:
-    """Z_j'Z_i of two random intercepts without weights: the rows in each cell of their levels'
-    cross-tabulation (nj × ni, the empty cells not stored), counted directly rather than by a
-    sparse product (0.4-0.9 ms a crossed model's build): the same integers."""
+def _cell_counts(cj: np.ndarray, ci: np.ndarray, nj: int, ni: int, w: np.ndarray | None = None) -> sp.csr_matrix:
+    """Z_j'WZ_i of two random intercepts: the rows (their weights ``w``) in each cell of their
+    levels' cross-tabulation (nj × ni; a cell summing to 0 not stored, as the sparse product it
+    replaces leaves it out), summed directly, row by row in order as that product sums them, rather
+    than by the product (0.4-0.9 ms a crossed model's build)."""
     key = np.asarray(cj, dtype=np.int64) * ni + np.asarray(ci, dtype=np.int64)
-    if nj * ni <= max(4 * len(key), 1 << 16):  # a dense count of every cell is cheap
-        counts = np.bincount(key, minlength=nj * ni)
-        cells = np.flatnonzero(counts)
-        counts = counts[cells]
+    if nj * ni <= max(4 * len(key), 1 << 16):  # a dense sum over every cell is cheap
+        sums = np.bincount(key, weights=w, minlength=nj * ni)
+        cells = np.flatnonzero(sums)
+        sums = sums[cells]
     else:
-        cells, counts = np.unique(key, return_counts=True)
+        cells, inverse = np.unique(key, return_inverse=True)
+        sums = np.bincount(inverse.ravel(), weights=w, minlength=len(cells))
+        kept = sums != 0
+        cells, sums = cells[kept], sums[kept]
     index = np.int32 if nj * ni < 2**31 else np.int64
     indptr = np.concatenate([[0], np.cumsum(np.bincount(cells // ni, minlength=nj))]).astype(index)
-    return sp.csr_matrix((counts.astype(float), (cells % ni).astype(index), indptr), shape=(nj, ni))
+    return sp.csr_matrix((sums.astype(float), (cells % ni).astype(index), indptr), shape=(nj, ni))

@@ -97,26 +97,30 @@ def test_densely_crossed_slopes_call_no_symbolic_kernel(monkeypatch):
     assert calls
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(
     n=st.integers(1, 400),
     nj=st.integers(1, 400),
-    ni=st.integers(1, 400),  # beyond 65,536 cells and 4 n: counted by unique keys
+    ni=st.integers(1, 400),  # beyond 65,536 cells and 4 n: summed by unique keys
+    weighted=st.sampled_from([None, "positive", "with zeros"]),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_cell_counts_equal_the_sparse_product(n, nj, ni, seed):
-    """Z_j'Z_i of two random intercepts counted cell by cell (blocks._cell_counts, dense counts
-    or unique keys) equals the sparse product it replaces, entry by entry, with no empty cell
-    stored and its columns sorted."""
+def test_cell_counts_equal_the_sparse_product(n, nj, ni, weighted, seed):
+    """Z_j'WZ_i of two random intercepts summed cell by cell (blocks._cell_counts, dense sums or
+    unique keys) equals the sparse product it replaces to the bit, entry by entry (weighted rows,
+    zero weights included), with no cell of sum 0 stored and its columns sorted."""
     import scipy.sparse as sp
 
     from midas_glmm.design.blocks import _cell_counts
 
     rng = np.random.default_rng(seed)
     cj, ci = rng.integers(0, nj, n), rng.integers(0, ni, n)
-    Zj = sp.csr_matrix((np.ones(n), (np.arange(n), cj)), shape=(n, nj))
+    w = None if weighted is None else rng.uniform(0.1, 3.0, n)
+    if weighted == "with zeros":
+        w[rng.uniform(size=n) < 0.3] = 0.0
+    Zj = sp.csr_matrix((np.ones(n) if w is None else w, (np.arange(n), cj)), shape=(n, nj))
     Zi = sp.csr_matrix((np.ones(n), (np.arange(n), ci)), shape=(n, ni))
-    expected = (Zj.T @ Zi).toarray()
-    got = _cell_counts(cj, ci, nj, ni)
-    assert got.shape == (nj, ni) and np.array_equal(got.toarray(), expected)
-    assert got.nnz == np.count_nonzero(expected) and got.has_sorted_indices
+    product = Zj.T @ Zi
+    got = _cell_counts(cj, ci, nj, ni, w)
+    assert got.shape == (nj, ni) and np.array_equal(got.toarray(), product.toarray())
+    assert got.nnz == np.count_nonzero(product.toarray()) and got.has_sorted_indices
