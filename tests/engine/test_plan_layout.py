@@ -124,3 +124,21 @@ def test_cell_counts_equal_the_sparse_product(n, nj, ni, weighted, seed):
     got = _cell_counts(cj, ci, nj, ni, w)
     assert got.shape == (nj, ni) and np.array_equal(got.toarray(), product.toarray())
     assert got.nnz == np.count_nonzero(product.toarray()) and got.has_sorted_indices
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_stored_entries_are_tocoos(fmt):
+    """sparsity.stored_entries gives a matrix's stored entries as tocoo gives them, in the same
+    order: for a CSR matrix read off its arrays, unsorted columns and duplicates included."""
+    import scipy.sparse as sp
+
+    from midas_glmm.engine.sparsity import stored_entries
+
+    rng = np.random.default_rng(5)
+    indptr = np.array([0, 3, 3, 7, 9])
+    indices = rng.integers(0, 6, 9)  # unsorted, with repeats
+    M = sp.csr_matrix((rng.normal(size=9), indices, indptr), shape=(4, 6))
+    M = M.asformat(fmt) if fmt != "csr" else M
+    C = M.tocoo()
+    row, col, data = stored_entries(M)
+    assert np.array_equal(row, C.row) and np.array_equal(col, C.col) and np.array_equal(data, C.data)
