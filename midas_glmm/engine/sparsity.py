@@ -52,7 +52,7 @@ rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
 
 #: largest dense tail (bytes) the plan will allocate; beyond it the factor stays sparse
 MAX_TAIL_BYTES = 4 * 2**30
-#: FactorPlan._crossed_pair: the largest tail it checks (a boolean matrix of its node pairs), and
+#: FactorPlan._tail_after_first_term: the largest tail it checks (a boolean matrix of its node pairs), and
 #: how many of the first term's nodes (largest first) it unites the cliques of before leaving the
 #: plan to the symbolic analysis
 CLIQUE_TAIL = 4000
@@ -175,7 +175,7 @@ class FactorPlan:
         elif self.k == 1:  # one term: its levels share no rows, the factor is block diagonal
             self.split = 1
             self._layout(np.arange(self.N + 1, dtype=np.int64), np.arange(self.N, dtype=np.int64), rows, cols)
-        elif not self._staged(rows, cols) and not self._crossed_pair(rows, cols):
+        elif not self._staged(rows, cols) and not self._tail_after_first_term(rows, cols):
             order = np.lexsort((rows, cols))
             adjptr = np.searchsorted(cols[order], np.arange(self.N + 1)).astype(np.int64)
             colptr, rowidx = kernels.symbolic(adjptr, rows[order].astype(np.int64), self.N)
@@ -218,7 +218,7 @@ class FactorPlan:
         self.stages = StageElimination(self, dense)
         return True
 
-    def _crossed_pair(self, rows: np.ndarray, cols: np.ndarray) -> bool:
+    def _tail_after_first_term(self, rows: np.ndarray, cols: np.ndarray) -> bool:
         """Lay out a plan whose terms after the first form the dense tail without the symbolic
         analysis (its kernel compiles ~2 s on a first fit), where that is quickly seen to hold:
         the later terms' nodes fit :data:`MAX_TAIL_BYTES` as a tail, and at least
@@ -228,7 +228,8 @@ class FactorPlan:
         :meth:`_choose_split` takes them as the tail whatever the further fill, and the sparse
         part, the first term, has no fill (its nodes couple to none of each other: a column's
         pattern is the node and its coupled later nodes). Crossed terms with slopes,
-        ``(x|subject) + (1|item)``; False (nothing set) otherwise."""
+        ``(x|subject) + (1|item)``, or InstEval's students × lecturers × departments; False
+        (nothing set) otherwise."""
         if self.k < 2:
             return False
         N0 = int(self.node_base[1])

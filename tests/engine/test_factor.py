@@ -503,7 +503,7 @@ def test_a_tail_after_two_sparse_terms_equals_dense_algebra(formula, monkeypatch
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
     compiled_plans(monkeypatch)  # the compiled kernels' layout
     monkeypatch.setattr(FactorPlan, "_choose_split", lambda self, colptr: 2)
-    monkeypatch.setattr(FactorPlan, "_crossed_pair", lambda self, rows, cols: False)  # the symbolic analysis's
+    monkeypatch.setattr(FactorPlan, "_tail_after_first_term", lambda self, rows, cols: False)  # the symbolic analysis's
     plan = FactorPlan(d.terms, cp)
     assert plan.split == 2 and plan.qt > 0 and plan.Ns > d.terms[0].nlevels
     tm = ThetaMap(d.terms)

@@ -1,5 +1,5 @@
 """The factor plan's layout where the terms after the first are the dense tail, laid out without
-the symbolic analysis (FactorPlan._crossed_pair), against the symbolic analysis itself: the same
+the symbolic analysis (FactorPlan._tail_after_first_term), against the symbolic analysis itself: the same
 layout on designs of any coupling, and the kernel not called where the shortcut applies."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _plans(model, monkeypatch):
     """(the plan as built, the plan by the symbolic analysis)."""
     crit, _ = lmm_criterion(model.design, True, dense=False)
     with monkeypatch.context() as m:
-        m.setattr(sparsity.FactorPlan, "_crossed_pair", lambda self, rows, cols: False)
+        m.setattr(sparsity.FactorPlan, "_tail_after_first_term", lambda self, rows, cols: False)
         symbolic, _ = lmm_criterion(model.design, True, dense=False)
     return crit, symbolic
 
@@ -55,7 +55,7 @@ def _plans(model, monkeypatch):
     ),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_crossed_pair_layout_equals_the_symbolic_analysis(n_s, n_i, share, formula, seed):
+def test_tail_after_first_term_layout_equals_the_symbolic_analysis(n_s, n_i, share, formula, seed):
     """Any coupling of the two terms: where the shortcut lays the plan out, its split and every
     array of the layout are the symbolic analysis's, and so is the criterion."""
     rng = np.random.default_rng(seed)
