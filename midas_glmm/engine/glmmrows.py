@@ -481,14 +481,13 @@ class RowBlock:
             return (*self._gradient_from_rows(dl, w, dw, lams, factor, S_data)[:4], [])
         dl, w, v = np.empty(n), np.empty(n), np.empty(n)
         Zlv = np.zeros((rm.plan.q, 2))
-        rowkernels.canonical_gradient_rows(
-            self._link, mu, a, b, rm.Zall, rm.zidx, Lblk, rm.dest, rm.za, rm.zb, rm.mult,
-            np.ascontiguousarray(S_data, dtype=float), dl, w, v, Zlv,
-        )  # fmt: skip
-        qv = factor.solve(factor.lam_t(Zlv[:, 1]))
         Zr, Xr = np.zeros(rm.plan.q), np.zeros(self._Xc.shape[1])
+        S = np.ascontiguousarray(S_data, dtype=float)
+        rows = (rm.Zall, rm.zidx, Lblk, rm.dest, rm.za, rm.zb, rm.mult, S, dl, w, v, Zlv)
+        rowkernels.canonical_gradient_rows(True, self._link, mu, a, b, *rows, S, self._Xc, Zr, Xr, np.empty(len(Lblk)))
+        qv = factor.solve(factor.lam_t(Zlv[:, 1]))
         bq = np.ascontiguousarray(factor.lam(qv), dtype=float)
-        rowkernels.gradient_residual_rows(rm.Zall, rm.zidx, bq, dl, w, v, self._Xc, Zr, Xr)
+        rowkernels.canonical_gradient_rows(False, self._link, mu, a, b, *rows, bq, self._Xc, Zr, Xr, S)
         return Zlv[:, 0], Zr, Xr, qv, []
 
     def _threshold_gradient(self, eta, tau, h, Zq) -> np.ndarray:

@@ -21,7 +21,6 @@ __all__ = [
     "working_system",
     "working_buffers",
     "canonical_gradient_rows",
-    "gradient_residual_rows",
     "agq_loglik",
     "leverages",
     "zt_product",
@@ -364,14 +363,32 @@ def _working_system_kernel(link_c: int, layout: int):
 
 
 @njit(cache=True)
-def canonical_gradient_rows(link, mu, ya, yb, Zall, zidx, Lblk, dest, za, zb, mult, S, dl, w, v, ZtLV):
-    """The first pass of the Laplace gradient of a canonical binomial or Poisson model at the
-    means ``mu`` (formed from the last pass's :func:`logit_terms` or :func:`exp_terms`), per row: ℓ' = dl, w = −ℓ'' and
-    v = h w' (h = ζ'Sζ the leverage, ζ = Λ'z from ``Lblk``, the λ blocks on the diagonal; S the
-    inverse's entries at the data blocks' positions ``dest``), and Z'[ℓ' v] added into ZtLV (q × 2)."""
+def canonical_gradient_rows(
+    first, link, mu, ya, yb, Zall, zidx, Lblk, dest, za, zb, mult, S, dl, w, v, ZtLV, bq, X, Zr, Xr, zeta
+):
+    """The two passes of the Laplace gradient of a canonical binomial or Poisson model, one
+    dispatcher (one compilation after install; the arguments of the other pass unused).
+
+    ``first``: at the means ``mu`` (formed from the last pass's :func:`logit_terms` or
+    :func:`exp_terms`), per row ℓ' = dl, w = −ℓ'' and v = h w' (h = ζ'Sζ the leverage, ζ = Λ'z
+    from ``Lblk``, the λ blocks on the diagonal, into ``zeta``; S the inverse's entries at the data
+    blocks' positions ``dest``), and Z'[ℓ' v] added into ZtLV (q × 2). Else: r = v − w ZΛq per
+    row (``bq`` = Λq), Z'r into Zr and X'(r − 2ℓ') into Xr."""
     n, ncol = Zall.shape
+    if not first:
+        p = X.shape[1]
+        for i in range(n):
+            zq = 0.0
+            for c in range(ncol):
+                zq += Zall[i, c] * bq[zidx[i, c]]
+            ri = v[i] - w[i] * zq
+            for c in range(ncol):
+                Zr[zidx[i, c]] += Zall[i, c] * ri
+            t = ri - 2.0 * dl[i]
+            for j in range(p):
+                Xr[j] += X[i, j] * t
+        return
     npair = dest.shape[1]
-    zeta = np.empty(ncol)
     for i in range(n):
         m, a, b = mu[i], ya[i], yb[i]
         if link == LOGIT:
@@ -397,24 +414,6 @@ def canonical_gradient_rows(link, mu, ya, yb, Zall, zidx, Lblk, dest, za, zb, mu
             r = zidx[i, c]
             ZtLV[r, 0] += zc * dli
             ZtLV[r, 1] += zc * vi
-
-
-@njit(cache=True)
-def gradient_residual_rows(Zall, zidx, bq, dl, w, v, X, Zr, Xr):
-    """The second pass of that gradient: r = v − w ZΛq per row (``bq`` = Λq), Z'r into Zr and
-    X'(r − 2ℓ') into Xr."""
-    n, ncol = Zall.shape
-    p = X.shape[1]
-    for i in range(n):
-        zq = 0.0
-        for c in range(ncol):
-            zq += Zall[i, c] * bq[zidx[i, c]]
-        ri = v[i] - w[i] * zq
-        for c in range(ncol):
-            Zr[zidx[i, c]] += Zall[i, c] * ri
-        t = ri - 2.0 * dl[i]
-        for j in range(p):
-            Xr[j] += X[i, j] * t
 
 
 @njit(cache=True)
