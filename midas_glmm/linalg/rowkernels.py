@@ -151,6 +151,11 @@ def _logit_logs_from(e, t, lp):
     return mu, logmu, log1mu
 
 
+#: the same, inlined into the working system's pass (numba's IR): one dispatcher fewer for a first
+#: fit to compile (~0.1 s)
+_logit_logs_inlined = njit(inline="always")(_logit_logs_from.py_func)
+
+
 @njit(cache=True)
 def _log_link(e):
     """(μ, log μ) at η = e for the log link, μ held at its floor as Family.linkinv."""
@@ -284,7 +289,7 @@ def _working_system_kernel(link_c: int, layout: int):
                 if link_c == GIVEN:
                     wi, zi = t[i], lt[i]
                 elif link_c == LOGIT:
-                    mu, logmu, log1mu = _logit_logs_from(e, t[i], lt[i])
+                    mu, logmu, log1mu = _logit_logs_inlined(e, t[i], lt[i])
                     d = mu * (1.0 - mu)
                     ll += const[i] + ya[i] * logmu + yb[i] * log1mu
                 else:
