@@ -744,3 +744,46 @@ def test_lambda_products_equal_the_dense_block_diagonal_lambda(name):
     assert np.allclose(L.lam(M), dense @ M, rtol=1e-14, atol=1e-14)
     assert np.allclose(L.lam_t(v), dense.T @ v, rtol=1e-14, atol=1e-14)
     assert np.allclose(L.lam(v), dense @ v, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "formula", ["y ~ x + (x|a) + (x|b)", "y ~ x + (x|school) + (x|a)", "y ~ x + (x + x2|school) + (x|a) + (1|b)"]
+)
+def test_two_by_two_blocks_are_scaled_as_the_general_product_does(formula):
+    """scale_blocks and scatter_tail write λ_i'A_ijλ_j of a 2 × 2 block out in full (_lam_pair):
+    every entry the general block product's (_lam_product) to the bit, beside 3 × 2, 1 × 2 and
+    scalar blocks, on the diagonal (mirrored) and off it, in the sparse part and the tail."""
+    from midas_glmm.engine.factor import lam_flat
+    from midas_glmm.linalg import kernels
+
+    d = build_design(formula, _data(seed=5))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    P = FactorPlan(d.terms, cp)
+    assert P.Ns and P.qt
+    rng = np.random.default_rng(8)
+    lam, lamoff = lam_flat([np.tril(rng.uniform(-1.5, 1.5, (t.p, t.p))) for t in d.terms])
+    A = P.load(cp).A
+    A = A + rng.normal(scale=1e-3, size=A.shape) * (A != 0)  # no exact sums to hide an order
+    out = np.empty(P.nsparse)
+    kernels.scale_blocks(A, out, P.colptr, P.rowidx, P.blkoff, P.nsize, P.nterm, lam, lamoff, P.Ns)
+    T = np.zeros((P.qt, P.qt))
+    kernels.scatter_tail(A[P.nsparse :], P.brow, P.bcol, P.boff, P.nsize, P.nterm, lam, lamoff, P.tailoff, T)
+    want, scratch, pairs = np.empty(P.nsparse), np.empty(9), 0
+    for j in range(P.Ns):
+        for e in range(P.colptr[j], P.colptr[j + 1]):
+            i, o = P.rowidx[e], P.blkoff[e]
+            pi, pj = P.nsize[i], P.nsize[j]
+            pairs += pi == pj == 2
+            li, lj = lamoff[P.nterm[i]], lamoff[P.nterm[j]]
+            kernels._lam_product(A, o, pi, pj, lam, li, lj, want, o, pj, scratch, bool(i == j))
+        o = P.blkoff[P.colptr[j]]
+        want[o : o + P.nsize[j] ** 2 : P.nsize[j] + 1] += 1.0
+    assert np.array_equal(out, want)
+    flat = np.zeros(P.qt * P.qt)
+    for e in range(len(P.brow)):
+        i, j = P.brow[e], P.bcol[e]
+        pairs += P.nsize[i] == P.nsize[j] == 2
+        oo = P.tailoff[i] * P.qt + P.tailoff[j]
+        li, lj = lamoff[P.nterm[i]], lamoff[P.nterm[j]]
+        kernels._lam_product(A[P.nsparse :], P.boff[e], P.nsize[i], P.nsize[j], lam, li, lj, flat, oo, P.qt, scratch)
+    assert pairs and np.array_equal(T, flat.reshape(P.qt, P.qt))
