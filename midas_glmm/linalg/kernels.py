@@ -315,6 +315,12 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, tail_by_call
         for e in range(colptr[j] + 1, colptr[j + 1]):
             pi = nsize[rowidx[e]]
             o = blkoff[e]
+            if pi == 2 and pj == 2:  # the loops below written out (a 5th of their time): the same operations
+                for r in range(2):
+                    v = L[o + 2 * r] / L[od]
+                    L[o + 2 * r] = v
+                    L[o + 2 * r + 1] = (L[o + 2 * r + 1] - v * L[od + 2]) / L[od + 3]
+                continue
             for r in range(pi):
                 for c in range(pj):
                     s = L[o + r * pj + c]
