@@ -71,6 +71,16 @@ def _scale_tail(M, Tw, lam, lamoff, nsize, nterm, tailoff, Ns, N):
         pa, oa, la = nsize[a], tailoff[a], lamoff[nterm[a]]
         for b in range(Ns, a + 1):
             pb, ob, lb = nsize[b], tailoff[b], lamoff[nterm[b]]
+            if pa == 2 and pb == 2:  # written out (the loops below cost several times the arithmetic)
+                a0, a1, a2 = lam[la], lam[la + 2], lam[la + 3]  # λ_a = [[a0, 0], [a1, a2]], λ_b alike
+                b0, b1, b2 = lam[lb], lam[lb + 2], lam[lb + 3]
+                m00, m01, m10, m11 = M[oa, ob], M[oa, ob + 1], M[oa + 1, ob], M[oa + 1, ob + 1]
+                t0, t1 = m00 * b0 + m01 * b1, m10 * b0 + m11 * b1  # (M λ_b)'s first column
+                Tw[oa, ob] = a0 * t0 + a1 * t1
+                Tw[oa, ob + 1] = (a0 * m01 + a1 * m11) * b2
+                Tw[oa + 1, ob] = a2 * t1
+                Tw[oa + 1, ob + 1] = a2 * m11 * b2
+                continue
             for r in range(pa):
                 for c in range(pb):
                     s = 0.0
