@@ -125,7 +125,11 @@ def make(case: Case) -> pd.DataFrame:
         x1 = rng.choice([-0.5, 0.5], n)
         us = rng.multivariate_normal([0, 0], [[0.36, 0.06], [0.06, 0.09]], G)
         ui = rng.multivariate_normal([0, 0], [[0.16, -0.02], [-0.02, 0.04]], items)
-        y = 1 + 0.3 * x1 + us[subj, 0] + us[subj, 1] * x1 + ui[item, 0] + ui[item, 1] * x1 + rng.normal(size=n)
+        eta = us[subj, 0] + us[subj, 1] * x1 + ui[item, 0] + ui[item, 1] * x1
+        if case.family == "binomial":  # a correct/incorrect answer
+            y = (rng.random(n) < 1.0 / (1.0 + np.exp(-(0.5 + 0.3 * x1 + eta)))).astype(float)
+        else:
+            y = 1 + 0.3 * x1 + eta + rng.normal(size=n)
         return pd.DataFrame({"subj": subj, "item": item, "x1": x1, "y": y})
     if case.kind == "crossed":  # InstEval's shape: students x lecturers, lecturers within departments
         rng = np.random.default_rng(73421)
@@ -450,6 +454,20 @@ SHAPE_CASES = [
         )
         for name, n, subjects in (("crossed_slopes_lmm", 20_000, 200), ("crossed_slopes_lmm_600", 600, 30))
     ],
+    Case(
+        "crossed_slopes_binary",
+        "crossed_slopes",
+        20_000,
+        200,
+        "y ~ x1 + (1 + x1|subj) + (1 + x1|item)",
+        family="binomial",
+        tools=PEERS,
+        group="shapes",
+        factors=("subj", "item"),
+        levels="200 subj x 100 item",
+        notes="crossed_slopes_lmm's design with a binary answer (logit link): the maximal GLMM of a "
+        "psycholinguistic experiment",
+    ),
     Case(
         "obslevel_poisson",
         "obslevel",

@@ -538,6 +538,14 @@ def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
                 pk = nsize[k]
                 if i >= Ns and k >= Ns:  # both in the tail: read its inverse in place
                     ti, tk = tailoff[i], tailoff[k]
+                    if pi == 2 and pj == 2 and pk == 2:  # the loops below written out (the same sums)
+                        z00, z01, z10, z11 = Zt[ti, tk], Zt[ti, tk + 1], Zt[ti + 1, tk], Zt[ti + 1, tk + 1]
+                        y00, y01, y10, y11 = Y[f - lo, 0, 0], Y[f - lo, 0, 1], Y[f - lo, 1, 0], Y[f - lo, 1, 1]
+                        acc[0, 0] -= z00 * y00 + z01 * y10
+                        acc[0, 1] -= z00 * y01 + z01 * y11
+                        acc[1, 0] -= z10 * y00 + z11 * y10
+                        acc[1, 1] -= z10 * y01 + z11 * y11
+                        continue
                     for r in range(pi):
                         for c in range(pj):
                             s = 0.0
