@@ -525,9 +525,26 @@ def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
             scalar = scalar and nsize[rowidx[e]] == 1
         if scalar:  # every block 1 × 1 (crossed random intercepts): a gathered product
             _scalar_column(Z, Zt, colptr, rowidx, blkoff, Ns, tailoff, lo, hi, Y)
+        pairs = pj == 2  # every block 2 × 2 and every row in the tail (crossed random slopes)
+        for e in range(lo, hi):
+            pairs = pairs and nsize[rowidx[e]] == 2 and rowidx[e] >= Ns
+        if pairs:  # the general loops below written out, their sums in registers (the same order)
+            for e in range(lo, hi):
+                ti = tailoff[rowidx[e]]
+                a00 = a01 = a10 = a11 = 0.0
+                for f in range(lo, hi):
+                    tk = tailoff[rowidx[f]]
+                    z00, z01, z10, z11 = Zt[ti, tk], Zt[ti, tk + 1], Zt[ti + 1, tk], Zt[ti + 1, tk + 1]
+                    y00, y01, y10, y11 = Y[f - lo, 0, 0], Y[f - lo, 0, 1], Y[f - lo, 1, 0], Y[f - lo, 1, 1]
+                    a00 -= z00 * y00 + z01 * y10
+                    a01 -= z00 * y01 + z01 * y11
+                    a10 -= z10 * y00 + z11 * y10
+                    a11 -= z10 * y01 + z11 * y11
+                o = blkoff[e]
+                Z[o], Z[o + 1], Z[o + 2], Z[o + 3] = a00, a01, a10, a11
         acc = np.zeros((pmax, pj))
         for e in range(lo, hi):
-            if scalar:
+            if scalar or pairs:
                 break
             i = rowidx[e]
             pi = nsize[i]
@@ -538,14 +555,6 @@ def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
                 pk = nsize[k]
                 if i >= Ns and k >= Ns:  # both in the tail: read its inverse in place
                     ti, tk = tailoff[i], tailoff[k]
-                    if pi == 2 and pj == 2 and pk == 2:  # the loops below written out (the same sums)
-                        z00, z01, z10, z11 = Zt[ti, tk], Zt[ti, tk + 1], Zt[ti + 1, tk], Zt[ti + 1, tk + 1]
-                        y00, y01, y10, y11 = Y[f - lo, 0, 0], Y[f - lo, 0, 1], Y[f - lo, 1, 0], Y[f - lo, 1, 1]
-                        acc[0, 0] -= z00 * y00 + z01 * y10
-                        acc[0, 1] -= z00 * y01 + z01 * y11
-                        acc[1, 0] -= z10 * y00 + z11 * y10
-                        acc[1, 1] -= z10 * y01 + z11 * y11
-                        continue
                     for r in range(pi):
                         for c in range(pj):
                             s = 0.0
