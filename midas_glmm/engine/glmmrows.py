@@ -326,6 +326,7 @@ class RowBlock:
         ll = rowkernels.working_system(
             self._link, eta, t, lt, xb, *self._rows, self._Xc, np.asarray(shift, dtype=float), rscale, joint,
             rm.Zall, rm.dest, rm.za, rm.zb, rm.zidx, rm.pair, A, XZ, XX, *rowkernels.working_buffers(m, rm.ncol),
+            every_pair=rm.every_pair,
         )  # fmt: skip
         if not np.isfinite(ll):
             return ll, None

@@ -490,6 +490,15 @@ class RowMap:
         # (glmmrows.NUMPY_ROWS), whose first fit then compiles no row pass
         self.numpy_rows = False
         self.unit_z = bool(np.all(self.Zall == 1.0))  # every column a random intercept's
+        # the compiled pass's layout for more than four products: every product of every row (rows
+        # whose columns are mostly nonzero: slopes of a covariate) or only those of a row's nonzero
+        # columns (indicators of a factor's levels), by the work each would do
+        npair = len(self.za)
+        if npair > 4:
+            nonzero = np.count_nonzero(self.Zall, axis=1)
+            self.every_pair = bool(np.mean(nonzero.astype(float) ** 2) >= npair / 2)
+        else:
+            self.every_pair = True
         self._xs = None  # the last (X, shift and rscale's bytes, X_s') of the numpy passes
         self._cols = None  # contiguous columns of dest, zidx, Z and the products z_za z_zb (numpy passes)
         self._sparse_maps = None  # (S_A, Z') of the numpy passes' working system (_sparse)
@@ -557,7 +566,7 @@ class RowMap:
         done = rowkernels.working_system(
             codes.GIVEN, c, w, c, c, c, c, c, c, c, c, X, shift, rscale, True,
             self.Zall, self.dest, self.za, self.zb, self.zidx, self.pair, A, XZ, XX,
-            *rowkernels.working_buffers(p + 1, self.ncol),
+            *rowkernels.working_buffers(p + 1, self.ncol), every_pair=self.every_pair,
         )  # fmt: skip
         if not np.isfinite(done):  # the pass stops at the first row with a non-finite weight or value
             raise FloatingPointError("a working weight or response is not finite")

@@ -28,6 +28,7 @@ def rows(seed=3, n=700):
             "o": rng.normal(0, 0.1, n),
             "g": [f"g{i}" for i in g],
             "h": [f"h{i}" for i in h],
+            "f": rng.choice(["a", "b", "c"], n),
         }
     )
 
@@ -50,7 +51,8 @@ FORMULAS = {
     "scalar": "+ (1|g)",  # one column: the kernel's scalar path
     "slope": "+ (x|g)",  # two columns, three products: every product
     "crossed": "+ (1|g) + (1|h)",  # two scalar terms: every product
-    "wide": "+ (x|g) + (1|h)",  # six products per row: the kernel's path over nonzero columns
+    "wide": "+ (x|g) + (1|h)",  # six products per row, every column nonzero: every product
+    "indicators": "+ (0 + f|g) + (1|h)",  # ten products, a row's two nonzero columns: the path over them
 }
 
 
@@ -63,6 +65,7 @@ def test_fused_pass_equals_the_steps(response, family, terms, joint):
     prob = GLMMProblem(m.design, m.family, standardize_X=True, dense=False)
     block = prob.rows.block
     assert block.compiled
+    assert block.rowmap.every_pair == (terms != "indicators")
     rng = np.random.default_rng(1)
     theta = prob.tmap.start * 0.8
     lams = prob.tmap.lams(theta)
@@ -264,3 +267,24 @@ def test_fits_on_the_link_kernels_equal_fits_on_numpys_exp_and_log(response, fam
     assert kernels.llf == pytest.approx(plain.llf, abs=1e-8)
     assert np.allclose(kernels.params, plain.params, atol=1e-6 * plain.bse.min())
     assert np.allclose(kernels.bse, plain.bse, rtol=1e-6)
+
+
+@pytest.mark.parametrize("terms", ["wide", "indicators"])
+def test_every_product_and_the_nonzero_columns_give_the_same_sums(terms):
+    """The pass's two layouts for many products (RowMap.every_pair: every product of every row,
+    or those of a row's nonzero columns) sum the same numbers in the same order: equal to the bit,
+    on rows whose columns are all nonzero and on rows of indicators."""
+    m = MixedModel.from_formula(f"c ~ x + x2 {FORMULAS[terms]}", rows(), family="poisson")
+    prob = GLMMProblem(m.design, m.family, standardize_X=True, dense=False)
+    block = prob.rows.block
+    lams = prob.tmap.lams(prob.tmap.start * 0.8)
+    us = [np.random.default_rng(2).normal(0, 0.5, t.q) for t in m.design.terms]
+    beta_raw = np.array([0.1, 0.7, -0.3])
+    out = []
+    for every in (True, False):
+        block.rowmap.every_pair = every
+        out.append(block.evaluate(beta_raw, lams, us, 1.0, True, prob.shift, prob.scale))
+    (ll1, b1), (ll2, b2) = out
+    assert ll1 == ll2
+    for part in ("A", "XZ", "XX"):
+        assert np.array_equal(getattr(b1, part), getattr(b2, part))
