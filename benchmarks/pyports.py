@@ -117,6 +117,7 @@ CASES = [
     PCase("slope_lmm_1e5", _gen("slope_lmm_1e5"), BY_NAME["slope_lmm_1e5"].formula),
     PCase("insteval_crossed", _gen("insteval_crossed"), BY_NAME["insteval_crossed"].formula),
     PCase("crossed_slopes_lmm", _gen("crossed_slopes_lmm"), BY_NAME["crossed_slopes_lmm"].formula),
+    PCase("crossed_slopes_binary", _gen("crossed_slopes_binary"), BY_NAME["crossed_slopes_binary"].formula, "binomial"),
 ]
 BY = {c.name: c for c in CASES}
 

@@ -27,6 +27,7 @@ __all__ = [
     "logdet_gradient_blocks",
     "symmetric_product",
     "clique_union",
+    "level_blocks",
     "level_factor",
     "level_solve",
     "level_inverse",
