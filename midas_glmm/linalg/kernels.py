@@ -401,6 +401,12 @@ def forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, tail_by_call
             pi = nsize[i]
             oi = nodeoff[i]
             o = blkoff[e]
+            if pi == 2 and pj == 2:  # the loops below written out: each entry's updates in their order
+                for h in range(m):
+                    r0, r1 = R[oj, h], R[oj + 1, h]
+                    R[oi, h] = (R[oi, h] - L[o] * r0) - L[o + 1] * r1
+                    R[oi + 1, h] = (R[oi + 1, h] - L[o + 2] * r0) - L[o + 3] * r1
+                continue
             for r in range(pi):
                 for k in range(pj):
                     lrk = L[o + r * pj + k]
@@ -421,6 +427,12 @@ def backward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, X):
             pi = nsize[i]
             oi = nodeoff[i]
             o = blkoff[e]
+            if pi == 2 and pj == 2:  # the loops below written out: each entry's updates in their order
+                for h in range(m):
+                    x0, x1 = X[oi, h], X[oi + 1, h]
+                    X[oj, h] = (X[oj, h] - L[o] * x0) - L[o + 2] * x1
+                    X[oj + 1, h] = (X[oj + 1, h] - L[o + 1] * x0) - L[o + 3] * x1
+                continue
             for r in range(pi):
                 for k in range(pj):
                     lrk = L[o + r * pj + k]
@@ -588,10 +600,44 @@ def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
 
 
 # ---------------------------------------------------------------- gradient of the profiled criterion
+@njit(cache=True, inline="always")
+def _gradient_pair(G, go, S, so, rs, lam, li, lj, D, di, dj, diag):
+    """:func:`_gradient_block` of a 2 × 2 block, its loops written out (they cost several times the
+    arithmetic): the same products, the same zero entries of G skipped, in the same order."""
+    for a in range(2):
+        g0, g1 = G[go + 2 * a], G[go + 2 * a + 1]
+        for c in range(2):
+            s0, s1 = S[so + c * rs], S[so + c * rs + 1]
+            s = 0.0
+            if g0 != 0.0:
+                s += g0 * lam[lj] * s0
+                s += g0 * lam[lj + 1] * s1
+            if g1 != 0.0:
+                s += g1 * lam[lj + 2] * s0
+                s += g1 * lam[lj + 3] * s1
+            D[di + 2 * a + c] += s
+    if not diag:
+        for a in range(2):
+            g0, g1 = G[go + a], G[go + 2 + a]
+            for c in range(2):
+                s0, s1 = S[so + c], S[so + rs + c]
+                s = 0.0
+                if g0 != 0.0:
+                    s += g0 * lam[li] * s0
+                    s += g0 * lam[li + 1] * s1
+                if g1 != 0.0:
+                    s += g1 * lam[li + 2] * s0
+                    s += g1 * lam[li + 3] * s1
+                D[dj + 2 * a + c] += s
+
+
 @njit(cache=True)
 def _gradient_block(G, go, S, so, rs, pi, pj, lam, li, lj, D, di, dj, diag):
     """For one stored block (i, j), i ≥ j, of G = Z'WZ and of S = (Λ'GΛ + I)⁻¹ (row stride
     ``rs``): D_i += G_ij Λ_j S_ij' and, off the diagonal, D_j += G_ij' Λ_i S_ij."""
+    if pi == 2 and pj == 2:
+        _gradient_pair(G, go, S, so, rs, lam, li, lj, D, di, dj, diag)
+        return
     for a in range(pi):
         for c in range(pi):
             s = 0.0
