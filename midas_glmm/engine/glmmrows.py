@@ -485,7 +485,10 @@ class RowBlock:
         Zr, Xr = np.zeros(rm.plan.q), np.zeros(self._Xc.shape[1])
         S = np.ascontiguousarray(S_data, dtype=float)
         rows = (rm.Zall, rm.zidx, Lblk, rm.dest, rm.za, rm.zb, rm.mult, S, dl, w, v, Zlv)
-        rowkernels.canonical_gradient_rows(True, self._link, mu, a, b, *rows, S, self._Xc, Zr, Xr, np.empty(len(Lblk)))
+        # one dispatcher, two passes: the first's Λq (not known yet) and the second's ζ scratch
+        # (not used) stand in as S, an array of their type
+        zeta = np.empty(len(Lblk))
+        rowkernels.canonical_gradient_rows(True, self._link, mu, a, b, *rows, S, self._Xc, Zr, Xr, zeta)
         qv = factor.solve(factor.lam_t(Zlv[:, 1]))
         bq = np.ascontiguousarray(factor.lam(qv), dtype=float)
         rowkernels.canonical_gradient_rows(False, self._link, mu, a, b, *rows, bq, self._Xc, Zr, Xr, S)
