@@ -600,44 +600,10 @@ def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
 
 
 # ---------------------------------------------------------------- gradient of the profiled criterion
-@njit(cache=True, inline="always")
-def _gradient_pair(G, go, S, so, rs, lam, li, lj, D, di, dj, diag):
-    """:func:`_gradient_block` of a 2 × 2 block, its loops written out (they cost several times the
-    arithmetic): the same products, the same zero entries of G skipped, in the same order."""
-    for a in range(2):
-        g0, g1 = G[go + 2 * a], G[go + 2 * a + 1]
-        for c in range(2):
-            s0, s1 = S[so + c * rs], S[so + c * rs + 1]
-            s = 0.0
-            if g0 != 0.0:
-                s += g0 * lam[lj] * s0
-                s += g0 * lam[lj + 1] * s1
-            if g1 != 0.0:
-                s += g1 * lam[lj + 2] * s0
-                s += g1 * lam[lj + 3] * s1
-            D[di + 2 * a + c] += s
-    if not diag:
-        for a in range(2):
-            g0, g1 = G[go + a], G[go + 2 + a]
-            for c in range(2):
-                s0, s1 = S[so + c], S[so + rs + c]
-                s = 0.0
-                if g0 != 0.0:
-                    s += g0 * lam[li] * s0
-                    s += g0 * lam[li + 1] * s1
-                if g1 != 0.0:
-                    s += g1 * lam[li + 2] * s0
-                    s += g1 * lam[li + 3] * s1
-                D[dj + 2 * a + c] += s
-
-
 @njit(cache=True)
 def _gradient_block(G, go, S, so, rs, pi, pj, lam, li, lj, D, di, dj, diag):
     """For one stored block (i, j), i ≥ j, of G = Z'WZ and of S = (Λ'GΛ + I)⁻¹ (row stride
     ``rs``): D_i += G_ij Λ_j S_ij' and, off the diagonal, D_j += G_ij' Λ_i S_ij."""
-    if pi == 2 and pj == 2:
-        _gradient_pair(G, go, S, so, rs, lam, li, lj, D, di, dj, diag)
-        return
     for a in range(pi):
         for c in range(pi):
             s = 0.0
