@@ -490,15 +490,12 @@ class RowMap:
         # (glmmrows.NUMPY_ROWS), whose first fit then compiles no row pass
         self.numpy_rows = False
         self.unit_z = bool(np.all(self.Zall == 1.0))  # every column a random intercept's
-        # the compiled pass's layout for more than four products: every product of every row (rows
-        # whose columns are mostly nonzero: slopes of a covariate) or only those of a row's nonzero
+        # the compiled pass's layout: every product of every row (at most four, or rows whose
+        # columns are mostly nonzero: slopes of a covariate) or only those of a row's nonzero
         # columns (indicators of a factor's levels), by the work each would do
         npair = len(self.za)
-        if npair > 4:
-            nonzero = np.count_nonzero(self.Zall, axis=1)
-            self.every_pair = bool(np.mean(nonzero.astype(float) ** 2) >= npair / 2)
-        else:
-            self.every_pair = True
+        nonzero = np.count_nonzero(self.Zall, axis=1) if npair > 4 else None
+        self.every_pair = npair <= 4 or bool(np.mean(nonzero.astype(float) ** 2) >= npair / 2)
         self._xs = None  # the last (X, shift and rscale's bytes, X_s') of the numpy passes
         self._cols = None  # contiguous columns of dest, zidx, Z and the products z_za z_zb (numpy passes)
         self._sparse_maps = None  # (S_A, Z') of the numpy passes' working system (_sparse)

@@ -210,7 +210,7 @@ _WORKING_SYSTEMS: dict = {}
 
 
 def working_system(
-    link, eta, t, lt, xb, y, prior, off, const, ya, yb, X, shift, rscale, joint, rm_Z, rm_dest, *rest, every_pair=False
+    link, eta, t, lt, xb, y, prior, off, const, ya, yb, X, shift, rscale, joint, rm_Z, rm_dest, *rest, every_pair
 ):
     """One PIRLS step's pass over the rows, here of a canonical binomial (logit) or Poisson (log)
     model: Σ log f(y | μ) at η, and the weighted working system there written straight into its
@@ -229,11 +229,9 @@ def working_system(
     The caller gives the work arrays (:func:`working_buffers`): ``pair[a, b]``, the pair k with
     (za, zb) = (a, b) or −1, and scratch for a chunk. An array made in here costs the first
     compilation numba's array constructors (about half a second) on top of the pass's own.
-    ``every_pair``: every product of every row even of more than four (the rows' columns mostly
-    nonzero: :attr:`RowMap.every_pair`), not only those of each row's nonzero columns; the same
-    sums (a zero column's products add zeros)."""
-    ncol, npair = rm_Z.shape[1], rm_dest.shape[1]
-    layout = _ONE_COLUMN if ncol == 1 else _EVERY_PAIR if npair <= 4 or every_pair else _NONZERO_PAIRS
+    ``every_pair`` (:attr:`RowMap.every_pair`): every product of every row, or only those of each
+    row's nonzero columns; the same sums (a zero column's products add zeros)."""
+    layout = _ONE_COLUMN if rm_Z.shape[1] == 1 else _EVERY_PAIR if every_pair else _NONZERO_PAIRS
     kernel = _WORKING_SYSTEMS.get((link, layout))
     if kernel is None:
         kernel = _WORKING_SYSTEMS[link, layout] = _working_system_kernel(link, layout)
