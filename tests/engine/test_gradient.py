@@ -325,3 +325,30 @@ def test_glmm_search_in_units_reaches_the_same_optimum_in_fewer_steps(monkeypatc
         evals[True].append(with_units.estimates.opt.nfev)
         evals[False].append(plain.estimates.opt.nfev)
     assert evals[True][0] <= evals[False][0] / 1.5 and sum(evals[True]) < sum(evals[False])
+
+
+@pytest.mark.parametrize("family, formula, kw", GLMM_CASES[:3])
+def test_glmm_search_stopped_at_its_gain_reaches_the_optimum_of_a_tight_search(family, formula, kw, monkeypatch):
+    """Stage 2's L-BFGS-B stops at relative gains below STAGE2_FTOL (glmmTMB's 1e-10); the Newton
+    steps on the convergence check's derivatives then complete the optimum: the fit equals one
+    searched to 1e-13 (log-likelihood, estimates, standard errors) with fewer gradients. Stopped
+    far earlier (1e-5, where the check fails) the Newton rescues still reach it, with no
+    convergence warning."""
+    import warnings
+
+    import midas_glmm.engine.pirls as pirls
+    from midas_glmm.errors import ConvergenceWarning
+
+    m = MixedModel.from_formula(formula, _glmm_data(seed=2), family=family, **kw)
+    fits, default = {}, pirls.STAGE2_FTOL
+    for ftol in (1e-13, default, 1e-5):
+        monkeypatch.setattr(pirls, "STAGE2_FTOL", ftol)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            fits[ftol] = m.fit()
+    tight = fits[1e-13]
+    for ftol, res in fits.items():
+        assert res.llf == pytest.approx(tight.llf, abs=1e-9)
+        assert np.allclose(res.params, tight.params, atol=1e-5 * tight.bse.min())
+        assert np.allclose(res.bse, tight.bse, rtol=2e-4)
+    assert fits[default].estimates.opt.nfev < tight.estimates.opt.nfev
