@@ -293,7 +293,7 @@ def ols_fit(cp: CrossProducts) -> tuple[np.ndarray, float]:
     return beta, max(float(A[k, k] - beta @ A[:k, k]), 0.0)
 
 
-def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.ndarray:
+def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1, residual: float | None = None) -> np.ndarray:
     """A starting θ from one-way ANOVA moments, computed from the cross-products alone.
 
     With r = y − Xβ̂_OLS, for each term and column a with per-level sums r_l = Σ z_a r and
@@ -302,19 +302,27 @@ def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1) -> np.nd
     the components, kept between ½ and 1 × the smallest MSW (each MSW holds the residual plus
     the other terms); a random intercept nested in another gives up the outer one's σ̂². λ starts
     diagonal at max(σ̂_a/σ̂, ``floor``): a start only, which the optimizer then refines; close
-    starts save most of BOBYQA's evaluations on large crossed fits.
+    starts save most of BOBYQA's evaluations on large crossed fits. ``residual``: σ² known (a
+    GLMM's working response, 1), λ then σ̂_a/σ.
     """
     k = cp.XytXy.shape[0] - 1
     zy = np.concatenate([XZ[k] for XZ in cp.XytZ])[None, :]
-    return moment_starts(cp, tmap, zy, cp.XytXy[None, :k, k], cp.XytXy[None, k, k], floor)[0]
+    return moment_starts(cp, tmap, zy, cp.XytXy[None, :k, k], cp.XytXy[None, k, k], floor, residual=residual)[0]
 
 
 def moment_starts(
-    cp: CrossProducts, tmap: ThetaMap, zy: np.ndarray, xy: np.ndarray, rr: np.ndarray, floor=0.1, ols=None
+    cp: CrossProducts,
+    tmap: ThetaMap,
+    zy: np.ndarray,
+    xy: np.ndarray,
+    rr: np.ndarray,
+    floor=0.1,
+    ols=None,
+    residual: float | None = None,
 ):
     """:func:`moment_start` for K responses on the design of ``cp`` at once, each given by its
     own blocks: Z'y (K × q, the terms' columns in order), X'y (K × p) and y'y (K,); ``ols``:
-    their :func:`ols_rss` on cp's X'X where the caller has it."""
+    their :func:`ols_rss` on cp's X'X where the caller has it; ``residual``: σ² known."""
     A = cp.XytXy
     k = A.shape[0] - 1
     n = cp.n
@@ -377,6 +385,8 @@ def moment_starts(
         # and σ_t² = (SSB_t / df_t − MSE) / (n / ℓ_t): the balanced ANOVA's estimates, REML's
         sigma2 = np.maximum(rss - sum(ssb for ssb, _, _ in anova), 0.0) / dfe
         comps = [np.maximum(ssb - df * sigma2, 0.0)[:, None] / nstar for ssb, df, nstar in anova]
+    if residual is not None:  # σ² known: the components' own SDs (not the estimated σ̂'s multiples)
+        sigma2 = np.full(K, float(residual))
     out = np.tile(tmap.start, (K, 1))
     good = np.isfinite(smallest) & (smallest > 0)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -43,6 +43,7 @@ class Binomial(UnitMean):
     statsmodels_name = "Binomial"
     agq = True
     canonical_mu_eta_is_variance = True
+    working_moments_low = True
     takes_trials = True
     mean_name = "prob"
     checks_separation = True

@@ -222,6 +222,21 @@ def test_moment_start_is_near_the_optimum_and_does_not_change_it():
     assert np.allclose(res.theta, other.x, atol=1e-4)
 
 
+def test_moment_start_with_a_known_residual_gives_the_components_own_sds():
+    """With σ² known (``residual``) λ is σ̂_a/σ: a response scaled by c scales those λ by c (above
+    the floor), while the default's σ̂_a/σ̂ does not change."""
+    from midas_glmm.engine.lmm import moment_start
+
+    d = build_design("y ~ x + (1|a) + (1|b) + (1|dept)", crossed())
+    base = CrossProducts.from_rows(d.terms, d.X, d.y)
+    scaled = CrossProducts.from_rows(d.terms, d.X, 3.0 * d.y)
+    tm = LMMCriterion(d.terms, base, REML=True).tmap
+    known, known3 = moment_start(base, tm, residual=1.0), moment_start(scaled, tm, residual=1.0)
+    above = known3 > 0.1
+    assert above[:2].all() and np.allclose(known3[above], 3.0 * known[above], rtol=1e-10)
+    assert np.allclose(moment_start(scaled, tm), moment_start(base, tm), rtol=1e-10)
+
+
 def test_a_response_far_from_zero_loses_no_precision():
     """Shifting y by a constant changes only the intercept. y − X b_OLS is what the blocks hold,
     so the penalised residual sum of squares is not the difference of two numbers of size y'y
