@@ -389,3 +389,22 @@ def test_glmm_search_starts_from_the_working_moments_unless_theta0_is_better(mon
         evals["moments"] += fit.estimates.opt.nfev
         evals["theta0"] += plain.estimates.opt.nfev
     assert evals["moments"] < 0.75 * evals["theta0"]
+
+
+def test_working_moments_apply_only_where_lambda_is_lmes_and_the_working_response_is_finite():
+    """The moments' start for lme4's (linear) λ from a finite working response; None (θ₀ starts)
+    for a structured term, and where η runs out of range (μ' overflows or vanishes: the working
+    response or its weights are not finite)."""
+    from midas_glmm.engine.pirls import GLMMProblem, _glm_start, _working_moments
+
+    d = _units_data()
+    for formula, applies in [("yc ~ x + (1|g) + (1|h)", True), ("yc ~ x + diag(x | g)", False)]:
+        m = MixedModel.from_formula(formula, d, family="poisson")
+        prob = GLMMProblem(m.design, m.family, True)
+        beta, phi = _glm_start(m.design, m.family, prob)
+        moments = _working_moments(m.design, m.family, prob, beta, phi)
+        assert (moments is not None) == applies
+        if applies:
+            assert moments.shape == (2,) and np.allclose(moments, m.fit().theta, atol=0.05)
+            far = beta + 800.0  # every exp(η) overflows: μ' infinite, the working weights not finite
+            assert _working_moments(m.design, m.family, prob, far, phi) is None
