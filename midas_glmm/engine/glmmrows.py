@@ -426,6 +426,29 @@ class RowBlock:
                 extra.append(self.zi.X.T @ g)
         return Zl, Zr, Xr, qv, extra
 
+    def mode_slope_sums(self, beta_raw, lams, us, dbs, S, phi=1.0) -> np.ndarray:
+        """Z'[ℓ', W Z∂b₁, …, W Z∂b_m, W X S] at (β, u) (q × (1 + m + p)): the row sums of the
+        modes' derivatives in θ and β (:func:`~.pirls._mode_predictor`), with ℓ' and W = −ℓ'' the
+        log-likelihood's derivatives in η (:meth:`laplace_rows`: the information of the Laplace
+        factor), ∂b_j = (∂Λ/∂θ_j)u (``dbs``, flat in node order) and S the standardisation."""
+        if self._link is not None:  # η and t of the PIRLS run's last pass, at these modes
+            eta, t = self._eta_and_t(beta_raw, lams, us)
+            dl, w, _ = self._canonical_derivatives(self._canonical_mu(eta, t))
+        else:
+            eta = self.eta(beta_raw, lams, us)
+            _, dl, w = self.laplace_rows(eta, phi, rows=False)
+        rm = self.rowmap
+        m = len(dbs)
+        V = np.empty((len(eta), 1 + m + self.X.shape[1]))
+        V[:, 0] = dl
+        zero = np.zeros(len(eta))
+        for j, db in enumerate(dbs):
+            np.multiply(w, rm.eta(zero, db), out=V[:, 1 + j])
+        np.multiply(self.X, w[:, None], out=V[:, 1 + m :])
+        sums = rm.zt_product(V)
+        sums[:, 1 + m :] = sums[:, 1 + m :] @ S  # Z'WX S: S applied on the levels' side
+        return sums
+
     def _channel_rows(self, channel, eta, mu, phi, dl, w):
         """(∂ log f, ∂ℓ', ∂w) per row in a channel's parameter ("log_phi" or "zeta"): the family's
         own in log φ where it has them (:meth:`Family.log_phi_rows`, given the rows' ℓ' and w),
@@ -454,6 +477,25 @@ class RowBlock:
         Zr = rm.zt_product(r[:, None])
         return Zlv[:, 0], Zr[:, 0], self.X.T @ (r - 2.0 * dl), qv, h, Zq
 
+    def _canonical_mu(self, eta, t) -> np.ndarray:
+        """μ of a canonical model from :func:`link_terms`' t as the PIRLS pass takes it: (1 or t)/(1 + t)
+        by the sign of η (logit), t (log), held inside the family's range."""
+        if self._link == codes.LOGIT:
+            mu = np.where(eta >= 0, 1.0, t)
+            mu /= 1.0 + t
+            return np.clip(mu, 1e-15, 1 - 1e-15, out=mu)
+        return np.maximum(t, 1e-300)
+
+    def _canonical_derivatives(self, mu) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ℓ', w = −ℓ'', w') in η per row of a canonical model at μ, prior-weighted (the a, b of
+        :attr:`canonical_rows`), as the compiled pass forms them."""
+        a, b = self._rows[4:]
+        if self._link == codes.LOGIT:
+            w = (a + b) * mu * (1.0 - mu)
+            return a - (a + b) * mu, w, w * (1.0 - 2.0 * mu)
+        w = b * mu
+        return a - w, w, w
+
     def _canonical_gradient_sums(self, eta, t, lams, factor, S_data):
         """:meth:`laplace_gradient_sums` of a canonical binomial or Poisson model (no extra
         channels) in two compiled passes over the rows, with the level-sized solve between them;
@@ -466,20 +508,9 @@ class RowBlock:
         for k, lam in enumerate(lams):
             Lblk[cb[k] : cb[k + 1], cb[k] : cb[k + 1]] = lam
         n = len(eta)
-        if self._link == codes.LOGIT:
-            mu = np.where(eta >= 0, 1.0, t)
-            mu /= 1.0 + t
-            np.clip(mu, 1e-15, 1 - 1e-15, out=mu)
-        else:
-            mu = np.maximum(t, 1e-300)
+        mu = self._canonical_mu(eta, t)
         if rm.numpy_rows:  # ℓ', w = −ℓ'' and w' of the canonical model, as the compiled pass forms them
-            if self._link == codes.LOGIT:
-                dl, w = a - (a + b) * mu, (a + b) * mu * (1.0 - mu)
-                dw = w * (1.0 - 2.0 * mu)
-            else:
-                dl, w = a - b * mu, b * mu
-                dw = w
-            return (*self._gradient_from_rows(dl, w, dw, lams, factor, S_data)[:4], [])
+            return (*self._gradient_from_rows(*self._canonical_derivatives(mu), lams, factor, S_data)[:4], [])
         dl, w, v = np.empty(n), np.empty(n), np.empty(n)
         Zlv = np.zeros((rm.plan.q, 2))
         Zr, Xr = np.zeros(rm.plan.q), np.zeros(self._Xc.shape[1])
