@@ -155,6 +155,18 @@ class ScalarTerm:
         g_lam = float(u @ (Zr - 2.0 * score) + q @ score + 2.0 * lam * np.sum(zW / H))
         return value, u, (g_lam, self.X.T @ (r - 2.0 * dl))
 
+    def mode_derivatives(self, lam: float, beta_raw: np.ndarray, u: np.ndarray, S: np.ndarray):
+        """dû/d(λ, β_s) at the modes u (levels × (1 + p)), None where the rows' log-likelihood is
+        not finite there: :func:`~.gradient.mode_derivatives` with Λ'Z'WZΛ + I diagonal, per group
+        ((Σ_g zℓ' − λu_g Σ_g z²W), −λ Σ_g zW X S) / H_g."""
+        _, sums = self.evaluate(self.off + self.X @ beta_raw, lam, u)
+        if sums is None:
+            return None
+        zdl, zW, _, W, _ = sums
+        zw = W if self.z is None else W * self.z
+        B = np.column_stack([self._group(c) for c in (self.X * zw[:, None]).T]) @ S
+        return np.column_stack([zdl - lam * u * zW, -lam * B]) / (1.0 + lam * lam * zW)[:, None]
+
 
 def _largest(a: np.ndarray) -> float:
     """max |x| over the entries of ``a`` (0 when there are none)."""

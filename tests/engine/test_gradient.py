@@ -422,6 +422,7 @@ MODE_CASES = [  # (family, link, formula, kw): the predictor's derivatives of th
     *[(family, None, formula, kw) for family, formula, kw in GLMM_CASES],
     ("nbinom2", None, "yc ~ x + (1|g) + (1|h)", {}),
     ("gamma", "log", "yg ~ x + (x|g)", {}),
+    ("ordinal", None, "yo ~ x + (1|g) + (1|h)", {}),
 ]
 
 
@@ -432,11 +433,15 @@ def test_mode_derivatives_equal_differences_of_the_modes(family, link, formula, 
     from midas_glmm.engine.gradient import mode_derivatives
     from midas_glmm.families import family as make_family
 
-    m = MixedModel.from_formula(formula, _count_data(), family=make_family(family, link), **kw)
+    d = _count_data()
+    d["yo"] = np.digitize(d.x + np.random.default_rng(6).logistic(size=len(d)), [-1.0, 0.0, 1.0])
+    m = MixedModel.from_formula(formula, d, family=make_family(family, link), **kw)
     prob = GLMMProblem(m.design, m.family, True)
     k, p = len(prob.tmap), prob.S.shape[0]
     x = np.concatenate([prob.tmap.start * 0.6 + 0.05, np.linspace(-0.3, 0.4, p)])
     phi = 1.7 if m.family.has_dispersion else 1.0
+    if m.family.thresholds:  # an ordinal model: φ is the thresholds
+        phi = m.family.thresholds_of(np.array([-1.0, 0.1, 0.2]))
     st = prob.pirls(x[:k], x[k:], phi, tol=1e-13)
     D = mode_derivatives(prob, st, x[:k], x[k:], phi)
     u0 = np.concatenate(st.u)
@@ -454,15 +459,51 @@ def test_mode_derivatives_equal_differences_of_the_modes(family, link, formula, 
         assert np.allclose(D[:, j], numeric, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(numeric).max())), j
 
 
-@pytest.mark.parametrize("family, formula, kw", [GLMM_CASES[0], GLMM_CASES[2]])
+SCALAR_MODE_CASES = [
+    ("binomial", "yb ~ x + (1|g)", {}),
+    ("binomial", "yp ~ x + (1|g)", {"weights": "n"}),
+    ("poisson", "yc ~ x + (0 + x|g)", {"offset": "x"}),
+]
+
+
+@pytest.mark.parametrize("family, formula, kw", SCALAR_MODE_CASES)
+def test_scalar_term_mode_derivatives_equal_differences_of_the_modes(family, formula, kw):
+    """The one-scalar-term path's dû/d(λ, β) (group by group) against central differences of its
+    own modes."""
+    m = MixedModel.from_formula(formula, _glmm_data(), family=family, **kw)
+    prob = GLMMProblem(m.design, m.family, True)
+    assert prob.scalar is not None
+    p = prob.S.shape[0]
+    x = np.concatenate([[0.8], np.linspace(-0.3, 0.4, p)])
+
+    def modes(z):
+        prob._u = [np.zeros(prob.scalar.levels)]
+        assert prob._scalar_laplace(z[:1], z[1:], gradient=False) is not None
+        return prob._u[0].copy()
+
+    u0 = modes(x)
+    D = prob.scalar.mode_derivatives(0.8, prob.S @ x[1:], u0, prob.S)
+    h = 1e-4
+    for j in range(1 + p):
+        e = np.zeros(1 + p)
+        e[j] = h
+        numeric = (modes(x + e) - modes(x - e)) / (2 * h)
+        assert np.allclose(D[:, j], numeric, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(numeric).max())), j
+
+
+@pytest.mark.parametrize("family, formula, kw", [GLMM_CASES[0], GLMM_CASES[2], SCALAR_MODE_CASES[1]])
 def test_hessian_runs_from_predicted_modes_take_two_passes_and_change_nothing(family, formula, kw, monkeypatch):
     """With the predictor each PIRLS run of the Hessian's gradient differences takes two passes
-    (from the modes at the optimum, three), and the fit is the fit without it."""
-    from midas_glmm.engine import glmmrows, pirls
+    (from the modes at the optimum, three), and the fit is the fit without it (the general path and
+    the one-scalar-term one)."""
+    from midas_glmm.engine import glmmrows, pirls, scalarterm
 
     m = MixedModel.from_formula(formula, _glmm_data(seed=2), family=family, **kw)
     count = {"in": False, "passes": 0, "k": 0}
-    evaluate, derivatives = glmmrows.RowBlock.evaluate, pirls.gradient_derivatives
+    derivatives = pirls.gradient_derivatives
+    scalar = m.design.terms[0].p == 1 and len(m.design.terms) == 1
+    owner = scalarterm.ScalarTerm if scalar else glmmrows.RowBlock
+    evaluate = owner.evaluate
 
     def counted_evaluate(self, *a, **kw_):
         count["passes"] += count["in"]
@@ -475,7 +516,7 @@ def test_hessian_runs_from_predicted_modes_take_two_passes_and_change_nothing(fa
         finally:
             count["in"] = False
 
-    monkeypatch.setattr(glmmrows.RowBlock, "evaluate", counted_evaluate)
+    monkeypatch.setattr(owner, "evaluate", counted_evaluate)
     monkeypatch.setattr(pirls, "gradient_derivatives", counted_derivatives)
     predicted = m.fit()
     passes_predicted = count["passes"]
@@ -484,6 +525,38 @@ def test_hessian_runs_from_predicted_modes_take_two_passes_and_change_nothing(fa
     monkeypatch.setattr(pirls, "_mode_predictor", lambda *a: None)
     plain = m.fit()
     assert passes_predicted < count["passes"]
+    assert predicted.llf == pytest.approx(plain.llf, abs=1e-8)
+    assert np.allclose(predicted.params, plain.params, rtol=1e-7, atol=1e-9)
+    assert np.allclose(predicted.bse, plain.bse, rtol=1e-5)
+
+
+def test_quadrature_hessian_starts_from_predicted_modes_and_changes_nothing(monkeypatch):
+    """nAGQ > 1: the deviance's central differences for the Hessian (1 + 2k + k(k − 1) runs) start
+    each group's Newton steps from the predicted modes: fewer passes, the same fit."""
+    from midas_glmm.engine import glmmrows, pirls
+
+    m = MixedModel.from_formula("yb ~ x + (1|g)", _glmm_data(seed=2), family="binomial")
+    count = {"in": False, "passes": 0}
+    sums, derivatives = glmmrows.RowBlock.scalar_sums, pirls.fd_derivatives
+
+    def counted_sums(self, *a, **kw_):
+        count["passes"] += count["in"]
+        return sums(self, *a, **kw_)
+
+    def counted_derivatives(*a, **kw_):
+        count["in"] = True
+        try:
+            return derivatives(*a, **kw_)
+        finally:
+            count["in"] = False
+
+    monkeypatch.setattr(glmmrows.RowBlock, "scalar_sums", counted_sums)
+    monkeypatch.setattr(pirls, "fd_derivatives", counted_derivatives)
+    predicted = m.fit(nAGQ=7)
+    passes_predicted, count["passes"] = count["passes"], 0
+    monkeypatch.setattr(pirls, "_mode_predictor", lambda *a: None)
+    plain = m.fit(nAGQ=7)
+    assert 0 < passes_predicted < 0.8 * count["passes"]
     assert predicted.llf == pytest.approx(plain.llf, abs=1e-8)
     assert np.allclose(predicted.params, plain.params, rtol=1e-7, atol=1e-9)
     assert np.allclose(predicted.bse, plain.bse, rtol=1e-5)
