@@ -553,7 +553,8 @@ class RowBlock:
             zc = np.ascontiguousarray(z, dtype=float)
             codes = np.ascontiguousarray(t.codes, dtype=np.int64)
             args = (np.asarray(u, float), np.asarray(s, float), np.asarray(nodes, float))
-            rowkernels.agq_loglik(self._link, base, zc, codes, float(lam), *args, const, ya, yb, out)
+            scratch = [np.empty(len(base)) for _ in range(3)]
+            rowkernels.agq_loglik(self._link, base, zc, codes, float(lam), *args, const, ya, yb, out, *scratch)
             return out
         K, G = len(nodes), t.nlevels
         if K * len(self.y) > AGQ_STACK_ROWS:  # node by node: the stacked rows would not be small
