@@ -627,6 +627,9 @@ class Factor:
             p = lam.shape[0]
             if p == 1:
                 np.multiply(M[rows], lam[0, 0], out=out[rows])
+            elif M.shape[1] == 1:  # one column (the modes, a PIRLS step's strip): the levels' rows x'
+                # times λ (Λ'x) or λ' (Λx), one small product (2 x 2: 1.4 µs against 7 for the entries)
+                out[rows] = (M[rows].reshape(-1, p) @ (lam if transpose else lam.T)).reshape(-1, 1)
             elif p == 2:  # each level's two rows by λ's entries (einsum's set-up costs more here)
                 m0, m1 = M[rows][0::2], M[rows][1::2]
                 o0, o1 = out[rows][0::2], out[rows][1::2]
