@@ -456,8 +456,10 @@ def _working_moments(design: Design, family: Family, prob: GLMMProblem, beta: np
     first step): λ is the moments' σ̂_b itself (``residual=1``; a GLMM's λ is not relative to a
     residual SD), which a common factor of the weights leaves unchanged. None where it does not
     apply (rows not in memory, a structured or nonlinear λ) or is not finite. A start only, and
-    biased low for binary responses as PQL is (VerbAgg 1.04 against θ̂ 1.34; Poisson within a few
-    hundredths): the search takes θ to the Laplace optimum."""
+    biased low for binomial responses as PQL is (VerbAgg 1.04 against θ̂ 1.34; Poisson within a few
+    hundredths): θ is scaled by the family's :attr:`Family.working_moments_scale` (binomial 1.25;
+    from θ₀ instead of the raw moments, which θ₀ beat, crossed Bernoulli 6e4 took 11 gradients, from
+    these 7), and the search takes it to the Laplace optimum."""
     tm = prob.tmap
     if design.source is not None or not tm.linear or any(t.structured for t in tm.terms):
         return None
@@ -475,6 +477,7 @@ def _working_moments(design: Design, family: Family, prob: GLMMProblem, beta: np
             theta = moment_start(cp, tm, residual=1.0)
         except (np.linalg.LinAlgError, FloatingPointError):  # degenerate moments: θ₀ starts
             return None
+    theta = theta * family.working_moments_scale
     return theta if np.all(np.isfinite(theta)) else None
 
 
@@ -686,12 +689,11 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
     # the straight search starts from the moments of the GLM's working response where they apply
     # (:func:`_working_moments`) unless θ₀ is better (the Laplace deviance, β from PIRLS at each:
     # a start worse than θ₀, however far, is never taken); stage 1 (the long way) keeps lme4's θ₀
-    # (not for a model of one θ whose family's moments are biased low, Family.working_moments_low:
-    # binomial, 0.73-0.85 of θ̂ over the benchmark and test models; a search in one θ from θ₀ takes
-    # few more steps than from closer, and the guard's PIRLS run cost more than it saved, cbpp and a
-    # 1e4-row Bernoulli 1.08-1.11x)
+    # (not for a model of one θ whose family's moments are biased low, Family.working_moments_scale:
+    # binomial; a search in one θ from θ₀ takes few more steps than from closer, and the guard's
+    # PIRLS run cost more than it saved, cbpp and a 1e4-row Bernoulli 1.08-1.11x)
     moments = None
-    low_one = len(tm) == 1 and family.working_moments_low
+    low_one = len(tm) == 1 and family.working_moments_scale != 1.0
     if straight and (ctl is None or ctl.start is None) and not (nz or Xd is not None or family.thresholds or low_one):
         moments = _working_moments(design, family, prob, beta0, phi0)
         if moments is not None and np.array_equal(moments, theta1):

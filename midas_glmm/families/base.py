@@ -98,10 +98,10 @@ class Family:
     kernel_link: int | None = None
     #: with the canonical link μ' = V(μ), so the Fisher weight is w·μ'/φ (binomial-logit, Poisson-log)
     canonical_mu_eta_is_variance = False
-    #: the moments of the GLM's working response (PQL's first step) put the random effects' SDs
-    #: well below the Laplace estimate (binary data: 0.73-0.85 of it), so a GLMM of one θ keeps
-    #: lme4's θ₀ as its search's start (pirls._working_moments)
-    working_moments_low = False
+    #: the moments of the GLM's working response (PQL's first step, pirls._working_moments) are
+    #: biased low for this family: the search starts from them times this factor, and a GLMM of
+    #: one θ keeps lme4's θ₀ (1.0: no bias seen; binomial's moments 0.73-0.88 of θ̂)
+    working_moments_scale = 1.0
     #: an exponential family with a unit deviance (lme4's deviance(), deviance residuals)
     has_unit_deviance = True
     #: the response may be successes out of trials (``cbind(successes, failures)``)

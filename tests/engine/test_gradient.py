@@ -399,6 +399,29 @@ def test_glmm_search_starts_from_the_working_moments_unless_theta0_is_better(mon
     assert evals["moments"] < 0.75 * evals["theta0"]
 
 
+@pytest.mark.parametrize("formula, kw", [("yb ~ x + (1|g) + (1|h)", {}), ("yp ~ x + (x|g)", {"weights": "n"})])
+def test_binomial_working_moments_are_scaled_up_for_pqls_attenuation(formula, kw, monkeypatch):
+    """PQL's moments put a binomial model's random-effect SDs low (Breslow & Lin): the start is
+    scaled by the family's factor, nearer θ̂ than the moments themselves, and the fit is the same
+    as from θ₀ in fewer gradients."""
+    import midas_glmm.engine.pirls as pirls
+    from midas_glmm.families import family as make_family
+
+    assert make_family("binomial").working_moments_scale > 1.0 and make_family("poisson").working_moments_scale == 1.0
+    m = MixedModel.from_formula(formula, _glmm_data(seed=2, n=3000), family="binomial", **kw)
+    own, seen = pirls._working_moments, []
+    monkeypatch.setattr(pirls, "_working_moments", lambda *a: seen.append(own(*a)) or seen[-1])
+    fit = m.fit()
+    monkeypatch.setattr(pirls, "_working_moments", lambda *a: None)
+    plain = m.fit()
+    scaled = seen[0]
+    raw = scaled / m.family.working_moments_scale
+    sd = plain.estimates.lower == 0  # the SDs (the Cholesky factors' diagonals)
+    assert np.linalg.norm((scaled - plain.theta)[sd]) < np.linalg.norm((raw - plain.theta)[sd])
+    assert fit.llf == pytest.approx(plain.llf, abs=1e-8)
+    assert fit.estimates.opt.nfev < plain.estimates.opt.nfev
+
+
 def test_working_moments_apply_only_where_lambda_is_lmes_and_the_working_response_is_finite():
     """The moments' start for lme4's (linear) λ from a finite working response; None (θ₀ starts)
     for a structured term, and where η runs out of range (μ' overflows or vanishes: the working
