@@ -27,7 +27,7 @@ from ..linalg import codes, lazy
 from .crossedrows import tree_sum
 from .sparsity import FactorPlan, PlanBlocks, RowMap
 
-__all__ = ["RowBlock", "LocalRows", "DaskRows"]
+__all__ = ["RowBlock", "LocalRows", "DaskRows", "flat_effects"]
 
 rowkernels = lazy.load("rowkernels")  # compiled: loaded on first use
 
@@ -122,8 +122,9 @@ def canonical_terms(link: int, eta: np.ndarray, a: np.ndarray, b: np.ndarray, m:
     return float(a @ logmu - b @ mu), mu, mu
 
 
-def _flat_effects(lams, us) -> np.ndarray:
-    """b = Λu of every term, flat in node order (level by level, each level's p values)."""
+def flat_effects(lams, us) -> np.ndarray:
+    """b = Λu of every term, flat in node order (level by level, each level's p values): each
+    level's vector u_l times its term's λ (any p × p matrices in ``lams``)."""
     return np.concatenate([(u.reshape(-1, lam.shape[0]) @ lam.T).ravel() for u, lam in zip(us, lams)])
 
 
@@ -218,7 +219,7 @@ class RowBlock:
         """η = offset + Xβ + ZΛu, row by row, without forming Z."""
         out = self.off + self.X @ beta_raw
         if self.rowmap is not None:
-            return self.rowmap.eta(out, _flat_effects(lams, us))
+            return self.rowmap.eta(out, flat_effects(lams, us))
         for t, lam, u in zip(self.terms, lams, us):
             b = u.reshape(-1, t.p) @ lam.T
             out = out + np.einsum("ij,ij->i", t.Zcols, b[t.codes])
@@ -314,7 +315,7 @@ class RowBlock:
         log(1 + e^(−|η|)) (logit) or e^η (log) by a vectorised kernel, then one compiled
         pass (:func:`rowkernels.working_system`) to the blocks of the working system."""
         rm = self.rowmap
-        b = _flat_effects(lams, us)
+        b = flat_effects(lams, us)
         if self._system_in_numpy:
             return self._canonical_numpy(beta_raw, b, joint, shift, scale)
         xb, eta, t, lt = self._linear_predictor_and_t(beta_raw, b)  # xb kept: the pass in u alone takes z − Xβ
@@ -356,7 +357,7 @@ class RowBlock:
     def _eta_and_t(self, beta_raw, lams, us) -> tuple[np.ndarray, np.ndarray]:
         """η and t (:meth:`_linear_predictor_and_t`) at (β, u): the last pass's when it was at
         exactly these values (PIRLS ends with a pass at its modes), else computed."""
-        b = _flat_effects(lams, us)
+        b = flat_effects(lams, us)
         last = self._last_pass
         if last is not None and np.array_equal(last[0], beta_raw) and np.array_equal(last[1], b):
             return last[2], last[3]

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..linalg import lazy
 from .factor import DENSE_LAM_Q, Factor, lam_flat
+from .glmmrows import flat_effects
 
 __all__ = ["profiled_gradient", "laplace_gradient", "mode_derivatives"]
 
@@ -169,11 +170,6 @@ def laplace_gradient(
     return value, np.concatenate([g_theta, prob.S.T @ g_beta_raw, *extra])
 
 
-def _per_level(mats, us) -> np.ndarray:
-    """Every term's levels' vectors x_l times its matrix M_t (x_l ↦ M_t x_l), flat in node order."""
-    return np.concatenate([(u.reshape(-1, M.shape[0]) @ M.T).ravel() for u, M in zip(us, mats)])
-
-
 def mode_derivatives(prob, st, theta: np.ndarray, beta: np.ndarray, phi: float = 1.0) -> np.ndarray:
     """dû/d(θ, β) at the modes of a PIRLS state ``st`` (q × (len θ + p), node order): the
     implicit derivative of the modes' equation Λ'Z'ℓ'(η) − u = 0, η = offset + Xβ + ZΛu,
@@ -185,11 +181,11 @@ def mode_derivatives(prob, st, theta: np.ndarray, beta: np.ndarray, phi: float =
     L = st.factor
     nt = len(theta)
     J = prob.tmap.jacobian_at(theta)
-    dbs = [_per_level([Jt[j] for Jt in J], st.u) for j in range(nt)]
+    dbs = [flat_effects([Jt[j] for Jt in J], st.u) for j in range(nt)]
     sums = prob.rows("mode_slope_sums", prob.S @ beta, L.lams, st.u, dbs, prob.S, phi)
     cuts = np.cumsum([u.size for u in st.u])[:-1]
     Zl = np.split(sums[:, 0], cuts)
     F = -L.lam_t(sums[:, 1:])
     for j in range(nt):
-        F[:, j] += _per_level([Jt[j].T for Jt in J], Zl)
+        F[:, j] += flat_effects([Jt[j].T for Jt in J], Zl)
     return L.solve(F)

@@ -810,8 +810,7 @@ def _optimize_glmm(design: Design, family: Family, prob: GLMMProblem, nAGQ: int,
             # benchmark GLMMs, a hundredth of the tolerance we hold against lme4
             predicted["start_at"] = None
             if not nz:
-                th, b, ph, _ = split(x)
-                predicted["start_at"] = _mode_predictor(prob, x, nt, p, ph)
+                predicted["start_at"] = _mode_predictor(prob, x, nt, p, split(x)[2])
             return gradient_derivatives(near(fun_grad), x, h=1e-4)
         # quadrature on one scalar term of a canonical model in memory: its modes group by group,
         # predicted alike (ScalarTerm's derivatives)
