@@ -575,26 +575,23 @@ def _mode_predictor(prob: GLMMProblem, x: np.ndarray, nt: int, p: int, phi):
         if D is None:
             return None
         D[:, 0] *= prob.tmap.jacobian[0][0, 0, 0]  # dλ/dθ
-
-        def start_scalar(point: np.ndarray) -> None:
-            prob._u = [U0 + D @ (point[: nt + p] - x[: nt + p])]
-
-        return start_scalar
-    last = prob.last_run
-    if (
-        last is not None
-        and np.array_equal(last[0], theta)
-        and np.array_equal(last[1], beta)
-        and np.array_equal(last[2], phi)
-    ):
-        st = last[3]  # the gradient at x has just run PIRLS there
+        cuts = []
     else:
-        st = prob.pirls(theta, beta, phi)
-    if not st.converged:
-        return None
-    D = mode_derivatives(prob, st, theta, beta, phi)
-    U0 = np.concatenate(st.u)
-    cuts = np.cumsum([u.size for u in st.u])[:-1]
+        last = prob.last_run
+        if (
+            last is not None
+            and np.array_equal(last[0], theta)
+            and np.array_equal(last[1], beta)
+            and np.array_equal(last[2], phi)
+        ):
+            st = last[3]  # the gradient at x has just run PIRLS there
+        else:
+            st = prob.pirls(theta, beta, phi)
+        if not st.converged:
+            return None
+        D = mode_derivatives(prob, st, theta, beta, phi)
+        U0 = np.concatenate(st.u)
+        cuts = np.cumsum([u.size for u in st.u])[:-1]
 
     def start_at(point: np.ndarray) -> None:
         prob._u = np.split(U0 + D @ (point[: nt + p] - x[: nt + p]), cuts)

@@ -159,7 +159,12 @@ _logit_logs_inlined = njit(inline="always")(_logit_logs_from.py_func)
 @njit(cache=True)
 def _log_link(e):
     """(μ, log μ) at η = e for the log link, μ held at its floor as Family.linkinv."""
-    mu = np.exp(e)
+    return _log_link_from(e, np.exp(e))
+
+
+@njit(cache=True)
+def _log_link_from(e, mu):
+    """:func:`_log_link` from μ = e^η computed beforehand."""
     if mu < 1e-300:
         return 1e-300, np.log(1e-300)
     return mu, e
@@ -464,9 +469,7 @@ def _agq_sums_kernel(link_c: int):
             else:
                 exp_terms(e, t, lt)
                 for i in range(len(base)):
-                    mu, logmu = t[i], e[i]
-                    if mu < 1e-300:  # μ at its floor as Family.linkinv (_log_link)
-                        mu, logmu = 1e-300, np.log(1e-300)
+                    mu, logmu = _log_link_from(e[i], t[i])
                     out[k, codes[i]] += const[i] + ya[i] * logmu - yb[i] * mu
 
     return sums
