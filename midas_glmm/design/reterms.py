@@ -197,14 +197,19 @@ class ThetaMap:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def slices(self) -> list[slice]:
+    def slices(self) -> tuple[slice, ...]:
         """Each term's slice of θ."""
-        return [slice(a, b) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+        return self._slices
+
+    @cached_property
+    def _slices(self) -> tuple[slice, ...]:
+        """:meth:`slices`, formed once (on first use: a map unpickled from before it kept them too)."""
+        return tuple(slice(int(a), int(b)) for a, b in zip(self.offsets[:-1], self.offsets[1:]))
 
     def lams(self, theta: np.ndarray) -> list[np.ndarray]:
         """λ_t(θ) for every term."""
         theta = np.asarray(theta, dtype=float)
-        return [t.lam(theta[s]) for t, s in zip(self.terms, self.slices())]
+        return [t.lam(theta[s]) for t, s in zip(self.terms, self._slices)]
 
     @property
     def linear(self) -> bool:

@@ -126,6 +126,8 @@ class GLMMProblem:
             )
         self.tmap = ThetaMap(design.terms)
         self._u = [np.zeros(t.q) for t in design.terms]
+        # each term's (first, end) in the vector of all modes
+        self._term_bounds = list(itertools.pairwise(int(e) for e in np.cumsum([0, *(t.q for t in design.terms)])))
         self.last_run: tuple | None = None  # (θ, β, φ, state) of the last PIRLS run in u alone
         # one scalar term of a canonical binomial or Poisson model, not many rows: PIRLS, the
         # Laplace deviance and its gradient group by group (scalarterm), without the factor
@@ -170,7 +172,7 @@ class GLMMProblem:
         fam = self.fam
         lams = self.tmap.lams(np.asarray(theta, dtype=float))
         # the modes as one vector U, and per term as views of it (the rows' passes take them so)
-        bounds = list(itertools.pairwise(np.cumsum([0, *(u.size for u in self._u)])))
+        bounds = self._term_bounds
 
         def parts(U_):
             return [U_[a:b] for a, b in bounds]
