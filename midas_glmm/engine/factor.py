@@ -581,7 +581,11 @@ class Factor:
         # step's). Not positive definite: only the [X y] part is indefinite (a Laplace
         # log-determinant with the observed information of NB1 / beta needs L_Z alone), raised
         # when the [X y] part is used.
-        LXX, info = lapack.dpotrf(blocks.XX - R.T @ R, lower=1, clean=1)
+        S = blocks.XX - R.T @ R
+        if S.shape[0] == 1:  # the system in u alone (one column z − Xβ): its factor is one root, as
+            self._LXX = None if S[0, 0] <= 0.0 else np.sqrt(S)  # LAPACK's (a NaN passes through)
+            return
+        LXX, info = lapack.dpotrf(S, lower=1, clean=1)
         self._LXX = LXX if info == 0 else None
 
     @property

@@ -125,6 +125,8 @@ def canonical_terms(link: int, eta: np.ndarray, a: np.ndarray, b: np.ndarray, m:
 def flat_effects(lams, us) -> np.ndarray:
     """b = Λu of every term, flat in node order (level by level, each level's p values): each
     level's vector u_l times its term's λ (any p × p matrices in ``lams``)."""
+    if len(us) == 1:  # one term: its product is the vector itself
+        return (us[0].reshape(-1, lams[0].shape[0]) @ lams[0].T).ravel()
     return np.concatenate([(u.reshape(-1, lam.shape[0]) @ lam.T).ravel() for u, lam in zip(us, lams)])
 
 
@@ -150,6 +152,7 @@ class RowBlock:
         # memory (LocalRows), which the gradient serves: not on Dask workers (16 bytes a row)
         self.keep_last_pass = False
         self._last_pass = None
+        self._pass_args = None  # what each compiled pass takes besides the point (_pass_arguments)
         # the rows with a positive prior weight, when some have none (None: every row)
         self._weighted = None if np.all(np.asarray(weights) > 0) else np.asarray(weights) > 0
 
@@ -323,15 +326,29 @@ class RowBlock:
             self._last_pass = (np.array(beta_raw, dtype=float), b, eta, t)
         m = self.X.shape[1] + 1 if joint else 1
         A, XZ, XX = np.zeros(rm.plan.nA), np.zeros((rm.plan.q, m)), np.zeros((m, m))
-        rscale = 1.0 / np.asarray(scale, dtype=float)
-        ll = rowkernels.working_system(
-            self._link, eta, t, lt, xb, *self._rows, self._Xc, np.asarray(shift, dtype=float), rscale, joint,
-            rm.Zall, rm.dest, rm.za, rm.zb, rm.zidx, rm.pair, A, XZ, XX, *rowkernels.working_buffers(m, rm.ncol),
-            every_pair=rm.every_pair,
+        kernel, shift_c, rscale, work = self._pass_arguments(m, shift, scale)
+        ll = kernel(
+            eta, t, lt, xb, *self._rows, self._Xc, shift_c, rscale, joint,
+            rm.Zall, rm.dest, rm.za, rm.zb, rm.zidx, rm.pair, A, XZ, XX, *work,
         )  # fmt: skip
         if not np.isfinite(ll):
             return ll, None
         return ll, PlanBlocks(A, XZ, XX, len(eta))
+
+    def _pass_arguments(self, m: int, shift, scale):
+        """(the compiled pass, X's shift and 1/scale as contiguous floats, the pass's scratch for
+        m columns), kept from the last pass while ``shift`` and ``scale`` are the same objects
+        (a PIRLS run's passes all take the problem's): a few microseconds a pass otherwise."""
+        kept = self._pass_args
+        if kept is None or kept[0] is not shift or kept[1] is not scale:
+            rm = self.rowmap
+            kernel = rowkernels.working_system_kernel(self._link, rm.Zall.shape[1], rm.every_pair)
+            shift_c, rscale = np.asarray(shift, dtype=float), 1.0 / np.asarray(scale, dtype=float)
+            self._pass_args = kept = (shift, scale, kernel, shift_c, rscale, {})
+        work = kept[5].get(m)
+        if work is None:  # fully overwritten by each pass: the same arrays serve them all
+            work = kept[5][m] = rowkernels.working_buffers(m, self.rowmap.ncol)
+        return kept[2], kept[3], kept[4], work
 
     def _canonical_numpy(self, beta_raw, b, joint, shift, scale):
         """:meth:`_canonical` in numpy (:attr:`RowMap.numpy_rows`: not many rows)."""

@@ -20,6 +20,7 @@ __all__ = [
     "canonical_working",
     "working_system",
     "working_buffers",
+    "working_system_kernel",
     "canonical_gradient_rows",
     "agq_loglik",
     "leverages",
@@ -236,11 +237,18 @@ def working_system(
     compilation numba's array constructors (about half a second) on top of the pass's own.
     ``every_pair`` (:attr:`RowMap.every_pair`): every product of every row, or only those of each
     row's nonzero columns; the same sums (a zero column's products add zeros)."""
-    layout = _ONE_COLUMN if rm_Z.shape[1] == 1 else _EVERY_PAIR if every_pair else _NONZERO_PAIRS
+    kernel = working_system_kernel(link, rm_Z.shape[1], every_pair)
+    return kernel(eta, t, lt, xb, y, prior, off, const, ya, yb, X, shift, rscale, joint, rm_Z, rm_dest, *rest)
+
+
+def working_system_kernel(link: int, ncol: int, every_pair: bool):
+    """:func:`working_system`'s compiled pass for ``link`` and ``ncol`` random-effects columns
+    (made on first use), to call with its arguments but ``link`` and ``every_pair``."""
+    layout = _ONE_COLUMN if ncol == 1 else _EVERY_PAIR if every_pair else _NONZERO_PAIRS
     kernel = _WORKING_SYSTEMS.get((link, layout))
     if kernel is None:
         kernel = _WORKING_SYSTEMS[link, layout] = _working_system_kernel(link, layout)
-    return kernel(eta, t, lt, xb, y, prior, off, const, ya, yb, X, shift, rscale, joint, rm_Z, rm_dest, *rest)
+    return kernel
 
 
 def _working_system_kernel(link_c: int, layout: int):

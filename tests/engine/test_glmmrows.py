@@ -85,6 +85,29 @@ def test_fused_pass_equals_the_steps(response, family, terms, joint):
     assert np.allclose(cp.XX, (M * W[:, None]).T @ M, rtol=1e-11)
 
 
+def test_the_kept_pass_arguments_follow_the_standardisation_and_the_system():
+    """The compiled pass keeps X's shift and 1/scale, and its scratch per width of [X_s c], from
+    one pass to the next: passes alternating two standardisations (new arrays of other values)
+    and the systems in u and in (β, u) give each the blocks of its own, as on a fresh block."""
+    df = rows(seed=5, n=400)
+    m = MixedModel.from_formula("cbind(k, n - k) ~ x + x2 + (x|g)", df, family="binomial")
+    prob = GLMMProblem(m.design, m.family, standardize_X=True, dense=False)
+    block = prob.rows.block
+    lams = prob.tmap.lams(prob.tmap.start * 0.7)
+    us = [np.random.default_rng(2).normal(0, 0.4, m.design.terms[0].q)]
+    beta = np.array([0.2, 0.5, -0.4])
+    plain = (np.zeros(3), np.ones(3))
+    for shift, scale in [(prob.shift, prob.scale), plain, (prob.shift.copy(), prob.scale.copy()), plain]:
+        for joint in (True, False, True):
+            ll, cp = block.evaluate(beta, lams, us, 1.0, joint, shift, scale)
+            ll0, cp0, *_ = stepwise(block, prob.plan, beta, lams, us, joint, shift, scale)
+            assert ll == pytest.approx(ll0, rel=1e-13)
+            assert cp.XZ.shape[1] == (4 if joint else 1)
+            for part in ("A", "XZ", "XX"):
+                a, b = getattr(cp, part), getattr(cp0, part)
+                assert np.allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max()), (part, joint)
+
+
 def test_fused_pass_in_the_tails_and_outside_the_domain():
     """μ held inside (0, 1) far in the logit's tails, as the step by step pass; an overflowing
     log-link η is a step to reject (−∞), not a crash."""

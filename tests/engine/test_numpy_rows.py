@@ -175,7 +175,7 @@ class _SystemOnly:
     def __getattr__(self, name):
         from midas_glmm.linalg import rowkernels
 
-        if name in ("working_system", "working_buffers"):
+        if name in ("working_system", "working_system_kernel", "working_buffers"):
             return getattr(rowkernels, name)
         raise AssertionError(f"a compiled row pass other than the working system was called: rowkernels.{name}")
 
