@@ -125,7 +125,7 @@ def canonical_terms(link: int, eta: np.ndarray, a: np.ndarray, b: np.ndarray, m:
 def flat_effects(lams, us) -> np.ndarray:
     """b = Λu of every term, flat in node order (level by level, each level's p values): each
     level's vector u_l times its term's λ (any p × p matrices in ``lams``)."""
-    if len(us) == 1:  # one term: its product is the vector itself
+    if len(us) == 1:  # one term: its product alone, without a concatenation (a copy)
         return (us[0].reshape(-1, lams[0].shape[0]) @ lams[0].T).ravel()
     return np.concatenate([(u.reshape(-1, lam.shape[0]) @ lam.T).ravel() for u, lam in zip(us, lams)])
 
