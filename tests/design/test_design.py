@@ -531,3 +531,24 @@ def test_text_index_is_pandas_own_index_of_the_labels(labels, name):
 
     got, want = text_index(labels, name=name), pd.Index(labels, name=name)
     assert got.identical(want) or (not labels and got.equals(want) and got.name == want.name)
+
+
+def test_theta_slices_formed_once_and_for_a_map_pickled_without_them():
+    """ThetaMap keeps each term's slice of θ after its first use; a map pickled before it kept
+    them (no _slices in its state) forms them on first use, the same slices."""
+    import pickle
+
+    from midas_glmm.design.reterms import ThetaMap
+
+    d = MixedModel.from_formula("Reaction ~ Days + (Days|Subject) + (1|Subject)", datasets.load("sleepstudy")).design
+    tm = ThetaMap(d.terms)
+    assert tm.slices() == (slice(0, 3), slice(3, 4))
+    assert tm.slices() is tm.slices()
+    state = dict(tm.__dict__)
+    state.pop("_slices")
+    old = ThetaMap.__new__(ThetaMap)
+    old.__dict__.update(pickle.loads(pickle.dumps(state)))
+    assert "_slices" not in old.__dict__
+    assert old.slices() == tm.slices()
+    theta = np.array([1.1, 0.2, 0.3, 0.7])
+    assert all(np.array_equal(a, b) for a, b in zip(old.lams(theta), tm.lams(theta)))
