@@ -19,7 +19,7 @@ from . import kernels  # called from compiled code: the module itself, not the l
 __all__ = ["diagonal_eliminator", "eliminate_forest", "eliminate_general", "points_kernel", "ols_sums", "residual_sums"]
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _cholesky_lower(T, n):
     """T[:n, :n] ← its lower Cholesky factor (the lower triangle is read); False if not PD."""
     for j in range(n):
@@ -38,7 +38,7 @@ def _cholesky_lower(T, n):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _copy_tail(T0, T):
     """T = T₀, the tail's data blocks laid out dense (with the tail's λ = I, as every group takes
     them: formed once by the caller, where a scatter per group had compiled the factor's scatter)."""
@@ -48,7 +48,7 @@ def _copy_tail(T0, T):
             T[a, b] = T0[a, b]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lam_t_rows(M, lam, lamoff, nsize, nterm, nodeoff, node_lo, node_hi, row0, out):
     """out[rows of nodes lo..hi] = λ' M[those rows] node by node (rows shifted by ``row0``)."""
     m = M.shape[1]
@@ -64,7 +64,7 @@ def _lam_t_rows(M, lam, lamoff, nsize, nterm, nodeoff, node_lo, node_hi, row0, o
                 out[o + c, h] = s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scale_tail(M, Tw, lam, lamoff, nsize, nterm, tailoff, Ns, N):
     """Tw (lower blocks) = λ_a' M_ab λ_b for tail nodes a ≥ b, from M's lower blocks."""
     for a in range(Ns, N):
@@ -90,7 +90,7 @@ def _scale_tail(M, Tw, lam, lamoff, nsize, nterm, tailoff, Ns, N):
                     Tw[oa + r, ob + c] = s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def eliminate_general(
     g_lo, g_hi, g_resp, g_lam, A, XZx, zy, colptr, rowidx, blkoff, nsize, nterm, nodeoff, lamoff, diagpos,
     Ns, qs, tailoff, T0, pan_n, pan_ptr, pan_dest, pan_src, L, R2, B, Ts, Rs, logdets,
@@ -137,7 +137,7 @@ def eliminate_general(
         kernels.forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, False)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def eliminate_forest(g_lo, g_hi, g_resp, g_lam, A, XZx, zy, colptr, rowidx, blkoff, nterm, lamoff, Ns, D, Rs, logdets):
     """:func:`eliminate_general` for a sparse part that is a forest of scalar nodes, each coupled
     to at most one later node, its parent (two levels of nested random intercepts,
@@ -196,7 +196,7 @@ def diagonal_eliminator(grouped: bool, tail_scalar: bool):
 
 
 def _diagonal_eliminator(grouped: bool, tail_scalar: bool):
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def eliminate(
         g_lo, g_hi, g_resp, g_lam, A, XZx, zy, colptr, blkoff, nterm, lamoff, Ns, qs, T0, B1, C, C_term, C_n,
         W, Zw, wu, Tp, Bw, BZt, Ts, Rs, logdets,
@@ -284,7 +284,7 @@ def points_kernel(tail_scalar: bool):
 
 
 def _points_kernel(tail_scalar: bool):
-    @njit(cache=True, fastmath={"reassoc", "contract"})
+    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
     def group_points(
         g_lo, g_hi, i, g_resp, logdets, Ts, Rs, XXx, xy, rr, p_group, p_lam, lamoff, nsize, nterm, nodeoff,
         tailoff, Ns, N, qs, reml, n, ldW, Tw, ct, sl, S, G, out_val, out_S,
@@ -382,7 +382,7 @@ def _points_kernel(tail_scalar: bool):
 
 
 # ----------------------------------------------------------------------------- the data pass
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ols_sums(Y, off, X, Xty, sy, buf):
     """Xty[j, k] += Σ_r X[r, j] y_rk and sy[k] += Σ_r y_rk, with y = Y − off, row by row: every
     sum runs over the rows in order, whatever the number of responses K (Y: n × K, any strides).
@@ -402,7 +402,7 @@ def ols_sums(Y, off, X, Xty, sy, buf):
                 Xty[j, k] += x * buf[k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def residual_sums(Y, off, Xs, B, w, zidx, zval, zy, xy, rr, yss, buf):
     """With r = y − X_s b (y = Y − off, b = B[:, k]) and prior weights w, row by row (each sum in
     row order, whatever K): Z'Wr (zy, q × K; row r of Z has its non-zeros zval[r] in the columns

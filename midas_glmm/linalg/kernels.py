@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grown(a, used, cap):
     """A copy of a[:used] in a new array of length ``cap`` (the rest uninitialised)."""
     out = np.empty(cap, a.dtype)
@@ -49,7 +49,7 @@ def _grown(a, used, cap):
 # (0.2-0.7 s each on a first fit), beside the one its other callers' int64 or bool compile.
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _heapsort(a, lo, hi):
     """Sort a[lo:hi] in place (heapsort: O(k log k), and far less to compile than numba's sort)."""
     k = hi - lo
@@ -60,7 +60,7 @@ def _heapsort(a, lo, hi):
         _sift(a, lo, np.int64(0), end)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sift(a, lo, root, size):
     """Move a[lo + root] down the max-heap a[lo : lo + size]."""
     while True:
@@ -75,7 +75,7 @@ def _sift(a, lo, root, size):
         root = child
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def symbolic(adjptr, adjidx, N):
     """Node pattern of the Cholesky factor, with fill: column j holds j, its adjacent later nodes
     and the rows of its children in the elimination tree (Liu, 1990).
@@ -124,7 +124,7 @@ def symbolic(adjptr, adjidx, N):
     return colptr, rowidx[:nnz].copy()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _largest(nsize) -> int:
     """The largest block size (p) of the nodes, at least 1."""
     m = 1
@@ -134,7 +134,7 @@ def _largest(nsize) -> int:
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lam_product(A, ao, pi, pj, lam, li, lj, out, oo, out_stride, T, symmetric=False):
     """out[a, b] = Σ_cd λ_i[c, a] A[c, d] λ_j[d, b]: the block λ_i' A λ_j (λ row-major), in two
     products of p³/2 each (λ lower triangular): T = Aλ_j with A's zeros skipped (a block of
@@ -160,7 +160,7 @@ def _lam_product(A, ao, pi, pj, lam, li, lj, out, oo, out_stride, T, symmetric=F
                 out[oo + b * out_stride + a] = s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _lam_pair(A, o, lam, li, lj, out, oo, out_stride, symmetric):
     """:func:`_lam_product` of a 2 × 2 block written out (a call per block had cost 5x its
     arithmetic): the same sums in the same order, the same bits."""
@@ -175,7 +175,7 @@ def _lam_pair(A, o, lam, li, lj, out, oo, out_stride, symmetric):
     out[oo + 1] = ic * t10 if symmetric else ia * t01 + ib * t11
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scale_blocks(A, out, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns):
     """out = Λ'AΛ + I on the sparse part's blocks (A in the same layout)."""
     T = np.empty(_largest(nsize) ** 2)
@@ -197,7 +197,7 @@ def scale_blocks(A, out, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns):
             out[o + a * pj + a] += 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scatter_tail(A, brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T):
     """T[block (I, J)] = λ_I' A_IJ λ_J for the tail's data blocks (I ≥ J), T full and zeroed."""
     qt = T.shape[1]
@@ -218,7 +218,7 @@ def scatter_tail(A, brow, bcol, boff, nsize, nterm, lam, lamoff, tailoff, T):
             _lam_product(A, o, pi, pj, lam, lamoff[nterm[i]], lamoff[nterm[j]], flat, oo, qt, scratch, np.bool_(False))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _find(rowidx, lo, hi, target):
     """Position of ``target`` in the sorted ``rowidx[lo:hi]`` (it is there by the symbolic step)."""
     while lo < hi:
@@ -230,7 +230,7 @@ def _find(rowidx, lo, hi, target):
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _update(L, Tf, qt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, o1, o2, pj):
     """Block (a, b), b ≤ a, of the Schur complement −= L_aj L_bj' (blocks at o1, o2 of column j)."""
     pa = nsize[a]
@@ -251,7 +251,7 @@ def _update(L, Tf, qt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, o1, o2,
             M[t + r * stride + c] -= s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _tail_updates(L, colptr, rowidx, blkoff, nsize, Ns, T, tile=64):
     """T −= Σ_j l_j l_j' over the scalar sparse columns j, l_j their rows in a scalar tail (node
     Ns + r is row r of T). Done by tiles of T's rows, so the scattered writes stay in cache."""
@@ -274,7 +274,7 @@ def _tail_updates(L, colptr, rowidx, blkoff, nsize, Ns, T, tile=64):
                 e1 += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cholesky_block(L, o, p):
     """The p × p block at L[o:] (row-major) replaced by its lower Cholesky factor, zeros above;
     False (the block left part done) if it is not positive definite."""
@@ -296,7 +296,7 @@ def _cholesky_block(L, o, p):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, tail_by_caller):
     """Right-looking block Cholesky of the sparse part, in place; the updates of the tail rows go
     into T (with ``tail_by_caller`` every column's tail-by-tail updates are left to the caller,
@@ -369,7 +369,7 @@ def factor_sparse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, T, tail_by_call
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _solve_block(L, o, p, R, r0, transpose):
     """R[r0 : r0 + p] ← D⁻¹ R[r0 : r0 + p] (or D'⁻¹) in place, D the lower p × p block at L[o:]."""
     m = R.shape[1]
@@ -384,7 +384,7 @@ def _solve_block(L, o, p, R, r0, transpose):
             R[r0 + c, h] /= d
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, tail_by_caller):
     """R ← L_sparse⁻¹ R over the sparse columns (R is q × m, rows in node order); the tail rows of
     R receive the updates (unless ``tail_by_caller``: then the caller applies them, by a dense
@@ -414,7 +414,7 @@ def forward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, R, tail_by_call
                         R[oi + r, h] -= lrk * R[oj + k, h]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def backward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, X):
     """X ← L_sparse'⁻¹ X over the sparse columns, the tail rows of X already solved."""
     m = X.shape[1]
@@ -441,7 +441,7 @@ def backward_solve(L, colptr, rowidx, blkoff, nsize, nodeoff, Ns, X):
         _solve_block(L, od, pj, X, oj, np.bool_(True))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _get_block(Z, Zt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, out):
     """out (p_a × p_b) = block (a, b) of the symmetric inverse, from its stored lower half."""
     pa = nsize[a]
@@ -462,7 +462,7 @@ def _get_block(Z, Zt, colptr, rowidx, blkoff, nsize, Ns, tailoff, a, b, out):
                 out[r, c] = Z[o + c * pa + r]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scalar_column(Z, Zt, colptr, rowidx, blkoff, Ns, tailoff, lo, hi, Y):
     """Z_ij = −Σ_k Z_ik Y_k for a column whose blocks are all 1 × 1: entries of the inverse
     between two tail nodes are read from Zt, others from the sparse part (found by search)."""
@@ -488,7 +488,7 @@ def _scalar_column(Z, Zt, colptr, rowidx, blkoff, Ns, tailoff, lo, hi, Y):
         Z[blkoff[e]] = -s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _invert_block(L, o, p, Linv):
     """Linv (p × p) = D⁻¹, lower triangular with zeros above, D the lower block at L[o:]."""
     for c in range(p):
@@ -502,7 +502,7 @@ def _invert_block(L, o, p, Linv):
             Linv[r, c] = -s / L[o + r * p + r]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
     """The blocks of (LL')⁻¹ on the pattern of the sparse part (Takahashi's recurrences), from the
     last column back; Zt holds the tail's block of the inverse (full). With Y = L_Ej L_jj⁻¹:
@@ -600,7 +600,7 @@ def selected_inverse(L, colptr, rowidx, blkoff, nsize, Ns, tailoff, Zt, Z):
 
 
 # ---------------------------------------------------------------- gradient of the profiled criterion
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gradient_block(G, go, S, so, rs, pi, pj, lam, li, lj, D, di, dj, diag):
     """For one stored block (i, j), i ≥ j, of G = Z'WZ and of S = (Λ'GΛ + I)⁻¹ (row stride
     ``rs``): D_i += G_ij Λ_j S_ij' and, off the diagonal, D_j += G_ij' Λ_i S_ij."""
@@ -625,7 +625,7 @@ def _gradient_block(G, go, S, so, rs, pi, pj, lam, li, lj, D, di, dj, diag):
                 D[dj + a * pj + c] += s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def logdet_gradient_blocks(
     A, Z, Zt, colptr, rowidx, blkoff, nsize, nterm, lam, lamoff, Ns, nsparse, brow, bcol, boff, tailoff, doff, D
 ):
@@ -665,7 +665,7 @@ def logdet_gradient_blocks(
         )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _symmetric_block_product(G, go, pi, pj, oi, oj, V, out, diag):
     m = V.shape[1]
     for a in range(pi):
@@ -679,7 +679,7 @@ def _symmetric_block_product(G, go, pi, pj, oi, oj, V, out, diag):
                         out[oj + b, h] += g * V[oi + a, h]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def symmetric_product(A, colptr, rowidx, blkoff, nsize, nodeoff, Ns, nsparse, brow, bcol, boff, V, out):
     """out += G V for G = Z'WZ stored by its lower blocks (sparse part, then the tail's data
     blocks) and V with q rows in node order."""
@@ -693,7 +693,7 @@ def symmetric_product(A, colptr, rowidx, blkoff, nsize, nodeoff, Ns, nsparse, br
         _symmetric_block_product(A, nsparse + boff[k], nsize[i], nsize[j], nodeoff[i], nodeoff[j], V, out, i == j)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def mirror_lower(M):
     """Copy the lower triangle of a square matrix onto its upper one, in place."""
     n = M.shape[0]
@@ -702,7 +702,7 @@ def mirror_lower(M):
             M[j, i] = M[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def clique_union(mptr, midx, tptr, tidx, n, limit):
     """Edges (i > j) of the union of cliques: component c makes its nodes ``midx[mptr[c]:mptr[c+1]]``
     (sorted) pairwise adjacent; ``tidx[tptr[j]:tptr[j+1]]`` are the components at node j.
@@ -740,7 +740,7 @@ def clique_union(mptr, midx, tptr, tidx, n, limit):
 LEVEL_FACTOR, LEVEL_SOLVE, LEVEL_INVERSE, LEVEL_PRODUCTS = 0, 1, 2, 3
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def level_blocks(op, A, lam, L, p, R, transpose, S, T):
     """One operation on every level's p × p block (``T`` p × p scratch; unused arguments any
     arrays of their types). Returns 0, or for LEVEL_FACTOR 1 + the first level whose block is

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _zeta(lam, Z, i, zo, t, p, out):
     """out[:p] = λ_t'zᵢ, term t's columns of row i (at ``zo``) through its λ (lower triangular)."""
     for a in range(p):
@@ -41,7 +41,7 @@ def _zeta(lam, Z, i, zo, t, p, out):
         out[a] = s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _gather_row(codes, Z, zoff, qoff, lam, coef, i, V, zeta, out):
     """out[c] = Σ_t coef_t (λ_t'zᵢ)·V[row i's level block of t, c] over the terms with coef_t ≠ 0."""
     m = V.shape[1]
@@ -61,7 +61,7 @@ def _gather_row(codes, Z, zoff, qoff, lam, coef, i, V, zeta, out):
                     out[c] += za * V[base + a, c]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _scatter_row(codes, Z, zoff, qoff, lam, coef, i, wi, row, zeta, acc):
     """acc[row i's level block of t, c] += coef_t wᵢ (λ_t'zᵢ) row[c] over the terms with coef_t ≠ 0."""
     m = row.shape[0]
@@ -108,7 +108,7 @@ def crossprod_pass(codes, Z, zoff, qoff, w, lam_in, lam_out, coef_in, coef_out, 
     return _crossprod(codes, Z, zoff, qoff, w, lam_in, lam_out, coef_in, coef_out, V, nthreads)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _level_grams(codes_t, Zt, w, nlev, out):
     n, p = Zt.shape
     for i in range(n):
@@ -126,7 +126,7 @@ def level_grams(codes_t: np.ndarray, Zt: np.ndarray, w: np.ndarray, nlev: int) -
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scatter_rows(codes, Z, zoff, qoff, w, R, out):
     n, T = codes.shape
     m = R.shape[1]
@@ -148,7 +148,7 @@ def scatter_rows(codes, Z, zoff, qoff, w, R) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _schur_diagonal(codes, Z, zoff, qoff, w, lam, Aee_inv, out):
     n, T = codes.shape
     pe = zoff[1] - zoff[0]

@@ -35,7 +35,7 @@ from .codes import GIVEN, LOG, LOGIT, ORD_CAUCHIT, ORD_CLOGLOG, ORD_LOGIT, ORD_L
 _MU_MIN, _MU_MAX = 1e-15, 1 - 1e-15
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def linear_predictor(base, Zall, zidx, b, out):
     """η_i = base_i + Σ_c Z[i, c] b[zidx[i, c]] (base = offset + Xβ): ZΛu without Z."""
     n, k = Zall.shape
@@ -65,7 +65,7 @@ _ATANH_COEFS = np.array([1.0 / (2 * k + 1) for k in range(10, -1, -1)])
 _SQRT2_M1 = 0.41421356237309503
 
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _exp_parts(t, p, shift):
     """e^x = 2^k e^r with k = round(x / ln 2) and r = x − k ln 2, for the x held in ``t`` (in the
     range of normal doubles): e^r (a polynomial) into ``p``, and 2^(k + shift) into ``t``, its
@@ -86,7 +86,7 @@ def _exp_parts(t, p, shift):
         bits[i] = (bits[i] - _ROUNDER_BITS + 1023 + shift) << 52
 
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def logit_terms(eta, t, lt):
     """The transcendental functions of a binomial-logit pass, row by row: t = e^(−|η|) and
     lt = log(1 + t), both within 3 units in the last place of numpy's exp and log1p.
@@ -114,7 +114,7 @@ def logit_terms(eta, t, lt):
         lt[i] = 2.0 * s * q + (_LN2 if big else 0.0)
 
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def exp_terms(eta, t, scratch):
     """t = e^η row by row for a Poisson-log pass, as :func:`logit_terms` computes e^(−|η|):
     within 1 unit in the last place of numpy's exp, 0 below −707, ∞ from 709.78 (where numpy's
@@ -129,7 +129,7 @@ def exp_terms(eta, t, scratch):
         t[i] = v if -_EXP_FLOOR < e < _EXP_CEIL else (0.0 if e <= -_EXP_FLOOR else (math.inf if e >= _EXP_CEIL else e))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _logit_logs(e):
     """(μ, log μ, log(1 − μ)) at η = e for the logit link with one exp and one log1p
     (log μ = −log(1 + e^−η), log(1 − μ) = −η + log μ), μ held inside the family's range."""
@@ -137,7 +137,7 @@ def _logit_logs(e):
     return _logit_logs_from(e, t, np.log1p(t))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _logit_logs_from(e, t, lp):
     """:func:`_logit_logs` from t = e^(−|η|) and lp = log(1 + t) computed beforehand.
 
@@ -157,13 +157,13 @@ def _logit_logs_from(e, t, lp):
 _logit_logs_inlined = njit(inline="always")(_logit_logs_from.py_func)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _log_link(e):
     """(μ, log μ) at η = e for the log link, μ held at its floor as Family.linkinv."""
     return _log_link_from(e, np.exp(e))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _log_link_from(e, mu):
     """:func:`_log_link` from μ = e^η computed beforehand."""
     if mu < 1e-300:
@@ -171,7 +171,7 @@ def _log_link_from(e, mu):
     return mu, e
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def canonical_working(link, eta, y, prior, off, const, ya, yb, W, z):
     """Σ log f(y | μ) with W and z of a canonical binomial (logit) or Poisson (log) model.
 
@@ -258,7 +258,7 @@ def _working_system_kernel(link_c: int, layout: int):
     is not finite and the pass returns −∞, as for any row outside the domain). A first fit
     compiles 1.0-1.3 s of it where the pass of every link and layout had taken 1.9-2.6 s."""
 
-    @njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, error_model="numpy")
     def pass_(
         eta,
         t,
@@ -383,7 +383,7 @@ def _working_system_kernel(link_c: int, layout: int):
     return pass_
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def canonical_gradient_rows(
     first, link, mu, ya, yb, Zall, zidx, Lblk, dest, za, zb, mult, S, dl, w, v, ZtLV, bq, X, Zr, Xr, zeta
 ):
@@ -459,7 +459,7 @@ def agq_loglik(link, base, zcol, codes, lam, u, s, nodes, const, ya, yb, out, e,
 def _agq_sums_kernel(link_c: int):
     """:func:`agq_loglik`'s pass for one link (a constant of the closure, cached under it)."""
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def sums(base, zcol, codes, lam, u, s, nodes, const, ya, yb, out, e, t, lt):
         for k in range(len(nodes)):
             for g in range(out.shape[1]):
@@ -483,7 +483,7 @@ def _agq_sums_kernel(link_c: int):
     return sums
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def leverages(zeta, dest, za, zb, mult, S, out):
     """out_i = ζ_i' S ζ_i for each row, ζ_i = Λ'z_i its random-effects row scaled by Λ and S
     the inverse's entries at the data blocks' positions (``dest``, as for Z'WZ)."""
@@ -496,7 +496,7 @@ def leverages(zeta, dest, za, zb, mult, S, out):
         out[i] = s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def zt_product(Zall, zidx, V, out):
     """out += Z'V for V with one row per data row (n × m), out q × m."""
     n, m = V.shape
@@ -509,7 +509,7 @@ def zt_product(Zall, zidx, V, out):
                 out[r, h] += zc * V[i, h]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def trigamma(x, out):
     """ψ'(x) for x > 0 into ``out``: ψ'(x) = ψ'(x+1) + 1/x² up to x ≥ 10, then the asymptotic
     series 1/x + 1/(2x²) + 1/(6x³) − 1/(30x⁵) + 1/(42x⁷) − 1/(30x⁹) + 5/(66x¹¹) (relative
@@ -531,7 +531,7 @@ def trigamma(x, out):
 #: the ordinal family's links, for :func:`ordinal_rows`
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _distribution(link, x):
     """(F, 1 − F, f, f') of the link's distribution at x."""
     if link == ORD_LOGIT:
@@ -561,7 +561,7 @@ def _distribution(link, x):
     return 0.5 + a, 0.5 - a, f, -2.0 * np.pi * x * f * f
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ordinal_rows(link, y, eta, tau, prior_ll, prior_d, ll, score, observed):
     """Per row of an ordinal response coded 0, …, J − 1, with P = F(u) − F(l), D = f(u) − f(l),
     E = f'(u) − f'(l), u = τ_y − η, l = τ_{y−1} − η (F(+∞) = 1, F(−∞) = 0, f = f' = 0 there):
@@ -591,7 +591,7 @@ def ordinal_rows(link, y, eta, tau, prior_ll, prior_d, ll, score, observed):
         observed[i] = prior_d[i] * (D * D - (du - dl) * P) / (P * P)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _density_deriv2(link, x, F, S, f, d):
     """f''(x) of the link's distribution, given (F, 1 − F, f, f') there."""
     if link == ORD_LOGIT:
@@ -607,7 +607,7 @@ def _density_deriv2(link, x, F, S, f, d):
     return -2.0 * np.pi * f * f - 4.0 * np.pi * x * f * d
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ordinal_threshold_gradient(link, y, eta, tau, prior, h, Zq, out):
     """The Laplace gradient's threshold channel of an ordinal model, analytically: per
     threshold τ_k, Σᵢ wᵢ[−2∂ℓᵢ + hᵢ∂(−ℓ''ᵢ) + (ZΛq)ᵢ∂ℓ'ᵢ] over the rows whose category has τ_k as

@@ -1,0 +1,58 @@
+"""Fits in threads of one process: the compiled kernels release the GIL (nogil), so the fits'
+kernels run at once; each fit must still get its own answer, whatever the others do meanwhile."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+
+from midas_glmm import MixedModel
+
+
+def _data(seed: int, n: int = 1500) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    a, b, g = rng.integers(0, 40, n), rng.integers(0, 25, n), rng.integers(0, 60, n)
+    x = rng.normal(size=n)
+    eta = 0.3 * x + rng.normal(0, 0.8, 40)[a] + rng.normal(0, 0.5, 25)[b] + rng.normal(0, 0.6, 60)[g] * x
+    return pd.DataFrame(
+        {
+            "y": eta + rng.normal(size=n),
+            "k": rng.binomial(1, 1 / (1 + np.exp(-eta))),
+            "c": rng.poisson(np.exp(0.5 * eta)),
+            "x": x,
+            "a": a,
+            "b": b,
+            "g": g,
+        }
+    )
+
+
+#: (formula, family): crossed terms through the compiled pass and the sparse factor's kernels,
+#: a random slope through the level kernels, an LMM through the block-sparse kernels
+MODELS = [
+    ("k ~ x + (1|a) + (1|b) + (x|g)", "binomial"),
+    ("c ~ x + (x|g)", "poisson"),
+    ("y ~ x + (1|a) + (1|b) + (x|g)", None),
+    ("c ~ x + (1|a) + (1|b)", "poisson"),
+]
+
+
+def _fit(job):
+    formula, family, seed = job
+    res = MixedModel.from_formula(formula, _data(seed), family=family).fit()
+    return res.llf, np.asarray(res.params), np.asarray(res.bse), np.asarray(res.theta)
+
+
+def test_fits_in_threads_equal_the_same_fits_in_turn():
+    jobs = [(f, fam, seed) for seed in (1, 2) for f, fam in MODELS]
+    alone = [_fit(j) for j in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(_fit, jobs))
+    for job, (llf0, p0, se0, th0), (llf, p, se, th) in zip(jobs, alone, together):
+        # the same fit; floating point may differ in the last bits between threads (BLAS)
+        assert abs(llf - llf0) <= 1e-9 * abs(llf0), job
+        assert np.allclose(p, p0, rtol=1e-6, atol=1e-9), job
+        assert np.allclose(se, se0, rtol=1e-5), job
+        assert np.allclose(th, th0, rtol=1e-5, atol=1e-7), job
+    # and the models differ from each other: no fit took another's answer
+    assert len({round(r[0], 6) for r in alone}) == len(jobs)
