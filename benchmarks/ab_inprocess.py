@@ -158,6 +158,16 @@ def ab_arguments(doc: str, reps: int, case_names) -> argparse.Namespace:
     return ap.parse_args()
 
 
+def append_table(path: str | None, command: str, header: list[str], rows: list[str]) -> None:
+    """Append to the Markdown file ``path`` (if given) the command in backticks and a table of
+    ``header``'s cells with its rows (each already a Markdown row)."""
+    if not path:
+        return
+    lines = [f"`{command}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
+    with open(path, "a") as f:
+        f.write("\n".join(lines) + "\n\n")
+
+
 def main() -> None:
     args = ab_arguments(__doc__, 50, [*DATASETS, *FRAMES, *GAMMA, *NESTED, *(c.name for c in cases.CASES)])
     warnings.simplefilter("ignore")

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from ab_inprocess import append_table  # noqa: E402
 
 TIMED = """
 import json, sys, time, warnings
@@ -96,16 +98,13 @@ def main() -> None:
                     f"{timed['median'] / host['median']:.3f} | {fresh:.2f} | {timed['llf'] - host['llf']:+.1e} |"
                 )
                 print(rows[-1], flush=True)
-    head = [
-        f"`python benchmarks/portable_kernels.py --reps {args.reps} --cpus {' '.join(args.cpus)} ...`",
-        "",
-        f"| case | CPU | best ms | median ms | median / {args.cpus[0]} | fresh process, cache built, s "
-        f"| llf - {args.cpus[0]} |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(head + rows) + "\n\n")
+    host = args.cpus[0]
+    append_table(
+        args.out,
+        f"python benchmarks/portable_kernels.py --reps {args.reps} --cpus {' '.join(args.cpus)} ...",
+        ["case", "CPU", "best ms", "median ms", f"median / {host}", "fresh process, cache built, s", f"llf - {host}"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

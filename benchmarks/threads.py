@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from ab_inprocess import append_table  # noqa: E402
 
 CODE = """
 import json, sys, time, warnings
@@ -85,16 +87,13 @@ def main() -> None:
                 f"| {np.median(seq) / np.median(par):.2f} | {len(r['llfs'])} |"
             )
             print(rows[-1], flush=True)
-    head = [
-        f"`python benchmarks/threads.py --reps {args.reps} --fits {args.fits} --threads {args.threads} ...`",
-        "",
-        f"| case | tree | {args.fits} fits in turn, best / median s | on {args.threads} threads, best / median s "
-        "| speed-up (medians) | distinct log-likelihoods |",
-        "|---|---|---|---|---|---|",
-    ]
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(head + rows) + "\n\n")
+    append_table(
+        args.out,
+        f"python benchmarks/threads.py --reps {args.reps} --fits {args.fits} --threads {args.threads} ...",
+        ["case", "tree", f"{args.fits} fits in turn, best / median s", f"on {args.threads} threads, best / median s"]
+        + ["speed-up (medians)", "distinct log-likelihoods"],
+        rows,
+    )
 
 
 if __name__ == "__main__":
