@@ -169,7 +169,7 @@ def test_kernels_pass_no_literal_constants_to_kernels():
 
 def test_kernels_release_the_gil_except_the_parallel_ones():
     """Every compiled kernel releases the GIL (``nogil=True``), so that fits in threads of one
-    process run their kernels at once (benchmarks/threads.py: crossed models 1.2-1.4x on two
+    process run their kernels at once (benchmarks/threads.py: crossed models 1.1-1.4x on two
     threads, 0.7-1.0x before); the kernels with numba's own threads (``parallel=True``) keep it:
     two threads launching them at once would abort the process under numba's workqueue layer."""
     import ast
