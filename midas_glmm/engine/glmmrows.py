@@ -501,7 +501,7 @@ class RowBlock:
         if self._link == codes.LOGIT:
             mu = np.where(eta >= 0, 1.0, t)
             mu /= 1.0 + t
-            return np.clip(mu, 1e-15, 1 - 1e-15, out=mu)
+            return np.clip(mu, _MU_MIN, _MU_MAX, out=mu)
         return np.maximum(t, 1e-300)
 
     def _canonical_derivatives(self, mu) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
