@@ -147,6 +147,8 @@ class Unstructured(Structure):
         return np.where(rows == cols, sd[rows], 0.0)
 
     def lam(self, par):
+        if self.p == 1:  # a scalar term (every evaluation of most models): λ = [θ], a new array
+            return np.array(par, dtype=float).reshape(1, 1)
         lam = np.zeros((self.p, self.p))
         lam[self.index] = par
         return lam

@@ -13,8 +13,9 @@ of the penalised residual sum of squares, so one factorisation gives every profi
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-import scipy.linalg as sla
 from scipy.linalg import blas, lapack
 
 from ..linalg import lazy
@@ -93,6 +94,14 @@ def _flat_of(lams: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return flat
 
 
+@functools.cache
+def _upper_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.triu_indices(k)``, formed once per k (read only)."""
+    rows, cols = np.triu_indices(k)
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
+
+
 class DenseSystem:
     """The all-dense plan's profiled quantities at θ in a handful of array operations, for a
     criterion evaluated many times (the optimizer's): with D = blockdiag(Λ(θ), I_m) and
@@ -139,7 +148,7 @@ class DenseSystem:
             at += p * p
         self.diag_q = np.arange(q) * (q + m + 1)
         nt = self.J.shape[1]
-        self.pairs = np.triu_indices(nt)
+        self.pairs = _upper_pairs(nt)
         n = q + m
         self.poly = self._polynomial() if n * n * (1 + nt + len(self.pairs[0])) <= self.POLY_MAX else None
 
@@ -214,6 +223,22 @@ class DenseSystem:
         sums = np.log(d[:-1]).cumsum()  # one pass: log|L_Z| at q, + log|R_X| at the end
         ld_Z = float(sums[self.q - 1]) if self.q else 0.0
         return 2.0 * ld_Z, 2.0 * (float(sums[-1]) - ld_Z), float(d[-1]) ** 2
+
+
+def lower_inverse(R: np.ndarray) -> np.ndarray:
+    """R⁻¹ of a lower-triangular R by LAPACK's trtrs against I, the call scipy's
+    ``solve_triangular(R, I, lower=True)`` makes (the same numbers) without its checks, which cost
+    more than the solve on a few fixed effects (every fit's covariance of β̂)."""
+    k = R.shape[0]
+    if k == 0:
+        return np.zeros((0, 0))
+    if R.flags.f_contiguous:
+        Rinv, info = lapack.dtrtrs(R, np.eye(k), lower=1)
+    else:  # trtrs reads Fortran order: R' is upper triangular, solved transposed
+        Rinv, info = lapack.dtrtrs(R.T, np.eye(k), lower=0, trans=1)
+    if info > 0:
+        raise np.linalg.LinAlgError(f"the factor of the fixed effects is singular at its diagonal {info - 1}")
+    return Rinv
 
 
 def pair_cholesky(P: np.ndarray, lam: np.ndarray):
@@ -753,7 +778,7 @@ class Factor:
 
     def vcov_beta_unscaled(self) -> np.ndarray:
         """(R_X R_X')⁻¹; times σ² it is the covariance of β̂."""
-        Rinv = sla.solve_triangular(self.RX, np.eye(self.p), lower=True)
+        Rinv = lower_inverse(self.RX)
         return Rinv.T @ Rinv
 
     def selected_inverse(self) -> tuple[np.ndarray, np.ndarray]:

@@ -287,10 +287,19 @@ STRICT_STOP = {"ftol_rel": 0.0, "ftol_abs": 0.0, "xtol_rel": 1e-8, "xtol_abs": 1
 
 def ols_fit(cp: CrossProducts) -> tuple[np.ndarray, float]:
     """β̂ and the residual sum of squares of the regression of y on X alone, from X'X, X'y, y'y."""
-    A = cp.XytXy
-    k = A.shape[0] - 1
-    beta = np.linalg.lstsq(A[:k, :k], A[:k, k], rcond=None)[0] if k else np.zeros(0)
-    return beta, max(float(A[k, k] - beta @ A[:k, k]), 0.0)
+    beta, rss = _ols_of(cp)
+    return beta[:, 0], float(rss[0])
+
+
+def _ols_of(cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ols_rss` of cp's one response (β̂ as p × 1, the RSS as (1,)), kept on ``cp``: the
+    check of the response, the moment start and the estimates all ask."""
+    found = cp.__dict__.get("_ols")
+    if found is None:
+        A = cp.XytXy
+        k = A.shape[0] - 1
+        found = cp.__dict__["_ols"] = ols_rss(A[:k, :k], A[None, :k, k], A[None, k, k])
+    return found
 
 
 def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1, residual: float | None = None) -> np.ndarray:
@@ -307,7 +316,8 @@ def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1, residual
     """
     k = cp.XytXy.shape[0] - 1
     zy = np.concatenate([XZ[k] for XZ in cp.XytZ])[None, :]
-    return moment_starts(cp, tmap, zy, cp.XytXy[None, :k, k], cp.XytXy[None, k, k], floor, residual=residual)[0]
+    xy, rr = cp.XytXy[None, :k, k], cp.XytXy[None, k, k]
+    return moment_starts(cp, tmap, zy, xy, rr, floor, ols=_ols_of(cp), residual=residual)[0]
 
 
 def moment_starts(
@@ -371,7 +381,8 @@ def moment_starts(
     for i in reversed(range(len(comps))):
         for j in range(i + 1, len(comps)):
             if tmap.terms[i].is_intercept and tmap.terms[j].is_intercept:
-                if np.all(np.diff(cp.ZjtZi[(j, i)].tocsc().indptr) <= 1):
+                M = cp.ZjtZi[(j, i)]  # each of term i's levels meets at most one of term j's
+                if np.all(np.bincount(M.indices, minlength=M.shape[1]) <= 1):
                     comps[i] = np.maximum(comps[i] - comps[j], 0.0)
     explained = sum(_sum_products(s2.T, t_tot[:, None]) for s2, t_tot in zip(comps, totals))
     smallest = np.min(msw, axis=0) if msw else rss / max(n - k, 1)
