@@ -192,7 +192,12 @@ class ThetaMap:
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self.lower = np.concatenate([t.theta_lower for t in terms]) if terms else np.zeros(0)
         self.start = np.concatenate([t.theta_start for t in terms]) if terms else np.zeros(0)
-        self.names = [n for t in terms for n in t.theta_names()]
+
+    @cached_property
+    def names(self) -> list[str]:
+        """θ's names (:meth:`ReTerm.theta_names`, term by term), formed on first use: a fit reads them
+        only in its messages (a map unpickled from before it kept them too)."""
+        return [n for t in self.terms for n in t.theta_names()]
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

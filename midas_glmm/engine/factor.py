@@ -19,6 +19,7 @@ import numpy as np
 from scipy.linalg import blas, lapack
 
 from ..linalg import lazy
+from ..linalg.gram import from_lower
 from ..linalg.stages import dense_block
 from .sparsity import FactorPlan, PlanBlocks
 
@@ -136,7 +137,7 @@ class DenseSystem:
         A[r, c] = blocks.A
         A[:q, q:] = blocks.XZ
         A[q:, :q] = blocks.XZ.T
-        A[q:, q:] = np.tril(blocks.XX) + np.tril(blocks.XX, -1).T  # [X y]'W[X y] from its lower triangle
+        A[q:, q:] = from_lower(blocks.XX)  # [X y]'W[X y] from its lower triangle
         self.A = A
         self.J = np.ascontiguousarray(np.concatenate([Jt.reshape(len(Jt), -1) for Jt in jacobian], axis=1).T)
         # (first random effect, levels, p, offset of λ_t in J's rows) per term
@@ -300,7 +301,7 @@ class LevelSystem:
         self.P = np.ascontiguousarray(A[:, [0, 2, 3]].T if p == 2 else A[:, 0])  # (a, b, c) rows
         # Z'W[X y] by column of the term, p × m × levels (long rows: numpy's fast case)
         self.C = np.ascontiguousarray(blocks.XZ.reshape(levels, p, m).transpose(1, 2, 0))
-        self.XX = np.tril(blocks.XX) + np.tril(blocks.XX, -1).T
+        self.XX = from_lower(blocks.XX)
 
     def logdets(self, lam: np.ndarray) -> tuple[float, float, float] | None:
         """(log|L_Z|², log|R_X|², r²) at λ (p × p, lower triangular); None where a block is not
@@ -357,9 +358,9 @@ class StagedSystem:
         self.D = A[st.diag]
         self.B = dense_block(st, A[st.off])
         T0 = plan.tail_data(A)
-        self.T0 = np.tril(T0) + np.tril(T0, -1).T
+        self.T0 = from_lower(T0)
         self.C_s, self.C_t = blocks.XZ[:n], blocks.XZ[n:]
-        self.XX = np.tril(blocks.XX) + np.tril(blocks.XX, -1).T
+        self.XX = from_lower(blocks.XX)
         self.tail_term = plan.nterm[plan.Ns :]  # the term of each tail random effect
         self.grouped = self._grouped_sums()
 
@@ -456,11 +457,13 @@ class Factor:
         If the system is not positive definite (a degenerate working system).
     """
 
-    def __init__(self, plan: FactorPlan, blocks: PlanBlocks, lams: list[np.ndarray]):
+    def __init__(self, plan: FactorPlan, blocks: PlanBlocks, lams: list[np.ndarray], system: np.ndarray | None = None):
         self.plan, self.lams, self.blocks = plan, lams, blocks
         P = plan
         if P.Ns == 0:  # one dense block (a small model): LAPACK, no compiled kernels
-            self._dense_factor(blocks, lams)
+            if system is None:
+                system = self._dense_system(blocks)
+            self._dense_factor(system, blocks)
             return
         if P.diagonal or P.blockdiag:  # one term: a block per level, no tail
             self.L = self._one_term_factor(blocks.A[: P.nsparse], lams[0])
@@ -497,13 +500,11 @@ class Factor:
         self.Ltail = dense_cholesky(T) if P.qt else T
         self._strip(blocks)
 
-    def _dense_factor(self, blocks: PlanBlocks, lams: list[np.ndarray]) -> None:
-        """The whole factor by one LAPACK Cholesky of the dense (q + m) × (q + m) system
-        [Λ'GΛ + I, Λ'Z'W[X y]; [X y]'WZΛ, [X y]'W[X y]] (the all-dense plan: q is small)."""
+    def _dense_system(self, blocks: PlanBlocks) -> np.ndarray:
+        """The all-dense plan's (q + m) × (q + m) system K = [Λ'GΛ + I, Λ'Z'W[X y]; [X y]'WZΛ,
+        [X y]'W[X y]] at this factor's λ (its lower triangle)."""
         P = self.plan
         q, m = P.q, blocks.XX.shape[0]
-        self.L = np.empty(0)
-        self._panel = None
         T0 = self.dense_data(blocks.A)
         K = np.empty((q + m, q + m))
         if q <= DENSE_LAM_Q:  # Λ'T0Λ by two BLAS products with Λ as a q × q array
@@ -515,6 +516,15 @@ class Factor:
             K[q:, :q] = self.lam_t(blocks.XZ).T
         K.ravel()[: q * (q + m) : q + m + 1] += 1.0
         K[q:, q:] = blocks.XX
+        return K
+
+    def _dense_factor(self, K: np.ndarray, blocks: PlanBlocks) -> None:
+        """The whole factor by one LAPACK Cholesky of the dense system K (:meth:`_dense_system`,
+        or the criterion's :class:`DenseSystem` at the same θ; its lower triangle is read, and
+        overwritten) (the all-dense plan: q is small)."""
+        q, m = self.plan.q, blocks.XX.shape[0]
+        self.L = np.empty(0)
+        self._panel = None
         # a C-ordered K is an F-ordered K' whose upper triangle is K's lower one (dense_cholesky)
         U, info = lapack.dpotrf(K.T, lower=0, clean=1, overwrite_a=1)
         if 0 < info <= q:

@@ -150,8 +150,12 @@ class LMMCriterion:
         return other
 
     def factor(self, theta: np.ndarray) -> Factor:
-        """L(θ) from the stored cross-products."""
-        return Factor(self.plan, self.blocks, self.tmap.lams(np.asarray(theta, dtype=float)))
+        """L(θ) from the stored cross-products; on the all-dense plan from the system the
+        evaluations factor (:class:`DenseSystem`), so that the estimates' criterion is the one the
+        optimizer saw at θ."""
+        theta = np.asarray(theta, dtype=float)
+        system = self._dense_system().system(theta) if self._takes_system else None
+        return Factor(self.plan, self.blocks, self.tmap.lams(theta), system)
 
     def from_factor(self, L: Factor) -> float:
         """The criterion given the factor at θ."""

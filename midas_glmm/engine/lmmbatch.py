@@ -35,6 +35,7 @@ import copy
 import numpy as np
 
 from ..linalg import lazy
+from ..linalg.gram import from_lower
 from .factor import lam_flat
 
 __all__ = ["BatchCriterion", "LevelBatch", "newton_many"]
@@ -268,7 +269,7 @@ class LevelBatch(_PointCriterion):
         # Z'X by column of the term: pz × p × levels
         self.C = np.ascontiguousarray(crit.blocks.XZ[:, :p].reshape(self.levels, self.pz, p).transpose(1, 2, 0))
         XX = crit.blocks.XX
-        self.XXx = (np.tril(XX) + np.tril(XX, -1).T)[:p, :p]
+        self.XXx = from_lower(XX)[:p, :p]
 
     @staticmethod
     def applies(crit) -> bool:
