@@ -62,3 +62,17 @@ def test_fits_in_threads_equal_the_same_fits_in_turn():
         assert np.array_equal(p, p0) and np.array_equal(se, se0) and np.array_equal(th, th0), job
     # and the models differ from each other: no fit took another's answer
     assert len({round(r[0], 6) for r in alone}) == len(jobs)
+
+
+def test_blas_controller_finds_the_blas_when_asked_before_numpy_is_imported():
+    """The controller is found once per process; asked before numpy had loaded its BLAS it found
+    none and kept none, so every later fit ran its loop on the library's default thread count."""
+    import subprocess
+    import sys
+
+    code = (
+        "from midas_glmm.linalg.threads import blas_controller; c = blas_controller(); "
+        "print(len(c.lib_controllers), sum(lib.num_threads >= 1 for lib in c.lib_controllers))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) >= 1 and out[0] == out[1]

@@ -36,7 +36,10 @@ def blas_threads(dense_size: int) -> int | None:
 @functools.cache
 def blas_controller() -> ThreadpoolController:
     """The loaded BLAS libraries, found once per process (the search reads every loaded shared
-    library and costs milliseconds: more than a small fit)."""
+    library and costs milliseconds: more than a small fit). numpy, which loads the BLAS every fit
+    calls, is imported first: a search before it would find none, and keep finding none."""
+    import numpy  # noqa: F401
+
     return ThreadpoolController().select(user_api="blas")
 
 
