@@ -71,22 +71,35 @@ def quote_columns(text: str, columns) -> str:
     >>> quote_columns("log(my.y) + np.log(x) + class", ["my.y", "x", "class"])
     'log(`my.y`) + np.log(x) + `class`'
     """
-    cols = {str(c) for c in columns}
+    return _quote_names(text, _names_to_quote(columns))
+
+
+def _names_to_quote(columns) -> set[str]:
+    """The columns :func:`quote_columns` backticks: dotted names and Python keywords."""
+    return {c for c in map(str, columns) if "." in c or keyword.iskeyword(c)}
+
+
+def _quote_names(text: str, names: set[str]) -> str:
+    """``text`` with each token in ``names`` backticked (none: ``text`` itself)."""
+    if not names:
+        return text
 
     def quote(match: re.Match) -> str:
         tok = match.group(0)
-        if tok in cols and ("." in tok or keyword.iskeyword(tok)):
-            return f"`{tok}`"
-        return tok
+        return f"`{tok}`" if tok in names else tok
 
     return _TOKEN.sub(quote, text)
 
 
 def quote_parsed(parsed: ParsedFormula, columns) -> ParsedFormula:
-    """The parsed formula with :func:`quote_columns` applied to every expression in it."""
+    """The parsed formula with :func:`quote_columns` applied to every expression in it (the
+    parsed formula itself when no column needs quoting: the usual names)."""
+    names = _names_to_quote(columns)
+    if not names:
+        return parsed
 
     def q(text: str) -> str:
-        return quote_columns(text, columns)
+        return _quote_names(text, names)
 
     return replace(
         parsed,
