@@ -154,3 +154,15 @@ def test_ou_reads_unequally_spaced_times():
 def test_numfactor_is_read_as_a_factor_of_times():
     p = parse_formula("y ~ x + ou(numFactor(t) + 0 | g)")
     assert p.random[0].expr == "C(t) + 0" and p.random[0].structure == "ou"
+
+
+@pytest.mark.parametrize("par", [np.array([0.7]), [0.7], 0.7, np.array([3])])
+def test_a_scalar_terms_lambda_is_a_new_float_array(par):
+    """Unstructured(1).lam's shortcut: λ = [θ] as a 1 × 1 float array of its own (writing it
+    changes neither θ nor the next λ), from an array, a list or a number."""
+    s = Unstructured(1)
+    lam = s.lam(par)
+    assert lam.shape == (1, 1) and lam.dtype == float and lam[0, 0] == float(np.ravel(par)[0])
+    lam[0, 0] = -1.0
+    assert s.lam(par)[0, 0] == float(np.ravel(par)[0]) and float(np.ravel(par)[0]) != -1.0
+    assert np.array_equal(s.lam(np.array([0.25])), Unstructured(2).lam(np.array([0.25, 0.0, 0.0]))[:1, :1])

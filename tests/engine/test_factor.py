@@ -787,3 +787,66 @@ def test_two_by_two_blocks_are_scaled_as_the_general_product_does(formula):
         li, lj = lamoff[P.nterm[i]], lamoff[P.nterm[j]]
         kernels._lam_product(A[P.nsparse :], P.boff[e], P.nsize[i], P.nsize[j], lam, li, lj, flat, oo, P.qt, scratch)
     assert pairs and np.array_equal(T, flat.reshape(P.qt, P.qt))
+
+
+@pytest.mark.parametrize("name", list(FORMULAS))
+def test_the_dense_factor_from_the_criterions_system_equals_dense_algebra(name):
+    """LMMCriterion.factor on the all-dense plan factors DenseSystem's K (the system the
+    evaluations factor): the same numbers as dense algebra and as the factor that forms K itself,
+    and its penalised residual sum of squares is the evaluations' to the bit (the same Cholesky of
+    the same K: the estimates report what the optimizer saw)."""
+    d = build_design(FORMULAS[name].replace("(x|b)", "(x|region)"), _data(n=300))
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y)
+    crit = LMMCriterion(d.terms, cp, True, dense=True)
+    assert crit._takes_system
+    tm = crit.tmap
+    for seed in (1, 2):
+        theta = _theta(tm, seed)
+        lams = tm.lams(theta)
+        F = crit.factor(theta)
+        _check_against_dense(d, F, lams)
+        own = Factor(crit.plan, crit.blocks, lams)  # K formed by the factor
+        assert F.vcov_beta_unscaled() == pytest.approx(own.vcov_beta_unscaled(), rel=1e-9)
+        assert F.pwrss == crit._dense_system().logdets(theta)[2]
+        assert crit.from_factor(F) == pytest.approx(crit(theta), rel=1e-14)
+
+
+@pytest.mark.parametrize("order", ["C", "F", "slice"])
+@pytest.mark.parametrize("k", [0, 1, 2, 5])
+def test_lower_inverse_is_scipys_triangular_solve_to_the_bit(k, order):
+    """factor.lower_inverse calls LAPACK's trtrs as scipy's solve_triangular(R, I, lower=True)
+    does, for either memory order (a slice of the [X y] factor, as R_X is, is neither)."""
+    import scipy.linalg as sla
+
+    from midas_glmm.engine.factor import lower_inverse
+
+    A = np.random.default_rng(k).normal(size=(k + 1, k + 1))
+    L = np.linalg.cholesky(A @ A.T + np.eye(k + 1))
+    R = {"C": np.ascontiguousarray(L[:k, :k]), "F": np.asfortranarray(L[:k, :k]), "slice": L[:k, :k]}[order]
+    expected = sla.solve_triangular(R, np.eye(k), lower=True) if k else np.zeros((0, 0))
+    assert np.array_equal(lower_inverse(R), expected)
+
+
+@pytest.mark.parametrize("k", [1, 3, 64, 65, 130])
+def test_from_lower_mirrors_the_lower_triangle_and_ignores_the_upper(k):
+    from midas_glmm.linalg.gram import from_lower
+
+    M = np.random.default_rng(k).normal(size=(k, k))
+    expected = np.tril(M) + np.tril(M, -1).T
+    out = from_lower(M)
+    assert out is not M and np.array_equal(out, expected) and np.array_equal(out, out.T)
+    M[np.triu_indices(k, 1)] = np.nan  # the upper triangle is never read
+    assert np.array_equal(from_lower(M), expected)
+
+
+def test_the_ols_fit_kept_on_the_cross_products_is_their_own():
+    """lmm.ols_fit is kept on the CrossProducts it was asked of: another response's blocks (a
+    new CrossProducts) get their own fit, equal to a least-squares fit of the rows."""
+    from midas_glmm.engine.lmm import ols_fit
+
+    d = build_design("y ~ x + x2 + (1|school)", _data())
+    for y in (d.y, d.y[::-1] * 2.0 + 1.0):
+        cp = CrossProducts.from_rows(d.terms, d.X, y)
+        beta, rss = ols_fit(cp)
+        b, res = np.linalg.lstsq(d.X, y, rcond=None)[:2]
+        assert beta == pytest.approx(b, rel=1e-9) and rss == pytest.approx(float(res[0]), rel=1e-9)
