@@ -212,6 +212,45 @@ class DenseSystem:
         K.flat[self.diag_q] += 1.0
         return K
 
+    def logdet_derivatives(self, theta: np.ndarray, sizes) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """(gradient, Hessian) in θ of log det K_s for each s in ``sizes``, K_s the leading s × s
+        block of K(θ): ∂_k = tr(K_s⁻¹ ∂_k K_s) and ∂_kl = tr(K_s⁻¹ ∂_kl K_s) − tr(K_s⁻¹ ∂_k K_s
+        K_s⁻¹ ∂_l K_s). ∂K and ∂²K are read off K's polynomial in θ (linear and constant in θ),
+        and every K_s⁻¹ comes from one Cholesky factor of K (a leading block's factor is the
+        factor's leading block). None without the polynomial, or where K is not positive definite."""
+        if self.poly is None:
+            return None
+        theta = np.asarray(theta, dtype=float)
+        k, n = len(theta), self.A.shape[0]
+        U, info = lapack.dpotrf(self.system(theta).T, lower=0, clean=1, overwrite_a=1)  # K = U'U
+        if info != 0:
+            return None
+        rows, cols = self.pairs
+        weights = np.zeros((k, len(self.poly)))  # ∂K_k = Σ_c weights[k, c] · coefficient c
+        weights[np.arange(k), 1 + np.arange(k)] = 1.0
+        pair = 1 + k + np.arange(len(rows))
+        same = rows == cols
+        weights[rows[same], pair[same]] = 2.0 * theta[rows[same]]
+        weights[rows[~same], pair[~same]] = theta[cols[~same]]
+        weights[cols[~same], pair[~same]] = theta[rows[~same]]
+        dK = (weights @ self.poly).reshape(k, n, n)
+        Q = self.poly[1 + k :].reshape(len(rows), n, n)  # ∂²K_kl: Q_kl, twice it where k = l
+        out = []
+        for s in sizes:
+            inv, info = lapack.dpotri(U[:s, :s], lower=0)
+            if info != 0:
+                return None
+            Minv = from_lower(inv.T)  # dpotri leaves the upper triangle
+            dKs = dK[:, :s, :s]
+            g = np.einsum("ij,kij->k", Minv, dKs)
+            A = Minv @ dKs  # K_s⁻¹ ∂_k K_s
+            H = -np.einsum("kij,lji->kl", A, A)
+            second = np.einsum("ij,rij->r", Minv, Q[:, :s, :s]) * np.where(same, 2.0, 1.0)
+            H[rows, cols] += second
+            H[cols[~same], rows[~same]] += second[~same]
+            out.append((g, 0.5 * (H + H.T)))  # the traces' sums in another order: symmetric to the bit
+        return out
+
     def logdets(self, theta: np.ndarray) -> tuple[float, float, float] | None:
         """(log|L_Z|², log|R_X|², r²) at θ; None where K is not positive definite (the caller
         takes the general path, which tells a failed random-effects block from a failed

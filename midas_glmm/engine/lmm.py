@@ -215,6 +215,28 @@ class LMMCriterion:
             return logdet_Z + logdet_X + nmp * (1 + math.log(2 * math.pi * r2 / nmp)) - self.ldW
         return logdet_Z + self.n * (1 + math.log(2 * math.pi * r2 / self.n)) - self.ldW
 
+    def dense_derivatives(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(gradient, Hessian) of the criterion in θ in closed form on the all-dense plan
+        (:meth:`~.factor.DenseSystem.logdet_derivatives`), or None there is no such plan or K is
+        not positive definite. With K_y = K and K_X = K without y's row and column, log det K_X =
+        log|L_Z|² + log|R_X|² and log det K_y − log det K_X = log r², so REML's criterion is
+        (1 − b) log det K_X + b log det K_y + const with b = n − p, and ML's log det K_Z +
+        n (log det K_y − log det K_X) + const, K_Z the random effects' block."""
+        if not self._takes_system:
+            return None
+        system = self._dense_system()
+        N = system.A.shape[0]
+        sizes = (N, N - 1) if self.REML else (N, N - 1, system.q)
+        found = system.logdet_derivatives(theta, sizes)
+        if found is None:
+            return None
+        (g_y, H_y), (g_x, H_x) = found[:2]
+        if self.REML:
+            b = self.n - self.p
+            return b * g_y + (1 - b) * g_x, b * H_y + (1 - b) * H_x
+        g_z, H_z = found[2]
+        return g_z + self.n * (g_y - g_x), H_z + self.n * (H_y - H_x)
+
     def solution(self, theta: np.ndarray) -> LMMSolution:
         """β̂(θ), σ̂(θ) and the random effects at θ."""
         L = self.factor(theta)
@@ -685,18 +707,18 @@ def optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimize
         # lme4's stopping rule can stop early; its convergence check catches that (then BOBYQA goes
         # on from there with a strict rule), and the check's derivatives give a Newton step that
         # takes θ to the precision of the finite differences.
-        g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
+        g, H = criterion_derivatives(crit, opt.x, opt.fun)[:2]
         opt, restarted = restart_if_unconverged(
             crit, opt, tm.lower, H, g, optimizer="bobyqa", step=0.05, tolerances=STRICT_STOP
         )
         if restarted:
-            g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
+            g, H = criterion_derivatives(crit, opt.x, opt.fun)[:2]
     if not tm.linear and tm.singular(opt.x, SINGULAR_TOL):
         opt = _other_start(crit, opt, x0, optimizer)
     twin = column_sign_twin(crit, opt)
     if twin is not None:  # a better optimum beyond a random-slope column's bound
         opt = twin
-        g, H = fd_derivatives(crit, opt.x, f0=opt.fun)
+        g, H = criterion_derivatives(crit, opt.x, opt.fun)[:2]
     msgs = check_convergence(crit, opt, tm.lower, hessian=H, gradient=g)
     opt = newton_step(crit, opt, tm.lower, g, H)
     return lmm_estimates(design, crit, S, REML, opt, msgs)
@@ -732,6 +754,27 @@ def balanced_span(crit: LMMCriterion) -> bool:
     return True
 
 
+#: θ of at least this length take the criterion's derivatives in closed form on the all-dense plan
+#: (:meth:`LMMCriterion.dense_derivatives`): central differences cost 2k + k(k − 1) evaluations
+#: (12 for three θ, 42 for six), the closed form a few of one evaluation's products; below three
+#: θ the differences' two or six evaluations cost as much
+EXACT_DERIVATIVES_MIN_THETA = 3
+
+
+def criterion_derivatives(crit: LMMCriterion, x: np.ndarray, f0: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """(gradient, Hessian, evaluations spent) of the criterion at x (f0 = its value there) for the
+    convergence check and the Newton step after it: in closed form where the all-dense plan has
+    them (:data:`EXACT_DERIVATIVES_MIN_THETA` θ or more), else by central differences
+    (:func:`~.optimize.fd_derivatives`)."""
+    if len(x) >= EXACT_DERIVATIVES_MIN_THETA:
+        found = crit.dense_derivatives(x)
+        if found is not None and np.all(np.isfinite(found[0])) and np.all(np.isfinite(found[1])):
+            return found[0], found[1], 0
+    g, H = fd_derivatives(crit, x, f0=f0)
+    k = len(x)
+    return g, H, 2 * k + k * (k - 1)
+
+
 #: the largest scaled gradient (lme4's measure, :func:`~.optimize.gradient_size`) at which a
 #: balanced design's moment start is taken as the optimum, before the Newton step
 EXACT_START_TOL = 1e-5
@@ -740,14 +783,14 @@ EXACT_START_TOL = 1e-5
 def _verified_start(crit: LMMCriterion, x0: np.ndarray, f0: float):
     """(optimum, gradient, Hessian) at the moment start when the convergence check's derivatives
     confirm it is the optimum (:func:`balanced_span`: the start of a balanced design, inside the
-    parameter space), else None. Costs the check's 2k + k(k − 1) evaluations instead of
-    BOBYQA's tens (sleepstudy: 13 against 62)."""
-    g, H = fd_derivatives(crit, x0, f0=f0)
+    parameter space), else None. Costs the check's derivatives (:func:`criterion_derivatives`:
+    exact on the all-dense plan from three θ, else 2k + k(k − 1) evaluations) instead of BOBYQA's
+    tens of evaluations (sleepstudy: one evaluation and the exact derivatives against 62)."""
+    g, H, spent = criterion_derivatives(crit, x0, f0)
     if gradient_size(crit, x0, crit.tmap.lower, H, g)[0] > EXACT_START_TOL:
         return None
-    k = len(x0)
     said = "the moment start, REML's optimum on a balanced design (checked by its derivatives)"
-    return OptResult(np.array(x0, dtype=float), float(f0), 1 + 2 * k + k * (k - 1), True, said, "moments"), g, H
+    return OptResult(np.array(x0, dtype=float), float(f0), 1 + spent, True, said, "moments"), g, H
 
 
 def _other_start(crit, opt, x0, optimizer):

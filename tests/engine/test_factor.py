@@ -850,3 +850,34 @@ def test_the_ols_fit_kept_on_the_cross_products_is_their_own():
         beta, rss = ols_fit(cp)
         b, res = np.linalg.lstsq(d.X, y, rcond=None)[:2]
         assert beta == pytest.approx(b, rel=1e-9) and rss == pytest.approx(float(res[0]), rel=1e-9)
+
+
+@pytest.mark.parametrize("REML", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + (x|district)",
+        "y ~ x + x2 + (x|district) + (0 + x2|region)",
+        "y ~ x + (1|a) + (x|region)",
+        "y ~ x + (1|district) + (1|region)",
+    ],
+)
+def test_the_dense_criterions_closed_form_derivatives_equal_its_differences(formula, weighted, REML):
+    """LMMCriterion.dense_derivatives (K's polynomial: traces of K_s⁻¹ ∂K_s and of its
+    products) against central differences of the criterion, REML and ML, with prior weights:
+    vector terms, a slope alone, crossed and nested terms."""
+    from midas_glmm.engine.optimize import fd_derivatives
+
+    d = build_design(formula, _data(n=300))
+    w = np.random.default_rng(5).uniform(0.5, 2.0, len(d.y)) if weighted else None
+    cp = CrossProducts.from_rows(d.terms, d.X, d.y, w)
+    ldW = float(np.sum(np.log(w))) if weighted else 0.0
+    crit = LMMCriterion(d.terms, cp, REML, ldW, dense=True)
+    for seed in (1, 2):
+        theta = _theta(crit.tmap, seed)
+        g, H = crit.dense_derivatives(theta)
+        g_fd, H_fd = fd_derivatives(crit, theta)
+        assert g == pytest.approx(g_fd, rel=1e-6, abs=1e-6 * np.max(np.abs(g)))
+        assert H == pytest.approx(H_fd, rel=1e-3, abs=1e-4 * np.max(np.abs(H)))
+        assert np.array_equal(H, H.T)
