@@ -217,8 +217,8 @@ class LMMCriterion:
 
     def dense_derivatives(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(gradient, Hessian) of the criterion in θ in closed form on the all-dense plan
-        (:meth:`~.factor.DenseSystem.logdet_derivatives`), or None there is no such plan or K is
-        not positive definite. With K_y = K and K_X = K without y's row and column, log det K_X =
+        (:meth:`~.factor.DenseSystem.logdet_derivatives`), or None where there is no such plan or K
+        is not positive definite. With K_y = K and K_X = K without y's row and column, log det K_X =
         log|L_Z|² + log|R_X|² and log det K_y − log det K_X = log r², so REML's criterion is
         (1 − b) log det K_X + b log det K_y + const with b = n − p, and ML's log det K_Z +
         n (log det K_y − log det K_X) + const, K_Z the random effects' block."""
@@ -706,7 +706,7 @@ def optimize_lmm(design, crit: LMMCriterion, S: np.ndarray, REML: bool, optimize
         opt = minimize_bounded(criterion, x0, tm.lower, optimizer or "bobyqa", step=step, tolerances=LME4_STOP)
         # lme4's stopping rule can stop early; its convergence check catches that (then BOBYQA goes
         # on from there with a strict rule), and the check's derivatives give a Newton step that
-        # takes θ to the precision of the finite differences.
+        # takes θ to their precision (exact on the all-dense plan: criterion_derivatives).
         g, H = criterion_derivatives(crit, opt.x, opt.fun)[:2]
         opt, restarted = restart_if_unconverged(
             crit, opt, tm.lower, H, g, optimizer="bobyqa", step=0.05, tolerances=STRICT_STOP
