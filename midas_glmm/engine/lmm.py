@@ -379,7 +379,8 @@ def moment_starts(
         # the coefficients' spread about the fixed effects' fit: ℓ − q degrees of freedom when X is
         # the term's columns times q level covariates (level_span), else ℓ − 1
         q = (level_span(cp, 0) or 1) if by_levels and len(tmap.terms) == 1 else 1
-        vec = level_regressions(ZtZ, r, rss, n, q) if by_levels else None
+        inverses = _level_inverses(cp, i) if by_levels and t.p == 2 else None
+        vec = level_regressions(ZtZ, r, rss, n, q, inverses) if by_levels else None
         if vec is not None:
             covs[i], within = vec
             comps.append(np.maximum(np.diagonal(covs[i], axis1=1, axis2=2), 0.0))
@@ -410,11 +411,12 @@ def moment_starts(
                 M = cp.ZjtZi[(j, i)]  # each of term i's levels meets at most one of term j's
                 if np.all(np.bincount(M.indices, minlength=M.shape[1]) <= 1):
                     comps[i] = np.maximum(comps[i] - comps[j], 0.0)
-    explained = sum(_sum_products(s2.T, t_tot[:, None]) for s2, t_tot in zip(comps, totals))
     smallest = np.min(msw, axis=0) if msw else rss / max(n - k, 1)
-    sigma2 = np.clip(rss / max(n - k, 1) - explained, 0.5 * smallest, smallest)
     if len(comps) == 1 and covs:  # one term by its levels' regressions: σ² is the variance within them
         sigma2 = msw[0]
+    else:
+        explained = sum(_sum_products(s2.T, t_tot[:, None]) for s2, t_tot in zip(comps, totals))
+        sigma2 = np.clip(rss / max(n - k, 1) - explained, 0.5 * smallest, smallest)
     dfe = n - k - sum(df for _, df, _ in anova)
     if len(anova) == len(comps) > 1 and dfe > 0 and balanced_crossed(cp, tmap):
         # crossed random intercepts, balanced: the between sums of squares are orthogonal, so the
@@ -488,8 +490,8 @@ def _level_span(cp: CrossProducts, i: int) -> int | None:
         return None
     XZ = cp.XytZ[i][:k].reshape(k, L, p).transpose(1, 2, 0)  # Z_l'X_l, ℓ × p × k
     if p == 2:  # (Z_l'Z_l)⁻¹ in closed form (NaN where singular: the check below then fails)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            A = pair_inverse(ZtZ) @ XZ
+        with np.errstate(invalid="ignore"):
+            A = _level_inverses(cp, i) @ XZ
     else:
         try:
             A = np.linalg.solve(ZtZ, XZ)  # ℓ × p × k
@@ -505,6 +507,16 @@ def _level_span(cp: CrossProducts, i: int) -> int | None:
     return q if p * q == k else None
 
 
+def _level_inverses(cp: CrossProducts, i: int) -> np.ndarray:
+    """(Z_l'Z_l)⁻¹ of term ``i``'s 2 × 2 blocks (:func:`pair_inverse`; not finite where a block is
+    singular), kept on ``cp``: the span check and the levels' regressions both use them."""
+    kept = cp.__dict__.setdefault("_level_inverses", {})
+    if i not in kept:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kept[i] = pair_inverse(cp.ZtZ[i])
+    return kept[i]
+
+
 def same_blocks(ZtZ: np.ndarray) -> bool:
     """Whether every level's block Z_l'Z_l is the same (a balanced design: each level the same
     rows of the term's columns), to rounding."""
@@ -517,7 +529,9 @@ def same_blocks(ZtZ: np.ndarray) -> bool:
 LEVEL_CONDITION = 1e-8
 
 
-def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int, between: int = 1):
+def level_regressions(
+    ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int, between: int = 1, inverses: np.ndarray | None = None
+):
     """The covariance of a vector term's coefficients by the levels' own regressions (the
     two-stage moment estimator): b_l = (Z_l'Z_l)⁻¹Z_l'r over the levels whose block is determined,
     s² = (r'r − Σ_l b_l'Z_l'r) / (n − ℓp) within them (the levels' own columns span the fixed
@@ -526,7 +540,8 @@ def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int, 
     blocks (ℓ × p × p), ``Zr`` their Z_l'r (K × ℓ × p) with r the OLS residuals, ``rss`` r'r
     (K,) and ``n`` the rows; ``between`` the degrees of freedom the fixed effects take from the
     levels' coefficients (1, the mean; q when X is the term's columns times q level covariates,
-    :func:`level_span`), the divisor of their spread ℓ − ``between``. Returns (Σ (K × p × p),
+    :func:`level_span`), the divisor of their spread ℓ − ``between``; ``inverses``: every
+    level's (Z_l'Z_l)⁻¹ of 2 × 2 blocks where the caller has them. Returns (Σ (K × p × p),
     s² (K,)), or None when fewer than p + 1 + ``between`` levels are determined or no degree of
     freedom is left within them. On a balanced
     design (every level the same Z_l) Σ/s² is REML's optimum when it is inside (sleepstudy's);
@@ -543,7 +558,10 @@ def level_regressions(ZtZ: np.ndarray, Zr: np.ndarray, rss: np.ndarray, n: int, 
     if Lg < p + 1 + between or dfw < 1:
         return None
     # ℓ × p × p, shared by the responses
-    Ginv = 1.0 / ZtZ[det] if p == 1 else pair_inverse(ZtZ[det]) if p == 2 else np.linalg.inv(ZtZ[det])
+    if p == 2:
+        Ginv = pair_inverse(ZtZ[det]) if inverses is None else inverses[det]
+    else:
+        Ginv = 1.0 / ZtZ[det] if p == 1 else np.linalg.inv(ZtZ[det])
     r = Zr[:, det]  # K × ℓ × p
     b = np.einsum("lac,klc->kla", Ginv, r)  # each (response, level) its own small product
     K = len(rss)
