@@ -881,3 +881,28 @@ def test_the_dense_criterions_closed_form_derivatives_equal_its_differences(form
         assert g == pytest.approx(g_fd, rel=1e-6, abs=1e-6 * np.max(np.abs(g)))
         assert H == pytest.approx(H_fd, rel=1e-3, abs=1e-4 * np.max(np.abs(H)))
         assert np.array_equal(H, H.T)
+
+
+def test_the_checks_derivatives_are_exact_where_the_dense_plan_has_them_and_differences_elsewhere():
+    """lmm.criterion_derivatives: the closed form from three θ on the all-dense plan (no
+    evaluation spent), central differences below three θ, on a dense system too large for its
+    polynomial, and on the sparse plan (their 2k + k(k − 1) evaluations)."""
+    from midas_glmm.engine.lmm import criterion_derivatives
+
+    data = _data(n=300)
+    four = 4 * 2 + 4 * 3  # the stencil of four θ
+    # (formula, dense plan, whether the dense system has its polynomial, evaluations spent)
+    for formula, dense, poly, spent in [
+        ("y ~ x + (x|district) + (0 + x2|region)", True, True, 0),
+        ("y ~ x + (1|district)", True, True, 2),
+        ("y ~ x + (x|district) + (0 + x2|region)", False, None, four),
+        ("y ~ x + (x|school) + (0 + x2|region)", True, False, four),  # 244 random effects
+    ]:
+        d = build_design(formula, data)
+        crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True, dense=dense)
+        if poly is not None:
+            assert (crit._dense_system().poly is not None) == poly
+        theta = _theta(crit.tmap, 1)
+        g, H, used = criterion_derivatives(crit, theta, crit(theta))
+        assert used == spent
+        assert g.shape == (len(theta),) and H.shape == (len(theta), len(theta))
