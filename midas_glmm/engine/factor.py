@@ -95,6 +95,13 @@ def _flat_of(lams: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return flat
 
 
+#: from this many θ the all-dense plan's criterion takes its gradient and Hessian in closed form
+#: (:meth:`DenseSystem.logdet_derivatives`, :func:`~.lmm.criterion_derivatives`): central
+#: differences cost 2k + k(k − 1) evaluations (12 for three θ, 42 for six), the closed form a few
+#: of one evaluation's products; below three θ the differences' two or six evaluations cost as much
+CLOSED_FORM_MIN_THETA = 3
+
+
 @functools.cache
 def _upper_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.triu_indices(k)``, formed once per k (read only)."""
@@ -125,8 +132,15 @@ class DenseSystem:
     product with [1, θ, θ_k θ_l], not a scaling of A's columns and rows term by term.
     """
 
-    #: most numbers in the coefficients of K's polynomial in θ ((q + m)² per coefficient)
+    #: most numbers in the coefficients of K's polynomial in θ ((q + m)² per coefficient) ...
     POLY_MAX = 250_000
+    #: ... and with :data:`CLOSED_FORM_MIN_THETA` θ or more (8 MB), whose convergence check then takes
+    #: its derivatives from the polynomial in closed form (:meth:`logdet_derivatives`): the maximal
+    #: models of six θ up to 189 random effects + m (30 subjects × 20 items: a fit 0.83x, 40 × 30
+    #: 0.81x). With fewer θ the polynomial's evaluations past 250,000 numbers gain nothing on the
+    #: scaling (crossed intercepts of 150 × 100 levels: 1.00x), and past ~1e6 its product reads more
+    #: memory than the scaling costs
+    POLY_MAX_CLOSED_FORM = 1_000_000
 
     def __init__(self, plan: FactorPlan, blocks: PlanBlocks, jacobian: list[np.ndarray]):
         q, m = plan.q, blocks.XX.shape[0]
@@ -151,7 +165,8 @@ class DenseSystem:
         nt = self.J.shape[1]
         self.pairs = _upper_pairs(nt)
         n = q + m
-        self.poly = self._polynomial() if n * n * (1 + nt + len(self.pairs[0])) <= self.POLY_MAX else None
+        limit = self.POLY_MAX_CLOSED_FORM if nt >= CLOSED_FORM_MIN_THETA else self.POLY_MAX
+        self.poly = self._polynomial() if n * n * (1 + nt + len(self.pairs[0])) <= limit else None
 
     def _polynomial(self) -> np.ndarray:
         """K's coefficients as the rows of a (1 + k + k(k + 1)/2, (q + m)²) array, in the order

@@ -28,7 +28,7 @@ from ..errors import ConvergenceWarning, FitError
 from ..linalg.threads import fit_threads
 from .controls import current_control
 from .estimates import Estimates
-from .factor import DenseSystem, Factor, LevelSystem, StagedSystem
+from .factor import CLOSED_FORM_MIN_THETA, DenseSystem, Factor, LevelSystem, StagedSystem
 from .gradient import profiled_gradient
 from .optimize import (
     SINGULAR_TOL,
@@ -772,19 +772,12 @@ def balanced_span(crit: LMMCriterion) -> bool:
     return True
 
 
-#: θ of at least this length take the criterion's derivatives in closed form on the all-dense plan
-#: (:meth:`LMMCriterion.dense_derivatives`): central differences cost 2k + k(k − 1) evaluations
-#: (12 for three θ, 42 for six), the closed form a few of one evaluation's products; below three
-#: θ the differences' two or six evaluations cost as much
-EXACT_DERIVATIVES_MIN_THETA = 3
-
-
 def criterion_derivatives(crit: LMMCriterion, x: np.ndarray, f0: float) -> tuple[np.ndarray, np.ndarray, int]:
     """(gradient, Hessian, evaluations spent) of the criterion at x (f0 = its value there) for the
     convergence check and the Newton step after it: in closed form where the all-dense plan has
-    them (:data:`EXACT_DERIVATIVES_MIN_THETA` θ or more), else by central differences
+    them (:data:`~.factor.CLOSED_FORM_MIN_THETA` θ or more), else by central differences
     (:func:`~.optimize.fd_derivatives`)."""
-    if len(x) >= EXACT_DERIVATIVES_MIN_THETA:
+    if len(x) >= CLOSED_FORM_MIN_THETA:
         found = crit.dense_derivatives(x)
         if found is not None and np.all(np.isfinite(found[0])) and np.all(np.isfinite(found[1])):
             return found[0], found[1], 0

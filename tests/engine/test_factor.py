@@ -178,9 +178,11 @@ def test_the_dense_systems_polynomial_in_theta_equals_scaling_by_lambda(name, mo
     cp = CrossProducts.from_rows(d.terms, d.X, d.y)
     plan = FactorPlan(d.terms, cp, dense=True)
     tm = ThetaMap(d.terms)
-    monkeypatch.setattr(DenseSystem, "POLY_MAX", 10**8)
+    for limit in ("POLY_MAX", "POLY_MAX_CLOSED_FORM"):
+        monkeypatch.setattr(DenseSystem, limit, 10**8)
     system = DenseSystem(plan, plan.load(cp), tm.jacobian)
-    monkeypatch.setattr(DenseSystem, "POLY_MAX", 0)
+    for limit in ("POLY_MAX", "POLY_MAX_CLOSED_FORM"):
+        monkeypatch.setattr(DenseSystem, limit, 0)
     scaled = DenseSystem(plan, plan.load(cp), tm.jacobian)
     assert system.poly is not None and scaled.poly is None
     for theta in (_theta(tm, 1), _theta(tm, 2), np.where(tm.lower == 0, 0.0, 0.7)):
@@ -885,8 +887,9 @@ def test_the_dense_criterions_closed_form_derivatives_equal_its_differences(form
 
 def test_the_checks_derivatives_are_exact_where_the_dense_plan_has_them_and_differences_elsewhere():
     """lmm.criterion_derivatives: the closed form from three θ on the all-dense plan (no
-    evaluation spent), central differences below three θ, on a dense system too large for its
-    polynomial, and on the sparse plan (their 2k + k(k − 1) evaluations)."""
+    evaluation spent; the polynomial kept up to POLY_MAX_CLOSED_FORM numbers then), central
+    differences below three θ, on a dense system too large for its polynomial, and on the sparse
+    plan (their 2k + k(k − 1) evaluations)."""
     from midas_glmm.engine.lmm import criterion_derivatives
 
     data = _data(n=300)
@@ -896,7 +899,8 @@ def test_the_checks_derivatives_are_exact_where_the_dense_plan_has_them_and_diff
         ("y ~ x + (x|district) + (0 + x2|region)", True, True, 0),
         ("y ~ x + (1|district)", True, True, 2),
         ("y ~ x + (x|district) + (0 + x2|region)", False, None, four),
-        ("y ~ x + (x|school) + (0 + x2|region)", True, False, four),  # 244 random effects
+        ("y ~ x + (1|school) + (x|region)", True, True, 0),  # 257,415 numbers: past POLY_MAX, four θ
+        ("y ~ x + (x|school) + (x2|region)", True, False, 6 * 2 + 6 * 5),  # 248 random effects, six θ
     ]:
         d = build_design(formula, data)
         crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), True, dense=dense)
