@@ -317,15 +317,21 @@ def ols_fit(cp: CrossProducts) -> tuple[np.ndarray, float]:
     return beta[:, 0], float(rss[0])
 
 
+def _kept(cp: CrossProducts, key: tuple, make):
+    """``make()``, computed once per CrossProducts and kept on it under ``key``: its blocks do
+    not change (another response's, or the same rows under other weights, are a new object)."""
+    kept = cp.__dict__.setdefault("_kept", {})
+    if key not in kept:
+        kept[key] = make()
+    return kept[key]
+
+
 def _ols_of(cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
     """:func:`ols_rss` of cp's one response (β̂ as p × 1, the RSS as (1,)), kept on ``cp``: the
     check of the response, the moment start and the estimates all ask."""
-    found = cp.__dict__.get("_ols")
-    if found is None:
-        A = cp.XytXy
-        k = A.shape[0] - 1
-        found = cp.__dict__["_ols"] = ols_rss(A[:k, :k], A[None, :k, k], A[None, k, k])
-    return found
+    A = cp.XytXy
+    k = A.shape[0] - 1
+    return _kept(cp, ("ols",), lambda: ols_rss(A[:k, :k], A[None, :k, k], A[None, k, k]))
 
 
 def moment_start(cp: CrossProducts, tmap: ThetaMap, floor: float = 0.1, residual: float | None = None) -> np.ndarray:
@@ -476,10 +482,7 @@ def level_span(cp: CrossProducts, i: int) -> int | None:
     (Z_l'Z_l)⁻¹Z_l'X_l, and X'X − Σ_l A_l'Z_l'X_l (positive semi-definite) is zero, its trace
     zero, exactly when every X_l lies in Z_l's span. Kept on ``cp`` (the start and the check
     both ask)."""
-    spans = cp.__dict__.setdefault("_level_spans", {})
-    if i not in spans:
-        spans[i] = _level_span(cp, i)
-    return spans[i]
+    return _kept(cp, ("level span", i), lambda: _level_span(cp, i))
 
 
 def _level_span(cp: CrossProducts, i: int) -> int | None:
@@ -510,11 +513,12 @@ def _level_span(cp: CrossProducts, i: int) -> int | None:
 def _level_inverses(cp: CrossProducts, i: int) -> np.ndarray:
     """(Z_l'Z_l)⁻¹ of term ``i``'s 2 × 2 blocks (:func:`pair_inverse`; not finite where a block is
     singular), kept on ``cp``: the span check and the levels' regressions both use them."""
-    kept = cp.__dict__.setdefault("_level_inverses", {})
-    if i not in kept:
+
+    def inverses():
         with np.errstate(divide="ignore", invalid="ignore"):
-            kept[i] = pair_inverse(cp.ZtZ[i])
-    return kept[i]
+            return pair_inverse(cp.ZtZ[i])
+
+    return _kept(cp, ("level inverses", i), inverses)
 
 
 def same_blocks(ZtZ: np.ndarray) -> bool:
