@@ -26,12 +26,11 @@ def simulate(res, n: int = 1, seed=None, random_effects: str = "marginal") -> np
     d = res.design
     eta_fixed = d.X @ res.params.to_numpy() + d.offset
     out = np.empty((d.nobs, n))
-    covs = res.term_covariances()
+    roots = [_root(Sig) for Sig in res.term_covariances()]
     for k in range(n):
         eta = eta_fixed.copy()
-        for t, Sig, b_hat in zip(d.terms, covs, res.estimates.b):
+        for t, lam, b_hat in zip(d.terms, roots, res.estimates.b):
             if random_effects == "marginal":
-                lam = np.linalg.cholesky(Sig + 1e-300 * np.eye(t.p)) if np.all(np.diag(Sig) > 0) else _psd_root(Sig)
                 b = rng.standard_normal((t.nlevels, t.p)) @ lam.T
             else:
                 b = b_hat
@@ -42,7 +41,15 @@ def simulate(res, n: int = 1, seed=None, random_effects: str = "marginal") -> np
     return out
 
 
-def _psd_root(S):
+def _root(S: np.ndarray) -> np.ndarray:
+    """A root R of the term's covariance, RR' = Σ: its Cholesky factor, or, where Σ is singular
+    (a variance at zero, or a correlation at ±1 with every variance positive), V·√max(w, 0) from
+    its eigenvalues w and vectors V."""
+    if np.all(np.diag(S) > 0):
+        try:
+            return np.linalg.cholesky(S)
+        except np.linalg.LinAlgError:  # singular with a positive diagonal: the eigenvalues' root
+            pass
     w, V = np.linalg.eigh(S)
     return V * np.sqrt(np.maximum(w, 0))
 

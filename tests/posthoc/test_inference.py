@@ -119,6 +119,25 @@ def test_simulation_reproduces_the_model_variance():
     assert np.allclose(cond.mean(axis=1), res.fittedvalues, atol=4 * res.sigma / np.sqrt(2000) * 1.5)
 
 
+def test_simulation_from_a_correlation_at_one_with_positive_variances(monkeypatch):
+    """A correlation at -1 with both variances positive (a singular fit of random slopes): Σ has
+    no Cholesky factor (numpy raised LinAlgError from simulate and the bootstrap); the draws use
+    its eigenvalues' root and keep var(y_i) = z_i'Σz_i + σ²."""
+    ss = datasets.load("sleepstudy")
+    res = MixedModel.from_formula("Reaction ~ Days + (Days|Subject)", ss).fit()
+    Sig = np.outer([20.0, -5.0], [20.0, -5.0])
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(Sig)  # so the draws below take the other root
+    monkeypatch.setattr(res, "term_covariances", lambda: [Sig])
+    sims = res.simulate(4000, seed=3)
+    Z = np.column_stack([np.ones(len(ss)), ss["Days"].to_numpy(float)])
+    implied = np.einsum("ij,jk,ik->i", Z, Sig, Z) + res.sigma**2
+    assert np.allclose(sims.var(axis=1) / implied, 1.0, atol=0.12)
+    # the rank-one Σ: rows of a subject at Days = 4 share no random-effect variance (z'v = 0)
+    at4 = (ss["Days"] == 4).to_numpy()
+    assert sims[at4].var(axis=1) == pytest.approx(np.full(at4.sum(), res.sigma**2), rel=0.12)
+
+
 @pytest.mark.slow
 def test_bootstrap_intervals_bracket_the_estimates_like_wald():
     _, res = fitted("sleepstudy_intercept_reml")
