@@ -56,6 +56,10 @@ FINAL_STEP = 1e-5
 #: as |δ_k|³/|δ_k−1|², below STEP_TOL
 MAX_GAIN = 1e-3
 STEP_TOL = 1e-7
+#: the extrapolation only from a step below this (relative): a larger one was not yet in Newton's
+#: quadratic phase, and the ratio of the two steps underrates what is left (a step of 0.24 then
+#: one of 1.2e-3 extrapolates 3e-8 where 9e-6 was left, 1e-8 of deviance)
+QUADRATIC_FROM = 0.05
 #: tails larger than this are factored by LAPACK in the single-fit path instead
 MAX_TAIL = 400
 #: the groups of a criterion call are eliminated and evaluated in chunks whose tails and strips
@@ -533,7 +537,8 @@ def newton_many(bc: BatchCriterion, start: np.ndarray, other_start: np.ndarray |
         with np.errstate(divide="ignore", invalid="ignore"):
             next_size = np.where(last_size[act] > 0, size**3 / last_size[act] ** 2, np.inf)
         full = (shift == 0.0) & (cut == 1.0) & ~np.any(xa + delta < lower, axis=1)  # a plain Newton step
-        quadratic = (size < 0.05 * last_size[act]) & (gain < MAX_GAIN) & (next_size < STEP_TOL)
+        quadratic = (size < 0.05 * last_size[act]) & (last_size[act] < QUADRATIC_FROM) & (gain < MAX_GAIN)
+        quadratic &= next_size < STEP_TOL
         conv = ok & full & ((size < FINAL_STEP) | quadratic)
         # the last step, evaluated alone; if it does not descend, the centre is the optimum
         if conv.any():

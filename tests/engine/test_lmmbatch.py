@@ -191,6 +191,25 @@ def test_lockstep_newton_equals_single_fits(data, shape):
         assert res.singular[name] == ref.singular
 
 
+def test_lockstep_newton_does_not_stop_on_a_step_that_follows_a_long_one():
+    """A response whose Newton steps went 0.24 then 1.2e-3 (relative): the ratio of the two
+    extrapolated 3e-8 left where 9e-6 was (1e-8 of log-likelihood short of its single fit); the
+    extrapolation starts from steps below QUADRATIC_FROM."""
+    from midas_glmm import datasets
+
+    formula = "Reaction ~ Days + (1|Subject) + (0 + Days|Subject)"
+    ss = datasets.load("sleepstudy")
+    model = MixedModel.from_formula(formula, ss)
+    y = model.fit().simulate(12, seed=7)[:, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        many = model.fit_many(y[:, None])
+        single = MixedModel.from_formula(formula, ss.assign(Reaction=y)).fit()
+    assert many.records[0]["opt"][5] == "newton"
+    assert many.llf.iloc[0] >= single.llf - 1e-10
+    assert np.allclose(many.theta.iloc[0], single.theta, atol=1e-6)
+
+
 def test_newton_holds_a_boundary_and_leaves_hard_cases(data):
     """A response with no b variation converges with θ_b held at 0 exactly (singular); a
     start at a saddle on the bound does not report a false optimum."""
