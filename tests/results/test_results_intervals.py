@@ -86,6 +86,47 @@ def test_gamma_bootstrap_interval_of_sigma_is_that_of_the_refitted_sigmas():
     assert 0.5 * res.sigma < lo < hi < 2 * res.sigma  # not the constant 1 of a binomial/Poisson sigma
 
 
+@pytest.mark.parametrize("case", ["penicillin_crossed_reml", "sleepstudy_uncorrelated_reml", "dyestuff_ml"])
+def test_gaussian_bootstrap_refits_in_one_batch_and_matches_refits_by_hand(case, monkeypatch):
+    """A Gaussian bootstrap goes through fit_many (the shared blocks and one data pass per batch):
+    its table is that of refits done one by one from the formula."""
+    _, res = fitted(case)
+    calls = []
+    real = MixedModel.fit_many
+
+    def counted(self, *args, **kwargs):
+        calls.append(kwargs.get("method"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MixedModel, "fit_many", counted)
+    boot = res.conf_int(method="bootstrap", n_boot=12, seed=7)
+    assert calls == [res.fit_options["method"]]  # one batch, with the fit's method
+    hand = by_hand(case, 12, seed=7, method=res.fit_options["method"])
+    expected = np.quantile(hand, [0.025, 0.975], axis=0)
+    assert np.allclose(boot["lower"], expected[0], rtol=1e-6)
+    assert np.allclose(boot["upper"], expected[1], rtol=1e-6)
+
+
+def test_gaussian_bootstrap_with_a_correlation_matches_the_one_by_one_refits(slope, monkeypatch):
+    """The batch's correlations and sigma in the table's order: the refits one by one (the
+    bootstrap's path for the other families) give the same table."""
+    batch = slope.conf_int(method="bootstrap", n_boot=30, seed=2)
+    monkeypatch.setattr(midas_glmm.posthoc.bootstrap, "_batched", lambda res: False)
+    one_by_one = slope.conf_int(method="bootstrap", n_boot=30, seed=2)
+    assert list(batch.index) == list(one_by_one.index) and "cor_Days.(Intercept)|Subject" in batch.index
+    assert np.allclose(batch.to_numpy(), one_by_one.to_numpy(), rtol=1e-5)
+
+
+def test_only_gaussian_models_of_the_direct_solver_bootstrap_in_a_batch():
+    from midas_glmm.posthoc.bootstrap import _batched
+
+    assert _batched(fitted("sleepstudy_slope_reml")[1])
+    assert not _batched(fitted("cbpp_binomial_laplace")[1])
+    _, res = fitted("dyestuff_reml")
+    res.fit_options = dict(res.fit_options, solver="iterative")
+    assert not _batched(res)
+
+
 def test_bootstrap_of_a_fast_fit_refits_with_nagq_zero():
     _, res = fitted("cbpp_binomial_nagq0")
     with warnings.catch_warnings():
