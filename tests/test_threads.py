@@ -76,3 +76,39 @@ def test_blas_controller_finds_the_blas_when_asked_before_numpy_is_imported():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) >= 1 and out[0] == out[1]
+
+
+def test_worker_processes_are_not_forked_after_numbas_openmp_threads(monkeypatch):
+    """A child forked after GNU OpenMP's threads ran is terminated by numba at its first parallel
+    kernel (a BrokenProcessPool from bootstrap(n_jobs=2) of an iterative fit): once numba's
+    OpenMP layer has started, "fork" becomes "forkserver"; the user's own start method otherwise."""
+    import multiprocessing
+    import sys
+    import types
+
+    from midas_glmm.linalg.threads import process_context
+
+    default = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    layer = types.SimpleNamespace(_is_initialized=False, _threading_layer=None)
+    monkeypatch.setitem(sys.modules, "numba.np.ufunc.parallel", layer)
+    assert process_context().get_start_method() == default
+    layer._is_initialized, layer._threading_layer = True, "workqueue"
+    assert process_context().get_start_method() == default
+    layer._threading_layer = "omp"
+    assert process_context().get_start_method() == ("forkserver" if default == "fork" else default)
+
+
+def test_bootstrap_of_an_iterative_fit_in_worker_processes():
+    """The iterative solver's parallel kernels in the parent, then its refits in two worker
+    processes: the serial table (the workers were forked into numba's termination before)."""
+    import warnings
+
+    from midas_glmm import datasets
+
+    ss = datasets.load("sleepstudy")
+    res = MixedModel.from_formula("Reaction ~ Days + (1|Subject)", ss).fit(solver="iterative")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        serial = res.conf_int(method="bootstrap", n_boot=6, seed=2)
+        parallel = res.conf_int(method="bootstrap", n_boot=6, seed=2, n_jobs=2)
+    pd.testing.assert_frame_equal(serial, parallel)

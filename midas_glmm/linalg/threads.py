@@ -9,17 +9,22 @@ BLAS thread unless the dense tail of the factor is large enough for threads to p
 before it keeps the library's default (large products over the rows).
 
 ``MIDAS_GLMM_BLAS_THREADS`` overrides the choice (a number of threads).
+
+Worker processes (fit_many's and the bootstrap's ``n_jobs``) start as :func:`process_context`
+says: forked where the platform forks, unless numba's GNU OpenMP threads have run here.
 """
 
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
+import sys
 from contextlib import contextmanager
 
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["THREADED_TAIL", "blas_threads", "fit_threads"]
+__all__ = ["THREADED_TAIL", "blas_threads", "fit_threads", "process_context"]
 
 #: dense-tail size from which the per-θ factorisation uses every core
 THREADED_TAIL = 2000
@@ -56,3 +61,20 @@ def fit_threads(dense_size: int):
         return
     with blas.limit(limits=n):
         yield
+
+
+def process_context():
+    """The multiprocessing context of worker processes: the start method the user set, else the
+    platform's default, but "forkserver" for "fork" once numba's OpenMP threading layer has run
+    in this process (the iterative solver's parallel kernels): GNU OpenMP's threads do not
+    survive a fork, and numba terminates a forked child at its first parallel kernel."""
+    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    if method == "fork" and _openmp_started():
+        method = "forkserver"
+    return multiprocessing.get_context(method)
+
+
+def _openmp_started() -> bool:
+    """Whether numba's threading layer has started here, and is OpenMP's."""
+    layer = sys.modules.get("numba.np.ufunc.parallel")  # not imported: no parallel kernel has run
+    return bool(getattr(layer, "_is_initialized", False)) and getattr(layer, "_threading_layer", None) == "omp"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-import multiprocessing
 import os
 import sys
 import threading
@@ -22,7 +21,7 @@ from ..design.columns import used_columns
 from ..engine.controls import FitControl, check_maxiter, check_start, fit_control
 from ..engine.lmm import optimize_lmm
 from ..errors import DataError, FitError, MidasError
-from ..linalg.threads import blas_controller, fit_threads
+from ..linalg.threads import blas_controller, fit_threads, process_context
 from ..posthoc.ddf import WALD
 from .gaussian import GaussianShared, full_gaussian, shared_for
 from .records import Settings, failed, record_from_estimates, record_from_result
@@ -183,9 +182,8 @@ def run_processes(workers: int, model, settings, names, values, bar) -> list[dic
     global _FORK_STATE
     parts = _chunks(len(names), workers * 4)
     # the start method set by the user, else the platform's default (without fixing it)
-    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
-    ctx = multiprocessing.get_context(method)
-    fork = method == "fork"
+    ctx = process_context()
+    fork = ctx.get_start_method() == "fork"
     if not fork:
         pool = ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=(_portable(model),))
         with pool:

@@ -14,6 +14,7 @@ from ..checks import check_count, check_level, refuse_dispersion_model, select_n
 from ..design.reterms import ThetaMap
 from ..engine.iterative import choose_solver
 from ..errors import ConvergenceWarning, FitError
+from ..linalg.threads import process_context
 from .simulate import simulate
 
 __all__ = ["bootstrap_ci"]
@@ -50,7 +51,7 @@ def bootstrap_ci(
         # not the results, nor the data the model was built from: only what a refit needs
         spec = (res.model.with_response(res.design.y, check=False), res.fit_options)
         if n_jobs > 1:
-            with ProcessPoolExecutor(max_workers=n_jobs) as ex:
+            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=process_context()) as ex:
                 outcomes = list(_progress(ex.map(_boot_one, [spec] * n_boot, tasks), n_boot, progress))
         else:
             outcomes = [_boot_one(spec, y) for y in _progress(tasks, n_boot, progress)]
