@@ -1,6 +1,8 @@
 """conf_int's arguments are checked, and refits (refit(), the bootstrap) use the original fit's
 settings: the bootstrap is checked against refits done by hand on the same simulated responses."""
 
+import copy
+import sys
 import warnings
 
 import numpy as np
@@ -8,6 +10,7 @@ import pandas as pd
 import pytest
 from conftest import case_data, fitted
 
+import midas_glmm.posthoc.bootstrap
 import midas_glmm.posthoc.profile
 from midas_glmm import MixedModel, datasets
 from midas_glmm.errors import FitError
@@ -86,11 +89,8 @@ def test_gamma_bootstrap_interval_of_sigma_is_that_of_the_refitted_sigmas():
     assert 0.5 * res.sigma < lo < hi < 2 * res.sigma  # not the constant 1 of a binomial/Poisson sigma
 
 
-@pytest.mark.parametrize("case", ["penicillin_crossed_reml", "sleepstudy_uncorrelated_reml", "dyestuff_ml"])
-def test_gaussian_bootstrap_refits_in_one_batch_and_matches_refits_by_hand(case, monkeypatch):
-    """A Gaussian bootstrap goes through fit_many (the shared blocks and one data pass per batch):
-    its table is that of refits done one by one from the formula."""
-    _, res = fitted(case)
+def _count_fit_many(monkeypatch) -> list:
+    """The methods fit_many is called with, from here on."""
     calls = []
     real = MixedModel.fit_many
 
@@ -99,12 +99,35 @@ def test_gaussian_bootstrap_refits_in_one_batch_and_matches_refits_by_hand(case,
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(MixedModel, "fit_many", counted)
+    return calls
+
+
+@pytest.mark.parametrize("case", ["penicillin_crossed_reml", "sleepstudy_uncorrelated_reml", "dyestuff_ml"])
+def test_gaussian_bootstrap_refits_in_one_batch_and_matches_refits_by_hand(case, monkeypatch):
+    """A Gaussian bootstrap goes through fit_many (the shared blocks and one data pass per batch):
+    its table is that of refits done one by one from the formula."""
+    _, res = fitted(case)
+    monkeypatch.setattr(midas_glmm.posthoc.bootstrap, "COMPILED_BATCH_FROM", 0.0)
+    calls = _count_fit_many(monkeypatch)
     boot = res.conf_int(method="bootstrap", n_boot=12, seed=7)
     assert calls == [res.fit_options["method"]]  # one batch, with the fit's method
     hand = by_hand(case, 12, seed=7, method=res.fit_options["method"])
     expected = np.quantile(hand, [0.025, 0.975], axis=0)
     assert np.allclose(boot["lower"], expected[0], rtol=1e-6)
     assert np.allclose(boot["upper"], expected[1], rtol=1e-6)
+
+
+def test_the_compiled_batch_waits_for_refits_that_take_longer_than_loading_it(monkeypatch):
+    """Several terms need the compiled batch kernels (a process's load, or after an install their
+    compile): refits that one by one take less than COMPILED_BATCH_FROM stay one by one; a term of
+    one or two columns is batched in numpy whatever the time."""
+    monkeypatch.delitem(sys.modules, "midas_glmm.linalg.batchkernels", raising=False)  # as in a new process
+    monkeypatch.setattr(midas_glmm.posthoc.bootstrap, "COMPILED_BATCH_FROM", 1e9)
+    calls = _count_fit_many(monkeypatch)
+    crossed = fitted("penicillin_crossed_reml")[1].conf_int(method="bootstrap", n_boot=5, seed=1)
+    assert calls == [] and crossed.attrs["n_ok"] == 5
+    fitted("sleepstudy_slope_reml")[1].conf_int(method="bootstrap", n_boot=5, seed=1)
+    assert calls == ["REML"]
 
 
 def test_gaussian_bootstrap_with_a_correlation_matches_the_one_by_one_refits(slope, monkeypatch):
@@ -122,7 +145,7 @@ def test_only_gaussian_models_of_the_direct_solver_bootstrap_in_a_batch():
 
     assert _batched(fitted("sleepstudy_slope_reml")[1])
     assert not _batched(fitted("cbpp_binomial_laplace")[1])
-    _, res = fitted("dyestuff_reml")
+    res = copy.copy(fitted("dyestuff_reml")[1])  # not the shared fit's options
     res.fit_options = dict(res.fit_options, solver="iterative")
     assert not _batched(res)
 
