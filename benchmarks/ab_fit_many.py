@@ -12,7 +12,8 @@ two trees' log-likelihoods.
 Shapes (seeded): ri / ri_2e4 / ri_1e5 ``~ x + (1|g)`` on 2,000 rows x 100 groups, 20,000 x 200 and
 100,000 x 1,000; slope / slope_2e4 ``~ x + (x|g)`` on the first two; crossed
 ``~ age + (1|donor) + (1|batch)`` on 20,000 rows x 200 x 40 (benchmarks/fit_many.py's design);
-nested ``~ x + (1|a/c)`` on 2,000 rows, 100 levels of a with 3 of c in each.
+nested ``~ x + (1|a/c)`` on 2,000 rows, 100 levels of a with 3 of c in each; uncorrelated
+``~ x + (x || g)`` on 2,000 rows x 100 groups.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ import warnings
 import numpy as np
 import pandas as pd
 
-SIZES = {"ri": (2000, 100), "slope": (2000, 100), "ri_1e4": (10_000, 200), "ri_2e4": (20_000, 200)}
+SIZES = {
+    "ri": (2000, 100),
+    "slope": (2000, 100),
+    "uncorrelated": (2000, 100),
+    "ri_1e4": (10_000, 200),
+    "ri_2e4": (20_000, 200),
+}
 SIZES["slope_2e4"] = (20_000, 200)
 SIZES["ri_1e5"] = (100_000, 1000)
 
@@ -67,6 +74,10 @@ def shape(name: str, rng: np.random.Generator, K: int = 256):
     n, G = SIZES[name]
     g, x = rng.integers(0, G, n), rng.standard_normal(n)
     df = pd.DataFrame({"x": x, "g": g.astype(str)})
+    if name == "uncorrelated":  # intercepts and slopes drawn apart: (x || g), two scalar terms of g
+        Y = x[:, None] + rng.standard_normal((G, K))[g] * rng.uniform(0, 2, K)
+        Y += 0.7 * rng.standard_normal((G, K))[g] * x[:, None]
+        return df, "~ x + (x || g)", Y + rng.standard_normal((n, K))
     slope = name.startswith("slope")
     Y = x[:, None] + rng.standard_normal((G, K))[g] * rng.uniform(0, 2, K) * (1 + x[:, None] if slope else 1)
     return df, "~ x + (x|g)" if slope else "~ x + (1|g)", Y + rng.standard_normal((n, K))

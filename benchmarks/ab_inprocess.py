@@ -35,6 +35,7 @@ from ab_fit_many import load_tree  # noqa: E402
 DATASETS = {
     "sleepstudy": ("sleepstudy", "Reaction ~ Days + (Days|Subject)", None),
     "sleepstudy_ml": ("sleepstudy", "Reaction ~ Days + (Days|Subject)", None),
+    "sleepstudy_uncorrelated": ("sleepstudy", "Reaction ~ Days + (Days||Subject)", None),
     "dyestuff": ("dyestuff", "Yield ~ 1 + (1|Batch)", None),
     "penicillin": ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)", None),
     "cbpp": ("cbpp", "cbind(incidence, size - incidence) ~ period + (1|herd)", "binomial"),

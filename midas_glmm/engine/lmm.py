@@ -373,12 +373,25 @@ def moment_starts(
     comps, msw, totals = [], [], []
     covs = {}  # term → (K, p, p) covariance of a vector term's coefficients (level_regressions)
     anova = []  # a random intercept's (between sum of squares, its df, n*)
+    residuals = []  # each term's Z_l'r per level (K × ℓ × p), r the OLS residuals
     col = 0
-    for i, (t, ZtZ, XZ) in enumerate(zip(tmap.terms, cp.ZtZ, cp.XytZ)):
+    for t, XZ in zip(tmap.terms, cp.XytZ):
         width = t.nlevels * t.p
         XZx = XZ[:k].reshape(k, t.nlevels, t.p)
-        r = zy[:, col : col + width].reshape(K, t.nlevels, t.p) - _sum_products(beta[:, :, None, None], XZx[:, None])
+        residuals.append(
+            zy[:, col : col + width].reshape(K, t.nlevels, t.p) - _sum_products(beta[:, :, None, None], XZx[:, None])
+        )
         col += width
+    siblings = _sibling_moments(cp, tmap, residuals, rss, n)
+    regressions = len({tmap.terms[i].group for i in siblings})  # the levels' regressions done
+    for i, (t, ZtZ, r) in enumerate(zip(tmap.terms, cp.ZtZ, residuals)):
+        if i in siblings:  # one column of a vector term written as scalar terms: its part of their regressions
+            s2, within = siblings[i]
+            comps.append(s2)
+            totals.append(ZtZ[:, 0, 0].sum()[None] / n)
+            if within is not None:
+                msw.append(within)
+            continue
         # a vector term by its levels' regressions; a random intercept too when it is the only term
         # and balanced (the balanced ANOVA's estimate, REML's: balanced_span)
         by_levels = not t.structured and (t.p > 1 or (len(tmap.terms) == 1 and same_blocks(ZtZ)))
@@ -389,6 +402,7 @@ def moment_starts(
         vec = level_regressions(ZtZ, r, rss, n, q, inverses) if by_levels else None
         if vec is not None:
             covs[i], within = vec
+            regressions += 1
             comps.append(np.maximum(np.diagonal(covs[i], axis1=1, axis2=2), 0.0))
             totals.append(np.array([ZtZ[:, a, a].sum() for a in range(t.p)]) / n)
             msw.append(within)
@@ -418,7 +432,8 @@ def moment_starts(
                 if np.all(np.bincount(M.indices, minlength=M.shape[1]) <= 1):
                     comps[i] = np.maximum(comps[i] - comps[j], 0.0)
     smallest = np.min(msw, axis=0) if msw else rss / max(n - k, 1)
-    if len(comps) == 1 and covs:  # one term by its levels' regressions: σ² is the variance within them
+    if regressions == 1 and len(msw) == 1 and (len(comps) == 1 or len(siblings) == len(comps)):
+        # one term (or one factor's scalar terms) by its levels' regressions: σ² is the variance within them
         sigma2 = msw[0]
     else:
         explained = sum(_sum_products(s2.T, t_tot[:, None]) for s2, t_tot in zip(comps, totals))
@@ -456,6 +471,52 @@ def moment_starts(
                 floor_sd = 1.0 if not t.structure.linear else 0.0
                 for i in np.flatnonzero(good):
                     out[i, sl] = t.structure.start(np.maximum(lam_diag[i], floor_sd))
+    return out
+
+
+def _sibling_moments(cp: CrossProducts, tmap: ThetaMap, residuals: list, rss: np.ndarray, n: int) -> dict:
+    """The moments of scalar terms over one grouping factor (lme4's ``(x || g)``, ``(1 | g) +
+    (0 + x | g)``: a vector term with its correlations left out) from their joint levels'
+    regressions (:func:`level_regressions` on the columns together), each term's variance the
+    diagonal of Σ: its own one-way ANOVA sees the other columns' variances in its between-level
+    sums. Returns {term: (σ̂² (K × 1), the variance within the levels or None)}, the variance
+    within given once per factor; empty where no two such terms share a factor or the
+    regressions are not determined."""
+    groups: dict = {}
+    for i, t in enumerate(tmap.terms):
+        if t.p == 1 and not t.structured:
+            groups.setdefault(t.group, []).append(i)
+    out: dict = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        terms = [tmap.terms[j] for j in members]
+        first = terms[0]
+        if len({tuple(t.columns) for t in terms}) < len(members):
+            continue
+        # each member's position of every level of the first member: the same where the terms'
+        # levels are in the same order, else by label (a later term's levels may be reordered)
+        where = [None if t.levels.equals(first.levels) else t.levels.get_indexer(first.levels) for t in terms]
+        if any(w is not None and np.any(w < 0) for w in where):
+            continue
+        m, L = len(members), first.nlevels
+        G = np.empty((L, m, m))
+        for a, (i, wi) in enumerate(zip(members, where)):
+            G[:, a, a] = cp.ZtZ[i][:, 0, 0] if wi is None else cp.ZtZ[i][wi, 0, 0]
+            for c, (j, wj) in enumerate(zip(members[:a], where)):
+                cross = cp.ZjtZi[(i, j)]  # Z_i'Z_j, term i's levels by term j's
+                if wi is None and wj is None:
+                    G[:, a, c] = G[:, c, a] = cross.diagonal()
+                else:
+                    rows, cols = (np.arange(L) if w is None else w for w in (wi, wj))
+                    G[:, a, c] = G[:, c, a] = np.asarray(cross[rows, cols]).ravel()
+        Zr = np.stack([residuals[i][:, slice(None) if w is None else w, 0] for i, w in zip(members, where)], axis=2)
+        found = level_regressions(G, Zr, rss, n)
+        if found is None:
+            continue
+        cov, within = found
+        for a, i in enumerate(members):
+            out[i] = (np.maximum(cov[:, a, a], 0.0)[:, None], within if a == 0 else None)
     return out
 
 

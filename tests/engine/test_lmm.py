@@ -237,6 +237,77 @@ def test_moment_start_with_a_known_residual_gives_the_components_own_sds():
     assert np.allclose(moment_start(scaled, tm), moment_start(base, tm), rtol=1e-10)
 
 
+def _uncorrelated_data(seed: int = 3, n: int = 400, levels: int = 30) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g, x = rng.integers(0, levels, n), rng.normal(size=n)
+    y = 1 + 0.5 * x + rng.normal(0, 1, levels)[g] + rng.normal(0, 0.6, levels)[g] * x + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "g": np.array([f"s{i:02d}" for i in range(levels)])[g]})
+
+
+def _levels_regressions_start(df: pd.DataFrame) -> np.ndarray:
+    """(σ̂_1/σ̂, σ̂_x/σ̂) of y ~ x + (x || g) by hand from the rows: each level's own regression of
+    the OLS residuals on (1, x), σ̂² within them, the SDs the diagonal of the coefficients'
+    covariance less their sampling variance."""
+    X = np.column_stack([np.ones(len(df)), df["x"]])
+    r = df["y"].to_numpy() - X @ np.linalg.lstsq(X, df["y"].to_numpy(), rcond=None)[0]
+    bs, ginv, fitted = [], [], 0.0
+    for _, rows in df.groupby("g").indices.items():
+        Z = X[rows]
+        G = np.linalg.inv(Z.T @ Z)
+        b = G @ Z.T @ r[rows]
+        bs.append(b)
+        ginv.append(G)
+        fitted += b @ (Z.T @ r[rows])
+    bs = np.array(bs)
+    within = (r @ r - fitted) / (len(df) - 2 * len(bs))
+    cov = np.cov(bs.T) - within * np.mean(ginv, axis=0)
+    return np.maximum(np.sqrt(np.maximum(np.diag(cov), 0.0) / within), 0.1)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (x || g)", "y ~ x + (1 | g) + (0 + x | g)"])
+def test_uncorrelated_columns_of_one_factor_start_from_their_joint_levels_regressions(formula):
+    """(x || g) and its two scalar terms: each column's SD from the levels' regressions on both
+    columns (each column's own ANOVA sees the other's variance: the
+    sleepstudy start was 1.80 for 0.98), computed here from the rows."""
+    from midas_glmm.engine.lmm import moment_start
+
+    df = _uncorrelated_data()
+    d = build_design(formula, df)
+    crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), REML=True)
+    assert np.allclose(moment_start(crit.cp, crit.tmap), _levels_regressions_start(df), rtol=1e-10)
+
+
+def test_the_joint_start_of_two_scalar_terms_follows_each_terms_own_level_order():
+    """The second term's levels in another order (the fill-reducing order a later term may get):
+    the same start, each level's columns paired by label."""
+    from midas_glmm.engine.lmm import moment_start
+
+    df = _uncorrelated_data(seed=5)
+    d = build_design("y ~ x + (x || g)", df)
+    perm = np.random.default_rng(1).permutation(d.terms[1].nlevels)
+    terms = [d.terms[0], d.terms[1].reordered(perm)]
+    assert not (terms[0].levels == terms[1].levels).all()
+    crits = [LMMCriterion(ts, CrossProducts.from_rows(ts, d.X, d.y), REML=True) for ts in (d.terms, terms)]
+    starts = [moment_start(c.cp, c.tmap) for c in crits]
+    assert np.allclose(starts[0], starts[1], rtol=1e-12)
+    assert np.allclose(starts[0], _levels_regressions_start(df), rtol=1e-10)
+
+
+def test_sleepstudys_uncorrelated_start_is_the_diagonal_of_the_correlated_one():
+    """Balanced: the joint levels' regressions of (Days || Subject) are those of (Days | Subject),
+    whose start is REML's optimum; the uncorrelated start is the SDs of that λλ'."""
+    from midas_glmm.engine.lmm import moment_start
+
+    ss = datasets.load("sleepstudy")
+    starts = []
+    for formula in ("Reaction ~ Days + (Days | Subject)", "Reaction ~ Days + (Days || Subject)"):
+        d = build_design(formula, ss)
+        crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), REML=True)
+        starts.append(moment_start(crit.cp, crit.tmap))
+    lam = np.array([[starts[0][0], 0.0], [starts[0][1], starts[0][2]]])
+    assert np.allclose(starts[1], np.sqrt(np.diag(lam @ lam.T)), rtol=1e-10)
+
+
 def test_a_response_far_from_zero_loses_no_precision():
     """Shifting y by a constant changes only the intercept. y − X b_OLS is what the blocks hold,
     so the penalised residual sum of squares is not the difference of two numbers of size y'y
