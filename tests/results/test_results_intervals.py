@@ -89,16 +89,16 @@ def test_gamma_bootstrap_interval_of_sigma_is_that_of_the_refitted_sigmas():
     assert 0.5 * res.sigma < lo < hi < 2 * res.sigma  # not the constant 1 of a binomial/Poisson sigma
 
 
-def _count_fit_many(monkeypatch) -> list:
-    """The methods fit_many is called with, from here on."""
+def _recorded(monkeypatch, method: str, keyword: str) -> list:
+    """The ``keyword`` argument of every call of MixedModel.``method`` from here on."""
     calls = []
-    real = MixedModel.fit_many
+    real = getattr(MixedModel, method)
 
-    def counted(self, *args, **kwargs):
-        calls.append(kwargs.get("method"))
+    def recorded(self, *args, **kwargs):
+        calls.append(kwargs.get(keyword))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(MixedModel, "fit_many", counted)
+    monkeypatch.setattr(MixedModel, method, recorded)
     return calls
 
 
@@ -108,7 +108,7 @@ def test_gaussian_bootstrap_refits_in_one_batch_and_matches_refits_by_hand(case,
     its table is that of refits done one by one from the formula."""
     _, res = fitted(case)
     monkeypatch.setattr(midas_glmm.posthoc.bootstrap, "COMPILED_BATCH_FROM", 0.0)
-    calls = _count_fit_many(monkeypatch)
+    calls = _recorded(monkeypatch, "fit_many", "method")
     boot = res.conf_int(method="bootstrap", n_boot=12, seed=7)
     assert calls == [res.fit_options["method"]]  # one batch, with the fit's method
     hand = by_hand(case, 12, seed=7, method=res.fit_options["method"])
@@ -123,7 +123,7 @@ def test_the_compiled_batch_waits_for_refits_that_take_longer_than_loading_it(mo
     one or two columns is batched in numpy whatever the time."""
     monkeypatch.delitem(sys.modules, "midas_glmm.linalg.batchkernels", raising=False)  # as in a new process
     monkeypatch.setattr(midas_glmm.posthoc.bootstrap, "COMPILED_BATCH_FROM", 1e9)
-    calls = _count_fit_many(monkeypatch)
+    calls = _recorded(monkeypatch, "fit_many", "method")
     crossed = fitted("penicillin_crossed_reml")[1].conf_int(method="bootstrap", n_boot=5, seed=1)
     assert calls == [] and crossed.attrs["n_ok"] == 5
     fitted("sleepstudy_slope_reml")[1].conf_int(method="bootstrap", n_boot=5, seed=1)
@@ -145,14 +145,7 @@ def test_a_glmms_refits_start_at_its_theta_as_lme4s_refit(monkeypatch):
     start=θ̂ (the same optima: the table matches refits by hand from lme4's start, above); an LMM's
     keep the moment start (the balanced designs' exact one)."""
     glmm, lmm = fitted("cbpp_binomial_laplace")[1], fitted("penicillin_crossed_reml")[1]
-    starts = []
-    real = MixedModel.fit
-
-    def recorded(self, *args, **kwargs):
-        starts.append(kwargs.get("start"))
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(MixedModel, "fit", recorded)
+    starts = _recorded(monkeypatch, "fit", "start")
     glmm.conf_int(method="bootstrap", n_boot=3, seed=1)
     assert len(starts) == 3 and all(np.array_equal(s, glmm.theta) for s in starts)
     starts.clear()
