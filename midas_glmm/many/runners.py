@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from ..design.columns import used_columns
 from ..engine.controls import FitControl, check_maxiter, check_start, fit_control
+from ..engine.iterative import choose_solver
 from ..engine.lmm import optimize_lmm
 from ..errors import DataError, FitError, MidasError
 from ..linalg.threads import blas_controller, fit_threads, process_context
@@ -34,6 +35,16 @@ __all__ = ["run_chunk", "run_processes", "run_dask", "Progress", "workers_of", "
 BATCH = 256
 
 
+def batched(model, settings: Settings) -> bool:
+    """Whether a Gaussian model's responses share its blocks (the batch of
+    :class:`~.gaussian.GaussianShared`): not for a dispersion model (the blocks serve one residual
+    variance), nor where fit()'s solver="auto" takes the iterative solver (the exact factor's dense
+    tail too large to form): those responses are fitted one by one, as fit() fits them."""
+    if not model.family.is_lmm or not settings.fit_kwargs.get("standardize", True) or model.design.disp is not None:
+        return False
+    return choose_solver("auto", model.design, model.family) == "direct"
+
+
 def run_chunk(model, settings: Settings, names: list[str], values: np.ndarray) -> list[dict]:
     """Fit the responses ``values[:, j]`` (named ``names``) to ``model``; a record per response."""
     out: list[None | dict] = [None] * len(names)
@@ -43,8 +54,7 @@ def run_chunk(model, settings: Settings, names: list[str], values: np.ndarray) -
             i = int(np.argmax(np.isinf(values[:, j])))
             exc = DataError(f"response '{names[j]}' has an infinite value (row {i} of the model's rows)")
             out[j] = failed(names[j], exc, int(np.isfinite(values[:, j]).sum()))
-    # the shared blocks serve one residual variance: a dispersion model fits response by response
-    fast = model.family.is_lmm and settings.fit_kwargs.get("standardize", True) and model.design.disp is None
+    fast = batched(model, settings)
     if fast and (~missing).any():
         REML = (settings.method or "REML").upper() == "REML"
         shared = shared_for(model, REML)
@@ -188,7 +198,7 @@ def run_processes(workers: int, model, settings, names, values, bar) -> list[dic
         pool = ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=(_portable(model),))
         with pool:
             return _collect(parts, [pool.submit(_worker_chunk, settings, names[s], values[:, s]) for s in parts], bar)
-    if model.family.is_lmm and settings.fit_kwargs.get("standardize", True):
+    if batched(model, settings):
         shared_for(model, (settings.method or "REML").upper() == "REML")
     blas_controller()  # found here once, inherited by the workers
     with _FORK_LOCK:  # one fit_many's state at a time for the processes it forks

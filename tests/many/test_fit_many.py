@@ -394,3 +394,29 @@ def test_a_response_constant_within_groups_is_named_once():
     assert res.messages["level"].count("residual variance is (near) zero") == 1
     assert "'level'" in res.messages["level"] and not res.converged["level"]
     assert "residual variance" not in res.messages["ok"]
+
+
+def test_a_model_fit_would_take_to_the_iterative_solver_is_fitted_response_by_response(crossed, monkeypatch):
+    """Where fit()'s solver="auto" takes the iterative solver (a dense tail too large to form),
+    fit_many builds no shared blocks (their dense tail is what is too large): each response is
+    fitted by fit(), its answer that fit's."""
+    import midas_glmm.engine.iterative as iterative
+    import midas_glmm.many.runners as runners
+
+    df, Y = crossed
+    monkeypatch.setattr(iterative, "AUTO_TAIL", 5)  # this design's tail counts as large
+    model = MixedModel.from_formula("~ x + (1|subject) + (1|item)", df)
+    assert iterative.choose_solver("auto", model.design, model.family) == "iterative"
+
+    def no_shared(*args, **kwargs):
+        raise AssertionError("the shared blocks were built")
+
+    monkeypatch.setattr(runners, "shared_for", no_shared)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit_many(Y[["g0", "g3"]])
+    for name in ("g0", "g3"):
+        ref = single(df, Y[name])
+        assert ref.fit_options["solver"] == "auto" and ref.estimates.opt.optimizer == "iterative"
+        assert res.llf[name] == pytest.approx(ref.llf, abs=1e-9)
+        assert np.allclose(res.params.loc[name], ref.params, rtol=1e-9)
