@@ -72,6 +72,14 @@ def check_count(value, name: str) -> int:
     return int(value)
 
 
+def check_jobs(n_jobs) -> int:
+    """``n_jobs`` as a number of worker processes: a positive integer, or -1 for every core; a
+    FitError naming the argument otherwise (0 or -2 would mean nothing)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
+        raise FitError(f"n_jobs must be a positive integer or -1 (all cores), not {n_jobs!r}")
+    return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
+
+
 def memory_bytes() -> float:
     """The machine's physical memory in bytes (infinite where the system does not say)."""
     try:

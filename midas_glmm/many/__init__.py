@@ -20,15 +20,14 @@ responses into chunks; the model is sent once per worker.
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..checks import check_jobs
 from ..engine.controls import check_maxiter, check_start
 from ..errors import FitError
 from ..posthoc.ddf import SATTERTHWAITE, WALD, parse_ddf
 from .records import Settings
 from .responses import response_matrix
 from .results import ManyResults
-from .runners import BATCH, Progress, run_chunk, run_dask, run_processes, workers_of
+from .runners import BATCH, Progress, run_chunk, run_dask, run_processes
 
 __all__ = ["fit_many", "ManyResults"]
 
@@ -49,8 +48,7 @@ def fit_many(
     ddf = parse_ddf(ddf, allowed=(WALD, SATTERTHWAITE), where="for fit_many")
     if ddf == SATTERTHWAITE and not model.family.is_lmm:
         raise FitError("Satterthwaite degrees of freedom are for Gaussian models; a GLMM's tests are Wald z tests")
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
-        raise FitError(f"n_jobs must be a positive integer or -1 (all cores), not {n_jobs!r}")
+    workers = check_jobs(n_jobs)
     if model.design.source is not None:
         raise FitError("fit_many needs the model's rows in memory (a pandas DataFrame), not Dask data")
     allowed = {"optimizer", "start", "maxiter", "standardize"} | (set() if model.family.is_lmm else {"nAGQ", "fast"})
@@ -69,7 +67,6 @@ def fit_many(
     if client is not None:
         records = run_dask(client, model, settings, names, values, bar)
     else:
-        workers = workers_of(n_jobs)
         if workers == 1 or K < 2:
             records = []
             # progress in steps of ~5%, but a Gaussian batch of at most BATCH responses at once

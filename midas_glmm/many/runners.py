@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
 import threading
 import warnings
@@ -28,7 +27,7 @@ from .gaussian import GaussianShared, full_gaussian, shared_for
 from .records import Settings, failed, record_from_estimates, record_from_result
 from .responses import check_layout, subset_model, theta_in_model_order
 
-__all__ = ["run_chunk", "run_processes", "run_dask", "Progress", "workers_of", "BATCH"]
+__all__ = ["run_chunk", "run_processes", "run_dask", "Progress", "BATCH"]
 
 
 #: responses per batch of the shared data pass (n × this many doubles at a time)
@@ -130,10 +129,6 @@ def fit_one(model, settings: Settings, name: str, y: np.ndarray) -> dict:
         except (MidasError, np.linalg.LinAlgError, FloatingPointError) as exc:
             return failed(name, exc, int(observed.sum()))
     return rec
-
-
-def workers_of(n_jobs: int) -> int:
-    return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
 
 
 def _chunks(K: int, parts: int) -> list[slice]:

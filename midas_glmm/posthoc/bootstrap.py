@@ -12,7 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 
-from ..checks import check_count, check_level, refuse_dispersion_model, select_names
+from ..checks import check_count, check_jobs, check_level, refuse_dispersion_model, select_names
 from ..design.reterms import ThetaMap
 from ..engine.iterative import choose_solver
 from ..errors import ConvergenceWarning, FitError
@@ -43,14 +43,15 @@ def bootstrap_ci(
     with the settings of the original fit (``res.fit_options``: method, nAGQ, fast, optimizer),
     and the ``(1−level)/2`` and ``(1+level)/2`` quantiles of the refitted fixed effects and
     variance components (and sigma, √φ for Gamma) are reported. ``n_jobs > 1`` refits in
-    parallel processes; ``progress=True`` shows a progress bar when tqdm is installed. Refits that
-    fail numerically are left out with a :class:`ConvergenceWarning` (as ``bootMer`` counts its
-    failures); ``attrs["n_ok"]`` holds the number used."""
+    parallel processes (-1: one per core); ``progress=True`` shows a progress bar when tqdm is
+    installed. Refits that fail numerically are left out with a :class:`ConvergenceWarning` (as
+    ``bootMer`` counts its failures); ``attrs["n_ok"]`` holds the number used."""
     refuse_dispersion_model(res, "bootstrap intervals", "use method='wald' (disp_bse for the dispersion coefficients)")
     level = check_level(level)
     names = ThetaMap(res.design.terms).interval_names(list(res.params.index), res.family.has_dispersion, True)
     which = select_names(which, names, "bootstrap")
     n_boot = check_count(n_boot, "n_boot")
+    n_jobs = check_jobs(n_jobs)
     ysim = simulate(res, n_boot, seed=seed)
     # not the results, nor the data the model was built from: only what a refit needs
     spec = (res.model.with_response(res.design.y, check=False), _refit_options(res))

@@ -236,9 +236,12 @@ def test_the_example_set_has_a_singular_response(many):
 def test_worker_count():
     import os
 
-    from midas_glmm.many.runners import workers_of
+    from midas_glmm.checks import check_jobs
 
-    assert workers_of(1) == 1 and workers_of(3) == 3 and workers_of(-1) == (os.cpu_count() or 1)
+    assert check_jobs(1) == 1 and check_jobs(3) == 3 and check_jobs(-1) == (os.cpu_count() or 1)
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(FitError, match=r"n_jobs must be a positive integer or -1 \(all cores\)"):
+            check_jobs(bad)
 
 
 def test_fit_controls_reach_every_response(crossed):

@@ -68,6 +68,7 @@ def test_wald_interval_of_a_variance_component_points_to_profile(slope):
         ({"method": "wald", "n_boot": 10}, r"conf_int\(method='wald'\) has no option 'n_boot'"),
         ({"method": "bootstrap", "nboot": 10}, r"has no option 'nboot'; did you mean 'n_boot'\?"),
         ({"method": "bootstrap", "n_boot": 0}, r"n_boot must be a positive integer"),
+        ({"method": "bootstrap", "n_jobs": 0}, r"n_jobs must be a positive integer or -1 \(all cores\), not 0"),
     ],
 )
 def test_bad_interval_arguments_are_clear_errors(slope, kwargs, message):
@@ -152,6 +153,15 @@ def test_a_glmms_refits_start_at_its_theta_as_lme4s_refit(monkeypatch):
     monkeypatch.setattr(midas_glmm.posthoc.bootstrap, "_batched", lambda res: False)
     lmm.conf_int(method="bootstrap", n_boot=2, seed=1)
     assert starts == [None, None]
+
+
+def test_a_glmm_bootstrap_checks_n_jobs_as_fit_many_does():
+    """0 or -2 processes mean nothing: an error on every path (a GLMM's refits one by one ran
+    serially on them; check_jobs: -1 is one per core)."""
+    _, glmm = fitted("cbpp_binomial_laplace")
+    for bad in (0, -2):
+        with pytest.raises(FitError, match=r"n_jobs must be a positive integer or -1 \(all cores\)"):
+            glmm.conf_int(method="bootstrap", n_boot=2, seed=1, n_jobs=bad)
 
 
 def test_only_gaussian_models_of_the_direct_solver_bootstrap_in_a_batch():
