@@ -164,26 +164,36 @@ class LMMCriterion:
     def unprofiled(self, theta: np.ndarray, sigma: float) -> float:
         """The criterion at (θ, σ) without profiling σ out:
         ML log|L|² + n log(2πσ²) + r²/σ²; REML adds log|R_X|² and uses n − p."""
-        L = self.factor(theta)
+        theta = np.asarray(theta, dtype=float)
+        parts = self._parts(theta)
+        if parts is None:
+            L = self.factor(theta)
+            parts = (L.logdet_Z, L.logdet_X, L.pwrss)
+        logdet_Z, logdet_X, r2 = parts
         m = self.n - self.p if self.REML else self.n
-        extra = L.logdet_X if self.REML else 0.0
-        return L.logdet_Z + extra + m * np.log(2 * np.pi * sigma**2) + L.pwrss / sigma**2 - self.ldW
+        extra = logdet_X if self.REML else 0.0
+        return logdet_Z + extra + m * math.log(2 * math.pi * sigma**2) + r2 / sigma**2 - self.ldW
 
     def __call__(self, theta: np.ndarray) -> float:
         theta = np.asarray(theta, dtype=float)
-        parts = None
-        if self._takes_system:
-            parts = self._dense_system().logdets(theta)
-        elif self._takes_levels:
-            parts = self._level_system().logdets(self.tmap.lams(theta)[0])
-        elif self._takes_stages:
-            parts = self._staged_system().logdets(self.tmap.lams(theta))
+        parts = self._parts(theta)
         if parts is not None:
             return self._criterion(*parts)
         try:
             return self.from_factor(self.factor(theta))
         except np.linalg.LinAlgError:
             return np.inf
+
+    def _parts(self, theta: np.ndarray):
+        """(log|L_Z|², log|R_X|², r²) at θ from the plan's own system (all-dense, one term's levels,
+        staged), or None where the plan has none (the general Factor then)."""
+        if self._takes_system:
+            return self._dense_system().logdets(theta)
+        if self._takes_levels:
+            return self._level_system().logdets(self.tmap.lams(theta)[0])
+        if self._takes_stages:
+            return self._staged_system().logdets(self.tmap.lams(theta))
+        return None
 
     def _dense_system(self) -> DenseSystem:
         """The all-dense plan's :class:`DenseSystem` for these blocks (built on first use)."""

@@ -237,6 +237,45 @@ def test_moment_start_with_a_known_residual_gives_the_components_own_sds():
     assert np.allclose(moment_start(scaled, tm), moment_start(base, tm), rtol=1e-10)
 
 
+@pytest.mark.parametrize("REML", [True, False])
+def test_the_unprofiled_criterion_is_the_factors_on_every_plan(REML):
+    """crit.unprofiled(θ, σ) (the profile's and the dispersion model's criterion) takes its
+    log-determinants and r² from the plan's own system where it has one (all-dense, one term's
+    levels, staged): the same number as from the general Factor, on each plan."""
+    rng = np.random.default_rng(4)
+    n = 3000
+    df = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "a": rng.integers(0, 300, n),
+            "b": rng.integers(0, 20, n),
+            "s": rng.integers(0, 12, n),
+        }
+    )
+    df["y"] = df.x + rng.normal(size=300)[df.a] + rng.normal(size=20)[df.b] + rng.normal(size=n)
+    designs = {
+        "dense": ("y ~ x + (x|s)", df.iloc[:400]),
+        "levels": ("y ~ x + (x|a)", df),
+        "staged": ("y ~ x + (1|a) + (1|b)", df),
+        "general": ("y ~ x + (x|a) + (x|b)", df),
+    }
+    for plan, (formula, data) in designs.items():
+        d = build_design(formula, data)
+        crit = LMMCriterion(d.terms, CrossProducts.from_rows(d.terms, d.X, d.y), REML=REML)
+        paths = {"dense": crit._takes_system, "levels": crit._takes_levels, "staged": crit._takes_stages}
+        assert [k for k, v in paths.items() if v] == ([] if plan == "general" else [plan])
+        m = crit.n - crit.p if REML else crit.n
+        for _ in range(3):
+            theta = rng.normal(size=len(crit.tmap))
+            theta = np.where(crit.tmap.lower == 0, np.abs(theta), theta)  # the diagonal at or above 0
+            sigma = rng.uniform(0.5, 2.0)
+            L = crit.factor(theta)
+            expected = (
+                L.logdet_Z + (L.logdet_X if REML else 0.0) + m * np.log(2 * np.pi * sigma**2) + L.pwrss / sigma**2
+            ) - crit.ldW
+            assert crit.unprofiled(theta, sigma) == pytest.approx(expected, rel=1e-11), plan
+
+
 def _uncorrelated_data(seed: int = 3, n: int = 400, levels: int = 30) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     g, x = rng.integers(0, levels, n), rng.normal(size=n)
