@@ -24,6 +24,7 @@ the bound); correlation parameters are unbounded (ρ → ±1 at a → ±∞, whe
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -177,6 +178,8 @@ class Unstructured(Structure):
         return np.array(values), names
 
     def par_from_natural(self, v, scale=1.0):
+        if self.p <= 2:  # the Cholesky factor below in closed form (a profile's every evaluation)
+            return _small_par_from_natural(v, scale, self.p)
         sd, R = np.zeros(self.p), np.eye(self.p)
         for value, (r, c) in zip(v, zip(*self.index)):
             if r == c:
@@ -193,6 +196,25 @@ class Unstructured(Structure):
     def singular(self, par, tol):
         rows, cols = self.index
         return bool(np.any(np.asarray(par)[rows == cols] < tol))
+
+
+def _small_par_from_natural(v, scale: float, p: int) -> np.ndarray | None:
+    """:meth:`Unstructured.par_from_natural` for one or two columns: λ the Cholesky factor of
+    Σ + jI (j = 1e-14·max(1, max|Σ|), the general path's), l₁₁ = √(Σ₁₁ + j), l₂₁ = Σ₂₁/l₁₁,
+    l₂₂ = √(Σ₂₂ + j − l₂₁²), None where that square root's argument is not positive (|ρ| > 1),
+    as LAPACK's factorisation fails there."""
+    if p == 1:
+        a = float(v[0]) ** 2
+        return np.array([math.sqrt(a + 1e-14 * max(1.0, a)) / scale])
+    s1, rho, s2 = (float(x) for x in v)
+    a, c, b = s1 * s1, rho * s1 * s2, s2 * s2
+    j = 1e-14 * max(1.0, abs(a), abs(b), abs(c))
+    l11 = math.sqrt(a + j)
+    l21 = c / l11
+    d = b + j - l21 * l21
+    if not d > 0:  # also NaN
+        return None
+    return np.array([l11, l21, math.sqrt(d)]) / scale
 
 
 class Diagonal(Structure):

@@ -83,6 +83,33 @@ def test_natural_values_map_back_to_the_same_covariance(p, sd, cor):
         assert np.all(values >= lo) and np.all(values <= hi)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    s1=st.floats(0.0, 1e3),
+    s2=st.floats(0.0, 1e3),
+    rho=st.floats(-1.2, 1.2),
+    scale=st.sampled_from([1.0, 0.01, 25.0]),
+)
+@example(s1=2.0, s2=3.0, rho=1.0, scale=1.0)  # a correlation at its limit: Σ singular, the jitter's factor
+@example(s1=2.0, s2=3.0, rho=-1.0000001, scale=1.0)  # just past it: no factor
+def test_one_and_two_columns_from_natural_values_in_closed_form_as_lapack(s1, s2, rho, scale):
+    """The profile's every evaluation maps (SDs, correlation) to θ: for one or two columns by
+    the closed-form Cholesky factor of Σ + jI, LAPACK's (the general path's) up to rounding;
+    None exactly where LAPACK finds no factor."""
+    Sig = np.array([[s1 * s1, rho * s1 * s2], [rho * s1 * s2, s2 * s2]])
+    try:
+        L = np.linalg.cholesky(Sig + 1e-14 * np.eye(2) * max(1.0, np.max(np.abs(Sig))))
+    except np.linalg.LinAlgError:
+        L = None
+    got = Unstructured(2).par_from_natural(np.array([s1, rho, s2]), scale)
+    assert (got is None) == (L is None or not np.all(np.isfinite(L)))
+    if got is not None:  # at |ρ| = 1 λ₂₂ is the rounding of √j: to the largest entry's scale
+        want = L[[0, 1, 1], [0, 0, 1]] / scale
+        assert np.allclose(got, want, rtol=1e-12, atol=1e-8 * np.max(np.abs(want)))
+    one = Unstructured(1).par_from_natural(np.array([s1]), scale)
+    assert one == pytest.approx(np.sqrt(s1 * s1 + 1e-14 * max(1.0, s1 * s1)) / scale, rel=1e-15)
+
+
 def test_ar1_factor_is_the_cholesky_factor_of_its_correlation():
     s = AR1(5)
     for a in (-3.0, -0.4, 0.0, 0.7, 12.0):
