@@ -172,7 +172,7 @@ class LMMCriterion:
         logdet_Z, logdet_X, r2 = parts
         m = self.n - self.p if self.REML else self.n
         extra = logdet_X if self.REML else 0.0
-        return logdet_Z + extra + m * math.log(2 * math.pi * sigma**2) + r2 / sigma**2 - self.ldW
+        return logdet_Z + extra + m * np.log(2 * np.pi * sigma**2) + r2 / sigma**2 - self.ldW
 
     def __call__(self, theta: np.ndarray) -> float:
         theta = np.asarray(theta, dtype=float)
