@@ -27,6 +27,10 @@ __all__ = ["bootstrap_ci"]
 #: them costs a process ~0.4 s, compiling them after an install 3-4 s
 COMPILED_BATCH_FROM = 2.0
 
+#: an SD below this × σ (1 for a GLMM) is zero for the bootstrap table: the correlations it
+#: joins are undefined there (the optimizers end on the bound at 0 or within ~1e-11 of it)
+ZERO_SD = 1e-7
+
 
 def bootstrap_ci(
     res,
@@ -45,7 +49,8 @@ def bootstrap_ci(
     variance components (and sigma, √φ for Gamma) are reported. ``n_jobs > 1`` refits in
     parallel processes (-1: one per core); ``progress=True`` shows a progress bar when tqdm is
     installed. Refits that fail numerically are left out with a :class:`ConvergenceWarning` (as
-    ``bootMer`` counts its failures); ``attrs["n_ok"]`` holds the number used."""
+    ``bootMer`` counts its failures); ``attrs["n_ok"]`` holds the number used. A refit whose SD is
+    zero has no correlation with it (0/0): left out of that correlation's quantiles."""
     refuse_dispersion_model(res, "bootstrap intervals", "use method='wald' (disp_bse for the dispersion coefficients)")
     level = check_level(level)
     names = ThetaMap(res.design.terms).interval_names(list(res.params.index), res.family.has_dispersion, True)
@@ -92,7 +97,9 @@ def _table(outcomes: list, n_boot: int, names: list, which: list, level: float) 
         )
     arr = np.array([o for o in outcomes if not isinstance(o, str)])
     alpha = (1 - level) / 2
-    lo, hi = np.nanquantile(arr, [alpha, 1 - alpha], axis=0)
+    with warnings.catch_warnings():  # a correlation undefined in every refit (its SD always 0): NaN
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        lo, hi = np.nanquantile(arr, [alpha, 1 - alpha], axis=0)
     out = pd.DataFrame({"lower": lo, "upper": hi}, index=names).loc[which]
     out.attrs["n_ok"] = len(arr)
     return out
@@ -145,8 +152,7 @@ def _gaussian_batch(res, ysim: np.ndarray, n_jobs: int, progress: bool) -> list:
         if rec["error"] is not None:
             out.append(rec["error"])
             continue
-        sdcor = tmap.sdcor(rec["theta"], rec["sigma"])[:-1]
-        out.append(np.concatenate([rec["params"], sdcor, [rec["sigma"]]]))
+        out.append(_statistics(tmap, rec["theta"], rec["sigma"], rec["params"], rec["sigma"]))
     return out
 
 
@@ -160,9 +166,37 @@ def _boot_one(spec, y):
             r = model.with_response(y, check=False).fit(**options)
         except (np.linalg.LinAlgError, FloatingPointError, FitError) as exc:  # this sample's fit failed
             return f"{type(exc).__name__}: {exc}"
-    sdcor = ThetaMap(r.design.terms).sdcor(r.theta, r.sigma if r.family.is_lmm else 1.0)[:-1]
-    scale = [r.sigma] if r.family.has_dispersion else []
-    return np.concatenate([r.params.to_numpy(), sdcor, scale])
+    tmap = ThetaMap(r.design.terms)
+    sigma = r.sigma if r.family.has_dispersion else None
+    return _statistics(tmap, r.theta, r.sigma if r.family.is_lmm else 1.0, r.params.to_numpy(), sigma)
+
+
+def _statistics(tmap: ThetaMap, theta, scale: float, params: np.ndarray, sigma: float | None) -> np.ndarray:
+    """A refit's row of the bootstrap table: the fixed effects, each term's natural values (SDs,
+    correlations; ``scale`` σ for an LMM, 1 for a GLMM), and ``sigma`` where the family has one. A
+    correlation is NaN where an SD it joins is zero (below :data:`ZERO_SD` × ``scale``; all the
+    term's SDs for a structure's ρ): 0/0, as lme4's bootMer has it, and left out of its quantiles
+    (the optimizer's resolution at the bound, exactly 0 or 1e-11, would otherwise pick it)."""
+    theta = np.asarray(theta, dtype=float)
+    parts = [np.asarray(params, dtype=float)]
+    for t, sl in zip(tmap.terms, tmap.slices()):
+        values, names = t.structure.natural(theta[sl], scale)
+        values = np.array(values, dtype=float)
+        zero = {n for n, v in zip(names, values) if n.startswith("sd") and not v > ZERO_SD * scale}
+        n_sd = sum(n.startswith("sd") for n in names)
+        for k, name in enumerate(names):
+            if name.startswith("sd"):
+                continue
+            if name.startswith("cor_") and "." in name:  # an unstructured term's cor_r.c
+                r, c = name[4:].split(".")
+                undefined = f"sd_{r}" in zero or f"sd_{c}" in zero
+            else:  # a structure's ρ or lag correlations
+                undefined = n_sd > 0 and len(zero) == n_sd
+            if undefined:
+                values[k] = np.nan
+        parts.append(values)
+    parts.append([] if sigma is None else [sigma])
+    return np.concatenate(parts)
 
 
 def _progress(it, total, show):
