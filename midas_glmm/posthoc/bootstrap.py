@@ -131,8 +131,9 @@ def _batched(res) -> bool:
 
 def _batch_ready(design) -> bool:
     """Whether fit_many's batch costs no kernel load: the design is one term of one or two
-    columns (numpy's :class:`~midas_glmm.engine.lmmbatch.LevelBatch`), or the compiled batch
-    kernels are loaded in this process."""
+    columns (numpy's :class:`~midas_glmm.engine.lmmbatch.LevelBatch`, or below a few dozen
+    levels the all-dense plan, which calls no batch kernel either: 3-40 levels checked in fresh
+    processes), or the compiled batch kernels are loaded in this process."""
     if len(design.terms) == 1 and design.terms[0].p <= 2:
         return True
     return "midas_glmm.linalg.batchkernels" in sys.modules
